@@ -1,0 +1,11 @@
+"""timm-cra: Channel Reassessment Attention (arXiv:2010.05605) models for timm.
+
+``import timm_cra`` registers the ``cra_*`` models with timm's registry (timm has no plugin entry
+points, so the import is required); then use ``timm.create_model('cra_resnet50')`` as usual.
+"""
+from .layers import CraAttn, cra_pool
+from . import models
+
+__version__ = '0.1.0'
+
+__all__ = ['CraAttn', 'cra_pool', 'models', '__version__']

@@ -1,0 +1,107 @@
+""" Channel Reassessment Attention (CRA)
+
+Paper: `Convolutional Neural Network optimization via Channel Reassessment Attention module`
+    - YuTao Shen, Ying Wen, 2020 - https://arxiv.org/abs/2010.05605
+Official code: https://github.com/syt2/CRA (``models/CRAResNet.py``)
+
+CRA computes one attention weight per channel from a small *spatial* summary of that channel:
+
+    y = x * sigmoid(DWConv_kxk(AdaptiveMaxPool_kxk(x)))
+
+The depthwise conv has kernel size equal to the pooled size and no padding, so it reduces each
+pooled k x k map to one value with a learned per-channel spatial kernel (plus bias). Unlike SE there
+is no channel mixing, no reduction ratio and no norm: k*k*C + C parameters (50*C for k=7).
+"""
+from typing import Optional, Tuple, Type, Union
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from timm.layers import create_act_layer, to_2tuple
+from timm.layers._fx import register_notrace_function
+
+__all__ = ['CraAttn', 'cra_pool']
+
+_POOL_TYPES = ('max', 'avg')
+
+
+@register_notrace_function  # shape-dependent dispatch; keep it a single leaf node for torch.fx
+def cra_pool(x: torch.Tensor, pool_size: Tuple[int, int], pool_type: str = 'max') -> torch.Tensor:
+    """Adaptive max/avg pool of an NCHW tensor to ``pool_size``.
+
+    Numerically identical to ``F.adaptive_{max,avg}_pool2d``. When the input size is an exact multiple
+    of the pooled size (every ResNet stage at 224x224), the bins are uniform windows and the plain
+    strided pooling kernel is used, which is cheaper than the adaptive kernel (no per-bin index math,
+    no argmax indices kept at inference).
+    """
+    H, W = x.shape[-2:]
+    ph, pw = pool_size
+    if H == ph and W == pw:
+        return x
+    if H % ph == 0 and W % pw == 0:
+        k = (H // ph, W // pw)
+        if pool_type == 'max':
+            return F.max_pool2d(x, kernel_size=k, stride=k)
+        return F.avg_pool2d(x, kernel_size=k, stride=k)
+    if pool_type == 'max':
+        return F.adaptive_max_pool2d(x, pool_size)
+    return F.adaptive_avg_pool2d(x, pool_size)
+
+
+class CraAttn(nn.Module):
+    """Channel Reassessment Attention module.
+
+    Default arguments reproduce the official module exactly: adaptive max pooling to 7x7, a depthwise
+    7x7 convolution with bias (no padding, so 7x7 -> 1x1), sigmoid gate, channel-wise product.
+
+    Inputs smaller than the pooled size work as in the official code: adaptive pooling repeats input
+    pixels into the larger grid.
+
+    The constructor accepts the call signatures of both places timm builds attention layers:
+    ``attn_layer(channels)`` in ResNet blocks and ``se_layer(chs, rd_ratio=..., act_layer=...)`` in the
+    EfficientNet / MobileNet builder. CRA has no reduction bottleneck and no hidden activation, so
+    ``rd_ratio`` and ``act_layer`` are accepted for that interface and have no effect.
+
+    Args:
+        channels: Number of input (and output) channels.
+        pool_size: Spatial size the input is pooled to; also the depthwise kernel size (default 7).
+        pool_type: 'max' (official) or 'avg'.
+        gate_layer: Gating non-linearity (default 'sigmoid').
+        bias: Use a bias in the depthwise conv (official: True).
+        rd_ratio: Ignored; accepted for timm's SE-layer interface.
+        act_layer: Ignored; accepted for timm's SE-layer interface.
+    """
+
+    def __init__(
+            self,
+            channels: int,
+            pool_size: Union[int, Tuple[int, int]] = 7,
+            pool_type: str = 'max',
+            gate_layer: Union[str, Type[nn.Module]] = 'sigmoid',
+            bias: bool = True,
+            rd_ratio: Optional[float] = None,
+            act_layer: Optional[Type[nn.Module]] = None,
+            device=None,
+            dtype=None,
+    ):
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__()
+        if pool_type not in _POOL_TYPES:
+            raise ValueError(f"CraAttn: pool_type must be one of {_POOL_TYPES}, got {pool_type!r}.")
+        self.pool_size = to_2tuple(pool_size)
+        if min(self.pool_size) < 1:
+            raise ValueError(f"CraAttn: pool_size must be >= 1, got {pool_size!r}.")
+        self.pool_type = pool_type
+        # Depthwise conv whose kernel covers the whole pooled map: one spatial kernel per channel.
+        self.conv = nn.Conv2d(
+            channels, channels, kernel_size=self.pool_size, groups=channels, bias=bias, **dd)
+        self.gate = create_act_layer(gate_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_cra = cra_pool(x, self.pool_size, self.pool_type)
+        x_cra = self.conv(x_cra)
+        return x * self.gate(x_cra)
+
+    def extra_repr(self) -> str:
+        return f'pool_size={self.pool_size}, pool_type={self.pool_type!r}'

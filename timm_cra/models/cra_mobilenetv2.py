@@ -1,0 +1,90 @@
+"""CRA-MobileNetV2
+
+Channel Reassessment Attention (https://arxiv.org/abs/2010.05605) in every block of timm's MobileNetV2,
+at the place timm's EfficientNet builder puts channel attention: after the depthwise conv + BN + act of
+each inverted residual (and of the first depthwise-separable block), before the 1x1 projection. The paper
+gives no MobileNetV2 placement; this one gates the widest (expanded) features, as SE does in
+MobileNetV3 / EfficientNet, and costs 50 parameters per expanded channel.
+
+The network is timm's MobileNetV2 arch definition with an ``_se`` token on every block (the builder only
+inserts ``se_layer`` where a block has one); CRA ignores the ratio the token carries.
+"""
+from functools import partial
+from typing import Any, Dict
+
+from torch import nn
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import generate_default_cfgs, register_model
+from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args, round_channels
+from timm.models.efficientnet import EfficientNet, _create_effnet
+
+from ..layers import CraAttn
+from ._builder import PAPER_CFG, check_pretrained_available
+
+__all__ = []  # models are reached through timm.create_model
+
+# timm's MobileNetV2 stages (efficientnet._gen_mobilenet_v2) with an attention token on every block.
+# The ratio value is a placeholder the builder needs to insert se_layer; CRA has no reduction ratio.
+_MOBILENETV2_CRA_ARCH = [
+    ['ds_r1_k3_s1_c16_se0.25'],
+    ['ir_r2_k3_s2_e6_c24_se0.25'],
+    ['ir_r3_k3_s2_e6_c32_se0.25'],
+    ['ir_r4_k3_s2_e6_c64_se0.25'],
+    ['ir_r3_k3_s1_e6_c96_se0.25'],
+    ['ir_r3_k3_s2_e6_c160_se0.25'],
+    ['ir_r1_k3_s1_e6_c320_se0.25'],
+]
+
+
+def _gen_cra_mobilenet_v2(variant: str, channel_multiplier: float = 1.0, pretrained: bool = False, **kwargs):
+    check_pretrained_available(variant, pretrained, kwargs)
+    round_chs_fn = partial(round_channels, multiplier=channel_multiplier)
+    model_kwargs = dict(
+        block_args=decode_arch_def(_MOBILENETV2_CRA_ARCH),
+        num_features=max(1280, round_chs_fn(1280)),
+        stem_size=32,
+        round_chs_fn=round_chs_fn,
+        se_layer=CraAttn,
+        norm_layer=kwargs.pop('norm_layer', None) or partial(nn.BatchNorm2d, **resolve_bn_args(kwargs)),
+        act_layer=resolve_act_layer(kwargs, 'relu6'),
+        **kwargs,
+    )
+    return _create_effnet(variant, pretrained, **model_kwargs)
+
+
+def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
+    return {
+        'url': url,
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'conv_stem', 'classifier': 'classifier',
+        **PAPER_CFG,
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'cra_mobilenetv2_050.untrained': _cfg(),
+    'cra_mobilenetv2_100.untrained': _cfg(),
+    'cra_mobilenetv2_140.untrained': _cfg(),
+})
+
+
+@register_model
+def cra_mobilenetv2_050(pretrained: bool = False, **kwargs) -> EfficientNet:
+    """CRA-MobileNetV2 with 0.5 channel multiplier."""
+    return _gen_cra_mobilenet_v2('cra_mobilenetv2_050', 0.5, pretrained=pretrained, **kwargs)
+
+
+@register_model
+def cra_mobilenetv2_100(pretrained: bool = False, **kwargs) -> EfficientNet:
+    """CRA-MobileNetV2 with 1.0 channel multiplier."""
+    return _gen_cra_mobilenet_v2('cra_mobilenetv2_100', 1.0, pretrained=pretrained, **kwargs)
+
+
+@register_model
+def cra_mobilenetv2_140(pretrained: bool = False, **kwargs) -> EfficientNet:
+    """CRA-MobileNetV2 with 1.4 channel multiplier."""
+    return _gen_cra_mobilenet_v2('cra_mobilenetv2_140', 1.4, pretrained=pretrained, **kwargs)

@@ -1,0 +1,117 @@
+"""CRA-ResNet and CRA-ResNeXt
+
+Channel Reassessment Attention (https://arxiv.org/abs/2010.05605) in every residual block of timm's
+``ResNet``, at the place timm puts block attention (``attn_layer``): after the last conv + BN, before
+drop-path, the shortcut add and the final activation -- where the official code puts it.
+
+Built on timm's own ``ResNet`` class, so every timm feature (features_only, forward_intermediates,
+gradient checkpointing, drop_path, global_pool, in_chans/num_classes adaptation) comes with it.
+"""
+from typing import Any, Dict
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from ..layers import CraAttn
+from ._builder import PAPER_CFG, check_pretrained_available
+
+__all__ = []  # models are reached through timm.create_model
+
+
+def _create_cra_resnet(variant: str, pretrained: bool = False, **kwargs) -> ResNet:
+    check_pretrained_available(variant, pretrained, kwargs)
+    return build_model_with_cfg(ResNet, variant, pretrained, **kwargs)
+
+
+def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
+    # Paper evaluation: resize 256 (bicubic) -> center crop 224.
+    return {
+        'url': url,
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'conv1', 'classifier': 'fc',
+        **PAPER_CFG,
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'cra_resnet18.untrained': _cfg(),
+    'cra_resnet34.untrained': _cfg(),
+    'cra_resnet50.untrained': _cfg(),
+    'cra_resnet101.untrained': _cfg(),
+    'cra_resnet152.untrained': _cfg(),
+    'cra_resnet50d.untrained': _cfg(first_conv='conv1.0'),
+    'cra_resnext50_32x4d.untrained': _cfg(),
+    'cra_resnext101_32x4d.untrained': _cfg(),
+    'cra_resnext101_32x8d.untrained': _cfg(),
+})
+
+
+def _cra_args(block, layers, **kwargs) -> Dict[str, Any]:
+    return dict(block=block, layers=layers, block_args=dict(attn_layer=CraAttn), **kwargs)
+
+
+@register_model
+def cra_resnet18(pretrained: bool = False, **kwargs) -> ResNet:
+    """CRA-ResNet-18."""
+    model_args = _cra_args(BasicBlock, (2, 2, 2, 2))
+    return _create_cra_resnet('cra_resnet18', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def cra_resnet34(pretrained: bool = False, **kwargs) -> ResNet:
+    """CRA-ResNet-34."""
+    model_args = _cra_args(BasicBlock, (3, 4, 6, 3))
+    return _create_cra_resnet('cra_resnet34', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def cra_resnet50(pretrained: bool = False, **kwargs) -> ResNet:
+    """CRA-ResNet-50 (paper: 26,312,232 params, 22.77% top-1 error on ImageNet)."""
+    model_args = _cra_args(Bottleneck, (3, 4, 6, 3))
+    return _create_cra_resnet('cra_resnet50', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def cra_resnet101(pretrained: bool = False, **kwargs) -> ResNet:
+    """CRA-ResNet-101 (paper: 46,174,760 params, 21.60% top-1 error on ImageNet)."""
+    model_args = _cra_args(Bottleneck, (3, 4, 23, 3))
+    return _create_cra_resnet('cra_resnet101', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def cra_resnet152(pretrained: bool = False, **kwargs) -> ResNet:
+    """CRA-ResNet-152."""
+    model_args = _cra_args(Bottleneck, (3, 8, 36, 3))
+    return _create_cra_resnet('cra_resnet152', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def cra_resnet50d(pretrained: bool = False, **kwargs) -> ResNet:
+    """CRA-ResNet-50-D: deep 3x3 stem, average-pool downsample in the shortcut."""
+    model_args = _cra_args(Bottleneck, (3, 4, 6, 3), stem_width=32, stem_type='deep', avg_down=True)
+    return _create_cra_resnet('cra_resnet50d', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def cra_resnext50_32x4d(pretrained: bool = False, **kwargs) -> ResNet:
+    """CRA-ResNeXt-50 32x4d."""
+    model_args = _cra_args(Bottleneck, (3, 4, 6, 3), cardinality=32, base_width=4)
+    return _create_cra_resnet('cra_resnext50_32x4d', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def cra_resnext101_32x4d(pretrained: bool = False, **kwargs) -> ResNet:
+    """CRA-ResNeXt-101 32x4d (paper: 45,803,304 params, 20.71% top-1 error on ImageNet)."""
+    model_args = _cra_args(Bottleneck, (3, 4, 23, 3), cardinality=32, base_width=4)
+    return _create_cra_resnet('cra_resnext101_32x4d', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def cra_resnext101_32x8d(pretrained: bool = False, **kwargs) -> ResNet:
+    """CRA-ResNeXt-101 32x8d."""
+    model_args = _cra_args(Bottleneck, (3, 4, 23, 3), cardinality=32, base_width=8)
+    return _create_cra_resnet('cra_resnext101_32x8d', pretrained, **dict(model_args, **kwargs))
