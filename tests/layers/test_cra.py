@@ -1,0 +1,129 @@
+"""CraAttn against a plain reference formula, and its timm constructor interfaces."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from timm.layers import create_attn, get_attn
+
+from timm_cra.layers import CraAttn, cra_pool
+
+
+def reference_pool(x, size, pool_type):
+    """Adaptive pooling written out bin by bin (PyTorch's bin rule: floor(i*H/s) .. ceil((i+1)*H/s))."""
+    H, W = x.shape[-2:]
+    sh, sw = size
+    rows = []
+    for i in range(sh):
+        h0, h1 = (i * H) // sh, math.ceil((i + 1) * H / sh)
+        cols = []
+        for j in range(sw):
+            w0, w1 = (j * W) // sw, math.ceil((j + 1) * W / sw)
+            win = x[:, :, h0:h1, w0:w1].flatten(2)
+            cols.append(win.amax(-1) if pool_type == 'max' else win.mean(-1))
+        rows.append(torch.stack(cols, -1))
+    return torch.stack(rows, -2)
+
+
+def reference_cra(x, weight, bias, size=(7, 7), pool_type='max'):
+    """pool -> per-channel weighted sum of the pooled map + bias -> sigmoid -> channel-wise product."""
+    pooled = reference_pool(x, size, pool_type)                       # N, C, sh, sw
+    logit = (pooled * weight[:, 0].unsqueeze(0)).sum((-2, -1)) + bias  # N, C
+    return x * torch.sigmoid(logit)[:, :, None, None]
+
+
+# 56/28/14/7: ResNet stages at 224; 3x5: smaller than the pooled size; 10x13, 17x17: not divisible by 7.
+SIZES = [(56, 56), (28, 28), (14, 14), (7, 7), (3, 5), (10, 13), (17, 17)]
+
+
+@pytest.mark.parametrize('pool_type', ['max', 'avg'])
+@pytest.mark.parametrize('hw', SIZES)
+def test_cra_matches_reference_forward_backward(hw, pool_type):
+    torch.manual_seed(0)
+    C = 12
+    m = CraAttn(C, pool_type=pool_type).double()
+    with torch.no_grad():
+        m.conv.bias.normal_()
+    x = torch.randn(2, C, *hw, dtype=torch.double, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    w_ref = m.conv.weight.detach().clone().requires_grad_(True)
+    b_ref = m.conv.bias.detach().clone().requires_grad_(True)
+
+    y = m(x)
+    y_ref = reference_cra(x_ref, w_ref, b_ref, pool_type=pool_type)
+    torch.testing.assert_close(y, y_ref)
+
+    g = torch.randn_like(y)
+    y.backward(g)
+    y_ref.backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    torch.testing.assert_close(m.conv.weight.grad, w_ref.grad)
+    torch.testing.assert_close(m.conv.bias.grad, b_ref.grad)
+
+
+@pytest.mark.parametrize('hw', [(56, 56), (14, 14), (10, 13)])
+def test_cra_max_pool_ties_route_gradient_like_adaptive_pool(hw):
+    # After ReLU6 (MobileNetV2) many window maxima tie at 0 or 6: the fast exact-window path must pick
+    # the same element as adaptive_max_pool2d does, or gradients would differ from the official op.
+    torch.manual_seed(0)
+    x = F.relu6(torch.randn(2, 8, *hw) * 4)
+    x1 = x.clone().requires_grad_(True)
+    x2 = x.clone().requires_grad_(True)
+    g = torch.randn(2, 8, 7, 7)
+    cra_pool(x1, (7, 7), 'max').backward(g)
+    F.adaptive_max_pool2d(x2, 7).backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=0, atol=0)
+
+
+def test_cra_float32_channels_last_matches_contiguous():
+    torch.manual_seed(0)
+    m = CraAttn(32)
+    x = torch.randn(4, 32, 28, 28)
+    y = m(x)
+    y_cl = m(x.to(memory_format=torch.channels_last))
+    assert y_cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y_cl, y)
+
+
+@pytest.mark.parametrize('channels', [8, 64, 2048])
+def test_cra_has_50_params_per_channel(channels):
+    assert sum(p.numel() for p in CraAttn(channels).parameters()) == 50 * channels
+
+
+def test_cra_pool_size_option_sets_kernel_and_params():
+    m = CraAttn(16, pool_size=4)
+    assert m.conv.kernel_size == (4, 4)
+    assert sum(p.numel() for p in m.parameters()) == 16 * 17
+    assert m(torch.randn(1, 16, 8, 8)).shape == (1, 16, 8, 8)
+
+
+def test_cra_gate_layer_option():
+    m = CraAttn(4, gate_layer='hard_sigmoid')
+    assert 'Hardsigmoid' in type(m.gate).__name__ or 'HardSigmoid' in type(m.gate).__name__
+
+
+def test_cra_rejects_bad_arguments():
+    with pytest.raises(ValueError, match='pool_type'):
+        CraAttn(8, pool_type='median')
+    with pytest.raises(ValueError, match='pool_size'):
+        CraAttn(8, pool_size=0)
+
+
+def test_cra_accepts_timm_attention_call_signatures():
+    # ResNet blocks: create_attn(attn_layer, channels); EfficientNet builder: probe, then ratio + act.
+    assert isinstance(create_attn(CraAttn, 64), CraAttn)
+    assert get_attn(CraAttn) is CraAttn
+    CraAttn(8, rd_ratio=1.0)  # the builder's probe must not raise TypeError
+    m = CraAttn(96, rd_ratio=0.25 / 6, act_layer=nn.ReLU6, device='cpu', dtype=torch.float32)
+    assert m.conv.weight.shape == (96, 1, 7, 7)
+
+
+def test_cra_official_semantics_identity_when_gate_saturates():
+    m = CraAttn(3)
+    with torch.no_grad():
+        m.conv.weight.zero_()
+        m.conv.bias.fill_(1e4)
+    x = torch.randn(1, 3, 9, 9)
+    torch.testing.assert_close(m(x), x)

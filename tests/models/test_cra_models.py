@@ -1,0 +1,200 @@
+"""The cra_* families: registry, parameter counts, CRA placement and the timm model contract."""
+import pytest
+import torch
+from torch import nn
+
+import timm
+from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
+from timm.models.resnet import BasicBlock, Bottleneck
+
+import timm_cra
+from timm_cra.layers import CraAttn
+
+RESNET_FAMILY = [
+    'cra_resnet18', 'cra_resnet34', 'cra_resnet50', 'cra_resnet101', 'cra_resnet152', 'cra_resnet50d',
+    'cra_resnext50_32x4d', 'cra_resnext101_32x4d', 'cra_resnext101_32x8d',
+]
+MOBILENET_FAMILY = ['cra_mobilenetv2_050', 'cra_mobilenetv2_100', 'cra_mobilenetv2_140']
+ALL_MODELS = RESNET_FAMILY + MOBILENET_FAMILY
+SMALL_MODELS = ['cra_resnet18', 'cra_mobilenetv2_050']
+
+
+def _params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def _cra_modules(model):
+    return [m for m in model.modules() if isinstance(m, CraAttn)]
+
+
+def test_every_family_is_registered():
+    assert set(ALL_MODELS) <= set(timm.list_models('cra_*'))
+    for name in ALL_MODELS:
+        assert timm.get_pretrained_cfg(name) is not None, f'{name} has no pretrained cfg'
+
+
+@pytest.mark.parametrize('name,expected', [
+    ('cra_resnet50', 26_312_232),
+    ('cra_resnet101', 46_174_760),
+    ('cra_resnext101_32x4d', 45_803_304),
+])
+def test_param_counts_equal_the_paper(name, expected):
+    assert _params(timm.create_model(name, device='meta')) == expected
+
+
+@pytest.mark.parametrize('name', ALL_MODELS)
+def test_cra_is_the_only_addition_to_the_base_model(name):
+    model = timm.create_model(name, device='meta')
+    base = timm.create_model(name[len('cra_'):], device='meta')
+    cra = _cra_modules(model)
+    assert cra, f'{name} has no CRA modules'
+    assert _params(model) - _params(base) == sum(50 * m.conv.in_channels for m in cra)
+
+
+@pytest.mark.parametrize('name', RESNET_FAMILY)
+def test_cra_in_every_resnet_block(name):
+    model = timm.create_model(name, device='meta')
+    blocks = [m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck))]
+    assert blocks
+    for b in blocks:
+        last_bn = b.bn3 if isinstance(b, Bottleneck) else b.bn2
+        assert isinstance(b.se, CraAttn)
+        assert b.se.conv.in_channels == last_bn.num_features
+
+
+@pytest.mark.parametrize('name', MOBILENET_FAMILY)
+def test_cra_in_every_mobilenetv2_block_after_depthwise(name):
+    model = timm.create_model(name, device='meta')
+    blocks = [m for m in model.modules() if isinstance(m, (InvertedResidual, DepthwiseSeparableConv))]
+    assert len(blocks) == 17  # 1 depthwise-separable + 16 inverted residuals
+    for b in blocks:
+        assert isinstance(b.se, CraAttn)
+        assert b.se.conv.in_channels == b.conv_dw.out_channels
+
+
+def test_resnet_cra_sits_after_last_bn_before_residual_add():
+    # A gate forced to zero removes the residual branch: the block reduces to act(shortcut(x)).
+    torch.manual_seed(0)
+    model = timm.create_model('cra_resnet50').eval()
+    block = model.layer2[0]
+    with torch.no_grad():
+        block.se.conv.weight.zero_()
+        block.se.conv.bias.fill_(-1e4)
+        x = torch.randn(2, 256, 16, 16)
+        torch.testing.assert_close(block(x), torch.relu(block.downsample(x)))
+
+
+def test_mobilenetv2_cra_gates_expanded_features():
+    # Gate forced to zero: the projection sees zeros, so the block outputs bn3(conv_pwl(0)) (+ skip).
+    model = timm.create_model('cra_mobilenetv2_050').eval()
+    block = model.blocks[2][1]  # inverted residual with skip
+    assert block.has_skip
+    with torch.no_grad():
+        block.se.conv.weight.zero_()
+        block.se.conv.bias.fill_(-1e4)
+        x = torch.randn(1, block.conv_pw.in_channels, 8, 8)
+        expected = block.bn3(block.conv_pwl(torch.zeros(1, block.conv_pwl.in_channels, 8, 8))) + x
+        torch.testing.assert_close(block(x), expected)
+
+
+@pytest.mark.parametrize('name', ALL_MODELS)
+def test_default_cfg_fields(name):
+    cfg = timm.get_pretrained_cfg(name).to_dict()
+    assert cfg['paper_ids'] == 'arXiv:2010.05605'
+    assert cfg['origin_url'] == 'https://github.com/syt2/CRA'
+    assert cfg['input_size'] == (3, 224, 224)
+    assert cfg['interpolation'] == 'bicubic' and cfg['crop_pct'] == 0.875
+    model = timm.create_model(name, device='meta')
+    names = dict(model.named_modules())
+    assert cfg['first_conv'] in names and isinstance(names[cfg['first_conv']], nn.Conv2d)
+    assert cfg['classifier'] in names and isinstance(names[cfg['classifier']], nn.Linear)
+
+
+def test_pretrained_without_weights_raises_clear_error():
+    with pytest.raises(RuntimeError, match=r"no pretrained weights exist for 'cra_resnet18.*pretrained=False"):
+        timm.create_model('cra_resnet18', pretrained=True)
+
+
+def test_pretrained_from_local_file(tmp_path):
+    from safetensors.torch import save_file
+    src = timm.create_model('cra_resnet18', num_classes=10)
+    path = tmp_path / 'model.safetensors'
+    save_file(src.state_dict(), str(path))
+    model = timm.create_model(
+        'cra_resnet18', pretrained=True, num_classes=10, pretrained_cfg_overlay=dict(file=str(path), num_classes=10))
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_cra_on_any_timm_resnet_by_composition():
+    from timm_cra import CraAttn as ExportedCra
+    model = timm.create_model('resnet50d', block_args=dict(attn_layer=ExportedCra), device='meta')
+    base = timm.create_model('resnet50d', device='meta')
+    cra = _cra_modules(model)
+    assert len(cra) == 16
+    assert _params(model) - _params(base) == sum(50 * m.conv.in_channels for m in cra)
+
+
+@pytest.mark.parametrize('name', SMALL_MODELS)
+def test_features_only_and_out_indices(name):
+    model = timm.create_model(name, features_only=True, out_indices=(1, 3))
+    feats = model(torch.randn(1, 3, 64, 64))
+    assert len(feats) == 2
+    assert [f.shape[1] for f in feats] == model.feature_info.channels()
+    assert [64 // f.shape[-1] for f in feats] == model.feature_info.reduction()
+
+
+@pytest.mark.parametrize('name', SMALL_MODELS)
+def test_forward_intermediates(name):
+    model = timm.create_model(name).eval()
+    x = torch.randn(1, 3, 64, 64)
+    final, inters = model.forward_intermediates(x, indices=2)
+    assert len(inters) == 2
+    torch.testing.assert_close(final, model.forward_features(x))
+
+
+@pytest.mark.parametrize('name', SMALL_MODELS)
+def test_head_reset_in_chans_drop_path_global_pool(name):
+    model = timm.create_model(name, num_classes=7, in_chans=1, drop_path_rate=0.1, global_pool='max')
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, 7)
+    assert any(type(m).__name__ == 'DropPath' for m in model.modules())
+    model.reset_classifier(3)
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, 3)
+    model.reset_classifier(0)
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, model.num_features)
+
+
+@pytest.mark.parametrize('name', SMALL_MODELS)
+def test_grad_checkpointing_gives_same_gradients(name):
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=5).train()
+    x = torch.randn(2, 3, 64, 64)
+
+    def grads():
+        model.zero_grad()
+        torch.manual_seed(1)
+        model(x).square().sum().backward()
+        return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    plain = grads()
+    model.set_grad_checkpointing(True)
+    ckpt = grads()
+    for k in plain:
+        torch.testing.assert_close(ckpt[k], plain[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', SMALL_MODELS)
+def test_channels_last_model_matches(name):
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        y = model(x)
+        model_cl = model.to(memory_format=torch.channels_last)
+        y_cl = model_cl(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(y_cl, y, rtol=1e-4, atol=1e-4)
+
+
+def test_import_registers_models():
+    assert timm_cra.__version__
+    assert timm.is_model('cra_resnet50')
