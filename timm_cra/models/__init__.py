@@ -1,3 +1,3 @@
 """CRA model families. Importing this package registers every ``cra_*`` entrypoint with timm."""
-from . import cra_mobilenetv2, cra_resnet
+from . import cifar_resnet, cra_mobilenetv2, cra_resnet
 from ._builder import HUB_ORG, check_pretrained_available, hub_id

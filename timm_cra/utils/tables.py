@@ -10,15 +10,17 @@ from .complexity import model_complexity
 __all__ = ['complexity_rows', 'complexity_markdown', 'replace_marked_block']
 
 
-def complexity_rows(model_names: Optional[Sequence[str]] = None, input_size=(3, 224, 224)) -> List[dict]:
-    """Params and GMACs of each ``cra_*`` model and of the timm model it adds CRA to (``cra_`` removed)."""
+def complexity_rows(model_names: Optional[Sequence[str]] = None) -> List[dict]:
+    """Params and GMACs of each ``cra_*`` model and of the model it adds CRA to (``cra_`` removed), at the
+    input size of the model's pretrained cfg."""
     rows = []
     for name in model_names or timm.list_models('cra_*'):
         base_name = name[len('cra_'):]
+        input_size = timm.get_pretrained_cfg(name).input_size
         cra = model_complexity(timm.create_model(name), input_size)
         base = model_complexity(timm.create_model(base_name), input_size)
         rows.append(dict(
-            model=name, params=cra['params'], gmacs=cra['gmacs'],
+            model=name, input=input_size[-1], params=cra['params'], gmacs=cra['gmacs'],
             base_model=base_name, base_params=base['params'], base_gmacs=base['gmacs'],
         ))
     return rows
@@ -26,12 +28,12 @@ def complexity_rows(model_names: Optional[Sequence[str]] = None, input_size=(3, 
 
 def complexity_markdown(rows: Sequence[dict]) -> str:
     lines = [
-        '| model | params | GMACs | base model | base params | base GMACs | CRA params | CRA MMACs |',
-        '|---|---:|---:|---|---:|---:|---:|---:|',
+        '| model | input | params | GMACs | base model | base params | base GMACs | CRA params | CRA MMACs |',
+        '|---|---:|---:|---:|---|---:|---:|---:|---:|',
     ]
     for r in rows:
         lines.append(
-            f"| `{r['model']}` | {r['params']:,} | {r['gmacs']:.3f} | `{r['base_model']}` | {r['base_params']:,} "
+            f"| `{r['model']}` | {r['input']} | {r['params']:,} | {r['gmacs']:.3f} | `{r['base_model']}` | {r['base_params']:,} "
             f"| {r['base_gmacs']:.3f} | +{r['params'] - r['base_params']:,} "
             f"| +{(r['gmacs'] - r['base_gmacs']) * 1e3:.2f} |")
     return '\n'.join(lines) + '\n'
