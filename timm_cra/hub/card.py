@@ -209,7 +209,10 @@ def render_model_card(
     ]
     if datasets:
         lines.append(f'- **Dataset:** {_DATASET_NAMES.get(datasets[0], datasets[0])}')
-    lines.append(f'- **Licence:** `{license_id}`' + (f'. {license_note}' if license_note else ''))
+    if license_note is None and license_id == 'unknown':
+        license_note = (f'The original repository ({pretrained_cfg.get("origin_url") or "upstream"}) carries no '
+                        f'licence file, so no licence can be stated for these weights; none is invented here')
+    lines.append(f'- **Licence:** `{license_id}`' + (f'. {license_note}.' if license_note else ''))
     lines.append('')
     if recipe:
         lines += ['## Training recipe', '', recipe.strip(), '']
