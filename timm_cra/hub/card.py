@@ -3,6 +3,7 @@
 The card is rendered only from the registry (pretrained cfg), the model itself (params, MACs) and an
 eval-results JSON, so regenerating it gives the same bytes until one of those changes.
 """
+import copy
 import json
 import math
 from dataclasses import dataclass, field
@@ -107,15 +108,12 @@ def count_macs(model: nn.Module, input_size: Tuple[int, int, int]) -> int:
     Counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matmuls; 2 FLOPs per MAC).
     Works on a model on the ``meta`` device, so a card needs no weights.
     """
-    param = next(model.parameters())
-    x = torch.zeros(1, *input_size, device=param.device, dtype=param.dtype)
-    was_training = model.training
+    if next(model.parameters()).device.type != 'meta':
+        model = copy.deepcopy(model).to('meta')  # counting needs shapes only; skip the real compute
     model.eval()
-    try:
-        with FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was_training)
+    x = torch.zeros(1, *input_size, device='meta', dtype=next(model.parameters()).dtype)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
     return counter.get_total_flops() // 2
 
 
