@@ -1,10 +1,16 @@
-"""Shared pieces of the CRA model families: pretrained-cfg defaults and the weights guard."""
-from typing import Any, Dict
+"""Shared pieces of the CRA model families: pretrained-cfg defaults, the weights guard and the one place
+CRA models are built (so every entrypoint gets the same pretrained checks and error messages)."""
+from typing import Any, Callable, Dict, Optional
 
-from timm.models import get_pretrained_cfg, list_pretrained
+from timm.models import get_arch_pretrained_cfgs, list_pretrained
 from timm.models._builder import resolve_pretrained_cfg
+from timm.models._pretrained import PretrainedCfg
 
-__all__ = ['HUB_ORG', 'PAPER_CFG', 'hub_id', 'check_pretrained_available']
+from ._load_errors import explain_pretrained_errors
+
+__all__ = [
+    'HUB_ORG', 'PAPER_CFG', 'PENDING_WEIGHTS', 'hub_id', 'check_pretrained_available', 'create_cra_model',
+]
 
 #: Hugging Face organisation that holds every published timm-cra weight repo.
 HUB_ORG = 'timm-cra'
@@ -17,36 +23,83 @@ PAPER_CFG: Dict[str, Any] = dict(
     license='apache-2.0',
 )
 
+#: Registered ``<arch>.<tag>`` whose Hub repo is prepared (config + card in ``hub/``) but whose weights are
+#: not uploaded to huggingface.co yet, with how to get them meanwhile. Loading these from the public Hub
+#: fails early with that text instead of a 404; a mirror (``HF_ENDPOINT``) or a local file still works.
+PENDING_WEIGHTS: Dict[str, str] = {}
+
 
 def hub_id(model_name_with_tag: str) -> str:
     """Full Hub repo id of a weight tag: one repo per ``<arch>.<tag>`` under :data:`HUB_ORG`."""
     return f'{HUB_ORG}/{model_name_with_tag}'
 
 
-def check_pretrained_available(variant: str, pretrained: bool, kwargs: Dict[str, Any]) -> None:
-    """Raise instead of silently returning random weights when ``pretrained=True`` has no source.
+def _name(variant: str, cfg: PretrainedCfg) -> str:
+    return f'{variant}.{cfg.tag}' if cfg.tag else variant
 
-    timm only logs a warning when a pretrained cfg has no weight source. Resolve the cfg exactly as
-    ``build_model_with_cfg`` will (tag, ``pretrained_cfg``, ``pretrained_cfg_overlay``) and refuse early,
-    naming the tags that do have weights.
+
+def _published_tags(variant: str):
+    return [n for n in list_pretrained(f'{variant}.*') if n not in PENDING_WEIGHTS]
+
+
+def check_pretrained_available(variant: str, pretrained: bool, kwargs: Dict[str, Any]) -> Optional[PretrainedCfg]:
+    """Refuse early and clearly instead of building a model with the wrong (or random) weights.
+
+    timm only warns for an unknown tag and for a cfg without a weight source. Resolve the cfg exactly as
+    ``build_model_with_cfg`` will (tag, ``pretrained_cfg``, ``pretrained_cfg_overlay``) and raise for an
+    unknown tag, for ``pretrained=True`` without a weight source (naming the tags that have weights), and
+    for weights registered but not yet published on the public Hub (:data:`PENDING_WEIGHTS`).
+
+    Returns the resolved cfg when ``pretrained`` is set, else ``None``.
     """
+    tag = kwargs.get('pretrained_cfg')
+    known = list(get_arch_pretrained_cfgs(variant))
+    if isinstance(tag, str) and f'{variant}.{tag}' not in known:
+        raise ValueError(
+            f"timm_cra: unknown pretrained tag '{variant}.{tag}'. Use one of the registered names: "
+            f"{', '.join(known) or variant} (timm.list_pretrained('{variant}*') lists those with weights).")
     if not pretrained:
-        return
+        return None
     cfg = resolve_pretrained_cfg(
         variant,
         pretrained_cfg=kwargs.get('pretrained_cfg'),
         pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'),
     )
-    if cfg.has_weights or cfg.state_dict is not None:
-        return
-    tag = cfg.tag or ''
-    with_weights = list_pretrained(f'{variant}.*')
+    if cfg.state_dict is not None or cfg.file:
+        return cfg
+    name = _name(variant, cfg)
+    if cfg.hf_hub_id and name in PENDING_WEIGHTS and _public_hub():
+        raise RuntimeError(
+            f"timm_cra: the weights of '{name}' are not published on the Hugging Face Hub yet "
+            f"({cfg.hf_hub_id}). {PENDING_WEIGHTS[name]}")
+    if cfg.has_weights:
+        return cfg
+    with_weights = _published_tags(variant)
     if with_weights:
         hint = 'Tags with published weights: ' + ', '.join(with_weights) + '.'
     else:
         hint = f'No weights are published for {variant} yet.'
     raise RuntimeError(
-        f"timm_cra: no pretrained weights exist for '{variant}{'.' + tag if tag else ''}'. {hint} "
+        f"timm_cra: no pretrained weights exist for '{name}'. {hint} "
         f"Use pretrained=False for random init, or load your own file with "
         f"pretrained_cfg_overlay=dict(file='path/to/model.safetensors')."
     )
+
+
+def _public_hub() -> bool:
+    from huggingface_hub import constants
+    return constants.ENDPOINT.rstrip('/') == constants._HF_DEFAULT_ENDPOINT
+
+
+def create_cra_model(create_fn: Callable[..., Any], variant: str, pretrained: bool = False, **kwargs):
+    """Build a CRA model via ``create_fn(variant, pretrained, **kwargs)`` (a timm builder).
+
+    Every CRA entrypoint goes through here: the pretrained guard runs first, and failures while fetching or
+    loading weights (Hub unreachable, repo / file / revision missing, corrupt file, shape mismatch) are
+    re-raised as one :class:`PretrainedWeightsError` naming the fix.
+    """
+    cfg = check_pretrained_available(variant, pretrained, kwargs)
+    if cfg is None:
+        return create_fn(variant, pretrained, **kwargs)
+    with explain_pretrained_errors(_name(variant, cfg), cfg):
+        return create_fn(variant, pretrained, **kwargs)

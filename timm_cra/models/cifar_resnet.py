@@ -26,7 +26,7 @@ from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock
 
 from ..layers import CraAttn
-from ._builder import PAPER_CFG, check_pretrained_available
+from ._builder import PAPER_CFG, create_cra_model
 
 __all__ = ['CifarResNet']
 
@@ -194,13 +194,13 @@ class CifarResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs) -> CifarResNet:
-    check_pretrained_available(variant, pretrained, kwargs)
+def _build_cifar_resnet(variant: str, pretrained: bool = False, **kwargs) -> CifarResNet:
     return build_model_with_cfg(
-        CifarResNet, variant, pretrained,
-        feature_cfg=dict(out_indices=(0, 1, 2, 3)),
-        **kwargs,
-    )
+        CifarResNet, variant, pretrained, feature_cfg=dict(out_indices=(0, 1, 2, 3)), **kwargs)
+
+
+def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs) -> CifarResNet:
+    return create_cra_model(_build_cifar_resnet, variant, pretrained, **kwargs)
 
 
 def _cra(cra_pool_size: int = 7, cra_pool_type: str = 'max'):

@@ -20,7 +20,7 @@ from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer
 from timm.models.efficientnet import EfficientNet, _create_effnet
 
 from ..layers import CraAttn
-from ._builder import PAPER_CFG, check_pretrained_available
+from ._builder import PAPER_CFG, create_cra_model
 
 __all__ = []  # models are reached through timm.create_model
 
@@ -38,7 +38,6 @@ _MOBILENETV2_CRA_ARCH = [
 
 
 def _gen_cra_mobilenet_v2(variant: str, channel_multiplier: float = 1.0, pretrained: bool = False, **kwargs):
-    check_pretrained_available(variant, pretrained, kwargs)
     round_chs_fn = partial(round_channels, multiplier=channel_multiplier)
     model_kwargs = dict(
         block_args=decode_arch_def(_MOBILENETV2_CRA_ARCH),
@@ -50,7 +49,7 @@ def _gen_cra_mobilenet_v2(variant: str, channel_multiplier: float = 1.0, pretrai
         act_layer=resolve_act_layer(kwargs, 'relu6'),
         **kwargs,
     )
-    return _create_effnet(variant, pretrained, **model_kwargs)
+    return create_cra_model(_create_effnet, variant, pretrained, **model_kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:

@@ -14,14 +14,17 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..layers import CraAttn
-from ._builder import PAPER_CFG, check_pretrained_available
+from ._builder import PAPER_CFG, PENDING_WEIGHTS, create_cra_model, hub_id
 
 __all__ = []  # models are reached through timm.create_model
 
 
-def _create_cra_resnet(variant: str, pretrained: bool = False, **kwargs) -> ResNet:
-    check_pretrained_available(variant, pretrained, kwargs)
+def _build_resnet(variant: str, pretrained: bool = False, **kwargs) -> ResNet:
     return build_model_with_cfg(ResNet, variant, pretrained, **kwargs)
+
+
+def _create_cra_resnet(variant: str, pretrained: bool = False, **kwargs) -> ResNet:
+    return create_cra_model(_build_resnet, variant, pretrained, **kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -37,9 +40,15 @@ def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     }
 
 
+# Tags: `.untrained` (random init, no weights) for every architecture; weight tags carry an `hf_hub_id`.
+# timm's default tag is the first one with weights, so `cra_resnet50` resolves to `.paper_in1k` and
+# `pretrained=True` on it says how to get those weights while they are pending (see PENDING_WEIGHTS).
 default_cfgs = generate_default_cfgs({
     'cra_resnet18.untrained': _cfg(),
     'cra_resnet34.untrained': _cfg(),
+    # Official CRA-ResNet-50 (syt2/CRA) converted from the authors' checkpoint. The official repository has
+    # no licence file, so the licence of these weights is unknown.
+    'cra_resnet50.paper_in1k': _cfg(hf_hub_id=hub_id('cra_resnet50.paper_in1k'), license='unknown'),
     'cra_resnet50.untrained': _cfg(),
     'cra_resnet101.untrained': _cfg(),
     'cra_resnet152.untrained': _cfg(),
@@ -48,6 +57,12 @@ default_cfgs = generate_default_cfgs({
     'cra_resnext101_32x4d.untrained': _cfg(),
     'cra_resnext101_32x8d.untrained': _cfg(),
 })
+
+
+PENDING_WEIGHTS['cra_resnet50.paper_in1k'] = (
+    'The official checkpoint is on Google Drive (linked from https://github.com/syt2/CRA): download it, convert '
+    'it with `python scripts/convert_official.py <checkpoint> --out <folder>` and load '
+    "timm.create_model('local-dir:<folder>', pretrained=True) (or serve it through a mirror via HF_ENDPOINT).")
 
 
 def _cra_args(block, layers, **kwargs) -> Dict[str, Any]:

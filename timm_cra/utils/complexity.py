@@ -1,6 +1,8 @@
 """Parameter and MAC counts, measured by running the model (not estimated from a formula)."""
 from typing import Dict, Sequence
 
+import copy
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -14,18 +16,18 @@ def count_params(model: nn.Module) -> int:
 
 @torch.no_grad()
 def count_macs(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> int:
-    """Multiply-accumulates of one forward pass for a single image of ``input_size`` (C, H, W).
+    """Multiply-accumulates of one forward pass at ``input_size`` (C, H, W), batch 1.
 
-    Uses torch's FlopCounterMode, which counts matmul/conv FLOPs as 2 per MAC (elementwise ops, pooling
-    and activations are not counted, as in the usual GMACs convention).
+    Counted by torch's ``FlopCounterMode`` (convolutions and matmuls, 2 FLOPs per MAC; elementwise ops,
+    pooling and activations are not counted, as in the usual GMACs convention). Runs on a ``meta`` copy of
+    the model: counting needs shapes only, so no real compute and no weights are needed.
     """
-    was_training = model.training
+    if next(model.parameters()).device.type != 'meta':
+        model = copy.deepcopy(model).to('meta')
     model.eval()
-    x = torch.zeros(1, *input_size)
-    counter = FlopCounterMode(display=False)
-    with counter:
+    x = torch.zeros(1, *input_size, device='meta', dtype=next(model.parameters()).dtype)
+    with FlopCounterMode(display=False) as counter:
         model(x)
-    model.train(was_training)
     return counter.get_total_flops() // 2
 
 

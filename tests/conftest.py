@@ -1,0 +1,92 @@
+"""Shared fixtures. ``hub``: a loopback Hugging Face Hub (timm_cra.hub.server) that huggingface_hub talks to.
+
+Nothing in the suite may reach the real Hub (unreachable here, and a stalled download retries for ~20 s):
+``HF_HUB_OFFLINE=1`` is the default for every test and subprocess; the ``hub`` fixture lifts it only while
+huggingface_hub points at the loopback server.
+"""
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+# Before anything imports huggingface_hub (it reads these once, at import time).
+os.environ['HF_HUB_OFFLINE'] = '1'
+os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HUB_DIR = REPO_ROOT / 'hub'  # generated repo folders, served read-only behind the test-made ones
+
+
+@pytest.fixture(scope='session')
+def hub_server(tmp_path_factory):
+    """Session-wide loopback Hub serving ``<tmp>/<org>/<repo>`` (test-made repos) and then ``hub/``."""
+    from timm_cra.hub.server import HubFolderServer
+    test_root = tmp_path_factory.mktemp('hub-repos')
+    with HubFolderServer([test_root, HUB_DIR]) as server:
+        server.test_root = test_root
+        yield server
+
+
+@dataclass
+class LocalHub:
+    """Handle on the loopback Hub for one test: where repos go, which cache is used, online/offline switch."""
+    server: object
+    endpoint: str
+    cache_dir: Path
+    _monkeypatch: pytest.MonkeyPatch
+
+    def add_repo(self, repo_id: str, files: Union[Path, Dict[str, bytes]]) -> Path:
+        """Publish a repo: copy a folder, or write ``{filename: bytes}``. Returns the served folder."""
+        repo_dir = Path(self.server.test_root, *repo_id.split('/'))
+        if repo_dir.exists():
+            shutil.rmtree(repo_dir)
+        if isinstance(files, (str, os.PathLike)):
+            shutil.copytree(files, repo_dir)
+        else:
+            repo_dir.mkdir(parents=True)
+            for name, data in files.items():
+                (repo_dir / name).write_bytes(data)
+        return repo_dir
+
+    def set_offline(self, offline: bool = True) -> None:
+        """What ``HF_HUB_OFFLINE=1`` does, for this process (the env var is read only at import)."""
+        from huggingface_hub import constants
+        self._monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', offline)
+        self._monkeypatch.setenv('HF_HUB_OFFLINE', '1' if offline else '0')
+
+    def set_endpoint(self, endpoint: str) -> None:
+        """Point the download client at ``endpoint`` (what ``HF_ENDPOINT`` does at import time)."""
+        from huggingface_hub import constants
+        endpoint = endpoint.rstrip('/')
+        self._monkeypatch.setattr(constants, 'ENDPOINT', endpoint)
+        self._monkeypatch.setattr(
+            constants, 'HUGGINGFACE_CO_URL_TEMPLATE', endpoint + '/{repo_id}/resolve/{revision}/{filename}')
+        self._monkeypatch.setenv('HF_ENDPOINT', endpoint)
+        self.endpoint = endpoint
+
+    def cached_files(self):
+        """Every file and link in the HF cache (to prove failed loads leave nothing behind)."""
+        return sorted(p.relative_to(self.cache_dir).as_posix() for p in self.cache_dir.rglob('*')
+                      if p.is_file() or p.is_symlink())
+
+
+@pytest.fixture
+def hub(hub_server, tmp_path, monkeypatch) -> LocalHub:
+    """huggingface_hub (and so timm's ``pretrained=True`` / ``hf-hub:``) talking to the loopback Hub.
+
+    Patches the client's module constants (endpoint, URL template, cache, offline flag) and the matching
+    env vars for subprocesses, with a fresh HF cache per test; pytest restores everything afterwards.
+    """
+    from huggingface_hub import constants
+    cache_dir = tmp_path / 'hf-cache'
+    cache_dir.mkdir()
+    local = LocalHub(hub_server, hub_server.endpoint, cache_dir, monkeypatch)
+    local.set_endpoint(hub_server.endpoint)
+    local.set_offline(False)
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(cache_dir))
+    monkeypatch.setenv('HF_HUB_CACHE', str(cache_dir))
+    monkeypatch.setenv('NO_PROXY', '127.0.0.1,localhost')
+    return local

@@ -1,0 +1,44 @@
+"""hub/ is generated from the registry and results/: regenerating must not change a byte."""
+import json
+from pathlib import Path
+
+import timm
+import timm_cra  # noqa: F401
+from timm.models import PretrainedCfg
+
+from timm_cra.hub.generate import generate_hub, weight_tags
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _files(root: Path):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob('*'))
+            if p.is_file() and p.name in ('config.json', 'README.md')}
+
+
+def test_weight_tags_cover_the_registry():
+    tags = weight_tags()
+    assert 'cra_resnet50.paper_in1k' in tags
+    assert set(timm.list_pretrained('cra_*')) <= set(tags)
+    assert not any(t.endswith('.untrained') for t in tags)
+
+
+def test_committed_hub_folder_has_no_drift(tmp_path):
+    generate_hub(tmp_path, ROOT / 'results')
+    fresh, committed = _files(tmp_path), _files(ROOT / 'hub')
+    assert sorted(fresh) == sorted(committed), 'run scripts/generate_hub.py and commit hub/'
+    for name in fresh:
+        assert fresh[name] == committed[name], f'{name} drifted: run scripts/generate_hub.py and commit hub/'
+
+
+def test_paper_card_and_config():
+    repo = ROOT / 'hub' / 'timm-cra' / 'cra_resnet50.paper_in1k'
+    config = json.loads((repo / 'config.json').read_text())
+    assert config['architecture'] == 'cra_resnet50' and config['num_classes'] == 1000
+    PretrainedCfg(**config['pretrained_cfg'])  # only fields timm accepts
+    card = (repo / 'README.md').read_text()
+    assert card.startswith('---\nlibrary_name: timm\nlicense: unknown\n')
+    for needle in ('Weights pending', 'value: 77.23', 'value: 93.53', '22.77', '6.47', "authors",
+                   'carries no licence file', 'arXiv:2010.05605', 'import timm_cra', 'Params (M):** 26.31'):
+        assert needle in card, needle
+    assert not (repo / 'model.safetensors').exists()

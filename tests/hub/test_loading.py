@@ -1,0 +1,193 @@
+"""timm's pretrained loading of CRA weights through the real huggingface_hub client and the loopback Hub."""
+import socket
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import timm
+import timm_cra  # noqa: F401  (registers cra_*)
+from timm_cra import PretrainedWeightsError
+from timm_cra.hub.repo import export_repo
+from timm_cra.hub.server import repo_commit_hash
+
+ARCH = 'cra_mobilenetv2_050'
+NUM_CLASSES = 10
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same(sd_a, sd_b, skip=()):
+    assert set(sd_a) == set(sd_b)
+    for k in sd_a:
+        if k not in skip:
+            assert torch.equal(sd_a[k], sd_b[k]), k
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    """A tiny trained-looking repo folder (random weights, 10 classes) and its state dict."""
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, num_classes=NUM_CLASSES)
+    folder = export_repo(model, tmp_path_factory.mktemp('export') / 'repo', model_name=f'{ARCH}.test_c10')
+    return folder, _state(model)
+
+
+def _overlay(repo_id):
+    return dict(pretrained=True, num_classes=NUM_CLASSES,
+                pretrained_cfg_overlay=dict(hf_hub_id=repo_id, num_classes=NUM_CLASSES))
+
+
+def _no_weights_cached(hub):
+    """Weight files (complete or partial) in the cache; huggingface_hub's empty '.no_exist' markers do not count."""
+    return [f for f in hub.cached_files()
+            if '/.no_exist/' not in f and ('safetensors' in f or f.endswith('.incomplete') or '/blobs/' in f)]
+
+
+def test_registered_name_loads_from_hub(hub, exported):
+    folder, expected = exported
+    hub.add_repo('t-load/by-name', folder)
+    model = timm.create_model(ARCH, **_overlay('t-load/by-name'))
+    _assert_same(_state(model), expected)
+
+
+def test_hf_hub_name_then_offline_cache_hit(hub, exported):
+    folder, expected = exported
+    hub.add_repo('t-load/hf-hub', folder)
+    model = timm.create_model('hf-hub:t-load/hf-hub', pretrained=True)
+    assert model.num_classes == NUM_CLASSES and model.pretrained_cfg['tag'] == 'test_c10'
+    _assert_same(_state(model), expected)
+
+    # Second load: Hub gone (closed port) and HF_HUB_OFFLINE=1 -> served from the cache.
+    cached = hub.cached_files()
+    hub.set_endpoint(_closed_port_endpoint())
+    hub.set_offline(True)
+    again = timm.create_model('hf-hub:t-load/hf-hub', pretrained=True)
+    _assert_same(_state(again), expected)
+    assert hub.cached_files() == cached
+
+
+def test_revision_pin(hub, exported):
+    folder, expected = exported
+    repo_dir = hub.add_repo('t-load/pinned', folder)
+    old_commit = repo_commit_hash(repo_dir)
+    model = timm.create_model(f'hf-hub:t-load/pinned@{old_commit}', pretrained=True)
+    _assert_same(_state(model), expected)
+
+    # Publish new weights on main: the pin keeps the old ones, main follows.
+    changed = {k: (v + 1 if v.is_floating_point() else v) for k, v in expected.items()}
+    save_file(changed, str(repo_dir / 'model.safetensors'))
+    assert repo_commit_hash(repo_dir) != old_commit
+    _assert_same(_state(timm.create_model(f'hf-hub:t-load/pinned@{old_commit}', pretrained=True)), expected)
+    _assert_same(_state(timm.create_model('hf-hub:t-load/pinned', pretrained=True)), changed)
+
+    with pytest.raises(PretrainedWeightsError, match=r"revision '0{40}' does not exist.*@<revision>"):
+        timm.create_model(ARCH, **_overlay('t-load/pinned@' + '0' * 40))
+
+
+def test_new_head_keeps_every_other_weight(hub, exported):
+    folder, expected = exported
+    hub.add_repo('t-load/head', folder)
+    model = timm.create_model('hf-hub:t-load/head', pretrained=True, num_classes=3)
+    assert model.get_classifier().out_features == 3
+    state = _state(model)
+    head = {'classifier.weight', 'classifier.bias'}
+    _assert_same(state, expected, skip=head)
+    assert state['classifier.weight'].shape == (3, expected['classifier.weight'].shape[1])
+
+
+def test_in_chans_1_adapts_first_conv(hub, exported):
+    folder, expected = exported
+    hub.add_repo('t-load/gray', folder)
+    model = timm.create_model('hf-hub:t-load/gray', pretrained=True, in_chans=1)
+    state = _state(model)
+    _assert_same(state, expected, skip={'conv_stem.weight'})
+    # timm folds RGB filters into one channel by summing them.
+    torch.testing.assert_close(state['conv_stem.weight'], expected['conv_stem.weight'].sum(1, keepdim=True))
+    assert model(torch.randn(1, 1, 64, 64)).shape == (1, NUM_CLASSES)
+
+
+# ---- bad input: one clear error each, nothing half-written left in the cache ----------------------------------
+
+def _closed_port_endpoint():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    return f'http://127.0.0.1:{port}'
+
+
+def test_offline_and_not_cached(hub):
+    hub.set_endpoint(_closed_port_endpoint())
+    hub.set_offline(True)
+    with pytest.raises(PretrainedWeightsError, match=r"not in the local cache.*unset HF_HUB_OFFLINE.*file="):
+        timm.create_model(ARCH, **_overlay('t-load/anything'))
+    assert _no_weights_cached(hub) == []
+
+
+def test_hub_unreachable_and_not_cached(hub, monkeypatch):
+    # Online but nothing listens: the client retries with back-off; skip its sleeps to keep the test fast.
+    monkeypatch.setattr('huggingface_hub.utils._http.time.sleep', lambda s: None)
+    hub.set_endpoint(_closed_port_endpoint())
+    with pytest.raises(PretrainedWeightsError, match=r"is unreachable.*HF_ENDPOINT"):
+        timm.create_model(ARCH, **_overlay('t-load/anything'))
+    assert _no_weights_cached(hub) == []
+
+
+def test_repo_missing(hub):
+    with pytest.raises(PretrainedWeightsError, match=r"'t-load/no-such-repo' at http://127.0.0.1.* does not exist"):
+        timm.create_model(ARCH, **_overlay('t-load/no-such-repo'))
+    assert _no_weights_cached(hub) == []
+
+
+def test_weights_file_missing_for_registered_tag(hub):
+    # hub/timm-cra/cra_resnet50.paper_in1k holds config + card only (weights pending conversion).
+    with pytest.raises(PretrainedWeightsError, match=r"has no model.safetensors.*publish.*file="):
+        timm.create_model('cra_resnet50.paper_in1k', pretrained=True)
+    assert _no_weights_cached(hub) == []
+
+
+def test_pending_weights_on_public_hub_fail_before_any_request(hub):
+    from huggingface_hub import constants
+    hub.set_endpoint(constants._HF_DEFAULT_ENDPOINT)
+    hub.set_offline(True)
+    with pytest.raises(RuntimeError, match=r"not published on the Hugging Face Hub yet.*convert_official"):
+        timm.create_model('cra_resnet50', pretrained=True)  # default tag: paper_in1k
+
+
+def test_truncated_safetensors(hub, exported):
+    folder, _ = exported
+    repo_dir = hub.add_repo('t-load/truncated', folder)
+    data = (repo_dir / 'model.safetensors').read_bytes()
+    (repo_dir / 'model.safetensors').write_bytes(data[:len(data) // 2])
+    with pytest.raises(PretrainedWeightsError, match=r"not a valid safetensors file.*removed from the cache"):
+        timm.create_model(ARCH, **_overlay('t-load/truncated'))
+    assert _no_weights_cached(hub) == []
+
+
+def test_corrupt_local_file(tmp_path):
+    path = tmp_path / 'model.safetensors'
+    path.write_bytes(b'\x08\x00\x00\x00\x00\x00\x00\x00{"a":1}!')
+    with pytest.raises(PretrainedWeightsError, match=r"not a valid safetensors file.*Re-download or re-export"):
+        timm.create_model(ARCH, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+
+
+def test_checkpoint_shapes_do_not_match(hub, exported):
+    folder, expected = exported
+    repo_dir = hub.add_repo('t-load/mismatch', folder)
+    state = load_file(str(repo_dir / 'model.safetensors'))
+    state['conv_stem.weight'] = torch.zeros(8, 3, 3, 3)  # trained as another width
+    save_file(state, str(repo_dir / 'model.safetensors'))
+    with pytest.raises(PretrainedWeightsError, match=r"(?s)does not fit the architecture.*conv_stem.weight.*trained as"):
+        timm.create_model(ARCH, **_overlay('t-load/mismatch'))
+
+
+def test_unknown_tag():
+    with pytest.raises(ValueError, match=r"unknown pretrained tag 'cra_resnet18.nope'.*cra_resnet18.untrained"):
+        timm.create_model('cra_resnet18.nope', pretrained=True)
+
+
+def test_no_weights_at_all():
+    with pytest.raises(RuntimeError, match=r"no pretrained weights exist for 'cra_resnet18.untrained'.*file="):
+        timm.create_model('cra_resnet18', pretrained=True)

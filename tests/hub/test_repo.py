@@ -1,0 +1,65 @@
+"""Repo folder export: safetensors + JSON-clean config + model card; atomic; loads back bit-identically."""
+import json
+
+import pytest
+import torch
+import yaml
+
+import timm
+import timm_cra  # noqa: F401
+from timm.models import PretrainedCfg
+from timm_cra.hub import repo as repo_mod
+from timm_cra.hub.card import load_eval_results
+from timm_cra.hub.repo import export_repo
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    return timm.create_model('cra_mobilenetv2_050', num_classes=7, in_chans=1).eval()
+
+
+def test_export_loads_back_bit_identical(model, tmp_path):
+    out = export_repo(model, tmp_path / 'r', model_name='cra_mobilenetv2_050.test_gray7',
+                      results={'top1': 80.5, 'top5_err': 1.25, 'dataset': 'cifar10', 'split': 'test'},
+                      recipe='SGD, 3 epochs')
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    config = json.loads((out / 'config.json').read_text())
+    PretrainedCfg(**config['pretrained_cfg'])
+    assert config['pretrained_cfg']['tag'] == 'test_gray7' and config['model_args']['in_chans'] == 1
+
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True)
+    assert loaded.num_classes == 7 and loaded.conv_stem.in_channels == 1
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+    card = (out / 'README.md').read_text()
+    front = yaml.safe_load(card.split('---\n')[1])
+    assert front['library_name'] == 'timm' and front['license'] == 'apache-2.0'
+    assert {'image-classification', 'timm', 'cra'} <= set(front['tags']) and front['datasets'] == ['cifar10']
+    metrics = front['model-index'][0]['results'][0]['metrics']
+    assert [m['value'] for m in metrics] == [80.5, 98.75]
+    assert 'SGD, 3 epochs' in card and 'import timm_cra' in card and '2010.05605' in card
+    assert "hf-hub:timm-cra/cra_mobilenetv2_050.test_gray7" in card
+
+
+def test_export_is_atomic(model, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError('disk full')
+    monkeypatch.setattr(repo_mod, 'write_repo_metadata', boom)
+    with pytest.raises(RuntimeError, match='disk full'):
+        export_repo(model, tmp_path / 'r')
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a hidden temp folder
+
+
+def test_existing_folder_needs_overwrite(model, tmp_path):
+    (tmp_path / 'r').mkdir()
+    with pytest.raises(FileExistsError, match='overwrite=True'):
+        export_repo(model, tmp_path / 'r')
+
+
+def test_bad_results_are_named(tmp_path):
+    path = tmp_path / 'res.json'
+    path.write_text('{"acc": 3}')
+    with pytest.raises(ValueError, match="need 'top1'"):
+        load_eval_results(path)

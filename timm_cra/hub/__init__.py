@@ -1,0 +1,1 @@
+"""Hugging Face Hub support for timm-cra: repo export, publishing, converters and a local Hub server."""

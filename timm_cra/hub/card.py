@@ -1,0 +1,238 @@
+"""Eval results and the Hub model card (README.md) of a CRA weight repo.
+
+The card is rendered only from the registry (pretrained cfg), the model itself (params, MACs) and an
+eval-results JSON, so regenerating it gives the same bytes until one of those changes.
+"""
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import yaml
+
+__all__ = [
+    'EvalResults', 'load_eval_results', 'render_model_card', 'PAPER_CITATION',
+]
+
+PAPER_TITLE = 'Convolutional Neural Network optimization via Channel Reassessment Attention module'
+PAPER_URL = 'https://arxiv.org/abs/2010.05605'
+PAPER_CITATION = """@article{shen2020cra,
+  title={Convolutional Neural Network optimization via Channel Reassessment Attention module},
+  author={Shen, YuTao and Wen, Ying},
+  journal={arXiv preprint arXiv:2010.05605},
+  year={2020}
+}"""
+
+# Known dataset ids -> display names for the card (anything else is shown as given).
+_DATASET_NAMES = {'imagenet-1k': 'ImageNet-1k', 'cifar10': 'CIFAR-10', 'cifar100': 'CIFAR-100'}
+
+
+@dataclass
+class EvalResults:
+    """Top-1 / top-5 accuracy (%) of one weight tag on one dataset split, and where the numbers come from.
+
+    ``source`` is ``'measured'`` (evaluated by timm-cra on these weights) or ``'paper'`` (reported by the
+    authors; quoted, not reproduced).
+    """
+    top1: float
+    top5: Optional[float] = None
+    dataset: str = 'imagenet-1k'
+    split: str = 'validation'
+    source: str = 'measured'
+    source_url: Optional[str] = None
+    img_size: Optional[int] = None
+    crop_pct: Optional[float] = None
+    interpolation: Optional[str] = None
+    recipe: Optional[str] = None
+    notes: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source_name(self) -> str:
+        return "Reported by the paper's authors" if self.source == 'paper' else 'Measured by timm-cra'
+
+
+def _accuracy(data: Dict[str, Any], key: str) -> Optional[float]:
+    if data.get(key) is not None:
+        return float(data[key])
+    if data.get(f'{key}_err') is not None:
+        return round(100.0 - float(data[f'{key}_err']), 4)
+    return None
+
+
+def load_eval_results(source: Union[str, Path, Dict[str, Any]]) -> EvalResults:
+    """Read an eval-results JSON: timm ``validate.py`` output or this package's schema.
+
+    Accuracy may be given as ``top1``/``top5`` (%) or as ``top1_err``/``top5_err`` (%). Optional keys:
+    ``dataset`` (Hub dataset id), ``split``, ``source`` (``measured``|``paper``), ``source_url``, ``img_size``,
+    ``crop_pct``, ``interpolation``, ``recipe``, ``notes``. Unknown keys are kept in ``extra``.
+    """
+    where = f' in {source}' if not isinstance(source, dict) else ''
+    if isinstance(source, dict):
+        data = dict(source)
+    else:
+        try:
+            data = json.loads(Path(source).read_text(encoding='utf-8'))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f'timm_cra: cannot read eval results {source}: {e}. Pass a JSON file such as '
+                             f'timm validate.py writes ({{"top1": 77.2, "top5": 93.5, ...}}).') from e
+    if not isinstance(data, dict):
+        raise ValueError(f'timm_cra: eval results{where} must be a JSON object, got {type(data).__name__}.')
+    top1 = _accuracy(data, 'top1')
+    if top1 is None or not math.isfinite(top1) or not 0 <= top1 <= 100:
+        raise ValueError(f"timm_cra: eval results{where} need 'top1' (accuracy in %) or 'top1_err'; got "
+                         f"{data.get('top1', data.get('top1_err'))!r}.")
+    known = set(EvalResults.__dataclass_fields__) - {'extra', 'top1', 'top5'}
+    skip = {'top1', 'top5', 'top1_err', 'top5_err'}
+    return EvalResults(
+        top1=top1,
+        top5=_accuracy(data, 'top5'),
+        **{k: data[k] for k in known if data.get(k) is not None},
+        extra={k: v for k, v in data.items() if k not in known | skip},
+    )
+
+
+def _model_index(name: str, results: EvalResults) -> List[Dict[str, Any]]:
+    metrics = [{'type': 'accuracy', 'name': 'Top-1 accuracy', 'value': results.top1}]
+    if results.top5 is not None:
+        metrics.append({'type': 'accuracy', 'name': 'Top-5 accuracy', 'value': results.top5})
+    entry: Dict[str, Any] = {
+        'task': {'type': 'image-classification', 'name': 'Image Classification'},
+        'dataset': {
+            'name': _DATASET_NAMES.get(results.dataset, results.dataset),
+            'type': results.dataset,
+            'split': results.split,
+        },
+        'metrics': metrics,
+    }
+    source = {'name': results.source_name}
+    if results.source_url:
+        source['url'] = results.source_url
+    entry['source'] = source
+    return [{'name': name, 'results': [entry]}]
+
+
+def render_model_card(
+        *,
+        model_name: str,
+        repo_id: str,
+        pretrained_cfg: Dict[str, Any],
+        num_params: int,
+        macs: int,
+        results: Optional[EvalResults] = None,
+        recipe: Optional[str] = None,
+        weights_note: Optional[str] = None,
+        license_note: Optional[str] = None,
+) -> str:
+    """Markdown model card with YAML front matter, as the Hub and timm expect.
+
+    Args:
+        model_name: ``<arch>.<tag>``.
+        repo_id: Hub repo id the card is for (used in the usage snippet).
+        pretrained_cfg: The tag's pretrained cfg (input size, crop, licence, ...).
+        num_params: Parameter count.
+        macs: MACs of one forward pass at the cfg's input size.
+        results: Eval results; written to ``model-index`` and the results table.
+        recipe: How the weights were produced (falls back to ``results.recipe``).
+        weights_note: Set when the repo has no weights yet: says why and what to do.
+        license_note: Extra licence explanation (e.g. an upstream without a licence file).
+    """
+    arch = model_name.split('.')[0]
+    input_size = tuple(pretrained_cfg.get('input_size', (3, 224, 224)))
+    license_id = pretrained_cfg.get('license') or 'unknown'
+    recipe = recipe or (results.recipe if results else None)
+    datasets = [results.dataset] if results else []
+
+    front = {
+        'library_name': 'timm',
+        'license': license_id,
+        'tags': ['image-classification', 'timm', 'cra', 'channel-attention', 'timm-cra'],
+        'pipeline_tag': 'image-classification',
+    }
+    if datasets:
+        front['datasets'] = datasets
+    if results:
+        front['model-index'] = _model_index(model_name, results)
+
+    lines = ['---', yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), '---', '']
+    lines += [
+        f'# Model card for {model_name}',
+        '',
+        f'A `{arch}` image classification model: timm\'s architecture with **Channel '
+        f'Reassessment Attention** (CRA) in every block, from the paper [{PAPER_TITLE}]({PAPER_URL}) '
+        f'(YuTao Shen, Ying Wen, 2020). CRA gates each channel with a sigmoid of a learned depthwise kernel '
+        f'applied to a 7x7 adaptive max-pool of that channel.',
+        '',
+    ]
+    if weights_note:
+        lines += ['> **Weights pending.** ' + weights_note, '']
+    lines += [
+        '## Model details',
+        '',
+        '- **Model type:** image classification / feature backbone',
+        f'- **Architecture:** `{arch}` (registered with timm by `import timm_cra`)',
+        f'- **Params (M):** {num_params / 1e6:.2f}',
+        f'- **GMACs:** {macs / 1e9:.2f} (at {input_size[1]}x{input_size[2]}; convolutions and matmuls, '
+        f'counted with `torch.utils.flop_counter`)',
+        f'- **Image size:** {input_size[1]} x {input_size[2]} '
+        f'(crop_pct {pretrained_cfg.get("crop_pct")}, {pretrained_cfg.get("interpolation")} interpolation)',
+        f'- **Classes:** {pretrained_cfg.get("num_classes")}',
+        f'- **Papers:** [{PAPER_TITLE}]({PAPER_URL})',
+        f'- **Original code:** {pretrained_cfg.get("origin_url") or "https://github.com/syt2/CRA"}',
+    ]
+    if datasets:
+        lines.append(f'- **Dataset:** {_DATASET_NAMES.get(datasets[0], datasets[0])}')
+    if license_note is None and license_id == 'unknown':
+        license_note = (f'The original repository ({pretrained_cfg.get("origin_url") or "upstream"}) carries no '
+                        f'licence file, so no licence can be stated for these weights; none is invented here')
+    lines.append(f'- **Licence:** `{license_id}`' + (f'. {license_note}.' if license_note else ''))
+    lines.append('')
+    if recipe:
+        lines += ['## Training recipe', '', recipe.strip(), '']
+
+    lines += ['## Results', '']
+    if results:
+        lines += [
+            f'{results.source_name} on {_DATASET_NAMES.get(results.dataset, results.dataset)} '
+            f'({results.split})' + (f', source: {results.source_url}' if results.source_url else '') + '.',
+            '',
+            '| model | top-1 acc (%) | top-1 err (%) | top-5 acc (%) | top-5 err (%) |',
+            '|---|---|---|---|---|',
+            f'| {model_name} | {results.top1:.2f} | {100 - results.top1:.2f} | '
+            + (f'{results.top5:.2f} | {100 - results.top5:.2f} |' if results.top5 is not None else '- | - |'),
+            '',
+        ]
+        if results.notes:
+            lines += [results.notes.strip(), '']
+    else:
+        lines += ['No evaluation results yet.', '']
+
+    lines += [
+        '## Usage',
+        '',
+        '```python',
+        'import timm',
+        'import timm_cra  # registers the cra_* architectures with timm; needed before create_model',
+        'import torch',
+        '',
+        f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
+        'data_config = timm.data.resolve_model_data_config(model)',
+        'transform = timm.data.create_transform(**data_config, is_training=False)',
+        '',
+        "# img = PIL.Image.open('image.jpg').convert('RGB')",
+        'with torch.no_grad():',
+        '    top5 = model(transform(img).unsqueeze(0)).softmax(-1).topk(5)',
+        '```',
+        '',
+        f"Fine-tune with a new head: `timm.create_model('hf-hub:{repo_id}', pretrained=True, num_classes=10)`. "
+        'Offline, after one download: `HF_HUB_OFFLINE=1`.',
+        '',
+        '## Citation',
+        '',
+        '```bibtex',
+        PAPER_CITATION,
+        '```',
+        '',
+    ]
+    return '\n'.join(lines)

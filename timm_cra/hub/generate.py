@@ -1,0 +1,60 @@
+"""Regenerate ``hub/<org>/<repo>/`` (config.json + README.md) for every registered CRA weight tag.
+
+The cards and configs in ``hub/`` are what the Hub repos hold (or will hold); they are derived only from the
+registry (pretrained cfgs, :data:`~timm_cra.models._builder.PENDING_WEIGHTS`), the architecture and
+``results/<arch>.<tag>.json``, so regenerating them is the way to change them and a test checks they match.
+Weights already in a repo folder (small models) are left in place.
+"""
+from pathlib import Path
+from typing import List, Optional, Union
+
+import timm
+from timm.models import get_arch_pretrained_cfgs
+
+from ..models._builder import HUB_ORG, PENDING_WEIGHTS
+from .repo import write_repo_metadata
+
+__all__ = ['weight_tags', 'generate_hub']
+
+
+def weight_tags() -> List[str]:
+    """Every registered ``cra_*`` weight tag: tags timm lists as pretrained plus those with a ``timm-cra/`` repo."""
+    names = set(timm.list_pretrained('cra_*'))
+    for arch in timm.list_models('cra_*'):
+        for name, cfg in get_arch_pretrained_cfgs(arch).items():
+            if (cfg.hf_hub_id or '').startswith(f'{HUB_ORG}/'):
+                names.add(name)
+    return sorted(names)
+
+
+def generate_hub(
+        out_root: Union[str, Path] = 'hub',
+        results_dir: Optional[Union[str, Path]] = 'results',
+        names: Optional[List[str]] = None,
+) -> List[Path]:
+    """Write config.json + README.md of each weight tag's repo under ``out_root/<org>/<repo>``.
+
+    Args:
+        out_root: Root of the repo folders (the repository's ``hub/``).
+        results_dir: Folder with ``<arch>.<tag>.json`` eval results (optional per tag).
+        names: Weight tags to generate (default: :func:`weight_tags`).
+
+    Returns:
+        The repo folders written.
+    """
+    out_root = Path(out_root)
+    written = []
+    for name in names or weight_tags():
+        cfg = timm.get_pretrained_cfg(name)
+        repo_id = cfg.hf_hub_id or f'{HUB_ORG}/{name}'
+        results = Path(results_dir) / f'{name}.json' if results_dir else None
+        model = timm.create_model(name, device='meta')  # shapes only: no weights needed for config and card
+        repo_dir = out_root.joinpath(*repo_id.split('/'))
+        repo_dir.mkdir(parents=True, exist_ok=True)
+        write_repo_metadata(
+            model, repo_dir, model_name=name, repo_id=repo_id,
+            results=results if results is not None and results.is_file() else None,
+            weights_note=PENDING_WEIGHTS.get(name),
+        )
+        written.append(repo_dir)
+    return written

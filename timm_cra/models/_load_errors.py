@@ -1,0 +1,123 @@
+"""One clear error for every way fetching or loading pretrained CRA weights can fail.
+
+timm and huggingface_hub report these failures as HTTP errors, bare ``assert``s or safetensors/PyTorch
+internals; :func:`explain_pretrained_errors` (used once, by ``create_cra_model`` in ``_builder.py``)
+re-raises them as :class:`PretrainedWeightsError` with what went wrong and how to fix it, and removes a
+corrupt downloaded file from the HF cache so no unusable file is left behind.
+"""
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Iterator, Optional
+
+from timm.models import PretrainedCfg
+
+__all__ = ['PretrainedWeightsError', 'explain_pretrained_errors']
+
+_logger = logging.getLogger(__name__)
+
+_OFFLINE_FIX = (
+    "Connect to the Hub (or point HF_ENDPOINT at a mirror, e.g. `python -m timm_cra.hub.server --root hub`) and "
+    "unset HF_HUB_OFFLINE for the first download, or load a local copy with "
+    "pretrained_cfg_overlay=dict(file='path/to/model.safetensors').")
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights for a CRA model could not be fetched or loaded (message says why and the fix)."""
+
+
+def _source(cfg: PretrainedCfg) -> str:
+    if cfg.state_dict is not None:
+        return 'the given state_dict'
+    if cfg.file:
+        return f"file '{cfg.file}'"
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants
+        return f"Hub repo '{cfg.hf_hub_id}' at {constants.ENDPOINT}"
+    return f"url '{cfg.url}'"
+
+
+def _split_revision(hf_hub_id: str):
+    repo_id, _, revision = hf_hub_id.partition('@')
+    return repo_id, revision or None
+
+
+def _drop_cached_weights(hf_hub_id: str) -> None:
+    """Remove a corrupt downloaded weights file (snapshot link and blob) from the HF cache."""
+    from huggingface_hub import try_to_load_from_cache
+    repo_id, revision = _split_revision(hf_hub_id)
+    for filename in ('model.safetensors', 'pytorch_model.bin'):
+        cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+        if not isinstance(cached, str):
+            continue
+        link = Path(cached)
+        blob = link.resolve()
+        for path in {link, blob}:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        _logger.info(f'Removed corrupt cached file {link} ({blob}).')
+
+
+def _message(name: str, cfg: PretrainedCfg, err: BaseException) -> Optional[str]:
+    """Clear message for a known failure, ``None`` for anything else (re-raised as is)."""
+    from huggingface_hub import errors as hf_errors
+    from safetensors import SafetensorError
+
+    source = _source(cfg)
+    repo_id, revision = _split_revision(cfg.hf_hub_id or '')
+    if isinstance(err, hf_errors.RepositoryNotFoundError):
+        return (f"Pretrained weights for '{name}': {source} does not exist. Check the model name / "
+                f"hf_hub_id (published repos: https://huggingface.co/{repo_id.split('/')[0]}); with a mirror, check "
+                f"that HF_ENDPOINT serves it.")
+    if isinstance(err, hf_errors.RevisionNotFoundError):
+        return (f"Pretrained weights for '{name}': revision '{revision}' does not exist in {source}. Use an "
+                f"existing branch or commit hash (hf-hub:{repo_id}@<revision>), or drop '@{revision}'.")
+    if isinstance(err, hf_errors.LocalEntryNotFoundError):
+        return (f"Pretrained weights for '{name}': {source} is unreachable (or HF_HUB_OFFLINE=1 is set) and the "
+                f"weights are not in the local cache. {_OFFLINE_FIX}")
+    if isinstance(err, hf_errors.OfflineModeIsEnabled):
+        return (f"Pretrained weights for '{name}': HF_HUB_OFFLINE=1 is set and the weights are not in the local "
+                f"cache. {_OFFLINE_FIX}")
+    if isinstance(err, hf_errors.EntryNotFoundError):
+        return (f"Pretrained weights for '{name}': {source} has no model.safetensors (nor pytorch_model.bin)"
+                f"{' at revision ' + revision if revision else ''}. The repo holds no weights yet: publish them "
+                f"with scripts/publish.py --push, or load a local file with "
+                f"pretrained_cfg_overlay=dict(file='path/to/model.safetensors').")
+    if isinstance(err, hf_errors.HfHubHTTPError):
+        return (f"Pretrained weights for '{name}': {source} answered with an error ({err}). Retry later, check "
+                f"HF_ENDPOINT / your token, or load a local file with pretrained_cfg_overlay=dict(file=...).")
+    if isinstance(err, SafetensorError) or (isinstance(err, Exception) and 'safetensors' in type(err).__module__):
+        if cfg.hf_hub_id and cfg.state_dict is None and not cfg.file:
+            _drop_cached_weights(cfg.hf_hub_id)
+            fix = ('The corrupt download was removed from the cache; re-upload the file to the repo '
+                   '(scripts/publish.py --push) and load again.')
+        else:
+            fix = 'Re-download or re-export the file (timm_cra.hub.repo.export_repo writes valid ones).'
+        return (f"Pretrained weights for '{name}': {source} is not a valid safetensors file (truncated or "
+                f"corrupt: {err}). {fix}")
+    if isinstance(err, RuntimeError) and 'Error(s) in loading state_dict' in str(err):
+        detail = str(err).split('\n', 1)[-1].strip()
+        first = '\n'.join(detail.splitlines()[:6])
+        return (f"Pretrained weights for '{name}': the checkpoint from {source} does not fit the architecture "
+                f"'{cfg.architecture}':\n{first}\nLoad it into the architecture it was trained as (check the "
+                f"model name / config.json 'architecture' and model_args), or pass num_classes=<N> only to "
+                f"replace the classifier '{cfg.classifier}'.")
+    if isinstance(err, FileNotFoundError) and cfg.file:
+        return (f"Pretrained weights for '{name}': {source} does not exist. Fix the path in "
+                f"pretrained_cfg_overlay=dict(file=...).")
+    return None
+
+
+@contextlib.contextmanager
+def explain_pretrained_errors(name: str, cfg: PretrainedCfg) -> Iterator[None]:
+    """Re-raise known weight fetch/load failures inside the block as :class:`PretrainedWeightsError`."""
+    try:
+        yield
+    except PretrainedWeightsError:
+        raise
+    except Exception as err:
+        message = _message(name, cfg, err)
+        if message is None:
+            raise
+        raise PretrainedWeightsError(f'timm_cra: {message}') from err
