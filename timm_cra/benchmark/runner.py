@@ -1,0 +1,195 @@
+"""Interleaved timing of model / layer variants in one process.
+
+Every round times each variant once, in turn, so drifts of the machine (other load, clocks, caches) hit all
+variants alike; ratios to the base variant are taken per statistic (min and median over rounds).
+"""
+import dataclasses
+import statistics
+import time
+from contextlib import nullcontext
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+import timm
+
+from .variants import ATTENTION_VARIANTS, swap_attention
+
+__all__ = ['BenchResult', 'benchmark_models', 'benchmark_layers', 'saved_activation_bytes']
+
+
+@dataclasses.dataclass
+class BenchResult:
+    name: str          # model or layer shape
+    variant: str       # 'base', 'cra', ...
+    mode: str          # 'infer' | 'train'
+    setting: str       # e.g. 'eager', 'channels_last', 'compile'
+    batch_size: int
+    min_s: float       # per step
+    median_s: float
+    img_per_s: float   # from min_s
+    ratio_min: float = float('nan')     # to the reference variant of the same (name, mode, setting, batch)
+    ratio_median: float = float('nan')
+    params: int = 0
+    saved_mb: float = float('nan')      # activations saved for backward in one training forward
+
+
+def saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes autograd keeps for backward in one training forward (each storage counted once).
+
+    The deterministic part of training memory that an attention layer changes; parameters, gradients and
+    optimizer state come on top and are the same for every gate but the parameter difference.
+    """
+    seen = {}
+
+    def pack(t):
+        try:
+            key = t.untyped_storage().data_ptr()
+            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+        except (RuntimeError, NotImplementedError):
+            pass
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    del out
+    return sum(seen.values())
+
+
+def _time_rounds(fns: Dict[str, Callable[[], None]], rounds: int, warmup: int) -> Dict[str, List[float]]:
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def _results(name, mode, setting, batch_size, times, extra=None, ref='base') -> List[BenchResult]:
+    out = []
+    for variant, ts in times.items():
+        mn, md = min(ts), statistics.median(ts)
+        out.append(BenchResult(name, variant, mode, setting, batch_size, mn, md, batch_size / mn,
+                               **(extra or {}).get(variant, {})))
+    base = next((r for r in out if r.variant == ref), None)
+    if base is not None:
+        for r in out:
+            r.ratio_min = r.min_s / base.min_s
+            r.ratio_median = r.median_s / base.median_s
+    return out
+
+
+def _step_fn(model, x, mode, autocast_dtype):
+    amp = torch.autocast('cpu', dtype=autocast_dtype) if autocast_dtype else nullcontext()
+    if mode == 'infer':
+        def fn():
+            with torch.inference_mode(), amp:
+                model(x)
+        return fn
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def fn():
+        with amp:
+            loss = model(x).float().logsumexp(-1).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return fn
+
+
+def benchmark_models(
+        model_name: str,
+        variants: Sequence[str] = tuple(ATTENTION_VARIANTS),
+        batch_sizes: Sequence[int] = (1, 32),
+        modes: Sequence[str] = ('infer', 'train'),
+        settings: Sequence[str] = ('eager', 'channels_last'),
+        img_size: int = 224,
+        rounds: int = 5,
+        warmup: int = 2,
+        autocast_dtype: Optional[torch.dtype] = None,
+        train_batch_size: int = 32,
+        log: Callable[[str], None] = print,
+) -> List[BenchResult]:
+    """Time a CRA model against the same network with each other gate swapped in (see ``variants.py``).
+
+    ``settings``: 'eager' (NCHW), 'channels_last', 'compile' (torch.compile, inductor, NCHW).
+    Training is timed at ``train_batch_size`` only.
+    """
+    results = []
+    torch.manual_seed(0)
+    ref = timm.create_model(model_name)
+    models = {}
+    for v in variants:
+        m = timm.create_model(model_name)
+        m.load_state_dict(ref.state_dict())
+        models[v] = swap_attention(m, ATTENTION_VARIANTS[v])
+    extra = {}
+    x_mem = torch.randn(train_batch_size, 3, img_size, img_size)
+    for v, m in models.items():
+        extra[v] = dict(params=sum(p.numel() for p in m.parameters()),
+                        saved_mb=saved_activation_bytes(m, x_mem) / 2 ** 20)
+    for setting in settings:
+        for mode in modes:
+            for bs in ([train_batch_size] if mode == 'train' else batch_sizes):
+                x = torch.randn(bs, 3, img_size, img_size)
+                fns = {}
+                for v, m in models.items():
+                    m = m.train() if mode == 'train' else m.eval()
+                    xi = x
+                    if setting == 'channels_last':
+                        m = m.to(memory_format=torch.channels_last)
+                        xi = x.contiguous(memory_format=torch.channels_last)
+                    elif setting == 'compile':
+                        m = torch.compile(m)
+                    else:
+                        m = m.to(memory_format=torch.contiguous_format)
+                    fns[v] = _step_fn(m, xi, mode, autocast_dtype)
+                log(f'{model_name} {setting} {mode} bs={bs}: {rounds} interleaved rounds x {len(fns)} variants')
+                results += _results(model_name, mode, setting, bs, _time_rounds(fns, rounds, warmup), extra)
+    return results
+
+
+def benchmark_layers(
+        shapes: Sequence[Sequence[int]],
+        variants: Sequence[str] = tuple(v for v in ATTENTION_VARIANTS if v != 'base'),
+        modes: Sequence[str] = ('infer', 'train'),
+        settings: Sequence[str] = ('eager', 'channels_last'),
+        rounds: int = 7,
+        warmup: int = 2,
+        log: Callable[[str], None] = print,
+) -> List[BenchResult]:
+    """Time the gate layers alone on ``(N, C, H, W)`` activations; ratios are to the naive CRA."""
+    results = []
+    for shape in shapes:
+        N, C, H, W = shape
+        for setting in settings:
+            fmt = torch.channels_last if setting == 'channels_last' else torch.contiguous_format
+            x = torch.randn(N, C, H, W).contiguous(memory_format=fmt)
+            for mode in modes:
+                fns = {}
+                for v in variants:
+                    factory = ATTENTION_VARIANTS[v]
+                    layer = nn.Identity() if factory is None else factory(C)
+                    if mode == 'infer':
+                        def fn(layer=layer):
+                            with torch.inference_mode():
+                                layer(x)
+                    else:
+                        xg = x.detach().clone().requires_grad_(True)
+                        grad = torch.ones_like(x)
+
+                        def fn(layer=layer, xg=xg, grad=grad):
+                            y = layer(xg)
+                            if y.requires_grad:
+                                y.backward(grad)
+                    fns[v] = fn
+                name = f'{C}x{H}x{W}'
+                log(f'layer {name} N={N} {setting} {mode}')
+                results += _results(name, mode, setting, N, _time_rounds(fns, rounds, warmup), ref='cra_naive')
+    return results

@@ -1,0 +1,58 @@
+"""Attention variants compared in the benchmark, all placed where CRA sits in a CRA model.
+
+Swapping modules of one CRA model (rather than building seresnet50 etc. by name) keeps everything but the
+gate identical, so ratios isolate the gate's cost; for ResNets the SE swap is exactly timm's seresnet.
+"""
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from timm.layers import EcaModule, SEModule
+
+from ..layers import CraAttn
+
+__all__ = ['NaiveCraAttn', 'MeanGate', 'ATTENTION_VARIANTS', 'swap_attention']
+
+
+class NaiveCraAttn(CraAttn):
+    """CRA written the obvious way (adaptive_max_pool2d -> depthwise conv -> sigmoid -> mul): the speed
+    reference, numerically identical to :class:`CraAttn`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.conv(F.adaptive_max_pool2d(x, self.pool_size)))
+
+
+class MeanGate(nn.Module):
+    """``x * sigmoid(mean_hw(x))``: no parameters, the floor of any gate that pools and multiplies in two
+    passes over the activation."""
+
+    def __init__(self, channels: int, **_):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x.mean((2, 3), keepdim=True).sigmoid()
+
+
+#: label -> factory(channels) or None for "no attention" (the base model)
+ATTENTION_VARIANTS: Dict[str, Optional[Callable[[int], nn.Module]]] = {
+    'base': None,
+    'cra': CraAttn,
+    'cra_naive': NaiveCraAttn,
+    'se': SEModule,
+    'eca': EcaModule,
+    'gate_floor': MeanGate,
+}
+
+
+def swap_attention(model: nn.Module, factory: Optional[Callable[[int], nn.Module]]) -> nn.Module:
+    """Replace every :class:`CraAttn` in ``model`` (in place) by ``factory(channels)``, or by Identity."""
+    targets = [(parent, name, child) for parent in model.modules()
+               for name, child in parent.named_children() if isinstance(child, CraAttn)]
+    for parent, name, child in targets:
+        new = nn.Identity() if factory is None else factory(child.conv.in_channels)
+        if isinstance(new, CraAttn):
+            new.load_state_dict(child.state_dict())
+        setattr(parent, name, new)
+    return model
