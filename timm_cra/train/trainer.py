@@ -37,7 +37,7 @@ from .checkpoint import load_checkpoint_file, load_model_weights, save_checkpoin
 from .distributed import DistInfo, init_distributed
 from .metrics import plot_metrics, write_metrics_csv
 
-__all__ = ['train', 'main', 'STOP_EXIT_CODE']
+__all__ = ['train', 'main', 'create_optimizer', 'STOP_EXIT_CODE']
 
 _logger = logging.getLogger('timm_cra.train')
 
@@ -192,6 +192,18 @@ def _train_one_epoch(epoch, model, loader, optimizer, loss_fn, args, dinfo, *, l
     return stats, num_updates
 
 
+def create_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
+    """timm's ``create_optimizer_v2`` from the args (``--no-filter-bias-and-bn``: weight decay on every param)."""
+    opt_kwargs = {}
+    if args.opt_eps is not None:
+        opt_kwargs['eps'] = args.opt_eps
+    if args.opt_betas is not None:
+        opt_kwargs['betas'] = tuple(args.opt_betas)
+    return create_optimizer_v2(
+        model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
+        filter_bias_and_bn=args.filter_bias_and_bn, layer_decay=args.layer_decay, **opt_kwargs)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -255,14 +267,7 @@ def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
 
-    opt_kwargs = {}
-    if args.opt_eps is not None:
-        opt_kwargs['eps'] = args.opt_eps
-    if args.opt_betas is not None:
-        opt_kwargs['betas'] = tuple(args.opt_betas)
-    optimizer = create_optimizer_v2(
-        model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
-        filter_bias_and_bn=args.filter_bias_and_bn, layer_decay=args.layer_decay, **opt_kwargs)
+    optimizer = create_optimizer(model, args)
 
     amp_dtype = None
     loss_scaler = None
