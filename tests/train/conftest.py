@@ -64,3 +64,50 @@ def class_folder(tmp_path) -> Path:
                 p.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(p)
     return tmp_path
+
+
+#: A CRA-ResNet with one block per stage: the CRA code paths of cra_resnet18 at a fraction of the cost.
+TINY_MODEL = ['--model', 'cra_resnet18', '--model-kwargs', 'layers=(1,1,1,1)']
+
+
+@pytest.fixture(scope='session')
+def tiny_model_args():
+    return list(TINY_MODEL)
+
+
+@pytest.fixture(scope='session')
+def cli_env():
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_DATASETS_OFFLINE='1', HF_HUB_OFFLINE='1',
+               PYTHONUNBUFFERED='1')
+    return env
+
+
+@pytest.fixture(scope='session')
+def run_script(cli_env):
+    """``run_script('train.py', [...])`` -> CompletedProcess (text, both streams captured)."""
+    import subprocess
+    import sys
+
+    def _run(script, argv, timeout=120, prefix=None):
+        cmd = (prefix or [sys.executable]) + [str(REPO_ROOT / 'scripts' / script)] + [str(a) for a in argv]
+        return subprocess.run(cmd, env=cli_env, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=timeout)
+    return _run
+
+
+#: CIFAR slice run shared by several tests: 96 train / 32 val images, batch 16 -> 6 steps per epoch.
+CIFAR_RUN = ['--config', 'cifar', '--train-num-samples', '96', '--val-num-samples', '32', '--batch-size', '16',
+             '--log-interval', '2', '--lr', '0.05']
+
+
+@pytest.fixture(scope='session')
+def cifar_run_args(cifar_parquet):
+    return TINY_MODEL + CIFAR_RUN + ['--data-dir', str(cifar_parquet)]
+
+
+@pytest.fixture(scope='session')
+def cifar_run(cifar_run_args, tmp_path_factory):
+    """One in-process 2-epoch CIFAR training run: (summary, output dir)."""
+    from timm_cra.train import train
+    out = tmp_path_factory.mktemp('cifar_run')
+    summary = train(cifar_run_args + ['--epochs', '2', '--output', str(out), '--experiment', 'run'])
+    return summary, out / 'run'

@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 from timm.data import create_loader, resolve_data_config
+from timm.utils import ParseKwargs
 
 from ..data import UsageError, check_num_classes, create_dataset, skip_collate
 from .evaluate import evaluate
@@ -36,6 +37,7 @@ def create_parser() -> argparse.ArgumentParser:
     add('--target-key', default=None)
     add('--model', '-m', default='cra_resnet50', help='model name, or hf-hub:org/repo, or local-dir:PATH')
     add('--pretrained', action='store_true', default=False)
+    add('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V', help='extra create_model kwargs')
     add('--checkpoint', default='', metavar='PATH', help='model.safetensors, state dict, or trainer checkpoint')
     add('--use-ema', action='store_true', default=False, help='use the EMA weights of a trainer checkpoint')
     add('--num-classes', type=int, default=None)
@@ -61,7 +63,7 @@ def create_parser() -> argparse.ArgumentParser:
 def _create_model(args) -> torch.nn.Module:
     import timm
     import timm_cra  # noqa: F401  registers the cra_* models
-    kwargs = {}
+    kwargs = dict(args.model_kwargs or {})
     if args.num_classes is not None:
         kwargs['num_classes'] = args.num_classes
     try:

@@ -8,6 +8,7 @@ import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
+from timm.utils import ParseKwargs
 
 from ..data.errors import UsageError
 
@@ -65,6 +66,8 @@ def create_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('Model')
     g.add_argument('--model', default='cra_resnet50')
     g.add_argument('--pretrained', action='store_true', default=False)
+    g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
+                   help='extra create_model kwargs, e.g. layers="(1,1,1,1)"')
     g.add_argument('--initial-checkpoint', default='', metavar='PATH', help='load weights (not state) before training')
     g.add_argument('--resume', default='', metavar='PATH', help='resume full training state from a checkpoint')
     g.add_argument('--num-classes', type=int, default=None, help='default: the dataset\'s class count')

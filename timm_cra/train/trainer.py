@@ -77,7 +77,7 @@ def _setup_logging(primary: bool) -> None:
 def _create_model(args, num_classes: int) -> nn.Module:
     import timm
     import timm_cra  # noqa: F401  registers the cra_* models
-    kwargs = dict(num_classes=num_classes, drop_rate=args.drop)
+    kwargs = dict(args.model_kwargs or {}, num_classes=num_classes, drop_rate=args.drop)
     if args.drop_path is not None:
         kwargs['drop_path_rate'] = args.drop_path
     try:
