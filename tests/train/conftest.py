@@ -70,6 +70,16 @@ def class_folder(tmp_path) -> Path:
 TINY_MODEL = ['--model', 'cra_resnet18', '--model-kwargs', 'layers=(1,1,1,1)']
 
 
+@pytest.fixture(scope='session', autouse=True)
+def _single_thread():
+    """In-process training runs single-threaded too (see ``cli_env``); restored afterwards."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope='session')
 def tiny_model_args():
     return list(TINY_MODEL)
@@ -77,8 +87,9 @@ def tiny_model_args():
 
 @pytest.fixture(scope='session')
 def cli_env():
+    # One intra-op thread: on shared, busy cores OpenMP spin-waiting makes 2 threads ~10x slower than 1.
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_DATASETS_OFFLINE='1', HF_HUB_OFFLINE='1',
-               PYTHONUNBUFFERED='1')
+               PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
     return env
 
 
