@@ -86,6 +86,8 @@ def create_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('Optimizer')
     g.add_argument('--opt', default='sgd')
     g.add_argument('--opt-eps', type=float, default=None)
+    g.add_argument('--opt-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
+                   help='extra create_optimizer_v2 kwargs (as timm train.py)')
     g.add_argument('--opt-betas', type=float, nargs='+', default=None)
     g.add_argument('--momentum', type=float, default=0.9)
     g.add_argument('--weight-decay', type=float, default=2e-5)

@@ -194,14 +194,14 @@ def _train_one_epoch(epoch, model, loader, optimizer, loss_fn, args, dinfo, *, l
 
 def create_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
     """timm's ``create_optimizer_v2`` from the args (``--no-filter-bias-and-bn``: weight decay on every param)."""
-    opt_kwargs = {}
+    opt_kwargs = dict(args.opt_kwargs or {})
     if args.opt_eps is not None:
         opt_kwargs['eps'] = args.opt_eps
     if args.opt_betas is not None:
         opt_kwargs['betas'] = tuple(args.opt_betas)
     return create_optimizer_v2(
         model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
-        filter_bias_and_bn=args.filter_bias_and_bn, layer_decay=args.layer_decay, **opt_kwargs)
+        layer_decay=args.layer_decay, **{'filter_bias_and_bn': args.filter_bias_and_bn, **opt_kwargs})
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
