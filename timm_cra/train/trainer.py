@@ -100,11 +100,10 @@ def _create_loaders(args, dinfo: DistInfo, train_ds, val_ds, data_config):
         common = dict(mean=data_config['mean'], std=data_config['std'], img_size=data_config['input_size'][-1],
                       seed=args.seed, rank=dinfo.rank, world_size=dinfo.world_size, device=dinfo.device,
                       channels_last=args.channels_last)
-        train_loader = TensorLoader(train_ds, args.batch_size, is_training=not args.no_aug,
-                                    padding=args.crop_padding, hflip=args.hflip, **common)
-        if args.no_aug:
-            train_loader.is_training = True  # still shuffle, but no crop/flip
-            train_loader.padding, train_loader.hflip = 0, 0.
+        # --no-aug: still shuffled, but no crop / flip
+        train_loader = TensorLoader(train_ds, args.batch_size, is_training=True,
+                                    padding=0 if args.no_aug else args.crop_padding,
+                                    hflip=0. if args.no_aug else args.hflip, **common)
         val_loader = TensorLoader(val_ds, vb, is_training=False, **common) if val_ds is not None else None
         return train_loader, val_loader
     common = dict(mean=data_config['mean'], std=data_config['std'], num_workers=args.workers,
@@ -259,9 +258,10 @@ def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
     model = _create_model(args, num_classes)
     if args.initial_checkpoint:
         load_model_weights(model, args.initial_checkpoint)
-    data_config = resolve_data_config(vars(args), model=model, verbose=dinfo.is_primary)
+    cfg_args = vars(args).copy()
     if isinstance(train_ds, TensorImageDataset):
-        data_config['crop_pct'] = 1.0  # the in-memory eval path feeds whole images, no crop
+        cfg_args['crop_pct'] = 1.0  # the in-memory eval path feeds whole images, no crop
+    data_config = resolve_data_config(cfg_args, model=model, verbose=dinfo.is_primary)
     _logger.info(f'Model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params')
     model.to(dinfo.device)
     if args.channels_last:
