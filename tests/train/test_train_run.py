@@ -138,3 +138,13 @@ def test_resume_rejects_non_checkpoint(cifar_run, cifar_run_args, tmp_path):
     _, out = cifar_run
     with pytest.raises(UsageError, match='could not be read|not a training checkpoint'):
         train(cifar_run_args + ['--resume', str(out / 'model.safetensors'), '--output', str(tmp_path)])
+
+
+def test_step_schedule_amp_channels_last(cifar_run_args, tmp_path):
+    summary = train(cifar_run_args + [
+        '--train-num-samples', '32', '--epochs', '3', '--sched', 'step', '--decay-epochs', '1',
+        '--decay-rate', '0.1', '--lr', '0.05', '--amp', '--channels-last', '--no-plot', '--output', str(tmp_path),
+        '--experiment', 'm'])
+    rows = _rows(tmp_path / 'm' / 'metrics.csv')
+    assert [float(r['lr']) for r in rows] == pytest.approx([0.05, 0.005, 0.0005])
+    assert summary['optimizer_steps'] == 6 and 0 <= summary['final']['eval_top1'] <= 100

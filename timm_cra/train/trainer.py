@@ -37,7 +37,7 @@ from .checkpoint import load_checkpoint_file, load_model_weights, save_checkpoin
 from .distributed import DistInfo, init_distributed
 from .metrics import plot_metrics, write_metrics_csv
 
-__all__ = ['train', 'main', 'create_optimizer', 'STOP_EXIT_CODE']
+__all__ = ['train', 'main', 'create_optimizer', 'create_scheduler', 'STOP_EXIT_CODE']
 
 _logger = logging.getLogger('timm_cra.train')
 
@@ -203,6 +203,16 @@ def create_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
         layer_decay=args.layer_decay, **{'filter_bias_and_bn': args.filter_bias_and_bn, **opt_kwargs})
 
 
+def create_scheduler(optimizer: torch.optim.Optimizer, args, updates_per_epoch: int):
+    """timm's ``create_scheduler_v2`` from the args -> ``(scheduler or None, num_epochs)``."""
+    return create_scheduler_v2(
+        optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
+        decay_milestones=args.decay_milestones, cooldown_epochs=args.cooldown_epochs, decay_rate=args.decay_rate,
+        min_lr=args.min_lr, warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs,
+        warmup_prefix=args.warmup_prefix, step_on_epochs=not args.sched_on_updates,
+        updates_per_epoch=updates_per_epoch)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -321,12 +331,7 @@ def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
                          label_smoothing=args.smoothing, num_classes=num_classes)
     loss_fn = _create_loss(args, mixup_active).to(dinfo.device)
 
-    lr_scheduler, num_epochs = create_scheduler_v2(
-        optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
-        decay_milestones=args.decay_milestones, cooldown_epochs=args.cooldown_epochs, decay_rate=args.decay_rate,
-        min_lr=args.min_lr, warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs,
-        warmup_prefix=args.warmup_prefix, step_on_epochs=not args.sched_on_updates,
-        updates_per_epoch=updates_per_epoch)
+    lr_scheduler, num_epochs = create_scheduler(optimizer, args, updates_per_epoch)
     if lr_scheduler is not None:
         if ckpt is not None and ckpt.get('scheduler'):
             lr_scheduler.load_state_dict(ckpt['scheduler'])
@@ -411,6 +416,7 @@ def _finish(args, dinfo, model, model_ema, history: List[Dict[str, Any]], num_up
     if dinfo.is_primary:
         from safetensors.torch import save_file
         from timm.models import save_for_hf
+        net.to(memory_format=torch.contiguous_format)  # safetensors refuses channels_last (strided) tensors
         export_cfg = {k: data_config[k] for k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct')}
         label_names = list(getattr(train_ds, 'class_names', []) or [])
         save_for_hf(net, output_dir, safe_serialization=True, data_config=export_cfg,
