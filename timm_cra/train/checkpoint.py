@@ -2,7 +2,7 @@
 import os
 import random
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 import torch
