@@ -1,0 +1,68 @@
+"""Hugging Face sources: local parquet, save_to_disk, column detection, split errors, corrupt rows."""
+import io
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from timm_cra.data import DataError, HFImageDataset, check_num_classes, create_dataset, decode_to_memory
+
+
+def _png(value: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), value, dtype=np.uint8)).save(buf, format='PNG')
+    return buf.getvalue()
+
+
+def test_cifar_parquet_slice(cifar_parquet):
+    ds = create_dataset('', str(cifar_parquet), 'test', num_samples=50)
+    assert isinstance(ds, HFImageDataset)
+    assert (ds.image_key, ds.label_key) == ('img', 'label')
+    assert len(ds) == 50 and ds.num_classes == 10 and ds.class_names[0] == 'airplane'
+    img, target = ds[3]
+    assert img.size == (32, 32) and img.mode == 'RGB' and target == int(ds.targets[3])
+    # A single parquet file is a split on its own.
+    one = create_dataset('hfds', str(cifar_parquet / 'train-00000-of-00001.parquet'), 'train', num_samples=5)
+    assert len(one) == 5
+
+
+def test_missing_split_lists_available(cifar_parquet):
+    with pytest.raises(DataError, match="Split 'validation' not found.*test, train.*--val-split test"):
+        create_dataset('', str(cifar_parquet), 'validation')
+
+
+@pytest.mark.parametrize('image_key,label_key', [('image', 'labels'), ('img', 'fine_label')])
+def test_save_to_disk_and_column_detection(tmp_path, image_key, label_key):
+    features = datasets.Features({image_key: datasets.Image(), label_key: datasets.ClassLabel(names=['a', 'b', 'c'])})
+    rows = {image_key: [{'bytes': _png(v), 'path': None} for v in (10, 20, 30, 40)], label_key: [0, 1, 2, 1]}
+    dd = datasets.DatasetDict(train=datasets.Dataset.from_dict(rows, features=features))
+    dd.save_to_disk(str(tmp_path / 'saved'))
+    ds = create_dataset('', str(tmp_path / 'saved'), 'train')
+    assert (ds.image_key, ds.label_key) == (image_key, label_key)
+    assert ds.num_classes == 3 and list(ds.targets) == [0, 1, 2, 1]
+    assert np.asarray(ds[2][0])[0, 0, 0] == 30
+
+
+def test_corrupt_row_skipped_in_memory(tmp_path):
+    features = datasets.Features({'image': datasets.Image(), 'label': datasets.Value('int64')})
+    rows = {'image': [{'bytes': _png(1), 'path': None}, {'bytes': b'garbage', 'path': None},
+                      {'bytes': _png(3), 'path': None}], 'label': [0, 1, 1]}
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / 'train-00000-of-00001.parquet'))
+    ds = create_dataset('', str(tmp_path), 'train')
+    assert ds[1][0] is None  # per-sample path: a counted skip via skip_collate
+    mem = decode_to_memory(ds)
+    assert mem.num_skipped == 1 and len(mem) == 2 and mem.targets.tolist() == [0, 1]
+    assert mem.images[1, 0, 0, 0] == 3
+
+
+def test_label_count_mismatch_message(cifar_parquet):
+    ds = create_dataset('', str(cifar_parquet), 'test', num_samples=10)
+    check_num_classes(ds, 10)
+    with pytest.raises(DataError, match='10 classes but the model head has 1000.*--num-classes 10'):
+        check_num_classes(ds, 1000)
+
+
+def test_unknown_dataset_name(tmp_path):
+    with pytest.raises(DataError, match="Unknown --dataset 'bogus'"):
+        create_dataset('bogus', str(tmp_path), 'train')

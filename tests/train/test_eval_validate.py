@@ -1,0 +1,127 @@
+"""Validation: ImageNet sample label plumbing, exact metrics with a constructed model, CIFAR checkpoints."""
+import csv
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import ImageNetInfo
+from timm.models import _registry
+
+from timm_cra.data import DataError, create_dataset, skip_collate
+from timm_cra.eval import RESULT_FIELDS, create_parser, validate, write_results
+
+
+def _args(argv):
+    return create_parser().parse_args([str(a) for a in argv] + ['--workers', '0', '--no-progress'])
+
+
+def test_imagenet_sample_random_weights(imagenet_sample, tiny_model_args, tmp_path):
+    res = validate(_args(tiny_model_args + ['--data-dir', imagenet_sample, '--batch-size', '8']))
+    assert res['count'] == 20 and res['skipped'] == 0
+    assert 0 <= res['top1'] <= res['top5'] <= 100 and res['top1_err'] == pytest.approx(100 - res['top1'])
+    assert (res['img_size'], res['crop_pct'], res['interpolation']) == (224, 0.875, 'bicubic')  # model's cfg
+    assert res['loss'] > 0
+    write_results(res, str(tmp_path / 'r.json'), str(tmp_path / 'r.csv'))
+    write_results(res, '', str(tmp_path / 'r.csv'))
+    with open(tmp_path / 'r.csv') as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == list(RESULT_FIELDS) and len(rows) == 3
+    assert json.loads((tmp_path / 'r.json').read_text())['count'] == 20
+
+
+def test_imagenet_sample_targets_through_loader(imagenet_sample):
+    from timm.data import create_loader
+    ds = create_dataset('imagenet', str(imagenet_sample), 'validation')
+    loader = create_loader(ds, input_size=(3, 64, 64), batch_size=6, use_prefetcher=False, num_workers=0,
+                           collate_fn=skip_collate, device=torch.device('cpu'))
+    targets = torch.cat([y for _, y, _ in loader]).tolist()
+    wnids = [path.split('/')[-2] for path, _ in ds.samples]
+    index = {w: i for i, w in enumerate(ImageNetInfo().label_names())}
+    assert targets == [index[w] for w in wnids]
+
+
+class _Oracle(nn.Module):
+    """Reads the class back from a solid-colour image (red = 10 + 20 * class) and ranks the classes so that
+    classes 0, 2, 4, 6, 8 are right at top-1; 1, 3, 5 rank the true class 3rd; 7, 9 rank it last."""
+
+    def __init__(self, num_classes=10, **_):  # ignores timm's pretrained_cfg / cache_dir kwargs
+        super().__init__()
+        self.num_classes = num_classes
+        self.pretrained_cfg = dict(input_size=(3, 16, 16), interpolation='bilinear', crop_pct=1.0,
+                                   mean=(0., 0., 0.), std=(1., 1., 1.), num_classes=num_classes)
+
+    def forward(self, x):
+        cls = ((x[:, 0].mean((1, 2)) * 255 - 10) / 20).round().long()
+        return torch.stack([oracle_logits(int(c)) for c in cls])
+
+
+def oracle_logits(c: int) -> torch.Tensor:
+    order = list(range(10))
+    order.remove(c)
+    if c % 2 == 0:
+        rank = 0
+    elif c < 7:
+        rank = 2
+    else:
+        rank = 9
+    order.insert(rank, c)  # order[0] gets the highest logit
+    logits = torch.empty(10)
+    logits[torch.tensor(order)] = torch.arange(10, 0, -1, dtype=torch.float32)
+    return logits
+
+
+def test_exact_metrics_with_constructed_model(tmp_path, make_image, monkeypatch):
+    for c in range(10):
+        make_image(tmp_path / 'val' / f'class{c}' / 'a.png', color=(10 + 20 * c, 0, 0), size=(16, 16))
+    monkeypatch.setitem(_registry._model_entrypoints, 'test_oracle',
+                        lambda pretrained=False, **kwargs: _Oracle(**kwargs))
+    res = validate(_args(['--model', 'test_oracle', '--data-dir', tmp_path, '--dataset', 'folder',
+                          '--split', 'val', '--batch-size', '3']))
+    assert res['count'] == 10
+    assert res['top1'] == 50.0 and res['top5'] == 80.0
+    expected_loss = F.cross_entropy(torch.stack([oracle_logits(c) for c in range(10)]), torch.arange(10))
+    assert res['loss'] == pytest.approx(expected_loss.item(), abs=1e-4)
+
+
+def test_unreadable_image_counted(tmp_path, make_image, monkeypatch):
+    for c in range(10):
+        make_image(tmp_path / f'class{c}' / 'a.png', color=(10 + 20 * c, 0, 0), size=(16, 16))
+    (tmp_path / 'class0' / 'b.jpg').write_bytes(b'not an image')
+    monkeypatch.setitem(_registry._model_entrypoints, 'test_oracle',
+                        lambda pretrained=False, **kwargs: _Oracle(**kwargs))
+    res = validate(_args(['--model', 'test_oracle', '--data-dir', tmp_path, '--dataset', 'folder']))
+    assert res['count'] == 10 and res['skipped'] == 1 and res['top1'] == 50.0
+
+
+def test_cifar_checkpoints_agree_with_trainer(cifar_run, cifar_parquet, tiny_model_args):
+    summary, out = cifar_run
+    common = ['--data-dir', cifar_parquet, '--split', 'test', '--num-samples', '32', '--batch-size', '16']
+    from_local_dir = validate(_args(['--model', f'local-dir:{out}', '--pretrained'] + common))
+    # The exported config carries the CIFAR eval transform: 32 px, no crop, CIFAR mean/std.
+    assert (from_local_dir['img_size'], from_local_dir['crop_pct']) == (32, 1.0)
+    assert from_local_dir['count'] == 32
+    assert from_local_dir['top1'] == pytest.approx(summary['final']['eval_top1'], abs=100 / 32 + 1e-6)
+    cifar_cfg = ['--num-classes', '10', '--img-size', '32', '--crop-pct', '1.0',
+                 '--mean', '0.4914', '0.4822', '0.4465', '--std', '0.2470', '0.2435', '0.2616']
+    for ckpt in ('model.safetensors', 'last.pth'):
+        res = validate(_args(tiny_model_args + cifar_cfg + ['--checkpoint', out / ckpt] + common))
+        assert res['top1'] == from_local_dir['top1'] and res['loss'] == pytest.approx(from_local_dir['loss'])
+
+
+def test_label_count_mismatch(cifar_parquet, tiny_model_args):
+    with pytest.raises(DataError, match='10 classes but the model head has 1000'):
+        validate(_args(tiny_model_args + ['--data-dir', cifar_parquet, '--split', 'test', '--num-samples', '8']))
+
+
+def test_validate_cli(run_script, imagenet_sample, tiny_model_args, tmp_path):
+    proc = run_script('validate.py', tiny_model_args + [
+        '--data-dir', imagenet_sample, '--batch-size', '10', '--workers', '0',
+        '--results-file', tmp_path / 'r.json', '--results-csv', tmp_path / 'r.csv'])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / 'r.json').read_text())['count'] == 20
+    assert 'Validate cra_resnet18' in proc.stderr  # progress bar
+    bad = run_script('validate.py', tiny_model_args + ['--checkpoint', tmp_path / 'nope.safetensors',
+                                                       '--data-dir', imagenet_sample])
+    assert bad.returncode == 2 and 'Traceback' not in bad.stderr and "error: Checkpoint" in bad.stderr

@@ -1,0 +1,150 @@
+"""End-to-end training on a CIFAR slice: outputs, export, resume after a crash, DDP, bad input."""
+import csv
+import json
+import logging
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+from timm_cra.data import DataError, UsageError
+from timm_cra.train import STOP_EXIT_CODE, load_checkpoint_file, train
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_cifar_run_outputs(cifar_run):
+    summary, out = cifar_run
+    assert summary['epochs'] == 2 and summary['optimizer_steps'] == 12 and summary['num_classes'] == 10
+    rows = _rows(out / 'metrics.csv')
+    assert [int(r['epoch']) for r in rows] == [0, 1]
+    assert [int(r['optimizer_steps']) for r in rows] == [6, 12]
+    for r in rows:
+        assert 0 <= float(r['eval_top1']) <= float(r['eval_top5']) <= 100
+        assert float(r['train_loss']) > 0 and float(r['train_img_s']) > 0
+    assert float(rows[1]['lr']) < float(rows[0]['lr'])  # cosine schedule over 2 epochs
+    assert (out / 'summary.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert json.loads((out / 'results.json').read_text())['final']['eval_top1'] == pytest.approx(
+        float(rows[-1]['eval_top1']))
+    assert (out / 'args.yaml').is_file()
+
+
+def test_export_is_hub_format(cifar_run):
+    _, out = cifar_run
+    weights = load_file(out / 'model.safetensors')
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg['architecture'] == 'cra_resnet18' and cfg['num_classes'] == 10
+    assert cfg['label_names'][0] == 'airplane'
+    assert cfg['pretrained_cfg']['input_size'] == [3, 32, 32]
+    assert cfg['pretrained_cfg']['mean'] == pytest.approx([0.4914, 0.4822, 0.4465])
+    model = timm.create_model(f'local-dir:{out}', pretrained=True)  # the Hub loading path, from disk
+    state = model.state_dict()
+    assert weights.keys() == state.keys()
+    assert all(torch.equal(weights[k], state[k]) for k in weights)
+    ckpt = load_checkpoint_file(str(out / 'last.pth'))
+    assert ckpt['epoch'] == 2 and ckpt['num_updates'] == 12
+    assert all(torch.equal(ckpt['state_dict'][k], weights[k]) for k in weights)
+
+
+def test_progress_log_has_throughput_loss_lr(cifar_run_args, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger='timm_cra.train'):
+        train(cifar_run_args + ['--epochs', '1', '--train-num-samples', '32', '--val-split', '',
+                                '--no-plot', '--output', str(tmp_path)])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Train: 0')]
+    assert len(lines) == 1  # 2 steps, log interval 2
+    assert 'Loss:' in lines[0] and 'LR:' in lines[0] and 'img/s' in lines[0]
+
+
+@pytest.mark.timeout(240)
+def test_resume_after_crash_mid_epoch(cifar_run_args, run_script, tmp_path):
+    base = cifar_run_args + ['--epochs', '3', '--no-plot', '--output', str(tmp_path)]
+    # Crash at step 9: epoch 0 (steps 1-6) is checkpointed, epoch 1 is half done.
+    crashed = run_script('train.py', base + ['--experiment', 'a', '--stop-after-steps', '9'])
+    assert crashed.returncode == STOP_EXIT_CODE, crashed.stderr[-2000:]
+    ckpt = load_checkpoint_file(str(tmp_path / 'a' / 'last.pth'))
+    assert ckpt['epoch'] == 1 and ckpt['num_updates'] == 6
+    assert not (tmp_path / 'a' / 'model.safetensors').exists()
+
+    resumed = run_script('train.py', base + ['--experiment', 'a', '--resume', tmp_path / 'a' / 'last.pth'])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads((tmp_path / 'a' / 'results.json').read_text())
+    assert summary['optimizer_steps'] == 18 and summary['epochs'] == 3
+    rows = _rows(tmp_path / 'a' / 'metrics.csv')
+    assert [int(r['epoch']) for r in rows] == [0, 1, 2]
+    assert [int(r['optimizer_steps']) for r in rows] == [6, 12, 18]
+
+    # The resumed run ends exactly where an uninterrupted run does (same batches, same RNG stream).
+    straight = run_script('train.py', base + ['--experiment', 'b'])
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    wa, wb = load_file(tmp_path / 'a' / 'model.safetensors'), load_file(tmp_path / 'b' / 'model.safetensors')
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert _rows(tmp_path / 'b' / 'metrics.csv')[-1]['train_loss'] == rows[-1]['train_loss']
+
+
+@pytest.mark.timeout(300)
+def test_ddp_two_cpu_processes_stay_in_sync(cifar_run_args, run_script, tmp_path):
+    import sys
+    proc = run_script(
+        'train.py', cifar_run_args + ['--epochs', '1', '--no-plot', '--output', str(tmp_path), '--experiment', 'ddp',
+                                      '--device', 'cpu'],
+        prefix=[sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2'], timeout=240)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert 'DDP: 2 processes, backend gloo' in proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / 'ddp' / 'results.json').read_text())
+    assert summary['world_size'] == 2
+    assert summary['optimizer_steps'] == 3  # 96 images / 2 ranks / batch 16
+    sha = summary['rank_state_sha256']
+    assert len(sha) == 2 and sha[0] == sha[1]  # each rank hashed its own weights + BN buffers
+    assert len(_rows(tmp_path / 'ddp' / 'metrics.csv')) == 1  # rank 0 only writes
+
+
+def test_folder_dataset_with_corrupt_image_mixup_ema(class_folder, tiny_model_args, tmp_path):
+    (class_folder / 'train' / 'dog' / '0.png').write_bytes(b'\x89PNG truncated')  # 18 files: 3 full batches
+    summary = train(tiny_model_args + [
+        '--data-dir', str(class_folder), '--dataset', 'folder', '--val-split', 'val', '--img-size', '32',
+        '--batch-size', '6', '--epochs', '1', '--workers', '0', '--mixup', '0.2', '--cutmix', '1.0',
+        '--smoothing', '0.1', '--aa', 'rand-m5-mstd0.5', '--model-ema', '--model-ema-decay', '0.9',
+        '--no-plot', '--output', str(tmp_path), '--experiment', 'f'])
+    final = summary['final']
+    assert summary['num_classes'] == 3 and summary['optimizer_steps'] == 3
+    assert final['train_skipped'] == 1 and final['eval_skipped'] == 0
+    assert 0 <= final['ema_eval_top1'] <= 100
+    assert (tmp_path / 'f' / 'model_ema.safetensors').is_file()
+
+
+def test_label_count_mismatch(cifar_run_args, tmp_path):
+    with pytest.raises(DataError, match='10 classes but the model head has 5.*--num-classes 10'):
+        train(cifar_run_args + ['--num-classes', '5', '--output', str(tmp_path)])
+
+
+def test_batch_larger_than_data(cifar_run_args, tmp_path):
+    with pytest.raises(DataError, match='fewer than one batch.*--batch-size'):
+        train(cifar_run_args + ['--train-num-samples', '8', '--output', str(tmp_path)])
+
+
+def test_cli_errors_are_one_line(run_script, tmp_path, tiny_model_args):
+    proc = run_script('train.py', tiny_model_args + ['--data-dir', tmp_path / 'missing', '--output', tmp_path])
+    assert proc.returncode == 2
+    assert 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith('error: Dataset folder')
+    assert '--data-dir' in proc.stderr
+
+
+def test_resume_rejects_non_checkpoint(cifar_run, cifar_run_args, tmp_path):
+    _, out = cifar_run
+    with pytest.raises(UsageError, match='could not be read|not a training checkpoint'):
+        train(cifar_run_args + ['--resume', str(out / 'model.safetensors'), '--output', str(tmp_path)])
+
+
+def test_step_schedule_amp_channels_last(cifar_run_args, tmp_path):
+    summary = train(cifar_run_args + [
+        '--train-num-samples', '32', '--epochs', '3', '--sched', 'step', '--decay-epochs', '1',
+        '--decay-rate', '0.1', '--lr', '0.05', '--amp', '--channels-last', '--no-plot', '--output', str(tmp_path),
+        '--experiment', 'm'])
+    rows = _rows(tmp_path / 'm' / 'metrics.csv')
+    assert [float(r['lr']) for r in rows] == pytest.approx([0.05, 0.005, 0.0005])
+    assert summary['optimizer_steps'] == 6 and 0 <= summary['final']['eval_top1'] <= 100

@@ -1,0 +1,118 @@
+"""One entry point for every supported dataset source, plus the skip-counting collate."""
+import glob
+import logging
+import os
+from typing import Optional, Sequence
+
+import torch
+from torch.utils.data import default_collate
+
+from .cifar import find_cifar_pickle_dir, load_cifar_pickle
+from .errors import DataError
+from .folders import ImageFolderDataset, find_split_dir
+from .hf import HFImageDataset
+from .in_memory import TensorImageDataset, decode_to_memory
+
+__all__ = ['create_dataset', 'detect_source', 'skip_collate', 'check_num_classes', 'SOURCES']
+
+_logger = logging.getLogger(__name__)
+
+#: ``--dataset`` values (timm spellings where timm has them).
+SOURCES = ('', 'imagenet', 'folder', 'torch/cifar10', 'torch/cifar100', 'hfds', 'hfds/<hub-name>', 'parquet')
+
+
+def detect_source(root: str) -> str:
+    """Guess the source kind of a local ``--data-dir``."""
+    if os.path.isfile(root):
+        return 'hfds'
+    if not os.path.isdir(root):
+        raise DataError(f"Dataset folder '{root}' does not exist. Pass an existing folder with --data-dir.")
+    if find_cifar_pickle_dir(root):
+        return 'torch/cifar'
+    if any(os.path.exists(os.path.join(root, f)) for f in ('dataset_dict.json', 'state.json')):
+        return 'hfds'
+    if glob.glob(os.path.join(root, '**', '*.parquet'), recursive=True):
+        return 'hfds'
+    return 'folder-auto'
+
+
+def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train', *,
+                   in_memory: bool = False, num_samples: Optional[int] = None,
+                   class_names: Optional[Sequence[str]] = None, image_key: Optional[str] = None,
+                   label_key: Optional[str] = None, cache_dir: Optional[str] = None):
+    """Build a dataset split.
+
+    Args:
+        name: ``''`` (detect from ``root``), ``'imagenet'`` (``<split>/<wnid>/`` with ImageNet-1k indices),
+            ``'folder'`` (``<split>/<class>/`` with sorted class names), ``'torch/cifar10'`` /
+            ``'torch/cifar100'`` (torchvision pickle layout), ``'hfds/<hub-name>'`` (Hub dataset),
+            ``'hfds'`` / ``'parquet'`` (local parquet file/folder or ``save_to_disk`` folder at ``root``).
+        root: ``--data-dir``.
+        split: split name (``validation``/``val`` are aliases).
+        in_memory: decode every image once into a uint8 tensor (CIFAR-size data; see ``TensorLoader``).
+        num_samples: keep only the first ``num_samples`` examples (quick runs, data slices).
+        class_names: class list of the training split, so a ``folder`` val split shares its indices.
+
+    Every returned dataset has ``num_classes``, ``class_names`` and ``targets``.
+    """
+    name = (name or '').strip()
+    if name.startswith('hfds/'):
+        ds = HFImageDataset(name[len('hfds/'):], split, image_key=image_key, label_key=label_key,
+                            cache_dir=cache_dir or root)
+    else:
+        if not root:
+            raise DataError('No --data-dir given. Point it at the dataset folder or file '
+                            '(or use --dataset hfds/<hub-name> for a Hub dataset).')
+        kind = name.lower() if name else detect_source(root)
+        if kind in ('hfds', 'parquet'):
+            ds = HFImageDataset(root, split, image_key=image_key, label_key=label_key, cache_dir=cache_dir)
+        elif kind.startswith('torch/cifar') or kind in ('cifar10', 'cifar100'):
+            ds = load_cifar_pickle(root, split)
+        elif kind in ('imagenet', 'folder', 'folder-auto'):
+            mode = {'imagenet': 'imagenet', 'folder': 'folder', 'folder-auto': 'auto'}[kind]
+            ds = ImageFolderDataset(find_split_dir(root, split), label_mode=mode, class_names=class_names)
+        else:
+            raise DataError(f"Unknown --dataset '{name}'. Use one of: {', '.join(s or repr(s) for s in SOURCES)}.")
+    if num_samples:
+        ds = _head(ds, num_samples)
+    if in_memory:
+        ds = decode_to_memory(ds, desc=f'{name or root} [{split}]')
+    return ds
+
+
+def _head(ds, n: int):
+    if isinstance(ds, TensorImageDataset):
+        return ds.subset(n)
+    if isinstance(ds, HFImageDataset):
+        ds.ds = ds.ds.select(range(min(n, len(ds.ds))))
+        ds.targets = ds.targets[:n]
+        return ds
+    ds.samples = ds.samples[:n]
+    ds.targets = ds.targets[:n]
+    return ds
+
+
+def check_num_classes(dataset, model_num_classes: int, what: str = 'dataset') -> None:
+    """Refuse a dataset whose labels do not fit the model head."""
+    n = int(dataset.num_classes)
+    targets = torch.as_tensor(dataset.targets)
+    max_t = int(targets.max()) if len(targets) else -1
+    if n != model_num_classes or max_t >= model_num_classes:
+        raise DataError(
+            f'The {what} has {n} classes but the model head has {model_num_classes} outputs. '
+            f'Pass --num-classes {n} (training / fine-tuning resets the head), or use a model and '
+            f'dataset with the same label set.')
+
+
+def skip_collate(batch):
+    """``default_collate`` that drops unreadable samples (``image is None``) and returns their count.
+
+    Yields ``(images, targets, num_skipped)``; the count travels with the batch because dataset
+    attributes changed inside worker processes never reach the main process.
+    """
+    kept = [b for b in batch if b[0] is not None]
+    skipped = len(batch) - len(kept)
+    if not kept:
+        return torch.empty(0), torch.empty(0, dtype=torch.int64), skipped
+    x, y = default_collate(kept)
+    return x, y, skipped

@@ -1,0 +1,143 @@
+"""Image-folder datasets: ImageNet (``<split>/<wnid>/*.JPEG``) and plain class folders.
+
+ImageNet labels come from the full ImageNet-1k synset order (``timm.data.ImageNetInfo``), never from
+sorting the folders present, so a folder holding a subset of the classes still gets the right indices.
+Plain class folders (fine-tuning on your own data) use sorted folder names, like torchvision.
+"""
+import logging
+import os
+import re
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .errors import DataError
+
+__all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'is_wnid', 'imagenet_class_to_idx', 'find_split_dir']
+
+_logger = logging.getLogger(__name__)
+
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
+_WNID_RE = re.compile(r'^n\d{8}$')
+_SPLIT_ALIASES = {
+    'train': ('train', 'training'),
+    'validation': ('validation', 'val'),
+    'val': ('val', 'validation'),
+    'test': ('test',),
+}
+
+
+def is_wnid(name: str) -> bool:
+    return bool(_WNID_RE.match(name))
+
+
+def imagenet_class_to_idx() -> dict:
+    """WordNet id -> ImageNet-1k index, in timm's canonical synset order."""
+    from timm.data import ImageNetInfo
+    return {wnid: i for i, wnid in enumerate(ImageNetInfo().label_names())}
+
+
+def find_split_dir(root: str, split: Optional[str]) -> str:
+    """``root/<split>`` (accepting val/validation aliases), or ``root`` itself when it holds classes."""
+    if not os.path.isdir(root):
+        raise DataError(f"Dataset folder '{root}' does not exist. Pass an existing folder with --data-dir.")
+    if split:
+        for name in _SPLIT_ALIASES.get(split, (split,)):
+            path = os.path.join(root, name)
+            if os.path.isdir(path):
+                return path
+    subdirs = _subdirs(root)
+    # A root without split folders but with class folders is the split itself (e.g. imagenet_val_sample).
+    if subdirs and not any(d in ('train', 'val', 'validation', 'test') for d in subdirs):
+        return root
+    raise DataError(
+        f"Split '{split}' not found in '{root}' (sub-folders: {', '.join(subdirs) or 'none'}). "
+        f"Expected '{root}/{split}/<class>/<image>' or '{root}/<class>/<image>'; set --train-split/--val-split."
+    )
+
+
+def _subdirs(path: str) -> List[str]:
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith('.'))
+
+
+class ImageFolderDataset(Dataset):
+    """``root/<class>/<image>`` files with labels from ImageNet wnids or from sorted class names.
+
+    Args:
+        root: folder holding one sub-folder per class.
+        label_mode: ``'imagenet'`` (folder names are wnids, indexed in the ImageNet-1k order),
+            ``'folder'`` (sorted folder names -> 0..K-1) or ``'auto'`` (imagenet when every folder is a wnid).
+        transform: applied to the PIL image (timm's ``create_loader`` sets it).
+
+    An unreadable image yields ``(None, target)``; :func:`timm_cra.data.skip_collate` drops it and counts
+    it, so one corrupt file is a reported skip, not a crash halfway through an epoch.
+    """
+
+    def __init__(self, root: str, label_mode: str = 'auto', transform: Optional[Callable] = None,
+                 class_names: Optional[Sequence[str]] = None):
+        if not os.path.isdir(root):
+            raise DataError(f"Image folder '{root}' does not exist. Pass an existing folder with --data-dir.")
+        classes = _subdirs(root)
+        if not classes:
+            raise DataError(
+                f"'{root}' has no class sub-folders. Expected the layout '{root}/<class>/<image>' "
+                f"(ImageNet: '<split>/<wnid>/<image>.JPEG').")
+        if label_mode == 'auto':
+            label_mode = 'imagenet' if all(is_wnid(c) for c in classes) else 'folder'
+        if label_mode == 'imagenet':
+            class_to_idx = imagenet_class_to_idx()
+            unknown = [c for c in classes if c not in class_to_idx]
+            if unknown:
+                raise DataError(
+                    f"'{root}' has folders that are not ImageNet-1k wnids: {', '.join(unknown[:5])}"
+                    f"{' ...' if len(unknown) > 5 else ''}. Rename them to wnids (e.g. n01440764), or use "
+                    f"--dataset folder to train on your own class folders.")
+            self.class_names = list(class_to_idx)
+        elif label_mode == 'folder':
+            # A fixed class list (e.g. the train split's) keeps val indices equal to train indices.
+            self.class_names = list(class_names) if class_names is not None else classes
+            class_to_idx = {c: i for i, c in enumerate(self.class_names)}
+            unknown = [c for c in classes if c not in class_to_idx]
+            if unknown:
+                raise DataError(f"'{root}' has classes absent from the training split: {', '.join(unknown[:5])}.")
+        else:
+            raise ValueError(f'unknown label_mode {label_mode!r}')
+        self.root = root
+        self.label_mode = label_mode
+        self.transform = transform
+        self.samples: List[Tuple[str, int]] = []
+        for c in classes:
+            cdir = os.path.join(root, c)
+            for dirpath, _, files in sorted(os.walk(cdir, followlinks=True)):
+                for f in sorted(files):
+                    if f.lower().endswith(IMG_EXTENSIONS):
+                        self.samples.append((os.path.join(dirpath, f), class_to_idx[c]))
+        if not self.samples:
+            raise DataError(
+                f"No images ({', '.join(IMG_EXTENSIONS)}) found under the class folders of '{root}'.")
+        self.targets = [t for _, t in self.samples]
+        self.num_classes = len(self.class_names)
+        self.classes_present = classes
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load_image(self, index: int) -> Optional[Image.Image]:
+        path = self.samples[index][0]
+        try:
+            with Image.open(path) as img:
+                return img.convert('RGB')
+        except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for corrupt / truncated files
+            _logger.warning(f'Skipping unreadable image {path}: {e}')
+            return None
+
+    def __getitem__(self, index: int):
+        img = self.load_image(index)
+        target = self.samples[index][1]
+        if img is not None and self.transform is not None:
+            img = self.transform(img)
+        return img, target
+
+    def filename(self, index: int) -> str:
+        return self.samples[index][0]

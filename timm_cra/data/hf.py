@@ -1,0 +1,167 @@
+"""Hugging Face ``datasets`` sources: Hub names, local parquet files/folders, ``save_to_disk`` folders.
+
+Image and label columns are detected (``img``/``image``, ``label``/``labels``/``fine_label``), so the
+Hub's ``uoft-cs/cifar10`` (``img``) and ``imagenet-1k`` (``image``) both work without flags.
+"""
+import glob
+import io
+import logging
+import os
+import re
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .errors import DataError
+
+__all__ = ['HFImageDataset', 'load_hf_split', 'detect_columns', 'IMAGE_KEYS', 'LABEL_KEYS']
+
+_logger = logging.getLogger(__name__)
+
+IMAGE_KEYS = ('image', 'img', 'jpg', 'png', 'webp')
+LABEL_KEYS = ('label', 'labels', 'fine_label', 'cls', 'target')
+_SPLIT_FILE_RE = re.compile(r'^(?P<split>[A-Za-z_]+?)(?:[-_.]\d+(?:-of-\d+)?)?(?:-.*)?\.parquet$')
+_VAL_ALIASES = ('validation', 'val', 'valid')
+
+
+def _split_candidates(split: str) -> List[str]:
+    return list(_VAL_ALIASES) if split in _VAL_ALIASES else [split]
+
+
+def _parquet_splits(path: str) -> Dict[str, List[str]]:
+    """Group the parquet files under ``path`` by split (``train-00000-of-00001.parquet``, ``test/x.parquet``)."""
+    files = sorted(glob.glob(os.path.join(path, '**', '*.parquet'), recursive=True))
+    splits: Dict[str, List[str]] = {}
+    for f in files:
+        parent = os.path.basename(os.path.dirname(f))
+        m = _SPLIT_FILE_RE.match(os.path.basename(f))
+        if parent in ('train', 'test', 'validation', 'val', 'valid'):
+            name = parent
+        elif m:
+            name = m.group('split')
+        else:
+            name = 'train'
+        splits.setdefault(name, []).append(f)
+    return splits
+
+
+def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None):
+    """Load one split as a ``datasets.Dataset`` from a Hub name or a local path."""
+    import datasets
+
+    if os.path.isfile(source):
+        if not source.endswith('.parquet'):
+            raise DataError(f"'{source}' is not a parquet file. Pass a .parquet file, a folder of them, "
+                            f"a save_to_disk folder, or a Hub dataset name.")
+        return datasets.load_dataset('parquet', data_files=source, split='train', cache_dir=cache_dir)
+    if os.path.isdir(source):
+        if os.path.exists(os.path.join(source, 'dataset_dict.json')):
+            dd = datasets.load_from_disk(source)
+            for name in _split_candidates(split):
+                if name in dd:
+                    return dd[name]
+            raise DataError(f"Split '{split}' not in '{source}' (splits: {', '.join(dd)}). "
+                            f"Set --train-split/--val-split.")
+        if os.path.exists(os.path.join(source, 'state.json')):
+            return datasets.load_from_disk(source)  # a single saved split
+        splits = _parquet_splits(source)
+        if not splits:
+            raise DataError(f"'{source}' holds no parquet files and is not a save_to_disk folder. "
+                            f"Pass --dataset hfds/<hub-name> for a Hub dataset, or a folder of *.parquet files.")
+        for name in _split_candidates(split):
+            if name in splits:
+                return datasets.load_dataset('parquet', data_files=splits[name], split='train',
+                                             cache_dir=cache_dir)
+        raise DataError(f"Split '{split}' not found in '{source}' (parquet splits: {', '.join(sorted(splits))}). "
+                        f"Set --train-split/--val-split, e.g. --val-split test for CIFAR.")
+    if source.startswith(('/', '.', '~')):
+        raise DataError(f"Dataset path '{source}' does not exist. Pass an existing --data-dir.")
+    try:
+        return datasets.load_dataset(source, split=split, cache_dir=cache_dir)
+    except (FileNotFoundError, ConnectionError, ValueError) as e:
+        raise DataError(f"Could not load Hub dataset '{source}' split '{split}': {e}. Check the name and split, "
+                        f"or download it first (offline: HF_DATASETS_OFFLINE=1 needs a cached copy).") from e
+
+
+def detect_columns(ds, image_key: Optional[str] = None, label_key: Optional[str] = None):
+    cols = list(ds.column_names)
+
+    def pick(given, keys, kind):
+        if given:
+            if given not in cols:
+                raise DataError(f"Column '{given}' not in dataset (columns: {', '.join(cols)}).")
+            return given
+        for k in keys:
+            if k in cols:
+                return k
+        raise DataError(f"No {kind} column found (columns: {', '.join(cols)}; looked for {', '.join(keys)}). "
+                        f"Name it with --input-key/--target-key.")
+
+    return pick(image_key, IMAGE_KEYS, 'image'), pick(label_key, LABEL_KEYS, 'label')
+
+
+def _decode(value) -> Image.Image:
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):
+        if value.get('bytes') is not None:
+            return Image.open(io.BytesIO(value['bytes']))
+        if value.get('path'):
+            return Image.open(value['path'])
+    if isinstance(value, (bytes, bytearray)):
+        return Image.open(io.BytesIO(value))
+    raise ValueError(f'unsupported image value of type {type(value).__name__}')
+
+
+class HFImageDataset(Dataset):
+    """A split of a Hugging Face dataset as ``(image, target)`` pairs.
+
+    Images are decoded here (not by ``datasets``) so a corrupt one becomes ``(None, target)`` -- a
+    counted skip (see :func:`timm_cra.data.skip_collate`) -- instead of an exception inside a worker.
+    """
+
+    def __init__(self, source: str, split: str = 'train', transform: Optional[Callable] = None,
+                 image_key: Optional[str] = None, label_key: Optional[str] = None,
+                 cache_dir: Optional[str] = None):
+        import datasets
+
+        ds = load_hf_split(source, split, cache_dir=cache_dir)
+        self.image_key, self.label_key = detect_columns(ds, image_key, label_key)
+        if isinstance(ds.features[self.image_key], datasets.Image):
+            ds = ds.cast_column(self.image_key, datasets.Image(decode=False))
+        self.ds = ds
+        self.source, self.split = source, split
+        self.transform = transform
+        self.targets = np.asarray(ds[self.label_key], dtype=np.int64)
+        feat = ds.features[self.label_key]
+        if isinstance(feat, datasets.ClassLabel):
+            self.class_names = list(feat.names)
+        else:
+            self.class_names = [str(i) for i in range(int(self.targets.max()) + 1 if len(self.targets) else 0)]
+        self.num_classes = len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def load_image(self, index: int) -> Optional[Image.Image]:
+        try:
+            img = _decode(self.ds[int(index)][self.image_key])
+            return img.convert('RGB')
+        except (OSError, ValueError, SyntaxError) as e:
+            _logger.warning(f'Skipping unreadable image {index} of {self.source}[{self.split}]: {e}')
+            return None
+
+    def __getitem__(self, index: int):
+        img = self.load_image(index)
+        if img is not None and self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.targets[index])
+
+    def iter_raw_images(self, batch: int = 1000):
+        """Yield ``(index, encoded value)`` in order, in column batches (fast bulk decoding)."""
+        for start in range(0, len(self.ds), batch):
+            values = self.ds[start:start + batch][self.image_key]
+            for i, v in enumerate(values):
+                yield start + i, v

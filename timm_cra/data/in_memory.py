@@ -1,0 +1,176 @@
+"""In-memory uint8 image tensors with batched tensor augmentation, for CIFAR-size data.
+
+On a few CPU cores, per-sample PIL decoding and transforms cost more than a small ResNet's forward
+pass. Decoding once into a ``(N, H, W, 3)`` uint8 tensor (150 MB for CIFAR-10 train) and augmenting
+whole batches with tensor ops (random crop with zero padding + horizontal flip) removes that cost.
+"""
+import logging
+import math
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .errors import DataError
+
+__all__ = ['TensorImageDataset', 'TensorLoader', 'decode_to_memory', 'random_crop_flip']
+
+_logger = logging.getLogger(__name__)
+
+
+class TensorImageDataset(Dataset):
+    """Images held as one uint8 ``(N, H, W, 3)`` tensor with int64 targets.
+
+    ``__getitem__`` returns PIL images so timm's ``create_loader`` transforms still work; the fast path is
+    :class:`TensorLoader`, which never leaves tensors.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str],
+                 transform: Optional[Callable] = None, num_skipped: int = 0):
+        assert images.dtype == torch.uint8 and images.ndim == 4 and images.shape[-1] == 3, images.shape
+        assert len(images) == len(targets)
+        self.images = images
+        self.targets = targets
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.transform = transform
+        self.num_skipped = num_skipped  # unreadable images dropped while decoding
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        img = Image.fromarray(self.images[index].numpy())
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.targets[index])
+
+    def subset(self, num_samples: int) -> 'TensorImageDataset':
+        return TensorImageDataset(self.images[:num_samples], self.targets[:num_samples], self.class_names,
+                                  self.transform, self.num_skipped)
+
+
+def decode_to_memory(dataset, desc: str = '') -> TensorImageDataset:
+    """Decode every image of a folder / HF dataset once into a :class:`TensorImageDataset`.
+
+    All images must share one size (CIFAR-style data); unreadable ones are skipped and counted.
+    """
+    if isinstance(dataset, TensorImageDataset):
+        return dataset
+    arrays: List[np.ndarray] = []
+    targets: List[int] = []
+    skipped = 0
+    if hasattr(dataset, 'iter_raw_images'):  # HF: bulk column reads are much faster than row access
+        from .hf import _decode
+        items = ((i, _safe(lambda v=v: _decode(v).convert('RGB'))) for i, v in dataset.iter_raw_images())
+    else:
+        items = ((i, dataset.load_image(i)) for i in range(len(dataset)))
+    for i, img in items:
+        if img is None:
+            skipped += 1
+            continue
+        a = np.asarray(img, dtype=np.uint8)
+        if arrays and a.shape != arrays[0].shape:
+            raise DataError(
+                f'In-memory mode needs images of one size, but {desc or "the dataset"} mixes {arrays[0].shape[:2]} '
+                f'and {a.shape[:2]} (image {i}). Drop --in-memory for datasets of varying image sizes.')
+        arrays.append(a)
+        targets.append(int(dataset.targets[i]))
+    if not arrays:
+        raise DataError(f'No readable images in {desc or "the dataset"} ({skipped} unreadable).')
+    if skipped:
+        _logger.warning(f'{desc}: skipped {skipped} unreadable image(s) of {skipped + len(arrays)}.')
+    return TensorImageDataset(torch.from_numpy(np.stack(arrays)), torch.tensor(targets, dtype=torch.int64),
+                              dataset.class_names, num_skipped=skipped)
+
+
+def _safe(fn):
+    try:
+        return fn()
+    except (OSError, ValueError, SyntaxError) as e:
+        _logger.warning(f'Skipping unreadable image: {e}')
+        return None
+
+
+def random_crop_flip(x: torch.Tensor, padding: int = 4, hflip: float = 0.5,
+                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Per-sample random crop (zero padding) and horizontal flip of a ``(B, C, H, W)`` batch."""
+    b, c, h, w = x.shape
+    if padding > 0:
+        padded = F.pad(x, (padding, padding, padding, padding))
+        oy = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
+        ox = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
+        rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+        cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+        x = padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    if hflip > 0:
+        flip = torch.rand(b, generator=generator) < hflip
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+class TensorLoader:
+    """Batches from a :class:`TensorImageDataset`, augmented and normalised as whole tensors.
+
+    Deterministic per ``(seed, epoch, rank)`` -- the shuffle and the augmentation of an epoch do not
+    depend on what ran before it, so a resumed run sees the same batches as an uninterrupted one.
+    With ``world_size > 1`` every rank takes its own shard of one shared permutation (like
+    ``DistributedSampler``); training drops the remainder so all ranks run the same number of steps.
+    Yields ``(images, targets, num_skipped)`` like :func:`timm_cra.data.skip_collate` loaders.
+    """
+
+    def __init__(self, dataset: TensorImageDataset, batch_size: int, is_training: bool = False,
+                 mean: Sequence[float] = (0.4914, 0.4822, 0.4465), std: Sequence[float] = (0.2470, 0.2435, 0.2616),
+                 img_size: Optional[int] = None, padding: int = 4, hflip: float = 0.5, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, device: torch.device = torch.device('cpu'),
+                 channels_last: bool = False):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.is_training = is_training
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        self.img_size = img_size
+        self.padding, self.hflip = padding, hflip
+        self.seed, self.epoch = seed, 0
+        self.rank, self.world_size = rank, world_size
+        self.device = device
+        self.channels_last = channels_last
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.dataset)
+        if self.is_training:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            perm = torch.randperm(n, generator=g)
+            per_rank = n // self.world_size
+            return perm[self.rank * per_rank:(self.rank + 1) * per_rank]
+        return torch.arange(self.rank, n, self.world_size)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        if self.is_training:
+            return (n // self.world_size) // self.batch_size
+        return math.ceil(len(range(self.rank, n, self.world_size)) / self.batch_size)
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor, int]]:
+        idx = self._indices()
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 64 + self.rank + 1)
+        for i in range(len(self)):
+            bi = idx[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.dataset.images[bi].permute(0, 3, 1, 2)
+            y = self.dataset.targets[bi]
+            if self.is_training:
+                x = random_crop_flip(x, self.padding, self.hflip, generator=g)
+            x = x.to(self.device, non_blocking=True).float().sub_(self.mean).div_(self.std)
+            if self.img_size and x.shape[-1] != self.img_size:
+                x = F.interpolate(x, size=(self.img_size, self.img_size), mode='bilinear', align_corners=False)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            else:
+                x = x.contiguous()
+            yield x, y.to(self.device, non_blocking=True), 0

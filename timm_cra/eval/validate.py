@@ -1,0 +1,133 @@
+"""Validate any registered model (random, ``--pretrained``, ``--checkpoint`` or ``hf-hub:``) on a dataset.
+
+Uses the model's pretrained-cfg eval transform (``resolve_data_config`` + timm's eval transform: resize,
+crop_pct, interpolation, mean/std) unless flags override it. Results follow timm's results CSV columns.
+"""
+import argparse
+import csv
+import json
+import logging
+import os
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+from timm.data import create_loader, resolve_data_config
+from timm.utils import ParseKwargs
+
+from ..data import UsageError, check_num_classes, create_dataset, skip_collate
+from .evaluate import evaluate
+
+__all__ = ['create_parser', 'validate', 'write_results', 'RESULT_FIELDS']
+
+_logger = logging.getLogger('timm_cra.validate')
+
+#: timm's ``results-*.csv`` columns.
+RESULT_FIELDS = ('model', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count', 'img_size', 'crop_pct',
+                 'interpolation')
+
+
+def create_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description='Validate an image classifier (timm / timm-cra)', allow_abbrev=False)
+    add = p.add_argument
+    add('--data-dir', metavar='DIR', help='dataset root (folder, parquet file/folder, save_to_disk folder)')
+    add('--dataset', '-d', default='', help="'' (detect), imagenet, folder, torch/cifar10, hfds, hfds/<hub-name>")
+    add('--split', default='validation', help="dataset split ('validation', 'val', 'test', ...)")
+    add('--num-samples', type=int, default=None, help='evaluate only the first N examples')
+    add('--input-key', default=None)
+    add('--target-key', default=None)
+    add('--model', '-m', default='cra_resnet50', help='model name, or hf-hub:org/repo, or local-dir:PATH')
+    add('--pretrained', action='store_true', default=False)
+    add('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V', help='extra create_model kwargs')
+    add('--checkpoint', default='', metavar='PATH', help='model.safetensors, state dict, or trainer checkpoint')
+    add('--use-ema', action='store_true', default=False, help='use the EMA weights of a trainer checkpoint')
+    add('--num-classes', type=int, default=None)
+    add('--img-size', type=int, default=None)
+    add('--input-size', type=int, nargs=3, default=None)
+    add('--crop-pct', type=float, default=None)
+    add('--crop-mode', default=None)
+    add('--mean', type=float, nargs='+', default=None)
+    add('--std', type=float, nargs='+', default=None)
+    add('--interpolation', default='')
+    add('-b', '--batch-size', type=int, default=256)
+    add('-j', '--workers', type=int, default=4)
+    add('--channels-last', action='store_true', default=False)
+    add('--amp', action='store_true', default=False)
+    add('--amp-dtype', default='float16', choices=['float16', 'bfloat16'])
+    add('--device', default='')
+    add('--results-file', default='', help='write the result as JSON here')
+    add('--results-csv', default='', help="append a row in timm's results CSV format here")
+    add('--no-progress', action='store_true', default=False)
+    return p
+
+
+def _create_model(args) -> torch.nn.Module:
+    import timm
+    import timm_cra  # noqa: F401  registers the cra_* models
+    kwargs = dict(args.model_kwargs or {})
+    if args.num_classes is not None:
+        kwargs['num_classes'] = args.num_classes
+    try:
+        model = timm.create_model(args.model, pretrained=args.pretrained, **kwargs)
+    except RuntimeError as e:
+        raise UsageError(f"Cannot create model '{args.model}': {e}") from e
+    if args.checkpoint:
+        from ..train.checkpoint import load_model_weights
+        load_model_weights(model, args.checkpoint, use_ema=args.use_ema)
+    return model
+
+
+def validate(args: argparse.Namespace) -> Dict[str, Any]:
+    """Evaluate ``args.model`` on ``args.data_dir``/``args.dataset``; returns timm-style results (+ loss)."""
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    model = _create_model(args)
+    dataset = create_dataset(args.dataset, args.data_dir, args.split, num_samples=args.num_samples,
+                             image_key=args.input_key, label_key=args.target_key)
+    check_num_classes(dataset, model.num_classes)
+    data_config = resolve_data_config(vars(args), model=model)
+    model.to(device).eval()
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loader = create_loader(
+        dataset, input_size=data_config['input_size'], batch_size=args.batch_size, is_training=False,
+        interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],
+        crop_pct=data_config['crop_pct'], crop_mode=data_config.get('crop_mode'), num_workers=args.workers,
+        collate_fn=skip_collate, device=device, use_prefetcher=False)
+    amp_dtype = None
+    if args.amp:
+        amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' or device.type == 'cpu' else torch.float16
+    m = evaluate(model, loader, device, amp_dtype, args.channels_last, progress=not args.no_progress,
+                 desc=f'Validate {args.model}')
+    if m['skipped']:
+        _logger.warning(f"{m['skipped']} unreadable image(s) skipped (not counted in the metrics).")
+    return dict(
+        model=args.model,
+        top1=round(m['top1'], 3), top1_err=round(100 - m['top1'], 3),
+        top5=round(m['top5'], 3), top5_err=round(100 - m['top5'], 3),
+        param_count=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        img_size=data_config['input_size'][-1], crop_pct=data_config['crop_pct'],
+        interpolation=data_config['interpolation'],
+        loss=round(m['loss'], 5), count=m['count'], skipped=m['skipped'],
+    )
+
+
+def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = '') -> None:
+    if json_path:
+        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+        with open(json_path, 'w') as f:
+            json.dump(results, f, indent=2)
+    if csv_path:
+        new = not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0
+        os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
+        with open(csv_path, 'a', newline='') as f:
+            w = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction='ignore')
+            if new:
+                w.writeheader()
+            w.writerow(results)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    args = create_parser().parse_args(argv)
+    results = validate(args)
+    write_results(results, args.results_file, args.results_csv)
+    print(json.dumps(results, indent=2))
+    return results

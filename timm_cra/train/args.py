@@ -1,0 +1,171 @@
+"""Command-line arguments of the trainer, with timm ``train.py``'s flag names, and YAML ``--config`` files.
+
+As in timm, a config file sets defaults and flags given on the command line override it. Besides a path,
+``--config`` takes the name of a bundled recipe (``timm_cra/train/recipes/<name>.yaml``).
+"""
+import argparse
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+from timm.utils import ParseKwargs
+
+from ..data.errors import UsageError
+
+__all__ = ['create_parser', 'parse_args', 'load_config', 'list_recipes', 'RECIPE_DIR']
+
+RECIPE_DIR = os.path.join(os.path.dirname(__file__), 'recipes')
+
+
+def list_recipes() -> List[str]:
+    return sorted(f[:-5] for f in os.listdir(RECIPE_DIR) if f.endswith('.yaml'))
+
+
+def load_config(path_or_name: str) -> Dict[str, Any]:
+    """Read a YAML config (a path, or a bundled recipe name such as ``paper_imagenet``)."""
+    path = path_or_name
+    if not os.path.isfile(path):
+        bundled = os.path.join(RECIPE_DIR, f'{path_or_name}.yaml')
+        if not os.path.isfile(bundled):
+            raise UsageError(f"Config '{path_or_name}' is neither a file nor a bundled recipe "
+                             f"({', '.join(list_recipes())}).")
+        path = bundled
+    with open(path) as f:
+        try:
+            cfg = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise UsageError(f"Config '{path}' is not valid YAML: {e}") from e
+    if not isinstance(cfg, dict):
+        raise UsageError(f"Config '{path}' must be a mapping of argument names to values.")
+    return {k.replace('-', '_'): v for k, v in cfg.items()}
+
+
+def _float_list(s: str) -> Tuple[float, ...]:
+    return tuple(float(v) for v in s.split(','))
+
+
+def create_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description='Train a timm / timm-cra image classifier', allow_abbrev=False)
+    add = p.add_argument
+    add('-c', '--config', default='', metavar='FILE', help='YAML config file or bundled recipe name')
+
+    g = p.add_argument_group('Dataset')
+    g.add_argument('--data-dir', metavar='DIR', help='dataset root: folder, parquet file/folder, save_to_disk folder')
+    g.add_argument('--dataset', '-d', default='', metavar='NAME',
+                   help="'' (detect), imagenet, folder, torch/cifar10, torch/cifar100, hfds (local), hfds/<hub-name>")
+    g.add_argument('--train-split', default='train')
+    g.add_argument('--val-split', default='validation', help="validation split ('' to skip evaluation)")
+    g.add_argument('--train-num-samples', type=int, default=None, help='use only the first N training examples')
+    g.add_argument('--val-num-samples', type=int, default=None, help='use only the first N validation examples')
+    g.add_argument('--input-key', default=None, help='image column of an HF dataset (default: detect)')
+    g.add_argument('--target-key', default=None, help='label column of an HF dataset (default: detect)')
+    g.add_argument('--in-memory', action=argparse.BooleanOptionalAction, default=False,
+                   help='decode all images once into a uint8 tensor; batched crop+flip augmentation (CIFAR-size)')
+    g.add_argument('--crop-padding', type=int, default=4, help='zero padding of the in-memory random crop')
+
+    g = p.add_argument_group('Model')
+    g.add_argument('--model', default='cra_resnet50')
+    g.add_argument('--pretrained', action='store_true', default=False)
+    g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
+                   help='extra create_model kwargs, e.g. layers="(1,1,1,1)"')
+    g.add_argument('--initial-checkpoint', default='', metavar='PATH', help='load weights (not state) before training')
+    g.add_argument('--resume', default='', metavar='PATH', help='resume full training state from a checkpoint')
+    g.add_argument('--num-classes', type=int, default=None, help='default: the dataset\'s class count')
+    g.add_argument('--img-size', type=int, default=None)
+    g.add_argument('--input-size', type=int, nargs=3, default=None, metavar='N')
+    g.add_argument('--crop-pct', type=float, default=None)
+    g.add_argument('--mean', type=float, nargs='+', default=None)
+    g.add_argument('--std', type=float, nargs='+', default=None)
+    g.add_argument('--interpolation', default='', help='eval resize interpolation (default: model cfg)')
+    g.add_argument('-b', '--batch-size', type=int, default=128, help='per-process batch size')
+    g.add_argument('-vb', '--validation-batch-size', type=int, default=None)
+    g.add_argument('--channels-last', action='store_true', default=False)
+    g.add_argument('--drop', type=float, default=0.0, help='dropout before the classifier')
+    g.add_argument('--drop-path', type=float, default=None, help='stochastic depth rate')
+
+    g = p.add_argument_group('Optimizer')
+    g.add_argument('--opt', default='sgd')
+    g.add_argument('--opt-eps', type=float, default=None)
+    g.add_argument('--opt-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
+                   help='extra create_optimizer_v2 kwargs (as timm train.py)')
+    g.add_argument('--opt-betas', type=float, nargs='+', default=None)
+    g.add_argument('--momentum', type=float, default=0.9)
+    g.add_argument('--weight-decay', type=float, default=2e-5)
+    g.add_argument('--filter-bias-and-bn', action=argparse.BooleanOptionalAction, default=True,
+                   help='exempt biases and norm weights from weight decay (timm default); '
+                        '--no-filter-bias-and-bn decays all parameters (paper recipe)')
+    g.add_argument('--clip-grad', type=float, default=None)
+    g.add_argument('--clip-mode', default='norm')
+    g.add_argument('--layer-decay', type=float, default=None)
+
+    g = p.add_argument_group('Learning rate schedule')
+    g.add_argument('--sched', default='cosine', help='cosine, step, multistep, tanh, poly, plateau, none')
+    g.add_argument('--sched-on-updates', action='store_true', default=False, help='step the schedule every update')
+    g.add_argument('--lr', type=float, default=0.1)
+    g.add_argument('--min-lr', type=float, default=0.0)
+    g.add_argument('--warmup-lr', type=float, default=1e-5)
+    g.add_argument('--warmup-epochs', type=int, default=0)
+    g.add_argument('--warmup-prefix', action='store_true', default=False)
+    g.add_argument('--cooldown-epochs', type=int, default=0)
+    g.add_argument('--epochs', type=int, default=100)
+    g.add_argument('--decay-epochs', type=float, default=90, help="period of the 'step' schedule")
+    g.add_argument('--decay-milestones', type=int, nargs='+', default=[90, 180, 270],
+                   help="epochs of the 'multistep' schedule")
+    g.add_argument('--decay-rate', '--dr', type=float, default=0.1)
+
+    g = p.add_argument_group('Augmentation and regularization')
+    g.add_argument('--no-aug', action='store_true', default=False)
+    g.add_argument('--scale', type=float, nargs=2, default=[0.08, 1.0], metavar='PCT')
+    g.add_argument('--ratio', type=float, nargs=2, default=[3. / 4., 4. / 3.], metavar='RATIO')
+    g.add_argument('--hflip', type=float, default=0.5)
+    g.add_argument('--vflip', type=float, default=0.0)
+    g.add_argument('--color-jitter', type=float, default=0.4)
+    g.add_argument('--aa', default=None, help='AutoAugment policy, e.g. rand-m9-mstd0.5-inc1')
+    g.add_argument('--train-interpolation', default='random')
+    g.add_argument('--reprob', type=float, default=0.0)
+    g.add_argument('--remode', default='pixel')
+    g.add_argument('--recount', type=int, default=1)
+    g.add_argument('--mixup', type=float, default=0.0)
+    g.add_argument('--cutmix', type=float, default=0.0)
+    g.add_argument('--cutmix-minmax', type=float, nargs='+', default=None)
+    g.add_argument('--mixup-prob', type=float, default=1.0)
+    g.add_argument('--mixup-switch-prob', type=float, default=0.5)
+    g.add_argument('--mixup-mode', default='batch')
+    g.add_argument('--mixup-off-epoch', type=int, default=0)
+    g.add_argument('--smoothing', type=float, default=0.0)
+    g.add_argument('--bce-loss', action='store_true', default=False)
+
+    g = p.add_argument_group('EMA')
+    g.add_argument('--model-ema', action='store_true', default=False)
+    g.add_argument('--model-ema-decay', type=float, default=0.9998)
+    g.add_argument('--model-ema-warmup', action='store_true', default=False)
+
+    g = p.add_argument_group('Misc')
+    g.add_argument('--seed', type=int, default=42)
+    g.add_argument('--log-interval', type=int, default=50)
+    g.add_argument('-j', '--workers', type=int, default=4)
+    g.add_argument('--pin-mem', action='store_true', default=False)
+    g.add_argument('--amp', action='store_true', default=False)
+    g.add_argument('--amp-dtype', default='float16', choices=['float16', 'bfloat16'])
+    g.add_argument('--device', default='', help="'cpu', 'cuda', 'cuda:1' (default: cuda if available)")
+    g.add_argument('--output', default='./output/train', metavar='DIR')
+    g.add_argument('--experiment', default='', help='sub-folder of --output (default: <model>-<timestamp>)')
+    g.add_argument('--no-plot', action='store_true', default=False, help='skip the PNG of the curves')
+    g.add_argument('--stop-after-steps', type=int, default=None,
+                   help='testing aid: exit abruptly (no cleanup) after N optimizer steps, like a crash')
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse ``argv``: config-file values become defaults, explicit flags win."""
+    parser = create_parser()
+    pre, _ = parser.parse_known_args(argv)
+    if pre.config:
+        cfg = load_config(pre.config)
+        known = {a.dest for a in parser._actions}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise UsageError(f"Config '{pre.config}' has unknown keys: {', '.join(unknown)}.")
+        parser.set_defaults(**cfg)
+    args = parser.parse_args(argv)
+    return args
