@@ -1,0 +1,111 @@
+"""The CIFAR-10 attention comparison: every variant trained with one recipe and epoch budget, several seeds.
+
+Each run trains through :func:`timm_cra.train.train` into ``<output>/<variant>-s<seed>/`` (resumable from its
+``last.pth``) and, when done, writes one JSON record to ``<results>/<variant>-s<seed>.json``. Finished runs
+are skipped, so the campaign can be stopped and continued across sessions and machines, run by run.
+"""
+import csv
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+__all__ = ['CIFAR_VARIANTS', 'CAMPAIGN_EPOCHS', 'campaign_argv', 'run_campaign', 'run_one']
+
+#: variant label -> model name and create_model kwargs
+CIFAR_VARIANTS: Dict[str, Dict[str, Any]] = {
+    'resnet20': dict(model='cifar_resnet20'),
+    'se_resnet20': dict(model='se_cifar_resnet20'),
+    'eca_resnet20': dict(model='eca_cifar_resnet20'),
+    'cra_max7_resnet20': dict(model='cra_cifar_resnet20', model_kwargs=dict(cra_pool_size=7)),
+    'cra_max4_resnet20': dict(model='cra_cifar_resnet20', model_kwargs=dict(cra_pool_size=4)),
+    'resnet56': dict(model='cifar_resnet56'),
+    'cra_max7_resnet56': dict(model='cra_cifar_resnet56', model_kwargs=dict(cra_pool_size=7)),
+}
+
+#: One epoch budget for every variant: a ResNet-20 run fits well inside a session on 2 CPU cores.
+CAMPAIGN_EPOCHS = 15
+
+
+def campaign_argv(variant: str, seed: int, data_dir: str, output: str, epochs: int = CAMPAIGN_EPOCHS) -> List[str]:
+    """Trainer arguments of one run: the ``cifar`` recipe (SGD 0.1, wd 5e-4, batch 128, crop + flip) with a
+    cosine schedule over ``epochs`` after one warm-up epoch."""
+    spec = CIFAR_VARIANTS[variant]
+    argv = [
+        '--config', 'cifar', '--model', spec['model'], '--data-dir', data_dir,
+        '--output', output, '--experiment', f'{variant}-s{seed}', '--seed', str(seed),
+        '--epochs', str(epochs), '--warmup-epochs', '1', '--channels-last', '--no-plot',
+    ]
+    if spec.get('model_kwargs'):
+        argv += ['--model-kwargs'] + [f'{k}={v}' for k, v in spec['model_kwargs'].items()]
+    return argv
+
+
+def _write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix('.json.tmp')
+    tmp.write_text(json.dumps(data, indent=1) + '\n')
+    tmp.replace(path)
+
+
+def run_one(variant: str, seed: int, data_dir: str, output: str, results_dir: str,
+            epochs: int = CAMPAIGN_EPOCHS, extra_args: Sequence[str] = ()) -> Optional[Dict[str, Any]]:
+    """Train one (variant, seed) unless its record exists; resume an interrupted run. Returns the record.
+
+    ``extra_args`` are appended to the trainer arguments (tests use them to train on a slice).
+    """
+    import timm
+    from ..utils import model_complexity
+    from .args import parse_args
+    from .trainer import train
+
+    record_path = Path(results_dir) / f'{variant}-s{seed}.json'
+    if record_path.exists():
+        return None
+    argv = campaign_argv(variant, seed, data_dir, output, epochs) + list(extra_args)
+    last = Path(output) / f'{variant}-s{seed}' / 'last.pth'
+    summary = train(parse_args(argv + (['--resume', str(last)] if last.exists() else [])))
+
+    with open(Path(summary['output_dir']) / 'metrics.csv') as f:
+        history = [{k: float(v) if v not in ('', None) else None for k, v in row.items()} for row in csv.DictReader(f)]
+    spec = CIFAR_VARIANTS[variant]
+    model = timm.create_model(spec['model'], **spec.get('model_kwargs', {}))
+    cx = model_complexity(model, (3, 32, 32))
+    record = dict(
+        variant=variant, seed=seed, model=spec['model'], model_kwargs=spec.get('model_kwargs', {}),
+        epochs=len(history), optimizer_steps=summary['optimizer_steps'],
+        final_top1=history[-1]['eval_top1'], final_top5=history[-1]['eval_top5'],
+        best_top1=summary.get('best_top1'), params=cx['params'], macs=int(round(cx['gmacs'] * 1e9)),
+        train_img_s_median=statistics.median(r['train_img_s'] for r in history),
+        curve=[dict(epoch=int(r['epoch']), eval_top1=r['eval_top1'], train_loss=r['train_loss']) for r in history],
+        command='python scripts/train.py ' + ' '.join(shlex.quote(a) for a in argv),
+        dataset='CIFAR-10 (JPEG re-encoded copy, 50k train / 10k test)',
+        date=datetime.date.today().isoformat(),
+        machine=f'{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}',
+    )
+    _write_json_atomic(record_path, record)
+    return record
+
+
+def run_campaign(variants: Sequence[str], seeds: Sequence[int], data_dir: str, output: str, results_dir: str,
+                 epochs: int = CAMPAIGN_EPOCHS) -> List[Dict[str, Any]]:
+    """Run every (seed, variant) in seed-major order, so each seed completes a full comparison first."""
+    unknown = [v for v in variants if v not in CIFAR_VARIANTS]
+    if unknown:
+        raise ValueError(f'Unknown campaign variants {unknown}; choose from {list(CIFAR_VARIANTS)}.')
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"CIFAR-10 data folder '{data_dir}' not found; pass --data-dir "
+                                f"(e.g. ../shared/data/cifar10 with the parquet files).")
+    records = []
+    for seed in seeds:
+        for v in variants:
+            rec = run_one(v, seed, data_dir, output, results_dir, epochs)
+            if rec is not None:
+                records.append(rec)
+    return records
