@@ -35,12 +35,13 @@ CAMPAIGN_EPOCHS = 15
 
 def campaign_argv(variant: str, seed: int, data_dir: str, output: str, epochs: int = CAMPAIGN_EPOCHS) -> List[str]:
     """Trainer arguments of one run: the ``cifar`` recipe (SGD 0.1, wd 5e-4, batch 128, crop + flip) with a
-    cosine schedule over ``epochs`` after one warm-up epoch."""
+    cosine schedule over ``epochs`` after one warm-up epoch, stepped every update (a per-epoch step would
+    hold the whole first epoch at the warm-up lr)."""
     spec = CIFAR_VARIANTS[variant]
     argv = [
         '--config', 'cifar', '--model', spec['model'], '--data-dir', data_dir,
         '--output', output, '--experiment', f'{variant}-s{seed}', '--seed', str(seed),
-        '--epochs', str(epochs), '--warmup-epochs', '1', '--channels-last', '--no-plot',
+        '--epochs', str(epochs), '--warmup-epochs', '1', '--sched-on-updates', '--channels-last', '--no-plot',
     ]
     if spec.get('model_kwargs'):
         argv += ['--model-kwargs'] + [f'{k}={v}' for k, v in spec['model_kwargs'].items()]
