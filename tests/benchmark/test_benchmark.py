@@ -1,0 +1,56 @@
+"""The benchmark's variants are what they claim to be, and the runner produces complete results."""
+import math
+
+import torch
+import timm
+
+import timm_cra  # noqa: F401
+from timm_cra.benchmark import (
+    ATTENTION_VARIANTS, NaiveCraAttn, benchmark_layers, benchmark_models, saved_activation_bytes, swap_attention)
+from timm_cra.benchmark.report import markdown_summary
+from timm_cra.layers import CraAttn
+
+
+def _params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_naive_cra_is_numerically_the_layer():
+    torch.manual_seed(0)
+    fast = CraAttn(16)
+    naive = NaiveCraAttn(16)
+    naive.load_state_dict(fast.state_dict())
+    for hw in [(28, 28), (10, 13), (5, 5)]:
+        x = torch.randn(2, 16, *hw)
+        torch.testing.assert_close(fast(x), naive(x))
+
+
+def test_swaps_reproduce_timm_models():
+    se = swap_attention(timm.create_model('cra_resnet50', device='meta'), ATTENTION_VARIANTS['se'])
+    assert _params(se) == _params(timm.create_model('seresnet50', device='meta'))
+    base = swap_attention(timm.create_model('cra_resnet50', device='meta'), None)
+    assert _params(base) == _params(timm.create_model('resnet50', device='meta'))
+    mnv2 = swap_attention(timm.create_model('cra_mobilenetv2_100', device='meta'), None)
+    assert _params(mnv2) == _params(timm.create_model('mobilenetv2_100', device='meta'))
+
+
+def test_saved_activation_bytes_grows_with_batch():
+    m = timm.create_model('cra_resnet18', num_classes=4)
+    small = saved_activation_bytes(m, torch.randn(1, 3, 64, 64))
+    big = saved_activation_bytes(m, torch.randn(4, 3, 64, 64))
+    assert 0 < small < big
+
+
+def test_runner_and_report_smoke():
+    lines = []
+    res = benchmark_models('cra_resnet18', variants=['base', 'cra', 'se'], batch_sizes=[1], modes=['infer', 'train'],
+                           settings=['eager', 'channels_last'], img_size=32, rounds=2, warmup=1,
+                           train_batch_size=2, log=lines.append)
+    assert len(res) == 2 * 2 * 3 and lines
+    assert all(r.ratio_min > 0 and r.params > 0 and r.saved_mb > 0 for r in res)
+    assert all(r.ratio_min == 1.0 for r in res if r.variant == 'base')
+    layers = benchmark_layers([(2, 8, 14, 14)], variants=['cra', 'cra_naive'], rounds=2, warmup=1, log=lines.append)
+    assert len(layers) == 2 * 2 * 2 and all(r.ratio_min == 1.0 for r in layers if r.variant == 'cra_naive')
+    md = markdown_summary(res + layers, dict(date='d', device='cpu', torch='t', rounds=2))
+    assert '| cra_resnet18 | eager | infer | 1 |' in md and '| 8x14x14 | channels_last | train | 2 |' in md
+    assert not any(math.isnan(r.ratio_median) for r in res)

@@ -1,0 +1,122 @@
+"""Summaries of the CIFAR campaign records: the results table, accuracy curves and CRA's learned kernels."""
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..layers import CraAttn
+from .campaign import CIFAR_VARIANTS
+
+__all__ = ['load_records', 'summarize', 'results_markdown', 'plot_curves', 'stage_kernels', 'plot_kernels']
+
+
+def load_records(results_dir: str) -> List[Dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(results_dir).glob('*-s*.json'))]
+
+
+def summarize(records: Sequence[Dict]) -> List[Dict]:
+    """One row per variant (campaign order): top-1 mean and sample std over seeds, params, MACs, img/s."""
+    by_variant: Dict[str, List[Dict]] = {}
+    for r in records:
+        by_variant.setdefault(r['variant'], []).append(r)
+    rows = []
+    for variant in [v for v in CIFAR_VARIANTS if v in by_variant]:
+        rs = sorted(by_variant[variant], key=lambda r: r['seed'])
+        top1 = [r['final_top1'] for r in rs]
+        rows.append(dict(
+            variant=variant, model=rs[0]['model'], model_kwargs=rs[0]['model_kwargs'], seeds=[r['seed'] for r in rs],
+            top1_mean=statistics.mean(top1), top1_std=statistics.stdev(top1) if len(top1) > 1 else math.nan,
+            top1=top1, params=rs[0]['params'], macs=rs[0]['macs'], epochs=rs[0]['epochs'],
+            train_img_s=statistics.median(r['train_img_s_median'] for r in rs),
+        ))
+    return rows
+
+
+def results_markdown(rows: Sequence[Dict]) -> str:
+    lines = [
+        '| variant | model | top-1 % (mean ± std) | seeds | per seed | params | MMACs | epochs | train img/s |',
+        '|---|---|---:|---:|---|---:|---:|---:|---:|',
+    ]
+    for r in rows:
+        kw = ', '.join(f'{k}={v}' for k, v in r['model_kwargs'].items())
+        model = f"`{r['model']}`" + (f" ({kw})" if kw else '')
+        std = f" ± {r['top1_std']:.2f}" if not math.isnan(r['top1_std']) else ' (1 seed)'
+        per_seed = ', '.join(f'{t:.2f}' for t in r['top1'])
+        lines.append(
+            f"| {r['variant']} | {model} | {r['top1_mean']:.2f}{std} | {len(r['seeds'])} | {per_seed} "
+            f"| {r['params']:,} | {r['macs'] / 1e6:.2f} | {r['epochs']} | {r['train_img_s']:.0f} |")
+    return '\n'.join(lines) + '\n'
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_curves(records: Sequence[Dict], path: str) -> None:
+    """Test top-1 vs epoch per variant: mean over seeds (line) and the seeds' range (band)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant in [v for v in CIFAR_VARIANTS if any(r['variant'] == v for r in records)]:
+        curves = [[c['eval_top1'] for c in r['curve']] for r in records if r['variant'] == variant]
+        n = min(len(c) for c in curves)
+        epochs = list(range(1, n + 1))
+        mean = [statistics.mean(c[i] for c in curves) for i in range(n)]
+        line, = ax.plot(epochs, mean, label=f'{variant} ({len(curves)} seed{"s" if len(curves) > 1 else ""})')
+        if len(curves) > 1:
+            ax.fill_between(epochs, [min(c[i] for c in curves) for i in range(n)],
+                            [max(c[i] for c in curves) for i in range(n)], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('CIFAR-10 test top-1 (%)')
+    ax.set_ylim(bottom=50)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title('CIFAR-10 (JPEG copy), ResNet-20 variants, same recipe')
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def stage_kernels(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Mean CRA spatial kernel (k x k) over all channels of all CRA modules of each stage (``layerN``)."""
+    kernels: Dict[str, List[torch.Tensor]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, CraAttn):
+            kernels.setdefault(name.split('.')[0], []).append(m.conv.weight.detach()[:, 0])
+    return {stage: torch.cat(ks).mean(0) for stage, ks in kernels.items()}
+
+
+def plot_kernels(model: nn.Module, path: str, title: Optional[str] = None) -> None:
+    """Heat maps of :func:`stage_kernels`: where in the pooled map CRA looks, per stage.
+
+    SE's squeeze is a plain spatial mean, i.e. a constant kernel; any structure here is what CRA adds.
+    """
+    plt = _pyplot()
+    kernels = stage_kernels(model)
+    fig, axes = plt.subplots(1, len(kernels), figsize=(3.2 * len(kernels), 3.3))
+    axes = axes if len(kernels) > 1 else [axes]
+    for ax, (stage, k) in zip(axes, kernels.items()):
+        lim = float(k.abs().max())
+        im = ax.imshow(k.numpy(), cmap='RdBu_r', vmin=-lim, vmax=lim)
+        ax.set_title(f'{stage}: mean kernel')
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path: str) -> None:
+    plt = _pyplot()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_suffix('.tmp.png')
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
