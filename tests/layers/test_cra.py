@@ -127,3 +127,32 @@ def test_cra_official_semantics_identity_when_gate_saturates():
         m.conv.bias.fill_(1e4)
     x = torch.randn(1, 3, 9, 9)
     torch.testing.assert_close(m(x), x)
+
+
+@pytest.mark.parametrize('hw', [(56, 56), (28, 28), (14, 14), (14, 28), (7, 14)])
+@pytest.mark.parametrize('relu6', [False, True])
+def test_cra_pool_inference_path_equals_max_pool(hw, relu6):
+    # No-autograd NCHW fast path: values bit-identical to max_pool2d / adaptive_max_pool2d, NaN propagated.
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, *hw)
+    if relu6:
+        x = F.relu6(x * 4)
+    x[0, 0, 3, 5] = float('nan')
+    with torch.inference_mode():
+        fast = cra_pool(x, (7, 7), 'max')
+    ref = F.adaptive_max_pool2d(x, 7)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(fast[0, 0]).any()
+    with torch.no_grad():
+        torch.testing.assert_close(cra_pool(x, (7, 7), 'max'), ref, rtol=0, atol=0, equal_nan=True)
+    assert x.isnan().sum() == 1  # input untouched
+
+
+def test_cra_layer_inference_equals_training_forward():
+    torch.manual_seed(0)
+    m = CraAttn(8)
+    x = torch.randn(2, 8, 28, 28)
+    y_grad = m(x.requires_grad_(True))
+    with torch.inference_mode():
+        y_inf = m(x.detach())
+    torch.testing.assert_close(y_inf, y_grad.detach(), rtol=0, atol=0)
