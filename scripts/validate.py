@@ -1,16 +1,29 @@
 #!/usr/bin/env python3
 """Validate a timm / timm-cra classifier: thin CLI over ``timm_cra.eval.validate``.
 
+With no arguments it runs the embedded default: the published CIFAR-10 CRA-ResNet-20 weights (from this
+repository's ``hub/`` folder) on the CIFAR-10 test split shipped in ``data/cifar10``: no network needed.
+
+    python scripts/validate.py
     python scripts/validate.py --model cra_resnet50 --data-dir ../shared/data/imagenet_val_sample
 """
 import sys
+from pathlib import Path
 
 from timm_cra.data import UsageError
 from timm_cra.eval.validate import main
 
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = 'cra_cifar_resnet20.cifar10'
+DEFAULT_ARGS = [
+    '--model', f"local-dir:{ROOT / 'hub' / 'timm-cra' / DEFAULT_MODEL}", '--pretrained',
+    '--data-dir', str(ROOT / 'data' / 'cifar10'), '--split', 'test', '--batch-size', '500', '--workers', '0',
+]
+
 if __name__ == '__main__':
+    argv = sys.argv[1:] or DEFAULT_ARGS
     try:
-        main()
+        main(argv)
     except UsageError as e:  # bad input: one clear message, no traceback
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)

@@ -20,6 +20,7 @@ def test_weight_tags_cover_the_registry():
     tags = weight_tags()
     assert 'cra_resnet50.paper_in1k' in tags
     assert set(timm.list_pretrained('cra_*')) <= set(tags)
+    assert set(timm.list_pretrained('*cifar_resnet*')) <= set(tags)
     assert not any(t.endswith('.untrained') for t in tags)
 
 

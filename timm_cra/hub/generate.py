@@ -11,6 +11,7 @@ from typing import List, Optional, Union
 import timm
 from timm.models import get_arch_pretrained_cfgs
 
+from ..models import list_package_models
 from ..models._builder import HUB_ORG, PENDING_WEIGHTS
 from .repo import write_repo_metadata
 
@@ -18,9 +19,9 @@ __all__ = ['weight_tags', 'generate_hub']
 
 
 def weight_tags() -> List[str]:
-    """Every registered ``cra_*`` weight tag: tags timm lists as pretrained plus those with a ``timm-cra/`` repo."""
-    names = set(timm.list_pretrained('cra_*'))
-    for arch in timm.list_models('cra_*'):
+    """Every weight tag of this package's architectures that has a ``timm-cra/`` Hub repo."""
+    names = set()
+    for arch in list_package_models():
         for name, cfg in get_arch_pretrained_cfgs(arch).items():
             if (cfg.hf_hub_id or '').startswith(f'{HUB_ORG}/'):
                 names.add(name)

@@ -2,3 +2,12 @@
 from . import cifar_resnet, cra_mobilenetv2, cra_resnet
 from ._builder import HUB_ORG, PENDING_WEIGHTS, check_pretrained_available, create_cra_model, hub_id
 from ._load_errors import PretrainedWeightsError
+
+#: timm registry module names of this package's model files.
+MODEL_MODULES = ('cra_resnet', 'cra_mobilenetv2', 'cifar_resnet')
+
+
+def list_package_models():
+    """Every architecture this package registers (``cra_*`` and the CIFAR baselines it compares against)."""
+    import timm
+    return timm.list_models(module=list(MODEL_MODULES))
