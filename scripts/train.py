@@ -4,14 +4,8 @@
     python scripts/train.py --config cifar --model cra_resnet18 --data-dir ../shared/data/cifar10
     torchrun --nproc_per_node 2 scripts/train.py --config cifar ...
 """
-import sys
-
-from timm_cra.data import UsageError
+from timm_cra.data.errors import run_cli
 from timm_cra.train import main
 
 if __name__ == '__main__':
-    try:
-        main()
-    except UsageError as e:  # bad input: one clear message, no traceback
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

@@ -10,7 +10,7 @@ repository's ``hub/`` folder) on the CIFAR-10 test split shipped in ``data/cifar
 import sys
 from pathlib import Path
 
-from timm_cra.data import UsageError
+from timm_cra.data.errors import run_cli
 from timm_cra.eval.validate import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,9 +21,4 @@ DEFAULT_ARGS = [
 ]
 
 if __name__ == '__main__':
-    argv = sys.argv[1:] or DEFAULT_ARGS
-    try:
-        main(argv)
-    except UsageError as e:  # bad input: one clear message, no traceback
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, sys.argv[1:] or DEFAULT_ARGS)

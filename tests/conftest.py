@@ -1,4 +1,6 @@
-"""Shared fixtures. ``hub``: a loopback Hugging Face Hub (timm_cra.hub.server) that huggingface_hub talks to.
+"""Shared fixtures. ``hub``: a loopback Hugging Face Hub (timm_cra.hub.server) that huggingface_hub talks to;
+the shared read-only data (``../shared/data``; ``TIMM_CRA_SHARED_DATA`` overrides it, tests needing it skip
+with the reason when absent) and tiny synthetic image sets.
 
 Nothing in the suite may reach the real Hub (unreachable here, and a stalled download retries for ~20 s):
 ``HF_HUB_OFFLINE=1`` is the default for every test and subprocess; the ``hub`` fixture lifts it only while
@@ -8,13 +10,16 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Union
 
 # Before anything imports huggingface_hub (it reads these once, at import time).
 os.environ['HF_HUB_OFFLINE'] = '1'
 os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
+os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
 
+import numpy as np
 import pytest
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HUB_DIR = REPO_ROOT / 'hub'  # generated repo folders, served read-only behind the test-made ones
@@ -90,3 +95,54 @@ def hub(hub_server, tmp_path, monkeypatch) -> LocalHub:
     monkeypatch.setenv('HF_HUB_CACHE', str(cache_dir))
     monkeypatch.setenv('NO_PROXY', '127.0.0.1,localhost')
     return local
+
+
+def _shared_data() -> Path:
+    return Path(os.environ.get('TIMM_CRA_SHARED_DATA', REPO_ROOT.parent / 'shared' / 'data')).resolve()
+
+
+@pytest.fixture(scope='session')
+def shared_data() -> Path:
+    path = _shared_data()
+    if not path.is_dir():
+        pytest.skip(f'shared data not found at {path} (set TIMM_CRA_SHARED_DATA or place it at ../shared/data)')
+    return path
+
+
+@pytest.fixture(scope='session')
+def cifar_parquet(shared_data) -> Path:
+    path = shared_data / 'cifar10'
+    if not (path / 'train-00000-of-00001.parquet').is_file():
+        pytest.skip(f'CIFAR-10 parquet not found in {path}')
+    return path
+
+
+@pytest.fixture(scope='session')
+def imagenet_sample(shared_data) -> Path:
+    path = shared_data / 'imagenet_val_sample'
+    if not path.is_dir():
+        pytest.skip(f'ImageNet sample not found at {path}')
+    return path
+
+
+@pytest.fixture
+def make_image():
+    """``make_image(path, color, size)``: write a solid-colour image (format from the suffix)."""
+    def _make(path: Path, color=(128, 64, 32), size=(32, 32)) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((size[1], size[0], 3), color, dtype=np.uint8)).save(path)
+        return path
+    return _make
+
+
+@pytest.fixture
+def class_folder(tmp_path) -> Path:
+    """``train/`` and ``val/`` with 3 plain classes of tiny random images (fine-tuning layout)."""
+    rng = np.random.default_rng(0)
+    for split, n in (('train', 6), ('val', 2)):
+        for c in ('cat', 'dog', 'emu'):
+            for i in range(n):
+                p = tmp_path / split / c / f'{i}.png'
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(p)
+    return tmp_path

@@ -4,7 +4,10 @@ CLIs catch :class:`UsageError` at their boundary and print its message -- one li
 instead of a traceback. Bugs keep raising ordinary exceptions (and tracebacks).
 """
 
-__all__ = ['UsageError', 'DataError']
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+__all__ = ['UsageError', 'DataError', 'run_cli']
 
 
 class UsageError(Exception):
@@ -13,3 +16,12 @@ class UsageError(Exception):
 
 class DataError(UsageError):
     """A dataset cannot be used as given (missing folder, wrong layout, label mismatch, ...)."""
+
+
+def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None) -> None:
+    """Run a CLI ``main(argv)``; bad input (:class:`UsageError`) exits with status 2 and one line, no traceback."""
+    try:
+        main(argv)
+    except UsageError as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)
