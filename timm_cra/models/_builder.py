@@ -9,7 +9,7 @@ from timm.models._pretrained import PretrainedCfg
 from ._load_errors import explain_pretrained_errors
 
 __all__ = [
-    'HUB_ORG', 'PAPER_CFG', 'PENDING_WEIGHTS', 'hub_id', 'check_pretrained_available', 'create_cra_model',
+    'HUB_ORG', 'PAPER_CFG', 'PENDING_WEIGHTS', 'hub_id', 'imagenet_cfg', 'check_pretrained_available', 'create_cra_model',
 ]
 
 #: Hugging Face organisation that holds every published timm-cra weight repo.
@@ -27,6 +27,20 @@ PAPER_CFG: Dict[str, Any] = dict(
 #: not uploaded to huggingface.co yet, with how to get them meanwhile. Loading these from the public Hub
 #: fails early with that text instead of a 404; a mirror (``HF_ENDPOINT``) or a local file still works.
 PENDING_WEIGHTS: Dict[str, str] = {}
+
+
+def imagenet_cfg(url: str = '', **kwargs) -> Dict[str, Any]:
+    """Pretrained-cfg defaults of the ImageNet CRA models: the paper's eval transform (resize 256, bicubic,
+    centre crop 224) and ImageNet mean/std; families add first_conv / classifier."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    return {
+        'url': url,
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        **PAPER_CFG,
+        **kwargs,
+    }
 
 
 def hub_id(model_name_with_tag: str) -> str:

@@ -14,13 +14,12 @@ from typing import Any, Dict
 
 from torch import nn
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args, round_channels
 from timm.models.efficientnet import EfficientNet, _create_effnet
 
 from ..layers import CraAttn
-from ._builder import PAPER_CFG, create_cra_model
+from ._builder import create_cra_model, imagenet_cfg
 
 __all__ = []  # models are reached through timm.create_model
 
@@ -53,15 +52,7 @@ def _gen_cra_mobilenet_v2(variant: str, channel_multiplier: float = 1.0, pretrai
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'conv_stem', 'classifier': 'classifier',
-        **PAPER_CFG,
-        **kwargs,
-    }
+    return imagenet_cfg(url, **{'first_conv': 'conv_stem', 'classifier': 'classifier', **kwargs})
 
 
 default_cfgs = generate_default_cfgs({

@@ -9,12 +9,11 @@ gradient checkpointing, drop_path, global_pool, in_chans/num_classes adaptation)
 """
 from typing import Any, Dict
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..layers import CraAttn
-from ._builder import PAPER_CFG, PENDING_WEIGHTS, create_cra_model, hub_id
+from ._builder import PENDING_WEIGHTS, create_cra_model, hub_id, imagenet_cfg
 
 __all__ = []  # models are reached through timm.create_model
 
@@ -28,21 +27,9 @@ def _create_cra_resnet(variant: str, pretrained: bool = False, **kwargs) -> ResN
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    # Paper evaluation: resize 256 (bicubic) -> center crop 224.
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'conv1', 'classifier': 'fc',
-        **PAPER_CFG,
-        **kwargs,
-    }
+    return imagenet_cfg(url, **{'first_conv': 'conv1', 'classifier': 'fc', **kwargs})
 
 
-# Tags: `.untrained` (random init, no weights) for every architecture; weight tags carry an `hf_hub_id`.
-# timm's default tag is the first one with weights, so `cra_resnet50` resolves to `.paper_in1k` and
-# `pretrained=True` on it says how to get those weights while they are pending (see PENDING_WEIGHTS).
 default_cfgs = generate_default_cfgs({
     'cra_resnet18.untrained': _cfg(),
     'cra_resnet34.untrained': _cfg(),
