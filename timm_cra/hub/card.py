@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
@@ -124,6 +124,7 @@ def render_model_card(
         recipe: Optional[str] = None,
         weights_note: Optional[str] = None,
         license_note: Optional[str] = None,
+        cra_pool: Optional[Tuple[Tuple[int, int], str]] = ((7, 7), 'max'),
 ) -> str:
     """Markdown model card with YAML front matter, as the Hub and timm expect.
 
@@ -137,6 +138,8 @@ def render_model_card(
         recipe: How the weights were produced (falls back to ``results.recipe``).
         weights_note: Set when the repo has no weights yet: says why and what to do.
         license_note: Extra licence explanation (e.g. an upstream without a licence file).
+        cra_pool: CRA's pooled size and type in the model, or ``None`` for a model without CRA (a baseline
+            trained for comparison).
     """
     arch = model_name.split('.')[0]
     input_size = tuple(pretrained_cfg.get('input_size', (3, 224, 224)))
@@ -156,15 +159,21 @@ def render_model_card(
         front['model-index'] = _model_index(model_name, results)
 
     lines = ['---', yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), '---', '']
-    lines += [
-        f'# Model card for {model_name}',
-        '',
-        f'A `{arch}` image classification model: timm\'s architecture with **Channel '
-        f'Reassessment Attention** (CRA) in every block, from the paper [{PAPER_TITLE}]({PAPER_URL}) '
-        f'(YuTao Shen, Ying Wen, 2020). CRA gates each channel with a sigmoid of a learned depthwise kernel '
-        f'applied to a 7x7 adaptive max-pool of that channel.',
-        '',
-    ]
+    cfg_paper_id = str(pretrained_cfg.get('paper_ids') or '').replace('arXiv:', '')
+    papers = [f'[{PAPER_TITLE}]({PAPER_URL})']
+    if cfg_paper_id and f'arxiv.org/abs/{cfg_paper_id}' != PAPER_URL.split('//', 1)[1]:
+        papers.insert(0, f"[{pretrained_cfg.get('paper_name') or cfg_paper_id}](https://arxiv.org/abs/{cfg_paper_id})")
+    if cra_pool is None:
+        intro = (f'A `{arch}` image classification model **without** CRA: the baseline that timm-cra trains with '
+                 f'the same recipe as its Channel Reassessment Attention (CRA) counterparts, for comparison with '
+                 f'the paper [{PAPER_TITLE}]({PAPER_URL}) (YuTao Shen, Ying Wen, 2020).')
+    else:
+        (ph, pw), pool_type = cra_pool
+        intro = (f'A `{arch}` image classification model: timm\'s architecture with **Channel '
+                 f'Reassessment Attention** (CRA) in every block, from the paper [{PAPER_TITLE}]({PAPER_URL}) '
+                 f'(YuTao Shen, Ying Wen, 2020). CRA gates each channel with a sigmoid of a learned depthwise '
+                 f'kernel applied to a {ph}x{pw} adaptive {pool_type}-pool of that channel.')
+    lines += [f'# Model card for {model_name}', '', intro, '']
     if weights_note:
         lines += ['> **Weights pending.** ' + weights_note, '']
     lines += [
@@ -173,13 +182,14 @@ def render_model_card(
         '- **Model type:** image classification / feature backbone',
         f'- **Architecture:** `{arch}` (registered with timm by `import timm_cra`)',
         f'- **Params (M):** {num_params / 1e6:.2f}',
-        f'- **GMACs:** {macs / 1e9:.2f} (at {input_size[1]}x{input_size[2]}; convolutions and matmuls, '
+        f'- **GMACs:** {macs / 1e9:.3g} (at {input_size[1]}x{input_size[2]}; convolutions and matmuls, '
         f'counted with `torch.utils.flop_counter`)',
         f'- **Image size:** {input_size[1]} x {input_size[2]} '
         f'(crop_pct {pretrained_cfg.get("crop_pct")}, {pretrained_cfg.get("interpolation")} interpolation)',
         f'- **Classes:** {pretrained_cfg.get("num_classes")}',
-        f'- **Papers:** [{PAPER_TITLE}]({PAPER_URL})',
-        f'- **Original code:** {pretrained_cfg.get("origin_url") or "https://github.com/syt2/CRA"}',
+        '- **Papers:** ' + ', '.join(papers),
+        (f'- **Original code:** {pretrained_cfg["origin_url"]}' if pretrained_cfg.get('origin_url') else
+         '- **Weights:** trained by timm-cra'),
     ]
     if datasets:
         lines.append(f'- **Dataset:** {_DATASET_NAMES.get(datasets[0], datasets[0])}')

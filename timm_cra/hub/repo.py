@@ -64,6 +64,13 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterato
             shutil.rmtree(tmp)
 
 
+def _cra_pool(model: nn.Module):
+    """(pool_size, pool_type) of the model's CRA modules, or None for a model without CRA."""
+    from ..layers import CraAttn
+    cra = next((m for m in model.modules() if isinstance(m, CraAttn)), None)
+    return None if cra is None else (cra.pool_size, cra.pool_type)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
@@ -140,6 +147,7 @@ def write_repo_metadata(
         recipe=recipe,
         weights_note=weights_note,
         license_note=license_note,
+        cra_pool=_cra_pool(model),
     )
     _atomic_write_text(repo_dir / CARD_NAME, card)
 

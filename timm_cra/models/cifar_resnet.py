@@ -26,11 +26,12 @@ from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock
 
 from ..layers import CraAttn
-from ._builder import PAPER_CFG, create_cra_model
+from ._builder import PAPER_CFG, create_cra_model, hub_id
 
 __all__ = ['CifarResNet']
 
 _STAGES = ('layer1', 'layer2', 'layer3')
+CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
@@ -219,11 +220,24 @@ def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     }
 
 
+# Baselines cite their own papers; weights trained by this project name no upstream origin_url.
+_RESNET_PAPER = dict(paper_ids='arXiv:1512.03385', paper_name='Deep Residual Learning for Image Recognition')
+_SE_PAPER = dict(paper_ids='arXiv:1709.01507', paper_name='Squeeze-and-Excitation Networks')
+_ECA_PAPER = dict(
+    paper_ids='arXiv:1910.03151',
+    paper_name='ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks')
+
+
+def _trained_cfg(name: str, **kwargs) -> Dict[str, Any]:
+    """A weight tag trained by this project (CIFAR campaign), published as ``timm-cra/<name>``."""
+    return _cfg(hf_hub_id=hub_id(name), origin_url=None, label_names=CIFAR10_CLASSES, **kwargs)
+
+
 default_cfgs = generate_default_cfgs({
-    'cifar_resnet20.untrained': _cfg(),
-    'cifar_resnet56.untrained': _cfg(),
-    'se_cifar_resnet20.untrained': _cfg(),
-    'eca_cifar_resnet20.untrained': _cfg(),
+    'cifar_resnet20.cifar10': _trained_cfg('cifar_resnet20.cifar10', **_RESNET_PAPER),
+    'cifar_resnet56.untrained': _cfg(**_RESNET_PAPER, origin_url=None),
+    'se_cifar_resnet20.untrained': _cfg(**_SE_PAPER, origin_url=None),
+    'eca_cifar_resnet20.untrained': _cfg(**_ECA_PAPER, origin_url=None),
     'cra_cifar_resnet20.untrained': _cfg(),
     'cra_cifar_resnet56.untrained': _cfg(),
 })
