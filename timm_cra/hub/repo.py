@@ -51,6 +51,8 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterato
     try:
         yield tmp
         tmp.chmod(0o755)
+        for f in tmp.iterdir():  # some writers create 0600 files; a published repo is world-readable
+            f.chmod(0o644)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix='.old', dir=out_dir.parent))
             old.rmdir()
