@@ -8,8 +8,10 @@ reset_classifier, grad checkpointing), so features_only, fine-tuning and timm's 
 
 Downsampling shortcuts are 1x1 conv + BN ("option B"), as in timm's ResNet.
 
-CRA pooled size: the official 7x7 max pool up-samples the 8x8 last stage only slightly but spreads 7 bins
-over 8 pixels with overlap; ``cra_pool_size`` selects another size (see the README's CIFAR experiment).
+CRA pooled size: the official 7x7 max pool does not divide the 32/16/8 maps (7 overlapping bins over 8
+pixels in the last stage). In the README's CIFAR-10 experiment (15 epochs, seed 0) a 4x4 max pool, which
+divides every stage, reached 82.91% top-1 against 82.23% for 7x7 and trains faster, so the CIFAR CRA models
+default to ``cra_pool_size=4``; ``cra_pool_size=7`` gives the official module.
 """
 from functools import partial
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -204,7 +206,7 @@ def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs) -> Ci
     return create_cra_model(_build_cifar_resnet, variant, pretrained, **kwargs)
 
 
-def _cra(cra_pool_size: int = 7, cra_pool_type: str = 'max'):
+def _cra(cra_pool_size: int, cra_pool_type: str):
     return partial(CraAttn, pool_size=cra_pool_size, pool_type=cra_pool_type)
 
 
@@ -238,7 +240,7 @@ default_cfgs = generate_default_cfgs({
     'cifar_resnet56.untrained': _cfg(**_RESNET_PAPER, origin_url=None),
     'se_cifar_resnet20.untrained': _cfg(**_SE_PAPER, origin_url=None),
     'eca_cifar_resnet20.untrained': _cfg(**_ECA_PAPER, origin_url=None),
-    'cra_cifar_resnet20.untrained': _cfg(),
+    'cra_cifar_resnet20.cifar10': _trained_cfg('cra_cifar_resnet20.cifar10'),
     'cra_cifar_resnet56.untrained': _cfg(),
 })
 
@@ -271,7 +273,7 @@ def eca_cifar_resnet20(pretrained: bool = False, **kwargs) -> CifarResNet:
 
 @register_model
 def cra_cifar_resnet20(
-        pretrained: bool = False, cra_pool_size: int = 7, cra_pool_type: str = 'max', **kwargs) -> CifarResNet:
+        pretrained: bool = False, cra_pool_size: int = 4, cra_pool_type: str = 'max', **kwargs) -> CifarResNet:
     """ResNet-20 for CIFAR with CRA in every block (``cra_pool_size`` / ``cra_pool_type``: CRA's pooling)."""
     model_args = dict(blocks_per_stage=3, attn_layer=_cra(cra_pool_size, cra_pool_type))
     return _create_cifar_resnet('cra_cifar_resnet20', pretrained, **dict(model_args, **kwargs))
@@ -279,7 +281,7 @@ def cra_cifar_resnet20(
 
 @register_model
 def cra_cifar_resnet56(
-        pretrained: bool = False, cra_pool_size: int = 7, cra_pool_type: str = 'max', **kwargs) -> CifarResNet:
+        pretrained: bool = False, cra_pool_size: int = 4, cra_pool_type: str = 'max', **kwargs) -> CifarResNet:
     """ResNet-56 for CIFAR with CRA in every block."""
     model_args = dict(blocks_per_stage=9, attn_layer=_cra(cra_pool_size, cra_pool_type))
     return _create_cifar_resnet('cra_cifar_resnet56', pretrained, **dict(model_args, **kwargs))
