@@ -156,3 +156,40 @@ def test_cra_layer_inference_equals_training_forward():
     with torch.inference_mode():
         y_inf = m(x.detach())
     torch.testing.assert_close(y_inf, y_grad.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('hw', [(28, 28), (7, 7), (10, 13)])
+def test_cra_inplace_gates_input_without_autograd(hw):
+    torch.manual_seed(0)
+    m = CraAttn(8, inplace=True)
+    x = torch.randn(2, 8, *hw)
+    with torch.no_grad():
+        expected = reference_cra(x, m.conv.weight, m.conv.bias)
+    xi = x.clone()
+    with torch.inference_mode():
+        y = m(xi)
+    assert y.data_ptr() == xi.data_ptr()  # no activation-sized allocation
+    torch.testing.assert_close(y, expected, rtol=1e-6, atol=1e-6)
+    # bit-identical to the out-of-place module
+    out_of_place = CraAttn(8)
+    out_of_place.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(y, out_of_place(x), rtol=0, atol=0)
+
+
+def test_cra_inplace_is_out_of_place_under_autograd():
+    torch.manual_seed(0)
+    m = CraAttn(8, inplace=True)
+    ref = CraAttn(8)
+    ref.load_state_dict(m.state_dict())
+    x = torch.randn(2, 8, 14, 14)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = m(xa), ref(xb)
+    torch.testing.assert_close(xa.detach(), x, rtol=0, atol=0)  # input untouched
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    torch.testing.assert_close(ya, yb, rtol=0, atol=0)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=0)
+    torch.testing.assert_close(m.conv.weight.grad, ref.conv.weight.grad, rtol=0, atol=0)
+    assert 'inplace=True' in repr(m) and 'inplace' not in repr(ref)

@@ -198,3 +198,17 @@ def test_channels_last_model_matches(name):
 def test_import_registers_models():
     assert timm_cra.__version__
     assert timm.is_model('cra_resnet50')
+
+
+@pytest.mark.parametrize('name', SMALL_MODELS + ['cra_cifar_resnet20'])
+def test_families_gate_in_place_at_inference_with_identical_outputs(name):
+    # The families build CraAttn(inplace=True): inference must equal the autograd forward bit for bit.
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    assert all(m.inplace for m in _cra_modules(model))
+    size = 32 if 'cifar' in name else 64
+    x = torch.randn(2, 3, size, size)
+    y_grad = model(x)
+    with torch.inference_mode():
+        y_inf = model(x)
+    torch.testing.assert_close(y_inf, y_grad.detach(), rtol=0, atol=0)

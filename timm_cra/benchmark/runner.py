@@ -14,7 +14,7 @@ from torch import nn
 
 import timm
 
-from .variants import ATTENTION_VARIANTS, swap_attention
+from .variants import ATTENTION_VARIANTS, INFERENCE_ONLY_VARIANTS, swap_attention
 
 __all__ = ['BenchResult', 'benchmark_models', 'benchmark_layers', 'saved_activation_bytes']
 
@@ -140,6 +140,8 @@ def benchmark_models(
                 x = torch.randn(bs, 3, img_size, img_size)
                 fns = {}
                 for v, m in models.items():
+                    if mode == 'train' and v in INFERENCE_ONLY_VARIANTS:
+                        continue
                     m = m.train() if mode == 'train' else m.eval()
                     xi = x
                     if setting == 'channels_last':
@@ -174,12 +176,16 @@ def benchmark_layers(
             for mode in modes:
                 fns = {}
                 for v in variants:
+                    if mode == 'train' and v in INFERENCE_ONLY_VARIANTS:
+                        continue
                     factory = ATTENTION_VARIANTS[v]
                     layer = nn.Identity() if factory is None else factory(C)
                     if mode == 'infer':
-                        def fn(layer=layer):
+                        # Own copy: in-place gates rescale their input on every call (a few dozen calls: no
+                        # denormals), which must not leak into the other variants' input.
+                        def fn(layer=layer, xi=x.clone()):
                             with torch.inference_mode():
-                                layer(x)
+                                layer(xi)
                     else:
                         xg = x.detach().clone().requires_grad_(True)
                         grad = torch.ones_like(x)

@@ -3,6 +3,7 @@
 Swapping modules of one CRA model (rather than building seresnet50 etc. by name) keeps everything but the
 gate identical, so ratios isolate the gate's cost; for ResNets the SE swap is exactly timm's seresnet.
 """
+from functools import partial
 from typing import Callable, Dict, Optional
 
 import torch
@@ -13,7 +14,7 @@ from timm.layers import EcaModule, SEModule
 
 from ..layers import CraAttn
 
-__all__ = ['NaiveCraAttn', 'MeanGate', 'ATTENTION_VARIANTS', 'swap_attention']
+__all__ = ['NaiveCraAttn', 'MeanGate', 'ATTENTION_VARIANTS', 'INFERENCE_ONLY_VARIANTS', 'swap_attention']
 
 
 class NaiveCraAttn(CraAttn):
@@ -38,12 +39,16 @@ class MeanGate(nn.Module):
 #: label -> factory(channels) or None for "no attention" (the base model)
 ATTENTION_VARIANTS: Dict[str, Optional[Callable[[int], nn.Module]]] = {
     'base': None,
-    'cra': CraAttn,
+    'cra': partial(CraAttn, inplace=True),  # as the model families build it
+    'cra_outofplace': CraAttn,  # the same without in-place gating: splits the gain between pool and product
     'cra_naive': NaiveCraAttn,
     'se': SEModule,
     'eca': EcaModule,
     'gate_floor': MeanGate,
 }
+
+#: variants that differ from another one only without autograd; training them would time the same code twice
+INFERENCE_ONLY_VARIANTS = ('cra_outofplace',)
 
 
 def swap_attention(model: nn.Module, factory: Optional[Callable[[int], nn.Module]]) -> nn.Module:

@@ -207,7 +207,7 @@ def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs) -> Ci
 
 
 def _cra(cra_pool_size: int, cra_pool_type: str):
-    return partial(CraAttn, pool_size=cra_pool_size, pool_type=cra_pool_type)
+    return partial(CraAttn, pool_size=cra_pool_size, pool_type=cra_pool_type, inplace=True)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:

@@ -43,7 +43,7 @@ def _gen_cra_mobilenet_v2(variant: str, channel_multiplier: float = 1.0, pretrai
         num_features=max(1280, round_chs_fn(1280)),
         stem_size=32,
         round_chs_fn=round_chs_fn,
-        se_layer=CraAttn,
+        se_layer=partial(CraAttn, inplace=True),
         norm_layer=kwargs.pop('norm_layer', None) or partial(nn.BatchNorm2d, **resolve_bn_args(kwargs)),
         act_layer=resolve_act_layer(kwargs, 'relu6'),
         **kwargs,

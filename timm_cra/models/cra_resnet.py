@@ -7,6 +7,7 @@ drop-path, the shortcut add and the final activation -- where the official code 
 Built on timm's own ``ResNet`` class, so every timm feature (features_only, forward_intermediates,
 gradient checkpointing, drop_path, global_pool, in_chans/num_classes adaptation) comes with it.
 """
+from functools import partial
 from typing import Any, Dict
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -53,7 +54,7 @@ PENDING_WEIGHTS['cra_resnet50.paper_in1k'] = (
 
 
 def _cra_args(block, layers, **kwargs) -> Dict[str, Any]:
-    return dict(block=block, layers=layers, block_args=dict(attn_layer=CraAttn), **kwargs)
+    return dict(block=block, layers=layers, block_args=dict(attn_layer=partial(CraAttn, inplace=True)), **kwargs)
 
 
 @register_model
