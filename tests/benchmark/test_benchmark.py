@@ -41,13 +41,24 @@ def test_saved_activation_bytes_grows_with_batch():
     assert 0 < small < big
 
 
+def test_saved_activation_bytes_releases_the_graph():
+    # Regression: packing saved outputs as themselves made grad_fn <-> tensor cycles that kept every
+    # activation alive (a bs-32 ResNet-50 benchmark ran out of memory).
+    import weakref
+    outputs = []
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    m[1].register_forward_hook(lambda mod, inp, out: outputs.append(weakref.ref(out)))
+    assert saved_activation_bytes(m, torch.randn(2, 3, 16, 16)) > 0
+    assert outputs and outputs[0]() is None
+
+
 def test_runner_and_report_smoke():
     lines = []
     res = benchmark_models('cra_resnet18', variants=['base', 'cra', 'se'], batch_sizes=[1], modes=['infer', 'train'],
                            settings=['eager', 'channels_last'], img_size=32, rounds=2, warmup=1,
                            train_batch_size=2, log=lines.append)
     assert len(res) == 2 * 2 * 3 and lines
-    assert all(r.ratio_min > 0 and r.params > 0 and r.saved_mb > 0 for r in res)
+    assert all(r.ratio_min > 0 and r.params > 0 and r.macs > 0 and r.saved_mb > 0 for r in res)
     assert all(r.ratio_min == 1.0 for r in res if r.variant == 'base')
     layers = benchmark_layers([(2, 8, 14, 14)], variants=['cra', 'cra_naive'], rounds=2, warmup=1, log=lines.append)
     assert len(layers) == 2 * 2 * 2 and all(r.ratio_min == 1.0 for r in layers if r.variant == 'cra_naive')

@@ -193,3 +193,55 @@ def test_cra_inplace_is_out_of_place_under_autograd():
     torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=0)
     torch.testing.assert_close(m.conv.weight.grad, ref.conv.weight.grad, rtol=0, atol=0)
     assert 'inplace=True' in repr(m) and 'inplace' not in repr(ref)
+
+
+def _saved_tensors(fn):
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = fn()
+    return out, saved
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_cra_training_saves_small_argmax_offsets_not_int64(channels_last):
+    # Under autograd the exact-window max pool keeps uint8 in-window offsets; the input it saves is the same
+    # storage the product saves. Gradients stay those of max_pool2d (see the reference tests above).
+    torch.manual_seed(0)
+    m = CraAttn(16)
+    x = torch.randn(2, 16, 14, 14)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    y, saved = _saved_tensors(lambda: m(x))
+    assert not any(t.dtype == torch.int64 for t in saved)
+    offsets = [t for t in saved if t.dtype == torch.uint8]
+    assert len(offsets) == 1 and offsets[0].shape == (2, 16, 7, 7) and int(offsets[0].max()) < 4
+    extra = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved
+             if t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()}
+    # pooled map (fp32, for the conv's weight grad) + offsets + weight + gate: well below the input's size
+    assert sum(extra.values()) < 0.5 * x.numel() * 4
+    g = torch.randn_like(y)
+    y.backward(g)
+    ref = CraAttn(16)
+    ref.load_state_dict(m.state_dict())
+    xr = x.detach().clone().requires_grad_(True)
+    (xr * torch.sigmoid(ref.conv(F.adaptive_max_pool2d(xr, 7)))).backward(g)
+    torch.testing.assert_close(x.grad, xr.grad, rtol=0, atol=0)
+
+
+def test_cra_training_pool_double_backward_matches_max_pool():
+    torch.manual_seed(0)
+    m = CraAttn(4)
+    ref = CraAttn(4)
+    ref.load_state_dict(m.state_dict())
+    x = torch.randn(2, 4, 14, 14)
+    v = torch.randn(2, 4, 14, 14)
+
+    def second_order(layer, forward):
+        xi = x.clone().requires_grad_(True)
+        (gx,) = torch.autograd.grad(forward(layer, xi).square().sum(), xi, create_graph=True)
+        return torch.autograd.grad((gx * v).sum(), layer.conv.weight)[0]
+
+    ours = second_order(m, lambda layer, xi: layer(xi))
+    theirs = second_order(ref, lambda layer, xi: xi * torch.sigmoid(layer.conv(F.adaptive_max_pool2d(xi, 7))))
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -39,7 +39,7 @@ def _model_tables(results: Sequence[BenchResult]) -> List[str]:
     for r in results:
         mem.setdefault(r.name, {})[r.variant] = r
     lines += ['', 'Training memory: activations saved for backward in one forward at the train batch size '
-                  '(ratio to base), and parameters.', '',
+                  '(ratio to base); parameters; multiply-accumulates per image.', '',
               '| model | ' + ' | '.join(['base'] + variants) + ' |', '|---|' + '---:|' * (len(variants) + 1)]
     for name, row in mem.items():
         base = row.get('base')
@@ -47,7 +47,7 @@ def _model_tables(results: Sequence[BenchResult]) -> List[str]:
         for v in ['base'] + variants:
             r = row.get(v)
             ratio = f' ({r.saved_mb / base.saved_mb:.3f}x)' if base and r else ''
-            cells.append(f'{r.saved_mb:.0f} MB{ratio}, {r.params / 1e6:.2f} M' if r else '')
+            cells.append(f'{r.saved_mb:.0f} MB{ratio}, {r.params / 1e6:.2f} M, {r.macs / 1e9:.4f} GMACs' if r else '')
         lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     return lines
 

@@ -14,6 +14,7 @@ from torch import nn
 
 import timm
 
+from ..utils.complexity import count_macs
 from .variants import ATTENTION_VARIANTS, INFERENCE_ONLY_VARIANTS, swap_attention
 
 __all__ = ['BenchResult', 'benchmark_models', 'benchmark_layers', 'saved_activation_bytes']
@@ -32,6 +33,7 @@ class BenchResult:
     ratio_min: float = float('nan')     # to the reference variant of the same (name, mode, setting, batch)
     ratio_median: float = float('nan')
     params: int = 0
+    macs: int = 0       # multiply-accumulates per image (convs and matmuls), batch 1
     saved_mb: float = float('nan')      # activations saved for backward in one training forward
 
 
@@ -49,7 +51,9 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
             seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
         except (RuntimeError, NotImplementedError):
             pass
-        return t
+        # Not ``t`` itself: a saved output packed as itself would reference its own grad_fn, a cycle that
+        # keeps the whole graph (every activation) alive after the forward is dropped.
+        return t.detach()
 
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -133,6 +137,7 @@ def benchmark_models(
     x_mem = torch.randn(train_batch_size, 3, img_size, img_size)
     for v, m in models.items():
         extra[v] = dict(params=sum(p.numel() for p in m.parameters()),
+                        macs=count_macs(m, (3, img_size, img_size)),
                         saved_mb=saved_activation_bytes(m, x_mem) / 2 ** 20)
     for setting in settings:
         for mode in modes:

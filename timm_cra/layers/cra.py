@@ -52,14 +52,66 @@ def _window_max_nchw(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
     return z
 
 
+def _offset_dtype(window: int) -> torch.dtype:
+    return torch.uint8 if window <= 256 else torch.int16 if window <= 32768 else torch.int32
+
+
+class _WindowMaxPool(torch.autograd.Function):
+    """Exact-window max pool for training that saves each window's argmax as a small in-window offset.
+
+    ``max_pool2d`` keeps int64 plane offsets for backward: 8 bytes per pooled value, 2x the input's own
+    bytes per pixel at 14x14 -> 7x7. The input itself is saved anyway by the gate's product (same storage),
+    so keeping only a uint8 offset per window cuts CRA's extra training memory to a few percent of the gate's.
+    Backward rebuilds the plane offsets and calls max_pool2d's own backward: gradients are bit-identical,
+    ties routed to the same (first) maximum, and differentiable again (double backward) like max_pool2d's.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+        y, idx = F.max_pool2d(x, (kh, kw), (kh, kw), return_indices=True)
+        W = x.shape[-1]
+        local = (idx // W % kh) * kw + idx % W % kw  # (row, col) inside the window
+        ctx.save_for_backward(x, local.to(_offset_dtype(kh * kw)))
+        ctx.kernel = (kh, kw)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, local = ctx.saved_tensors
+        kh, kw = ctx.kernel
+        W = x.shape[-1]
+        ph, pw = local.shape[-2:]
+        local = local.long()
+        row0 = torch.arange(ph, device=x.device).view(ph, 1) * kh
+        col0 = torch.arange(pw, device=x.device).view(1, pw) * kw
+        idx = (row0 + local // kw) * W + col0 + local % kw
+        fmt = torch.channels_last if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last) else torch.contiguous_format
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad.contiguous(memory_format=fmt), x, [kh, kw], [kh, kw], [0, 0], [1, 1], False,
+            idx.contiguous(memory_format=fmt))
+        return grad_x, None, None
+
+
+@torch.jit.unused
+def _window_max_pool_train(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    return _WindowMaxPool.apply(x, kh, kw)
+
+
+def _is_tracing() -> bool:
+    # compile / export trace plain max_pool2d (inductor fuses it); TorchScript never reaches the Function.
+    return torch.jit.is_scripting() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
 @register_notrace_function  # shape-dependent dispatch; keep it a single leaf node for torch.fx
 def cra_pool(x: torch.Tensor, pool_size: Tuple[int, int], pool_type: str = 'max') -> torch.Tensor:
     """Adaptive max/avg pool of an NCHW tensor to ``pool_size``.
 
     Numerically identical to ``F.adaptive_{max,avg}_pool2d``, gradients included. When the input size is
     an exact multiple of the pooled size (every ResNet stage at 224x224), the bins are uniform windows and
-    cheaper kernels give the same result: strided pooling (no per-bin index math) and, for max pooling of
-    NCHW-contiguous inputs without autograd, :func:`_window_max_nchw`.
+    cheaper kernels give the same result: strided pooling (no per-bin index math); for max pooling of
+    NCHW-contiguous inputs without autograd, :func:`_window_max_nchw`; with autograd, :class:`_WindowMaxPool`
+    (same gradients, 1-byte argmax offsets saved instead of int64 indices).
     """
     H, W = x.shape[-2:]
     ph, pw = pool_size
@@ -70,6 +122,8 @@ def cra_pool(x: torch.Tensor, pool_size: Tuple[int, int], pool_type: str = 'max'
             needs_grad = torch.is_grad_enabled() and x.requires_grad
             if not needs_grad and x.dim() == 4 and x.is_contiguous():
                 return _window_max_nchw(x, ph, pw)
+            if needs_grad and not _is_tracing():
+                return _window_max_pool_train(x, H // ph, W // pw)
             k = (H // ph, W // pw)
             return F.max_pool2d(x, kernel_size=k, stride=k)
         k = (H // ph, W // pw)
