@@ -204,7 +204,7 @@ def _saved_tensors(fn):
 
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_cra_training_saves_small_argmax_offsets_not_int64(channels_last):
-    # Under autograd the exact-window max pool keeps uint8 in-window offsets; the input it saves is the same
+    # Under autograd the exact-window max pool keeps uint8 offsets from each window's corner; the input it saves is the same
     # storage the product saves. Gradients stay those of max_pool2d (see the reference tests above).
     torch.manual_seed(0)
     m = CraAttn(16)
@@ -215,7 +215,7 @@ def test_cra_training_saves_small_argmax_offsets_not_int64(channels_last):
     y, saved = _saved_tensors(lambda: m(x))
     assert not any(t.dtype == torch.int64 for t in saved)
     offsets = [t for t in saved if t.dtype == torch.uint8]
-    assert len(offsets) == 1 and offsets[0].shape == (2, 16, 7, 7) and int(offsets[0].max()) < 4
+    assert len(offsets) == 1 and offsets[0].shape == (2, 16, 7, 7) and int(offsets[0].max()) <= 14 + 1
     extra = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved
              if t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()}
     # pooled map (fp32, for the conv's weight grad) + offsets + weight + gate: well below the input's size

@@ -52,44 +52,59 @@ def _window_max_nchw(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
     return z
 
 
-def _offset_dtype(window: int) -> torch.dtype:
-    return torch.uint8 if window <= 256 else torch.int16 if window <= 32768 else torch.int32
+def _offset_dtype(span: int) -> torch.dtype:
+    return torch.uint8 if span <= 256 else torch.int16 if span <= 32768 else torch.int32
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _window_origins(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """Plane offset (h * W + w) of each window's top-left pixel, shape (H / kh, W / kw)."""
+    H, W = x.shape[-2:]
+    rows = torch.arange(0, H, kh, device=x.device).view(-1, 1) * W
+    return rows + torch.arange(0, W, kw, device=x.device).view(1, -1)
 
 
 class _WindowMaxPool(torch.autograd.Function):
-    """Exact-window max pool for training that saves each window's argmax as a small in-window offset.
+    """Exact-window max pool for training that saves each argmax as a small offset from its window's corner.
 
     ``max_pool2d`` keeps int64 plane offsets for backward: 8 bytes per pooled value, 2x the input's own
     bytes per pixel at 14x14 -> 7x7. The input itself is saved anyway by the gate's product (same storage),
-    so keeping only a uint8 offset per window cuts CRA's extra training memory to a few percent of the gate's.
-    Backward rebuilds the plane offsets and calls max_pool2d's own backward: gradients are bit-identical,
-    ties routed to the same (first) maximum, and differentiable again (double backward) like max_pool2d's.
+    so keeping a 1-2 byte offset per window instead cuts CRA's extra training memory to a few percent of the
+    gate's. Backward rebuilds the plane offsets and calls the pooling kernel's own backward: gradients are
+    bit-identical, ties routed to the same (first) maximum, and differentiable again like max_pool2d's.
+    channels_last inputs use the adaptive kernels (same windows and indices here): PyTorch's channels_last
+    max_pool2d backward is several times slower.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
-        y, idx = F.max_pool2d(x, (kh, kw), (kh, kw), return_indices=True)
-        W = x.shape[-1]
-        local = (idx // W % kh) * kw + idx % W % kw  # (row, col) inside the window
-        ctx.save_for_backward(x, local.to(_offset_dtype(kh * kw)))
+        channels_last = _is_channels_last(x)
+        if channels_last:
+            pooled = (x.shape[-2] // kh, x.shape[-1] // kw)
+            y, idx = F.adaptive_max_pool2d(x, pooled, return_indices=True)
+        else:
+            y, idx = F.max_pool2d(x, (kh, kw), (kh, kw), return_indices=True)
+        span = (kh - 1) * x.shape[-1] + kw  # offsets from the window corner lie in [0, span)
+        ctx.save_for_backward(x, (idx - _window_origins(x, kh, kw)).to(_offset_dtype(span)))
         ctx.kernel = (kh, kw)
+        ctx.channels_last = channels_last
         return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, local = ctx.saved_tensors
+        x, offset = ctx.saved_tensors
         kh, kw = ctx.kernel
-        W = x.shape[-1]
-        ph, pw = local.shape[-2:]
-        local = local.long()
-        row0 = torch.arange(ph, device=x.device).view(ph, 1) * kh
-        col0 = torch.arange(pw, device=x.device).view(1, pw) * kw
-        idx = (row0 + local // kw) * W + col0 + local % kw
-        fmt = torch.channels_last if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
-            memory_format=torch.channels_last) else torch.contiguous_format
-        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
-            grad.contiguous(memory_format=fmt), x, [kh, kw], [kh, kw], [0, 0], [1, 1], False,
-            idx.contiguous(memory_format=fmt))
+        fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        idx = (offset.long() + _window_origins(x, kh, kw)).contiguous(memory_format=fmt)
+        grad = grad.contiguous(memory_format=fmt)
+        if ctx.channels_last:
+            grad_x = torch.ops.aten.adaptive_max_pool2d_backward(grad, x, idx)
+        else:
+            grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
+                grad, x, [kh, kw], [kh, kw], [0, 0], [1, 1], False, idx)
         return grad_x, None, None
 
 
@@ -111,7 +126,7 @@ def cra_pool(x: torch.Tensor, pool_size: Tuple[int, int], pool_type: str = 'max'
     an exact multiple of the pooled size (every ResNet stage at 224x224), the bins are uniform windows and
     cheaper kernels give the same result: strided pooling (no per-bin index math); for max pooling of
     NCHW-contiguous inputs without autograd, :func:`_window_max_nchw`; with autograd, :class:`_WindowMaxPool`
-    (same gradients, 1-byte argmax offsets saved instead of int64 indices).
+    (same gradients, 1-2 byte argmax offsets saved instead of int64 indices).
     """
     H, W = x.shape[-2:]
     ph, pw = pool_size
