@@ -63,12 +63,16 @@ def test_cra_matches_reference_forward_backward(hw, pool_type):
     torch.testing.assert_close(m.conv.bias.grad, b_ref.grad)
 
 
-@pytest.mark.parametrize('hw', [(56, 56), (14, 14), (10, 13)])
-def test_cra_max_pool_ties_route_gradient_like_adaptive_pool(hw):
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('hw', [(112, 112), (56, 56), (28, 28), (14, 14), (10, 13)])
+def test_cra_max_pool_ties_route_gradient_like_adaptive_pool(hw, channels_last):
     # After ReLU6 (MobileNetV2) many window maxima tie at 0 or 6: the fast exact-window path must pick
     # the same element as adaptive_max_pool2d does, or gradients would differ from the official op.
+    # Sizes cover both NCHW training kernels (direct / via a channels_last copy) and 1- and 2-byte offsets.
     torch.manual_seed(0)
     x = F.relu6(torch.randn(2, 8, *hw) * 4)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     x1 = x.clone().requires_grad_(True)
     x2 = x.clone().requires_grad_(True)
     g = torch.randn(2, 8, 7, 7)

@@ -67,6 +67,11 @@ def _window_origins(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
     return rows + torch.arange(0, W, kw, device=x.device).view(1, -1)
 
 
+# NCHW maps up to 28x28 are pooled through a channels_last copy in training (measured: 2.5 vs 15 ms at
+# 1024x14x14, 6.5 vs 16 ms at 512x28x28, but 40 vs 19 ms at 256x56x56; batch 16, one thread).
+_NCHW_VIA_CHANNELS_LAST_MAX_PIXELS = 28 * 28
+
+
 class _WindowMaxPool(torch.autograd.Function):
     """Exact-window max pool for training that saves each argmax as a small offset from its window's corner.
 
@@ -75,16 +80,20 @@ class _WindowMaxPool(torch.autograd.Function):
     so keeping a 1-2 byte offset per window instead cuts CRA's extra training memory to a few percent of the
     gate's. Backward rebuilds the plane offsets and calls the pooling kernel's own backward: gradients are
     bit-identical, ties routed to the same (first) maximum, and differentiable again like max_pool2d's.
-    channels_last inputs use the adaptive kernels (same windows and indices here): PyTorch's channels_last
-    max_pool2d backward is several times slower.
+    The forward uses PyTorch's channels_last adaptive kernel (same windows and indices here) for channels_last
+    inputs and for small NCHW maps; the backward kernel follows the input's layout (channels_last
+    max_pool2d's backward is several times slower than the adaptive one; indices are plane offsets in both).
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
         channels_last = _is_channels_last(x)
-        if channels_last:
-            pooled = (x.shape[-2] // kh, x.shape[-1] // kw)
-            y, idx = F.adaptive_max_pool2d(x, pooled, return_indices=True)
+        if channels_last or x.shape[-2] * x.shape[-1] <= _NCHW_VIA_CHANNELS_LAST_MAX_PIXELS:
+            # The channels_last kernel is 5-15x faster; for small maps a transposed copy costs less than that.
+            xc = x if channels_last else x.contiguous(memory_format=torch.channels_last)
+            y, idx = F.adaptive_max_pool2d(xc, (x.shape[-2] // kh, x.shape[-1] // kw), return_indices=True)
+            if not channels_last:
+                y, idx = y.contiguous(), idx.contiguous()
         else:
             y, idx = F.max_pool2d(x, (kh, kw), (kh, kw), return_indices=True)
         span = (kh - 1) * x.shape[-1] + kw  # offsets from the window corner lie in [0, span)
