@@ -249,3 +249,30 @@ def test_cra_training_pool_double_backward_matches_max_pool():
     ours = second_order(m, lambda layer, xi: layer(xi))
     theirs = second_order(ref, lambda layer, xi: xi * torch.sigmoid(layer.conv(F.adaptive_max_pool2d(xi, 7))))
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('bias', [True, False])
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('hw', [(7, 7), (14, 14)])
+def test_cra_training_kernel_grads_equal_depthwise_conv(hw, channels_last, bias):
+    # In training the 7x7 kernel's backward is written out elementwise; it must give conv2d's gradients
+    # (forward is conv2d itself) and keep the input's memory format for the gradient.
+    torch.manual_seed(0)
+    m = CraAttn(16, bias=bias)
+    ref = CraAttn(16, bias=bias)
+    ref.load_state_dict(m.state_dict())
+    x = torch.randn(3, 16, *hw)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya = m(xa)
+    yb = xb * torch.sigmoid(ref.conv(F.adaptive_max_pool2d(xb, 7)))
+    torch.testing.assert_close(ya, yb, rtol=0, atol=0)
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(m.conv.weight.grad, ref.conv.weight.grad, rtol=1e-5, atol=1e-6)
+    if bias:
+        torch.testing.assert_close(m.conv.bias.grad, ref.conv.bias.grad, rtol=1e-5, atol=1e-6)
+    assert xa.grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
