@@ -1,4 +1,6 @@
 """The benchmark's variants are what they claim to be, and the runner produces complete results."""
+import dataclasses
+import json
 import math
 
 import torch
@@ -7,7 +9,7 @@ import timm
 import timm_cra  # noqa: F401
 from timm_cra.benchmark import (
     ATTENTION_VARIANTS, NaiveCraAttn, benchmark_layers, benchmark_models, saved_activation_bytes, swap_attention)
-from timm_cra.benchmark.report import markdown_summary
+from timm_cra.benchmark.report import load_run, markdown_summary, readme_tables
 from timm_cra.layers import CraAttn
 
 
@@ -52,7 +54,7 @@ def test_saved_activation_bytes_releases_the_graph():
     assert outputs and outputs[0]() is None
 
 
-def test_runner_and_report_smoke():
+def test_runner_and_report_smoke(tmp_path):
     lines = []
     res = benchmark_models('cra_resnet18', variants=['base', 'cra', 'se'], batch_sizes=[1], modes=['infer', 'train'],
                            settings=['eager', 'channels_last'], img_size=32, rounds=2, warmup=1,
@@ -65,3 +67,15 @@ def test_runner_and_report_smoke():
     md = markdown_summary(res + layers, dict(date='d', device='cpu', torch='t', rounds=2))
     assert '| cra_resnet18 | eager | infer | 1 |' in md and '| 8x14x14 | channels_last | train | 2 |' in md
     assert not any(math.isnan(r.ratio_median) for r in res)
+    # the README tables are rendered from the JSON the script writes
+    meta = dict(date='d', device='cpu', torch='t', rounds=2, bf16=False)
+    path = tmp_path / 'run.json'
+    path.write_text(json.dumps(dict(meta=meta, results=[dataclasses.asdict(r) for r in res + layers])))
+    loaded_meta, loaded = load_run(path)
+    assert loaded_meta == meta and loaded[:len(res)] == res  # layer rows carry NaN memory: compare names
+    assert [r.name for r in loaded[len(res):]] == [r.name for r in layers]
+    table = readme_tables([('run.json', loaded_meta, loaded)])
+    cra = next(r for r in res if r.variant == 'cra' and r.setting == 'eager' and r.mode == 'train')
+    assert '| cra_resnet18 | eager, fp32 | train | 2 |' in table
+    assert f'{cra.ratio_min:.3f} ({cra.ratio_median:.3f})' in table
+    assert '| cra_resnet18 |' in table.split('ratio to the base model:')[1]

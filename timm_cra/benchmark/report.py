@@ -1,9 +1,16 @@
 """Markdown tables of benchmark results: one row per (model, setting, mode, batch), one column per variant."""
-from typing import Dict, List, Sequence
+import dataclasses
+import json
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
 
 from .runner import BenchResult
 
-__all__ = ['markdown_summary']
+__all__ = ['markdown_summary', 'load_run', 'readme_tables']
+
+#: README columns: the variants a reader compares, in this order (others stay in the full results files)
+README_VARIANTS = ('cra', 'cra_naive', 'se', 'eca', 'gate_floor')
+_README_LABELS = {'cra': 'CRA', 'cra_naive': 'naive CRA', 'se': 'SE', 'eca': 'ECA', 'gate_floor': 'bare gate'}
 
 
 def _variants(results: Sequence[BenchResult]) -> List[str]:
@@ -79,3 +86,40 @@ def markdown_summary(results: Sequence[BenchResult], meta: Dict) -> str:
     if layers:
         lines += _layer_tables(layers) + ['']
     return '\n'.join(lines)
+
+
+def load_run(path: Path) -> Tuple[Dict, List[BenchResult]]:
+    """(meta, results) of a JSON written by ``scripts/benchmark.py``."""
+    data = json.loads(Path(path).read_text())
+    fields = {f.name for f in dataclasses.fields(BenchResult)}
+    return data['meta'], [BenchResult(**{k: v for k, v in r.items() if k in fields}) for r in data['results']]
+
+
+def readme_tables(runs: Sequence[Tuple[str, Dict, List[BenchResult]]]) -> str:
+    """The README's speed and memory tables from several runs ``(file name, meta, results)``: time ratios
+    to the base model (min over rounds, median in brackets) and saved activations, with each row's source."""
+    labels = [_README_LABELS[v] for v in README_VARIANTS]
+    speed = ['| model | setting | mode | batch | base img/s | ' + ' | '.join(labels) + ' | file |',
+             '|---|---|---|---:|---:|' + '---:|' * len(labels) + '---|']
+    memory = ['| model | base | ' + ' | '.join(labels) + ' | file |', '|---|---:|' + '---:|' * len(labels) + '---|']
+    seen_memory = set()
+    for source, meta, results in runs:
+        precision = 'bf16' if meta.get('bf16') else 'fp32'
+        for (name, setting, mode, bs), row in _groups([r for r in results if r.params]).items():
+            base = row.get('base')
+            cells = [f'{r.ratio_min:.3f} ({r.ratio_median:.3f})' if (r := row.get(v)) else '' for v in README_VARIANTS]
+            speed.append(f"| {name} | {setting}, {precision} | {mode} | {bs} | "
+                         f"{f'{base.img_per_s:.1f}' if base else ''} | " + ' | '.join(cells) + f' | {source} |')
+        by_model: Dict[str, Dict[str, BenchResult]] = {}
+        for r in results:
+            if r.params:
+                by_model.setdefault(r.name, {})[r.variant] = r
+        for name, row in by_model.items():
+            base = row.get('base')
+            if name in seen_memory or base is None:
+                continue
+            seen_memory.add(name)
+            cells = [f'{r.saved_mb / base.saved_mb:.3f}x' if (r := row.get(v)) else '' for v in README_VARIANTS]
+            memory.append(f'| {name} | {base.saved_mb:.0f} MB | ' + ' | '.join(cells) + f' | {source} |')
+    return '\n'.join(speed + ['', 'Activations saved for backward (one training forward, fp32, batch of the '
+                                    'training rows), ratio to the base model:', ''] + memory) + '\n'
