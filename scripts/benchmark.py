@@ -7,6 +7,7 @@ measurement and a markdown summary to --out (default results/benchmark-<date>-<d
   python scripts/benchmark.py                       # cra_resnet50 + cra_mobilenetv2_100, eager + channels_last
   python scripts/benchmark.py --settings eager compile --models cra_resnet50
   python scripts/benchmark.py --layers-only
+  python scripts/benchmark.py --layers-only --primitives --variants cra cra_naive se
 """
 import argparse
 import dataclasses
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 import timm_cra  # noqa: F401  (registers the models)
-from timm_cra.benchmark import ATTENTION_VARIANTS, benchmark_layers, benchmark_models
+from timm_cra.benchmark import ATTENTION_VARIANTS, benchmark_layers, benchmark_models, benchmark_primitives
 from timm_cra.benchmark.report import markdown_summary
 
 # ResNet-50 bottleneck outputs at 224, MobileNetV2-100 expanded maps, and sizes 7 does not divide.
@@ -43,7 +44,9 @@ def main():
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch default)')
     p.add_argument('--bf16', action='store_true', help='autocast to bfloat16')
     p.add_argument('--layers', action='store_true', help='also benchmark the gate layers alone')
-    p.add_argument('--layers-only', action='store_true')
+    p.add_argument('--layers-only', action='store_true', help='only the gate layers (and --primitives)')
+    p.add_argument('--primitives', action='store_true',
+                   help="also time the single operations behind CraAttn's choices (ResNet-50 shapes)")
     p.add_argument('--out', type=Path, default=None, help='output prefix (.json and .md are added)')
     args = p.parse_args()
 
@@ -63,6 +66,8 @@ def main():
     if args.layers or args.layers_only:
         results += benchmark_layers(LAYER_SHAPES, variants=args.variants, modes=args.modes,
                                     settings=[s for s in args.settings if s != 'compile'])
+    if args.primitives:
+        results += benchmark_primitives(LAYER_SHAPES[:3])
 
     meta = dict(date=stamp, device=device, torch=torch.__version__, bf16=args.bf16, rounds=args.rounds,
                 cpu=platform.processor(), threads=torch.get_num_threads())

@@ -8,7 +8,8 @@ import timm
 
 import timm_cra  # noqa: F401
 from timm_cra.benchmark import (
-    ATTENTION_VARIANTS, NaiveCraAttn, benchmark_layers, benchmark_models, saved_activation_bytes, swap_attention)
+    ATTENTION_VARIANTS, NaiveCraAttn, benchmark_layers, benchmark_models, benchmark_primitives, saved_activation_bytes,
+    swap_attention)
 from timm_cra.benchmark.report import load_run, markdown_summary, readme_tables
 from timm_cra.layers import CraAttn
 
@@ -79,3 +80,12 @@ def test_runner_and_report_smoke(tmp_path):
     assert '| cra_resnet18 | eager, fp32 | train | 2 |' in table
     assert f'{cra.ratio_min:.3f} ({cra.ratio_median:.3f})' in table
     assert '| cra_resnet18 |' in table.split('ratio to the base model:')[1]
+
+
+def test_primitives_table():
+    res = benchmark_primitives([(2, 4, 14, 14)], rounds=2, warmup=1, log=lambda _: None)
+    ops = {r.variant for r in res}
+    assert {'mean (SE squeeze)', 'strided window max NCHW', 'x.mul_(gate)', 'CRA training pool fwd+bwd'} <= ops
+    assert all(r.min_s > 0 and r.setting == 'primitive' for r in res)
+    md = markdown_summary(res, dict(date='d', device='cpu', torch='t', rounds=2))
+    assert '| operation | 4x14x14 (N=2) |' in md and '| CRA 7x7 kernel fwd+bwd |' in md

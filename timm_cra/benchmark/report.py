@@ -73,6 +73,21 @@ def _layer_tables(results: Sequence[BenchResult]) -> List[str]:
     return lines
 
 
+def _primitive_tables(results: Sequence[BenchResult]) -> List[str]:
+    shapes = list(dict.fromkeys(r.name for r in results))
+    lines = ['Single operations: ms per call (min over rounds), ratio to the mean (SE squeeze) in brackets.', '',
+             '| operation | ' + ' | '.join(f'{s} (N={next(r.batch_size for r in results if r.name == s)})'
+                                         for s in shapes) + ' |',
+             '|---|' + '---:|' * len(shapes)]
+    by_op: Dict[str, Dict[str, BenchResult]] = {}
+    for r in results:
+        by_op.setdefault(r.variant, {})[r.name] = r
+    for op, row in by_op.items():
+        cells = [f'{r.min_s * 1e3:.2f} ({r.ratio_min:.1f})' if (r := row.get(s)) else '' for s in shapes]
+        lines.append(f'| {op} | ' + ' | '.join(cells) + ' |')
+    return lines
+
+
 def markdown_summary(results: Sequence[BenchResult], meta: Dict) -> str:
     lines = [
         f"Measured {meta['date']} on {meta['device']}, torch {meta['torch']}"
@@ -80,11 +95,14 @@ def markdown_summary(results: Sequence[BenchResult], meta: Dict) -> str:
         '',
     ]
     models = [r for r in results if r.params]
-    layers = [r for r in results if not r.params]
+    primitives = [r for r in results if r.setting == 'primitive']
+    layers = [r for r in results if not r.params and r.setting != 'primitive']
     if models:
         lines += _model_tables(models) + ['']
     if layers:
         lines += _layer_tables(layers) + ['']
+    if primitives:
+        lines += _primitive_tables(primitives) + ['']
     return '\n'.join(lines)
 
 

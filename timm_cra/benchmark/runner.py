@@ -10,14 +10,16 @@ from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import timm
 
+from ..layers.cra import _MapKernel, _WindowMaxPool, _window_max_nchw
 from ..utils.complexity import count_macs
 from .variants import ATTENTION_VARIANTS, INFERENCE_ONLY_VARIANTS, swap_attention
 
-__all__ = ['BenchResult', 'benchmark_models', 'benchmark_layers', 'saved_activation_bytes']
+__all__ = ['BenchResult', 'benchmark_models', 'benchmark_layers', 'benchmark_primitives', 'saved_activation_bytes']
 
 
 @dataclasses.dataclass
@@ -203,4 +205,56 @@ def benchmark_layers(
                 name = f'{C}x{H}x{W}'
                 log(f'layer {name} N={N} {setting} {mode}')
                 results += _results(name, mode, setting, N, _time_rounds(fns, rounds, warmup), ref='cra_naive')
+    return results
+
+
+def _primitive_fns(x: torch.Tensor) -> Dict[str, Callable[[], None]]:
+    """The operations behind CraAttn's choices, on one (N, C, H, W) activation with H, W multiples of 7."""
+    N, C, H, W = x.shape
+    k = H // 7
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    x_mut = x.clone()  # rescaled by every in-place call (a few dozen calls: no denormals)
+    gate = torch.rand(N, C, 1, 1)
+    x_grad = x.clone().requires_grad_(True)
+    g_pool = torch.randn(N, C, 7, 7)
+    x7 = torch.randn(N, C, 7, 7, requires_grad=True)
+    w7 = torch.randn(C, 1, 7, 7, requires_grad=True)
+    b7 = torch.zeros(C, requires_grad=True)
+    g7 = torch.randn(N, C, 1, 1)
+    no_grad = torch.no_grad
+
+    def infer(fn):
+        def run():
+            with no_grad():
+                fn()
+        return run
+
+    return {
+        'mean (SE squeeze)': infer(lambda: x.mean((2, 3), keepdim=True)),
+        'max_pool2d NCHW': infer(lambda: F.max_pool2d(x, k, k)),
+        'strided window max NCHW': infer(lambda: _window_max_nchw(x, 7, 7)),
+        'max_pool2d channels_last': infer(lambda: F.max_pool2d(x_cl, k, k)),
+        'x * gate': infer(lambda: x * gate),
+        'x.mul_(gate)': infer(lambda: x_mut.mul_(gate)),
+        'max_pool2d NCHW fwd+bwd': lambda: F.max_pool2d(x_grad, k, k).backward(g_pool),
+        'CRA training pool fwd+bwd': lambda: _WindowMaxPool.apply(x_grad, k, k).backward(g_pool),
+        '7x7 depthwise conv on 7x7 fwd+bwd': lambda: F.conv2d(x7, w7, b7, groups=C).backward(g7),
+        'CRA 7x7 kernel fwd+bwd': lambda: _MapKernel.apply(x7, w7, b7).backward(g7),
+    }
+
+
+def benchmark_primitives(
+        shapes: Sequence[Sequence[int]],
+        rounds: int = 7,
+        warmup: int = 2,
+        log: Callable[[str], None] = print,
+) -> List[BenchResult]:
+    """Time the single operations CraAttn chooses between (ms per call); ratios are to the SE squeeze (mean)."""
+    results = []
+    for shape in shapes:
+        N, C, H, W = shape
+        name = f'{C}x{H}x{W}'
+        log(f'primitives {name} N={N}')
+        times = _time_rounds(_primitive_fns(torch.randn(N, C, H, W)), rounds, warmup)
+        results += _results(name, 'op', 'primitive', N, times, ref='mean (SE squeeze)')
     return results
