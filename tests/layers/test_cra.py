@@ -276,3 +276,15 @@ def test_cra_training_kernel_grads_equal_depthwise_conv(hw, channels_last, bias)
     if bias:
         torch.testing.assert_close(m.conv.bias.grad, ref.conv.bias.grad, rtol=1e-5, atol=1e-6)
     assert xa.grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_cra_training_pool_unbatched_and_empty_inputs():
+    # 3-D (C, H, W) and empty batches take the plain kernels; results equal adaptive_max_pool2d.
+    x = F.relu6(torch.randn(8, 14, 14) * 4).requires_grad_(True)
+    xr = x.detach().clone().requires_grad_(True)
+    g = torch.randn(8, 7, 7)
+    cra_pool(x, (7, 7), 'max').backward(g)
+    F.adaptive_max_pool2d(xr, 7).backward(g)
+    torch.testing.assert_close(x.grad, xr.grad, rtol=0, atol=0)
+    empty = torch.randn(0, 4, 14, 14, requires_grad=True)
+    assert cra_pool(empty, (7, 7), 'max').shape == (0, 4, 7, 7)
