@@ -2,6 +2,9 @@
 import dataclasses
 import json
 import math
+import re
+import weakref
+from pathlib import Path
 
 import torch
 import timm
@@ -47,7 +50,6 @@ def test_saved_activation_bytes_grows_with_batch():
 def test_saved_activation_bytes_releases_the_graph():
     # Regression: packing saved outputs as themselves made grad_fn <-> tensor cycles that kept every
     # activation alive (a bs-32 ResNet-50 benchmark ran out of memory).
-    import weakref
     outputs = []
     m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
     m[1].register_forward_hook(lambda mod, inp, out: outputs.append(weakref.ref(out)))
@@ -89,3 +91,15 @@ def test_primitives_table():
     assert all(r.min_s > 0 and r.setting == 'primitive' for r in res)
     md = markdown_summary(res, dict(date='d', device='cpu', torch='t', rounds=2))
     assert '| operation | 4x14x14 (N=2) |' in md and '| CRA 7x7 kernel fwd+bwd |' in md
+
+
+def test_readme_speed_table_matches_the_results_files():
+    # The README table is generated (scripts/benchmark_table.py); every file it cites must render to it.
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / 'README.md').read_text()
+    block = re.search(r'<!-- speed-table:start -->\n(.*?)<!-- speed-table:end -->', readme, re.S).group(1)
+    files = list(dict.fromkeys(re.findall(r'\| (benchmark-[\w.-]+\.json) \|', block)))
+    assert files, 'README speed table cites no results file'
+    runs = [(f, *load_run(root / 'results' / f)) for f in files]
+    assert readme_tables(runs) == block, (
+        'README speed table is stale: run python scripts/benchmark_table.py <files> --update-readme')
