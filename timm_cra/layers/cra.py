@@ -100,7 +100,7 @@ class _WindowMaxPool(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
         channels_last = _is_channels_last(x)
         if channels_last or _pool_via_channels_last(x):
-            # The channels_last kernel is 5-15x faster; for small maps a transposed copy costs less than that.
+            # The channels_last kernel is several times faster; for small maps the transposed copy costs less.
             xc = x if channels_last else x.contiguous(memory_format=torch.channels_last)
             y, idx = F.adaptive_max_pool2d(xc, (x.shape[-2] // kh, x.shape[-1] // kw), return_indices=True)
             if not channels_last:
