@@ -221,11 +221,10 @@ def _primitive_fns(x: torch.Tensor) -> Dict[str, Callable[[], None]]:
     w7 = torch.randn(C, 1, 7, 7, requires_grad=True)
     b7 = torch.zeros(C, requires_grad=True)
     g7 = torch.randn(N, C, 1, 1)
-    no_grad = torch.no_grad
 
     def infer(fn):
         def run():
-            with no_grad():
+            with torch.no_grad():
                 fn()
         return run
 

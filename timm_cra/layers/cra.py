@@ -146,16 +146,16 @@ class _MapKernel(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         # (N, C, kh, kw) = grad (N, C, 1, 1) x weight (C, 1, kh, kw). channels_last: the same in explicit NHWC
         # views, which run several times faster than broadcasting over channels_last strides.
-        to_nhwc = (0, 2, 3, 1) if _is_channels_last(x) else (0, 1, 2, 3)
-        from_nhwc = (0, 3, 1, 2) if _is_channels_last(x) else (0, 1, 2, 3)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3))
+        channels_last = _is_channels_last(x)
+        to_nhwc = (0, 2, 3, 1) if channels_last else (0, 1, 2, 3)
+        from_nhwc = (0, 3, 1, 2) if channels_last else (0, 1, 2, 3)
         grad = grad.permute(to_nhwc)
         if ctx.needs_input_grad[0]:
             grad_x = (grad * weight.transpose(0, 1).permute(to_nhwc).contiguous()).permute(from_nhwc)
         if ctx.needs_input_grad[1]:
             grad_w = (grad * x.permute(to_nhwc)).sum(0, keepdim=True).permute(from_nhwc).transpose(0, 1)
-        grad = grad.permute(from_nhwc)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum((0, 2, 3))
         return grad_x, grad_w, grad_b
 
 
