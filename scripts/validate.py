@@ -10,7 +10,7 @@ repository's ``hub/`` folder) on the CIFAR-10 test split shipped in ``data/cifar
 import sys
 from pathlib import Path
 
-from timm_cra.data.errors import run_cli
+from timm_cra.utils.errors import run_cli
 from timm_cra.eval.validate import main
 
 ROOT = Path(__file__).resolve().parents[1]

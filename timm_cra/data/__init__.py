@@ -1,6 +1,7 @@
 """Datasets for training and validating CRA models: ImageNet folders, HF datasets, CIFAR, class folders."""
 from .cifar import load_cifar_pickle
-from .errors import DataError, UsageError
+from ..utils.errors import UsageError
+from .errors import DataError
 from .factory import SOURCES, check_num_classes, create_dataset, detect_source, skip_collate
 from .folders import ImageFolderDataset, imagenet_class_to_idx
 from .hf import HFImageDataset, detect_columns, load_hf_split

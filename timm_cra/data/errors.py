@@ -1,27 +1,8 @@
-"""The error class for bad user input (data, config, checkpoints).
+"""The error for datasets that cannot be used as given (a :class:`~timm_cra.utils.errors.UsageError`)."""
+from ..utils.errors import UsageError
 
-CLIs catch :class:`UsageError` at their boundary and print its message -- one line naming the fix --
-instead of a traceback. Bugs keep raising ordinary exceptions (and tracebacks).
-"""
-
-import sys
-from typing import Any, Callable, Optional, Sequence
-
-__all__ = ['UsageError', 'DataError', 'run_cli']
-
-
-class UsageError(Exception):
-    """Bad input from the user: the message says what is wrong and how to fix it."""
+__all__ = ['DataError']
 
 
 class DataError(UsageError):
     """A dataset cannot be used as given (missing folder, wrong layout, label mismatch, ...)."""
-
-
-def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None) -> None:
-    """Run a CLI ``main(argv)``; bad input (:class:`UsageError`) exits with status 2 and one line, no traceback."""
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)

@@ -14,7 +14,9 @@ import torch
 from timm.data import create_loader, resolve_data_config
 from timm.utils import ParseKwargs
 
-from ..data import UsageError, check_num_classes, create_dataset, skip_collate
+from ..data import check_num_classes, create_dataset, skip_collate
+from ..utils.errors import UsageError
+from ..utils.weights import load_model_weights
 from .evaluate import evaluate
 
 __all__ = ['create_parser', 'validate', 'write_results', 'RESULT_FIELDS']
@@ -71,7 +73,6 @@ def _create_model(args) -> torch.nn.Module:
     except RuntimeError as e:
         raise UsageError(f"Cannot create model '{args.model}': {e}") from e
     if args.checkpoint:
-        from ..train.checkpoint import load_model_weights
         load_model_weights(model, args.checkpoint, use_ema=args.use_ema)
     return model
 

@@ -1,5 +1,5 @@
 """``python -m timm_cra.train ...``: the training CLI from a pip install (same as ``scripts/train.py``)."""
-from ..data.errors import run_cli
+from ..utils.errors import run_cli
 from .trainer import main
 
 if __name__ == '__main__':

@@ -29,11 +29,13 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import AverageMeter, ModelEmaV3, NativeScaler, dispatch_clip_grad, distribute_bn, random_seed
 
-from ..data import (DataError, ImageFolderDataset, TensorImageDataset, TensorLoader, UsageError,
-                    check_num_classes, create_dataset, skip_collate)
+from ..data import (DataError, ImageFolderDataset, TensorImageDataset, TensorLoader, check_num_classes,
+                    create_dataset, skip_collate)
 from ..eval.evaluate import evaluate
+from ..utils.errors import UsageError
+from ..utils.weights import load_checkpoint_file, load_model_weights
 from .args import parse_args
-from .checkpoint import load_checkpoint_file, load_model_weights, save_checkpoint, set_rng_state
+from .checkpoint import save_checkpoint, set_rng_state
 from .distributed import DistInfo, init_distributed
 from .metrics import plot_metrics, write_metrics_csv
 
