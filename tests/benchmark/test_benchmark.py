@@ -98,8 +98,11 @@ def test_readme_speed_table_matches_the_results_files():
     root = Path(__file__).resolve().parents[2]
     readme = (root / 'README.md').read_text()
     block = re.search(r'<!-- speed-table:start -->\n(.*?)<!-- speed-table:end -->', readme, re.S).group(1)
-    files = list(dict.fromkeys(re.findall(r'\| (benchmark-[\w.-]+\.json) \|', block)))
-    assert files, 'README speed table cites no results file'
+    command = re.search(r'Rendered by `python scripts/benchmark_table.py (.*?) --update-readme`', block)
+    assert command, 'README speed table does not say how it was rendered'
+    files = [Path(f).name for f in command.group(1).split()]
+    cited = set(re.findall(r'\| (benchmark-[\w.-]+\.json) \|', block))
+    assert cited and cited <= set(files)
     runs = [(f, *load_run(root / 'results' / f)) for f in files]
     assert readme_tables(runs) == block, (
         'README speed table is stale: run python scripts/benchmark_table.py <files> --update-readme')

@@ -9,6 +9,7 @@ from torch import nn
 from timm.layers import create_attn, get_attn
 
 from timm_cra.layers import CraAttn, cra_pool
+from timm_cra.layers.cra import _map_kernel_infer
 
 
 def reference_pool(x, size, pool_type):
@@ -153,13 +154,47 @@ def test_cra_pool_inference_path_equals_max_pool(hw, relu6):
 
 
 def test_cra_layer_inference_equals_training_forward():
+    # Inference reduces the pooled map with dot products, training with conv2d: equal up to summation order.
     torch.manual_seed(0)
     m = CraAttn(8)
     x = torch.randn(2, 8, 28, 28)
     y_grad = m(x.requires_grad_(True))
     with torch.inference_mode():
         y_inf = m(x.detach())
-    torch.testing.assert_close(y_inf, y_grad.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(y_inf, y_grad.detach(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('bias', [True, False])
+@pytest.mark.parametrize('shape,channels_last', [
+    ((1, 96, 7, 7), False), ((32, 64, 7, 7), False), ((1, 256, 7, 7), True),  # dot-product path
+    ((32, 256, 7, 7), True),  # channels_last, many rows: the conv path
+    ((0, 16, 7, 7), False),  # empty batch
+])
+def test_cra_inference_kernel_matches_depthwise_conv(shape, channels_last, bias):
+    torch.manual_seed(0)
+    m = CraAttn(shape[-3], bias=bias)
+    x = torch.randn(*shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        out = _map_kernel_infer(x, m.conv.weight, m.conv.bias)
+        ref = m.conv(x)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_cra_inference_kernel_under_bf16_autocast():
+    # Under CPU autocast conv2d runs in bf16 with a bf16 copy of the weight; the dot-product path must match.
+    torch.manual_seed(0)
+    m = CraAttn(32).eval()
+    x = torch.randn(2, 32, 14, 14)
+    with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16):
+        pooled = cra_pool(x.bfloat16(), (7, 7), 'max')
+        out = _map_kernel_infer(pooled, m.conv.weight, m.conv.bias)
+        ref = m.conv(pooled)
+        y = m(x.bfloat16())
+    assert out.dtype == ref.dtype == y.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
 
 
 @pytest.mark.parametrize('hw', [(28, 28), (7, 7), (10, 13)])
@@ -288,3 +323,20 @@ def test_cra_training_pool_unbatched_and_empty_inputs():
     torch.testing.assert_close(x.grad, xr.grad, rtol=0, atol=0)
     empty = torch.randn(0, 4, 14, 14, requires_grad=True)
     assert cra_pool(empty, (7, 7), 'max').shape == (0, 4, 7, 7)
+
+
+def test_cra_module_unbatched_input_train_and_inference():
+    # (C, H, W) inputs work like conv2d's unbatched mode, with and without autograd.
+    torch.manual_seed(0)
+    m = CraAttn(8)
+    x = torch.randn(8, 14, 14)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    y = m(xa)
+    with torch.inference_mode():
+        y_inf = m(x)
+    ref = xb * torch.sigmoid(m.conv(F.adaptive_max_pool2d(xb, 7)))
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)
+    y.sum().backward()
+    ref.sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=0)
+    torch.testing.assert_close(y_inf, ref.detach(), rtol=1e-6, atol=1e-6)

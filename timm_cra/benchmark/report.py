@@ -115,29 +115,41 @@ def load_run(path: Path) -> Tuple[Dict, List[BenchResult]]:
 
 def readme_tables(runs: Sequence[Tuple[str, Dict, List[BenchResult]]]) -> str:
     """The README's speed and memory tables from several runs ``(file name, meta, results)``: time ratios
-    to the base model (min over rounds, median in brackets) and saved activations, with each row's source."""
+    to the base model (min over rounds, median in brackets) and saved activations, with each row's source.
+
+    Where runs time the same row (model, setting, precision, mode, batch), the later run's measurement is
+    shown, in the place of the row's first appearance. Memory rows come from the first run that has the model
+    (every run measures it the same way, fp32, untouched by autocast). The tables end with the command that
+    renders them.
+    """
     labels = [_README_LABELS[v] for v in README_VARIANTS]
-    speed = ['| model | setting | mode | batch | base img/s | ' + ' | '.join(labels) + ' | file |',
-             '|---|---|---|---:|---:|' + '---:|' * len(labels) + '---|']
-    memory = ['| model | base | ' + ' | '.join(labels) + ' | file |', '|---|---:|' + '---:|' * len(labels) + '---|']
-    seen_memory = set()
+    speed: Dict[tuple, str] = {}
+    memory: Dict[str, str] = {}
     for source, meta, results in runs:
         precision = 'bf16' if meta.get('bf16') else 'fp32'
         for (name, setting, mode, bs), row in _groups([r for r in results if r.params]).items():
             base = row.get('base')
             cells = [f'{r.ratio_min:.3f} ({r.ratio_median:.3f})' if (r := row.get(v)) else '' for v in README_VARIANTS]
-            speed.append(f"| {name} | {setting}, {precision} | {mode} | {bs} | "
-                         f"{f'{base.img_per_s:.1f}' if base else ''} | " + ' | '.join(cells) + f' | {source} |')
+            speed[(name, setting, precision, mode, bs)] = (
+                f"| {name} | {setting}, {precision} | {mode} | {bs} | "
+                f"{f'{base.img_per_s:.1f}' if base else ''} | " + ' | '.join(cells) + f' | {source} |')
         by_model: Dict[str, Dict[str, BenchResult]] = {}
         for r in results:
             if r.params:
                 by_model.setdefault(r.name, {})[r.variant] = r
         for name, row in by_model.items():
             base = row.get('base')
-            if name in seen_memory or base is None:
+            if name in memory or base is None:
                 continue
-            seen_memory.add(name)
             cells = [f'{r.saved_mb / base.saved_mb:.3f}x' if (r := row.get(v)) else '' for v in README_VARIANTS]
-            memory.append(f'| {name} | {base.saved_mb:.0f} MB | ' + ' | '.join(cells) + f' | {source} |')
-    return '\n'.join(speed + ['', 'Activations saved for backward (one training forward, fp32, batch of the '
-                                    'training rows), ratio to the base model:', ''] + memory) + '\n'
+            memory[name] = f'| {name} | {base.saved_mb:.0f} MB | ' + ' | '.join(cells) + f' | {source} |'
+    command = ' '.join(['python scripts/benchmark_table.py'] + [f'results/{source}' for source, _, _ in runs]
+                       + ['--update-readme'])
+    return '\n'.join(
+        ['| model | setting | mode | batch | base img/s | ' + ' | '.join(labels) + ' | file |',
+         '|---|---|---|---:|---:|' + '---:|' * len(labels) + '---|'] + list(speed.values())
+        + ['', 'Activations saved for backward (one training forward, fp32, batch of the training rows), ratio '
+               'to the base model:', '',
+           '| model | base | ' + ' | '.join(labels) + ' | file |', '|---|---:|' + '---:|' * len(labels) + '---|']
+        + list(memory.values())
+        + ['', f'Rendered by `{command}` (a later file\'s speed row replaces an earlier one\'s).']) + '\n'
