@@ -8,6 +8,7 @@ measurement and a markdown summary to --out (default results/benchmark-<date>-<d
   python scripts/benchmark.py --settings eager compile --models cra_resnet50
   python scripts/benchmark.py --layers-only
   python scripts/benchmark.py --layers-only --primitives --variants cra cra_naive se
+  python scripts/benchmark.py --primitives-only --batch-sizes 1 32
 """
 import argparse
 import dataclasses
@@ -46,7 +47,9 @@ def main():
     p.add_argument('--layers', action='store_true', help='also benchmark the gate layers alone')
     p.add_argument('--layers-only', action='store_true', help='only the gate layers (and --primitives)')
     p.add_argument('--primitives', action='store_true',
-                   help="also time the single operations behind CraAttn's choices (ResNet-50 shapes)")
+                   help="also time the single operations behind CraAttn's choices (ResNet-50 shapes, at each "
+                        "--batch-sizes)")
+    p.add_argument('--primitives-only', action='store_true', help='only the single operations')
     p.add_argument('--out', type=Path, default=None, help='output prefix (.json and .md are added)')
     args = p.parse_args()
 
@@ -57,17 +60,17 @@ def main():
     out = args.out or Path('results') / f'benchmark-{stamp}-cpu{torch.get_num_threads()}'
 
     results = []
-    if not args.layers_only:
+    if not (args.layers_only or args.primitives_only):
         for name in args.models:
             results += benchmark_models(
                 name, variants=args.variants, batch_sizes=args.batch_sizes, modes=args.modes,
                 settings=args.settings, img_size=args.img_size, rounds=args.rounds,
                 autocast_dtype=torch.bfloat16 if args.bf16 else None, train_batch_size=args.train_batch_size)
-    if args.layers or args.layers_only:
+    if (args.layers or args.layers_only) and not args.primitives_only:
         results += benchmark_layers(LAYER_SHAPES, variants=args.variants, modes=args.modes,
                                     settings=[s for s in args.settings if s != 'compile'])
-    if args.primitives:
-        results += benchmark_primitives(LAYER_SHAPES[:3])
+    if args.primitives or args.primitives_only:
+        results += benchmark_primitives([(bs, *shape[1:]) for bs in args.batch_sizes for shape in LAYER_SHAPES[:3]])
 
     meta = dict(date=stamp, device=device, torch=torch.__version__, bf16=args.bf16, rounds=args.rounds,
                 cpu=platform.processor(), threads=torch.get_num_threads())

@@ -7,11 +7,12 @@ import weakref
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import timm
 
 import timm_cra  # noqa: F401
 from timm_cra.benchmark import (
-    ATTENTION_VARIANTS, NaiveCraAttn, benchmark_layers, benchmark_models, benchmark_primitives, saved_activation_bytes,
+    ATTENTION_VARIANTS, ConvKernelCraAttn, NaiveCraAttn, benchmark_layers, benchmark_models, benchmark_primitives, saved_activation_bytes,
     swap_attention)
 from timm_cra.benchmark.report import load_run, markdown_summary, readme_tables
 from timm_cra.layers import CraAttn
@@ -29,6 +30,19 @@ def test_naive_cra_is_numerically_the_layer():
     for hw in [(28, 28), (10, 13), (5, 5)]:
         x = torch.randn(2, 16, *hw)
         torch.testing.assert_close(fast(x), naive(x))
+
+
+def test_conv_kernel_cra_is_numerically_the_layer():
+    torch.manual_seed(0)
+    fast = CraAttn(16)
+    conv_kernel = ConvKernelCraAttn(16)
+    conv_kernel.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 16, 14, 14)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), conv_kernel(x), rtol=1e-6, atol=1e-6)
+        # ... and is exactly the pre-dot-product inference path: pool, conv2d, sigmoid, product
+        expected = x * torch.sigmoid(fast.conv(F.adaptive_max_pool2d(x, 7)))
+        torch.testing.assert_close(conv_kernel(x.clone()), expected, rtol=0, atol=0)
 
 
 def test_swaps_reproduce_timm_models():
@@ -85,12 +99,14 @@ def test_runner_and_report_smoke(tmp_path):
 
 
 def test_primitives_table():
-    res = benchmark_primitives([(2, 4, 14, 14)], rounds=2, warmup=1, log=lambda _: None)
+    res = benchmark_primitives([(2, 4, 14, 14), (1, 4, 14, 14)], rounds=2, warmup=1, log=lambda _: None)
     ops = {r.variant for r in res}
-    assert {'mean (SE squeeze)', 'strided window max NCHW', 'x.mul_(gate)', 'CRA training pool fwd+bwd'} <= ops
+    assert {'mean (SE squeeze)', 'strided window max NCHW', 'x.mul_(gate)', 'CRA training pool fwd+bwd', 'CRA 7x7 kernel NCHW'} <= ops
     assert all(r.min_s > 0 and r.setting == 'primitive' for r in res)
     md = markdown_summary(res, dict(date='d', device='cpu', torch='t', rounds=2))
-    assert '| operation | 4x14x14 (N=2) |' in md and '| CRA 7x7 kernel fwd+bwd |' in md
+    assert '| operation | 4x14x14 (N=2) | 4x14x14 (N=1) |' in md  # one column per shape and batch size
+    mean = [r for r in res if r.variant == 'mean (SE squeeze)']
+    assert f'| mean (SE squeeze) | {mean[0].min_s * 1e3:.2f} (1.0) | {mean[1].min_s * 1e3:.2f} (1.0) |' in md and '| CRA 7x7 kernel fwd+bwd |' in md
 
 
 def test_readme_speed_table_matches_the_results_files():

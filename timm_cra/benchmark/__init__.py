@@ -1,8 +1,9 @@
 """Speed and memory of CRA against its base model and other channel gates (SE, ECA, a bare gate)."""
-from .variants import ATTENTION_VARIANTS, INFERENCE_ONLY_VARIANTS, MeanGate, NaiveCraAttn, swap_attention
+from .variants import (ATTENTION_VARIANTS, INFERENCE_ONLY_VARIANTS, ConvKernelCraAttn, MeanGate, NaiveCraAttn,
+                       swap_attention)
 from .runner import BenchResult, benchmark_layers, benchmark_models, benchmark_primitives, saved_activation_bytes
 
 __all__ = [
-    'ATTENTION_VARIANTS', 'MeanGate', 'NaiveCraAttn', 'swap_attention',
+    'ATTENTION_VARIANTS', 'INFERENCE_ONLY_VARIANTS', 'ConvKernelCraAttn', 'MeanGate', 'NaiveCraAttn', 'swap_attention',
     'BenchResult', 'benchmark_layers', 'benchmark_models', 'benchmark_primitives', 'saved_activation_bytes',
 ]

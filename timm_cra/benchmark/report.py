@@ -74,16 +74,15 @@ def _layer_tables(results: Sequence[BenchResult]) -> List[str]:
 
 
 def _primitive_tables(results: Sequence[BenchResult]) -> List[str]:
-    shapes = list(dict.fromkeys(r.name for r in results))
+    columns = list(dict.fromkeys((r.name, r.batch_size) for r in results))  # one per (shape, batch)
     lines = ['Single operations: ms per call (min over rounds), ratio to the mean (SE squeeze) in brackets.', '',
-             '| operation | ' + ' | '.join(f'{s} (N={next(r.batch_size for r in results if r.name == s)})'
-                                         for s in shapes) + ' |',
-             '|---|' + '---:|' * len(shapes)]
-    by_op: Dict[str, Dict[str, BenchResult]] = {}
+             '| operation | ' + ' | '.join(f'{s} (N={n})' for s, n in columns) + ' |',
+             '|---|' + '---:|' * len(columns)]
+    by_op: Dict[str, Dict[tuple, BenchResult]] = {}
     for r in results:
-        by_op.setdefault(r.variant, {})[r.name] = r
+        by_op.setdefault(r.variant, {})[(r.name, r.batch_size)] = r
     for op, row in by_op.items():
-        cells = [f'{r.min_s * 1e3:.2f} ({r.ratio_min:.1f})' if (r := row.get(s)) else '' for s in shapes]
+        cells = [f'{r.min_s * 1e3:.2f} ({r.ratio_min:.1f})' if (r := row.get(c)) else '' for c in columns]
         lines.append(f'| {op} | ' + ' | '.join(cells) + ' |')
     return lines
 

@@ -15,7 +15,7 @@ from torch import nn
 
 import timm
 
-from ..layers.cra import _MapKernel, _WindowMaxPool, _window_max_nchw
+from ..layers.cra import _MapKernel, _WindowMaxPool, _map_kernel_infer, _window_max_nchw
 from ..utils.complexity import count_macs
 from .variants import ATTENTION_VARIANTS, INFERENCE_ONLY_VARIANTS, swap_attention
 
@@ -221,6 +221,8 @@ def _primitive_fns(x: torch.Tensor) -> Dict[str, Callable[[], None]]:
     w7 = torch.randn(C, 1, 7, 7, requires_grad=True)
     b7 = torch.zeros(C, requires_grad=True)
     g7 = torch.randn(N, C, 1, 1)
+    p7, p7_cl = torch.randn(N, C, 7, 7), torch.randn(N, C, 7, 7).contiguous(memory_format=torch.channels_last)
+    w7_inf, b7_inf = torch.randn(C, 1, 7, 7), torch.randn(C)
 
     def infer(fn):
         def run():
@@ -237,6 +239,10 @@ def _primitive_fns(x: torch.Tensor) -> Dict[str, Callable[[], None]]:
         'x.mul_(gate)': infer(lambda: x_mut.mul_(gate)),
         'max_pool2d NCHW fwd+bwd': lambda: F.max_pool2d(x_grad, k, k).backward(g_pool),
         'CRA training pool fwd+bwd': lambda: _WindowMaxPool.apply(x_grad, k, k).backward(g_pool),
+        '7x7 depthwise conv on 7x7 NCHW': infer(lambda: F.conv2d(p7, w7_inf, b7_inf, groups=C)),
+        'CRA 7x7 kernel NCHW': infer(lambda: _map_kernel_infer(p7, w7_inf, b7_inf)),
+        '7x7 depthwise conv on 7x7 channels_last': infer(lambda: F.conv2d(p7_cl, w7_inf, b7_inf, groups=C)),
+        'CRA 7x7 kernel channels_last': infer(lambda: _map_kernel_infer(p7_cl, w7_inf, b7_inf)),
         '7x7 depthwise conv on 7x7 fwd+bwd': lambda: F.conv2d(x7, w7, b7, groups=C).backward(g7),
         'CRA 7x7 kernel fwd+bwd': lambda: _MapKernel.apply(x7, w7, b7).backward(g7),
     }

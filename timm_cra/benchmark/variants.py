@@ -12,9 +12,9 @@ from torch import nn
 
 from timm.layers import EcaModule, SEModule
 
-from ..layers import CraAttn
+from ..layers import CraAttn, cra_pool
 
-__all__ = ['NaiveCraAttn', 'MeanGate', 'ATTENTION_VARIANTS', 'INFERENCE_ONLY_VARIANTS', 'swap_attention']
+__all__ = ['NaiveCraAttn', 'ConvKernelCraAttn', 'MeanGate', 'ATTENTION_VARIANTS', 'INFERENCE_ONLY_VARIANTS', 'swap_attention']
 
 
 class NaiveCraAttn(CraAttn):
@@ -23,6 +23,17 @@ class NaiveCraAttn(CraAttn):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.conv(F.adaptive_max_pool2d(x, self.pool_size)))
+
+
+class ConvKernelCraAttn(CraAttn):
+    """:class:`CraAttn` whose pooled-map kernel runs as the depthwise ``conv2d`` without autograd too (the
+    inference path before the dot-product kernel): isolates that one choice. Training is CraAttn's own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        gate = self.gate(self.conv(cra_pool(x, self.pool_size, self.pool_type)))
+        return x.mul_(gate) if self.inplace else x * gate
 
 
 class MeanGate(nn.Module):
@@ -41,6 +52,7 @@ ATTENTION_VARIANTS: Dict[str, Optional[Callable[[int], nn.Module]]] = {
     'base': None,
     'cra': partial(CraAttn, inplace=True),  # as the model families build it
     'cra_outofplace': CraAttn,  # the same without in-place gating: splits the gain between pool and product
+    'cra_convkernel': partial(ConvKernelCraAttn, inplace=True),  # 'cra' with the inference kernel as conv2d
     'cra_naive': NaiveCraAttn,
     'se': SEModule,
     'eca': EcaModule,
@@ -48,7 +60,7 @@ ATTENTION_VARIANTS: Dict[str, Optional[Callable[[int], nn.Module]]] = {
 }
 
 #: variants that differ from another one only without autograd; training them would time the same code twice
-INFERENCE_ONLY_VARIANTS = ('cra_outofplace',)
+INFERENCE_ONLY_VARIANTS = ('cra_outofplace', 'cra_convkernel')
 
 
 def swap_attention(model: nn.Module, factory: Optional[Callable[[int], nn.Module]]) -> nn.Module:

@@ -1,0 +1,12 @@
+"""MAC counts include CRA's kernel: one 7x7 dot product per channel per gate (49*C MACs), on every path."""
+import timm
+
+import timm_cra  # noqa: F401
+from timm_cra.utils import count_macs, count_params
+
+
+def test_cra_resnet50_macs_are_resnet50_plus_the_kernels():
+    cra, base = timm.create_model('cra_resnet50'), timm.create_model('resnet50')
+    gate_channels = 256 * 3 + 512 * 4 + 1024 * 6 + 2048 * 3  # bottleneck outputs, one gate each
+    assert count_macs(cra) - count_macs(base) == 49 * gate_channels
+    assert count_params(cra) - count_params(base) == 50 * gate_channels
