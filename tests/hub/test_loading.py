@@ -1,5 +1,6 @@
 """timm's pretrained loading of CRA weights through the real huggingface_hub client and the loopback Hub."""
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -191,3 +192,22 @@ def test_unknown_tag():
 def test_no_weights_at_all():
     with pytest.raises(RuntimeError, match=r"no pretrained weights exist for 'cra_resnet18.untrained'.*file="):
         timm.create_model('cra_resnet18', pretrained=True)
+
+
+def test_trained_tag_missing_on_the_hub_names_the_local_copy(hub, tmp_path):
+    # The CIFAR repos are complete in hub/ but not on huggingface.co: a Hub without them must say where they are.
+    from timm_cra.hub.server import HubFolderServer
+    (tmp_path / 'empty').mkdir()
+    with HubFolderServer([tmp_path / 'empty']) as empty_hub:
+        hub.set_endpoint(empty_hub.endpoint)
+        with pytest.raises(PretrainedWeightsError, match=r"does not exist.*hub/timm-cra/cra_cifar_resnet20\.cifar10.*"
+                                                         r"local-dir:hub/timm-cra/cra_cifar_resnet20\.cifar10"):
+            timm.create_model('cra_cifar_resnet20.cifar10', pretrained=True)
+        # tags without a local copy keep the plain message
+        with pytest.raises(PretrainedWeightsError, match='does not exist') as info:
+            timm.create_model(ARCH, **_overlay('t-load/no-such-repo'))
+        assert 'local-dir' not in str(info.value)
+    # the named folder is real and loads
+    root = Path(__file__).resolve().parents[2]
+    model = timm.create_model(f"local-dir:{root / 'hub/timm-cra/cra_cifar_resnet20.cifar10'}", pretrained=True)
+    assert model.num_classes == 10

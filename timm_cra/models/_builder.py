@@ -1,6 +1,6 @@
 """Shared pieces of the CRA model families: pretrained-cfg defaults, the weights guard and the one place
 CRA models are built (so every entrypoint gets the same pretrained checks and error messages)."""
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Set
 
 from timm.models import get_arch_pretrained_cfgs, list_pretrained
 from timm.models._builder import resolve_pretrained_cfg
@@ -9,7 +9,7 @@ from timm.models._pretrained import PretrainedCfg
 from ._load_errors import explain_pretrained_errors
 
 __all__ = [
-    'HUB_ORG', 'PAPER_CFG', 'PENDING_WEIGHTS', 'hub_id', 'imagenet_cfg', 'check_pretrained_available', 'create_cra_model',
+    'HUB_ORG', 'PAPER_CFG', 'PENDING_WEIGHTS', 'HUB_UPLOAD_PENDING', 'hub_id', 'imagenet_cfg', 'check_pretrained_available', 'create_cra_model',
 ]
 
 #: Hugging Face organisation that holds every published timm-cra weight repo.
@@ -27,6 +27,11 @@ PAPER_CFG: Dict[str, Any] = dict(
 #: not uploaded to huggingface.co yet, with how to get them meanwhile. Loading these from the public Hub
 #: fails early with that text instead of a 404; a mirror (``HF_ENDPOINT``) or a local file still works.
 PENDING_WEIGHTS: Dict[str, str] = {}
+
+#: Registered ``<arch>.<tag>`` whose complete repo folder, weights included, is in this project's ``hub/``
+#: but not uploaded to huggingface.co yet. Loads still go to the Hub (so they work as soon as the repo is
+#: pushed); while the repo is missing there, the error names the local copy and how to load it.
+HUB_UPLOAD_PENDING: Set[str] = set()
 
 
 def imagenet_cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -46,6 +51,15 @@ def imagenet_cfg(url: str = '', **kwargs) -> Dict[str, Any]:
 def hub_id(model_name_with_tag: str) -> str:
     """Full Hub repo id of a weight tag: one repo per ``<arch>.<tag>`` under :data:`HUB_ORG`."""
     return f'{HUB_ORG}/{model_name_with_tag}'
+
+
+def _local_copy_hint(name: str) -> Optional[str]:
+    if name not in HUB_UPLOAD_PENDING:
+        return None
+    folder = f'hub/{hub_id(name)}'
+    return (f"The '{name}' repo may not be uploaded yet: the timm-cra source tree holds it in {folder}. From a "
+            f"clone, load timm.create_model('local-dir:{folder}', pretrained=True), or serve it with "
+            f"`python -m timm_cra.hub.server --root hub` and point HF_ENDPOINT at that server.")
 
 
 def _name(variant: str, cfg: PretrainedCfg) -> str:
@@ -115,5 +129,6 @@ def create_cra_model(create_fn: Callable[..., Any], variant: str, pretrained: bo
     cfg = check_pretrained_available(variant, pretrained, kwargs)
     if cfg is None:
         return create_fn(variant, pretrained, **kwargs)
-    with explain_pretrained_errors(_name(variant, cfg), cfg):
+    name = _name(variant, cfg)
+    with explain_pretrained_errors(name, cfg, hint=_local_copy_hint(name)):
         return create_fn(variant, pretrained, **kwargs)

@@ -59,8 +59,9 @@ def _drop_cached_weights(hf_hub_id: str) -> None:
         _logger.info(f'Removed corrupt cached file {link} ({blob}).')
 
 
-def _message(name: str, cfg: PretrainedCfg, err: BaseException) -> Optional[str]:
-    """Clear message for a known failure, ``None`` for anything else (re-raised as is)."""
+def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[str] = None) -> Optional[str]:
+    """Clear message for a known failure, ``None`` for anything else (re-raised as is). ``hint``: where else
+    the weights of ``name`` are, added when the Hub has no such repo."""
     from huggingface_hub import errors as hf_errors
     from safetensors import SafetensorError
 
@@ -69,7 +70,7 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException) -> Optional[str]
     if isinstance(err, hf_errors.RepositoryNotFoundError):
         return (f"Pretrained weights for '{name}': {source} does not exist. Check the model name / "
                 f"hf_hub_id (published repos: https://huggingface.co/{repo_id.split('/')[0]}); with a mirror, check "
-                f"that HF_ENDPOINT serves it.")
+                f"that HF_ENDPOINT serves it.{' ' + hint if hint else ''}")
     if isinstance(err, hf_errors.RevisionNotFoundError):
         return (f"Pretrained weights for '{name}': revision '{revision}' does not exist in {source}. Use an "
                 f"existing branch or commit hash (hf-hub:{repo_id}@<revision>), or drop '@{revision}'.")
@@ -110,14 +111,14 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException) -> Optional[str]
 
 
 @contextlib.contextmanager
-def explain_pretrained_errors(name: str, cfg: PretrainedCfg) -> Iterator[None]:
+def explain_pretrained_errors(name: str, cfg: PretrainedCfg, hint: Optional[str] = None) -> Iterator[None]:
     """Re-raise known weight fetch/load failures inside the block as :class:`PretrainedWeightsError`."""
     try:
         yield
     except PretrainedWeightsError:
         raise
     except Exception as err:
-        message = _message(name, cfg, err)
+        message = _message(name, cfg, err, hint)
         if message is None:
             raise
         raise PretrainedWeightsError(f'timm_cra: {message}') from err

@@ -28,7 +28,7 @@ from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock
 
 from ..layers import CraAttn
-from ._builder import PAPER_CFG, create_cra_model, hub_id
+from ._builder import HUB_UPLOAD_PENDING, PAPER_CFG, create_cra_model, hub_id
 
 __all__ = ['CifarResNet']
 
@@ -243,6 +243,9 @@ default_cfgs = generate_default_cfgs({
     'cra_cifar_resnet20.cifar10': _trained_cfg('cra_cifar_resnet20.cifar10'),
     'cra_cifar_resnet56.untrained': _cfg(),
 })
+
+# Trained here; the repo folders in hub/ are complete but no push to huggingface.co was possible from here.
+HUB_UPLOAD_PENDING.update({'cifar_resnet20.cifar10', 'cra_cifar_resnet20.cifar10'})
 
 
 @register_model
