@@ -202,7 +202,8 @@ def test_import_registers_models():
 
 @pytest.mark.parametrize('name', SMALL_MODELS + ['cra_cifar_resnet20'])
 def test_families_gate_in_place_at_inference_with_identical_outputs(name):
-    # The families build CraAttn(inplace=True): inference must equal the autograd forward bit for bit.
+    # The families build CraAttn(inplace=True): inference must equal the autograd forward (up to the 7x7
+    # kernel's summation order: a batched matmul at inference, conv2d under autograd).
     torch.manual_seed(0)
     model = timm.create_model(name).eval()
     assert all(m.inplace for m in _cra_modules(model))
@@ -211,4 +212,4 @@ def test_families_gate_in_place_at_inference_with_identical_outputs(name):
     y_grad = model(x)
     with torch.inference_mode():
         y_inf = model(x)
-    torch.testing.assert_close(y_inf, y_grad.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(y_inf, y_grad.detach(), rtol=1e-5, atol=1e-6)
