@@ -7,10 +7,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from ..utils.weights import load_checkpoint_file, load_model_weights
-
-__all__ = ['atomic_save', 'save_checkpoint', 'load_checkpoint_file', 'get_rng_state', 'set_rng_state',
-           'load_model_weights']
+__all__ = ['atomic_save', 'save_checkpoint', 'get_rng_state', 'set_rng_state']
 
 CHECKPOINT_VERSION = 1
 
