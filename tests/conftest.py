@@ -1,5 +1,6 @@
 """Shared fixtures. ``hub``: a loopback Hugging Face Hub (timm_cra.hub.server) that huggingface_hub talks to;
-the shared read-only data (``../shared/data``; ``TIMM_CRA_SHARED_DATA`` overrides it, tests needing it skip
+training / validation runs (a tiny CRA model, the scripts' CLI runner, a 2-epoch CIFAR slice run); the
+shared read-only data (``../shared/data``; ``TIMM_CRA_SHARED_DATA`` overrides it, tests needing it skip
 with the reason when absent) and tiny synthetic image sets.
 
 Nothing in the suite may reach the real Hub (unreachable here, and a stalled download retries for ~20 s):
@@ -146,3 +147,63 @@ def class_folder(tmp_path) -> Path:
                 p.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(p)
     return tmp_path
+
+
+# --- Training and validation runs (tests/train, tests/eval) ---
+#: A CRA-ResNet with one block per stage: the CRA code paths of cra_resnet18 at a fraction of the cost.
+TINY_MODEL = ['--model', 'cra_resnet18', '--model-kwargs', 'layers=(1,1,1,1)']
+
+
+@pytest.fixture(scope='session')
+def single_torch_thread():
+    """In-process training / validation runs single-threaded, like ``cli_env``; restored afterwards.
+    ``tests/train`` and ``tests/eval`` use it for every test."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='session')
+def tiny_model_args():
+    return list(TINY_MODEL)
+
+
+@pytest.fixture(scope='session')
+def cli_env():
+    # One intra-op thread: on shared, busy cores OpenMP spin-waiting makes 2 threads ~10x slower than 1.
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_DATASETS_OFFLINE='1', HF_HUB_OFFLINE='1',
+               PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    return env
+
+
+@pytest.fixture(scope='session')
+def run_script(cli_env):
+    """``run_script('train.py', [...])`` -> CompletedProcess (text, both streams captured)."""
+    import subprocess
+    import sys
+
+    def _run(script, argv, timeout=120, prefix=None):
+        cmd = (prefix or [sys.executable]) + [str(REPO_ROOT / 'scripts' / script)] + [str(a) for a in argv]
+        return subprocess.run(cmd, env=cli_env, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=timeout)
+    return _run
+
+
+#: CIFAR slice run shared by several tests: 96 train / 32 val images, batch 16 -> 6 steps per epoch.
+CIFAR_RUN = ['--config', 'cifar', '--train-num-samples', '96', '--val-num-samples', '32', '--batch-size', '16',
+             '--log-interval', '2', '--lr', '0.05']
+
+
+@pytest.fixture(scope='session')
+def cifar_run_args(cifar_parquet):
+    return TINY_MODEL + CIFAR_RUN + ['--data-dir', str(cifar_parquet)]
+
+
+@pytest.fixture(scope='session')
+def cifar_run(cifar_run_args, tmp_path_factory):
+    """One in-process 2-epoch CIFAR training run: (summary, output dir)."""
+    from timm_cra.train import train
+    out = tmp_path_factory.mktemp('cifar_run')
+    summary = train(cifar_run_args + ['--epochs', '2', '--output', str(out), '--experiment', 'run'])
+    return summary, out / 'run'

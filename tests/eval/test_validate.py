@@ -12,6 +12,8 @@ from timm.models import _registry
 from timm_cra.data import DataError, create_dataset, skip_collate
 from timm_cra.eval import RESULT_FIELDS, create_parser, validate, write_results
 
+pytestmark = pytest.mark.usefixtures('single_torch_thread')
+
 
 def _args(argv):
     return create_parser().parse_args([str(a) for a in argv] + ['--workers', '0', '--no-progress'])
