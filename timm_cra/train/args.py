@@ -149,7 +149,7 @@ def create_parser() -> argparse.ArgumentParser:
     g.add_argument('--amp-dtype', default='float16', choices=['float16', 'bfloat16'])
     g.add_argument('--device', default='', help="'cpu', 'cuda', 'cuda:1' (default: cuda if available)")
     g.add_argument('--output', default='./output/train', metavar='DIR')
-    g.add_argument('--experiment', default='', help='sub-folder of --output (default: <model>-<timestamp>)')
+    g.add_argument('--experiment', default='', help='sub-folder of --output (default: <timestamp>-<model>)')
     g.add_argument('--no-plot', action='store_true', default=False, help='skip the PNG of the curves')
     g.add_argument('--stop-after-steps', type=int, default=None,
                    help='testing aid: exit abruptly (no cleanup) after N optimizer steps, like a crash')
