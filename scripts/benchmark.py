@@ -14,13 +14,13 @@ import argparse
 import dataclasses
 import datetime
 import json
-import platform
 from pathlib import Path
 
 import torch
 
 import timm_cra  # noqa: F401  (registers the models)
-from timm_cra.benchmark import ATTENTION_VARIANTS, benchmark_layers, benchmark_models, benchmark_primitives
+from timm_cra.benchmark import (ATTENTION_VARIANTS, benchmark_layers, benchmark_models, benchmark_primitives,
+                                cpu_description)
 from timm_cra.benchmark.report import markdown_summary
 
 # ResNet-50 bottleneck outputs at 224, MobileNetV2-100 expanded maps, and sizes 7 does not divide.
@@ -55,7 +55,8 @@ def main():
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
+    cpu = cpu_description()
+    device = f'{cpu}, {torch.get_num_threads()} threads'
     stamp = datetime.date.today().isoformat()
     out = args.out or Path('results') / f'benchmark-{stamp}-cpu{torch.get_num_threads()}'
 
@@ -73,7 +74,7 @@ def main():
         results += benchmark_primitives([(bs, *shape[1:]) for bs in args.batch_sizes for shape in LAYER_SHAPES[:3]])
 
     meta = dict(date=stamp, device=device, torch=torch.__version__, bf16=args.bf16, rounds=args.rounds,
-                cpu=platform.processor(), threads=torch.get_num_threads())
+                cpu=cpu, threads=torch.get_num_threads())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix('.json.tmp')
     tmp.write_text(json.dumps(dict(meta=meta, results=[dataclasses.asdict(r) for r in results]), indent=1))

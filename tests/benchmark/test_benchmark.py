@@ -12,9 +12,9 @@ import timm
 
 import timm_cra  # noqa: F401
 from timm_cra.benchmark import (
-    ATTENTION_VARIANTS, ConvKernelCraAttn, NaiveCraAttn, benchmark_layers, benchmark_models, benchmark_primitives, saved_activation_bytes,
-    swap_attention)
-from timm_cra.benchmark.report import load_run, markdown_summary, readme_tables
+    ATTENTION_VARIANTS, ConvKernelCraAttn, NaiveCraAttn, benchmark_layers, benchmark_models, benchmark_primitives, cpu_description,
+    saved_activation_bytes, swap_attention)
+from timm_cra.benchmark.report import DEFAULT_README_BLOCK, load_run, markdown_summary, readme_tables
 from timm_cra.layers import CraAttn
 
 
@@ -109,16 +109,32 @@ def test_primitives_table():
     assert f'| mean (SE squeeze) | {mean[0].min_s * 1e3:.2f} (1.0) | {mean[1].min_s * 1e3:.2f} (1.0) |' in md and '| CRA 7x7 kernel fwd+bwd |' in md
 
 
-def test_readme_speed_table_matches_the_results_files():
-    # The README table is generated (scripts/benchmark_table.py); every file it cites must render to it.
+def test_readme_speed_tables_match_the_results_files():
+    # The README tables are generated (scripts/benchmark_table.py, one marked block per machine measured);
+    # every file a block cites must render to it, with the command the block states.
     root = Path(__file__).resolve().parents[2]
     readme = (root / 'README.md').read_text()
-    block = re.search(r'<!-- speed-table:start -->\n(.*?)<!-- speed-table:end -->', readme, re.S).group(1)
-    command = re.search(r'Rendered by `python scripts/benchmark_table.py (.*?) --update-readme`', block)
-    assert command, 'README speed table does not say how it was rendered'
-    files = [Path(f).name for f in command.group(1).split()]
-    cited = set(re.findall(r'\| (benchmark-[\w.-]+\.json) \|', block))
-    assert cited and cited <= set(files)
-    runs = [(f, *load_run(root / 'results' / f)) for f in files]
-    assert readme_tables(runs) == block, (
-        'README speed table is stale: run python scripts/benchmark_table.py <files> --update-readme')
+    blocks = re.findall(r'<!-- (speed-table[\w-]*):start -->\n(.*?)<!-- \1:end -->', readme, re.S)
+    assert DEFAULT_README_BLOCK in [name for name, _ in blocks]
+    for name, block in blocks:
+        command = re.search(r'Rendered by `python scripts/benchmark_table.py (.*?) --update-readme`', block)
+        assert command, f'README {name} does not say how it was rendered'
+        args = command.group(1).split()
+        target = args[args.index('--block') + 1] if '--block' in args else DEFAULT_README_BLOCK
+        assert target == name, f'README {name} says it renders into {target}'
+        files = [Path(f).name for f in args if f.endswith('.json')]
+        cited = set(re.findall(r'\| (benchmark-[\w.-]+\.json) \|', block))
+        assert cited and cited <= set(files)
+        runs = [(f, *load_run(root / 'results' / f)) for f in files]
+        assert readme_tables(runs, block=name) == block, (
+            f'README {name} is stale: run python scripts/benchmark_table.py <files> --block {name} --update-readme')
+
+
+def test_cpu_description(tmp_path):
+    info = tmp_path / 'cpuinfo'
+    info.write_text('processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse avx2 avx512f amx_tile\n'
+                    'processor\t: 1\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse avx2 avx512f amx_tile\n')
+    assert cpu_description(str(info)) == 'Some CPU 9000 (AVX2, AVX-512, AMX)'
+    info.write_text('model name\t: Old CPU\nflags\t\t: fpu sse\n')
+    assert cpu_description(str(info)) == 'Old CPU'
+    assert cpu_description(str(tmp_path / 'missing'))  # falls back to the platform's name

@@ -112,14 +112,18 @@ def load_run(path: Path) -> Tuple[Dict, List[BenchResult]]:
     return data['meta'], [BenchResult(**{k: v for k, v in r.items() if k in fields}) for r in data['results']]
 
 
-def readme_tables(runs: Sequence[Tuple[str, Dict, List[BenchResult]]]) -> str:
+#: The README's marked block that ``readme_tables`` fills unless told another (``--block``).
+DEFAULT_README_BLOCK = 'speed-table'
+
+
+def readme_tables(runs: Sequence[Tuple[str, Dict, List[BenchResult]]], block: str = DEFAULT_README_BLOCK) -> str:
     """The README's speed and memory tables from several runs ``(file name, meta, results)``: time ratios
     to the base model (min over rounds, median in brackets) and saved activations, with each row's source.
 
     Where runs time the same row (model, setting, precision, mode, batch), the later run's measurement is
     shown, in the place of the row's first appearance. Memory rows come from the first run that has the model
     (every run measures it the same way, fp32, untouched by autocast). The tables end with the command that
-    renders them.
+    renders them into the README's ``block``.
     """
     labels = [_README_LABELS[v] for v in README_VARIANTS]
     speed: Dict[tuple, str] = {}
@@ -143,7 +147,7 @@ def readme_tables(runs: Sequence[Tuple[str, Dict, List[BenchResult]]]) -> str:
             cells = [f'{r.saved_mb / base.saved_mb:.3f}x' if (r := row.get(v)) else '' for v in README_VARIANTS]
             memory[name] = f'| {name} | {base.saved_mb:.0f} MB | ' + ' | '.join(cells) + f' | {source} |'
     command = ' '.join(['python scripts/benchmark_table.py'] + [f'results/{source}' for source, _, _ in runs]
-                       + ['--update-readme'])
+                       + ([] if block == DEFAULT_README_BLOCK else ['--block', block]) + ['--update-readme'])
     return '\n'.join(
         ['| model | setting | mode | batch | base img/s | ' + ' | '.join(labels) + ' | file |',
          '|---|---|---|---:|---:|' + '---:|' * len(labels) + '---|'] + list(speed.values())

@@ -4,6 +4,7 @@ Every round times each variant once, in turn, so drifts of the machine (other lo
 variants alike; ratios to the base variant are taken per statistic (min and median over rounds).
 """
 import dataclasses
+import platform
 import statistics
 import time
 from contextlib import nullcontext
@@ -19,7 +20,8 @@ from ..layers.cra import _MapKernel, _WindowMaxPool, _map_kernel_infer, _window_
 from ..utils.complexity import count_macs
 from .variants import ATTENTION_VARIANTS, INFERENCE_ONLY_VARIANTS, swap_attention
 
-__all__ = ['BenchResult', 'benchmark_models', 'benchmark_layers', 'benchmark_primitives', 'saved_activation_bytes']
+__all__ = ['BenchResult', 'benchmark_models', 'benchmark_layers', 'benchmark_primitives', 'saved_activation_bytes',
+           'cpu_description']
 
 
 @dataclasses.dataclass
@@ -37,6 +39,34 @@ class BenchResult:
     params: int = 0
     macs: int = 0       # multiply-accumulates per image (convs and matmuls), batch 1
     saved_mb: float = float('nan')      # activations saved for backward in one training forward
+
+
+#: /proc/cpuinfo flags that pick different PyTorch CPU kernels, in the order they are reported.
+_ISA_FLAGS = (('avx2', 'AVX2'), ('avx512f', 'AVX-512'), ('avx512_bf16', 'AVX512-BF16'), ('amx_tile', 'AMX'))
+
+
+def cpu_description(cpuinfo: str = '/proc/cpuinfo') -> str:
+    """The CPU model and the vector extensions that decide which kernels run, e.g. ``'AMD EPYC (AVX2)'``.
+
+    Ratios measured on different CPUs are not comparable (bf16 and max-pool kernels differ most), so every
+    benchmark file records this. Falls back to ``platform`` where /proc/cpuinfo is absent.
+    """
+    model, flags = '', set()
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                key = key.strip()
+                if key == 'model name' and not model:
+                    model = value.strip()
+                elif key == 'flags':
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    isa = [name for flag, name in _ISA_FLAGS if flag in flags]
+    return f"{model} ({', '.join(isa)})" if isa else model
 
 
 def saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
