@@ -15,6 +15,7 @@ import timm_cra  # noqa: F401  (registers the models)
 from timm_cra.eval.validate import create_parser, validate
 from timm_cra.hub.publish import build_repo_folder
 from timm_cra.train.campaign import CIFAR_VARIANTS
+from timm_cra.train.campaign_report import campaign_context, load_records, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,8 @@ def main():
                 f"seed {record['seed']}: `{record['command']}`"),
         notes=('Evaluated on the 10k CIFAR-10 test images of a JPEG re-encoded copy of CIFAR-10 (about 28-32 dB '
                'PSNR against the originals): close to, not identical with, accuracy on the original release. '
-               'Reproduce with `python scripts/validate.py` in the timm-cra repository (no arguments).'),
+               'Reproduce with `python scripts/validate.py` in the timm-cra repository (no arguments). '
+               + campaign_context(summarize(load_records(str(ROOT / 'results' / 'cifar10'))), args.variant, args.seed)),
     )
     results_path = ROOT / 'results' / f'{name}.json'
     results_path.write_text(json.dumps(results, indent=2) + '\n')

@@ -5,7 +5,8 @@ import pytest
 import timm
 
 import timm_cra  # noqa: F401
-from timm_cra.train.campaign_report import plot_curves, plot_kernels, results_markdown, stage_kernels, summarize
+from timm_cra.train.campaign_report import (campaign_context, plot_curves, plot_kernels, results_markdown, stage_kernels,
+                                           summarize)
 
 
 def _record(variant, seed, top1, model='cifar_resnet20', kwargs=None):
@@ -27,6 +28,21 @@ def test_summarize_mean_std_in_campaign_order():
     assert '`cra_cifar_resnet20` (cra_pool_size=4)' in md
     single = results_markdown(summarize([_record('resnet20', 0, 90.0)]))
     assert '90.00 (1 seed)' in single
+
+
+def test_campaign_context_for_a_card():
+    cra = dict(model='cra_cifar_resnet20', kwargs={'cra_pool_size': 4})
+    rows = summarize([_record('resnet20', 0, 90.0), _record('resnet20', 1, 92.0),
+                      _record('cra_max4_resnet20', 0, 89.0, **cra), _record('cra_max4_resnet20', 1, 90.0, **cra)])
+    text = campaign_context(rows, 'cra_max4_resnet20', 1)
+    assert text.startswith('This is seed 1 of 2 runs of the same recipe (`cra_cifar_resnet20` (cra_pool_size=4): '
+                           '89.50 ± 0.71% top-1')
+    assert 'per seed 89.00, 90.00' in text and '`cifar_resnet20` 91.00 ± 1.41' in text
+    assert 'Against the ungated `cifar_resnet20`: -1.50 points (means).' in text
+    base = campaign_context(rows, 'resnet20', 0)
+    assert 'Against the ungated' not in base and '`cra_cifar_resnet20` (cra_pool_size=4) 89.50 ± 0.71' in base
+    with pytest.raises(ValueError, match='se_resnet20'):
+        campaign_context(rows, 'se_resnet20', 0)
 
 
 def test_plots_are_written(tmp_path):

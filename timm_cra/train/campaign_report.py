@@ -11,7 +11,8 @@ from torch import nn
 from ..layers import CraAttn
 from .campaign import CIFAR_VARIANTS
 
-__all__ = ['load_records', 'summarize', 'results_markdown', 'plot_curves', 'stage_kernels', 'plot_kernels']
+__all__ = ['load_records', 'summarize', 'results_markdown', 'campaign_context', 'plot_curves', 'stage_kernels',
+           'plot_kernels']
 
 
 def load_records(results_dir: str) -> List[Dict]:
@@ -36,20 +37,46 @@ def summarize(records: Sequence[Dict]) -> List[Dict]:
     return rows
 
 
+def _model_label(row: Dict) -> str:
+    kw = ', '.join(f'{k}={v}' for k, v in row['model_kwargs'].items())
+    return f"`{row['model']}`" + (f" ({kw})" if kw else '')
+
+
+def _mean_std(row: Dict) -> str:
+    std = f" ± {row['top1_std']:.2f}" if not math.isnan(row['top1_std']) else ' (1 seed)'
+    return f"{row['top1_mean']:.2f}{std}"
+
+
 def results_markdown(rows: Sequence[Dict]) -> str:
     lines = [
         '| variant | model | top-1 % (mean ± std) | seeds | per seed | params | MMACs | epochs | train img/s |',
         '|---|---|---:|---:|---|---:|---:|---:|---:|',
     ]
     for r in rows:
-        kw = ', '.join(f'{k}={v}' for k, v in r['model_kwargs'].items())
-        model = f"`{r['model']}`" + (f" ({kw})" if kw else '')
-        std = f" ± {r['top1_std']:.2f}" if not math.isnan(r['top1_std']) else ' (1 seed)'
         per_seed = ', '.join(f'{t:.2f}' for t in r['top1'])
         lines.append(
-            f"| {r['variant']} | {model} | {r['top1_mean']:.2f}{std} | {len(r['seeds'])} | {per_seed} "
+            f"| {r['variant']} | {_model_label(r)} | {_mean_std(r)} | {len(r['seeds'])} | {per_seed} "
             f"| {r['params']:,} | {r['macs'] / 1e6:.2f} | {r['epochs']} | {r['train_img_s']:.0f} |")
     return '\n'.join(lines) + '\n'
+
+
+def campaign_context(rows: Sequence[Dict], variant: str, seed: int, baseline: str = 'resnet20') -> str:
+    """A published run's place in the campaign, for its model card: its seed among the variant's seeds and
+    every variant's top-1 under the same recipe (mean ± sample std over seeds), so one seed is not read
+    alone."""
+    by_variant = {r['variant']: r for r in rows}
+    if variant not in by_variant:
+        raise ValueError(f'No campaign records for {variant!r}; run scripts/cifar_campaign.py first.')
+    own = by_variant[variant]
+    per_seed = ', '.join(f'{t:.2f}' for t in own['top1'])
+    others = '; '.join(f'{_model_label(r)} {_mean_std(r)}' for r in rows if r['variant'] != variant)
+    text = (f"This is seed {seed} of {len(own['seeds'])} runs of the same recipe ({_model_label(own)}: "
+            f"{_mean_std(own)}% top-1, mean ± sample std over seeds; per seed {per_seed}). The other variants "
+            f"of the comparison, same recipe: {others}.")
+    if variant != baseline and baseline in by_variant:
+        diff = own['top1_mean'] - by_variant[baseline]['top1_mean']
+        text += f" Against the ungated {_model_label(by_variant[baseline])}: {diff:+.2f} points (means)."
+    return text + ' Full table and plots: the CIFAR-10 experiment in the timm-cra README.'
 
 
 def _pyplot():
