@@ -47,15 +47,18 @@ def _mean_std(row: Dict) -> str:
     return f"{row['top1_mean']:.2f}{std}"
 
 
+def _per_seed(row: Dict) -> str:
+    return ', '.join(f'{t:.2f}' for t in row['top1'])
+
+
 def results_markdown(rows: Sequence[Dict]) -> str:
     lines = [
         '| variant | model | top-1 % (mean ± std) | seeds | per seed | params | MMACs | epochs | train img/s |',
         '|---|---|---:|---:|---|---:|---:|---:|---:|',
     ]
     for r in rows:
-        per_seed = ', '.join(f'{t:.2f}' for t in r['top1'])
         lines.append(
-            f"| {r['variant']} | {_model_label(r)} | {_mean_std(r)} | {len(r['seeds'])} | {per_seed} "
+            f"| {r['variant']} | {_model_label(r)} | {_mean_std(r)} | {len(r['seeds'])} | {_per_seed(r)} "
             f"| {r['params']:,} | {r['macs'] / 1e6:.2f} | {r['epochs']} | {r['train_img_s']:.0f} |")
     return '\n'.join(lines) + '\n'
 
@@ -68,10 +71,9 @@ def campaign_context(rows: Sequence[Dict], variant: str, seed: int, baseline: st
     if variant not in by_variant:
         raise ValueError(f'No campaign records for {variant!r}; run scripts/cifar_campaign.py first.')
     own = by_variant[variant]
-    per_seed = ', '.join(f'{t:.2f}' for t in own['top1'])
     others = '; '.join(f'{_model_label(r)} {_mean_std(r)}' for r in rows if r['variant'] != variant)
     text = (f"This is seed {seed} of {len(own['seeds'])} runs of the same recipe ({_model_label(own)}: "
-            f"{_mean_std(own)}% top-1, mean ± sample std over seeds; per seed {per_seed}). The other variants "
+            f"{_mean_std(own)}% top-1, mean ± sample std over seeds; per seed {_per_seed(own)}). The other variants "
             f"of the comparison, same recipe: {others}.")
     if variant != baseline and baseline in by_variant:
         diff = own['top1_mean'] - by_variant[baseline]['top1_mean']
