@@ -5,8 +5,11 @@ points, so the import is required); then use ``timm.create_model('cra_resnet50')
 """
 from .layers import CraAttn, cra_pool
 from . import models
-from .models import PretrainedWeightsError
+from .models import PretrainedWeightsError, UnknownModelError, UnknownPretrainedTagError, create_model
 
 __version__ = '0.1.0'
 
-__all__ = ['CraAttn', 'PretrainedWeightsError', 'cra_pool', 'models', '__version__']
+__all__ = [
+    'CraAttn', 'PretrainedWeightsError', 'UnknownModelError', 'UnknownPretrainedTagError', 'cra_pool', 'create_model',
+    'models', '__version__',
+]

@@ -6,10 +6,12 @@ from timm.models import get_arch_pretrained_cfgs, list_pretrained
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 
-from ._load_errors import explain_pretrained_errors
+from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError, explain_pretrained_errors
+from ._weight_checks import (cached_weights, check_hub_reachable, check_weight_dtypes, hub_weights_location,
+                             verify_download, weights_file)
 
 __all__ = [
-    'HUB_ORG', 'PAPER_CFG', 'PENDING_WEIGHTS', 'HUB_UPLOAD_PENDING', 'hub_id', 'imagenet_cfg', 'check_pretrained_available', 'create_cra_model',
+    'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT', 'PENDING_WEIGHTS', 'HUB_UPLOAD_PENDING', 'hub_id', 'imagenet_cfg', 'check_pretrained_available', 'create_cra_model',
 ]
 
 #: Hugging Face organisation that holds every published timm-cra weight repo.
@@ -83,7 +85,7 @@ def check_pretrained_available(variant: str, pretrained: bool, kwargs: Dict[str,
     tag = kwargs.get('pretrained_cfg')
     known = list(get_arch_pretrained_cfgs(variant))
     if isinstance(tag, str) and f'{variant}.{tag}' not in known:
-        raise ValueError(
+        raise UnknownPretrainedTagError(
             f"timm_cra: unknown pretrained tag '{variant}.{tag}'. Use one of the registered names: "
             f"{', '.join(known) or variant} (timm.list_pretrained('{variant}*') lists those with weights).")
     if not pretrained:
@@ -97,7 +99,7 @@ def check_pretrained_available(variant: str, pretrained: bool, kwargs: Dict[str,
         return cfg
     name = _name(variant, cfg)
     if cfg.hf_hub_id and name in PENDING_WEIGHTS and _public_hub():
-        raise RuntimeError(
+        raise PretrainedWeightsError(
             f"timm_cra: the weights of '{name}' are not published on the Hugging Face Hub yet "
             f"({cfg.hf_hub_id}). {PENDING_WEIGHTS[name]}")
     if cfg.has_weights:
@@ -107,28 +109,42 @@ def check_pretrained_available(variant: str, pretrained: bool, kwargs: Dict[str,
         hint = 'Tags with published weights: ' + ', '.join(with_weights) + '.'
     else:
         hint = f'No weights are published for {variant} yet.'
-    raise RuntimeError(
+    raise PretrainedWeightsError(
         f"timm_cra: no pretrained weights exist for '{name}'. {hint} "
         f"Use pretrained=False for random init, or load your own file with "
         f"pretrained_cfg_overlay=dict(file='path/to/model.safetensors')."
     )
 
 
+#: huggingface.co, where :data:`PENDING_WEIGHTS` are known to be missing (a mirror may hold them).
+PUBLIC_HUB_ENDPOINT = 'https://huggingface.co'
+
+
 def _public_hub() -> bool:
     from huggingface_hub import constants
-    return constants.ENDPOINT.rstrip('/') == constants._HF_DEFAULT_ENDPOINT
+    return constants.ENDPOINT.rstrip('/') == PUBLIC_HUB_ENDPOINT
 
 
 def create_cra_model(create_fn: Callable[..., Any], variant: str, pretrained: bool = False, **kwargs):
     """Build a CRA model via ``create_fn(variant, pretrained, **kwargs)`` (a timm builder).
 
     Every CRA entrypoint goes through here: the pretrained guard runs first, and failures while fetching or
-    loading weights (Hub unreachable, repo / file / revision missing, corrupt file, shape mismatch) are
-    re-raised as one :class:`PretrainedWeightsError` naming the fix.
+    loading weights (Hub unreachable, repo / file / revision missing, corrupt or altered file, integer
+    weights, shape mismatch) are re-raised as one :class:`PretrainedWeightsError` naming the fix.
     """
     cfg = check_pretrained_available(variant, pretrained, kwargs)
     if cfg is None:
         return create_fn(variant, pretrained, **kwargs)
     name = _name(variant, cfg)
+    location = hub_weights_location(cfg)
     with explain_pretrained_errors(name, cfg, hint=_local_copy_hint(name)):
-        return create_fn(variant, pretrained, **kwargs)
+        downloading = location is not None and cached_weights(*location) is None
+        if downloading:
+            check_hub_reachable(*location)
+        model = create_fn(variant, pretrained, **kwargs)
+        if downloading:
+            verify_download(*location)
+        path = weights_file(cfg)
+        if path is not None:
+            check_weight_dtypes(model, path)
+    return model

@@ -13,7 +13,9 @@ from typing import Iterator, Optional
 
 from timm.models import PretrainedCfg
 
-__all__ = ['PretrainedWeightsError', 'explain_pretrained_errors']
+from ._weight_checks import HubUnreachableError, WeightsCheckError
+
+__all__ = ['PretrainedWeightsError', 'UnknownPretrainedTagError', 'explain_pretrained_errors']
 
 _logger = logging.getLogger(__name__)
 
@@ -25,6 +27,10 @@ _OFFLINE_FIX = (
 
 class PretrainedWeightsError(RuntimeError):
     """Pretrained weights for a CRA model could not be fetched or loaded (message says why and the fix)."""
+
+
+class UnknownPretrainedTagError(PretrainedWeightsError, ValueError):
+    """The ``<arch>.<tag>`` is not registered (a ``ValueError`` too, as timm's own unknown-name errors are)."""
 
 
 def _source(cfg: PretrainedCfg) -> str:
@@ -45,18 +51,28 @@ def _split_revision(hf_hub_id: str):
 
 def _drop_cached_weights(hf_hub_id: str) -> None:
     """Remove a corrupt downloaded weights file (snapshot link and blob) from the HF cache."""
-    from huggingface_hub import try_to_load_from_cache
+    from ._weight_checks import cached_weights, drop_cached
     repo_id, revision = _split_revision(hf_hub_id)
-    for filename in ('model.safetensors', 'pytorch_model.bin'):
-        cached = try_to_load_from_cache(repo_id, filename, revision=revision)
-        if not isinstance(cached, str):
-            continue
-        link = Path(cached)
-        blob = link.resolve()
-        for path in {link, blob}:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        _logger.info(f'Removed corrupt cached file {link} ({blob}).')
+    link = cached_weights(repo_id, revision)
+    if link is not None:
+        drop_cached(link)
+        _logger.info(f'Removed corrupt cached file {link}.')
+
+
+def _failed_request(err: BaseException) -> str:
+    """What happened to the request behind huggingface_hub's 'cannot find the file' error."""
+    from huggingface_hub import errors as hf_errors
+    from huggingface_hub import constants
+    cause = err.__cause__ or err.__context__
+    if constants.HF_HUB_OFFLINE or isinstance(cause, hf_errors.OfflineModeIsEnabled):
+        return 'was not asked (HF_HUB_OFFLINE=1 is set)'
+    response = getattr(cause, 'response', None)
+    if isinstance(cause, hf_errors.HfHubHTTPError) and response is not None:
+        return (f'answered HTTP {response.status_code} (a server-side error; huggingface_hub retried it with '
+                f'back-off)')
+    if cause is not None and any('Timeout' in cls.__name__ for cls in type(cause).__mro__):
+        return 'did not answer in time'
+    return 'is unreachable'
 
 
 def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[str] = None) -> Optional[str]:
@@ -74,16 +90,21 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
     if isinstance(err, hf_errors.RevisionNotFoundError):
         return (f"Pretrained weights for '{name}': revision '{revision}' does not exist in {source}. Use an "
                 f"existing branch or commit hash (hf-hub:{repo_id}@<revision>), or drop '@{revision}'.")
+    if isinstance(err, HubUnreachableError):
+        return (f"Pretrained weights for '{name}': {source} {err} and the weights are not in the local "
+                f"cache. {_OFFLINE_FIX}{' ' + hint if hint else ''}")
+    if isinstance(err, WeightsCheckError):
+        return f"Pretrained weights for '{name}' from {source}: {err}.{' ' + hint if hint else ''}"
     if isinstance(err, hf_errors.LocalEntryNotFoundError):
-        return (f"Pretrained weights for '{name}': {source} is unreachable (or HF_HUB_OFFLINE=1 is set) and the "
-                f"weights are not in the local cache. {_OFFLINE_FIX}")
+        return (f"Pretrained weights for '{name}': {source} {_failed_request(err)} and the weights are not in "
+                f"the local cache. {_OFFLINE_FIX}{' ' + hint if hint else ''}")
     if isinstance(err, hf_errors.OfflineModeIsEnabled):
         return (f"Pretrained weights for '{name}': HF_HUB_OFFLINE=1 is set and the weights are not in the local "
-                f"cache. {_OFFLINE_FIX}")
+                f"cache. {_OFFLINE_FIX}{' ' + hint if hint else ''}")
     if isinstance(err, hf_errors.EntryNotFoundError):
         return (f"Pretrained weights for '{name}': {source} has no model.safetensors (nor pytorch_model.bin)"
                 f"{' at revision ' + revision if revision else ''}. The repo holds no weights yet: publish them "
-                f"with scripts/publish.py --push, or load a local file with "
+                f"with python -m timm_cra.hub.publish ... --push, or load a local file with "
                 f"pretrained_cfg_overlay=dict(file='path/to/model.safetensors').")
     if isinstance(err, hf_errors.HfHubHTTPError):
         return (f"Pretrained weights for '{name}': {source} answered with an error ({err}). Retry later, check "
@@ -92,7 +113,7 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
         if cfg.hf_hub_id and cfg.state_dict is None and not cfg.file:
             _drop_cached_weights(cfg.hf_hub_id)
             fix = ('The corrupt download was removed from the cache; re-upload the file to the repo '
-                   '(scripts/publish.py --push) and load again.')
+                   '(python -m timm_cra.hub.publish ... --push) and load again.')
         else:
             fix = 'Re-download or re-export the file (timm_cra.hub.repo.export_repo writes valid ones).'
         return (f"Pretrained weights for '{name}': {source} is not a valid safetensors file (truncated or "

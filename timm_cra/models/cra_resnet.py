@@ -49,7 +49,7 @@ default_cfgs = generate_default_cfgs({
 
 PENDING_WEIGHTS['cra_resnet50.paper_in1k'] = (
     'The official checkpoint is on Google Drive (linked from https://github.com/syt2/CRA): download it, convert '
-    'it with `python scripts/convert_official.py <checkpoint> --out <folder>` and load '
+    'it with `python -m timm_cra.hub.convert_official <checkpoint> --out <folder>` and load '
     "timm.create_model('local-dir:<folder>', pretrained=True) (or serve it through a mirror via HF_ENDPOINT).")
 
 

@@ -1,0 +1,67 @@
+"""``timm_cra.create_model``: ``timm.create_model`` with this package's error contract for every name form.
+
+The ``cra_*`` entrypoints explain their own weight failures (:func:`._builder.create_cra_model`), but some
+failures happen in timm before an entrypoint runs: fetching ``config.json`` for an ``hf-hub:`` name, reading a
+``local-dir:`` folder, resolving the architecture name. This wrapper raises those as the same error classes.
+"""
+import difflib
+from pathlib import Path
+from typing import Any, List
+
+from timm.models import PretrainedCfg
+
+from ._load_errors import PretrainedWeightsError, explain_pretrained_errors
+from ._weight_checks import check_hub_reachable
+
+__all__ = ['create_model', 'UnknownModelError', 'close_model_names']
+
+
+class UnknownModelError(RuntimeError):
+    """No architecture of that name is registered with timm (the message names the closest ones)."""
+
+
+def close_model_names(name: str, n: int = 5) -> List[str]:
+    """Registered architecture (and ``<arch>.<tag>``) names closest to ``name``."""
+    import timm
+    arch, _, tag = name.partition('.')
+    candidates = timm.list_models() + (timm.list_pretrained() if tag else [])
+    return difflib.get_close_matches(name, candidates, n=n, cutoff=0.6)
+
+
+def _unknown_model(name: str) -> UnknownModelError:
+    close = close_model_names(name)
+    hint = f"Did you mean: {', '.join(close)}?" if close else "timm.list_models('cra_*') lists the CRA models."
+    return UnknownModelError(f"timm_cra: unknown model '{name}'. {hint}")
+
+
+def _hf_config_cached(repo_id: str, revision) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+    return isinstance(try_to_load_from_cache(repo_id, 'config.json', revision=revision), str)
+
+
+def create_model(model_name: str, pretrained: bool = False, **kwargs: Any):
+    """Same arguments and result as ``timm.create_model``; failures are one clear error naming the fix.
+
+    Raises:
+        UnknownModelError: no such architecture (with the closest registered names).
+        PretrainedWeightsError: weights or an ``hf-hub:`` / ``local-dir:`` config could not be fetched or loaded.
+    """
+    import timm
+
+    source, _, location = model_name.partition(':') if ':' in model_name else ('', '', model_name)
+    if source == 'local-dir':
+        if not (Path(location) / 'config.json').is_file():
+            raise PretrainedWeightsError(
+                f"timm_cra: '{location}' is not a model folder: it needs config.json and model.safetensors "
+                f"(as written by the trainer or python -m timm_cra.hub.publish).")
+        return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+    if source == 'hf-hub':
+        cfg = PretrainedCfg(hf_hub_id=location, source='hf-hub')
+        repo_id, _, revision = location.partition('@')
+        with explain_pretrained_errors(model_name, cfg):
+            if not _hf_config_cached(repo_id, revision or None):
+                check_hub_reachable(repo_id, revision or None)
+            return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+    if not timm.is_model(model_name.partition('.')[0]):
+        raise _unknown_model(model_name)
+    return timm.create_model(model_name, pretrained=pretrained, **kwargs)

@@ -1,0 +1,142 @@
+"""Checks around a pretrained-weights load that timm and huggingface_hub leave out.
+
+* :func:`check_hub_reachable`: one short request before a download, so an endpoint that refuses connections
+  or whose name does not resolve fails at once instead of after huggingface_hub's back-off retries (which
+  stay in force for 5xx answers, time-outs and connections cut mid-way: those can heal).
+* :func:`verify_download`: a Hub LFS file's ETag is its sha256, and the blob in the cache is named after it;
+  huggingface_hub does not compare the two, so a file whose bytes changed in transit would load silently.
+* :func:`check_weight_dtypes`: ``load_state_dict`` casts an integer tensor into a float parameter without a
+  word; a quantised or foreign file then gives a model that predicts nothing.
+"""
+import contextlib
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Optional, Tuple
+
+from torch import nn
+from timm.models import PretrainedCfg
+
+__all__ = ['WeightsCheckError', 'HubUnreachableError', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
+           'check_weight_dtypes', 'weights_file']
+
+WEIGHTS_FILENAME = 'model.safetensors'
+_SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
+_PROBE_TIMEOUT_S = 5.0
+
+
+class WeightsCheckError(Exception):
+    """A check failed; the message is the explanation (wrapped into ``PretrainedWeightsError`` by the caller)."""
+
+
+class HubUnreachableError(WeightsCheckError):
+    """No connection to the endpoint could be opened."""
+
+
+def hub_weights_location(cfg: PretrainedCfg) -> Optional[Tuple[str, Optional[str]]]:
+    """``(repo_id, revision)`` when timm will fetch this cfg's weights from the Hub, else ``None``."""
+    # timm's order (_resolve_pretrained_source): an hf-hub source, then state_dict, file, hf_hub_id, url.
+    if cfg.source != 'hf-hub' and (cfg.source == 'local-dir' or cfg.state_dict is not None or cfg.file):
+        return None
+    if not cfg.hf_hub_id:
+        return None
+    repo_id, _, revision = cfg.hf_hub_id.partition('@')
+    return repo_id, revision or None
+
+
+def cached_weights(repo_id: str, revision: Optional[str]) -> Optional[Path]:
+    from huggingface_hub import try_to_load_from_cache
+    cached = try_to_load_from_cache(repo_id, WEIGHTS_FILENAME, revision=revision)
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def _is_connect_error(err: BaseException) -> bool:
+    # httpx / httpx2 raise ConnectError for refused connections and unresolvable names (a time-out is a
+    # different class); matched by name so this does not depend on which HTTP library huggingface_hub uses.
+    return any(cls.__name__ == 'ConnectError' for cls in type(err).__mro__)
+
+
+def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
+    """Raise :class:`WeightsCheckError` if the endpoint cannot be connected to at all (refused, DNS failure).
+
+    Anything else (an answer of any status, a time-out) is left to huggingface_hub and its retries.
+    """
+    from huggingface_hub import constants, get_session, hf_hub_url
+    if constants.HF_HUB_OFFLINE:
+        return
+    url = hf_hub_url(repo_id, WEIGHTS_FILENAME, revision=revision)
+    try:
+        get_session().request('HEAD', url, timeout=_PROBE_TIMEOUT_S, follow_redirects=False)
+    except Exception as err:  # noqa: BLE001  (classified below; everything else is the client's to retry)
+        if _is_connect_error(err):
+            raise HubUnreachableError(f'is unreachable (no connection: {err})') from err
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open('rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def drop_cached(link: Path) -> None:
+    """Remove a cached file: its snapshot link and the blob it points at."""
+    blob = link.resolve()
+    for path in {link, blob}:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def verify_download(repo_id: str, revision: Optional[str]) -> None:
+    """Compare a freshly downloaded weights file with the sha256 the Hub advertised (its ETag, the blob name).
+
+    On a mismatch the file is removed from the cache (so that the next try downloads it again) and
+    :class:`WeightsCheckError` is raised. Files whose ETag is not a sha256 (git-stored, not LFS) are skipped.
+    """
+    link = cached_weights(repo_id, revision)
+    if link is None:
+        return
+    blob = link.resolve()
+    if not _SHA256_RE.match(blob.name):
+        return
+    actual = _sha256(blob)
+    if actual != blob.name:
+        drop_cached(link)
+        raise WeightsCheckError(
+            f'the downloaded {WEIGHTS_FILENAME} does not match the sha256 the Hub advertised for it '
+            f'(expected {blob.name}, got {actual}): it was altered or damaged in transit')
+
+
+def weights_file(cfg: PretrainedCfg) -> Optional[Path]:
+    """The safetensors file a load of ``cfg`` read, where one can be named."""
+    location = hub_weights_location(cfg)
+    if location is not None:
+        return cached_weights(*location)
+    if cfg.file:
+        path = Path(cfg.file)
+        if path.is_dir():
+            path = path / WEIGHTS_FILENAME
+        if path.suffix == '.safetensors' and path.is_file():
+            return path
+    return None
+
+
+def check_weight_dtypes(model: nn.Module, path: Path) -> None:
+    """Refuse a safetensors file that stores an integer or bool tensor for a floating-point model tensor."""
+    from safetensors import safe_open
+    # safetensors dtype codes of the floating-point types (F8_* included): anything else is not a float.
+    targets = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    bad = []
+    with safe_open(str(path), framework='pt') as f:
+        for key in f.keys():
+            if key in targets:
+                dtype = f.get_slice(key).get_dtype()
+                if not (dtype.startswith('F') or dtype.startswith('BF')):
+                    bad.append(f'{key} ({dtype})')
+    if bad:
+        raise WeightsCheckError(
+            f'{path} stores integer/bool tensors for floating-point weights: {", ".join(bad[:5])}'
+            f'{" ..." if len(bad) > 5 else ""}. It is quantised or not a weights file for this model: load the '
+            f'float checkpoint (float32, float16 and bfloat16 are accepted)')
