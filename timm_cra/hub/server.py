@@ -399,7 +399,8 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         if len(parts) != 2:
             raise _HubError(HTTPStatus.BAD_REQUEST, f'Repo id {repo_id!r} must be <org>/<name>.')
         if revision is not None and revision != DEFAULT_BRANCH:
-            raise _HubError(HTTPStatus.BAD_REQUEST, f'Only the {DEFAULT_BRANCH} branch takes commits, not {revision!r}.')
+            raise _HubError(HTTPStatus.BAD_REQUEST,
+                            f'Only the {DEFAULT_BRANCH} branch takes commits, not {revision!r}.')
         root = self.server.roots[0]
         repo_dir = root.joinpath(*parts)
         if not repo_dir.is_dir() or not _inside(repo_dir, root):
