@@ -1,8 +1,8 @@
 """CIFAR-10/100 in the torchvision pickle layout (``cifar-10-batches-py``, ``cifar-100-python``).
 
 The batch files are pickles. A plain ``pickle.load`` runs whatever callable a file names, so they are read
-with an unpickler that admits only what those files hold: dicts, lists, str/bytes, numbers and uint8-style
-numpy arrays (numpy's array reconstruction, nothing else).
+with an unpickler that admits only what those files hold: dicts, lists, str/bytes, numbers and numpy arrays
+without Python objects (numpy's array reconstruction and latin-1 bytes, nothing else).
 """
 import io
 import os
@@ -44,9 +44,16 @@ def _dtype(*args, **kwargs) -> np.dtype:
     return dt
 
 
-def _numpy_globals():
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """What protocol-2 pickles written by Python 3 call to rebuild ``bytes`` (``_codecs.encode(s, 'latin1')``)."""
+    if encoding not in ('latin1', 'latin-1') or not isinstance(text, str):
+        raise pickle.UnpicklingError(f'_codecs.encode with {encoding!r} is not allowed')
+    return text.encode('latin1')
+
+
+def _allowed_globals():
     from numpy._core import multiarray, numeric
-    g = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): _dtype}
+    g = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): _dtype, ('_codecs', 'encode'): _latin1_bytes}
     for mod in ('numpy.core.multiarray', 'numpy._core.multiarray'):  # the module path of numpy < 2 / >= 2
         g[(mod, '_reconstruct')] = multiarray._reconstruct
     for mod in ('numpy.core.numeric', 'numpy._core.numeric'):  # protocol 5 out-of-band buffers
@@ -55,8 +62,9 @@ def _numpy_globals():
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """Resolves only numpy's array-rebuilding globals; any other global (``os.system``, ...) is refused."""
-    _allowed = _numpy_globals()
+    """Resolves only numpy's array-rebuilding globals and latin-1 ``bytes``; any other global (``os.system``,
+    ...) is refused."""
+    _allowed = _allowed_globals()
 
     def find_class(self, module: str, name: str) -> Any:
         fn = self._allowed.get((module, name))
@@ -75,7 +83,8 @@ def _unpickle(path: str) -> dict:
         raise DataError(f"CIFAR batch file '{path}' is not a plain CIFAR pickle ({e}); refusing to load it. "
                         f"Re-extract the official cifar-10/100-python archive.") from e
     if not isinstance(entry, dict):
-        raise DataError(f"CIFAR batch file '{path}' holds a {type(entry).__name__}, not a dict; re-extract the archive.")
+        raise DataError(f"CIFAR batch file '{path}' holds a {type(entry).__name__}, not a dict; "
+                        f"re-extract the archive.")
     return {k.decode('latin1') if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
