@@ -29,7 +29,17 @@ def test_cifar_parquet_slice(cifar_parquet):
 
 def test_missing_split_lists_available(cifar_parquet):
     with pytest.raises(DataError, match="Split 'validation' not found.*test, train.*--val-split test"):
+        create_dataset('', str(cifar_parquet), 'validation', split_flag='--val-split')
+
+
+def test_missing_split_hint_names_the_callers_flag(cifar_parquet):
+    """validate.py has --split, not --train-split/--val-split: the hint names the caller's flag or none."""
+    with pytest.raises(DataError, match=r'set --split to one of them, e\.g\. --split test') as e:
+        create_dataset('', str(cifar_parquet), 'validation', split_flag='--split')
+    assert '--val-split' not in str(e.value) and '--train-split' not in str(e.value)
+    with pytest.raises(DataError) as e:
         create_dataset('', str(cifar_parquet), 'validation')
+    assert '--' not in str(e.value).split('):')[-1]
 
 
 @pytest.mark.parametrize('image_key,label_key', [('image', 'labels'), ('img', 'fine_label')])

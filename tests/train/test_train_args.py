@@ -64,3 +64,44 @@ def test_paper_recipe_lr_per_epoch():
         sched.step(epoch + 1)
     expected = [0.1] * 30 + [0.01] * 30 + [0.001] * 30 + [0.0001] * 10  # torch MultiStepLR([30, 60, 90])
     assert lrs == pytest.approx(expected)
+
+
+def test_finetune_recipe_takes_input_config_from_the_model():
+    """The recipe forced img_size 224 (a 32-px CIFAR model fine-tuned at 224 px) and kept a matching head."""
+    a = parse_args(['--config', 'finetune'])
+    assert a.img_size is None and a.input_size is None and a.mean is None and a.std is None
+    assert a.crop_pct is None and a.interpolation == ''
+    assert a.pretrained is True and a.reset_head is True
+
+
+def test_pretrained_and_reset_head_switch_off():
+    a = parse_args(['--config', 'finetune', '--no-pretrained', '--no-reset-head'])
+    assert a.pretrained is False and a.reset_head is False
+    assert parse_args(['--pretrained']).pretrained is True
+    assert parse_args([]).in_chans is None and parse_args(['--in-chans', '1']).in_chans == 1
+
+
+def test_default_workers_not_above_the_cpus(tmp_path):
+    import os
+    cpus = len(os.sched_getaffinity(0))
+    assert 0 < parse_args([]).workers <= min(4, cpus)
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text('workers: 512\n')
+    assert parse_args(['--config', str(cfg)]).workers <= cpus  # a recipe's count is capped too
+    assert parse_args(['--config', str(cfg), '--workers', '3']).workers == 3  # an explicit flag is not
+
+
+@pytest.mark.parametrize('typo,suggestion', [('cra_resnet5O', 'cra_resnet50'),
+                                             ('cra_cifar_resnt20.cifar10', 'cra_cifar_resnet20.cifar10')])
+def test_model_typo_suggests_close_names(typo, suggestion):
+    with pytest.raises(UsageError, match=f"Unknown --model '{typo}'. Did you mean: .*{suggestion}"):
+        parse_args(['--model', typo])
+    parse_args(['--model', 'local-dir:/nowhere'])  # sources timm resolves itself are not checked here
+
+
+@pytest.mark.parametrize('script', ['train.py', 'validate.py'])
+def test_model_typo_cli_one_line_exit_2(run_script, script, tmp_path):
+    r = run_script(script, ['--model', 'cra_resnet5O', '--data-dir', tmp_path])
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        r.stderr.strip()] and r.stderr.startswith("error: Unknown --model 'cra_resnet5O'. Did you mean: cra_resnet50")

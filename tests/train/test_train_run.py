@@ -148,3 +148,104 @@ def test_step_schedule_amp_channels_last(cifar_run_args, tmp_path):
     rows = _rows(tmp_path / 'm' / 'metrics.csv')
     assert [float(r['lr']) for r in rows] == pytest.approx([0.05, 0.005, 0.0005])
     assert summary['optimizer_steps'] == 6 and 0 <= summary['final']['eval_top1'] <= 100
+
+
+# --- Fine-tuning: greyscale data, pretrained sources, head reset, initial checkpoint ---
+from tests.conftest import HUB_DIR  # noqa: E402
+
+CIFAR_REPO = HUB_DIR / 'timm-cra' / 'cra_cifar_resnet20.cifar10'
+
+
+@pytest.fixture
+def grey_folder(tmp_path):
+    """train/ and val/ with 3 classes of 28x28 greyscale PNGs ('L' mode files)."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, n in (('train', 4), ('val', 2)):
+        for c in range(3):
+            for i in range(n):
+                a = rng.integers(0, 60, (28, 28)).astype(np.uint8)
+                a[c::3, :] += 150
+                p = tmp_path / 'grey' / split / f'c{c}' / f'{i}.png'
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(a, mode='L').save(p)
+    return tmp_path / 'grey'
+
+
+@pytest.mark.parametrize('channels', [['--model-kwargs', 'in_chans=1'], ['--in-chans', '1']])
+@pytest.mark.parametrize('in_memory', [False, True])
+def test_greyscale_folder_trains_with_one_input_channel(grey_folder, tmp_path, channels, in_memory):
+    """``--model-kwargs in_chans=1`` used to crash at the first batch (RGB images into a 1-channel stem)."""
+    summary = train(['--model', 'cra_cifar_resnet20', *channels, '--data-dir', str(grey_folder), '--dataset',
+                     'folder', '--val-split', 'val', '--batch-size', '4', '--epochs', '1', '--workers', '0',
+                     '--no-plot', '--output', str(tmp_path), '--experiment', 'run']
+                    + (['--in-memory'] if in_memory else []))
+    assert summary['optimizer_steps'] == 3 and summary['final']['eval_skipped'] == 0
+    cfg = json.loads((tmp_path / 'run' / 'config.json').read_text())
+    assert cfg['pretrained_cfg']['input_size'] == [1, 32, 32] and len(cfg['pretrained_cfg']['std']) == 1
+    assert load_file(tmp_path / 'run' / 'model.safetensors')['conv1.weight'].shape[1] == 1
+
+
+def _pretrained():
+    return load_file(CIFAR_REPO / 'model.safetensors')
+
+
+def _assert_adapted_backbone(model, ref):
+    """timm's adapt_input_conv for 1 channel: the RGB filters summed; every other backbone tensor unchanged."""
+    state = model.state_dict()
+    assert torch.allclose(state['conv1.weight'], ref['conv1.weight'].sum(dim=1, keepdim=True))
+    assert all(torch.equal(state[k], ref[k]) for k in ref if k not in ('conv1.weight', 'fc.weight', 'fc.bias'))
+
+
+@pytest.mark.parametrize('source', ['local-dir', 'overlay-file', 'hf-hub', 'tag'])
+def test_pretrained_rgb_weights_adapt_to_one_channel(source, hub):
+    from timm_cra.train.trainer import _create_model
+    from timm_cra.train import parse_args
+    model_name = {'local-dir': f'local-dir:{CIFAR_REPO}', 'hf-hub': 'hf-hub:timm-cra/cra_cifar_resnet20.cifar10',
+                  'overlay-file': 'cra_cifar_resnet20.cifar10', 'tag': 'cra_cifar_resnet20.cifar10'}[source]
+    if source == 'overlay-file':
+        hub.set_offline(True)  # the file is the source: no Hub involved
+        model = timm.create_model(model_name, pretrained=True, in_chans=1, num_classes=3,
+                                  pretrained_cfg_overlay=dict(file=str(CIFAR_REPO / 'model.safetensors')))
+    else:  # the trainer's path; 'hf-hub' and 'tag' download from the loopback Hub
+        model = _create_model(parse_args(['--model', model_name, '--pretrained', '--in-chans', '1']), 3)
+    assert model.conv1.in_channels == 1 and model.num_classes == 3
+    _assert_adapted_backbone(model, _pretrained())
+
+
+@pytest.mark.parametrize('reset', [True, False])
+def test_reset_head_with_equal_class_count(reset, caplog):
+    from timm_cra.train.trainer import _create_model
+    from timm_cra.train import parse_args
+    args = parse_args(['--config', 'finetune', '--model', f'local-dir:{CIFAR_REPO}',
+                       '--reset-head' if reset else '--no-reset-head'])
+    with caplog.at_level(logging.INFO, logger='timm_cra.train'):
+        model = _create_model(args, 10)
+    ref, state = _pretrained(), model.state_dict()
+    assert all(torch.equal(state[k], ref[k]) for k in ref if not k.startswith('fc.'))
+    assert torch.equal(state['fc.weight'], ref['fc.weight']) is not reset
+    assert ('Head re-initialised (--reset-head): fc.weight, fc.bias' in caplog.text) is reset
+    assert f"Weights: pretrained local-dir:{CIFAR_REPO} from local-dir" in caplog.text
+
+
+@pytest.mark.parametrize('reset', [True, False])
+def test_initial_checkpoint_wins_over_pretrained_without_hub(reset, tmp_path, monkeypatch, caplog):
+    """With an initial checkpoint the recipe's ``pretrained: true`` must not reach the Hub (offline, no cache)."""
+    from huggingface_hub import constants
+    from timm_cra.train.trainer import _create_model
+    from timm_cra.train import parse_args
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'empty-cache'))
+    ckpt = CIFAR_REPO / 'model.safetensors'
+    args = parse_args(['--config', 'finetune', '--model', 'cra_cifar_resnet20.cifar10', '--in-chans', '1',
+                       '--initial-checkpoint', str(ckpt)] + ([] if reset else ['--no-reset-head']))
+    with caplog.at_level(logging.INFO, logger='timm_cra.train'):
+        model = _create_model(args, 10)
+    _assert_adapted_backbone(model, _pretrained())
+    assert torch.equal(model.state_dict()['fc.weight'], _pretrained()['fc.weight']) is not reset
+    assert (f"Weights: '{ckpt}'; head re-initialised: fc.weight, fc.bias" in caplog.text) is reset
+    assert not (tmp_path / 'empty-cache').exists()
+    if not reset:  # a head for other classes needs --reset-head
+        with pytest.raises(UsageError, match='does not fit 3 classes: pass --reset-head'):
+            _create_model(args, 3)

@@ -1,7 +1,13 @@
-"""CIFAR-10/100 in the torchvision pickle layout (``cifar-10-batches-py``, ``cifar-100-python``)."""
+"""CIFAR-10/100 in the torchvision pickle layout (``cifar-10-batches-py``, ``cifar-100-python``).
+
+The batch files are pickles. A plain ``pickle.load`` runs whatever callable a file names, so they are read
+with an unpickler that admits only what those files hold: dicts, lists, str/bytes, numbers and numpy arrays
+without Python objects (numpy's array reconstruction and latin-1 bytes, nothing else).
+"""
+import io
 import os
 import pickle
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 import torch
@@ -31,9 +37,59 @@ def find_cifar_pickle_dir(root: str) -> Optional[str]:
     return None
 
 
+def _dtype(*args, **kwargs) -> np.dtype:
+    dt = np.dtype(*args, **kwargs)
+    if dt.hasobject:  # an object array would unpickle arbitrary objects into its elements
+        raise pickle.UnpicklingError(f'numpy dtype {dt} holds Python objects')
+    return dt
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """What protocol-2 pickles written by Python 3 call to rebuild ``bytes`` (``_codecs.encode(s, 'latin1')``)."""
+    if encoding not in ('latin1', 'latin-1') or not isinstance(text, str):
+        raise pickle.UnpicklingError(f'_codecs.encode with {encoding!r} is not allowed')
+    return text.encode('latin1')
+
+
+def _allowed_globals():
+    from numpy._core import multiarray, numeric
+    g = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): _dtype, ('_codecs', 'encode'): _latin1_bytes}
+    for mod in ('numpy.core.multiarray', 'numpy._core.multiarray'):  # the module path of numpy < 2 / >= 2
+        g[(mod, '_reconstruct')] = multiarray._reconstruct
+    for mod in ('numpy.core.numeric', 'numpy._core.numeric'):  # protocol 5 out-of-band buffers
+        g[(mod, '_frombuffer')] = numeric._frombuffer
+    return g
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Resolves only numpy's array-rebuilding globals and latin-1 ``bytes``; any other global (``os.system``,
+    ...) is refused."""
+    _allowed = _allowed_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        fn = self._allowed.get((module, name))
+        if fn is None:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a CIFAR batch file")
+        return fn
+
+
 def _unpickle(path: str) -> dict:
+    """Read one batch file safely; keys come back as ``str`` (Python 2 files and bytes keys alike)."""
     with open(path, 'rb') as f:
-        return pickle.load(f, encoding='latin1')
+        raw = f.read()
+    try:
+        entry = _CifarUnpickler(io.BytesIO(raw), encoding='latin1').load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+        raise DataError(f"CIFAR batch file '{path}' is not a plain CIFAR pickle ({e}); refusing to load it. "
+                        f"Re-extract the official cifar-10/100-python archive.") from e
+    if not isinstance(entry, dict):
+        raise DataError(f"CIFAR batch file '{path}' holds a {type(entry).__name__}, not a dict; "
+                        f"re-extract the archive.")
+    return {k.decode('latin1') if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
+def _names(values) -> List[str]:
+    return [v.decode('utf-8', 'replace') if isinstance(v, bytes) else str(v) for v in values]
 
 
 def load_cifar_pickle(root: str, split: str = 'train') -> TensorImageDataset:
@@ -53,11 +109,21 @@ def load_cifar_pickle(root: str, split: str = 'train') -> TensorImageDataset:
         if not os.path.isfile(f):
             raise DataError(f"CIFAR batch file '{f}' is missing: the archive is incomplete; re-extract it.")
         entry = _unpickle(f)
-        data.append(np.asarray(entry['data'], dtype=np.uint8))
-        labels.extend(entry[layout['labels_key']])
+        try:
+            arr = entry['data']
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != 3072:
+                raise ValueError(f"'data' must be a uint8 (N, 3072) array, got {getattr(arr, 'dtype', type(arr))} "
+                                 f"{getattr(arr, 'shape', '')}")
+            batch_labels = [int(v) for v in entry[layout['labels_key']]]
+            if len(batch_labels) != len(arr):
+                raise ValueError(f'{len(arr)} images but {len(batch_labels)} labels')
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"CIFAR batch file '{f}' has an unexpected layout ({e}); re-extract the archive.") from e
+        data.append(arr)
+        labels.extend(batch_labels)
     images = np.concatenate(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     meta = os.path.join(path, layout['meta'])
-    names = _unpickle(meta)[layout['names_key']] if os.path.isfile(meta) else None
+    names = _names(_unpickle(meta).get(layout['names_key']) or []) if os.path.isfile(meta) else None
     num_classes = 100 if 'fine' in layout['labels_key'] else 10
     return TensorImageDataset(
         torch.from_numpy(np.ascontiguousarray(images)), torch.tensor(labels, dtype=torch.int64),

@@ -13,7 +13,7 @@ from .folders import ImageFolderDataset, find_split_dir
 from .hf import HFImageDataset
 from .in_memory import TensorImageDataset, decode_to_memory
 
-__all__ = ['create_dataset', 'detect_source', 'skip_collate', 'check_num_classes', 'SOURCES']
+__all__ = ['create_dataset', 'detect_source', 'skip_collate', 'check_labels', 'check_num_classes', 'SOURCES']
 
 _logger = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ def detect_source(root: str) -> str:
 def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train', *,
                    in_memory: bool = False, num_samples: Optional[int] = None,
                    class_names: Optional[Sequence[str]] = None, image_key: Optional[str] = None,
-                   label_key: Optional[str] = None, cache_dir: Optional[str] = None):
+                   label_key: Optional[str] = None, cache_dir: Optional[str] = None, in_chans: int = 3,
+                   split_flag: str = ''):
     """Build a dataset split.
 
     Args:
@@ -52,25 +53,31 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
         in_memory: decode every image once into a uint8 tensor (CIFAR-size data; see ``TensorLoader``).
         num_samples: keep only the first ``num_samples`` examples (quick runs, data slices).
         class_names: class list of the training split, so a ``folder`` val split shares its indices.
+        in_chans: channels of the images produced (1: greyscale, 3: RGB): the model's input channels;
+            ``set_in_chans(n)`` on the returned dataset changes it later.
+        split_flag: the caller's option for ``split`` (e.g. ``--split``), named when the split is missing.
 
     Every returned dataset has ``num_classes``, ``class_names`` and ``targets``.
     """
     name = (name or '').strip()
     if name.startswith('hfds/'):
         ds = HFImageDataset(name[len('hfds/'):], split, image_key=image_key, label_key=label_key,
-                            cache_dir=cache_dir or root)
+                            cache_dir=cache_dir or root, in_chans=in_chans, split_flag=split_flag)
     else:
         if not root:
             raise DataError('No --data-dir given. Point it at the dataset folder or file '
                             '(or use --dataset hfds/<hub-name> for a Hub dataset).')
         kind = name.lower() if name else detect_source(root)
         if kind in ('hfds', 'parquet'):
-            ds = HFImageDataset(root, split, image_key=image_key, label_key=label_key, cache_dir=cache_dir)
+            ds = HFImageDataset(root, split, image_key=image_key, label_key=label_key, cache_dir=cache_dir,
+                                in_chans=in_chans, split_flag=split_flag)
         elif kind.startswith('torch/cifar') or kind in ('cifar10', 'cifar100'):
             ds = load_cifar_pickle(root, split)
+            ds.set_in_chans(in_chans)
         elif kind in ('imagenet', 'folder', 'folder-auto'):
             mode = {'imagenet': 'imagenet', 'folder': 'folder', 'folder-auto': 'auto'}[kind]
-            ds = ImageFolderDataset(find_split_dir(root, split), label_mode=mode, class_names=class_names)
+            ds = ImageFolderDataset(find_split_dir(root, split, split_flag), label_mode=mode,
+                                    class_names=class_names, in_chans=in_chans)
         else:
             raise DataError(f"Unknown --dataset '{name}'. Use one of: {', '.join(s or repr(s) for s in SOURCES)}.")
     if num_samples:
@@ -92,12 +99,30 @@ def _head(ds, n: int):
     return ds
 
 
-def check_num_classes(dataset, model_num_classes: int, what: str = 'dataset') -> None:
-    """Refuse a dataset whose labels do not fit the model head."""
+def check_labels(dataset, what: str = 'dataset') -> None:
+    """Refuse labels outside ``0 .. num_classes - 1``, naming the first bad one (before any step runs)."""
     n = int(dataset.num_classes)
     targets = torch.as_tensor(dataset.targets)
-    max_t = int(targets.max()) if len(targets) else -1
-    if n != model_num_classes or max_t >= model_num_classes:
+    bad = ((targets < 0) | (targets >= n)).nonzero().flatten()
+    if not len(bad):
+        return
+    i = int(bad[0])
+    label = int(targets[i])
+    where = f'example {i}'
+    if hasattr(dataset, 'filename'):
+        where += f" ('{dataset.filename(i)}')"
+    fix = ('-1 usually marks unlabelled examples (e.g. a test split without labels): use a labelled split '
+           'or drop those rows' if label < 0 else
+           f'give the label column all {n} class names (a ClassLabel feature) or fix the labels')
+    raise DataError(f'The {what} has label {label} at {where} ({len(bad)} example(s) outside 0..{n - 1} for '
+                    f'its {n} classes): {fix}.')
+
+
+def check_num_classes(dataset, model_num_classes: int, what: str = 'dataset') -> None:
+    """Refuse a dataset whose labels are out of range or do not fit the model head."""
+    check_labels(dataset, what)
+    n = int(dataset.num_classes)
+    if n != model_num_classes:
         raise DataError(
             f'The {what} has {n} classes but the model head has {model_num_classes} outputs. '
             f'Pass --num-classes {n} (training / fine-tuning resets the head), or use a model and '

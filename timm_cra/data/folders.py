@@ -12,7 +12,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .errors import DataError
+from .errors import DataError, split_hint
+from .images import check_in_chans, convert_image
 
 __all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'is_wnid', 'imagenet_class_to_idx', 'find_split_dir']
 
@@ -38,8 +39,11 @@ def imagenet_class_to_idx() -> dict:
     return {wnid: i for i, wnid in enumerate(ImageNetInfo().label_names())}
 
 
-def find_split_dir(root: str, split: Optional[str]) -> str:
-    """``root/<split>`` (accepting val/validation aliases), or ``root`` itself when it holds classes."""
+def find_split_dir(root: str, split: Optional[str], split_flag: str = '') -> str:
+    """``root/<split>`` (accepting val/validation aliases), or ``root`` itself when it holds classes.
+
+    ``split_flag`` names the caller's option in the error (``--split`` for validate, ``--val-split``, ...).
+    """
     if not os.path.isdir(root):
         raise DataError(f"Dataset folder '{root}' does not exist. Pass an existing folder with --data-dir.")
     if split:
@@ -53,7 +57,7 @@ def find_split_dir(root: str, split: Optional[str]) -> str:
         return root
     raise DataError(
         f"Split '{split}' not found in '{root}' (sub-folders: {', '.join(subdirs) or 'none'}). "
-        f"Expected '{root}/{split}/<class>/<image>' or '{root}/<class>/<image>'; set --train-split/--val-split."
+        f"Expected '{root}/{split}/<class>/<image>' or '{root}/<class>/<image>'; {split_hint(split_flag)}."
     )
 
 
@@ -69,13 +73,15 @@ class ImageFolderDataset(Dataset):
         label_mode: ``'imagenet'`` (folder names are wnids, indexed in the ImageNet-1k order),
             ``'folder'`` (sorted folder names -> 0..K-1) or ``'auto'`` (imagenet when every folder is a wnid).
         transform: applied to the PIL image (timm's ``create_loader`` sets it).
+        in_chans: channels of the decoded images (1: greyscale 'L', 3: 'RGB'), the model's input channels.
 
     An unreadable image yields ``(None, target)``; :func:`timm_cra.data.skip_collate` drops it and counts
     it, so one corrupt file is a reported skip, not a crash halfway through an epoch.
     """
 
     def __init__(self, root: str, label_mode: str = 'auto', transform: Optional[Callable] = None,
-                 class_names: Optional[Sequence[str]] = None):
+                 class_names: Optional[Sequence[str]] = None, in_chans: int = 3):
+        self.in_chans = check_in_chans(in_chans)
         if not os.path.isdir(root):
             raise DataError(f"Image folder '{root}' does not exist. Pass an existing folder with --data-dir.")
         classes = _subdirs(root)
@@ -123,11 +129,16 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def set_in_chans(self, in_chans: int) -> None:
+        """Decode to ``in_chans`` channels from now on (the model's input channels)."""
+        self.in_chans = check_in_chans(in_chans)
+
     def load_image(self, index: int) -> Optional[Image.Image]:
         path = self.samples[index][0]
         try:
             with Image.open(path) as img:
-                return img.convert('RGB')
+                img.load()
+                return convert_image(img, self.in_chans)
         except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for corrupt / truncated files
             _logger.warning(f'Skipping unreadable image {path}: {e}')
             return None

@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .errors import DataError
+from .errors import DataError, split_hint
+from .images import check_in_chans, convert_image
 
 __all__ = ['HFImageDataset', 'load_hf_split', 'detect_columns', 'IMAGE_KEYS', 'LABEL_KEYS']
 
@@ -47,8 +48,9 @@ def _parquet_splits(path: str) -> Dict[str, List[str]]:
     return splits
 
 
-def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None):
-    """Load one split as a ``datasets.Dataset`` from a Hub name or a local path."""
+def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, split_flag: str = ''):
+    """Load one split as a ``datasets.Dataset`` from a Hub name or a local path (``split_flag``: the
+    caller's option, named in the missing-split error)."""
     import datasets
 
     if os.path.isfile(source):
@@ -62,8 +64,8 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None):
             for name in _split_candidates(split):
                 if name in dd:
                     return dd[name]
-            raise DataError(f"Split '{split}' not in '{source}' (splits: {', '.join(dd)}). "
-                            f"Set --train-split/--val-split.")
+            raise DataError(f"Split '{split}' not in '{source}' (splits: {', '.join(dd)}): "
+                            f"{split_hint(split_flag)}.")
         if os.path.exists(os.path.join(source, 'state.json')):
             return datasets.load_from_disk(source)  # a single saved split
         splits = _parquet_splits(source)
@@ -74,8 +76,8 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None):
             if name in splits:
                 return datasets.load_dataset('parquet', data_files=splits[name], split='train',
                                              cache_dir=cache_dir)
-        raise DataError(f"Split '{split}' not found in '{source}' (parquet splits: {', '.join(sorted(splits))}). "
-                        f"Set --train-split/--val-split, e.g. --val-split test for CIFAR.")
+        raise DataError(f"Split '{split}' not found in '{source}' (parquet splits: {', '.join(sorted(splits))}): "
+                        f"{split_hint(split_flag)}" + (f", e.g. {split_flag} test for CIFAR." if split_flag else '.'))
     if source.startswith(('/', '.', '~')):
         raise DataError(f"Dataset path '{source}' does not exist. Pass an existing --data-dir.")
     try:
@@ -124,10 +126,11 @@ class HFImageDataset(Dataset):
 
     def __init__(self, source: str, split: str = 'train', transform: Optional[Callable] = None,
                  image_key: Optional[str] = None, label_key: Optional[str] = None,
-                 cache_dir: Optional[str] = None):
+                 cache_dir: Optional[str] = None, in_chans: int = 3, split_flag: str = ''):
         import datasets
 
-        ds = load_hf_split(source, split, cache_dir=cache_dir)
+        self.in_chans = check_in_chans(in_chans)
+        ds = load_hf_split(source, split, cache_dir=cache_dir, split_flag=split_flag)
         self.image_key, self.label_key = detect_columns(ds, image_key, label_key)
         if isinstance(ds.features[self.image_key], datasets.Image):
             ds = ds.cast_column(self.image_key, datasets.Image(decode=False))
@@ -145,10 +148,13 @@ class HFImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ds)
 
+    def set_in_chans(self, in_chans: int) -> None:
+        """Decode to ``in_chans`` channels from now on (the model's input channels)."""
+        self.in_chans = check_in_chans(in_chans)
+
     def load_image(self, index: int) -> Optional[Image.Image]:
         try:
-            img = _decode(self.ds[int(index)][self.image_key])
-            return img.convert('RGB')
+            return convert_image(_decode(self.ds[int(index)][self.image_key]), self.in_chans)
         except (OSError, ValueError, SyntaxError) as e:
             _logger.warning(f'Skipping unreadable image {index} of {self.source}[{self.split}]: {e}')
             return None

@@ -1,7 +1,7 @@
 """In-memory uint8 image tensors with batched tensor augmentation, for CIFAR-size data.
 
 On a few CPU cores, per-sample PIL decoding and transforms cost more than a small ResNet's forward
-pass. Decoding once into a ``(N, H, W, 3)`` uint8 tensor (150 MB for CIFAR-10 train) and augmenting
+pass. Decoding once into a ``(N, H, W, C)`` uint8 tensor (150 MB for CIFAR-10 train) and augmenting
 whole batches with tensor ops (random crop with zero padding + horizontal flip) removes that cost.
 """
 import logging
@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .errors import DataError
+from .images import MODES, check_in_chans, convert_image
 
 __all__ = ['TensorImageDataset', 'TensorLoader', 'decode_to_memory', 'random_crop_flip']
 
@@ -22,7 +23,7 @@ _logger = logging.getLogger(__name__)
 
 
 class TensorImageDataset(Dataset):
-    """Images held as one uint8 ``(N, H, W, 3)`` tensor with int64 targets.
+    """Images held as one uint8 ``(N, H, W, C)`` tensor (C = 1 greyscale or 3 RGB) with int64 targets.
 
     ``__getitem__`` returns PIL images so timm's ``create_loader`` transforms still work; the fast path is
     :class:`TensorLoader`, which never leaves tensors.
@@ -30,7 +31,7 @@ class TensorImageDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str],
                  transform: Optional[Callable] = None, num_skipped: int = 0):
-        assert images.dtype == torch.uint8 and images.ndim == 4 and images.shape[-1] == 3, images.shape
+        assert images.dtype == torch.uint8 and images.ndim == 4 and images.shape[-1] in MODES, images.shape
         assert len(images) == len(targets)
         self.images = images
         self.targets = targets
@@ -39,11 +40,28 @@ class TensorImageDataset(Dataset):
         self.transform = transform
         self.num_skipped = num_skipped  # unreadable images dropped while decoding
 
+    @property
+    def in_chans(self) -> int:
+        return int(self.images.shape[-1])
+
+    def set_in_chans(self, in_chans: int) -> None:
+        """Convert the held images to ``in_chans`` channels (PIL's integer ITU-R 601-2 luma for RGB -> L)."""
+        check_in_chans(in_chans)
+        if in_chans == self.in_chans:
+            return
+        if in_chans == 1:
+            w = torch.tensor([19595, 38470, 7471], dtype=torch.int64)  # PIL's 'L' weights (sum 65536)
+            luma = (self.images.to(torch.int64) * w).sum(-1, keepdim=True).add_(0x8000) >> 16
+            self.images = luma.to(torch.uint8)
+        else:
+            self.images = self.images.expand(-1, -1, -1, 3).contiguous()
+
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int):
-        img = Image.fromarray(self.images[index].numpy())
+        a = self.images[index].numpy()
+        img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
         if self.transform is not None:
             img = self.transform(img)
         return img, int(self.targets[index])
@@ -56,42 +74,51 @@ class TensorImageDataset(Dataset):
 def decode_to_memory(dataset, desc: str = '') -> TensorImageDataset:
     """Decode every image of a folder / HF dataset once into a :class:`TensorImageDataset`.
 
-    All images must share one size (CIFAR-style data); unreadable ones are skipped and counted.
+    All images must share one size (CIFAR-style data); unreadable ones are skipped, counted (the count
+    reaches the loaders and so ``metrics.csv``) and named in the log (row index, and file for folders).
     """
     if isinstance(dataset, TensorImageDataset):
         return dataset
     arrays: List[np.ndarray] = []
     targets: List[int] = []
-    skipped = 0
+    bad: List[str] = []
+    in_chans = getattr(dataset, 'in_chans', 3)
     if hasattr(dataset, 'iter_raw_images'):  # HF: bulk column reads are much faster than row access
         from .hf import _decode
-        items = ((i, _safe(lambda v=v: _decode(v).convert('RGB'))) for i, v in dataset.iter_raw_images())
+        where = f'{desc or "dataset"} row'
+        items = ((i, _safe(lambda v=v: convert_image(_decode(v), in_chans), f'{where} {i}'))
+                 for i, v in dataset.iter_raw_images())
     else:
         items = ((i, dataset.load_image(i)) for i in range(len(dataset)))
     for i, img in items:
         if img is None:
-            skipped += 1
+            name = dataset.filename(i) if hasattr(dataset, 'filename') else ''
+            bad.append(f'{i}' + (f' ({name})' if name else ''))
             continue
         a = np.asarray(img, dtype=np.uint8)
+        if a.ndim == 2:
+            a = a[..., None]
         if arrays and a.shape != arrays[0].shape:
             raise DataError(
                 f'In-memory mode needs images of one size, but {desc or "the dataset"} mixes {arrays[0].shape[:2]} '
                 f'and {a.shape[:2]} (image {i}). Drop --in-memory for datasets of varying image sizes.')
         arrays.append(a)
         targets.append(int(dataset.targets[i]))
+    skipped = len(bad)
     if not arrays:
         raise DataError(f'No readable images in {desc or "the dataset"} ({skipped} unreadable).')
     if skipped:
-        _logger.warning(f'{desc}: skipped {skipped} unreadable image(s) of {skipped + len(arrays)}.')
+        _logger.warning(f'{desc}: skipped {skipped} unreadable image(s) of {skipped + len(arrays)}: rows '
+                        f'{", ".join(bad[:10])}{" ..." if skipped > 10 else ""}')
     return TensorImageDataset(torch.from_numpy(np.stack(arrays)), torch.tensor(targets, dtype=torch.int64),
                               dataset.class_names, num_skipped=skipped)
 
 
-def _safe(fn):
+def _safe(fn, where: str = ''):
     try:
         return fn()
     except (OSError, ValueError, SyntaxError) as e:
-        _logger.warning(f'Skipping unreadable image: {e}')
+        _logger.warning(f'Skipping unreadable image ({where}): {e}')
         return None
 
 
@@ -119,7 +146,9 @@ class TensorLoader:
     depend on what ran before it, so a resumed run sees the same batches as an uninterrupted one.
     With ``world_size > 1`` every rank takes its own shard of one shared permutation (like
     ``DistributedSampler``); training drops the remainder so all ranks run the same number of steps.
-    Yields ``(images, targets, num_skipped)`` like :func:`timm_cra.data.skip_collate` loaders.
+    Yields ``(images, targets, num_skipped)`` like :func:`timm_cra.data.skip_collate` loaders: the images
+    dropped while decoding count once per pass, with its first batch, on rank 0 (as a folder loader counts
+    each unreadable file once per epoch).
     """
 
     def __init__(self, dataset: TensorImageDataset, batch_size: int, is_training: bool = False,
@@ -130,8 +159,11 @@ class TensorLoader:
         self.dataset = dataset
         self.batch_size = batch_size
         self.is_training = is_training
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        c = dataset.in_chans
+        if len(mean) != c or len(std) != c:
+            raise DataError(f'mean/std have {len(mean)}/{len(std)} values but the images have {c} channel(s).')
+        self.mean = torch.tensor(mean, device=device).view(1, c, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, c, 1, 1) * 255
         self.img_size = img_size
         self.padding, self.hflip = padding, hflip
         self.seed, self.epoch = seed, 0
@@ -173,4 +205,5 @@ class TensorLoader:
                 x = x.contiguous(memory_format=torch.channels_last)
             else:
                 x = x.contiguous()
-            yield x, y.to(self.device, non_blocking=True), 0
+            skipped = self.dataset.num_skipped if i == 0 and self.rank == 0 else 0
+            yield x, y.to(self.device, non_blocking=True), skipped

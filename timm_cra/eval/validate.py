@@ -11,10 +11,11 @@ import os
 from typing import Any, Dict, Optional, Sequence
 
 import torch
-from timm.data import create_loader, resolve_data_config
+from timm.data import create_loader
 from timm.utils import ParseKwargs
 
-from ..data import check_num_classes, create_dataset, skip_collate
+from ..data import check_num_classes, create_dataset, model_in_chans, resolve_model_data_config, skip_collate
+from ..train.args import check_model_name, default_workers
 from ..utils.errors import UsageError
 from ..utils.weights import load_model_weights
 from .evaluate import evaluate
@@ -38,7 +39,9 @@ def create_parser() -> argparse.ArgumentParser:
     add('--input-key', default=None)
     add('--target-key', default=None)
     add('--model', '-m', default='cra_resnet50', help='model name, or hf-hub:org/repo, or local-dir:PATH')
-    add('--pretrained', action='store_true', default=False)
+    add('--pretrained', action=argparse.BooleanOptionalAction, default=False)
+    add('--in-chans', type=int, default=None, metavar='N',
+        help="input image channels (1: greyscale, 3: RGB; default: the model's); images are converted to it")
     add('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V', help='extra create_model kwargs')
     add('--checkpoint', default='', metavar='PATH', help='model.safetensors, state dict, or trainer checkpoint')
     add('--use-ema', action='store_true', default=False, help='use the EMA weights of a trainer checkpoint')
@@ -51,7 +54,7 @@ def create_parser() -> argparse.ArgumentParser:
     add('--std', type=float, nargs='+', default=None)
     add('--interpolation', default='')
     add('-b', '--batch-size', type=int, default=256)
-    add('-j', '--workers', type=int, default=4)
+    add('-j', '--workers', type=int, default=default_workers(), help='default: 4, at most the CPUs available')
     add('--channels-last', action='store_true', default=False)
     add('--amp', action='store_true', default=False)
     add('--amp-dtype', default='float16', choices=['float16', 'bfloat16'])
@@ -66,6 +69,8 @@ def _create_model(args) -> torch.nn.Module:
     import timm
     import timm_cra  # noqa: F401  registers the cra_* models
     kwargs = dict(args.model_kwargs or {})
+    if args.in_chans is not None:
+        kwargs['in_chans'] = args.in_chans
     if args.num_classes is not None:
         kwargs['num_classes'] = args.num_classes
     try:
@@ -82,9 +87,10 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     model = _create_model(args)
     dataset = create_dataset(args.dataset, args.data_dir, args.split, num_samples=args.num_samples,
-                             image_key=args.input_key, label_key=args.target_key)
+                             image_key=args.input_key, label_key=args.target_key, in_chans=model_in_chans(model),
+                             split_flag='--split')
     check_num_classes(dataset, model.num_classes)
-    data_config = resolve_data_config(vars(args), model=model)
+    data_config = resolve_model_data_config(vars(args), model)
     model.to(device).eval()
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -128,6 +134,7 @@ def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = create_parser().parse_args(argv)
+    check_model_name(args.model)
     results = validate(args)
     write_results(results, args.results_file, args.results_csv)
     print(json.dumps(results, indent=2))

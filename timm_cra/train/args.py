@@ -4,6 +4,7 @@ As in timm, a config file sets defaults and flags given on the command line over
 ``--config`` takes the name of a bundled recipe (``timm_cra/train/recipes/<name>.yaml``).
 """
 import argparse
+import difflib
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -12,7 +13,8 @@ from timm.utils import ParseKwargs
 
 from ..utils.errors import UsageError
 
-__all__ = ['create_parser', 'parse_args', 'load_config', 'list_recipes', 'RECIPE_DIR']
+__all__ = ['create_parser', 'parse_args', 'load_config', 'list_recipes', 'check_model_name', 'default_workers',
+           'RECIPE_DIR']
 
 RECIPE_DIR = os.path.join(os.path.dirname(__file__), 'recipes')
 
@@ -40,6 +42,31 @@ def load_config(path_or_name: str) -> Dict[str, Any]:
     return {k.replace('-', '_'): v for k, v in cfg.items()}
 
 
+def default_workers(cap: int = 4) -> int:
+    """Data-loader processes: ``cap``, but never more than the CPUs this process may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(0, min(cap, cpus))
+
+
+def check_model_name(name: str) -> None:
+    """Refuse an unregistered ``--model`` early, with the closest registered names (``hf-hub:`` and
+    ``local-dir:`` sources are left to timm)."""
+    if ':' in name:
+        return
+    import timm
+    import timm_cra  # noqa: F401  registers the cra_* models
+    arch = name.split('.', 1)[0]
+    if timm.is_model(arch):
+        return
+    names = timm.list_models() + timm.list_pretrained()
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else " List the models with timm.list_models('cra_*')."
+    raise UsageError(f"Unknown --model '{name}'.{hint}")
+
+
 def _float_list(s: str) -> Tuple[float, ...]:
     return tuple(float(v) for v in s.split(','))
 
@@ -65,7 +92,15 @@ def create_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group('Model')
     g.add_argument('--model', default='cra_resnet50')
-    g.add_argument('--pretrained', action='store_true', default=False)
+    g.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=False,
+                   help='start from the registered / Hub weights (--no-pretrained: random init); '
+                        '--initial-checkpoint wins over it')
+    g.add_argument('--in-chans', type=int, default=None, metavar='N',
+                   help='input image channels (1: greyscale, 3: RGB); pretrained RGB weights are adapted '
+                        '(first conv summed over channels, as timm does). Default: the model\'s')
+    g.add_argument('--reset-head', action=argparse.BooleanOptionalAction, default=False,
+                   help='re-initialise the classifier even when the class count matches the weights '
+                        '(fine-tuning on new classes); --no-reset-head keeps a matching head')
     g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
                    help='extra create_model kwargs, e.g. layers="(1,1,1,1)"')
     g.add_argument('--initial-checkpoint', default='', metavar='PATH', help='load weights (not state) before training')
@@ -143,7 +178,8 @@ def create_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('Misc')
     g.add_argument('--seed', type=int, default=42)
     g.add_argument('--log-interval', type=int, default=50)
-    g.add_argument('-j', '--workers', type=int, default=4)
+    g.add_argument('-j', '--workers', type=int, default=default_workers(),
+                   help='data-loader processes (default: 4, at most the CPUs available)')
     g.add_argument('--pin-mem', action='store_true', default=False)
     g.add_argument('--amp', action='store_true', default=False)
     g.add_argument('--amp-dtype', default='float16', choices=['float16', 'bfloat16'])
@@ -166,6 +202,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise UsageError(f"Config '{pre.config}' has unknown keys: {', '.join(unknown)}.")
+        if isinstance(cfg.get('workers'), int):  # a recipe's worker count, capped to the CPUs available here
+            cfg['workers'] = min(cfg['workers'], default_workers(cfg['workers']))
         parser.set_defaults(**cfg)
     args = parser.parse_args(argv)
+    check_model_name(args.model)
     return args

@@ -23,14 +23,14 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import yaml
-from timm.data import Mixup, create_loader, resolve_data_config
+from timm.data import Mixup, create_loader
 from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import AverageMeter, ModelEmaV3, NativeScaler, dispatch_clip_grad, distribute_bn, random_seed
 
 from ..data import (DataError, ImageFolderDataset, TensorImageDataset, TensorLoader, check_num_classes,
-                    create_dataset, skip_collate)
+                    create_dataset, model_in_chans, resolve_model_data_config, skip_collate)
 from ..eval.evaluate import evaluate
 from ..utils.errors import UsageError
 from ..utils.weights import load_checkpoint_file, load_model_weights
@@ -76,16 +76,102 @@ def _setup_logging(primary: bool) -> None:
     root.setLevel(level)
 
 
+def _requested_in_chans(args) -> int:
+    """Channels asked for before the model exists (``--in-chans``, else ``--model-kwargs in_chans=``)."""
+    return int(args.in_chans or (args.model_kwargs or {}).get('in_chans') or 3)
+
+
+def _head_keys(model: nn.Module) -> List[str]:
+    """State-dict keys of the classifier named by the model's pretrained cfg (e.g. ``fc.weight``, ``fc.bias``)."""
+    names = model.pretrained_cfg.get('classifier') or []
+    names = [names] if isinstance(names, str) else list(names)
+    own = model.state_dict()
+    return [f'{n}.{p}' for n in names for p in ('weight', 'bias') if f'{n}.{p}' in own]
+
+
 def _create_model(args, num_classes: int) -> nn.Module:
+    """``timm.create_model`` with the weights the flags ask for, logging where they came from.
+
+    ``--initial-checkpoint`` wins over ``--pretrained`` (nothing is downloaded then); ``--in-chans`` reaches
+    timm, which adapts pretrained RGB first-conv weights; ``--reset-head`` re-initialises the classifier even
+    when its class count matches the weights (timm already starts a fresh one when the count differs).
+    """
     import timm
     import timm_cra  # noqa: F401  registers the cra_* models
+    from timm.models._builder import _resolve_pretrained_source
     kwargs = dict(args.model_kwargs or {}, num_classes=num_classes, drop_rate=args.drop)
+    if args.in_chans is not None:
+        kwargs['in_chans'] = args.in_chans
     if args.drop_path is not None:
         kwargs['drop_path_rate'] = args.drop_path
+    pretrained = args.pretrained and not args.initial_checkpoint
+    if args.pretrained and args.initial_checkpoint:
+        _logger.info(f'--initial-checkpoint given: its weights are used, not the pretrained ones of {args.model}.')
     try:
-        return timm.create_model(args.model, pretrained=args.pretrained, **kwargs)
+        model = timm.create_model(args.model, pretrained=pretrained, **kwargs)
     except RuntimeError as e:  # unknown model, no pretrained weights, ...
         raise UsageError(f"Cannot create model '{args.model}': {e}") from e
+    head = _head_keys(model)
+    if args.initial_checkpoint:
+        _load_initial_checkpoint(model, args.initial_checkpoint, head, args.reset_head)
+    elif pretrained:
+        cfg = model.pretrained_cfg
+        source, loc = _resolve_pretrained_source(cfg)
+        _logger.info(f"Weights: pretrained {args.model} from {source} '{loc if isinstance(loc, str) else 'state_dict'}'"
+                     + (f" (adapted to {model_in_chans(model)} input channel(s))"
+                        if model_in_chans(model) != (cfg.get('input_size') or (3,))[0] else ''))
+        if cfg.get('num_classes') != num_classes:  # timm dropped the pretrained classifier
+            _logger.info(f"Head re-initialised ({cfg.get('num_classes')} -> {num_classes} classes): {', '.join(head)}")
+        elif args.reset_head:
+            model.reset_classifier(num_classes)
+            _logger.info(f"Head re-initialised (--reset-head): {', '.join(head)}")
+    else:
+        _logger.info(f'Weights: random initialisation of {args.model}')
+    return model
+
+
+def _read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    if not os.path.isfile(path):
+        raise UsageError(f"--initial-checkpoint '{path}' does not exist.")
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        state = load_file(path)
+    else:
+        ckpt = load_checkpoint_file(path)
+        state = ckpt['state_dict'] if isinstance(ckpt, dict) and 'state_dict' in ckpt else ckpt
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def _load_initial_checkpoint(model: nn.Module, path: str, head: List[str], reset_head: bool) -> None:
+    """Load ``path`` into ``model``: without the classifier when ``reset_head`` (or refuse a head that does not
+    fit), with an RGB first conv adapted to the model's input channels; log what was left out."""
+    from timm.models import adapt_input_conv
+    state = _read_state_dict(path)
+    own = model.state_dict()
+    dropped = [k for k in head if k in state and (reset_head or state[k].shape != own[k].shape)]
+    if dropped and not reset_head:
+        raise UsageError(f"The head of '{path}' ({tuple(state[dropped[0]].shape)}) does not fit {model.num_classes} "
+                         f"classes: pass --reset-head to fine-tune a fresh head on the new classes.")
+    for k in dropped:
+        del state[k]
+    first = model.pretrained_cfg.get('first_conv')
+    for name in ([first] if isinstance(first, str) else list(first or [])):
+        k = f'{name}.weight'
+        if k in state and k in own and state[k].ndim == 4 and state[k].shape[1] != own[k].shape[1]:
+            state[k] = adapt_input_conv(own[k].shape[1], state[k])
+            _logger.info(f'{k} adapted from {state[k].shape[1]} to {own[k].shape[1]} input channel(s)')
+    bad_shapes = [k for k in state if k in own and state[k].shape != own[k].shape]
+    missing, unexpected = model.load_state_dict(
+        {k: v for k, v in state.items() if k not in bad_shapes}, strict=False)
+    missing = [k for k in missing if k not in dropped]
+    if missing or unexpected or bad_shapes:
+        parts = [f'{what}: {", ".join(keys[:5])}{" ..." if len(keys) > 5 else ""}' for what, keys in
+                 (('missing', missing), ('unexpected', unexpected), ('wrong shape', bad_shapes)) if keys]
+        raise UsageError(f"Weights in '{path}' do not fit --model {model.pretrained_cfg.get('architecture', '')} "
+                         f"({'; '.join(parts)}). Check --model and --model-kwargs.")
+    if reset_head:
+        model.reset_classifier(model.num_classes)
+    _logger.info(f"Weights: '{path}'" + (f"; head re-initialised: {', '.join(dropped or head)}" if reset_head else ''))
 
 
 def _state_checksum(model: nn.Module) -> str:
@@ -251,14 +337,15 @@ def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
         _logger.info(f'DDP: {dinfo.world_size} processes, backend {dist.get_backend()}, device {dinfo.device}')
 
     # Data
-    ds_kwargs = dict(in_memory=args.in_memory, image_key=args.input_key, label_key=args.target_key)
+    ds_kwargs = dict(in_memory=args.in_memory, image_key=args.input_key, label_key=args.target_key,
+                     in_chans=_requested_in_chans(args))
     train_ds = create_dataset(args.dataset, args.data_dir, args.train_split, num_samples=args.train_num_samples,
-                              **ds_kwargs)
+                              split_flag='--train-split', **ds_kwargs)
     val_ds = None
     if args.val_split:
         class_names = train_ds.class_names if isinstance(train_ds, ImageFolderDataset) else None
         val_ds = create_dataset(args.dataset, args.data_dir, args.val_split, num_samples=args.val_num_samples,
-                                class_names=class_names, **ds_kwargs)
+                                class_names=class_names, split_flag='--val-split', **ds_kwargs)
     num_classes = args.num_classes or train_ds.num_classes
     check_num_classes(train_ds, num_classes, 'training split')
     if val_ds is not None:
@@ -268,12 +355,13 @@ def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
 
     # Model
     model = _create_model(args, num_classes)
-    if args.initial_checkpoint:
-        load_model_weights(model, args.initial_checkpoint)
+    for ds in (train_ds, val_ds):  # the data follows the channels of the model actually built
+        if ds is not None and ds.in_chans != model_in_chans(model):
+            ds.set_in_chans(model_in_chans(model))
     cfg_args = vars(args).copy()
     if isinstance(train_ds, TensorImageDataset):
         cfg_args['crop_pct'] = 1.0  # the in-memory eval path feeds whole images, no crop
-    data_config = resolve_data_config(cfg_args, model=model, verbose=dinfo.is_primary)
+    data_config = resolve_model_data_config(cfg_args, model, verbose=dinfo.is_primary)
     _logger.info(f'Model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params')
     model.to(dinfo.device)
     if args.channels_last:

@@ -1,0 +1,102 @@
+"""Journey J3: fine-tune a published CIFAR model on your own greyscale class folders, then validate the run.
+
+Everything runs through the real CLIs as subprocesses: the loopback Hub server serves this repo's ``hub/``,
+the trainer downloads the registered ``cra_cifar_resnet20.cifar10`` weights from it (HF_ENDPOINT), adapts
+the RGB first conv to 1 channel, trains a fresh 3-class head for one epoch, and the validator reads the
+run's own ``model.safetensors`` / ``last.pth`` / run folder back.
+"""
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO_ROOT
+
+CLASSES = ('horizontal', 'vertical', 'plain')
+
+
+def _stripes(kind: str, rng) -> np.ndarray:
+    a = rng.integers(0, 60, (28, 28)).astype(np.uint8)
+    if kind == 'horizontal':
+        a[::4, :] += 180
+    elif kind == 'vertical':
+        a[:, ::4] += 180
+    return a
+
+
+@pytest.fixture
+def grey_folders(tmp_path):
+    """train/ and val/ with 3 classes of 28x28 greyscale PNGs (stripes: a learnable signal)."""
+    rng = np.random.default_rng(0)
+    for split, n in (('train', 8), ('val', 4)):
+        for c in CLASSES:
+            for i in range(n):
+                p = tmp_path / 'data' / split / c / f'{i}.png'
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(_stripes(c, rng), mode='L').save(p)
+    return tmp_path / 'data'
+
+
+@pytest.fixture
+def hub_endpoint(cli_env):
+    """``python -m timm_cra.hub.server --root hub --port 0`` as a subprocess; yields its endpoint URL."""
+    proc = subprocess.Popen([sys.executable, '-m', 'timm_cra.hub.server', '--root', 'hub', '--port', '0', '--quiet'],
+                            cwd=str(REPO_ROOT), env=dict(cli_env, HF_HUB_OFFLINE='0'),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r'HF_ENDPOINT=(http\S+?)\)', line)
+        assert m, f'server did not start: {line!r}'
+        yield m.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _run(argv, env, timeout=300):
+    return subprocess.run([sys.executable] + [str(a) for a in argv], cwd=str(REPO_ROOT), env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_j3_finetune_greyscale_from_hub_then_validate(grey_folders, hub_endpoint, cli_env, tmp_path):
+    hub_env = dict(cli_env, HF_HUB_OFFLINE='0', HF_ENDPOINT=hub_endpoint, HF_HUB_CACHE=str(tmp_path / 'hf-cache'),
+                   NO_PROXY='127.0.0.1,localhost')
+    out = tmp_path / 'out'
+    train = _run(['-m', 'timm_cra.train', '--config', 'finetune', '--model', 'cra_cifar_resnet20.cifar10',
+                  '--in-chans', '1', '--reset-head', '--data-dir', grey_folders, '--epochs', '1',
+                  '--batch-size', '4', '--workers', '0', '--no-plot', '--output', out, '--experiment', 'run'],
+                 hub_env)
+    assert train.returncode == 0, train.stderr[-3000:]
+    log = train.stderr
+    assert "from hf-hub 'timm-cra/cra_cifar_resnet20.cifar10'" in log  # the registered tag, via the Hub
+    assert 'Converted input conv conv1 pretrained weights from 3 to 1 channel(s)' in log
+    assert 'Head re-initialised (10 -> 3 classes): fc.weight, fc.bias' in log
+    run = out / 'run'
+    cfg = json.loads((run / 'config.json').read_text())
+    # The pretrained model's 32-px config, not the old recipe's forced 224; 1 channel, averaged mean/std.
+    assert cfg['pretrained_cfg']['input_size'] == [1, 32, 32]
+    assert cfg['pretrained_cfg']['mean'] == pytest.approx([(0.4914 + 0.4822 + 0.4465) / 3])
+    assert cfg['model_args']['in_chans'] == 1 and cfg['num_classes'] == 3
+    final = json.loads((run / 'results.json').read_text())['final']
+
+    # Validate offline: the run's weights file, its trainer checkpoint, and the run folder as a Hub-format repo.
+    for model_args in (['--model', 'cra_cifar_resnet20', '--in-chans', '1', '--num-classes', '3',
+                        '--checkpoint', run / 'model.safetensors'],
+                       ['--model', 'cra_cifar_resnet20', '--in-chans', '1', '--num-classes', '3',
+                        '--checkpoint', run / 'last.pth'],
+                       ['--model', f'local-dir:{run}', '--pretrained']):
+        res_file = tmp_path / 'res.json'
+        val = _run(['scripts/validate.py', *model_args, '--data-dir', grey_folders, '--split', 'val',
+                    '--workers', '0', '--no-progress', '--results-file', res_file], cli_env)
+        assert val.returncode == 0, val.stderr[-3000:]
+        res = json.loads(res_file.read_text())
+        assert json.loads(val.stdout) == res
+        assert res['count'] == 4 * len(CLASSES) and res['skipped'] == 0
+        assert (res['img_size'], res['crop_pct'], res['interpolation']) == (32, 1.0, 'bilinear')
+        # Same weights, same eval transform as the trainer's last evaluation.
+        assert res['top1'] == pytest.approx(final['eval_top1'], abs=1e-3)
+        assert res['loss'] == pytest.approx(final['eval_loss'], abs=1e-4)

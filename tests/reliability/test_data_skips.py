@@ -1,0 +1,82 @@
+"""Unreadable and unusual images: skips counted into metrics.csv and named in the log; 16-bit PNGs scaled."""
+import csv
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from timm_cra.data import create_dataset, decode_to_memory
+from timm_cra.train import train
+
+from .test_data_labels import write_parquet
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _folder(root, corrupt=True):
+    rng = np.random.default_rng(0)
+    for split, n in (('train', 4), ('val', 2)):
+        for c in ('a', 'b'):
+            for i in range(n):
+                p = root / split / c / f'{i}.png'
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(p)
+        if corrupt:
+            (root / split / 'a' / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not really a png')
+    return root
+
+
+@pytest.mark.parametrize('in_memory', [True, False])
+def test_skipped_images_reach_metrics_csv(tmp_path, caplog, in_memory):
+    """The in-memory loader used to record train_skipped = eval_skipped = 0 although it dropped images."""
+    data = _folder(tmp_path / 'data')
+    with caplog.at_level(logging.WARNING):
+        train(['--model', 'cra_cifar_resnet20', '--data-dir', str(data), '--dataset', 'folder', '--val-split', 'val',
+               '--batch-size', '4', '--epochs', '2', '--workers', '0', '--no-plot', '--output', str(tmp_path),
+               '--experiment', 'run'] + (['--in-memory'] if in_memory else []))
+    rows = _rows(tmp_path / 'run' / 'metrics.csv')
+    assert [int(r['train_skipped']) for r in rows] == [1, 1]  # once per epoch, as the folder loader counts
+    assert [int(r['eval_skipped']) for r in rows] == [1, 1]
+    assert str(data / 'train' / 'a' / 'broken.png') in caplog.text
+
+
+def test_in_memory_hf_log_names_the_row(tmp_path, caplog):
+    path = write_parquet(tmp_path / 'd' / 'train-00000-of-00001.parquet', [0, 1, 0, 1])
+    import datasets
+    ds = datasets.load_dataset('parquet', data_files=str(path), split='train')
+    ds = ds.cast_column('image', datasets.Image(decode=False))
+    rows = ds.to_dict()
+    rows['image'][2] = {'bytes': b'garbage', 'path': None}
+    datasets.Dataset.from_dict(rows, features=ds.features).to_parquet(str(path))
+    with caplog.at_level(logging.WARNING):
+        mem = create_dataset('', str(tmp_path / 'd'), 'train', in_memory=True)
+    assert len(mem) == 3 and mem.num_skipped == 1
+    assert 'row 2' in caplog.text and 'rows 2' in caplog.text
+
+
+def _png16(path):
+    a = (np.arange(32 * 32, dtype=np.uint32).reshape(32, 32) * 64).astype(np.uint16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a).save(path)
+    with Image.open(path) as img:
+        assert img.mode in ('I;16', 'I')  # what PIL makes of a 16-bit greyscale PNG
+    return np.rint(a / 257.0).astype(np.uint8)
+
+
+@pytest.mark.parametrize('in_chans', [1, 3])
+def test_16bit_png_is_scaled_not_white(tmp_path, in_chans):
+    """PIL's convert clips 16-bit values at 255: the image used to come out (almost) all white."""
+    expected = _png16(tmp_path / 'train' / 'x' / 'deep.png')
+    _png16(tmp_path / 'train' / 'y' / 'deep.png')
+    folder = create_dataset('folder', str(tmp_path), 'train', in_chans=in_chans)
+    img = np.asarray(folder.load_image(0))
+    assert img.shape == ((32, 32) if in_chans == 1 else (32, 32, 3))
+    planes = [img] if in_chans == 1 else [img[..., c] for c in range(3)]
+    assert all(np.array_equal(p, expected) for p in planes)
+    mem = decode_to_memory(folder)
+    assert mem.num_skipped == 0 and mem.images.shape == (2, 32, 32, in_chans)
+    assert np.array_equal(mem.images[0, ..., 0].numpy(), expected)
