@@ -15,7 +15,7 @@ from timm.data import create_loader
 from timm.utils import ParseKwargs
 
 from ..data import check_num_classes, create_dataset, model_in_chans, resolve_model_data_config, skip_collate
-from ..train.args import check_model_name, default_workers
+from ..utils.cli import check_model_name, default_workers
 from ..utils.errors import UsageError
 from ..utils.weights import load_model_weights
 from .evaluate import evaluate
@@ -74,7 +74,7 @@ def _create_model(args) -> torch.nn.Module:
     if args.num_classes is not None:
         kwargs['num_classes'] = args.num_classes
     try:
-        model = timm.create_model(args.model, pretrained=args.pretrained, **kwargs)
+        model = timm_cra.create_model(args.model, pretrained=args.pretrained, **kwargs)
     except RuntimeError as e:
         raise UsageError(f"Cannot create model '{args.model}': {e}") from e
     if args.checkpoint:

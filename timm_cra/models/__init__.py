@@ -2,7 +2,7 @@
 from . import cifar_resnet, cra_mobilenetv2, cra_resnet
 from ._builder import (HUB_ORG, HUB_UPLOAD_PENDING, PENDING_WEIGHTS, check_pretrained_available, create_cra_model,
                        hub_id)
-from ._factory import UnknownModelError, close_model_names, create_model
+from ._factory import UnknownModelError, check_model_name, close_model_names, create_model
 from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError
 
 #: timm registry module names of this package's model files.

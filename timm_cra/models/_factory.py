@@ -13,11 +13,20 @@ from timm.models import PretrainedCfg
 from ._load_errors import PretrainedWeightsError, explain_pretrained_errors
 from ._weight_checks import check_hub_reachable
 
-__all__ = ['create_model', 'UnknownModelError', 'close_model_names']
+__all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names']
 
 
 class UnknownModelError(RuntimeError):
     """No architecture of that name is registered with timm (the message names the closest ones)."""
+
+    def __init__(self, name: str, close: List[str]):
+        self.name, self.close = name, close
+        super().__init__(f"timm_cra: unknown model '{name}'. {self.hint}")
+
+    @property
+    def hint(self) -> str:
+        return (f"Did you mean: {', '.join(self.close)}?" if self.close
+                else "timm.list_models('cra_*') lists the CRA models.")
 
 
 def close_model_names(name: str, n: int = 5) -> List[str]:
@@ -28,15 +37,17 @@ def close_model_names(name: str, n: int = 5) -> List[str]:
     return difflib.get_close_matches(name, candidates, n=n, cutoff=0.6)
 
 
-def _unknown_model(name: str) -> UnknownModelError:
-    close = close_model_names(name)
-    hint = f"Did you mean: {', '.join(close)}?" if close else "timm.list_models('cra_*') lists the CRA models."
-    return UnknownModelError(f"timm_cra: unknown model '{name}'. {hint}")
-
-
 def _hf_config_cached(repo_id: str, revision) -> bool:
     from huggingface_hub import try_to_load_from_cache
     return isinstance(try_to_load_from_cache(repo_id, 'config.json', revision=revision), str)
+
+
+def check_model_name(name: str) -> None:
+    """Raise :class:`UnknownModelError` for an unregistered architecture (``hf-hub:`` / ``local-dir:`` names
+    are resolved by timm from their config)."""
+    import timm
+    if ':' not in name and not timm.is_model(name.partition('.')[0]):
+        raise UnknownModelError(name, close_model_names(name))
 
 
 def create_model(model_name: str, pretrained: bool = False, **kwargs: Any):
@@ -62,6 +73,5 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any):
             if not _hf_config_cached(repo_id, revision or None):
                 check_hub_reachable(repo_id, revision or None)
             return timm.create_model(model_name, pretrained=pretrained, **kwargs)
-    if not timm.is_model(model_name.partition('.')[0]):
-        raise _unknown_model(model_name)
+    check_model_name(model_name)
     return timm.create_model(model_name, pretrained=pretrained, **kwargs)

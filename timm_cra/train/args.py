@@ -4,16 +4,16 @@ As in timm, a config file sets defaults and flags given on the command line over
 ``--config`` takes the name of a bundled recipe (``timm_cra/train/recipes/<name>.yaml``).
 """
 import argparse
-import difflib
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from timm.utils import ParseKwargs
 
+from ..utils.cli import check_model_name, default_workers
 from ..utils.errors import UsageError
 
-__all__ = ['create_parser', 'parse_args', 'load_config', 'list_recipes', 'check_model_name', 'default_workers',
+__all__ = ['create_parser', 'parse_args', 'load_config', 'list_recipes', 
            'RECIPE_DIR']
 
 RECIPE_DIR = os.path.join(os.path.dirname(__file__), 'recipes')
@@ -40,31 +40,6 @@ def load_config(path_or_name: str) -> Dict[str, Any]:
     if not isinstance(cfg, dict):
         raise UsageError(f"Config '{path}' must be a mapping of argument names to values.")
     return {k.replace('-', '_'): v for k, v in cfg.items()}
-
-
-def default_workers(cap: int = 4) -> int:
-    """Data-loader processes: ``cap``, but never more than the CPUs this process may run on."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(0, min(cap, cpus))
-
-
-def check_model_name(name: str) -> None:
-    """Refuse an unregistered ``--model`` early, with the closest registered names (``hf-hub:`` and
-    ``local-dir:`` sources are left to timm)."""
-    if ':' in name:
-        return
-    import timm
-    import timm_cra  # noqa: F401  registers the cra_* models
-    arch = name.split('.', 1)[0]
-    if timm.is_model(arch):
-        return
-    names = timm.list_models() + timm.list_pretrained()
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    hint = f" Did you mean: {', '.join(close)}?" if close else " List the models with timm.list_models('cra_*')."
-    raise UsageError(f"Unknown --model '{name}'.{hint}")
 
 
 def _float_list(s: str) -> Tuple[float, ...]:

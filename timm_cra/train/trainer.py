@@ -108,7 +108,7 @@ def _create_model(args, num_classes: int) -> nn.Module:
     if args.pretrained and args.initial_checkpoint:
         _logger.info(f'--initial-checkpoint given: its weights are used, not the pretrained ones of {args.model}.')
     try:
-        model = timm.create_model(args.model, pretrained=pretrained, **kwargs)
+        model = timm_cra.create_model(args.model, pretrained=pretrained, **kwargs)
     except RuntimeError as e:  # unknown model, no pretrained weights, ...
         raise UsageError(f"Cannot create model '{args.model}': {e}") from e
     head = _head_keys(model)

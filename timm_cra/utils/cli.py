@@ -1,0 +1,24 @@
+"""Argument helpers shared by the train and validate CLIs."""
+import os
+
+from .errors import UsageError
+
+__all__ = ['default_workers', 'check_model_name']
+
+
+def default_workers(cap: int = 4) -> int:
+    """Data-loader processes: ``cap``, but never more than the CPUs this process may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(0, min(cap, cpus))
+
+
+def check_model_name(name: str) -> None:
+    """Refuse an unregistered ``--model`` before any data is read, naming the closest registered names."""
+    from ..models import UnknownModelError, check_model_name as check
+    try:
+        check(name)
+    except UnknownModelError as e:
+        raise UsageError(f"Unknown --model '{name}'. {e.hint}") from e
