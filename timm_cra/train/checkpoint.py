@@ -43,7 +43,13 @@ def atomic_save(obj: Any, path: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=folder)
     try:
         with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+            out = _WriteRecorder(f)
+            try:
+                torch.save(obj, out)
+            except RuntimeError as e:  # torch's writer reports a failed write() as "unexpected pos ..."
+                if out.error is not None:
+                    raise out.error from e
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -51,6 +57,23 @@ def atomic_save(obj: Any, path: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+class _WriteRecorder:
+    """File wrapper that keeps the first ``OSError`` of ``write`` (torch's zip writer swallows the reason)."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self):
+        return self.f.flush()
 
 
 def remove_stale_temp_files(folder: str) -> int:
