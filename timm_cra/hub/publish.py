@@ -112,7 +112,8 @@ def build_repo_folder(
 
     arch = model_name.split('.', 1)[0]
     state, ckpt = read_weights(str(checkpoint), use_ema=use_ema)
-    used_ema = use_ema and isinstance(ckpt.get('state_dict_ema'), dict) and bool(ckpt['state_dict_ema'])
+    used_ema = (use_ema and isinstance(ckpt.get('state_dict_ema'), dict) and bool(ckpt['state_dict_ema'])) \
+        or Path(checkpoint).name == 'model_ema.safetensors'  # the trainer's EMA export
     trained_arch, kwargs = model_kwargs_for(checkpoint, ckpt)
     if trained_arch and ':' not in trained_arch and trained_arch != arch:
         raise UsageError(f"'{checkpoint}' was trained as {trained_arch}, not {arch}: publish it as "
