@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Publish a finished CIFAR campaign run as a Hub repo folder in hub/ (dry run; push with scripts/publish.py).
+"""Publish a finished CIFAR campaign run as a Hub repo folder in hub/ (dry run; push with python -m timm_cra.hub.publish).
 
 Validates the run's weights on the CIFAR-10 test split shipped in data/cifar10 (the number the card and the
 README's no-argument validate command show), writes results/<arch>.<tag>.json, then exports
-hub/timm-cra/<arch>.<tag>/ (config.json, model.safetensors, README.md). The tag must be registered first.
+hub/timm-cra/<arch>.<tag>/ (config.json, model.safetensors, README.md) with ``timm_cra.hub.publish`` (the one
+publishing path; the run's config.json supplies the model kwargs). The tag must be registered first.
 
   python scripts/publish_cifar.py cra_max4_resnet20 0 --tag cifar10
 """
@@ -13,20 +14,21 @@ from pathlib import Path
 
 import timm_cra  # noqa: F401  (registers the models)
 from timm_cra.eval.validate import create_parser, validate
-from timm_cra.hub.publish import build_repo_folder
+from timm_cra.hub import publish
 from timm_cra.train.campaign import CIFAR_VARIANTS
 from timm_cra.train.campaign_report import campaign_context, load_records, summarize
+from timm_cra.utils.errors import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('variant', choices=list(CIFAR_VARIANTS))
     p.add_argument('seed', type=int)
     p.add_argument('--tag', default='cifar10')
     p.add_argument('--runs', type=Path, default=ROOT / 'output' / 'cifar10-campaign')
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     record = json.loads((ROOT / 'results' / 'cifar10' / f'{args.variant}-s{args.seed}.json').read_text())
     run_dir = args.runs / f'{args.variant}-s{args.seed}'
@@ -48,11 +50,13 @@ def main():
     )
     results_path = ROOT / 'results' / f'{name}.json'
     results_path.write_text(json.dumps(results, indent=2) + '\n')
-    folder = build_repo_folder(name, run_dir / 'model.safetensors', ROOT / 'hub' / 'timm-cra' / name,
-                               results=results_path, model_kwargs=record['model_kwargs'], overwrite=True)
     print(json.dumps(val, indent=2))
-    print(f'Wrote {results_path} and {folder}')
+    print(f'Wrote {results_path}')
+    publish.main([name, str(run_dir / 'model.safetensors'), '--results', str(results_path),
+                  '--out', str(ROOT / 'hub' / 'timm-cra' / name), '--overwrite']
+                 + (['--model-kwargs'] + [f'{k}={v}' for k, v in record['model_kwargs'].items()]
+                    if record['model_kwargs'] else []))
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -1,4 +1,5 @@
-"""Official CRA-ResNet-50 checkpoint -> timm: safe unpickling, key mapping, logits equal a reference forward."""
+"""Official CRA-ResNet-50 checkpoint -> timm: weights_only loading with a named stand-in, key mapping, logits equal
+a reference forward."""
 import collections
 import os
 import pickle
@@ -12,7 +13,8 @@ import torch.nn.functional as F
 import timm
 import timm_cra  # noqa: F401
 from timm_cra.hub.convert_official import (
-    UnknownObject, UnsafePickleError, convert_official, convert_official_state_dict, load_official_checkpoint)
+    RecorderMeter, convert_official, convert_official_state_dict, load_official_checkpoint)
+from timm_cra.utils.errors import UsageError
 
 STAGES = [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]  # (width, blocks, stride) of ResNet-50
 EXPANSION = 4
@@ -117,13 +119,13 @@ def official_checkpoint(tmp_path, monkeypatch):
     return path, sd
 
 
-def test_restricted_load_keeps_tensors_and_neutralises_unknown_classes(official_checkpoint):
+def test_weights_only_load_keeps_tensors_and_neutralises_the_recorder(official_checkpoint):
     path, sd = official_checkpoint
-    with pytest.raises(pickle.UnpicklingError):  # what torch's own safe loader says about this file
+    with pytest.raises(pickle.UnpicklingError, match='metrics.RecorderMeter'):  # torch's loader, no allowlist
         torch.load(path, weights_only=True)
     ckpt = load_official_checkpoint(path)
     assert ckpt['epoch'] == 100
-    assert isinstance(ckpt['recorder'], UnknownObject) and ckpt['recorder'].state['total_epoch'] == 3
+    assert type(ckpt['recorder']) is RecorderMeter and ckpt['recorder'].total_epoch == 3  # inert data holder
     assert 'metrics' not in sys.modules
     assert list(ckpt['state_dict']) == list(sd)
     assert all(torch.equal(ckpt['state_dict'][k], v) for k, v in sd.items())
@@ -138,7 +140,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
 
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'recorder': Exploit()}, path)
-    with pytest.raises(UnsafePickleError, match='refusing to call'):
+    with pytest.raises(UsageError, match='refused: it needs `posix.system`'):
         load_official_checkpoint(path)
     assert not marker.exists()
 

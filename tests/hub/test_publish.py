@@ -1,19 +1,25 @@
-"""scripts/publish.py: checkpoint + results -> repo folder (dry run); --push without a token fails clearly."""
+"""python -m timm_cra.hub.publish: checkpoint + results -> repo folder (dry run); --push without a token fails
+clearly. Inputs are what the trainer really writes (last.pth, model.safetensors + config.json, results.json) and
+what timm's train.py writes (model_best.pth.tar with argparse.Namespace args)."""
+import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import timm
 import timm_cra  # noqa: F401
 
+from timm_cra.hub import publish
+from timm_cra.utils.errors import UsageError
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / 'scripts'))
-import publish  # noqa: E402
+SHIPPED = ROOT / 'data' / 'cifar10'
 
 
 @pytest.fixture(scope='module')
@@ -58,7 +64,7 @@ def test_no_ema_and_safetensors_input(trained, tmp_path):
 
 def test_wrong_architecture_is_named(trained, tmp_path):
     ckpt, *_ = trained
-    with pytest.raises(SystemExit, match=r'does not fit cra_mobilenetv2_050.*--num-classes'):
+    with pytest.raises(UsageError, match=r'do not fit cra_mobilenetv2_050.*size mismatch: classifier.weight.*--num-classes'):
         publish.main(['cra_mobilenetv2_050.x', str(ckpt), '--out', str(tmp_path / 'r')])  # 1000 vs 5 classes
     assert not (tmp_path / 'r').exists()
 
@@ -69,13 +75,71 @@ def test_push_without_token_fails_before_network(trained, tmp_path, monkeypatch)
     monkeypatch.delenv('HF_TOKEN', raising=False)
     monkeypatch.setattr(constants, 'HF_TOKEN_PATH', str(tmp_path / 'no-token'))
     monkeypatch.setattr(constants, 'HF_STORED_TOKENS_PATH', str(tmp_path / 'no-tokens'))
-    with pytest.raises(SystemExit, match=r'hf auth login.*HF_TOKEN'):
+    with pytest.raises(UsageError, match=r'hf auth login.*HF_TOKEN'):
         publish.main(['cra_mobilenetv2_050.test_c5', str(ckpt), '--num-classes', '5', '--out', str(tmp_path / 'r'),
                       '--push'])
     assert (tmp_path / 'r' / 'model.safetensors').is_file()  # the dry-run part still happened
 
 
-def test_cli_runs_as_script(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'publish.py'), '--help'],
-                          capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize('cmd', [['-m', 'timm_cra.hub.publish'], [str(ROOT / 'scripts' / 'publish.py')]])
+def test_cli_entry_points(tmp_path, cmd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, *cmd, '--help'], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0 and '--push' in proc.stdout
+    proc = subprocess.run([sys.executable, *cmd, 'cra_resnet18.x', str(tmp_path / 'missing.pth')], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: Checkpoint '{tmp_path / 'missing.pth'}' does not exist."]
+
+
+@pytest.fixture(scope='module')
+def trainer_run(tmp_path_factory):
+    """A real run of the trainer (with EMA): last.pth, model.safetensors, config.json, results.json."""
+    from timm_cra.train import train
+    out = tmp_path_factory.mktemp('run')
+    train(['--model', 'cra_resnet18', '--model-kwargs', 'layers=(1,1,1,1)', '--config', 'cifar', '--data-dir',
+           str(SHIPPED), '--train-split', 'test', '--train-num-samples', '16', '--val-split', 'test',
+           '--val-num-samples', '16', '--batch-size', '8', '--epochs', '1', '--no-plot', '--model-ema',
+           '--output', str(out), '--experiment', 'r'])
+    return out / 'r'
+
+
+def _card_top1(folder):
+    import yaml
+    front = yaml.safe_load((folder / 'README.md').read_text().split('---')[1])
+    return front['model-index'][0]['results'][0]['metrics'][0]['value']
+
+
+@pytest.mark.parametrize('source', ['last.pth', 'model.safetensors', 'model_ema.safetensors'])
+def test_publishes_what_the_trainer_writes(trainer_run, tmp_path, source):
+    summary = json.loads((trainer_run / 'results.json').read_text())
+    out = tmp_path / 'repo'
+    # No --num-classes / --model-kwargs: layers=(1,1,1,1) and 10 classes come from the run's config / args.
+    publish.main(['cra_resnet18.test_run', str(trainer_run / source), '--results', str(trainer_run / 'results.json'),
+                  '--out', str(out)])
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True)
+    expected = load_file(str(trainer_run / ('model_ema.safetensors' if source != 'model.safetensors'
+                                            else 'model.safetensors')))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in expected.items())
+    ema = source != 'model.safetensors'  # last.pth publishes its EMA weights by default
+    assert _card_top1(out) == summary['final']['ema_eval_top1' if ema else 'eval_top1']
+    assert 'measured by the timm-cra trainer' in (out / 'README.md').read_text()
+
+
+def test_publishes_timm_train_py_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model('cra_resnet18', layers=(1, 1, 1, 1), num_classes=7)
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    args = argparse.Namespace(model='cra_resnet18', num_classes=7, model_kwargs={'layers': (1, 1, 1, 1)},
+                              lr=0.1, epochs=3, data_dir='imagenet', dataset='')
+    path = tmp_path / 'model_best.pth.tar'
+    torch.save(dict(epoch=3, arch='cra_resnet18', state_dict=model.state_dict(), optimizer=opt.state_dict(),
+                    version=2, args=args, metric=41.5, state_dict_ema=ema), path)
+    out = tmp_path / 'repo'
+    publish.main(['cra_resnet18.timm_c7', str(path), '--out', str(out)])
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True)
+    assert loaded.num_classes == 7
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in ema.items())
+    with pytest.raises(UsageError, match='trained as cra_resnet18, not cra_resnet50'):
+        publish.main(['cra_resnet50.x', str(path), '--out', str(tmp_path / 'r2')])

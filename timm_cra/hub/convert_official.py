@@ -3,115 +3,43 @@
 Paper: `Convolutional Neural Network optimization via Channel Reassessment Attention module`
     - YuTao Shen, Ying Wen, 2020 - https://arxiv.org/abs/2010.05605
 
-The official file (released on Google Drive) is a torch pickle: ``{'epoch', 'recorder' (a
-``metrics.RecorderMeter``), 'state_dict', 'optimizer', 'scheduler'}``. It is read with
-:class:`RestrictedUnpickler`, which never imports or calls anything but tensor/storage rebuilders, containers
-and numbers: unknown classes become inert :class:`UnknownObject` placeholders, and a pickle that tries to
-*call* an unknown global (how a malicious ``__reduce__`` runs code) is refused.
+    python -m timm_cra.hub.convert_official cra_resnet50_best.pth.tar --out hub/timm-cra/cra_resnet50.paper_in1k
+
+The official file (released on Google Drive) is what the official ``train.py`` saves: ``{'epoch', 'recorder' (a
+``metrics.RecorderMeter`` holding numpy arrays), 'state_dict' ('module.' prefixed), 'optimizer', 'scheduler'}``.
+It is read by the package's one checkpoint reader (:mod:`timm_cra.utils.weights`, ``torch.load(weights_only=True)``)
+with ``metrics.RecorderMeter`` allowlisted by name as the inert :class:`RecorderMeter` stand-in; numpy arrays
+come through numpy's rebuilders restricted to numeric dtypes. Nothing in the file is executed: a pickle that
+needs any other global is refused.
 """
+import argparse
 import collections
-import pickle
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 
-__all__ = [
-    'RestrictedUnpickler', 'UnknownObject', 'UnsafePickleError', 'load_official_checkpoint',
-    'convert_official_state_dict', 'convert_official', 'OFFICIAL_MODEL_NAME',
-]
+from ..utils.errors import UsageError, run_cli
+from ..utils.weights import PickledNamespace, load_checkpoint_file
+
+__all__ = ['RecorderMeter', 'load_official_checkpoint', 'convert_official_state_dict', 'convert_official',
+           'OFFICIAL_MODEL_NAME', 'OFFICIAL_GLOBALS', 'main']
 
 OFFICIAL_MODEL_NAME = 'cra_resnet50.paper_in1k'
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle tried to call a function or class outside the allowed set."""
+class RecorderMeter(PickledNamespace):
+    """Inert stand-in for the official ``metrics.RecorderMeter`` (training curves as numpy arrays): data only."""
 
 
-class _RefuseCall(type):
-    # Calling the placeholder *class* is what REDUCE does with `os.system` & co: refuse it. Instances made the
-    # way pickle rebuilds plain objects (NEWOBJ: cls.__new__, then BUILD: __setstate__) stay inert.
-    def __call__(cls, *args, **kwargs):
-        raise UnsafePickleError(
-            f"timm_cra: refusing to call {cls.__module__}.{cls.__qualname__}{args!r:.80} while unpickling: "
-            f"only tensors, containers and numbers are loaded from untrusted checkpoints.")
-
-
-class UnknownObject(metaclass=_RefuseCall):
-    """Inert stand-in for an instance of a class the restricted unpickler does not admit."""
-
-    def __new__(cls, *args, **kwargs):
-        obj = object.__new__(cls)
-        obj.args = args
-        obj.state = None
-        return obj
-
-    def __setstate__(self, state):
-        self.state = state
-
-    def __repr__(self):
-        return f'<UnknownObject {type(self).__module__}.{type(self).__qualname__}>'
-
-
-_ALLOWED_GLOBALS = {
-    ('collections', 'OrderedDict'): collections.OrderedDict,
-    ('collections', 'Counter'): collections.Counter,  # LR scheduler milestones
-    ('torch._utils', '_rebuild_tensor_v2'): torch._utils._rebuild_tensor_v2,
-    ('torch._utils', '_rebuild_parameter'): torch._utils._rebuild_parameter,
-    ('torch', 'Size'): torch.Size,
-    ('torch', 'device'): torch.device,
-    ('builtins', 'set'): set,
-    ('builtins', 'frozenset'): frozenset,
-    ('builtins', 'slice'): slice,
-    ('builtins', 'complex'): complex,
-}
-_STORAGE_TYPES = {
-    'FloatStorage', 'DoubleStorage', 'HalfStorage', 'BFloat16Storage', 'LongStorage', 'IntStorage',
-    'ShortStorage', 'CharStorage', 'ByteStorage', 'BoolStorage', 'UntypedStorage',
-}
-
-
-def _allowed_global(module: str, name: str):
-    if (module, name) in _ALLOWED_GLOBALS:
-        return _ALLOWED_GLOBALS[(module, name)]
-    if module == 'torch' and name in _STORAGE_TYPES:
-        return getattr(torch, name)
-    if module in ('numpy.core.multiarray', 'numpy._core.multiarray') and name in ('_reconstruct', 'scalar'):
-        # Arrays/scalars in the training recorder; numpy rebuilds them from bytes without running user code.
-        import numpy
-        return getattr(numpy.core.multiarray if module == 'numpy.core.multiarray' else numpy._core.multiarray, name)
-    if module == 'numpy' and name in ('ndarray', 'dtype'):
-        import numpy
-        return getattr(numpy, name)
-    return None
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that admits only tensors/storages, containers and numbers; see the module docstring."""
-
-    def find_class(self, module: str, name: str):
-        allowed = _allowed_global(module, name)
-        if allowed is not None:
-            return allowed
-        # Never import `module`: build a placeholder class named after the original.
-        return _RefuseCall(name.rsplit('.', 1)[-1], (UnknownObject,), {'__module__': module, '__qualname__': name})
-
-
-class _RestrictedPickleModule:
-    """The ``pickle_module`` torch.load needs: our Unpickler, pickle's ``load`` built on it."""
-    Unpickler = RestrictedUnpickler
-    UnpicklingError = pickle.UnpicklingError
-    __name__ = 'timm_cra_restricted_pickle'
-
-    @staticmethod
-    def load(file, **kwargs):
-        return RestrictedUnpickler(file, **kwargs).load()
+#: The globals an official checkpoint needs beyond tensors / containers / numeric numpy arrays.
+OFFICIAL_GLOBALS = [(RecorderMeter, 'metrics.RecorderMeter')]
 
 
 def load_official_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
     """Read an official CRA checkpoint without executing code from it (tensors end up on CPU)."""
-    return torch.load(str(path), map_location='cpu', weights_only=False, pickle_module=_RestrictedPickleModule)
+    return load_checkpoint_file(str(path), extra_safe_globals=OFFICIAL_GLOBALS)
 
 
 _KEY_RULES = [
@@ -189,3 +117,27 @@ def convert_official(
         model, out_dir, model_name=model_name, results=results, overwrite=overwrite,
         recipe='Trained on ImageNet-1k by the paper\'s authors with the official code (https://github.com/syt2/CRA); '
                'converted to timm with timm_cra.hub.convert_official (key mapping only, values unchanged).')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Path:
+    parser = argparse.ArgumentParser(prog='python -m timm_cra.hub.convert_official', description=__doc__.splitlines()[0])
+    parser.add_argument('checkpoint', help='official checkpoint file (torch pickle; read with weights_only=True)')
+    parser.add_argument('--out', required=True, help='repo folder to write')
+    parser.add_argument('--results', default=None,
+                        help=f'eval results JSON for the card (default: results/{OFFICIAL_MODEL_NAME}.json when present)')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing folder')
+    args = parser.parse_args(argv)
+    results = args.results
+    if results is None:
+        default = Path('results') / f'{OFFICIAL_MODEL_NAME}.json'
+        results = str(default) if default.is_file() else None
+    try:
+        out = convert_official(args.checkpoint, args.out, results=results, overwrite=args.overwrite)
+    except (FileExistsError, ValueError) as e:
+        raise UsageError(str(e).replace('timm_cra: ', '')) from e
+    print(f'Wrote {out}; load it with timm.create_model("local-dir:{out}", pretrained=True)')
+    return out
+
+
+if __name__ == '__main__':
+    run_cli(main)

@@ -1,25 +1,55 @@
-"""Atomic, resumable training checkpoints (reading them back lives in :mod:`timm_cra.utils.weights`)."""
+"""Atomic, verifiable, resumable training checkpoints (reading them back lives in :mod:`timm_cra.utils.weights`).
+
+Format version 2 (``last.pth``): a dict of tensors and plain Python data only, so it loads with
+``torch.load(weights_only=True)``: ``state_dict``, ``optimizer``, ``scheduler``, ``state_dict_ema``,
+``loss_scaler``, ``epoch``, ``num_updates``, ``history``, ``args`` (plain containers), ``rng`` (torch state
+tensor; numpy MT19937 key as an int64 tensor + ints; python ``random`` state as a tuple of ints) and
+``sha256`` (digests of the model / optimizer / EMA tensors, checked on every load). Version 1 files (numpy
+RNG state pickled as an array) still load: the reader admits numeric numpy arrays.
+
+``python -m timm_cra.train.checkpoint upgrade OLD NEW`` rewrites a version-1 file as version 2.
+"""
+import argparse
+import glob
+import logging
 import os
 import random
 import tempfile
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ['atomic_save', 'save_checkpoint', 'get_rng_state', 'set_rng_state']
+from ..utils.errors import UsageError, run_cli
+from ..utils.weights import checkpoint_digests, load_checkpoint_file
 
-CHECKPOINT_VERSION = 1
+__all__ = ['atomic_save', 'save_checkpoint', 'get_rng_state', 'set_rng_state', 'remove_stale_temp_files',
+           'upgrade_checkpoint', 'CheckpointSaveError', 'CHECKPOINT_VERSION']
+
+_logger = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = 2
+_TMP_PREFIX, _TMP_SUFFIX = '.tmp-', '.pth'
+
+
+class CheckpointSaveError(UsageError):
+    """Writing a checkpoint failed (disk full, quota, permissions): the previous file is left as it was."""
 
 
 def atomic_save(obj: Any, path: str) -> None:
     """``torch.save`` to a temp file in the same folder, then ``os.replace``: a crash never leaves a torn file."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.pth', dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=folder)
     try:
         with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+            out = _WriteRecorder(f)
+            try:
+                torch.save(obj, out)
+            except RuntimeError as e:  # torch's writer reports a failed write() as "unexpected pos ..."
+                if out.error is not None:
+                    raise out.error from e
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -29,36 +59,145 @@ def atomic_save(obj: Any, path: str) -> None:
         raise
 
 
+class _WriteRecorder:
+    """File wrapper that keeps the first ``OSError`` of ``write`` (torch's zip writer swallows the reason)."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self):
+        return self.f.flush()
+
+
+def remove_stale_temp_files(folder: str) -> int:
+    """Delete ``.tmp-*.pth`` left in ``folder`` by a write that was killed; returns how many."""
+    stale = glob.glob(os.path.join(glob.escape(folder), f'{_TMP_PREFIX}*{_TMP_SUFFIX}'))
+    for path in stale:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+    if stale:
+        _logger.info(f'Removed {len(stale)} temp file(s) of an interrupted checkpoint write in {folder}.')
+    return len(stale)
+
+
 def get_rng_state() -> Dict[str, Any]:
-    state = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate())
+    """RNG states as tensors and plain data (loadable with ``weights_only=True``)."""
+    bit_generator, key, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = dict(
+        torch=torch.get_rng_state(),
+        numpy=dict(bit_generator=str(bit_generator), key=torch.from_numpy(key.astype(np.int64)), pos=int(pos),
+                   has_gauss=int(has_gauss), cached_gaussian=float(cached)),
+        python=(int(version), tuple(int(i) for i in internal), gauss_next),
+    )
     if torch.cuda.is_available():
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore :func:`get_rng_state` output (also the version-1 layout: numpy's own state tuple)."""
     torch.set_rng_state(state['torch'])
-    np.random.set_state(state['numpy'])
-    random.setstate(state['python'])
+    np_state = state['numpy']
+    if isinstance(np_state, dict):
+        np_state = (np_state['bit_generator'], np_state['key'].numpy().astype(np.uint32), np_state['pos'],
+                    np_state['has_gauss'], np_state['cached_gaussian'])
+    np.random.set_state(np_state)
+    version, internal, gauss_next = state['python']
+    random.setstate((version, tuple(internal), gauss_next))
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
 
 
+def _plain(obj: Any) -> Any:
+    """Plain containers (dict/list/tuple of str/int/float/bool/None/tensors); anything else as its ``str``."""
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj) if type(obj) in (list, tuple) else [_plain(v) for v in obj]
+    return str(obj)
+
+
+def _save_failed(path: str, err: OSError) -> CheckpointSaveError:
+    reason = err.strerror or str(err) or type(err).__name__
+    previous = (f"the previous '{os.path.basename(path)}' is intact" if os.path.isfile(path)
+                else 'no earlier checkpoint exists')
+    return CheckpointSaveError(f"Saving the checkpoint failed: could not write '{path}' ({reason}); {previous}. "
+                               f"Free space or fix the folder, then continue with --resume {path}.")
+
+
 def save_checkpoint(path: str, *, model: torch.nn.Module, optimizer, scheduler, model_ema=None, loss_scaler=None,
                     epoch: int, num_updates: int, history, args: Dict[str, Any]) -> None:
-    """Everything needed to continue: ``epoch`` is the number of completed epochs."""
+    """Everything needed to continue: ``epoch`` is the number of completed epochs.
+
+    Raises :class:`CheckpointSaveError` (one line; the previous file untouched) when the write fails.
+    """
     state = dict(
         version=CHECKPOINT_VERSION,
         arch=args.get('model'),
         state_dict=model.state_dict(),
         optimizer=optimizer.state_dict(),
-        scheduler=scheduler.state_dict() if scheduler is not None else None,
+        scheduler=_plain(scheduler.state_dict()) if scheduler is not None else None,
         state_dict_ema=model_ema.state_dict() if model_ema is not None else None,
         loss_scaler=loss_scaler.state_dict() if loss_scaler is not None else None,
         epoch=epoch,
         num_updates=num_updates,
-        history=list(history),
+        history=_plain(list(history)),
         rng=get_rng_state(),
-        args=args,
+        args=_plain(dict(args)),
     )
-    atomic_save(state, path)
+    state['sha256'] = checkpoint_digests(state)
+    try:
+        atomic_save(state, path)
+    except OSError as e:
+        raise _save_failed(path, e) from e
+
+
+def upgrade_checkpoint(src: str, dst: str) -> Dict[str, Any]:
+    """Rewrite a trainer checkpoint (version 1 or 2) in the current format, with sha256 digests."""
+    ckpt = load_checkpoint_file(src)
+    if 'optimizer' not in ckpt or 'rng' not in ckpt:
+        raise UsageError(f"'{src}' is not a timm-cra trainer checkpoint (a 'last.pth').")
+    rng = dict(ckpt['rng'])
+    if not isinstance(rng.get('numpy'), dict):
+        bit_generator, key, pos, has_gauss, cached = rng['numpy']
+        rng['numpy'] = dict(bit_generator=str(bit_generator), key=torch.from_numpy(np.asarray(key).astype(np.int64)),
+                            pos=int(pos), has_gauss=int(has_gauss), cached_gaussian=float(cached))
+    version, internal, gauss_next = rng['python']
+    rng['python'] = (int(version), tuple(int(i) for i in internal), gauss_next)
+    ckpt.update(version=CHECKPOINT_VERSION, rng=rng, args=_plain(ckpt.get('args') or {}),
+                history=_plain(list(ckpt.get('history') or [])))
+    ckpt.pop('sha256', None)
+    ckpt['sha256'] = checkpoint_digests(ckpt)
+    try:
+        atomic_save(ckpt, dst)
+    except OSError as e:
+        raise _save_failed(dst, e) from e
+    return ckpt
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog='python -m timm_cra.train.checkpoint',
+                                     description='Trainer checkpoint tools.')
+    sub = parser.add_subparsers(dest='cmd', required=True)
+    up = sub.add_parser('upgrade', help='rewrite an older last.pth in the current format (with sha256 digests)')
+    up.add_argument('src')
+    up.add_argument('dst')
+    args = parser.parse_args(argv)
+    ckpt = upgrade_checkpoint(args.src, args.dst)
+    print(f"Wrote {args.dst} (checkpoint version {ckpt['version']}, epoch {ckpt.get('epoch')}).")
+
+
+if __name__ == '__main__':
+    run_cli(main)

@@ -33,9 +33,9 @@ from ..data import (DataError, ImageFolderDataset, TensorImageDataset, TensorLoa
                     create_dataset, model_in_chans, resolve_model_data_config, skip_collate)
 from ..eval.evaluate import evaluate
 from ..utils.errors import UsageError
-from ..utils.weights import load_checkpoint_file, load_model_weights
+from ..utils.weights import load_checkpoint_file, load_model_weights, load_state_checked
 from .args import parse_args
-from .checkpoint import save_checkpoint, set_rng_state
+from .checkpoint import remove_stale_temp_files, save_checkpoint, set_rng_state
 from .distributed import DistInfo, init_distributed
 from .metrics import plot_metrics, write_metrics_csv
 
@@ -390,11 +390,8 @@ def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
         ckpt = load_checkpoint_file(args.resume)
         if 'optimizer' not in ckpt or 'epoch' not in ckpt:
             raise UsageError(f"'{args.resume}' is not a training checkpoint (a 'last.pth' written by this trainer).")
-        try:
-            model.load_state_dict(ckpt['state_dict'])
-        except RuntimeError as e:
-            raise UsageError(f"Checkpoint '{args.resume}' does not fit --model {args.model} with "
-                             f"{num_classes} classes: {str(e).splitlines()[0]}") from e
+        load_state_checked(model, ckpt['state_dict'], args.resume,
+                           hint=f'--model {args.model} with {num_classes} classes; check --model-kwargs')
         optimizer.load_state_dict(ckpt['optimizer'])
         if model_ema is not None and ckpt.get('state_dict_ema') is not None:
             model_ema.load_state_dict(ckpt['state_dict_ema'])
@@ -434,6 +431,7 @@ def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
     args_dict = vars(args).copy()
     if dinfo.is_primary:
         os.makedirs(output_dir, exist_ok=True)
+        remove_stale_temp_files(output_dir)  # left by a checkpoint write that was killed
         with open(os.path.join(output_dir, 'args.yaml'), 'w') as f:
             yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in args_dict.items()}, f)
         _logger.info(f'Output: {output_dir}  ({updates_per_epoch} steps/epoch, {num_epochs} epochs)')

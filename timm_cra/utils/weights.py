@@ -1,40 +1,245 @@
-"""Read weights back: trainer checkpoints, raw state dicts and ``model.safetensors`` (for train and eval alike)."""
+"""Read weights back, safely: trainer checkpoints, timm ``train.py`` checkpoints, state dicts, ``.safetensors``.
+
+The one reader of ``.pth`` files in this package (train ``--resume`` / ``--initial-checkpoint``, validate
+``--checkpoint``, publish, the official-checkpoint converter). Files are always read with
+``torch.load(weights_only=True)``: tensors, numbers and containers only. A few globals that old or foreign
+checkpoints need are admitted by name through ``torch.serialization.safe_globals``, each mapped to
+something inert: ``argparse.Namespace`` (timm ``train.py``'s ``args``) to :class:`PickledNamespace`, and numpy's
+array rebuilders (the numpy RNG state of version-1 trainer checkpoints, training recorders) to wrappers
+that only build numeric arrays. Anything else (how a malicious ``__reduce__`` runs code) is refused with one
+line naming the global.
+"""
+import hashlib
 import os
-from typing import Any, Dict
+import pickle
+import re
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 
 from .errors import UsageError
 
-__all__ = ['load_checkpoint_file', 'load_model_weights']
+__all__ = [
+    'PickledNamespace', 'read_torch_file', 'load_checkpoint_file', 'load_model_weights', 'read_weights',
+    'load_state_checked', 'tensor_digest', 'checkpoint_digests', 'check_file',
+]
 
 
-def load_checkpoint_file(path: str) -> Dict[str, Any]:
-    if not os.path.isfile(path):
-        raise UsageError(f"Checkpoint '{path}' does not exist. Pass the 'last.pth' of an earlier run to --resume.")
+class PickledNamespace:
+    """Inert stand-in for a pickled ``argparse.Namespace`` (or another allowlisted plain object): only data."""
+
+    def __init__(self, **kwargs):
+        self.__dict__.update(kwargs)
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if isinstance(state, dict):
+            self.__dict__.update({str(k): v for k, v in state.items()})
+        else:
+            self.__dict__['state'] = state
+
+    def __repr__(self):
+        return f'PickledNamespace({self.__dict__!r:.200})'
+
+
+def _numpy_globals():
+    """Numpy's array/scalar/dtype rebuilders, restricted to numeric and bool dtypes (no object arrays)."""
+    import numpy as np
+    from numpy._core import multiarray
+
+    def check(dt) -> 'np.dtype':
+        if not isinstance(dt, np.dtype) or dt.kind not in 'biufc' or dt.hasobject:
+            raise pickle.UnpicklingError(f'numpy dtype {dt!r} refused: only numeric arrays are read')
+        return dt
+
+    def dtype(spec, align=False, copy=True):
+        if not isinstance(spec, str):
+            raise pickle.UnpicklingError(f'numpy dtype spec {spec!r:.40} refused: only numeric arrays are read')
+        return check(np.dtype(spec, align=bool(align), copy=bool(copy)))
+
+    def reconstruct(subtype, shape, dtype_code):
+        if subtype is not np.ndarray:
+            raise pickle.UnpicklingError(f'numpy array subtype {subtype!r:.40} refused')
+        return multiarray._reconstruct(np.ndarray, shape, dtype_code)
+
+    def scalar(dt, data=None):
+        return multiarray.scalar(check(dt), data) if data is not None else multiarray.scalar(check(dt))
+
+    dtype_classes = {type(np.dtype(c)) for c in '?bBhHiIlLqQefdgFDG'}
+    out = [(np.ndarray, 'numpy.ndarray'), (dtype, 'numpy.dtype')]
+    for mod in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        out += [(reconstruct, f'{mod}._reconstruct'), (scalar, f'{mod}.scalar')]
+    out += [(cls, f'numpy.dtypes.{cls.__name__}') for cls in sorted(dtype_classes, key=lambda c: c.__name__)]
+    return out
+
+
+def _safe_globals(extra: Iterable[Tuple[Any, str]] = ()) -> list:
+    return [(PickledNamespace, 'argparse.Namespace')] + _numpy_globals() + list(extra)
+
+
+def check_file(path: str, what: str = 'Checkpoint') -> None:
+    """One clear line for a missing path or a folder where a weights file is expected."""
+    if os.path.isdir(path):
+        raise UsageError(f"{what} '{path}' is a directory, not a weights file: pass the file inside it "
+                         f"(e.g. {os.path.join(path, 'last.pth')} or {os.path.join(path, 'model.safetensors')}).")
+    if not os.path.exists(path):
+        raise UsageError(f"{what} '{path}' does not exist.")
+
+
+def _refused_global(message: str) -> Optional[str]:
+    for pattern in (r'GLOBAL (\S+) was not an allowed global', r'GLOBAL (\S+) whose module',
+                    r'unrecognized function (\S+)', r'but got (<[^>]+>)', r'(numpy [^:]+ refused)'):
+        m = re.search(pattern, message)
+        if m:
+            return m.group(1)
+    return None
+
+
+def read_torch_file(path: str, extra_safe_globals: Sequence[Tuple[Any, str]] = (), what: str = 'Checkpoint') -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with the stand-ins above allowlisted by name.
+
+    Raises :class:`UsageError` (one line) for a missing/unreadable file or one that needs other globals.
+    """
+    check_file(path, what)
     try:
-        # Our checkpoints hold numpy RNG state and arg dicts, so full unpickling is needed: only load your own files.
-        return torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:  # torch raises many types for a torn/foreign file
-        raise UsageError(f"Checkpoint '{path}' could not be read ({type(e).__name__}: {e}).") from e
+        with torch.serialization.safe_globals(_safe_globals(extra_safe_globals)):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        name = _refused_global(str(e))
+        if name is None:
+            raise UsageError(f"{what} '{path}' could not be read safely ({str(e).strip().splitlines()[0]:.300}).") from e
+        raise UsageError(
+            f"{what} '{path}' refused: it needs `{name}`, which loading would import and run (code, not weights). "
+            f"Only tensors, numbers and containers are read (torch.load weights_only=True); if you made the file "
+            f"yourself, re-save its state dict (torch.save(model.state_dict(), ...)) or as .safetensors.") from e
+    except Exception as e:  # torn zip, random bytes, empty file, legacy formats: torch raises many types
+        first = (str(e).strip().splitlines() or [''])[0]
+        raise UsageError(f"{what} '{path}' could not be read: not a torch checkpoint, or truncated/corrupt "
+                         f"({type(e).__name__}: {first:.200}).") from e
+
+
+def tensor_digest(obj: Any) -> str:
+    """sha256 over every tensor in a nested dict/list (key path, dtype, shape, bytes), keys in sorted order."""
+    h = hashlib.sha256()
+
+    def walk(o, where):
+        if isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous()
+            h.update(f'{where}|{t.dtype}|{tuple(t.shape)}|'.encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+        elif isinstance(o, dict):
+            for k in sorted(o, key=lambda k: (type(k).__name__, str(k))):
+                walk(o[k], f'{where}/{k}')
+        elif isinstance(o, (list, tuple)):
+            for i, v in enumerate(o):
+                walk(v, f'{where}/{i}')
+
+    walk(obj, '')
+    return h.hexdigest()
+
+
+#: Parts of a trainer checkpoint covered by its ``sha256`` record.
+_DIGEST_PARTS = ('state_dict', 'optimizer', 'state_dict_ema')
+
+
+def checkpoint_digests(ckpt: Dict[str, Any]) -> Dict[str, str]:
+    return {k: tensor_digest(ckpt[k]) for k in _DIGEST_PARTS if ckpt.get(k) is not None}
+
+
+def _verify(ckpt: Dict[str, Any], path: str) -> None:
+    recorded = ckpt.get('sha256')
+    if not isinstance(recorded, dict):
+        return
+    for part, digest in recorded.items():
+        if ckpt.get(part) is None or tensor_digest(ckpt[part]) != digest:
+            raise UsageError(
+                f"Checkpoint '{path}' is corrupt: its '{part}' tensors do not match the sha256 recorded when it was "
+                f"written (damaged on disk or in a copy). Use an intact copy, or start the run again.")
+
+
+def _plain_args(ckpt: Dict[str, Any]) -> None:
+    if isinstance(ckpt.get('args'), PickledNamespace):  # timm train.py checkpoints
+        ckpt['args'] = dict(vars(ckpt['args']))
+
+
+def load_checkpoint_file(path: str, extra_safe_globals: Sequence[Tuple[Any, str]] = ()) -> Dict[str, Any]:
+    """A checkpoint dict (trainer ``last.pth``, timm ``*.pth.tar``), integrity-checked when it records sha256."""
+    ckpt = read_torch_file(path, extra_safe_globals)
+    if not isinstance(ckpt, dict):
+        raise UsageError(f"Checkpoint '{path}' holds a {type(ckpt).__name__}, not a checkpoint or state dict.")
+    _plain_args(ckpt)
+    _verify(ckpt, path)
+    return ckpt
+
+
+def _strip_module(state: Dict[str, Any]) -> Dict[str, Any]:
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(path, device='cpu')
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UsageError(f"'{path}' is not a valid safetensors file (truncated or corrupt: "
+                         f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}). Re-export it "
+                         f"(the trainer writes model.safetensors; python -m timm_cra.hub.publish writes Hub folders).") from e
+
+
+def read_weights(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """``(state_dict, checkpoint)`` from a ``.safetensors`` file, a state dict, or a trainer / timm checkpoint.
+
+    ``checkpoint`` is the full dict for checkpoints (``{}`` otherwise): its ``args`` tell how the model was built.
+    ``use_ema`` prefers ``state_dict_ema`` when the checkpoint has one.
+    """
+    check_file(path)
+    if path.endswith('.safetensors'):
+        return _read_safetensors(path), {}
+    ckpt = load_checkpoint_file(path)
+    meta: Dict[str, Any] = {}
+    state = ckpt
+    for key in (['state_dict_ema'] if use_ema else []) + ['state_dict', 'model']:
+        if isinstance(ckpt.get(key), dict) and ckpt[key]:
+            state, meta = ckpt[key], ckpt
+            break
+    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UsageError(f"'{path}' holds no state dict: expected tensors, or a checkpoint with 'state_dict'.")
+    return _strip_module(state), meta
+
+
+def _first(items: Sequence[str], n: int = 5) -> str:
+    return ', '.join(items[:n]) + (f', ... ({len(items)} in all)' if len(items) > n else '')
+
+
+def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], source: str,
+                       hint: str = 'check --model, --model-kwargs and --num-classes', strict: bool = True) -> None:
+    """``model.load_state_dict(state)`` with one line that names the missing / unexpected / mismatched keys.
+
+    Float weights given as integer or bool tensors are refused (a quantized or foreign file); float16 and
+    bfloat16 are upcast as usual.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state] if strict else []
+    unexpected = [k for k in state if k not in own] if strict else []
+    shapes = [f'{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}' for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = ([f'missing keys: {_first(missing)}'] if missing else []) \
+            + ([f'unexpected keys: {_first(unexpected)}'] if unexpected else []) \
+            + ([f'size mismatch: {_first(shapes, 3)}'] if shapes else [])
+        name = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
+        raise UsageError(f"Weights in '{source}' do not fit {name}: {'; '.join(parts)} ({hint}).")
+    bad = [f'{k} ({state[k].dtype})' for k, v in own.items()
+           if k in state and v.is_floating_point() and not state[k].is_floating_point()]
+    if bad:
+        raise UsageError(f"Weights in '{source}' hold integer/bool tensors for float parameters: {_first(bad, 3)}. "
+                         f"Quantized or corrupt weights cannot be loaded; export float32/float16/bfloat16 weights.")
+    model.load_state_dict(state, strict=strict)
 
 
 def load_model_weights(model: torch.nn.Module, path: str, use_ema: bool = False, strict: bool = True) -> None:
-    """Load weights from ``model.safetensors``, a raw state dict, or a trainer checkpoint into ``model``."""
-    if not os.path.isfile(path):
-        raise UsageError(f"Checkpoint '{path}' does not exist.")
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        state = load_file(path)
-    else:
-        ckpt = load_checkpoint_file(path)
-        if isinstance(ckpt, dict) and 'state_dict' in ckpt:
-            state = ckpt['state_dict_ema'] if use_ema and ckpt.get('state_dict_ema') else ckpt['state_dict']
-        else:
-            state = ckpt
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    try:
-        model.load_state_dict(state, strict=strict)
-    except RuntimeError as e:
-        raise UsageError(f"Weights in '{path}' do not fit model: {str(e).splitlines()[0]} "
-                         f"(check --model and --num-classes).") from e
+    """Load weights from ``model.safetensors``, a raw state dict, or a trainer / timm checkpoint into ``model``."""
+    state, _ = read_weights(path, use_ema=use_ema)
+    load_state_checked(model, state, path, strict=strict)

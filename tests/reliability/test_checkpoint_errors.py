@@ -1,0 +1,85 @@
+"""``validate --checkpoint`` on broken or unfit weight files: one line naming the problem, exit 2, no traceback."""
+import struct
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import timm
+import timm_cra  # noqa: F401
+from timm_cra.eval.validate import main as validate_main
+from timm_cra.utils.errors import run_cli
+
+from ..conftest import REPO_ROOT
+
+SHIPPED = REPO_ROOT / 'data' / 'cifar10'
+MODEL = 'cra_cifar_resnet20'
+
+
+def _validate(capsys, checkpoint, *extra):
+    argv = ['--model', MODEL, '--checkpoint', str(checkpoint), '--data-dir', str(SHIPPED), '--split', 'test',
+            '--num-samples', '8', '--batch-size', '8', '--workers', '0', '--no-progress', *extra]
+    with pytest.raises(SystemExit) as e:
+        run_cli(validate_main, argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith('error: '), err
+    return err
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('w')
+    model = timm.create_model(MODEL)
+    save_file(model.state_dict(), str(tmp / 'model.safetensors'))
+    return tmp / 'model.safetensors', model.state_dict()
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'random', 'empty', 'huge_header'])
+def test_broken_safetensors(weights, tmp_path, capsys, damage):
+    good = weights[0].read_bytes()
+    data = {'truncated': good[:len(good) // 2], 'random': torch.randint(0, 256, (4096,), dtype=torch.uint8,
+            generator=torch.Generator().manual_seed(0)).numpy().tobytes(), 'empty': b'',
+            'huge_header': struct.pack('<Q', 1 << 60) + b'{}'}[damage]
+    path = tmp_path / 'model.safetensors'
+    path.write_bytes(data)
+    err = _validate(capsys, path)
+    assert 'not a valid safetensors file' in err and str(path) in err
+
+
+def test_directory_is_named_as_such(tmp_path, capsys):
+    err = _validate(capsys, tmp_path)
+    assert 'is a directory' in err and 'does not exist' not in err
+
+
+def test_missing_file(tmp_path, capsys):
+    assert 'does not exist' in _validate(capsys, tmp_path / 'nope.pth')
+
+
+@pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
+def test_state_dict_mismatch_names_the_keys(weights, tmp_path, capsys, suffix):
+    state = dict(weights[1])
+    del state['conv1.weight']
+    state['extra.weight'] = torch.zeros(1)
+    path = tmp_path / f'w{suffix}'
+    torch.save(state, path) if suffix == '.pth' else save_file(state, str(path))
+    err = _validate(capsys, path, '--num-classes', '5')  # checkpoint has 10 classes
+    assert 'missing keys: conv1.weight' in err and 'unexpected keys: extra.weight' in err
+    assert 'size mismatch: fc.weight (10, 64) vs model (5, 64)' in err and '--num-classes' in err
+
+
+def test_integer_tensors_for_float_params_refused(weights, tmp_path, capsys):
+    state = {k: (v.to(torch.int8) if k == 'fc.weight' else v) for k, v in weights[1].items()}
+    save_file(state, str(tmp_path / 'q.safetensors'))
+    err = _validate(capsys, tmp_path / 'q.safetensors')
+    assert 'integer/bool tensors for float parameters: fc.weight (torch.int8)' in err
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_precision_is_upcast(weights, tmp_path, dtype):
+    from timm_cra.utils.weights import load_model_weights
+    state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in weights[1].items()}
+    save_file(state, str(tmp_path / 'h.safetensors'))
+    model = timm.create_model(MODEL)
+    load_model_weights(model, str(tmp_path / 'h.safetensors'))
+    assert model.fc.weight.dtype == torch.float32
+    assert torch.equal(model.fc.weight, state['fc.weight'].float())

@@ -1,0 +1,118 @@
+"""Checkpoint integrity: corrupt tensor bytes are detected (never silently resumed), a failed write says so in
+one line and leaves the previous ``last.pth`` intact, temp files of killed writes are cleaned at the next start."""
+import errno
+import os
+import resource
+import signal
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+
+from timm_cra.train import train
+from timm_cra.train.checkpoint import CheckpointSaveError
+from timm_cra.utils.errors import UsageError
+from timm_cra.utils.weights import load_checkpoint_file
+
+from ..conftest import REPO_ROOT, TINY_MODEL
+
+SHIPPED = REPO_ROOT / 'data' / 'cifar10'
+TINY_TRAIN = TINY_MODEL + ['--config', 'cifar', '--data-dir', str(SHIPPED), '--train-split', 'test',
+                           '--train-num-samples', '16', '--val-split', '', '--batch-size', '8', '--no-plot']
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+    """A real 1-epoch run of the trainer (its last.pth is what the tests damage)."""
+    out = tmp_path_factory.mktemp('integrity')
+    train(TINY_TRAIN + ['--epochs', '1', '--output', str(out), '--experiment', 'r'])
+    return out / 'r'
+
+
+def _copy(run_dir, tmp_path):
+    dst = tmp_path / 'r'
+    dst.mkdir()
+    for name in ('last.pth', 'config.json'):
+        (dst / name).write_bytes((run_dir / name).read_bytes())
+    return dst
+
+
+def test_flipped_bytes_inside_a_tensor_are_not_resumed(run_dir, tmp_path):
+    run = _copy(run_dir, tmp_path)
+    path = run / 'last.pth'
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if '/data/' in i.filename), key=lambda i: i.file_size)
+        with open(path, 'rb') as f:  # data offset = local header (30 bytes + name + extra) after header_offset
+            f.seek(info.header_offset + 26)
+            name_len, extra_len = int.from_bytes(f.read(2), 'little'), int.from_bytes(f.read(2), 'little')
+    start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+    data = bytearray(path.read_bytes())
+    data[start:start + 8] = bytes(b ^ 0xFF for b in data[start:start + 8])
+    path.write_bytes(bytes(data))
+    with pytest.raises(UsageError, match='corrupt'):
+        load_checkpoint_file(str(path))
+    with pytest.raises(UsageError, match='corrupt'):
+        train(TINY_TRAIN + ['--epochs', '2', '--output', str(tmp_path), '--experiment', 'r', '--resume', str(path)])
+
+
+def test_changed_tensor_values_fail_the_recorded_sha256(run_dir, tmp_path):
+    ckpt = torch.load(run_dir / 'last.pth', weights_only=True)
+    key = next(k for k, v in ckpt['optimizer']['state'][0].items() if isinstance(v, torch.Tensor))
+    ckpt['optimizer']['state'][0][key].view(-1)[0] += 1e-3  # a valid file whose tensors were altered
+    torch.save(ckpt, tmp_path / 'last.pth')
+    with pytest.raises(UsageError, match=r"corrupt: its 'optimizer' tensors do not match the sha256"):
+        load_checkpoint_file(str(tmp_path / 'last.pth'))
+
+
+def test_stale_temp_files_removed_at_the_next_start(run_dir, tmp_path):
+    run = _copy(run_dir, tmp_path)
+    (run / '.tmp-k1ll3d.pth').write_bytes(b'half a checkpoint')
+    (run / '.tmp-notours.txt').write_text('kept')
+    summary = train(TINY_TRAIN + ['--epochs', '2', '--output', str(tmp_path), '--experiment', 'r',
+                                  '--resume', str(run / 'last.pth')])
+    assert summary['epochs'] == 2
+    assert not (run / '.tmp-k1ll3d.pth').exists() and (run / '.tmp-notours.txt').exists()
+
+
+def test_disk_full_during_save_is_one_line_and_keeps_previous(run_dir, tmp_path, monkeypatch):
+    from timm_cra.train import checkpoint
+    run = _copy(run_dir, tmp_path)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint.torch, 'save', full)
+    with pytest.raises(CheckpointSaveError) as e:
+        train(TINY_TRAIN + ['--epochs', '2', '--output', str(tmp_path), '--experiment', 'r',
+                            '--resume', str(run / 'last.pth')])
+    msg = str(e.value)
+    assert '\n' not in msg and 'No space left on device' in msg and str(run / 'last.pth') in msg
+    assert 'previous' in msg and 'intact' in msg
+    monkeypatch.undo()
+    assert load_checkpoint_file(str(run / 'last.pth'))['epoch'] == 1
+    assert sorted(p.name for p in run.glob('.tmp-*')) == []
+
+
+def _limit_file_size():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # 1 MiB: metrics/args fit, a checkpoint not
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead of killing
+
+
+def test_file_size_limit_cli_reports_one_line(run_dir, tmp_path):
+    run = _copy(run_dir, tmp_path)
+    before = (run / 'last.pth').read_bytes()
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / 'scripts' / 'train.py')] + TINY_TRAIN
+        + ['--epochs', '2', '--output', str(tmp_path), '--experiment', 'r', '--resume', str(run / 'last.pth')],
+        env=env, capture_output=True, text=True, timeout=180, preexec_fn=_limit_file_size)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert 'Traceback' not in proc.stderr
+    assert last.startswith('error: Saving the checkpoint failed') and 'File too large' in last, last
+    assert 'intact' in last
+    assert (run / 'last.pth').read_bytes() == before
+    assert load_checkpoint_file(str(run / 'last.pth'))['epoch'] == 1
+    assert not list(run.glob('.tmp-*'))
