@@ -100,3 +100,15 @@ def test_j3_finetune_greyscale_from_hub_then_validate(grey_folders, hub_endpoint
         # Same weights, same eval transform as the trainer's last evaluation.
         assert res['top1'] == pytest.approx(final['eval_top1'], abs=1e-3)
         assert res['loss'] == pytest.approx(final['eval_loss'], abs=1e-4)
+
+    # Publish the fine-tuned run as its own repo folder: the model settings (1 channel, 3 classes) come from
+    # the run, the card shows the trainer's top-1, and the folder loads back with the same weights.
+    repo = tmp_path / 'repo'
+    pub = _run(['-m', 'timm_cra.hub.publish', 'cra_cifar_resnet20.greyfinetune', run / 'last.pth',
+                '--results', run / 'results.json', '--out', repo], cli_env)
+    assert pub.returncode == 0, pub.stderr[-3000:]
+    assert f"{final['eval_top1']:.2f}" in (repo / 'README.md').read_text()
+    val = _run(['scripts/validate.py', '--model', f'local-dir:{repo}', '--pretrained', '--data-dir', grey_folders,
+                '--split', 'val', '--workers', '0', '--no-progress'], cli_env)
+    assert val.returncode == 0, val.stderr[-3000:]
+    assert json.loads(val.stdout)['top1'] == pytest.approx(final['eval_top1'], abs=1e-3)

@@ -33,7 +33,7 @@ from ..data import (DataError, ImageFolderDataset, TensorImageDataset, TensorLoa
                     create_dataset, model_in_chans, resolve_model_data_config, skip_collate)
 from ..eval.evaluate import evaluate
 from ..utils.errors import UsageError
-from ..utils.weights import load_checkpoint_file, load_model_weights, load_state_checked
+from ..utils.weights import load_checkpoint_file, load_state_checked, read_weights
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint, set_rng_state
 from .distributed import DistInfo, init_distributed
@@ -130,45 +130,24 @@ def _create_model(args, num_classes: int) -> nn.Module:
     return model
 
 
-def _read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    if not os.path.isfile(path):
-        raise UsageError(f"--initial-checkpoint '{path}' does not exist.")
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        state = load_file(path)
-    else:
-        ckpt = load_checkpoint_file(path)
-        state = ckpt['state_dict'] if isinstance(ckpt, dict) and 'state_dict' in ckpt else ckpt
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-
-
 def _load_initial_checkpoint(model: nn.Module, path: str, head: List[str], reset_head: bool) -> None:
     """Load ``path`` into ``model``: without the classifier when ``reset_head`` (or refuse a head that does not
     fit), with an RGB first conv adapted to the model's input channels; log what was left out."""
     from timm.models import adapt_input_conv
-    state = _read_state_dict(path)
+    state, _ = read_weights(path)
     own = model.state_dict()
     dropped = [k for k in head if k in state and (reset_head or state[k].shape != own[k].shape)]
     if dropped and not reset_head:
         raise UsageError(f"The head of '{path}' ({tuple(state[dropped[0]].shape)}) does not fit {model.num_classes} "
                          f"classes: pass --reset-head to fine-tune a fresh head on the new classes.")
-    for k in dropped:
-        del state[k]
+    state.update({k: own[k] for k in dropped})  # the model's own fresh head
     first = model.pretrained_cfg.get('first_conv')
     for name in ([first] if isinstance(first, str) else list(first or [])):
         k = f'{name}.weight'
         if k in state and k in own and state[k].ndim == 4 and state[k].shape[1] != own[k].shape[1]:
-            state[k] = adapt_input_conv(own[k].shape[1], state[k])
             _logger.info(f'{k} adapted from {state[k].shape[1]} to {own[k].shape[1]} input channel(s)')
-    bad_shapes = [k for k in state if k in own and state[k].shape != own[k].shape]
-    missing, unexpected = model.load_state_dict(
-        {k: v for k, v in state.items() if k not in bad_shapes}, strict=False)
-    missing = [k for k in missing if k not in dropped]
-    if missing or unexpected or bad_shapes:
-        parts = [f'{what}: {", ".join(keys[:5])}{" ..." if len(keys) > 5 else ""}' for what, keys in
-                 (('missing', missing), ('unexpected', unexpected), ('wrong shape', bad_shapes)) if keys]
-        raise UsageError(f"Weights in '{path}' do not fit --model {model.pretrained_cfg.get('architecture', '')} "
-                         f"({'; '.join(parts)}). Check --model and --model-kwargs.")
+            state[k] = adapt_input_conv(own[k].shape[1], state[k])
+    load_state_checked(model, state, path, hint='check --model and --model-kwargs')
     if reset_head:
         model.reset_classifier(model.num_classes)
     _logger.info(f"Weights: '{path}'" + (f"; head re-initialised: {', '.join(dropped or head)}" if reset_head else ''))
