@@ -1,7 +1,8 @@
 """Eval results and the Hub model card (README.md) of a CRA weight repo.
 
 The card is rendered only from the registry (pretrained cfg), the model itself (params, MACs) and an
-eval-results JSON, so regenerating it gives the same bytes until one of those changes.
+eval-results JSON, so regenerating it gives the same bytes until one of those changes. Its YAML metadata
+(licence, tags, datasets, ``model-index``) is written by ``huggingface_hub.ModelCardData``.
 """
 import json
 import math
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-import yaml
+from huggingface_hub import EvalResult, ModelCardData
 
 __all__ = [
     'EvalResults', 'load_eval_results', 'render_model_card', 'PAPER_CITATION',
@@ -52,6 +53,21 @@ class EvalResults:
     def source_name(self) -> str:
         return "Reported by the paper's authors" if self.source == 'paper' else 'Measured by timm-cra'
 
+    def to_eval_results(self) -> List[EvalResult]:
+        """One ``huggingface_hub.EvalResult`` per metric, for the card's ``model-index``.
+
+        The Hub's model-index needs a URL for a ``source``, so the source is recorded only with ``source_url``.
+        """
+        common = dict(
+            task_type='image-classification', task_name='Image Classification',
+            dataset_type=self.dataset, dataset_name=_DATASET_NAMES.get(self.dataset, self.dataset),
+            dataset_split=self.split,
+            source_name=self.source_name if self.source_url else None, source_url=self.source_url,
+        )
+        metrics = [('Top-1 accuracy', self.top1), ('Top-5 accuracy', self.top5)]
+        return [EvalResult(metric_type='accuracy', metric_name=name, metric_value=value, **common)
+                for name, value in metrics if value is not None]
+
 
 def _accuracy(data: Dict[str, Any], key: str) -> Optional[float]:
     if data.get(key) is not None:
@@ -93,26 +109,6 @@ def load_eval_results(source: Union[str, Path, Dict[str, Any]]) -> EvalResults:
     )
 
 
-def _model_index(name: str, results: EvalResults) -> List[Dict[str, Any]]:
-    metrics = [{'type': 'accuracy', 'name': 'Top-1 accuracy', 'value': results.top1}]
-    if results.top5 is not None:
-        metrics.append({'type': 'accuracy', 'name': 'Top-5 accuracy', 'value': results.top5})
-    entry: Dict[str, Any] = {
-        'task': {'type': 'image-classification', 'name': 'Image Classification'},
-        'dataset': {
-            'name': _DATASET_NAMES.get(results.dataset, results.dataset),
-            'type': results.dataset,
-            'split': results.split,
-        },
-        'metrics': metrics,
-    }
-    source = {'name': results.source_name}
-    if results.source_url:
-        source['url'] = results.source_url
-    entry['source'] = source
-    return [{'name': name, 'results': [entry]}]
-
-
 def render_model_card(
         *,
         model_name: str,
@@ -147,18 +143,17 @@ def render_model_card(
     recipe = recipe or (results.recipe if results else None)
     datasets = [results.dataset] if results else []
 
-    front = {
-        'library_name': 'timm',
-        'license': license_id,
-        'tags': ['image-classification', 'timm', 'cra', 'channel-attention', 'timm-cra'],
-        'pipeline_tag': 'image-classification',
-    }
-    if datasets:
-        front['datasets'] = datasets
-    if results:
-        front['model-index'] = _model_index(model_name, results)
-
-    lines = ['---', yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), '---', '']
+    data = ModelCardData(
+        library_name='timm',
+        license=license_id,
+        tags=['image-classification', 'timm', 'cra', 'channel-attention', 'timm-cra'],
+        pipeline_tag='image-classification',
+        datasets=datasets or None,
+        model_name=model_name if results else None,
+        eval_results=results.to_eval_results() if results else None,
+    )
+    front = data.to_yaml(original_order=['library_name', 'license', 'tags', 'pipeline_tag', 'datasets'])
+    lines = ['---', front, '---', '']
     cfg_paper_id = str(pretrained_cfg.get('paper_ids') or '').replace('arXiv:', '')
     papers = [f'[{PAPER_TITLE}]({PAPER_URL})']
     if cfg_paper_id and f'arxiv.org/abs/{cfg_paper_id}' != PAPER_URL.split('//', 1)[1]:

@@ -1,0 +1,51 @@
+"""Model cards: huggingface_hub reads back the metadata timm-cra writes, with the numbers of results/."""
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import timm_cra  # noqa: F401
+from huggingface_hub import ModelCard
+
+from timm_cra.hub.card import load_eval_results, render_model_card
+
+ROOT = Path(__file__).resolve().parents[2]
+CARDS = sorted((ROOT / 'hub').glob('*/*/README.md'))
+
+
+@pytest.mark.parametrize('path', CARDS, ids=lambda p: p.parent.name)
+def test_committed_card_loads_with_huggingface_hub(path):
+    # A model-index `source` without a URL (what measured cards used to carry) makes ModelCard.load raise.
+    data = ModelCard.load(path).data
+    config = json.loads((path.parent / 'config.json').read_text())
+    assert data.library_name == 'timm' and data.license == (config['pretrained_cfg'].get('license') or 'unknown')
+    results = load_eval_results(ROOT / 'results' / f'{path.parent.name}.json')
+    assert data.model_name == path.parent.name and data.datasets == [results.dataset]
+    assert [(r.metric_name, r.metric_value) for r in data.eval_results] == [
+        ('Top-1 accuracy', results.top1), ('Top-5 accuracy', results.top5)]
+    for r in data.eval_results:
+        assert (r.task_type, r.dataset_type, r.dataset_split) == ('image-classification', results.dataset,
+                                                                  results.split)
+        assert r.source_url == results.source_url
+        assert r.source_name == (results.source_name if results.source_url else None)
+
+
+def _card(results):
+    cfg = timm.get_pretrained_cfg('cra_resnet50.paper_in1k').to_dict()
+    return render_model_card(model_name='cra_resnet50.test', repo_id='timm-cra/cra_resnet50.test',
+                             pretrained_cfg=cfg, num_params=25_000_000, macs=4_000_000_000, results=results)
+
+
+def test_card_without_results_has_no_model_index():
+    card = _card(None)
+    data = ModelCard(card).data.to_dict()
+    assert 'model-index' not in data and 'model_name' not in data and 'datasets' not in data
+    assert data['pipeline_tag'] == 'image-classification' and 'No evaluation results yet.' in card
+
+
+def test_measured_result_with_url_keeps_its_source():
+    results = load_eval_results({'top1': 70.125, 'dataset': 'my-org/my-data', 'split': 'test',
+                                 'source_url': 'https://example.org/eval'})
+    (r,) = ModelCard(_card(results)).data.eval_results  # no top-5: one metric
+    assert (r.metric_value, r.dataset_name, r.dataset_split) == (70.125, 'my-org/my-data', 'test')
+    assert (r.source_name, r.source_url) == ('Measured by timm-cra', 'https://example.org/eval')
