@@ -71,7 +71,8 @@ def main():
         results += benchmark_layers(LAYER_SHAPES, variants=args.variants, modes=args.modes,
                                     settings=[s for s in args.settings if s != 'compile'])
     if args.primitives or args.primitives_only:
-        results += benchmark_primitives([(bs, *shape[1:]) for bs in args.batch_sizes for shape in LAYER_SHAPES[:3]])
+        results += benchmark_primitives([(bs, *shape[1:]) for bs in args.batch_sizes for shape in LAYER_SHAPES[:3]],
+                                        rounds=args.rounds)
 
     meta = dict(date=stamp, device=device, torch=torch.__version__, bf16=args.bf16, rounds=args.rounds,
                 cpu=cpu, threads=torch.get_num_threads())

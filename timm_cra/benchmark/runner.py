@@ -16,7 +16,7 @@ from torch import nn
 
 import timm
 
-from ..layers.cra import _MapKernel, _WindowMaxPool, _map_kernel_infer, _window_max_nchw
+from ..layers.cra_cpu import MapKernel, WindowMaxPool, map_kernel_infer, window_max_nchw
 from ..utils.complexity import count_macs
 from .variants import ATTENTION_VARIANTS, INFERENCE_ONLY_VARIANTS, swap_attention
 
@@ -263,18 +263,20 @@ def _primitive_fns(x: torch.Tensor) -> Dict[str, Callable[[], None]]:
     return {
         'mean (SE squeeze)': infer(lambda: x.mean((2, 3), keepdim=True)),
         'max_pool2d NCHW': infer(lambda: F.max_pool2d(x, k, k)),
-        'strided window max NCHW': infer(lambda: _window_max_nchw(x, 7, 7)),
+        'adaptive_max_pool2d NCHW (reference)': infer(lambda: F.adaptive_max_pool2d(x, 7)),
+        'strided window max NCHW': infer(lambda: window_max_nchw(x, 7, 7)),
         'max_pool2d channels_last': infer(lambda: F.max_pool2d(x_cl, k, k)),
         'x * gate': infer(lambda: x * gate),
         'x.mul_(gate)': infer(lambda: x_mut.mul_(gate)),
         'max_pool2d NCHW fwd+bwd': lambda: F.max_pool2d(x_grad, k, k).backward(g_pool),
-        'CRA training pool fwd+bwd': lambda: _WindowMaxPool.apply(x_grad, k, k).backward(g_pool),
+        'adaptive_max_pool2d NCHW fwd+bwd (reference)': lambda: F.adaptive_max_pool2d(x_grad, 7).backward(g_pool),
+        'CRA training pool fwd+bwd': lambda: WindowMaxPool.apply(x_grad, k, k).backward(g_pool),
         '7x7 depthwise conv on 7x7 NCHW': infer(lambda: F.conv2d(p7, w7_inf, b7_inf, groups=C)),
-        'CRA 7x7 kernel NCHW': infer(lambda: _map_kernel_infer(p7, w7_inf, b7_inf)),
+        'CRA 7x7 kernel NCHW': infer(lambda: map_kernel_infer(p7, w7_inf, b7_inf)),
         '7x7 depthwise conv on 7x7 channels_last': infer(lambda: F.conv2d(p7_cl, w7_inf, b7_inf, groups=C)),
-        'CRA 7x7 kernel channels_last': infer(lambda: _map_kernel_infer(p7_cl, w7_inf, b7_inf)),
+        'CRA 7x7 kernel channels_last': infer(lambda: map_kernel_infer(p7_cl, w7_inf, b7_inf)),
         '7x7 depthwise conv on 7x7 fwd+bwd': lambda: F.conv2d(x7, w7, b7, groups=C).backward(g7),
-        'CRA 7x7 kernel fwd+bwd': lambda: _MapKernel.apply(x7, w7, b7).backward(g7),
+        'CRA 7x7 kernel fwd+bwd': lambda: MapKernel.apply(x7, w7, b7).backward(g7),
     }
 
 
