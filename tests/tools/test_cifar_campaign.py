@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from timm_cra.train.campaign import CIFAR_VARIANTS, campaign_argv, run_campaign, run_one
+from tools.cifar_campaign import CIFAR_VARIANTS, campaign_argv, run_campaign, run_one
 
 SLICE = ['--train-num-samples', '256', '--val-num-samples', '128', '--batch-size', '64']
 
