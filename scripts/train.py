@@ -5,7 +5,12 @@
     torchrun --nproc_per_node 2 scripts/train.py --config cifar ...
 """
 from timm_cra.utils.errors import run_cli
-from timm_cra.train import main
+
+
+def main(argv=None):
+    from timm_cra.train import main as train  # inside run_cli: a missing [train] extra is one error line
+    return train(argv)
+
 
 if __name__ == '__main__':
     run_cli(main)

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from timm_cra.utils.errors import run_cli
-from timm_cra.eval.validate import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = 'cra_cifar_resnet20.cifar10'
@@ -19,6 +18,12 @@ DEFAULT_ARGS = [
     '--model', f"local-dir:{ROOT / 'hub' / 'timm-cra' / DEFAULT_MODEL}", '--pretrained',
     '--data-dir', str(ROOT / 'data' / 'cifar10'), '--split', 'test', '--batch-size', '500', '--workers', '0',
 ]
+
+
+def main(argv=None):
+    from timm_cra.eval.validate import main as validate  # inside run_cli: a missing [train] extra is one error line
+    return validate(argv)
+
 
 if __name__ == '__main__':
     run_cli(main, sys.argv[1:] or DEFAULT_ARGS)

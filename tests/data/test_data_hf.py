@@ -15,30 +15,35 @@ def _png(value: int) -> bytes:
     return buf.getvalue()
 
 
-def test_cifar_parquet_slice(cifar_parquet):
-    ds = create_dataset('', str(cifar_parquet), 'test', num_samples=50)
+def test_cifar_parquet_slice(cifar10_test):
+    ds = create_dataset('', str(cifar10_test), 'test', num_samples=50)
     assert isinstance(ds, HFImageDataset)
     assert (ds.image_key, ds.label_key) == ('img', 'label')
     assert len(ds) == 50 and ds.num_classes == 10 and ds.class_names[0] == 'airplane'
     img, target = ds[3]
     assert img.size == (32, 32) and img.mode == 'RGB' and target == int(ds.targets[3])
     # A single parquet file is a split on its own.
-    one = create_dataset('hfds', str(cifar_parquet / 'train-00000-of-00001.parquet'), 'train', num_samples=5)
+    one = create_dataset('hfds', str(cifar10_test / 'test-00000-of-00001.parquet'), 'train', num_samples=5)
     assert len(one) == 5
 
 
-def test_missing_split_lists_available(cifar_parquet):
+def test_missing_split_lists_available(cifar10_test, tmp_path):
+    with pytest.raises(DataError, match="Split 'validation' not found.*test.*--val-split test"):
+        create_dataset('', str(cifar10_test), 'validation', split_flag='--val-split')
+    # every split is listed: a train split beside the test split
+    for split in ('train', 'test'):
+        (tmp_path / f'{split}-00000-of-00001.parquet').symlink_to(cifar10_test / 'test-00000-of-00001.parquet')
     with pytest.raises(DataError, match="Split 'validation' not found.*test, train.*--val-split test"):
-        create_dataset('', str(cifar_parquet), 'validation', split_flag='--val-split')
+        create_dataset('', str(tmp_path), 'validation', split_flag='--val-split')
 
 
-def test_missing_split_hint_names_the_callers_flag(cifar_parquet):
+def test_missing_split_hint_names_the_callers_flag(cifar10_test):
     """validate.py has --split, not --train-split/--val-split: the hint names the caller's flag or none."""
     with pytest.raises(DataError, match=r'set --split to one of them, e\.g\. --split test') as e:
-        create_dataset('', str(cifar_parquet), 'validation', split_flag='--split')
+        create_dataset('', str(cifar10_test), 'validation', split_flag='--split')
     assert '--val-split' not in str(e.value) and '--train-split' not in str(e.value)
     with pytest.raises(DataError) as e:
-        create_dataset('', str(cifar_parquet), 'validation')
+        create_dataset('', str(cifar10_test), 'validation')
     assert '--' not in str(e.value).split('):')[-1]
 
 
@@ -66,8 +71,8 @@ def test_corrupt_row_skipped_in_memory(tmp_path):
     assert mem.images[1, 0, 0, 0] == 3
 
 
-def test_label_count_mismatch_message(cifar_parquet):
-    ds = create_dataset('', str(cifar_parquet), 'test', num_samples=10)
+def test_label_count_mismatch_message(cifar10_test):
+    ds = create_dataset('', str(cifar10_test), 'test', num_samples=10)
     check_num_classes(ds, 10)
     with pytest.raises(DataError, match='10 classes but the model head has 1000.*--num-classes 10'):
         check_num_classes(ds, 1000)

@@ -54,9 +54,9 @@ def test_cifar100_pickle_layout(tmp_path):
         create_dataset('torch/cifar100', str(tmp_path), 'test')
 
 
-def test_decode_to_memory_matches_pil(cifar_parquet):
-    ds = create_dataset('', str(cifar_parquet), 'test', num_samples=16)
-    mem = create_dataset('', str(cifar_parquet), 'test', num_samples=16, in_memory=True)
+def test_decode_to_memory_matches_pil(cifar10_test):
+    ds = create_dataset('', str(cifar10_test), 'test', num_samples=16)
+    mem = create_dataset('', str(cifar10_test), 'test', num_samples=16, in_memory=True)
     assert mem.images.dtype == torch.uint8 and mem.images.shape == (16, 32, 32, 3)
     for i in (0, 7, 15):
         assert np.array_equal(mem.images[i].numpy(), np.asarray(ds[i][0]))

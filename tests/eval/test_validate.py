@@ -1,4 +1,4 @@
-"""Validation: ImageNet sample label plumbing, exact metrics with a constructed model, CIFAR checkpoints."""
+"""Validation: result files, ImageNet sample label plumbing, exact metrics with a constructed model, CIFAR checkpoints."""
 import csv
 import json
 
@@ -19,8 +19,9 @@ def _args(argv):
     return create_parser().parse_args([str(a) for a in argv] + ['--workers', '0', '--no-progress'])
 
 
-def test_imagenet_sample_random_weights(imagenet_sample, tiny_model_args, tmp_path):
-    res = validate(_args(tiny_model_args + ['--data-dir', imagenet_sample, '--batch-size', '8']))
+def test_random_weights_and_results_files(cifar10_test, tiny_model_args, tmp_path):
+    res = validate(_args(tiny_model_args + ['--data-dir', cifar10_test, '--split', 'test', '--num-samples', '20',
+                                            '--num-classes', '10', '--batch-size', '8']))
     assert res['count'] == 20 and res['skipped'] == 0
     assert 0 <= res['top1'] <= res['top5'] <= 100 and res['top1_err'] == pytest.approx(100 - res['top1'])
     assert (res['img_size'], res['crop_pct'], res['interpolation']) == (224, 0.875, 'bicubic')  # model's cfg
@@ -97,9 +98,9 @@ def test_unreadable_image_counted(tmp_path, make_image, monkeypatch):
     assert res['count'] == 10 and res['skipped'] == 1 and res['top1'] == 50.0
 
 
-def test_cifar_checkpoints_agree_with_trainer(cifar_run, cifar_parquet, tiny_model_args):
+def test_cifar_checkpoints_agree_with_trainer(cifar_run, cifar10_test, tiny_model_args):
     summary, out = cifar_run
-    common = ['--data-dir', cifar_parquet, '--split', 'test', '--num-samples', '32', '--batch-size', '16']
+    common = ['--data-dir', cifar10_test, '--split', 'test', '--num-samples', '32', '--batch-size', '16']
     from_local_dir = validate(_args(['--model', f'local-dir:{out}', '--pretrained'] + common))
     # The exported config carries the CIFAR eval transform: 32 px, no crop, CIFAR mean/std.
     assert (from_local_dir['img_size'], from_local_dir['crop_pct']) == (32, 1.0)
@@ -112,18 +113,18 @@ def test_cifar_checkpoints_agree_with_trainer(cifar_run, cifar_parquet, tiny_mod
         assert res['top1'] == from_local_dir['top1'] and res['loss'] == pytest.approx(from_local_dir['loss'])
 
 
-def test_label_count_mismatch(cifar_parquet, tiny_model_args):
+def test_label_count_mismatch(cifar10_test, tiny_model_args):
     with pytest.raises(DataError, match='10 classes but the model head has 1000'):
-        validate(_args(tiny_model_args + ['--data-dir', cifar_parquet, '--split', 'test', '--num-samples', '8']))
+        validate(_args(tiny_model_args + ['--data-dir', cifar10_test, '--split', 'test', '--num-samples', '8']))
 
 
-def test_validate_cli(run_script, imagenet_sample, tiny_model_args, tmp_path):
-    proc = run_script('validate.py', tiny_model_args + [
-        '--data-dir', imagenet_sample, '--batch-size', '10', '--workers', '0',
+def test_validate_cli(run_script, cifar10_test, tiny_model_args, tmp_path):
+    data = ['--data-dir', cifar10_test, '--split', 'test', '--num-samples', '20', '--num-classes', '10']
+    proc = run_script('validate.py', tiny_model_args + data + [
+        '--batch-size', '10', '--workers', '0',
         '--results-file', tmp_path / 'r.json', '--results-csv', tmp_path / 'r.csv'])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / 'r.json').read_text())['count'] == 20
     assert 'Validate cra_resnet18' in proc.stderr  # progress bar
-    bad = run_script('validate.py', tiny_model_args + ['--checkpoint', tmp_path / 'nope.safetensors',
-                                                       '--data-dir', imagenet_sample])
+    bad = run_script('validate.py', tiny_model_args + data + ['--checkpoint', tmp_path / 'nope.safetensors'])
     assert bad.returncode == 2 and 'Traceback' not in bad.stderr and "error: Checkpoint" in bad.stderr

@@ -6,11 +6,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from .runner import BenchResult
 
-__all__ = ['markdown_summary', 'load_run', 'readme_tables']
-
-#: README columns: the variants a reader compares, in this order (others stay in the full results files)
-README_VARIANTS = ('cra', 'cra_naive', 'se', 'eca', 'gate_floor')
-_README_LABELS = {'cra': 'CRA', 'cra_naive': 'naive CRA', 'se': 'SE', 'eca': 'ECA', 'gate_floor': 'bare gate'}
+__all__ = ['markdown_summary', 'load_run', 'group_results']
 
 
 def _variants(results: Sequence[BenchResult]) -> List[str]:
@@ -21,7 +17,8 @@ def _variants(results: Sequence[BenchResult]) -> List[str]:
     return out
 
 
-def _groups(results: Sequence[BenchResult]) -> Dict[tuple, Dict[str, BenchResult]]:
+def group_results(results: Sequence[BenchResult]) -> Dict[tuple, Dict[str, BenchResult]]:
+    """``{(name, setting, mode, batch_size): {variant: result}}``: one table row per key."""
     groups: Dict[tuple, Dict[str, BenchResult]] = {}
     for r in results:
         groups.setdefault((r.name, r.setting, r.mode, r.batch_size), {})[r.variant] = r
@@ -36,7 +33,7 @@ def _model_tables(results: Sequence[BenchResult]) -> List[str]:
         '| model | setting | mode | batch | base img/s | ' + ' | '.join(variants) + ' |',
         '|---|---|---|---:|---:|' + '---:|' * len(variants),
     ]
-    for (name, setting, mode, bs), row in _groups(results).items():
+    for (name, setting, mode, bs), row in group_results(results).items():
         base = row.get('base')
         cells = [f'{r.ratio_min:.3f} ({r.ratio_median:.3f})' if (r := row.get(v)) else '' for v in variants]
         lines.append(f"| {name} | {setting} | {mode} | {bs} | {base.img_per_s:.1f} | " if base else
@@ -67,7 +64,7 @@ def _layer_tables(results: Sequence[BenchResult]) -> List[str]:
         '| shape | setting | mode | batch | ' + ' | '.join(variants) + ' |',
         '|---|---|---|---:|' + '---:|' * len(variants),
     ]
-    for (name, setting, mode, bs), row in _groups(results).items():
+    for (name, setting, mode, bs), row in group_results(results).items():
         cells = [f'{r.min_s * 1e3:.2f} ({r.ratio_min:.2f})' if (r := row.get(v)) else '' for v in variants]
         lines.append(f'| {name} | {setting} | {mode} | {bs} | ' + ' | '.join(cells) + ' |')
     return lines
@@ -111,48 +108,3 @@ def load_run(path: Path) -> Tuple[Dict, List[BenchResult]]:
     fields = {f.name for f in dataclasses.fields(BenchResult)}
     return data['meta'], [BenchResult(**{k: v for k, v in r.items() if k in fields}) for r in data['results']]
 
-
-#: The README's marked block that ``readme_tables`` fills unless told another (``--block``).
-DEFAULT_README_BLOCK = 'speed-table'
-
-
-def readme_tables(runs: Sequence[Tuple[str, Dict, List[BenchResult]]], block: str = DEFAULT_README_BLOCK) -> str:
-    """The README's speed and memory tables from several runs ``(file name, meta, results)``: time ratios
-    to the base model (min over rounds, median in brackets) and saved activations, with each row's source.
-
-    Where runs time the same row (model, setting, precision, mode, batch), the later run's measurement is
-    shown, in the place of the row's first appearance. Memory rows come from the first run that has the model
-    (every run measures it the same way, fp32, untouched by autocast). The tables end with the command that
-    renders them into the README's ``block``.
-    """
-    labels = [_README_LABELS[v] for v in README_VARIANTS]
-    speed: Dict[tuple, str] = {}
-    memory: Dict[str, str] = {}
-    for source, meta, results in runs:
-        precision = 'bf16' if meta.get('bf16') else 'fp32'
-        for (name, setting, mode, bs), row in _groups([r for r in results if r.params]).items():
-            base = row.get('base')
-            cells = [f'{r.ratio_min:.3f} ({r.ratio_median:.3f})' if (r := row.get(v)) else '' for v in README_VARIANTS]
-            speed[(name, setting, precision, mode, bs)] = (
-                f"| {name} | {setting}, {precision} | {mode} | {bs} | "
-                f"{f'{base.img_per_s:.1f}' if base else ''} | " + ' | '.join(cells) + f' | {source} |')
-        by_model: Dict[str, Dict[str, BenchResult]] = {}
-        for r in results:
-            if r.params:
-                by_model.setdefault(r.name, {})[r.variant] = r
-        for name, row in by_model.items():
-            base = row.get('base')
-            if name in memory or base is None:
-                continue
-            cells = [f'{r.saved_mb / base.saved_mb:.3f}x' if (r := row.get(v)) else '' for v in README_VARIANTS]
-            memory[name] = f'| {name} | {base.saved_mb:.0f} MB | ' + ' | '.join(cells) + f' | {source} |'
-    command = ' '.join(['python scripts/benchmark_table.py'] + [f'results/{source}' for source, _, _ in runs]
-                       + ([] if block == DEFAULT_README_BLOCK else ['--block', block]) + ['--update-readme'])
-    return '\n'.join(
-        ['| model | setting | mode | batch | base img/s | ' + ' | '.join(labels) + ' | file |',
-         '|---|---|---|---:|---:|' + '---:|' * len(labels) + '---|'] + list(speed.values())
-        + ['', 'Activations saved for backward (one training forward, fp32, batch of the training rows), ratio '
-               'to the base model:', '',
-           '| model | base | ' + ' | '.join(labels) + ' | file |', '|---|---:|' + '---:|' * len(labels) + '---|']
-        + list(memory.values())
-        + ['', f'Rendered by `{command}` (a later file\'s speed row replaces an earlier one\'s).']) + '\n'

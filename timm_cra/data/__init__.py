@@ -1,4 +1,8 @@
 """Datasets for training and validating CRA models: ImageNet folders, HF datasets, CIFAR, class folders."""
+from ..utils.extras import require_train_extra
+
+require_train_extra(__name__)  # one line naming the install command when the [train] extra is missing
+
 from .cifar import load_cifar_pickle
 from ..utils.errors import UsageError
 from .errors import DataError

@@ -1,4 +1,8 @@
 """Training: timm-parts trainer, its arguments/recipes, checkpoints and metrics."""
+from ..utils.extras import require_train_extra
+
+require_train_extra(__name__)  # one line naming the install command when the [train] extra is missing
+
 from .args import create_parser, list_recipes, load_config, parse_args
 from ..utils.weights import load_checkpoint_file, load_model_weights
 from .checkpoint import atomic_save

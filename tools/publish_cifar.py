@@ -6,20 +6,22 @@ README's no-argument validate command show), writes results/<arch>.<tag>.json, t
 hub/timm-cra/<arch>.<tag>/ (config.json, model.safetensors, README.md) with ``timm_cra.hub.publish`` (the one
 publishing path; the run's config.json supplies the model kwargs). The tag must be registered first.
 
-  python scripts/publish_cifar.py cra_max4_resnet20 0 --tag cifar10
+  python tools/publish_cifar.py cra_max4_resnet20 0 --tag cifar10
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 
-import timm_cra  # noqa: F401  (registers the models)
-from timm_cra.eval.validate import create_parser, validate
-from timm_cra.hub import publish
-from timm_cra.train.campaign import CIFAR_VARIANTS
-from timm_cra.train.campaign_report import campaign_context, load_records, summarize
-from timm_cra.utils.errors import run_cli
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-ROOT = Path(__file__).resolve().parents[1]
+import timm_cra  # noqa: E402,F401  (registers the models)
+from timm_cra.eval.validate import create_parser, validate  # noqa: E402
+from timm_cra.hub import publish  # noqa: E402
+from timm_cra.utils.errors import run_cli  # noqa: E402
+from tools.cifar_campaign import CIFAR_VARIANTS  # noqa: E402
+from tools.cifar_report import campaign_context, load_records, summarize  # noqa: E402
+from tools.doc_blocks import ROOT  # noqa: E402
 
 
 def main(argv=None):

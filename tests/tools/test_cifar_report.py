@@ -5,8 +5,8 @@ import pytest
 import timm
 
 import timm_cra  # noqa: F401
-from timm_cra.train.campaign_report import (campaign_context, plot_curves, plot_kernels, results_markdown, stage_kernels,
-                                           summarize)
+from tools.cifar_report import (campaign_context, plot_curves, plot_kernels, results_markdown, stage_kernels,
+                                summarize)
 
 
 def _record(variant, seed, top1, model='cifar_resnet20', kwargs=None):

@@ -1,9 +1,15 @@
+#!/usr/bin/env python
 """The CIFAR-10 attention comparison: every variant trained with one recipe and epoch budget, several seeds.
+
+  python tools/cifar_campaign.py --seeds 0 1 2                       # every ResNet-20 variant
+  python tools/cifar_campaign.py --variants resnet20 cra_max4_resnet20 --seeds 0
 
 Each run trains through :func:`timm_cra.train.train` into ``<output>/<variant>-s<seed>/`` (resumable from its
 ``last.pth``) and, when done, writes one JSON record to ``<results>/<variant>-s<seed>.json``. Finished runs
-are skipped, so the campaign can be stopped and continued across sessions and machines, run by run.
+are skipped, so the campaign can be stopped and continued across sessions and machines, run by run
+(or split over processes with disjoint --variants). Summarise with tools/cifar_report.py.
 """
+import argparse
 import csv
 import datetime
 import json
@@ -11,12 +17,13 @@ import os
 import platform
 import shlex
 import statistics
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-__all__ = ['CIFAR_VARIANTS', 'CAMPAIGN_EPOCHS', 'campaign_argv', 'run_campaign', 'run_one']
+__all__ = ['CIFAR_VARIANTS', 'CAMPAIGN_EPOCHS', 'campaign_argv', 'run_campaign', 'run_one', 'main']
 
 #: variant label -> model name and create_model kwargs
 CIFAR_VARIANTS: Dict[str, Dict[str, Any]] = {
@@ -62,9 +69,8 @@ def run_one(variant: str, seed: int, data_dir: str, output: str, results_dir: st
     ``extra_args`` are appended to the trainer arguments (tests use them to train on a slice).
     """
     import timm
-    from ..utils import model_complexity
-    from .args import parse_args
-    from .trainer import train
+    from timm_cra.train import parse_args, train
+    from timm_cra.utils import model_complexity
 
     record_path = Path(results_dir) / f'{variant}-s{seed}.json'
     if record_path.exists():
@@ -110,3 +116,21 @@ def run_campaign(variants: Sequence[str], seeds: Sequence[int], data_dir: str, o
             if rec is not None:
                 records.append(rec)
     return records
+
+
+def main(argv=None):
+    resnet20 = [v for v in CIFAR_VARIANTS if v.endswith('resnet20')]
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--variants', nargs='+', default=resnet20, choices=list(CIFAR_VARIANTS))
+    p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    p.add_argument('--data-dir', default='../shared/data/cifar10')
+    p.add_argument('--output', default='output/cifar10-campaign', help='run folders (checkpoints, logs)')
+    p.add_argument('--results', default='results/cifar10', help='one JSON record per finished run')
+    p.add_argument('--epochs', type=int, default=CAMPAIGN_EPOCHS)
+    args = p.parse_args(argv)
+    run_campaign(args.variants, args.seeds, args.data_dir, args.output, args.results, args.epochs)
+
+
+if __name__ == '__main__':
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+    main()

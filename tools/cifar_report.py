@@ -1,18 +1,34 @@
-"""Summaries of the CIFAR campaign records: the results table, accuracy curves and CRA's learned kernels."""
+#!/usr/bin/env python
+"""Summaries of the CIFAR campaign records (results/cifar10/*.json): the results table (printed, written to
+results/cifar10/summary.md and, with --update-docs, into the doc's cifar-table block), the accuracy-curve
+plot, and the learned CRA kernels of a trained model (--kernels-from: a run folder or Hub repo folder with
+config.json + model.safetensors).
+
+  python tools/cifar_report.py --kernels-from hub/timm-cra/cra_cifar_resnet20.cifar10 --update-docs
+"""
+import argparse
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import torch
-from torch import nn
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from ..layers import CraAttn
-from .campaign import CIFAR_VARIANTS
+import timm  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
-__all__ = ['load_records', 'summarize', 'results_markdown', 'campaign_context', 'plot_curves', 'stage_kernels',
-           'plot_kernels']
+import timm_cra  # noqa: E402,F401  (registers the models)
+from timm_cra.layers import CraAttn  # noqa: E402
+from tools.cifar_campaign import CIFAR_VARIANTS  # noqa: E402
+from tools.doc_blocks import ROOT, find_block_file, replace_marked_block  # noqa: E402
+
+__all__ = ['BLOCK', 'load_records', 'summarize', 'results_markdown', 'campaign_context', 'plot_curves',
+           'stage_kernels', 'plot_kernels', 'main']
+
+BLOCK = 'cifar-table'
 
 
 def load_records(results_dir: str) -> List[Dict]:
@@ -69,7 +85,7 @@ def campaign_context(rows: Sequence[Dict], variant: str, seed: int, baseline: st
     alone."""
     by_variant = {r['variant']: r for r in rows}
     if variant not in by_variant:
-        raise ValueError(f'No campaign records for {variant!r}; run scripts/cifar_campaign.py first.')
+        raise ValueError(f'No campaign records for {variant!r}; run tools/cifar_campaign.py first.')
     own = by_variant[variant]
     others = '; '.join(f'{_model_label(r)} {_mean_std(r)}' for r in rows if r['variant'] != variant)
     text = (f"This is seed {seed} of {len(own['seeds'])} runs of the same recipe ({_model_label(own)}: "
@@ -149,3 +165,31 @@ def _save(fig, path: str) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--results', type=Path, default=ROOT / 'results' / 'cifar10')
+    p.add_argument('--kernels-from', type=Path, default=None)
+    p.add_argument('--update-docs', action='store_true', help=f'write the table into the {BLOCK} block')
+    args = p.parse_args(argv)
+
+    records = load_records(str(args.results))
+    if not records:
+        raise SystemExit(f'No campaign records in {args.results}: run tools/cifar_campaign.py first.')
+    rows = summarize(records)
+    table = results_markdown(rows)
+    print(table, end='')
+    (args.results / 'summary.md').write_text(table)
+    (args.results / 'summary.json').write_text(json.dumps(rows, indent=1) + '\n')
+    plot_curves(records, str(args.results / 'curves.png'))
+    if args.kernels_from:
+        model = timm.create_model(f'local-dir:{args.kernels_from}', pretrained=True)
+        plot_kernels(model, str(args.results / 'cra_kernels.png'),
+                     title=f'{args.kernels_from.name}: CRA depthwise kernels, mean over channels per stage')
+    if args.update_docs:
+        replace_marked_block(find_block_file(BLOCK), BLOCK, table)
+
+
+if __name__ == '__main__':
+    main()

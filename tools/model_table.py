@@ -1,13 +1,25 @@
-"""Markdown tables the README embeds, generated from the registry so they never drift."""
-import re
+#!/usr/bin/env python
+"""Print the params / GMACs table of every cra_* model and its base model; --update-docs writes it into
+the doc file holding the model-table block (README.md or docs/*.md).
+
+    python tools/model_table.py --update-docs
+"""
+import argparse
+import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import timm
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from .complexity import model_complexity
+import timm  # noqa: E402
 
-__all__ = ['complexity_rows', 'complexity_markdown', 'replace_marked_block']
+import timm_cra  # noqa: E402,F401  (registers the models)
+from timm_cra.utils import model_complexity  # noqa: E402
+from tools.doc_blocks import find_block_file, replace_marked_block  # noqa: E402
+
+__all__ = ['BLOCK', 'complexity_rows', 'complexity_markdown', 'main']
+
+BLOCK = 'model-table'
 
 
 def complexity_rows(model_names: Optional[Sequence[str]] = None) -> List[dict]:
@@ -39,15 +51,18 @@ def complexity_markdown(rows: Sequence[dict]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def replace_marked_block(path: Path, name: str, content: str) -> bool:
-    """Replace the text between ``<!-- {name}:start -->`` and ``<!-- {name}:end -->``; True if changed."""
-    text = path.read_text()
-    pattern = re.compile(rf'(<!-- {re.escape(name)}:start -->\n).*?(<!-- {re.escape(name)}:end -->)', re.S)
-    if not pattern.search(text):
-        raise ValueError(f'{path}: no <!-- {name}:start --> ... <!-- {name}:end --> block to fill.')
-    new = pattern.sub(lambda m: m.group(1) + content + m.group(2), text)
-    if new != text:
-        tmp = path.with_suffix(path.suffix + '.tmp')
-        tmp.write_text(new)
-        tmp.replace(path)
-    return new != text
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--update-docs', action='store_true', help=f'write the table into the {BLOCK} block')
+    parser.add_argument('--models', nargs='*', help='model names (default: every cra_* model)')
+    args = parser.parse_args(argv)
+    table = complexity_markdown(complexity_rows(args.models))
+    print(table, end='')
+    if args.update_docs:
+        path = find_block_file(BLOCK)
+        changed = replace_marked_block(path, BLOCK, table)
+        print(f"{path.name} {'updated' if changed else 'already up to date'}")
+
+
+if __name__ == '__main__':
+    main()

@@ -3,9 +3,10 @@ import json
 
 import pytest
 
-from timm_cra.train.campaign import CIFAR_VARIANTS, campaign_argv, run_campaign, run_one
+from tools.cifar_campaign import CIFAR_VARIANTS, campaign_argv, run_campaign, run_one
 
-SLICE = ['--train-num-samples', '256', '--val-num-samples', '128', '--batch-size', '64']
+# a slice of the repository's CIFAR-10 test split (data/cifar10) stands in for the training split
+SLICE = ['--train-num-samples', '256', '--val-num-samples', '128', '--batch-size', '64', '--train-split', 'test']
 
 
 def test_campaign_argv_one_recipe_for_all_variants():
@@ -23,9 +24,9 @@ def test_unknown_variant_and_missing_data(tmp_path):
         run_campaign(['resnet20'], [0], str(tmp_path / 'missing'), str(tmp_path), str(tmp_path))
 
 
-def test_run_one_writes_record_and_skips_finished(cifar_parquet, tmp_path):
+def test_run_one_writes_record_and_skips_finished(cifar10_test, tmp_path):
     results = tmp_path / 'results'
-    rec = run_one('cra_max4_resnet20', 3, str(cifar_parquet), str(tmp_path / 'out'), str(results), epochs=1,
+    rec = run_one('cra_max4_resnet20', 3, str(cifar10_test), str(tmp_path / 'out'), str(results), epochs=1,
                   extra_args=SLICE)
     saved = json.loads((results / 'cra_max4_resnet20-s3.json').read_text())
     assert saved == json.loads(json.dumps(rec))
@@ -35,5 +36,5 @@ def test_run_one_writes_record_and_skips_finished(cifar_parquet, tmp_path):
     assert 0 <= saved['final_top1'] <= 100 and 'cifar' in saved['command']
     assert set(CIFAR_VARIANTS) >= {saved['variant']}
     # A finished run is not trained again.
-    assert run_one('cra_max4_resnet20', 3, str(cifar_parquet), str(tmp_path / 'out'), str(results), epochs=1,
+    assert run_one('cra_max4_resnet20', 3, str(cifar10_test), str(tmp_path / 'out'), str(results), epochs=1,
                    extra_args=SLICE) is None

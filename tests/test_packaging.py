@@ -1,0 +1,201 @@
+"""What ships: the wheel holds the package (no repository tooling), its core dependencies are exactly what
+``import timm_cra; timm.create_model(...)`` needs, the package imports point one way (layers -> models ->
+hub / train / eval, tools outside), and without the ``train`` extra the core works while training says
+which extra to install."""
+import ast
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = REPO_ROOT / 'timm_cra'
+
+CORE_REQUIREMENTS = {'torch', 'timm', 'huggingface_hub', 'safetensors'}
+#: not installed in the "core only" runs below: the train extra's packages that no core dependency pulls in
+#: (pyyaml and tqdm come with timm and huggingface_hub)
+TRAIN_ONLY = ('datasets', 'matplotlib')
+TRAIN_INSTALL = 'pip install "timm-cra[train]"'
+
+
+def _requirement_name(line: str) -> str:
+    spec = line.split(':', 1)[1].split(';')[0].strip()
+    for sep in '<>=!~[ (':
+        spec = spec.split(sep)[0]
+    return spec
+
+
+@pytest.fixture(scope='module')
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    """The wheel built from a copy of the checkout (a stale in-tree build/ cannot leak into it)."""
+    pytest.importorskip('setuptools', reason='building the wheel needs setuptools (the [test] extra has it)')
+    src = tmp_path_factory.mktemp('src') / 'timm-cra'
+    shutil.copytree(REPO_ROOT, src, ignore=shutil.ignore_patterns(
+        '.git', '.venv', 'build', 'dist', '*.egg-info', '__pycache__', '.pytest_cache', 'output', '.timm-sdist'))
+    out = tmp_path_factory.mktemp('wheel')
+    proc = subprocess.run([sys.executable, '-m', 'pip', 'wheel', str(src), '--no-deps', '--no-build-isolation',
+                           '--no-index', '-q', '-w', str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = out.glob('timm_cra-*.whl')
+    with zipfile.ZipFile(path) as zf:
+        yield zf
+
+
+def test_wheel_holds_the_package_and_no_tooling(wheel):
+    names = wheel.namelist()
+    top = {n.split('/')[0] for n in names}
+    assert {t for t in top if not t.endswith('.dist-info')} == {'timm_cra'}
+    shipped = {n for n in names if n.startswith('timm_cra/')}
+    modules = {p.relative_to(REPO_ROOT).as_posix() for p in PACKAGE.rglob('*.py')}
+    assert modules <= shipped
+    recipes = {p.relative_to(REPO_ROOT).as_posix() for p in (PACKAGE / 'train' / 'recipes').glob('*.yaml')}
+    assert recipes and recipes <= shipped
+    # nothing but modules and recipes; the repository tooling lives outside the package
+    assert shipped == modules | recipes
+    assert not any('campaign' in n or 'tables' in n for n in shipped)
+
+
+def test_wheel_core_requirements(wheel):
+    (metadata,) = [n for n in wheel.namelist() if n.endswith('.dist-info/METADATA')]
+    requires = [ln for ln in wheel.read(metadata).decode().splitlines() if ln.startswith('Requires-Dist:')]
+    core = {_requirement_name(ln) for ln in requires if 'extra ==' not in ln}
+    assert core == CORE_REQUIREMENTS
+    train = {_requirement_name(ln) for ln in requires if 'extra == "train"' in ln}
+    assert train == {'datasets', 'pyyaml', 'tqdm', 'matplotlib'}
+    assert any(_requirement_name(ln) == 'timm-cra' and 'extra == "test"' in ln for ln in requires)  # test pulls train
+    version = next(ln for ln in wheel.read(metadata).decode().splitlines() if ln.startswith('Version:'))
+    assert f"__version__ = '{version.split()[1]}'" in (PACKAGE / '__init__.py').read_text()
+
+
+# --- import layers ---------------------------------------------------------------------------------------
+#: subpackage -> the other subpackages its modules may import ('' = the top-level ``timm_cra``, which is
+#: layers + models). Tooling (tools/, scripts/) is never imported by the package.
+ALLOWED = {
+    '': {'layers', 'models'},
+    'layers': set(),
+    'models': {'layers'},
+    'utils': set(),
+    'data': {'utils'},
+    'benchmark': {'', 'models', 'layers', 'utils'},
+    'hub': {'', 'models', 'layers', 'data', 'utils'},
+    'eval': {'', 'models', 'layers', 'data', 'utils'},
+    'train': {'', 'models', 'layers', 'data', 'utils', 'eval'},  # the trainer validates with eval's loop
+}
+#: module -> subpackages it may import beyond its subpackage's rule (lazily, inside a function)
+EXCEPTIONS = {
+    'timm_cra.utils.cli': {'models'},  # train/validate CLI helper: checks --model against the registry
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO_ROOT).with_suffix('').parts)
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def _imports(path: Path):
+    """Absolute names of every module ``path`` imports, at the top or inside functions."""
+    name = _module_name(path)
+    package = name if path.name == '__init__.py' else name.rsplit('.', 1)[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:
+                base = '.'.join(package.split('.')[:len(package.split('.')) - node.level + 1] + ([base] if base else []))
+            yield base
+            if not node.module:  # from . import models
+                yield from (f'{base}.{a.name}' for a in node.names)
+
+
+def _subpackage(module: str) -> str:
+    parts = module.split('.')
+    return parts[1] if len(parts) > 1 else ''
+
+
+def test_imports_point_one_way():
+    assert set(ALLOWED) >= {_subpackage(_module_name(p)) for p in PACKAGE.rglob('*.py')}, 'new subpackage: place it'
+    wrong = defaultdict(set)
+    for path in PACKAGE.rglob('*.py'):
+        module = _module_name(path)
+        own = _subpackage(module)
+        allowed = ALLOWED[own] | EXCEPTIONS.get(module, set()) | {own}
+        for imported in _imports(path):
+            top = imported.split('.')[0]
+            if top in ('tools', 'scripts', 'tests'):
+                wrong[module].add(imported)
+            elif top == 'timm_cra' and _subpackage(imported) not in allowed:
+                wrong[module].add(imported)
+    assert not wrong, f'imports against the layering: {dict(wrong)}'
+
+
+def test_tools_import_the_package_not_the_reverse():
+    # tools/ is what maintains the repository: it builds on timm_cra, in one direction.
+    users = [p for p in (REPO_ROOT / 'tools').glob('*.py') if 'timm_cra' in {n.split('.')[0] for n in _imports(p)}]
+    assert users
+    shipped = {n.split('.')[0] for p in PACKAGE.rglob('*.py') for n in _imports(p)}
+    assert not shipped & {'tools', 'scripts', 'tests'}
+
+
+# --- core install without the train extra ---------------------------------------------------------------
+@pytest.fixture(scope='module')
+def core_env(tmp_path_factory):
+    """Environment whose interpreters behave as if only the core dependencies were installed: a
+    ``sitecustomize`` blocks the train extra's own packages (nothing is uninstalled)."""
+    site = tmp_path_factory.mktemp('core-only')
+    (site / 'sitecustomize.py').write_text(textwrap.dedent(f'''
+        import sys
+
+        class _NotInstalled:
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] in {TRAIN_ONLY!r}:
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+        sys.meta_path.insert(0, _NotInstalled())
+    '''))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(REPO_ROOT)]), OMP_NUM_THREADS='1')
+
+
+def _run(env, *args):
+    return subprocess.run([sys.executable, *args], env=env, cwd=str(REPO_ROOT), capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_core_import_and_create_model_without_the_extra(core_env):
+    proc = _run(core_env, '-c', textwrap.dedent(f'''
+        import sys
+        for m in {TRAIN_ONLY!r}:
+            try:
+                __import__(m)
+            except ImportError:
+                pass
+            else:
+                raise SystemExit(f'{{m}} is importable: the blocker does not work')
+        import timm, torch
+        import timm_cra, timm_cra.hub.publish, timm_cra.hub.repo
+        model = timm.create_model('cra_resnet18', num_classes=3).eval()
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+        try:
+            import timm_cra.train
+        except ImportError as e:
+            print(e)
+        else:
+            raise SystemExit('timm_cra.train imported without the train extra')
+    '''))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = proc.stdout.strip()
+    assert line == f'timm_cra.train needs datasets, matplotlib, not installed: {TRAIN_INSTALL}'
+
+
+@pytest.mark.parametrize('cli', [['-m', 'timm_cra.eval', '--help'], ['scripts/train.py', '--help']])
+def test_clis_without_the_extra_name_the_install(core_env, cli):
+    proc = _run(core_env, *cli)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith('error: timm_cra.')
+    assert proc.stderr.strip().endswith(TRAIN_INSTALL) and len(proc.stderr.strip().splitlines()) == 1
