@@ -94,7 +94,7 @@ def campaign_context(rows: Sequence[Dict], variant: str, seed: int, baseline: st
     if variant != baseline and baseline in by_variant:
         diff = own['top1_mean'] - by_variant[baseline]['top1_mean']
         text += f" Against the ungated {_model_label(by_variant[baseline])}: {diff:+.2f} points (means)."
-    return text + ' Full table and plots: the CIFAR-10 experiment in the timm-cra README.'
+    return text + ' Full table and plots: docs/cifar10.md in the timm-cra repository.'
 
 
 def _pyplot():

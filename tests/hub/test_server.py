@@ -87,8 +87,7 @@ def write_hub(hub, tmp_path):
 @pytest.fixture
 def model_folder(tmp_path):
     """A real published repo folder (config.json, model.safetensors, README.md) to upload."""
-    if not (CIFAR_REPO / 'model.safetensors').is_file():
-        pytest.skip(f'{CIFAR_REPO} is missing (regenerate hub/ with scripts/publish_cifar.py)')
+    assert (CIFAR_REPO / 'model.safetensors').is_file(), f'{CIFAR_REPO} is committed; restore it from git'
     return Path(shutil.copytree(CIFAR_REPO, tmp_path / 'upload-src'))
 
 
