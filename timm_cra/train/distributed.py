@@ -6,6 +6,8 @@ from types import SimpleNamespace
 import torch
 from timm.utils import init_distributed_device
 
+from ..utils.errors import UsageError
+
 __all__ = ['DistInfo', 'init_distributed']
 
 
@@ -30,6 +32,9 @@ def init_distributed(device: str = '') -> DistInfo:
     CUDA when available, else CPU. Under DDP each process takes the GPU of its local rank."""
     if not device:
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is available here; pass --device cpu (or leave "
+                         f"--device out to use a GPU when there is one).")
     info = SimpleNamespace(device=device)  # timm fills in rank, local_rank, world_size, device
     dev = init_distributed_device(info)
     if dev.type == 'cuda' and dev.index is None:  # one GPU per process, named by index
