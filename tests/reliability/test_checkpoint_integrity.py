@@ -69,11 +69,14 @@ def test_changed_tensor_values_fail_the_recorded_sha256(run_dir, tmp_path):
 def test_stale_temp_files_removed_at_the_next_start(run_dir, tmp_path):
     run = _copy(run_dir, tmp_path)
     (run / '.tmp-k1ll3d.pth').write_bytes(b'half a checkpoint')
+    (run / '.metrics.csv.k1ll3d.tmp').write_text('epoch,tr')  # a killed metrics.csv write
+    (run / '.export-k1ll3d').mkdir()  # a killed export's staging folder
+    (run / '.export-k1ll3d' / 'model.safetensors').write_bytes(b'half')
     (run / '.tmp-notours.txt').write_text('kept')
     summary = train(TINY_TRAIN + ['--epochs', '2', '--output', str(tmp_path), '--experiment', 'r',
                                   '--resume', str(run / 'last.pth')])
     assert summary['epochs'] == 2
-    assert not (run / '.tmp-k1ll3d.pth').exists() and (run / '.tmp-notours.txt').exists()
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith('.')) == ['.tmp-notours.txt']
 
 
 def test_disk_full_during_save_is_one_line_and_keeps_previous(run_dir, tmp_path, monkeypatch):

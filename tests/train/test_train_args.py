@@ -105,3 +105,12 @@ def test_model_typo_cli_one_line_exit_2(run_script, script, tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         r.stderr.strip()] and r.stderr.startswith("error: Unknown --model 'cra_resnet5O'. Did you mean: cra_resnet50")
+
+
+def test_cuda_device_without_cuda_is_one_line():
+    from timm_cra.train.distributed import init_distributed
+    if torch.cuda.is_available():
+        pytest.skip('a CUDA device is available here')
+    with pytest.raises(UsageError, match='no CUDA device is available here; pass --device cpu'):
+        init_distributed('cuda:0')
+    assert init_distributed('').device == torch.device('cpu')

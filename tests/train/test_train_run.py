@@ -2,6 +2,14 @@
 import csv
 import json
 import logging
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Optional
 
 import pytest
 import timm
@@ -9,7 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from timm_cra.data import DataError, UsageError
-from timm_cra.train import STOP_EXIT_CODE, load_checkpoint_file, train
+from timm_cra.train import load_checkpoint_file, train
+
+from ..conftest import REPO_ROOT
 
 
 def _rows(path):
@@ -50,46 +60,107 @@ def test_export_is_hub_format(cifar_run):
     assert all(torch.equal(ckpt['state_dict'][k], weights[k]) for k in weights)
 
 
-def test_progress_log_has_throughput_loss_lr(cifar_run_args, tmp_path, caplog):
+def test_progress_log_has_throughput_loss_lr(shipped_run_args, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger='timm_cra.train'):
-        train(cifar_run_args + ['--epochs', '1', '--train-num-samples', '32', '--val-split', '',
+        train(shipped_run_args + ['--epochs', '1', '--train-num-samples', '32', '--val-split', '',
                                 '--no-plot', '--output', str(tmp_path)])
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Train: 0')]
     assert len(lines) == 1  # 2 steps, log interval 2
     assert 'Loss:' in lines[0] and 'LR:' in lines[0] and 'img/s' in lines[0]
 
 
-@pytest.mark.timeout(240)
-def test_resume_after_crash_mid_epoch(cifar_run_args, run_script, tmp_path):
-    base = cifar_run_args + ['--epochs', '3', '--no-plot', '--output', str(tmp_path)]
-    # Crash at step 9: epoch 0 (steps 1-6) is checkpointed, epoch 1 is half done.
-    crashed = run_script('train.py', base + ['--experiment', 'a', '--stop-after-steps', '9'])
-    assert crashed.returncode == STOP_EXIT_CODE, crashed.stderr[-2000:]
-    ckpt = load_checkpoint_file(str(tmp_path / 'a' / 'last.pth'))
-    assert ckpt['epoch'] == 1 and ckpt['num_updates'] == 6
-    assert not (tmp_path / 'a' / 'model.safetensors').exists()
+def _train_and_kill(argv, env, line_pattern: str, timeout: float = 180) -> str:
+    """Start the training CLI, read its log until a line matches ``line_pattern`` (at most ``timeout`` s),
+    then SIGKILL it: a crash from outside, at a point the log shows. Returns the log read so far."""
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / 'scripts' / 'train.py')] + [str(a) for a in argv],
+                            env=env, cwd=str(REPO_ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines: 'queue.Queue[Optional[str]]' = queue.Queue()
 
-    resumed = run_script('train.py', base + ['--experiment', 'a', '--resume', tmp_path / 'a' / 'last.pth'])
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    summary = json.loads((tmp_path / 'a' / 'results.json').read_text())
-    assert summary['optimizer_steps'] == 18 and summary['epochs'] == 3
-    rows = _rows(tmp_path / 'a' / 'metrics.csv')
-    assert [int(r['epoch']) for r in rows] == [0, 1, 2]
-    assert [int(r['optimizer_steps']) for r in rows] == [6, 12, 18]
+    def pump():
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)  # end of output: the process exited
 
-    # The resumed run ends exactly where an uninterrupted run does (same batches, same RNG stream).
-    straight = run_script('train.py', base + ['--experiment', 'b'])
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    wa, wb = load_file(tmp_path / 'a' / 'model.safetensors'), load_file(tmp_path / 'b' / 'model.safetensors')
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert _rows(tmp_path / 'b' / 'metrics.csv')[-1]['train_loss'] == rows[-1]['train_loss']
+    threading.Thread(target=pump, daemon=True).start()
+    log, deadline = [], time.monotonic() + timeout
+    try:
+        while True:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0))
+            assert line is not None, f'trainer exited before logging {line_pattern!r}:\n' + ''.join(log)[-3000:]
+            log.append(line)
+            if re.search(line_pattern, line):
+                break
+    except queue.Empty:
+        pytest.fail(f'no log line {line_pattern!r} within {timeout} s:\n' + ''.join(log)[-3000:])
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, ''.join(log)[-3000:]  # killed, not finished
+    return ''.join(log)
+
+
+#: 3 epochs of 6 steps on the shipped CIFAR slice, logging every 2 steps; stochastic depth draws from torch's
+#: global RNG, so the resumed run matches only if the checkpoint restored that stream too.
+RESUME_RUN = ['--epochs', '3', '--drop-path', '0.2', '--no-plot']
+
+
+@pytest.fixture(scope='module')
+def straight_run(shipped_run_args, run_script, tmp_path_factory):
+    """The uninterrupted run that every killed-and-resumed run must reproduce bit for bit."""
+    out = tmp_path_factory.mktemp('straight')
+    proc = run_script('train.py', shipped_run_args + RESUME_RUN + ['--output', out, '--experiment', 'b'])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out / 'b'
+
+
+_TIMING = ('train_img_s', 'epoch_time')  # wall-clock columns: the only ones that may differ
 
 
 @pytest.mark.timeout(300)
-def test_ddp_two_cpu_processes_stay_in_sync(cifar_run_args, run_script, tmp_path):
+@pytest.mark.parametrize('kill_at', [
+    r'Train: 1 \[\s*2/6',  # mid-epoch: epoch 0 checkpointed, epoch 1 two steps in
+    pytest.param(r'Eval: 1 ', marks=pytest.mark.slow),  # epoch 1 evaluated: around its metrics.csv / last.pth writes
+])
+def test_kill_and_resume_is_bit_identical(shipped_run_args, straight_run, cli_env, run_script, tmp_path, kill_at):
+    argv = shipped_run_args + RESUME_RUN + ['--output', tmp_path, '--experiment', 'a']
+    _train_and_kill(argv, cli_env, kill_at)
+    run = tmp_path / 'a'
+    ckpt = load_checkpoint_file(str(run / 'last.pth'))  # intact, whenever the kill landed
+    assert ckpt['epoch'] in (1, 2) and ckpt['num_updates'] == 6 * ckpt['epoch']
+    assert not (run / 'model.safetensors').exists() and not (run / 'results.json').exists()
+
+    resumed = run_script('train.py', argv + ['--resume', run / 'last.pth'])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"Resumed '{run / 'last.pth'}': {ckpt['epoch']} epochs" in resumed.stderr
+    summary = json.loads((run / 'results.json').read_text())
+    assert summary['optimizer_steps'] == 18 and summary['epochs'] == 3
+    assert not [p.name for p in run.iterdir() if p.name.startswith('.')]  # no temp file of the killed write
+
+    # Bit-identical to the uninterrupted run: weights, optimizer state, every metric but wall-clock ones.
+    ref = straight_run
+    wa, wb = load_file(run / 'model.safetensors'), load_file(ref / 'model.safetensors')
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert load_checkpoint_file(str(run / 'last.pth'))['sha256'] == load_checkpoint_file(str(ref / 'last.pth'))['sha256']
+    assert summary['rank_state_sha256'] == json.loads((ref / 'results.json').read_text())['rank_state_sha256']
+    rows, ref_rows = _rows(run / 'metrics.csv'), _rows(ref / 'metrics.csv')
+    assert [int(r['optimizer_steps']) for r in rows] == [6, 12, 18]
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in _TIMING} for r in rs]  # noqa: E731
+    assert strip(rows) == strip(ref_rows)
+
+
+def test_results_digest_is_the_checkpoint_digest(straight_run):
+    """``rank_state_sha256`` is the checkpoint's ``sha256['state_dict']`` of the same (final) weights."""
+    summary = json.loads((straight_run / 'results.json').read_text())
+    ckpt = load_checkpoint_file(str(straight_run / 'last.pth'))
+    assert summary['rank_state_sha256'] == [ckpt['sha256']['state_dict']]
+
+
+@pytest.mark.timeout(300)
+def test_ddp_two_cpu_processes_stay_in_sync(shipped_run_args, run_script, tmp_path):
     import sys
     proc = run_script(
-        'train.py', cifar_run_args + ['--epochs', '1', '--no-plot', '--output', str(tmp_path), '--experiment', 'ddp',
+        'train.py', shipped_run_args + ['--epochs', '1', '--no-plot', '--output', str(tmp_path), '--experiment', 'ddp',
                                       '--device', 'cpu'],
         prefix=[sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2'], timeout=240)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
@@ -116,14 +187,14 @@ def test_folder_dataset_with_corrupt_image_mixup_ema(class_folder, tiny_model_ar
     assert (tmp_path / 'f' / 'model_ema.safetensors').is_file()
 
 
-def test_label_count_mismatch(cifar_run_args, tmp_path):
+def test_label_count_mismatch(shipped_run_args, tmp_path):
     with pytest.raises(DataError, match='10 classes but the model head has 5.*--num-classes 10'):
-        train(cifar_run_args + ['--num-classes', '5', '--output', str(tmp_path)])
+        train(shipped_run_args + ['--num-classes', '5', '--output', str(tmp_path)])
 
 
-def test_batch_larger_than_data(cifar_run_args, tmp_path):
+def test_batch_larger_than_data(shipped_run_args, tmp_path):
     with pytest.raises(DataError, match='fewer than one batch.*--batch-size'):
-        train(cifar_run_args + ['--train-num-samples', '8', '--output', str(tmp_path)])
+        train(shipped_run_args + ['--train-num-samples', '8', '--output', str(tmp_path)])
 
 
 def test_cli_errors_are_one_line(run_script, tmp_path, tiny_model_args):
@@ -134,14 +205,13 @@ def test_cli_errors_are_one_line(run_script, tmp_path, tiny_model_args):
     assert '--data-dir' in proc.stderr
 
 
-def test_resume_rejects_non_checkpoint(cifar_run, cifar_run_args, tmp_path):
-    _, out = cifar_run
+def test_resume_rejects_non_checkpoint(straight_run, shipped_run_args, tmp_path):
     with pytest.raises(UsageError, match='could not be read|not a training checkpoint'):
-        train(cifar_run_args + ['--resume', str(out / 'model.safetensors'), '--output', str(tmp_path)])
+        train(shipped_run_args + ['--resume', str(straight_run / 'model.safetensors'), '--output', str(tmp_path)])
 
 
-def test_step_schedule_amp_channels_last(cifar_run_args, tmp_path):
-    summary = train(cifar_run_args + [
+def test_step_schedule_amp_channels_last(shipped_run_args, tmp_path):
+    summary = train(shipped_run_args + [
         '--train-num-samples', '32', '--epochs', '3', '--sched', 'step', '--decay-epochs', '1',
         '--decay-rate', '0.1', '--lr', '0.05', '--amp', '--channels-last', '--no-plot', '--output', str(tmp_path),
         '--experiment', 'm'])
@@ -200,7 +270,7 @@ def _assert_adapted_backbone(model, ref):
 
 @pytest.mark.parametrize('source', ['local-dir', 'overlay-file', 'hf-hub', 'tag'])
 def test_pretrained_rgb_weights_adapt_to_one_channel(source, hub):
-    from timm_cra.train.trainer import _create_model
+    from timm_cra.train.model import create_train_model
     from timm_cra.train import parse_args
     model_name = {'local-dir': f'local-dir:{CIFAR_REPO}', 'hf-hub': 'hf-hub:timm-cra/cra_cifar_resnet20.cifar10',
                   'overlay-file': 'cra_cifar_resnet20.cifar10', 'tag': 'cra_cifar_resnet20.cifar10'}[source]
@@ -209,19 +279,19 @@ def test_pretrained_rgb_weights_adapt_to_one_channel(source, hub):
         model = timm.create_model(model_name, pretrained=True, in_chans=1, num_classes=3,
                                   pretrained_cfg_overlay=dict(file=str(CIFAR_REPO / 'model.safetensors')))
     else:  # the trainer's path; 'hf-hub' and 'tag' download from the loopback Hub
-        model = _create_model(parse_args(['--model', model_name, '--pretrained', '--in-chans', '1']), 3)
+        model = create_train_model(parse_args(['--model', model_name, '--pretrained', '--in-chans', '1']), 3)
     assert model.conv1.in_channels == 1 and model.num_classes == 3
     _assert_adapted_backbone(model, _pretrained())
 
 
 @pytest.mark.parametrize('reset', [True, False])
 def test_reset_head_with_equal_class_count(reset, caplog):
-    from timm_cra.train.trainer import _create_model
+    from timm_cra.train.model import create_train_model
     from timm_cra.train import parse_args
     args = parse_args(['--config', 'finetune', '--model', f'local-dir:{CIFAR_REPO}',
                        '--reset-head' if reset else '--no-reset-head'])
     with caplog.at_level(logging.INFO, logger='timm_cra.train'):
-        model = _create_model(args, 10)
+        model = create_train_model(args, 10)
     ref, state = _pretrained(), model.state_dict()
     assert all(torch.equal(state[k], ref[k]) for k in ref if not k.startswith('fc.'))
     assert torch.equal(state['fc.weight'], ref['fc.weight']) is not reset
@@ -233,7 +303,7 @@ def test_reset_head_with_equal_class_count(reset, caplog):
 def test_initial_checkpoint_wins_over_pretrained_without_hub(reset, tmp_path, monkeypatch, caplog):
     """With an initial checkpoint the recipe's ``pretrained: true`` must not reach the Hub (offline, no cache)."""
     from huggingface_hub import constants
-    from timm_cra.train.trainer import _create_model
+    from timm_cra.train.model import create_train_model
     from timm_cra.train import parse_args
     monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
     monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'empty-cache'))
@@ -241,11 +311,11 @@ def test_initial_checkpoint_wins_over_pretrained_without_hub(reset, tmp_path, mo
     args = parse_args(['--config', 'finetune', '--model', 'cra_cifar_resnet20.cifar10', '--in-chans', '1',
                        '--initial-checkpoint', str(ckpt)] + ([] if reset else ['--no-reset-head']))
     with caplog.at_level(logging.INFO, logger='timm_cra.train'):
-        model = _create_model(args, 10)
+        model = create_train_model(args, 10)
     _assert_adapted_backbone(model, _pretrained())
     assert torch.equal(model.state_dict()['fc.weight'], _pretrained()['fc.weight']) is not reset
     assert (f"Weights: '{ckpt}'; head re-initialised: fc.weight, fc.bias" in caplog.text) is reset
     assert not (tmp_path / 'empty-cache').exists()
     if not reset:  # a head for other classes needs --reset-head
         with pytest.raises(UsageError, match='does not fit 3 classes: pass --reset-head'):
-            _create_model(args, 3)
+            create_train_model(args, 3)

@@ -3,15 +3,12 @@
 The folder is what timm's ``push_to_hf_hub`` uploads (``save_for_hf(..., safe_serialization=True)``, no pickle
 files) plus a model card, and loads back with ``timm.create_model('local-dir:<folder>', pretrained=True)``
 or, once uploaded, ``timm.create_model('hf-hub:<org>/<repo>', pretrained=True)``.
-Folders are written atomically: built in a hidden temp folder next to the target, renamed into place.
+Folders are written atomically (:func:`timm_cra.utils.io.atomic_folder`): built in a hidden temp folder next
+to the target, renamed into place.
 """
-import contextlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 from torch import nn
 
@@ -20,6 +17,7 @@ from timm.models._hub import save_config_for_hf, save_for_hf
 
 from ..models._builder import hub_id
 from ..utils import count_macs, count_params
+from ..utils.io import atomic_folder, atomic_path, atomic_write
 from .card import EvalResults, load_eval_results, render_model_card
 
 __all__ = ['export_repo', 'write_repo_metadata', 'atomic_folder', 'model_name_with_tag']
@@ -38,51 +36,11 @@ def model_name_with_tag(model: nn.Module) -> str:
     return f"{arch}.{cfg['tag']}" if cfg.get('tag') else arch
 
 
-@contextlib.contextmanager
-def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temp folder that replaces ``out_dir`` only if the block finishes without an error."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f'timm_cra: {out_dir} already exists; pass overwrite=True (CLI: --overwrite) '
-                              f'to replace it, or choose another output folder.')
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden sibling: same filesystem (rename is atomic), invisible to the Hub server and to timm.
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix='.tmp', dir=out_dir.parent))
-    try:
-        yield tmp
-        tmp.chmod(0o755)
-        for f in tmp.iterdir():  # some writers create 0600 files; a published repo is world-readable
-            f.chmod(0o644)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix='.old', dir=out_dir.parent))
-            old.rmdir()
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
 def _cra_pool(model: nn.Module):
     """(pool_size, pool_type) of the model's CRA modules, or None for a model without CRA."""
     from ..layers import CraAttn
     cra = next((m for m in model.modules() if isinstance(m, CraAttn)), None)
     return None if cra is None else (cra.pool_size, cra.pool_type)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8', newline='\n') as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _cfg_overrides(tag: Optional[str], license: Optional[str]) -> Dict[str, Any]:
@@ -128,15 +86,9 @@ def write_repo_metadata(
         results = load_eval_results(results)
 
     overrides = _cfg_overrides(tag, license)
-    config_path = repo_dir / CONFIG_NAME
-    tmp_config = repo_dir / f'.{CONFIG_NAME}.tmp'
-    try:
-        save_config_for_hf(model, str(tmp_config), model_config={'pretrained_cfg': overrides})
-        config = _check_config(tmp_config)
-        os.replace(tmp_config, config_path)
-    finally:
-        if tmp_config.exists():
-            tmp_config.unlink()
+    with atomic_path(repo_dir / CONFIG_NAME) as tmp_config:
+        save_config_for_hf(model, tmp_config, model_config={'pretrained_cfg': overrides})
+        config = _check_config(Path(tmp_config))
 
     pretrained_cfg = dict(config['pretrained_cfg'], num_classes=config['num_classes'])
     card = render_model_card(
@@ -151,7 +103,8 @@ def write_repo_metadata(
         license_note=license_note,
         cra_pool=_cra_pool(model),
     )
-    _atomic_write_text(repo_dir / CARD_NAME, card)
+    with atomic_write(repo_dir / CARD_NAME, newline='\n', perms=0o644) as f:
+        f.write(card)
 
 
 def export_repo(

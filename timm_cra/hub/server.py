@@ -42,7 +42,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import threading
 from email.utils import formatdate
 from http import HTTPStatus
@@ -50,6 +49,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..utils.io import atomic_write
 
 __all__ = ['HubFolderServer', 'repo_commit_hash', 'safe_parts', 'main', 'WRITE_TOKEN_ENV']
 
@@ -138,22 +139,14 @@ def repo_commit_hash(repo_dir: Union[str, Path]) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(dest: Path, data_source, tmp_dir: Path) -> None:
-    """Write bytes (or copy a file path) to a temp file in ``tmp_dir`` and rename it onto ``dest``."""
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=tmp_dir)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            if isinstance(data_source, Path):
-                with data_source.open('rb') as src:
-                    shutil.copyfileobj(src, f, _CHUNK)
-            else:
-                f.write(data_source)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _atomic_write(dest: Path, data_source) -> None:
+    """Write bytes (or copy a file path) onto ``dest`` atomically (:func:`timm_cra.utils.io.atomic_write`)."""
+    with atomic_write(dest, 'wb', prefix=_TMP_PREFIX, suffix='') as f:
+        if isinstance(data_source, Path):
+            with data_source.open('rb') as src:
+                shutil.copyfileobj(src, f, _CHUNK)
+        else:
+            f.write(data_source)
 
 
 class _HubRequestHandler(BaseHTTPRequestHandler):
@@ -528,7 +521,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         if len(data) != size or hashlib.sha256(data).hexdigest() != oid:
             raise _HubError(HTTPStatus.BAD_REQUEST, f'Uploaded bytes do not match oid {oid} / size {size}.')
         store = self._store()
-        _atomic_write(store / oid, data, store)
+        _atomic_write(store / oid, data)
         self._send(HTTPStatus.OK, {})
 
     def _lfs_verify(self, repo_id: str, oid: str):
@@ -602,7 +595,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if not _inside(dest.parent, repo_dir):
                     raise _HubError(HTTPStatus.BAD_REQUEST, f'Cannot write {"/".join(parts)} in {repo_id}.')
-                _atomic_write(dest, arg, dest.parent)
+                _atomic_write(dest, arg)
             for op, _, arg in ops:
                 if isinstance(arg, Path) and arg.parent == store:
                     arg.unlink(missing_ok=True)

@@ -13,8 +13,7 @@ from timm.utils import ParseKwargs
 from ..utils.cli import check_model_name, default_workers
 from ..utils.errors import UsageError
 
-__all__ = ['create_parser', 'parse_args', 'load_config', 'list_recipes', 
-           'RECIPE_DIR']
+__all__ = ['create_parser', 'parse_args', 'load_config', 'list_recipes', 'RECIPE_DIR']
 
 RECIPE_DIR = os.path.join(os.path.dirname(__file__), 'recipes')
 
@@ -162,8 +161,6 @@ def create_parser() -> argparse.ArgumentParser:
     g.add_argument('--output', default='./output/train', metavar='DIR')
     g.add_argument('--experiment', default='', help='sub-folder of --output (default: <timestamp>-<model>)')
     g.add_argument('--no-plot', action='store_true', default=False, help='skip the PNG of the curves')
-    g.add_argument('--stop-after-steps', type=int, default=None,
-                   help='testing aid: exit abruptly (no cleanup) after N optimizer steps, like a crash')
     return p
 
 

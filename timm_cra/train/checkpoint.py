@@ -10,17 +10,17 @@ RNG state pickled as an array) still load: the reader admits numeric numpy array
 ``python -m timm_cra.train.checkpoint upgrade OLD NEW`` rewrites a version-1 file as version 2.
 """
 import argparse
-import glob
 import logging
 import os
 import random
-import tempfile
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..utils.errors import UsageError, run_cli
+from ..utils.io import atomic_write, temp_pattern
+from ..utils.io import remove_stale_temp_files as remove_stale_files
 from ..utils.weights import checkpoint_digests, load_checkpoint_file
 
 __all__ = ['atomic_save', 'save_checkpoint', 'get_rng_state', 'set_rng_state', 'remove_stale_temp_files',
@@ -37,26 +37,15 @@ class CheckpointSaveError(UsageError):
 
 
 def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to a temp file in the same folder, then ``os.replace``: a crash never leaves a torn file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            out = _WriteRecorder(f)
-            try:
-                torch.save(obj, out)
-            except RuntimeError as e:  # torch's writer reports a failed write() as "unexpected pos ..."
-                if out.error is not None:
-                    raise out.error from e
-                raise
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """``torch.save`` through :func:`~timm_cra.utils.io.atomic_write`: a crash never leaves a torn file."""
+    with atomic_write(path, 'wb', prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX) as f:
+        out = _WriteRecorder(f)
+        try:
+            torch.save(obj, out)
+        except RuntimeError as e:  # torch's writer reports a failed write() as "unexpected pos ..."
+            if out.error is not None:
+                raise out.error from e
+            raise
 
 
 class _WriteRecorder:
@@ -76,17 +65,14 @@ class _WriteRecorder:
         return self.f.flush()
 
 
-def remove_stale_temp_files(folder: str) -> int:
-    """Delete ``.tmp-*.pth`` left in ``folder`` by a write that was killed; returns how many."""
-    stale = glob.glob(os.path.join(glob.escape(folder), f'{_TMP_PREFIX}*{_TMP_SUFFIX}'))
-    for path in stale:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
-    if stale:
-        _logger.info(f'Removed {len(stale)} temp file(s) of an interrupted checkpoint write in {folder}.')
-    return len(stale)
+def remove_stale_temp_files(folder: str, names: Sequence[str] = (), patterns: Sequence[str] = ()) -> int:
+    """Delete what killed writes left in ``folder``: checkpoints' ``.tmp-*.pth``, the temp files of ``names``
+    (files written with :func:`~timm_cra.utils.io.atomic_write`) and ``patterns``; returns how many."""
+    n = remove_stale_files(folder, [f'{_TMP_PREFIX}*{_TMP_SUFFIX}'] + [temp_pattern(name) for name in names]
+                           + list(patterns))
+    if n:
+        _logger.info(f'Removed {n} temp file(s) of an interrupted write in {folder}.')
+    return n
 
 
 def get_rng_state() -> Dict[str, Any]:

@@ -1,9 +1,12 @@
-"""torchrun / DDP setup: gloo on CPU, nccl on GPU; rank 0 logs and writes files."""
-import os
+"""torchrun / DDP setup through timm's ``init_distributed_device``: gloo on CPU, nccl on GPU; rank 0 logs
+and writes files."""
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
-import torch.distributed as dist
+from timm.utils import init_distributed_device
+
+from ..utils.errors import UsageError
 
 __all__ = ['DistInfo', 'init_distributed']
 
@@ -25,17 +28,16 @@ class DistInfo:
 
 
 def init_distributed(device: str = '') -> DistInfo:
-    """Read torchrun's env (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and join the process group."""
-    world_size = int(os.environ.get('WORLD_SIZE', 1))
-    rank = int(os.environ.get('RANK', 0))
-    local_rank = int(os.environ.get('LOCAL_RANK', 0))
-    use_cuda = device.startswith('cuda') or (not device and torch.cuda.is_available())
-    if use_cuda:
-        dev = torch.device(device if ':' in device else f'cuda:{local_rank}')
+    """Join the process group that torchrun (or SLURM) describes in the environment; ``device`` ``''`` means
+    CUDA when available, else CPU. Under DDP each process takes the GPU of its local rank."""
+    if not device:
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is available here; pass --device cpu (or leave "
+                         f"--device out to use a GPU when there is one).")
+    info = SimpleNamespace(device=device)  # timm fills in rank, local_rank, world_size, device
+    dev = init_distributed_device(info)
+    if dev.type == 'cuda' and dev.index is None:  # one GPU per process, named by index
+        dev = torch.device('cuda', info.local_rank)
         torch.cuda.set_device(dev)
-    else:
-        dev = torch.device(device or 'cpu')
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend='nccl' if dev.type == 'cuda' else 'gloo')
-    return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=dev)
-
+    return DistInfo(rank=info.rank, local_rank=info.local_rank, world_size=info.world_size, device=dev)

@@ -1,23 +1,23 @@
 """Per-epoch metrics: CSV (rewritten whole, so a resumed run never duplicates rows) and a PNG plot."""
 import csv
-import os
 from typing import Dict, List
+
+from ..utils.io import atomic_path, atomic_write
 
 __all__ = ['write_metrics_csv', 'plot_metrics']
 
 
 def write_metrics_csv(history: List[Dict[str, float]], path: str) -> None:
+    """One row per epoch, the columns of every row in first-seen order."""
     if not history:
         return
     fields: List[str] = []
     for row in history:
         fields.extend(k for k in row if k not in fields)
-    tmp = path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
+    with atomic_write(path, newline='') as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(history)
-    os.replace(tmp, path)
 
 
 def plot_metrics(history: List[Dict[str, float]], path: str) -> None:
@@ -41,5 +41,6 @@ def plot_metrics(history: List[Dict[str, float]], path: str) -> None:
         if ax.lines:
             ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format='png', dpi=100)
     plt.close(fig)

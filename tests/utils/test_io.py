@@ -1,0 +1,97 @@
+"""The one atomic-write primitive: the target changes only when the whole write succeeded, a failed write
+leaves neither a torn target nor a temp file, a killed one leaves a temp file the next start removes."""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from timm_cra.utils.io import atomic_folder, atomic_path, atomic_write, remove_stale_temp_files, temp_pattern
+
+from ..conftest import REPO_ROOT
+
+
+def test_replaces_whole_and_keeps_previous_on_error(tmp_path):
+    path = tmp_path / 'results.json'
+    with atomic_write(path) as f:
+        f.write('{"v": 1}')
+    with pytest.raises(ValueError, match='half-way'):
+        with atomic_write(path) as f:
+            f.write('{"v": 2, "torn')
+            raise ValueError('half-way')
+    assert path.read_text() == '{"v": 1}'
+    assert os.listdir(tmp_path) == ['results.json']
+
+
+def test_mode_as_plain_open_or_given(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / 'a.txt') as f:
+            f.write('x')
+        with atomic_write(tmp_path / 'b.bin', 'wb', perms=0o600) as f:
+            f.write(b'x')
+        with open(tmp_path / 'c.txt', 'w') as f:
+            f.write('x')
+    finally:
+        os.umask(old)
+    assert (tmp_path / 'a.txt').stat().st_mode & 0o777 == (tmp_path / 'c.txt').stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / 'b.bin').stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ValueError, match="mode 'w' or 'wb'"):
+        with atomic_write(tmp_path / 'a.txt', 'a'):
+            pass
+
+
+def test_atomic_path_for_writers_that_take_a_path(tmp_path):
+    target = tmp_path / 'sub' / 'plot.png'  # missing folders are created
+    with atomic_path(target) as tmp:
+        assert os.path.dirname(tmp) == str(tmp_path / 'sub') and os.path.basename(tmp).startswith('.plot.png.')
+        with open(tmp, 'wb') as f:
+            f.write(b'png')
+    assert target.read_bytes() == b'png' and os.listdir(tmp_path / 'sub') == ['plot.png']
+
+
+_WRITER = '''
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location('io_', sys.argv[2])  # the stdlib-only module alone: quick start
+io_ = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(io_)
+with io_.atomic_write(sys.argv[1]) as f:
+    f.write('new, half')
+    f.flush()
+    print('written', flush=True)
+    sys.stdin.read()  # blocks until the parent kills us
+'''
+
+
+def test_killed_write_keeps_previous_and_leaves_a_temp_file_to_clean(tmp_path):
+    path = tmp_path / 'metrics.csv'
+    path.write_text('old')
+    module = REPO_ROOT / 'timm_cra' / 'utils' / 'io.py'
+    proc = subprocess.Popen([sys.executable, '-c', _WRITER, str(path), str(module)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == 'written\n'  # the write is under way
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert path.read_text() == 'old'
+    (tmp_path / '.other.tmp').write_text('not ours')
+    assert len(list(tmp_path.glob(temp_pattern(str(path))))) == 1
+    assert remove_stale_temp_files(str(tmp_path), [temp_pattern(str(path))]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['.other.tmp', 'metrics.csv']
+
+
+def test_atomic_folder_all_or_nothing(tmp_path):
+    out = tmp_path / 'repo'
+    with atomic_folder(out) as tmp:
+        (tmp / 'a').write_text('1')
+    with pytest.raises(FileExistsError, match='overwrite'):
+        with atomic_folder(out):
+            pass
+    with pytest.raises(RuntimeError):
+        with atomic_folder(out, overwrite=True) as tmp:
+            (tmp / 'b').write_text('2')
+            raise RuntimeError
+    assert sorted(p.name for p in tmp_path.rglob('*')) == ['a', 'repo']

@@ -1,0 +1,83 @@
+"""The end of a run: Hub-format export (``config.json`` + ``model.safetensors``, EMA weights), ``results.json``
+and the PNG of the curves, all written atomically; ranks cross-check that they hold the same weights."""
+import json
+import logging
+import os
+import tempfile
+from typing import Any, Dict, List
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from ..utils.io import atomic_path, atomic_write
+from ..utils.weights import tensor_digest
+from .distributed import DistInfo
+from .metrics import plot_metrics
+
+__all__ = ['finish_run', 'export_weights', 'EXPORT_TMP_PREFIX', 'RUN_FILES']
+
+_logger = logging.getLogger('timm_cra.train')
+
+#: Prefix of the folder the export is staged in (a killed export leaves one; the next start removes it).
+EXPORT_TMP_PREFIX = '.export-'
+#: Files of a run folder written by :func:`timm_cra.utils.io.atomic_write` (their stale temp files are cleaned).
+RUN_FILES = ('args.yaml', 'metrics.csv', 'results.json', 'summary.png', 'model_ema.safetensors', 'config.json',
+             'model.safetensors')
+
+
+def export_weights(net: nn.Module, output_dir: str, data_config: Dict[str, Any], label_names: List[str]) -> str:
+    """timm's ``save_for_hf`` (safetensors + ``config.json`` with the data config and label names), staged in
+    a hidden folder and renamed into ``output_dir`` file by file. Returns the weights path."""
+    from timm.models import save_for_hf
+    net.to(memory_format=torch.contiguous_format)  # safetensors refuses channels_last (strided) tensors
+    export_cfg = {k: data_config[k] for k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct')}
+    with tempfile.TemporaryDirectory(prefix=EXPORT_TMP_PREFIX, dir=output_dir) as staging:
+        save_for_hf(net, staging, safe_serialization=True, data_config=export_cfg,
+                    model_config=dict(label_names=label_names) if len(label_names) == net.num_classes else None)
+        for name in ('model.safetensors', 'config.json'):
+            with atomic_path(os.path.join(output_dir, name)) as tmp:
+                os.replace(os.path.join(staging, name), tmp)
+    return os.path.join(output_dir, 'model.safetensors')
+
+
+def _rank_digests(net: nn.Module, dinfo: DistInfo) -> List[str]:
+    """:func:`~timm_cra.utils.weights.tensor_digest` of each rank's state dict (the checkpoint's
+    ``sha256['state_dict']`` of the same weights); logs an error when ranks differ."""
+    digest = tensor_digest(net.state_dict())
+    if not dinfo.distributed:
+        return [digest]
+    digests = [None] * dinfo.world_size
+    dist.all_gather_object(digests, digest)
+    if len(set(digests)) != 1:
+        _logger.error(f'Ranks hold different weights after training: {digests}')
+    return digests
+
+
+def finish_run(args, dinfo: DistInfo, net: nn.Module, model_ema, history: List[Dict[str, Any]], num_updates: int,
+               output_dir: str, data_config, train_ds) -> Dict[str, Any]:
+    """The run's summary (returned on every rank); rank 0 also exports the weights and writes the files."""
+    summary: Dict[str, Any] = dict(
+        model=args.model, num_classes=net.num_classes, epochs=len(history), optimizer_steps=num_updates,
+        world_size=dinfo.world_size, final=history[-1] if history else {}, output_dir=output_dir,
+        rank_state_sha256=_rank_digests(net, dinfo),
+    )
+    evals = [r for r in history if 'eval_top1' in r]
+    if evals:
+        best = max(evals, key=lambda r: r['eval_top1'])
+        summary.update(best_top1=best['eval_top1'], best_epoch=best['epoch'])
+    if not dinfo.is_primary:
+        return summary
+    from safetensors.torch import save_file
+    label_names = list(getattr(train_ds, 'class_names', []) or [])
+    summary['weights'] = export_weights(net, output_dir, data_config, label_names)
+    if model_ema is not None:
+        summary['weights_ema'] = os.path.join(output_dir, 'model_ema.safetensors')
+        with atomic_path(summary['weights_ema']) as tmp:
+            save_file({k: v.contiguous() for k, v in model_ema.module.state_dict().items()}, tmp)
+    with atomic_write(os.path.join(output_dir, 'results.json')) as f:
+        json.dump(summary, f, indent=2)
+    if history and not args.no_plot:
+        plot_metrics(history, os.path.join(output_dir, 'summary.png'))
+    _logger.info(f'Done: {len(history)} epochs, {num_updates} optimizer steps. Exported to {output_dir}')
+    return summary

@@ -1,0 +1,85 @@
+"""The model a training run starts from: random init, pretrained (Hub / local) or ``--initial-checkpoint``
+weights, with the classifier and first conv fitted to the data's classes and channels."""
+import logging
+from typing import List
+
+import torch.nn as nn
+
+from ..data import model_in_chans
+from ..utils.errors import UsageError
+from ..utils.weights import load_state_checked, read_weights
+
+__all__ = ['create_train_model']
+
+_logger = logging.getLogger('timm_cra.train')
+
+
+def _head_keys(model: nn.Module) -> List[str]:
+    """State-dict keys of the classifier named by the model's pretrained cfg (e.g. ``fc.weight``, ``fc.bias``)."""
+    names = model.pretrained_cfg.get('classifier') or []
+    names = [names] if isinstance(names, str) else list(names)
+    own = model.state_dict()
+    return [f'{n}.{p}' for n in names for p in ('weight', 'bias') if f'{n}.{p}' in own]
+
+
+def create_train_model(args, num_classes: int) -> nn.Module:
+    """``timm.create_model`` with the weights the flags ask for, logging where they came from.
+
+    ``--initial-checkpoint`` wins over ``--pretrained`` (nothing is downloaded then); ``--in-chans`` reaches
+    timm, which adapts pretrained RGB first-conv weights; ``--reset-head`` re-initialises the classifier even
+    when its class count matches the weights (timm already starts a fresh one when the count differs).
+    """
+    import timm_cra  # registers the cra_* models
+    from timm.models._builder import _resolve_pretrained_source
+    kwargs = dict(args.model_kwargs or {}, num_classes=num_classes, drop_rate=args.drop)
+    if args.in_chans is not None:
+        kwargs['in_chans'] = args.in_chans
+    if args.drop_path is not None:
+        kwargs['drop_path_rate'] = args.drop_path
+    pretrained = args.pretrained and not args.initial_checkpoint
+    if args.pretrained and args.initial_checkpoint:
+        _logger.info(f'--initial-checkpoint given: its weights are used, not the pretrained ones of {args.model}.')
+    try:
+        model = timm_cra.create_model(args.model, pretrained=pretrained, **kwargs)
+    except RuntimeError as e:  # unknown model, no pretrained weights, ...
+        raise UsageError(f"Cannot create model '{args.model}': {e}") from e
+    head = _head_keys(model)
+    if args.initial_checkpoint:
+        _load_initial_checkpoint(model, args.initial_checkpoint, head, args.reset_head)
+    elif pretrained:
+        cfg = model.pretrained_cfg
+        source, loc = _resolve_pretrained_source(cfg)
+        _logger.info(f"Weights: pretrained {args.model} from {source} '{loc if isinstance(loc, str) else 'state_dict'}'"
+                     + (f" (adapted to {model_in_chans(model)} input channel(s))"
+                        if model_in_chans(model) != (cfg.get('input_size') or (3,))[0] else ''))
+        if cfg.get('num_classes') != num_classes:  # timm dropped the pretrained classifier
+            _logger.info(f"Head re-initialised ({cfg.get('num_classes')} -> {num_classes} classes): {', '.join(head)}")
+        elif args.reset_head:
+            model.reset_classifier(num_classes)
+            _logger.info(f"Head re-initialised (--reset-head): {', '.join(head)}")
+    else:
+        _logger.info(f'Weights: random initialisation of {args.model}')
+    return model
+
+
+def _load_initial_checkpoint(model: nn.Module, path: str, head: List[str], reset_head: bool) -> None:
+    """Load ``path`` into ``model``: without the classifier when ``reset_head`` (or refuse a head that does not
+    fit), with an RGB first conv adapted to the model's input channels; log what was left out."""
+    from timm.models import adapt_input_conv
+    state, _ = read_weights(path)
+    own = model.state_dict()
+    dropped = [k for k in head if k in state and (reset_head or state[k].shape != own[k].shape)]
+    if dropped and not reset_head:
+        raise UsageError(f"The head of '{path}' ({tuple(state[dropped[0]].shape)}) does not fit {model.num_classes} "
+                         f"classes: pass --reset-head to fine-tune a fresh head on the new classes.")
+    state.update({k: own[k] for k in dropped})  # the model's own fresh head
+    first = model.pretrained_cfg.get('first_conv')
+    for name in ([first] if isinstance(first, str) else list(first or [])):
+        k = f'{name}.weight'
+        if k in state and k in own and state[k].ndim == 4 and state[k].shape[1] != own[k].shape[1]:
+            _logger.info(f'{k} adapted from {state[k].shape[1]} to {own[k].shape[1]} input channel(s)')
+            state[k] = adapt_input_conv(own[k].shape[1], state[k])
+    load_state_checked(model, state, path, hint='check --model and --model-kwargs')
+    if reset_head:
+        model.reset_classifier(model.num_classes)
+    _logger.info(f"Weights: '{path}'" + (f"; head re-initialised: {', '.join(dropped or head)}" if reset_head else ''))

@@ -1,0 +1,129 @@
+"""Atomic file writes: nothing is ever half-written.
+
+Every writer of this package goes through :func:`atomic_path` (directly, or via :func:`atomic_write`): the
+bytes go to a hidden temp file in the target's own folder (same filesystem, so the rename is atomic), are
+fsync'ed, and only then replace the target with ``os.replace``. A failure or a kill leaves the previous file
+as it was; a failure also removes the temp file (a kill cannot: :func:`remove_stale_temp_files` cleans up).
+"""
+import contextlib
+import glob
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator, Optional, Sequence, Union
+
+__all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files']
+
+_TMP_SUFFIX = '.tmp'
+
+
+def temp_pattern(path: str, prefix: Optional[str] = None, suffix: str = _TMP_SUFFIX) -> str:
+    """Glob (relative to the folder) of the temp names :func:`atomic_path` uses for ``path``."""
+    prefix = f'.{os.path.basename(path)}.' if prefix is None else prefix
+    return glob.escape(prefix) + '*' + glob.escape(suffix)
+
+
+def _create_temp(folder: str, prefix: str, suffix: str) -> str:
+    """A new empty file (``O_EXCL``), mode 0o666 minus the umask, i.e. what ``open(path, 'w')`` gives."""
+    for _ in range(100):
+        tmp = os.path.join(folder, f'{prefix}{secrets.token_hex(4)}{suffix}')
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f'No free temp file name for {prefix}*{suffix} in {folder}')
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, *, prefix: Optional[str] = None, suffix: str = _TMP_SUFFIX,
+                perms: Optional[int] = None) -> Iterator[str]:
+    """Yield a temp file path next to ``path``; when the block ends without an error, what was written there
+    is fsync'ed and renamed onto ``path``. For writers that take a path (``torch.save``, ``savefig``, ...).
+
+    ``prefix`` / ``suffix`` name the temp file (default ``.<name>.<random>.tmp``); ``perms`` sets its mode
+    before the rename (default: as ``open`` would, 0o666 minus the umask).
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = _create_temp(folder, f'.{os.path.basename(path)}.' if prefix is None else prefix, suffix)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            if perms is not None:
+                os.fchmod(fd, perms)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = 'w', *, prefix: Optional[str] = None, suffix: str = _TMP_SUFFIX,
+                 perms: Optional[int] = None, **open_kwargs) -> Iterator[IO]:
+    """``open(path, mode)`` that replaces ``path`` only once the block has finished (see :func:`atomic_path`).
+
+    Text mode defaults to UTF-8; ``open_kwargs`` (``newline``, ``encoding``) go to ``open``.
+    """
+    if mode not in ('w', 'wb'):
+        raise ValueError(f"atomic_write writes a whole new file: mode 'w' or 'wb', not {mode!r}")
+    if mode == 'w':
+        open_kwargs.setdefault('encoding', 'utf-8')
+    with atomic_path(path, prefix=prefix, suffix=suffix, perms=perms) as tmp:
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+
+
+@contextlib.contextmanager
+def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temp folder that replaces ``out_dir`` only if the block finishes without an error.
+
+    The whole-folder counterpart of :func:`atomic_path` (a Hub repo folder appears complete or not at all);
+    its files are made world-readable (0o644), as a published repo is.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f'timm_cra: {out_dir} already exists; pass overwrite=True (CLI: --overwrite) '
+                              f'to replace it, or choose another output folder.')
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Hidden sibling: same filesystem (rename is atomic), invisible to the Hub server and to timm.
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix=_TMP_SUFFIX, dir=out_dir.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)
+        for f in tmp.iterdir():  # some writers create 0600 files; a published repo is world-readable
+            f.chmod(0o644)
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix='.old', dir=out_dir.parent))
+            old.rmdir()
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def remove_stale_temp_files(folder: str, patterns: Sequence[str]) -> int:
+    """Delete what matches the glob ``patterns`` in ``folder`` (temp files or staging folders of writes that
+    were killed); returns how many."""
+    removed = 0
+    for pattern in patterns:
+        for path in glob.glob(os.path.join(glob.escape(folder), pattern)):
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
+                removed += 1
+    return removed
