@@ -56,10 +56,10 @@ def campaign_argv(variant: str, seed: int, data_dir: str, output: str, epochs: i
 
 
 def _write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
+    from timm_cra.utils.io import atomic_write
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix('.json.tmp')
-    tmp.write_text(json.dumps(data, indent=1) + '\n')
-    tmp.replace(path)
+    with atomic_write(str(path)) as f:
+        f.write(json.dumps(data, indent=1) + '\n')
 
 
 def run_one(variant: str, seed: int, data_dir: str, output: str, results_dir: str,

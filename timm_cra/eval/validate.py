@@ -17,6 +17,7 @@ from timm.utils import ParseKwargs
 from ..data import check_num_classes, create_dataset, model_in_chans, resolve_model_data_config, skip_collate
 from ..utils.cli import check_model_name, default_workers
 from ..utils.errors import UsageError
+from ..utils.io import atomic_write
 from ..utils.weights import load_model_weights
 from .evaluate import evaluate
 
@@ -120,7 +121,7 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
 def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = '') -> None:
     if json_path:
         os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-        with open(json_path, 'w') as f:
+        with atomic_write(json_path) as f:
             json.dump(results, f, indent=2)
     if csv_path:
         new = not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0
