@@ -27,7 +27,7 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyrami
 
 __all__ = [
     'TimmFpnBackbone', 'create_fasterrcnn', 'create_fpn_backbone', 'create_retinanet', 'freeze_batchnorm',
-    'freeze_layers',
+    'freeze_layers', 'mean_average_precision',
 ]
 
 _STAGES = (1, 2, 3, 4)  # timm ResNet feature indices of C2..C5 (0 is the stem's stride-2 output)
@@ -193,3 +193,13 @@ def create_retinanet(model_name: str = 'cra_resnet50', num_classes: int = 91, mi
     backbone = create_fpn_backbone(model_name, extra_blocks=LastLevelP6P7(out_channels, out_channels),
                                    **backbone_args)
     return RetinaNet(backbone, num_classes=num_classes, min_size=min_size, max_size=max_size, **det_args)
+
+
+def mean_average_precision(iou_thresholds: Sequence[float] = (0.5,), **kwargs: Any):
+    """torchmetrics ``MeanAveragePrecision`` at ``iou_thresholds`` (default: mAP@0.5, reported as ``map`` and
+    ``map_50``); ``update(preds, targets)`` takes the detectors' eval outputs and training targets."""
+    try:
+        from torchmetrics.detection import MeanAveragePrecision
+        return MeanAveragePrecision(iou_thresholds=list(iou_thresholds), **kwargs)
+    except ImportError as e:
+        raise ImportError(f"mAP needs torchmetrics and pycocotools ({e}): pip install 'timm-cra[detection]'") from e
