@@ -206,3 +206,27 @@ def test_returned_layers_and_retinanet_levels():
     feats = backbone(torch.rand(1, 3, 64, 64))
     assert list(feats) == ['0', '1', '2', 'pool']
     assert [f.shape[-1] for f in feats.values()] == [8, 4, 2, 1] and all(f.shape[1] == 16 for f in feats.values())
+
+
+def test_map_helper_scores_real_predictions():
+    pytest.importorskip('torchmetrics', reason="the 'detection' extra (torchmetrics) is not installed")
+    pytest.importorskip('pycocotools', reason="the 'detection' extra (pycocotools) is not installed")
+    from timm_cra.detection import mean_average_precision
+    target = [dict(boxes=torch.tensor([[10., 10., 50., 50.], [60., 60., 100., 90.]]), labels=torch.tensor([1, 2]))]
+    hit = [dict(boxes=target[0]['boxes'] + 1, scores=torch.tensor([0.9, 0.8]), labels=torch.tensor([1, 2]))]
+    wrong = [dict(boxes=target[0]['boxes'], scores=torch.tensor([0.9, 0.8]), labels=torch.tensor([2, 1]))]
+    scores = []
+    for preds in (hit, wrong):
+        metric = mean_average_precision()
+        metric.update(preds, target)
+        scores.append(float(metric.compute()['map_50']))
+    assert scores == [1.0, 0.0]
+
+
+def test_map_helper_names_the_extra_when_torchmetrics_is_missing(monkeypatch):
+    import sys
+    from timm_cra.detection import mean_average_precision
+    monkeypatch.setitem(sys.modules, 'torchmetrics', None)
+    monkeypatch.setitem(sys.modules, 'torchmetrics.detection', None)
+    with pytest.raises(ImportError, match=r"pip install 'timm-cra\[detection\]'"):
+        mean_average_precision()
