@@ -86,6 +86,7 @@ ALLOWED = {
     'hub': {'', 'models', 'layers', 'data', 'utils'},
     'eval': {'', 'models', 'layers', 'data', 'utils'},
     'train': {'', 'models', 'layers', 'data', 'utils', 'eval'},  # the trainer validates with eval's loop
+    'detection': {'', 'models', 'layers', 'utils'},
 }
 #: module -> subpackages it may import beyond its subpackage's rule (lazily, inside a function)
 EXCEPTIONS = {
