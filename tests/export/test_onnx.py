@@ -30,22 +30,27 @@ CIFAR_DIR = REPO_ROOT / 'hub' / 'timm-cra' / 'cra_cifar_resnet20.cifar10'
 ATOL = 1e-4  # max abs logit difference, fp32
 
 
-def _reinit_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+def _reinit_bn(model: torch.nn.Module, input_size, seed: int = 0) -> torch.nn.Module:
+    """Random BN affine parameters (none zero), then running stats measured on random inputs, as trained BNs
+    would hold them: the gates are live and activations stay at a trained net's scale, even 150 layers deep."""
     gen = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
-                m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
+        for m in bns:
+            m.weight.copy_(torch.rand(m.num_features, generator=gen) * 0.5 + 0.75)
+            m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batch
+        model.train()
+        model(torch.randn((2,) + tuple(input_size), generator=gen))
+    for m in bns:
+        m.momentum = 0.1
     return model.eval()
 
 
-def _cra_model(name: str, **kwargs) -> torch.nn.Module:
+def _cra_model(name: str, size: int, **kwargs) -> torch.nn.Module:
     torch.manual_seed(0)
-    return _reinit_bn(timm.create_model(name, **kwargs))
+    return _reinit_bn(timm.create_model(name, **kwargs), (3, size, size))
 
 
 def _assert_gates_matter(model: torch.nn.Module, input_size) -> None:
@@ -96,7 +101,7 @@ def test_static_window_pool_is_adaptive_pool(size, pool, pool_type):
 
 
 def test_export_friendly_copies_and_fixes_windows():
-    model = _cra_model('cra_resnet18')
+    model = _cra_model('cra_resnet18', 288)
     friendly = export_friendly(model, (3, 288, 288))
     assert not any(isinstance(m, CraAttnExport) for m in model.modules())  # the original is untouched
     swapped = [m for m in friendly.modules() if isinstance(m, CraAttnExport)]
@@ -116,12 +121,12 @@ def test_export_friendly_copies_and_fixes_windows():
     ('cra_resnet18', 288, {}),  # maps 72/36/18/9
 ])
 def test_onnxruntime_matches_pytorch(name, size, kwargs, tmp_path):
-    _check_export(_cra_model(name, **kwargs), tmp_path, size)
+    _check_export(_cra_model(name, size, **kwargs), tmp_path, size)
 
 
 def test_mismatch_leaves_no_file(tmp_path, monkeypatch):
     import timm_cra.export.onnx as onnx_mod
-    model = _cra_model('cra_cifar_resnet20')
+    model = _cra_model('cra_cifar_resnet20', 32)
     out = tmp_path / 'model.onnx'
     monkeypatch.setattr(onnx_mod, 'compare_onnx', lambda *a, **k: {1: 0.5, 4: 0.0})
     with pytest.raises(OnnxMismatchError, match='was not written'):
@@ -195,7 +200,7 @@ ALL_CRA = timm.list_models('cra_*')
 @pytest.mark.parametrize('name', ALL_CRA)
 def test_every_cra_model_matches_in_onnxruntime(name, size, tmp_path):
     t = time.time()
-    diffs = _check_export(_cra_model(name), tmp_path, size)
+    diffs = _check_export(_cra_model(name, size), tmp_path, size)
     print(f'{name} @{size}: max abs diff {diffs} ({time.time() - t:.1f}s)')
 
 
@@ -206,4 +211,4 @@ def test_every_cra_model_matches_in_onnxruntime(name, size, tmp_path):
 ])
 def test_dynamo_exporter_matches_pytorch(name, size, kwargs, tmp_path):
     pytest.importorskip('onnxscript', reason='the dynamo exporter needs onnxscript (the export extra)')
-    _check_export(_cra_model(name, **kwargs), tmp_path, size, dynamo=True)
+    _check_export(_cra_model(name, size, **kwargs), tmp_path, size, dynamo=True)
