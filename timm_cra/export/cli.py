@@ -17,7 +17,8 @@ __all__ = ['create_parser', 'main']
 def create_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog='python -m timm_cra.export', allow_abbrev=False,
-        description='Export a timm / timm-cra model to ONNX (dynamic batch, fixed input size), verified in onnxruntime.')
+        description='Export a timm / timm-cra model to ONNX (dynamic batch, fixed input size), '
+                    'verified in onnxruntime.')
     add = p.add_argument
     add('--model', '-m', required=True, help='model name (cra_resnet50, cra_resnet50.paper_in1k), '
         'hf-hub:org/repo or local-dir:PATH')

@@ -1,11 +1,12 @@
 """ONNX export of ``cra_*`` (and any timm) models, checked against PyTorch in onnxruntime.
 
-Export goes through timm's own helper (:func:`timm.utils.onnx.onnx_export`, torch.export-based exporter) with a
-dynamic batch dimension at a fixed input size. ``torch.onnx`` has no rule for adaptive max pooling whose output
-size does not divide the input (CRA pools 9x9 -> 7x7 at 288 px), so :func:`export_friendly` first swaps each
-:class:`~timm_cra.layers.CraAttn` for :class:`CraAttnExport`: the same conv / gate / product with PyTorch's exact
+Export goes through timm's own helper (:func:`timm.utils.onnx.onnx_export`: the TorchScript exporter, or
+torch.export's with ``dynamo=True``) with a dynamic batch dimension at a fixed input size. ``torch.onnx`` has
+no rule for adaptive max pooling whose output size does not divide the input (CRA pools 9x9 -> 7x7 at 288 px),
+so :func:`export_friendly` first swaps each :class:`~timm_cra.layers.CraAttn` for :class:`CraAttnExport`: the same conv / gate / product with PyTorch's exact
 adaptive windows (start ``floor(i*H/P)``, end ``ceil((i+1)*H/P)``) written as static slices and max/mean
-reductions, or a strided pool when the size divides. The swap works on a copy; the given model is untouched.
+reductions, or a strided pool when the size divides. The windows are fixed per layer from one probe forward
+pass at the export size. The swap works on a copy; the given model is untouched.
 """
 import copy
 import os
@@ -20,8 +21,8 @@ from ..layers import CraAttn
 from ..utils.errors import UsageError
 
 __all__ = [
-    'OnnxMismatchError', 'CraAttnExport', 'adaptive_windows', 'static_window_pool', 'export_friendly', 'export_onnx', 'onnx_session',
-    'onnx_run', 'compare_onnx', 'require_onnx', 'EXPORT_EXTRA',
+    'OnnxMismatchError', 'CraAttnExport', 'adaptive_windows', 'static_window_pool', 'export_friendly', 'export_onnx',
+    'onnx_session', 'onnx_run', 'compare_onnx', 'require_onnx', 'EXPORT_EXTRA',
 ]
 
 #: The pip extra that installs the export dependencies.
@@ -31,7 +32,7 @@ EXPORT_EXTRA = 'pip install "timm-cra[export]"'
 def require_onnx(*modules: str) -> None:
     """Raise one line naming the extra when onnx / onnxruntime / onnxscript is missing."""
     import importlib
-    for name in modules or ('onnx', 'onnxscript', 'onnxruntime'):
+    for name in modules or ('onnx', 'onnxruntime'):
         try:
             importlib.import_module(name)
         except ImportError as e:
