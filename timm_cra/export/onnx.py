@@ -1,12 +1,12 @@
 """ONNX export of ``cra_*`` (and any timm) models, checked against PyTorch in onnxruntime.
 
 Export goes through timm's own helper (:func:`timm.utils.onnx.onnx_export`: the TorchScript exporter, or
-torch.export's with ``dynamo=True``) with a dynamic batch dimension at a fixed input size. ``torch.onnx`` has
-no rule for adaptive max pooling whose output size does not divide the input (CRA pools 9x9 -> 7x7 at 288 px),
-so :func:`export_friendly` first swaps each :class:`~timm_cra.layers.CraAttn` for :class:`CraAttnExport`: the
-same conv / gate / product with PyTorch's exact adaptive windows (start ``floor(i*H/P)``, end ``ceil((i+1)*H/P)``) written as static slices and max/mean
-reductions, or a strided pool when the size divides. The windows are fixed per layer from one probe forward
-pass at the export size. The swap works on a copy; the given model is untouched.
+torch.export's with ``dynamo=True``) with a dynamic batch dimension at a fixed input size. ``torch.onnx`` has no
+rule for adaptive max pooling whose output size does not divide the input (CRA pools 9x9 -> 7x7 at 288 px), so
+:func:`export_friendly` first swaps each :class:`~timm_cra.layers.CraAttn` for :class:`CraAttnExport`: the same conv
+/ gate / product with PyTorch's exact adaptive windows (start ``floor(i*H/P)``, end ``ceil((i+1)*H/P)``) written as
+static slices and max/mean reductions, or a strided pool when the size divides. The windows are fixed per layer from
+one probe forward pass at the export size. The swap works on a copy; the given model is untouched.
 """
 import copy
 import os
