@@ -4,6 +4,7 @@ Random-init timm ResNets zero-init each block's last BN, which silences every CR
 BN weights, biases and running stats re-initialised, and each comparison first checks the gates move the
 logits by far more than the tolerance (or uses the trained CIFAR weights from hub/).
 """
+import copy
 import subprocess
 import sys
 import time
@@ -72,18 +73,41 @@ def _assert_gates_matter(model: torch.nn.Module, input_size) -> None:
     assert (ref - flat).abs().max().item() > 100 * ATOL
 
 
-def _check_export(model, tmp_path, size, **kwargs):
+def _fp32_noise_check(model, onnx_file, input_size, batch_sizes=(1, 4), seed=3):
+    """For nets deep enough that PyTorch's own fp32 result is more than ATOL/2 from its float64 result (the
+    150-layer ones: plain timm resnet152 too), the export is held to the float64 answer instead: onnxruntime
+    within ATOL of PyTorch float64 on the same inputs. Returns ``{batch: (ort vs fp64, torch fp32 vs fp64)}``."""
+    session = onnx_session(str(onnx_file))
+    gen = torch.Generator().manual_seed(seed)
+    model64 = copy.deepcopy(model).double().eval()
+    out = {}
+    for b in batch_sizes:
+        x = torch.randn((b,) + tuple(input_size), generator=gen)
+        with torch.inference_mode():
+            ref32, ref64 = model(x.clone()), model64(x.double()).float()
+        out[b] = ((onnx_run(session, x) - ref64).abs().max().item(), (ref32 - ref64).abs().max().item())
+    return out
+
+
+def _check_export(model, tmp_path, size, fp64_fallback=False, **kwargs):
     input_size = (3, size, size) if isinstance(size, int) else size
     _assert_gates_matter(model, input_size)
     out = tmp_path / 'model.onnx'
-    result = export_onnx(model, str(out), input_size=input_size, verify_atol=ATOL, **kwargs)
+    verify = None if fp64_fallback else ATOL  # with the fallback the checks below decide
+    result = export_onnx(model, str(out), input_size=input_size, verify_atol=verify, **kwargs)
     assert out.is_file() and not [p for p in tmp_path.iterdir() if p.name.endswith('.tmp')]
     # The batch dimension is symbolic; height and width are fixed.
     dims = onnx_session(str(out)).get_inputs()[0].shape
     assert isinstance(dims[0], str) and dims[1:] == list(input_size)
+    assert set(result['max_abs_diff']) == (set() if fp64_fallback else {1, 4})
     diffs = compare_onnx(model, str(out), input_size, batch_sizes=(1, 4), seed=3)
-    assert set(diffs) == {1, 4} and max(diffs.values()) <= ATOL, diffs
-    assert set(result['max_abs_diff']) == {1, 4}
+    assert set(diffs) == {1, 4}
+    if max(diffs.values()) > ATOL and fp64_fallback:
+        noise = _fp32_noise_check(model, out, input_size)
+        print(f'vs PyTorch fp32 {diffs}; (onnxruntime vs fp64, PyTorch fp32 vs fp64) {noise}')
+        assert all(ort64 <= ATOL and torch64 > ATOL / 2 for ort64, torch64 in noise.values()), (diffs, noise)
+        return diffs
+    assert max(diffs.values()) <= ATOL, diffs
     return diffs
 
 
@@ -200,7 +224,7 @@ ALL_CRA = timm.list_models('cra_*')
 @pytest.mark.parametrize('name', ALL_CRA)
 def test_every_cra_model_matches_in_onnxruntime(name, size, tmp_path):
     t = time.time()
-    diffs = _check_export(_cra_model(name, size), tmp_path, size)
+    diffs = _check_export(_cra_model(name, size), tmp_path, size, fp64_fallback=True)
     print(f'{name} @{size}: max abs diff {diffs} ({time.time() - t:.1f}s)')
 
 
