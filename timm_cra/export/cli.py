@@ -1,0 +1,74 @@
+"""``python -m timm_cra.export``: export a model (registry name, ``local-dir:`` / ``hf-hub:`` tag, or checkpoint)
+to ONNX with a dynamic batch dimension, checked against PyTorch in onnxruntime before the file is written."""
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from timm.utils import ParseKwargs
+
+from ..utils.cli import check_model_name
+from ..utils.errors import UsageError
+from ..utils.weights import load_model_weights
+from .onnx import OnnxMismatchError, export_onnx, require_onnx
+
+__all__ = ['create_parser', 'main']
+
+
+def create_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog='python -m timm_cra.export', allow_abbrev=False,
+        description='Export a timm / timm-cra model to ONNX (dynamic batch, fixed input size), '
+                    'verified in onnxruntime.')
+    add = p.add_argument
+    add('--model', '-m', required=True, help='model name (cra_resnet50, cra_resnet50.paper_in1k), '
+        'hf-hub:org/repo or local-dir:PATH')
+    add('--output', '-o', required=True, metavar='FILE', help='the .onnx file to write')
+    add('--pretrained', action=argparse.BooleanOptionalAction, default=None,
+        help='load the named weights (default: on for hf-hub: / local-dir: names, off for registry names)')
+    add('--checkpoint', default='', metavar='PATH', help='model.safetensors, state dict, or trainer checkpoint')
+    add('--use-ema', action='store_true', default=False, help='use the EMA weights of a trainer checkpoint')
+    add('--num-classes', type=int, default=None)
+    add('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V', help='extra create_model kwargs')
+    add('--img-size', type=int, default=None, help="square input size (default: the model's)")
+    add('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'))
+    add('--opset', type=int, default=None, help="ONNX opset (default: the exporter's)")
+    add('--dynamo', action='store_true', default=False,
+        help="use torch.export's ONNX exporter (needs onnxscript; slower) instead of the TorchScript one")
+    add('--atol', type=float, default=1e-4, help='max abs output difference allowed in the onnxruntime check')
+    add('--no-verify', action='store_true', default=False, help='skip the onnxruntime check')
+    return p
+
+
+def _create_model(args):
+    import timm_cra
+    check_model_name(args.model)
+    kwargs = dict(args.model_kwargs or {})
+    if args.num_classes is not None:
+        kwargs['num_classes'] = args.num_classes
+    pretrained = args.pretrained if args.pretrained is not None else ':' in args.model
+    try:
+        model = timm_cra.create_model(args.model, pretrained=pretrained, **kwargs)
+    except (RuntimeError, TypeError) as e:
+        raise UsageError(f"Cannot create model '{args.model}': {' '.join(str(e).split())}") from e
+    if args.checkpoint:
+        load_model_weights(model, args.checkpoint, use_ema=args.use_ema)
+    return model
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = create_parser().parse_args(argv)
+    if args.atol is not None and not args.atol >= 0:
+        raise UsageError(f'--atol must be >= 0, got {args.atol}.')
+    require_onnx('onnx', *(('onnxscript',) if args.dynamo else ()), *(() if args.no_verify else ('onnxruntime',)))
+    model = _create_model(args)
+    try:
+        result = export_onnx(model, args.output, input_size=args.input_size, img_size=args.img_size, opset=args.opset,
+                             dynamo=args.dynamo, verify_atol=None if args.no_verify else args.atol)
+    except OnnxMismatchError as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(1)
+    c, h, w = result['input_size']
+    checked = ', '.join(f'batch {b}: {d:.2g}' for b, d in result['max_abs_diff'].items())
+    print(f"wrote {args.output}: input (batch, {c}, {h}, {w}), dynamic batch"
+          + (f"; onnxruntime vs PyTorch max abs diff {checked}" if checked else ''))
+    return result

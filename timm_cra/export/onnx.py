@@ -1,0 +1,246 @@
+"""ONNX export of ``cra_*`` (and any timm) models, checked against PyTorch in onnxruntime.
+
+Export goes through timm's own helper (:func:`timm.utils.onnx.onnx_export`: the TorchScript exporter, or
+torch.export's with ``dynamo=True``) with a dynamic batch dimension at a fixed input size. ``torch.onnx`` has no
+rule for adaptive max pooling whose output size does not divide the input (CRA pools 9x9 -> 7x7 at 288 px), so
+:func:`export_friendly` first swaps each :class:`~timm_cra.layers.CraAttn` for :class:`CraAttnExport`: the same conv
+/ gate / product with PyTorch's exact adaptive windows (start ``floor(i*H/P)``, end ``ceil((i+1)*H/P)``) written as
+static slices and max/mean reductions, or a strided pool when the size divides. The windows are fixed per layer from
+one probe forward pass at the export size. The swap works on a copy; the given model is untouched.
+"""
+import copy
+import os
+import tempfile
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import CraAttn
+from ..utils.errors import UsageError
+
+__all__ = [
+    'OnnxMismatchError', 'CraAttnExport', 'adaptive_windows', 'static_window_pool', 'export_friendly', 'export_onnx',
+    'onnx_session', 'onnx_run', 'compare_onnx', 'require_onnx', 'EXPORT_EXTRA',
+]
+
+#: The pip extra that installs the export dependencies.
+EXPORT_EXTRA = 'pip install "timm-cra[export]"'
+
+
+def require_onnx(*modules: str) -> None:
+    """Raise one line naming the extra when onnx / onnxruntime / onnxscript is missing."""
+    import importlib
+    for name in modules or ('onnx', 'onnxruntime'):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise UsageError(f"ONNX export needs '{name}', which is not installed: {EXPORT_EXTRA}") from e
+
+
+def adaptive_windows(size: int, out: int) -> List[Tuple[int, int]]:
+    """``[start, end)`` of each of PyTorch's adaptive pooling bins along one axis of ``size`` -> ``out``."""
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+def _pool_axis(x: torch.Tensor, dim: int, windows: Sequence[Tuple[int, int]], pool_type: str) -> torch.Tensor:
+    reduce = torch.amax if pool_type == 'max' else torch.mean
+    return torch.cat([reduce(x[:, :, s:e] if dim == 2 else x[:, :, :, s:e], dim=dim, keepdim=True)
+                      for s, e in windows], dim=dim)
+
+
+def static_window_pool(
+        x: torch.Tensor, in_size: Tuple[int, int], pool_size: Tuple[int, int], pool_type: str = 'max') -> torch.Tensor:
+    """``F.adaptive_{max,avg}_pool2d(x, pool_size)`` of an NCHW ``x`` of spatial size ``in_size``, in plain ops.
+
+    ``in_size`` is a Python constant, so every window is a static slice whatever the exporter traces (the
+    TorchScript tracer would otherwise record the window arithmetic on the traced shape, with C-style
+    division). Uniform bins (the size divides) are one strided pool; otherwise rows then columns are reduced
+    per bin (max and mean over a rectangle are separable): bit-exact for max, equal up to float rounding for mean.
+    """
+    (H, W), (ph, pw) = in_size, pool_size
+    if (H, W) == (ph, pw):
+        return x
+    if H % ph == 0 and W % pw == 0:
+        k = (H // ph, W // pw)
+        return F.max_pool2d(x, k, k) if pool_type == 'max' else F.avg_pool2d(x, k, k)
+    if H != ph:
+        x = _pool_axis(x, 2, adaptive_windows(H, ph), pool_type)
+    if W != pw:
+        x = _pool_axis(x, 3, adaptive_windows(W, pw), pool_type)
+    return x
+
+
+class CraAttnExport(nn.Module):
+    """:class:`~timm_cra.layers.CraAttn` as plain ops for one input size: static-window pool, depthwise conv,
+    gate, product. Shares the source module's conv and gate (same parameter names: state dicts still match).
+    """
+
+    def __init__(self, src: nn.Module, in_size: Tuple[int, int]):
+        super().__init__()
+        missing = [a for a in ('pool_size', 'pool_type', 'conv', 'gate') if not hasattr(src, a)]
+        if missing:
+            raise TypeError(f'CraAttnExport: {type(src).__name__} lacks {missing}; update timm_cra.export for it.')
+        self.in_size = (int(in_size[0]), int(in_size[1]))
+        self.pool_size = tuple(int(v) for v in src.pool_size)
+        self.pool_type = src.pool_type
+        self.conv = src.conv
+        self.gate = src.gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_tracing() and tuple(x.shape[-2:]) != self.in_size:
+            raise ValueError(f'CraAttnExport was built for {self.in_size} inputs, got {tuple(x.shape[-2:])}: '
+                             f'call export_friendly with the input size to export.')
+        return x * self.gate(self.conv(static_window_pool(x, self.in_size, self.pool_size, self.pool_type)))
+
+    def extra_repr(self) -> str:
+        return f'in_size={self.in_size}, pool_size={self.pool_size}, pool_type={self.pool_type!r}'
+
+
+def export_friendly(model: nn.Module, input_size: Sequence[int]) -> nn.Module:
+    """A copy of ``model`` for export at ``input_size`` (C, H, W): each :class:`CraAttn` is replaced by a
+    :class:`CraAttnExport` whose windows are fixed from the map size that layer sees (one probe forward pass).
+    Nothing global is patched and ``model`` itself is untouched.
+    """
+    model = copy.deepcopy(model).eval()
+    cra = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+           if isinstance(child, CraAttn)]
+    if not cra:
+        return model
+    sizes = {}
+
+    def record(module, args):
+        sizes.setdefault(id(module), tuple(args[0].shape[-2:]))  # returns None: the input is left as it is
+
+    hooks = [child.register_forward_pre_hook(record) for _, _, child in cra]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros((1,) + tuple(input_size)))
+    finally:
+        for h in hooks:
+            h.remove()
+    for parent, name, child in cra:
+        setattr(parent, name, CraAttnExport(child, sizes[id(child)]))
+    return model
+
+
+def _input_size(model: nn.Module, input_size: Optional[Sequence[int]], img_size: Optional[int]) -> Tuple[int, int, int]:
+    if input_size:
+        if len(input_size) != 3 or min(input_size) < 1:
+            raise UsageError(f'input size must be C H W (three positive integers), got {list(input_size)}.')
+        return tuple(int(v) for v in input_size)
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    chans = int(cfg.get('input_size', (getattr(model, 'in_chans', 3),))[0])
+    if img_size is not None:
+        if img_size < 1:
+            raise UsageError(f'--img-size must be positive, got {img_size}.')
+        return chans, img_size, img_size
+    if 'input_size' not in cfg:
+        raise UsageError('the model has no default input size: give --img-size or --input-size.')
+    return tuple(int(v) for v in cfg['input_size'])
+
+
+class OnnxMismatchError(RuntimeError):
+    """The exported graph's outputs in onnxruntime differ from PyTorch's by more than the tolerance."""
+
+
+def export_onnx(
+        model: nn.Module,
+        output_file: str,
+        input_size: Optional[Sequence[int]] = None,
+        img_size: Optional[int] = None,
+        opset: Optional[int] = None,
+        dynamo: bool = False,
+        verify_atol: Optional[float] = 1e-4,
+        verify_batch_sizes: Sequence[int] = (1, 4),
+) -> Dict[str, object]:
+    """Export ``model`` (eval mode) to ``output_file`` with a dynamic batch dimension at a fixed input size.
+
+    The input size is ``input_size`` (C, H, W), else ``img_size`` (square, the model's channels), else the
+    model's pretrained cfg. CRA layers go through :func:`export_friendly`; the export itself is timm's
+    :func:`~timm.utils.onnx.onnx_export` (TorchScript exporter, or torch.export's with ``dynamo``) followed by
+    ``onnx.checker``. Unless ``verify_atol`` is None, the graph is run in onnxruntime (CPU) at each of
+    ``verify_batch_sizes`` against the original PyTorch model and :class:`OnnxMismatchError` is raised when the
+    max abs output difference exceeds ``verify_atol``. The file is written under a temporary name beside
+    ``output_file`` and renamed only after all checks pass.
+
+    Returns ``{'input_size': (C, H, W), 'max_abs_diff': {batch: diff}}``.
+    """
+    require_onnx('onnx', *(('onnxscript',) if dynamo else ()), *(('onnxruntime',) if verify_atol is not None else ()))
+    from timm.utils.onnx import onnx_export
+
+    size = _input_size(model, input_size, img_size)
+    out_dir = os.path.dirname(os.path.abspath(output_file))
+    if not os.path.isdir(out_dir):
+        raise UsageError(f"output folder '{out_dir}' does not exist: create it or choose another output path.")
+    was_training = model.training
+    export_model = export_friendly(model, size)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(output_file) + '.', suffix='.tmp', dir=out_dir)
+    os.close(fd)
+    try:
+        example = torch.randn((2,) + size)  # batch >= 2 so the batch dimension stays dynamic
+        onnx_export(export_model, tmp, example_input=example, opset=opset, check=True, use_dynamo=dynamo,
+                    external_data=False)
+        diffs = {}
+        if verify_atol is not None:
+            diffs = compare_onnx(model, tmp, size, batch_sizes=verify_batch_sizes)
+            worst = max(diffs.values())
+            if not worst <= verify_atol:
+                raise OnnxMismatchError(
+                    f'onnxruntime output differs from PyTorch by {worst:.3g} > {verify_atol:g} (max abs, per batch '
+                    f'size: {diffs}); {output_file} was not written.')
+        os.replace(tmp, output_file)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        model.train(was_training)
+    return {'input_size': size, 'max_abs_diff': diffs}
+
+
+def onnx_session(onnx_file: str, threads: int = 0):
+    """An onnxruntime CPU session (``threads`` intra-op threads; 0: onnxruntime's default)."""
+    require_onnx('onnxruntime')
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    if threads:
+        opts.inter_op_num_threads = 1
+    return ort.InferenceSession(onnx_file, opts, providers=['CPUExecutionProvider'])
+
+
+def onnx_run(session, x: torch.Tensor) -> torch.Tensor:
+    """Run ``session`` on one input tensor; returns its first output as a tensor."""
+    name = session.get_inputs()[0].name
+    return torch.from_numpy(session.run(None, {name: x.detach().cpu().numpy()})[0])
+
+
+def compare_onnx(
+        model: nn.Module,
+        onnx_file: str,
+        input_size: Sequence[int],
+        batch_sizes: Sequence[int] = (1, 4),
+        seed: int = 0,
+) -> Dict[int, float]:
+    """Max abs output difference between ``model`` (PyTorch, eval) and ``onnx_file`` (onnxruntime CPU) per batch size.
+
+    Each batch size gets its own random input (the same one for both runtimes); the PyTorch side runs the
+    original model, so the comparison covers :func:`export_friendly` too.
+    """
+    session = onnx_session(onnx_file)
+    gen = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    diffs = {}
+    try:
+        for b in batch_sizes:
+            x = torch.randn((b,) + tuple(input_size), generator=gen)
+            with torch.inference_mode():
+                ref = model(x.clone())
+            out = onnx_run(session, x)
+            if out.shape != ref.shape:
+                raise RuntimeError(f'onnxruntime output shape {tuple(out.shape)} != PyTorch {tuple(ref.shape)}')
+            diffs[b] = (out.float() - ref.float()).abs().max().item()
+    finally:
+        model.train(was_training)
+    return diffs
