@@ -87,6 +87,7 @@ ALLOWED = {
     'eval': {'', 'models', 'layers', 'data', 'utils'},
     'train': {'', 'models', 'layers', 'data', 'utils', 'eval'},  # the trainer validates with eval's loop
     'detection': {'', 'models', 'layers', 'utils'},
+    'export': {'', 'models', 'layers', 'utils'},
 }
 #: module -> subpackages it may import beyond its subpackage's rule (lazily, inside a function)
 EXCEPTIONS = {
