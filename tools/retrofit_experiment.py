@@ -153,8 +153,9 @@ def _mean_std(values):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarize() -> dict:
-    """Table rows (mean / std / per seed of the final top-1) of every arm, plus the at-init accuracies."""
+def summarize(with_gates: bool = False) -> dict:
+    """Table rows (mean / std / per seed of the final top-1) of every arm, plus the at-init accuracies;
+    ``with_gates``: the gate statistics of the fine-tuned weights (needs the runs' ``output/`` folders)."""
     init = json.loads((RESULTS / 'init.json').read_text())
     rows = []
     for arm, _, _ in arms():
@@ -163,8 +164,12 @@ def summarize() -> dict:
             continue
         finals = [r['final_top1'] for r in recs]
         m, sd = _mean_std(finals)
-        rows.append(dict(arm=arm, seeds=[r['seed'] for r in recs], final_top1=finals, mean=round(m, 2),
-                         std=round(sd, 2), images_seen=EPOCHS * TRAIN_SUBSET))
+        row = dict(arm=arm, seeds=[r['seed'] for r in recs], final_top1=finals, mean=round(m, 2),
+                   std=round(sd, 2), images_seen=EPOCHS * TRAIN_SUBSET)
+        weights = [OUTPUT / f"{arm}-s{r['seed']}" / 'model.safetensors' for r in recs]
+        if with_gates and arm != 'base_ft' and all(w.exists() for w in weights):
+            row['gates_after'] = [gate_stats(w) for w in weights]
+        rows.append(row)
     scratch = sorted((json.loads(p.read_text()) for p in (ROOT / 'results' / 'cifar10').glob(SCRATCH_GLOB)),
                      key=lambda r: r['seed'])
     if scratch:
@@ -176,6 +181,39 @@ def summarize() -> dict:
     summary = dict(init=[dict(arm=r['arm'], gate_bias=r['gate_bias'], top1=r['top1']) for r in init['rows']],
                    finetune=rows, recipe=' '.join(FINETUNE_ARGS), dataset=DATASET)
     return summary
+
+
+def gate_stats(weights: Path, num_images: int = 500) -> dict:
+    """How far the trained gates moved: mean and spread of the gate values sigmoid(conv(pool(x))) over the first
+    ``num_images`` test images, all gates pooled (at init every gate is the constant sigmoid(b))."""
+    from io import BytesIO
+    import numpy as np
+    import pyarrow.parquet as pq
+    import timm
+    import torch
+    from PIL import Image
+    from safetensors.torch import load_file
+    from timm_cra.layers import CraAttn, cra_pool
+    model = timm.create_model('cra_cifar_resnet20')
+    model.load_state_dict(load_file(str(weights)))
+    model.eval()
+    rows = pq.read_table(TEST_DIR / 'test-00000-of-00001.parquet').slice(0, num_images).to_pydict()['img']
+    x = torch.stack([torch.from_numpy(np.array(Image.open(BytesIO(r['bytes'])).convert('RGB'))).permute(2, 0, 1)
+                     for r in rows]).float().div(255)
+    cfg = model.pretrained_cfg
+    x = (x - torch.tensor(cfg['mean'])[:, None, None]) / torch.tensor(cfg['std'])[:, None, None]
+    gates = []
+
+    def hook(module, inputs):  # the gate, from the input before the (in-place) product
+        gates.append(module.gate(module.conv(cra_pool(inputs[0], module.pool_size, module.pool_type))).flatten())
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, CraAttn)]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    g = torch.cat(gates)
+    return dict(gate_mean=round(g.mean().item(), 4), gate_std=round(g.std().item(), 4),
+                gate_min=round(g.min().item(), 4))
 
 
 def plot_curves(path: Path) -> None:
@@ -216,7 +254,7 @@ def main(argv=None) -> None:
         run_init()
         return
     if args.step == 'report':
-        summary = summarize()
+        summary = summarize(with_gates=True)
         _write_json(RESULTS / 'summary.json', summary)
         print(json.dumps(summary, indent=1))
         plot_curves(RESULTS / 'curves.png')
