@@ -4,6 +4,7 @@ The real timm repos cannot be fetched here: stand-in repos with random weights i
 layout (``save_for_hf`` of the base architecture, BNs re-initialised) are served by the loopback Hub.
 """
 import copy
+import tempfile
 from io import BytesIO
 from pathlib import Path
 
@@ -65,11 +66,9 @@ def _serve_base(hub, base_arch: str, seed: int = 0, arch: str = None):
     """A stand-in of timm's Hub repo of ``base_arch``'s default weights; returns the base model (eval)."""
     torch.manual_seed(seed)
     base = reinit_bns(timm.create_model(arch or base_arch), seed).eval()
-    folder = hub.server.test_root / 'staging' / base_arch
-    save_for_hf(base, str(folder), safe_serialization=True)
-    repo_id = get_pretrained_cfg(base_arch).hf_hub_id
-    hub.add_repo(repo_id, {'model.safetensors': (folder / 'model.safetensors').read_bytes(),
-                           'config.json': (folder / 'config.json').read_bytes()})
+    with tempfile.TemporaryDirectory() as folder:
+        save_for_hf(base, folder, safe_serialization=True)  # timm's own Hub file layout
+        hub.add_repo(get_pretrained_cfg(base_arch).hf_hub_id, Path(folder))
     return base
 
 
