@@ -150,10 +150,11 @@ def test_weights_file_missing_for_registered_tag(hub):
 
 
 def test_pending_weights_on_public_hub_fail_before_any_request(hub):
-    from huggingface_hub import constants
-    hub.set_endpoint(constants._HF_DEFAULT_ENDPOINT)
+    from timm_cra.models._builder import PUBLIC_HUB_ENDPOINT
+    hub.set_endpoint(PUBLIC_HUB_ENDPOINT)
     hub.set_offline(True)
-    with pytest.raises(RuntimeError, match=r"not published on the Hugging Face Hub yet.*convert_official"):
+    with pytest.raises(RuntimeError, match=r"not published on the Hugging Face Hub yet.*convert_official.*"
+                                           r"untrained CRA gates.*cra_resnet50\.a1_in1k_gates_untrained"):
         timm.create_model('cra_resnet50', pretrained=True)  # default tag: paper_in1k
 
 
@@ -190,7 +191,9 @@ def test_unknown_tag():
 
 
 def test_no_weights_at_all():
-    with pytest.raises(RuntimeError, match=r"no pretrained weights exist for 'cra_resnet18.untrained'.*file="):
+    # The bare name never falls back to the gates-untrained tag; the error names it.
+    with pytest.raises(RuntimeError, match=r"no pretrained weights exist for 'cra_resnet18.untrained'.*"
+                                           r"untrained CRA gates.*cra_resnet18\.a1_in1k_gates_untrained.*file="):
         timm.create_model('cra_resnet18', pretrained=True)
 
 

@@ -1,7 +1,7 @@
 """Regenerate ``hub/<org>/<repo>/`` (config.json + README.md) for every registered CRA weight tag.
 
 The cards and configs in ``hub/`` are what the Hub repos hold (or will hold); they are derived only from the
-registry (pretrained cfgs, :data:`~timm_cra.models._builder.PENDING_WEIGHTS`), the architecture and
+registry (pretrained cfgs and the weight status they record), the architecture and
 ``results/<arch>.<tag>.json``, so regenerating them is the way to change them and a test checks they match.
 Weights already in a repo folder (small models) are left in place.
 """
@@ -12,18 +12,19 @@ import timm
 from timm.models import get_arch_pretrained_cfgs
 
 from ..models import list_package_models
-from ..models._builder import HUB_ORG, PENDING_WEIGHTS
+from ..models._builder import HUB_ORG, WEIGHTS_GATES_UNTRAINED, WEIGHTS_PENDING, weight_note, weight_status
 from .repo import write_repo_metadata
 
 __all__ = ['weight_tags', 'generate_hub']
 
 
 def weight_tags() -> List[str]:
-    """Every weight tag of this package's architectures that has a ``timm-cra/`` Hub repo."""
+    """Every weight tag of this package's architectures that has its own ``timm-cra/`` Hub repo (tags with
+    untrained gates load another tag's repo and have none)."""
     names = set()
     for arch in list_package_models():
         for name, cfg in get_arch_pretrained_cfgs(arch).items():
-            if (cfg.hf_hub_id or '').startswith(f'{HUB_ORG}/'):
+            if (cfg.hf_hub_id or '').startswith(f'{HUB_ORG}/') and weight_status(cfg) != WEIGHTS_GATES_UNTRAINED:
                 names.add(name)
     return sorted(names)
 
@@ -55,7 +56,7 @@ def generate_hub(
         write_repo_metadata(
             model, repo_dir, model_name=name, repo_id=repo_id,
             results=results if results is not None and results.is_file() else None,
-            weights_note=PENDING_WEIGHTS.get(name),
+            weights_note=weight_note(cfg) if weight_status(cfg) == WEIGHTS_PENDING else None,
         )
         written.append(repo_dir)
     return written

@@ -1,8 +1,8 @@
 """Shared pieces of the CRA model families: pretrained-cfg defaults, the weights guard and the one place
 CRA models are built (so every entrypoint gets the same pretrained checks and error messages)."""
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Any, Callable, Dict, List, Optional
 
-from timm.models import get_arch_pretrained_cfgs, list_pretrained
+from timm.models import generate_default_cfgs, get_arch_pretrained_cfgs, list_pretrained
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 
@@ -11,7 +11,10 @@ from ._weight_checks import (cached_weights, check_hub_reachable, check_weight_d
                              verify_download, weights_file)
 
 __all__ = [
-    'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT', 'PENDING_WEIGHTS', 'HUB_UPLOAD_PENDING', 'hub_id', 'imagenet_cfg', 'check_pretrained_available', 'create_cra_model',
+    'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
+    'WEIGHTS_PENDING', 'WEIGHTS_UPLOAD_PENDING', 'WEIGHTS_GATES_UNTRAINED',
+    'weight_status_cfg', 'weight_status', 'weight_note', 'weight_status_tags', 'pending_weight_tags', 'hub_id',
+    'imagenet_cfg', 'default_cfgs_marked', 'gates_untrained_cfgs', 'check_pretrained_available', 'create_cra_model',
 ]
 
 #: Hugging Face organisation that holds every published timm-cra weight repo.
@@ -25,15 +28,68 @@ PAPER_CFG: Dict[str, Any] = dict(
     license='apache-2.0',
 )
 
-#: Registered ``<arch>.<tag>`` whose Hub repo is prepared (config + card in ``hub/``) but whose weights are
-#: not uploaded to huggingface.co yet, with how to get them meanwhile. Loading these from the public Hub
-#: fails early with that text instead of a 404; a mirror (``HF_ENDPOINT``) or a local file still works.
-PENDING_WEIGHTS: Dict[str, str] = {}
+#: Weight status of a registered tag, kept in its pretrained cfg (``notes``, see :func:`weight_status_cfg`).
+#: ``pending``: the Hub repo is prepared (config + card in ``hub/``) but its weights are not on huggingface.co
+#: yet; loading from the public Hub fails early with the cfg's note (how to get them meanwhile) instead of a
+#: 404, while a mirror (``HF_ENDPOINT``) or a local file still works.
+WEIGHTS_PENDING = 'pending'
+#: ``upload-pending``: the complete repo folder, weights included, is in this project's ``hub/`` but not on
+#: huggingface.co yet. Loads still go to the Hub; while the repo is missing there, the error names the copy.
+WEIGHTS_UPLOAD_PENDING = 'upload-pending'
+#: ``gates-untrained``: the base network's weights (another architecture's repo) with the CRA gates
+#: initialised at load (:mod:`.retrofit`); only loaded when the tag is asked for by name.
+WEIGHTS_GATES_UNTRAINED = 'gates-untrained'
+WEIGHT_STATUSES = (WEIGHTS_PENDING, WEIGHTS_UPLOAD_PENDING, WEIGHTS_GATES_UNTRAINED)
+_STATUS_PREFIX = 'timm_cra weights: '
+_NOTE_SEP = ' -- '
 
-#: Registered ``<arch>.<tag>`` whose complete repo folder, weights included, is in this project's ``hub/``
-#: but not uploaded to huggingface.co yet. Loads still go to the Hub (so they work as soon as the repo is
-#: pushed); while the repo is missing there, the error names the local copy and how to load it.
-HUB_UPLOAD_PENDING: Set[str] = set()
+
+def weight_status_cfg(status: str, note: str = '') -> Dict[str, Any]:
+    """Pretrained-cfg fields recording a weight status (and a note for users) in timm's ``notes`` field.
+
+    The status describes a registry entry's weight source; a built model's cfg drops it (see
+    :func:`create_cra_model`), so configs exported from a model never carry it."""
+    if status not in WEIGHT_STATUSES:
+        raise ValueError(f'weight status must be one of {WEIGHT_STATUSES}, got {status!r}')
+    return {'notes': (_STATUS_PREFIX + status + (_NOTE_SEP + note if note else ''),)}
+
+
+def _status_entry(cfg: Any) -> Optional[str]:
+    notes = cfg.get('notes') if isinstance(cfg, dict) else getattr(cfg, 'notes', None)
+    return next((n[len(_STATUS_PREFIX):] for n in notes or () if n.startswith(_STATUS_PREFIX)), None)
+
+
+def weight_status(cfg: Any) -> Optional[str]:
+    """The weight status a pretrained cfg (``PretrainedCfg`` or dict) records, ``None`` for plain weights."""
+    entry = _status_entry(cfg)
+    return entry.split(_NOTE_SEP, 1)[0] if entry is not None else None
+
+
+def weight_note(cfg: Any) -> Optional[str]:
+    """The user-facing note recorded with the weight status (what to do meanwhile), if any."""
+    entry = _status_entry(cfg)
+    return entry.split(_NOTE_SEP, 1)[1] if entry is not None and _NOTE_SEP in entry else None
+
+
+def _drop_status(model: Any) -> None:
+    cfg = getattr(model, 'pretrained_cfg', None)
+    if isinstance(cfg, dict) and cfg.get('notes'):
+        notes = tuple(n for n in cfg['notes'] if not n.startswith(_STATUS_PREFIX)) or None
+        model.pretrained_cfg = dict(cfg, notes=notes)
+        if getattr(model, 'default_cfg', None) is cfg:
+            model.default_cfg = model.pretrained_cfg
+
+
+def weight_status_tags(*statuses: str) -> List[str]:
+    """Registered ``<arch>.<tag>`` of this package whose weight status is one of ``statuses``."""
+    from . import list_package_models
+    return sorted(name for arch in list_package_models() for name, cfg in get_arch_pretrained_cfgs(arch).items()
+                  if weight_status(cfg) in statuses)
+
+
+def pending_weight_tags() -> List[str]:
+    """Tags whose weights are not published on huggingface.co yet (status ``pending``)."""
+    return weight_status_tags(WEIGHTS_PENDING)
 
 
 def imagenet_cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -55,8 +111,45 @@ def hub_id(model_name_with_tag: str) -> str:
     return f'{HUB_ORG}/{model_name_with_tag}'
 
 
-def _local_copy_hint(name: str) -> Optional[str]:
-    if name not in HUB_UPLOAD_PENDING:
+def default_cfgs_marked(cfgs: Dict[str, Dict[str, Any]]):
+    """timm's ``generate_default_cfgs`` where a tag ending in '*' stays its architecture's default even when a
+    later tag has weights (timm would promote that one): ``pretrained=True`` on a bare name never picks up a
+    gates-untrained tag."""
+    out = generate_default_cfgs(cfgs)
+    for key in cfgs:
+        arch, _, tag = key.partition('.')
+        if tag.endswith('*'):
+            tags = out[arch].tags
+            tags.remove(tag[:-1])
+            tags.appendleft(tag[:-1])
+    return out
+
+
+def gates_untrained_cfgs(base_arch: str, **kwargs) -> Dict[str, Dict[str, Any]]:
+    """``{'<base_tag>_gates_untrained': cfg}`` for a CRA architecture built on ``base_arch``: the pretrained cfg
+    of timm's default weights for ``base_arch`` (Hub repo, eval transform, licence, origin), marked
+    :data:`WEIGHTS_GATES_UNTRAINED`. ``kwargs`` override fields (e.g. the CRA model's ``first_conv``)."""
+    from timm.models import get_pretrained_cfg
+    base = get_pretrained_cfg(base_arch)
+    if base is None or not base.has_weights:
+        raise ValueError(f'timm registers no pretrained weights for {base_arch!r}.')
+    cfg = {k: v for k, v in base.to_dict(remove_source=True, remove_null=True).items()
+           if k not in ('architecture', 'tag', 'url', 'notes', 'description')}
+    base_name = f'{base.architecture}.{base.tag}'
+    cfg.update(
+        hf_hub_id=base.hf_hub_id,
+        description=f"{base_name} weights with CRA gates added, untrained (initialised at load).",
+        **weight_status_cfg(
+            WEIGHTS_GATES_UNTRAINED,
+            f"Weights of {base_name} ({base.hf_hub_id}, its own card and licence) with every CRA gate initialised "
+            f"at load (zero kernel + constant bias): the gates are untrained, fine-tune before use."),
+        **kwargs,
+    )
+    return {f'{base.tag}_gates_untrained': cfg}
+
+
+def _local_copy_hint(name: str, cfg: PretrainedCfg) -> Optional[str]:
+    if weight_status(cfg) != WEIGHTS_UPLOAD_PENDING:
         return None
     folder = f'hub/{hub_id(name)}'
     return (f"The '{name}' repo may not be uploaded yet: the timm-cra source tree holds it in {folder}. From a "
@@ -68,8 +161,20 @@ def _name(variant: str, cfg: PretrainedCfg) -> str:
     return f'{variant}.{cfg.tag}' if cfg.tag else variant
 
 
-def _published_tags(variant: str):
-    return [n for n in list_pretrained(f'{variant}.*') if n not in PENDING_WEIGHTS]
+def _tags(variant: str, with_status: bool):
+    cfgs = get_arch_pretrained_cfgs(variant)
+    names = [n for n in list_pretrained(f'{variant}.*') if n in cfgs]
+    if with_status:
+        return [n for n in names if weight_status(cfgs[n]) == WEIGHTS_GATES_UNTRAINED]
+    return [n for n in names if weight_status(cfgs[n]) not in (WEIGHTS_PENDING, WEIGHTS_GATES_UNTRAINED)]
+
+
+def _gates_untrained_hint(variant: str) -> str:
+    tags = _tags(variant, with_status=True)
+    if not tags:
+        return ''
+    return (f" For pretrained features now, ask for a tag with the base network's weights and untrained CRA gates "
+            f"(fine-tune before use): {', '.join(tags)}.")
 
 
 def check_pretrained_available(variant: str, pretrained: bool, kwargs: Dict[str, Any]) -> Optional[PretrainedCfg]:
@@ -78,7 +183,7 @@ def check_pretrained_available(variant: str, pretrained: bool, kwargs: Dict[str,
     timm only warns for an unknown tag and for a cfg without a weight source. Resolve the cfg exactly as
     ``build_model_with_cfg`` will (tag, ``pretrained_cfg``, ``pretrained_cfg_overlay``) and raise for an
     unknown tag, for ``pretrained=True`` without a weight source (naming the tags that have weights), and
-    for weights registered but not yet published on the public Hub (:data:`PENDING_WEIGHTS`).
+    for weights registered but not yet published on the public Hub (status :data:`WEIGHTS_PENDING`).
 
     Returns the resolved cfg when ``pretrained`` is set, else ``None``.
     """
@@ -98,25 +203,26 @@ def check_pretrained_available(variant: str, pretrained: bool, kwargs: Dict[str,
     if cfg.state_dict is not None or cfg.file:
         return cfg
     name = _name(variant, cfg)
-    if cfg.hf_hub_id and name in PENDING_WEIGHTS and _public_hub():
+    if cfg.hf_hub_id and weight_status(cfg) == WEIGHTS_PENDING and _public_hub():
         raise PretrainedWeightsError(
             f"timm_cra: the weights of '{name}' are not published on the Hugging Face Hub yet "
-            f"({cfg.hf_hub_id}). {PENDING_WEIGHTS[name]}")
+            f"({cfg.hf_hub_id}). {weight_note(cfg) or ''}{_gates_untrained_hint(variant)}")
     if cfg.has_weights:
         return cfg
-    with_weights = _published_tags(variant)
+    with_weights = _tags(variant, with_status=False)
     if with_weights:
         hint = 'Tags with published weights: ' + ', '.join(with_weights) + '.'
     else:
-        hint = f'No weights are published for {variant} yet.'
+        hint = f'No trained weights are published for {variant} yet.'
     raise PretrainedWeightsError(
-        f"timm_cra: no pretrained weights exist for '{name}'. {hint} "
+        f"timm_cra: no pretrained weights exist for '{name}'. {hint}{_gates_untrained_hint(variant)} "
         f"Use pretrained=False for random init, or load your own file with "
         f"pretrained_cfg_overlay=dict(file='path/to/model.safetensors')."
     )
 
 
-#: huggingface.co, where :data:`PENDING_WEIGHTS` are known to be missing (a mirror may hold them).
+#: huggingface.co, where weights of status :data:`WEIGHTS_PENDING` are known to be missing (a mirror may
+#: hold them).
 PUBLIC_HUB_ENDPOINT = 'https://huggingface.co'
 
 
@@ -130,14 +236,20 @@ def create_cra_model(create_fn: Callable[..., Any], variant: str, pretrained: bo
 
     Every CRA entrypoint goes through here: the pretrained guard runs first, and failures while fetching or
     loading weights (Hub unreachable, repo / file / revision missing, corrupt or altered file, integer
-    weights, shape mismatch) are re-raised as one :class:`PretrainedWeightsError` naming the fix.
+    weights, shape mismatch) are re-raised as one :class:`PretrainedWeightsError` naming the fix. A tag of
+    status :data:`WEIGHTS_GATES_UNTRAINED` loads its base checkpoint through the strict retrofit key map.
     """
     cfg = check_pretrained_available(variant, pretrained, kwargs)
     if cfg is None:
-        return create_fn(variant, pretrained, **kwargs)
+        model = create_fn(variant, pretrained, **kwargs)
+        _drop_status(model)
+        return model
     name = _name(variant, cfg)
+    if weight_status(cfg) == WEIGHTS_GATES_UNTRAINED:
+        from .retrofit import retrofit_filter_fn
+        kwargs['pretrained_filter_fn'] = retrofit_filter_fn(classifier=cfg.classifier)
     location = hub_weights_location(cfg)
-    with explain_pretrained_errors(name, cfg, hint=_local_copy_hint(name)):
+    with explain_pretrained_errors(name, cfg, hint=_local_copy_hint(name, cfg)):
         downloading = location is not None and cached_weights(*location) is None
         if downloading:
             check_hub_reachable(*location)
@@ -147,4 +259,5 @@ def create_cra_model(create_fn: Callable[..., Any], variant: str, pretrained: bo
         path = weights_file(cfg)
         if path is not None:
             check_weight_dtypes(model, path)
+    _drop_status(model)
     return model

@@ -9,9 +9,8 @@ reset_classifier, grad checkpointing), so features_only, fine-tuning and timm's 
 Downsampling shortcuts are 1x1 conv + BN ("option B"), as in timm's ResNet.
 
 CRA pooled size: the official 7x7 max pool does not divide the 32/16/8 maps (7 overlapping bins over 8
-pixels in the last stage). In the README's CIFAR-10 experiment (15 epochs, seed 0) a 4x4 max pool, which
-divides every stage, reached 82.91% top-1 against 82.23% for 7x7 and trains faster, so the CIFAR CRA models
-default to ``cra_pool_size=4``; ``cra_pool_size=7`` gives the official module.
+pixels in the last stage). The CIFAR CRA models default to a 4x4 max pool, which divides every stage (the
+comparison with 7x7 is in ``results/cifar10/summary.md``); ``cra_pool_size=7`` gives the official module.
 """
 from functools import partial
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -22,13 +21,14 @@ import torch.nn.functional as F
 
 from timm.layers import DropPath, create_classifier, get_attn
 from timm.layers.helpers import get_device_dtype
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock
 
 from ..layers import CraAttn
-from ._builder import HUB_UPLOAD_PENDING, PAPER_CFG, create_cra_model, hub_id
+from ._builder import (PAPER_CFG, WEIGHTS_GATES_UNTRAINED, WEIGHTS_UPLOAD_PENDING, create_cra_model,
+                       default_cfgs_marked, hub_id, weight_status_cfg)
 
 __all__ = ['CifarResNet']
 
@@ -231,21 +231,28 @@ _ECA_PAPER = dict(
 
 
 def _trained_cfg(name: str, **kwargs) -> Dict[str, Any]:
-    """A weight tag trained by this project (CIFAR campaign), published as ``timm-cra/<name>``."""
-    return _cfg(hf_hub_id=hub_id(name), origin_url=None, label_names=CIFAR10_CLASSES, **kwargs)
+    """A weight tag trained by this project (CIFAR campaign), published as ``timm-cra/<name>``. Its repo folder
+    is complete in ``hub/`` but no push to huggingface.co was possible from here: status upload-pending."""
+    return _cfg(hf_hub_id=hub_id(name), origin_url=None, label_names=CIFAR10_CLASSES,
+                **weight_status_cfg(WEIGHTS_UPLOAD_PENDING), **kwargs)
 
 
-default_cfgs = generate_default_cfgs({
+default_cfgs = default_cfgs_marked({
     'cifar_resnet20.cifar10': _trained_cfg('cifar_resnet20.cifar10', **_RESNET_PAPER),
     'cifar_resnet56.untrained': _cfg(**_RESNET_PAPER, origin_url=None),
     'se_cifar_resnet20.untrained': _cfg(**_SE_PAPER, origin_url=None),
     'eca_cifar_resnet20.untrained': _cfg(**_ECA_PAPER, origin_url=None),
-    'cra_cifar_resnet20.cifar10': _trained_cfg('cra_cifar_resnet20.cifar10'),
+    'cra_cifar_resnet20.cifar10*': _trained_cfg('cra_cifar_resnet20.cifar10'),
+    # The cifar_resnet20.cifar10 weights with untrained CRA gates (the retrofit experiment's starting point).
+    'cra_cifar_resnet20.cifar10_gates_untrained': _cfg(
+        hf_hub_id=hub_id('cifar_resnet20.cifar10'), origin_url=None, label_names=CIFAR10_CLASSES, **_RESNET_PAPER,
+        description='cifar_resnet20.cifar10 weights with CRA gates added, untrained (initialised at load).',
+        **weight_status_cfg(
+            WEIGHTS_GATES_UNTRAINED,
+            'Weights of cifar_resnet20.cifar10 with every CRA gate initialised at load (zero kernel + constant '
+            'bias): the gates are untrained, fine-tune before use.')),
     'cra_cifar_resnet56.untrained': _cfg(),
 })
-
-# Trained here; the repo folders in hub/ are complete but no push to huggingface.co was possible from here.
-HUB_UPLOAD_PENDING.update({'cifar_resnet20.cifar10', 'cra_cifar_resnet20.cifar10'})
 
 
 @register_model
