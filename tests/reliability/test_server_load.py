@@ -197,3 +197,40 @@ def test_two_processes_fill_one_cache(files, tmp_path):
     blobs = sorted(p.name for p in (cache / 'models--t-load--files' / 'blobs').iterdir())
     assert blobs == [_sha(content['big.bin'])]
     assert json.dumps(_complete_entries(cache)).count('big.bin') == 1
+
+
+_RANK_LOADER = r'''
+import hashlib, os, sys
+import torch.distributed as dist
+import timm, timm_cra
+dist.init_process_group('gloo')
+model = timm.create_model('cra_cifar_resnet20.cifar10', pretrained=True)
+digest = hashlib.sha256(b''.join(v.numpy().tobytes() for v in model.state_dict().values())).hexdigest()
+with open(os.path.join(sys.argv[1], f'rank{dist.get_rank()}.txt'), 'w') as f:
+    f.write(digest)
+dist.destroy_process_group()
+'''
+
+
+def test_two_torchrun_ranks_load_one_tag_into_one_cache(tmp_path):
+    """Two ranks of one torchrun job load the same registered tag at once from an empty cache: both get the
+    published weights, which are downloaded into the cache once."""
+    import timm
+    import timm_cra  # noqa: F401
+    cache = tmp_path / 'cache'
+    script = tmp_path / 'load.py'
+    script.write_text(_RANK_LOADER)
+    with HubFolderServer(REPO_ROOT / 'hub') as server:
+        env = dict(os.environ, HF_ENDPOINT=server.endpoint, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE='0',
+                   HF_HUB_DISABLE_PROGRESS_BARS='1', NO_PROXY='127.0.0.1,localhost', PYTHONPATH=str(REPO_ROOT),
+                   OMP_NUM_THREADS='1')
+        proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                               str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    local = timm.create_model(f"local-dir:{REPO_ROOT / 'hub/timm-cra/cra_cifar_resnet20.cifar10'}", pretrained=True)
+    expected = hashlib.sha256(b''.join(v.numpy().tobytes() for v in local.state_dict().values())).hexdigest()
+    assert [(tmp_path / f'rank{r}.txt').read_text() for r in (0, 1)] == [expected, expected]
+    weights = REPO_ROOT / 'hub/timm-cra/cra_cifar_resnet20.cifar10/model.safetensors'
+    blobs = sorted(p.name for p in (cache / 'models--timm-cra--cra_cifar_resnet20.cifar10' / 'blobs').iterdir())
+    assert blobs == [_sha(weights.read_bytes())]  # one stored copy, no leftover of a second download
+    assert not [p for p in cache.rglob('*.incomplete')]
