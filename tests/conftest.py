@@ -23,6 +23,15 @@ import pytest
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def closed_port_endpoint() -> str:
+    """An endpoint URL on a loopback port nothing listens on (connections are refused)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    return f'http://127.0.0.1:{port}'
 HUB_DIR = REPO_ROOT / 'hub'  # generated repo folders, served read-only behind the test-made ones
 
 

@@ -1,5 +1,4 @@
 """timm's pretrained loading of CRA weights through the real huggingface_hub client and the loopback Hub."""
-import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,8 @@ import timm_cra  # noqa: F401  (registers cra_*)
 from timm_cra import PretrainedWeightsError
 from timm_cra.hub.repo import export_repo
 from timm_cra.hub.server import repo_commit_hash
+
+from ..conftest import closed_port_endpoint
 
 ARCH = 'cra_mobilenetv2_050'
 NUM_CLASSES = 10
@@ -63,7 +64,7 @@ def test_hf_hub_name_then_offline_cache_hit(hub, exported):
 
     # Second load: Hub gone (closed port) and HF_HUB_OFFLINE=1 -> served from the cache.
     cached = hub.cached_files()
-    hub.set_endpoint(_closed_port_endpoint())
+    hub.set_endpoint(closed_port_endpoint())
     hub.set_offline(True)
     again = timm.create_model('hf-hub:t-load/hf-hub', pretrained=True)
     _assert_same(_state(again), expected)
@@ -112,15 +113,8 @@ def test_in_chans_1_adapts_first_conv(hub, exported):
 
 # ---- bad input: one clear error each, nothing half-written left in the cache ----------------------------------
 
-def _closed_port_endpoint():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    return f'http://127.0.0.1:{port}'
-
-
 def test_offline_and_not_cached(hub):
-    hub.set_endpoint(_closed_port_endpoint())
+    hub.set_endpoint(closed_port_endpoint())
     hub.set_offline(True)
     with pytest.raises(PretrainedWeightsError, match=r"not in the local cache.*unset HF_HUB_OFFLINE.*file="):
         timm.create_model(ARCH, **_overlay('t-load/anything'))
@@ -130,7 +124,7 @@ def test_offline_and_not_cached(hub):
 def test_hub_unreachable_and_not_cached(hub, monkeypatch):
     # Online but nothing listens: the client retries with back-off; skip its sleeps to keep the test fast.
     monkeypatch.setattr('huggingface_hub.utils._http.time.sleep', lambda s: None)
-    hub.set_endpoint(_closed_port_endpoint())
+    hub.set_endpoint(closed_port_endpoint())
     with pytest.raises(PretrainedWeightsError, match=r"is unreachable.*HF_ENDPOINT"):
         timm.create_model(ARCH, **_overlay('t-load/anything'))
     assert _no_weights_cached(hub) == []

@@ -2,7 +2,6 @@
 integer weights, and ``hf-hub:`` names. Each fails with one :class:`PretrainedWeightsError` naming the fix."""
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,8 @@ import timm
 import timm_cra
 from timm_cra import PretrainedWeightsError, UnknownModelError, UnknownPretrainedTagError
 from timm_cra.hub.repo import export_repo
+
+from ..conftest import closed_port_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = 'cra_mobilenetv2_050'
@@ -36,13 +37,6 @@ def _overlay(repo_id):
                 pretrained_cfg_overlay=dict(hf_hub_id=repo_id, num_classes=NUM_CLASSES))
 
 
-def _closed_port_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    return f'http://127.0.0.1:{port}'
-
-
 @pytest.fixture
 def sleeps(monkeypatch):
     """huggingface_hub's back-off sleeps, recorded instead of slept."""
@@ -57,14 +51,14 @@ def _weight_blobs(hub):
 
 @pytest.mark.parametrize('endpoint', ['closed-port', 'http://no-such-host.invalid'])
 def test_unreachable_endpoint_fails_at_once(hub, sleeps, endpoint):
-    hub.set_endpoint(_closed_port_endpoint() if endpoint == 'closed-port' else endpoint)
+    hub.set_endpoint(closed_port_endpoint() if endpoint == 'closed-port' else endpoint)
     with pytest.raises(PretrainedWeightsError, match=r"is unreachable.*not in the local cache.*HF_ENDPOINT.*file="):
         timm.create_model(ARCH, **_overlay('t-fault/anything'))
     assert sleeps == []  # no back-off: refused connections and unknown names do not heal by waiting
 
 
 def test_unreachable_message_names_the_local_copy(hub, sleeps):
-    hub.set_endpoint(_closed_port_endpoint())
+    hub.set_endpoint(closed_port_endpoint())
     with pytest.raises(PretrainedWeightsError, match=r"is unreachable.*local-dir:hub/timm-cra/cra_cifar_resnet20"):
         timm.create_model('cra_cifar_resnet20.cifar10', pretrained=True)
 
@@ -165,7 +159,7 @@ def test_hf_hub_offline_and_not_cached(hub):
 
 
 def test_hf_hub_unreachable(hub, sleeps):
-    hub.set_endpoint(_closed_port_endpoint())
+    hub.set_endpoint(closed_port_endpoint())
     with pytest.raises(PretrainedWeightsError, match=r"is unreachable"):
         timm_cra.create_model('hf-hub:t-fault/anything', pretrained=True)
     assert sleeps == []
@@ -200,7 +194,7 @@ _LOAD = ("import timm, timm_cra\n"
 
 @pytest.mark.parametrize('mode', ['unreachable', 'offline'])
 def test_j4_fresh_process_fails_fast_with_the_fix(tmp_path, mode):
-    env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / 'cache'), HF_ENDPOINT=_closed_port_endpoint(),
+    env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / 'cache'), HF_ENDPOINT=closed_port_endpoint(),
                HF_HUB_OFFLINE='1' if mode == 'offline' else '0')
     start = time.monotonic()
     proc = subprocess.run([sys.executable, '-c', _LOAD], env=env, cwd=tmp_path, capture_output=True, text=True,

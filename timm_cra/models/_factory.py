@@ -11,7 +11,7 @@ from typing import Any, List
 from timm.models import PretrainedCfg
 
 from ._load_errors import PretrainedWeightsError, explain_pretrained_errors
-from ._weight_checks import check_hub_reachable
+from ._weight_checks import check_hub_reachable, split_revision
 
 __all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names']
 
@@ -68,10 +68,10 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any):
         return timm.create_model(model_name, pretrained=pretrained, **kwargs)
     if source == 'hf-hub':
         cfg = PretrainedCfg(hf_hub_id=location, source='hf-hub')
-        repo_id, _, revision = location.partition('@')
+        repo_id, revision = split_revision(location)
         with explain_pretrained_errors(model_name, cfg):
-            if not _hf_config_cached(repo_id, revision or None):
-                check_hub_reachable(repo_id, revision or None)
+            if not _hf_config_cached(repo_id, revision):
+                check_hub_reachable(repo_id, revision)
             return timm.create_model(model_name, pretrained=pretrained, **kwargs)
     check_model_name(model_name)
     return timm.create_model(model_name, pretrained=pretrained, **kwargs)

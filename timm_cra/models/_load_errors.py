@@ -13,7 +13,7 @@ from typing import Iterator, Optional
 
 from timm.models import PretrainedCfg
 
-from ._weight_checks import HubUnreachableError, WeightsCheckError
+from ._weight_checks import HubUnreachableError, WeightsCheckError, split_revision
 
 __all__ = ['PretrainedWeightsError', 'UnknownPretrainedTagError', 'explain_pretrained_errors']
 
@@ -44,15 +44,10 @@ def _source(cfg: PretrainedCfg) -> str:
     return f"url '{cfg.url}'"
 
 
-def _split_revision(hf_hub_id: str):
-    repo_id, _, revision = hf_hub_id.partition('@')
-    return repo_id, revision or None
-
-
 def _drop_cached_weights(hf_hub_id: str) -> None:
     """Remove a corrupt downloaded weights file (snapshot link and blob) from the HF cache."""
     from ._weight_checks import cached_weights, drop_cached
-    repo_id, revision = _split_revision(hf_hub_id)
+    repo_id, revision = split_revision(hf_hub_id)
     link = cached_weights(repo_id, revision)
     if link is not None:
         drop_cached(link)
@@ -82,7 +77,7 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
     from safetensors import SafetensorError
 
     source = _source(cfg)
-    repo_id, revision = _split_revision(cfg.hf_hub_id or '')
+    repo_id, revision = split_revision(cfg.hf_hub_id or '')
     if isinstance(err, hf_errors.RepositoryNotFoundError):
         return (f"Pretrained weights for '{name}': {source} does not exist. Check the model name / "
                 f"hf_hub_id (published repos: https://huggingface.co/{repo_id.split('/')[0]}); with a mirror, check "

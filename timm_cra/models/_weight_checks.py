@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 from torch import nn
 from timm.models import PretrainedCfg
 
-__all__ = ['WeightsCheckError', 'HubUnreachableError', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
+__all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
            'check_weight_dtypes', 'weights_file']
 
 WEIGHTS_FILENAME = 'model.safetensors'
@@ -34,6 +34,12 @@ class HubUnreachableError(WeightsCheckError):
     """No connection to the endpoint could be opened."""
 
 
+def split_revision(hf_hub_id: str) -> Tuple[str, Optional[str]]:
+    """``'org/repo@rev'`` -> ``('org/repo', 'rev')``; no ``@``: revision ``None`` (the default branch)."""
+    repo_id, _, revision = hf_hub_id.partition('@')
+    return repo_id, revision or None
+
+
 def hub_weights_location(cfg: PretrainedCfg) -> Optional[Tuple[str, Optional[str]]]:
     """``(repo_id, revision)`` when timm will fetch this cfg's weights from the Hub, else ``None``."""
     # timm's order (_resolve_pretrained_source): an hf-hub source, then state_dict, file, hf_hub_id, url.
@@ -41,8 +47,7 @@ def hub_weights_location(cfg: PretrainedCfg) -> Optional[Tuple[str, Optional[str
         return None
     if not cfg.hf_hub_id:
         return None
-    repo_id, _, revision = cfg.hf_hub_id.partition('@')
-    return repo_id, revision or None
+    return split_revision(cfg.hf_hub_id)
 
 
 def cached_weights(repo_id: str, revision: Optional[str]) -> Optional[Path]:
