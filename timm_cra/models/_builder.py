@@ -13,7 +13,7 @@ from ._weight_checks import (cached_weights, check_hub_reachable, check_weight_d
 __all__ = [
     'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
     'WEIGHTS_PENDING', 'WEIGHTS_UPLOAD_PENDING', 'WEIGHTS_GATES_UNTRAINED',
-    'weight_status_cfg', 'weight_status', 'weight_note', 'weight_status_tags', 'pending_weight_tags', 'hub_id',
+    'weight_status_cfg', 'weight_status', 'weight_note', 'weight_status_tags', 'hub_id',
     'imagenet_cfg', 'default_cfgs_marked', 'gates_untrained_cfgs', 'check_pretrained_available', 'create_cra_model',
 ]
 
@@ -85,11 +85,6 @@ def weight_status_tags(*statuses: str) -> List[str]:
     from . import list_package_models
     return sorted(name for arch in list_package_models() for name, cfg in get_arch_pretrained_cfgs(arch).items()
                   if weight_status(cfg) in statuses)
-
-
-def pending_weight_tags() -> List[str]:
-    """Tags whose weights are not published on huggingface.co yet (status ``pending``)."""
-    return weight_status_tags(WEIGHTS_PENDING)
 
 
 def imagenet_cfg(url: str = '', **kwargs) -> Dict[str, Any]:
