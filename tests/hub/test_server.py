@@ -1,4 +1,5 @@
 """The loopback Hub speaks the protocol huggingface_hub's download client expects."""
+import hashlib
 import http.client
 import json
 import shutil
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from timm_cra.hub.server import repo_commit_hash
+from timm_cra.hub.server import repo_commit_hash, served_revision
 
 
 def _request(endpoint, method, path, headers=None):
@@ -102,11 +103,15 @@ def test_upload_folder_then_download(write_hub, hub, model_folder, monkeypatch, 
     info = api.upload_folder(repo_id='t-write/cifar', folder_path=str(model_folder))
     repo_dir = write_hub.root / 't-write' / 'cifar'
     assert info.oid == repo_commit_hash(repo_dir)
-    assert sorted(p.name for p in repo_dir.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    served = served_revision(repo_dir)[0]
+    assert api.list_repo_files('t-write/cifar') == ['README.md', 'config.json', 'model.safetensors']
+    assert sorted(p.name for p in served.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
     for name in ('config.json', 'model.safetensors', 'README.md'):
         assert Path(hf_hub_download('t-write/cifar', name)).read_bytes() == (model_folder / name).read_bytes()
-    if transfer == 'lfs':  # the uploaded object moved into the repo; nothing left in the upload store
-        assert list((write_hub.root / '.hub-lfs').iterdir()) == []
+    if transfer == 'lfs':  # the uploaded object is kept in the store, hard-linked into the revision (no copy)
+        store = write_hub.root / '.hub-lfs'
+        for name in ('config.json', 'model.safetensors', 'README.md'):
+            assert (store / hashlib.sha256((served / name).read_bytes()).hexdigest()).samefile(served / name)
 
     # A second commit changes the content-derived hash and downloads follow it.
     readme = model_folder / 'README.md'
@@ -130,7 +135,7 @@ def test_writes_need_the_token(write_hub, model_folder):
         HfApi(endpoint=write_hub.endpoint, token='wrong-token').upload_folder(
             repo_id='t-write/denied', folder_path=str(model_folder))
     assert e.value.response.status_code == 403
-    assert list((write_hub.root / 't-write' / 'denied').iterdir()) == []
+    assert list(served_revision(write_hub.root / 't-write' / 'denied')[0].iterdir()) == []
 
 
 def test_read_only_server_refuses_writes(hub, model_folder):
@@ -168,7 +173,7 @@ def test_publish_cli_pushes_to_loopback_hub(write_hub, hub, cli_env, tmp_path):
         env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f'Pushed: {write_hub.endpoint}/t-write/pushed/commit/' in proc.stdout
-    repo_dir = write_hub.root / 't-write' / 'pushed'
+    repo_dir = served_revision(write_hub.root / 't-write' / 'pushed')[0]
     for name in ('config.json', 'model.safetensors', 'README.md'):
         assert (repo_dir / name).read_bytes() == (out / name).read_bytes()
     model = timm.create_model('hf-hub:t-write/pushed', pretrained=True)

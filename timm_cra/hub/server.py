@@ -7,34 +7,33 @@ client (``hf_hub_download``, which timm uses for ``pretrained=True`` and ``hf-hu
   ``Content-Length`` (single byte-range requests get a ``206``, as the client resumes downloads with them);
 * ``GET /api/models/{org}/{repo}`` and ``/api/models/{org}/{repo}/revision/{revision}``: repo id, commit
   sha and file list (what ``HfApi.model_info`` reads);
+* ``GET /api/models/{org}/{repo}/tree/{revision}[/{path}]``: files and folders (what ``HfApi.list_repo_files`` /
+  ``list_repo_tree`` and ``upload_folder(delete_patterns=...)`` read; one page, no ``expand`` details);
 * errors as the Hub reports them, so the client raises its typed errors: ``404`` with
   ``X-Error-Code: RepoNotFound`` / ``EntryNotFound`` / ``RevisionNotFound``.
 
-Each repo has one commit, whose hash is derived from the repo's file names and contents; ``main`` and that
-hash are the two revisions it answers to, so a pinned revision (``hf-hub:org/repo@<hash>``) works and changes
-whenever a file does. Used by the test suite and as a local mirror::
+Two repo layouts are served. A plain folder (what ``hub/`` holds) has one commit, whose hash is derived from
+its file names and contents; ``main`` and that hash are the two revisions it answers to, so a pinned revision
+(``hf-hub:org/repo@<hash>``) works and changes whenever a file does. A repo written by this server keeps each
+commit in ``<repo>/.hub-revisions/<commit>/`` (never changed once written) and its history in ``<repo>/.hub-head``
+(one commit per line, ``main`` last): ``main`` and every commit of the history are served. Repo ids resolve
+case-insensitively, as on the Hub (``ORG/Name`` finds ``org/name``). Used by the test suite and as a local mirror::
 
     python -m timm_cra.hub.server --root hub --port 8808
     HF_ENDPOINT=http://127.0.0.1:8808 python -c "import timm, timm_cra; timm.create_model('hf-hub:org/repo', pretrained=True)"
 
 Containment: every repo id and file name is checked part by part (no empty, ``.``/``..``, hidden, ``/``,
-``\\`` or NUL parts) and the resolved path must stay inside its repo folder, and that inside its root. A
-symlink is served only if its target stays inside the same repo folder; any other is invisible (404).
+``\\`` or NUL parts, none over 255 bytes) and the resolved path must stay inside its repo folder, and that
+inside its root. A symlink is served only if its target stays inside the same repo folder; any other is
+invisible (404). Every connection times out after ``request_timeout`` seconds without progress.
 
-Write side (off unless ``--allow-write`` with a token): what ``HfApi.create_repo`` + ``upload_folder`` /
-``create_commit`` call, so ``scripts/publish.py --push`` can run against a loopback Hub in CI:
-``POST /api/repos/create``, ``/api/models/{id}/preupload/main``, ``/api/models/{id}/commit/main`` (NDJSON),
-``/api/validate-yaml`` and the LFS batch API (``POST /{id}.git/info/lfs/objects/batch``, a signed ``PUT``
-URL checked against the object's sha256 and size, and a verify step). Every write needs
-``Authorization: Bearer <token>`` and lands atomically (temp file + rename) in the FIRST root. Preupload
-answers ``regular`` (content inside the commit) for every file below ``lfs_threshold`` (default: all files),
-because huggingface_hub uploads ``lfs`` files with Xet whenever ``hf_xet`` is installed, which this server
-does not speak; a client without Xet (``HF_HUB_DISABLE_XET=1``) can use ``--lfs-threshold`` and plain LFS::
-
-    TIMM_CRA_HUB_WRITE_TOKEN=secret python -m timm_cra.hub.server --root /tmp/hub --allow-write
+The write side (off unless ``--allow-write`` with a token) is the last part of this file (``_WriteRoutes`` and
+the commit store above it); see its section comment.
 """
 import argparse
 import base64
+import contextlib
+import errno
 import hashlib
 import hmac
 import json
@@ -42,25 +41,32 @@ import os
 import re
 import secrets
 import shutil
+import sys
+import tempfile
 import threading
+import time
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..utils.io import atomic_write
+from ..utils.io import atomic_write, remove_stale_temp_files
 
-__all__ = ['HubFolderServer', 'repo_commit_hash', 'safe_parts', 'main', 'WRITE_TOKEN_ENV']
+__all__ = ['HubFolderServer', 'repo_commit_hash', 'served_revision', 'safe_parts', 'main', 'WRITE_TOKEN_ENV']
 
 DEFAULT_BRANCH = 'main'
 WRITE_TOKEN_ENV = 'TIMM_CRA_HUB_WRITE_TOKEN'
 _RANGE_RE = re.compile(r'^bytes=(\d*)-(\d*)$')
 _OID_RE = re.compile(r'^[0-9a-f]{64}$')
+_COMMIT_RE = re.compile(r'^[0-9a-f]{40}$')
 _CHUNK = 1 << 20
-_STORE = '.hub-lfs'  # pending LFS objects, per root (hidden: never a repo, never listed)
-_TMP_PREFIX = '.hub-tmp-'
+_MAX_PART_BYTES = 255  # NAME_MAX: a longer part makes the OS raise instead of answering "no such file"
+_HEAD = '.hub-head'  # in a repo written by this server: its commits, one per line, main last
+_REVISIONS = '.hub-revisions'  # <repo>/.hub-revisions/<commit>/: the files of each commit of the history
+_STORE = '.hub-lfs'  # uploaded LFS objects, per root, named by sha256 (hidden: never a repo, never listed)
+_TMP_PREFIX = '.hub-tmp-'  # every temp file / staging folder of a write; removed when a writable server starts
 
 
 class _HubError(Exception):
@@ -74,13 +80,15 @@ class _HubError(Exception):
 def safe_parts(name: str, what: str = 'path') -> List[str]:
     """Split a repo-relative POSIX path into parts, refusing anything that could leave its folder.
 
-    Refused: empty, absolute, ``.``/``..``, hidden (``.``-prefixed) parts, backslashes and NUL.
+    Refused: non-strings, empty, absolute, ``.``/``..``, hidden (``.``-prefixed) parts, backslashes, NUL and
+    parts over 255 bytes.
     """
     if not isinstance(name, str) or not name or '\\' in name or '\0' in name or name.startswith('/'):
         raise _HubError(HTTPStatus.BAD_REQUEST, f'Invalid {what} {name!r}.')
     parts = name.split('/')
-    if any(p in ('', '.', '..') or p.startswith('.') for p in parts):
-        raise _HubError(HTTPStatus.BAD_REQUEST, f'Invalid {what} {name!r}.')
+    if any(p in ('', '.', '..') or p.startswith('.') or len(p.encode('utf-8', 'surrogatepass')) > _MAX_PART_BYTES
+           for p in parts):
+        raise _HubError(HTTPStatus.BAD_REQUEST, f'Invalid {what} {name[:300]!r}.')
     return parts
 
 
@@ -92,30 +100,36 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def _file_sha256(path: Path, _cache: Dict[Tuple[str, int, int, int], str] = {}, _lock=threading.Lock()) -> str:
-    """sha256 of a file, memoised on (path, inode, mtime, size) so a mirror of large weights hashes each once."""
+_digests: Dict[Tuple[str, int, int, int, int], str] = {}
+_digests_lock = threading.Lock()
+
+
+def _digest_key(path: Path, algo: str):
+    # Keyed on the inode, not the path: a commit hard-links unchanged files into its revision, so they are
+    # hashed once. Writes never change a file in place (always a new inode), so the key changes with the bytes.
     st = path.stat()
-    key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
-    with _lock:
-        if key in _cache:
-            return _cache[key]
-    h = hashlib.sha256()
+    return algo, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _file_digest(path: Path, algo: str = 'sha256') -> str:
+    """sha256 of a file (``algo='sha256'``) or its git blob id (``'git-sha1'``, what ``git hash-object`` gives),
+    memoised per inode, so a mirror of large weights hashes each once."""
+    key = _digest_key(path, algo)
+    with _digests_lock:
+        if key in _digests:
+            return _digests[key]
+    h = hashlib.sha256() if algo == 'sha256' else hashlib.sha1(f'blob {key[-1]}\0'.encode())
     with path.open('rb') as f:
         for chunk in iter(lambda: f.read(_CHUNK), b''):
             h.update(chunk)
     digest = h.hexdigest()
-    with _lock:
-        _cache[key] = digest
+    with _digests_lock:
+        _digests[key] = digest
     return digest
 
 
-def _git_blob_sha1(path: Path) -> str:
-    """What ``git hash-object`` gives (the client's oid of a ``regular`` file)."""
-    h = hashlib.sha1(f'blob {path.stat().st_size}\0'.encode())
-    with path.open('rb') as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b''):
-            h.update(chunk)
-    return h.hexdigest()
+def _file_sha256(path: Path) -> str:
+    return _file_digest(path, 'sha256')
 
 
 def _repo_files(repo_dir: Path) -> List[str]:
@@ -130,28 +144,93 @@ def _repo_files(repo_dir: Path) -> List[str]:
     return files
 
 
-def repo_commit_hash(repo_dir: Union[str, Path]) -> str:
-    """40-hex commit id of a repo folder: sha1 over its file names and content hashes (changes with any file)."""
-    repo_dir = Path(repo_dir)
+def _folder_commit_hash(folder: Path) -> str:
+    """40-hex commit id of a folder: sha1 over its file names and content hashes (changes with any file)."""
     h = hashlib.sha1()
-    for rel in _repo_files(repo_dir):
-        h.update(f'{rel}\0{_file_sha256(repo_dir / rel)}\n'.encode())
+    for rel in _repo_files(folder):
+        h.update(f'{rel}\0{_file_sha256(folder / rel)}\n'.encode())
     return h.hexdigest()
 
 
-def _atomic_write(dest: Path, data_source) -> None:
-    """Write bytes (or copy a file path) onto ``dest`` atomically (:func:`timm_cra.utils.io.atomic_write`)."""
-    with atomic_write(dest, 'wb', prefix=_TMP_PREFIX, suffix='') as f:
-        if isinstance(data_source, Path):
-            with data_source.open('rb') as src:
-                shutil.copyfileobj(src, f, _CHUNK)
-        else:
-            f.write(data_source)
+def _history(repo_dir: Path) -> Optional[List[str]]:
+    """The commits of a repo written by this server (``main`` last); ``None`` for a plain folder."""
+    head = repo_dir / _HEAD
+    try:
+        with head.open('rb') as f:
+            text = f.read(1 << 24)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    commits = text.decode('ascii', 'replace').split()
+    if not commits or not all(_COMMIT_RE.match(c) for c in commits):
+        raise _HubError(HTTPStatus.INTERNAL_SERVER_ERROR, f'{head} is not a list of commits; restore it.')
+    return commits
 
 
-class _HubRequestHandler(BaseHTTPRequestHandler):
-    server_version = 'timm-cra-hub/2'
+def served_revision(repo_dir: Union[str, Path], revision: str = DEFAULT_BRANCH) -> Tuple[Path, str]:
+    """(folder holding the files, commit hash) of ``revision`` (``main`` or a commit) of a repo folder.
+
+    Raises ``_HubError`` (404 ``RevisionNotFound``) for any other revision.
+    """
+    repo_dir = Path(repo_dir)
+    history = _history(repo_dir)
+    if history is None:
+        head = _folder_commit_hash(repo_dir)
+        if revision in (DEFAULT_BRANCH, head):
+            return repo_dir, head
+    else:
+        head = history[-1]
+        commit = head if revision == DEFAULT_BRANCH else revision
+        folder = repo_dir / _REVISIONS / commit
+        if commit in history and folder.is_dir():
+            return folder, commit
+    raise _HubError(HTTPStatus.NOT_FOUND,
+                    f'Invalid rev id: {revision[:100]} (repo {repo_dir.parent.name}/{repo_dir.name} has '
+                    f'{DEFAULT_BRANCH} = {head}).', 'RevisionNotFound')
+
+
+def repo_commit_hash(repo_dir: Union[str, Path]) -> str:
+    """40-hex commit id that ``main`` of a repo folder is served under (content-derived for a plain folder)."""
+    return served_revision(repo_dir)[1]
+
+
+def _child_dir(folder: Path, name: str) -> Optional[Path]:
+    """``folder/name`` if it is a folder, else the one whose name matches case-insensitively (as Hub ids do)."""
+    exact = folder / name
+    if exact.is_dir():
+        return exact
+    wanted = name.casefold()
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.casefold() == wanted and not entry.name.startswith('.') and entry.is_dir():
+                    return folder / entry.name
+    except OSError:
+        pass
+    return None
+
+
+def _find_repo_in(root: Path, repo_id: str) -> Optional[Path]:
+    """The folder of ``repo_id`` (``org/name``, case-insensitive) in ``root``, if it is one inside the root."""
+    try:
+        parts = safe_parts(repo_id, 'repo id')
+    except _HubError:
+        return None
+    if len(parts) != 2:
+        return None
+    org = _child_dir(root, parts[0])
+    repo_dir = _child_dir(org, parts[1]) if org is not None else None
+    return repo_dir if repo_dir is not None and _inside(repo_dir, root) else None
+
+
+class _ReadRoutes(BaseHTTPRequestHandler):
+    """The read side: download routes, model info, tree; write requests get a 403 (see :class:`_WriteRoutes`)."""
+    server_version = 'timm-cra-hub/3'
     protocol_version = 'HTTP/1.1'  # keep-alive, as the Hub client pools connections
+
+    def setup(self):
+        # A socket timeout bounds every read and write: a half-open or stalled client frees its thread.
+        self.timeout = self.server.request_timeout
+        super().setup()
 
     # ---- plumbing -------------------------------------------------------------------------------------
     def log_message(self, format, *args):
@@ -172,7 +251,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         self._send(status, {'Content-Type': 'application/json', **(headers or {})}, json.dumps(obj).encode())
 
     def _error(self, status: int, code: Optional[str], message: str, head_only: bool, commit: Optional[str] = None):
-        headers = {'Content-Type': 'application/json', 'X-Error-Message': message}
+        headers = {'Content-Type': 'application/json', 'X-Error-Message': message.encode('ascii', 'replace').decode()}
         if code:
             headers['X-Error-Code'] = code
         if commit:
@@ -183,50 +262,71 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
     # where keep-alive would parse it as the next request: small bodies are drained, large ones close.
     _body_read = True
 
-    def _read_body(self, limit: int) -> bytes:
+    def _bad_body(self, message: str, status: int = HTTPStatus.BAD_REQUEST) -> _HubError:
+        self.close_connection = True  # the stream position is unknown: never read a next request from it
+        return _HubError(status, message)
+
+    def _iter_body(self, limit: int) -> Iterator[bytes]:
+        """The request body in chunks of at most 1 MiB (``Content-Length`` or chunked), at most ``limit`` bytes."""
         self._body_read = True
         if 'chunked' in self.headers.get('Transfer-Encoding', '').lower():
-            out = bytearray()
-            while True:
-                size = int(self.rfile.readline(100).split(b';')[0].strip() or b'0', 16)
+            total = 0
+            while True:  # ends: every chunk is at least 1 byte and the total is bounded by limit
+                try:
+                    size = int(self.rfile.readline(100).split(b';')[0].strip(), 16)
+                except ValueError:
+                    raise self._bad_body('Malformed chunked request body.')
+                if size < 0:
+                    raise self._bad_body('Malformed chunked request body.')
                 if size == 0:
-                    while self.rfile.readline(1000) not in (b'\r\n', b'\n', b''):
-                        pass
-                    return bytes(out)
-                if len(out) + size > limit:
-                    self.close_connection = True
-                    raise _HubError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f'Request body over {limit} bytes.')
-                out += self.rfile.read(size)
+                    for _ in range(100):  # trailers, then the blank line
+                        if self.rfile.readline(1000) in (b'\r\n', b'\n', b''):
+                            break
+                    return
+                total += size
+                if total > limit:
+                    raise self._bad_body(f'Request body over {limit} bytes.', HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+                yield from self._read_exactly(size)
                 self.rfile.readline(10)
-        length = int(self.headers.get('Content-Length') or 0)
+        raw = self.headers.get('Content-Length')
+        if raw is None:
+            return
+        if not (raw.strip().isascii() and raw.strip().isdigit()):
+            raise self._bad_body(f'Invalid Content-Length {raw[:40]!r}.')
+        length = int(raw)
         if length > limit:
-            self.close_connection = True
-            raise _HubError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f'Request body over {limit} bytes.')
-        return self.rfile.read(length)
+            raise self._bad_body(f'Request body over {limit} bytes.', HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        yield from self._read_exactly(length)
+
+    def _read_exactly(self, n: int) -> Iterator[bytes]:
+        while n:
+            chunk = self.rfile.read(min(_CHUNK, n))
+            if not chunk:
+                raise self._bad_body('Request body ended early.')
+            n -= len(chunk)
+            yield chunk
+
+    def _read_body(self, limit: int) -> bytes:
+        return b''.join(self._iter_body(limit))
 
     def _drain_body(self):
         if self._body_read:
             return
         self._body_read = True
         try:
-            self._read_body(self.server.drain_limit)
-        except (_HubError, ValueError):
+            for _ in self._iter_body(self.server.drain_limit):
+                pass
+        except (_HubError, OSError):
             self.close_connection = True
 
     def _find_repo(self, repo_id: str) -> Optional[Path]:
-        try:
-            parts = safe_parts(repo_id, 'repo id')
-        except _HubError:
-            return None
-        if len(parts) != 2:
-            return None
         for root in self.server.roots:
-            repo_dir = root.joinpath(*parts)
-            if repo_dir.is_dir() and _inside(repo_dir, root):
+            repo_dir = _find_repo_in(root, repo_id)
+            if repo_dir is not None:
                 return repo_dir
         return None
 
-    # ---- routes ---------------------------------------------------------------------------------------
+    # ---- read routes ----------------------------------------------------------------------------------
     def do_HEAD(self):
         self._route(head_only=True)
 
@@ -256,33 +356,63 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                     return self._model_info(repo_id, DEFAULT_BRANCH, head_only)
                 if len(rest) == 2 and rest[0] == 'revision':
                     return self._model_info(repo_id, rest[1], head_only)
+                if len(rest) >= 2 and rest[0] == 'tree':
+                    return self._tree(repo_id, rest[1], '/'.join(rest[2:]), head_only)
         except _HubError as e:
             return self._error(e.status, e.code, e.message, head_only, e.commit)
-        self._error(HTTPStatus.NOT_FOUND, None, f'Not a Hub download route: {self.path}', head_only)
+        self._error(HTTPStatus.NOT_FOUND, None, f'Not a Hub download route: {self.path[:300]}', head_only)
 
     def _check_revision(self, repo_id: str, revision: str) -> Tuple[Path, str]:
+        """(folder holding the files of ``revision``, its commit); read once per request, so a commit landing
+        meanwhile never mixes two revisions in one answer."""
         repo_dir = self._find_repo(repo_id)
         if repo_dir is None:
-            raise _HubError(HTTPStatus.NOT_FOUND, f'Repository {repo_id} not found.', 'RepoNotFound')
-        commit = repo_commit_hash(repo_dir)
-        if revision not in (DEFAULT_BRANCH, commit):
-            raise _HubError(
-                HTTPStatus.NOT_FOUND,
-                f'Invalid rev id: {revision} (repo {repo_id} has {DEFAULT_BRANCH} = {commit}).', 'RevisionNotFound')
-        return repo_dir, commit
+            raise _HubError(HTTPStatus.NOT_FOUND, f'Repository {repo_id[:200]} not found.', 'RepoNotFound')
+        return served_revision(repo_dir, revision)
 
     def _model_info(self, repo_id: str, revision: str, head_only: bool):
-        repo_dir, commit = self._check_revision(repo_id, revision)
+        folder, commit = self._check_revision(repo_id, revision)
         body = json.dumps({
             'id': repo_id, 'modelId': repo_id, 'sha': commit, 'private': False, 'disabled': False,
-            'gated': False, 'tags': [], 'siblings': [{'rfilename': f} for f in _repo_files(repo_dir)],
+            'gated': False, 'tags': [], 'siblings': [{'rfilename': f} for f in _repo_files(folder)],
         }).encode()
         self._send(HTTPStatus.OK, {'Content-Type': 'application/json', 'X-Repo-Commit': commit}, body, head_only)
 
+    def _tree(self, repo_id: str, revision: str, path: str, head_only: bool):
+        folder, commit = self._check_revision(repo_id, revision)
+        recursive = parse_qs(urlsplit(self.path).query).get('recursive', ['false'])[0].lower() in ('true', '1')
+        prefix = ''
+        if path:
+            try:
+                prefix = '/'.join(safe_parts(path)) + '/'
+            except _HubError:
+                prefix = None
+        files = [f for f in _repo_files(folder) if prefix is not None and f.startswith(prefix)]
+        if not files and path:
+            raise _HubError(HTTPStatus.NOT_FOUND, f'{path[:200]} is not a folder of "{revision}" of {repo_id}.',
+                            'EntryNotFound', commit)
+        entries: Dict[str, dict] = {}
+        for rel in files:
+            sub = rel[len(prefix):].split('/')
+            depth = len(sub) if recursive else 1
+            for i in range(1, min(depth, len(sub) - 1) + 1):  # the folders on the way
+                entries.setdefault(prefix + '/'.join(sub[:i]), {'type': 'directory', 'hash': hashlib.sha1()})
+            if recursive or len(sub) == 1:
+                entries[rel] = {'type': 'file', 'oid': _file_digest(folder / rel, 'git-sha1'),
+                                'size': (folder / rel).stat().st_size, 'path': rel}
+        for key, entry in entries.items():
+            if entry['type'] == 'directory':  # a tree id that changes with anything below it
+                for rel in files:
+                    if rel.startswith(key + '/'):
+                        entry['hash'].update(f'{rel}\0{_file_digest(folder / rel, "git-sha1")}\n'.encode())
+                entries[key] = {'type': 'directory', 'oid': entry['hash'].hexdigest(), 'path': key}
+        body = json.dumps([entries[k] for k in sorted(entries)]).encode()
+        self._send(HTTPStatus.OK, {'Content-Type': 'application/json', 'X-Repo-Commit': commit}, body, head_only)
+
     def _resolve(self, repo_id: str, revision: str, file_parts: Sequence[str], head_only: bool):
-        repo_dir, commit = self._check_revision(repo_id, revision)
+        folder, commit = self._check_revision(repo_id, revision)
         filename = '/'.join(file_parts)
-        missing = _HubError(HTTPStatus.NOT_FOUND, f'{filename} does not exist on "{revision}" of {repo_id}.',
+        missing = _HubError(HTTPStatus.NOT_FOUND, f'{filename[:300]} does not exist on "{revision}" of {repo_id}.',
                             'EntryNotFound', commit)
         try:
             parts = safe_parts(filename, 'file name')
@@ -290,8 +420,8 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             raise missing
         if len(parts) != len(file_parts):  # a part held an encoded '/'
             raise missing
-        path = repo_dir.joinpath(*parts)
-        if not path.is_file() or not _inside(path, repo_dir):
+        path = folder.joinpath(*parts)
+        if not path.is_file() or not _inside(path, folder):
             raise missing
         self._send_file(path, commit, head_only)
 
@@ -340,8 +470,174 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
                 remaining -= len(chunk)
 
-    # ---- write side -----------------------------------------------------------------------------------
     def _write_route(self, method: str):
+        self._body_read = False  # an answer drains or closes: the body must not be parsed as a request
+        self._error(HTTPStatus.FORBIDDEN, None, 'This Hub server is read-only: start it with --allow-write and a '
+                                                f'--write-token (or {WRITE_TOKEN_ENV}) to accept uploads.', False)
+
+
+# ==== write side ===========================================================================================
+# What ``HfApi.create_repo`` + ``upload_folder`` / ``create_commit`` call, so ``scripts/publish.py --push`` can
+# run against a loopback Hub in CI: ``POST /api/repos/create``, ``/api/models/{id}/preupload/main``,
+# ``/api/models/{id}/commit/main`` (NDJSON), ``/api/validate-yaml`` and the LFS batch API
+# (``POST /{id}.git/info/lfs/objects/batch``, a signed ``PUT`` URL streamed to disk and checked against the
+# object's sha256 and size, and a verify step). Every write needs ``Authorization: Bearer <token>`` and lands
+# in the FIRST root. Preupload answers ``regular`` (content inside the commit) for every file below
+# ``lfs_threshold`` (default: all files), because huggingface_hub uploads ``lfs`` files with Xet whenever
+# ``hf_xet`` is installed, which this server does not speak; a client without Xet (``HF_HUB_DISABLE_XET=1``)
+# can use ``--lfs-threshold`` and plain LFS::
+#
+#     TIMM_CRA_HUB_WRITE_TOKEN=secret python -m timm_cra.hub.server --root /tmp/hub --allow-write
+#
+# A commit is one step. Under the repo's lock, every operation is checked against the current revision
+# (paths, deleted files exist, LFS objects uploaded with the right sha256 and size, no path both a file and a
+# folder, ``parentCommit``) before anything is written; the new revision is then staged completely in
+# ``.hub-revisions/.hub-tmp-*`` (unchanged files and LFS objects hard-linked, so no copy), renamed to
+# ``.hub-revisions/<commit>`` and made ``main`` by ONE atomic replace of ``.hub-head``. A refused, failed (disk
+# full) or killed commit leaves ``main`` as it was; a writable server removes the leftovers when it starts.
+
+_PAUSE_ENV = 'TIMM_CRA_HUB_TEST_PAUSE_BEFORE_SWITCH'  # tests only: seconds to wait between staging and switch
+_DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def _disk_error(e: OSError, what: str) -> _HubError:
+    if e.errno in _DISK_FULL:
+        return _HubError(HTTPStatus.INSUFFICIENT_STORAGE,
+                         f'{what} refused: the server is out of disk space ({e.strerror}); nothing was changed. '
+                         f'Free space on the server and retry.')
+    return _HubError(HTTPStatus.INTERNAL_SERVER_ERROR, f'{what} failed ({e.strerror}); nothing was changed.')
+
+
+def _fsynced_write(dest: Path, data: bytes) -> None:
+    with open(dest, 'xb') as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _link_or_copy(src: Path, dest: Path, link: bool) -> None:
+    """Hard-link ``src`` (immutable: a revision file or an LFS object) onto ``dest``, or copy it."""
+    if link:
+        try:
+            os.link(src, dest)
+            return
+        except OSError as e:
+            if e.errno in _DISK_FULL:
+                raise
+    with src.open('rb') as fin, open(dest, 'xb') as fout:
+        shutil.copyfileobj(fin, fout, _CHUNK)
+        fout.flush()
+        os.fsync(fout.fileno())
+
+
+def create_repo_folder(root: Path, org: str, name: str) -> Path:
+    """Create ``root/org/name`` holding one empty commit, in one rename (a kill leaves only a temp folder)."""
+    org_dir = root / org
+    org_dir.mkdir(exist_ok=True)
+    if not _inside(org_dir, root):
+        raise _HubError(HTTPStatus.BAD_REQUEST, f'Invalid repo id {org}/{name}.')
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=org_dir))
+    try:
+        empty = hashlib.sha1().hexdigest()  # _folder_commit_hash of an empty folder
+        (tmp / _REVISIONS / empty).mkdir(parents=True)
+        _fsynced_write(tmp / _HEAD, f'{empty}\n'.encode())
+        tmp.chmod(0o755)
+        os.rename(tmp, org_dir / name)  # fails if a racing create won (the caller holds the create lock)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return org_dir / name
+
+
+def commit_revision(repo_dir: Path, files: Dict[str, Union[bytes, Tuple[Path, bool]]]) -> str:
+    """Stage ``files`` (repo path -> bytes, or (source file, may hard-link)) as a new revision of ``repo_dir``
+    and make it ``main`` with one atomic replace of ``.hub-head``; returns its commit. The caller holds the
+    repo's lock and has checked every path."""
+    revisions = repo_dir / _REVISIONS
+    revisions.mkdir(exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=revisions))
+    try:
+        for rel, src in sorted(files.items()):
+            dest = staging.joinpath(*rel.split('/'))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(src, bytes):
+                _fsynced_write(dest, src)
+            else:
+                _link_or_copy(src[0], dest, link=src[1])
+        for folder in [staging, *(p for p in staging.rglob('*') if p.is_dir())]:
+            folder.chmod(0o755)  # mkdtemp's 0700 would hide a revision from other users of the mirror
+        commit = _folder_commit_hash(staging)
+        final = revisions / commit
+        if final.is_dir():  # same content as an earlier commit: that revision folder is reused
+            shutil.rmtree(staging)
+        else:
+            os.rename(staging, final)
+        pause = float(os.environ.get(_PAUSE_ENV) or 0)
+        if pause > 0:
+            time.sleep(min(pause, 600))
+        history = _history(repo_dir) or []
+        with atomic_write(repo_dir / _HEAD, 'w', prefix=_TMP_PREFIX, suffix='', perms=0o644) as f:
+            f.write(''.join(f'{c}\n' for c in history + [commit]))
+        return commit
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_write_leftovers(root: Path) -> int:
+    """Remove what killed writes left in a writable root: temp files and staging folders (``.hub-tmp-*``) and
+    revision folders that never became part of a history. Returns how many entries were removed."""
+    pattern = [_TMP_PREFIX + '*']
+    if not root.is_dir():
+        return 0
+    removed = remove_stale_temp_files(str(root / _STORE), pattern) if (root / _STORE).is_dir() else 0
+    for org in root.iterdir():
+        if org.name.startswith('.') or org.is_symlink() or not org.is_dir():
+            continue
+        removed += remove_stale_temp_files(str(org), pattern)
+        for repo in org.iterdir():
+            if repo.is_symlink() or not repo.is_dir():
+                continue
+            removed += remove_stale_temp_files(str(repo), pattern)
+            try:
+                history = _history(repo)
+            except _HubError:
+                continue  # a corrupt head is reported on use; never delete revisions on a guess
+            revisions = repo / _REVISIONS
+            if history is None or not revisions.is_dir():
+                continue
+            for entry in revisions.iterdir():
+                if entry.name not in history:
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+                    removed += 1
+    return removed
+
+
+def _validate_new_repo_id(org, name) -> str:
+    """``org/name`` as the Hub accepts it (``huggingface_hub.utils.validate_repo_id``), both parts required."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+    if not (isinstance(org, str) and org and isinstance(name, str) and name):
+        raise _HubError(HTTPStatus.BAD_REQUEST,
+                        'Give the repo id as <org>/<name>, both strings (this server has no users).')
+    repo_id = f'{org}/{name}'
+    safe_parts(repo_id, 'repo id')
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise _HubError(HTTPStatus.BAD_REQUEST, f'Invalid repo id {repo_id[:200]!r}: {str(e).splitlines()[0]}')
+    return repo_id
+
+
+class _WriteRoutes(_ReadRoutes):
+    """The write side's routes (a server without a write token answers them as :class:`_ReadRoutes` does)."""
+
+    def _write_route(self, method: str):
+        if not self.server.writable:
+            return super()._write_route(method)
         self._body_read = False
         parts = self._parts()
         try:
@@ -362,22 +658,18 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                     return self._lfs_batch(parts[0] + '/' + parts[1][:-len('.git')])
                 if len(parts) == 4 and parts[0] == '.lfs-verify':
                     return self._lfs_verify('/'.join(parts[1:3]), parts[3])
-            raise _HubError(HTTPStatus.NOT_FOUND, f'Not a Hub write route: {method} {self.path}')
+            raise _HubError(HTTPStatus.NOT_FOUND, f'Not a Hub write route: {method} {self.path[:300]}')
         except _HubError as e:
             self._error(e.status, e.code, e.message, False, e.commit)
 
     def _authorize(self):
-        token = self.server.write_token
-        if not token:
-            raise _HubError(HTTPStatus.FORBIDDEN, 'This Hub server is read-only: start it with --allow-write and a '
-                                                  f'--write-token (or {WRITE_TOKEN_ENV}) to accept uploads.')
         parts = self._parts()
         if parts and parts[0] == '.lfs-upload':  # signed URL instead: the client sends no token with the PUT
             return
         auth = self.headers.get('Authorization', '')
         if not auth.startswith('Bearer '):
             raise _HubError(HTTPStatus.UNAUTHORIZED, 'Writing needs an "Authorization: Bearer <token>" header.')
-        if not hmac.compare_digest(auth[len('Bearer '):].encode(), token.encode()):
+        if not hmac.compare_digest(auth[len('Bearer '):].encode(), self.server.write_token.encode()):
             raise _HubError(HTTPStatus.FORBIDDEN, 'Invalid write token for this Hub server.')
 
     def _body_json(self):
@@ -393,28 +685,15 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             raise _HubError(HTTPStatus.BAD_REQUEST, f'Repo id {repo_id!r} must be <org>/<name>.')
         if revision is not None and revision != DEFAULT_BRANCH:
             raise _HubError(HTTPStatus.BAD_REQUEST,
-                            f'Only the {DEFAULT_BRANCH} branch takes commits, not {revision!r}.')
+                            f'Only the {DEFAULT_BRANCH} branch takes commits, not {revision[:100]!r}.')
         root = self.server.roots[0]
-        repo_dir = root.joinpath(*parts)
-        if not repo_dir.is_dir() or not _inside(repo_dir, root):
+        repo_dir = _find_repo_in(root, repo_id)
+        if repo_dir is None:
             found = self._find_repo(repo_id)
             msg = (f'Repository {repo_id} is in the read-only root {found.parents[1]}; only {root} takes writes.'
                    if found else f'Repository {repo_id} not found (create it first).')
             raise _HubError(HTTPStatus.NOT_FOUND if found is None else HTTPStatus.FORBIDDEN, msg, 'RepoNotFound')
         return repo_dir
-
-    @staticmethod
-    def _dest(repo_dir: Path, parts: Sequence[str]) -> Path:
-        """Where a written file goes: never through a symlink, a file posing as a folder or onto a folder."""
-        path = repo_dir
-        for part in parts[:-1]:
-            path = path / part
-            if path.is_symlink() or (path.exists() and not path.is_dir()):
-                raise _HubError(HTTPStatus.BAD_REQUEST, f'Cannot write {"/".join(parts)}: {part} is not a folder.')
-        path = path / parts[-1]
-        if path.is_symlink() or path.is_dir():
-            raise _HubError(HTTPStatus.BAD_REQUEST, f'Cannot write {"/".join(parts)}: it is a link or a folder.')
-        return path
 
     def _create_repo(self):
         body = self._body_json()
@@ -423,21 +702,17 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         if body.get('type', 'model') not in (None, 'model'):
             raise _HubError(HTTPStatus.BAD_REQUEST, 'Only model repos are served.')
         org, name = body.get('organization'), body.get('name')
-        if not org:
-            raise _HubError(HTTPStatus.BAD_REQUEST, 'Give the repo id as <org>/<name> (this server has no users).')
-        repo_id = f'{org}/{name}'
-        parts = safe_parts(repo_id, 'repo id')
-        if len(parts) != 2:
-            raise _HubError(HTTPStatus.BAD_REQUEST, f'Invalid repo id {repo_id!r}.')
+        repo_id = _validate_new_repo_id(org, name)
         url = f'{self.server.endpoint}/{repo_id}'
-        with self.server.write_lock:
-            if self._find_repo(repo_id) is not None:
-                raise _HubError(HTTPStatus.CONFLICT, f'You already created this model repo: {repo_id}')
-            root = self.server.roots[0]
-            (root / parts[0]).mkdir(exist_ok=True)
-            if not _inside(root / parts[0], root):
-                raise _HubError(HTTPStatus.BAD_REQUEST, f'Invalid repo id {repo_id!r}.')
-            (root / parts[0] / parts[1]).mkdir()
+        with self.server.create_lock:
+            existing = self._find_repo(repo_id)  # case-insensitive, as on the Hub: O/A is o/a
+            if existing is not None:
+                raise _HubError(HTTPStatus.CONFLICT, f'You already created this model repo: '
+                                                     f'{existing.parent.name}/{existing.name}')
+            try:
+                create_repo_folder(self.server.roots[0], org, name)
+            except OSError as e:
+                raise _disk_error(e, 'Creating the repo')
         self._json({'url': url, 'name': repo_id, 'id': repo_id})
 
     def _preupload(self, repo_id: str, revision: str):
@@ -446,6 +721,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         files = body.get('files') if isinstance(body, dict) else None
         if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
             raise _HubError(HTTPStatus.BAD_REQUEST, 'Expected {"files": [{"path", "size", "sample"}, ...]}.')
+        folder, commit = served_revision(repo_dir)
         threshold = self.server.lfs_threshold
         answer = []
         for f in files:
@@ -453,13 +729,23 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             parts = safe_parts(path)
             size = f.get('size')
             lfs = threshold is not None and isinstance(size, int) and size >= threshold
-            current = self._dest(repo_dir, parts)
+            current = self._dest(folder, parts)
             oid = None
             if current.is_file():  # lets the client skip unchanged files
-                oid = _file_sha256(current) if lfs else _git_blob_sha1(current)
+                oid = _file_digest(current, 'sha256' if lfs else 'git-sha1')
             answer.append({'path': path, 'uploadMode': 'lfs' if lfs else 'regular', 'shouldIgnore': False,
                            'oid': oid})
-        self._json({'files': answer, 'commitOid': repo_commit_hash(repo_dir)})
+        self._json({'files': answer, 'commitOid': commit})
+
+    @staticmethod
+    def _dest(folder: Path, parts: Sequence[str]) -> Path:
+        """Where ``parts`` is in a revision folder; refused if a link is on the way (a plain folder may hold them)."""
+        path = folder
+        for part in parts:
+            path = path / part
+            if path.is_symlink():
+                raise _HubError(HTTPStatus.BAD_REQUEST, f'Cannot write {"/".join(parts)}: {part} is a link.')
+        return path
 
     # LFS: batch -> signed PUT (no token is sent with it) -> verify -> the commit names the oid.
     def _signature(self, repo_id: str, oid: str, size: int) -> str:
@@ -470,14 +756,15 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         store.mkdir(exist_ok=True)
         return store
 
-    def _lfs_object(self, repo_dir: Path, oid: str) -> Optional[Path]:
-        """Where the bytes of ``oid`` already are: the upload store, or a file of the repo (unchanged re-uploads)."""
+    def _lfs_object(self, folder: Path, oid: str) -> Optional[Tuple[Path, bool]]:
+        """Where the bytes of ``oid`` are, and whether they may be hard-linked: the upload store (kept, as a
+        content-addressed store), or a file of the revision ``folder`` (an unchanged re-upload or a rename)."""
         obj = self.server.roots[0] / _STORE / oid
         if obj.is_file():
-            return obj
-        for rel in _repo_files(repo_dir):
-            if _file_sha256(repo_dir / rel) == oid:
-                return repo_dir / rel
+            return obj, True
+        for rel in _repo_files(folder):
+            if _file_sha256(folder / rel) == oid:
+                return folder / rel, folder.parent.name == _REVISIONS  # a plain folder's files may change: copy
         return None
 
     def _lfs_batch(self, repo_id: str):
@@ -485,6 +772,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         body = self._body_json()
         if not isinstance(body, dict) or body.get('operation') != 'upload' or not isinstance(body.get('objects'), list):
             raise _HubError(HTTPStatus.BAD_REQUEST, 'Only LFS "upload" batches are served.')
+        folder = served_revision(repo_dir)[0]
         out = []
         for obj in body['objects']:
             oid, size = (obj.get('oid'), obj.get('size')) if isinstance(obj, dict) else (None, None)
@@ -493,7 +781,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             entry = {'oid': oid, 'size': size}
             if size > self.server.max_upload_bytes:
                 entry['error'] = {'code': 413, 'message': f'Object over {self.server.max_upload_bytes} bytes.'}
-            elif self._lfs_object(repo_dir, oid) is None:
+            elif self._lfs_object(folder, oid) is None:
                 query = f'size={size}&sig={self._signature(repo_id, oid, size)}'
                 entry['actions'] = {
                     'upload': {'href': f'{self.server.endpoint}/.lfs-upload/{repo_id}/{oid}?{query}'},
@@ -503,6 +791,8 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         self._json({'transfer': 'basic', 'objects': out, 'hash_algo': 'sha256'})
 
     def _lfs_put(self, repo_id: str, oid: str):
+        """Stream the object to a temp file in the store, hashing as it comes (memory stays at one chunk);
+        only bytes matching the signed oid and size are renamed into the store."""
         query = parse_qs(urlsplit(self.path).query)
         try:
             size = int(query['size'][0])
@@ -512,16 +802,35 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         if not (_OID_RE.match(oid) and hmac.compare_digest(sig, self._signature(repo_id, oid, size))):
             raise _HubError(HTTPStatus.FORBIDDEN, 'Upload URL is not signed by this server.')
         self._writable_repo(repo_id, None)
-        if 'chunked' in self.headers.get('Transfer-Encoding', '').lower():
-            data = self._read_body(size)
-        else:
-            if int(self.headers.get('Content-Length') or -1) != size:
-                raise _HubError(HTTPStatus.BAD_REQUEST, f'Upload must be exactly {size} bytes.')
-            data = self._read_body(size)
-        if len(data) != size or hashlib.sha256(data).hexdigest() != oid:
-            raise _HubError(HTTPStatus.BAD_REQUEST, f'Uploaded bytes do not match oid {oid} / size {size}.')
+        chunked = 'chunked' in self.headers.get('Transfer-Encoding', '').lower()
+        if not chunked and (self.headers.get('Content-Length') or '').strip() != str(size):
+            raise _HubError(HTTPStatus.BAD_REQUEST, f'Upload must be exactly {size} bytes.')
         store = self._store()
-        _atomic_write(store / oid, data)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=store)
+        try:
+            h, received = hashlib.sha256(), 0
+            with os.fdopen(fd, 'wb', buffering=0) as f:  # unbuffered: a failed write fails here, not at close
+                for chunk in self._iter_body(size):
+                    h.update(chunk)
+                    received += len(chunk)
+                    view = memoryview(chunk)
+                    try:
+                        while view:
+                            view = view[f.write(view):]
+                    except OSError as e:
+                        self.close_connection = True
+                        raise _disk_error(e, 'Upload')
+                try:
+                    os.fsync(f.fileno())
+                except OSError as e:
+                    raise _disk_error(e, 'Upload')
+            if received != size or h.hexdigest() != oid:
+                raise _HubError(HTTPStatus.BAD_REQUEST, f'Uploaded bytes do not match oid {oid} / size {size}.')
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, store / oid)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
         self._send(HTTPStatus.OK, {})
 
     def _lfs_verify(self, repo_id: str, oid: str):
@@ -532,10 +841,8 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             raise _HubError(HTTPStatus.NOT_FOUND, f'LFS object {oid} was not uploaded.')
         self._json({'oid': oid, 'size': path.stat().st_size})
 
-    def _commit(self, repo_id: str, revision: str):
-        repo_dir = self._writable_repo(repo_id, revision)
-        if parse_qs(urlsplit(self.path).query).get('create_pr'):
-            raise _HubError(HTTPStatus.BAD_REQUEST, 'Pull requests are not supported by this server.')
+    def _parse_commit(self) -> Tuple[dict, list]:
+        """The header and operations of an NDJSON commit body, checked for form (not yet against the repo)."""
         try:
             lines = [json.loads(line) for line in self._read_body(self.server.max_commit_bytes).splitlines()
                      if line.strip()]
@@ -544,64 +851,89 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         if not lines or not isinstance(lines[0], dict) or lines[0].get('key') != 'header':
             raise _HubError(HTTPStatus.BAD_REQUEST, 'Commit body must start with a header line.')
         header = lines[0].get('value') or {}
-        store = self.server.roots[0] / _STORE
-        # 1. Check every operation before touching anything.
+        if not isinstance(header, dict):
+            raise _HubError(HTTPStatus.BAD_REQUEST, 'Commit header must be an object.')
         ops = []
         for line in lines[1:]:
             key, value = (line.get('key'), line.get('value')) if isinstance(line, dict) else (None, None)
             if not isinstance(value, dict):
-                raise _HubError(HTTPStatus.BAD_REQUEST, f'Malformed commit line {line!r}.')
-            parts = safe_parts(value.get('path'))
-            if key in ('file', 'lfsFile'):
-                self._dest(repo_dir, parts)
+                raise _HubError(HTTPStatus.BAD_REQUEST, f'Malformed commit line {str(line)[:200]}.')
+            path = '/'.join(safe_parts(value.get('path')))
             if key == 'file':
                 if value.get('encoding', 'base64') != 'base64':
                     raise _HubError(HTTPStatus.BAD_REQUEST, 'Only base64 file content is accepted.')
                 try:
-                    data = base64.b64decode(value.get('content', ''), validate=True)
-                except ValueError:
-                    raise _HubError(HTTPStatus.BAD_REQUEST, f'Bad base64 content for {value["path"]}.')
-                ops.append(('add', parts, data))
+                    ops.append(('file', path, base64.b64decode(value.get('content', ''), validate=True)))
+                except (ValueError, TypeError):
+                    raise _HubError(HTTPStatus.BAD_REQUEST, f'Bad base64 content for {path}.')
             elif key == 'lfsFile':
-                oid = value.get('oid')
+                oid, size = value.get('oid'), value.get('size')
                 if value.get('algo', 'sha256') != 'sha256' or not isinstance(oid, str) or not _OID_RE.match(oid):
-                    raise _HubError(HTTPStatus.BAD_REQUEST, f'Invalid LFS oid for {value["path"]}.')
-                obj = self._lfs_object(repo_dir, oid)
-                if obj is None:
-                    raise _HubError(HTTPStatus.BAD_REQUEST, f'LFS object {oid} for {value["path"]} was not uploaded.')
-                ops.append(('add', parts, obj))
+                    raise _HubError(HTTPStatus.BAD_REQUEST, f'Invalid LFS oid for {path}.')
+                if size is not None and not (isinstance(size, int) and size >= 0):
+                    raise _HubError(HTTPStatus.BAD_REQUEST, f'Invalid LFS size for {path}.')
+                ops.append(('lfsFile', path, (oid, size)))
             elif key in ('deletedFile', 'deletedFolder'):
-                ops.append(('delete', parts, key == 'deletedFolder'))
+                ops.append((key, path, None))
             else:
-                raise _HubError(HTTPStatus.BAD_REQUEST, f'Unsupported commit operation {key!r}.')
-        with self.server.write_lock:
-            parent = header.get('parentCommit')
-            if parent and parent != repo_commit_hash(repo_dir):
-                raise _HubError(HTTPStatus.PRECONDITION_FAILED, f'parentCommit {parent} is not the head of main.')
-            # 2. Apply: each file lands by rename from a temp file in its own folder.
-            for op, parts, arg in ops:
-                dest = repo_dir.joinpath(*parts)
-                if op == 'delete':
-                    listed = '/'.join(parts) in _repo_files(repo_dir)
-                    if arg and dest.is_dir() and not dest.is_symlink() and _inside(dest, repo_dir):
-                        shutil.rmtree(dest)
-                    elif not arg and listed:
-                        dest.unlink()
-                    else:
-                        raise _HubError(HTTPStatus.NOT_FOUND, f"A file with this name doesn't exist: "
-                                                              f"{'/'.join(parts)}", 'EntryNotFound')
-                    continue
-                dest = self._dest(repo_dir, parts)  # again: earlier operations of this commit may have changed it
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                if not _inside(dest.parent, repo_dir):
-                    raise _HubError(HTTPStatus.BAD_REQUEST, f'Cannot write {"/".join(parts)} in {repo_id}.')
-                _atomic_write(dest, arg)
-            for op, _, arg in ops:
-                if isinstance(arg, Path) and arg.parent == store:
-                    arg.unlink(missing_ok=True)
-            commit = repo_commit_hash(repo_dir)
+                raise _HubError(HTTPStatus.BAD_REQUEST, f'Unsupported commit operation {str(key)[:50]!r}.')
+        return header, ops
+
+    def _commit(self, repo_id: str, revision: str):
+        repo_dir = self._writable_repo(repo_id, revision)
+        if parse_qs(urlsplit(self.path).query).get('create_pr'):
+            raise _HubError(HTTPStatus.BAD_REQUEST, 'Pull requests are not supported by this server.')
+        header, ops = self._parse_commit()
+        with self.server.repo_lock(repo_dir):
+            folder, parent = served_revision(repo_dir)
+            expected = header.get('parentCommit')
+            if expected and expected != parent:
+                raise _HubError(HTTPStatus.PRECONDITION_FAILED, f'parentCommit {str(expected)[:50]} is not the head '
+                                                                f'of {DEFAULT_BRANCH} ({parent}); pull and retry.')
+            # 1. The new revision as repo path -> source, checked against the current one; nothing written yet.
+            link_current = folder != repo_dir  # revision files never change; a plain folder's may: copy them
+            files: Dict[str, Union[bytes, Tuple[Path, bool]]] = {
+                rel: (folder / rel, link_current) for rel in _repo_files(folder)}
+            for key, path, arg in ops:
+                if key in ('file', 'lfsFile'):
+                    self._dest(folder, path.split('/'))
+                if key == 'file':
+                    files[path] = arg
+                elif key == 'lfsFile':
+                    oid, size = arg
+                    found = self._lfs_object(folder, oid)
+                    if found is None or _file_sha256(found[0]) != oid or (
+                            size is not None and found[0].stat().st_size != size):
+                        raise _HubError(HTTPStatus.BAD_REQUEST, f'LFS object {oid} for {path} was not uploaded.')
+                    files[path] = found
+                elif key == 'deletedFile':
+                    if files.pop(path, None) is None:
+                        raise _HubError(HTTPStatus.NOT_FOUND, f"A file with this name doesn't exist: {path}",
+                                        'EntryNotFound')
+                else:
+                    below = [rel for rel in files if rel.startswith(path + '/')]
+                    if not below:
+                        raise _HubError(HTTPStatus.NOT_FOUND, f"A folder with this name doesn't exist: {path}",
+                                        'EntryNotFound')
+                    for rel in below:
+                        del files[rel]
+            for rel in files:
+                parts = rel.split('/')
+                for i in range(1, len(parts)):
+                    if '/'.join(parts[:i]) in files:
+                        raise _HubError(HTTPStatus.BAD_REQUEST,
+                                        f'{"/".join(parts[:i])} would be both a file and a folder.')
+            # 2. Stage it completely, then switch main to it in one step.
+            try:
+                commit = commit_revision(repo_dir, files)
+            except OSError as e:
+                raise _disk_error(e, 'Commit')
         self._json({'commitUrl': f'{self.server.endpoint}/{repo_id}/commit/{commit}', 'commitOid': commit,
                     'commitMessage': header.get('summary', ''), 'pullRequestUrl': None, 'success': True})
+
+
+class _HubRequestHandler(_WriteRoutes):
+    """The handler a :class:`HubFolderServer` uses: read routes, plus the write routes when it has a token."""
 
 
 class HubFolderServer(ThreadingHTTPServer):
@@ -609,9 +941,10 @@ class HubFolderServer(ThreadingHTTPServer):
 
     Use as a context manager (starts a background thread, stops it on exit) or call :meth:`start` /
     :meth:`stop`. ``port=0`` picks a free port; :attr:`endpoint` is the URL to give ``HF_ENDPOINT``.
-    ``write_token`` turns on the write side (uploads land in the first root; requests must carry
-    ``Authorization: Bearer <write_token>``); ``lfs_threshold`` (bytes) makes preupload ask for LFS from that
-    size on (only for clients without Xet). ``handler_class`` lets tests inject faults.
+    ``write_token`` turns on the write side (uploads land in the first root, whose leftovers of killed writes
+    are removed here; requests must carry ``Authorization: Bearer <write_token>``); ``lfs_threshold`` (bytes)
+    makes preupload ask for LFS from that size on (only for clients without Xet). ``request_timeout`` (seconds)
+    closes a connection that makes no progress. ``handler_class`` lets tests inject faults.
     """
     daemon_threads = True
     handler_class = _HubRequestHandler
@@ -625,6 +958,7 @@ class HubFolderServer(ThreadingHTTPServer):
             write_token: Optional[str] = None,
             lfs_threshold: Optional[int] = None,
             max_upload_bytes: int = 16 << 30,
+            request_timeout: float = 60.0,
     ):
         if isinstance(roots, (str, os.PathLike)):
             roots = [roots]
@@ -636,10 +970,28 @@ class HubFolderServer(ThreadingHTTPServer):
         self.max_commit_bytes = max_upload_bytes
         self.max_json_bytes = 16 << 20
         self.drain_limit = 64 << 20
+        self.request_timeout = request_timeout
         self.url_secret = secrets.token_bytes(32)
-        self.write_lock = threading.Lock()
+        self.create_lock = threading.Lock()
+        self._repo_locks: Dict[str, threading.Lock] = {}
         self._thread: Optional[threading.Thread] = None
+        if self.writable:
+            remove_write_leftovers(self.roots[0])
         super().__init__((host, port), self.handler_class)
+
+    def handle_error(self, request, client_address):
+        # A client that hangs up or stalls past the timeout is routine for a server: one line, no traceback.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            if self.verbose:
+                print(f'{client_address[0]}:{client_address[1]}: {type(exc).__name__}: {exc}', file=sys.stderr)
+            return
+        super().handle_error(request, client_address)
+
+    def repo_lock(self, repo_dir: Path) -> threading.Lock:
+        """The lock serialising commits to one repo folder."""
+        with self.create_lock:
+            return self._repo_locks.setdefault(str(repo_dir), threading.Lock())
 
     @property
     def writable(self) -> bool:
@@ -678,6 +1030,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=8808, help='0 picks a free port')
     parser.add_argument('--quiet', action='store_true', help='do not log requests')
+    parser.add_argument('--timeout', type=float, default=60.0, metavar='SECONDS',
+                        help='close a connection that sends or reads nothing for this long (default: 60)')
     parser.add_argument('--allow-write', action='store_true',
                         help='accept create_repo / upload_folder (into the first --root) from clients sending the '
                              f'write token as "Authorization: Bearer" (HF_TOKEN on the client side)')
@@ -690,13 +1044,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for root in args.root:
         if not Path(root).is_dir():
             parser.error(f'--root {root!r} is not a folder')
+    if args.timeout <= 0:
+        parser.error('--timeout must be positive')
     token = args.write_token or os.environ.get(WRITE_TOKEN_ENV)
     if args.allow_write and not token:
         parser.error(f'--allow-write needs a token: pass --write-token TOKEN or set {WRITE_TOKEN_ENV}')
     if args.write_token and not args.allow_write:
         parser.error('--write-token is given but writes are off: add --allow-write')
     server = HubFolderServer(args.root, host=args.host, port=args.port, verbose=not args.quiet,
-                             write_token=token if args.allow_write else None, lfs_threshold=args.lfs_threshold)
+                             write_token=token if args.allow_write else None, lfs_threshold=args.lfs_threshold,
+                             request_timeout=args.timeout)
     mode = f'read-write into {server.roots[0]}' if server.writable else 'read-only'
     print(f'Serving {", ".join(map(str, server.roots))} ({mode}) at {server.endpoint}  '
           f'(use: HF_ENDPOINT={server.endpoint})', flush=True)
