@@ -858,7 +858,10 @@ class _WriteRoutes(_ReadRoutes):
             key, value = (line.get('key'), line.get('value')) if isinstance(line, dict) else (None, None)
             if not isinstance(value, dict):
                 raise _HubError(HTTPStatus.BAD_REQUEST, f'Malformed commit line {str(line)[:200]}.')
-            path = '/'.join(safe_parts(value.get('path')))
+            path = value.get('path')
+            if key == 'deletedFolder' and isinstance(path, str) and path.endswith('/'):
+                path = path[:-1]  # the client sends folders as 'name/'
+            path = '/'.join(safe_parts(path))
             if key == 'file':
                 if value.get('encoding', 'base64') != 'base64':
                     raise _HubError(HTTPStatus.BAD_REQUEST, 'Only base64 file content is accepted.')

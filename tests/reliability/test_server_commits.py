@@ -1,0 +1,438 @@
+"""Commits to the writable loopback Hub are one step, driven by huggingface_hub's real client, under real faults.
+
+A refused commit, a disk that fills mid-commit (a full tmpfs, or RLIMIT_FSIZE on the server process), racing
+commits that share an LFS object, and kill -9 between staging and switch all leave ``main`` at a complete
+revision: the previous one byte for byte, or the new one whole. Also: the tree route ``upload_folder
+(delete_patterns=...)`` needs, streamed LFS uploads (bounded memory), connection time-outs, malformed
+``Content-Length``, over-long names and repo ids the Hub refuses.
+"""
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from timm_cra.hub.server import HubFolderServer, repo_commit_hash, served_revision
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOKEN = 'commit-test-token'
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _disk(root: Path):
+    """Everything under ``root`` (hidden files included): path -> bytes, link target or 'dir'."""
+    out = {}
+    for p in sorted(root.rglob('*')):
+        rel = str(p.relative_to(root))
+        out[rel] = ('link', os.readlink(p)) if p.is_symlink() else 'dir' if p.is_dir() else p.read_bytes()
+    return out
+
+
+def _served(api, repo_id, cache_dir, revision='main'):
+    """What a client sees: {file: sha256} of ``revision``, every file downloaded with hf_hub_download."""
+    from huggingface_hub import hf_hub_download
+    names = api.list_repo_files(repo_id, revision=revision)
+    return {n: _sha(Path(hf_hub_download(repo_id, n, revision=revision, cache_dir=cache_dir)).read_bytes())
+            for n in names}
+
+
+def _request(endpoint, method, path, body=None, headers=None, timeout=5):
+    host, port = endpoint.split('//')[1].split(':')
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    conn.putrequest(method, path)
+    for k, v in (headers or {}).items():
+        conn.putheader(k, v)
+    if body is not None and 'Content-Length' not in (headers or {}):
+        conn.putheader('Content-Length', str(len(body)))
+    conn.endheaders(body)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp, data
+
+
+@pytest.fixture
+def lfs_client(monkeypatch):
+    """The plain LFS protocol (what clients without hf_xet use), so LFS objects go through this server."""
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, 'HF_HUB_DISABLE_XET', True)
+
+
+@pytest.fixture
+def write_hub(hub, tmp_path, lfs_client):
+    """A writable in-process server on an empty root (LFS from 1 KB on), huggingface_hub pointed at it."""
+    from huggingface_hub import HfApi
+    root = tmp_path / 'root'
+    root.mkdir()
+    with HubFolderServer(root, write_token=TOKEN, lfs_threshold=1000) as server:
+        hub.set_endpoint(server.endpoint)
+        server.root, server.api = root, HfApi(endpoint=server.endpoint, token=TOKEN)
+        yield server
+
+
+def _add(path, data):
+    from huggingface_hub import CommitOperationAdd
+    return CommitOperationAdd(path_in_repo=path, path_or_fileobj=data)
+
+
+def _delete(path):
+    from huggingface_hub import CommitOperationDelete
+    return CommitOperationDelete(path_in_repo=path)
+
+
+@contextlib.contextmanager
+def _server_process(root: Path, env=None, preexec_fn=None, lfs_threshold=1000):
+    """``python -m timm_cra.hub.server --allow-write`` on ``root``; yields (process, endpoint); killed by PID."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TIMM_CRA_HUB_WRITE_TOKEN=TOKEN, **(env or {}))
+    lfs = ['--lfs-threshold', str(lfs_threshold)] if lfs_threshold else []
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'timm_cra.hub.server', '--root', str(root), '--port', '0', '--quiet',
+         '--allow-write', *lfs],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
+    watchdog = threading.Timer(120, proc.kill)  # a server that never prints its URL must not hang the test
+    watchdog.start()
+    try:
+        line = proc.stdout.readline()
+        watchdog.cancel()
+        m = re.search(r' at (http://127\.0\.0\.1:\d+)', line)
+        assert m, (line, proc.poll())
+        yield proc, m.group(1)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
+# ---- refused commits ------------------------------------------------------------------------------------
+def _raw_commit(endpoint, repo_id, lines):
+    body = b''.join(json.dumps(x).encode() + b'\n' for x in [{'key': 'header', 'value': {'summary': 's'}}, *lines])
+    return _request(endpoint, 'POST', f'/api/models/{repo_id}/commit/main', body,
+                    {'Authorization': f'Bearer {TOKEN}', 'Content-Type': 'application/x-ndjson'})
+
+
+@pytest.mark.parametrize('case', ['file-and-folder', 'delete-missing', 'delete-missing-folder', 'stale-parent',
+                                  'lfs-not-uploaded'])
+def test_refused_commit_leaves_previous_revision_byte_identical(write_hub, hub, tmp_path, case):
+    from huggingface_hub.errors import HfHubHTTPError
+    api, repo_id = write_hub.api, 't-commit/refused'
+    api.create_repo(repo_id)
+    first = api.create_commit(repo_id, [_add('config.json', b'{"a": 1}'), _add('w.bin', os.urandom(5000))], commit_message='one')
+    second = api.create_commit(repo_id, [_add('README.md', b'# two\n'), _add('sub/x.txt', b'x')], commit_message='two')
+    before_disk, before = _disk(write_hub.root), _served(api, repo_id, tmp_path / 'c1')
+    if case == 'lfs-not-uploaded':  # the client always uploads first, so this one is sent by hand
+        oid = _sha(b'never uploaded')
+        resp, body = _raw_commit(write_hub.endpoint, repo_id, [
+            {'key': 'file', 'value': {'path': 'early.txt', 'content': 'ZWFybHk=', 'encoding': 'base64'}},
+            {'key': 'lfsFile', 'value': {'path': 'late.bin', 'algo': 'sha256', 'oid': oid, 'size': 14}}])
+        status = resp.status
+    else:
+        ops, parent = {
+            'file-and-folder': ([_add('early.txt', b'early'), _add('x', b'file'), _add('x/y', b'below')], None),
+            'delete-missing': ([_add('early.txt', b'early'), _delete('missing.txt')], None),
+            'delete-missing-folder': ([_add('early.txt', b'early'), _delete('nothing/')], None),
+            'stale-parent': ([_add('early.txt', b'early')], first.oid),
+        }[case]
+        with pytest.raises(HfHubHTTPError) as e:
+            api.create_commit(repo_id, ops, commit_message='refused', parent_commit=parent)
+        status = e.value.response.status_code
+    assert status == {'file-and-folder': 400, 'delete-missing': 404, 'delete-missing-folder': 404,
+                      'stale-parent': 412, 'lfs-not-uploaded': 400}[case]
+    assert _disk(write_hub.root) == before_disk  # not one byte written, no temp left
+    assert _served(api, repo_id, tmp_path / 'c2') == before
+    assert repo_commit_hash(write_hub.root / 't-commit' / 'refused') == second.oid
+
+
+def test_lfs_rename_via_create_commit(write_hub, hub, tmp_path):
+    """delete a.bin + add b.bin with the same bytes (the client skips the upload: the server has them)."""
+    api, repo_id = write_hub.api, 't-commit/rename'
+    data = os.urandom(200_000)
+    api.create_repo(repo_id)
+    old = api.create_commit(repo_id, [_add('a.bin', data), _add('keep.txt', b'keep')], commit_message='add a.bin')
+    new = api.create_commit(repo_id, [_delete('a.bin'), _add('b.bin', data)], commit_message='rename a.bin -> b.bin')
+    assert _served(api, repo_id, tmp_path / 'c') == {'b.bin': _sha(data), 'keep.txt': _sha(b'keep')}
+    # The previous revision is still served under its commit hash.
+    assert _served(api, repo_id, tmp_path / 'c', revision=old.oid) == {'a.bin': _sha(data), 'keep.txt': _sha(b'keep')}
+    assert new.oid == repo_commit_hash(write_hub.root / 't-commit' / 'rename') != old.oid
+
+
+# ---- disk full mid-commit ------------------------------------------------------------------------------
+def _limit_file_size():
+    import resource
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # the kernel refuses writes past 1 MiB: EFBIG
+
+
+@pytest.mark.parametrize('fault', ['tmpfs-full', 'rlimit-fsize'])
+def test_disk_full_mid_commit_leaves_previous_revision(hub, tmp_path, fault):
+    """Files travel inside the commit (no LFS), so the disk fills while the new revision is staged."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+    root = tmp_path / 'root'
+    root.mkdir()
+    with contextlib.ExitStack() as stack:
+        if fault == 'tmpfs-full':
+            mount = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', str(root)], capture_output=True)
+            if mount.returncode != 0:
+                pytest.skip(f'cannot mount a tmpfs here ({mount.stderr.decode().strip()}); rlimit-fsize covers this')
+            stack.callback(subprocess.run, ['umount', str(root)], check=True)
+            server = stack.enter_context(HubFolderServer(root, write_token=TOKEN))
+            endpoint = server.endpoint
+        else:
+            endpoint = stack.enter_context(_server_process(root, preexec_fn=_limit_file_size, lfs_threshold=None))[1]
+        hub.set_endpoint(endpoint)
+        api, repo_id = HfApi(endpoint=endpoint, token=TOKEN), 't-disk/full'
+        api.create_repo(repo_id)
+        api.create_commit(repo_id, [_add('config.json', b'{}'), _add('old.txt', b'old'),
+                                    _add('w.bin', os.urandom(100_000))], commit_message='one')
+        before_disk, before = _disk(root), _served(api, repo_id, tmp_path / 'c1')
+        # Staged in name order: a-new.txt is written, then z-big.bin (3 MiB, inside the commit) fills the disk.
+        with pytest.raises(HfHubHTTPError) as e:
+            api.create_commit(repo_id, [_add('a-new.txt', b'new'), _delete('old.txt'),
+                                        _add('z-big.bin', os.urandom(3 << 20))], commit_message='too big')
+        assert e.value.response.status_code == 507 and 'out of disk space' in str(e.value)
+        assert _disk(root) == before_disk
+        assert _served(api, repo_id, tmp_path / 'c2') == before
+        # The server is healthy: a commit that fits lands whole.
+        api.create_commit(repo_id, [_add('a-new.txt', b'new'), _delete('old.txt')], commit_message='fits')
+        assert sorted(api.list_repo_files(repo_id)) == ['a-new.txt', 'config.json', 'w.bin']
+
+
+# ---- racing commits ------------------------------------------------------------------------------------
+def test_racing_commits_sharing_an_lfs_object_both_land_whole(write_hub, hub, tmp_path):
+    api, repo_id = write_hub.api, 't-commit/race'
+    api.create_repo(repo_id)
+    expected = {}
+    for round_ in range(3):
+        shared = os.urandom(300_000)  # new each round, so both clients upload it at once
+        barrier, results = threading.Barrier(2, timeout=30), {}
+
+        def commit(i):
+            ops = [_add(f'r{round_}/t{i}/shared.bin', shared), _add(f'r{round_}/t{i}/own.txt', f'{i}'.encode())]
+            barrier.wait()
+            try:
+                results[i] = api.create_commit(repo_id, ops, commit_message=f'round {round_} thread {i}')
+            except Exception as e:  # checked below
+                results[i] = e
+
+        threads = [threading.Thread(target=commit, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert all(hasattr(results.get(i), 'oid') for i in range(2)), results
+        for i in range(2):
+            expected[f'r{round_}/t{i}/shared.bin'] = _sha(shared)
+            expected[f'r{round_}/t{i}/own.txt'] = _sha(f'{i}'.encode())
+        assert _served(api, repo_id, tmp_path / f'c{round_}') == expected  # no file of either commit lost
+        for i in range(2):  # each commit's own revision holds its files (it applied whole)
+            files = set(api.list_repo_files(repo_id, revision=results[i].oid))
+            assert {f'r{round_}/t{i}/shared.bin', f'r{round_}/t{i}/own.txt'} <= files
+
+
+# ---- kill -9 between staging and switch; streamed LFS upload ---------------------------------------------
+def _vm_kib(pid, field):
+    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith(field + ':'):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+def _lfs_upload_url(endpoint, repo_id, data):
+    batch = json.dumps({'operation': 'upload', 'objects': [{'oid': _sha(data), 'size': len(data)}]}).encode()
+    resp, body = _request(endpoint, 'POST', f'/{repo_id}.git/info/lfs/objects/batch', batch,
+                          {'Authorization': f'Bearer {TOKEN}'})
+    assert resp.status == 200, body
+    return json.loads(body)['objects'][0]['actions']['upload']['href'][len(endpoint):]
+
+
+def test_kill_9_mid_commit_then_restart_serves_previous_revision(hub, tmp_path, lfs_client):
+    from huggingface_hub import HfApi
+    root, repo_id = tmp_path / 'root', 't-kill/repo'
+    root.mkdir()
+    repo_dir = root / 't-kill' / 'repo'
+    with HubFolderServer(root, write_token=TOKEN, lfs_threshold=1000) as server:
+        hub.set_endpoint(server.endpoint)
+        api = HfApi(endpoint=server.endpoint, token=TOKEN)
+        api.create_repo(repo_id)
+        first = api.create_commit(repo_id, [_add('config.json', b'{}'), _add('w.bin', os.urandom(50_000))], commit_message='one')
+        before = _served(api, repo_id, tmp_path / 'c1')
+    big = os.urandom(64 << 20)
+    with _server_process(root, env={'TIMM_CRA_HUB_TEST_PAUSE_BEFORE_SWITCH': '120'}) as (proc, endpoint):
+        hub.set_endpoint(endpoint)
+        api = HfApi(endpoint=endpoint, token=TOKEN)
+        # A 64 MiB LFS upload is streamed to disk: the server's peak memory grows by far less than that.
+        url = _lfs_upload_url(endpoint, repo_id, big)
+        Path(f'/proc/{proc.pid}/clear_refs').write_text('5')  # resets the peak (VmHWM) to the current RSS
+        peak = _vm_kib(proc.pid, 'VmHWM')
+        resp, _ = _request(endpoint, 'PUT', url, (big[i:i + (1 << 20)] for i in range(0, len(big), 1 << 20)),
+                           {'Content-Length': str(len(big))}, timeout=60)
+        assert resp.status == 200
+        grown_mib = (_vm_kib(proc.pid, 'VmHWM') - peak) / 1024
+        print(f'\npeak RSS growth during a 64 MiB LFS upload: {grown_mib:.1f} MiB')
+        assert grown_mib < 24
+        # An upload cut off halfway (the client stalls), and a commit that stops between staging and switch.
+        half = os.urandom(1 << 20)
+        stalled = socket.create_connection(('127.0.0.1', int(endpoint.rsplit(':', 1)[1])), timeout=10)
+        stalled.sendall(f'PUT {_lfs_upload_url(endpoint, repo_id, half)} HTTP/1.1\r\nHost: x\r\n'
+                        f'Content-Length: {len(half)}\r\n\r\n'.encode() + half[:len(half) // 2])
+        outcome = {}
+        committer = threading.Thread(target=lambda: outcome.setdefault('r', _try(
+            api.create_commit, repo_id, [_add('big.bin', big), _delete('config.json')], commit_message='killed')))
+        committer.start()
+        deadline = time.monotonic() + 90
+        history = set((repo_dir / '.hub-head').read_text().split())
+        while time.monotonic() < deadline:
+            staged = [p for p in (repo_dir / '.hub-revisions').iterdir() if p.name not in history]
+            if staged and not staged[0].name.startswith('.') and list((root / '.hub-lfs').glob('.hub-tmp-*')):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail('the commit never reached the switch')
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        stalled.close()
+        committer.join(timeout=60)
+        assert isinstance(outcome.get('r'), Exception)  # the client saw the commit fail
+    assert list(root.rglob('.hub-tmp-*'))  # the kill did leave a half upload (and a staged revision)
+    # Restart: leftovers are removed, main is the previous revision under its old commit hash.
+    with HubFolderServer(root, write_token=TOKEN, lfs_threshold=1000) as server:
+        hub.set_endpoint(server.endpoint)
+        api = HfApi(endpoint=server.endpoint, token=TOKEN)
+        assert not list(root.rglob('.hub-tmp-*'))
+        assert sorted(p.name for p in (repo_dir / '.hub-revisions').iterdir()) == sorted(
+            (repo_dir / '.hub-head').read_text().split())
+        assert api.model_info(repo_id).sha == first.oid
+        assert _served(api, repo_id, tmp_path / 'c2') == before
+        # The uploaded object survived in the store: the same commit now lands whole, without re-uploading.
+        api.create_commit(repo_id, [_add('big.bin', big), _delete('config.json')], commit_message='again')
+        assert _served(api, repo_id, tmp_path / 'c3') == {'big.bin': _sha(big), 'w.bin': before['w.bin']}
+
+
+def _try(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # the caller checks which
+        return e
+
+
+# ---- tree route ----------------------------------------------------------------------------------------
+def test_tree_route_list_files_and_delete_patterns(write_hub, hub, tmp_path):
+    from huggingface_hub import RepoFile, RepoFolder
+    api, repo_id = write_hub.api, 't-commit/tree'
+    src = tmp_path / 'src'
+    for name, data in {'a.txt': b'a', 'keep.md': b'k', 'sub/b.txt': b'b', 'sub/deep/c.bin': os.urandom(4000)}.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
+    api.create_repo(repo_id)
+    api.upload_folder(repo_id=repo_id, folder_path=str(src))
+    assert api.list_repo_files(repo_id) == ['a.txt', 'keep.md', 'sub/b.txt', 'sub/deep/c.bin']
+    top = {e.path: type(e) for e in api.list_repo_tree(repo_id)}
+    assert top == {'a.txt': RepoFile, 'keep.md': RepoFile, 'sub': RepoFolder}
+    sub = {e.path: e for e in api.list_repo_tree(repo_id, path_in_repo='sub')}
+    assert sorted(sub) == ['sub/b.txt', 'sub/deep'] and sub['sub/b.txt'].size == 1
+    assert sub['sub/b.txt'].blob_id == hashlib.sha1(b'blob 1\0b').hexdigest()  # git's blob id
+    # upload_folder(delete_patterns=...) lists the repo through the tree route, then deletes in the same commit.
+    (src / 'a.txt').unlink()
+    (src / 'sub' / 'b.txt').unlink()
+    (src / 'new.md').write_bytes(b'n')
+    api.upload_folder(repo_id=repo_id, folder_path=str(src), delete_patterns='*.txt')
+    assert api.list_repo_files(repo_id) == ['keep.md', 'new.md', 'sub/deep/c.bin']
+    api.create_commit(repo_id, [_delete('sub/')], commit_message='delete a folder')
+    assert api.list_repo_files(repo_id) == ['keep.md', 'new.md']
+
+
+# ---- connections, headers, names, repo ids -------------------------------------------------------------
+def _closed_within(sock, seconds):
+    """Seconds until the server closes ``sock`` (recv gives b''), or None if it is still open after ``seconds``."""
+    sock.settimeout(seconds)
+    start = time.monotonic()
+    try:
+        while sock.recv(4096):  # an answer may come first; wait for the close
+            pass
+    except (TimeoutError, socket.timeout):
+        return None
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - start
+
+
+def test_half_open_connections_are_closed_after_the_timeout(tmp_path):
+    root = tmp_path / 'root'
+    (root / 'o' / 'r').mkdir(parents=True)
+    (root / 'o' / 'r' / 'a.txt').write_bytes(b'a')
+    with HubFolderServer(root, write_token=TOKEN, request_timeout=1.0) as server:
+        port = server.server_address[1]
+        heads = socket.create_connection(('127.0.0.1', port))  # headers never finished
+        heads.sendall(b'GET /o/r/resolve/main/a.txt HTTP/1.1\r\nHost: x\r\n')
+        body = socket.create_connection(('127.0.0.1', port))  # body promised, never sent
+        body.sendall(f'POST /api/repos/create HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n'
+                     'Content-Length: 100\r\n\r\n{"na'.encode())
+        idle = socket.create_connection(('127.0.0.1', port))  # keep-alive, then silence
+        idle.sendall(b'GET /o/r/resolve/main/a.txt HTTP/1.1\r\nHost: x\r\n\r\n')
+        for sock in (heads, body, idle):
+            with sock:
+                elapsed = _closed_within(sock, 15)
+                assert elapsed is not None and elapsed < 10
+        resp, data = _request(server.endpoint, 'GET', '/o/r/resolve/main/a.txt')  # still serving
+        assert resp.status == 200 and data == b'a'
+        assert not (root / 'na').exists()
+
+
+@pytest.mark.parametrize('length', ['-1', 'abc', '1e3', ' +5'])
+def test_invalid_content_length_is_a_400(tmp_path, length):
+    with HubFolderServer(tmp_path, write_token=TOKEN, request_timeout=30) as server:
+        resp, body = _request(server.endpoint, 'POST', '/api/repos/create', b'{}',
+                              {'Authorization': f'Bearer {TOKEN}', 'Content-Length': length}, timeout=5)
+        assert resp.status == 400 and b'Content-Length' in body
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_over_long_names_are_refused_without_a_traceback(write_hub, capsys):
+    api, repo_id = write_hub.api, 't-commit/long'
+    api.create_repo(repo_id)
+    long = 'x' * 300
+    for url in (f'/{repo_id}/resolve/main/{long}', f'/{repo_id}/resolve/main/sub/{long}.bin', f'/o/{long}/resolve/main/a',
+                f'/api/models/o/{long}', f'/api/models/{repo_id}/tree/main/{long}'):
+        resp, _ = _request(write_hub.endpoint, 'GET', url)
+        assert resp.status == 404, url
+    resp, _ = _raw_commit(write_hub.endpoint, repo_id, [
+        {'key': 'file', 'value': {'path': long, 'content': 'eA==', 'encoding': 'base64'}}])
+    assert resp.status == 400
+    assert api.list_repo_files(repo_id) == []
+    assert 'Traceback' not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('org,name', [('o2', None), (['x'], 'y'), ('o', 5), ('o', 'a--b'), ('o', 'x' * 97),
+                                      ('o', '-lead'), (None, 'noorg'), ('o', 'trail.')])
+def test_create_repo_refuses_ids_the_hub_refuses(write_hub, org, name):
+    body = json.dumps({'organization': org, 'name': name, 'type': 'model'}).encode()
+    resp, _ = _request(write_hub.endpoint, 'POST', '/api/repos/create', body, {'Authorization': f'Bearer {TOKEN}'})
+    assert resp.status == 400
+    assert list(write_hub.root.iterdir()) == []
+
+
+def test_repo_ids_are_case_insensitive(write_hub, hub, tmp_path):
+    from huggingface_hub.errors import HfHubHTTPError
+    api = write_hub.api
+    api.create_repo('t-case/Model')
+    with pytest.raises(HfHubHTTPError) as e:
+        api.create_repo('T-CASE/model')
+    assert e.value.response.status_code == 409
+    api.create_commit('T-Case/MODEL', [_add('config.json', b'{"c": 1}')], commit_message='through another case')
+    assert _served(api, 't-case/model', tmp_path / 'c') == {'config.json': _sha(b'{"c": 1}')}
+    assert [p.name for p in (write_hub.root).iterdir()] == ['t-case']
+    assert [p.name for p in (write_hub.root / 't-case').iterdir()] == ['Model']
+    assert served_revision(write_hub.root / 't-case' / 'Model')[1] == api.model_info('t-case/model').sha
