@@ -158,6 +158,7 @@ def test_refused_commit_leaves_previous_revision_byte_identical(write_hub, hub, 
 
 def test_lfs_rename_via_create_commit(write_hub, hub, tmp_path):
     """delete a.bin + add b.bin with the same bytes (the client skips the upload: the server has them)."""
+    from huggingface_hub import HfApi
     api, repo_id = write_hub.api, 't-commit/rename'
     data = os.urandom(200_000)
     api.create_repo(repo_id)
@@ -167,6 +168,24 @@ def test_lfs_rename_via_create_commit(write_hub, hub, tmp_path):
     # The previous revision is still served under its commit hash.
     assert _served(api, repo_id, tmp_path / 'c', revision=old.oid) == {'a.bin': _sha(data), 'keep.txt': _sha(b'keep')}
     assert new.oid == repo_commit_hash(write_hub.root / 't-commit' / 'rename') != old.oid
+    with HubFolderServer(write_hub.root) as read_only:  # the same root served read-only: the same main
+        assert HfApi(endpoint=read_only.endpoint).model_info(repo_id).sha == new.oid
+
+
+def test_plain_folder_in_the_write_root_takes_a_commit(write_hub, hub, tmp_path):
+    """A hand-made folder (as in hub/) becomes a written repo; its own files are copied, never changed."""
+    repo_dir = write_hub.root / 't-plain' / 'repo'
+    repo_dir.mkdir(parents=True)
+    (repo_dir / 'config.json').write_bytes(b'{}')
+    (repo_dir / 'old.txt').write_bytes(b'old')
+    api = write_hub.api
+    plain_commit = api.model_info('t-plain/repo').sha
+    new = api.create_commit('t-plain/repo', [_add('new.txt', b'new'), _delete('old.txt')], commit_message='two')
+    assert new.oid != plain_commit
+    assert _served(api, 't-plain/repo', tmp_path / 'c') == {'config.json': _sha(b'{}'), 'new.txt': _sha(b'new')}
+    assert (repo_dir / 'old.txt').read_bytes() == b'old' and not (repo_dir / 'new.txt').exists()
+    (repo_dir / 'config.json').write_bytes(b'{"edited": 1}')  # copied, not linked: the revision keeps its bytes
+    assert (served_revision(repo_dir)[0] / 'config.json').read_bytes() == b'{}'
 
 
 # ---- disk full mid-commit ------------------------------------------------------------------------------

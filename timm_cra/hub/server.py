@@ -828,6 +828,8 @@ class _WriteRoutes(_ReadRoutes):
                 raise _HubError(HTTPStatus.BAD_REQUEST, f'Uploaded bytes do not match oid {oid} / size {size}.')
             os.chmod(tmp, 0o644)
             os.replace(tmp, store / oid)
+            with _digests_lock:  # hashed while streaming: the commit's check need not read it again
+                _digests[_digest_key(store / oid, 'sha256')] = oid
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
