@@ -130,7 +130,8 @@ def test_refused_commit_leaves_previous_revision_byte_identical(write_hub, hub, 
     from huggingface_hub.errors import HfHubHTTPError
     api, repo_id = write_hub.api, 't-commit/refused'
     api.create_repo(repo_id)
-    first = api.create_commit(repo_id, [_add('config.json', b'{"a": 1}'), _add('w.bin', os.urandom(5000))], commit_message='one')
+    first = api.create_commit(repo_id, [_add('config.json', b'{"a": 1}'), _add('w.bin', os.urandom(5000))],
+                              commit_message='one')
     second = api.create_commit(repo_id, [_add('README.md', b'# two\n'), _add('sub/x.txt', b'x')], commit_message='two')
     before_disk, before = _disk(write_hub.root), _served(api, repo_id, tmp_path / 'c1')
     if case == 'lfs-not-uploaded':  # the client always uploads first, so this one is sent by hand
@@ -286,7 +287,8 @@ def test_kill_9_mid_commit_then_restart_serves_previous_revision(hub, tmp_path, 
         hub.set_endpoint(server.endpoint)
         api = HfApi(endpoint=server.endpoint, token=TOKEN)
         api.create_repo(repo_id)
-        first = api.create_commit(repo_id, [_add('config.json', b'{}'), _add('w.bin', os.urandom(50_000))], commit_message='one')
+        first = api.create_commit(repo_id, [_add('config.json', b'{}'), _add('w.bin', os.urandom(50_000))],
+                                  commit_message='one')
         before = _served(api, repo_id, tmp_path / 'c1')
     big = os.urandom(64 << 20)
     with _server_process(root, env={'TIMM_CRA_HUB_TEST_PAUSE_BEFORE_SWITCH': '120'}) as (proc, endpoint):
@@ -423,8 +425,8 @@ def test_over_long_names_are_refused_without_a_traceback(write_hub, capsys):
     api, repo_id = write_hub.api, 't-commit/long'
     api.create_repo(repo_id)
     long = 'x' * 300
-    for url in (f'/{repo_id}/resolve/main/{long}', f'/{repo_id}/resolve/main/sub/{long}.bin', f'/o/{long}/resolve/main/a',
-                f'/api/models/o/{long}', f'/api/models/{repo_id}/tree/main/{long}'):
+    for url in (f'/{repo_id}/resolve/main/{long}', f'/{repo_id}/resolve/main/sub/{long}.bin',
+                f'/o/{long}/resolve/main/a', f'/api/models/o/{long}', f'/api/models/{repo_id}/tree/main/{long}'):
         resp, _ = _request(write_hub.endpoint, 'GET', url)
         assert resp.status == 404, url
     resp, _ = _raw_commit(write_hub.endpoint, repo_id, [
