@@ -87,12 +87,14 @@ def test_a_published_hub_repo_wins_over_the_bundled_copy(hub, tmp_path, caplog):
     # The Hub is the canonical home: when it serves the repo (here with other weights), those are loaded.
     state = _published()
     state['fc.bias'] = state['fc.bias'] + 1
-    folder = tmp_path / 'repo'
+    from timm_cra.hub.server import HubFolderServer
+    folder = tmp_path / 'root' / REPO
     shutil.copytree(HUB_DIR / REPO, folder)
     save_file(state, str(folder / 'model.safetensors'))
-    hub.add_repo(REPO, folder)
-    with caplog.at_level(logging.INFO, logger='timm_cra'):
-        model = timm.create_model(TAG, pretrained=True)
+    with HubFolderServer([tmp_path / 'root']) as other_hub:  # its own server: the session's keeps hub/'s bytes
+        hub.set_endpoint(other_hub.endpoint)
+        with caplog.at_level(logging.INFO, logger='timm_cra'):
+            model = timm.create_model(TAG, pretrained=True)
     _assert_weights(model, state)
     assert FALLBACK not in caplog.text and f"weights from the Hub repo '{REPO}' at {hub.endpoint}" in caplog.text
     assert 'file' not in model.pretrained_cfg or not model.pretrained_cfg['file']
