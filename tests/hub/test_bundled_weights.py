@@ -1,9 +1,12 @@
 """Weights that ship inside the package: the CIFAR repos' ``model.safetensors`` are ``hub/``'s bytes with a
 recorded sha256; loads ask the Hub first (a published repo stays the canonical home) and use the bundled copy
 only when the Hub cannot serve the repo, saying so; a damaged copy is one error line."""
+import contextlib
 import hashlib
 import logging
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -71,14 +74,50 @@ def test_unreachable_hub_loads_the_bundled_copy_at_once(hub, caplog, monkeypatch
     assert model.fc.out_features == 5 and torch.equal(model.layer3[2].conv2.weight, expected['layer3.2.conv2.weight'])
 
 
-def test_repo_missing_on_the_hub_loads_the_bundled_copy(hub, tmp_path, caplog):
+class _Always500(BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+
+    def _answer(self):
+        self.send_response(500)
+        self.send_header('Content-Length', '0')
+        self.end_headers()
+
+    do_GET = do_HEAD = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def _hub_without_weights(kind: str, root: Path):
+    """An endpoint that cannot serve the CIFAR repos' weights: no repos, a repo without weights, HTTP 500."""
     from timm_cra.hub.server import HubFolderServer
-    (tmp_path / 'empty').mkdir()
-    with HubFolderServer([tmp_path / 'empty']) as empty_hub:
-        hub.set_endpoint(empty_hub.endpoint)
+    if kind == 'server-error':
+        with ThreadingHTTPServer(('127.0.0.1', 0), _Always500) as server:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            try:
+                yield f'http://127.0.0.1:{server.server_address[1]}'
+            finally:
+                server.shutdown()
+        return
+    for repo in BUNDLED_WEIGHTS if kind == 'no-weights' else ():
+        (root / repo).mkdir(parents=True)
+        shutil.copy(HUB_DIR / repo / 'config.json', root / repo / 'config.json')
+    root.mkdir(exist_ok=True)
+    with HubFolderServer([root]) as server:
+        yield server.endpoint
+
+
+@pytest.mark.parametrize('kind,reason', [('no-repo', 'has no such repo'),
+                                         ('no-weights', 'could not serve it (RemoteEntryNotFoundError)'),
+                                         ('server-error', 'could not serve it')])
+def test_hub_that_cannot_serve_the_repo_loads_the_bundled_copy(hub, tmp_path, caplog, monkeypatch, kind, reason):
+    monkeypatch.setattr('huggingface_hub.utils._http.time.sleep', lambda s: None)  # a 500 is retried first
+    with _hub_without_weights(kind, tmp_path / 'root') as endpoint:
+        hub.set_endpoint(endpoint)
         with caplog.at_level(logging.WARNING, logger='timm_cra'):
             model = timm.create_model('cra_cifar_resnet20.cifar10_gates_untrained', pretrained=True)
-    assert 'has no such repo' in caplog.text and FALLBACK in caplog.text
+    assert reason in caplog.text and FALLBACK in caplog.text
     base = _published('timm-cra/cifar_resnet20.cifar10')
     assert torch.equal(model.conv1.weight, base['conv1.weight'])  # the base repo's bytes, gates added at load
 
