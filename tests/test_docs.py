@@ -147,6 +147,7 @@ def _local(command: str, shared: Path) -> list:
     return shlex.split(command)
 
 
+@pytest.mark.slow  # ~40 s on 2 busy cores: subprocesses importing torch, real data / weights
 def test_readme_train_and_validate_commands_run(shared_data, tmp_path):
     """The README's two commands, in order, on the local CIFAR-10 copy (LOCAL_DATA), shortened with flags that
     only limit the work; the second validates what the first wrote."""
@@ -170,6 +171,7 @@ def test_readme_train_and_validate_commands_run(shared_data, tmp_path):
     assert result['top1'] is not None and result.get('count', 32) == 32
 
 
+@pytest.mark.slow  # ~40 s on 2 busy cores: subprocesses importing torch, real data / weights
 def test_readme_python_blocks_run_as_written(tmp_path):
     """Each Python block of the README, in order, in a fresh interpreter (so a block that forgets an import
     fails). Hub downloads go to a loopback Hub: hub/ (the CIFAR repos) and a stand-in of timm's

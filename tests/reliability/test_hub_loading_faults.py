@@ -195,11 +195,13 @@ _LOAD = ("import sys, timm, timm_cra\n"
          "    print('PretrainedWeightsError:', e); raise SystemExit(3)\n")
 
 
-@pytest.mark.parametrize('mode', ['unreachable', 'offline'])
-@pytest.mark.parametrize('tag', ['cra_cifar_resnet20.cifar10', 'cra_resnet18.a1_in1k_gates_untrained'])
+@pytest.mark.parametrize('tag,mode', [('cra_cifar_resnet20.cifar10', 'offline'),
+                                      ('cra_resnet18.a1_in1k_gates_untrained', 'offline'),
+                                      ('cra_resnet18.a1_in1k_gates_untrained', 'unreachable')])
 def test_j4_fresh_process_fails_fast_with_the_fix(tmp_path, mode, tag):
-    """Without a Hub: the CIFAR tags load the copy bundled with the package (and say so); a tag whose weights
-    only the Hub has (timm's base weights here) fails with the fix. Either way within seconds."""
+    """Journey J4's two commands: without a Hub, the CIFAR tags load the copy bundled with the package (and say
+    so; unreachable: tests/hub/test_bundled_weights.py); a tag whose weights only the Hub has (timm's base
+    weights here) fails with the fix. Either way within seconds."""
     env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / 'cache'), HF_ENDPOINT=closed_port_endpoint(),
                HF_HUB_OFFLINE='1' if mode == 'offline' else '0')
     start = time.monotonic()

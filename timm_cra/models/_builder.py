@@ -8,8 +8,9 @@ from timm.models._builder import resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 
 from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError, explain_pretrained_errors
-from ._weight_checks import (BUNDLED_WEIGHTS, HubUnreachableError, bundled_weights, cached_weights, check_hub_reachable,
-                             check_weight_dtypes, hub_weights_location, verify_download, weights_file)
+from ._weight_checks import (BUNDLED_WEIGHTS, HubUnreachableError, bundled_weights, cached_weights,
+                             check_hub_reachable, check_weight_dtypes, hub_weights_location, verify_download,
+                             weights_file)
 
 __all__ = [
     'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
