@@ -113,3 +113,91 @@ def test_reliability_doc_names_existing_tests():
         if test:
             functions = {n.name for n in ast.walk(ast.parse(current.read_text())) if isinstance(n, ast.FunctionDef)}
             assert test in functions, f'docs/reliability.md names missing {current.name}::{test}'
+
+
+# --- The docs show users the data and weights they can get; tests run them on this project's local copies ----
+#: Data sources the docs give users (downloaded from the Hub on first use) -> the local copy the tests run the
+#: same commands on (no network here). Docs never name ../shared: that folder exists only on this project's
+#: machines (tests and CI).
+LOCAL_DATA = {'--dataset hfds/uoft-cs/cifar10': '--data-dir {shared}/cifar10'}
+USER_DOCS = [d for d in DOCS if d.name != 'CONTRIBUTING.md']  # CONTRIBUTING is for developers of this repo
+
+
+def _blocks(doc: Path, *langs: str):
+    return [block for lang, block in _FENCE_RE.findall(doc.read_text(encoding='utf-8')) if lang in langs]
+
+
+@pytest.mark.parametrize('doc', USER_DOCS, ids=lambda d: d.name)
+def test_user_docs_commands_do_not_point_at_shared_data(doc):
+    for block in _blocks(doc, '', 'bash', 'sh', 'python'):
+        assert '../shared' not in block and '/work/' not in block, f'{doc.name}: {block.strip()[:200]}'
+
+
+def _section_block(doc: Path, heading: str, lang: str) -> str:
+    text = doc.read_text(encoding='utf-8')
+    section = text.split(f'\n## {heading}\n', 1)[1].split('\n## ', 1)[0]
+    (block,) = [b for la, b in _FENCE_RE.findall(section) if la == lang][:1]
+    return block
+
+
+def _local(command: str, shared: Path) -> list:
+    for user_source, local in LOCAL_DATA.items():
+        command = command.replace(user_source, local.format(shared=shared))
+    assert '{shared}' not in command
+    return shlex.split(command)
+
+
+@pytest.mark.slow  # ~40 s on 2 busy cores: subprocesses importing torch, real data / weights
+def test_readme_train_and_validate_commands_run(shared_data, tmp_path):
+    """The README's two commands, in order, on the local CIFAR-10 copy (LOCAL_DATA), shortened with flags that
+    only limit the work; the second validates what the first wrote."""
+    import json
+    import os
+    import subprocess
+    import sys
+    train, validate = [ln for ln in _section_block(ROOT / 'README.md', 'Train and validate', 'bash').splitlines()
+                       if ln.strip()]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', OMP_NUM_THREADS='1')
+    short = {'train': ['--epochs', '1', '--train-num-samples', '64', '--val-num-samples', '32', '--batch-size',
+                       '32', '--no-plot'], 'eval': ['--num-samples', '32']}
+    for command, extra in ((train, short['train']), (validate, short['eval'])):
+        argv = _local(command, shared_data)
+        assert argv[:2] == ['python', '-m'], command
+        proc = subprocess.run([sys.executable, *argv[1:], *extra], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, f'{command}\n{proc.stderr[-3000:]}'
+    assert (tmp_path / 'output' / 'train' / 'r20' / 'model.safetensors').is_file()
+    result = json.loads(proc.stdout[proc.stdout.index('{'):])
+    assert result['top1'] is not None and result.get('count', 32) == 32
+
+
+@pytest.mark.slow  # ~40 s on 2 busy cores: subprocesses importing torch, real data / weights
+def test_readme_python_blocks_run_as_written(tmp_path):
+    """Each Python block of the README, in order, in a fresh interpreter (so a block that forgets an import
+    fails). Hub downloads go to a loopback Hub: hub/ (the CIFAR repos) and a stand-in of timm's
+    timm/resnet50.a1_in1k repo (random weights in timm's own file layout) for the gates-untrained tag."""
+    import os
+    import subprocess
+    import sys
+    import timm
+    from timm.models import get_pretrained_cfg, save_for_hf
+    import timm_cra  # noqa: F401
+    from timm_cra.hub.server import HubFolderServer
+    blocks = _blocks(ROOT / 'README.md', 'python')
+    assert len(blocks) >= 2
+    bases = set(re.findall(r"'(cra_\w+)\.(\w+)_gates_untrained'", '\n'.join(blocks)))
+    assert bases, 'the README shows a gates-untrained tag'
+    root = tmp_path / 'hub'
+    for arch, _ in bases:
+        repo = get_pretrained_cfg(f"{arch}.{_}_gates_untrained").hf_hub_id
+        base_arch = repo.split('/')[1].split('.')[0]
+        save_for_hf(timm.create_model(base_arch), root / repo, safe_serialization=True)
+    with HubFolderServer([root, ROOT / 'hub']) as hub:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE='0', HF_ENDPOINT=hub.endpoint,
+                   HF_HUB_CACHE=str(tmp_path / 'cache'), NO_PROXY='127.0.0.1,localhost', OMP_NUM_THREADS='1')
+        for i, block in enumerate(blocks):
+            proc = subprocess.run([sys.executable, '-c', block], cwd=tmp_path, env=env, capture_output=True,
+                                  text=True, timeout=300)
+            assert proc.returncode == 0, f'README python block {i + 1}:\n{block}\n{proc.stderr[-3000:]}'
+            if i == 0:
+                assert "'cra_resnet50'" in proc.stdout and 'cra_cifar_resnet20.cifar10' in proc.stdout

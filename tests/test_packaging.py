@@ -56,8 +56,12 @@ def test_wheel_holds_the_package_and_no_tooling(wheel):
     assert modules <= shipped
     recipes = {p.relative_to(REPO_ROOT).as_posix() for p in (PACKAGE / 'train' / 'recipes').glob('*.yaml')}
     assert recipes and recipes <= shipped
-    # nothing but modules and recipes; the repository tooling lives outside the package
-    assert shipped == modules | recipes
+    # the small Hub repos' weights (the bytes and sha256 are checked in tests/hub/test_bundled_weights.py)
+    from timm_cra.models._weight_checks import BUNDLED_WEIGHTS
+    bundled = {f'timm_cra/models/bundled/{repo}/model.safetensors' for repo in BUNDLED_WEIGHTS}
+    assert bundled and bundled <= shipped
+    # nothing but modules, recipes and those weights; the repository tooling lives outside the package
+    assert shipped == modules | recipes | bundled
     assert not any('campaign' in n or 'tables' in n for n in shipped)
 
 

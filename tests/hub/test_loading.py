@@ -192,14 +192,17 @@ def test_no_weights_at_all():
 
 
 def test_trained_tag_missing_on_the_hub_names_the_local_copy(hub, tmp_path):
-    # The CIFAR repos are complete in hub/ but not on huggingface.co: a Hub without them must say where they are.
+    # The CIFAR repos are complete in hub/ but not on huggingface.co. The default revision falls back to the
+    # copy inside the package (tests/hub/test_bundled_weights.py); a pinned revision cannot, and a Hub without
+    # the repo must then say where the repo folder is.
     from timm_cra.hub.server import HubFolderServer
     (tmp_path / 'empty').mkdir()
     with HubFolderServer([tmp_path / 'empty']) as empty_hub:
         hub.set_endpoint(empty_hub.endpoint)
+        pinned = dict(pretrained_cfg_overlay=dict(hf_hub_id='timm-cra/cra_cifar_resnet20.cifar10@main'))
         with pytest.raises(PretrainedWeightsError, match=r"does not exist.*hub/timm-cra/cra_cifar_resnet20\.cifar10.*"
                                                          r"local-dir:hub/timm-cra/cra_cifar_resnet20\.cifar10"):
-            timm.create_model('cra_cifar_resnet20.cifar10', pretrained=True)
+            timm.create_model('cra_cifar_resnet20.cifar10', pretrained=True, **pinned)
         # tags without a local copy keep the plain message
         with pytest.raises(PretrainedWeightsError, match='does not exist') as info:
             timm.create_model(ARCH, **_overlay('t-load/no-such-repo'))

@@ -58,9 +58,12 @@ def test_unreachable_endpoint_fails_at_once(hub, sleeps, endpoint):
 
 
 def test_unreachable_message_names_the_local_copy(hub, sleeps):
+    # A pinned revision has no bundled copy to fall back to (the default revision loads it: test_bundled_weights).
     hub.set_endpoint(closed_port_endpoint())
     with pytest.raises(PretrainedWeightsError, match=r"is unreachable.*local-dir:hub/timm-cra/cra_cifar_resnet20"):
-        timm.create_model('cra_cifar_resnet20.cifar10', pretrained=True)
+        timm.create_model('cra_cifar_resnet20.cifar10', pretrained=True, pretrained_cfg_overlay=dict(
+            hf_hub_id='timm-cra/cra_cifar_resnet20.cifar10@main'))
+    assert sleeps == []
 
 
 class _Always500(BaseHTTPRequestHandler):
@@ -185,24 +188,33 @@ def test_not_published_and_no_weights_are_pretrained_weights_errors():
 
 # ---- J4: the same from a fresh interpreter, as a user meets it ----------------------------------------------
 
-_LOAD = ("import timm, timm_cra\n"
+_LOAD = ("import sys, timm, timm_cra\n"
          "try:\n"
-         "    timm.create_model('cra_cifar_resnet20.cifar10', pretrained=True)\n"
+         "    timm.create_model(sys.argv[1], pretrained=True)\n"
          "except timm_cra.PretrainedWeightsError as e:\n"
          "    print('PretrainedWeightsError:', e); raise SystemExit(3)\n")
 
 
-@pytest.mark.parametrize('mode', ['unreachable', 'offline'])
-def test_j4_fresh_process_fails_fast_with_the_fix(tmp_path, mode):
+@pytest.mark.parametrize('tag,mode', [('cra_cifar_resnet20.cifar10', 'offline'),
+                                      ('cra_resnet18.a1_in1k_gates_untrained', 'offline'),
+                                      ('cra_resnet18.a1_in1k_gates_untrained', 'unreachable')])
+def test_j4_fresh_process_fails_fast_with_the_fix(tmp_path, mode, tag):
+    """Journey J4's two commands: without a Hub, the CIFAR tags load the copy bundled with the package (and say
+    so; unreachable: tests/hub/test_bundled_weights.py); a tag whose weights only the Hub has (timm's base
+    weights here) fails with the fix. Either way within seconds."""
     env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / 'cache'), HF_ENDPOINT=closed_port_endpoint(),
                HF_HUB_OFFLINE='1' if mode == 'offline' else '0')
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, '-c', _LOAD], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, '-c', _LOAD, tag], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
     elapsed = time.monotonic() - start
-    assert proc.returncode == 3, proc.stderr[-2000:]
-    expected = 'is unreachable' if mode == 'unreachable' else 'HF_HUB_OFFLINE=1 is set'
-    assert expected in proc.stdout and 'local-dir:hub/timm-cra/cra_cifar_resnet20.cifar10' in proc.stdout
+    expected = 'is unreachable' if mode == 'unreachable' else 'HF_HUB_OFFLINE=1'
+    if tag.startswith('cra_cifar'):
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert expected in proc.stderr and 'loading the copy bundled with timm-cra' in proc.stderr
+    else:
+        assert proc.returncode == 3, proc.stderr[-2000:]
+        assert expected in proc.stdout and 'HF_ENDPOINT' in proc.stdout and 'file=' in proc.stdout
     assert 'Retrying in' not in proc.stderr
     # No back-off: the whole process (mostly importing torch and timm, slow on a busy 2-core machine) ends
     # well before the ~47 s of retries it replaces.

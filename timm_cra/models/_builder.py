@@ -1,14 +1,16 @@
 """Shared pieces of the CRA model families: pretrained-cfg defaults, the weights guard and the one place
 CRA models are built (so every entrypoint gets the same pretrained checks and error messages)."""
-from typing import Any, Callable, Dict, List, Optional
+import logging
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from timm.models import generate_default_cfgs, get_arch_pretrained_cfgs, list_pretrained
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 
 from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError, explain_pretrained_errors
-from ._weight_checks import (cached_weights, check_hub_reachable, check_weight_dtypes, hub_weights_location,
-                             verify_download, weights_file)
+from ._weight_checks import (BUNDLED_WEIGHTS, HubUnreachableError, bundled_weights, cached_weights,
+                             check_hub_reachable, check_weight_dtypes, hub_weights_location, verify_download,
+                             weights_file)
 
 __all__ = [
     'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
@@ -16,6 +18,8 @@ __all__ = [
     'weight_status_cfg', 'weight_status', 'weight_note', 'weight_status_tags', 'hub_id',
     'imagenet_cfg', 'default_cfgs_marked', 'gates_untrained_cfgs', 'check_pretrained_available', 'create_cra_model',
 ]
+
+_logger = logging.getLogger(__name__)
 
 #: Hugging Face organisation that holds every published timm-cra weight repo.
 HUB_ORG = 'timm-cra'
@@ -226,6 +230,60 @@ def _public_hub() -> bool:
     return constants.ENDPOINT.rstrip('/') == PUBLIC_HUB_ENDPOINT
 
 
+_OFFLINE = 'was not asked (HF_HUB_OFFLINE=1) and the weights are not cached'
+
+
+def _hub_cannot_serve(err: BaseException) -> Optional[str]:
+    """Why the Hub could not serve a repo (offline, unreachable, no such repo or file, an HTTP error after
+    huggingface_hub's retries), ``None`` for other failures (altered or corrupt bytes stay errors)."""
+    from huggingface_hub import constants
+    from huggingface_hub import errors as hf_errors
+    if isinstance(err, HubUnreachableError):
+        return str(err)
+    if constants.HF_HUB_OFFLINE or isinstance(err, hf_errors.OfflineModeIsEnabled):
+        return _OFFLINE
+    if isinstance(err, hf_errors.RepositoryNotFoundError):
+        return 'has no such repo'
+    if isinstance(err, (hf_errors.LocalEntryNotFoundError, hf_errors.HfHubHTTPError)):
+        return f'could not serve it ({type(err).__name__})'
+    return None
+
+
+def _load_hub_first(create_fn: Callable[..., Any], variant: str, kwargs: Dict[str, Any], name: str,
+                    location: Tuple[str, Optional[str]]):
+    """Weights from the Hub (cache or ``HF_ENDPOINT``), the canonical home; when the Hub cannot serve a repo
+    that this package bundles (default revision only), from the bundled copy. Returns ``(model, file)``,
+    ``file`` being the safetensors file read when one can be named. Logs which source was used."""
+    from huggingface_hub import constants
+    repo_id, revision = location
+    where = f"Hub repo '{repo_id}' at {constants.ENDPOINT}"
+    fallback = revision is None and repo_id in BUNDLED_WEIGHTS
+    reason = None
+    if cached_weights(*location) is not None:
+        where = f"Hub repo '{repo_id}' (local cache)"
+        model = create_fn(variant, True, **kwargs)
+    elif fallback and constants.HF_HUB_OFFLINE:
+        reason = _OFFLINE
+    else:
+        try:
+            check_hub_reachable(*location)
+            model = create_fn(variant, True, **kwargs)
+        except Exception as err:
+            reason = _hub_cannot_serve(err) if fallback else None
+            if reason is None:
+                raise
+        else:
+            verify_download(*location)
+    if reason is None:
+        _logger.info(f'timm_cra: {name}: weights from the {where}.')
+        return model, cached_weights(*location)
+    path = bundled_weights(repo_id)
+    _logger.warning(f"timm_cra: {name}: the {where} {reason}; loading the copy bundled with timm-cra "
+                    f"(same bytes as the repo's model.safetensors, sha256 checked): {path}")
+    overlay = dict(kwargs.get('pretrained_cfg_overlay') or {}, file=str(path))
+    return create_fn(variant, True, **dict(kwargs, pretrained_cfg_overlay=overlay)), path
+
+
 def create_cra_model(create_fn: Callable[..., Any], variant: str, pretrained: bool = False, **kwargs):
     """Build a CRA model via ``create_fn(variant, pretrained, **kwargs)`` (a timm builder).
 
@@ -233,6 +291,8 @@ def create_cra_model(create_fn: Callable[..., Any], variant: str, pretrained: bo
     loading weights (Hub unreachable, repo / file / revision missing, corrupt or altered file, integer
     weights, shape mismatch) are re-raised as one :class:`PretrainedWeightsError` naming the fix. A tag of
     status :data:`WEIGHTS_GATES_UNTRAINED` loads its base checkpoint through the strict retrofit key map.
+    Weights from the Hub are tried first; repos whose weights ship inside this package (small ones,
+    ``_weight_checks.BUNDLED_WEIGHTS``) load the bundled copy when the Hub cannot serve them.
     """
     cfg = check_pretrained_available(variant, pretrained, kwargs)
     if cfg is None:
@@ -245,13 +305,10 @@ def create_cra_model(create_fn: Callable[..., Any], variant: str, pretrained: bo
         kwargs['pretrained_filter_fn'] = retrofit_filter_fn(classifier=cfg.classifier)
     location = hub_weights_location(cfg)
     with explain_pretrained_errors(name, cfg, hint=_local_copy_hint(name, cfg)):
-        downloading = location is not None and cached_weights(*location) is None
-        if downloading:
-            check_hub_reachable(*location)
-        model = create_fn(variant, pretrained, **kwargs)
-        if downloading:
-            verify_download(*location)
-        path = weights_file(cfg)
+        if location is not None:
+            model, path = _load_hub_first(create_fn, variant, kwargs, name, location)
+        else:
+            model, path = create_fn(variant, pretrained, **kwargs), weights_file(cfg)
         if path is not None:
             check_weight_dtypes(model, path)
     _drop_status(model)

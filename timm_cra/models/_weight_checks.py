@@ -7,6 +7,8 @@
   huggingface_hub does not compare the two, so a file whose bytes changed in transit would load silently.
 * :func:`check_weight_dtypes`: ``load_state_dict`` casts an integer tensor into a float parameter without a
   word; a quantised or foreign file then gives a model that predicts nothing.
+* :func:`bundled_weights`: the copies of small Hub repos' weights that ship inside this package, checked
+  against their recorded sha256 before use (a damaged install must not load silently).
 """
 import contextlib
 import hashlib
@@ -19,9 +21,19 @@ from torch import nn
 from timm.models import PretrainedCfg
 
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
-           'check_weight_dtypes', 'weights_file']
+           'check_weight_dtypes', 'weights_file', 'BUNDLED_WEIGHTS', 'BUNDLED_DIR', 'bundled_weights']
 
 WEIGHTS_FILENAME = 'model.safetensors'
+
+#: Hub repos whose ``model.safetensors`` also ships inside this package, as ``BUNDLED_DIR/<repo_id>/``, with
+#: its sha256. A load of such a repo (default revision) that the Hub cannot serve (offline, unreachable,
+#: repo missing) falls back to the copy (``create_cra_model``). The files are ``hub/<repo_id>/``'s, byte for
+#: byte (tests/test_bundled_weights.py); in git both paths are one blob. Only small repos belong here.
+BUNDLED_WEIGHTS = {
+    'timm-cra/cifar_resnet20.cifar10': 'ef26d3b87e6f1eaeebe3acd7f6c666a1d635705571c0a7704e6678addba0547b',
+    'timm-cra/cra_cifar_resnet20.cifar10': '2d31f71c00366184e80ed7c39daf2c7e27443e28311bcbe67e66a41d6b0bbef5',
+}
+BUNDLED_DIR = Path(__file__).resolve().parent / 'bundled'
 _SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
 _PROBE_TIMEOUT_S = 5.0
 
@@ -112,6 +124,25 @@ def verify_download(repo_id: str, revision: Optional[str]) -> None:
         raise WeightsCheckError(
             f'the downloaded {WEIGHTS_FILENAME} does not match the sha256 the Hub advertised for it '
             f'(expected {blob.name}, got {actual}): it was altered or damaged in transit')
+
+
+def bundled_weights(repo_id: str) -> Optional[Path]:
+    """The package's verified copy of ``repo_id``'s weights, ``None`` if it ships none.
+
+    Raises :class:`WeightsCheckError` when the copy is missing or its bytes differ from the recorded sha256.
+    """
+    expected = BUNDLED_WEIGHTS.get(repo_id)
+    if expected is None:
+        return None
+    path = BUNDLED_DIR.joinpath(*repo_id.split('/'), WEIGHTS_FILENAME)
+    fix = 'the timm-cra installation is damaged: reinstall it (pip install --force-reinstall --no-deps timm-cra)'
+    if not path.is_file():
+        raise WeightsCheckError(f'the copy bundled with timm-cra ({path}) is missing: {fix}')
+    actual = _sha256(path)
+    if actual != expected:
+        raise WeightsCheckError(f'the copy bundled with timm-cra ({path}) does not match its recorded sha256 '
+                                f'(expected {expected}, got {actual}): {fix}')
+    return path
 
 
 def weights_file(cfg: PretrainedCfg) -> Optional[Path]:

@@ -1,0 +1,165 @@
+"""Weights that ship inside the package: the CIFAR repos' ``model.safetensors`` are ``hub/``'s bytes with a
+recorded sha256; loads ask the Hub first (a published repo stays the canonical home) and use the bundled copy
+only when the Hub cannot serve the repo, saying so; a damaged copy is one error line."""
+import contextlib
+import hashlib
+import logging
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import timm
+import timm_cra  # noqa: F401
+from timm_cra import PretrainedWeightsError
+from timm_cra.models import _weight_checks
+from timm_cra.models._weight_checks import BUNDLED_DIR, BUNDLED_WEIGHTS
+
+from ..conftest import HUB_DIR, closed_port_endpoint
+
+TAG = 'cra_cifar_resnet20.cifar10'
+REPO = f'timm-cra/{TAG}'
+FALLBACK = 'loading the copy bundled with timm-cra'
+
+
+def _published(repo_id=REPO):
+    return load_file(str(HUB_DIR / repo_id / 'model.safetensors'))
+
+
+def _assert_weights(model, expected):
+    state = model.state_dict()
+    assert set(state) == set(expected)
+    assert all(torch.equal(state[k], v) for k, v in expected.items())
+
+
+def test_bundled_copies_are_the_hub_repos_bytes():
+    """hub/ is the source: each bundled file is its repo's model.safetensors byte for byte, with that sha256
+    recorded. After regenerating a repo's weights: copy hub/<repo>/model.safetensors to
+    timm_cra/models/bundled/<repo>/ and record its sha256 in BUNDLED_WEIGHTS."""
+    on_disk = {p.parent.relative_to(BUNDLED_DIR).as_posix() for p in BUNDLED_DIR.rglob('*') if p.is_file()}
+    assert on_disk == set(BUNDLED_WEIGHTS), 'every bundled file has a recorded sha256, and nothing else is there'
+    cifar = {p.parent.relative_to(HUB_DIR).as_posix() for p in HUB_DIR.glob('timm-cra/*.cifar10/model.safetensors')}
+    assert cifar and cifar == set(BUNDLED_WEIGHTS)
+    for repo_id, sha in BUNDLED_WEIGHTS.items():
+        hub_bytes = (HUB_DIR / repo_id / 'model.safetensors').read_bytes()
+        assert (BUNDLED_DIR / repo_id / 'model.safetensors').read_bytes() == hub_bytes, f'{repo_id} drifted from hub/'
+        assert hashlib.sha256(hub_bytes).hexdigest() == sha, f'{repo_id}: recorded sha256 is not hub/\'s'
+
+
+@pytest.mark.parametrize('tag', [TAG, 'cifar_resnet20.cifar10'])
+def test_offline_and_not_cached_loads_the_bundled_copy(hub, caplog, tag):
+    hub.set_offline(True)
+    with caplog.at_level(logging.INFO, logger='timm_cra'):
+        model = timm.create_model(tag, pretrained=True)
+    _assert_weights(model, _published(f'timm-cra/{tag}'))
+    assert f'{FALLBACK}' in caplog.text and 'HF_HUB_OFFLINE=1' in caplog.text
+    assert Path(model.pretrained_cfg['file']).is_relative_to(BUNDLED_DIR)  # the model says where it came from
+    assert hub.cached_files() == []
+
+
+def test_unreachable_hub_loads_the_bundled_copy_at_once(hub, caplog, monkeypatch):
+    sleeps = []
+    monkeypatch.setattr('huggingface_hub.utils._http.time.sleep', sleeps.append)
+    hub.set_endpoint(closed_port_endpoint())
+    with caplog.at_level(logging.WARNING, logger='timm_cra'):
+        model = timm.create_model(TAG, pretrained=True, num_classes=5, in_chans=1)  # the README's call
+    assert 'is unreachable' in caplog.text and FALLBACK in caplog.text
+    assert sleeps == []  # no back-off before the fallback
+    expected = _published()
+    assert torch.allclose(model.conv1.weight, expected['conv1.weight'].sum(1, keepdim=True))
+    assert model.fc.out_features == 5 and torch.equal(model.layer3[2].conv2.weight, expected['layer3.2.conv2.weight'])
+
+
+class _Always500(BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+
+    def _answer(self):
+        self.send_response(500)
+        self.send_header('Content-Length', '0')
+        self.end_headers()
+
+    do_GET = do_HEAD = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def _hub_without_weights(kind: str, root: Path):
+    """An endpoint that cannot serve the CIFAR repos' weights: no repos, a repo without weights, HTTP 500."""
+    from timm_cra.hub.server import HubFolderServer
+    if kind == 'server-error':
+        with ThreadingHTTPServer(('127.0.0.1', 0), _Always500) as server:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            try:
+                yield f'http://127.0.0.1:{server.server_address[1]}'
+            finally:
+                server.shutdown()
+        return
+    for repo in BUNDLED_WEIGHTS if kind == 'no-weights' else ():
+        (root / repo).mkdir(parents=True)
+        shutil.copy(HUB_DIR / repo / 'config.json', root / repo / 'config.json')
+    root.mkdir(exist_ok=True)
+    with HubFolderServer([root]) as server:
+        yield server.endpoint
+
+
+@pytest.mark.parametrize('kind,reason', [('no-repo', 'has no such repo'),
+                                         ('no-weights', 'could not serve it (RemoteEntryNotFoundError)'),
+                                         ('server-error', 'could not serve it')])
+def test_hub_that_cannot_serve_the_repo_loads_the_bundled_copy(hub, tmp_path, caplog, monkeypatch, kind, reason):
+    monkeypatch.setattr('huggingface_hub.utils._http.time.sleep', lambda s: None)  # a 500 is retried first
+    with _hub_without_weights(kind, tmp_path / 'root') as endpoint:
+        hub.set_endpoint(endpoint)
+        with caplog.at_level(logging.WARNING, logger='timm_cra'):
+            model = timm.create_model('cra_cifar_resnet20.cifar10_gates_untrained', pretrained=True)
+    assert reason in caplog.text and FALLBACK in caplog.text
+    base = _published('timm-cra/cifar_resnet20.cifar10')
+    assert torch.equal(model.conv1.weight, base['conv1.weight'])  # the base repo's bytes, gates added at load
+
+
+def test_a_published_hub_repo_wins_over_the_bundled_copy(hub, tmp_path, caplog):
+    # The Hub is the canonical home: when it serves the repo (here with other weights), those are loaded.
+    state = _published()
+    state['fc.bias'] = state['fc.bias'] + 1
+    from timm_cra.hub.server import HubFolderServer
+    folder = tmp_path / 'root' / REPO
+    shutil.copytree(HUB_DIR / REPO, folder)
+    save_file(state, str(folder / 'model.safetensors'))
+    with HubFolderServer([tmp_path / 'root']) as other_hub:  # its own server: the session's keeps hub/'s bytes
+        hub.set_endpoint(other_hub.endpoint)
+        with caplog.at_level(logging.INFO, logger='timm_cra'):
+            model = timm.create_model(TAG, pretrained=True)
+    _assert_weights(model, state)
+    assert FALLBACK not in caplog.text and f"weights from the Hub repo '{REPO}' at {hub.endpoint}" in caplog.text
+    assert 'file' not in model.pretrained_cfg or not model.pretrained_cfg['file']
+
+
+def test_damaged_bundled_copy_is_one_error_line(hub, tmp_path, monkeypatch):
+    copy = tmp_path / 'bundled'
+    shutil.copytree(BUNDLED_DIR, copy)
+    weights = copy / REPO / 'model.safetensors'
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(_weight_checks, 'BUNDLED_DIR', copy)
+    hub.set_offline(True)
+    with pytest.raises(PretrainedWeightsError) as info:
+        timm.create_model(TAG, pretrained=True)
+    message = str(info.value)
+    assert 'does not match its recorded sha256' in message and 'pip install --force-reinstall' in message
+    assert '\n' not in message
+    weights.unlink()
+    with pytest.raises(PretrainedWeightsError, match='bundled with timm-cra .* is missing'):
+        timm.create_model(TAG, pretrained=True)
+
+
+def test_a_pinned_revision_never_falls_back(hub):
+    # The bundled copy is the default revision's bytes: another revision must come from the Hub.
+    hub.set_offline(True)
+    with pytest.raises(PretrainedWeightsError, match='HF_HUB_OFFLINE=1 is set'):
+        timm.create_model(TAG, pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id=f'{REPO}@v2'))

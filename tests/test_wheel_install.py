@@ -1,0 +1,106 @@
+"""A user with only the wheel: build it, install it (not editable) into a fresh venv, and from a folder outside
+the repository, offline with an empty HF cache, get the published CIFAR weights and run the README's
+fine-tune command.
+
+The venv sees the test interpreter's third-party packages (torch, timm, datasets, ...) through a ``.pth``
+line: ``venv --system-site-packages`` would expose the base interpreter's packages, not this venv's. A
+``.pth`` *line* only extends ``sys.path`` (the ``.pth`` files of that folder, among them the editable finder of
+a development install, are not run), so ``timm_cra`` can come only from the installed wheel; the test checks
+``timm_cra.__file__`` to prove it.
+"""
+import hashlib
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PUBLISHED = REPO_ROOT / 'hub' / 'timm-cra' / 'cra_cifar_resnet20.cifar10' / 'model.safetensors'
+README_FINETUNE = ('python -m timm_cra.train --config finetune --model cra_cifar_resnet20.cifar10 --in-chans 1 '
+                   '--data-dir DIR')
+
+
+def _run(cmd, **kw):
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=300, **kw)
+    assert proc.returncode == 0, f'{cmd}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}'
+    return proc
+
+
+@pytest.fixture(scope='module')
+def wheel_venv(tmp_path_factory):
+    """``(python, env, workdir)``: a venv holding the wheel built from a copy of the checkout."""
+    pytest.importorskip('setuptools', reason='building the wheel needs setuptools (the [test] extra has it)')
+    tmp = tmp_path_factory.mktemp('wheel-user')
+    src = tmp / 'src' / 'timm-cra'
+    shutil.copytree(REPO_ROOT, src, ignore=shutil.ignore_patterns(
+        '.git', '.venv', 'build', 'dist', '*.egg-info', '__pycache__', '.pytest_cache', 'output', '.timm-sdist'))
+    _run([sys.executable, '-m', 'pip', 'wheel', src, '--no-deps', '--no-build-isolation', '--no-index', '-q',
+          '-w', tmp / 'dist'])
+    (wheel,) = (tmp / 'dist').glob('timm_cra-*.whl')
+    venv = tmp / 'venv'
+    _run([sys.executable, '-m', 'venv', '--without-pip', venv])
+    python = venv / 'bin' / 'python'
+    _run([sys.executable, '-m', 'pip', '--python', python, 'install', '--no-deps', '--no-index', '-q', wheel])
+    own_site = Path(_run([python, '-c', 'import sysconfig; print(sysconfig.get_path("purelib"))']).stdout.strip())
+    (own_site / 'outer-packages.pth').write_text('\n'.join(site.getsitepackages()) + '\n')
+    work = tmp / 'work'  # outside the repository: no timm_cra/ beside the current directory
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(('PYTHON', 'HF_', 'VIRTUAL_ENV'))}
+    env.update(HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', HF_HUB_CACHE=str(tmp / 'empty-hf-cache'),
+               OMP_NUM_THREADS='1', HF_HUB_DISABLE_TELEMETRY='1')
+    return python, env, work, own_site
+
+
+def test_wheel_user_gets_the_published_weights_offline(wheel_venv):
+    python, env, work, own_site = wheel_venv
+    proc = _run([python, '-c', textwrap.dedent('''
+        import hashlib, json, logging
+        logging.basicConfig(level=logging.WARNING)
+        import timm, timm_cra
+        from safetensors.torch import save
+        model = timm.create_model('cra_cifar_resnet20.cifar10', pretrained=True)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        print(json.dumps({'file': timm_cra.__file__, 'weights': model.pretrained_cfg['file'],
+                          'keys': sorted(state), 'sha': {k: hashlib.sha256(v.numpy().tobytes()).hexdigest()
+                                                        for k, v in state.items()}}))
+    ''')], cwd=work, env=env)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Path(out['file']).is_relative_to(own_site), out['file']  # the wheel's code, not the checkout's
+    assert Path(out['weights']).is_relative_to(own_site)
+    assert 'loading the copy bundled with timm-cra' in proc.stderr  # says where the weights came from
+    from safetensors.torch import load_file
+    published = load_file(str(PUBLISHED))
+    assert out['keys'] == sorted(published)
+    for k, v in published.items():
+        assert out['sha'][k] == hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest(), k
+    assert not Path(env['HF_HUB_CACHE']).exists() or not any(Path(env['HF_HUB_CACHE']).rglob('*.safetensors'))
+
+
+def test_wheel_user_runs_the_readme_finetune_command(wheel_venv):
+    python, env, work, _ = wheel_venv
+    assert README_FINETUNE in (REPO_ROOT / 'README.md').read_text()  # the command below is the README's
+    data = work / 'grey'
+    rng = np.random.default_rng(0)
+    for split, n in (('train', 4), ('val', 2)):
+        for c in ('a', 'b'):
+            for i in range(n):
+                (data / split / c).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8), mode='L').save(
+                    data / split / c / f'{i}.png')
+    argv = README_FINETUNE.replace('DIR', str(data)).split()[1:]
+    proc = _run([python, *argv, '--epochs', '1', '--batch-size', '4', '--workers', '0', '--no-plot',
+                 '--output', work / 'out', '--experiment', 'ft'], cwd=work, env=env)
+    log = proc.stdout + proc.stderr
+    assert 'loading the copy bundled with timm-cra' in log and 'Weights: pretrained cra_cifar_resnet20.cifar10' in log
+    results = json.loads((work / 'out' / 'ft' / 'results.json').read_text())
+    assert results['final']['eval_top1'] is not None
+    config = json.loads((work / 'out' / 'ft' / 'config.json').read_text())
+    assert config['num_classes'] == 2 and config['pretrained_cfg']['input_size'] == [1, 32, 32]
