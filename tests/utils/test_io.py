@@ -52,10 +52,14 @@ def test_atomic_path_for_writers_that_take_a_path(tmp_path):
 
 
 _WRITER = '''
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location('io_', sys.argv[2])  # the stdlib-only module alone: quick start
-io_ = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(io_)
+import importlib.util, os, sys
+def load(name, path):  # the stdlib-only modules alone, not the package (torch): quick start
+    spec = importlib.util.spec_from_file_location(name, path)
+    sys.modules[name] = module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+load('timm_cra.utils.errors', os.path.join(os.path.dirname(sys.argv[2]), 'errors.py'))
+io_ = load('timm_cra.utils.io', sys.argv[2])
 with io_.atomic_write(sys.argv[1]) as f:
     f.write('new, half')
     f.flush()
@@ -95,3 +99,20 @@ def test_atomic_folder_all_or_nothing(tmp_path):
             (tmp / 'b').write_text('2')
             raise RuntimeError
     assert sorted(p.name for p in tmp_path.rglob('*')) == ['a', 'repo']
+
+
+def test_check_regular_file_names_what_the_path_is(tmp_path):
+    from timm_cra.utils.errors import UsageError
+    from timm_cra.utils.io import check_regular_file
+    (tmp_path / 'ok.pth').write_bytes(b'x')
+    check_regular_file(tmp_path / 'ok.pth', 'checkpoint')
+    os.mkfifo(tmp_path / 'pipe.pth')
+    (tmp_path / 'dir.pth').mkdir()
+    os.symlink(tmp_path / 'gone', tmp_path / 'dangling.pth')
+    os.symlink(tmp_path / 'loop.pth', tmp_path / 'loop.pth')
+    for name, says in [('pipe.pth', 'is a FIFO, not a file'), ('dir.pth', 'is a folder, not a file'),
+                       ('dangling.pth', 'is a dangling symlink'), ('missing.pth', 'does not exist'),
+                       ('loop.pth', 'cannot be read')]:
+        with pytest.raises(UsageError, match=f'checkpoint .*{name} {says}') as e:
+            check_regular_file(tmp_path / name, 'checkpoint')
+        assert '\n' not in str(e.value)

@@ -10,13 +10,48 @@ import glob
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Optional, Sequence, Union
 
-__all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files']
+from .errors import UsageError
+
+__all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
+           'file_kind', 'check_regular_file']
 
 _TMP_SUFFIX = '.tmp'
+
+
+def file_kind(mode: int) -> str:
+    """What an ``st_mode`` is, in words (``'a FIFO'``, ``'a folder'``, ...), for one-line errors."""
+    for test, kind in ((stat.S_ISREG, 'a regular file'), (stat.S_ISDIR, 'a folder'), (stat.S_ISFIFO, 'a FIFO'),
+                       (stat.S_ISSOCK, 'a socket'), (stat.S_ISCHR, 'a character device'),
+                       (stat.S_ISBLK, 'a block device')):
+        if test(mode):
+            return kind
+    return 'a special file'
+
+
+def check_regular_file(path: Union[str, os.PathLike], what: str = 'file') -> None:
+    """Raise a one-line :class:`UsageError` unless ``path`` is a regular file (symlinks followed).
+
+    Checked with ``stat`` before anything opens it: opening a FIFO blocks forever and a device streams
+    without end, so a reader must never ``open`` what it has not checked. ``what`` names the input
+    (``'checkpoint'``, ``'config'``).
+    """
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        kind = 'a dangling symlink' if os.path.islink(path) else None
+        raise UsageError(f'{what} {path} ' + (f'is {kind}, not a file' if kind else 'does not exist')
+                         + '; pass the path of a regular file.') from None
+    except OSError as e:  # symlink loop, permission denied on a parent, name too long
+        raise UsageError(f'{what} {path} cannot be read ({e.strerror}); pass the path of a readable '
+                         f'regular file.') from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(f'{what} {path} is {file_kind(mode)}, not a file; pass the path of a regular file.')
 
 
 def temp_pattern(path: str, prefix: Optional[str] = None, suffix: str = _TMP_SUFFIX) -> str:
