@@ -18,7 +18,7 @@ from typing import IO, Iterator, Optional, Sequence, Union
 from .errors import UsageError
 
 __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
-           'file_kind', 'check_regular_file']
+           'file_kind', 'check_regular_file', 'open_regular_file']
 
 _TMP_SUFFIX = '.tmp'
 
@@ -52,6 +52,26 @@ def check_regular_file(path: Union[str, os.PathLike], what: str = 'file') -> Non
                          f'regular file.') from None
     if not stat.S_ISREG(mode):
         raise UsageError(f'{what} {path} is {file_kind(mode)}, not a file; pass the path of a regular file.')
+
+
+def open_regular_file(path: Union[str, os.PathLike], what: str = 'file') -> IO[bytes]:
+    """``open(path, 'rb')`` for a regular file only (:func:`check_regular_file`), never blocking.
+
+    The open itself is non-blocking and the opened file is checked again (``fstat``), so a path swapped for a
+    FIFO between the check and the open is refused too, instead of blocking the reader.
+    """
+    check_regular_file(path, what)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UsageError(f'{what} {os.fspath(path)} is {file_kind(mode)}, not a file; pass the path of a '
+                             f'regular file.')
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, 'rb')
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def temp_pattern(path: str, prefix: Optional[str] = None, suffix: str = _TMP_SUFFIX) -> str:
