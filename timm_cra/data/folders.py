@@ -80,17 +80,22 @@ def _scan_class_folder(folder: str, ignored: Counter) -> List[str]:
     """
     found = []
     seen = set()
+    real = os.path.realpath(folder)
     for dirpath, dirnames, files in os.walk(folder, followlinks=True):
         try:
             st = os.stat(dirpath)
         except OSError:
             continue
-        if (st.st_dev, st.st_ino) in seen:
+        target = os.path.realpath(dirpath)
+        # A link back to the class folder or above it (``here -> ..``) is a loop, or would take the images of
+        # other classes as this one's; a folder reached twice is walked once.
+        if (st.st_dev, st.st_ino) in seen or (dirpath != folder and (real + os.sep).startswith(target + os.sep)):
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
         hidden = [d for d in dirnames if d.startswith('.')]
-        ignored['hidden'] += len(hidden)
+        if hidden:
+            ignored['hidden'] += len(hidden)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
         for f in sorted(files):
             if f.startswith('.'):
@@ -112,7 +117,7 @@ def _log_scan(root: str, hidden_classes: List[str], empty: List[str], ignored: C
                         f"{', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}")
     if ignored:
         n = sum(ignored.values())
-        reasons = ', '.join(f'{count} {reason}' for reason, count in sorted(ignored.items(), key=lambda kv: -kv[1]))
+        reasons = ', '.join(f'{count} {reason}' for reason, count in sorted(ignored.items()))
         _logger.warning(f"{root}: skipped {n} file(s) that are not images ({reasons}); images are "
                         f"{' '.join(IMG_EXTENSIONS)}")
 

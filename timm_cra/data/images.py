@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..utils.errors import UsageError
-from ..utils.io import open_regular_file
+from ..utils.io import not_regular_reason, open_regular_file
 from .errors import DataError
 
 __all__ = ['MODES', 'IMAGE_FORMATS', 'UnreadableImage', 'decode_image', 'image_mode', 'convert_image',
@@ -60,6 +60,9 @@ def decode_image(source: Union[str, os.PathLike, bytes, Image.Image], in_chans: 
                 if isinstance(source, (bytes, bytearray, memoryview)):
                     fp = io.BytesIO(source)
                 else:
+                    reason = not_regular_reason(source)
+                    if reason:
+                        raise UnreadableImage(reason)
                     fp = stack.enter_context(open_regular_file(source, 'image'))
                 img = stack.enter_context(Image.open(fp, formats=IMAGE_FORMATS))
             _check_pixels(img)
@@ -67,8 +70,10 @@ def decode_image(source: Union[str, os.PathLike, bytes, Image.Image], in_chans: 
             return convert_image(img, in_chans)
     except UnreadableImage:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError, UsageError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as e:  # what PIL raises for corrupt, truncated or huge files
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UnreadableImage(f'over the decoding limit of {Image.MAX_IMAGE_PIXELS} pixels '
+                              f'(PIL.Image.MAX_IMAGE_PIXELS): {e}') from e
+    except (OSError, ValueError, SyntaxError, EOFError, UsageError) as e:  # PIL: corrupt or truncated files
         raise UnreadableImage(str(e) or type(e).__name__) from e
 
 

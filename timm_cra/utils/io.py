@@ -18,7 +18,7 @@ from typing import IO, Iterator, Optional, Sequence, Union
 from .errors import UsageError
 
 __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
-           'file_kind', 'check_regular_file', 'open_regular_file']
+           'file_kind', 'not_regular_reason', 'check_regular_file', 'open_regular_file']
 
 _TMP_SUFFIX = '.tmp'
 
@@ -33,6 +33,21 @@ def file_kind(mode: int) -> str:
     return 'a special file'
 
 
+def not_regular_reason(path: Union[str, os.PathLike]) -> Optional[str]:
+    """Why ``path`` is not a readable regular file (``'is a FIFO, not a file'``), or None when it is one.
+
+    Only ``stat`` is used (symlinks followed): nothing is opened, so asking never blocks.
+    """
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return 'is a dangling symlink, not a file' if os.path.islink(path) else 'does not exist'
+    except OSError as e:  # symlink loop, permission denied on a parent, name too long
+        return f'cannot be read ({e.strerror})'
+    return None if stat.S_ISREG(mode) else f'is {file_kind(mode)}, not a file'
+
+
 def check_regular_file(path: Union[str, os.PathLike], what: str = 'file') -> None:
     """Raise a one-line :class:`UsageError` unless ``path`` is a regular file (symlinks followed).
 
@@ -40,18 +55,9 @@ def check_regular_file(path: Union[str, os.PathLike], what: str = 'file') -> Non
     without end, so a reader must never ``open`` what it has not checked. ``what`` names the input
     (``'checkpoint'``, ``'config'``).
     """
-    path = os.fspath(path)
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        kind = 'a dangling symlink' if os.path.islink(path) else None
-        raise UsageError(f'{what} {path} ' + (f'is {kind}, not a file' if kind else 'does not exist')
-                         + '; pass the path of a regular file.') from None
-    except OSError as e:  # symlink loop, permission denied on a parent, name too long
-        raise UsageError(f'{what} {path} cannot be read ({e.strerror}); pass the path of a readable '
-                         f'regular file.') from None
-    if not stat.S_ISREG(mode):
-        raise UsageError(f'{what} {path} is {file_kind(mode)}, not a file; pass the path of a regular file.')
+    reason = not_regular_reason(path)
+    if reason:
+        raise UsageError(f'{what} {os.fspath(path)} {reason}; pass the path of a regular file.')
 
 
 def open_regular_file(path: Union[str, os.PathLike], what: str = 'file') -> IO[bytes]:
