@@ -67,7 +67,7 @@ def _rows(path):
 
 def _run(module, argv, cli_env, cwd):
     return subprocess.run([sys.executable, '-m', module] + [str(a) for a in argv], env=cli_env, cwd=str(cwd),
-                          capture_output=True, text=True, timeout=CLI_TIMEOUT)
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT, umask=0o022)
 
 
 @pytest.mark.parametrize('workers,eval_workers,in_memory', [  # the fast suite: both worker modes once
@@ -99,6 +99,9 @@ def test_fifo_bomb_and_symlinks_are_counted_skips_in_train_and_eval(tmp_path, cl
     assert v.returncode == 0, v.stderr[-3000:]
     assert '4 unreadable image(s) skipped' in v.stderr and 'Traceback' not in v.stderr
     assert '"count": 9' in (tmp_path / 'r.json').read_text()  # 4 + 4 PNGs and the GIF
+    # Every file written gets the mode open() gives (model.safetensors used to be 0600).
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [*(out / 'run').iterdir(), tmp_path / 'r.json']}
+    assert set(modes.values()) == {0o644}, modes
 
 
 def test_device_node_named_like_an_image_is_skipped(tmp_path, make_image):

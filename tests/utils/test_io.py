@@ -116,3 +116,46 @@ def test_check_regular_file_names_what_the_path_is(tmp_path):
         with pytest.raises(UsageError, match=f'checkpoint .*{name} {says}') as e:
             check_regular_file(tmp_path / name, 'checkpoint')
         assert '\n' not in str(e.value)
+
+
+def test_only_a_regular_file_is_ever_replaced(tmp_path):
+    """atomic_path used to os.replace whatever the target was (-o /dev/null as root replaced the device)."""
+    from timm_cra.utils.io import OutputPathError
+    os.mkfifo(tmp_path / 'pipe')
+    (tmp_path / 'dir').mkdir()
+    for name, says in [('pipe', 'is a FIFO, not a file'), ('dir', 'is a folder, not a file')]:
+        with pytest.raises(OutputPathError, match=says):
+            with atomic_write(tmp_path / name) as f:
+                f.write('x')
+    (tmp_path / 'file').write_text('old')
+    with pytest.raises(OutputPathError, match='is a FIFO'):  # turned into a FIFO while the write ran
+        with atomic_write(tmp_path / 'file') as f:
+            f.write('new')
+            os.remove(tmp_path / 'file')
+            os.mkfifo(tmp_path / 'file')
+    assert sorted(os.listdir(tmp_path)) == ['dir', 'file', 'pipe']  # the temp file is gone
+    with pytest.raises(OutputPathError, match='pipe is a FIFO, not a folder') as e:
+        with atomic_folder(tmp_path / 'pipe' / 'repo'):
+            pass
+    assert isinstance(e.value, OSError) and '\n' not in str(e.value)
+    (tmp_path / 'f').write_text('x')
+    with pytest.raises(OutputPathError, match='it is a regular file, not a folder'):
+        with atomic_folder(tmp_path / 'f', overwrite=True):
+            pass
+    assert (tmp_path / 'f').read_text() == 'x'
+
+
+def test_mode_is_open_mode_whatever_the_writer_put_in_place(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / 'w.safetensors') as tmp:
+            fd, own = __import__('tempfile').mkstemp(dir=tmp_path)  # a writer's own 0600 temp file, renamed
+            os.close(fd)
+            os.replace(own, tmp)
+        with atomic_folder(tmp_path / 'repo') as folder:
+            (folder / 'sub').mkdir(mode=0o700)
+            os.close(os.open(folder / 'sub' / 'a', os.O_CREAT | os.O_WRONLY, 0o600))
+    finally:
+        os.umask(old)
+    assert (tmp_path / 'w.safetensors').stat().st_mode & 0o777 == 0o644
+    assert [(tmp_path / 'repo' / p).stat().st_mode & 0o777 for p in ('', 'sub', 'sub/a')] == [0o755, 0o755, 0o644]

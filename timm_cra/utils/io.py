@@ -103,13 +103,13 @@ def _ancestor_problem(folder: str) -> Optional[str]:
     while True:
         try:
             mode = os.stat(path).st_mode
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # absent, or a file on the way: look further up
             parent = os.path.dirname(path)
             if parent == path:
                 return None
             path = parent
             continue
-        except OSError as e:  # ENOTDIR (a file on the way), ELOOP, EACCES
+        except OSError as e:  # ELOOP, EACCES
             return f'{path} cannot be reached ({e.strerror})'
         if not stat.S_ISDIR(mode):
             return f'{path} is {file_kind(mode)}, not a folder'
@@ -125,7 +125,7 @@ def check_output_file(path: Union[str, os.PathLike], what: str = 'output file') 
     path = os.fspath(path)
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the folder check below names a file on the way
         mode = None
     except OSError as e:
         raise OutputPathError(f'{what} {path} cannot be written ({e.strerror}); choose another path.') from None
@@ -143,7 +143,7 @@ def check_output_folder(path: Union[str, os.PathLike], what: str = 'output folde
     path = os.fspath(path)
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         problem = _ancestor_problem(os.path.dirname(os.path.abspath(path)))
     except OSError as e:
         problem = f'it cannot be reached ({e.strerror})'
