@@ -159,3 +159,21 @@ def test_mode_is_open_mode_whatever_the_writer_put_in_place(tmp_path):
         os.umask(old)
     assert (tmp_path / 'w.safetensors').stat().st_mode & 0o777 == 0o644
     assert [(tmp_path / 'repo' / p).stat().st_mode & 0o777 for p in ('', 'sub', 'sub/a')] == [0o755, 0o755, 0o644]
+
+
+def test_next_write_removes_a_killed_writes_temp_but_not_a_running_one(tmp_path):
+    path = tmp_path / 'results.json'
+    module = REPO_ROOT / 'timm_cra' / 'utils' / 'io.py'
+    proc = subprocess.Popen([sys.executable, '-c', _WRITER, str(path), str(module)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == 'written\n'
+        with atomic_write(path) as f:  # the other write is running: its temp file stays
+            f.write('mine')
+        assert len(list(tmp_path.glob(temp_pattern(str(path))))) == 1
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    with atomic_write(path) as f:  # now it is a killed write's: removed
+        f.write('again')
+    assert os.listdir(tmp_path) == ['results.json'] and path.read_text() == 'again'

@@ -4,7 +4,9 @@ that a path to read is a regular file.
 Every writer of this package goes through :func:`atomic_path` (directly, or via :func:`atomic_write`): the
 bytes go to a hidden temp file in the target's own folder (same filesystem, so the rename is atomic), are
 fsync'ed, and only then replace the target with ``os.replace``. A failure or a kill leaves the previous file
-as it was; a failure also removes the temp file (a kill cannot: :func:`remove_stale_temp_files` cleans up).
+as it was; a failure also removes the temp file (a kill cannot: the next write to the same path removes it,
+as :func:`atomic_folder` removes a killed write's staging folder; a write under way holds a lock on its temp
+file or folder and is never removed).
 Only a regular file is ever replaced: a target that is a folder, device, FIFO or socket is refused
 (:func:`check_output_file`, which CLIs also call on their arguments before any work), as is a place that
 cannot be written (:class:`OutputPathError`, one line). Every file written gets the mode ``open`` gives
@@ -24,6 +26,11 @@ from pathlib import Path
 from typing import IO, Iterator, Optional, Sequence, Union
 
 from .errors import UsageError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no writer locks, stale temp files are removed by name only
+    fcntl = None
 
 __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
            'file_kind', 'not_regular_reason', 'check_regular_file', 'open_regular_file', 'OutputPathError',
@@ -182,6 +189,34 @@ def _open_mode(folder: str) -> int:
         os.remove(probe)
 
 
+def _lock_writer(path: str) -> Optional[int]:
+    """Hold an exclusive ``flock`` on a temp file / staging folder while its write runs (the descriptor to
+    close at the end): :func:`remove_stale_temp_files` leaves locked ones alone, so it removes only what a
+    killed or finished writer left, never a write under way (the kernel drops the lock of a dead process)."""
+    if fcntl is None:
+        return None
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _writer_alive(path: str) -> bool:
+    """Whether a running write holds ``path`` (see :func:`_lock_writer`); never blocks."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0))
+    except OSError:  # a symlink or vanished: nobody's write
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def temp_pattern(path: str, prefix: Optional[str] = None, suffix: str = _TMP_SUFFIX) -> str:
     """Glob (relative to the folder) of the temp names :func:`atomic_path` uses for ``path``."""
     prefix = f'.{os.path.basename(path)}.' if prefix is None else prefix
@@ -215,7 +250,10 @@ def atomic_path(path: str, *, prefix: Optional[str] = None, suffix: str = _TMP_S
     folder = os.path.dirname(os.path.abspath(path))
     with _output_errors(path):
         os.makedirs(folder, exist_ok=True)
+        if prefix is None:  # our own names: what killed writes of this file left goes first
+            remove_stale_temp_files(folder, [temp_pattern(path, suffix=suffix)])
         tmp = _create_temp(folder, f'.{os.path.basename(path)}.' if prefix is None else prefix, suffix)
+        lock = _lock_writer(tmp)
     mode = _umask_mode(tmp) if perms is None else perms
     try:
         yield tmp
@@ -232,6 +270,9 @@ def atomic_path(path: str, *, prefix: Optional[str] = None, suffix: str = _TMP_S
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 @contextlib.contextmanager
@@ -272,6 +313,7 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterato
                                                       temp_pattern(out_dir.name, suffix='.old')])
         # Hidden sibling: same filesystem (rename is atomic), invisible to the Hub server and to timm.
         tmp = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix=_TMP_SUFFIX, dir=out_dir.parent))
+        lock = _lock_writer(str(tmp))
     try:
         yield tmp
         with _output_errors(str(out_dir), 'output folder'):
@@ -289,16 +331,20 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterato
             else:
                 tmp.rename(out_dir)
     finally:
+        if lock is not None:
+            os.close(lock)
         if tmp.exists():
             shutil.rmtree(tmp)
 
 
 def remove_stale_temp_files(folder: str, patterns: Sequence[str]) -> int:
     """Delete what matches the glob ``patterns`` in ``folder`` (temp files or staging folders of writes that
-    were killed); returns how many."""
+    were killed), except what a running write of this module holds; returns how many."""
     removed = 0
     for pattern in patterns:
         for path in glob.glob(os.path.join(glob.escape(folder), pattern)):
+            if _writer_alive(path):
+                continue
             with contextlib.suppress(FileNotFoundError):
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path)
