@@ -184,3 +184,13 @@ def test_pixel_limit_is_the_data_contract(tmp_path, side):
         decode_image(path)
     with pytest.raises(UnreadableImage, match='over the decoding limit'):
         decode_image(path.read_bytes())
+
+
+def test_train_config_that_is_a_fifo_is_named_not_opened(tmp_path, monkeypatch):
+    from timm_cra.train import load_config
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo('recipe.yaml')
+    with pytest.raises(UsageError, match='config recipe.yaml is a FIFO, not a file'):
+        load_config('recipe.yaml')
+    (tmp_path / 'ok.yaml').write_text('epochs: 3\n')
+    assert load_config('ok.yaml') == {'epochs': 3}

@@ -131,3 +131,4 @@ def test_killed_publish_staging_is_removed_by_the_next(weights, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['.other.tmp', 'repo']
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / 'repo').iterdir()}
     assert modes and set(modes.values()) == {0o644}, modes
+
