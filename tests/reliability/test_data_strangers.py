@@ -55,6 +55,7 @@ def strange_folder(root):
     os.symlink('..', train_a / 'here2')
     (train_a / 'notes.txt').write_text('not an image')
     (train_a / 'x.eps').write_text('%!PS-Adobe-3.0 EPSF-3.0\n')  # a format PIL hands to Ghostscript
+    os.symlink('loop', root / 'train' / 'loop')  # a looping symlink among the class folders: not a class
     (root / 'train' / '.cache').mkdir()  # a hidden folder is not a class
     (root / 'train' / '.cache' / '0.png').write_bytes((root / 'train' / 'a' / '0.png').read_bytes())
     return root

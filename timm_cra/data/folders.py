@@ -63,12 +63,19 @@ def find_split_dir(root: str, split: Optional[str], split_flag: str = '') -> str
     )
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a looping symlink: not a folder (os.walk judges entries the same way)
+        return False
+
+
 def _subdirs(path: str) -> List[str]:
-    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith('.'))
+    return sorted(e.name for e in os.scandir(path) if _is_dir(e) and not e.name.startswith('.'))
 
 
 def _hidden_subdirs(path: str) -> List[str]:
-    return sorted(e.name for e in os.scandir(path) if e.is_dir() and e.name.startswith('.'))
+    return sorted(e.name for e in os.scandir(path) if _is_dir(e) and e.name.startswith('.'))
 
 
 def _scan_class_folder(folder: str, ignored: Counter) -> List[str]:
