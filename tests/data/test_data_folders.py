@@ -61,10 +61,11 @@ def test_unknown_wnid_error(tmp_path, make_image):
 
 def test_non_wnid_folders_need_folder_mode(tmp_path, make_image):
     make_image(tmp_path / 'cats' / 'a.jpg')
+    make_image(tmp_path / 'dogs' / 'a.jpg')
     with pytest.raises(DataError, match='not ImageNet-1k wnids'):
         create_dataset('imagenet', str(tmp_path), 'val')
     ds = create_dataset('', str(tmp_path), 'val')  # auto: plain class folders
-    assert ds.label_mode == 'folder' and ds.targets == [0]
+    assert ds.label_mode == 'folder' and ds.targets == [0, 1]
 
 
 def test_unreadable_image_is_counted_skip(tmp_path, make_image):

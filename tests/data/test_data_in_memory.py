@@ -65,7 +65,7 @@ def test_decode_to_memory_matches_pil(cifar10_test):
 
 def test_decode_mixed_sizes_error(tmp_path, make_image):
     make_image(tmp_path / 'a' / '1.png', size=(32, 32))
-    make_image(tmp_path / 'a' / '2.png', size=(40, 32))
+    make_image(tmp_path / 'b' / '2.png', size=(40, 32))
     ds = create_dataset('folder', str(tmp_path), 'train')
     with pytest.raises(DataError, match='one size.*Drop --in-memory'):
         decode_to_memory(ds)

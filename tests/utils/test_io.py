@@ -52,10 +52,14 @@ def test_atomic_path_for_writers_that_take_a_path(tmp_path):
 
 
 _WRITER = '''
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location('io_', sys.argv[2])  # the stdlib-only module alone: quick start
-io_ = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(io_)
+import importlib.util, os, sys
+def load(name, path):  # the stdlib-only modules alone, not the package (torch): quick start
+    spec = importlib.util.spec_from_file_location(name, path)
+    sys.modules[name] = module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+load('timm_cra.utils.errors', os.path.join(os.path.dirname(sys.argv[2]), 'errors.py'))
+io_ = load('timm_cra.utils.io', sys.argv[2])
 with io_.atomic_write(sys.argv[1]) as f:
     f.write('new, half')
     f.flush()
@@ -95,3 +99,81 @@ def test_atomic_folder_all_or_nothing(tmp_path):
             (tmp / 'b').write_text('2')
             raise RuntimeError
     assert sorted(p.name for p in tmp_path.rglob('*')) == ['a', 'repo']
+
+
+def test_check_regular_file_names_what_the_path_is(tmp_path):
+    from timm_cra.utils.errors import UsageError
+    from timm_cra.utils.io import check_regular_file
+    (tmp_path / 'ok.pth').write_bytes(b'x')
+    check_regular_file(tmp_path / 'ok.pth', 'checkpoint')
+    os.mkfifo(tmp_path / 'pipe.pth')
+    (tmp_path / 'dir.pth').mkdir()
+    os.symlink(tmp_path / 'gone', tmp_path / 'dangling.pth')
+    os.symlink(tmp_path / 'loop.pth', tmp_path / 'loop.pth')
+    for name, says in [('pipe.pth', 'is a FIFO, not a file'), ('dir.pth', 'is a folder, not a file'),
+                       ('dangling.pth', 'is a dangling symlink'), ('missing.pth', 'does not exist'),
+                       ('loop.pth', 'cannot be read')]:
+        with pytest.raises(UsageError, match=f'checkpoint .*{name} {says}') as e:
+            check_regular_file(tmp_path / name, 'checkpoint')
+        assert '\n' not in str(e.value)
+
+
+def test_only_a_regular_file_is_ever_replaced(tmp_path):
+    """atomic_path used to os.replace whatever the target was (-o /dev/null as root replaced the device)."""
+    from timm_cra.utils.io import OutputPathError
+    os.mkfifo(tmp_path / 'pipe')
+    (tmp_path / 'dir').mkdir()
+    for name, says in [('pipe', 'is a FIFO, not a file'), ('dir', 'is a folder, not a file')]:
+        with pytest.raises(OutputPathError, match=says):
+            with atomic_write(tmp_path / name) as f:
+                f.write('x')
+    (tmp_path / 'file').write_text('old')
+    with pytest.raises(OutputPathError, match='is a FIFO'):  # turned into a FIFO while the write ran
+        with atomic_write(tmp_path / 'file') as f:
+            f.write('new')
+            os.remove(tmp_path / 'file')
+            os.mkfifo(tmp_path / 'file')
+    assert sorted(os.listdir(tmp_path)) == ['dir', 'file', 'pipe']  # the temp file is gone
+    with pytest.raises(OutputPathError, match='pipe is a FIFO, not a folder') as e:
+        with atomic_folder(tmp_path / 'pipe' / 'repo'):
+            pass
+    assert isinstance(e.value, OSError) and '\n' not in str(e.value)
+    (tmp_path / 'f').write_text('x')
+    with pytest.raises(OutputPathError, match='it is a regular file, not a folder'):
+        with atomic_folder(tmp_path / 'f', overwrite=True):
+            pass
+    assert (tmp_path / 'f').read_text() == 'x'
+
+
+def test_mode_is_open_mode_whatever_the_writer_put_in_place(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / 'w.safetensors') as tmp:
+            fd, own = __import__('tempfile').mkstemp(dir=tmp_path)  # a writer's own 0600 temp file, renamed
+            os.close(fd)
+            os.replace(own, tmp)
+        with atomic_folder(tmp_path / 'repo') as folder:
+            (folder / 'sub').mkdir(mode=0o700)
+            os.close(os.open(folder / 'sub' / 'a', os.O_CREAT | os.O_WRONLY, 0o600))
+    finally:
+        os.umask(old)
+    assert (tmp_path / 'w.safetensors').stat().st_mode & 0o777 == 0o644
+    assert [(tmp_path / 'repo' / p).stat().st_mode & 0o777 for p in ('', 'sub', 'sub/a')] == [0o755, 0o755, 0o644]
+
+
+def test_next_write_removes_a_killed_writes_temp_but_not_a_running_one(tmp_path):
+    path = tmp_path / 'results.json'
+    module = REPO_ROOT / 'timm_cra' / 'utils' / 'io.py'
+    proc = subprocess.Popen([sys.executable, '-c', _WRITER, str(path), str(module)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == 'written\n'
+        with atomic_write(path) as f:  # the other write is running: its temp file stays
+            f.write('mine')
+        assert len(list(tmp_path.glob(temp_pattern(str(path))))) == 1
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    with atomic_write(path) as f:  # now it is a killed write's: removed
+        f.write('again')
+    assert os.listdir(tmp_path) == ['results.json'] and path.read_text() == 'again'

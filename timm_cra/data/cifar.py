@@ -12,6 +12,7 @@ from typing import Any, List, Optional
 import numpy as np
 import torch
 
+from ..utils.io import open_regular_file
 from .errors import DataError
 from .in_memory import TensorImageDataset
 
@@ -75,7 +76,7 @@ class _CifarUnpickler(pickle.Unpickler):
 
 def _unpickle(path: str) -> dict:
     """Read one batch file safely; keys come back as ``str`` (Python 2 files and bytes keys alike)."""
-    with open(path, 'rb') as f:
+    with open_regular_file(path, 'CIFAR batch file') as f:
         raw = f.read()
     try:
         entry = _CifarUnpickler(io.BytesIO(raw), encoding='latin1').load()
@@ -106,7 +107,7 @@ def load_cifar_pickle(root: str, split: str = 'train') -> TensorImageDataset:
     labels: List[int] = []
     for name in layout[key]:
         f = os.path.join(path, name)
-        if not os.path.isfile(f):
+        if not os.path.lexists(f):
             raise DataError(f"CIFAR batch file '{f}' is missing: the archive is incomplete; re-extract it.")
         entry = _unpickle(f)
         try:
@@ -123,7 +124,7 @@ def load_cifar_pickle(root: str, split: str = 'train') -> TensorImageDataset:
         labels.extend(batch_labels)
     images = np.concatenate(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     meta = os.path.join(path, layout['meta'])
-    names = _names(_unpickle(meta).get(layout['names_key']) or []) if os.path.isfile(meta) else None
+    names = _names(_unpickle(meta).get(layout['names_key']) or []) if os.path.lexists(meta) else None
     num_classes = 100 if 'fine' in layout['labels_key'] else 10
     return TensorImageDataset(
         torch.from_numpy(np.ascontiguousarray(images)), torch.tensor(labels, dtype=torch.int64),

@@ -7,19 +7,21 @@ Plain class folders (fine-tuning on your own data) use sorted folder names, like
 import logging
 import os
 import re
+from collections import Counter
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from PIL import Image
 from torch.utils.data import Dataset
 
 from .errors import DataError, split_hint
-from .images import check_in_chans, convert_image
+from .images import UnreadableImage, check_in_chans, decode_image
 
 __all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'is_wnid', 'imagenet_class_to_idx', 'find_split_dir']
 
 _logger = logging.getLogger(__name__)
 
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
+#: Files the folder reader takes, by extension: the raster formats of :data:`timm_cra.data.images.IMAGE_FORMATS`.
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.pgm', '.pbm', '.bmp', '.tif', '.tiff', '.webp', '.gif')
 _WNID_RE = re.compile(r'^n\d{8}$')
 _SPLIT_ALIASES = {
     'train': ('train', 'training'),
@@ -61,8 +63,70 @@ def find_split_dir(root: str, split: Optional[str], split_flag: str = '') -> str
     )
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a looping symlink: not a folder (os.walk judges entries the same way)
+        return False
+
+
 def _subdirs(path: str) -> List[str]:
-    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith('.'))
+    return sorted(e.name for e in os.scandir(path) if _is_dir(e) and not e.name.startswith('.'))
+
+
+def _hidden_subdirs(path: str) -> List[str]:
+    return sorted(e.name for e in os.scandir(path) if _is_dir(e) and e.name.startswith('.'))
+
+
+def _scan_class_folder(folder: str, ignored: Counter) -> List[str]:
+    """The image files under ``folder`` (sub-folders included, sorted); what is not one counts in ``ignored``.
+
+    A file is taken by its extension (:data:`IMG_EXTENSIONS`) whatever it is -- a FIFO or a dangling symlink
+    named ``x.jpg`` is kept here and becomes a counted skip when loaded, as a corrupt image does. Hidden files
+    and folders are ignored; a folder reached twice (symlink loops) is walked once, so the scan ends.
+    """
+    found = []
+    seen = set()
+    real = os.path.realpath(folder)
+    for dirpath, dirnames, files in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            continue
+        target = os.path.realpath(dirpath)
+        # A link back to the class folder or above it (``here -> ..``) is a loop, or would take the images of
+        # other classes as this one's; a folder reached twice is walked once.
+        if (st.st_dev, st.st_ino) in seen or (dirpath != folder and (real + os.sep).startswith(target + os.sep)):
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        hidden = [d for d in dirnames if d.startswith('.')]
+        if hidden:
+            ignored['hidden'] += len(hidden)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+        for f in sorted(files):
+            if f.startswith('.'):
+                ignored['hidden'] += 1
+            elif f.lower().endswith(IMG_EXTENSIONS):
+                found.append(os.path.join(dirpath, f))
+            else:
+                ignored[os.path.splitext(f)[1].lower() or 'no extension'] += 1
+    return found
+
+
+def _log_scan(root: str, hidden_classes: List[str], empty: List[str], ignored: Counter) -> None:
+    """One warning per kind of thing the scan left out, named and counted (nothing is dropped silently)."""
+    if hidden_classes:
+        _logger.warning(f"{root}: ignored {len(hidden_classes)} hidden folder(s) (not classes): "
+                        f"{', '.join(hidden_classes[:10])}{' ...' if len(hidden_classes) > 10 else ''}")
+    if empty:
+        _logger.warning(f"{root}: {len(empty)} class folder(s) hold no images: "
+                        f"{', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}")
+    if ignored:
+        n = sum(ignored.values())
+        reasons = ', '.join(f'{count} {reason}' for reason, count in sorted(ignored.items()))
+        _logger.warning(f"{root}: skipped {n} file(s) that are not images ({reasons}); images are "
+                        f"{' '.join(IMG_EXTENSIONS)}")
 
 
 class ImageFolderDataset(Dataset):
@@ -101,6 +165,11 @@ class ImageFolderDataset(Dataset):
                     f"--dataset folder to train on your own class folders.")
             self.class_names = list(class_to_idx)
         elif label_mode == 'folder':
+            if len(classes) == 1 and class_names is None:
+                # Labels from one folder are all 0: training "reaches" 100% and learns nothing.
+                raise DataError(
+                    f"'{root}' has one class folder ('{classes[0]}'): a classifier needs at least two classes. "
+                    f"Add a folder per class ('{root}/<class>/<image>'), or point --data-dir at the folder above.")
             # A fixed class list (e.g. the train split's) keeps val indices equal to train indices.
             self.class_names = list(class_names) if class_names is not None else classes
             class_to_idx = {c: i for i, c in enumerate(self.class_names)}
@@ -113,15 +182,17 @@ class ImageFolderDataset(Dataset):
         self.label_mode = label_mode
         self.transform = transform
         self.samples: List[Tuple[str, int]] = []
+        ignored: Counter = Counter()  # files that are not images, by reason
+        empty = []
         for c in classes:
-            cdir = os.path.join(root, c)
-            for dirpath, _, files in sorted(os.walk(cdir, followlinks=True)):
-                for f in sorted(files):
-                    if f.lower().endswith(IMG_EXTENSIONS):
-                        self.samples.append((os.path.join(dirpath, f), class_to_idx[c]))
+            found = _scan_class_folder(os.path.join(root, c), ignored)
+            self.samples.extend((path, class_to_idx[c]) for path in found)
+            if not found:
+                empty.append(c)
         if not self.samples:
             raise DataError(
                 f"No images ({', '.join(IMG_EXTENSIONS)}) found under the class folders of '{root}'.")
+        _log_scan(root, _hidden_subdirs(root), empty, ignored)
         self.targets = [t for _, t in self.samples]
         self.num_classes = len(self.class_names)
         self.classes_present = classes
@@ -136,10 +207,8 @@ class ImageFolderDataset(Dataset):
     def load_image(self, index: int) -> Optional[Image.Image]:
         path = self.samples[index][0]
         try:
-            with Image.open(path) as img:
-                img.load()
-                return convert_image(img, self.in_chans)
-        except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for corrupt / truncated files
+            return decode_image(path, self.in_chans)
+        except UnreadableImage as e:
             _logger.warning(f'Skipping unreadable image {path}: {e}')
             return None
 

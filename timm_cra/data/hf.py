@@ -4,7 +4,6 @@ Image and label columns are detected (``img``/``image``, ``label``/``labels``/``
 Hub's ``uoft-cs/cifar10`` (``img``) and ``imagenet-1k`` (``image``) both work without flags.
 """
 import glob
-import io
 import logging
 import os
 import re
@@ -14,8 +13,9 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..utils.io import check_regular_file
 from .errors import DataError, split_hint
-from .images import check_in_chans, convert_image
+from .images import UnreadableImage, check_in_chans, decode_image
 
 __all__ = ['HFImageDataset', 'load_hf_split', 'detect_columns', 'IMAGE_KEYS', 'LABEL_KEYS']
 
@@ -34,6 +34,8 @@ def _split_candidates(split: str) -> List[str]:
 def _parquet_splits(path: str) -> Dict[str, List[str]]:
     """Group the parquet files under ``path`` by split (``train-00000-of-00001.parquet``, ``test/x.parquet``)."""
     files = sorted(glob.glob(os.path.join(path, '**', '*.parquet'), recursive=True))
+    for f in files:  # a FIFO named x.parquet would block the parquet reader forever
+        check_regular_file(f, 'parquet file')
     splits: Dict[str, List[str]] = {}
     for f in files:
         parent = os.path.basename(os.path.dirname(f))
@@ -104,17 +106,13 @@ def detect_columns(ds, image_key: Optional[str] = None, label_key: Optional[str]
     return pick(image_key, IMAGE_KEYS, 'image'), pick(label_key, LABEL_KEYS, 'label')
 
 
-def _decode(value) -> Image.Image:
-    if isinstance(value, Image.Image):
-        return value
+def decode_value(value, in_chans: int = 3) -> Image.Image:
+    """An image column value (PIL image, bytes, or ``{'bytes', 'path'}``) through :func:`decode_image`."""
     if isinstance(value, dict):
-        if value.get('bytes') is not None:
-            return Image.open(io.BytesIO(value['bytes']))
-        if value.get('path'):
-            return Image.open(value['path'])
-    if isinstance(value, (bytes, bytearray)):
-        return Image.open(io.BytesIO(value))
-    raise ValueError(f'unsupported image value of type {type(value).__name__}')
+        value = value['bytes'] if value.get('bytes') is not None else value.get('path')
+    if not isinstance(value, (Image.Image, bytes, bytearray, str)) or value == '':
+        raise UnreadableImage(f'unsupported image value of type {type(value).__name__}')
+    return decode_image(value, in_chans)
 
 
 class HFImageDataset(Dataset):
@@ -154,8 +152,8 @@ class HFImageDataset(Dataset):
 
     def load_image(self, index: int) -> Optional[Image.Image]:
         try:
-            return convert_image(_decode(self.ds[int(index)][self.image_key]), self.in_chans)
-        except (OSError, ValueError, SyntaxError) as e:
+            return decode_value(self.ds[int(index)][self.image_key], self.in_chans)
+        except UnreadableImage as e:
             _logger.warning(f'Skipping unreadable image {index} of {self.source}[{self.split}]: {e}')
             return None
 

@@ -2,19 +2,79 @@
 
 PIL's ``convert`` clips 16-bit greyscale (``I;16``, ``I``) to 255, so such an image would silently become
 all white; it is scaled to 8 bit here first (``value / 257``, the exact 16 -> 8 bit map).
+
+Every loader decodes through :func:`decode_image`, the data contract for untrusted image files: regular files
+only (a FIFO, socket, device or dangling symlink named ``x.jpg`` is never opened for reading, so it cannot
+block), the raster formats of :data:`IMAGE_FORMATS` only (never one PIL hands to an external program, such
+as EPS to Ghostscript), and at most ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (89,478,485 by default; a
+"decompression bomb" of a few KB that would expand to gigabytes is refused from its header). Anything else
+raises :class:`UnreadableImage`, which the datasets turn into a counted, logged skip.
 """
-from typing import Sequence
+import contextlib
+import io
+import os
+import warnings
+from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image
 
+from ..utils.errors import UsageError
+from ..utils.io import not_regular_reason, open_regular_file
 from .errors import DataError
 
-__all__ = ['MODES', 'image_mode', 'convert_image', 'check_in_chans', 'fit_mean_std']
+__all__ = ['MODES', 'IMAGE_FORMATS', 'UnreadableImage', 'decode_image', 'image_mode', 'convert_image',
+           'check_in_chans', 'fit_mean_std']
+
+#: PIL formats decoded (pure raster decoders inside Pillow); anything else is an unreadable image.
+IMAGE_FORMATS = ('JPEG', 'PNG', 'PPM', 'BMP', 'TIFF', 'WEBP', 'GIF')
 
 #: PIL mode of each supported channel count.
 MODES = {1: 'L', 3: 'RGB'}
 _WIDE_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+
+
+class UnreadableImage(ValueError):
+    """An image file or value that is not decoded (corrupt, special file, other format, over the pixel limit)."""
+
+
+def _check_pixels(img: Image.Image) -> None:
+    limit = Image.MAX_IMAGE_PIXELS  # read at call time: a program may raise it (None: no limit)
+    if limit is not None and img.width * img.height > limit:
+        raise UnreadableImage(f'{img.width}x{img.height} pixels is over the decoding limit of {limit} pixels '
+                              f'(PIL.Image.MAX_IMAGE_PIXELS)')
+
+
+def decode_image(source: Union[str, os.PathLike, bytes, Image.Image], in_chans: int = 3) -> Image.Image:
+    """Decode a file path, encoded bytes or a PIL image to an 8-bit ``in_chans`` image (:func:`convert_image`).
+
+    Raises :class:`UnreadableImage` (one line: the reason) for anything that is not a readable image within
+    the contract of this module's docstring; nothing is opened before its type and size are checked.
+    """
+    try:
+        with contextlib.ExitStack() as stack, warnings.catch_warnings():
+            warnings.simplefilter('error', Image.DecompressionBombWarning)
+            if isinstance(source, Image.Image):
+                img = source
+            else:
+                if isinstance(source, (bytes, bytearray, memoryview)):
+                    fp = io.BytesIO(source)
+                else:
+                    reason = not_regular_reason(source)
+                    if reason:
+                        raise UnreadableImage(reason)
+                    fp = stack.enter_context(open_regular_file(source, 'image'))
+                img = stack.enter_context(Image.open(fp, formats=IMAGE_FORMATS))
+            _check_pixels(img)
+            img.load()
+            return convert_image(img, in_chans)
+    except UnreadableImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UnreadableImage(f'over the decoding limit of {Image.MAX_IMAGE_PIXELS} pixels '
+                              f'(PIL.Image.MAX_IMAGE_PIXELS): {e}') from e
+    except (OSError, ValueError, SyntaxError, EOFError, UsageError) as e:  # PIL: corrupt or truncated files
+        raise UnreadableImage(str(e) or type(e).__name__) from e
 
 
 def check_in_chans(in_chans: int) -> int:

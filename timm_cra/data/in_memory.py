@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .errors import DataError
-from .images import MODES, check_in_chans, convert_image
+from .images import MODES, UnreadableImage, check_in_chans
 
 __all__ = ['TensorImageDataset', 'TensorLoader', 'decode_to_memory', 'random_crop_flip']
 
@@ -84,9 +84,9 @@ def decode_to_memory(dataset, desc: str = '') -> TensorImageDataset:
     bad: List[str] = []
     in_chans = getattr(dataset, 'in_chans', 3)
     if hasattr(dataset, 'iter_raw_images'):  # HF: bulk column reads are much faster than row access
-        from .hf import _decode
+        from .hf import decode_value
         where = f'{desc or "dataset"} row'
-        items = ((i, _safe(lambda v=v: convert_image(_decode(v), in_chans), f'{where} {i}'))
+        items = ((i, _safe(lambda v=v: decode_value(v, in_chans), f'{where} {i}'))
                  for i, v in dataset.iter_raw_images())
     else:
         items = ((i, dataset.load_image(i)) for i in range(len(dataset)))
@@ -117,7 +117,7 @@ def decode_to_memory(dataset, desc: str = '') -> TensorImageDataset:
 def _safe(fn, where: str = ''):
     try:
         return fn()
-    except (OSError, ValueError, SyntaxError) as e:
+    except UnreadableImage as e:
         _logger.warning(f'Skipping unreadable image ({where}): {e}')
         return None
 

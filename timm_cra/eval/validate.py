@@ -17,7 +17,7 @@ from timm.utils import ParseKwargs
 from ..data import check_num_classes, create_dataset, model_in_chans, resolve_model_data_config, skip_collate
 from ..utils.cli import check_model_name, default_workers
 from ..utils.errors import UsageError
-from ..utils.io import atomic_write
+from ..utils.io import atomic_write, check_output_file, open_regular_file
 from ..utils.weights import load_model_weights
 from .evaluate import evaluate
 
@@ -118,17 +118,31 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     )
 
 
+def check_result_paths(json_path: str = '', csv_path: str = '') -> None:
+    """Refuse result paths that cannot be written (a folder, a FIFO, a device, ...) before any work."""
+    if json_path:
+        check_output_file(json_path, '--results-file')
+    if csv_path:
+        check_output_file(csv_path, '--results-csv')
+
+
 def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = '') -> None:
     if json_path:
-        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
         with atomic_write(json_path) as f:
             json.dump(results, f, indent=2)
     if csv_path:
-        new = not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0
-        os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
-        with open(csv_path, 'a', newline='') as f:
+        # "Appending" rewrites the whole file atomically: a kill never leaves half a row.
+        check_output_file(csv_path, '--results-csv')
+        old = ''
+        if os.path.exists(csv_path):
+            with open_regular_file(csv_path, '--results-csv') as f:
+                old = f.read().decode('utf-8')
+        with atomic_write(csv_path, newline='') as f:
+            f.write(old)
+            if old and not old.endswith('\n'):
+                f.write('\r\n')
             w = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction='ignore')
-            if new:
+            if not old:
                 w.writeheader()
             w.writerow(results)
 
@@ -136,6 +150,7 @@ def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = create_parser().parse_args(argv)
     check_model_name(args.model)
+    check_result_paths(args.results_file, args.results_csv)
     results = validate(args)
     write_results(results, args.results_file, args.results_csv)
     print(json.dumps(results, indent=2))

@@ -10,7 +10,6 @@ one probe forward pass at the export size. The swap works on a copy; the given m
 """
 import copy
 import os
-import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -19,6 +18,7 @@ from torch import nn
 
 from ..layers import CraAttn
 from ..utils.errors import UsageError
+from ..utils.io import atomic_path, check_output_file
 
 __all__ = [
     'OnnxMismatchError', 'CraAttnExport', 'adaptive_windows', 'static_window_pool', 'export_friendly', 'export_onnx',
@@ -174,26 +174,23 @@ def export_onnx(
     out_dir = os.path.dirname(os.path.abspath(output_file))
     if not os.path.isdir(out_dir):
         raise UsageError(f"output folder '{out_dir}' does not exist: create it or choose another output path.")
+    check_output_file(output_file, 'ONNX output')
     was_training = model.training
     export_model = export_friendly(model, size)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(output_file) + '.', suffix='.tmp', dir=out_dir)
-    os.close(fd)
     try:
-        example = torch.randn((2,) + size)  # batch >= 2 so the batch dimension stays dynamic
-        onnx_export(export_model, tmp, example_input=example, opset=opset, check=True, use_dynamo=dynamo,
-                    external_data=False)
-        diffs = {}
-        if verify_atol is not None:
-            diffs = compare_onnx(model, tmp, size, batch_sizes=verify_batch_sizes)
-            worst = max(diffs.values())
-            if not worst <= verify_atol:
-                raise OnnxMismatchError(
-                    f'onnxruntime output differs from PyTorch by {worst:.3g} > {verify_atol:g} (max abs, per batch '
-                    f'size: {diffs}); {output_file} was not written.')
-        os.replace(tmp, output_file)
+        with atomic_path(output_file) as tmp:  # renamed onto output_file only when every check passed
+            example = torch.randn((2,) + size)  # batch >= 2 so the batch dimension stays dynamic
+            onnx_export(export_model, tmp, example_input=example, opset=opset, check=True, use_dynamo=dynamo,
+                        external_data=False)
+            diffs = {}
+            if verify_atol is not None:
+                diffs = compare_onnx(model, tmp, size, batch_sizes=verify_batch_sizes)
+                worst = max(diffs.values())
+                if not worst <= verify_atol:
+                    raise OnnxMismatchError(
+                        f'onnxruntime output differs from PyTorch by {worst:.3g} > {verify_atol:g} (max abs, per '
+                        f'batch size: {diffs}); {output_file} was not written.')
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         model.train(was_training)
     return {'input_size': size, 'max_abs_diff': diffs}
 

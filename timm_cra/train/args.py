@@ -12,6 +12,7 @@ from timm.utils import ParseKwargs
 
 from ..utils.cli import check_model_name, default_workers
 from ..utils.errors import UsageError
+from ..utils.io import check_regular_file, open_regular_file
 
 __all__ = ['create_parser', 'parse_args', 'load_config', 'list_recipes', 'RECIPE_DIR']
 
@@ -28,10 +29,12 @@ def load_config(path_or_name: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
         bundled = os.path.join(RECIPE_DIR, f'{path_or_name}.yaml')
         if not os.path.isfile(bundled):
+            if os.path.lexists(path):
+                check_regular_file(path, 'config')  # one line naming what it is (a FIFO would block open)
             raise UsageError(f"Config '{path_or_name}' is neither a file nor a bundled recipe "
                              f"({', '.join(list_recipes())}).")
         path = bundled
-    with open(path) as f:
+    with open_regular_file(path, 'config') as f:
         try:
             cfg = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:

@@ -26,7 +26,7 @@ from timm.utils import ModelEmaV3, distribute_bn, random_seed
 
 from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_data_config
 from ..eval.evaluate import evaluate
-from ..utils.io import atomic_write
+from ..utils.io import OutputPathError, atomic_write, check_output_folder
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
 from .distributed import DistInfo, init_distributed
@@ -65,7 +65,12 @@ def _output_dir(args) -> str:
 
 def _prepare_output(output_dir: str, args_dict: Dict[str, Any]) -> None:
     """Create the run folder, remove what killed writes left there, write ``args.yaml``."""
-    os.makedirs(output_dir, exist_ok=True)
+    check_output_folder(output_dir, 'run folder')
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as e:
+        raise OutputPathError(f'run folder {output_dir} cannot be created ({e.strerror}); choose another '
+                              f'--output.') from e
     remove_stale_temp_files(output_dir, names=RUN_FILES, patterns=[f'{EXPORT_TMP_PREFIX}*'])
     with atomic_write(os.path.join(output_dir, 'args.yaml')) as f:
         yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in args_dict.items()}, f)
@@ -91,6 +96,8 @@ def train(args: Union[argparse.Namespace, Sequence[str]]) -> Dict[str, Any]:
 def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
     # The set-up order is part of the random stream a resumed run must reproduce: keep it.
     random_seed(args.seed, dinfo.rank)
+    if dinfo.is_primary:  # before any work: a file, device or unwritable place is refused
+        check_output_folder(_output_dir(args), 'run folder (--output/--experiment)')
     if dinfo.distributed:
         _logger.info(f'DDP: {dinfo.world_size} processes, backend {dist.get_backend()}, device {dinfo.device}')
 

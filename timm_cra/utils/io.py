@@ -1,22 +1,220 @@
-"""Atomic file writes: nothing is ever half-written.
+"""Atomic file writes: nothing is ever half-written, nothing but the output is touched; and the one check
+that a path to read is a regular file.
 
 Every writer of this package goes through :func:`atomic_path` (directly, or via :func:`atomic_write`): the
 bytes go to a hidden temp file in the target's own folder (same filesystem, so the rename is atomic), are
 fsync'ed, and only then replace the target with ``os.replace``. A failure or a kill leaves the previous file
-as it was; a failure also removes the temp file (a kill cannot: :func:`remove_stale_temp_files` cleans up).
+as it was; a failure also removes the temp file (a kill cannot: the next write to the same path removes it,
+as :func:`atomic_folder` removes a killed write's staging folder; a write under way holds a lock on its temp
+file or folder and is never removed).
+Only a regular file is ever replaced: a target that is a folder, device, FIFO or socket is refused
+(:func:`check_output_file`, which CLIs also call on their arguments before any work), as is a place that
+cannot be written (:class:`OutputPathError`, one line). Every file written gets the mode ``open`` gives
+(0o666 minus the umask: 0o644 under the usual umask 022), whatever the writer inside the block did.
+
+Readers of a single path call :func:`check_regular_file` (or :func:`open_regular_file`) first: opening a FIFO
+blocks forever and a device streams without end.
 """
 import contextlib
 import glob
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Optional, Sequence, Union
 
-__all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files']
+from .errors import UsageError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no writer locks, stale temp files are removed by name only
+    fcntl = None
+
+__all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
+           'file_kind', 'not_regular_reason', 'check_regular_file', 'open_regular_file', 'OutputPathError',
+           'check_output_file', 'check_output_folder']
 
 _TMP_SUFFIX = '.tmp'
+
+
+def file_kind(mode: int) -> str:
+    """What an ``st_mode`` is, in words (``'a FIFO'``, ``'a folder'``, ...), for one-line errors."""
+    for test, kind in ((stat.S_ISREG, 'a regular file'), (stat.S_ISDIR, 'a folder'), (stat.S_ISFIFO, 'a FIFO'),
+                       (stat.S_ISSOCK, 'a socket'), (stat.S_ISCHR, 'a character device'),
+                       (stat.S_ISBLK, 'a block device')):
+        if test(mode):
+            return kind
+    return 'a special file'
+
+
+def not_regular_reason(path: Union[str, os.PathLike]) -> Optional[str]:
+    """Why ``path`` is not a readable regular file (``'is a FIFO, not a file'``), or None when it is one.
+
+    Only ``stat`` is used (symlinks followed): nothing is opened, so asking never blocks.
+    """
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return 'is a dangling symlink, not a file' if os.path.islink(path) else 'does not exist'
+    except OSError as e:  # symlink loop, permission denied on a parent, name too long
+        return f'cannot be read ({e.strerror})'
+    return None if stat.S_ISREG(mode) else f'is {file_kind(mode)}, not a file'
+
+
+def check_regular_file(path: Union[str, os.PathLike], what: str = 'file') -> None:
+    """Raise a one-line :class:`UsageError` unless ``path`` is a regular file (symlinks followed).
+
+    Checked with ``stat`` before anything opens it: opening a FIFO blocks forever and a device streams
+    without end, so a reader must never ``open`` what it has not checked. ``what`` names the input
+    (``'checkpoint'``, ``'config'``).
+    """
+    reason = not_regular_reason(path)
+    if reason:
+        raise UsageError(f'{what} {os.fspath(path)} {reason}; pass the path of a regular file.')
+
+
+def open_regular_file(path: Union[str, os.PathLike], what: str = 'file') -> IO[bytes]:
+    """``open(path, 'rb')`` for a regular file only (:func:`check_regular_file`), never blocking.
+
+    The open itself is non-blocking and the opened file is checked again (``fstat``), so a path swapped for a
+    FIFO between the check and the open is refused too, instead of blocking the reader.
+    """
+    check_regular_file(path, what)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UsageError(f'{what} {os.fspath(path)} is {file_kind(mode)}, not a file; pass the path of a '
+                             f'regular file.')
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, 'rb')
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class OutputPathError(UsageError, OSError):
+    """An output path that cannot be written as asked (not a regular file / folder, unwritable place).
+
+    A :class:`UsageError` (CLIs print its one line, exit 2) and an ``OSError`` (what callers of a write
+    already handle)."""
+
+
+def _ancestor_problem(folder: str) -> Optional[str]:
+    """Why files cannot be created in ``folder`` (which need not exist yet), judged from its nearest existing
+    ancestor; None if nothing is known to stop it. Root-proof: a path under a regular file fails for root too."""
+    path = os.path.abspath(folder)
+    while True:
+        try:
+            mode = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):  # absent, or a file on the way: look further up
+            parent = os.path.dirname(path)
+            if parent == path:
+                return None
+            path = parent
+            continue
+        except OSError as e:  # ELOOP, EACCES
+            return f'{path} cannot be reached ({e.strerror})'
+        if not stat.S_ISDIR(mode):
+            return f'{path} is {file_kind(mode)}, not a folder'
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f'{path} is not writable'
+        return None
+
+
+def check_output_file(path: Union[str, os.PathLike], what: str = 'output file') -> None:
+    """Raise :class:`OutputPathError` (one line) unless ``path`` can be written as a file: it is absent or a
+    regular file (never a folder, device, FIFO or socket: :func:`atomic_path` would replace the node itself),
+    and its folder exists or can be created there. CLIs call it on their arguments, before any work."""
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # the folder check below names a file on the way
+        mode = None
+    except OSError as e:
+        raise OutputPathError(f'{what} {path} cannot be written ({e.strerror}); choose another path.') from None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise OutputPathError(f'{what} {path} is {file_kind(mode)}, not a file: only a regular file is replaced; '
+                              f'give the path of a file to write.')
+    problem = _ancestor_problem(os.path.dirname(os.path.abspath(path)))
+    if problem:
+        raise OutputPathError(f'{what} {path} cannot be written: {problem}; choose a writable folder.')
+
+
+def check_output_folder(path: Union[str, os.PathLike], what: str = 'output folder') -> None:
+    """Raise :class:`OutputPathError` (one line) unless ``path`` is a folder or can be created as one (an
+    existing file, device, FIFO or socket there is never replaced)."""
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        problem = _ancestor_problem(os.path.dirname(os.path.abspath(path)))
+    except OSError as e:
+        problem = f'it cannot be reached ({e.strerror})'
+    else:
+        problem = None if stat.S_ISDIR(mode) else f'it is {file_kind(mode)}, not a folder'
+        if problem is None and not os.access(path, os.W_OK | os.X_OK):
+            problem = 'it is not writable'
+    if problem:
+        raise OutputPathError(f'{what} {path} cannot be written: {problem}; choose a writable folder.')
+
+
+@contextlib.contextmanager
+def _output_errors(path: str, what: str = 'output') -> Iterator[None]:
+    """OSErrors of creating, syncing or renaming an output (not of the caller's work) as one-line errors."""
+    try:
+        yield
+    except OutputPathError:
+        raise
+    except OSError as e:
+        raise OutputPathError(f'cannot write {what} {path}: {e.strerror or e}; choose a writable place '
+                              f'with free space.') from e
+
+
+def _umask_mode(tmp: str) -> int:
+    """The mode a plain ``open`` gives (0o666 minus the umask), read off a file just created with 0o666
+    (reading the umask itself means setting it, which races with other threads)."""
+    return os.stat(tmp).st_mode & 0o777
+
+
+def _open_mode(folder: str) -> int:
+    """:func:`_umask_mode` from a probe file created and removed in ``folder``."""
+    probe = _create_temp(folder, '.mode-probe.', _TMP_SUFFIX)
+    try:
+        return _umask_mode(probe)
+    finally:
+        os.remove(probe)
+
+
+def _lock_writer(path: str) -> Optional[int]:
+    """Hold an exclusive ``flock`` on a temp file / staging folder while its write runs (the descriptor to
+    close at the end): :func:`remove_stale_temp_files` leaves locked ones alone, so it removes only what a
+    killed or finished writer left, never a write under way (the kernel drops the lock of a dead process)."""
+    if fcntl is None:
+        return None
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _writer_alive(path: str) -> bool:
+    """Whether a running write holds ``path`` (see :func:`_lock_writer`); never blocks."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0))
+    except OSError:  # a symlink or vanished: nobody's write
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def temp_pattern(path: str, prefix: Optional[str] = None, suffix: str = _TMP_SUFFIX) -> str:
@@ -44,26 +242,37 @@ def atomic_path(path: str, *, prefix: Optional[str] = None, suffix: str = _TMP_S
     is fsync'ed and renamed onto ``path``. For writers that take a path (``torch.save``, ``savefig``, ...).
 
     ``prefix`` / ``suffix`` name the temp file (default ``.<name>.<random>.tmp``); ``perms`` sets its mode
-    before the rename (default: as ``open`` would, 0o666 minus the umask).
+    before the rename (default: as ``open`` would, 0o666 minus the umask). A ``path`` that exists and is not a
+    regular file, or a place that cannot be written, raises :class:`OutputPathError` before the block runs.
     """
     path = os.fspath(path)
+    check_output_file(path)  # the last line of defence: never os.replace a device, FIFO or folder
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = _create_temp(folder, f'.{os.path.basename(path)}.' if prefix is None else prefix, suffix)
+    with _output_errors(path):
+        os.makedirs(folder, exist_ok=True)
+        if prefix is None:  # our own names: what killed writes of this file left goes first
+            remove_stale_temp_files(folder, [temp_pattern(path, suffix=suffix)])
+        tmp = _create_temp(folder, f'.{os.path.basename(path)}.' if prefix is None else prefix, suffix)
+        lock = _lock_writer(tmp)
+    mode = _umask_mode(tmp) if perms is None else perms
     try:
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            if perms is not None:
-                os.fchmod(fd, perms)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        with _output_errors(path):
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.fchmod(fd, mode)  # a writer may have put its own file (e.g. a 0600 temp) in place of tmp
+            finally:
+                os.close(fd)
+            check_output_file(path)  # still a regular file or nothing, after however long the block took
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 @contextlib.contextmanager
@@ -86,40 +295,56 @@ def atomic_write(path: str, mode: str = 'w', *, prefix: Optional[str] = None, su
 def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterator[Path]:
     """Yield a temp folder that replaces ``out_dir`` only if the block finishes without an error.
 
-    The whole-folder counterpart of :func:`atomic_path` (a Hub repo folder appears complete or not at all);
-    its files are made world-readable (0o644), as a published repo is.
+    The whole-folder counterpart of :func:`atomic_path` (a Hub repo folder appears complete or not at all).
+    Its files get the mode :func:`atomic_path` gives (0o644 under umask 022; some writers create 0600 files),
+    its folders 0o777 minus the umask. ``out_dir`` may be an existing folder (with ``overwrite``), never an
+    existing file, device or FIFO (:class:`OutputPathError`); staging folders that killed writes left next to
+    it are removed first.
     """
     out_dir = Path(out_dir)
+    check_output_folder(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f'timm_cra: {out_dir} already exists; pass overwrite=True (CLI: --overwrite) '
                               f'to replace it, or choose another output folder.')
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden sibling: same filesystem (rename is atomic), invisible to the Hub server and to timm.
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix=_TMP_SUFFIX, dir=out_dir.parent))
+    with _output_errors(str(out_dir), 'output folder'):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        # What a killed write to this folder left: its staging folder and the previous version set aside.
+        remove_stale_temp_files(str(out_dir.parent), [temp_pattern(out_dir.name),
+                                                      temp_pattern(out_dir.name, suffix='.old')])
+        # Hidden sibling: same filesystem (rename is atomic), invisible to the Hub server and to timm.
+        tmp = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix=_TMP_SUFFIX, dir=out_dir.parent))
+        lock = _lock_writer(str(tmp))
     try:
         yield tmp
-        tmp.chmod(0o755)
-        for f in tmp.iterdir():  # some writers create 0600 files; a published repo is world-readable
-            f.chmod(0o644)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix='.old', dir=out_dir.parent))
-            old.rmdir()
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
+        with _output_errors(str(out_dir), 'output folder'):
+            file_mode = _open_mode(str(tmp))
+            dir_mode = file_mode | ((file_mode & 0o444) >> 2)  # x wherever r: 0o644 -> 0o755
+            for f in [tmp, *tmp.rglob('*')]:
+                if not f.is_symlink():
+                    f.chmod(dir_mode if f.is_dir() else file_mode)
+            if out_dir.exists():
+                old = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix='.old', dir=out_dir.parent))
+                old.rmdir()
+                out_dir.rename(old)
+                tmp.rename(out_dir)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(out_dir)
     finally:
+        if lock is not None:
+            os.close(lock)
         if tmp.exists():
             shutil.rmtree(tmp)
 
 
 def remove_stale_temp_files(folder: str, patterns: Sequence[str]) -> int:
     """Delete what matches the glob ``patterns`` in ``folder`` (temp files or staging folders of writes that
-    were killed); returns how many."""
+    were killed), except what a running write of this module holds; returns how many."""
     removed = 0
     for pattern in patterns:
         for path in glob.glob(os.path.join(glob.escape(folder), pattern)):
+            if _writer_alive(path):
+                continue
             with contextlib.suppress(FileNotFoundError):
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path)

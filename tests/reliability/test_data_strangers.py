@@ -1,0 +1,197 @@
+"""Strange things in a dataset folder, through the real CLIs: a FIFO, a device node, dangling and looping
+symlinks, a decompression bomb and a GIF are read or skipped and counted -- never a hang, never a traceback."""
+import csv
+import logging
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from timm_cra.data import DataError, UsageError, create_dataset, decode_to_memory, load_cifar_pickle
+
+from .test_data_labels import write_parquet
+
+#: A regression (a blocking open) must fail the test, not hang the suite.
+CLI_TIMEOUT = 240
+
+
+def bomb_png(path, side=20000):
+    """A valid 1-bit PNG of ``side`` x ``side`` pixels in a few KB: what PIL refuses as a decompression bomb."""
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    z = zlib.compressobj(9)
+    row = b'\x00' * (1 + side // 8)  # filter byte + packed bits
+    idat = b''.join(z.compress(row) for _ in range(side)) + z.flush()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', side, side, 1, 0, 0, 0, 0))
+                     + chunk(b'IDAT', idat) + chunk(b'IEND', b''))
+    return path
+
+
+def _png(path, rng):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
+
+
+def strange_folder(root):
+    """train/ and val/ with classes a, b of 32x32 images, plus one stranger's file of each kind in train/a."""
+    rng = np.random.default_rng(0)
+    for split, n in (('train', 4), ('val', 2)):
+        for c in ('a', 'b'):
+            for i in range(n):
+                _png(root / split / c / f'{i}.png', rng)
+        os.mkfifo(root / split / 'a' / 'pipe.jpg')  # opening it for reading blocks until a writer comes
+    train_a = root / 'train' / 'a'
+    bomb_png(train_a / 'bomb.png')
+    Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8), mode='L').convert('P').save(train_a / 'g.gif')
+    os.symlink(train_a / 'gone.png', train_a / 'dangling.png')
+    os.symlink(train_a / 'loop.png', train_a / 'loop.png')
+    os.symlink('.', train_a / 'here1')  # directory loops: walked once, not 2**40 times
+    os.symlink('..', train_a / 'here2')
+    (train_a / 'notes.txt').write_text('not an image')
+    (train_a / 'x.eps').write_text('%!PS-Adobe-3.0 EPSF-3.0\n')  # a format PIL hands to Ghostscript
+    os.symlink('loop', root / 'train' / 'loop')  # a looping symlink among the class folders: not a class
+    (root / 'train' / '.cache').mkdir()  # a hidden folder is not a class
+    (root / 'train' / '.cache' / '0.png').write_bytes((root / 'train' / 'a' / '0.png').read_bytes())
+    return root
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _run(module, argv, cli_env, cwd):
+    return subprocess.run([sys.executable, '-m', module] + [str(a) for a in argv], env=cli_env, cwd=str(cwd),
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT, umask=0o022)
+
+
+@pytest.mark.parametrize('workers,eval_workers,in_memory', [  # the fast suite: both worker modes once
+    (0, 2, False), pytest.param(2, 0, False, marks=pytest.mark.slow), pytest.param(0, 0, True, marks=pytest.mark.slow)])
+def test_fifo_bomb_and_symlinks_are_counted_skips_in_train_and_eval(tmp_path, cli_env, workers, eval_workers,
+                                                                     in_memory):
+    data = strange_folder(tmp_path / 'data')
+    out = tmp_path / 'runs'
+    r = _run('timm_cra.train', ['--model', 'cra_cifar_resnet20', '--data-dir', data, '--dataset', 'folder',
+                                '--val-split', 'val', '--batch-size', '4', '--epochs', '1', '--workers', workers,
+                                '--no-plot', '--output', out, '--experiment', 'run']
+             + (['--in-memory'] if in_memory else []), cli_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'Traceback' not in r.stderr
+    row, = _rows(out / 'run' / 'metrics.csv')
+    # train/a: pipe.jpg, bomb.png, dangling.png, loop.png skipped; the GIF is read; val/a: pipe.jpg.
+    assert (int(row['train_skipped']), int(row['eval_skipped'])) == (4, 1)
+    log = r.stderr
+    for name in ('pipe.jpg', 'bomb.png', 'dangling.png', 'loop.png'):
+        assert name in log
+    assert 'is a FIFO, not a file' in log and 'over the decoding limit' in log
+    assert 'hidden folder(s) (not classes): .cache' in log
+    assert 'skipped 2 file(s) that are not images (1 .eps, 1 .txt)' in log
+
+    v = _run('timm_cra.eval', ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--checkpoint',
+                               out / 'run' / 'model.safetensors', '--data-dir', data / 'train', '--split', '',
+                               '--dataset', 'folder', '--img-size', '32', '--workers', eval_workers,
+                               '--results-file', tmp_path / 'r.json', '--no-progress'], cli_env, tmp_path)
+    assert v.returncode == 0, v.stderr[-3000:]
+    assert '4 unreadable image(s) skipped' in v.stderr and 'Traceback' not in v.stderr
+    assert '"count": 9' in (tmp_path / 'r.json').read_text()  # 4 + 4 PNGs and the GIF
+    # Every file written gets the mode open() gives (model.safetensors used to be 0600).
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [*(out / 'run').iterdir(), tmp_path / 'r.json']}
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_device_node_named_like_an_image_is_skipped(tmp_path, make_image):
+    for c in ('a', 'b'):
+        make_image(tmp_path / c / '0.png')
+    try:
+        os.mknod(tmp_path / 'a' / 'zero.jpg', 0o644 | 0o020000, os.makedev(1, 5))  # like /dev/zero: endless
+    except PermissionError:
+        pytest.skip('creating a device node needs root (CAP_MKNOD)')
+    ds = create_dataset('folder', str(tmp_path), '')
+    assert [os.path.basename(p) for p, _ in ds.samples] == ['0.png', 'zero.jpg', '0.png']
+    assert ds.load_image(1) is None and ds.load_image(0) is not None
+    assert decode_to_memory(ds).num_skipped == 1
+
+
+def test_parquet_bomb_and_path_to_a_fifo_are_skipped_in_memory_and_not(tmp_path, caplog):
+    path = write_parquet(tmp_path / 'd' / 'train-00000-of-00001.parquet', [0, 1, 0, 1])
+    import datasets
+    ds = datasets.load_dataset('parquet', data_files=str(path), split='train')
+    ds = ds.cast_column('image', datasets.Image(decode=False))
+    rows = ds.to_dict()
+    rows['image'][1] = {'bytes': bomb_png(tmp_path / 'bomb.png').read_bytes(), 'path': None}
+    os.mkfifo(tmp_path / 'pipe.png')
+    rows['image'][2] = {'bytes': None, 'path': str(tmp_path / 'pipe.png')}
+    datasets.Dataset.from_dict(rows, features=ds.features).to_parquet(str(path))
+    with caplog.at_level(logging.WARNING):
+        hf = create_dataset('', str(tmp_path / 'd'), 'train')
+        assert [hf.load_image(i) is None for i in range(4)] == [False, True, True, False]
+        mem = create_dataset('', str(tmp_path / 'd'), 'train', in_memory=True)
+    assert len(mem) == 2 and mem.num_skipped == 2
+    assert 'over the decoding limit' in caplog.text and 'is a FIFO, not a file' in caplog.text
+
+
+def test_fifo_named_like_a_parquet_or_cifar_file_is_refused_in_one_line(tmp_path):
+    os.makedirs(tmp_path / 'p')
+    os.mkfifo(tmp_path / 'p' / 'train-00000-of-00001.parquet')
+    with pytest.raises(UsageError, match=r'parquet file .* is a FIFO, not a file'):
+        create_dataset('', str(tmp_path / 'p'), 'train')
+    cifar = tmp_path / 'cifar-10-batches-py'
+    cifar.mkdir()
+    os.mkfifo(cifar / 'test_batch')
+    with pytest.raises(UsageError, match=r'CIFAR batch file .*test_batch is a FIFO, not a file'):
+        load_cifar_pickle(str(tmp_path), 'test')
+
+
+def test_one_class_is_refused_and_empty_classes_warned(tmp_path, make_image, cli_env, caplog):
+    make_image(tmp_path / 'train' / 'only' / '0.png')
+    make_image(tmp_path / 'val' / 'only' / '0.png')
+    r = _run('timm_cra.train', ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path, '--dataset', 'folder',
+                                '--val-split', 'val', '--epochs', '1', '--output', tmp_path / 'runs'],
+             cli_env, tmp_path)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
+    assert "has one class folder ('only'): a classifier needs at least two classes" in r.stderr
+    (tmp_path / 'train' / 'empty').mkdir()
+    with caplog.at_level(logging.WARNING):
+        ds = create_dataset('folder', str(tmp_path), 'train')
+    assert ds.num_classes == 2 and '1 class folder(s) hold no images: empty' in caplog.text
+    with pytest.raises(DataError, match='one class folder'):
+        create_dataset('folder', str(tmp_path), 'val')  # without the training split's class list
+    assert create_dataset('folder', str(tmp_path), 'val', class_names=ds.class_names).targets == [1]
+
+
+def test_image_formats_are_an_allowlist(tmp_path, make_image):
+    """A GIF / WebP / TIFF is read; an EPS named .png is not handed to Ghostscript but skipped."""
+    for ext in ('gif', 'webp', 'tif', 'png'):
+        make_image(tmp_path / 'a' / f'x.{ext}')
+    make_image(tmp_path / 'b' / 'y.png')
+    (tmp_path / 'b' / 'z.png').write_bytes(b'%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n')
+    ds = create_dataset('folder', str(tmp_path), '')
+    loaded = [ds.load_image(i) is not None for i in range(len(ds))]
+    assert loaded == [True, True, True, True, True, False]
+
+
+@pytest.mark.parametrize('side', [10000, 20000])  # PIL warns over MAX_IMAGE_PIXELS and raises over twice it
+def test_pixel_limit_is_the_data_contract(tmp_path, side):
+    from timm_cra.data.images import UnreadableImage, decode_image
+    path = bomb_png(tmp_path / 'bomb.png', side)
+    assert path.stat().st_size < 200_000
+    with pytest.raises(UnreadableImage, match='over the decoding limit of 89478485 pixels'):
+        decode_image(path)
+    with pytest.raises(UnreadableImage, match='over the decoding limit'):
+        decode_image(path.read_bytes())
+
+
+def test_train_config_that_is_a_fifo_is_named_not_opened(tmp_path, monkeypatch):
+    from timm_cra.train import load_config
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo('recipe.yaml')
+    with pytest.raises(UsageError, match='config recipe.yaml is a FIFO, not a file'):
+        load_config('recipe.yaml')
+    (tmp_path / 'ok.yaml').write_text('epochs: 3\n')
+    assert load_config('ok.yaml') == {'epochs': 3}

@@ -1,0 +1,134 @@
+"""Every writer writes only what it owns: an output path that is a FIFO, a device node, a folder (for a file) or a
+file (for a folder) is refused in one line before any work and left as it was; a place that cannot be written
+(under a regular file: true for root too) is one line, exit 2; a killed publish's staging folder is removed at
+the next publish; outputs get the mode ``open`` gives (0o644 under umask 022)."""
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from timm_cra.eval.validate import main as validate_main
+from timm_cra.export.cli import main as export_main
+from timm_cra.hub.publish import main as publish_main
+from timm_cra.train import main as train_main
+from timm_cra.utils.errors import run_cli
+
+CLI_TIMEOUT = 240
+
+
+def _cli(module, argv, cli_env, cwd):
+    return subprocess.run([sys.executable, '-m', module] + [str(a) for a in argv], env=cli_env, cwd=str(cwd),
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT, umask=0o022)
+
+
+def _refused(main, argv, capsys) -> str:
+    """Run a CLI ``main`` as its ``__main__`` does; assert exit 2 with one line; return that line."""
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, [str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith('error: ') and err.count('\n') == 1, err
+    return err
+
+
+def _char_device(path):
+    """A character device node like /dev/null, made in a test folder (never under /dev)."""
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip('creating a device node needs root (CAP_MKNOD)')
+    return path
+
+
+def test_export_to_a_fifo_or_device_is_refused_and_a_file_gets_0644(tmp_path, cli_env):
+    os.mkfifo(tmp_path / 'pipe.onnx')
+    r = _cli('timm_cra.export', ['-m', 'cra_cifar_resnet20', '-o', tmp_path / 'pipe.onnx', '--no-verify'],
+             cli_env, tmp_path)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
+    assert 'pipe.onnx is a FIFO, not a file' in r.stderr
+    assert stat.S_ISFIFO(os.lstat(tmp_path / 'pipe.onnx').st_mode)
+    r = _cli('timm_cra.export', ['-m', 'cra_cifar_resnet20', '-o', tmp_path / 'm.onnx', '--no-verify'],
+             cli_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert os.stat(tmp_path / 'm.onnx').st_mode & 0o777 == 0o644  # was 0600 (a mkstemp name renamed)
+    assert sorted(os.listdir(tmp_path)) == ['m.onnx', 'pipe.onnx']  # no temp file left
+
+
+def test_export_refuses_device_folder_and_unwritable_place(tmp_path, capsys):
+    (tmp_path / 'folder.onnx').mkdir()
+    (tmp_path / 'file.txt').write_text('x')
+    for out, says in [(tmp_path / 'folder.onnx', 'is a folder, not a file'),
+                      (tmp_path / 'file.txt' / 'm.onnx', 'file.txt is a regular file, not a folder')]:
+        assert says in _refused(export_main, ['-m', 'cra_cifar_resnet20', '-o', out, '--no-verify'], capsys)
+    assert (tmp_path / 'file.txt').read_text() == 'x' and (tmp_path / 'folder.onnx').is_dir()
+    dev = _char_device(tmp_path / 'null')
+    assert 'is a character device, not a file' in _refused(
+        export_main, ['-m', 'cra_cifar_resnet20', '-o', dev, '--no-verify'], capsys)
+    assert stat.S_ISCHR(os.lstat(dev).st_mode)  # the node is still a device, not a regular file
+
+
+def test_validate_result_paths_are_checked_before_any_work(tmp_path, capsys):
+    os.mkfifo(tmp_path / 'pipe.json')
+    (tmp_path / 'dir.json').mkdir()
+    (tmp_path / 'file.txt').write_text('x')
+    base = ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'no-such-data']  # never reached
+    for flag, out, says in [('--results-file', tmp_path / 'pipe.json', 'is a FIFO, not a file'),
+                            ('--results-file', tmp_path / 'dir.json', 'is a folder, not a file'),
+                            ('--results-csv', tmp_path / 'pipe.json', 'is a FIFO, not a file'),
+                            ('--results-file', tmp_path / 'file.txt' / 'r.json', 'is a regular file, not a folder')]:
+        assert f'error: {flag} {out} ' in _refused(validate_main, base + [flag, out], capsys)
+        assert says in _refused(validate_main, base + [flag, out], capsys)
+    assert stat.S_ISFIFO(os.lstat(tmp_path / 'pipe.json').st_mode)
+    dev = _char_device(tmp_path / 'null')
+    assert 'is a character device' in _refused(validate_main, base + ['--results-file', dev], capsys)
+    assert stat.S_ISCHR(os.lstat(dev).st_mode)
+
+
+def test_train_output_that_is_a_file_or_under_one_is_refused(tmp_path, capsys):
+    (tmp_path / 'file.txt').write_text('x')
+    base = ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'no-such-data', '--epochs', '1']
+    assert 'is a regular file, not a folder' in _refused(
+        train_main, base + ['--output', tmp_path / 'file.txt' / 'runs', '--experiment', 'r'], capsys)
+    assert 'it is a regular file, not a folder' in _refused(
+        train_main, base + ['--output', tmp_path, '--experiment', 'file.txt'], capsys)
+    assert (tmp_path / 'file.txt').read_text() == 'x'
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    import timm
+    import timm_cra  # noqa: F401
+    path = tmp_path_factory.mktemp('w') / 'w.safetensors'
+    torch.manual_seed(0)
+    save_file(timm.create_model('cra_cifar_resnet20').state_dict(), str(path))
+    return path
+
+
+def test_publish_out_onto_a_file_or_under_one_is_refused(weights, tmp_path, capsys):
+    (tmp_path / 'file.txt').write_text('x')
+    argv = ['cra_cifar_resnet20.test_out', weights, '--overwrite', '--out']
+    assert 'it is a regular file, not a folder' in _refused(publish_main, argv + [tmp_path / 'file.txt'], capsys)
+    assert 'file.txt is a regular file, not a folder' in _refused(
+        publish_main, argv + [tmp_path / 'file.txt' / 'repo'], capsys)
+    assert (tmp_path / 'file.txt').read_text() == 'x' and sorted(os.listdir(tmp_path)) == ['file.txt']
+
+
+def test_killed_publish_staging_is_removed_by_the_next(weights, tmp_path):
+    # What a publish killed mid-write leaves (atomic_folder's names): its staging folder and the set-aside
+    # previous version. Neither is visible to the Hub server or timm (hidden), but they hold ~100 MB each.
+    for name in ('.repo.1a2b3c4d.tmp', '.repo.5e6f7a8b.old'):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / 'model.safetensors').write_bytes(b'\0' * 1024)
+    (tmp_path / '.other.tmp').mkdir()  # not ours: kept
+    old = os.umask(0o022)
+    try:
+        publish_main(['cra_cifar_resnet20.test_out', str(weights), '--out', str(tmp_path / 'repo')])
+    finally:
+        os.umask(old)
+    assert sorted(os.listdir(tmp_path)) == ['.other.tmp', 'repo']
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / 'repo').iterdir()}
+    assert modes and set(modes.values()) == {0o644}, modes
+
