@@ -105,7 +105,8 @@ def _check_export(model, tmp_path, size, fp64_fallback=False, **kwargs):
     if max(diffs.values()) > ATOL and fp64_fallback:
         noise = _fp32_noise_check(model, out, input_size)
         print(f'vs PyTorch fp32 {diffs}; (onnxruntime vs fp64, PyTorch fp32 vs fp64) {noise}')
-        assert all(ort64 <= ATOL and torch64 > ATOL / 2 for ort64, torch64 in noise.values()), (diffs, noise)
+        assert all(ort64 <= ATOL for ort64, _ in noise.values()), (diffs, noise)
+        assert max(torch64 for _, torch64 in noise.values()) > ATOL / 2, (diffs, noise)  # PyTorch itself is noisy
         return diffs
     assert max(diffs.values()) <= ATOL, diffs
     return diffs
@@ -145,7 +146,9 @@ def test_export_friendly_copies_and_fixes_windows():
     ('cra_resnet18', 288, {}),  # maps 72/36/18/9
 ])
 def test_onnxruntime_matches_pytorch(name, size, kwargs, tmp_path):
-    _check_export(_cra_model(name, size, **kwargs), tmp_path, size)
+    # MobileNetV2's fp32 result on some CPUs (oneDNN's AVX-512 depthwise kernels) is itself ~ATOL from float64:
+    # held to the float64 answer there, as the slow step does for every model.
+    _check_export(_cra_model(name, size, **kwargs), tmp_path, size, fp64_fallback=True)
 
 
 def test_mismatch_leaves_no_file(tmp_path, monkeypatch):
