@@ -88,6 +88,11 @@ def test_cli_entry_points(tmp_path, cmd):
     assert proc.returncode == 0 and '--push' in proc.stdout
     proc = subprocess.run([sys.executable, *cmd, 'cra_resnet18.x', str(tmp_path / 'missing.pth')], env=env,
                           capture_output=True, text=True, timeout=60)
+    # No silent default folder: --out is required, and argparse's error names it.
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
+        'error: the following arguments are required: --out')
+    proc = subprocess.run([sys.executable, *cmd, 'cra_resnet18.x', str(tmp_path / 'missing.pth'), '--out',
+                           str(tmp_path / 'r')], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: Checkpoint '{tmp_path / 'missing.pth'}' does not exist."]
 
