@@ -85,6 +85,15 @@ def _run_args(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[str, A
     return data if isinstance(data, dict) else {}
 
 
+def data_name(args: Dict[str, Any]) -> Optional[str]:
+    """The data a run used, by name: a Hub dataset's id, else the ``--data-dir`` folder's name (not the full local
+    path), else the ``--dataset`` source."""
+    dataset = args.get('dataset') or ''
+    if dataset.startswith('hfds/'):
+        return dataset[len('hfds/'):]
+    return os.path.basename(os.path.normpath(args.get('data_dir') or '')) or dataset or None
+
+
 def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[str, Any]:
     """What the run recorded about the weights, for config and card: ``label_names`` (the data's class names),
     ``data_config`` (the preprocessing they were trained with, e.g. a fitted 1-channel mean/std),
@@ -96,10 +105,12 @@ def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[s
     data_config = {k: cfg[k] for k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct') if cfg.get(k)}
     if not data_config:  # timm train.py records the preprocessing it was asked for in its args
         data_config = {k: args[k] for k in ('mean', 'std', 'interpolation', 'crop_pct') if args.get(k)}
-    data = args.get('dataset') or os.path.basename(os.path.normpath(args.get('data_dir') or '')) or None
+    data = data_name(args)
     trained_on = None
     if data:
-        trained_on = f"`{data}` (training split `{args.get('train_split') or 'train'}`)"
+        kind = args.get('dataset') or ''
+        trained_on = (f"`{data}`" + (f' ({kind})' if kind and kind not in (data, f'hfds/{data}') else '')
+                      + f" (training split `{args.get('train_split') or 'train'}`)")
     base = args.get('initial_weights')  # timm-cra's trainer records what it loaded (tag, Hub repo@commit, file)
     if base is None and args.get('initial_checkpoint'):
         base = f"file {os.path.basename(str(args['initial_checkpoint']))}"
@@ -157,7 +168,7 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
                          "evaluate the weights with python -m timm_cra.eval --results-file R.json and pass "
                          "--results R.json.")
     args = ckpt.get('args') if isinstance(ckpt.get('args'), dict) else {}
-    dataset = args.get('dataset') or os.path.basename(os.path.normpath(args.get('data_dir') or '')) or 'custom'
+    dataset = data_name(args) or 'custom'
     epochs = summary.get('epochs', len(ckpt.get('history') or []))
     notes = (f"Top-1 measured by the timm-cra trainer on the '{args.get('val_split') or 'validation'}' split after "
              f"the final epoch ({epochs} epochs, {summary.get('optimizer_steps', '?')} optimizer steps)"
