@@ -143,3 +143,66 @@ def test_j3_finetune_greyscale_from_hub_then_validate(grey_folders, hub_endpoint
     timm_out, hf_out = run_card_code(repo, sorted((grey_folders / 'val').glob('*/*.png'))[0], hub_env)
     top1 = model.pretrained_cfg['label_names'][timm_top1(model, images[:1])[0]]
     assert timm_out.startswith(f'{top1}: ') and hf_out.strip() == top1
+
+
+@pytest.fixture
+def digit_folders(tmp_path):
+    """train/ and val/ class folders ``0``..``9`` of 32x32 RGB PNGs of the digit drawn at random places and
+    colours: as many classes as CIFAR-10, none of its names."""
+    from PIL import ImageDraw, ImageFont
+    rng = np.random.default_rng(0)
+    font = ImageFont.load_default()
+    for split, n in (('train', 4), ('val', 2)):
+        for d in range(10):
+            for i in range(n):
+                img = Image.new('RGB', (32, 32), tuple(int(v) for v in rng.integers(0, 90, 3)))
+                ImageDraw.Draw(img).text((int(rng.integers(4, 20)), int(rng.integers(2, 16))), str(d),
+                                         fill=tuple(int(v) for v in rng.integers(160, 255, 3)), font=font)
+                p = tmp_path / 'digits' / split / str(d) / f'{i}.png'
+                p.parent.mkdir(parents=True, exist_ok=True)
+                img.save(p)
+    return tmp_path / 'digits'
+
+
+@pytest.mark.slow  # ~80 s: a training run, a publish and five clients
+def test_j3_finetune_on_other_classes_publish_and_read_with_every_client(digit_folders, hub, tmp_path):
+    """Fine-tune the CIFAR-10 model on digit folders, publish, and load back: timm (local-dir:, hf-hub:), the
+    card and transformers' pipeline all name the classes 0..9, never CIFAR's; pipeline top-1 == timm's."""
+    import os
+    import timm
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')  # the loopback Hub's endpoint
+    out = tmp_path / 'out'
+    train = _run(['-m', 'timm_cra.train', '--config', 'finetune', '--model', 'cra_cifar_resnet20.cifar10',
+                  '--reset-head', '--data-dir', digit_folders, '--epochs', '1', '--batch-size', '8', '--workers', '0',
+                  '--no-plot', '--output', out, '--experiment', 'run'], env)
+    assert train.returncode == 0, train.stderr[-3000:]
+    run, digits = out / 'run', [str(d) for d in range(10)]
+    assert json.loads((run / 'config.json').read_text())['label_names'] == digits  # recorded by the trainer
+
+    repo, repo_id = tmp_path / 'repo', 'digits-org/cra-digits'
+    pub = _run(['-m', 'timm_cra.hub.publish', 'cra_cifar_resnet20.digits', run / 'model.safetensors',
+                '--results', run / 'results.json', '--out', repo, '--repo-id', repo_id], env)
+    assert pub.returncode == 0, pub.stderr[-3000:]
+    config = json.loads((repo / 'config.json').read_text())
+    assert config['label_names'] == digits and 'model_args' not in config  # 3 channels, 10 classes: all root
+    card = (repo / 'README.md').read_text()
+    assert 'airplane' not in card and 'airplane' not in json.dumps(config)
+    assert '**Classes:** 10: ' + ', '.join(f'`{d}`' for d in digits) in card
+    assert '**Initial weights:** `cra_cifar_resnet20.cifar10 (hf-hub timm-cra/cra_cifar_resnet20.cifar10@' in card
+    assert f"'hf-hub:{repo_id}'" in card and "`digits` (folder) (training split `train`)" in card
+    final = json.loads((run / 'results.json').read_text())['final']
+    assert f"| cra_cifar_resnet20.digits | {final['eval_top1']:.2f} |" in card
+
+    hub.add_repo(repo_id, repo)
+    images = [Image.open(p).convert('RGB') for p in sorted((digit_folders / 'val').glob('*/*.png'))]
+    local = timm.create_model(f'local-dir:{repo}', pretrained=True)
+    remote = timm.create_model(f'hf-hub:{repo_id}', pretrained=True)
+    for model in (local, remote):
+        assert list(model.pretrained_cfg['label_names']) == digits
+    top1 = timm_top1(local, images)
+    assert timm_top1(remote, images) == top1
+    assert transformers_model(repo).config.id2label == dict(enumerate(digits))
+    assert pipeline_top1(repo, images) == [digits[i] for i in top1]  # every validation image
+    image = sorted((digit_folders / 'val').glob('*/*.png'))[0]
+    timm_out, hf_out = run_card_code(repo, image, env)
+    assert timm_out.startswith(f'{digits[top1[0]]}: ') and f"'label': '{digits[top1[0]]}'" in hf_out.split('}')[0]
