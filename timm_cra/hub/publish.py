@@ -7,7 +7,8 @@ Reads what the trainer writes (``last.pth``, or ``model.safetensors`` with its `
 ``results.json`` and ``args.yaml``) and timm ``train.py`` checkpoints (``model_best.pth.tar``): how the model was
 built (``model_kwargs``, ``num_classes``), its preprocessing (the fitted mean/std), its class names, its data and
 the weights it started from come from the run's ``config.json`` or the checkpoint's ``args``, so they need not be
-repeated. Class names are only ever the run's (or ``--label-names``), never the architecture's defaults. Checkpoints go through the one safe reader, :mod:`timm_cra.utils.weights`.
+repeated. Class names are only ever the run's (or ``--label-names``), never the architecture's defaults.
+Checkpoints go through the one safe reader, :mod:`timm_cra.utils.weights`.
 The folder is written by :func:`timm_cra.hub.repo.export_repo`; pushing uploads it with ``huggingface_hub``
 (``HfApi.create_repo`` + ``upload_folder``), authenticated by ``HF_TOKEN`` or ``hf auth login``.
 """
@@ -146,7 +147,8 @@ def check_repo_name(model_name: str, repo_id: Optional[str]) -> str:
     from huggingface_hub.utils import validate_repo_id
     arch, _, tag = model_name.partition('.')
     if not arch or not tag:
-        raise UsageError(f"'{model_name}' has no tag: name the weights <arch>.<tag>, e.g. {arch or 'cra_resnet18'}.mydata.")
+        raise UsageError(f"'{model_name}' has no tag: name the weights <arch>.<tag>, e.g. "
+                         f"{arch or 'cra_resnet18'}.mydata.")
     repo_id = repo_id or default_repo_id(model_name)
     for name in {default_repo_id(model_name), repo_id}:
         try:
@@ -158,7 +160,8 @@ def check_repo_name(model_name: str, repo_id: Optional[str]) -> str:
     return repo_id
 
 
-def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = False) -> Dict[str, Any]:
+def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = False,
+                    args: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Eval results for the card from the trainer's ``results.json`` (the final epoch's eval, which is what
     ``last.pth`` / ``model.safetensors`` hold; ``ema``: the EMA weights' eval)."""
     final = summary.get('final') or {}
@@ -167,7 +170,8 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
         raise UsageError("The trainer's results.json has no eval accuracy (the run had no validation split): "
                          "evaluate the weights with python -m timm_cra.eval --results-file R.json and pass "
                          "--results R.json.")
-    args = ckpt.get('args') if isinstance(ckpt.get('args'), dict) else {}
+    if args is None:
+        args = ckpt.get('args') if isinstance(ckpt.get('args'), dict) else {}
     dataset = data_name(args) or 'custom'
     epochs = summary.get('epochs', len(ckpt.get('history') or []))
     notes = (f"Top-1 measured by the timm-cra trainer on the '{args.get('val_split') or 'validation'}' split after "
@@ -179,12 +183,12 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
                 split=args.get('val_split') or 'validation', source='measured', notes=notes + '.')
 
 
-def _results(results, ckpt: Dict[str, Any], ema: bool):
+def _results(results, ckpt: Dict[str, Any], ema: bool, args: Dict[str, Any]):
     if results is None or isinstance(results, dict) and 'final' not in results:
         return results
     summary = results if isinstance(results, dict) else _json(Path(results))
     if summary is not None and 'final' in summary and 'optimizer_steps' in summary:
-        return trainer_results(summary, ckpt, ema)
+        return trainer_results(summary, ckpt, ema, args)
     return results
 
 
@@ -231,6 +235,7 @@ def build_repo_folder(
                        hint=f'{arch}{" with " + str(kwargs) if kwargs else ""}: pass the architecture and '
                             f'--num-classes the checkpoint was trained with')
     provenance = run_provenance(checkpoint, ckpt)
+    results = _results(results, ckpt, used_ema, _run_args(checkpoint, ckpt))
     if label_names is not None:
         recorded = provenance['label_names']
         if recorded and list(recorded) != list(label_names):
@@ -238,9 +243,8 @@ def build_repo_folder(
                              f"{', ...' if len(recorded) > 5 else ''}): drop --label-names.")
         provenance['label_names'] = list(label_names)
     try:
-        return export_repo(model.eval(), out_dir, model_name=model_name, repo_id=repo_id,
-                           results=_results(results, ckpt, used_ema), recipe=recipe, overwrite=overwrite,
-                           **provenance)
+        return export_repo(model.eval(), out_dir, model_name=model_name, repo_id=repo_id, results=results,
+                           recipe=recipe, overwrite=overwrite, **provenance)
     except (FileExistsError, ValueError) as e:
         raise UsageError(str(e).replace('timm_cra: ', '')) from e
 
