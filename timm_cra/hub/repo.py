@@ -127,13 +127,18 @@ def write_config(
     return config
 
 
-def save_model_files(model: nn.Module, folder: Union[str, Path], **config_kwargs) -> Dict[str, Any]:
-    """``model.safetensors`` (as timm's ``save_for_hf(safe_serialization=True)`` writes it) and ``config.json``
-    (:func:`write_config` with ``config_kwargs``) into ``folder``; returns the config."""
+def _save_weights(model: nn.Module, path: Union[str, Path]) -> None:
+    """``model.safetensors`` as timm's ``save_for_hf(safe_serialization=True)`` writes it: no pickle in a repo."""
     from safetensors.torch import save_file
+    save_file(model.state_dict(), str(path))
+
+
+def save_model_files(model: nn.Module, folder: Union[str, Path], **config_kwargs) -> Dict[str, Any]:
+    """``model.safetensors`` and ``config.json`` (:func:`write_config` with ``config_kwargs``) into ``folder``,
+    each written atomically; returns the config."""
     folder = Path(folder)
     with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file(model.state_dict(), tmp)
+        _save_weights(model, tmp)
     return write_config(model, folder / CONFIG_NAME, **config_kwargs)
 
 
@@ -223,8 +228,7 @@ def export_repo(
     out_dir = Path(out_dir)
     model_name = model_name or model_name_with_tag(model)
     with atomic_folder(out_dir, overwrite=overwrite) as tmp:
-        from safetensors.torch import save_file
-        save_file(model.state_dict(), str(Path(tmp) / WEIGHTS_NAME))  # safetensors only: no pickle in a repo
+        _save_weights(model, Path(tmp) / WEIGHTS_NAME)
         write_repo_metadata(
             model, tmp, model_name=model_name, repo_id=repo_id, results=results, recipe=recipe,
             license=license, license_note=license_note, **metadata)
