@@ -122,7 +122,7 @@ def test_j3_finetune_greyscale_from_hub_then_validate(grey_folders, hub_endpoint
     assert commit, 'the card names the base weights: tag, Hub repo and commit'
     assert '**Input channels:** 1 (greyscale' in card
     assert '`horizontal`, `plain`, `vertical`' in card  # the class folders, sorted
-    assert "`data` (folder) (training split `train`)" in card and "convert('L')" in card
+    assert "`data` (folder, training split `train`)" in card and "convert('L')" in card
     config = json.loads((repo / 'config.json').read_text())
     assert config['label_names'] == sorted(CLASSES) and config['model_args'] == {'in_chans': 1}
     assert config['pretrained_cfg']['mean'] == cfg['pretrained_cfg']['mean']
@@ -190,7 +190,7 @@ def test_j3_finetune_on_other_classes_publish_and_read_with_every_client(digit_f
     assert 'airplane' not in card and 'airplane' not in json.dumps(config)
     assert '**Classes:** 10: ' + ', '.join(f'`{d}`' for d in digits) in card
     assert '**Initial weights:** `cra_cifar_resnet20.cifar10 (hf-hub timm-cra/cra_cifar_resnet20.cifar10@' in card
-    assert f"'hf-hub:{repo_id}'" in card and "`digits` (folder) (training split `train`)" in card
+    assert f"'hf-hub:{repo_id}'" in card and "`digits` (folder, training split `train`)" in card
     final = json.loads((run / 'results.json').read_text())['final']
     assert f"| cra_cifar_resnet20.digits | {final['eval_top1']:.2f} |" in card
     assert 'Measured by timm-cra on digits (val)' in card  # read from the run's args.yaml next to the weights

@@ -110,8 +110,8 @@ def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[s
     trained_on = None
     if data:
         kind = args.get('dataset') or ''
-        trained_on = (f"`{data}`" + (f' ({kind})' if kind and kind not in (data, f'hfds/{data}') else '')
-                      + f" (training split `{args.get('train_split') or 'train'}`)")
+        trained_on = (f"`{data}` (" + (f'{kind}, ' if kind and kind not in (data, f'hfds/{data}') else '')
+                      + f"training split `{args.get('train_split') or 'train'}`)")
     base = args.get('initial_weights')  # timm-cra's trainer records what it loaded (tag, Hub repo@commit, file)
     if base is None and args.get('initial_checkpoint'):
         base = f"file {os.path.basename(str(args['initial_checkpoint']))}"
