@@ -88,6 +88,11 @@ def test_cli_entry_points(tmp_path, cmd):
     assert proc.returncode == 0 and '--push' in proc.stdout
     proc = subprocess.run([sys.executable, *cmd, 'cra_resnet18.x', str(tmp_path / 'missing.pth')], env=env,
                           capture_output=True, text=True, timeout=60)
+    # No silent default folder: --out is required, and argparse's error names it.
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
+        'error: the following arguments are required: --out')
+    proc = subprocess.run([sys.executable, *cmd, 'cra_resnet18.x', str(tmp_path / 'missing.pth'), '--out',
+                           str(tmp_path / 'r')], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: Checkpoint '{tmp_path / 'missing.pth'}' does not exist."]
 
@@ -143,3 +148,55 @@ def test_publishes_timm_train_py_checkpoint(tmp_path):
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in ema.items())
     with pytest.raises(UsageError, match='trained as cra_resnet18, not cra_resnet50'):
         publish.main(['cra_resnet50.x', str(path), '--out', str(tmp_path / 'r2')])
+
+
+@pytest.mark.parametrize('name, repo_id, needle', [
+    ('cra_resnet18.', None, "'cra_resnet18.' has no tag"),
+    ('cra_resnet18', None, "'cra_resnet18' has no tag"),
+    ('cra_resnet18.../../x', None, 'is not a valid Hub repo name'),
+    ('cra_resnet18.a b', None, 'is not a valid Hub repo name'),
+    ('cra_resnet18.ok', 'org/../escape', 'change --repo-id'),
+])
+def test_bad_tags_and_repo_ids_are_refused(trained, tmp_path, name, repo_id, needle):
+    ckpt, *_ = trained
+    argv = [name, str(ckpt), '--num-classes', '5', '--out', str(tmp_path / 'r')]
+    with pytest.raises(UsageError, match=needle) as e:
+        publish.main(argv + (['--repo-id', repo_id] if repo_id else []))
+    assert '\n' not in str(e.value)
+    assert not (tmp_path / 'r').exists()
+
+
+def test_labels_only_from_the_weights_data(tmp_path):
+    """timm train.py checkpoints record no class names: --label-names (list or file) gives them, none are
+    invented otherwise (not the architecture's CIFAR names), and a wrong count is one line naming the fix."""
+    torch.manual_seed(0)
+    model = timm.create_model('cra_cifar_resnet20', num_classes=3)
+    path = tmp_path / 'model_best.pth.tar'
+    torch.save(dict(epoch=1, arch='cra_cifar_resnet20', state_dict=model.state_dict(), version=2,
+                    args=argparse.Namespace(model='cra_cifar_resnet20', num_classes=3, data_dir='/data/shapes',
+                                            pretrained=False, initial_checkpoint='')), path)
+    publish.main(['cra_cifar_resnet20.none', str(path), '--out', str(tmp_path / 'none')])
+    config = json.loads((tmp_path / 'none' / 'config.json').read_text())
+    assert 'label_names' not in config and 'label_names' not in config['pretrained_cfg']
+    assert 'no class names recorded' in (tmp_path / 'none' / 'README.md').read_text()
+
+    names = tmp_path / 'names.txt'
+    names.write_text('circle\nsquare\n\ntriangle\n')
+    for value, out in ((str(names), 'file'), ('circle, square,triangle', 'list')):
+        publish.main(['cra_cifar_resnet20.shapes', str(path), '--out', str(tmp_path / out), '--label-names', value,
+                      '--repo-id', 'my-org/shapes-net'])
+        assert json.loads((tmp_path / out / 'config.json').read_text())['label_names'] == ['circle', 'square',
+                                                                                          'triangle']
+        loaded = timm.create_model(f'local-dir:{tmp_path / out}', pretrained=True)
+        assert loaded.pretrained_cfg['label_names'] == ['circle', 'square', 'triangle']
+        card = (tmp_path / out / 'README.md').read_text()
+        assert "'hf-hub:my-org/shapes-net'" in card and 'timm-cra/' not in card.split('## Usage')[1]
+        assert '`circle`, `square`, `triangle`' in card and '`shapes` (training split `train`)' in card
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-m', 'timm_cra.hub.publish', 'cra_cifar_resnet20.x', str(path), '--out',
+                           str(tmp_path / 'bad'), '--label-names', 'a,b'], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        'error: 2 label names for a 3-class head: give exactly one name per class, in class-index order.']
+    assert not (tmp_path / 'bad').exists()

@@ -14,6 +14,7 @@ import timm_cra  # noqa: F401
 from timm_cra.hub.server import HubFolderServer
 
 from ..conftest import REPO_ROOT
+from ..hub.clients import pipeline_top1, run_card_code, timm_top1, transformers_model
 
 SHIPPED = REPO_ROOT / 'data' / 'cifar10'
 MODEL = 'cra_cifar_resnet20'
@@ -54,7 +55,16 @@ def _card_top1(folder):
     return front['model-index'][0]['results'][0]['metrics'][0]['value']
 
 
-def test_j1_train_validate_publish_load(trained, tmp_path):
+def _shipped_images(n):
+    import io
+    import pyarrow.parquet as pq
+    from PIL import Image
+    rows = pq.read_table(SHIPPED / 'test-00000-of-00001.parquet').slice(0, n).to_pylist()
+    key = next(k for k, v in rows[0].items() if isinstance(v, dict) and 'bytes' in v)
+    return [Image.open(io.BytesIO(r[key]['bytes'])).convert('RGB') for r in rows]
+
+
+def test_j1_train_validate_publish_load(trained, tmp_path, hub):
     run = trained
     summary = json.loads((run / 'results.json').read_text())
     _run([REPO_ROOT / 'scripts' / 'validate.py', '--model', MODEL, '--checkpoint', run / 'last.pth',
@@ -77,6 +87,24 @@ def test_j1_train_validate_publish_load(trained, tmp_path):
     torch.testing.assert_close(logits, expected, rtol=0, atol=0)
     assert _card_top1(folder) == summary['final']['eval_top1']
     assert 'measured by the timm-cra trainer' in (folder / 'README.md').read_text()
+
+    # The class names are the run's data's (the shipped split's ClassLabel), at the root where transformers
+    # reads them; transformers (model and pipeline) and timm agree on every image.
+    labels = json.loads((run / 'config.json').read_text())['label_names']
+    config = json.loads((folder / 'config.json').read_text())
+    assert config['label_names'] == labels == list(loaded.pretrained_cfg['label_names'])
+    hf = transformers_model(folder)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(pixel_values=x).logits, expected, rtol=0, atol=0)
+    images = _shipped_images(8)
+    top1 = timm_top1(loaded, images)
+    assert pipeline_top1(folder, images) == [labels[i] for i in top1]
+
+    # The card's code, as written, downloads the repo from the (loopback) Hub and prints the same class.
+    hub.add_repo(f'timm-cra/{NAME}', folder)
+    images[0].save(tmp_path / 'img.png')
+    timm_out, hf_out = run_card_code(folder, tmp_path / 'img.png')
+    assert timm_out.startswith(f'{labels[top1[0]]}: ') and f"'label': '{labels[top1[0]]}'" in hf_out.split('}')[0]
 
 
 

@@ -162,6 +162,16 @@ def test_j2_convert_official_checkpoint_logits_match(official, tmp_path):
     assert expected.std() > 0.1  # logits that carry signal, not a vector of ~0
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
 
+    # ImageNet-1k class names (timm's WordNet ids, with descriptions) at the config's root: transformers reads
+    # the converted folder with the same labels and logits.
+    from tests.hub.clients import transformers_model
+    from timm.data import ImageNetInfo
+    assert list(converted.pretrained_cfg['label_names']) == ImageNetInfo().label_names()
+    hf = transformers_model(out)
+    assert hf.config.id2label[0] == 'n01440764' and hf.config.num_labels == 1000
+    with torch.no_grad():
+        torch.testing.assert_close(hf(pixel_values=x.float()).logits.double(), expected, rtol=1e-4, atol=1e-4)
+
     # The gates matter: zeroing the CRA biases changes the logits (so the comparison covers them).
     with torch.no_grad():
         for m in reference.modules():

@@ -1,12 +1,16 @@
-"""Journey J3: fine-tune a published CIFAR model on your own greyscale class folders, then validate the run.
+"""Journey J3: fine-tune a published CIFAR model on your own class folders, validate the run, publish it and
+read the published repo with every real client.
 
-Everything runs through the real CLIs as subprocesses: the loopback Hub server serves this repo's ``hub/``,
-the trainer downloads the registered ``cra_cifar_resnet20.cifar10`` weights from it (HF_ENDPOINT), adapts
-the RGB first conv to 1 channel, trains a fresh 3-class head for one epoch, and the validator reads the
-run's own ``model.safetensors`` / ``last.pth`` / run folder back.
+Everything runs through the real CLIs as subprocesses: the loopback Hub server serves this repo's ``hub/`` (and
+the repos the test publishes), the trainer downloads the registered ``cra_cifar_resnet20.cifar10`` weights from
+it (HF_ENDPOINT), adapts the RGB first conv to 1 channel, trains a fresh 3-class head for one epoch, and the
+validator reads the run's own ``model.safetensors`` / ``last.pth`` / run folder back. The second journey
+fine-tunes on digit class folders ``0``..``9`` (as many classes as CIFAR-10, other names) and checks that the
+published repo names its own classes in timm, the card and transformers.
 """
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO_ROOT
+from tests.hub.clients import pipeline_top1, processor_top1, run_card_code, timm_top1, transformers_model
 
 CLASSES = ('horizontal', 'vertical', 'plain')
 
@@ -42,9 +47,12 @@ def grey_folders(tmp_path):
 
 
 @pytest.fixture
-def hub_endpoint(cli_env):
-    """``python -m timm_cra.hub.server --root hub --port 0`` as a subprocess; yields its endpoint URL."""
-    proc = subprocess.Popen([sys.executable, '-m', 'timm_cra.hub.server', '--root', 'hub', '--port', '0', '--quiet'],
+def hub_endpoint(cli_env, tmp_path):
+    """``python -m timm_cra.hub.server --root <tmp>/served --root hub --port 0`` as a subprocess; yields its
+    endpoint URL (repos copied into ``<tmp>/served/<org>/<name>`` are served too)."""
+    (tmp_path / 'served').mkdir()
+    proc = subprocess.Popen([sys.executable, '-m', 'timm_cra.hub.server', '--root', str(tmp_path / 'served'), '--root',
+                             'hub', '--port', '0', '--quiet'],
                             cwd=str(REPO_ROOT), env=dict(cli_env, HF_HUB_OFFLINE='0'),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -105,10 +113,98 @@ def test_j3_finetune_greyscale_from_hub_then_validate(grey_folders, hub_endpoint
     # the run, the card shows the trainer's top-1, and the folder loads back with the same weights.
     repo = tmp_path / 'repo'
     pub = _run(['-m', 'timm_cra.hub.publish', 'cra_cifar_resnet20.greyfinetune', run / 'last.pth',
-                '--results', run / 'results.json', '--out', repo], cli_env)
+                '--results', run / 'results.json', '--out', repo, '--repo-id', 'j3-org/grey-stripes'], cli_env)
     assert pub.returncode == 0, pub.stderr[-3000:]
-    assert f"{final['eval_top1']:.2f}" in (repo / 'README.md').read_text()
+    assert 'does not match 1 channels' not in pub.stderr  # the run's fitted 1-channel mean/std are passed on
+    card = (repo / 'README.md').read_text()
+    assert f"{final['eval_top1']:.2f}" in card
+    commit = re.search(r"hf-hub timm-cra/cra_cifar_resnet20\.cifar10@([0-9a-f]{40})", card)
+    assert commit, 'the card names the base weights: tag, Hub repo and commit'
+    assert '**Input channels:** 1 (greyscale' in card
+    assert '`horizontal`, `plain`, `vertical`' in card  # the class folders, sorted
+    assert "`data` (folder, training split `train`)" in card and "convert('L')" in card
+    config = json.loads((repo / 'config.json').read_text())
+    assert config['label_names'] == sorted(CLASSES) and config['model_args'] == {'in_chans': 1}
+    assert config['pretrained_cfg']['mean'] == cfg['pretrained_cfg']['mean']
     val = _run(['scripts/validate.py', '--model', f'local-dir:{repo}', '--pretrained', '--data-dir', grey_folders,
                 '--split', 'val', '--workers', '0', '--no-progress'], cli_env)
     assert val.returncode == 0, val.stderr[-3000:]
     assert json.loads(val.stdout)['top1'] == pytest.approx(final['eval_top1'], abs=1e-3)
+
+    # transformers: its pipeline converts images to RGB, which a 1-channel model cannot take; the image
+    # processor + model called with the greyscale images give timm's top-1 on every validation image.
+    import timm
+    images = [Image.open(p).convert('L') for p in sorted((grey_folders / 'val').glob('*/*.png'))]
+    model = timm.create_model(f'local-dir:{repo}', pretrained=True)
+    assert processor_top1(repo, images) == timm_top1(model, images)
+    with pytest.raises(RuntimeError, match='expected input.* to have 1 channels, but got 3 channels'):
+        pipeline_top1(repo, images[:1])
+    # The card's code (timm and transformers, both with .convert('L')) runs against the Hub serving the repo.
+    shutil.copytree(repo, tmp_path / 'served' / 'j3-org' / 'grey-stripes')
+    timm_out, hf_out = run_card_code(repo, sorted((grey_folders / 'val').glob('*/*.png'))[0], hub_env)
+    top1 = model.pretrained_cfg['label_names'][timm_top1(model, images[:1])[0]]
+    assert timm_out.startswith(f'{top1}: ') and hf_out.strip() == top1
+
+
+@pytest.fixture
+def digit_folders(tmp_path):
+    """train/ and val/ class folders ``0``..``9`` of 32x32 RGB PNGs of the digit drawn at random places and
+    colours: as many classes as CIFAR-10, none of its names."""
+    from PIL import ImageDraw, ImageFont
+    rng = np.random.default_rng(0)
+    font = ImageFont.load_default()
+    for split, n in (('train', 4), ('val', 2)):
+        for d in range(10):
+            for i in range(n):
+                img = Image.new('RGB', (32, 32), tuple(int(v) for v in rng.integers(0, 90, 3)))
+                ImageDraw.Draw(img).text((int(rng.integers(4, 20)), int(rng.integers(2, 16))), str(d),
+                                         fill=tuple(int(v) for v in rng.integers(160, 255, 3)), font=font)
+                p = tmp_path / 'digits' / split / str(d) / f'{i}.png'
+                p.parent.mkdir(parents=True, exist_ok=True)
+                img.save(p)
+    return tmp_path / 'digits'
+
+
+@pytest.mark.slow  # ~80 s: a training run, a publish and five clients
+def test_j3_finetune_on_other_classes_publish_and_read_with_every_client(digit_folders, hub, tmp_path):
+    """Fine-tune the CIFAR-10 model on digit folders, publish, and load back: timm (local-dir:, hf-hub:), the
+    card and transformers' pipeline all name the classes 0..9, never CIFAR's; pipeline top-1 == timm's."""
+    import os
+    import timm
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')  # the loopback Hub's endpoint
+    out = tmp_path / 'out'
+    train = _run(['-m', 'timm_cra.train', '--config', 'finetune', '--model', 'cra_cifar_resnet20.cifar10',
+                  '--reset-head', '--data-dir', digit_folders, '--epochs', '1', '--batch-size', '8', '--workers', '0',
+                  '--no-plot', '--output', out, '--experiment', 'run'], env)
+    assert train.returncode == 0, train.stderr[-3000:]
+    run, digits = out / 'run', [str(d) for d in range(10)]
+    assert json.loads((run / 'config.json').read_text())['label_names'] == digits  # recorded by the trainer
+
+    repo, repo_id = tmp_path / 'repo', 'digits-org/cra-digits'
+    pub = _run(['-m', 'timm_cra.hub.publish', 'cra_cifar_resnet20.digits', run / 'model.safetensors',
+                '--results', run / 'results.json', '--out', repo, '--repo-id', repo_id], env)
+    assert pub.returncode == 0, pub.stderr[-3000:]
+    config = json.loads((repo / 'config.json').read_text())
+    assert config['label_names'] == digits and 'model_args' not in config  # 3 channels, 10 classes: all root
+    card = (repo / 'README.md').read_text()
+    assert 'airplane' not in card and 'airplane' not in json.dumps(config)
+    assert '**Classes:** 10: ' + ', '.join(f'`{d}`' for d in digits) in card
+    assert '**Initial weights:** `cra_cifar_resnet20.cifar10 (hf-hub timm-cra/cra_cifar_resnet20.cifar10@' in card
+    assert f"'hf-hub:{repo_id}'" in card and "`digits` (folder, training split `train`)" in card
+    final = json.loads((run / 'results.json').read_text())['final']
+    assert f"| cra_cifar_resnet20.digits | {final['eval_top1']:.2f} |" in card
+    assert 'Measured by timm-cra on digits (val)' in card  # read from the run's args.yaml next to the weights
+
+    hub.add_repo(repo_id, repo)
+    images = [Image.open(p).convert('RGB') for p in sorted((digit_folders / 'val').glob('*/*.png'))]
+    local = timm.create_model(f'local-dir:{repo}', pretrained=True)
+    remote = timm.create_model(f'hf-hub:{repo_id}', pretrained=True)
+    for model in (local, remote):
+        assert list(model.pretrained_cfg['label_names']) == digits
+    top1 = timm_top1(local, images)
+    assert timm_top1(remote, images) == top1
+    assert transformers_model(repo).config.id2label == dict(enumerate(digits))
+    assert pipeline_top1(repo, images) == [digits[i] for i in top1]  # every validation image
+    image = sorted((digit_folders / 'val').glob('*/*.png'))[0]
+    timm_out, hf_out = run_card_code(repo, image, env)
+    assert timm_out.startswith(f'{digits[top1[0]]}: ') and f"'label': '{digits[top1[0]]}'" in hf_out.split('}')[0]

@@ -114,3 +114,13 @@ def test_cuda_device_without_cuda_is_one_line():
     with pytest.raises(UsageError, match='no CUDA device is available here; pass --device cpu'):
         init_distributed('cuda:0')
     assert init_distributed('').device == torch.device('cpu')
+
+
+def test_a_runs_args_yaml_repeats_the_run(cifar_run):
+    """args.yaml records what the run started from (``initial_weights``, not a flag) and still works as --config."""
+    import yaml
+    _, run = cifar_run
+    recorded = yaml.safe_load((run / 'args.yaml').read_text())
+    assert 'initial_weights' in recorded and recorded['initial_weights'] is None  # random initialisation
+    a = parse_args(['--config', str(run / 'args.yaml')])
+    assert a.model == recorded['model'] and a.epochs == recorded['epochs']

@@ -8,12 +8,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from huggingface_hub import EvalResult, ModelCardData
 
 __all__ = [
-    'EvalResults', 'load_eval_results', 'render_model_card', 'PAPER_CITATION',
+    'EvalResults', 'load_eval_results', 'render_model_card', 'usage_section', 'USAGE_IMAGE', 'PAPER_CITATION',
 ]
 
 PAPER_TITLE = 'Convolutional Neural Network optimization via Channel Reassessment Attention module'
@@ -121,6 +121,9 @@ def render_model_card(
         weights_note: Optional[str] = None,
         license_note: Optional[str] = None,
         cra_pool: Optional[Tuple[Tuple[int, int], str]] = ((7, 7), 'max'),
+        label_names: Optional[Sequence[str]] = None,
+        base_weights: Optional[str] = None,
+        trained_on: Optional[str] = None,
 ) -> str:
     """Markdown model card with YAML front matter, as the Hub and timm expect.
 
@@ -136,6 +139,10 @@ def render_model_card(
         license_note: Extra licence explanation (e.g. an upstream without a licence file).
         cra_pool: CRA's pooled size and type in the model, or ``None`` for a model without CRA (a baseline
             trained for comparison).
+        label_names: The class names of ``config.json`` (``None``: the weights record none).
+        base_weights: The weights training started from (a fine-tune's tag and Hub repo@commit, a file, or
+            random initialisation).
+        trained_on: The data the weights were trained on.
     """
     arch = model_name.split('.')[0]
     input_size = tuple(pretrained_cfg.get('input_size', (3, 224, 224)))
@@ -181,11 +188,17 @@ def render_model_card(
         f'counted with `torch.utils.flop_counter`)',
         f'- **Image size:** {input_size[1]} x {input_size[2]} '
         f'(crop_pct {pretrained_cfg.get("crop_pct")}, {pretrained_cfg.get("interpolation")} interpolation)',
-        f'- **Classes:** {pretrained_cfg.get("num_classes")}',
+        f'- **Input channels:** {input_size[0]} ({"greyscale" if input_size[0] == 1 else "RGB"}; mean '
+        f'{_floats(pretrained_cfg.get("mean"))}, std {_floats(pretrained_cfg.get("std"))})',
+        f'- **Classes:** {pretrained_cfg.get("num_classes")}' + _labels_line(label_names),
         '- **Papers:** ' + ', '.join(papers),
         (f'- **Original code:** {pretrained_cfg["origin_url"]}' if pretrained_cfg.get('origin_url') else
          '- **Weights:** trained by timm-cra'),
     ]
+    if trained_on:
+        lines.append(f'- **Trained on:** {trained_on}')
+    if base_weights:
+        lines.append(f'- **Initial weights:** {base_weights}')
     if datasets:
         lines.append(f'- **Dataset:** {_DATASET_NAMES.get(datasets[0], datasets[0])}')
     if license_note is None and license_id == 'unknown':
@@ -213,25 +226,7 @@ def render_model_card(
     else:
         lines += ['No evaluation results yet.', '']
 
-    lines += [
-        '## Usage',
-        '',
-        '```python',
-        'import timm',
-        'import timm_cra  # registers the cra_* architectures with timm; needed before create_model',
-        'import torch',
-        '',
-        f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
-        'data_config = timm.data.resolve_model_data_config(model)',
-        'transform = timm.data.create_transform(**data_config, is_training=False)',
-        '',
-        "# img = PIL.Image.open('image.jpg').convert('RGB')",
-        'with torch.no_grad():',
-        '    top5 = model(transform(img).unsqueeze(0)).softmax(-1).topk(5)',
-        '```',
-        '',
-        f"Fine-tune with a new head: `timm.create_model('hf-hub:{repo_id}', pretrained=True, num_classes=10)`. "
-        'Offline, after one download: `HF_HUB_OFFLINE=1`.',
+    lines += usage_section(repo_id, input_size, label_names) + [
         '',
         '## Citation',
         '',
@@ -241,3 +236,89 @@ def render_model_card(
         '',
     ]
     return '\n'.join(lines)
+
+
+def _floats(values) -> str:
+    return '(' + ', '.join(f'{float(v):.4g}' for v in values or ()) + ')'
+
+
+#: Class names listed on the card up to this many; more are only counted (``config.json`` has them all).
+_MAX_LISTED_LABELS = 20
+
+
+def _labels_line(label_names: Optional[Sequence[str]]) -> str:
+    if not label_names:
+        return ' (no class names recorded with these weights: outputs are class indices)'
+    if len(label_names) > _MAX_LISTED_LABELS:
+        return f' (names in `config.json` `label_names`: {", ".join(f"`{n}`" for n in label_names[:3])}, ...)'
+    return ': ' + ', '.join(f'`{n}`' for n in label_names)
+
+
+#: The image file the usage code opens; tests substitute a real image for it.
+USAGE_IMAGE = 'your_image.png'
+
+
+def usage_section(repo_id: str, input_size: Sequence[int], label_names: Optional[Sequence[str]]) -> List[str]:
+    """The card's usage code, built for this model: it runs as written once ``your_image.png`` exists.
+
+    Images are converted to the model's input channels ('L' for 1, 'RGB' for 3); preprocessing (size, crop,
+    mean/std) comes from timm's data config of the repo. transformers' ``pipeline`` converts every image to RGB,
+    so a 1-channel model is called through its image processor with an 'L' image instead.
+    """
+    mode = 'L' if input_size[0] == 1 else 'RGB'
+    name = 'labels[i]' if label_names else 'i'
+    timm_code = [
+        '```python',
+        'import timm',
+        'import timm_cra  # registers the cra_* architectures with timm; needed before create_model',
+        'import torch',
+        'from PIL import Image',
+        '',
+        f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
+        'data_config = timm.data.resolve_model_data_config(model)  # size, crop, mean/std of these weights',
+        'transform = timm.data.create_transform(**data_config, is_training=False)',
+    ] + (["labels = model.pretrained_cfg['label_names']"] if label_names else []) + [
+        '',
+        f"img = Image.open('{USAGE_IMAGE}').convert('{mode}')  # any image file; this model takes "
+        f"{input_size[0]}-channel input",
+        'with torch.no_grad():',
+        '    probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]',
+        'top = probs.topk(min(5, len(probs)))',
+        'for p, i in zip(top.values.tolist(), top.indices.tolist()):',
+        f"    print(f'{{{name}}}: {{p:.3f}}')",
+        '```',
+    ]
+    if mode == 'RGB':
+        hf_code = [
+            '```python',
+            'import timm_cra  # first: transformers builds the model through timm, which must know cra_*',
+            'from transformers import pipeline',
+            '',
+            f"classify = pipeline('image-classification', model='{repo_id}')",
+            f"print(classify('{USAGE_IMAGE}'))",
+            '```',
+        ]
+        hf_intro = 'With transformers (`pip install transformers`):'
+    else:
+        hf_code = [
+            '```python',
+            'import timm_cra  # first: transformers builds the model through timm, which must know cra_*',
+            'import torch',
+            'from PIL import Image',
+            'from transformers import AutoImageProcessor, AutoModelForImageClassification',
+            '',
+            f"processor = AutoImageProcessor.from_pretrained('{repo_id}')",
+            f"model = AutoModelForImageClassification.from_pretrained('{repo_id}').eval()",
+            f"inputs = processor(Image.open('{USAGE_IMAGE}').convert('L'))",
+            'with torch.no_grad():',
+            '    logits = model(**inputs).logits',
+            'print(model.config.id2label[logits.argmax(-1).item()])',
+            '```',
+        ]
+        hf_intro = ("With transformers (`pip install transformers`): its `pipeline('image-classification')` "
+                    'converts every image to RGB, which a 1-channel model cannot take, so call the image '
+                    "processor and the model with a greyscale ('L') image:")
+    return (['## Usage', '', f'With timm (replace `{USAGE_IMAGE}` with your image):', ''] + timm_code
+            + ['', hf_intro, ''] + hf_code
+            + ['', f"Fine-tune with a new head: `timm.create_model('hf-hub:{repo_id}', pretrained=True, "
+                   "num_classes=10)`. Offline, after one download: `HF_HUB_OFFLINE=1`."])

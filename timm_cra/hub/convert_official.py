@@ -115,6 +115,8 @@ def convert_official(
     model.eval()
     return export_repo(
         model, out_dir, model_name=model_name, results=results, overwrite=overwrite,
+        label_names=model.pretrained_cfg.get('label_names'),  # the registered tag's (ImageNet-1k) classes
+        label_descriptions=model.pretrained_cfg.get('label_descriptions'),
         recipe='Trained on ImageNet-1k by the paper\'s authors with the official code (https://github.com/syt2/CRA); '
                'converted to timm with timm_cra.hub.convert_official (key mapping only, values unchanged).')
 

@@ -1,7 +1,7 @@
 """Regenerate ``hub/<org>/<repo>/`` (config.json + README.md) for every registered CRA weight tag.
 
 The cards and configs in ``hub/`` are what the Hub repos hold (or will hold); they are derived only from the
-registry (pretrained cfgs and the weight status they record), the architecture and
+registry (pretrained cfgs: class names, weight status), the architecture and
 ``results/<arch>.<tag>.json``, so regenerating them is the way to change them and a test checks they match.
 Weights already in a repo folder (small models) are left in place.
 """
@@ -55,6 +55,7 @@ def generate_hub(
         repo_dir.mkdir(parents=True, exist_ok=True)
         write_repo_metadata(
             model, repo_dir, model_name=name, repo_id=repo_id,
+            label_names=cfg.label_names, label_descriptions=cfg.label_descriptions,  # the tag's data, as registered
             results=results if results is not None and results.is_file() else None,
             weights_note=weight_note(cfg) if weight_status(cfg) == WEIGHTS_PENDING else None,
         )

@@ -1,12 +1,14 @@
 """Publish CRA weights: checkpoint + eval results -> Hub repo folder (dry run) -> optional push to the Hub.
 
-    python -m timm_cra.hub.publish cra_resnet18.my_tag <run>/last.pth --results <run>/results.json
+    python -m timm_cra.hub.publish cra_resnet18.my_tag <run>/last.pth --results <run>/results.json --out <folder>
     python -m timm_cra.hub.publish ... --push          # also create/update timm-cra/<name> on the Hub
 
 Reads what the trainer writes (``last.pth``, or ``model.safetensors`` with its ``config.json``; the run's
-``results.json``) and timm ``train.py`` checkpoints (``model_best.pth.tar``): how the model was built
-(``model_kwargs``, ``num_classes``) comes from the run's ``config.json`` or the checkpoint's ``args``, so it
-need not be repeated. Checkpoints go through the one safe reader, :mod:`timm_cra.utils.weights`.
+``results.json`` and ``args.yaml``) and timm ``train.py`` checkpoints (``model_best.pth.tar``): how the model was
+built (``model_kwargs``, ``num_classes``), its preprocessing (the fitted mean/std), its class names, its data and
+the weights it started from come from the run's ``config.json`` or the checkpoint's ``args``, so they need not be
+repeated. Class names are only ever the run's (or ``--label-names``), never the architecture's defaults.
+Checkpoints go through the one safe reader, :mod:`timm_cra.utils.weights`.
 The folder is written by :func:`timm_cra.hub.repo.export_repo`; pushing uploads it with ``huggingface_hub``
 (``HfApi.create_repo`` + ``upload_folder``), authenticated by ``HF_TOKEN`` or ``hf auth login``.
 """
@@ -14,7 +16,7 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -24,7 +26,7 @@ from ..utils.weights import load_state_checked, read_weights
 from .repo import export_repo
 
 __all__ = ['load_checkpoint_state_dict', 'build_repo_folder', 'push_repo_folder', 'default_repo_id',
-           'trainer_results', 'model_kwargs_for', 'main']
+           'trainer_results', 'model_kwargs_for', 'run_provenance', 'read_label_names', 'check_repo_name', 'main']
 
 CLI = 'python -m timm_cra.hub.publish'
 
@@ -47,9 +49,9 @@ def model_kwargs_for(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Tupl
     """``(arch, create_model kwargs)`` the weights were trained with: the run folder's ``config.json``
     (``model_args``, written next to ``last.pth`` / ``model.safetensors`` by the trainer), else the checkpoint's
     ``args`` (``model``, ``model_kwargs``, ``num_classes``)."""
-    config = _json(Path(checkpoint).parent / 'config.json')
-    if config and isinstance(config.get('model_args'), dict):
-        kwargs = dict(config['model_args'])
+    config = _run_config(checkpoint)
+    if config:
+        kwargs = dict(config.get('model_args') or {})
         if config.get('num_classes') is not None:
             kwargs['num_classes'] = config['num_classes']
         return config.get('architecture'), kwargs
@@ -60,7 +62,106 @@ def model_kwargs_for(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Tupl
     return args.get('model') or ckpt.get('arch'), kwargs
 
 
-def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = False) -> Dict[str, Any]:
+def _run_config(checkpoint: Union[str, Path]) -> Optional[Dict[str, Any]]:
+    """The run folder's ``config.json`` (a Hub-format config with an ``architecture``), if there is one."""
+    config = _json(Path(checkpoint).parent / 'config.json')
+    return config if config and config.get('architecture') else None
+
+
+def _run_args(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[str, Any]:
+    """The run's arguments: the checkpoint's ``args``, else the trainer's ``args.yaml`` next to the weights."""
+    args = ckpt.get('args')
+    if isinstance(args, dict):
+        return args
+    if args is not None and hasattr(args, '__dict__'):  # timm train.py: an argparse.Namespace
+        return vars(args)
+    path = Path(checkpoint).parent / 'args.yaml'
+    try:
+        import yaml  # the train extra's; without it (or without the file) the card has no provenance lines
+        data = yaml.safe_load(path.read_text(encoding='utf-8'))
+    except ImportError:
+        return {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def data_name(args: Dict[str, Any]) -> Optional[str]:
+    """The data a run used, by name: a Hub dataset's id, else the ``--data-dir`` folder's name (not the full local
+    path), else the ``--dataset`` source."""
+    dataset = args.get('dataset') or ''
+    if dataset.startswith('hfds/'):
+        return dataset[len('hfds/'):]
+    return os.path.basename(os.path.normpath(args.get('data_dir') or '')) or dataset or None
+
+
+def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[str, Any]:
+    """What the run recorded about the weights, for config and card: ``label_names`` (the data's class names),
+    ``data_config`` (the preprocessing they were trained with, e.g. a fitted 1-channel mean/std),
+    ``trained_on`` (the data) and ``base_weights`` (what a fine-tune started from). Missing ones are ``None``."""
+    config = _run_config(checkpoint) or {}
+    args = _run_args(checkpoint, ckpt)
+    cfg = config.get('pretrained_cfg') or {}
+    label_names = config.get('label_names') or cfg.get('label_names')
+    data_config = {k: cfg[k] for k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct') if cfg.get(k)}
+    if not data_config:  # timm train.py records the preprocessing it was asked for in its args
+        data_config = {k: args[k] for k in ('mean', 'std', 'interpolation', 'crop_pct') if args.get(k)}
+    data = data_name(args)
+    trained_on = None
+    if data:
+        kind = args.get('dataset') or ''
+        trained_on = (f"`{data}` (" + (f'{kind}, ' if kind and kind not in (data, f'hfds/{data}') else '')
+                      + f"training split `{args.get('train_split') or 'train'}`)")
+    base = args.get('initial_weights')  # timm-cra's trainer records what it loaded (tag, Hub repo@commit, file)
+    if base is None and args.get('initial_checkpoint'):
+        base = f"file {os.path.basename(str(args['initial_checkpoint']))}"
+    elif base is None and args.get('pretrained') and args.get('model'):
+        base = f"{args['model']} (pretrained)"
+    elif base is None and args:
+        base = 'random initialisation'
+    return dict(label_names=list(label_names) if label_names else None, data_config=data_config or None,
+                trained_on=trained_on, base_weights=f'`{base}`' if base and base != 'random initialisation' else base)
+
+
+def read_label_names(value: str) -> List[str]:
+    """``--label-names``: a comma-separated list, or a file with one name per line."""
+    path = Path(value)
+    if path.is_file():
+        try:
+            names = [line.strip() for line in path.read_text(encoding='utf-8').splitlines()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"Cannot read --label-names file '{value}': {e}.") from e
+        names = [n for n in names if n]
+    else:
+        names = [n.strip() for n in value.split(',')]
+    if not names or not all(names):
+        raise UsageError(f"--label-names '{value}' has an empty name: give a comma-separated list or a file with "
+                         f"one name per line.")
+    return names
+
+
+def check_repo_name(model_name: str, repo_id: Optional[str]) -> str:
+    """The repo id the weights go to, refusing an empty tag and anything the Hub would refuse as a repo name
+    (``huggingface_hub.utils.validate_repo_id``: no ``/``, ``..``, spaces; 96 characters at most)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+    arch, _, tag = model_name.partition('.')
+    if not arch or not tag:
+        raise UsageError(f"'{model_name}' has no tag: name the weights <arch>.<tag>, e.g. "
+                         f"{arch or 'cra_resnet18'}.mydata.")
+    repo_id = repo_id or default_repo_id(model_name)
+    for name in {default_repo_id(model_name), repo_id}:
+        try:
+            validate_repo_id(name)
+        except HFValidationError as e:
+            what = '--repo-id' if name == repo_id and repo_id != default_repo_id(model_name) else 'the tag'
+            raise UsageError(f"'{name}' is not a valid Hub repo name ({str(e).splitlines()[0].rstrip('.')}): "
+                             f"change {what} to letters, digits, '-', '_' and '.'.") from e
+    return repo_id
+
+
+def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = False,
+                    args: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Eval results for the card from the trainer's ``results.json`` (the final epoch's eval, which is what
     ``last.pth`` / ``model.safetensors`` hold; ``ema``: the EMA weights' eval)."""
     final = summary.get('final') or {}
@@ -69,8 +170,9 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
         raise UsageError("The trainer's results.json has no eval accuracy (the run had no validation split): "
                          "evaluate the weights with python -m timm_cra.eval --results-file R.json and pass "
                          "--results R.json.")
-    args = ckpt.get('args') if isinstance(ckpt.get('args'), dict) else {}
-    dataset = args.get('dataset') or os.path.basename(os.path.normpath(args.get('data_dir') or '')) or 'custom'
+    if args is None:
+        args = ckpt.get('args') if isinstance(ckpt.get('args'), dict) else {}
+    dataset = data_name(args) or 'custom'
     epochs = summary.get('epochs', len(ckpt.get('history') or []))
     notes = (f"Top-1 measured by the timm-cra trainer on the '{args.get('val_split') or 'validation'}' split after "
              f"the final epoch ({epochs} epochs, {summary.get('optimizer_steps', '?')} optimizer steps)"
@@ -81,12 +183,12 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
                 split=args.get('val_split') or 'validation', source='measured', notes=notes + '.')
 
 
-def _results(results, ckpt: Dict[str, Any], ema: bool):
+def _results(results, ckpt: Dict[str, Any], ema: bool, args: Dict[str, Any]):
     if results is None or isinstance(results, dict) and 'final' not in results:
         return results
     summary = results if isinstance(results, dict) else _json(Path(results))
     if summary is not None and 'final' in summary and 'optimizer_steps' in summary:
-        return trainer_results(summary, ckpt, ema)
+        return trainer_results(summary, ckpt, ema, args)
     return results
 
 
@@ -101,11 +203,15 @@ def build_repo_folder(
         use_ema: bool = True,
         overwrite: bool = False,
         model_kwargs: Optional[Dict[str, Any]] = None,
+        repo_id: Optional[str] = None,
+        label_names: Optional[Sequence[str]] = None,
 ) -> Path:
     """Load ``checkpoint`` into ``model_name`` (``<arch>.<tag>``) strictly and export the repo folder.
 
     ``results``: eval JSON (timm ``validate.py`` / timm-cra schema) or the trainer's ``results.json``.
     Model kwargs recorded with the weights are used; ``model_kwargs`` / ``num_classes`` override them.
+    ``label_names``: the class names, when the run records none (timm ``train.py``); the run's own win
+    otherwise. Without either, the repo has no class names (never the architecture's default ones).
     """
     import timm
     from .. import models  # noqa: F401  (registers cra_*)
@@ -128,9 +234,17 @@ def build_repo_folder(
     load_state_checked(model, state, str(checkpoint),
                        hint=f'{arch}{" with " + str(kwargs) if kwargs else ""}: pass the architecture and '
                             f'--num-classes the checkpoint was trained with')
+    provenance = run_provenance(checkpoint, ckpt)
+    results = _results(results, ckpt, used_ema, _run_args(checkpoint, ckpt))
+    if label_names is not None:
+        recorded = provenance['label_names']
+        if recorded and list(recorded) != list(label_names):
+            raise UsageError(f"'{checkpoint}' records its class names ({', '.join(recorded[:5])}"
+                             f"{', ...' if len(recorded) > 5 else ''}): drop --label-names.")
+        provenance['label_names'] = list(label_names)
     try:
-        return export_repo(model.eval(), out_dir, model_name=model_name, results=_results(results, ckpt, used_ema),
-                           recipe=recipe, overwrite=overwrite)
+        return export_repo(model.eval(), out_dir, model_name=model_name, repo_id=repo_id, results=results,
+                           recipe=recipe, overwrite=overwrite, **provenance)
     except (FileExistsError, ValueError) as e:
         raise UsageError(str(e).replace('timm_cra: ', '')) from e
 
@@ -190,8 +304,11 @@ def create_parser() -> argparse.ArgumentParser:
     p.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
                    help='create_model kwargs (default: as recorded with the weights)')
     p.add_argument('--no-ema', action='store_true', help="use 'state_dict' even if 'state_dict_ema' exists")
+    p.add_argument('--label-names', metavar='NAMES|FILE',
+                   help='class names in class-index order, comma-separated or a file with one per line; only for '
+                        "checkpoints that record none (timm train.py); the trainer's runs record their data's")
     p.add_argument('--repo-id', help='Hub repo id (default: timm-cra/<model_name>)')
-    p.add_argument('--out', help='repo folder (default: hub/<repo-id>/ in the current folder)')
+    p.add_argument('--out', required=True, help='repo folder to write (e.g. hub/timm-cra/<model_name>)')
     p.add_argument('--overwrite', action='store_true', help='replace an existing repo folder')
     p.add_argument('--push', action='store_true', help='upload the folder to the Hub (needs a token)')
     p.add_argument('--private', action='store_true', help='create the Hub repo as private')
@@ -200,12 +317,12 @@ def create_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = create_parser().parse_args(argv)
-    repo_id = args.repo_id or default_repo_id(args.model_name)
-    out = Path(args.out) if args.out else Path('hub') / repo_id
+    repo_id = check_repo_name(args.model_name, args.repo_id)
     folder = build_repo_folder(
-        args.model_name, args.checkpoint, out, results=args.results, recipe=args.recipe,
+        args.model_name, args.checkpoint, Path(args.out), results=args.results, recipe=args.recipe,
         num_classes=args.num_classes, use_ema=not args.no_ema, overwrite=args.overwrite,
-        model_kwargs=args.model_kwargs)
+        model_kwargs=args.model_kwargs, repo_id=repo_id,
+        label_names=read_label_names(args.label_names) if args.label_names else None)
     print(f'Wrote {folder} (load it with timm.create_model("local-dir:{folder}", pretrained=True))')
     if args.push:
         print(f'Pushed: {push_repo_folder(folder, repo_id, private=args.private)}')

@@ -2,25 +2,32 @@
 
 The folder is what timm's ``push_to_hf_hub`` uploads (``save_for_hf(..., safe_serialization=True)``, no pickle
 files) plus a model card, and loads back with ``timm.create_model('local-dir:<folder>', pretrained=True)``
-or, once uploaded, ``timm.create_model('hf-hub:<org>/<repo>', pretrained=True)``.
+or, once uploaded, ``timm.create_model('hf-hub:<org>/<repo>', pretrained=True)``; after ``import timm_cra``,
+transformers reads the same folder (``AutoModelForImageClassification``, ``pipeline('image-classification')``).
+
+``config.json`` has one layout, written only by :func:`write_config`: timm's ``save_for_hf`` layout (root
+``architecture``, ``num_classes``, ``num_features``, ``global_pool``), the class names as root ``label_names``
+(and ``label_descriptions``), and ``model_args`` holding only what the architecture needs beyond those.
+transformers passes ``num_classes`` to ``timm.create_model`` itself and reads labels only from the root.
 Folders are written atomically (:func:`timm_cra.utils.io.atomic_folder`): built in a hidden temp folder next
 to the target, renamed into place.
 """
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from torch import nn
 
 from timm.models import PretrainedCfg
-from timm.models._hub import save_config_for_hf, save_for_hf
+from timm.models._hub import save_config_for_hf
 
 from ..models._builder import hub_id
 from ..utils import count_macs, count_params
 from ..utils.io import atomic_folder, atomic_path, atomic_write
 from .card import EvalResults, load_eval_results, render_model_card
 
-__all__ = ['export_repo', 'write_repo_metadata', 'atomic_folder', 'model_name_with_tag']
+__all__ = ['export_repo', 'write_repo_metadata', 'write_config', 'save_model_files', 'check_label_names',
+           'atomic_folder', 'model_name_with_tag']
 
 CONFIG_NAME = 'config.json'
 WEIGHTS_NAME = 'model.safetensors'
@@ -52,14 +59,87 @@ def _cfg_overrides(tag: Optional[str], license: Optional[str]) -> Dict[str, Any]
     return overrides
 
 
-def _check_config(path: Path) -> Dict[str, Any]:
-    """The config must be plain JSON that timm's ``PretrainedCfg`` accepts, or ``hf-hub:`` loading breaks."""
-    cfg = json.loads(path.read_text(encoding='utf-8'))
+def check_label_names(label_names: Optional[Sequence[str]], num_classes: int) -> Optional[List[str]]:
+    """The class names as a list of strings, or ``None``; a count that is not the head's size is refused."""
+    if label_names is None:
+        return None
+    names = [str(n) for n in label_names]
+    if len(names) != num_classes:
+        raise ValueError(f'timm_cra: {len(names)} label names for a {num_classes}-class head: give exactly one name '
+                         f'per class, in class-index order.')
+    return names
+
+
+# Every architecture of this package pools with 'avg' unless asked otherwise; timm and transformers build the
+# model from ``model_args`` (the root ``global_pool`` is informational), so another pool must stay there.
+_DEFAULT_POOL = 'avg'
+
+
+def _one_layout(config: Dict[str, Any], label_names: Optional[List[str]],
+                label_descriptions: Optional[Dict[str, str]]) -> Dict[str, Any]:
+    """timm's exported config reduced to the layout timm and transformers both read (see the module doc)."""
+    args = dict(config.pop('model_args', None) or {})
+    args.pop('num_classes', None)  # root num_classes; transformers passes it again -> "multiple values"
+    if args.get('in_chans') == 3:
+        del args['in_chans']
+    if args.get('global_pool') == config.get('global_pool') == _DEFAULT_POOL:
+        del args['global_pool']
+    pretrained_cfg = config.pop('pretrained_cfg')
+    for key in ('label_names', 'label_descriptions'):  # root only: timm moves them into the cfg on load
+        pretrained_cfg.pop(key, None)
+        config.pop(key, None)
+    if label_names:
+        config['label_names'] = label_names
+        if label_descriptions:
+            config['label_descriptions'] = label_descriptions
+    if args:
+        config['model_args'] = args
+    config['pretrained_cfg'] = pretrained_cfg
     try:
-        PretrainedCfg(**cfg['pretrained_cfg'])
+        PretrainedCfg(**pretrained_cfg)
     except TypeError as e:
         raise ValueError(f'timm_cra: exported pretrained_cfg has fields timm cannot read back: {e}') from e
-    return cfg
+    return config
+
+
+def write_config(
+        model: nn.Module,
+        path: Union[str, Path],
+        *,
+        tag: Optional[str] = None,
+        license: Optional[str] = None,
+        label_names: Optional[Sequence[str]] = None,
+        label_descriptions: Optional[Dict[str, str]] = None,
+        data_config: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Write ``config.json`` of ``model`` atomically in the one layout; returns it.
+
+    ``label_names``: the classes the weights were trained on (never taken from the architecture's default cfg);
+    ``None`` writes no labels. ``data_config``: the preprocessing the weights were trained with (``input_size``,
+    ``mean``, ``std``, ``interpolation``, ``crop_pct``), e.g. the fitted 1-channel mean/std of a greyscale run.
+    """
+    label_names = check_label_names(label_names, model.num_classes)
+    with atomic_path(Path(path)) as tmp:
+        save_config_for_hf(model, tmp, model_config={'pretrained_cfg': _cfg_overrides(tag, license)},
+                           data_config=data_config)
+        config = _one_layout(json.loads(Path(tmp).read_text(encoding='utf-8')), label_names, label_descriptions)
+        Path(tmp).write_text(json.dumps(config, indent=2), encoding='utf-8')
+    return config
+
+
+def _save_weights(model: nn.Module, path: Union[str, Path]) -> None:
+    """``model.safetensors`` as timm's ``save_for_hf(safe_serialization=True)`` writes it: no pickle in a repo."""
+    from safetensors.torch import save_file
+    save_file(model.state_dict(), str(path))
+
+
+def save_model_files(model: nn.Module, folder: Union[str, Path], **config_kwargs) -> Dict[str, Any]:
+    """``model.safetensors`` and ``config.json`` (:func:`write_config` with ``config_kwargs``) into ``folder``,
+    each written atomically; returns the config."""
+    folder = Path(folder)
+    with atomic_path(folder / WEIGHTS_NAME) as tmp:
+        _save_weights(model, tmp)
+    return write_config(model, folder / CONFIG_NAME, **config_kwargs)
 
 
 def write_repo_metadata(
@@ -73,10 +153,17 @@ def write_repo_metadata(
         weights_note: Optional[str] = None,
         license: Optional[str] = None,
         license_note: Optional[str] = None,
+        label_names: Optional[Sequence[str]] = None,
+        label_descriptions: Optional[Dict[str, str]] = None,
+        data_config: Optional[Dict[str, Any]] = None,
+        base_weights: Optional[str] = None,
+        trained_on: Optional[str] = None,
 ) -> None:
     """Write ``config.json`` and ``README.md`` of a repo into an existing folder (weights untouched).
 
-    ``model`` may live on the ``meta`` device: config and card need shapes, not values.
+    ``model`` may live on the ``meta`` device: config and card need shapes, not values. ``label_names``,
+    ``label_descriptions`` and ``data_config`` go to :func:`write_config`; ``base_weights`` (what a fine-tune
+    started from) and ``trained_on`` (its data) are stated on the card.
     """
     repo_dir = Path(repo_dir)
     model_name = model_name or model_name_with_tag(model)
@@ -85,11 +172,8 @@ def write_repo_metadata(
     if results is not None and not isinstance(results, EvalResults):
         results = load_eval_results(results)
 
-    overrides = _cfg_overrides(tag, license)
-    with atomic_path(repo_dir / CONFIG_NAME) as tmp_config:
-        save_config_for_hf(model, tmp_config, model_config={'pretrained_cfg': overrides})
-        config = _check_config(Path(tmp_config))
-
+    config = write_config(model, repo_dir / CONFIG_NAME, tag=tag, license=license, label_names=label_names,
+                          label_descriptions=label_descriptions, data_config=data_config)
     pretrained_cfg = dict(config['pretrained_cfg'], num_classes=config['num_classes'])
     card = render_model_card(
         model_name=model_name,
@@ -102,6 +186,9 @@ def write_repo_metadata(
         weights_note=weights_note,
         license_note=license_note,
         cra_pool=_cra_pool(model),
+        label_names=config.get('label_names'),
+        base_weights=base_weights,
+        trained_on=trained_on,
     )
     with atomic_write(repo_dir / CARD_NAME, newline='\n', perms=0o644) as f:
         f.write(card)
@@ -118,6 +205,7 @@ def export_repo(
         license: Optional[str] = None,
         license_note: Optional[str] = None,
         overwrite: bool = False,
+        **metadata,
 ) -> Path:
     """Write a complete Hub repo folder for ``model``'s current weights.
 
@@ -131,18 +219,17 @@ def export_repo(
         license: Licence id written into the pretrained cfg and the card (default: the cfg's).
         license_note: Extra licence text for the card.
         overwrite: Replace an existing ``out_dir``.
+        **metadata: ``label_names``, ``label_descriptions``, ``data_config``, ``base_weights``, ``trained_on``
+            (see :func:`write_repo_metadata`).
 
     Returns:
         ``out_dir`` as a ``Path``.
     """
     out_dir = Path(out_dir)
     model_name = model_name or model_name_with_tag(model)
-    tag = model_name.split('.', 1)[1] if '.' in model_name else None
     with atomic_folder(out_dir, overwrite=overwrite) as tmp:
-        # safetensors only: nothing in a published repo is a pickle.
-        save_for_hf(model, str(tmp), safe_serialization=True,
-                    model_config={'pretrained_cfg': _cfg_overrides(tag, license)})
+        _save_weights(model, Path(tmp) / WEIGHTS_NAME)
         write_repo_metadata(
             model, tmp, model_name=model_name, repo_id=repo_id, results=results, recipe=recipe,
-            license=license, license_note=license_note)
+            license=license, license_note=license_note, **metadata)
     return out_dir

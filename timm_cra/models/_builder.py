@@ -16,7 +16,7 @@ __all__ = [
     'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
     'WEIGHTS_PENDING', 'WEIGHTS_UPLOAD_PENDING', 'WEIGHTS_GATES_UNTRAINED',
     'weight_status_cfg', 'weight_status', 'weight_note', 'weight_status_tags', 'hub_id',
-    'imagenet_cfg', 'default_cfgs_marked', 'gates_untrained_cfgs', 'check_pretrained_available', 'create_cra_model',
+    'imagenet_cfg', 'imagenet_1k_labels', 'default_cfgs_marked', 'gates_untrained_cfgs', 'check_pretrained_available', 'create_cra_model',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -103,6 +103,14 @@ def imagenet_cfg(url: str = '', **kwargs) -> Dict[str, Any]:
         **PAPER_CFG,
         **kwargs,
     }
+
+
+def imagenet_1k_labels() -> Dict[str, Any]:
+    """Pretrained-cfg label fields of weights trained on ImageNet-1k: timm's WordNet synsets as ``label_names``
+    (timm's convention for ImageNet) and their descriptions, from timm's ``ImageNetInfo``."""
+    from timm.data import ImageNetInfo
+    info = ImageNetInfo('imagenet-1k')
+    return dict(label_names=tuple(info.label_names()), label_descriptions=info.label_descriptions(as_dict=True))
 
 
 def hub_id(model_name_with_tag: str) -> str:

@@ -15,7 +15,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..layers import CraAttn
 from ._builder import (WEIGHTS_PENDING, create_cra_model, default_cfgs_marked, gates_untrained_cfgs, hub_id,
-                       imagenet_cfg, weight_status_cfg)
+                       imagenet_1k_labels, imagenet_cfg, weight_status_cfg)
 
 __all__ = []  # models are reached through timm.create_model
 
@@ -60,6 +60,7 @@ default_cfgs = default_cfgs_marked({
     # Official CRA-ResNet-50 (syt2/CRA) converted from the authors' checkpoint. The official repository has
     # no licence file, so the licence of these weights is unknown.
     'cra_resnet50.paper_in1k*': _cfg(hf_hub_id=hub_id('cra_resnet50.paper_in1k'), license='unknown',
+                                    **imagenet_1k_labels(),
                                     **weight_status_cfg(WEIGHTS_PENDING, _PAPER_PENDING_NOTE)),
     'cra_resnet50.untrained': _cfg(),
     **_gates_untrained('cra_resnet50'),

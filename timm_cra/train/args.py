@@ -167,6 +167,11 @@ def create_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Entries the trainer adds to its args record (``args.yaml``, the checkpoint's ``args``) that are not flags:
+#: ``initial_weights``, what the model started from (see :func:`timm_cra.train.model.create_train_model`).
+RUN_RECORDS = ('initial_weights',)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse ``argv``: config-file values become defaults, explicit flags win."""
     parser = create_parser()
@@ -174,6 +179,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if pre.config:
         cfg = load_config(pre.config)
         known = {a.dest for a in parser._actions}
+        for key in RUN_RECORDS:  # what a run recorded, not a flag: a run's args.yaml still works as --config
+            cfg.pop(key, None)
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise UsageError(f"Config '{pre.config}' has unknown keys: {', '.join(unknown)}.")

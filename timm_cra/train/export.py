@@ -27,14 +27,16 @@ RUN_FILES = ('args.yaml', 'metrics.csv', 'results.json', 'summary.png', 'model_e
 
 
 def export_weights(net: nn.Module, output_dir: str, data_config: Dict[str, Any], label_names: List[str]) -> str:
-    """timm's ``save_for_hf`` (safetensors + ``config.json`` with the data config and label names), staged in
-    a hidden folder and renamed into ``output_dir`` file by file. Returns the weights path."""
-    from timm.models import save_for_hf
+    """The run folder as a Hub-format repo (``model.safetensors`` + ``config.json`` with the data config and the
+    data's class names, in :mod:`timm_cra.hub.repo`'s one layout), staged in a hidden folder and renamed into
+    ``output_dir`` file by file. Returns the weights path."""
+    from ..hub.repo import save_model_files
     net.to(memory_format=torch.contiguous_format)  # safetensors refuses channels_last (strided) tensors
     export_cfg = {k: data_config[k] for k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct')}
     with tempfile.TemporaryDirectory(prefix=EXPORT_TMP_PREFIX, dir=output_dir) as staging:
-        save_for_hf(net, staging, safe_serialization=True, data_config=export_cfg,
-                    model_config=dict(label_names=label_names) if len(label_names) == net.num_classes else None)
+        # --num-classes above the data's class count: no names for the extra classes, so none are recorded.
+        save_model_files(net, staging, data_config=export_cfg,
+                         label_names=label_names if len(label_names) == net.num_classes else None)
         for name in ('model.safetensors', 'config.json'):
             with atomic_path(os.path.join(output_dir, name)) as tmp:
                 os.replace(os.path.join(staging, name), tmp)

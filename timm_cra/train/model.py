@@ -1,6 +1,7 @@
 """The model a training run starts from: random init, pretrained (Hub / local) or ``--initial-checkpoint``
 weights, with the classifier and first conv fitted to the data's classes and channels."""
 import logging
+import os
 from typing import List
 
 import torch.nn as nn
@@ -44,11 +45,15 @@ def create_train_model(args, num_classes: int) -> nn.Module:
     except RuntimeError as e:  # unknown model, no pretrained weights, ...
         raise UsageError(f"Cannot create model '{args.model}': {e}") from e
     head = _head_keys(model)
+    # What the run starts from, recorded in the run's args (checkpoint, args.yaml) for the model card.
+    args.initial_weights = None
     if args.initial_checkpoint:
         _load_initial_checkpoint(model, args.initial_checkpoint, head, args.reset_head)
+        args.initial_weights = f'file {os.path.basename(args.initial_checkpoint)}'
     elif pretrained:
         cfg = model.pretrained_cfg
         source, loc = _resolve_pretrained_source(cfg)
+        args.initial_weights = _pretrained_location(args.model, source, loc)
         _logger.info(f"Weights: pretrained {args.model} from {source} '{loc if isinstance(loc, str) else 'state_dict'}'"
                      + (f" (adapted to {model_in_chans(model)} input channel(s))"
                         if model_in_chans(model) != (cfg.get('input_size') or (3,))[0] else ''))
@@ -60,6 +65,19 @@ def create_train_model(args, num_classes: int) -> nn.Module:
     else:
         _logger.info(f'Weights: random initialisation of {args.model}')
     return model
+
+
+def _pretrained_location(model_name: str, source: str, loc) -> str:
+    """``<tag> (hf-hub <repo>@<commit>)``: the weights a pretrained run loaded, with the Hub commit the cached
+    file belongs to (the revision actually downloaded)."""
+    where = f'{source} {loc}' if isinstance(loc, str) else source
+    if source == 'hf-hub' and isinstance(loc, str):
+        from ..models._weight_checks import cached_weights, split_revision
+        repo_id, revision = split_revision(loc)
+        cached = cached_weights(repo_id, revision)
+        if cached is not None and cached.parent.parent.name == 'snapshots':
+            where = f'hf-hub {repo_id}@{cached.parent.name}'
+    return f'{model_name} ({where})'
 
 
 def _load_initial_checkpoint(model: nn.Module, path: str, head: List[str], reset_head: bool) -> None:

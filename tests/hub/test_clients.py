@@ -1,0 +1,88 @@
+"""Every repo in hub/ with weights, read by the real clients: transformers (model, pipeline) agrees with timm
+on the same images and names the same classes; the card's usage code runs as written against the loopback Hub;
+a config in the previous layout still loads in timm."""
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import timm
+import timm_cra  # noqa: F401
+from timm_cra.hub.repo import check_label_names, write_config
+
+from tests.conftest import REPO_ROOT
+from tests.hub.clients import pipeline_top1, run_card_code, timm_top1, transformers_model
+
+WEIGHTED = sorted(p.parent for p in (REPO_ROOT / 'hub').glob('*/*/model.safetensors'))
+
+
+@pytest.fixture(scope='module')
+def cifar_images(cifar10_test):
+    """8 real CIFAR-10 test images (PIL, RGB) from the repository's parquet split."""
+    import pyarrow.parquet as pq
+    table = pq.read_table(cifar10_test / 'test-00000-of-00001.parquet').slice(0, 8).to_pylist()
+    key = next(k for k, v in table[0].items() if isinstance(v, dict) and 'bytes' in v)
+    return [Image.open(io.BytesIO(row[key]['bytes'])).convert('RGB') for row in table]
+
+
+@pytest.mark.parametrize('folder', WEIGHTED, ids=lambda p: p.name)
+def test_hub_repo_loads_in_transformers(folder, cifar_images):
+    config = json.loads((folder / 'config.json').read_text())
+    assert 'num_classes' not in config.get('model_args', {})  # transformers passes it itself
+    model = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    assert list(model.pretrained_cfg['label_names']) == config['label_names']
+    hf = transformers_model(folder)
+    assert [hf.config.id2label[i] for i in range(hf.config.num_labels)] == config['label_names']
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(pixel_values=x).logits, model(x), rtol=0, atol=0)
+    expected = [config['label_names'][i] for i in timm_top1(model, cifar_images)]
+    assert pipeline_top1(folder, cifar_images) == expected
+
+
+@pytest.mark.parametrize('folder', WEIGHTED, ids=lambda p: p.name)
+def test_hub_card_code_runs(folder, hub, cifar_images, tmp_path):
+    image = tmp_path / 'img.png'
+    cifar_images[0].save(image)
+    config = json.loads((folder / 'config.json').read_text())
+    model = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    top1 = config['label_names'][timm_top1(model, cifar_images[:1])[0]]
+    timm_out, hf_out = run_card_code(folder, image)  # hf-hub:timm-cra/... through the loopback Hub
+    assert timm_out.splitlines()[0].startswith(f'{top1}: ')
+    assert f"'label': '{top1}'" in hf_out.split('}')[0]
+
+
+def test_previous_layout_still_loads_in_timm(tmp_path):
+    """Repos published before the one layout: num_classes / in_chans / global_pool in model_args, labels only
+    inside pretrained_cfg."""
+    src = REPO_ROOT / 'hub' / 'timm-cra' / 'cra_cifar_resnet20.cifar10'
+    old = tmp_path / 'old'
+    shutil.copytree(src, old)
+    config = json.loads((src / 'config.json').read_text())
+    config['model_args'] = {'in_chans': 3, 'num_classes': 10, 'global_pool': 'avg'}
+    config['pretrained_cfg']['label_names'] = config.pop('label_names')
+    (old / 'config.json').write_text(json.dumps(config, indent=2))
+    model = timm.create_model(f'local-dir:{old}', pretrained=True).eval()
+    new = timm.create_model(f'local-dir:{src}', pretrained=True).eval()
+    assert model.pretrained_cfg['label_names'] == new.pretrained_cfg['label_names']
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), new(x), rtol=0, atol=0)
+
+
+def test_label_count_must_match_the_head(tmp_path):
+    model = timm.create_model('cra_cifar_resnet20', num_classes=3, in_chans=1, device='meta')
+    with pytest.raises(ValueError, match=r'^timm_cra: 2 label names for a 3-class head: give exactly one name'):
+        write_config(model, tmp_path / 'config.json', label_names=['a', 'b'])
+    assert not (tmp_path / 'config.json').exists()
+    config = write_config(model, tmp_path / 'config.json', label_names=['a', 'b', 'c'],
+                          data_config={'mean': (0.5,), 'std': (0.25,)})
+    # The one layout: labels at the root only, model_args without what transformers passes itself.
+    assert config['label_names'] == ['a', 'b', 'c'] and 'label_names' not in config['pretrained_cfg']
+    assert config['model_args'] == {'in_chans': 1}
+    assert config['pretrained_cfg']['mean'] == [0.5] and config['pretrained_cfg']['input_size'][0] == 1
+    assert check_label_names(None, 3) is None
