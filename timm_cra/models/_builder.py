@@ -9,6 +9,7 @@ from timm.models._pretrained import PretrainedCfg
 from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError, explain_pretrained_errors
 from ._weight_checks import (cached_weights, check_hub_reachable, check_weight_dtypes, hub_weights_location,
                              verify_download, weights_file)
+from ._weight_checks import check_finite_weights
 
 __all__ = [
     'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
@@ -254,5 +255,6 @@ def create_cra_model(create_fn: Callable[..., Any], variant: str, pretrained: bo
         path = weights_file(cfg)
         if path is not None:
             check_weight_dtypes(model, path)
+        check_finite_weights(model)
     _drop_status(model)
     return model
