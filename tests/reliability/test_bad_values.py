@@ -278,6 +278,9 @@ def test_reused_experiment_is_refused_unless_resume_or_overwrite(trained, tmp_pa
     with pytest.raises(UsageError, match=r"already holds a run \(last.pth, .*--resume .*--overwrite"):
         train(TINY_TRAIN + ['--epochs', '1', '--output', str(tmp_path), '--experiment', 'r', '--opt', 'adamw'])
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing touched
+    with pytest.raises(UsageError, match=r"already holds another run .* than the one of --resume"):
+        train(TINY_TRAIN + ['--epochs', '2', '--output', str(tmp_path), '--experiment', 'r',
+                            '--resume', str(trained / 'r' / 'last.pth')])  # another run's checkpoint
     (run / 'results.json').unlink()
     (run / 'metrics.csv').unlink()  # any earlier-run file is enough
     with pytest.raises(UsageError, match='already holds a run'):

@@ -68,24 +68,36 @@ def _output_dir(args) -> str:
 _EARLIER_RUN_FILES = ('last.pth',) + tuple(f for f in RUN_FILES if f != 'args.yaml')
 
 
+def _resumes_in(output_dir: str, resume: str) -> bool:
+    """Whether ``--resume`` continues the run of ``output_dir`` (its checkpoint lies there)."""
+    return bool(resume) and os.path.realpath(os.path.dirname(os.path.abspath(resume))) == os.path.realpath(output_dir)
+
+
 def _check_output_dir(output_dir: str, args) -> None:
-    """Refuse to start a new run in a folder holding an earlier run's files: its config.json, weights and
-    results would sit beside the new run's last.pth (and publishing would mix them). ``--resume`` continues
-    the run there; ``--overwrite`` replaces it."""
-    if args.resume or args.overwrite or not os.path.isdir(output_dir):
+    """Refuse to start in a folder holding another run's files: its config.json, weights and results would sit
+    beside this run's last.pth (and publishing would mix them). ``--resume`` continues the run of the
+    checkpoint's own folder; ``--overwrite`` replaces what is there."""
+    if args.overwrite or not os.path.isdir(output_dir):
+        return
+    if _resumes_in(output_dir, args.resume):
         return
     earlier = [f for f in _EARLIER_RUN_FILES if os.path.lexists(os.path.join(output_dir, f))]
-    if earlier:
-        raise UsageError(f"'{output_dir}' already holds a run ({', '.join(earlier[:3])}): pass --resume "
-                         f"{os.path.join(output_dir, 'last.pth')} to continue it, --overwrite to replace it, or choose "
-                         f"another --experiment.")
+    if not earlier:
+        return
+    if args.resume:
+        raise UsageError(f"'{output_dir}' already holds another run ({', '.join(earlier[:3])}) than the one of "
+                         f"--resume {args.resume}: resume into the checkpoint's own folder (drop --experiment), "
+                         f"choose another --experiment, or pass --overwrite to replace that run.")
+    raise UsageError(f"'{output_dir}' already holds a run ({', '.join(earlier[:3])}): pass --resume "
+                     f"{os.path.join(output_dir, 'last.pth')} to continue it, --overwrite to replace it, or choose "
+                     f"another --experiment.")
 
 
 def _prepare_output(output_dir: str, args_dict: Dict[str, Any]) -> None:
-    """Create the run folder, remove what killed writes left there (and, with ``--overwrite`` on a new run, the
-    earlier run's files), write ``args.yaml``."""
+    """Create the run folder, remove what killed writes left there (and, with ``--overwrite``, another run's
+    files: never those of the run being resumed), write ``args.yaml``."""
     os.makedirs(output_dir, exist_ok=True)
-    if args_dict.get('overwrite') and not args_dict.get('resume'):
+    if args_dict.get('overwrite') and not _resumes_in(output_dir, args_dict.get('resume')):
         for name in _EARLIER_RUN_FILES:
             if os.path.lexists(os.path.join(output_dir, name)):
                 os.remove(os.path.join(output_dir, name))
