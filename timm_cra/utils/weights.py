@@ -92,6 +92,8 @@ def check_file(path: str, what: str = 'Checkpoint') -> None:
     if os.path.isdir(path):
         raise UsageError(f"{what} '{path}' is a directory, not a weights file: pass the file inside it "
                          f"(e.g. {os.path.join(path, 'last.pth')} or {os.path.join(path, 'model.safetensors')}).")
+    if not os.path.lexists(path):
+        raise UsageError(f"{what} '{path}' does not exist.")
     check_regular_file(path, what)
 
 
