@@ -5,7 +5,6 @@ crop_pct, interpolation, mean/std) unless flags override it. Results follow timm
 """
 import argparse
 import csv
-import json
 import logging
 import os
 from typing import Any, Dict, Optional, Sequence
@@ -18,6 +17,7 @@ from ..data import check_num_classes, create_dataset, model_in_chans, resolve_mo
 from ..utils.cli import check_model_name, default_workers
 from ..utils.errors import UsageError
 from ..utils.io import atomic_write, check_output_file, open_regular_file
+from ..utils.strict_json import dumps
 from ..utils.weights import load_model_weights
 from .evaluate import evaluate
 
@@ -46,6 +46,8 @@ def create_parser() -> argparse.ArgumentParser:
     add('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V', help='extra create_model kwargs')
     add('--checkpoint', default='', metavar='PATH', help='model.safetensors, state dict, or trainer checkpoint')
     add('--use-ema', action='store_true', default=False, help='use the EMA weights of a trainer checkpoint')
+    add('--allow-nonfinite-weights', action='store_true', default=False,
+        help='load weights holding NaN / Inf (refused by default: a diverged run or a damaged file)')
     add('--num-classes', type=int, default=None)
     add('--img-size', type=int, default=None)
     add('--input-size', type=int, nargs=3, default=None)
@@ -75,11 +77,12 @@ def _create_model(args) -> torch.nn.Module:
     if args.num_classes is not None:
         kwargs['num_classes'] = args.num_classes
     try:
-        model = timm_cra.create_model(args.model, pretrained=args.pretrained, **kwargs)
+        model = timm_cra.create_model(args.model, pretrained=args.pretrained,
+                                      allow_nonfinite=args.allow_nonfinite_weights, **kwargs)
     except RuntimeError as e:
         raise UsageError(f"Cannot create model '{args.model}': {e}") from e
     if args.checkpoint:
-        load_model_weights(model, args.checkpoint, use_ema=args.use_ema)
+        load_model_weights(model, args.checkpoint, use_ema=args.use_ema, allow_nonfinite=args.allow_nonfinite_weights)
     return model
 
 
@@ -129,7 +132,7 @@ def check_result_paths(json_path: str = '', csv_path: str = '') -> None:
 def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = '') -> None:
     if json_path:
         with atomic_write(json_path) as f:
-            json.dump(results, f, indent=2)
+            f.write(dumps(results, indent=2))  # strict JSON: a NaN loss is null with a note
     if csv_path:
         # "Appending" rewrites the whole file atomically: a kill never leaves half a row.
         check_output_file(csv_path, '--results-csv')
@@ -153,5 +156,5 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     check_result_paths(args.results_file, args.results_csv)
     results = validate(args)
     write_results(results, args.results_file, args.results_csv)
-    print(json.dumps(results, indent=2))
+    print(dumps(results, indent=2))
     return results

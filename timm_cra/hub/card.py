@@ -77,33 +77,74 @@ def _accuracy(data: Dict[str, Any], key: str) -> Optional[float]:
     return None
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: Optional keys of the eval-results schema and the JSON types they take (``None`` always allowed).
+_TEXT_KEYS = ('dataset', 'split', 'source', 'source_url', 'interpolation', 'recipe', 'notes')
+_SOURCES = ('measured', 'paper')
+
+
+def _check_eval_results(data: Dict[str, Any], where: str) -> None:
+    """One ``ValueError`` line naming the first key whose value does not fit the schema."""
+    def bad(problem: str) -> ValueError:
+        return ValueError(f'timm_cra: eval results{where}: {problem}. Fix the file (schema: {{"top1": 77.2, '
+                          f'"top5": 93.5, "dataset": "imagenet-1k", "split": "validation", "source": "measured"}}).')
+
+    for key in ('top1', 'top5', 'top1_err', 'top5_err'):
+        value = data.get(key)
+        if value is not None and not (_is_number(value) and 0 <= value <= 100):
+            raise bad(f"'{key}' must be a percentage between 0 and 100, not {value!r:.60}")
+    for key in _TEXT_KEYS:
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise bad(f"'{key}' must be a string, not {type(data[key]).__name__} {data[key]!r:.60}")
+    if data.get('source') is not None and data['source'] not in _SOURCES:
+        raise bad(f"'source' must be one of {', '.join(_SOURCES)}, not {data['source']!r:.40}")
+    img_size = data.get('img_size')
+    if img_size is not None and not (isinstance(img_size, int) and not isinstance(img_size, bool) and img_size > 0):
+        raise bad(f"'img_size' must be a positive integer, not {img_size!r:.40}")
+    crop_pct = data.get('crop_pct')
+    if crop_pct is not None and not (_is_number(crop_pct) and crop_pct > 0):
+        raise bad(f"'crop_pct' must be a positive number, not {crop_pct!r:.40}")
+
+
 def load_eval_results(source: Union[str, Path, Dict[str, Any]]) -> EvalResults:
     """Read an eval-results JSON: timm ``validate.py`` output or this package's schema.
 
     Accuracy may be given as ``top1``/``top5`` (%) or as ``top1_err``/``top5_err`` (%). Optional keys:
     ``dataset`` (Hub dataset id), ``split``, ``source`` (``measured``|``paper``), ``source_url``, ``img_size``,
-    ``crop_pct``, ``interpolation``, ``recipe``, ``notes``. Unknown keys are kept in ``extra``.
+    ``crop_pct``, ``interpolation``, ``recipe``, ``notes``. Unknown keys are kept in ``extra``. Types and ranges
+    are checked (accuracies in [0, 100], top-5 not below top-1): a bad file is one ``ValueError`` line.
     """
     where = f' in {source}' if not isinstance(source, dict) else ''
     if isinstance(source, dict):
         data = dict(source)
     else:
+        from ..utils.errors import UsageError
+        from ..utils.io import check_regular_file
         try:
+            check_regular_file(source, 'Eval results')
             data = json.loads(Path(source).read_text(encoding='utf-8'))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f'timm_cra: cannot read eval results {source}: {e}. Pass a JSON file such as '
+        except (UsageError, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f'timm_cra: cannot read eval results {source}: {e} Pass a JSON file such as '
                              f'timm validate.py writes ({{"top1": 77.2, "top5": 93.5, ...}}).') from e
     if not isinstance(data, dict):
         raise ValueError(f'timm_cra: eval results{where} must be a JSON object, got {type(data).__name__}.')
+    _check_eval_results(data, where)
     top1 = _accuracy(data, 'top1')
     if top1 is None or not math.isfinite(top1) or not 0 <= top1 <= 100:
         raise ValueError(f"timm_cra: eval results{where} need 'top1' (accuracy in %) or 'top1_err'; got "
                          f"{data.get('top1', data.get('top1_err'))!r}.")
+    top5 = _accuracy(data, 'top5')
+    if top5 is not None and top5 < top1:
+        raise ValueError(f"timm_cra: eval results{where}: top-5 accuracy {top5} is below top-1 {top1}, which "
+                         f"cannot be; check 'top5' / 'top5_err'.")
     known = set(EvalResults.__dataclass_fields__) - {'extra', 'top1', 'top5'}
     skip = {'top1', 'top5', 'top1_err', 'top5_err'}
     return EvalResults(
         top1=top1,
-        top5=_accuracy(data, 'top5'),
+        top5=top5,
         **{k: data[k] for k in known if data.get(k) is not None},
         extra={k: v for k, v in data.items() if k not in known | skip},
     )

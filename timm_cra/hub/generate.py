@@ -4,9 +4,12 @@ The cards and configs in ``hub/`` are what the Hub repos hold (or will hold); th
 registry (pretrained cfgs: class names, weight status), the architecture and
 ``results/<arch>.<tag>.json``, so regenerating them is the way to change them and a test checks they match.
 Weights already in a repo folder (small models) are left in place.
+
+    python -m timm_cra.hub.generate [--out hub] [--results results] [--list]
 """
+import argparse
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Sequence, Union
 
 import timm
 from timm.models import get_arch_pretrained_cfgs
@@ -15,7 +18,7 @@ from ..models import list_package_models
 from ..models._builder import HUB_ORG, WEIGHTS_GATES_UNTRAINED, WEIGHTS_PENDING, weight_note, weight_status
 from .repo import write_repo_metadata
 
-__all__ = ['weight_tags', 'generate_hub']
+__all__ = ['weight_tags', 'generate_hub', 'create_parser', 'main']
 
 
 def weight_tags() -> List[str]:
@@ -61,3 +64,33 @@ def generate_hub(
         )
         written.append(repo_dir)
     return written
+
+
+def create_parser(root: Union[str, Path] = '.') -> argparse.ArgumentParser:
+    """The generator's options; defaults are ``hub/`` and ``results/`` under ``root``."""
+    root = Path(root)
+    p = argparse.ArgumentParser(prog='python -m timm_cra.hub.generate', allow_abbrev=False,
+                                description='Regenerate hub/<org>/<repo>/{config.json,README.md} for every registered '
+                                            'CRA weight tag.')
+    p.add_argument('--out', default=str(root / 'hub'), help='root of the repo folders (default: %(default)s)')
+    p.add_argument('--results', default=str(root / 'results'),
+                   help='folder of <arch>.<tag>.json eval results (default: %(default)s)')
+    p.add_argument('--list', action='store_true', help='only list the weight tags')
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None, root: Union[str, Path] = '.') -> List[Path]:
+    """CLI: unknown options exit with status 2 and argparse's usage line."""
+    args = create_parser(root).parse_args(argv)
+    if args.list:
+        print('\n'.join(weight_tags()))
+        return []
+    written = generate_hub(args.out, args.results)
+    for repo_dir in written:
+        print(repo_dir)
+    return written
+
+
+if __name__ == '__main__':
+    from ..utils.errors import run_cli
+    run_cli(main)

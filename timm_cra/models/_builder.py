@@ -9,8 +9,8 @@ from timm.models._pretrained import PretrainedCfg
 
 from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError, explain_pretrained_errors
 from ._weight_checks import (BUNDLED_WEIGHTS, HubUnreachableError, bundled_weights, cached_weights,
-                             check_hub_reachable, check_weight_dtypes, hub_weights_location, verify_download,
-                             weights_file)
+                             check_finite_weights, check_hub_reachable, check_weight_dtypes, hub_weights_location,
+                             verify_download, weights_file)
 
 __all__ = [
     'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
@@ -319,5 +319,6 @@ def create_cra_model(create_fn: Callable[..., Any], variant: str, pretrained: bo
             model, path = create_fn(variant, pretrained, **kwargs), weights_file(cfg)
         if path is not None:
             check_weight_dtypes(model, path)
+        check_finite_weights(model)
     _drop_status(model)
     return model

@@ -3,17 +3,26 @@
 The ``cra_*`` entrypoints explain their own weight failures (:func:`._builder.create_cra_model`), but some
 failures happen in timm before an entrypoint runs: fetching ``config.json`` for an ``hf-hub:`` name, reading a
 ``local-dir:`` folder, resolving the architecture name. This wrapper raises those as the same error classes.
+
+timm reads a ``config.json`` without checking it (a list for ``architecture`` or ``"ten"`` for ``num_classes``
+ends in an ``AttributeError`` / ``TypeError`` deep inside timm): :func:`check_model_config` checks it first
+against the types of timm's ``PretrainedCfg`` and by building the architecture with its ``model_args`` on the
+meta device.
 """
+import dataclasses
 import difflib
+import json
+import os
+import typing
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Dict, List, Optional
 
 from timm.models import PretrainedCfg
 
 from ._load_errors import PretrainedWeightsError, explain_pretrained_errors
-from ._weight_checks import check_hub_reachable, split_revision
+from ._weight_checks import allow_nonfinite_weights, check_hub_reachable, split_revision
 
-__all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names']
+__all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names', 'check_model_config']
 
 
 class UnknownModelError(RuntimeError):
@@ -37,9 +46,130 @@ def close_model_names(name: str, n: int = 5) -> List[str]:
     return difflib.get_close_matches(name, candidates, n=n, cutoff=0.6)
 
 
-def _hf_config_cached(repo_id: str, revision) -> bool:
+#: PretrainedCfg fields whose annotation is narrower than what timm reads (timm's own cfgs use lists there).
+_CFG_TYPES = {'first_conv': Optional[typing.Union[str, typing.Tuple[str, ...]]],
+              'classifier': Optional[typing.Union[str, typing.Tuple[str, ...]]]}
+#: Root keys of a timm ``config.json`` (``save_for_hf``) and their types; the rest of a legacy flat config is
+#: the pretrained cfg itself.
+_ROOT_TYPES = {'architecture': str, 'num_classes': int, 'num_features': Optional[int], 'global_pool': Optional[str],
+               'label_names': Optional[typing.Tuple[str, ...]], 'label_descriptions': Optional[Dict[str, str]],
+               'model_args': Dict[str, Any], 'pretrained_cfg': Dict[str, Any]}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value matches a type annotation (JSON arrays stand for tuples; ``Tuple[X]`` is any length)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin is typing.Union:
+        return any(_fits(value, a) for a in args)
+    if origin is tuple:
+        if not isinstance(value, list):
+            return False
+        if len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis):
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(v, args[1]) for v in value.values())
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+_TYPE_NAMES = {str: 'a string', int: 'an integer', float: 'a number', bool: 'true or false', type(None): 'null'}
+
+
+def _type_name(hint: Any) -> str:
+    """A type annotation in JSON words: ``Optional[Tuple[int, int, int]]`` -> 'an array of 3 integers or null'."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        return ' or '.join(_type_name(a) for a in args)
+    if origin is tuple:
+        fixed = not (len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis))
+        item = _type_name(args[0]).split(' ', 1)[-1]
+        return f'an array of {len(args)} {item}s' if fixed else f'an array of {item}s'
+    if origin is dict:
+        return 'an object'
+    return _TYPE_NAMES.get(hint, str(hint))
+
+
+def _json_type(value: Any) -> str:
+    return {dict: 'an object', list: 'an array', str: 'a string', bool: 'a boolean', type(None): 'null'}.get(
+        type(value), 'a number')
+
+
+def check_model_config(cfg: Any, where: str) -> None:
+    """Raise :class:`PretrainedWeightsError` (one line naming the key and the fix) for a ``config.json`` that timm
+    would fail on or misread: not an object, ``architecture`` missing / not a string / not registered, a root
+    or ``pretrained_cfg`` value of the wrong type or unknown to timm's ``PretrainedCfg``, ``model_args`` that do
+    not build the architecture."""
+    import timm
+
+    def bad(problem: str) -> PretrainedWeightsError:
+        return PretrainedWeightsError(f"timm_cra: {where}: {problem}. Fix config.json (timm's save_for_hf and "
+                                      f"python -m timm_cra.hub.publish write valid ones).")
+
+    if not isinstance(cfg, dict):
+        raise bad(f'it must be a JSON object, not {_json_type(cfg)}')
+    if 'architecture' not in cfg:
+        raise bad("'architecture' is missing (the registered model name, e.g. \"cra_cifar_resnet20\")")
+    legacy = 'pretrained_cfg' not in cfg  # timm's older flat layout: the pretrained cfg at the root
+    for key, hint in _ROOT_TYPES.items():
+        if key in cfg and not (legacy and key not in ('architecture', 'num_features')) and not _fits(cfg[key], hint):
+            raise bad(f"'{key}' must be {_type_name(hint)}, not {_json_type(cfg[key])} ({cfg[key]!r:.60})")
+    arch = cfg['architecture']
+    if not timm.is_model(arch):
+        close = close_model_names(arch)
+        raise bad(f"'architecture' '{arch}' is not a registered model"
+                  + (f" (did you mean: {', '.join(close)}?)" if close else " (timm.list_models() lists them)"))
+    if isinstance(cfg.get('num_classes'), int) and cfg['num_classes'] < 0:
+        raise bad(f"'num_classes' must be 0 or more, not {cfg['num_classes']}")
+    pretrained = {k: v for k, v in cfg.items() if k not in ('architecture', 'num_features', 'labels')} if legacy \
+        else cfg['pretrained_cfg']
+    fields = {f.name: f.type for f in dataclasses.fields(PretrainedCfg)}
+    hints = typing.get_type_hints(PretrainedCfg)
+    for key, value in pretrained.items():
+        if key not in fields:
+            raise bad(f"pretrained_cfg key '{key}' is unknown to timm's PretrainedCfg (remove it)")
+        hint = _CFG_TYPES.get(key, hints[key])
+        if not _fits(value, hint):
+            raise bad(f"pretrained_cfg '{key}' must be {_type_name(hint)}, not {_json_type(value)} ({value!r:.60})")
+    model_args = cfg.get('model_args') or {}
+    if model_args:
+        try:  # shapes only, no memory, no weights: the kwargs either build the architecture or they do not
+            timm.create_model(arch, device='meta', **model_args)
+        except Exception as e:  # noqa: BLE001  (a model constructor rejects bad kwargs with any error type)
+            first = (str(e).strip().splitlines() or [''])[0]
+            raise bad(f"'model_args' {json.dumps(model_args)[:120]} do not build {arch} "
+                      f"({type(e).__name__}: {first:.150}); fix or remove them") from None
+
+
+def _read_model_config(path: Path, where: str) -> None:
+    """Check the ``config.json`` at ``path`` (a regular file, valid JSON, :func:`check_model_config`)."""
+    from ..utils.errors import UsageError
+    from ..utils.io import check_regular_file
+    try:
+        check_regular_file(path, 'config.json')
+    except UsageError as e:
+        raise PretrainedWeightsError(f'timm_cra: {where}: {e}') from None
+    try:
+        cfg = json.loads(path.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PretrainedWeightsError(f'timm_cra: {where}: config.json is not valid JSON ({e}). Fix it or re-export '
+                                     f'the folder (python -m timm_cra.hub.publish writes valid ones).') from None
+    check_model_config(cfg, where)
+
+
+def _cached_hf_config(repo_id: str, revision) -> Optional[Path]:
     from huggingface_hub import try_to_load_from_cache
-    return isinstance(try_to_load_from_cache(repo_id, 'config.json', revision=revision), str)
+    cached = try_to_load_from_cache(repo_id, 'config.json', revision=revision)
+    return Path(cached) if isinstance(cached, str) else None
 
 
 def check_model_name(name: str) -> None:
@@ -50,28 +180,46 @@ def check_model_name(name: str) -> None:
         raise UnknownModelError(name, close_model_names(name))
 
 
-def create_model(model_name: str, pretrained: bool = False, **kwargs: Any):
+def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: bool = False, **kwargs: Any):
     """Same arguments and result as ``timm.create_model``; failures are one clear error naming the fix.
+
+    ``allow_nonfinite``: accept pretrained weights holding NaN / Inf (refused by default).
 
     Raises:
         UnknownModelError: no such architecture (with the closest registered names).
-        PretrainedWeightsError: weights or an ``hf-hub:`` / ``local-dir:`` config could not be fetched or loaded.
+        PretrainedWeightsError: weights or an ``hf-hub:`` / ``local-dir:`` config could not be fetched, read or
+            loaded, or the config is invalid (:func:`check_model_config`).
     """
     import timm
 
     source, _, location = model_name.partition(':') if ':' in model_name else ('', '', model_name)
-    if source == 'local-dir':
-        if not (Path(location) / 'config.json').is_file():
-            raise PretrainedWeightsError(
-                f"timm_cra: '{location}' is not a model folder: it needs config.json and model.safetensors "
-                f"(as written by the trainer or python -m timm_cra.hub.publish).")
+    with allow_nonfinite_weights(allow_nonfinite):
+        if source == 'local-dir':
+            if not os.path.lexists(Path(location) / 'config.json'):
+                raise PretrainedWeightsError(
+                    f"timm_cra: '{location}' is not a model folder: it needs config.json and model.safetensors "
+                    f"(as written by the trainer or python -m timm_cra.hub.publish).")
+            _read_model_config(Path(location) / 'config.json', model_name)
+            with explain_pretrained_errors(model_name, PretrainedCfg(file=location, source='local-dir')):
+                return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+        if source == 'hf-hub':
+            cfg = PretrainedCfg(hf_hub_id=location, source='hf-hub')
+            repo_id, revision = split_revision(location)
+            with explain_pretrained_errors(model_name, cfg):
+                config = _cached_hf_config(repo_id, revision)
+                if config is None:
+                    check_hub_reachable(repo_id, revision)
+                else:
+                    _read_model_config(config, model_name)
+                try:
+                    model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
+                except Exception:
+                    # timm fetched the config and failed on it: explain the config if that is the cause
+                    if config is None and _cached_hf_config(repo_id, revision) is not None:
+                        _read_model_config(_cached_hf_config(repo_id, revision), model_name)
+                    raise
+                if config is None and _cached_hf_config(repo_id, revision) is not None:
+                    _read_model_config(_cached_hf_config(repo_id, revision), model_name)
+                return model
+        check_model_name(model_name)
         return timm.create_model(model_name, pretrained=pretrained, **kwargs)
-    if source == 'hf-hub':
-        cfg = PretrainedCfg(hf_hub_id=location, source='hf-hub')
-        repo_id, revision = split_revision(location)
-        with explain_pretrained_errors(model_name, cfg):
-            if not _hf_config_cached(repo_id, revision):
-                check_hub_reachable(repo_id, revision)
-            return timm.create_model(model_name, pretrained=pretrained, **kwargs)
-    check_model_name(model_name)
-    return timm.create_model(model_name, pretrained=pretrained, **kwargs)

@@ -8,6 +8,7 @@ corrupt downloaded file from the HF cache so no unusable file is left behind.
 import contextlib
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -70,6 +71,35 @@ def _failed_request(err: BaseException) -> str:
     return 'is unreachable'
 
 
+def _local_weights(file: str) -> str:
+    """The file timm reads for a cfg ``file``: the file itself, or in a folder the first of timm's preferred names."""
+    if os.path.isdir(file):
+        from timm.models._hub import _PREFERRED_FILES
+        return next((os.path.join(file, f) for f in _PREFERRED_FILES if os.path.lexists(os.path.join(file, f))), file)
+    return file
+
+
+_SIZE_MISMATCH_RE = re.compile(r'size mismatch for (\S+): copying a param with shape torch\.Size\(\[(.*?)\]\) from '
+                               r'checkpoint, the shape in current model is torch\.Size\(\[(.*?)\]\)')
+
+
+def _state_dict_mismatch(err: BaseException) -> str:
+    """torch's multi-line ``load_state_dict`` report as one line: first keys of each kind and their counts."""
+    from ..utils.weights import describe_mismatch
+    missing, unexpected, shapes = [], [], []
+    for line in str(err).splitlines():
+        line = line.strip()
+        if line.startswith('Missing key(s) in state_dict:'):
+            missing = re.findall(r'"([^"]+)"', line)
+        elif line.startswith('Unexpected key(s) in state_dict:'):
+            unexpected = re.findall(r'"([^"]+)"', line)
+        else:
+            m = _SIZE_MISMATCH_RE.match(line)
+            if m:
+                shapes.append(f'{m.group(1)} ({m.group(2)}) vs model ({m.group(3)})')
+    return describe_mismatch(missing, unexpected, shapes) or str(err).strip().splitlines()[0]
+
+
 def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[str] = None) -> Optional[str]:
     """Clear message for a known failure, ``None`` for anything else (re-raised as is). ``hint``: where else
     the weights of ``name`` are, added when the Hub has no such repo."""
@@ -114,13 +144,18 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
         return (f"Pretrained weights for '{name}': {source} is not a valid safetensors file (truncated or "
                 f"corrupt: {err}). {fix}")
     if isinstance(err, RuntimeError) and 'Error(s) in loading state_dict' in str(err):
-        detail = str(err).split('\n', 1)[-1].strip()
-        first = '\n'.join(detail.splitlines()[:6])
         return (f"Pretrained weights for '{name}': the checkpoint from {source} does not fit the architecture "
-                f"'{cfg.architecture}':\n{first}\nLoad it into the architecture it was trained as (check the "
-                f"model name / config.json 'architecture' and model_args), or pass num_classes=<N> only to "
-                f"replace the classifier '{cfg.classifier}'.")
+                f"'{cfg.architecture}': {_state_dict_mismatch(err)}. Load it into the architecture it was trained "
+                f"as (check the model name / config.json 'architecture' and model_args), or pass num_classes=<N> "
+                f"only to replace the classifier '{cfg.classifier}'.")
     if isinstance(err, FileNotFoundError) and cfg.file:
+        from ..utils.errors import UsageError
+        from ..utils.io import check_regular_file
+        try:
+            check_regular_file(_local_weights(cfg.file), 'weights file')
+        except UsageError as e:
+            if os.path.lexists(_local_weights(cfg.file)):  # there, but a FIFO, device, ...: say what it is
+                return f"Pretrained weights for '{name}': {e}"
         return (f"Pretrained weights for '{name}': {source} does not exist. Fix the path in "
                 f"pretrained_cfg_overlay=dict(file=...).")
     return None

@@ -9,19 +9,23 @@
   word; a quantised or foreign file then gives a model that predicts nothing.
 * :func:`bundled_weights`: the copies of small Hub repos' weights that ship inside this package, checked
   against their recorded sha256 before use (a damaged install must not load silently).
+* :func:`check_finite_weights`: NaN / Inf weights (a diverged run, a damaged file) load silently and evaluate
+  to NaN; refused unless asked for (:func:`allow_nonfinite_weights`).
 """
 import contextlib
+import contextvars
 import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 from torch import nn
 from timm.models import PretrainedCfg
 
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
-           'check_weight_dtypes', 'weights_file', 'BUNDLED_WEIGHTS', 'BUNDLED_DIR', 'bundled_weights']
+           'check_weight_dtypes', 'weights_file', 'BUNDLED_WEIGHTS', 'BUNDLED_DIR', 'bundled_weights',
+           'check_finite_weights', 'allow_nonfinite_weights']
 
 WEIGHTS_FILENAME = 'model.safetensors'
 
@@ -160,8 +164,9 @@ def weights_file(cfg: PretrainedCfg) -> Optional[Path]:
 
 
 def check_weight_dtypes(model: nn.Module, path: Path) -> None:
-    """Refuse a safetensors file that stores an integer or bool tensor for a floating-point model tensor."""
+    """Refuse a safetensors file that stores an integer, bool or complex tensor for a floating-point model tensor."""
     from safetensors import safe_open
+    from ..utils.weights import non_float_kind
     # safetensors dtype codes of the floating-point types (F8_* included): anything else is not a float.
     targets = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
     bad = []
@@ -170,9 +175,36 @@ def check_weight_dtypes(model: nn.Module, path: Path) -> None:
             if key in targets:
                 dtype = f.get_slice(key).get_dtype()
                 if not (dtype.startswith('F') or dtype.startswith('BF')):
-                    bad.append(f'{key} ({dtype})')
+                    bad.append((key, dtype))
+    if bad:
+        kinds = '/'.join(sorted({non_float_kind(dtype) for _, dtype in bad}))
+        raise WeightsCheckError(
+            f'{path} stores {kinds} tensors for floating-point weights: '
+            f'{", ".join(f"{k} ({d})" for k, d in bad[:5])}{" ..." if len(bad) > 5 else ""}. It is quantised or not '
+            f'a weights file for this model: load the float checkpoint (float32, float16 and bfloat16 are accepted)')
+
+
+_NONFINITE_ALLOWED = contextvars.ContextVar('timm_cra_nonfinite_allowed', default=False)
+
+
+@contextlib.contextmanager
+def allow_nonfinite_weights(allow: bool = True) -> Iterator[None]:
+    """Pretrained loads inside the block accept NaN / Inf weights (``timm_cra.create_model(...,
+    allow_nonfinite=True)`` uses it; like timm's ``set_layer_config``, a scoped setting for the builders)."""
+    token = _NONFINITE_ALLOWED.set(allow)
+    try:
+        yield
+    finally:
+        _NONFINITE_ALLOWED.reset(token)
+
+
+def check_finite_weights(model: nn.Module) -> None:
+    """Refuse a model whose loaded weights hold NaN or infinity, unless :func:`allow_nonfinite_weights` is on."""
+    from ..utils.weights import NONFINITE_FIX, nonfinite_tensors
+    if _NONFINITE_ALLOWED.get():
+        return
+    bad = nonfinite_tensors(model.state_dict())
     if bad:
         raise WeightsCheckError(
-            f'{path} stores integer/bool tensors for floating-point weights: {", ".join(bad[:5])}'
-            f'{" ..." if len(bad) > 5 else ""}. It is quantised or not a weights file for this model: load the '
-            f'float checkpoint (float32, float16 and bfloat16 are accepted)')
+            f'the weights hold NaN/Inf values: {", ".join(bad[:3])}{" ..." if len(bad) > 3 else ""} (the run that '
+            f'wrote them diverged or the file is damaged). Load other weights, or {NONFINITE_FIX}')

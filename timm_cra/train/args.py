@@ -82,6 +82,9 @@ def create_parser() -> argparse.ArgumentParser:
                    help='extra create_model kwargs, e.g. layers="(1,1,1,1)"')
     g.add_argument('--initial-checkpoint', default='', metavar='PATH', help='load weights (not state) before training')
     g.add_argument('--resume', default='', metavar='PATH', help='resume full training state from a checkpoint')
+    g.add_argument('--allow-nonfinite-weights', action='store_true', default=False,
+                   help='load weights holding NaN / Inf (--pretrained, --initial-checkpoint, --resume; refused by '
+                        'default: a diverged run or a damaged file)')
     g.add_argument('--num-classes', type=int, default=None, help='default: the dataset\'s class count')
     g.add_argument('--img-size', type=int, default=None)
     g.add_argument('--input-size', type=int, nargs=3, default=None, metavar='N')
@@ -163,6 +166,9 @@ def create_parser() -> argparse.ArgumentParser:
     g.add_argument('--device', default='', help="'cpu', 'cuda', 'cuda:1' (default: cuda if available)")
     g.add_argument('--output', default='./output/train', metavar='DIR')
     g.add_argument('--experiment', default='', help='sub-folder of --output (default: <timestamp>-<model>)')
+    g.add_argument('--overwrite', action='store_true', default=False,
+                   help="start afresh in an --experiment folder that holds an earlier run's files (they are removed; "
+                        "without it such a folder is refused unless --resume continues that run)")
     g.add_argument('--no-plot', action='store_true', default=False, help='skip the PNG of the curves')
     return p
 

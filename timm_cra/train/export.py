@@ -1,6 +1,5 @@
 """The end of a run: Hub-format export (``config.json`` + ``model.safetensors``, EMA weights), ``results.json``
 and the PNG of the curves, all written atomically; ranks cross-check that they hold the same weights."""
-import json
 import logging
 import os
 import tempfile
@@ -11,6 +10,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ..utils.io import atomic_path, atomic_write
+from ..utils.strict_json import dumps
 from ..utils.weights import tensor_digest
 from .distributed import DistInfo
 from .metrics import plot_metrics
@@ -78,7 +78,7 @@ def finish_run(args, dinfo: DistInfo, net: nn.Module, model_ema, history: List[D
         with atomic_path(summary['weights_ema']) as tmp:
             save_file({k: v.contiguous() for k, v in model_ema.module.state_dict().items()}, tmp)
     with atomic_write(os.path.join(output_dir, 'results.json')) as f:
-        json.dump(summary, f, indent=2)
+        f.write(dumps(summary, indent=2))  # strict JSON: a diverged run's NaN loss is null with a note
     if history and not args.no_plot:
         plot_metrics(history, os.path.join(output_dir, 'summary.png'))
     _logger.info(f'Done: {len(history)} epochs, {num_updates} optimizer steps. Exported to {output_dir}')

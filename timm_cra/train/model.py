@@ -41,14 +41,15 @@ def create_train_model(args, num_classes: int) -> nn.Module:
     if args.pretrained and args.initial_checkpoint:
         _logger.info(f'--initial-checkpoint given: its weights are used, not the pretrained ones of {args.model}.')
     try:
-        model = timm_cra.create_model(args.model, pretrained=pretrained, **kwargs)
+        model = timm_cra.create_model(args.model, pretrained=pretrained,
+                                      allow_nonfinite=args.allow_nonfinite_weights, **kwargs)
     except RuntimeError as e:  # unknown model, no pretrained weights, ...
         raise UsageError(f"Cannot create model '{args.model}': {e}") from e
     head = _head_keys(model)
     # What the run starts from, recorded in the run's args (checkpoint, args.yaml) for the model card.
     args.initial_weights = None
     if args.initial_checkpoint:
-        _load_initial_checkpoint(model, args.initial_checkpoint, head, args.reset_head)
+        _load_initial_checkpoint(model, args.initial_checkpoint, head, args.reset_head, args.allow_nonfinite_weights)
         args.initial_weights = f'file {os.path.basename(args.initial_checkpoint)}'
     elif pretrained:
         cfg = model.pretrained_cfg
@@ -80,7 +81,8 @@ def _pretrained_location(model_name: str, source: str, loc) -> str:
     return f'{model_name} ({where})'
 
 
-def _load_initial_checkpoint(model: nn.Module, path: str, head: List[str], reset_head: bool) -> None:
+def _load_initial_checkpoint(model: nn.Module, path: str, head: List[str], reset_head: bool,
+                             allow_nonfinite: bool = False) -> None:
     """Load ``path`` into ``model``: without the classifier when ``reset_head`` (or refuse a head that does not
     fit), with an RGB first conv adapted to the model's input channels; log what was left out."""
     from timm.models import adapt_input_conv
@@ -97,7 +99,7 @@ def _load_initial_checkpoint(model: nn.Module, path: str, head: List[str], reset
         if k in state and k in own and state[k].ndim == 4 and state[k].shape[1] != own[k].shape[1]:
             _logger.info(f'{k} adapted from {state[k].shape[1]} to {own[k].shape[1]} input channel(s)')
             state[k] = adapt_input_conv(own[k].shape[1], state[k])
-    load_state_checked(model, state, path, hint='check --model and --model-kwargs')
+    load_state_checked(model, state, path, hint='check --model and --model-kwargs', allow_nonfinite=allow_nonfinite)
     if reset_head:
         model.reset_classifier(model.num_classes)
     _logger.info(f"Weights: '{path}'" + (f"; head re-initialised: {', '.join(dropped or head)}" if reset_head else ''))

@@ -1,6 +1,7 @@
 """Continue a run from its ``last.pth`` exactly where it stopped: weights, optimizer, EMA, loss scaler,
 LR schedule, epoch / step counters, metrics history and the random streams (so a resumed run is
 bit-identical to an uninterrupted one)."""
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -12,7 +13,8 @@ from ..utils.weights import load_checkpoint_file, load_state_checked
 from .checkpoint import set_rng_state
 from .distributed import DistInfo
 
-__all__ = ['ResumeState', 'load_training_state', 'resume_scheduler', 'resume_rng']
+__all__ = ['ResumeState', 'read_resume_checkpoint', 'load_training_state', 'resume_scheduler', 'resume_rng',
+           'STATE_ARGS']
 
 _logger = logging.getLogger('timm_cra.train')
 
@@ -27,17 +29,49 @@ class ResumeState:
     rng: Optional[Dict[str, Any]] = None
 
 
+#: Arguments the checkpointed state is built for. Changed on ``--resume``, the saved state would be loaded into
+#: objects it does not fit: another optimizer's buffers (SGD momentum into AdamW: ``KeyError: 'step'``), other
+#: parameter groups, another schedule's fields, another model, or an EMA that the run did not keep.
+STATE_ARGS = ('model', 'model_kwargs', 'num_classes', 'in_chans', 'opt', 'filter_bias_and_bn', 'layer_decay',
+              'sched', 'model_ema')
+_REQUIRED_KEYS = ('state_dict', 'optimizer', 'epoch', 'num_updates', 'history', 'rng')
+
+
+def _comparable(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)  # tuples and lists alike (YAML / checkpoint round trips)
+
+
+def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
+    """Read ``--resume``'s checkpoint and refuse it, before any data is read, when it is not this trainer's
+    ``last.pth`` or when an argument of :data:`STATE_ARGS` in ``args`` differs from the one it was written with."""
+    ckpt = load_checkpoint_file(path)
+    missing = [k for k in _REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise UsageError(f"'{path}' is not a training checkpoint of this trainer (no {', '.join(missing)}): "
+                         f"--resume continues a 'last.pth' written by it; to start from the weights of another "
+                         f"checkpoint use --initial-checkpoint {path}.")
+    saved = ckpt.get('args') if isinstance(ckpt.get('args'), dict) and args is not None else {}
+    changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k, None)!r}" for k in STATE_ARGS
+               if k in saved and _comparable(saved[k]) != _comparable(getattr(args, k, None))]
+    if changed:
+        raise UsageError(f"Cannot --resume '{path}' with changed settings ({'; '.join(changed)}): the saved model / "
+                         f"optimizer / schedule state does not fit them. Resume with the values the run was started "
+                         f"with, or start a new run from its weights with --initial-checkpoint {path}.")
+    return ckpt
+
+
 def load_training_state(path: str, model, optimizer, model_ema=None, loss_scaler=None,
-                        hint: str = 'check --model and --model-kwargs') -> ResumeState:
-    """Load a trainer checkpoint into the (not yet DDP-wrapped) model, optimizer, EMA and loss scaler.
+                        hint: str = 'check --model and --model-kwargs', ckpt: Optional[Dict[str, Any]] = None,
+                        allow_nonfinite: bool = False) -> ResumeState:
+    """Load a trainer checkpoint (``ckpt``, as :func:`read_resume_checkpoint` returned it, or read from ``path``)
+    into the (not yet DDP-wrapped) model, optimizer, EMA and loss scaler.
 
     The scheduler and RNG states come back in the result: they are restored once those objects exist
     (:func:`resume_scheduler`) and last of all (:func:`resume_rng`).
     """
-    ckpt = load_checkpoint_file(path)
-    if 'optimizer' not in ckpt or 'epoch' not in ckpt:
-        raise UsageError(f"'{path}' is not a training checkpoint (a 'last.pth' written by this trainer).")
-    load_state_checked(model, ckpt['state_dict'], path, hint=hint)
+    if ckpt is None:
+        ckpt = read_resume_checkpoint(path)
+    load_state_checked(model, ckpt['state_dict'], path, hint=hint, allow_nonfinite=allow_nonfinite)
     optimizer.load_state_dict(ckpt['optimizer'])
     if model_ema is not None and ckpt.get('state_dict_ema') is not None:
         model_ema.load_state_dict(ckpt['state_dict_ema'])

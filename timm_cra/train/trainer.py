@@ -26,6 +26,7 @@ from timm.utils import ModelEmaV3, distribute_bn, random_seed
 
 from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_data_config
 from ..eval.evaluate import evaluate
+from ..utils.errors import UsageError
 from ..utils.io import OutputPathError, atomic_write, check_output_folder
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
@@ -35,7 +36,7 @@ from .loaders import create_datasets, create_loaders
 from .loop import create_amp, create_loss, create_mixup, create_optimizer, create_scheduler, train_one_epoch
 from .metrics import write_metrics_csv
 from .model import create_train_model
-from .resume import ResumeState, load_training_state, resume_rng, resume_scheduler
+from .resume import ResumeState, load_training_state, read_resume_checkpoint, resume_rng, resume_scheduler
 
 __all__ = ['train', 'main']
 
@@ -63,14 +64,48 @@ def _output_dir(args) -> str:
     return os.path.join(args.output, name)
 
 
+#: Files that show a folder holds an earlier run (``args.yaml`` alone: a run killed before its first epoch ended).
+_EARLIER_RUN_FILES = ('last.pth',) + tuple(f for f in RUN_FILES if f != 'args.yaml')
+
+
+def _resumes_in(output_dir: str, resume: str) -> bool:
+    """Whether ``--resume`` continues the run of ``output_dir`` (its checkpoint lies there)."""
+    return bool(resume) and os.path.realpath(os.path.dirname(os.path.abspath(resume))) == os.path.realpath(output_dir)
+
+
+def _check_output_dir(output_dir: str, args) -> None:
+    """Refuse to start in a folder holding another run's files: its config.json, weights and results would sit
+    beside this run's last.pth (and publishing would mix them). ``--resume`` continues the run of the
+    checkpoint's own folder; ``--overwrite`` replaces what is there."""
+    if args.overwrite or not os.path.isdir(output_dir):
+        return
+    if _resumes_in(output_dir, args.resume):
+        return
+    earlier = [f for f in _EARLIER_RUN_FILES if os.path.lexists(os.path.join(output_dir, f))]
+    if not earlier:
+        return
+    if args.resume:
+        raise UsageError(f"'{output_dir}' already holds another run ({', '.join(earlier[:3])}) than the one of "
+                         f"--resume {args.resume}: resume into the checkpoint's own folder (drop --experiment), "
+                         f"choose another --experiment, or pass --overwrite to replace that run.")
+    raise UsageError(f"'{output_dir}' already holds a run ({', '.join(earlier[:3])}): pass --resume "
+                     f"{os.path.join(output_dir, 'last.pth')} to continue it, --overwrite to replace it, or choose "
+                     f"another --experiment.")
+
+
 def _prepare_output(output_dir: str, args_dict: Dict[str, Any]) -> None:
-    """Create the run folder, remove what killed writes left there, write ``args.yaml``."""
+    """Create the run folder, remove what killed writes left there (and, with ``--overwrite``, another run's
+    files: never those of the run being resumed), write ``args.yaml``."""
     check_output_folder(output_dir, 'run folder')
     try:
         os.makedirs(output_dir, exist_ok=True)
     except OSError as e:
         raise OutputPathError(f'run folder {output_dir} cannot be created ({e.strerror}); choose another '
                               f'--output.') from e
+    if args_dict.get('overwrite') and not _resumes_in(output_dir, args_dict.get('resume')):
+        for name in _EARLIER_RUN_FILES:
+            if os.path.lexists(os.path.join(output_dir, name)):
+                os.remove(os.path.join(output_dir, name))
     remove_stale_temp_files(output_dir, names=RUN_FILES, patterns=[f'{EXPORT_TMP_PREFIX}*'])
     with atomic_write(os.path.join(output_dir, 'args.yaml')) as f:
         yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in args_dict.items()}, f)
@@ -94,10 +129,14 @@ def train(args: Union[argparse.Namespace, Sequence[str]]) -> Dict[str, Any]:
 
 
 def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
+    # Refused before any data is read: a folder holding another run, a --resume with changed settings.
+    output_dir = _output_dir(args)  # once: a timestamped name must not change between uses
+    if dinfo.is_primary:  # before any work: a file, device or unwritable place is refused
+        check_output_folder(output_dir, 'run folder (--output/--experiment)')
+    _check_output_dir(output_dir, args)
+    resume_ckpt = read_resume_checkpoint(args.resume, args) if args.resume else None
     # The set-up order is part of the random stream a resumed run must reproduce: keep it.
     random_seed(args.seed, dinfo.rank)
-    if dinfo.is_primary:  # before any work: a file, device or unwritable place is refused
-        check_output_folder(_output_dir(args), 'run folder (--output/--experiment)')
     if dinfo.distributed:
         _logger.info(f'DDP: {dinfo.world_size} processes, backend {dist.get_backend()}, device {dinfo.device}')
 
@@ -123,7 +162,9 @@ def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
     resumed = ResumeState()  # weights and optimizer state go in before DDP wraps the model
     if args.resume:
         resumed = load_training_state(args.resume, model, optimizer, model_ema, loss_scaler,
-                                      hint=f'--model {args.model} with {num_classes} classes; check --model-kwargs')
+                                      hint=f'--model {args.model} with {num_classes} classes; check --model-kwargs',
+                                      ckpt=resume_ckpt, allow_nonfinite=args.allow_nonfinite_weights)
+        del resume_ckpt
     num_updates, history = resumed.num_updates, resumed.history
 
     if dinfo.distributed:
@@ -140,7 +181,6 @@ def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
     lr_scheduler, num_epochs = create_scheduler(optimizer, args, updates_per_epoch)
     resume_scheduler(lr_scheduler, resumed, args.sched_on_updates)
 
-    output_dir = _output_dir(args)
     args_dict = vars(args).copy()
     if dinfo.is_primary:
         _prepare_output(output_dir, args_dict)

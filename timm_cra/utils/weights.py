@@ -12,16 +12,18 @@ line naming the global.
 import hashlib
 import os
 import pickle
-import re
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+import zipfile
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
 from .errors import UsageError
+from .io import check_regular_file
 
 __all__ = [
     'PickledNamespace', 'read_torch_file', 'load_checkpoint_file', 'load_model_weights', 'read_weights',
-    'load_state_checked', 'tensor_digest', 'checkpoint_digests', 'check_file',
+    'load_state_checked', 'tensor_digest', 'checkpoint_digests', 'check_file', 'describe_mismatch',
+    'non_float_kind', 'nonfinite_tensors', 'NONFINITE_FIX',
 ]
 
 
@@ -43,24 +45,29 @@ class PickledNamespace:
         return f'PickledNamespace({self.__dict__!r:.200})'
 
 
-def _numpy_globals():
-    """Numpy's array/scalar/dtype rebuilders, restricted to numeric and bool dtypes (no object arrays)."""
+def _numpy_globals(refusals: List[str]):
+    """Numpy's array/scalar/dtype rebuilders, restricted to numeric and bool dtypes (no object arrays). Each
+    refusal is also appended to ``refusals`` (torch wraps the error in advice that must not reach the user)."""
     import numpy as np
     from numpy._core import multiarray
 
+    def refuse(message: str):
+        refusals.append(message)
+        return pickle.UnpicklingError(message)
+
     def check(dt) -> 'np.dtype':
         if not isinstance(dt, np.dtype) or dt.kind not in 'biufc' or dt.hasobject:
-            raise pickle.UnpicklingError(f'numpy dtype {dt!r} refused: only numeric arrays are read')
+            raise refuse(f'numpy dtype {dt!r} refused: only numeric arrays are read')
         return dt
 
     def dtype(spec, align=False, copy=True):
         if not isinstance(spec, str):
-            raise pickle.UnpicklingError(f'numpy dtype spec {spec!r:.40} refused: only numeric arrays are read')
+            raise refuse(f'numpy dtype spec {spec!r:.40} refused: only numeric arrays are read')
         return check(np.dtype(spec, align=bool(align), copy=bool(copy)))
 
     def reconstruct(subtype, shape, dtype_code):
         if subtype is not np.ndarray:
-            raise pickle.UnpicklingError(f'numpy array subtype {subtype!r:.40} refused')
+            raise refuse(f'numpy array subtype {subtype!r:.40} refused')
         return multiarray._reconstruct(np.ndarray, shape, dtype_code)
 
     def scalar(dt, data=None):
@@ -74,45 +81,72 @@ def _numpy_globals():
     return out
 
 
-def _safe_globals(extra: Iterable[Tuple[Any, str]] = ()) -> list:
-    return [(PickledNamespace, 'argparse.Namespace')] + _numpy_globals() + list(extra)
+def _safe_globals(extra: Iterable[Tuple[Any, str]] = (), refusals: Optional[List[str]] = None) -> list:
+    return [(PickledNamespace, 'argparse.Namespace')] + _numpy_globals([] if refusals is None else refusals) \
+        + list(extra)
 
 
 def check_file(path: str, what: str = 'Checkpoint') -> None:
-    """One clear line for a missing path or a folder where a weights file is expected."""
+    """One clear line for a missing path, a folder, or anything but a regular file where a weights file is
+    expected (a FIFO would block the read forever)."""
     if os.path.isdir(path):
         raise UsageError(f"{what} '{path}' is a directory, not a weights file: pass the file inside it "
                          f"(e.g. {os.path.join(path, 'last.pth')} or {os.path.join(path, 'model.safetensors')}).")
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise UsageError(f"{what} '{path}' does not exist.")
+    check_regular_file(path, what)
 
 
-def _refused_global(message: str) -> Optional[str]:
-    for pattern in (r'GLOBAL (\S+) was not an allowed global', r'GLOBAL (\S+) whose module',
-                    r'unrecognized function (\S+)', r'but got (<[^>]+>)', r'(numpy [^:]+ refused)'):
-        m = re.search(pattern, message)
-        if m:
-            return m.group(1)
-    return None
+def _refused_globals(path: str, allowed: Iterable[str]) -> List[str]:
+    """The globals the file's pickle names that neither torch's weights-only unpickler nor ``allowed`` admit
+    (torch lists them without loading anything)."""
+    try:
+        needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001  (legacy non-zip format, or a pickle torch cannot even walk)
+        return []
+    allowed = set(allowed)
+    return [g for g in needed if g not in allowed]
+
+
+def _walk_error(path: str) -> str:
+    """Why torch cannot walk the file's pickle (its own short message, without torch.load's advice)."""
+    if not zipfile.is_zipfile(path):
+        return "torch's legacy format, holding objects other than tensors, numbers and containers"
+    try:
+        torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as e:  # noqa: BLE001
+        return (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return 'objects other than tensors, numbers and containers'
 
 
 def read_torch_file(path: str, extra_safe_globals: Sequence[Tuple[Any, str]] = (), what: str = 'Checkpoint') -> Any:
     """``torch.load(path, weights_only=True)`` on CPU, with the stand-ins above allowlisted by name.
 
-    Raises :class:`UsageError` (one line) for a missing/unreadable file or one that needs other globals.
+    Raises :class:`UsageError` (one line) for a missing/unreadable file or one that needs other globals. torch's
+    own error text (which advises ``weights_only=False``) never reaches the user: the refused globals come from
+    ``torch.serialization.get_unsafe_globals_in_checkpoint``.
     """
     check_file(path, what)
+    refusals: List[str] = []
+    safe = _safe_globals(extra_safe_globals, refusals)
     try:
-        with torch.serialization.safe_globals(_safe_globals(extra_safe_globals)):
+        with torch.serialization.safe_globals(safe):
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
-        name = _refused_global(str(e))
-        if name is None:
-            raise UsageError(f"{what} '{path}' could not be read safely ({str(e).strip().splitlines()[0]:.300}).") from e
-        raise UsageError(
-            f"{what} '{path}' refused: it needs `{name}`, which loading would import and run (code, not weights). "
-            f"Only tensors, numbers and containers are read (torch.load weights_only=True); if you made the file "
-            f"yourself, re-save its state dict (torch.save(model.state_dict(), ...)) or as .safetensors.") from e
+        names = _refused_globals(path, [name for _, name in safe])
+        if refusals:  # one of our own stand-ins refused what it was given (e.g. a numpy object array)
+            reason = refusals[0]
+        elif names:
+            raise UsageError(
+                f"{what} '{path}' refused: it needs `{'`, `'.join(names[:3])}`, which loading would import and run "
+                f"(code, not weights). Only tensors, numbers and containers are read (torch.load weights_only=True); "
+                f"if you made the file yourself, re-save its state dict (torch.save(model.state_dict(), ...)) or as "
+                f".safetensors.") from None
+        else:
+            reason = _walk_error(path)
+        raise UsageError(f"{what} '{path}' could not be read safely ({reason:.200}): only tensors, numbers and "
+                         f"containers written by torch.save are read; re-save its state dict "
+                         f"(torch.save(model.state_dict(), ...)) or as .safetensors.") from None
     except Exception as e:  # torn zip, random bytes, empty file, legacy formats: torch raises many types
         first = (str(e).strip().splitlines() or [''])[0]
         raise UsageError(f"{what} '{path}' could not be read: not a torch checkpoint, or truncated/corrupt "
@@ -213,12 +247,43 @@ def _first(items: Sequence[str], n: int = 5) -> str:
     return ', '.join(items[:n]) + (f', ... ({len(items)} in all)' if len(items) > n else '')
 
 
+def describe_mismatch(missing: Sequence[str], unexpected: Sequence[str], shapes: Sequence[str]) -> str:
+    """One line naming the first missing / unexpected / shape-mismatched keys and how many there are in all."""
+    return '; '.join(([f'missing keys: {_first(missing)}'] if missing else [])
+                     + ([f'unexpected keys: {_first(unexpected)}'] if unexpected else [])
+                     + ([f'size mismatch: {_first(shapes, 3)}'] if shapes else []))
+
+
+def non_float_kind(dtype_name: str) -> str:
+    """'complex', 'integer' or 'bool' for a tensor dtype name (torch's ``complex64`` or safetensors' ``C64``)."""
+    name = dtype_name.lower().replace('torch.', '')
+    return 'complex' if name.startswith(('complex', 'c')) else 'bool' if name.startswith('bool') else 'integer'
+
+
+def nonfinite_tensors(state: Dict[str, torch.Tensor]) -> List[str]:
+    """``'<key> (<n> NaN/Inf of <numel>)'`` for every floating-point tensor holding NaN or infinity."""
+    out = []
+    for key, t in state.items():
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and t.numel():
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                out.append(f'{key} ({bad} NaN/Inf of {t.numel()})')
+    return out
+
+
+#: The fix named when non-finite weights are refused (library keyword / CLI flag).
+NONFINITE_FIX = ('pass allow_nonfinite=True (timm_cra.create_model, load_model_weights; CLIs: '
+                 '--allow-nonfinite-weights) to load them anyway')
+
+
 def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], source: str,
-                       hint: str = 'check --model, --model-kwargs and --num-classes', strict: bool = True) -> None:
+                       hint: str = 'check --model, --model-kwargs and --num-classes', strict: bool = True,
+                       allow_nonfinite: bool = False) -> None:
     """``model.load_state_dict(state)`` with one line that names the missing / unexpected / mismatched keys.
 
-    Float weights given as integer or bool tensors are refused (a quantized or foreign file); float16 and
-    bfloat16 are upcast as usual.
+    Float weights given as integer, bool or complex tensors are refused (a quantized or foreign file); float16
+    and bfloat16 are upcast as usual. Weights holding NaN or infinity are refused unless ``allow_nonfinite``
+    (a diverged run or a damaged file would otherwise evaluate to NaN without a word).
     """
     own = model.state_dict()
     missing = [k for k in own if k not in state] if strict else []
@@ -226,20 +291,27 @@ def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], s
     shapes = [f'{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}' for k, v in own.items()
               if k in state and state[k].shape != v.shape]
     if missing or unexpected or shapes:
-        parts = ([f'missing keys: {_first(missing)}'] if missing else []) \
-            + ([f'unexpected keys: {_first(unexpected)}'] if unexpected else []) \
-            + ([f'size mismatch: {_first(shapes, 3)}'] if shapes else [])
         name = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
-        raise UsageError(f"Weights in '{source}' do not fit {name}: {'; '.join(parts)} ({hint}).")
-    bad = [f'{k} ({state[k].dtype})' for k, v in own.items()
-           if k in state and v.is_floating_point() and not state[k].is_floating_point()]
+        raise UsageError(f"Weights in '{source}' do not fit {name}: {describe_mismatch(missing, unexpected, shapes)} "
+                         f"({hint}).")
+    bad = [k for k, v in own.items() if k in state and v.is_floating_point() and not state[k].is_floating_point()]
     if bad:
-        raise UsageError(f"Weights in '{source}' hold integer/bool tensors for float parameters: {_first(bad, 3)}. "
-                         f"Quantized or corrupt weights cannot be loaded; export float32/float16/bfloat16 weights.")
+        kinds = sorted({non_float_kind(str(state[k].dtype)) for k in bad})
+        raise UsageError(f"Weights in '{source}' hold {'/'.join(kinds)} tensors for float parameters: "
+                         f"{_first([f'{k} ({state[k].dtype})' for k in bad], 3)}. Quantized, foreign or corrupt "
+                         f"weights cannot be loaded; export float32/float16/bfloat16 weights.")
+    if not allow_nonfinite:
+        nonfinite = nonfinite_tensors({k: v for k, v in state.items() if k in own})
+        if nonfinite:
+            raise UsageError(f"Weights in '{source}' hold NaN/Inf values: {_first(nonfinite, 3)}. The run that "
+                             f"wrote them diverged or the file is damaged: use an earlier checkpoint, or "
+                             f"{NONFINITE_FIX}.")
     model.load_state_dict(state, strict=strict)
 
 
-def load_model_weights(model: torch.nn.Module, path: str, use_ema: bool = False, strict: bool = True) -> None:
-    """Load weights from ``model.safetensors``, a raw state dict, or a trainer / timm checkpoint into ``model``."""
+def load_model_weights(model: torch.nn.Module, path: str, use_ema: bool = False, strict: bool = True,
+                       allow_nonfinite: bool = False) -> None:
+    """Load weights from ``model.safetensors``, a raw state dict, or a trainer / timm checkpoint into ``model``
+    (checked as :func:`load_state_checked` does)."""
     state, _ = read_weights(path, use_ema=use_ema)
-    load_state_checked(model, state, path, strict=strict)
+    load_state_checked(model, state, path, strict=strict, allow_nonfinite=allow_nonfinite)

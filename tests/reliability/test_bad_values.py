@@ -1,0 +1,303 @@
+"""Bad values from strangers: a wrong-typed ``config.json``, a FIFO where a file belongs, NaN / complex weights,
+another architecture's weights, a malformed eval-results file, a changed optimizer on ``--resume``, a reused
+``--experiment``, an unknown option. Each gives one ``error:`` line naming the fix (exit 2) through the real
+CLIs, or one clear error from the real loader: never a traceback, a hang or a silently wrong result."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import timm
+import timm_cra
+from timm_cra import PretrainedWeightsError
+from timm_cra.eval.validate import main as validate_main
+from timm_cra.hub.card import load_eval_results
+from timm_cra.train import train
+from timm_cra.utils.errors import UsageError, run_cli
+
+from ..conftest import REPO_ROOT, TINY_MODEL
+
+SHIPPED = REPO_ROOT / 'data' / 'cifar10'
+PUBLISHED = REPO_ROOT / 'hub' / 'timm-cra' / 'cra_cifar_resnet20.cifar10'  # a real repo folder (config + weights)
+VALIDATE = ['--data-dir', str(SHIPPED), '--split', 'test', '--num-samples', '8', '--batch-size', '8', '--workers', '0',
+            '--no-progress']
+TINY_TRAIN = TINY_MODEL + ['--config', 'cifar', '--data-dir', str(SHIPPED), '--train-split', 'test',
+                           '--train-num-samples', '16', '--val-split', 'test', '--val-num-samples', '8',
+                           '--batch-size', '8', '--no-plot', '--workers', '0']
+
+
+def _cli(args, cwd, module, timeout=120):
+    """The real CLI in a fresh interpreter: ``(returncode, the one error line)``; asserts no traceback."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+    proc = subprocess.run([sys.executable, '-m', module] + [str(a) for a in args], env=env, cwd=str(cwd),
+                          capture_output=True, text=True, timeout=timeout)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert len(errors) == 1 and proc.stderr.strip().splitlines()[-1] == errors[0], proc.stderr[-3000:]
+    return proc.returncode, errors[0]
+
+
+def _validate_in_process(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        run_cli(validate_main, argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith('error: '), err
+    return err
+
+
+def _repo_copy(tmp_path: Path, name='repo') -> Path:
+    dst = tmp_path / name
+    shutil.copytree(PUBLISHED, dst)
+    return dst
+
+
+def _edit_config(repo: Path, edit) -> Path:
+    cfg = json.loads((repo / 'config.json').read_text())
+    edit(cfg)
+    (repo / 'config.json').write_text(json.dumps(cfg))
+    return repo
+
+
+# ---- config.json with wrong types: timm_cra.create_model and the CLIs --------------------------------------------
+
+CONFIG_FAULTS = {
+    'architecture_list': (lambda c: c.update(architecture=['cra_cifar_resnet20']),
+                          "'architecture' must be a string, not an array"),
+    'architecture_missing': (lambda c: c.pop('architecture'), "'architecture' is missing"),
+    'architecture_unknown': (lambda c: c.update(architecture='cra_cifar_resnet2O'),
+                             "'architecture' 'cra_cifar_resnet2O' is not a registered model (did you mean: "
+                             "cra_cifar_resnet20"),
+    'num_classes_text': (lambda c: c.update(num_classes='ten'), "'num_classes' must be an integer, not a string"),
+    'pretrained_cfg_list': (lambda c: c.update(pretrained_cfg=['fc']), "'pretrained_cfg' must be an object"),
+    'pretrained_cfg_unknown_key': (lambda c: c['pretrained_cfg'].update(colour='red'),
+                                   "pretrained_cfg key 'colour' is unknown to timm's PretrainedCfg"),
+    'pretrained_cfg_mistyped': (lambda c: c['pretrained_cfg'].update(mean='0.5'),
+                                "pretrained_cfg 'mean' must be an array of numbers, not a string"),
+    'model_args_unknown': (lambda c: c['model_args'].update(colour='red'),
+                           "do not build cra_cifar_resnet20 (TypeError: CifarResNet.__init__() got an unexpected "
+                           "keyword argument 'colour'"),
+    'model_args_mistyped': (lambda c: c['model_args'].update(in_chans='three'),
+                            "'model_args' {\"in_chans\": \"three\""),
+    'model_args_list': (lambda c: c.update(model_args=['in_chans']), "'model_args' must be an object"),
+}
+
+
+@pytest.mark.parametrize('fault', list(CONFIG_FAULTS))
+def test_config_json_with_wrong_values_is_one_error(tmp_path, fault):
+    edit, expected = CONFIG_FAULTS[fault]
+    repo = _edit_config(_repo_copy(tmp_path), edit)
+    for pretrained in (True, False):  # timm reads config.json either way
+        with pytest.raises(PretrainedWeightsError) as info:
+            timm_cra.create_model(f'local-dir:{repo}', pretrained=pretrained)
+        message = str(info.value)
+        assert expected in message and 'Fix config.json' in message and '\n' not in message, message
+
+
+@pytest.mark.parametrize('content', ['[1, 2]', '{"architecture": '])
+def test_config_json_not_an_object_or_not_json(tmp_path, content):
+    repo = _repo_copy(tmp_path)
+    (repo / 'config.json').write_text(content)
+    with pytest.raises(PretrainedWeightsError, match='must be a JSON object|is not valid JSON'):
+        timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
+
+
+def test_config_json_faults_through_the_eval_and_train_clis(tmp_path):
+    repo = _edit_config(_repo_copy(tmp_path), lambda c: c.update(num_classes='ten'))
+    code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and "'num_classes' must be an integer, not a string ('ten')" in err
+    repo = _edit_config(_repo_copy(tmp_path, 'repo2'), lambda c: c.update(architecture=['x']))
+    code, err = _cli(['--model', f'local-dir:{repo}', '--config', 'cifar', '--data-dir', SHIPPED, '--train-split',
+                      'test', '--train-num-samples', '8', '--val-split', '', '--epochs', '1', '--output',
+                      tmp_path / 'out'], tmp_path, 'timm_cra.train')
+    assert code == 2 and "'architecture' must be a string, not an array" in err
+
+
+def test_hf_hub_config_with_wrong_values(hub, tmp_path):
+    repo = _edit_config(_repo_copy(tmp_path), lambda c: c['pretrained_cfg'].update(input_size=[3, 32]))
+    hub.add_repo('t-bad/config', repo)
+    with pytest.raises(PretrainedWeightsError, match=r"'input_size' must be an array of 3 integers"):
+        timm_cra.create_model('hf-hub:t-bad/config', pretrained=True)
+    with pytest.raises(PretrainedWeightsError, match=r"'input_size' must be an array of 3 integers"):
+        timm_cra.create_model('hf-hub:t-bad/config', pretrained=True)  # now from the cache, checked before timm
+
+
+# ---- FIFOs where a regular file belongs: named as such, never a hang ----------------------------------------------
+
+@pytest.mark.parametrize('where', ['model.safetensors', 'config.json', '--checkpoint'])
+def test_fifo_is_refused_without_hanging(tmp_path, where):
+    repo = _repo_copy(tmp_path)
+    if where == '--checkpoint':
+        os.mkfifo(tmp_path / 'last.pth')
+        args = ['--model', 'cra_cifar_resnet20', '--checkpoint', tmp_path / 'last.pth']
+    else:
+        (repo / where).unlink()
+        os.mkfifo(repo / where)
+        args = ['--model', f'local-dir:{repo}', '--pretrained']
+    code, err = _cli(args + VALIDATE, tmp_path, 'timm_cra.eval', timeout=60)  # a blocked read would time out
+    assert code == 2 and 'is a FIFO, not a file' in err and 'does not exist' not in err, err
+
+
+def test_fifo_as_resume_checkpoint_and_results_file(tmp_path):
+    os.mkfifo(tmp_path / 'last.pth')
+    code, err = _cli(TINY_TRAIN + ['--epochs', '1', '--output', tmp_path / 'out', '--resume', tmp_path / 'last.pth'],
+                     tmp_path, 'timm_cra.train', timeout=60)
+    assert code == 2 and 'is a FIFO' in err
+    os.mkfifo(tmp_path / 'results.json')
+    with pytest.raises(ValueError, match='is a FIFO'):
+        load_eval_results(tmp_path / 'results.json')
+
+
+# ---- weights: NaN / Inf, complex, another architecture's, torch's advice ----------------------------------------
+
+@pytest.fixture(scope='module')
+def published_state():
+    return load_file(str(PUBLISHED / 'model.safetensors'))
+
+
+def _strict_json(path: Path):
+    def refuse(constant):
+        raise AssertionError(f'{path} holds {constant}: not JSON')
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_nan_weights_refused_unless_allowed_and_results_stay_strict_json(tmp_path, capsys, published_state):
+    state = dict(published_state)
+    state['fc.weight'] = state['fc.weight'].clone()
+    state['fc.weight'][0, 0] = float('nan')
+    save_file(state, str(tmp_path / 'nan.safetensors'))
+    nan_file = str(tmp_path / 'nan.safetensors')
+    err = _validate_in_process(capsys, ['--model', 'cra_cifar_resnet20', '--checkpoint', nan_file] + VALIDATE)
+    assert 'hold NaN/Inf values: fc.weight (1 NaN/Inf of 640)' in err and '--allow-nonfinite-weights' in err
+    results = tmp_path / 'r.json'
+    validate_main(['--model', 'cra_cifar_resnet20', '--checkpoint', str(tmp_path / 'nan.safetensors'),
+                   '--allow-nonfinite-weights', '--results-file', str(results)] + VALIDATE)
+    written = _strict_json(results)
+    assert written['loss'] is None and written['loss_note'] == 'non-finite (nan)'
+    assert 'NaN' not in capsys.readouterr().out  # the JSON printed to stdout is strict too
+
+
+def test_nan_weights_in_a_model_folder(tmp_path, published_state):
+    repo = _repo_copy(tmp_path)
+    state = {k: (torch.full_like(v, float('inf')) if k == 'conv1.weight' else v) for k, v in published_state.items()}
+    save_file(state, str(repo / 'model.safetensors'))
+    with pytest.raises(PretrainedWeightsError, match=r"NaN/Inf values: conv1.weight \(432 NaN/Inf of 432\).*"
+                                                     r"allow_nonfinite=True"):
+        timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
+    model = timm_cra.create_model(f'local-dir:{repo}', pretrained=True, allow_nonfinite=True)
+    assert torch.isinf(model.conv1.weight).all()
+
+
+def test_complex_weights_are_named_complex(tmp_path, capsys, published_state):
+    state = {k: (v.to(torch.complex64) if k == 'fc.weight' else v) for k, v in published_state.items()}
+    torch.save(state, tmp_path / 'c.pth')
+    err = _validate_in_process(capsys, ['--model', 'cra_cifar_resnet20', '--checkpoint', str(tmp_path / 'c.pth')]
+                               + VALIDATE)
+    assert 'complex tensors for float parameters: fc.weight (torch.complex64)' in err and 'integer' not in err
+    repo = _repo_copy(tmp_path)
+    save_file(state, str(repo / 'model.safetensors'))
+    with pytest.raises(PretrainedWeightsError, match=r"stores complex tensors for floating-point weights: "
+                                                     r"fc.weight \(C64\)"):
+        timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
+
+
+def test_weights_of_another_architecture_are_one_line_with_counts(tmp_path):
+    repo = _repo_copy(tmp_path)
+    save_file(timm.create_model('resnet18', num_classes=10).state_dict(), str(repo / 'model.safetensors'))
+    code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and 'does not fit the architecture' in err, err
+    assert 'missing keys: layer1.0.se.conv.weight' in err and '(48 in all)' in err and '(76 in all)' in err
+    assert len(err) < 1200, err
+
+
+def test_unreadable_pickle_hides_torchs_weights_only_false_advice(tmp_path, capsys):
+    import pickle
+    import zipfile
+    torch.save({'a': 1}, tmp_path / 'base.pth')
+    with zipfile.ZipFile(tmp_path / 'base.pth') as zin, zipfile.ZipFile(tmp_path / 'odd.pth', 'w') as zout:
+        for item in zin.infolist():  # a protocol-0 pickle: opcodes the weights-only unpickler does not read
+            zout.writestr(item, pickle.dumps([1], protocol=0) if item.filename.endswith('data.pkl')
+                          else zin.read(item.filename))
+    err = _validate_in_process(capsys, ['--model', 'cra_cifar_resnet20', '--checkpoint', str(tmp_path / 'odd.pth')]
+                               + VALIDATE)
+    assert 'could not be read safely (Unsupported operand' in err
+    assert 'weights_only` set to `False`' not in err and 'will likely succeed' not in err
+
+
+# ---- eval results given to publish ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('results, expected', [
+    ({'top1': 91.2, 'top5': 99.7, 'dataset': ['cifar10']}, "'dataset' must be a string, not list"),
+    ({'top1': 91.2, 'top5': 1000}, "'top5' must be a percentage between 0 and 100, not 1000"),
+    ({'top1': True}, "'top1' must be a percentage between 0 and 100, not True"),
+    ({'top1': 91.2, 'top5': 80.0}, 'top-5 accuracy 80.0 is below top-1 91.2'),
+    ({'top1': 91.2, 'source': 'rumour'}, "'source' must be one of measured, paper"),
+])
+def test_publish_refuses_malformed_eval_results(tmp_path, results, expected):
+    run = _repo_copy(tmp_path)  # a trainer-style folder: model.safetensors with its config.json
+    (tmp_path / 'results.json').write_text(json.dumps(results))
+    with pytest.raises(ValueError, match='eval results') as info:
+        load_eval_results(tmp_path / 'results.json')
+    assert expected in str(info.value)
+    if 'top5' in results and results['top5'] == 1000:  # and through the real publish CLI
+        code, err = _cli(['cra_cifar_resnet20.x', run / 'model.safetensors', '--results', tmp_path / 'results.json',
+                          '--out', tmp_path / 'out'], tmp_path, 'timm_cra.hub.publish')
+        assert code == 2 and expected in err and not (tmp_path / 'out').exists()
+
+
+# ---- the trainer: a changed optimizer on --resume, a reused --experiment -----------------------------------------
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A real 1-epoch run of the trainer (SGD)."""
+    out = tmp_path_factory.mktemp('bad-values-run')
+    train(TINY_TRAIN + ['--epochs', '1', '--output', str(out), '--experiment', 'r'])
+    return out
+
+
+def test_resume_with_another_optimizer_is_refused(trained, tmp_path):
+    last = trained / 'r' / 'last.pth'
+    code, err = _cli(TINY_TRAIN + ['--epochs', '2', '--output', trained, '--experiment', 'r', '--resume', last,
+                                   '--opt', 'adamw'], tmp_path, 'timm_cra.train')
+    assert code == 2 and "--opt 'sgd' -> 'adamw'" in err and f'--initial-checkpoint {last}' in err, err
+    changed = r"--model-kwargs \{'layers': \(1, 1, 1, 1\)\} -> \{'layers': \(2, 1, 1, 1\)\}"
+    with pytest.raises(UsageError, match=changed):
+        train(TINY_MODEL[:2] + ['--model-kwargs', 'layers=(2,1,1,1)'] + TINY_TRAIN[4:]
+              + ['--epochs', '2', '--output', str(tmp_path), '--resume', str(last)])
+
+
+def test_reused_experiment_is_refused_unless_resume_or_overwrite(trained, tmp_path):
+    run = tmp_path / 'r'
+    shutil.copytree(trained / 'r', run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(UsageError, match=r"already holds a run \(last.pth, .*--resume .*--overwrite"):
+        train(TINY_TRAIN + ['--epochs', '1', '--output', str(tmp_path), '--experiment', 'r', '--opt', 'adamw'])
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing touched
+    with pytest.raises(UsageError, match=r"already holds another run .* than the one of --resume"):
+        train(TINY_TRAIN + ['--epochs', '2', '--output', str(tmp_path), '--experiment', 'r',
+                            '--resume', str(trained / 'r' / 'last.pth')])  # another run's checkpoint
+    (run / 'results.json').unlink()
+    (run / 'metrics.csv').unlink()  # any earlier-run file is enough
+    with pytest.raises(UsageError, match='already holds a run'):
+        train(TINY_TRAIN + ['--epochs', '1', '--output', str(tmp_path), '--experiment', 'r'])
+    summary = train(TINY_TRAIN + ['--epochs', '1', '--output', str(tmp_path), '--experiment', 'r', '--opt', 'adamw',
+                                  '--overwrite'])
+    assert summary['epochs'] == 1
+    ckpt = torch.load(run / 'last.pth', weights_only=True)
+    assert ckpt['args']['opt'] == 'adamw' and 'exp_avg' in ckpt['optimizer']['state'][0]
+    assert load_file(str(run / 'model.safetensors')).keys() == ckpt['state_dict'].keys()
+
+
+# ---- argparse -----------------------------------------------------------------------------------------------------
+
+def test_hub_generate_refuses_unknown_options(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE='1')
+    proc = subprocess.run([sys.executable, '-m', 'timm_cra.hub.generate', '--bogus'], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and 'unrecognized arguments: --bogus' in proc.stderr
+    assert not (tmp_path / 'hub').exists()
