@@ -79,10 +79,10 @@ CONFIG_FAULTS = {
                                    "pretrained_cfg key 'colour' is unknown to timm's PretrainedCfg"),
     'pretrained_cfg_mistyped': (lambda c: c['pretrained_cfg'].update(mean='0.5'),
                                 "pretrained_cfg 'mean' must be an array of numbers, not a string"),
-    'model_args_unknown': (lambda c: c['model_args'].update(colour='red'),
+    'model_args_unknown': (lambda c: c.setdefault('model_args', {}).update(colour='red'),
                            "do not build cra_cifar_resnet20 (TypeError: CifarResNet.__init__() got an unexpected "
                            "keyword argument 'colour'"),
-    'model_args_mistyped': (lambda c: c['model_args'].update(in_chans='three'),
+    'model_args_mistyped': (lambda c: c.setdefault('model_args', {}).update(in_chans='three'),
                             "'model_args' {\"in_chans\": \"three\""),
     'model_args_list': (lambda c: c.update(model_args=['in_chans']), "'model_args' must be an object"),
 }
