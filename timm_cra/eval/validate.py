@@ -14,6 +14,7 @@ from timm.data import create_loader
 from timm.utils import ParseKwargs
 
 from ..data import check_num_classes, create_dataset, model_in_chans, resolve_model_data_config, skip_collate
+from ..utils.amp import amp_dtype_for
 from ..utils.cli import check_model_name, default_workers
 from ..utils.errors import UsageError
 from ..utils.io import atomic_write, check_output_file, open_regular_file
@@ -103,9 +104,7 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
         interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],
         crop_pct=data_config['crop_pct'], crop_mode=data_config.get('crop_mode'), num_workers=args.workers,
         collate_fn=skip_collate, device=device, use_prefetcher=False)
-    amp_dtype = None
-    if args.amp:
-        amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' or device.type == 'cpu' else torch.float16
+    amp_dtype = amp_dtype_for(args.amp, args.amp_dtype, device)
     m = evaluate(model, loader, device, amp_dtype, args.channels_last, progress=not args.no_progress,
                  desc=f'Validate {args.model}')
     if m['skipped']:

@@ -12,6 +12,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import AverageMeter, NativeScaler, dispatch_clip_grad
 
+from ..utils.amp import amp_dtype_for
 from .distributed import DistInfo
 
 __all__ = ['create_optimizer', 'create_scheduler', 'create_loss', 'create_mixup', 'create_amp', 'train_one_epoch']
@@ -63,14 +64,13 @@ def create_amp(args, device: torch.device) -> Tuple[Optional[torch.dtype], Optio
                                                         Callable[[], ContextManager]]:
     """``(autocast dtype or None, loss scaler or None, autocast context factory)`` for ``--amp``.
 
-    CPU autocast runs bfloat16; float16 (the default on GPU) gets timm's ``NativeScaler``.
+    The dtype is :func:`timm_cra.utils.amp.amp_dtype_for`'s (CPU: bfloat16 where the CPU has it, else none);
+    float16 (the default on GPU) gets timm's ``NativeScaler``.
     """
-    amp_dtype, loss_scaler = None, None
-    if args.amp:
-        amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' or device.type == 'cpu' else torch.float16
-        if amp_dtype == torch.float16:
-            loss_scaler = NativeScaler(device=device.type)
-        _logger.info(f'AMP: autocast {amp_dtype}' + (' with loss scaling' if loss_scaler else ''))
+    amp_dtype = amp_dtype_for(args.amp, args.amp_dtype, device)
+    loss_scaler = NativeScaler(device=device.type) if amp_dtype == torch.float16 else None
+    if loss_scaler:
+        _logger.info('AMP: float16 with loss scaling')
 
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
