@@ -457,3 +457,159 @@ def test_repo_ids_are_case_insensitive(write_hub, hub, tmp_path):
     assert [p.name for p in (write_hub.root).iterdir()] == ['t-case']
     assert [p.name for p in (write_hub.root / 't-case').iterdir()] == ['Model']
     assert served_revision(write_hub.root / 't-case' / 'Model')[1] == api.model_info('t-case/model').sha
+
+
+# ---- store entries that are symlinks (S1-S3); two server processes on one root (S4) ----------------------
+ZEROS = '0' * 40
+
+
+@pytest.fixture
+def single_try(monkeypatch):
+    """The upload client without its retries on 500: the refusal is permanent, retrying only delays it (~23 s)."""
+    import functools
+    from huggingface_hub import _commit_api, lfs
+    for module in (_commit_api, lfs):
+        monkeypatch.setattr(module, 'http_backoff', functools.partial(module.http_backoff, max_retries=0))
+
+
+def _victim(tmp_path, name):
+    """A folder outside the root that a planted symlink points at, holding what it must never lose or serve."""
+    victim = tmp_path / name
+    (victim / ZEROS).mkdir(parents=True)
+    (victim / ZEROS / 'config.json').write_bytes(b'{"victim": "SECRET-victim-bytes"}')
+    (victim / 'keep.bin').write_bytes(b'victim file')
+    return victim
+
+
+@pytest.mark.parametrize('planted', ['revisions-link', 'revision-link', 'head-link'])
+def test_store_links_out_of_the_root_are_never_followed(hub, tmp_path, single_try, planted):
+    """S1/S2/S3: a repo whose .hub-revisions (or a revision in it, or .hub-head) links out of the root: a writable
+    server's start-up clean-up deletes nothing through it, reads answer 500 naming the fix and serve no byte of
+    it, commits are refused and write nothing through it."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+    root, victim = tmp_path / 'root', _victim(tmp_path, 'victim')
+    repo = root / 'evil' / 'repo'
+    repo.mkdir(parents=True)
+    if planted == 'revisions-link':
+        os.symlink(victim, repo / '.hub-revisions')
+        (repo / '.hub-head').write_text(ZEROS + '\n')
+    elif planted == 'revision-link':
+        (repo / '.hub-revisions').mkdir()
+        os.symlink(victim / ZEROS, repo / '.hub-revisions' / ZEROS)
+        (repo / '.hub-head').write_text(ZEROS + '\n')
+    else:
+        (repo / '.hub-revisions' / ZEROS).mkdir(parents=True)
+        (victim / 'head').write_text(ZEROS + '\n')
+        os.symlink(victim / 'head', repo / '.hub-head')
+    before_victim, before_root = _disk(victim), _disk(root)
+    for write_token in (TOKEN, None):  # writable (start-up clean-up, commits), then a read-only mirror
+        with HubFolderServer(root, write_token=write_token) as server:
+            assert _disk(victim) == before_victim
+            for url in ('/evil/repo/resolve/main/config.json', f'/evil/repo/resolve/{ZEROS}/config.json',
+                        '/api/models/evil/repo', '/api/models/evil/repo/tree/main'):
+                resp, body = _request(server.endpoint, 'GET', url)
+                assert resp.status == 500 and b'SECRET' not in body and b'config.json' not in body, (url, body)
+                message = resp.getheader('X-Error-Message')
+                assert 'symlink' in message and 'replace it' in message and '\n' not in message
+            if write_token:
+                api = HfApi(endpoint=server.endpoint, token=TOKEN)
+                with pytest.raises(HfHubHTTPError) as e:
+                    api.create_commit('evil/repo', [_add('config.json', b'{"pwned": 1}')], commit_message='x')
+                assert e.value.response.status_code == 500 and 'symlink' in str(e.value)
+    assert _disk(victim) == before_victim and _disk(root) == before_root
+
+
+@pytest.mark.parametrize('planted', ['plain-revisions-link', 'lfs-store-link'])
+def test_commits_never_write_through_a_store_link(hub, tmp_path, lfs_client, single_try, planted):
+    """S3: a plain folder whose .hub-revisions links out, S3b: <root>/.hub-lfs linking out (with a stale temp
+    file there, which start-up clean-up must not delete): the commit or upload is refused, nothing lands outside."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+    root, victim = tmp_path / 'root', tmp_path / 'victim'
+    victim.mkdir()
+    repo = root / 'plain' / 'repo'
+    repo.mkdir(parents=True)
+    (repo / 'config.json').write_bytes(b'{}')
+    if planted == 'plain-revisions-link':
+        os.symlink(victim, repo / '.hub-revisions')
+    else:
+        (victim / '.hub-tmp-not-ours').write_bytes(b'victim file')
+        os.symlink(victim, root / '.hub-lfs')
+    before_victim = _disk(victim)
+    with HubFolderServer(root, write_token=TOKEN, lfs_threshold=1000) as server:
+        hub.set_endpoint(server.endpoint)
+        api = HfApi(endpoint=server.endpoint, token=TOKEN)
+        with pytest.raises(HfHubHTTPError) as e:  # 2 KB: an LFS upload from 1 KB on
+            api.create_commit('plain/repo', [_add('w.bin', os.urandom(2000)), _add('a.txt', b'a')],
+                              commit_message='x')
+        assert e.value.response.status_code == 500 and 'symlink' in str(e.value)
+    assert _disk(victim) == before_victim
+    assert sorted(p.name for p in repo.iterdir()) == sorted(['config.json'] + (
+        ['.hub-revisions'] if planted == 'plain-revisions-link' else []))
+
+
+def _commit_in_thread(api, repo_id, ops, results, key, barrier=None):
+    def run():
+        if barrier is not None:
+            barrier.wait()
+        results[key] = _try(api.create_commit, repo_id, ops, commit_message=f'commit {key}')
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_two_server_processes_on_one_root_lose_no_commit(hub, tmp_path, monkeypatch):
+    """S4: 8 commits racing through two servers on one --root, in two processes (a ``--allow-write``
+    subprocess and this one), each pausing between staging and switch, where the race was: every commit is
+    reported and lands; none drops another's files."""
+    from huggingface_hub import HfApi
+    root, repo_id = tmp_path / 'root', 't-two/race'
+    root.mkdir()
+    pause = {'TIMM_CRA_HUB_TEST_PAUSE_BEFORE_SWITCH': '0.3'}
+    monkeypatch.setenv('TIMM_CRA_HUB_TEST_PAUSE_BEFORE_SWITCH', '0.3')
+    with _server_process(root, env=pause) as (_, endpoint_a), HubFolderServer(root, write_token=TOKEN) as server_b:
+        endpoint_b = server_b.endpoint
+        apis = [HfApi(endpoint=e, token=TOKEN) for e in (endpoint_a, endpoint_b)]
+        apis[0].create_repo(repo_id)
+        barrier, results = threading.Barrier(8, timeout=60), {}
+        threads = [_commit_in_thread(apis[i % 2], repo_id, [_add(f'c{i}.txt', f'{i}'.encode())], results, i, barrier)
+                   for i in range(8)]
+        for t in threads:
+            t.join(timeout=120)
+        assert all(hasattr(results.get(i), 'oid') for i in range(8)), results
+        for api in apis:
+            hub.set_endpoint(api.endpoint)
+            assert _served(api, repo_id, tmp_path / f'c-{api.endpoint[-5:]}') == {
+                f'c{i}.txt': _sha(f'{i}'.encode()) for i in range(8)}
+        history = (root / 't-two' / 'race' / '.hub-head').read_text().split()
+        assert len(history) == 9 and {results[i].oid for i in range(8)} <= set(history)
+
+
+def test_second_server_start_leaves_a_live_commit_alone(hub, tmp_path):
+    """S4: a writable server starting on a root while another server process's commit is staged (not yet
+    switched) does not remove that staging; the commit lands and the new server serves it."""
+    from huggingface_hub import HfApi
+    root, repo_id = tmp_path / 'root', 't-two/live'
+    root.mkdir()
+    revisions = root / 't-two' / 'live' / '.hub-revisions'
+    with _server_process(root, env={'TIMM_CRA_HUB_TEST_PAUSE_BEFORE_SWITCH': '3'}) as (_, endpoint_a):
+        api_a = HfApi(endpoint=endpoint_a, token=TOKEN)
+        api_a.create_repo(repo_id)
+        results = {}
+        thread = _commit_in_thread(api_a, repo_id, [_add('live.txt', b'live')], results, 'a')
+        deadline = time.monotonic() + 30
+        while len(list(revisions.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        staged = sorted(p.name for p in revisions.iterdir())
+        assert len(staged) == 2, staged  # the empty first commit and the staged one
+        with HubFolderServer(root, write_token=TOKEN) as server_b:  # its start-up clean-up has run
+            endpoint_b = server_b.endpoint
+            assert sorted(p.name for p in revisions.iterdir()) == staged
+            thread.join(timeout=60)
+            assert hasattr(results.get('a'), 'oid'), results
+            assert sorted(p.name for p in revisions.iterdir()) == staged
+            hub.set_endpoint(endpoint_b)
+            api_b = HfApi(endpoint=endpoint_b, token=TOKEN)
+            assert api_b.model_info(repo_id).sha == results['a'].oid
+            assert _served(api_b, repo_id, tmp_path / 'c') == {'live.txt': _sha(b'live')}
