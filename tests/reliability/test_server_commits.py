@@ -187,6 +187,10 @@ def test_plain_folder_in_the_write_root_takes_a_commit(write_hub, hub, tmp_path)
     assert (repo_dir / 'old.txt').read_bytes() == b'old' and not (repo_dir / 'new.txt').exists()
     (repo_dir / 'config.json').write_bytes(b'{"edited": 1}')  # copied, not linked: the revision keeps its bytes
     assert (served_revision(repo_dir)[0] / 'config.json').read_bytes() == b'{}'
+    # The folder's own commit hash still resolves (pinned @hash), to the files it had.
+    assert _served(api, 't-plain/repo', tmp_path / 'c-pinned', revision=plain_commit) == {
+        'config.json': _sha(b'{}'), 'old.txt': _sha(b'old')}
+    assert (repo_dir / '.hub-head').read_text().split() == [plain_commit, new.oid]
 
 
 # ---- disk full mid-commit ------------------------------------------------------------------------------
@@ -457,6 +461,21 @@ def test_repo_ids_are_case_insensitive(write_hub, hub, tmp_path):
     assert [p.name for p in (write_hub.root).iterdir()] == ['t-case']
     assert [p.name for p in (write_hub.root / 't-case').iterdir()] == ['Model']
     assert served_revision(write_hub.root / 't-case' / 'Model')[1] == api.model_info('t-case/model').sha
+    # Across orgs: ACME/two lands in acme/ (one org folder per id), so acme/two is the same repo.
+    api.create_repo('t-acme/one')
+    api.create_repo('T-ACME/two')
+    assert sorted(p.name for p in write_hub.root.iterdir()) == ['t-acme', 't-case']
+    api.create_commit('t-acme/two', [_add('two.txt', b'2')], commit_message='via the other case')
+    with pytest.raises(HfHubHTTPError) as e:
+        api.create_repo('t-acme/two')
+    assert e.value.response.status_code == 409
+    assert api.list_repo_files('T-ACME/TWO') == ['two.txt']
+    # Org folders made by hand in two cases: each repo is found under either spelling.
+    for org, name in (('t-hand', 'lower'), ('T-HAND', 'upper')):
+        (write_hub.root / org / name).mkdir(parents=True)
+        (write_hub.root / org / name / f'{name}.txt').write_bytes(name.encode())
+    for repo_id, name in (('T-HAND/lower', 'lower'), ('t-hand/upper', 'upper'), ('T-Hand/Upper', 'upper')):
+        assert api.list_repo_files(repo_id) == [f'{name}.txt']
 
 
 # ---- store entries that are symlinks (S1-S3); two server processes on one root (S4) ----------------------
@@ -613,3 +632,78 @@ def test_second_server_start_leaves_a_live_commit_alone(hub, tmp_path):
             api_b = HfApi(endpoint=endpoint_b, token=TOKEN)
             assert api_b.model_info(repo_id).sha == results['a'].oid
             assert _served(api_b, repo_id, tmp_path / 'c') == {'live.txt': _sha(b'live')}
+
+
+# ---- protocol details: read-only roots, request framing, .gitattributes --------------------------------
+def test_write_to_a_read_only_root_is_a_403_naming_the_fix(hub, tmp_path):
+    """M6: the repo exists (in a later, read-only root): the client must not report it as missing."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+    write_root, read_root = tmp_path / 'w', tmp_path / 'r'
+    write_root.mkdir()
+    (read_root / 't-ro' / 'repo').mkdir(parents=True)
+    (read_root / 't-ro' / 'repo' / 'config.json').write_bytes(b'{}')
+    with HubFolderServer([write_root, read_root], write_token=TOKEN) as server:
+        hub.set_endpoint(server.endpoint)
+        api = HfApi(endpoint=server.endpoint, token=TOKEN)
+        assert api.list_repo_files('t-ro/repo') == ['config.json']
+        with pytest.raises(HfHubHTTPError) as e:
+            api.create_commit('t-ro/repo', [_add('x.txt', b'x')], commit_message='x')
+        assert not isinstance(e.value, RepositoryNotFoundError)
+        assert e.value.response.status_code == 403 and 'read-only' in str(e.value) and '--allow-write' in str(e.value)
+    assert sorted(p.name for p in (read_root / 't-ro' / 'repo').iterdir()) == ['config.json']
+
+
+def _raw_exchange(endpoint, raw: bytes, wait=2.0) -> bytes:
+    """Send raw bytes on one connection; everything the server answers until it closes or goes quiet."""
+    sock = socket.create_connection(('127.0.0.1', int(endpoint.rsplit(':', 1)[1])), timeout=wait)
+    sock.sendall(raw)
+    out = b''
+    with contextlib.suppress(socket.timeout):
+        while chunk := sock.recv(65536):
+            out += chunk
+    sock.close()
+    return out
+
+
+def test_request_framing_get_body_and_duplicate_content_length(tmp_path):
+    """M7: a GET body is read and dropped, never parsed as a second request; M8: two Content-Length headers
+    (or one with Transfer-Encoding) are a 400 and the connection closes."""
+    root = tmp_path / 'root'
+    (root / 'org' / 'repo').mkdir(parents=True)
+    (root / 'org' / 'repo' / 'config.json').write_bytes(b'{}')
+    smuggled = b'GET /org/repo/resolve/main/config.json HTTP/1.1\r\nHost: x\r\n\r\n'
+    with HubFolderServer(root) as server:
+        out = _raw_exchange(server.endpoint, b'GET /api/models/org/repo HTTP/1.1\r\nHost: x\r\n'
+                            b'Content-Length: %d\r\n\r\n' % len(smuggled) + smuggled)
+        assert out.count(b'HTTP/1.1 ') == 1 and out.startswith(b'HTTP/1.1 200'), out
+        for headers in (b'Content-Length: 0\r\nContent-Length: 5\r\n', b'Content-Length: 5\r\nContent-Length: 5\r\n',
+                        b'Content-Length: 5\r\nTransfer-Encoding: chunked\r\n'):
+            out = _raw_exchange(server.endpoint, b'POST /api/models/org/repo/commit/main HTTP/1.1\r\nHost: x\r\n'
+                                + headers + b'\r\nhello' + smuggled)
+            assert out.count(b'HTTP/1.1 ') == 1 and out.startswith(b'HTTP/1.1 400'), out
+            assert b'one Content-Length' in out
+
+
+def test_gitattributes_is_committed_and_served_but_not_git_or_store_names(write_hub, hub, tmp_path):
+    """M10: huggingface_hub commits carrying .gitattributes land (the Hub stores it); .git/... and the server's
+    own store names stay refused."""
+    from huggingface_hub.errors import HfHubHTTPError
+    api, repo_id = write_hub.api, 't-attr/repo'
+    api.create_repo(repo_id)
+    attributes = b'*.bin filter=lfs diff=lfs merge=lfs -text\n'
+    folder = tmp_path / 'upload'
+    folder.mkdir()
+    (folder / '.gitattributes').write_bytes(attributes)
+    (folder / 'config.json').write_bytes(b'{}')
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder))
+    assert _served(api, repo_id, tmp_path / 'c') == {'.gitattributes': _sha(attributes), 'config.json': _sha(b'{}')}
+    before = _disk(write_hub.root)
+    for name in ('.hub-head', '.hub-revisions/x', 'sub/.hub-lfs', '.gitattributes/x'):
+        with pytest.raises(HfHubHTTPError) as e:
+            api.create_commit(repo_id, [_add(name, b'x')], commit_message='hidden')
+        assert e.value.response.status_code == 400, name
+    resp, _ = _raw_commit(write_hub.endpoint, repo_id, [  # the client itself refuses .git/ paths
+        {'key': 'file', 'value': {'path': '.git/config', 'content': 'eA==', 'encoding': 'base64'}}])
+    assert resp.status == 400
+    assert _disk(write_hub.root) == before
