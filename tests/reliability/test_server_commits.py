@@ -707,3 +707,25 @@ def test_gitattributes_is_committed_and_served_but_not_git_or_store_names(write_
         {'key': 'file', 'value': {'path': '.git/config', 'content': 'eA==', 'encoding': 'base64'}}])
     assert resp.status == 400
     assert _disk(write_hub.root) == before
+
+
+def test_commit_operation_copy_uses_paths_info(write_hub, hub, tmp_path):
+    """M3: CommitOperationCopy (get_paths_info, then the copy named by sha256): the copy is served with the same
+    bytes, the source stays, and a missing source is reported by the client before any commit."""
+    from huggingface_hub import CommitOperationCopy
+    from huggingface_hub.errors import EntryNotFoundError
+    api, repo_id = write_hub.api, 't-copy/repo'
+    api.create_repo(repo_id)
+    weights, small = os.urandom(5000), b'{"small": 1}'  # one LFS upload (from 1 KB on), one inside the commit
+    api.create_commit(repo_id, [_add('w.bin', weights), _add('sub/config.json', small)], commit_message='one')
+    info = {f.path: f for f in api.get_paths_info(repo_id, ['w.bin', 'sub', 'missing.txt', '../x'])}
+    assert sorted(info) == ['sub', 'w.bin'] and info['w.bin'].lfs.sha256 == _sha(weights)
+    api.create_commit(repo_id, [CommitOperationCopy('w.bin', 'copies/w.bin'),
+                                CommitOperationCopy('sub/config.json', 'copies/config.json')], commit_message='copy')
+    assert _served(api, repo_id, tmp_path / 'c') == {
+        'w.bin': _sha(weights), 'copies/w.bin': _sha(weights), 'sub/config.json': _sha(small),
+        'copies/config.json': _sha(small)}
+    head = api.model_info(repo_id).sha
+    with pytest.raises(EntryNotFoundError):
+        api.create_commit(repo_id, [CommitOperationCopy('missing.bin', 'x.bin')], commit_message='missing')
+    assert api.model_info(repo_id).sha == head

@@ -251,6 +251,15 @@ def _find_repo_in(root: Path, repo_id: str) -> Optional[Path]:
     return None
 
 
+def _folder_oid(folder: Path, files: Sequence[str], key: str) -> str:
+    """A tree id for the folder ``key`` of a revision (``files``: its file list) that changes with anything below it."""
+    h = hashlib.sha1()
+    for rel in files:
+        if rel.startswith(key + '/'):
+            h.update(f'{rel}\0{_file_digest(folder / rel, "git-sha1")}\n'.encode())
+    return h.hexdigest()
+
+
 class _ReadRoutes(BaseHTTPRequestHandler):
     """The read side: download routes, model info, tree; write requests get a 403 (see :class:`_WriteRoutes`)."""
     server_version = 'timm-cra-hub/3'
@@ -439,16 +448,12 @@ class _ReadRoutes(BaseHTTPRequestHandler):
             sub = rel[len(prefix):].split('/')
             depth = len(sub) if recursive else 1
             for i in range(1, min(depth, len(sub) - 1) + 1):  # the folders on the way
-                entries.setdefault(prefix + '/'.join(sub[:i]), {'type': 'directory', 'hash': hashlib.sha1()})
+                key = prefix + '/'.join(sub[:i])
+                if key not in entries:
+                    entries[key] = {'type': 'directory', 'oid': _folder_oid(folder, files, key), 'path': key}
             if recursive or len(sub) == 1:
                 entries[rel] = {'type': 'file', 'oid': _file_digest(folder / rel, 'git-sha1'),
                                 'size': (folder / rel).stat().st_size, 'path': rel}
-        for key, entry in entries.items():
-            if entry['type'] == 'directory':  # a tree id that changes with anything below it
-                for rel in files:
-                    if rel.startswith(key + '/'):
-                        entry['hash'].update(f'{rel}\0{_file_digest(folder / rel, "git-sha1")}\n'.encode())
-                entries[key] = {'type': 'directory', 'oid': entry['hash'].hexdigest(), 'path': key}
         body = json.dumps([entries[k] for k in sorted(entries)]).encode()
         self._send(HTTPStatus.OK, {'Content-Type': 'application/json', 'X-Repo-Commit': commit}, body, head_only)
 
@@ -525,7 +530,8 @@ class _ReadRoutes(BaseHTTPRequestHandler):
 # ``/api/models/{id}/commit/main`` (NDJSON), ``/api/validate-yaml`` and the LFS batch API
 # (``POST /{id}.git/info/lfs/objects/batch``, a signed ``PUT`` URL streamed to disk and checked against the
 # object's sha256 and size, and a verify step). Every write needs ``Authorization: Bearer <token>`` and lands
-# in the FIRST root. Preupload answers ``regular`` (content inside the commit) for every file below
+# in the FIRST root (``POST /api/models/{id}/paths-info/{revision}``, which ``CommitOperationCopy`` asks, reads
+# any root). Preupload answers ``regular`` (content inside the commit) for every file below
 # ``lfs_threshold`` (default: all files), because huggingface_hub uploads ``lfs`` files with Xet whenever
 # ``hf_xet`` is installed, which this server does not speak; a client without Xet (``HF_HUB_DISABLE_XET=1``)
 # can use ``--lfs-threshold`` and plain LFS::
@@ -786,10 +792,13 @@ class _WriteRoutes(_ReadRoutes):
                     return self._create_repo()
                 if parts == ['api', 'validate-yaml']:
                     return self._json({'errors': [], 'warnings': []})
-                if len(parts) == 6 and parts[:2] == ['api', 'models'] and parts[4] in ('preupload', 'commit'):
+                if len(parts) == 6 and parts[:2] == ['api', 'models'] and parts[4] in (
+                        'preupload', 'commit', 'paths-info'):
                     repo_id = '/'.join(parts[2:4])
                     if parts[4] == 'preupload':
                         return self._preupload(repo_id, parts[5])
+                    if parts[4] == 'paths-info':
+                        return self._paths_info(repo_id, parts[5])
                     return self._commit(repo_id, parts[5])
                 if len(parts) == 6 and parts[1].endswith('.git') and parts[2:] == ['info', 'lfs', 'objects', 'batch']:
                     return self._lfs_batch(parts[0] + '/' + parts[1][:-len('.git')])
@@ -880,6 +889,31 @@ class _WriteRoutes(_ReadRoutes):
             answer.append({'path': path, 'uploadMode': 'lfs' if lfs else 'regular', 'shouldIgnore': False,
                            'oid': oid})
         self._json({'files': answer, 'commitOid': commit})
+
+    def _paths_info(self, repo_id: str, revision: str):
+        """What ``HfApi.get_paths_info`` reads (``CommitOperationCopy`` asks it): the given paths that exist in
+        ``revision``. Every file is described as an LFS object, so a copy names it by sha256 and the commit
+        hard-links it, with no download and re-upload."""
+        folder, commit = self._check_revision(repo_id, revision)
+        try:
+            form = parse_qs(self._read_body(self.server.max_json_bytes).decode('utf-8'))
+        except UnicodeDecodeError:
+            raise _HubError(HTTPStatus.BAD_REQUEST, 'Expected a form body: paths=<path>&paths=...')
+        files = _repo_files(folder)
+        answer = []
+        for path in dict.fromkeys(form.get('paths', [])):
+            try:
+                rel = '/'.join(safe_parts(path.rstrip('/')))
+            except _HubError:
+                continue  # as on the Hub, a path that does not exist is left out
+            if rel in files:
+                size, sha256 = (folder / rel).stat().st_size, _file_sha256(folder / rel)
+                pointer = f'version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n'
+                answer.append({'type': 'file', 'path': rel, 'oid': _file_digest(folder / rel, 'git-sha1'),
+                               'size': size, 'lfs': {'oid': sha256, 'size': size, 'pointerSize': len(pointer)}})
+            elif any(f.startswith(rel + '/') for f in files):
+                answer.append({'type': 'directory', 'path': rel, 'oid': _folder_oid(folder, files, rel)})
+        self._json(answer, headers={'X-Repo-Commit': commit})
 
     @staticmethod
     def _dest(folder: Path, parts: Sequence[str]) -> Path:
