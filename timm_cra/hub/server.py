@@ -688,9 +688,7 @@ def commit_revision(repo_dir: Path, files: Dict[str, Union[bytes, Tuple[Path, bo
     finally:
         for folder in created:  # failed before the switch: no revision folder outside the history is left
             shutil.rmtree(folder, ignore_errors=True)
-        if not any(revisions.iterdir()) and _history(repo_dir) is None:
-            with contextlib.suppress(OSError):
-                revisions.rmdir()  # a plain folder that took no commit is left as it was
+        _drop_unused_revisions(repo_dir)
 
 
 def _remove_entry(path: Path) -> None:
@@ -700,6 +698,30 @@ def _remove_entry(path: Path) -> None:
             shutil.rmtree(path)
         else:
             os.unlink(path)
+
+
+def _remove_unless_locked(path: Path) -> int:
+    """Remove ``path`` (as :func:`_remove_entry`) unless a live writer holds its ``flock``; 1 if removed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # a symlink (or gone): not a writer's
+        _remove_entry(path)
+        return 1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0
+    finally:
+        os.close(fd)
+    _remove_entry(path)
+    return 1
+
+
+def _drop_unused_revisions(repo_dir: Path) -> None:
+    """Leave a plain folder (no history) as it was: remove the ``.hub-revisions`` a failed commit made, if empty."""
+    with contextlib.suppress(OSError, _HubError):
+        if _history(repo_dir) is None:
+            os.rmdir(repo_dir / _REVISIONS)
 
 
 def _repo_leftovers(repo: Path) -> List[Path]:
@@ -726,20 +748,7 @@ def remove_write_leftovers(root: Path) -> int:
     with contextlib.suppress(_HubError):
         store = _store_entry(root, _STORE, folder=True)
         for tmp in sorted(store.glob(_TMP_PREFIX + '*')) if store else []:
-            try:  # an upload in flight holds its temp file's flock
-                fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except OSError:
-                _remove_entry(tmp)  # a link or a folder: not an upload of this server's
-                removed += 1
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            finally:
-                os.close(fd)
-            _remove_entry(tmp)
-            removed += 1
+            removed += _remove_unless_locked(tmp)
     orgs = [org for org in sorted(root.iterdir())
             if not org.name.startswith('.') and not org.is_symlink() and org.is_dir()]
     org_temps = [tmp for org in orgs for tmp in sorted(org.glob(_TMP_PREFIX + '*'))]
@@ -754,8 +763,7 @@ def remove_write_leftovers(root: Path) -> int:
                 continue
             with contextlib.suppress(_HubError), _flock(repo, wait=0) as locked:
                 for entry in _repo_leftovers(repo) if locked else []:  # listed again under the lock
-                    _remove_entry(entry)
-                    removed += 1
+                    removed += _remove_unless_locked(entry)  # a commit being parsed flocks its scratch
     return removed
 
 
@@ -773,6 +781,98 @@ def _validate_new_repo_id(org, name) -> str:
     except HFValidationError as e:
         raise _HubError(HTTPStatus.BAD_REQUEST, f'Invalid repo id {repo_id[:200]!r}: {str(e).splitlines()[0]}')
     return repo_id
+
+
+class _Decoded:
+    """The content of a large ``file`` line of a commit, decoded to ``path`` while parsing (``error``: bad base64)."""
+
+    def __init__(self, path: Path, error: bool = False):
+        self.path, self.error = path, error
+
+
+_SPOOL_OVER = 1 << 20  # a commit body over this (or chunked) is spooled to disk instead of held in memory
+_BIG_LINE = 1 << 16  # a spooled line over this is parsed without holding it: its content is decoded to a file
+_CONTENT_KEY = re.compile(rb'"content"\s*:\s*"')
+
+
+def _line_ends(f) -> List[int]:
+    """Offsets of the line ends of the file ``f`` (its size if the last line has none), read in chunks."""
+    ends, pos = [], 0
+    for chunk in iter(lambda: f.read(_CHUNK), b''):
+        i = chunk.find(b'\n')
+        while i >= 0:
+            ends.append(pos + i)
+            i = chunk.find(b'\n', i + 1)
+        pos += len(chunk)
+    if not ends or ends[-1] != pos - 1:
+        ends.append(pos)
+    return ends
+
+
+def _big_line(f, start: int, length: int, scratch: Path) -> Optional[object]:
+    """A large NDJSON line ``f[start:start+length]`` parsed with its ``value.content`` string (base64: no quote or
+    backslash inside) decoded in chunks to a file in ``scratch`` (a :class:`_Decoded`); None if it is not
+    such a line."""
+    f.seek(start)
+    head = f.read(_BIG_LINE)
+    m = _CONTENT_KEY.search(head)
+    if m is None:
+        return None
+    value_start, line_end = start + m.end(), start + length
+    f.seek(value_start)
+    value_end = None
+    while value_end is None and f.tell() < line_end:  # the closing quote (a backslash first: not base64)
+        chunk = f.read(min(_CHUNK, line_end - f.tell()))
+        stops = [i for i in (chunk.find(b'"'), chunk.find(b'\\')) if i >= 0]
+        if stops:
+            value_end = f.tell() - len(chunk) + min(stops)
+    if value_end is None or line_end - value_end > _BIG_LINE:
+        return None
+    f.seek(value_end)
+    rest = f.read(line_end - value_end)
+    if not rest.startswith(b'"'):
+        return None
+    parsed = json.loads(head[:m.end()] + rest)  # the line with an empty content string
+    value = parsed.get('value') if isinstance(parsed, dict) else None
+    if not (isinstance(value, dict) and value.get('content') == ''):
+        return None
+    value['content'] = _decode_to_file(f, value_start, value_end, scratch)
+    return parsed
+
+
+def _ndjson_lines(body: Path, scratch: Path) -> Iterator[object]:
+    """Each non-blank line of the NDJSON file ``body``, parsed; memory stays at a few chunks, as a line over
+    :data:`_BIG_LINE` has its file content decoded to ``scratch`` (a line that does not fit is parsed whole)."""
+    with open(body, 'rb') as f:
+        start = 0
+        for end in _line_ends(f):
+            line_start, length, start = start, end - start, end + 1
+            parsed = _big_line(f, line_start, length, scratch) if length > _BIG_LINE else None
+            if parsed is None:
+                f.seek(line_start)
+                line = f.read(length)
+                if not line.strip():
+                    continue
+                parsed = json.loads(line)
+            yield parsed
+
+
+def _decode_to_file(f, start: int, end: int, scratch: Path) -> _Decoded:
+    """base64-decode ``f[start:end]`` in chunks into a new file in ``scratch``."""
+    fd, out = tempfile.mkstemp(dir=scratch)
+    os.fchmod(fd, 0o644)  # hard-linked into the revision: readable as any revision file
+    with os.fdopen(fd, 'wb') as dest:
+        if (end - start) % 4:
+            return _Decoded(Path(out), error=True)
+        f.seek(start)
+        while f.tell() < end:
+            try:
+                dest.write(base64.b64decode(f.read(min(4 * _CHUNK, end - f.tell())), validate=True))
+            except ValueError:
+                return _Decoded(Path(out), error=True)
+        dest.flush()
+        os.fsync(dest.fileno())
+    return _Decoded(Path(out))
 
 
 class _WriteRoutes(_ReadRoutes):
@@ -1021,13 +1121,34 @@ class _WriteRoutes(_ReadRoutes):
             raise _HubError(HTTPStatus.NOT_FOUND, f'LFS object {oid} was not uploaded.')
         self._json({'oid': oid, 'size': path.stat().st_size})
 
-    def _parse_commit(self) -> Tuple[dict, list]:
-        """The header and operations of an NDJSON commit body, checked for form (not yet against the repo)."""
+    def _spooled(self) -> bool:
+        """Whether the commit body is large enough (or of unknown size) to be spooled to disk."""
+        length = (self.headers.get('Content-Length') or '').strip()
+        return 'chunked' in self.headers.get('Transfer-Encoding', '').lower() or not length.isdigit() or \
+            int(length) > _SPOOL_OVER
+
+    def _parse_commit(self, scratch: Optional[Path]) -> Tuple[dict, list]:
+        """The header and operations of an NDJSON commit body, checked for form (not yet against the repo).
+        With ``scratch``, the body is spooled there and each large file's content decoded there as its line is
+        parsed, so memory stays bounded (a few MiB) whatever the size of the files sent inside the commit."""
         try:
-            lines = [json.loads(line) for line in self._read_body(self.server.max_commit_bytes).splitlines()
-                     if line.strip()]
+            if scratch is None:
+                lines = [json.loads(line) for line in self._read_body(_SPOOL_OVER).splitlines() if line.strip()]
+            else:
+                body = scratch / 'body'
+                try:
+                    with open(body, 'xb') as f:
+                        for chunk in self._iter_body(self.server.max_commit_bytes):
+                            f.write(chunk)
+                except OSError as e:
+                    self.close_connection = True
+                    raise _disk_error(e, 'Commit')
+                lines = list(_ndjson_lines(body, scratch))
+                body.unlink()
         except (ValueError, UnicodeDecodeError):
             raise _HubError(HTTPStatus.BAD_REQUEST, 'Commit body is not NDJSON.')
+        except OSError as e:
+            raise _disk_error(e, 'Commit')
         if not lines or not isinstance(lines[0], dict) or lines[0].get('key') != 'header':
             raise _HubError(HTTPStatus.BAD_REQUEST, 'Commit body must start with a header line.')
         header = lines[0].get('value') or {}
@@ -1045,8 +1166,14 @@ class _WriteRoutes(_ReadRoutes):
             if key == 'file':
                 if value.get('encoding', 'base64') != 'base64':
                     raise _HubError(HTTPStatus.BAD_REQUEST, 'Only base64 file content is accepted.')
+                content = value.get('content', '')
+                if isinstance(content, _Decoded):  # a large file, decoded to scratch while parsing
+                    if content.error:
+                        raise _HubError(HTTPStatus.BAD_REQUEST, f'Bad base64 content for {path}.')
+                    ops.append(('file', path, (content.path, True)))
+                    continue
                 try:
-                    ops.append(('file', path, base64.b64decode(value.get('content', ''), validate=True)))
+                    ops.append(('file', path, base64.b64decode(content, validate=True)))
                 except (ValueError, TypeError):
                     raise _HubError(HTTPStatus.BAD_REQUEST, f'Bad base64 content for {path}.')
             elif key == 'lfsFile':
@@ -1066,7 +1193,23 @@ class _WriteRoutes(_ReadRoutes):
         repo_dir = self._writable_repo(repo_id, revision)
         if parse_qs(urlsplit(self.path).query).get('create_pr'):
             raise _HubError(HTTPStatus.BAD_REQUEST, 'Pull requests are not supported by this server.')
-        header, ops = self._parse_commit()
+        # Scratch space for a large body and its decoded files: next to the revisions (so they are hard-linked
+        # in) and flock'ed, so another server's start-up clean-up leaves it alone.
+        if not self._spooled():
+            return self._commit_parsed(repo_id, repo_dir, None)
+        try:
+            scratch = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=_real_store_dir(repo_dir, _REVISIONS)))
+        except OSError as e:
+            raise _disk_error(e, 'Commit')
+        try:
+            with _flock(scratch, wait=0):
+                self._commit_parsed(repo_id, repo_dir, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            _drop_unused_revisions(repo_dir)
+
+    def _commit_parsed(self, repo_id: str, repo_dir: Path, scratch: Optional[Path]):
+        header, ops = self._parse_commit(scratch)
         with self.server.repo_lock(repo_dir):
             folder, parent = served_revision(repo_dir)
             expected = header.get('parentCommit')
