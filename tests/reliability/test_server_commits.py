@@ -748,7 +748,8 @@ def test_file_inside_a_commit_is_staged_with_bounded_memory(hub, tmp_path):
         grown_mib = (_vm_kib(proc.pid, 'VmHWM') - peak) / 1024
         print(f'\npeak RSS growth during a commit carrying a 64 MiB file: {grown_mib:.1f} MiB')
         assert sorted(api.list_repo_files(repo_id)) == ['big.bin', 'config.json']
-        assert (root / 't-mem' / 'repo' / '.hub-revisions' / api.model_info(repo_id).sha / 'big.bin').read_bytes() == big
+        revision = root / 't-mem' / 'repo' / '.hub-revisions' / api.model_info(repo_id).sha
+        assert (revision / 'big.bin').read_bytes() == big
     assert grown_mib < 64  # was 256 MiB with the body, its lines and the decoded file all held in memory
 
 

@@ -22,10 +22,13 @@ case-insensitively, as on the Hub (``ORG/Name`` finds ``org/name``). Used by the
     python -m timm_cra.hub.server --root hub --port 8808
     HF_ENDPOINT=http://127.0.0.1:8808 python -c "import timm, timm_cra; timm.create_model('hf-hub:org/repo', pretrained=True)"
 
-Containment: every repo id and file name is checked part by part (no empty, ``.``/``..``, hidden, ``/``,
-``\\`` or NUL parts, none over 255 bytes) and the resolved path must stay inside its repo folder, and that
-inside its root. A symlink is served only if its target stays inside the same repo folder; any other is
-invisible (404). Every connection times out after ``request_timeout`` seconds without progress.
+Containment: every repo id and file name is checked part by part (no empty, ``.``/``..``, hidden but
+``.gitattributes``, ``/``, ``\\`` or NUL parts, none over 255 bytes) and the resolved path must stay inside its
+repo folder, and that inside its root. A symlink is served only if its target stays inside the same repo
+folder; any other is invisible (404). The server's own entries (``.hub-head``, ``.hub-revisions`` and each
+revision in it) must be real files / folders: a symlink there is never followed (500 naming the entry).
+Every connection times out after ``request_timeout`` seconds without progress; a GET body is read and dropped,
+and two ``Content-Length`` headers are a 400.
 
 The write side (off unless ``--allow-write`` with a token) is the last part of this file (``_WriteRoutes`` and
 the commit store above it); see its section comment.
@@ -544,6 +547,8 @@ class _ReadRoutes(BaseHTTPRequestHandler):
 # ``.hub-revisions/.hub-tmp-*`` (unchanged files and LFS objects hard-linked, so no copy), renamed to
 # ``.hub-revisions/<commit>`` and made ``main`` by ONE atomic replace of ``.hub-head``. A refused, failed (disk
 # full) or killed commit leaves ``main`` as it was; a writable server removes the leftovers when it starts.
+# A commit body over 1 MiB is spooled to a flock'ed scratch folder in ``.hub-revisions`` and each large file
+# decoded there while its line is parsed, so memory stays at a few MiB whatever the file sizes.
 # The repo's lock is a thread lock plus ``flock`` on the repo folder, so servers in several processes on one
 # root queue too (a commit validated against a stale head would drop the other's commit); repo creation
 # flocks the root, an LFS upload its temp file. Startup clean-up removes only what it can lock, so it never
