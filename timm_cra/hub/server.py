@@ -22,10 +22,13 @@ case-insensitively, as on the Hub (``ORG/Name`` finds ``org/name``). Used by the
     python -m timm_cra.hub.server --root hub --port 8808
     HF_ENDPOINT=http://127.0.0.1:8808 python -c "import timm, timm_cra; timm.create_model('hf-hub:org/repo', pretrained=True)"
 
-Containment: every repo id and file name is checked part by part (no empty, ``.``/``..``, hidden, ``/``,
-``\\`` or NUL parts, none over 255 bytes) and the resolved path must stay inside its repo folder, and that
-inside its root. A symlink is served only if its target stays inside the same repo folder; any other is
-invisible (404). Every connection times out after ``request_timeout`` seconds without progress.
+Containment: every repo id and file name is checked part by part (no empty, ``.``/``..``, hidden but
+``.gitattributes``, ``/``, ``\\`` or NUL parts, none over 255 bytes) and the resolved path must stay inside its
+repo folder, and that inside its root. A symlink is served only if its target stays inside the same repo
+folder; any other is invisible (404). The server's own entries (``.hub-head``, ``.hub-revisions`` and each
+revision in it) must be real files / folders: a symlink there is never followed (500 naming the entry).
+Every connection times out after ``request_timeout`` seconds without progress; a GET body is read and dropped,
+and two ``Content-Length`` headers are a 400.
 
 The write side (off unless ``--allow-write`` with a token) is the last part of this file (``_WriteRoutes`` and
 the commit store above it); see its section comment.
@@ -34,6 +37,7 @@ import argparse
 import base64
 import contextlib
 import errno
+import fcntl
 import hashlib
 import hmac
 import json
@@ -41,6 +45,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -52,7 +57,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..utils.io import atomic_write, remove_stale_temp_files
+from ..utils.io import atomic_write
 
 __all__ = ['HubFolderServer', 'repo_commit_hash', 'served_revision', 'safe_parts', 'main', 'WRITE_TOKEN_ENV']
 
@@ -67,6 +72,7 @@ _HEAD = '.hub-head'  # in a repo written by this server: its commits, one per li
 _REVISIONS = '.hub-revisions'  # <repo>/.hub-revisions/<commit>/: the files of each commit of the history
 _STORE = '.hub-lfs'  # uploaded LFS objects, per root, named by sha256 (hidden: never a repo, never listed)
 _TMP_PREFIX = '.hub-tmp-'  # every temp file / staging folder of a write; removed when a writable server starts
+_KEPT_HIDDEN = frozenset({'.gitattributes'})  # the one hidden name a repo holds (the Hub stores it)
 
 
 class _HubError(Exception):
@@ -80,16 +86,38 @@ class _HubError(Exception):
 def safe_parts(name: str, what: str = 'path') -> List[str]:
     """Split a repo-relative POSIX path into parts, refusing anything that could leave its folder.
 
-    Refused: non-strings, empty, absolute, ``.``/``..``, hidden (``.``-prefixed) parts, backslashes, NUL and
-    parts over 255 bytes.
+    Refused: non-strings, empty, absolute, ``.``/``..``, hidden (``.``-prefixed) parts (but a file named
+    ``.gitattributes``, which Hub repos hold), backslashes, NUL and parts over 255 bytes.
     """
     if not isinstance(name, str) or not name or '\\' in name or '\0' in name or name.startswith('/'):
         raise _HubError(HTTPStatus.BAD_REQUEST, f'Invalid {what} {name!r}.')
     parts = name.split('/')
-    if any(p in ('', '.', '..') or p.startswith('.') or len(p.encode('utf-8', 'surrogatepass')) > _MAX_PART_BYTES
-           for p in parts):
+    if any(p in ('', '.', '..') or _hidden(p, last=i == len(parts) - 1)
+           or len(p.encode('utf-8', 'surrogatepass')) > _MAX_PART_BYTES for i, p in enumerate(parts)):
         raise _HubError(HTTPStatus.BAD_REQUEST, f'Invalid {what} {name[:300]!r}.')
     return parts
+
+
+def _hidden(part: str, last: bool) -> bool:
+    """Whether a path part is hidden from repos: ``.``-prefixed, except a file (last part) in :data:`_KEPT_HIDDEN`."""
+    return part.startswith('.') and not (last and part in _KEPT_HIDDEN)
+
+
+def _store_entry(parent: Path, name: str, folder: bool) -> Optional[Path]:
+    """``parent/name``, one of the server's own store entries, if it is a real folder (``folder``) or regular
+    file; ``None`` if absent. Anything else (a symlink above all: it could lead out of the root) is refused,
+    never followed."""
+    path = parent / name
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode):
+        return path
+    what = 'a symlink' if stat.S_ISLNK(mode) else 'not a folder' if folder else 'not a regular file'
+    raise _HubError(HTTPStatus.INTERNAL_SERVER_ERROR,
+                    f'{path} is {what}; this server only uses a real {"folder" if folder else "file"} there: '
+                    f'replace it with one (or remove it).')
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -137,7 +165,7 @@ def _repo_files(repo_dir: Path) -> List[str]:
     files = []
     for path in sorted(repo_dir.rglob('*')):
         rel = path.relative_to(repo_dir)
-        if any(part.startswith('.') for part in rel.parts):
+        if any(_hidden(part, last=i == len(rel.parts) - 1) for i, part in enumerate(rel.parts)):
             continue
         if path.is_file() and _inside(path, repo_dir):
             files.append(rel.as_posix())
@@ -154,12 +182,14 @@ def _folder_commit_hash(folder: Path) -> str:
 
 def _history(repo_dir: Path) -> Optional[List[str]]:
     """The commits of a repo written by this server (``main`` last); ``None`` for a plain folder."""
-    head = repo_dir / _HEAD
-    try:
-        with head.open('rb') as f:
-            text = f.read(1 << 24)
-    except (FileNotFoundError, NotADirectoryError):
+    head = _store_entry(repo_dir, _HEAD, folder=False)
+    if head is None:
         return None
+    try:
+        with open(os.open(head, os.O_RDONLY | os.O_NOFOLLOW), 'rb') as f:  # swapped for a link since: refused
+            text = f.read(1 << 24)
+    except OSError as e:
+        raise _HubError(HTTPStatus.INTERNAL_SERVER_ERROR, f'{head} cannot be read ({e.strerror}); restore it.')
     commits = text.decode('ascii', 'replace').split()
     if not commits or not all(_COMMIT_RE.match(c) for c in commits):
         raise _HubError(HTTPStatus.INTERNAL_SERVER_ERROR, f'{head} is not a list of commits; restore it.')
@@ -173,6 +203,7 @@ def served_revision(repo_dir: Union[str, Path], revision: str = DEFAULT_BRANCH) 
     """
     repo_dir = Path(repo_dir)
     history = _history(repo_dir)
+    revisions = _store_entry(repo_dir, _REVISIONS, folder=True)  # checked even when unused: S3 (writes go there)
     if history is None:
         head = _folder_commit_hash(repo_dir)
         if revision in (DEFAULT_BRANCH, head):
@@ -180,8 +211,8 @@ def served_revision(repo_dir: Union[str, Path], revision: str = DEFAULT_BRANCH) 
     else:
         head = history[-1]
         commit = head if revision == DEFAULT_BRANCH else revision
-        folder = repo_dir / _REVISIONS / commit
-        if commit in history and folder.is_dir():
+        folder = _store_entry(revisions, commit, folder=True) if revisions and commit in history else None
+        if folder is not None and _inside(folder, repo_dir):
             return folder, commit
     raise _HubError(HTTPStatus.NOT_FOUND,
                     f'Invalid rev id: {revision[:100]} (repo {repo_dir.parent.name}/{repo_dir.name} has '
@@ -193,20 +224,20 @@ def repo_commit_hash(repo_dir: Union[str, Path]) -> str:
     return served_revision(repo_dir)[1]
 
 
-def _child_dir(folder: Path, name: str) -> Optional[Path]:
-    """``folder/name`` if it is a folder, else the one whose name matches case-insensitively (as Hub ids do)."""
+def _child_dirs(folder: Path, name: str) -> Iterator[Path]:
+    """The folders in ``folder`` named ``name`` case-insensitively (as Hub ids are), the exact spelling first."""
     exact = folder / name
     if exact.is_dir():
-        return exact
+        yield exact
     wanted = name.casefold()
     try:
         with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.casefold() == wanted and not entry.name.startswith('.') and entry.is_dir():
-                    return folder / entry.name
+            matches = [e.name for e in entries if e.name != name and e.name.casefold() == wanted
+                       and not e.name.startswith('.') and e.is_dir()]
     except OSError:
-        pass
-    return None
+        return
+    for match in sorted(matches):
+        yield folder / match
 
 
 def _find_repo_in(root: Path, repo_id: str) -> Optional[Path]:
@@ -217,9 +248,19 @@ def _find_repo_in(root: Path, repo_id: str) -> Optional[Path]:
         return None
     if len(parts) != 2:
         return None
-    org = _child_dir(root, parts[0])
-    repo_dir = _child_dir(org, parts[1]) if org is not None else None
-    return repo_dir if repo_dir is not None and _inside(repo_dir, root) else None
+    for org in _child_dirs(root, parts[0]):  # ACME/two and acme/one made by hand: each id finds its repo
+        for repo_dir in _child_dirs(org, parts[1]):
+            return repo_dir if _inside(repo_dir, root) else None
+    return None
+
+
+def _folder_oid(folder: Path, files: Sequence[str], key: str) -> str:
+    """A tree id for the folder ``key`` of a revision (``files``: its file list) that changes with anything below it."""
+    h = hashlib.sha1()
+    for rel in files:
+        if rel.startswith(key + '/'):
+            h.update(f'{rel}\0{_file_digest(folder / rel, "git-sha1")}\n'.encode())
+    return h.hexdigest()
 
 
 class _ReadRoutes(BaseHTTPRequestHandler):
@@ -344,7 +385,21 @@ class _ReadRoutes(BaseHTTPRequestHandler):
         # only appears after unquoting stays inside its part, which the containment checks then refuse.
         return [unquote(p) for p in urlsplit(self.path).path.split('/')[1:]]
 
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        # Two framings of one body (request smuggling): refused, the connection closed.
+        if len(self.headers.get_all('Content-Length') or []) > 1 or (
+                'Content-Length' in self.headers and 'Transfer-Encoding' in self.headers):
+            self.close_connection = True
+            self._error(HTTPStatus.BAD_REQUEST, None, 'Give one Content-Length header, or Transfer-Encoding alone.',
+                        False)
+            return False
+        return True
+
     def _route(self, head_only: bool):
+        self._body_read = False  # a GET / HEAD body is read and dropped: never parsed as the next request
+        self._drain_body()
         parts = self._parts()
         try:
             if len(parts) >= 5 and parts[2] == 'resolve':
@@ -396,16 +451,12 @@ class _ReadRoutes(BaseHTTPRequestHandler):
             sub = rel[len(prefix):].split('/')
             depth = len(sub) if recursive else 1
             for i in range(1, min(depth, len(sub) - 1) + 1):  # the folders on the way
-                entries.setdefault(prefix + '/'.join(sub[:i]), {'type': 'directory', 'hash': hashlib.sha1()})
+                key = prefix + '/'.join(sub[:i])
+                if key not in entries:
+                    entries[key] = {'type': 'directory', 'oid': _folder_oid(folder, files, key), 'path': key}
             if recursive or len(sub) == 1:
                 entries[rel] = {'type': 'file', 'oid': _file_digest(folder / rel, 'git-sha1'),
                                 'size': (folder / rel).stat().st_size, 'path': rel}
-        for key, entry in entries.items():
-            if entry['type'] == 'directory':  # a tree id that changes with anything below it
-                for rel in files:
-                    if rel.startswith(key + '/'):
-                        entry['hash'].update(f'{rel}\0{_file_digest(folder / rel, "git-sha1")}\n'.encode())
-                entries[key] = {'type': 'directory', 'oid': entry['hash'].hexdigest(), 'path': key}
         body = json.dumps([entries[k] for k in sorted(entries)]).encode()
         self._send(HTTPStatus.OK, {'Content-Type': 'application/json', 'X-Repo-Commit': commit}, body, head_only)
 
@@ -482,7 +533,8 @@ class _ReadRoutes(BaseHTTPRequestHandler):
 # ``/api/models/{id}/commit/main`` (NDJSON), ``/api/validate-yaml`` and the LFS batch API
 # (``POST /{id}.git/info/lfs/objects/batch``, a signed ``PUT`` URL streamed to disk and checked against the
 # object's sha256 and size, and a verify step). Every write needs ``Authorization: Bearer <token>`` and lands
-# in the FIRST root. Preupload answers ``regular`` (content inside the commit) for every file below
+# in the FIRST root (``POST /api/models/{id}/paths-info/{revision}``, which ``CommitOperationCopy`` asks, reads
+# any root). Preupload answers ``regular`` (content inside the commit) for every file below
 # ``lfs_threshold`` (default: all files), because huggingface_hub uploads ``lfs`` files with Xet whenever
 # ``hf_xet`` is installed, which this server does not speak; a client without Xet (``HF_HUB_DISABLE_XET=1``)
 # can use ``--lfs-threshold`` and plain LFS::
@@ -495,6 +547,14 @@ class _ReadRoutes(BaseHTTPRequestHandler):
 # ``.hub-revisions/.hub-tmp-*`` (unchanged files and LFS objects hard-linked, so no copy), renamed to
 # ``.hub-revisions/<commit>`` and made ``main`` by ONE atomic replace of ``.hub-head``. A refused, failed (disk
 # full) or killed commit leaves ``main`` as it was; a writable server removes the leftovers when it starts.
+# A commit body over 1 MiB is spooled to a flock'ed scratch folder in ``.hub-revisions`` and each large file
+# decoded there while its line is parsed, so memory stays at a few MiB whatever the file sizes.
+# The repo's lock is a thread lock plus ``flock`` on the repo folder, so servers in several processes on one
+# root queue too (a commit validated against a stale head would drop the other's commit); repo creation
+# flocks the root, an LFS upload its temp file. Startup clean-up removes only what it can lock, so it never
+# deletes another live server's staging. The store entries (``.hub-revisions`` and each revision in it,
+# ``.hub-head``, ``.hub-lfs`` and each object in it) must be real folders / files: a symlink there is
+# refused, never followed or deleted through.
 
 _PAUSE_ENV = 'TIMM_CRA_HUB_TEST_PAUSE_BEFORE_SWITCH'  # tests only: seconds to wait between staging and switch
 _DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -515,6 +575,38 @@ def _fsynced_write(dest: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+@contextlib.contextmanager
+def _flock(folder: Path, wait: float) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``folder`` itself (a repo or a root: no lock file is written): yields True,
+    or False if another holder (thread or process) kept it for ``wait`` seconds."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise _disk_error(e, f'Locking {folder}')
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                acquired = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    acquired = False
+                    break
+                time.sleep(0.02)
+        yield acquired
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _real_store_dir(parent: Path, name: str) -> Path:
+    """``parent/name``, created if missing, refused if it is anything but a real folder."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(parent / name)
+    return _store_entry(parent, name, folder=True)
+
+
 def _link_or_copy(src: Path, dest: Path, link: bool) -> None:
     """Hard-link ``src`` (immutable: a revision file or an LFS object) onto ``dest``, or copy it."""
     if link:
@@ -531,8 +623,9 @@ def _link_or_copy(src: Path, dest: Path, link: bool) -> None:
 
 
 def create_repo_folder(root: Path, org: str, name: str) -> Path:
-    """Create ``root/org/name`` holding one empty commit, in one rename (a kill leaves only a temp folder)."""
-    org_dir = root / org
+    """Create ``root/org/name`` holding one empty commit, in one rename (a kill leaves only a temp folder).
+    An org folder spelled in another case is reused: ``ACME/two`` goes to ``acme/`` (one org per id)."""
+    org_dir = next(_child_dirs(root, org), root / org)
     org_dir.mkdir(exist_ok=True)
     if not _inside(org_dir, root):
         raise _HubError(HTTPStatus.BAD_REQUEST, f'Invalid repo id {org}/{name}.')
@@ -542,19 +635,17 @@ def create_repo_folder(root: Path, org: str, name: str) -> Path:
         (tmp / _REVISIONS / empty).mkdir(parents=True)
         _fsynced_write(tmp / _HEAD, f'{empty}\n'.encode())
         tmp.chmod(0o755)
-        os.rename(tmp, org_dir / name)  # fails if a racing create won (the caller holds the create lock)
+        os.rename(tmp, org_dir / name)  # fails if a racing create won (the caller holds the create locks)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return org_dir / name
 
 
-def commit_revision(repo_dir: Path, files: Dict[str, Union[bytes, Tuple[Path, bool]]]) -> str:
-    """Stage ``files`` (repo path -> bytes, or (source file, may hard-link)) as a new revision of ``repo_dir``
-    and make it ``main`` with one atomic replace of ``.hub-head``; returns its commit. The caller holds the
-    repo's lock and has checked every path."""
-    revisions = repo_dir / _REVISIONS
-    revisions.mkdir(exist_ok=True)
+def _stage_revision(revisions: Path, files: Dict[str, Union[bytes, Tuple[Path, bool]]], created: List[Path]) -> str:
+    """Write ``files`` (repo path -> bytes, or (source file, may hard-link)) into ``revisions/<commit>`` (a
+    staging folder renamed in one step; an existing revision with the same content is reused); returns the
+    commit. A revision folder made here is appended to ``created``."""
     staging = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=revisions))
     try:
         for rel, src in sorted(files.items()):
@@ -567,52 +658,117 @@ def commit_revision(repo_dir: Path, files: Dict[str, Union[bytes, Tuple[Path, bo
         for folder in [staging, *(p for p in staging.rglob('*') if p.is_dir())]:
             folder.chmod(0o755)  # mkdtemp's 0700 would hide a revision from other users of the mirror
         commit = _folder_commit_hash(staging)
-        final = revisions / commit
-        if final.is_dir():  # same content as an earlier commit: that revision folder is reused
-            shutil.rmtree(staging)
-        else:
-            os.rename(staging, final)
-        pause = float(os.environ.get(_PAUSE_ENV) or 0)
-        if pause > 0:
-            time.sleep(min(pause, 600))
-        history = _history(repo_dir) or []
-        with atomic_write(repo_dir / _HEAD, 'w', prefix=_TMP_PREFIX, suffix='', perms=0o644) as f:
-            f.write(''.join(f'{c}\n' for c in history + [commit]))
+        if not _store_entry(revisions, commit, folder=True):  # else: same content as an earlier commit, reused
+            os.rename(staging, revisions / commit)
+            created.append(revisions / commit)
         return commit
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def commit_revision(repo_dir: Path, files: Dict[str, Union[bytes, Tuple[Path, bool]]]) -> str:
+    """Stage ``files`` (repo path -> bytes, or (source file, may hard-link)) as a new revision of ``repo_dir``
+    and make it ``main`` with one atomic replace of ``.hub-head``; returns its commit. The caller holds the
+    repo's lock and has checked every path. A plain folder's own files first become its first revision (copied:
+    they may be edited later), so its content commit hash keeps resolving."""
+    revisions = _real_store_dir(repo_dir, _REVISIONS)
+    created: List[Path] = []
+    try:
+        history = _history(repo_dir)
+        if history is None:
+            plain = _stage_revision(revisions, {rel: (repo_dir / rel, False) for rel in _repo_files(repo_dir)},
+                                    created)
+            history = [plain]
+            files = {rel: (revisions / plain / rel, True) if src == (repo_dir / rel, False) else src
+                     for rel, src in files.items()}
+        commit = _stage_revision(revisions, files, created)
+        pause = float(os.environ.get(_PAUSE_ENV) or 0)
+        if pause > 0:
+            time.sleep(min(pause, 600))
+        with atomic_write(repo_dir / _HEAD, 'w', prefix=_TMP_PREFIX, suffix='', perms=0o644) as f:
+            f.write(''.join(f'{c}\n' for c in history + [commit]))
+        created.clear()  # switched: they are part of the history now
+        return commit
+    finally:
+        for folder in created:  # failed before the switch: no revision folder outside the history is left
+            shutil.rmtree(folder, ignore_errors=True)
+        _drop_unused_revisions(repo_dir)
+
+
+def _remove_entry(path: Path) -> None:
+    """Remove a file, a symlink (the link itself) or a real folder (``rmtree`` never follows links)."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+
+def _remove_unless_locked(path: Path) -> int:
+    """Remove ``path`` (as :func:`_remove_entry`) unless a live writer holds its ``flock``; 1 if removed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # a symlink (or gone): not a writer's
+        _remove_entry(path)
+        return 1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0
+    finally:
+        os.close(fd)
+    _remove_entry(path)
+    return 1
+
+
+def _drop_unused_revisions(repo_dir: Path) -> None:
+    """Leave a plain folder (no history) as it was: remove the ``.hub-revisions`` a failed commit made, if empty."""
+    with contextlib.suppress(OSError, _HubError):
+        if _history(repo_dir) is None:
+            os.rmdir(repo_dir / _REVISIONS)
+
+
+def _repo_leftovers(repo: Path) -> List[Path]:
+    """Temp files of a repo and revision folders that never became part of its history."""
+    leftovers = sorted(repo.glob(_TMP_PREFIX + '*'))
+    try:
+        history = _history(repo)
+        revisions = _store_entry(repo, _REVISIONS, folder=True)
+    except _HubError:
+        return leftovers  # a corrupt head or a linked store is reported on use; never delete on a guess
+    if history is not None and revisions is not None:
+        leftovers += [entry for entry in sorted(revisions.iterdir()) if entry.name not in history]
+    return leftovers
+
+
 def remove_write_leftovers(root: Path) -> int:
     """Remove what killed writes left in a writable root: temp files and staging folders (``.hub-tmp-*``) and
-    revision folders that never became part of a history. Returns how many entries were removed."""
-    pattern = [_TMP_PREFIX + '*']
+    revision folders that never became part of a history. Only what this process can lock is removed (another
+    server on the root may be writing it), and nothing is followed through a symlink. Returns how many
+    entries were removed."""
     if not root.is_dir():
         return 0
-    removed = remove_stale_temp_files(str(root / _STORE), pattern) if (root / _STORE).is_dir() else 0
-    for org in root.iterdir():
-        if org.name.startswith('.') or org.is_symlink() or not org.is_dir():
-            continue
-        removed += remove_stale_temp_files(str(org), pattern)
-        for repo in org.iterdir():
-            if repo.is_symlink() or not repo.is_dir():
+    removed = 0
+    with contextlib.suppress(_HubError):
+        store = _store_entry(root, _STORE, folder=True)
+        for tmp in sorted(store.glob(_TMP_PREFIX + '*')) if store else []:
+            removed += _remove_unless_locked(tmp)
+    orgs = [org for org in sorted(root.iterdir())
+            if not org.name.startswith('.') and not org.is_symlink() and org.is_dir()]
+    org_temps = [tmp for org in orgs for tmp in sorted(org.glob(_TMP_PREFIX + '*'))]
+    if org_temps:
+        with contextlib.suppress(_HubError), _flock(root, wait=0) as locked:
+            for tmp in org_temps if locked else []:  # unlocked: another server is creating a repo
+                _remove_entry(tmp)
+                removed += 1
+    for org in orgs:
+        for repo in sorted(org.iterdir()):
+            if repo.name.startswith('.') or repo.is_symlink() or not repo.is_dir() or not _repo_leftovers(repo):
                 continue
-            removed += remove_stale_temp_files(str(repo), pattern)
-            try:
-                history = _history(repo)
-            except _HubError:
-                continue  # a corrupt head is reported on use; never delete revisions on a guess
-            revisions = repo / _REVISIONS
-            if history is None or not revisions.is_dir():
-                continue
-            for entry in revisions.iterdir():
-                if entry.name not in history:
-                    if entry.is_dir() and not entry.is_symlink():
-                        shutil.rmtree(entry)
-                    else:
-                        entry.unlink()
-                    removed += 1
+            with contextlib.suppress(_HubError), _flock(repo, wait=0) as locked:
+                for entry in _repo_leftovers(repo) if locked else []:  # listed again under the lock
+                    removed += _remove_unless_locked(entry)  # a commit being parsed flocks its scratch
     return removed
 
 
@@ -632,6 +788,98 @@ def _validate_new_repo_id(org, name) -> str:
     return repo_id
 
 
+class _Decoded:
+    """The content of a large ``file`` line of a commit, decoded to ``path`` while parsing (``error``: bad base64)."""
+
+    def __init__(self, path: Path, error: bool = False):
+        self.path, self.error = path, error
+
+
+_SPOOL_OVER = 1 << 20  # a commit body over this (or chunked) is spooled to disk instead of held in memory
+_BIG_LINE = 1 << 16  # a spooled line over this is parsed without holding it: its content is decoded to a file
+_CONTENT_KEY = re.compile(rb'"content"\s*:\s*"')
+
+
+def _line_ends(f) -> List[int]:
+    """Offsets of the line ends of the file ``f`` (its size if the last line has none), read in chunks."""
+    ends, pos = [], 0
+    for chunk in iter(lambda: f.read(_CHUNK), b''):
+        i = chunk.find(b'\n')
+        while i >= 0:
+            ends.append(pos + i)
+            i = chunk.find(b'\n', i + 1)
+        pos += len(chunk)
+    if not ends or ends[-1] != pos - 1:
+        ends.append(pos)
+    return ends
+
+
+def _big_line(f, start: int, length: int, scratch: Path) -> Optional[object]:
+    """A large NDJSON line ``f[start:start+length]`` parsed with its ``value.content`` string (base64: no quote or
+    backslash inside) decoded in chunks to a file in ``scratch`` (a :class:`_Decoded`); None if it is not
+    such a line."""
+    f.seek(start)
+    head = f.read(_BIG_LINE)
+    m = _CONTENT_KEY.search(head)
+    if m is None:
+        return None
+    value_start, line_end = start + m.end(), start + length
+    f.seek(value_start)
+    value_end = None
+    while value_end is None and f.tell() < line_end:  # the closing quote (a backslash first: not base64)
+        chunk = f.read(min(_CHUNK, line_end - f.tell()))
+        stops = [i for i in (chunk.find(b'"'), chunk.find(b'\\')) if i >= 0]
+        if stops:
+            value_end = f.tell() - len(chunk) + min(stops)
+    if value_end is None or line_end - value_end > _BIG_LINE:
+        return None
+    f.seek(value_end)
+    rest = f.read(line_end - value_end)
+    if not rest.startswith(b'"'):
+        return None
+    parsed = json.loads(head[:m.end()] + rest)  # the line with an empty content string
+    value = parsed.get('value') if isinstance(parsed, dict) else None
+    if not (isinstance(value, dict) and value.get('content') == ''):
+        return None
+    value['content'] = _decode_to_file(f, value_start, value_end, scratch)
+    return parsed
+
+
+def _ndjson_lines(body: Path, scratch: Path) -> Iterator[object]:
+    """Each non-blank line of the NDJSON file ``body``, parsed; memory stays at a few chunks, as a line over
+    :data:`_BIG_LINE` has its file content decoded to ``scratch`` (a line that does not fit is parsed whole)."""
+    with open(body, 'rb') as f:
+        start = 0
+        for end in _line_ends(f):
+            line_start, length, start = start, end - start, end + 1
+            parsed = _big_line(f, line_start, length, scratch) if length > _BIG_LINE else None
+            if parsed is None:
+                f.seek(line_start)
+                line = f.read(length)
+                if not line.strip():
+                    continue
+                parsed = json.loads(line)
+            yield parsed
+
+
+def _decode_to_file(f, start: int, end: int, scratch: Path) -> _Decoded:
+    """base64-decode ``f[start:end]`` in chunks into a new file in ``scratch``."""
+    fd, out = tempfile.mkstemp(dir=scratch)
+    os.fchmod(fd, 0o644)  # hard-linked into the revision: readable as any revision file
+    with os.fdopen(fd, 'wb') as dest:
+        if (end - start) % 4:
+            return _Decoded(Path(out), error=True)
+        f.seek(start)
+        while f.tell() < end:
+            try:
+                dest.write(base64.b64decode(f.read(min(4 * _CHUNK, end - f.tell())), validate=True))
+            except ValueError:
+                return _Decoded(Path(out), error=True)
+        dest.flush()
+        os.fsync(dest.fileno())
+    return _Decoded(Path(out))
+
+
 class _WriteRoutes(_ReadRoutes):
     """The write side's routes (a server without a write token answers them as :class:`_ReadRoutes` does)."""
 
@@ -649,10 +897,13 @@ class _WriteRoutes(_ReadRoutes):
                     return self._create_repo()
                 if parts == ['api', 'validate-yaml']:
                     return self._json({'errors': [], 'warnings': []})
-                if len(parts) == 6 and parts[:2] == ['api', 'models'] and parts[4] in ('preupload', 'commit'):
+                if len(parts) == 6 and parts[:2] == ['api', 'models'] and parts[4] in (
+                        'preupload', 'commit', 'paths-info'):
                     repo_id = '/'.join(parts[2:4])
                     if parts[4] == 'preupload':
                         return self._preupload(repo_id, parts[5])
+                    if parts[4] == 'paths-info':
+                        return self._paths_info(repo_id, parts[5])
                     return self._commit(repo_id, parts[5])
                 if len(parts) == 6 and parts[1].endswith('.git') and parts[2:] == ['info', 'lfs', 'objects', 'batch']:
                     return self._lfs_batch(parts[0] + '/' + parts[1][:-len('.git')])
@@ -690,9 +941,13 @@ class _WriteRoutes(_ReadRoutes):
         repo_dir = _find_repo_in(root, repo_id)
         if repo_dir is None:
             found = self._find_repo(repo_id)
-            msg = (f'Repository {repo_id} is in the read-only root {found.parents[1]}; only {root} takes writes.'
-                   if found else f'Repository {repo_id} not found (create it first).')
-            raise _HubError(HTTPStatus.NOT_FOUND if found is None else HTTPStatus.FORBIDDEN, msg, 'RepoNotFound')
+            if found is None:
+                raise _HubError(HTTPStatus.NOT_FOUND, f'Repository {repo_id} not found (create it first).',
+                                'RepoNotFound')
+            # No RepoNotFound code: the client would report a missing repo, and the repo is there.
+            raise _HubError(HTTPStatus.FORBIDDEN, f'Repository {repo_id} is in the read-only root {found.parents[1]}; '
+                                                  f'only the first --root ({root}) takes writes: start a server with '
+                                                  f'--allow-write on that root to write to it.')
         return repo_dir
 
     def _create_repo(self):
@@ -704,7 +959,10 @@ class _WriteRoutes(_ReadRoutes):
         org, name = body.get('organization'), body.get('name')
         repo_id = _validate_new_repo_id(org, name)
         url = f'{self.server.endpoint}/{repo_id}'
-        with self.server.create_lock:
+        with self.server.create_lock, _flock(self.server.roots[0], self.server.lock_wait) as locked:
+            if not locked:
+                raise _HubError(HTTPStatus.SERVICE_UNAVAILABLE, 'Another server on this root is creating a repo; '
+                                                                'retry.')
             existing = self._find_repo(repo_id)  # case-insensitive, as on the Hub: O/A is o/a
             if existing is not None:
                 raise _HubError(HTTPStatus.CONFLICT, f'You already created this model repo: '
@@ -737,6 +995,31 @@ class _WriteRoutes(_ReadRoutes):
                            'oid': oid})
         self._json({'files': answer, 'commitOid': commit})
 
+    def _paths_info(self, repo_id: str, revision: str):
+        """What ``HfApi.get_paths_info`` reads (``CommitOperationCopy`` asks it): the given paths that exist in
+        ``revision``. Every file is described as an LFS object, so a copy names it by sha256 and the commit
+        hard-links it, with no download and re-upload."""
+        folder, commit = self._check_revision(repo_id, revision)
+        try:
+            form = parse_qs(self._read_body(self.server.max_json_bytes).decode('utf-8'))
+        except UnicodeDecodeError:
+            raise _HubError(HTTPStatus.BAD_REQUEST, 'Expected a form body: paths=<path>&paths=...')
+        files = _repo_files(folder)
+        answer = []
+        for path in dict.fromkeys(form.get('paths', [])):
+            try:
+                rel = '/'.join(safe_parts(path.rstrip('/')))
+            except _HubError:
+                continue  # as on the Hub, a path that does not exist is left out
+            if rel in files:
+                size, sha256 = (folder / rel).stat().st_size, _file_sha256(folder / rel)
+                pointer = f'version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n'
+                answer.append({'type': 'file', 'path': rel, 'oid': _file_digest(folder / rel, 'git-sha1'),
+                               'size': size, 'lfs': {'oid': sha256, 'size': size, 'pointerSize': len(pointer)}})
+            elif any(f.startswith(rel + '/') for f in files):
+                answer.append({'type': 'directory', 'path': rel, 'oid': _folder_oid(folder, files, rel)})
+        self._json(answer, headers={'X-Repo-Commit': commit})
+
     @staticmethod
     def _dest(folder: Path, parts: Sequence[str]) -> Path:
         """Where ``parts`` is in a revision folder; refused if a link is on the way (a plain folder may hold them)."""
@@ -752,15 +1035,14 @@ class _WriteRoutes(_ReadRoutes):
         return hmac.new(self.server.url_secret, f'{repo_id}\0{oid}\0{size}'.encode(), 'sha256').hexdigest()
 
     def _store(self) -> Path:
-        store = self.server.roots[0] / _STORE
-        store.mkdir(exist_ok=True)
-        return store
+        return _real_store_dir(self.server.roots[0], _STORE)
 
     def _lfs_object(self, folder: Path, oid: str) -> Optional[Tuple[Path, bool]]:
         """Where the bytes of ``oid`` are, and whether they may be hard-linked: the upload store (kept, as a
         content-addressed store), or a file of the revision ``folder`` (an unchanged re-upload or a rename)."""
-        obj = self.server.roots[0] / _STORE / oid
-        if obj.is_file():
+        store = _store_entry(self.server.roots[0], _STORE, folder=True)
+        obj = _store_entry(store, oid, folder=False) if store else None
+        if obj is not None:
             return obj, True
         for rel in _repo_files(folder):
             if _file_sha256(folder / rel) == oid:
@@ -808,6 +1090,7 @@ class _WriteRoutes(_ReadRoutes):
         store = self._store()
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=store)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # in flight: another server's startup clean-up leaves it alone
             h, received = hashlib.sha256(), 0
             with os.fdopen(fd, 'wb', buffering=0) as f:  # unbuffered: a failed write fails here, not at close
                 for chunk in self._iter_body(size):
@@ -838,18 +1121,39 @@ class _WriteRoutes(_ReadRoutes):
     def _lfs_verify(self, repo_id: str, oid: str):
         self._writable_repo(repo_id, None)
         body = self._body_json()
-        path = self._store() / oid if _OID_RE.match(oid) else None
-        if path is None or not path.is_file() or not isinstance(body, dict) or body.get('size') != path.stat().st_size:
+        path = _store_entry(self._store(), oid, folder=False) if _OID_RE.match(oid) else None
+        if path is None or not isinstance(body, dict) or body.get('size') != path.stat().st_size:
             raise _HubError(HTTPStatus.NOT_FOUND, f'LFS object {oid} was not uploaded.')
         self._json({'oid': oid, 'size': path.stat().st_size})
 
-    def _parse_commit(self) -> Tuple[dict, list]:
-        """The header and operations of an NDJSON commit body, checked for form (not yet against the repo)."""
+    def _spooled(self) -> bool:
+        """Whether the commit body is large enough (or of unknown size) to be spooled to disk."""
+        length = (self.headers.get('Content-Length') or '').strip()
+        return 'chunked' in self.headers.get('Transfer-Encoding', '').lower() or not length.isdigit() or \
+            int(length) > _SPOOL_OVER
+
+    def _parse_commit(self, scratch: Optional[Path]) -> Tuple[dict, list]:
+        """The header and operations of an NDJSON commit body, checked for form (not yet against the repo).
+        With ``scratch``, the body is spooled there and each large file's content decoded there as its line is
+        parsed, so memory stays bounded (a few MiB) whatever the size of the files sent inside the commit."""
         try:
-            lines = [json.loads(line) for line in self._read_body(self.server.max_commit_bytes).splitlines()
-                     if line.strip()]
+            if scratch is None:
+                lines = [json.loads(line) for line in self._read_body(_SPOOL_OVER).splitlines() if line.strip()]
+            else:
+                body = scratch / 'body'
+                try:
+                    with open(body, 'xb') as f:
+                        for chunk in self._iter_body(self.server.max_commit_bytes):
+                            f.write(chunk)
+                except OSError as e:
+                    self.close_connection = True
+                    raise _disk_error(e, 'Commit')
+                lines = list(_ndjson_lines(body, scratch))
+                body.unlink()
         except (ValueError, UnicodeDecodeError):
             raise _HubError(HTTPStatus.BAD_REQUEST, 'Commit body is not NDJSON.')
+        except OSError as e:
+            raise _disk_error(e, 'Commit')
         if not lines or not isinstance(lines[0], dict) or lines[0].get('key') != 'header':
             raise _HubError(HTTPStatus.BAD_REQUEST, 'Commit body must start with a header line.')
         header = lines[0].get('value') or {}
@@ -867,8 +1171,14 @@ class _WriteRoutes(_ReadRoutes):
             if key == 'file':
                 if value.get('encoding', 'base64') != 'base64':
                     raise _HubError(HTTPStatus.BAD_REQUEST, 'Only base64 file content is accepted.')
+                content = value.get('content', '')
+                if isinstance(content, _Decoded):  # a large file, decoded to scratch while parsing
+                    if content.error:
+                        raise _HubError(HTTPStatus.BAD_REQUEST, f'Bad base64 content for {path}.')
+                    ops.append(('file', path, (content.path, True)))
+                    continue
                 try:
-                    ops.append(('file', path, base64.b64decode(value.get('content', ''), validate=True)))
+                    ops.append(('file', path, base64.b64decode(content, validate=True)))
                 except (ValueError, TypeError):
                     raise _HubError(HTTPStatus.BAD_REQUEST, f'Bad base64 content for {path}.')
             elif key == 'lfsFile':
@@ -888,7 +1198,23 @@ class _WriteRoutes(_ReadRoutes):
         repo_dir = self._writable_repo(repo_id, revision)
         if parse_qs(urlsplit(self.path).query).get('create_pr'):
             raise _HubError(HTTPStatus.BAD_REQUEST, 'Pull requests are not supported by this server.')
-        header, ops = self._parse_commit()
+        # Scratch space for a large body and its decoded files: next to the revisions (so they are hard-linked
+        # in) and flock'ed, so another server's start-up clean-up leaves it alone.
+        if not self._spooled():
+            return self._commit_parsed(repo_id, repo_dir, None)
+        try:
+            scratch = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=_real_store_dir(repo_dir, _REVISIONS)))
+        except OSError as e:
+            raise _disk_error(e, 'Commit')
+        try:
+            with _flock(scratch, wait=0):
+                self._commit_parsed(repo_id, repo_dir, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            _drop_unused_revisions(repo_dir)
+
+    def _commit_parsed(self, repo_id: str, repo_dir: Path, scratch: Optional[Path]):
+        header, ops = self._parse_commit(scratch)
         with self.server.repo_lock(repo_dir):
             folder, parent = served_revision(repo_dir)
             expected = header.get('parentCommit')
@@ -978,6 +1304,8 @@ class HubFolderServer(ThreadingHTTPServer):
         self.request_timeout = request_timeout
         self.url_secret = secrets.token_bytes(32)
         self.create_lock = threading.Lock()
+        self.lock_wait = 600.0  # seconds a commit waits for another writer of its repo
+        self._locks_guard = threading.Lock()
         self._repo_locks: Dict[str, threading.Lock] = {}
         self._thread: Optional[threading.Thread] = None
         if self.writable:
@@ -993,10 +1321,17 @@ class HubFolderServer(ThreadingHTTPServer):
             return
         super().handle_error(request, client_address)
 
-    def repo_lock(self, repo_dir: Path) -> threading.Lock:
-        """The lock serialising commits to one repo folder."""
-        with self.create_lock:
-            return self._repo_locks.setdefault(str(repo_dir), threading.Lock())
+    @contextlib.contextmanager
+    def repo_lock(self, repo_dir: Path) -> Iterator[None]:
+        """Hold the lock serialising commits to one repo folder: threads of this server, then other processes
+        (``flock`` on the folder)."""
+        with self._locks_guard:
+            lock = self._repo_locks.setdefault(str(repo_dir), threading.Lock())
+        with lock, _flock(repo_dir, self.lock_wait) as locked:
+            if not locked:
+                raise _HubError(HTTPStatus.SERVICE_UNAVAILABLE, f'Another server has held {repo_dir.name} for '
+                                                                f'{self.lock_wait:.0f} s; retry later.')
+            yield
 
     @property
     def writable(self) -> bool:
