@@ -132,3 +132,25 @@ def test_killed_publish_staging_is_removed_by_the_next(weights, tmp_path):
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / 'repo').iterdir()}
     assert modes and set(modes.values()) == {0o644}, modes
 
+
+
+_APPEND_ROWS = """
+import sys
+from timm_cra.eval.validate import write_results
+for i in range(int(sys.argv[3])):
+    write_results(dict(model=f'{sys.argv[2]}-{i}', top1=1.0), '', sys.argv[1])
+"""
+
+
+def test_concurrent_results_csv_appends_keep_every_row(tmp_path, cli_env):
+    """Two processes appending to one --results-csv at once: every row is there, once, and one header
+    (without the folder lock, each rewrite could drop rows the other had just added)."""
+    csv_path, n = tmp_path / 'results.csv', 80
+    procs = [subprocess.Popen([sys.executable, '-c', _APPEND_ROWS, str(csv_path), name, str(n)], env=cli_env,
+                              stderr=subprocess.PIPE, text=True) for name in ('a', 'b')]
+    for p in procs:
+        assert p.wait(timeout=CLI_TIMEOUT) == 0, p.stderr.read()[-2000:]
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith('model,top1,') and sum(line.startswith('model,') for line in lines) == 1
+    assert sorted(line.split(',')[0] for line in lines[1:]) == sorted(f'{x}-{i}' for x in 'ab' for i in range(n))
+    assert [p.name for p in tmp_path.iterdir()] == ['results.csv']  # no lock or temp file left behind

@@ -16,7 +16,7 @@ from timm.utils import ParseKwargs
 from ..data import check_num_classes, create_dataset, model_in_chans, resolve_model_data_config, skip_collate
 from ..utils.cli import check_model_name, default_workers
 from ..utils.errors import UsageError
-from ..utils.io import atomic_write, check_output_file, open_regular_file
+from ..utils.io import atomic_write, check_output_file, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
 from ..utils.weights import load_model_weights
 from .evaluate import evaluate
@@ -134,20 +134,22 @@ def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = 
         with atomic_write(json_path) as f:
             f.write(dumps(results, indent=2))  # strict JSON: a NaN loss is null with a note
     if csv_path:
-        # "Appending" rewrites the whole file atomically: a kill never leaves half a row.
+        # "Appending" rewrites the whole file atomically: a kill never leaves half a row. The folder lock makes
+        # concurrent appends (several validations into one CSV) take turns: none reads a file another replaces.
         check_output_file(csv_path, '--results-csv')
-        old = ''
-        if os.path.exists(csv_path):
-            with open_regular_file(csv_path, '--results-csv') as f:
-                old = f.read().decode('utf-8')
-        with atomic_write(csv_path, newline='') as f:
-            f.write(old)
-            if old and not old.endswith('\n'):
-                f.write('\r\n')
-            w = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction='ignore')
-            if not old:
-                w.writeheader()
-            w.writerow(results)
+        with locked_folder(os.path.dirname(os.path.abspath(csv_path))):
+            old = ''
+            if os.path.exists(csv_path):
+                with open_regular_file(csv_path, '--results-csv') as f:
+                    old = f.read().decode('utf-8')
+            with atomic_write(csv_path, newline='') as f:
+                f.write(old)
+                if old and not old.endswith('\n'):
+                    f.write('\r\n')
+                w = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction='ignore')
+                if not old:
+                    w.writeheader()
+                w.writerow(results)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:

@@ -34,7 +34,7 @@ except ImportError:  # not POSIX: no writer locks, stale temp files are removed 
 
 __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
            'file_kind', 'not_regular_reason', 'check_regular_file', 'open_regular_file', 'OutputPathError',
-           'check_output_file', 'check_output_folder']
+           'check_output_file', 'check_output_folder', 'locked_folder']
 
 _TMP_SUFFIX = '.tmp'
 
@@ -198,6 +198,21 @@ def _lock_writer(path: str) -> Optional[int]:
     fd = os.open(path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
+
+
+@contextlib.contextmanager
+def locked_folder(folder: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (:func:`_lock_writer`) for a read-modify-write of a file in it, so
+    two processes updating the same file (``--results-csv`` appends) take turns instead of losing rows. The lock
+    is on the folder, not the file, since :func:`atomic_path` replaces the file's inode; nothing is left behind."""
+    with _output_errors(folder, 'output folder'):
+        os.makedirs(folder, exist_ok=True)
+        lock = _lock_writer(folder)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 def _writer_alive(path: str) -> bool:
