@@ -14,7 +14,7 @@ from PIL import Image
 
 from timm_cra.data import DataError, UsageError, create_dataset, decode_to_memory, load_cifar_pickle
 
-from .test_data_labels import write_parquet
+from .test_data_labels import _train, write_parquet
 
 #: A regression (a blocking open) must fail the test, not hang the suite.
 CLI_TIMEOUT = 240
@@ -195,3 +195,28 @@ def test_train_config_that_is_a_fifo_is_named_not_opened(tmp_path, monkeypatch):
         load_config('recipe.yaml')
     (tmp_path / 'ok.yaml').write_text('epochs: 3\n')
     assert load_config('ok.yaml') == {'epochs': 3}
+
+
+def test_a_one_split_source_is_never_validated_on_its_training_rows(tmp_path, cli_env, make_image):
+    """A parquet file, a single-split save_to_disk folder or a folder of class folders is one split that every
+    split name resolves to: training refuses to validate on it in one line naming --val-split ''; it trains
+    without validation, and validate takes the file as the split asked for."""
+    import datasets
+    from timm_cra.eval import create_parser, validate
+    pq = write_parquet(tmp_path / 'pq' / 'train-00000-of-00001.parquet', [0, 1, 2, 0, 1, 2, 0, 1])
+    r = _run('timm_cra.train', ['--model', 'cra_cifar_resnet20', '--data-dir', pq, '--epochs', '1',
+                                '--workers', '0', '--output', tmp_path / 'runs'], cli_env, tmp_path)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr, r.stderr
+    assert f"error: --data-dir {pq} holds one split, so validation would run on the training rows" in r.stderr
+    assert "--val-split '' to train without validation" in r.stderr
+    datasets.load_dataset('parquet', data_files=str(pq), split='train').save_to_disk(str(tmp_path / 'saved'))
+    for c in ('a', 'b'):
+        make_image(tmp_path / 'flat' / c / '0.png')
+    for one_split in (tmp_path / 'saved', tmp_path / 'flat'):
+        with pytest.raises(DataError, match='holds one split'):
+            _train(tmp_path, one_split)
+    summary = _train(tmp_path, pq, '--val-split', '')
+    assert summary['final'].get('eval_top1') is None
+    res = validate(create_parser().parse_args(['--model', 'cra_cifar_resnet20', '--num-classes', '3', '--data-dir',
+                                               str(pq), '--workers', '0', '--no-progress']))
+    assert res['count'] == 8

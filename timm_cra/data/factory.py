@@ -15,7 +15,7 @@ from .hf import HFImageDataset
 from .in_memory import TensorImageDataset, decode_to_memory
 
 __all__ = ['create_dataset', 'detect_source', 'skip_collate', 'check_labels', 'check_num_classes',
-           'map_classes_by_name', 'SOURCES']
+           'map_classes_by_name', 'single_split_source', 'SOURCES']
 
 _logger = logging.getLogger(__name__)
 
@@ -87,6 +87,25 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
     if in_memory:
         ds = decode_to_memory(ds, desc=f'{name or root} [{split}]')
     return ds
+
+
+def single_split_source(name: Optional[str], root: Optional[str]) -> bool:
+    """Whether a local ``--data-dir`` holds one split only, which every split name resolves to: a parquet file, a
+    single-split ``save_to_disk`` folder, or a folder of class folders without split folders. Training must not
+    validate on it (it would validate on the training rows); validating it alone is fine."""
+    kind = (name or '').strip().lower()
+    if not root or kind.startswith('hfds/') or not os.path.exists(root):
+        return False
+    kind = kind or detect_source(root)
+    if kind in ('hfds', 'parquet'):
+        return os.path.isfile(root) or (os.path.exists(os.path.join(root, 'state.json'))
+                                         and not os.path.exists(os.path.join(root, 'dataset_dict.json')))
+    if kind in ('imagenet', 'folder', 'folder-auto') and os.path.isdir(root):
+        try:
+            return os.path.samefile(find_split_dir(root, 'validation'), root)
+        except DataError:
+            return False
+    return False
 
 
 def _head(ds, n: int):
