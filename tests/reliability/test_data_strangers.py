@@ -220,3 +220,15 @@ def test_a_one_split_source_is_never_validated_on_its_training_rows(tmp_path, cl
     res = validate(create_parser().parse_args(['--model', 'cra_cifar_resnet20', '--num-classes', '3', '--data-dir',
                                                str(pq), '--workers', '0', '--no-progress']))
     assert res['count'] == 8
+
+
+def test_parquet_data_under_a_folder_recipe_names_the_dataset_flag(tmp_path, cli_env):
+    """`--config finetune` pins `dataset: folder`; parquet data under it used to get folder-worded errors
+    (split folder not found): the one line now names --dataset hfds / ''."""
+    pq = write_parquet(tmp_path / 'pq' / 'train-00000-of-00001.parquet', [0, 1, 0, 1])
+    for data_dir in (pq.parent, pq):
+        r = _run('timm_cra.train', ['--config', 'finetune', '--model', 'cra_cifar_resnet20', '--data-dir', data_dir,
+                                    '--val-split', '', '--epochs', '1', '--output', tmp_path / 'runs'], cli_env, tmp_path)
+        assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr, r.stderr
+        assert (f"error: --dataset folder reads class folders, but '{data_dir}' is parquet / save_to_disk data: "
+                f"pass --dataset hfds (or --dataset '' to detect the kind).") in r.stderr

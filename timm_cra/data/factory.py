@@ -77,6 +77,11 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
             ds = load_cifar_pickle(root, split)
             ds.set_in_chans(in_chans)
         elif kind in ('imagenet', 'folder', 'folder-auto'):
+            if (kind != 'folder-auto' and (os.path.isdir(root) or root.endswith('.parquet'))
+                    and detect_source(root) == 'hfds'):
+                # e.g. a recipe's `dataset: folder` given parquet data: the folder errors would not say why
+                raise DataError(f"--dataset {kind} reads class folders, but '{root}' is parquet / save_to_disk "
+                                f"data: pass --dataset hfds (or --dataset '' to detect the kind).")
             mode = {'imagenet': 'imagenet', 'folder': 'folder', 'folder-auto': 'auto'}[kind]
             ds = ImageFolderDataset(find_split_dir(root, split, split_flag), label_mode=mode,
                                     class_names=class_names, in_chans=in_chans)
