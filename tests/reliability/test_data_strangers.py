@@ -232,3 +232,26 @@ def test_parquet_data_under_a_folder_recipe_names_the_dataset_flag(tmp_path, cli
         assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr, r.stderr
         assert (f"error: --dataset folder reads class folders, but '{data_dir}' is parquet / save_to_disk data: "
                 f"pass --dataset hfds (or --dataset '' to detect the kind).") in r.stderr
+
+
+def test_hostile_file_names_cannot_forge_log_or_error_lines(tmp_path, cli_env, make_image):
+    """A file name holding a newline or an ANSI escape code is logged escaped (``\\n``, ``\\x1b``), so it can
+    neither forge a log line nor drive the terminal; an error naming such a class stays one line."""
+    for c in ('a', 'b'):
+        make_image(tmp_path / 'data' / c / '0.png')
+    (tmp_path / 'data' / 'a' / 'x\nINFO Done: forged.png').write_bytes(b'not an image')
+    (tmp_path / 'data' / 'b' / '\x1b[31mred.png').write_bytes(b'not an image')
+    (tmp_path / 'data' / 'b' / 'notes\n.txt').write_text('x')
+    r = _run('timm_cra.eval', ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir', tmp_path / 'data',
+                               '--dataset', 'folder', '--split', '', '--img-size', '32', '--workers', '0',
+                               '--no-progress'], cli_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert '2 unreadable image(s) skipped' in r.stderr and '\x1b' not in r.stderr
+    assert not any(line.startswith('INFO Done: forged') for line in r.stderr.splitlines())
+    assert 'x\\nINFO Done: forged.png' in r.stderr and '\\x1b[31mred.png' in r.stderr
+    assert "skipped 1 file(s) that are not images (1 .txt)" in r.stderr
+    os.rename(tmp_path / 'data' / 'b', tmp_path / 'data' / 'b\nerror: forged\x1b[0m')
+    r = _run('timm_cra.train', ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'data', '--dataset',
+                                'imagenet', '--val-split', '', '--output', tmp_path / 'runs'], cli_env, tmp_path)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and '\x1b' not in r.stderr, r.stderr
+    assert 'b\\nerror: forged\\x1b[0m' in r.stderr
