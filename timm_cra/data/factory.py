@@ -38,6 +38,18 @@ def detect_source(root: str) -> str:
     return 'folder-auto'
 
 
+def _is_hf_data(root: str) -> bool:
+    """Whether ``root`` is plainly parquet / ``save_to_disk`` data: a ``.parquet`` file, a saved dataset, or
+    ``*.parquet`` files at the top or one folder down. Shallow on purpose, unlike :func:`detect_source`'s
+    recursive search: a class-folder tree may hold symlink loops."""
+    if os.path.isfile(root):
+        return root.endswith('.parquet')
+    if any(os.path.exists(os.path.join(root, f)) for f in ('dataset_dict.json', 'state.json')):
+        return True
+    top = glob.escape(root)
+    return bool(glob.glob(os.path.join(top, '*.parquet')) or glob.glob(os.path.join(top, '*', '*.parquet')))
+
+
 def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train', *,
                    in_memory: bool = False, num_samples: Optional[int] = None,
                    class_names: Optional[Sequence[str]] = None, image_key: Optional[str] = None,
@@ -77,8 +89,7 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
             ds = load_cifar_pickle(root, split)
             ds.set_in_chans(in_chans)
         elif kind in ('imagenet', 'folder', 'folder-auto'):
-            if (kind != 'folder-auto' and (os.path.isdir(root) or root.endswith('.parquet'))
-                    and detect_source(root) == 'hfds'):
+            if kind != 'folder-auto' and _is_hf_data(root):
                 # e.g. a recipe's `dataset: folder` given parquet data: the folder errors would not say why
                 raise DataError(f"--dataset {kind} reads class folders, but '{root}' is parquet / save_to_disk "
                                 f"data: pass --dataset hfds (or --dataset '' to detect the kind).")
