@@ -228,7 +228,8 @@ def test_parquet_data_under_a_folder_recipe_names_the_dataset_flag(tmp_path, cli
     pq = write_parquet(tmp_path / 'pq' / 'train-00000-of-00001.parquet', [0, 1, 0, 1])
     for data_dir in (pq.parent, pq):
         r = _run('timm_cra.train', ['--config', 'finetune', '--model', 'cra_cifar_resnet20', '--data-dir', data_dir,
-                                    '--val-split', '', '--epochs', '1', '--output', tmp_path / 'runs'], cli_env, tmp_path)
+                                    '--val-split', '', '--epochs', '1', '--output', tmp_path / 'runs'],
+                 cli_env, tmp_path)
         assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr, r.stderr
         assert (f"error: --dataset folder reads class folders, but '{data_dir}' is parquet / save_to_disk data: "
                 f"pass --dataset hfds (or --dataset '' to detect the kind).") in r.stderr
