@@ -128,3 +128,48 @@ def test_validate_cli(run_script, cifar10_test, tiny_model_args, tmp_path):
     assert 'Validate cra_resnet18' in proc.stderr  # progress bar
     bad = run_script('validate.py', tiny_model_args + data + ['--checkpoint', tmp_path / 'nope.safetensors'])
     assert bad.returncode == 2 and 'Traceback' not in bad.stderr and "error: Checkpoint" in bad.stderr
+
+
+def _cifar_class_folder(cifar10_test, root, classes, per_class=8):
+    """``root/<class>/<i>.png`` from the shipped CIFAR-10 test split, for the named classes only."""
+    import io
+    import pyarrow.parquet as pq
+    from PIL import Image
+    names = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+    rows = pq.read_table(cifar10_test / 'test-00000-of-00001.parquet').slice(0, 400).to_pylist()
+    for c in classes:
+        picked = [r for r in rows if r['label'] == names.index(c)][:per_class]
+        (root / c).mkdir(parents=True)
+        for i, r in enumerate(picked):
+            Image.open(io.BytesIO(r['img']['bytes'])).save(root / c / f'{i}.png')
+    return root
+
+
+def test_val_subset_of_pretrained_classes_keeps_the_trained_head(cifar10_test, cli_env, tmp_path):
+    """A val folder with 3 of the published CIFAR model's 10 classes is mapped onto its label_names by name and
+    evaluated with the trained head; --num-classes 3 (a random head) is refused in one line, and so is a class
+    the model does not know, without advising --num-classes."""
+    import subprocess
+    import sys
+    model = f"local-dir:{cifar10_test.parents[1] / 'hub' / 'timm-cra' / 'cra_cifar_resnet20.cifar10'}"
+    val = _cifar_class_folder(cifar10_test, tmp_path / 'val', ['cat', 'dog', 'ship'])
+
+    def cli(*extra):
+        return subprocess.run([sys.executable, '-m', 'timm_cra.eval', '--model', model, '--pretrained', '--data-dir',
+                               str(val), '--workers', '0', '--no-progress', *extra], env=cli_env,
+                              capture_output=True, text=True, timeout=240)
+    ok = cli('--results-file', str(tmp_path / 'r.json'))
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    res = json.loads((tmp_path / 'r.json').read_text())
+    assert res['count'] == 24 and res['class_mapping'] == "by name: the dataset's 3 classes onto the model's 10"
+    assert "mapped by name" in ok.stderr
+    assert res['top1'] >= 70  # the trained head (a random 10-way head: ~10%; the 3-way one of old: ~33%)
+    bad = cli('--num-classes', '3')
+    assert bad.returncode == 2 and bad.stderr.count('\n') == 1 and 'Traceback' not in bad.stderr
+    assert "error: --num-classes 3 differs from the 10 classes of the pretrained weights' head" in bad.stderr
+    (val / 'zebra').mkdir()
+    (val / 'cat' / '0.png').rename(val / 'zebra' / '0.png')
+    with pytest.raises(DataError, match=r"4 classes but the pretrained head has 10 outputs and its classes zebra "
+                                         r"are not among the model's label_names") as e:
+        validate(_args(['--model', model, '--pretrained', '--data-dir', val]))
+    assert '--num-classes' not in str(e.value)

@@ -80,3 +80,35 @@ def test_16bit_png_is_scaled_not_white(tmp_path, in_chans):
     mem = decode_to_memory(folder)
     assert mem.num_skipped == 0 and mem.images.shape == (2, 32, 32, in_chans)
     assert np.array_equal(mem.images[0, ..., 0].numpy(), expected)
+
+
+def test_32bit_integer_and_float_images_are_scaled_by_a_known_rule(tmp_path, cli_env):
+    """32-bit integer TIFFs (mode I) used to be taken as 16-bit and came out nearly black, float TIFFs (mode F)
+    were clipped to black: they are scaled by the documented rule, and an image with no known scale is a
+    counted skip naming the reason, through the validate CLI."""
+    import json
+    import subprocess
+    import sys
+    ramp = np.arange(32 * 32, dtype=np.int64).reshape(32, 32) % 256
+    images = {'a/i8.tif': ramp.astype(np.int32), 'a/i16.tif': (ramp * 257).astype(np.int32),
+              'b/f.tif': (ramp / 255).astype(np.float32), 'b/f_over_1.tif': (ramp / 85).astype(np.float32),
+              'b/i_huge.tif': (ramp * 1000).astype(np.int32)}
+    for name, a in images.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(tmp_path / name)
+        with Image.open(tmp_path / name) as img:
+            assert img.mode == ('F' if a.dtype == np.float32 else 'I')
+    ds = create_dataset('folder', str(tmp_path), '', in_chans=1)
+    got = {p[len(str(tmp_path)) + 1:]: ds.load_image(i) for i, (p, _) in enumerate(ds.samples)}
+    for name in ('a/i8.tif', 'a/i16.tif', 'b/f.tif'):
+        assert np.array_equal(np.asarray(got[name]), ramp.astype(np.uint8)), name
+    assert got['b/f_over_1.tif'] is None and got['b/i_huge.tif'] is None
+    r = subprocess.run([sys.executable, '-m', 'timm_cra.eval', '--model', 'cra_cifar_resnet20', '--num-classes', '2',
+                        '--data-dir', str(tmp_path), '--dataset', 'folder', '--split', '', '--img-size', '32',
+                        '--workers', '0', '--no-progress', '--results-file', str(tmp_path / 'r.json')],
+                       env=cli_env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / 'r.json').read_text())
+    assert (res['count'], res['skipped']) == (3, 2)
+    assert 'float image with values outside [0, 1] (min 0, max 3)' in r.stderr
+    assert '32-bit integer image with values 0..255000' in r.stderr

@@ -14,7 +14,7 @@ from PIL import Image
 
 from timm_cra.data import DataError, UsageError, create_dataset, decode_to_memory, load_cifar_pickle
 
-from .test_data_labels import write_parquet
+from .test_data_labels import _train, write_parquet
 
 #: A regression (a blocking open) must fail the test, not hang the suite.
 CLI_TIMEOUT = 240
@@ -195,3 +195,64 @@ def test_train_config_that_is_a_fifo_is_named_not_opened(tmp_path, monkeypatch):
         load_config('recipe.yaml')
     (tmp_path / 'ok.yaml').write_text('epochs: 3\n')
     assert load_config('ok.yaml') == {'epochs': 3}
+
+
+def test_a_one_split_source_is_never_validated_on_its_training_rows(tmp_path, cli_env, make_image):
+    """A parquet file, a single-split save_to_disk folder or a folder of class folders is one split that every
+    split name resolves to: training refuses to validate on it in one line naming --val-split ''; it trains
+    without validation, and validate takes the file as the split asked for."""
+    import datasets
+    from timm_cra.eval import create_parser, validate
+    pq = write_parquet(tmp_path / 'pq' / 'train-00000-of-00001.parquet', [0, 1, 2, 0, 1, 2, 0, 1])
+    r = _run('timm_cra.train', ['--model', 'cra_cifar_resnet20', '--data-dir', pq, '--epochs', '1',
+                                '--workers', '0', '--output', tmp_path / 'runs'], cli_env, tmp_path)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr, r.stderr
+    assert f"error: --data-dir {pq} holds one split, so validation would run on the training rows" in r.stderr
+    assert "--val-split '' to train without validation" in r.stderr
+    datasets.load_dataset('parquet', data_files=str(pq), split='train').save_to_disk(str(tmp_path / 'saved'))
+    for c in ('a', 'b'):
+        make_image(tmp_path / 'flat' / c / '0.png')
+    for one_split in (tmp_path / 'saved', tmp_path / 'flat'):
+        with pytest.raises(DataError, match='holds one split'):
+            _train(tmp_path, one_split)
+    summary = _train(tmp_path, pq, '--val-split', '')
+    assert summary['final'].get('eval_top1') is None
+    res = validate(create_parser().parse_args(['--model', 'cra_cifar_resnet20', '--num-classes', '3', '--data-dir',
+                                               str(pq), '--workers', '0', '--no-progress']))
+    assert res['count'] == 8
+
+
+def test_parquet_data_under_a_folder_recipe_names_the_dataset_flag(tmp_path, cli_env):
+    """`--config finetune` pins `dataset: folder`; parquet data under it used to get folder-worded errors
+    (split folder not found): the one line now names --dataset hfds / ''."""
+    pq = write_parquet(tmp_path / 'pq' / 'train-00000-of-00001.parquet', [0, 1, 0, 1])
+    for data_dir in (pq.parent, pq):
+        r = _run('timm_cra.train', ['--config', 'finetune', '--model', 'cra_cifar_resnet20', '--data-dir', data_dir,
+                                    '--val-split', '', '--epochs', '1', '--output', tmp_path / 'runs'],
+                 cli_env, tmp_path)
+        assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr, r.stderr
+        assert (f"error: --dataset folder reads class folders, but '{data_dir}' is parquet / save_to_disk data: "
+                f"pass --dataset hfds (or --dataset '' to detect the kind).") in r.stderr
+
+
+def test_hostile_file_names_cannot_forge_log_or_error_lines(tmp_path, cli_env, make_image):
+    """A file name holding a newline or an ANSI escape code is logged escaped (``\\n``, ``\\x1b``), so it can
+    neither forge a log line nor drive the terminal; an error naming such a class stays one line."""
+    for c in ('a', 'b'):
+        make_image(tmp_path / 'data' / c / '0.png')
+    (tmp_path / 'data' / 'a' / 'x\nINFO Done: forged.png').write_bytes(b'not an image')
+    (tmp_path / 'data' / 'b' / '\x1b[31mred.png').write_bytes(b'not an image')
+    (tmp_path / 'data' / 'b' / 'notes\n.txt').write_text('x')
+    r = _run('timm_cra.eval', ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir', tmp_path / 'data',
+                               '--dataset', 'folder', '--split', '', '--img-size', '32', '--workers', '0',
+                               '--no-progress'], cli_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert '2 unreadable image(s) skipped' in r.stderr and '\x1b' not in r.stderr
+    assert not any(line.startswith('INFO Done: forged') for line in r.stderr.splitlines())
+    assert 'x\\nINFO Done: forged.png' in r.stderr and '\\x1b[31mred.png' in r.stderr
+    assert "skipped 1 file(s) that are not images (1 .txt)" in r.stderr
+    os.rename(tmp_path / 'data' / 'b', tmp_path / 'data' / 'b\nerror: forged\x1b[0m')
+    r = _run('timm_cra.train', ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'data', '--dataset',
+                                'imagenet', '--val-split', '', '--output', tmp_path / 'runs'], cli_env, tmp_path)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and '\x1b' not in r.stderr, r.stderr
+    assert 'b\\nerror: forged\\x1b[0m' in r.stderr

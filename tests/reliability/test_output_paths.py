@@ -132,3 +132,100 @@ def test_killed_publish_staging_is_removed_by_the_next(weights, tmp_path):
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / 'repo').iterdir()}
     assert modes and set(modes.values()) == {0o644}, modes
 
+
+
+_APPEND_ROWS = """
+import sys
+from timm_cra.eval.validate import write_results
+for i in range(int(sys.argv[3])):
+    write_results(dict(model=f'{sys.argv[2]}-{i}', top1=1.0), '', sys.argv[1])
+"""
+
+
+def test_concurrent_results_csv_appends_keep_every_row(tmp_path, cli_env):
+    """Two processes appending to one --results-csv at once: every row is there, once, and one header
+    (without the folder lock, each rewrite could drop rows the other had just added)."""
+    csv_path, n = tmp_path / 'results.csv', 80
+    procs = [subprocess.Popen([sys.executable, '-c', _APPEND_ROWS, str(csv_path), name, str(n)], env=cli_env,
+                              stderr=subprocess.PIPE, text=True) for name in ('a', 'b')]
+    for p in procs:
+        assert p.wait(timeout=CLI_TIMEOUT) == 0, p.stderr.read()[-2000:]
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith('model,top1,') and sum(line.startswith('model,') for line in lines) == 1
+    assert sorted(line.split(',')[0] for line in lines[1:]) == sorted(f'{x}-{i}' for x in 'ab' for i in range(n))
+    assert [p.name for p in tmp_path.iterdir()] == ['results.csv']  # no lock or temp file left behind
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(name, size)``: a tmpfs of ``size`` mounted at ``tmp_path/name`` (root only: skipped where
+    ``mount`` is not allowed), unmounted at the end."""
+    mounted = []
+
+    def _mount(name, size):
+        path = tmp_path / name
+        path.mkdir()
+        r = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f'cannot mount a tmpfs here: {r.stderr.decode(errors="replace").strip()}')
+        mounted.append(path)
+        return path
+    yield _mount
+    for path in mounted:
+        subprocess.run(['umount', str(path)], check=False)
+
+
+def _fill(disk):
+    fd = os.open(disk / 'filler', os.O_WRONLY | os.O_CREAT)
+    try:
+        with pytest.raises(OSError, match='No space left'):
+            while True:
+                os.write(fd, b'\0' * 4096)
+    finally:
+        os.close(fd)
+
+
+def _one_line(r) -> str:
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: '), r.stderr[-3000:]
+    return last
+
+
+_TINY_RUN = ['--model', 'cra_cifar_resnet20', '--train-split', 'test', '--val-split', 'test', '--train-num-samples',
+             '16', '--val-num-samples', '8', '--batch-size', '8', '--epochs', '1', '--workers', '0', '--no-plot',
+             '--experiment', 'r']
+
+
+def test_full_disk_is_one_line_for_results_onnx_and_weights(small_disk, cli_env, tmp_path, capsys, cifar10_test):
+    """ENOSPC while an output's bytes are written (results JSON / CSV, ONNX export, the trainer's
+    model.safetensors) is one line naming the path and the OS reason, exit 2, nothing half-written; it was a
+    traceback."""
+    full = small_disk('full', '64k')
+    _fill(full)
+    data = ['--data-dir', cifar10_test, '--split', 'test', '--num-samples', '8', '--img-size', '32',
+            '--num-classes', '10', '--workers', '0', '--no-progress', '--model', 'cra_cifar_resnet20']
+    r = _cli('timm_cra.eval', data + ['--results-file', full / 'r.json'], cli_env, tmp_path)
+    assert _one_line(r) == (f'error: cannot write output {full / "r.json"}: No space left on device; choose a '
+                            f'writable place with free space.')
+    assert 'No space left on device' in _refused(validate_main, data + ['--results-csv', full / 'r.csv'], capsys)
+    assert 'No space left on device' in _refused(
+        export_main, ['-m', 'cra_cifar_resnet20', '-o', full / 'm.onnx', '--no-verify'], capsys)
+    assert sorted(os.listdir(full)) == ['filler']  # no result, no temp file
+    # Room for args.yaml, metrics.csv and last.pth (2.3 MB), not for model.safetensors (1.1 MB) after it.
+    room = small_disk('room', '3000k')
+    r = _cli('timm_cra.train', _TINY_RUN + ['--data-dir', cifar10_test, '--output', room], cli_env, tmp_path)
+    assert _one_line(r) == (f'error: cannot write output {room / "r" / "model.safetensors"}: No space left on '
+                            f'device; choose a writable place with free space.')
+    assert 'model.safetensors' not in os.listdir(room / 'r') and (room / 'r' / 'last.pth').is_file()
+
+
+def test_full_disk_before_the_first_checkpoint_does_not_advise_resume(small_disk, cli_env, tmp_path, cifar10_test):
+    """A trainer whose first last.pth does not fit: one line saying no checkpoint exists, and it no longer
+    advises --resume of that missing file."""
+    disk = small_disk('small', '1m')
+    r = _cli('timm_cra.train', _TINY_RUN + ['--data-dir', cifar10_test, '--output', disk], cli_env, tmp_path)
+    last = _one_line(r)
+    assert last.startswith('error: Saving the checkpoint failed') and 'No space left on device' in last, last
+    assert 'no earlier checkpoint exists' in last and '--resume' not in last and 'start the run again' in last
+    assert not (disk / 'r' / 'last.pth').exists() and not list((disk / 'r').glob('.tmp-*'))

@@ -4,6 +4,7 @@ import logging
 import os
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import default_collate
 
@@ -13,7 +14,8 @@ from .folders import ImageFolderDataset, find_split_dir
 from .hf import HFImageDataset
 from .in_memory import TensorImageDataset, decode_to_memory
 
-__all__ = ['create_dataset', 'detect_source', 'skip_collate', 'check_labels', 'check_num_classes', 'SOURCES']
+__all__ = ['create_dataset', 'detect_source', 'skip_collate', 'check_labels', 'check_num_classes',
+           'map_classes_by_name', 'single_split_source', 'SOURCES']
 
 _logger = logging.getLogger(__name__)
 
@@ -34,6 +36,18 @@ def detect_source(root: str) -> str:
     if glob.glob(os.path.join(root, '**', '*.parquet'), recursive=True):
         return 'hfds'
     return 'folder-auto'
+
+
+def _is_hf_data(root: str) -> bool:
+    """Whether ``root`` is plainly parquet / ``save_to_disk`` data: a ``.parquet`` file, a saved dataset, or
+    ``*.parquet`` files at the top or one folder down. Shallow on purpose, unlike :func:`detect_source`'s
+    recursive search: a class-folder tree may hold symlink loops."""
+    if os.path.isfile(root):
+        return root.endswith('.parquet')
+    if any(os.path.exists(os.path.join(root, f)) for f in ('dataset_dict.json', 'state.json')):
+        return True
+    top = glob.escape(root)
+    return bool(glob.glob(os.path.join(top, '*.parquet')) or glob.glob(os.path.join(top, '*', '*.parquet')))
 
 
 def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train', *,
@@ -75,6 +89,10 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
             ds = load_cifar_pickle(root, split)
             ds.set_in_chans(in_chans)
         elif kind in ('imagenet', 'folder', 'folder-auto'):
+            if kind != 'folder-auto' and _is_hf_data(root):
+                # e.g. a recipe's `dataset: folder` given parquet data: the folder errors would not say why
+                raise DataError(f"--dataset {kind} reads class folders, but '{root}' is parquet / save_to_disk "
+                                f"data: pass --dataset hfds (or --dataset '' to detect the kind).")
             mode = {'imagenet': 'imagenet', 'folder': 'folder', 'folder-auto': 'auto'}[kind]
             ds = ImageFolderDataset(find_split_dir(root, split, split_flag), label_mode=mode,
                                     class_names=class_names, in_chans=in_chans)
@@ -85,6 +103,25 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
     if in_memory:
         ds = decode_to_memory(ds, desc=f'{name or root} [{split}]')
     return ds
+
+
+def single_split_source(name: Optional[str], root: Optional[str]) -> bool:
+    """Whether a local ``--data-dir`` holds one split only, which every split name resolves to: a parquet file, a
+    single-split ``save_to_disk`` folder, or a folder of class folders without split folders. Training must not
+    validate on it (it would validate on the training rows); validating it alone is fine."""
+    kind = (name or '').strip().lower()
+    if not root or kind.startswith('hfds/') or not os.path.exists(root):
+        return False
+    kind = kind or detect_source(root)
+    if kind in ('hfds', 'parquet'):
+        return os.path.isfile(root) or (os.path.exists(os.path.join(root, 'state.json'))
+                                         and not os.path.exists(os.path.join(root, 'dataset_dict.json')))
+    if kind in ('imagenet', 'folder', 'folder-auto') and os.path.isdir(root):
+        try:
+            return os.path.samefile(find_split_dir(root, 'validation'), root)
+        except DataError:
+            return False
+    return False
 
 
 def _head(ds, n: int):
@@ -118,15 +155,50 @@ def check_labels(dataset, what: str = 'dataset') -> None:
                     f'its {n} classes): {fix}.')
 
 
-def check_num_classes(dataset, model_num_classes: int, what: str = 'dataset') -> None:
-    """Refuse a dataset whose labels are out of range or do not fit the model head."""
+def check_num_classes(dataset, model_num_classes: int, what: str = 'dataset', *,
+                      label_names: Optional[Sequence[str]] = None, head_fixed: bool = False) -> None:
+    """Refuse a dataset whose labels are out of range or do not fit the model head.
+
+    ``head_fixed``: the head holds trained weights that must be kept (validating pretrained weights), so the
+    fix is data with the model's classes (``label_names``), never ``--num-classes`` (a new, random head).
+    """
     check_labels(dataset, what)
     n = int(dataset.num_classes)
-    if n != model_num_classes:
+    if n == model_num_classes:
+        return
+    if head_fixed:
+        names = [c for c in dataset.class_names if c not in set(label_names or ())]
+        why = (f"its classes {', '.join(names[:5])}{' ...' if len(names) > 5 else ''} are not among the "
+               f"model's label_names" if label_names else 'the weights carry no label_names to map classes by name')
         raise DataError(
-            f'The {what} has {n} classes but the model head has {model_num_classes} outputs. '
-            f'Pass --num-classes {n} (training / fine-tuning resets the head), or use a model and '
-            f'dataset with the same label set.')
+            f'The {what} has {n} classes but the pretrained head has {model_num_classes} outputs and {why}: '
+            f"validate on data whose class names are the model's label_names (or a subset of them), or use "
+            f'a model trained on these classes.')
+    raise DataError(
+        f'The {what} has {n} classes but the model head has {model_num_classes} outputs. '
+        f'Pass --num-classes {n} (training / fine-tuning resets the head), or use a model and '
+        f'dataset with the same label set.')
+
+
+def map_classes_by_name(dataset, label_names: Sequence[str]) -> bool:
+    """Re-index ``dataset`` onto ``label_names`` when its class names are a subset of them in another order or
+    count (a val folder holding 3 of a model's 10 classes): targets become the model's indices and
+    ``class_names`` / ``num_classes`` the model's. Returns whether it re-indexed; a dataset with a class not in
+    ``label_names`` is left as it was (:func:`check_num_classes` refuses it). Labels must be checked first."""
+    names, label_names = list(dataset.class_names), list(label_names)
+    index = {c: i for i, c in enumerate(label_names)}
+    if names == label_names or not names or any(c not in index for c in names):
+        return False
+    remap = np.asarray([index[c] for c in names], dtype=np.int64)
+    if isinstance(dataset, TensorImageDataset):
+        dataset.targets = torch.from_numpy(remap[dataset.targets.numpy()])
+    elif isinstance(dataset, HFImageDataset):
+        dataset.targets = remap[np.asarray(dataset.targets)]
+    else:  # ImageFolderDataset: the targets live in ``samples`` too
+        dataset.samples = [(path, int(remap[t])) for path, t in dataset.samples]
+        dataset.targets = [t for _, t in dataset.samples]
+    dataset.class_names, dataset.num_classes = label_names, len(label_names)
+    return True
 
 
 def skip_collate(batch):

@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .errors import DataError, split_hint
+from ..utils.errors import printable
 from .images import UnreadableImage, check_in_chans, decode_image
 
 __all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'is_wnid', 'imagenet_class_to_idx', 'find_split_dir']
@@ -117,16 +118,16 @@ def _scan_class_folder(folder: str, ignored: Counter) -> List[str]:
 def _log_scan(root: str, hidden_classes: List[str], empty: List[str], ignored: Counter) -> None:
     """One warning per kind of thing the scan left out, named and counted (nothing is dropped silently)."""
     if hidden_classes:
-        _logger.warning(f"{root}: ignored {len(hidden_classes)} hidden folder(s) (not classes): "
-                        f"{', '.join(hidden_classes[:10])}{' ...' if len(hidden_classes) > 10 else ''}")
+        _logger.warning(printable(f"{root}: ignored {len(hidden_classes)} hidden folder(s) (not classes): "
+                                  f"{', '.join(hidden_classes[:10])}{' ...' if len(hidden_classes) > 10 else ''}"))
     if empty:
-        _logger.warning(f"{root}: {len(empty)} class folder(s) hold no images: "
-                        f"{', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}")
+        _logger.warning(printable(f"{root}: {len(empty)} class folder(s) hold no images: "
+                                  f"{', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}"))
     if ignored:
         n = sum(ignored.values())
         reasons = ', '.join(f'{count} {reason}' for reason, count in sorted(ignored.items()))
-        _logger.warning(f"{root}: skipped {n} file(s) that are not images ({reasons}); images are "
-                        f"{' '.join(IMG_EXTENSIONS)}")
+        _logger.warning(printable(f"{root}: skipped {n} file(s) that are not images ({reasons}); images are "
+                                  f"{' '.join(IMG_EXTENSIONS)}"))
 
 
 class ImageFolderDataset(Dataset):
@@ -209,7 +210,7 @@ class ImageFolderDataset(Dataset):
         try:
             return decode_image(path, self.in_chans)
         except UnreadableImage as e:
-            _logger.warning(f'Skipping unreadable image {path}: {e}')
+            _logger.warning(printable(f'Skipping unreadable image {path}: {e}'))
             return None
 
     def __getitem__(self, index: int):

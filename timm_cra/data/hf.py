@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..utils.io import check_regular_file
+from ..utils.errors import printable
 from .errors import DataError, split_hint
 from .images import UnreadableImage, check_in_chans, decode_image
 
@@ -154,7 +155,7 @@ class HFImageDataset(Dataset):
         try:
             return decode_value(self.ds[int(index)][self.image_key], self.in_chans)
         except UnreadableImage as e:
-            _logger.warning(f'Skipping unreadable image {index} of {self.source}[{self.split}]: {e}')
+            _logger.warning(printable(f'Skipping unreadable image {index} of {self.source}[{self.split}]: {e}'))
             return None
 
     def __getitem__(self, index: int):

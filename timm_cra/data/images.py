@@ -1,7 +1,10 @@
 """Decoded images to the channel count a model takes: 'L' for 1 channel, 'RGB' for 3.
 
-PIL's ``convert`` clips 16-bit greyscale (``I;16``, ``I``) to 255, so such an image would silently become
-all white; it is scaled to 8 bit here first (``value / 257``, the exact 16 -> 8 bit map).
+PIL's ``convert`` clips wide greyscale to 255 and float greyscale to black, so such images are scaled to 8 bit
+here first (:func:`_to_8bit`): 16-bit (``I;16*``, and 16-bit PNGs) by ``value / 257``, the exact 16 -> 8 bit map;
+32-bit integer (``I``) by the range of its values (all in 0..255: 8-bit values kept; in 0..65535: 16-bit,
+``/ 257``; anything else: no known scale, unreadable); float (``F``) with values in [0, 1] by ``x 255``, any
+other float image (negative, above 1, NaN) unreadable. An unreadable image is a counted, logged skip.
 
 Every loader decodes through :func:`decode_image`, the data contract for untrusted image files: regular files
 only (a FIFO, socket, device or dangling symlink named ``x.jpg`` is never opened for reading, so it cannot
@@ -31,7 +34,7 @@ IMAGE_FORMATS = ('JPEG', 'PNG', 'PPM', 'BMP', 'TIFF', 'WEBP', 'GIF')
 
 #: PIL mode of each supported channel count.
 MODES = {1: 'L', 3: 'RGB'}
-_WIDE_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+_16BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
 
 
 class UnreadableImage(ValueError):
@@ -88,12 +91,32 @@ def image_mode(in_chans: int) -> str:
     return MODES[check_in_chans(in_chans)]
 
 
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """A wide-integer or float greyscale image as 8-bit 'L' by the rules of the module docstring."""
+    a = np.asarray(img).astype(np.float64)
+    if img.mode == 'F':
+        if not np.isfinite(a).all() or a.min(initial=0) < 0 or a.max(initial=0) > 1:
+            raise UnreadableImage(f'float image with values outside [0, 1] (min {np.nanmin(a):g}, max '
+                                  f'{np.nanmax(a):g}): no known scale to 8 bit')
+        a = a * 255.0
+    elif img.mode in _16BIT_MODES or img.format == 'PNG':  # PNG greyscale is 8 or 16 bit, never 32
+        a = a / 257.0
+    else:  # 32-bit 'I': the bit depth is not stored, the values tell it
+        lo, hi = a.min(initial=0), a.max(initial=0)
+        if lo < 0 or hi > 65535:
+            raise UnreadableImage(f'32-bit integer image with values {lo:g}..{hi:g}: only 0..255 (8-bit) or '
+                                  f'0..65535 (16-bit) values have a known scale to 8 bit')
+        if hi > 255:
+            a = a / 257.0
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode='L')
+
+
 def convert_image(img: Image.Image, in_chans: int = 3) -> Image.Image:
-    """A new 8-bit image with ``in_chans`` channels (16-bit greyscale scaled, not clipped); never ``img``
-    itself, so the result outlives the file ``img`` was opened from."""
-    if img.mode in _WIDE_MODES:
-        a = np.asarray(img).astype(np.float64)
-        img = Image.fromarray(np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8), mode='L')
+    """A new 8-bit image with ``in_chans`` channels (wide and float greyscale scaled, not clipped: see the
+    module docstring; :class:`UnreadableImage` when no scale is known); never ``img`` itself, so the result
+    outlives the file ``img`` was opened from."""
+    if img.mode in _16BIT_MODES or img.mode in ('I', 'F'):
+        img = _to_8bit(img)
     mode = image_mode(in_chans)
     return img.copy() if img.mode == mode else img.convert(mode)
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..utils.errors import printable
 from .errors import DataError
 from .images import MODES, UnreadableImage, check_in_chans
 
@@ -108,8 +109,8 @@ def decode_to_memory(dataset, desc: str = '') -> TensorImageDataset:
     if not arrays:
         raise DataError(f'No readable images in {desc or "the dataset"} ({skipped} unreadable).')
     if skipped:
-        _logger.warning(f'{desc}: skipped {skipped} unreadable image(s) of {skipped + len(arrays)}: rows '
-                        f'{", ".join(bad[:10])}{" ..." if skipped > 10 else ""}')
+        _logger.warning(printable(f'{desc}: skipped {skipped} unreadable image(s) of {skipped + len(arrays)}: rows '
+                                  f'{", ".join(bad[:10])}{" ..." if skipped > 10 else ""}'))
     return TensorImageDataset(torch.from_numpy(np.stack(arrays)), torch.tensor(targets, dtype=torch.int64),
                               dataset.class_names, num_skipped=skipped)
 
@@ -118,7 +119,7 @@ def _safe(fn, where: str = ''):
     try:
         return fn()
     except UnreadableImage as e:
-        _logger.warning(f'Skipping unreadable image ({where}): {e}')
+        _logger.warning(printable(f'Skipping unreadable image ({where}): {e}'))
         return None
 
 

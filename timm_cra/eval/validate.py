@@ -13,11 +13,12 @@ import torch
 from timm.data import create_loader
 from timm.utils import ParseKwargs
 
-from ..data import check_num_classes, create_dataset, model_in_chans, resolve_model_data_config, skip_collate
+from ..data import (check_labels, check_num_classes, create_dataset, map_classes_by_name, model_in_chans,
+                    resolve_model_data_config, skip_collate)
 from ..utils.amp import amp_dtype_for
 from ..utils.cli import check_model_name, default_workers
 from ..utils.errors import UsageError
-from ..utils.io import atomic_write, check_output_file, open_regular_file
+from ..utils.io import atomic_write, check_output_file, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
 from ..utils.weights import load_model_weights
 from .evaluate import evaluate
@@ -82,6 +83,12 @@ def _create_model(args) -> torch.nn.Module:
                                       allow_nonfinite=args.allow_nonfinite_weights, **kwargs)
     except RuntimeError as e:
         raise UsageError(f"Cannot create model '{args.model}': {e}") from e
+    trained = (getattr(model, 'pretrained_cfg', None) or {}).get('num_classes') if args.pretrained else None
+    if args.num_classes is not None and trained and args.num_classes != trained:
+        # timm would put a new, random head on the pretrained weights: a confident result that means nothing.
+        raise UsageError(f"--num-classes {args.num_classes} differs from the {trained} classes of the pretrained "
+                         f"weights' head, and validation never replaces a trained head with a random one: drop "
+                         f"--num-classes (a val set with a subset of the model's classes is mapped by name).")
     if args.checkpoint:
         load_model_weights(model, args.checkpoint, use_ema=args.use_ema, allow_nonfinite=args.allow_nonfinite_weights)
     return model
@@ -94,7 +101,17 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     dataset = create_dataset(args.dataset, args.data_dir, args.split, num_samples=args.num_samples,
                              image_key=args.input_key, label_key=args.target_key, in_chans=model_in_chans(model),
                              split_flag='--split')
-    check_num_classes(dataset, model.num_classes)
+    head_fixed = bool(args.pretrained or args.checkpoint)
+    label_names = (getattr(model, 'pretrained_cfg', None) or {}).get('label_names') if args.pretrained else None
+    mapped = None
+    if label_names and len(label_names) == model.num_classes:
+        check_labels(dataset)
+        n_data = int(dataset.num_classes)
+        if map_classes_by_name(dataset, label_names):
+            mapped = f"by name: the dataset's {n_data} classes onto the model's {len(label_names)}"
+            _logger.warning(f"Dataset classes mapped {mapped} label_names (the trained head is evaluated; a "
+                            f"prediction of a class absent from the data counts as wrong).")
+    check_num_classes(dataset, model.num_classes, label_names=label_names, head_fixed=head_fixed)
     data_config = resolve_model_data_config(vars(args), model)
     model.to(device).eval()
     if args.channels_last:
@@ -117,6 +134,7 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
         img_size=data_config['input_size'][-1], crop_pct=data_config['crop_pct'],
         interpolation=data_config['interpolation'],
         loss=round(m['loss'], 5), count=m['count'], skipped=m['skipped'],
+        **({'class_mapping': mapped} if mapped else {}),
     )
 
 
@@ -133,20 +151,22 @@ def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = 
         with atomic_write(json_path) as f:
             f.write(dumps(results, indent=2))  # strict JSON: a NaN loss is null with a note
     if csv_path:
-        # "Appending" rewrites the whole file atomically: a kill never leaves half a row.
+        # "Appending" rewrites the whole file atomically: a kill never leaves half a row. The folder lock makes
+        # concurrent appends (several validations into one CSV) take turns: none reads a file another replaces.
         check_output_file(csv_path, '--results-csv')
-        old = ''
-        if os.path.exists(csv_path):
-            with open_regular_file(csv_path, '--results-csv') as f:
-                old = f.read().decode('utf-8')
-        with atomic_write(csv_path, newline='') as f:
-            f.write(old)
-            if old and not old.endswith('\n'):
-                f.write('\r\n')
-            w = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction='ignore')
-            if not old:
-                w.writeheader()
-            w.writerow(results)
+        with locked_folder(os.path.dirname(os.path.abspath(csv_path))):
+            old = ''
+            if os.path.exists(csv_path):
+                with open_regular_file(csv_path, '--results-csv') as f:
+                    old = f.read().decode('utf-8')
+            with atomic_write(csv_path, newline='') as f:
+                f.write(old)
+                if old and not old.endswith('\n'):
+                    f.write('\r\n')
+                w = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction='ignore')
+                if not old:
+                    w.writeheader()
+                w.writerow(results)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:

@@ -116,11 +116,15 @@ def _plain(obj: Any) -> Any:
 
 
 def _save_failed(path: str, err: OSError) -> CheckpointSaveError:
+    if isinstance(err.__cause__, OSError) and not err.strerror:  # atomic_path's one-line error: the OS reason
+        err = err.__cause__
     reason = err.strerror or str(err) or type(err).__name__
-    previous = (f"the previous '{os.path.basename(path)}' is intact" if os.path.isfile(path)
-                else 'no earlier checkpoint exists')
-    return CheckpointSaveError(f"Saving the checkpoint failed: could not write '{path}' ({reason}); {previous}. "
-                               f"Free space or fix the folder, then continue with --resume {path}.")
+    if os.path.isfile(path):  # --resume only from a checkpoint that exists
+        return CheckpointSaveError(f"Saving the checkpoint failed: could not write '{path}' ({reason}); the previous "
+                                   f"'{os.path.basename(path)}' is intact. Free space or fix the folder, then "
+                                   f"continue with --resume {path}.")
+    return CheckpointSaveError(f"Saving the checkpoint failed: could not write '{path}' ({reason}); no earlier "
+                               f"checkpoint exists. Free space or fix the folder, then start the run again.")
 
 
 def save_checkpoint(path: str, *, model: torch.nn.Module, optimizer, scheduler, model_ema=None, loss_scaler=None,

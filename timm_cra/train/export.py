@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from ..utils.io import atomic_path, atomic_write
+from ..utils.io import OutputPathError, atomic_path, atomic_write
 from ..utils.strict_json import dumps
 from ..utils.weights import tensor_digest
 from .distributed import DistInfo
@@ -35,8 +35,11 @@ def export_weights(net: nn.Module, output_dir: str, data_config: Dict[str, Any],
     export_cfg = {k: data_config[k] for k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct')}
     with tempfile.TemporaryDirectory(prefix=EXPORT_TMP_PREFIX, dir=output_dir) as staging:
         # --num-classes above the data's class count: no names for the extra classes, so none are recorded.
-        save_model_files(net, staging, data_config=export_cfg,
-                         label_names=label_names if len(label_names) == net.num_classes else None)
+        try:
+            save_model_files(net, staging, data_config=export_cfg,
+                             label_names=label_names if len(label_names) == net.num_classes else None)
+        except OutputPathError as e:  # name the file the user asked for, not the hidden staging folder
+            raise OutputPathError(str(e).replace(staging, output_dir)) from e
         for name in ('model.safetensors', 'config.json'):
             with atomic_path(os.path.join(output_dir, name)) as tmp:
                 os.replace(os.path.join(staging, name), tmp)

@@ -6,8 +6,8 @@ from typing import Optional, Tuple
 import torch
 from timm.data import create_loader
 
-from ..data import (ImageFolderDataset, TensorImageDataset, TensorLoader, check_num_classes, create_dataset,
-                    skip_collate)
+from ..data import (DataError, ImageFolderDataset, TensorImageDataset, TensorLoader, check_num_classes,
+                    create_dataset, single_split_source, skip_collate)
 from .distributed import DistInfo
 
 __all__ = ['create_datasets', 'create_loaders', 'EvalShard']
@@ -46,6 +46,11 @@ def create_datasets(args) -> Tuple[object, Optional[object], int]:
     the validation split of a folder dataset takes the training split's class names."""
     ds_kwargs = dict(in_memory=args.in_memory, image_key=args.input_key, label_key=args.target_key,
                      in_chans=_requested_in_chans(args))
+    if args.val_split and single_split_source(args.dataset, args.data_dir):
+        # Every split name resolves to the same rows: best_top1 would be training accuracy.
+        raise DataError(f"--data-dir {args.data_dir} holds one split, so validation would run on the training "
+                        f"rows: pass a folder with separate train and validation/test splits (train-*.parquet and "
+                        f"test-*.parquet, or train/ and val/ folders), or --val-split '' to train without validation.")
     train_ds = create_dataset(args.dataset, args.data_dir, args.train_split, num_samples=args.train_num_samples,
                               split_flag='--train-split', **ds_kwargs)
     val_ds = None

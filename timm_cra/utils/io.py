@@ -16,8 +16,10 @@ Readers of a single path call :func:`check_regular_file` (or :func:`open_regular
 blocks forever and a device streams without end.
 """
 import contextlib
+import errno
 import glob
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -34,7 +36,7 @@ except ImportError:  # not POSIX: no writer locks, stale temp files are removed 
 
 __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
            'file_kind', 'not_regular_reason', 'check_regular_file', 'open_regular_file', 'OutputPathError',
-           'check_output_file', 'check_output_folder']
+           'check_output_file', 'check_output_folder', 'locked_folder']
 
 _TMP_SUFFIX = '.tmp'
 
@@ -162,6 +164,25 @@ def check_output_folder(path: Union[str, os.PathLike], what: str = 'output folde
         raise OutputPathError(f'{what} {path} cannot be written: {problem}; choose a writable folder.')
 
 
+#: Errors of writing an output's bytes that are the place's, not the writer's: disk full, quota, file-size limit.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NATIVE_OS_ERROR = re.compile(r'\(os error (\d+)\)')  # how native writers (safetensors) report one
+
+
+def _write_failed(path: str, what: str, reason: str) -> OutputPathError:
+    return OutputPathError(f'cannot write {what} {path}: {reason}; choose a writable place with free space.')
+
+
+def _place_errno(e: BaseException) -> Optional[int]:
+    """The errno of ``e`` when it is one of :data:`_WRITE_ERRNOS` (also inside a native writer's message)."""
+    if isinstance(e, OSError):
+        code = e.errno
+    else:
+        m = _NATIVE_OS_ERROR.search(str(e))
+        code = int(m.group(1)) if m else None
+    return code if code in _WRITE_ERRNOS else None
+
+
 @contextlib.contextmanager
 def _output_errors(path: str, what: str = 'output') -> Iterator[None]:
     """OSErrors of creating, syncing or renaming an output (not of the caller's work) as one-line errors."""
@@ -170,8 +191,7 @@ def _output_errors(path: str, what: str = 'output') -> Iterator[None]:
     except OutputPathError:
         raise
     except OSError as e:
-        raise OutputPathError(f'cannot write {what} {path}: {e.strerror or e}; choose a writable place '
-                              f'with free space.') from e
+        raise _write_failed(path, what, e.strerror or str(e)) from e
 
 
 def _umask_mode(tmp: str) -> int:
@@ -198,6 +218,21 @@ def _lock_writer(path: str) -> Optional[int]:
     fd = os.open(path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
+
+
+@contextlib.contextmanager
+def locked_folder(folder: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (:func:`_lock_writer`) for a read-modify-write of a file in it, so
+    two processes updating the same file (``--results-csv`` appends) take turns instead of losing rows. The lock
+    is on the folder, not the file, since :func:`atomic_path` replaces the file's inode; nothing is left behind."""
+    with _output_errors(folder, 'output folder'):
+        os.makedirs(folder, exist_ok=True)
+        lock = _lock_writer(folder)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 def _writer_alive(path: str) -> bool:
@@ -256,7 +291,13 @@ def atomic_path(path: str, *, prefix: Optional[str] = None, suffix: str = _TMP_S
         lock = _lock_writer(tmp)
     mode = _umask_mode(tmp) if perms is None else perms
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as e:  # the caller's writes: a full disk is the place's fault, one line like the rest
+            code = None if isinstance(e, OutputPathError) else _place_errno(e)
+            if code is None:
+                raise
+            raise _write_failed(path, 'output', os.strerror(code)) from e
         with _output_errors(path):
             fd = os.open(tmp, os.O_RDONLY)
             try:
