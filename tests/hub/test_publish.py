@@ -200,3 +200,35 @@ def test_labels_only_from_the_weights_data(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         'error: 2 label names for a 3-class head: give exactly one name per class, in class-index order.']
     assert not (tmp_path / 'bad').exists()
+
+
+def _publish_cli(*argv, timeout=120, env=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', **(env or {}))
+    return subprocess.run([sys.executable, '-m', 'timm_cra.hub.publish', *map(str, argv)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def test_run_folder_as_out_is_refused_before_any_work(trainer_run, tmp_path):
+    """The run folder (or a folder above it) as --out with --overwrite would replace it, losing last.pth,
+    results.json, metrics.csv, args.yaml: refused in one line before any work, nothing touched. The same for
+    --results or a --label-names file inside --out."""
+    import shutil
+    run = Path(shutil.copytree(trainer_run, tmp_path / 'run'))
+    other = Path(shutil.copytree(trainer_run, tmp_path / 'other'))
+    (other / 'names.txt').write_text('\n'.join(f'c{i}' for i in range(10)))
+    before = _tree(tmp_path)
+    assert {'last.pth', 'results.json', 'metrics.csv', 'args.yaml'} <= set(before_run := _tree(run))
+    for out, extra, what in ((run, ['--results', run / 'results.json'], 'checkpoint'),
+                             (tmp_path, [], 'checkpoint'),
+                             (run / '..' / 'run', [], 'checkpoint'),
+                             (other, ['--results', other / 'results.json'], '--results'),
+                             (other, ['--label-names', other / 'names.txt'], '--label-names file')):
+        proc = _publish_cli('cra_resnet18.mine', run / 'last.pth', *extra, '--out', out, '--overwrite')
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert lines[0].startswith(f'error: --out {out} holds the {what} '), lines[0]
+        assert _tree(tmp_path) == before and _tree(run) == before_run
