@@ -232,3 +232,31 @@ def test_run_folder_as_out_is_refused_before_any_work(trainer_run, tmp_path):
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr
         assert lines[0].startswith(f'error: --out {out} holds the {what} '), lines[0]
         assert _tree(tmp_path) == before and _tree(run) == before_run
+
+
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='needs FIFOs')
+def test_fifo_inputs_are_refused_not_waited_on(trained, tmp_path):
+    """A FIFO as the checkpoint, --results, a --label-names file, or the run's config.json / args.yaml next to the
+    checkpoint would block publish forever on open: each is refused in one line, nothing written."""
+    import shutil
+    ckpt, results, *_ = trained
+    fifo = tmp_path / 'fifo'
+    os.mkfifo(fifo)
+    run = tmp_path / 'run'
+    run.mkdir()
+    shutil.copy(ckpt, run / 'last.pth')
+    os.mkfifo(run / 'config.json')
+    run_yaml = tmp_path / 'run2'
+    run_yaml.mkdir()
+    shutil.copy(ckpt, run_yaml / 'last.pth')
+    os.mkfifo(run_yaml / 'args.yaml')
+    base = ['--num-classes', '5', '--out', tmp_path / 'r']
+    for argv, needle in (([fifo, *base], f"Checkpoint {fifo} is a FIFO"),
+                         ([ckpt, '--results', fifo, *base], f'--results {fifo} is a FIFO'),
+                         ([ckpt, '--label-names', fifo, *base], f'--label-names file {fifo} is a FIFO'),
+                         ([run / 'last.pth', *base], f"the run's config {run / 'config.json'} is a FIFO"),
+                         ([run_yaml / 'last.pth', *base], f"the run's arguments {run_yaml / 'args.yaml'} is a FIFO")):
+        proc = _publish_cli('cra_mobilenetv2_050.x', *argv, timeout=60)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+        assert not (tmp_path / 'r').exists()
