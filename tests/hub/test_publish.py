@@ -260,3 +260,33 @@ def test_fifo_inputs_are_refused_not_waited_on(trained, tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
         assert not (tmp_path / 'r').exists()
+
+
+def test_push_twice_to_the_same_repo_makes_a_new_commit(trained, hub, tmp_path, monkeypatch):
+    """publish --push to a repo that exists (a rerun, or after a push that created the repo and failed) against the
+    loopback Hub: create_repo(exist_ok=True) reads the 409's url, the upload is a new commit served to clients."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from timm_cra.hub.server import HubFolderServer
+    ckpt, results, *_ = trained
+    token = 'publish-push-token'
+    root = tmp_path / 'hub-root'
+    root.mkdir()
+    with HubFolderServer(root, write_token=token) as server:
+        hub.set_endpoint(server.endpoint)
+        api = HfApi(endpoint=server.endpoint, token=token)
+        api.create_repo('t-push/twice')  # what a push that failed after creating the repo leaves
+        env = {'HF_TOKEN': token, 'HF_HUB_DISABLE_XET': '1'}
+        commits = []
+        for top1 in (61.25, 62.5):
+            res = tmp_path / f'results-{top1}.json'
+            res.write_text(json.dumps(dict(json.loads(results.read_text()), top1=top1)))
+            proc = _publish_cli('cra_mobilenetv2_050.twice', ckpt, '--num-classes', '5', '--results', res,
+                                '--out', tmp_path / 'repo', '--overwrite', '--repo-id', 't-push/twice', '--push',
+                                env=env)
+            assert proc.returncode == 0 and 'Pushed: ' in proc.stdout, proc.stderr
+            commits.append(api.model_info('t-push/twice').sha)
+            card = Path(hf_hub_download('t-push/twice', 'README.md', revision=commits[-1])).read_text()
+            assert f'value: {top1}' in card
+        assert commits[0] != commits[1]
+        first = Path(hf_hub_download('t-push/twice', 'README.md', revision=commits[0])).read_text()
+        assert 'value: 61.25' in first  # the first commit is still served, by its hash
