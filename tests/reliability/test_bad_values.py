@@ -85,6 +85,17 @@ CONFIG_FAULTS = {
     'model_args_mistyped': (lambda c: c.setdefault('model_args', {}).update(in_chans='three'),
                             "'model_args' {\"in_chans\": \"three\""),
     'model_args_list': (lambda c: c.update(model_args=['in_chans']), "'model_args' must be an object"),
+    # Class names: timm and transformers take any count (transformers then shows LABEL_n).
+    'label_names_string': (lambda c: c.update(label_names='airplane,automobile'),
+                           "'label_names' must be an array of strings or null, not a string"),
+    'label_names_count': (lambda c: c.update(label_names=c['label_names'][:9]),
+                          "'label_names' has 9 label names for a 10-class head: give exactly one name per class"),
+    'label_names_count_in_cfg': (lambda c: c['pretrained_cfg'].update(label_names=c.pop('label_names') + ['x']),
+                                 "'label_names' has 11 label names for a 10-class head"),
+    'label_descriptions_missing': (lambda c: c.update(label_descriptions={'airplane': 'a plane'}),
+                                   "'label_descriptions' has no entry for 9 of the label names ('automobile'"),
+    'label_descriptions_list': (lambda c: c.update(label_descriptions=['a plane']),
+                                "'label_descriptions' must be an object or null, not an array"),
 }
 
 
@@ -116,6 +127,9 @@ def test_config_json_faults_through_the_eval_and_train_clis(tmp_path):
                       'test', '--train-num-samples', '8', '--val-split', '', '--epochs', '1', '--output',
                       tmp_path / 'out'], tmp_path, 'timm_cra.train')
     assert code == 2 and "'architecture' must be a string, not an array" in err
+    repo = _edit_config(_repo_copy(tmp_path, 'repo3'), lambda c: c.update(label_names=c['label_names'][:9]))
+    code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and "'label_names' has 9 label names for a 10-class head" in err
 
 
 def test_hf_hub_config_with_wrong_values(hub, tmp_path):
