@@ -290,3 +290,23 @@ def test_push_twice_to_the_same_repo_makes_a_new_commit(trained, hub, tmp_path, 
         assert commits[0] != commits[1]
         first = Path(hf_hub_download('t-push/twice', 'README.md', revision=commits[0])).read_text()
         assert 'value: 61.25' in first  # the first commit is still served, by its hash
+
+
+def test_card_names_the_bundled_tag_not_a_local_path(tmp_path):
+    """A fine-tune started offline from the copy of a registered tag bundled with timm-cra: the card's
+    "Initial weights" names the tag and its Hub repo, never the local absolute path of the bundled file."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1',
+               HF_HUB_CACHE=str(tmp_path / 'empty-cache'))
+    train = subprocess.run([sys.executable, '-m', 'timm_cra.train', '--model', 'cra_cifar_resnet20.cifar10',
+                            '--pretrained', '--config', 'cifar', '--data-dir', str(SHIPPED), '--train-split', 'test',
+                            '--train-num-samples', '8', '--val-split', '', '--batch-size', '8', '--epochs', '1',
+                            '--no-plot', '--workers', '0', '--output', str(tmp_path), '--experiment', 'ft'],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-2000:]
+    proc = _publish_cli('cra_cifar_resnet20.ft', tmp_path / 'ft' / 'last.pth', '--out', tmp_path / 'repo',
+                        env={'HF_HUB_OFFLINE': '1'})
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in (tmp_path / 'repo' / 'README.md').read_text().splitlines() if 'Initial weights' in ln)
+    assert line == ('- **Initial weights:** `cra_cifar_resnet20.cifar10 (copy bundled with timm-cra of hf-hub '
+                    'timm-cra/cra_cifar_resnet20.cifar10)`'), line
+    assert str(ROOT) not in (tmp_path / 'repo' / 'README.md').read_text()
