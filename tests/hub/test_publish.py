@@ -156,12 +156,15 @@ def test_publishes_timm_train_py_checkpoint(tmp_path):
     ('cra_resnet18.../../x', None, 'is not a valid Hub repo name'),
     ('cra_resnet18.a b', None, 'is not a valid Hub repo name'),
     ('cra_resnet18.ok', 'org/../escape', 'change --repo-id'),
+    ('cra_resnet18.ok', 'noorg', "--repo-id 'noorg' is not <org>/<name>"),
+    ('cra_resnet18.ok', '', "--repo-id '' is not <org>/<name>"),
+    ('cra_resnet18.ok', 'org/', "--repo-id 'org/' is not <org>/<name>"),
 ])
 def test_bad_tags_and_repo_ids_are_refused(trained, tmp_path, name, repo_id, needle):
     ckpt, *_ = trained
     argv = [name, str(ckpt), '--num-classes', '5', '--out', str(tmp_path / 'r')]
     with pytest.raises(UsageError, match=needle) as e:
-        publish.main(argv + (['--repo-id', repo_id] if repo_id else []))
+        publish.main(argv + (['--repo-id', repo_id] if repo_id is not None else []))
     assert '\n' not in str(e.value)
     assert not (tmp_path / 'r').exists()
 
@@ -200,6 +203,13 @@ def test_labels_only_from_the_weights_data(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         'error: 2 label names for a 3-class head: give exactly one name per class, in class-index order.']
     assert not (tmp_path / 'bad').exists()
+    proc = _publish_cli('cra_cifar_resnet20.x', path, '--out', tmp_path / 'bad', '--label-names', 'a,b,a')
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: --label-names gives 'a' more than once: give each class its own name, in class-index order."]
+    long_names = ','.join(f'class-{i}-' + 'x' * 120 for i in range(3))  # over 255 bytes: no file has that name
+    proc = _publish_cli('cra_cifar_resnet20.x', path, '--out', tmp_path / 'long', '--label-names', long_names)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / 'long' / 'config.json').read_text())['label_names'] == long_names.split(',')
 
 
 def _publish_cli(*argv, timeout=120, env=None):

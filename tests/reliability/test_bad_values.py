@@ -264,6 +264,22 @@ def test_publish_refuses_malformed_eval_results(tmp_path, results, expected):
         assert code == 2 and expected in err and not (tmp_path / 'out').exists()
 
 
+@pytest.mark.parametrize('summary, expected', [
+    ({'final': [1]}, "'final' must be an object, not [1]"),
+    ({'final': {'eval_top1': 50.0}, 'best_top1': 'x'}, "'best_top1' must be a number, not 'x'"),
+    ({'final': {'eval_top1': 'abc'}}, "'top1' must be a percentage between 0 and 100, not 'abc'"),
+])
+def test_publish_names_the_file_and_key_of_a_malformed_trainer_results(tmp_path, summary, expected):
+    """The trainer's results.json format (``final``, ``optimizer_steps``) with a wrong type: one line naming the
+    file and the key through the real CLI (was a traceback, or a message naming no file)."""
+    run = _repo_copy(tmp_path)
+    results = tmp_path / 'results.json'
+    results.write_text(json.dumps(dict(summary, optimizer_steps=3)))
+    code, err = _cli(['cra_cifar_resnet20.x', run / 'model.safetensors', '--results', results, '--out',
+                      tmp_path / 'out'], tmp_path, 'timm_cra.hub.publish')
+    assert code == 2 and str(results) in err and expected in err and not (tmp_path / 'out').exists(), err
+
+
 # ---- the trainer: a changed optimizer on --resume, a reused --experiment -----------------------------------------
 
 @pytest.fixture(scope='module')

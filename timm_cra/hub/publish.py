@@ -24,6 +24,7 @@ from ..models._builder import hub_id
 from ..utils.errors import UsageError, run_cli
 from ..utils.io import check_regular_file, open_regular_file
 from ..utils.weights import check_file, load_state_checked, read_weights
+from .card import load_eval_results
 from .repo import export_repo
 
 __all__ = ['load_checkpoint_state_dict', 'build_repo_folder', 'push_repo_folder', 'default_repo_id',
@@ -157,8 +158,12 @@ def read_label_names(value: str) -> List[str]:
     else:
         names = [n.strip() for n in value.split(',')]
     if not names or not all(names):
-        raise UsageError(f"--label-names '{value}' has an empty name: give a comma-separated list or a file with "
-                         f"one name per line.")
+        raise UsageError(f"--label-names '{value:.200}' has an empty name: give a comma-separated list or a file "
+                         f"with one name per line.")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # transformers maps names to class ids: a repeated name loses a class
+        raise UsageError(f"--label-names gives {', '.join(map(repr, twice[:5]))} more than once: give each class its "
+                         f"own name, in class-index order.")
     return names
 
 
@@ -171,6 +176,9 @@ def check_repo_name(model_name: str, repo_id: Optional[str]) -> str:
     if not arch or not tag:
         raise UsageError(f"'{model_name}' has no tag: name the weights <arch>.<tag>, e.g. "
                          f"{arch or 'cra_resnet18'}.mydata.")
+    if repo_id is not None and ('/' not in repo_id or not all(repo_id.split('/'))):
+        raise UsageError(f"--repo-id '{repo_id}' is not <org>/<name>: name the Hub account or organisation too, "
+                         f"e.g. my-org/{default_repo_id(model_name).split('/')[-1]}.")
     repo_id = repo_id or default_repo_id(model_name)
     for name in {default_repo_id(model_name), repo_id}:
         try:
@@ -183,13 +191,17 @@ def check_repo_name(model_name: str, repo_id: Optional[str]) -> str:
 
 
 def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = False,
-                    args: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                    args: Optional[Dict[str, Any]] = None, name: str = "The trainer's results.json") -> Dict[str, Any]:
     """Eval results for the card from the trainer's ``results.json`` (the final epoch's eval, which is what
-    ``last.pth`` / ``model.safetensors`` hold; ``ema``: the EMA weights' eval)."""
+    ``last.pth`` / ``model.safetensors`` hold; ``ema``: the EMA weights' eval). ``name``: the file, for errors."""
     final = summary.get('final') or {}
+    for key, value, kind in (('final', final, dict), ('best_top1', summary.get('best_top1'), (int, float))):
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise UsageError(f"{name}: '{key}' must be {'an object' if kind is dict else 'a number'}, not "
+                             f"{value!r:.60}; pass the results.json the trainer wrote.")
     prefix = 'ema_eval' if ema and final.get('ema_eval_top1') is not None else 'eval'
     if final.get(f'{prefix}_top1') is None:
-        raise UsageError("The trainer's results.json has no eval accuracy (the run had no validation split): "
+        raise UsageError(f"{name} has no eval accuracy (the run had no validation split): "
                          "evaluate the weights with python -m timm_cra.eval --results-file R.json and pass "
                          "--results R.json.")
     if args is None:
@@ -210,7 +222,11 @@ def _results(results, ckpt: Dict[str, Any], ema: bool, args: Dict[str, Any]):
         return results
     summary = results if isinstance(results, dict) else _json(Path(results), '--results')
     if summary is not None and 'final' in summary and 'optimizer_steps' in summary:
-        return trainer_results(summary, ckpt, ema, args)
+        name = "The trainer's results.json" if isinstance(results, dict) else str(results)
+        try:  # checked here, where the file is known, so its errors name it
+            return load_eval_results(trainer_results(summary, ckpt, ema, args, name), name=name)
+        except ValueError as e:
+            raise UsageError(str(e).replace('timm_cra: ', '')) from e
     return results
 
 
