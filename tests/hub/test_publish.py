@@ -156,12 +156,15 @@ def test_publishes_timm_train_py_checkpoint(tmp_path):
     ('cra_resnet18.../../x', None, 'is not a valid Hub repo name'),
     ('cra_resnet18.a b', None, 'is not a valid Hub repo name'),
     ('cra_resnet18.ok', 'org/../escape', 'change --repo-id'),
+    ('cra_resnet18.ok', 'noorg', "--repo-id 'noorg' is not <org>/<name>"),
+    ('cra_resnet18.ok', '', "--repo-id '' is not <org>/<name>"),
+    ('cra_resnet18.ok', 'org/', "--repo-id 'org/' is not <org>/<name>"),
 ])
 def test_bad_tags_and_repo_ids_are_refused(trained, tmp_path, name, repo_id, needle):
     ckpt, *_ = trained
     argv = [name, str(ckpt), '--num-classes', '5', '--out', str(tmp_path / 'r')]
     with pytest.raises(UsageError, match=needle) as e:
-        publish.main(argv + (['--repo-id', repo_id] if repo_id else []))
+        publish.main(argv + (['--repo-id', repo_id] if repo_id is not None else []))
     assert '\n' not in str(e.value)
     assert not (tmp_path / 'r').exists()
 
@@ -200,3 +203,120 @@ def test_labels_only_from_the_weights_data(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         'error: 2 label names for a 3-class head: give exactly one name per class, in class-index order.']
     assert not (tmp_path / 'bad').exists()
+    proc = _publish_cli('cra_cifar_resnet20.x', path, '--out', tmp_path / 'bad', '--label-names', 'a,b,a')
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: --label-names gives 'a' more than once: give each class its own name, in class-index order."]
+    long_names = ','.join(f'class-{i}-' + 'x' * 120 for i in range(3))  # over 255 bytes: no file has that name
+    proc = _publish_cli('cra_cifar_resnet20.x', path, '--out', tmp_path / 'long', '--label-names', long_names)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / 'long' / 'config.json').read_text())['label_names'] == long_names.split(',')
+
+
+def _publish_cli(*argv, timeout=120, env=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', **(env or {}))
+    return subprocess.run([sys.executable, '-m', 'timm_cra.hub.publish', *map(str, argv)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def test_run_folder_as_out_is_refused_before_any_work(trainer_run, tmp_path):
+    """The run folder (or a folder above it) as --out with --overwrite would replace it, losing last.pth,
+    results.json, metrics.csv, args.yaml: refused in one line before any work, nothing touched. The same for
+    --results or a --label-names file inside --out."""
+    import shutil
+    run = Path(shutil.copytree(trainer_run, tmp_path / 'run'))
+    other = Path(shutil.copytree(trainer_run, tmp_path / 'other'))
+    (other / 'names.txt').write_text('\n'.join(f'c{i}' for i in range(10)))
+    before = _tree(tmp_path)
+    assert {'last.pth', 'results.json', 'metrics.csv', 'args.yaml'} <= set(before_run := _tree(run))
+    for out, extra, what in ((run, ['--results', run / 'results.json'], 'checkpoint'),
+                             (tmp_path, [], 'checkpoint'),
+                             (run / '..' / 'run', [], 'checkpoint'),
+                             (other, ['--results', other / 'results.json'], '--results'),
+                             (other, ['--label-names', other / 'names.txt'], '--label-names file')):
+        proc = _publish_cli('cra_resnet18.mine', run / 'last.pth', *extra, '--out', out, '--overwrite')
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert lines[0].startswith(f'error: --out {out} holds the {what} '), lines[0]
+        assert _tree(tmp_path) == before and _tree(run) == before_run
+
+
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='needs FIFOs')
+def test_fifo_inputs_are_refused_not_waited_on(trained, tmp_path):
+    """A FIFO as the checkpoint, --results, a --label-names file, or the run's config.json / args.yaml next to the
+    checkpoint would block publish forever on open: each is refused in one line, nothing written."""
+    import shutil
+    ckpt, results, *_ = trained
+    fifo = tmp_path / 'fifo'
+    os.mkfifo(fifo)
+    run = tmp_path / 'run'
+    run.mkdir()
+    shutil.copy(ckpt, run / 'last.pth')
+    os.mkfifo(run / 'config.json')
+    run_yaml = tmp_path / 'run2'
+    run_yaml.mkdir()
+    shutil.copy(ckpt, run_yaml / 'last.pth')
+    os.mkfifo(run_yaml / 'args.yaml')
+    base = ['--num-classes', '5', '--out', tmp_path / 'r']
+    for argv, needle in (([fifo, *base], f"Checkpoint {fifo} is a FIFO"),
+                         ([ckpt, '--results', fifo, *base], f'--results {fifo} is a FIFO'),
+                         ([ckpt, '--label-names', fifo, *base], f'--label-names file {fifo} is a FIFO'),
+                         ([run / 'last.pth', *base], f"the run's config {run / 'config.json'} is a FIFO"),
+                         ([run_yaml / 'last.pth', *base], f"the run's arguments {run_yaml / 'args.yaml'} is a FIFO")):
+        proc = _publish_cli('cra_mobilenetv2_050.x', *argv, timeout=60)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+        assert not (tmp_path / 'r').exists()
+
+
+def test_push_twice_to_the_same_repo_makes_a_new_commit(trained, hub, tmp_path, monkeypatch):
+    """publish --push to a repo that exists (a rerun, or after a push that created the repo and failed) against the
+    loopback Hub: create_repo(exist_ok=True) reads the 409's url, the upload is a new commit served to clients."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from timm_cra.hub.server import HubFolderServer
+    ckpt, results, *_ = trained
+    token = 'publish-push-token'
+    root = tmp_path / 'hub-root'
+    root.mkdir()
+    with HubFolderServer(root, write_token=token) as server:
+        hub.set_endpoint(server.endpoint)
+        api = HfApi(endpoint=server.endpoint, token=token)
+        api.create_repo('t-push/twice')  # what a push that failed after creating the repo leaves
+        env = {'HF_TOKEN': token, 'HF_HUB_DISABLE_XET': '1'}
+        commits = []
+        for top1 in (61.25, 62.5):
+            res = tmp_path / f'results-{top1}.json'
+            res.write_text(json.dumps(dict(json.loads(results.read_text()), top1=top1)))
+            proc = _publish_cli('cra_mobilenetv2_050.twice', ckpt, '--num-classes', '5', '--results', res,
+                                '--out', tmp_path / 'repo', '--overwrite', '--repo-id', 't-push/twice', '--push',
+                                env=env)
+            assert proc.returncode == 0 and 'Pushed: ' in proc.stdout, proc.stderr
+            commits.append(api.model_info('t-push/twice').sha)
+            card = Path(hf_hub_download('t-push/twice', 'README.md', revision=commits[-1])).read_text()
+            assert f'value: {top1}' in card
+        assert commits[0] != commits[1]
+        first = Path(hf_hub_download('t-push/twice', 'README.md', revision=commits[0])).read_text()
+        assert 'value: 61.25' in first  # the first commit is still served, by its hash
+
+
+def test_card_names_the_bundled_tag_not_a_local_path(tmp_path):
+    """A fine-tune started offline from the copy of a registered tag bundled with timm-cra: the card's
+    "Initial weights" names the tag and its Hub repo, never the local absolute path of the bundled file."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1',
+               HF_HUB_CACHE=str(tmp_path / 'empty-cache'))
+    train = subprocess.run([sys.executable, '-m', 'timm_cra.train', '--model', 'cra_cifar_resnet20.cifar10',
+                            '--pretrained', '--config', 'cifar', '--data-dir', str(SHIPPED), '--train-split', 'test',
+                            '--train-num-samples', '8', '--val-split', '', '--batch-size', '8', '--epochs', '1',
+                            '--no-plot', '--workers', '0', '--output', str(tmp_path), '--experiment', 'ft'],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-2000:]
+    proc = _publish_cli('cra_cifar_resnet20.ft', tmp_path / 'ft' / 'last.pth', '--out', tmp_path / 'repo',
+                        env={'HF_HUB_OFFLINE': '1'})
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in (tmp_path / 'repo' / 'README.md').read_text().splitlines() if 'Initial weights' in ln)
+    assert line == ('- **Initial weights:** `cra_cifar_resnet20.cifar10 (copy bundled with timm-cra of hf-hub '
+                    'timm-cra/cra_cifar_resnet20.cifar10)`'), line
+    assert str(ROOT) not in (tmp_path / 'repo' / 'README.md').read_text()

@@ -125,6 +125,20 @@ def test_upload_folder_then_download(write_hub, hub, model_folder, monkeypatch, 
     assert Path(hf_hub_download('t-write/cifar', 'README.md', revision=info.oid)).read_bytes() != readme.read_bytes()
 
 
+def test_create_repo_exist_ok_on_an_existing_repo_returns_its_url(write_hub):
+    """The Hub's 409 for an existing repo carries its ``url``; ``create_repo(exist_ok=True)`` reads it (a KeyError
+    without it), so a second push to a repo works. Also across case: the existing spelling is named."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+    api = HfApi(endpoint=write_hub.endpoint, token=WRITE_TOKEN)
+    first = api.create_repo('t-again/Model')
+    assert api.create_repo('t-again/Model', exist_ok=True) == first == f'{write_hub.endpoint}/t-again/Model'
+    assert api.create_repo('T-AGAIN/model', exist_ok=True).repo_id == 't-again/Model'
+    with pytest.raises(HfHubHTTPError) as e:  # without exist_ok: the 409 itself
+        api.create_repo('t-again/Model')
+    assert e.value.response.status_code == 409 and e.value.response.json()['url'] == first
+
+
 def test_writes_need_the_token(write_hub, model_folder):
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError

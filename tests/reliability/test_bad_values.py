@@ -85,6 +85,17 @@ CONFIG_FAULTS = {
     'model_args_mistyped': (lambda c: c.setdefault('model_args', {}).update(in_chans='three'),
                             "'model_args' {\"in_chans\": \"three\""),
     'model_args_list': (lambda c: c.update(model_args=['in_chans']), "'model_args' must be an object"),
+    # Class names: timm and transformers take any count (transformers then shows LABEL_n).
+    'label_names_string': (lambda c: c.update(label_names='airplane,automobile'),
+                           "'label_names' must be an array of strings or null, not a string"),
+    'label_names_count': (lambda c: c.update(label_names=c['label_names'][:9]),
+                          "'label_names' has 9 label names for a 10-class head: give exactly one name per class"),
+    'label_names_count_in_cfg': (lambda c: c['pretrained_cfg'].update(label_names=c.pop('label_names') + ['x']),
+                                 "'label_names' has 11 label names for a 10-class head"),
+    'label_descriptions_missing': (lambda c: c.update(label_descriptions={'airplane': 'a plane'}),
+                                   "'label_descriptions' has no entry for 9 of the label names ('automobile'"),
+    'label_descriptions_list': (lambda c: c.update(label_descriptions=['a plane']),
+                                "'label_descriptions' must be an object or null, not an array"),
 }
 
 
@@ -116,6 +127,9 @@ def test_config_json_faults_through_the_eval_and_train_clis(tmp_path):
                       'test', '--train-num-samples', '8', '--val-split', '', '--epochs', '1', '--output',
                       tmp_path / 'out'], tmp_path, 'timm_cra.train')
     assert code == 2 and "'architecture' must be a string, not an array" in err
+    repo = _edit_config(_repo_copy(tmp_path, 'repo3'), lambda c: c.update(label_names=c['label_names'][:9]))
+    code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and "'label_names' has 9 label names for a 10-class head" in err
 
 
 def test_hf_hub_config_with_wrong_values(hub, tmp_path):
@@ -248,6 +262,22 @@ def test_publish_refuses_malformed_eval_results(tmp_path, results, expected):
         code, err = _cli(['cra_cifar_resnet20.x', run / 'model.safetensors', '--results', tmp_path / 'results.json',
                           '--out', tmp_path / 'out'], tmp_path, 'timm_cra.hub.publish')
         assert code == 2 and expected in err and not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('summary, expected', [
+    ({'final': [1]}, "'final' must be an object, not [1]"),
+    ({'final': {'eval_top1': 50.0}, 'best_top1': 'x'}, "'best_top1' must be a number, not 'x'"),
+    ({'final': {'eval_top1': 'abc'}}, "'top1' must be a percentage between 0 and 100, not 'abc'"),
+])
+def test_publish_names_the_file_and_key_of_a_malformed_trainer_results(tmp_path, summary, expected):
+    """The trainer's results.json format (``final``, ``optimizer_steps``) with a wrong type: one line naming the
+    file and the key through the real CLI (was a traceback, or a message naming no file)."""
+    run = _repo_copy(tmp_path)
+    results = tmp_path / 'results.json'
+    results.write_text(json.dumps(dict(summary, optimizer_steps=3)))
+    code, err = _cli(['cra_cifar_resnet20.x', run / 'model.safetensors', '--results', results, '--out',
+                      tmp_path / 'out'], tmp_path, 'timm_cra.hub.publish')
+    assert code == 2 and str(results) in err and expected in err and not (tmp_path / 'out').exists(), err
 
 
 # ---- the trainer: a changed optimizer on --resume, a reused --experiment -----------------------------------------

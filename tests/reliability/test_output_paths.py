@@ -116,6 +116,21 @@ def test_publish_out_onto_a_file_or_under_one_is_refused(weights, tmp_path, caps
     assert (tmp_path / 'file.txt').read_text() == 'x' and sorted(os.listdir(tmp_path)) == ['file.txt']
 
 
+def test_publish_overwrite_of_a_symlinked_out_replaces_the_link(weights, tmp_path, cli_env):
+    """--out a symlink to a folder, with --overwrite: the new repo takes the link's place (exit 0, nothing left
+    half-done); the folder the link pointed at is left as it was."""
+    target = tmp_path / 'target'
+    target.mkdir()
+    (target / 'keep.txt').write_text('kept')
+    (tmp_path / 'out').symlink_to(target, target_is_directory=True)
+    proc = _cli('timm_cra.hub.publish', ['cra_cifar_resnet20.test_out', weights, '--out', tmp_path / 'out',
+                                         '--overwrite'], cli_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / 'out'
+    assert not out.is_symlink() and sorted(os.listdir(out)) == ['README.md', 'config.json', 'model.safetensors']
+    assert sorted(os.listdir(tmp_path)) == ['out', 'target'] and os.listdir(target) == ['keep.txt']
+
+
 def test_killed_publish_staging_is_removed_by_the_next(weights, tmp_path):
     # What a publish killed mid-write leaves (atomic_folder's names): its staging folder and the set-aside
     # previous version. Neither is visible to the Hub server or timm (hidden), but they hold ~100 MB each.

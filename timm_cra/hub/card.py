@@ -109,15 +109,16 @@ def _check_eval_results(data: Dict[str, Any], where: str) -> None:
         raise bad(f"'crop_pct' must be a positive number, not {crop_pct!r:.40}")
 
 
-def load_eval_results(source: Union[str, Path, Dict[str, Any]]) -> EvalResults:
+def load_eval_results(source: Union[str, Path, Dict[str, Any]], name: Optional[str] = None) -> EvalResults:
     """Read an eval-results JSON: timm ``validate.py`` output or this package's schema.
 
     Accuracy may be given as ``top1``/``top5`` (%) or as ``top1_err``/``top5_err`` (%). Optional keys:
     ``dataset`` (Hub dataset id), ``split``, ``source`` (``measured``|``paper``), ``source_url``, ``img_size``,
     ``crop_pct``, ``interpolation``, ``recipe``, ``notes``. Unknown keys are kept in ``extra``. Types and ranges
-    are checked (accuracies in [0, 100], top-5 not below top-1): a bad file is one ``ValueError`` line.
+    are checked (accuracies in [0, 100], top-5 not below top-1): a bad file is one ``ValueError`` line, naming
+    ``name`` (the file a dict was read from) or the file.
     """
-    where = f' in {source}' if not isinstance(source, dict) else ''
+    where = f' in {name or source}' if name or not isinstance(source, dict) else ''
     if isinstance(source, dict):
         data = dict(source)
     else:

@@ -22,11 +22,14 @@ import torch
 
 from ..models._builder import hub_id
 from ..utils.errors import UsageError, run_cli
-from ..utils.weights import load_state_checked, read_weights
+from ..utils.io import check_regular_file, open_regular_file
+from ..utils.weights import check_file, load_state_checked, read_weights
+from .card import load_eval_results
 from .repo import export_repo
 
 __all__ = ['load_checkpoint_state_dict', 'build_repo_folder', 'push_repo_folder', 'default_repo_id',
-           'trainer_results', 'model_kwargs_for', 'run_provenance', 'read_label_names', 'check_repo_name', 'main']
+           'trainer_results', 'model_kwargs_for', 'run_provenance', 'read_label_names', 'check_repo_name',
+           'check_inputs', 'main']
 
 CLI = 'python -m timm_cra.hub.publish'
 
@@ -37,9 +40,18 @@ def load_checkpoint_state_dict(path: Union[str, Path], use_ema: bool = True) -> 
     return read_weights(str(path), use_ema=use_ema)[0]
 
 
-def _json(path: Path) -> Optional[Dict[str, Any]]:
+def _read_text(path: Path, what: str) -> str:
+    """The text of a file publish reads, never blocking: a FIFO or device is refused in one line."""
+    with open_regular_file(path, what) as f:
+        return f.read().decode('utf-8')
+
+
+def _json(path: Path, what: str = 'file') -> Optional[Dict[str, Any]]:
+    """``path``'s JSON object, or None when it is absent or not a JSON object (a FIFO: one-line error)."""
+    if not os.path.lexists(path):
+        return None
     try:
-        data = json.loads(path.read_text(encoding='utf-8'))
+        data = json.loads(_read_text(path, what))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -64,7 +76,7 @@ def model_kwargs_for(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Tupl
 
 def _run_config(checkpoint: Union[str, Path]) -> Optional[Dict[str, Any]]:
     """The run folder's ``config.json`` (a Hub-format config with an ``architecture``), if there is one."""
-    config = _json(Path(checkpoint).parent / 'config.json')
+    config = _json(Path(checkpoint).parent / 'config.json', "the run's config")
     return config if config and config.get('architecture') else None
 
 
@@ -76,9 +88,11 @@ def _run_args(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[str, A
     if args is not None and hasattr(args, '__dict__'):  # timm train.py: an argparse.Namespace
         return vars(args)
     path = Path(checkpoint).parent / 'args.yaml'
+    if not os.path.lexists(path):
+        return {}
     try:
         import yaml  # the train extra's; without it (or without the file) the card has no provenance lines
-        data = yaml.safe_load(path.read_text(encoding='utf-8'))
+        data = yaml.safe_load(_read_text(path, "the run's arguments"))
     except ImportError:
         return {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -123,20 +137,33 @@ def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[s
                 trained_on=trained_on, base_weights=f'`{base}`' if base and base != 'random initialisation' else base)
 
 
+def _label_names_file(value: str) -> Optional[Path]:
+    """``--label-names`` as a file path, or None when it names nothing on disk (then it is the list itself;
+    a value no file can have, e.g. over 255 bytes, is a list too)."""
+    try:
+        return Path(value) if os.path.lexists(value) else None
+    except (OSError, ValueError):
+        return None
+
+
 def read_label_names(value: str) -> List[str]:
-    """``--label-names``: a comma-separated list, or a file with one name per line."""
-    path = Path(value)
-    if path.is_file():
+    """``--label-names``: a comma-separated list, or a file with one name per line (a FIFO or folder: refused)."""
+    path = _label_names_file(value)
+    if path is not None:
         try:
-            names = [line.strip() for line in path.read_text(encoding='utf-8').splitlines()]
+            names = [line.strip() for line in _read_text(path, '--label-names file').splitlines()]
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"Cannot read --label-names file '{value}': {e}.") from e
         names = [n for n in names if n]
     else:
         names = [n.strip() for n in value.split(',')]
     if not names or not all(names):
-        raise UsageError(f"--label-names '{value}' has an empty name: give a comma-separated list or a file with "
-                         f"one name per line.")
+        raise UsageError(f"--label-names '{value:.200}' has an empty name: give a comma-separated list or a file "
+                         f"with one name per line.")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # transformers maps names to class ids: a repeated name loses a class
+        raise UsageError(f"--label-names gives {', '.join(map(repr, twice[:5]))} more than once: give each class its "
+                         f"own name, in class-index order.")
     return names
 
 
@@ -149,6 +176,9 @@ def check_repo_name(model_name: str, repo_id: Optional[str]) -> str:
     if not arch or not tag:
         raise UsageError(f"'{model_name}' has no tag: name the weights <arch>.<tag>, e.g. "
                          f"{arch or 'cra_resnet18'}.mydata.")
+    if repo_id is not None and ('/' not in repo_id or not all(repo_id.split('/'))):
+        raise UsageError(f"--repo-id '{repo_id}' is not <org>/<name>: name the Hub account or organisation too, "
+                         f"e.g. my-org/{default_repo_id(model_name).split('/')[-1]}.")
     repo_id = repo_id or default_repo_id(model_name)
     for name in {default_repo_id(model_name), repo_id}:
         try:
@@ -161,13 +191,17 @@ def check_repo_name(model_name: str, repo_id: Optional[str]) -> str:
 
 
 def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = False,
-                    args: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                    args: Optional[Dict[str, Any]] = None, name: str = "The trainer's results.json") -> Dict[str, Any]:
     """Eval results for the card from the trainer's ``results.json`` (the final epoch's eval, which is what
-    ``last.pth`` / ``model.safetensors`` hold; ``ema``: the EMA weights' eval)."""
+    ``last.pth`` / ``model.safetensors`` hold; ``ema``: the EMA weights' eval). ``name``: the file, for errors."""
     final = summary.get('final') or {}
+    for key, value, kind in (('final', final, dict), ('best_top1', summary.get('best_top1'), (int, float))):
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise UsageError(f"{name}: '{key}' must be {'an object' if kind is dict else 'a number'}, not "
+                             f"{value!r:.60}; pass the results.json the trainer wrote.")
     prefix = 'ema_eval' if ema and final.get('ema_eval_top1') is not None else 'eval'
     if final.get(f'{prefix}_top1') is None:
-        raise UsageError("The trainer's results.json has no eval accuracy (the run had no validation split): "
+        raise UsageError(f"{name} has no eval accuracy (the run had no validation split): "
                          "evaluate the weights with python -m timm_cra.eval --results-file R.json and pass "
                          "--results R.json.")
     if args is None:
@@ -186,9 +220,13 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
 def _results(results, ckpt: Dict[str, Any], ema: bool, args: Dict[str, Any]):
     if results is None or isinstance(results, dict) and 'final' not in results:
         return results
-    summary = results if isinstance(results, dict) else _json(Path(results))
+    summary = results if isinstance(results, dict) else _json(Path(results), '--results')
     if summary is not None and 'final' in summary and 'optimizer_steps' in summary:
-        return trainer_results(summary, ckpt, ema, args)
+        name = "The trainer's results.json" if isinstance(results, dict) else str(results)
+        try:  # checked here, where the file is known, so its errors name it
+            return load_eval_results(trainer_results(summary, ckpt, ema, args, name), name=name)
+        except ValueError as e:
+            raise UsageError(str(e).replace('timm_cra: ', '')) from e
     return results
 
 
@@ -315,9 +353,31 @@ def create_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_inputs(checkpoint: str, out: str, results: Optional[str] = None,
+                 label_names: Optional[str] = None) -> None:
+    """Before any work: every file publish reads is a regular file (a FIFO would block it forever), and none lies
+    inside ``out``, which ``--overwrite`` replaces whole (the run folder as ``--out`` would lose its weights)."""
+    inputs = [('checkpoint', checkpoint)]
+    if results is not None:
+        inputs.append(('--results', results))
+    if label_names is not None and _label_names_file(label_names) is not None:
+        inputs.append(('--label-names file', label_names))
+    out_dir = Path(out).resolve()
+    for what, path in inputs:
+        if what == 'checkpoint':
+            check_file(path)  # the weights reader's own check: missing, a folder, a FIFO
+        else:
+            check_regular_file(path, what)
+        resolved = Path(path).resolve()
+        if out_dir == resolved or out_dir in resolved.parents:
+            raise UsageError(f"--out {out} holds the {what} {path}, and writing the repo replaces that folder: "
+                             f"choose an --out outside it (e.g. hub/<model_name>).")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = create_parser().parse_args(argv)
     repo_id = check_repo_name(args.model_name, args.repo_id)
+    check_inputs(args.checkpoint, args.out, args.results, args.label_names)
     folder = build_repo_folder(
         args.model_name, args.checkpoint, Path(args.out), results=args.results, recipe=args.recipe,
         num_classes=args.num_classes, use_ema=not args.no_ema, overwrite=args.overwrite,

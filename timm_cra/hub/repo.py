@@ -22,6 +22,7 @@ from timm.models import PretrainedCfg
 from timm.models._hub import save_config_for_hf
 
 from ..models._builder import hub_id
+from ..models._factory import label_count_problem
 from ..utils import count_macs, count_params
 from ..utils.io import atomic_folder, atomic_path, atomic_write
 from .card import EvalResults, load_eval_results, render_model_card
@@ -64,9 +65,9 @@ def check_label_names(label_names: Optional[Sequence[str]], num_classes: int) ->
     if label_names is None:
         return None
     names = [str(n) for n in label_names]
-    if len(names) != num_classes:
-        raise ValueError(f'timm_cra: {len(names)} label names for a {num_classes}-class head: give exactly one name '
-                         f'per class, in class-index order.')
+    problem = label_count_problem(names, num_classes)  # the check every config.json read goes through
+    if problem:
+        raise ValueError(f'timm_cra: {problem}: give exactly one name per class, in class-index order.')
     return names
 
 

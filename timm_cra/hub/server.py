@@ -54,7 +54,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..utils.io import atomic_write
@@ -76,11 +76,14 @@ _KEPT_HIDDEN = frozenset({'.gitattributes'})  # the one hidden name a repo holds
 
 
 class _HubError(Exception):
-    """An error answer: HTTP status, optional ``X-Error-Code``, one-line message."""
+    """An error answer: HTTP status, optional ``X-Error-Code``, one-line message; ``fields``: more keys of the
+    JSON body, as the Hub sends them (the existing repo's ``url`` with a 409 on create)."""
 
-    def __init__(self, status: int, message: str, code: Optional[str] = None, commit: Optional[str] = None):
+    def __init__(self, status: int, message: str, code: Optional[str] = None, commit: Optional[str] = None,
+                 fields: Optional[Dict[str, Any]] = None):
         super().__init__(message)
         self.status, self.message, self.code, self.commit = status, message, code, commit
+        self.fields = fields or {}
 
 
 def safe_parts(name: str, what: str = 'path') -> List[str]:
@@ -291,13 +294,14 @@ class _ReadRoutes(BaseHTTPRequestHandler):
     def _json(self, obj, status: int = HTTPStatus.OK, headers: Optional[Dict[str, str]] = None):
         self._send(status, {'Content-Type': 'application/json', **(headers or {})}, json.dumps(obj).encode())
 
-    def _error(self, status: int, code: Optional[str], message: str, head_only: bool, commit: Optional[str] = None):
+    def _error(self, status: int, code: Optional[str], message: str, head_only: bool, commit: Optional[str] = None,
+               fields: Optional[Dict[str, Any]] = None):
         headers = {'Content-Type': 'application/json', 'X-Error-Message': message.encode('ascii', 'replace').decode()}
         if code:
             headers['X-Error-Code'] = code
         if commit:
             headers['X-Repo-Commit'] = commit  # lets the client cache "file does not exist" per commit
-        self._send(status, headers, json.dumps({'error': message}).encode(), head_only)
+        self._send(status, headers, json.dumps({'error': message, **(fields or {})}).encode(), head_only)
 
     # Request bodies (write side). An answer sent before the body is read must not leave it in the stream,
     # where keep-alive would parse it as the next request: small bodies are drained, large ones close.
@@ -414,7 +418,7 @@ class _ReadRoutes(BaseHTTPRequestHandler):
                 if len(rest) >= 2 and rest[0] == 'tree':
                     return self._tree(repo_id, rest[1], '/'.join(rest[2:]), head_only)
         except _HubError as e:
-            return self._error(e.status, e.code, e.message, head_only, e.commit)
+            return self._error(e.status, e.code, e.message, head_only, e.commit, e.fields)
         self._error(HTTPStatus.NOT_FOUND, None, f'Not a Hub download route: {self.path[:300]}', head_only)
 
     def _check_revision(self, repo_id: str, revision: str) -> Tuple[Path, str]:
@@ -911,7 +915,7 @@ class _WriteRoutes(_ReadRoutes):
                     return self._lfs_verify('/'.join(parts[1:3]), parts[3])
             raise _HubError(HTTPStatus.NOT_FOUND, f'Not a Hub write route: {method} {self.path[:300]}')
         except _HubError as e:
-            self._error(e.status, e.code, e.message, False, e.commit)
+            self._error(e.status, e.code, e.message, False, e.commit, e.fields)
 
     def _authorize(self):
         parts = self._parts()
@@ -964,9 +968,10 @@ class _WriteRoutes(_ReadRoutes):
                 raise _HubError(HTTPStatus.SERVICE_UNAVAILABLE, 'Another server on this root is creating a repo; '
                                                                 'retry.')
             existing = self._find_repo(repo_id)  # case-insensitive, as on the Hub: O/A is o/a
-            if existing is not None:
-                raise _HubError(HTTPStatus.CONFLICT, f'You already created this model repo: '
-                                                     f'{existing.parent.name}/{existing.name}')
+            if existing is not None:  # the Hub's 409 names the repo's url: create_repo(exist_ok=True) reads it
+                existing_id = f'{existing.parent.name}/{existing.name}'
+                raise _HubError(HTTPStatus.CONFLICT, f'You already created this model repo: {existing_id}',
+                                fields={'url': f'{self.server.endpoint}/{existing_id}'})
             try:
                 create_repo_folder(self.server.roots[0], org, name)
             except OSError as e:

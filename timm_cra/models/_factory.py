@@ -22,7 +22,8 @@ from timm.models import PretrainedCfg
 from ._load_errors import PretrainedWeightsError, explain_pretrained_errors
 from ._weight_checks import allow_nonfinite_weights, check_hub_reachable, split_revision
 
-__all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names', 'check_model_config']
+__all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names', 'check_model_config',
+           'label_count_problem']
 
 
 class UnknownModelError(RuntimeError):
@@ -104,6 +105,17 @@ def _json_type(value: Any) -> str:
         type(value), 'a number')
 
 
+def label_count_problem(label_names: Any, num_classes: Any) -> Optional[str]:
+    """Why class names do not fit a ``num_classes``-class head, or None: one name per class (the one check of
+    published configs and of what the publisher writes; timm and transformers take any count silently and
+    transformers then shows LABEL_n)."""
+    if label_names is None or not isinstance(num_classes, int) or isinstance(num_classes, bool):
+        return None
+    if len(label_names) != num_classes:
+        return f'{len(label_names)} label names for a {num_classes}-class head'
+    return None
+
+
 def check_model_config(cfg: Any, where: str) -> None:
     """Raise :class:`PretrainedWeightsError` (one line naming the key and the fix) for a ``config.json`` that timm
     would fail on or misread: not an object, ``architecture`` missing / not a string / not registered, a root
@@ -140,6 +152,17 @@ def check_model_config(cfg: Any, where: str) -> None:
         hint = _CFG_TYPES.get(key, hints[key])
         if not _fits(value, hint):
             raise bad(f"pretrained_cfg '{key}' must be {_type_name(hint)}, not {_json_type(value)} ({value!r:.60})")
+    num_classes = cfg.get('num_classes', pretrained.get('num_classes'))
+    label_names = cfg.get('label_names', pretrained.get('label_names'))
+    problem = label_count_problem(label_names, num_classes)
+    if problem:
+        raise bad(f"'label_names' has {problem}: give exactly one name per class, in class-index order")
+    descriptions = cfg.get('label_descriptions', pretrained.get('label_descriptions'))
+    if descriptions and label_names:  # timm's CustomDatasetInfo refuses names without a description
+        missing = [n for n in label_names if n not in descriptions]
+        if missing:
+            raise bad(f"'label_descriptions' has no entry for {len(missing)} of the label names "
+                      f"({', '.join(map(repr, missing[:3]))}{', ...' if len(missing) > 3 else ''}): give one per name")
     model_args = cfg.get('model_args') or {}
     if model_args:
         try:  # shapes only, no memory, no weights: the kwargs either build the architecture or they do not

@@ -54,7 +54,7 @@ def create_train_model(args, num_classes: int) -> nn.Module:
     elif pretrained:
         cfg = model.pretrained_cfg
         source, loc = _resolve_pretrained_source(cfg)
-        args.initial_weights = _pretrained_location(args.model, source, loc)
+        args.initial_weights = _pretrained_location(args.model, source, loc, cfg.get('hf_hub_id'))
         _logger.info(f"Weights: pretrained {args.model} from {source} '{loc if isinstance(loc, str) else 'state_dict'}'"
                      + (f" (adapted to {model_in_chans(model)} input channel(s))"
                         if model_in_chans(model) != (cfg.get('input_size') or (3,))[0] else ''))
@@ -68,10 +68,18 @@ def create_train_model(args, num_classes: int) -> nn.Module:
     return model
 
 
-def _pretrained_location(model_name: str, source: str, loc) -> str:
+def _pretrained_location(model_name: str, source: str, loc, hf_hub_id=None) -> str:
     """``<tag> (hf-hub <repo>@<commit>)``: the weights a pretrained run loaded, with the Hub commit the cached
-    file belongs to (the revision actually downloaded)."""
+    file belongs to (the revision actually downloaded). A local file is named by its basename only (the record
+    goes on a public card), the copy bundled with timm-cra by the Hub repo it copies."""
     where = f'{source} {loc}' if isinstance(loc, str) else source
+    if source == 'file' and isinstance(loc, str):
+        from ..models._weight_checks import BUNDLED_DIR, WEIGHTS_FILENAME
+        bundled = BUNDLED_DIR.joinpath(*hf_hub_id.split('/'), WEIGHTS_FILENAME) if hf_hub_id else None
+        if bundled is not None and os.path.abspath(loc) == os.path.abspath(bundled):
+            where = f'copy bundled with timm-cra of hf-hub {hf_hub_id}'
+        else:
+            where = f'file {os.path.basename(loc)}'
     if source == 'hf-hub' and isinstance(loc, str):
         from ..models._weight_checks import cached_weights, split_revision
         repo_id, revision = split_revision(loc)

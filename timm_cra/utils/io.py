@@ -340,7 +340,8 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterato
     Its files get the mode :func:`atomic_path` gives (0o644 under umask 022; some writers create 0600 files),
     its folders 0o777 minus the umask. ``out_dir`` may be an existing folder (with ``overwrite``), never an
     existing file, device or FIFO (:class:`OutputPathError`); staging folders that killed writes left next to
-    it are removed first.
+    it are removed first. An ``out_dir`` that is a symlink to a folder is replaced by the new folder (the link
+    goes; the folder it pointed at is left as it was).
     """
     out_dir = Path(out_dir)
     check_output_folder(out_dir)
@@ -368,7 +369,10 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterato
                 old.rmdir()
                 out_dir.rename(old)
                 tmp.rename(out_dir)
-                shutil.rmtree(old)
+                if old.is_symlink():  # a link to a folder was replaced, not the folder it points at
+                    old.unlink()
+                else:
+                    shutil.rmtree(old)
             else:
                 tmp.rename(out_dir)
     finally:
