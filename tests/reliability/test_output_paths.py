@@ -87,6 +87,24 @@ def test_validate_result_paths_are_checked_before_any_work(tmp_path, capsys):
     assert stat.S_ISCHR(os.lstat(dev).st_mode)
 
 
+def test_an_output_that_is_the_commands_own_input_is_refused(tmp_path, capsys):
+    """``--results-file`` / ``--results-csv`` / export ``-o`` naming the checkpoint (or a ``local-dir:`` model's
+    weights) would replace the weights being read: refused before any work, the input byte-identical."""
+    weights = tmp_path / 'w.safetensors'
+    save_file({'x': torch.zeros(2)}, str(weights))
+    before = weights.read_bytes()
+    repo = tmp_path / 'repo'
+    repo.mkdir()
+    (repo / 'config.json').write_text('{}')
+    checkpoint = ['--model', 'cra_cifar_resnet20', '--checkpoint', weights]
+    for main, argv in [(validate_main, checkpoint + ['--data-dir', tmp_path / 'none', '--results-file', weights]),
+                       (validate_main, checkpoint + ['--data-dir', tmp_path / 'none', '--results-csv', weights]),
+                       (export_main, checkpoint + ['-o', weights, '--no-verify']),
+                       (export_main, ['--model', f'local-dir:{repo}', '-o', repo / 'config.json', '--no-verify'])]:
+        assert 'writing it would destroy that input' in _refused(main, argv, capsys)
+    assert weights.read_bytes() == before and (repo / 'config.json').read_text() == '{}'
+
+
 def test_train_output_that_is_a_file_or_under_one_is_refused(tmp_path, capsys):
     (tmp_path / 'file.txt').write_text('x')
     base = ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'no-such-data', '--epochs', '1']
@@ -132,15 +150,17 @@ def test_publish_overwrite_of_a_symlinked_out_replaces_the_link(weights, tmp_pat
 
 
 def test_killed_publish_staging_is_removed_by_the_next(weights, tmp_path):
-    # What a publish killed mid-write leaves (atomic_folder's names): its staging folder and the set-aside
-    # previous version. Neither is visible to the Hub server or timm (hidden), but they hold ~100 MB each.
-    for name in ('.repo.1a2b3c4d.tmp', '.repo.5e6f7a8b.old'):
+    # What a publish killed mid-write leaves (atomic_folder's names): its staging folder and, killed after the
+    # new folder moved in, the set-aside previous version. Neither is visible to the Hub server or timm (hidden),
+    # but they hold ~100 MB each. (Killed before the new folder moved in, the set-aside copy is put back
+    # instead: utils/test_io.py::test_a_write_killed_mid_swap_never_loses_the_previous_folder.)
+    for name in ('repo', '.repo.1a2b3c4d.tmp', '.repo.5e6f7a8b.old'):
         (tmp_path / name).mkdir()
         (tmp_path / name / 'model.safetensors').write_bytes(b'\0' * 1024)
     (tmp_path / '.other.tmp').mkdir()  # not ours: kept
     old = os.umask(0o022)
     try:
-        publish_main(['cra_cifar_resnet20.test_out', str(weights), '--out', str(tmp_path / 'repo')])
+        publish_main(['cra_cifar_resnet20.test_out', str(weights), '--out', str(tmp_path / 'repo'), '--overwrite'])
     finally:
         os.umask(old)
     assert sorted(os.listdir(tmp_path)) == ['.other.tmp', 'repo']

@@ -177,3 +177,41 @@ def test_next_write_removes_a_killed_writes_temp_but_not_a_running_one(tmp_path)
     with atomic_write(path) as f:  # now it is a killed write's: removed
         f.write('again')
     assert os.listdir(tmp_path) == ['results.json'] and path.read_text() == 'again'
+
+
+_SWAP_KILLER = '''
+import importlib.util, os, pathlib, signal, sys
+def load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    sys.modules[name] = module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+load('timm_cra.utils.errors', os.path.join(os.path.dirname(sys.argv[2]), 'errors.py'))
+io_ = load('timm_cra.utils.io', sys.argv[2])
+rename = pathlib.Path.rename
+def rename_then_die(self, target):  # killed right after the previous version is set aside
+    result = rename(self, target)
+    if str(target).endswith('.old'):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+pathlib.Path.rename = rename_then_die
+with io_.atomic_folder(sys.argv[1], overwrite=True) as tmp:
+    (tmp / 'config.json').write_text('new')
+'''
+
+
+def test_a_write_killed_mid_swap_never_loses_the_previous_folder(tmp_path):
+    """Killed between setting the old folder aside and moving the new one in: the next write to that place, even
+    one that then fails, puts the previous version back first (it is never cleaned up as a leftover)."""
+    out = tmp_path / 'repo'
+    out.mkdir()
+    (out / 'config.json').write_text('old')
+    module = REPO_ROOT / 'timm_cra' / 'utils' / 'io.py'
+    proc = subprocess.run([sys.executable, '-c', _SWAP_KILLER, str(out), str(module)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and list(tmp_path.glob('.repo.*.old'))  # the state the kill left
+    with pytest.raises(RuntimeError, match='failing writer'):
+        with atomic_folder(out, overwrite=True):
+            raise RuntimeError('failing writer')
+    assert (out / 'config.json').read_text() == 'old'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['repo']

@@ -16,7 +16,7 @@ from timm.utils import ParseKwargs
 from ..data import (check_labels, check_num_classes, create_dataset, map_classes_by_name, model_in_chans,
                     resolve_model_data_config, skip_collate)
 from ..utils.amp import amp_dtype_for
-from ..utils.cli import check_model_name, default_workers
+from ..utils.cli import check_model_name, default_workers, input_files
 from ..utils.errors import UsageError
 from ..utils.io import atomic_write, check_output_file, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
@@ -138,12 +138,13 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     )
 
 
-def check_result_paths(json_path: str = '', csv_path: str = '') -> None:
-    """Refuse result paths that cannot be written (a folder, a FIFO, a device, ...) before any work."""
+def check_result_paths(json_path: str = '', csv_path: str = '', inputs: Sequence[str] = ()) -> None:
+    """Refuse result paths that cannot be written (a folder, a FIFO, a device, one of the command's input files)
+    before any work."""
     if json_path:
-        check_output_file(json_path, '--results-file')
+        check_output_file(json_path, '--results-file', inputs)
     if csv_path:
-        check_output_file(csv_path, '--results-csv')
+        check_output_file(csv_path, '--results-csv', list(inputs) + ([json_path] if json_path else []))
 
 
 def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = '') -> None:
@@ -172,7 +173,7 @@ def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = create_parser().parse_args(argv)
     check_model_name(args.model)
-    check_result_paths(args.results_file, args.results_csv)
+    check_result_paths(args.results_file, args.results_csv, input_files(args.model, args.checkpoint))
     results = validate(args)
     write_results(results, args.results_file, args.results_csv)
     print(dumps(results, indent=2))

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 from timm.utils import ParseKwargs
 
-from ..utils.cli import check_model_name
+from ..utils.cli import check_model_name, input_files
 from ..utils.errors import UsageError
 from ..utils.io import check_output_file
 from ..utils.weights import load_model_weights
@@ -61,7 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if args.atol is not None and not args.atol >= 0:
         raise UsageError(f'--atol must be >= 0, got {args.atol}.')
     require_onnx('onnx', *(('onnxscript',) if args.dynamo else ()), *(() if args.no_verify else ('onnxruntime',)))
-    check_output_file(args.output, '--output')  # before the model is built: a device or folder is refused
+    # Before the model is built: a device, a folder or the command's own input is refused.
+    check_output_file(args.output, '--output', input_files(args.model, args.checkpoint))
     model = _create_model(args)
     try:
         result = export_onnx(model, args.output, input_size=args.input_size, img_size=args.img_size, opset=args.opset,

@@ -1,9 +1,10 @@
 """Argument helpers shared by the train and validate CLIs."""
 import os
+from typing import List
 
 from .errors import UsageError
 
-__all__ = ['default_workers', 'check_model_name']
+__all__ = ['default_workers', 'check_model_name', 'input_files']
 
 
 def default_workers(cap: int = 4) -> int:
@@ -22,3 +23,13 @@ def check_model_name(name: str) -> None:
         check(name)
     except UnknownModelError as e:
         raise UsageError(f"Unknown --model '{name}'. {e.hint}") from e
+
+
+def input_files(model_name: str, checkpoint: str = '') -> List[str]:
+    """The files a validate / export command reads its model from (``--checkpoint``, a ``local-dir:`` folder's
+    config and weights): no output of that command may be one of them."""
+    files = [checkpoint] if checkpoint else []
+    if model_name.startswith('local-dir:'):
+        folder = model_name[len('local-dir:'):]
+        files += [os.path.join(folder, name) for name in ('config.json', 'model.safetensors', 'pytorch_model.bin')]
+    return files

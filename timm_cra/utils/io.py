@@ -127,11 +127,21 @@ def _ancestor_problem(folder: str) -> Optional[str]:
         return None
 
 
-def check_output_file(path: Union[str, os.PathLike], what: str = 'output file') -> None:
+def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
+                      inputs: Sequence[Union[str, os.PathLike]] = ()) -> None:
     """Raise :class:`OutputPathError` (one line) unless ``path`` can be written as a file: it is absent or a
     regular file (never a folder, device, FIFO or socket: :func:`atomic_path` would replace the node itself),
-    and its folder exists or can be created there. CLIs call it on their arguments, before any work."""
+    it is none of the command's ``inputs`` (writing it would destroy what is being read), and its folder exists
+    or can be created there. CLIs call it on their arguments, before any work."""
     path = os.fspath(path)
+    for source in inputs:
+        try:
+            same = bool(source) and os.path.samefile(path, source)
+        except OSError:  # either is absent: nothing to destroy
+            same = False
+        if same:
+            raise OutputPathError(f'{what} {path} is the input {os.fspath(source)}: writing it would destroy '
+                                  f'that input; choose another path.')
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):  # the folder check below names a file on the way
@@ -332,6 +342,21 @@ def atomic_write(path: str, mode: str = 'w', *, prefix: Optional[str] = None, su
             yield f
 
 
+def _restore_set_aside(out_dir: Path) -> None:
+    """A write killed between setting the previous ``out_dir`` aside (``.<name>.*.old``) and moving the new one
+    in left no ``out_dir``: put the previous version back, unless a live write to it is mid-swap."""
+    parent = out_dir.parent
+    if os.path.lexists(out_dir) or not parent.is_dir():
+        return
+    if any(_writer_alive(p) for p in glob.glob(os.path.join(glob.escape(str(parent)), temp_pattern(out_dir.name)))):
+        return
+    set_aside = glob.glob(os.path.join(glob.escape(str(parent)), temp_pattern(out_dir.name, suffix='.old')))
+    if set_aside:
+        newest = max(set_aside, key=lambda p: os.lstat(p).st_mtime)
+        with contextlib.suppress(FileNotFoundError, FileExistsError, OSError):
+            os.rename(newest, out_dir)
+
+
 @contextlib.contextmanager
 def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterator[Path]:
     """Yield a temp folder that replaces ``out_dir`` only if the block finishes without an error.
@@ -345,6 +370,7 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterato
     """
     out_dir = Path(out_dir)
     check_output_folder(out_dir)
+    _restore_set_aside(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f'timm_cra: {out_dir} already exists; pass overwrite=True (CLI: --overwrite) '
                               f'to replace it, or choose another output folder.')
