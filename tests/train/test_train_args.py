@@ -40,6 +40,16 @@ def test_bad_configs(tmp_path):
         parse_args(['--config', 'no_such_recipe'])
 
 
+def test_non_finite_settings_are_refused(tmp_path):
+    """--lr inf (or `lr: .nan` in a config) would train to NaN weights and exit 0."""
+    with pytest.raises(UsageError, match=r'Non-finite values: --lr inf'):
+        parse_args(['--model', 'cra_cifar_resnet20', '--lr', 'inf'])
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text('lr: .nan\nweight_decay: .inf\n')
+    with pytest.raises(UsageError, match=r'Non-finite values: (?=.*--lr nan)(?=.*--weight-decay inf)'):
+        parse_args(['--model', 'cra_cifar_resnet20', '--config', str(cfg)])
+
+
 def test_paper_recipe_decays_all_params():
     model = timm.create_model('cra_resnet18', layers=(1, 1, 1, 1), num_classes=10)
     n_params = sum(1 for _ in model.parameters())

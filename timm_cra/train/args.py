@@ -4,6 +4,7 @@ As in timm, a config file sets defaults and flags given on the command line over
 ``--config`` takes the name of a bundled recipe (``timm_cra/train/recipes/<name>.yaml``).
 """
 import argparse
+import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -194,5 +195,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             cfg['workers'] = min(cfg['workers'], default_workers(cfg['workers']))
         parser.set_defaults(**cfg)
     args = parser.parse_args(argv)
+    # A NaN / Inf hyper-parameter (--lr inf, `lr: .nan` in a config) trains to NaN weights with exit 0.
+    bad = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise UsageError(f"Non-finite values: {', '.join(bad)}; every numeric setting must be a finite number.")
     check_model_name(args.model)
     return args
