@@ -51,15 +51,19 @@ def test_atomic_path_for_writers_that_take_a_path(tmp_path):
     assert target.read_bytes() == b'png' and os.listdir(tmp_path / 'sub') == ['plot.png']
 
 
-_WRITER = '''
-import importlib.util, os, sys
-def load(name, path):  # the stdlib-only modules alone, not the package (torch): quick start
+# A child process's preamble: utils.io (argv[2]) loaded alone, not the package (torch): a quick start.
+_LOAD_IO = '''
+import importlib.util, os, pathlib, signal, sys
+def load(name, path):
     spec = importlib.util.spec_from_file_location(name, path)
     sys.modules[name] = module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 load('timm_cra.utils.errors', os.path.join(os.path.dirname(sys.argv[2]), 'errors.py'))
 io_ = load('timm_cra.utils.io', sys.argv[2])
+'''
+
+_WRITER = _LOAD_IO + '''
 with io_.atomic_write(sys.argv[1]) as f:
     f.write('new, half')
     f.flush()
@@ -179,15 +183,7 @@ def test_next_write_removes_a_killed_writes_temp_but_not_a_running_one(tmp_path)
     assert os.listdir(tmp_path) == ['results.json'] and path.read_text() == 'again'
 
 
-_SWAP_KILLER = '''
-import importlib.util, os, pathlib, signal, sys
-def load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    sys.modules[name] = module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-load('timm_cra.utils.errors', os.path.join(os.path.dirname(sys.argv[2]), 'errors.py'))
-io_ = load('timm_cra.utils.io', sys.argv[2])
+_SWAP_KILLER = _LOAD_IO + '''
 rename = pathlib.Path.rename
 def rename_then_die(self, target):  # killed right after the previous version is set aside
     result = rename(self, target)
