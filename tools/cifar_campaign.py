@@ -3,6 +3,7 @@
 
   python tools/cifar_campaign.py --seeds 0 1 2                       # every ResNet-20 variant
   python tools/cifar_campaign.py --variants resnet20 cra_max4_resnet20 --seeds 0
+  python tools/cifar_campaign.py --recipe e50 --variants resnet20 cra_max4_resnet20 --seeds 0 1 2
 
 Each run trains through :func:`timm_cra.train.train` into ``<output>/<variant>-s<seed>/`` (resumable from its
 ``last.pth``) and, when done, writes one JSON record to ``<results>/<variant>-s<seed>.json``. Finished runs
@@ -36,19 +37,30 @@ CIFAR_VARIANTS: Dict[str, Dict[str, Any]] = {
     'cra_max7_resnet56': dict(model='cra_cifar_resnet56', model_kwargs=dict(cra_pool_size=7)),
 }
 
-#: One epoch budget for every variant: a ResNet-20 run fits well inside a session on 2 CPU cores.
-CAMPAIGN_EPOCHS = 15
+#: Campaign budgets, each one recipe for every variant, on top of the ``cifar`` recipe (nesterov SGD 0.1,
+#: wd 5e-4, batch 128, crop + flip, one warm-up epoch then cosine stepped every update):
+#: - ``e15``: the first comparison, fp32, plain cross-entropy (results/cifar10/);
+#: - ``e50``: the converged study: bfloat16 autocast where the CPU computes it, label smoothing 0.1
+#:   (results/cifar10-e50/); ``e100`` is its twice-the-epochs convergence check.
+RECIPES: Dict[str, Dict[str, Any]] = {
+    'e15': dict(epochs=15, args=[]),
+    'e50': dict(epochs=50, args=['--amp', '--smoothing', '0.1']),
+    'e100': dict(epochs=100, args=['--amp', '--smoothing', '0.1']),
+}
+CAMPAIGN_EPOCHS = RECIPES['e15']['epochs']
 
 
-def campaign_argv(variant: str, seed: int, data_dir: str, output: str, epochs: int = CAMPAIGN_EPOCHS) -> List[str]:
+def campaign_argv(variant: str, seed: int, data_dir: str, output: str, epochs: int = CAMPAIGN_EPOCHS,
+                  recipe_args: Sequence[str] = ()) -> List[str]:
     """Trainer arguments of one run: the ``cifar`` recipe (SGD 0.1, wd 5e-4, batch 128, crop + flip) with a
     cosine schedule over ``epochs`` after one warm-up epoch, stepped every update (a per-epoch step would
-    hold the whole first epoch at the warm-up lr)."""
+    hold the whole first epoch at the warm-up lr), plus a recipe's own arguments."""
     spec = CIFAR_VARIANTS[variant]
     argv = [
         '--config', 'cifar', '--model', spec['model'], '--data-dir', data_dir,
         '--output', output, '--experiment', f'{variant}-s{seed}', '--seed', str(seed),
         '--epochs', str(epochs), '--warmup-epochs', '1', '--sched-on-updates', '--channels-last', '--no-plot',
+        *recipe_args,
     ]
     if spec.get('model_kwargs'):
         argv += ['--model-kwargs'] + [f'{k}={v}' for k, v in spec['model_kwargs'].items()]
@@ -63,7 +75,8 @@ def _write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
 
 
 def run_one(variant: str, seed: int, data_dir: str, output: str, results_dir: str,
-            epochs: int = CAMPAIGN_EPOCHS, extra_args: Sequence[str] = ()) -> Optional[Dict[str, Any]]:
+            epochs: int = CAMPAIGN_EPOCHS, extra_args: Sequence[str] = (),
+            recipe_args: Sequence[str] = ()) -> Optional[Dict[str, Any]]:
     """Train one (variant, seed) unless its record exists; resume an interrupted run. Returns the record.
 
     ``extra_args`` are appended to the trainer arguments (tests use them to train on a slice).
@@ -75,7 +88,7 @@ def run_one(variant: str, seed: int, data_dir: str, output: str, results_dir: st
     record_path = Path(results_dir) / f'{variant}-s{seed}.json'
     if record_path.exists():
         return None
-    argv = campaign_argv(variant, seed, data_dir, output, epochs) + list(extra_args)
+    argv = campaign_argv(variant, seed, data_dir, output, epochs, recipe_args) + list(extra_args)
     last = Path(output) / f'{variant}-s{seed}' / 'last.pth'
     summary = train(parse_args(argv + (['--resume', str(last)] if last.exists() else [])))
 
@@ -101,7 +114,7 @@ def run_one(variant: str, seed: int, data_dir: str, output: str, results_dir: st
 
 
 def run_campaign(variants: Sequence[str], seeds: Sequence[int], data_dir: str, output: str, results_dir: str,
-                 epochs: int = CAMPAIGN_EPOCHS) -> List[Dict[str, Any]]:
+                 epochs: int = CAMPAIGN_EPOCHS, recipe_args: Sequence[str] = ()) -> List[Dict[str, Any]]:
     """Run every (seed, variant) in seed-major order, so each seed completes a full comparison first."""
     unknown = [v for v in variants if v not in CIFAR_VARIANTS]
     if unknown:
@@ -112,7 +125,7 @@ def run_campaign(variants: Sequence[str], seeds: Sequence[int], data_dir: str, o
     records = []
     for seed in seeds:
         for v in variants:
-            rec = run_one(v, seed, data_dir, output, results_dir, epochs)
+            rec = run_one(v, seed, data_dir, output, results_dir, epochs, recipe_args=recipe_args)
             if rec is not None:
                 records.append(rec)
     return records
@@ -124,11 +137,18 @@ def main(argv=None):
     p.add_argument('--variants', nargs='+', default=resnet20, choices=list(CIFAR_VARIANTS))
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--data-dir', default='../shared/data/cifar10')
-    p.add_argument('--output', default='output/cifar10-campaign', help='run folders (checkpoints, logs)')
-    p.add_argument('--results', default='results/cifar10', help='one JSON record per finished run')
-    p.add_argument('--epochs', type=int, default=CAMPAIGN_EPOCHS)
+    p.add_argument('--recipe', default='e15', choices=list(RECIPES),
+                   help='epoch budget and recipe arguments (see RECIPES); e15 writes to results/cifar10, '
+                        'the others to results/cifar10-<recipe>')
+    p.add_argument('--output', default=None, help='run folders (checkpoints, logs); '
+                   'default output/cifar10-campaign (e15) or output/cifar10-<recipe>')
+    p.add_argument('--results', default=None, help='one JSON record per finished run (default: see --recipe)')
     args = p.parse_args(argv)
-    run_campaign(args.variants, args.seeds, args.data_dir, args.output, args.results, args.epochs)
+    recipe = RECIPES[args.recipe]
+    suffix = '' if args.recipe == 'e15' else f'-{args.recipe}'
+    output = args.output or ('output/cifar10-campaign' if args.recipe == 'e15' else f'output/cifar10{suffix}')
+    results = args.results or f'results/cifar10{suffix}'
+    run_campaign(args.variants, args.seeds, args.data_dir, output, results, recipe['epochs'], recipe['args'])
 
 
 if __name__ == '__main__':
