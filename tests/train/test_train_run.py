@@ -104,13 +104,30 @@ def _train_and_kill(argv, env, line_pattern: str, timeout: float = 180) -> str:
 #: global RNG, so the resumed run matches only if the checkpoint restored that stream too.
 RESUME_RUN = ['--epochs', '3', '--drop-path', '0.2', '--no-plot']
 
+#: The CIFAR recipe's fast CPU path (in-memory loader + channels_last + bfloat16 autocast) must resume bit for
+#: bit too; it needs a CPU that computes bfloat16 (elsewhere ``--amp`` is ignored and the run is the fp32 one).
+_FAST_CPU = ['--amp', '--channels-last']
 
-@pytest.fixture(scope='module')
-def straight_run(shipped_run_args, run_script, tmp_path_factory):
-    """The uninterrupted run that every killed-and-resumed run must reproduce bit for bit."""
+
+def _needs_bf16():
+    from timm_cra.utils.amp import cpu_has_bf16
+    if not cpu_has_bf16():
+        pytest.skip('this CPU does not compute bfloat16, so --amp trains in float32 (the fp32 case covers it)')
+
+
+@pytest.fixture(scope='module', params=['fp32', pytest.param('bf16', marks=pytest.mark.slow)])
+def straight_run(request, shipped_run_args, run_script, tmp_path_factory):
+    """The uninterrupted run that every killed-and-resumed run must reproduce bit for bit (``.extra_args``:
+    the mode's own trainer arguments, which the killed run uses too)."""
+    extra = _FAST_CPU if request.param == 'bf16' else []
+    if extra:
+        _needs_bf16()
     out = tmp_path_factory.mktemp('straight')
-    proc = run_script('train.py', shipped_run_args + RESUME_RUN + ['--output', out, '--experiment', 'b'])
+    proc = run_script('train.py', shipped_run_args + RESUME_RUN + extra + ['--output', out, '--experiment', 'b'])
     assert proc.returncode == 0, proc.stderr[-2000:]
+    if extra:
+        assert 'AMP: autocast torch.bfloat16 on cpu' in proc.stderr, proc.stderr[-2000:]
+    (out / 'extra_args.json').write_text(json.dumps(extra))
     return out / 'b'
 
 
@@ -123,7 +140,8 @@ _TIMING = ('train_img_s', 'epoch_time')  # wall-clock columns: the only ones tha
     pytest.param(r'Eval: 1 ', marks=pytest.mark.slow),  # epoch 1 evaluated: around its metrics.csv / last.pth writes
 ])
 def test_kill_and_resume_is_bit_identical(shipped_run_args, straight_run, cli_env, run_script, tmp_path, kill_at):
-    argv = shipped_run_args + RESUME_RUN + ['--output', tmp_path, '--experiment', 'a']
+    extra = json.loads((straight_run.parent / 'extra_args.json').read_text())
+    argv = shipped_run_args + RESUME_RUN + extra + ['--output', tmp_path, '--experiment', 'a']
     _train_and_kill(argv, cli_env, kill_at)
     run = tmp_path / 'a'
     ckpt = load_checkpoint_file(str(run / 'last.pth'))  # intact, whenever the kill landed
