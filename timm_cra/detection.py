@@ -20,41 +20,17 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from timm.layers import freeze_batch_norm_2d
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool, \
     LastLevelP6P7
 
 __all__ = [
-    'TimmFpnBackbone', 'create_fasterrcnn', 'create_fpn_backbone', 'create_retinanet', 'freeze_batchnorm',
-    'freeze_layers', 'mean_average_precision',
+    'TimmFpnBackbone', 'create_fasterrcnn', 'create_fpn_backbone', 'create_retinanet', 'freeze_layers',
+    'mean_average_precision',
 ]
 
 _STAGES = (1, 2, 3, 4)  # timm ResNet feature indices of C2..C5 (0 is the stem's stride-2 output)
-
-
-def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every ``BatchNorm2d`` / ``SyncBatchNorm`` in ``module`` by torchvision's ``FrozenBatchNorm2d``
-    holding the same affine parameters and running statistics (timm's ``BatchNormAct2d`` by timm's frozen twin,
-    which keeps its activation). Returns the module (a new one when ``module`` itself is a BatchNorm)."""
-    from timm.layers import BatchNormAct2d, freeze_batch_norm_2d
-    if isinstance(module, BatchNormAct2d):
-        return freeze_batch_norm_2d(module)
-    if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
-        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
-        with torch.no_grad():
-            if module.affine:
-                frozen.weight.copy_(module.weight)
-                frozen.bias.copy_(module.bias)
-            if module.running_mean is not None:
-                frozen.running_mean.copy_(module.running_mean)
-                frozen.running_var.copy_(module.running_var)
-        return frozen
-    for name, child in module.named_children():
-        new = freeze_batchnorm(child)
-        if new is not child:
-            setattr(module, name, new)
-    return module
 
 
 def _stage_names(model: nn.Module) -> List[str]:
@@ -155,7 +131,7 @@ def create_fpn_backbone(
         cfg = getattr(body, 'pretrained_cfg', None) or {}
         _load_backbone_file(body, weights, cfg.get('classifier', 'fc'))
     if frozen_bn:
-        freeze_batchnorm(body)
+        body = freeze_batch_norm_2d(body)  # converts BN children in place; returns a new module only for a bare BN
     freeze_layers(body, trainable_layers)
     return TimmFpnBackbone(body, returned_layers, out_channels, extra_blocks)
 

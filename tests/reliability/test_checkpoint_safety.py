@@ -140,3 +140,18 @@ def test_timm_train_py_checkpoint_with_namespace_args(tmp_path):
     fresh = timm.create_model('cra_resnet18', layers=(1, 1, 1, 1), num_classes=4)
     load_model_weights(fresh, str(path))
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize('wrapper', ['', 'module.'])
+def test_checkpoint_of_a_compiled_model_loads(tmp_path, wrapper):
+    """A state dict saved from a ``torch.compile``'d model (keys under ``_orig_mod.``; DDP around it adds
+    ``module.``) loads into the plain model."""
+    model = timm.create_model('cra_resnet18', layers=(1, 1, 1, 1), num_classes=4)
+    compiled = torch.compile(model)  # wrapping only: nothing is compiled until it is called
+    state = {wrapper + k: v for k, v in compiled.state_dict().items()}
+    assert all(k.startswith(wrapper + '_orig_mod.') for k in state)
+    path = tmp_path / 'compiled.pth'
+    torch.save({'epoch': 1, 'state_dict': state}, path)
+    fresh = timm.create_model('cra_resnet18', layers=(1, 1, 1, 1), num_classes=4)
+    load_model_weights(fresh, str(path))
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())

@@ -211,3 +211,18 @@ def test_a_write_killed_mid_swap_never_loses_the_previous_folder(tmp_path):
             raise RuntimeError('failing writer')
     assert (out / 'config.json').read_text() == 'old'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['repo']
+
+
+def test_file_digest_is_sha256_or_the_seeded_hash_over_every_chunk(tmp_path):
+    """Several 1 MiB chunks and a partial one: sha256 of all the bytes, and with git's seeded sha1 the id
+    `git hash-object` gives."""
+    import hashlib
+    from timm_cra.utils.io import file_digest
+    data = os.urandom(3 * (1 << 20) + 12345)
+    path = tmp_path / 'weights.bin'
+    path.write_bytes(data)
+    assert file_digest(path) == hashlib.sha256(data).hexdigest()
+    git = subprocess.run(['git', 'hash-object', str(path)], capture_output=True, text=True, check=True).stdout.strip()
+    assert file_digest(path, hashlib.sha1(f'blob {len(data)}\0'.encode())) == git
+    (tmp_path / 'empty').write_bytes(b'')
+    assert file_digest(tmp_path / 'empty') == hashlib.sha256(b'').hexdigest()

@@ -33,7 +33,13 @@ def _split_candidates(split: str) -> List[str]:
 
 
 def _parquet_splits(path: str) -> Dict[str, List[str]]:
-    """Group the parquet files under ``path`` by split (``train-00000-of-00001.parquet``, ``test/x.parquet``)."""
+    """Group the parquet files under ``path`` by split (``train-00000-of-00001.parquet``, ``test/x.parquet``).
+
+    Not ``datasets``' own inference (``datasets.data_files.get_data_patterns``): it skips a FIFO named
+    ``train-*.parquet`` without a word (this must refuse it: docs/reliability.md), and it drops files silently
+    (``test-0.parquet`` beside a ``train/`` folder; ``extra.parquet`` beside ``train-*.parquet``), where every
+    file found here lands in a split that the missing-split error lists.
+    """
     files = sorted(glob.glob(os.path.join(path, '**', '*.parquet'), recursive=True))
     for f in files:  # a FIFO named x.parquet would block the parquet reader forever
         check_regular_file(f, 'parquet file')

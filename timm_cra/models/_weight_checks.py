@@ -14,7 +14,6 @@
 """
 import contextlib
 import contextvars
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Iterator, Optional, Tuple
 
 from torch import nn
 from timm.models import PretrainedCfg
+
+from ..utils.io import file_digest
 
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
            'check_weight_dtypes', 'weights_file', 'BUNDLED_WEIGHTS', 'BUNDLED_DIR', 'bundled_weights',
@@ -94,14 +95,6 @@ def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
             raise HubUnreachableError(f'is unreachable (no connection: {err})') from err
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open('rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def drop_cached(link: Path) -> None:
     """Remove a cached file: its snapshot link and the blob it points at."""
     blob = link.resolve()
@@ -122,7 +115,7 @@ def verify_download(repo_id: str, revision: Optional[str]) -> None:
     blob = link.resolve()
     if not _SHA256_RE.match(blob.name):
         return
-    actual = _sha256(blob)
+    actual = file_digest(blob)
     if actual != blob.name:
         drop_cached(link)
         raise WeightsCheckError(
@@ -142,7 +135,7 @@ def bundled_weights(repo_id: str) -> Optional[Path]:
     fix = 'the timm-cra installation is damaged: reinstall it (pip install --force-reinstall --no-deps timm-cra)'
     if not path.is_file():
         raise WeightsCheckError(f'the copy bundled with timm-cra ({path}) is missing: {fix}')
-    actual = _sha256(path)
+    actual = file_digest(path)
     if actual != expected:
         raise WeightsCheckError(f'the copy bundled with timm-cra ({path}) does not match its recorded sha256 '
                                 f'(expected {expected}, got {actual}): {fix}')

@@ -13,11 +13,12 @@ cannot be written (:class:`OutputPathError`, one line). Every file written gets 
 (0o666 minus the umask: 0o644 under the usual umask 022), whatever the writer inside the block did.
 
 Readers of a single path call :func:`check_regular_file` (or :func:`open_regular_file`) first: opening a FIFO
-blocks forever and a device streams without end.
+blocks forever and a device streams without end. :func:`file_digest` is the one chunked hash of a file's bytes.
 """
 import contextlib
 import errno
 import glob
+import hashlib
 import os
 import re
 import secrets
@@ -36,7 +37,7 @@ except ImportError:  # not POSIX: no writer locks, stale temp files are removed 
 
 __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
            'file_kind', 'not_regular_reason', 'check_regular_file', 'open_regular_file', 'OutputPathError',
-           'check_output_file', 'check_output_folder', 'locked_folder']
+           'check_output_file', 'check_output_folder', 'locked_folder', 'file_digest']
 
 _TMP_SUFFIX = '.tmp'
 
@@ -96,6 +97,17 @@ def open_regular_file(path: Union[str, os.PathLike], what: str = 'file') -> IO[b
     except BaseException:
         os.close(fd)
         raise
+
+
+def file_digest(path: Union[str, os.PathLike], hasher=None) -> str:
+    """Hex digest of a file's bytes, read in 1 MiB chunks (weights files do not fit in memory twice): sha256, or
+    ``hasher``, a hashlib object that may already hold a header (git's blob id: ``sha1(b'blob <size>\\0')``).
+    Python 3.10 has no ``hashlib.file_digest``; huggingface_hub's ``sha_fileobj`` takes no seeded hash."""
+    h = hashlib.sha256() if hasher is None else hasher
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class OutputPathError(UsageError, OSError):

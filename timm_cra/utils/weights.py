@@ -16,6 +16,7 @@ import zipfile
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
+from timm.models import clean_state_dict
 
 from .errors import UsageError
 from .io import check_regular_file
@@ -207,10 +208,6 @@ def load_checkpoint_file(path: str, extra_safe_globals: Sequence[Tuple[Any, str]
     return ckpt
 
 
-def _strip_module(state: Dict[str, Any]) -> Dict[str, Any]:
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-
-
 def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -240,7 +237,7 @@ def read_weights(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.Tens
             break
     if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UsageError(f"'{path}' holds no state dict: expected tensors, or a checkpoint with 'state_dict'.")
-    return _strip_module(state), meta
+    return clean_state_dict(state), meta  # timm's: drops DDP 'module.' and torch.compile '_orig_mod.' prefixes
 
 
 def _first(items: Sequence[str], n: int = 5) -> str:
