@@ -8,7 +8,7 @@ from timm.layers._fx import create_feature_extractor, get_graph_node_names
 import timm_cra  # noqa: F401  (registers the models)
 from timm_cra.layers import cra_pool
 
-SMALL_MODELS = ['cra_resnet18', 'cra_mobilenetv2_050']
+from .archs import SMALL_ARCHS
 
 
 def _model_and_input(name):
@@ -16,7 +16,7 @@ def _model_and_input(name):
     return timm.create_model(name, num_classes=10).eval(), torch.randn(2, 3, 64, 64)
 
 
-@pytest.mark.parametrize('name', SMALL_MODELS)
+@pytest.mark.parametrize('name', SMALL_ARCHS)
 def test_fx_symbolic_trace(name):
     model, x = _model_and_input(name)
     _, eval_nodes = get_graph_node_names(model)
@@ -32,7 +32,7 @@ def test_fx_symbolic_trace(name):
         torch.testing.assert_close(gm(x2)['out'], model(x2))
 
 
-@pytest.mark.parametrize('name', SMALL_MODELS)
+@pytest.mark.parametrize('name', SMALL_ARCHS)
 def test_torch_export(name):
     model, x = _model_and_input(name)
     ep = torch.export.export(model, (x,))
@@ -42,7 +42,7 @@ def test_torch_export(name):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize('name', SMALL_MODELS)
+@pytest.mark.parametrize('name', SMALL_ARCHS)
 def test_torch_compile_inductor_cpu(name):
     model, x = _model_and_input(name)
     compiled = torch.compile(model, backend='inductor')

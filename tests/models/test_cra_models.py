@@ -9,14 +9,11 @@ from timm.models.resnet import BasicBlock, Bottleneck
 
 import timm_cra
 from timm_cra.layers import CraAttn
+from timm_cra.models._builder import base_arch
 
-RESNET_FAMILY = [
-    'cra_resnet18', 'cra_resnet34', 'cra_resnet50', 'cra_resnet101', 'cra_resnet152', 'cra_resnet50d',
-    'cra_resnext50_32x4d', 'cra_resnext101_32x4d', 'cra_resnext101_32x8d',
-]
-MOBILENET_FAMILY = ['cra_mobilenetv2_050', 'cra_mobilenetv2_100', 'cra_mobilenetv2_140']
-ALL_MODELS = RESNET_FAMILY + MOBILENET_FAMILY
-SMALL_MODELS = ['cra_resnet18', 'cra_mobilenetv2_050']
+from .archs import CRA_ARCHS, IMAGENET_ARCHS, SMALL_ARCHS
+
+MOBILENETV2_ARCHS = timm.list_models(module='cra_mobilenetv2')
 
 
 def _params(model):
@@ -27,9 +24,10 @@ def _cra_modules(model):
     return [m for m in model.modules() if isinstance(m, CraAttn)]
 
 
-def test_every_family_is_registered():
-    assert set(ALL_MODELS) <= set(timm.list_models('cra_*'))
-    for name in ALL_MODELS:
+def test_every_cra_arch_is_named_after_its_registered_base_and_has_a_cfg():
+    assert {'cra_resnet50', 'cra_mobilenetv2_050', 'cra_cifar_resnet20'} <= set(CRA_ARCHS)
+    for name in CRA_ARCHS:
+        assert timm.is_model(base_arch(name)), f'{name}: no base architecture {base_arch(name)!r} (cra_<base>)'
         assert timm.get_pretrained_cfg(name) is not None, f'{name} has no pretrained cfg'
 
 
@@ -42,34 +40,40 @@ def test_param_counts_equal_the_paper(name, expected):
     assert _params(timm.create_model(name, device='meta')) == expected
 
 
-@pytest.mark.parametrize('name', ALL_MODELS)
+@pytest.mark.parametrize('name', CRA_ARCHS)
 def test_cra_is_the_only_addition_to_the_base_model(name):
     model = timm.create_model(name, device='meta')
-    base = timm.create_model(name[len('cra_'):], device='meta')
+    base = timm.create_model(base_arch(name), device='meta')
     cra = _cra_modules(model)
     assert cra, f'{name} has no CRA modules'
-    assert _params(model) - _params(base) == sum(50 * m.conv.in_channels for m in cra)
+    # a k x k depthwise kernel + bias per channel: 50 parameters per channel at the official 7x7
+    assert _params(model) - _params(base) == sum((m.pool_size[0] * m.pool_size[1] + 1) * m.conv.in_channels
+                                                 for m in cra)
+    if name in IMAGENET_ARCHS:
+        assert all(m.pool_size == (7, 7) for m in cra)
 
 
-@pytest.mark.parametrize('name', RESNET_FAMILY)
-def test_cra_in_every_resnet_block(name):
+@pytest.mark.parametrize('name', CRA_ARCHS)
+def test_cra_in_every_block(name):
+    # ResNet blocks: after the last conv + BN; EfficientNet-builder blocks: after the depthwise conv.
     model = timm.create_model(name, device='meta')
-    blocks = [m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck))]
+    blocks = [m for m in model.modules()
+              if isinstance(m, (BasicBlock, Bottleneck, InvertedResidual, DepthwiseSeparableConv))]
     assert blocks
     for b in blocks:
-        last_bn = b.bn3 if isinstance(b, Bottleneck) else b.bn2
         assert isinstance(b.se, CraAttn)
-        assert b.se.conv.in_channels == last_bn.num_features
+        if isinstance(b, (BasicBlock, Bottleneck)):
+            assert b.se.conv.in_channels == (b.bn3 if isinstance(b, Bottleneck) else b.bn2).num_features
+        else:
+            assert b.se.conv.in_channels == b.conv_dw.out_channels
+    assert len(_cra_modules(model)) == len(blocks)
 
 
-@pytest.mark.parametrize('name', MOBILENET_FAMILY)
-def test_cra_in_every_mobilenetv2_block_after_depthwise(name):
-    model = timm.create_model(name, device='meta')
-    blocks = [m for m in model.modules() if isinstance(m, (InvertedResidual, DepthwiseSeparableConv))]
+@pytest.mark.parametrize('name', MOBILENETV2_ARCHS)
+def test_mobilenetv2_has_17_blocks(name):
+    blocks = [m for m in timm.create_model(name, device='meta').modules()
+              if isinstance(m, (InvertedResidual, DepthwiseSeparableConv))]
     assert len(blocks) == 17  # 1 depthwise-separable + 16 inverted residuals
-    for b in blocks:
-        assert isinstance(b.se, CraAttn)
-        assert b.se.conv.in_channels == b.conv_dw.out_channels
 
 
 def test_resnet_cra_sits_after_last_bn_before_residual_add():
@@ -97,17 +101,23 @@ def test_mobilenetv2_cra_gates_expanded_features():
         torch.testing.assert_close(block(x), expected)
 
 
-@pytest.mark.parametrize('name', ALL_MODELS)
+@pytest.mark.parametrize('name', IMAGENET_ARCHS)
 def test_default_cfg_fields(name):
     cfg = timm.get_pretrained_cfg(name).to_dict()
     assert cfg['paper_ids'] == 'arXiv:2010.05605'
     assert cfg['origin_url'] == 'https://github.com/syt2/CRA'
     assert cfg['input_size'] == (3, 224, 224)
     assert cfg['interpolation'] == 'bicubic' and cfg['crop_pct'] == 0.875
+
+
+@pytest.mark.parametrize('name', CRA_ARCHS)
+def test_every_tag_names_real_first_conv_and_classifier(name):
     model = timm.create_model(name, device='meta')
     names = dict(model.named_modules())
-    assert cfg['first_conv'] in names and isinstance(names[cfg['first_conv']], nn.Conv2d)
-    assert cfg['classifier'] in names and isinstance(names[cfg['classifier']], nn.Linear)
+    for tag, cfg in timm.models.get_arch_pretrained_cfgs(name).items():
+        assert isinstance(names.get(cfg.first_conv), nn.Conv2d), (tag, cfg.first_conv)
+        assert isinstance(names.get(cfg.classifier), nn.Linear), (tag, cfg.classifier)
+        assert cfg.num_classes == model.num_classes, tag
 
 
 def test_pretrained_without_weights_raises_clear_error():
@@ -135,7 +145,7 @@ def test_cra_on_any_timm_resnet_by_composition():
     assert _params(model) - _params(base) == sum(50 * m.conv.in_channels for m in cra)
 
 
-@pytest.mark.parametrize('name', SMALL_MODELS)
+@pytest.mark.parametrize('name', SMALL_ARCHS)
 def test_features_only_and_out_indices(name):
     model = timm.create_model(name, features_only=True, out_indices=(1, 3))
     feats = model(torch.randn(1, 3, 64, 64))
@@ -144,7 +154,7 @@ def test_features_only_and_out_indices(name):
     assert [64 // f.shape[-1] for f in feats] == model.feature_info.reduction()
 
 
-@pytest.mark.parametrize('name', SMALL_MODELS)
+@pytest.mark.parametrize('name', SMALL_ARCHS)
 def test_forward_intermediates(name):
     model = timm.create_model(name).eval()
     x = torch.randn(1, 3, 64, 64)
@@ -153,7 +163,7 @@ def test_forward_intermediates(name):
     torch.testing.assert_close(final, model.forward_features(x))
 
 
-@pytest.mark.parametrize('name', SMALL_MODELS)
+@pytest.mark.parametrize('name', SMALL_ARCHS)
 def test_head_reset_in_chans_drop_path_global_pool(name):
     model = timm.create_model(name, num_classes=7, in_chans=1, drop_path_rate=0.1, global_pool='max')
     assert model(torch.randn(2, 1, 64, 64)).shape == (2, 7)
@@ -164,7 +174,7 @@ def test_head_reset_in_chans_drop_path_global_pool(name):
     assert model(torch.randn(2, 1, 64, 64)).shape == (2, model.num_features)
 
 
-@pytest.mark.parametrize('name', SMALL_MODELS)
+@pytest.mark.parametrize('name', SMALL_ARCHS)
 def test_grad_checkpointing_gives_same_gradients(name):
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=5).train()
@@ -183,7 +193,7 @@ def test_grad_checkpointing_gives_same_gradients(name):
         torch.testing.assert_close(ckpt[k], plain[k], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize('name', SMALL_MODELS)
+@pytest.mark.parametrize('name', SMALL_ARCHS)
 def test_channels_last_model_matches(name):
     torch.manual_seed(0)
     model = timm.create_model(name).eval()
@@ -199,15 +209,14 @@ def test_import_registers_models():
     assert timm.is_model('cra_resnet50')
 
 
-@pytest.mark.parametrize('name', SMALL_MODELS + ['cra_cifar_resnet20'])
+@pytest.mark.parametrize('name', SMALL_ARCHS)
 def test_families_gate_in_place_at_inference_with_identical_outputs(name):
     # The families build CraAttn(inplace=True): inference must equal the autograd forward (up to the 7x7
     # kernel's summation order: a batched matmul at inference, conv2d under autograd).
     torch.manual_seed(0)
     model = timm.create_model(name).eval()
     assert all(m.inplace for m in _cra_modules(model))
-    size = 32 if 'cifar' in name else 64
-    x = torch.randn(2, 3, size, size)
+    x = torch.randn(2, 3, 64, 64)
     y_grad = model(x)
     with torch.inference_mode():
         y_inf = model(x)

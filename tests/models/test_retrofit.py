@@ -8,8 +8,11 @@ from torch import nn
 import timm
 import timm_cra  # noqa: F401  (registers cra_*)
 from timm_cra.layers import CraAttn
+from timm_cra.models._builder import base_arch
 from timm_cra.models.retrofit import (ATTN_SLOTS, DEFAULT_GATE_BIAS, RetrofitKeyError, cra_gate_keys, retrofit_cra,
                                       retrofit_state_dict)
+
+from .archs import SMALL_ARCHS
 
 
 def reinit_bns(model: nn.Module, seed: int = 1) -> nn.Module:
@@ -31,13 +34,14 @@ def _base(arch: str, **kwargs) -> nn.Module:
     return reinit_bns(timm.create_model(arch, **kwargs)).eval()
 
 
-@pytest.mark.parametrize('base_arch,cra_arch,cra_kwargs', [
-    ('resnet18', 'cra_resnet18', {}),
-    ('mobilenetv2_050', 'cra_mobilenetv2_050', {}),
-    ('cifar_resnet20', 'cra_cifar_resnet20', dict(pool_size=4)),
-])
-def test_retrofit_gives_the_cra_architecture_and_keeps_every_base_weight(base_arch, cra_arch, cra_kwargs):
-    base = _base(base_arch)
+def _pool_size(cra_arch: str):
+    return next(m for m in timm.create_model(cra_arch, device='meta').modules() if isinstance(m, CraAttn)).pool_size
+
+
+@pytest.mark.parametrize('cra_arch', SMALL_ARCHS)
+def test_retrofit_gives_the_cra_architecture_and_keeps_every_base_weight(cra_arch):
+    base = _base(base_arch(cra_arch))
+    cra_kwargs = dict(pool_size=_pool_size(cra_arch))  # the architecture's own CRA pooling (CIFAR: 4x4)
     before = {k: v.clone() for k, v in base.state_dict().items()}
     model = retrofit_cra(copy.deepcopy(base), **cra_kwargs)
     sd = model.state_dict()

@@ -19,44 +19,41 @@ from timm.models import get_pretrained_cfg, save_for_hf
 
 import timm_cra  # noqa: F401
 from timm_cra import PretrainedWeightsError
-from timm_cra.models import DEFAULT_GATE_BIAS, WEIGHTS_GATES_UNTRAINED, weight_status, weight_status_tags
-from timm_cra.models.cra_mobilenetv2 import BASE_ARCHS as MBV2_BASES
-from timm_cra.models.cra_resnet import BASE_ARCHS as RESNET_BASES
+from timm_cra.models import DEFAULT_GATE_BIAS, WEIGHTS_GATES_UNTRAINED, weight_status
+from timm_cra.models._builder import base_arch as base_of
 from timm_cra.models.retrofit import cra_gate_keys, retrofit_cra, retrofit_state_dict
 
+from .archs import GATES_UNTRAINED_TAGS, IMAGENET_ARCHS, SMALL_GATES_UNTRAINED_ARCHS
 from .test_retrofit import reinit_bns
 
-BASE_ARCHS = {**RESNET_BASES, **MBV2_BASES}
-SMALL = [('cra_resnet18', 'resnet18'), ('cra_mobilenetv2_050', 'mobilenetv2_050')]
+SMALL = [(arch, base_of(arch)) for arch in SMALL_GATES_UNTRAINED_ARCHS]
 EVAL_FIELDS = ('input_size', 'test_input_size', 'crop_pct', 'test_crop_pct', 'crop_mode', 'interpolation', 'mean',
                'std', 'num_classes', 'license', 'first_conv', 'classifier', 'pool_size')
 
 
 def _tag(cra_arch: str) -> str:
-    (name,) = [n for n in weight_status_tags(WEIGHTS_GATES_UNTRAINED) if n.startswith(cra_arch + '.')]
-    return name
+    assert cra_arch in GATES_UNTRAINED_TAGS, f'{cra_arch} has no <base tag>_gates_untrained tag'
+    return GATES_UNTRAINED_TAGS[cra_arch]
 
 
-def test_every_imagenet_cra_arch_has_a_gates_untrained_tag_of_timms_default_base_weights():
-    imagenet = [a for a in timm.list_models('cra_*') if 'cifar' not in a]
-    assert sorted(imagenet) == sorted(BASE_ARCHS)
-    for cra_arch, base_arch in BASE_ARCHS.items():
-        name = _tag(cra_arch)
-        cfg, base = get_pretrained_cfg(name), get_pretrained_cfg(base_arch)  # timm's default weights of the base
-        assert name == f'{cra_arch}.{base.tag}_gates_untrained'
-        assert cfg.hf_hub_id == base.hf_hub_id == f'timm/{base_arch}.{base.tag}'
-        for field in EVAL_FIELDS:
-            assert getattr(cfg, field) == getattr(base, field), (name, field)
-        assert weight_status(cfg) == WEIGHTS_GATES_UNTRAINED and 'untrained' in cfg.description
-        # the bare name keeps its own default and never loads these
-        assert timm.get_pretrained_cfg(cra_arch).tag != cfg.tag
+@pytest.mark.parametrize('cra_arch', IMAGENET_ARCHS)
+def test_every_imagenet_cra_arch_has_a_gates_untrained_tag_of_timms_default_base_weights(cra_arch):
+    name, base_name = _tag(cra_arch), base_of(cra_arch)
+    cfg, base = get_pretrained_cfg(name), get_pretrained_cfg(base_name)  # timm's default weights of the base
+    assert name == f'{cra_arch}.{base.tag}_gates_untrained'
+    assert cfg.hf_hub_id == base.hf_hub_id == f'timm/{base_name}.{base.tag}'
+    for field in EVAL_FIELDS:
+        assert getattr(cfg, field) == getattr(base, field), (name, field)
+    assert weight_status(cfg) == WEIGHTS_GATES_UNTRAINED and 'untrained' in cfg.description
+    # the bare name keeps its own default and never loads these
+    assert timm.get_pretrained_cfg(cra_arch).tag != cfg.tag
 
 
-@pytest.mark.parametrize('cra_arch', sorted(BASE_ARCHS))
+@pytest.mark.parametrize('cra_arch', sorted(GATES_UNTRAINED_TAGS))
 def test_base_keys_map_onto_the_cra_arch(cra_arch):
     """Key layout of every base (timm's own definition, meta device): all mapped, only the gates added."""
     model = timm.create_model(cra_arch, device='meta')
-    base = timm.create_model(BASE_ARCHS[cra_arch], device='meta').state_dict()
+    base = timm.create_model(base_of(cra_arch), device='meta').state_dict()
     sd = retrofit_state_dict(base, model)
     assert set(sd) == set(model.state_dict())
     assert set(sd) - set(base) == set(cra_gate_keys(model))
@@ -95,7 +92,7 @@ def test_tag_loads_the_base_weights_from_the_hub(hub, cra_arch, base_arch):
 
 
 def test_num_classes_in_chans_features_only_on_top(hub):
-    cra_arch, base_arch = SMALL[0]
+    cra_arch, base_arch = 'cra_resnet18', 'resnet18'
     base = _serve_base(hub, base_arch)
     name, base_sd = _tag(cra_arch), base.state_dict()
 

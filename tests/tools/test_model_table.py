@@ -2,13 +2,18 @@
 import pytest
 
 from tools.doc_blocks import find_block_file, read_block, replace_marked_block
-from tools.model_table import BLOCK, complexity_markdown, complexity_rows
+from tools.model_table import (BLOCK, TAGS_BLOCK, UPDATE_COMMAND, complexity_markdown, complexity_rows,
+                               gates_untrained_markdown)
 
 
 def test_docs_model_table_is_current():
     block = read_block(find_block_file(BLOCK), BLOCK)
-    assert block == complexity_markdown(complexity_rows()), (
-        'the docs\' model table is stale: run python tools/model_table.py --update-docs')
+    assert block == complexity_markdown(complexity_rows()), f"the docs' model table is stale: run {UPDATE_COMMAND}"
+
+
+def test_docs_gates_untrained_table_is_current():
+    block = read_block(find_block_file(TAGS_BLOCK), TAGS_BLOCK)
+    assert block == gates_untrained_markdown(), f"the docs' gates-untrained tag table is stale: run {UPDATE_COMMAND}"
 
 
 def test_replace_marked_block(tmp_path):

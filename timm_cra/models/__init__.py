@@ -7,11 +7,12 @@ from .retrofit import DEFAULT_GATE_BIAS, RetrofitKeyError, init_cra_gates, retro
 from ._factory import UnknownModelError, check_model_name, close_model_names, create_model
 from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError
 
-#: timm registry module names of this package's model files.
-MODEL_MODULES = ('cra_resnet', 'cra_mobilenetv2', 'cifar_resnet')
 
-
-def list_package_models():
-    """Every architecture this package registers (``cra_*`` and the CIFAR baselines it compares against)."""
+def list_package_models(pretrained: bool = False):
+    """Every architecture a module of this package registers (``cra_*`` and the CIFAR baselines it compares
+    against), read from timm's registry: the entrypoint's module is under ``timm_cra.models``. With
+    ``pretrained=True``, their ``<arch>.<tag>`` names with weights (as ``timm.list_models(pretrained=True)``)."""
     import timm
-    return timm.list_models(module=list(MODEL_MODULES))
+    from timm.models import model_entrypoint
+    archs = [name for name in timm.list_models() if model_entrypoint(name).__module__.startswith(f'{__name__}.')]
+    return timm.list_models(archs, pretrained=True) if pretrained else archs

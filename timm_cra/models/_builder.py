@@ -16,7 +16,8 @@ __all__ = [
     'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
     'WEIGHTS_PENDING', 'WEIGHTS_UPLOAD_PENDING', 'WEIGHTS_GATES_UNTRAINED',
     'weight_status_cfg', 'weight_status', 'weight_note', 'weight_status_tags', 'hub_id',
-    'imagenet_cfg', 'imagenet_1k_labels', 'default_cfgs_marked', 'gates_untrained_cfgs', 'check_pretrained_available', 'create_cra_model',
+    'imagenet_cfg', 'imagenet_1k_labels', 'base_arch', 'default_cfgs_marked', 'gates_untrained_cfgs',
+    'check_pretrained_available', 'create_cra_model',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -118,10 +119,26 @@ def hub_id(model_name_with_tag: str) -> str:
     return f'{HUB_ORG}/{model_name_with_tag}'
 
 
-def default_cfgs_marked(cfgs: Dict[str, Dict[str, Any]]):
+def base_arch(cra_arch: str) -> str:
+    """The architecture a CRA architecture adds CRA to: its name without ``cra_`` (``cra_resnet50`` is timm's
+    ``resnet50`` with CRA in every block), the naming rule of every ``cra_*`` model."""
+    if not cra_arch.startswith('cra_'):
+        raise ValueError(f'{cra_arch!r} is not a CRA architecture name (cra_<base architecture>)')
+    return cra_arch[len('cra_'):]
+
+
+def default_cfgs_marked(cfgs: Dict[str, Dict[str, Any]], base_weights: bool = False):
     """timm's ``generate_default_cfgs`` where a tag ending in '*' stays its architecture's default even when a
     later tag has weights (timm would promote that one): ``pretrained=True`` on a bare name never picks up a
-    gates-untrained tag."""
+    gates-untrained tag.
+
+    ``base_weights``: every architecture of the table also gets the tag of timm's default weights of its
+    :func:`base_arch` with untrained gates (:func:`gates_untrained_cfgs`), after its own tags; families built on
+    timm's ImageNet networks set it, so a new architecture is one table row and one entrypoint."""
+    if base_weights:
+        archs = dict.fromkeys(key.partition('.')[0] for key in cfgs)
+        cfgs = {**cfgs, **{f'{arch}.{tag}': cfg for arch in archs
+                           for tag, cfg in gates_untrained_cfgs(base_arch(arch)).items()}}
     out = generate_default_cfgs(cfgs)
     for key in cfgs:
         arch, _, tag = key.partition('.')

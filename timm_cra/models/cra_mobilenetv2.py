@@ -19,7 +19,7 @@ from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer
 from timm.models.efficientnet import EfficientNet, _create_effnet
 
 from ..layers import CraAttn
-from ._builder import create_cra_model, default_cfgs_marked, gates_untrained_cfgs, imagenet_cfg
+from ._builder import create_cra_model, default_cfgs_marked, imagenet_cfg
 
 __all__ = []  # models are reached through timm.create_model
 
@@ -55,24 +55,13 @@ def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     return imagenet_cfg(url, **{'first_conv': 'conv_stem', 'classifier': 'classifier', **kwargs})
 
 
-#: CRA architecture -> timm base architecture whose ImageNet weights its ``*_gates_untrained`` tag loads.
-BASE_ARCHS = {'cra_mobilenetv2_050': 'mobilenetv2_050', 'cra_mobilenetv2_100': 'mobilenetv2_100',
-              'cra_mobilenetv2_140': 'mobilenetv2_140'}
-
-
-def _gates_untrained(arch: str) -> Dict[str, Dict[str, Any]]:
-    return {f'{arch}.{tag}': cfg for tag, cfg in gates_untrained_cfgs(BASE_ARCHS[arch]).items()}
-
-
-# The tag marked '*' is the default for pretrained=True on the bare name, never the gates-untrained one.
+# One row per architecture (``cra_<timm mobilenetv2>``). The tag marked '*' is the default for pretrained=True on
+# the bare name; ``base_weights`` adds each one's ``<base tag>_gates_untrained`` tag (loaded only by name).
 default_cfgs = default_cfgs_marked({
     'cra_mobilenetv2_050.untrained*': _cfg(),
-    **_gates_untrained('cra_mobilenetv2_050'),
     'cra_mobilenetv2_100.untrained*': _cfg(),
-    **_gates_untrained('cra_mobilenetv2_100'),
     'cra_mobilenetv2_140.untrained*': _cfg(),
-    **_gates_untrained('cra_mobilenetv2_140'),
-})
+}, base_weights=True)
 
 
 @register_model

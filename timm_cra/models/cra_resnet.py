@@ -14,8 +14,8 @@ from timm.models import build_model_with_cfg, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..layers import CraAttn
-from ._builder import (WEIGHTS_PENDING, create_cra_model, default_cfgs_marked, gates_untrained_cfgs, hub_id,
-                       imagenet_1k_labels, imagenet_cfg, weight_status_cfg)
+from ._builder import (WEIGHTS_PENDING, create_cra_model, default_cfgs_marked, hub_id, imagenet_1k_labels,
+                       imagenet_cfg, weight_status_cfg)
 
 __all__ = []  # models are reached through timm.create_model
 
@@ -37,46 +37,25 @@ _PAPER_PENDING_NOTE = (
     'it with `python -m timm_cra.hub.convert_official <checkpoint> --out <folder>` and load '
     "timm.create_model('local-dir:<folder>', pretrained=True) (or serve it through a mirror via HF_ENDPOINT).")
 
-#: CRA architecture -> timm base architecture whose ImageNet weights its ``*_gates_untrained`` tag loads.
-BASE_ARCHS = {
-    'cra_resnet18': 'resnet18', 'cra_resnet34': 'resnet34', 'cra_resnet50': 'resnet50',
-    'cra_resnet101': 'resnet101', 'cra_resnet152': 'resnet152', 'cra_resnet50d': 'resnet50d',
-    'cra_resnext50_32x4d': 'resnext50_32x4d', 'cra_resnext101_32x4d': 'resnext101_32x4d',
-    'cra_resnext101_32x8d': 'resnext101_32x8d',
-}
-
-
-def _gates_untrained(arch: str, **kwargs) -> Dict[str, Dict[str, Any]]:
-    return {f'{arch}.{tag}': cfg for tag, cfg in gates_untrained_cfgs(BASE_ARCHS[arch], **kwargs).items()}
-
-
-# The tag marked '*' is each architecture's default (``pretrained=True`` on the bare name), never the
-# gates-untrained one, which loads only when asked for by name.
+# One row per architecture (``cra_<timm resnet>``). The tag marked '*' is each architecture's default
+# (``pretrained=True`` on the bare name); ``base_weights`` adds each one's ``<base tag>_gates_untrained`` tag, which
+# loads only when asked for by name.
 default_cfgs = default_cfgs_marked({
     'cra_resnet18.untrained*': _cfg(),
-    **_gates_untrained('cra_resnet18'),
     'cra_resnet34.untrained*': _cfg(),
-    **_gates_untrained('cra_resnet34'),
     # Official CRA-ResNet-50 (syt2/CRA) converted from the authors' checkpoint. The official repository has
     # no licence file, so the licence of these weights is unknown.
     'cra_resnet50.paper_in1k*': _cfg(hf_hub_id=hub_id('cra_resnet50.paper_in1k'), license='unknown',
                                     **imagenet_1k_labels(),
                                     **weight_status_cfg(WEIGHTS_PENDING, _PAPER_PENDING_NOTE)),
     'cra_resnet50.untrained': _cfg(),
-    **_gates_untrained('cra_resnet50'),
     'cra_resnet101.untrained*': _cfg(),
-    **_gates_untrained('cra_resnet101'),
     'cra_resnet152.untrained*': _cfg(),
-    **_gates_untrained('cra_resnet152'),
     'cra_resnet50d.untrained*': _cfg(first_conv='conv1.0'),
-    **_gates_untrained('cra_resnet50d'),
     'cra_resnext50_32x4d.untrained*': _cfg(),
-    **_gates_untrained('cra_resnext50_32x4d'),
     'cra_resnext101_32x4d.untrained*': _cfg(),
-    **_gates_untrained('cra_resnext101_32x4d'),
     'cra_resnext101_32x8d.untrained*': _cfg(),
-    **_gates_untrained('cra_resnext101_32x8d'),
-})
+}, base_weights=True)
 
 
 def _cra_args(block, layers, **kwargs) -> Dict[str, Any]:
