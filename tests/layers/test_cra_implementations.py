@@ -20,15 +20,25 @@ from timm_cra.layers.cra import KERNEL_IMPLEMENTATIONS, POOL_IMPLEMENTATIONS, Im
 REGISTERED = {**POOL_IMPLEMENTATIONS, **KERNEL_IMPLEMENTATIONS}
 C = 4
 SIZES = [(7, 7), (14, 14), (8, 8), (10, 10), (32, 32), (5, 5), (14, 21)]
-# Every pool type, size, layout and autograd mode; gate layer and batch size rotate through their combinations.
-CASES = [(pool_type, gate, hw, batch, channels_last, grad) for (pool_type, hw, channels_last, grad), (gate, batch) in zip(
-    itertools.product(['max', 'avg'], SIZES, [False, True], [True, False]),
-    itertools.cycle(itertools.product(['sigmoid', 'hard_sigmoid'], [1, 3])))]
+GATES_BATCHES = list(itertools.product(['sigmoid', 'hard_sigmoid'], [1, 3]))
+
+
+def _cases():
+    """Every pool type, size, layout and autograd mode; gate layer and batch size rotate so that each layout and
+    mode meets each of their combinations."""
+    for i, (pool_type, hw, channels_last, grad) in enumerate(
+            itertools.product(['max', 'avg'], SIZES, [False, True], [True, False])):
+        gate, batch = GATES_BATCHES[(i + i // 4) % 4]
+        yield pool_type, gate, hw, batch, channels_last, grad
+
+
+CASES = list(_cases())
 
 
 def _case_id(case):
     pool_type, gate, hw, batch, channels_last, grad = case
-    return f"{pool_type}-{gate}-{hw[0]}x{hw[1]}-n{batch}-{'cl' if channels_last else 'nchw'}-{'train' if grad else 'infer'}"
+    layout, mode = 'cl' if channels_last else 'nchw', 'train' if grad else 'infer'
+    return f'{pool_type}-{gate}-{hw[0]}x{hw[1]}-n{batch}-{layout}-{mode}'
 
 
 def _run(case, in_size=None, ties=True):

@@ -14,7 +14,8 @@ from timm.layers import EcaModule, SEModule
 from ..layers import CraAttn
 from ..layers.cra import use_reference
 
-__all__ = ['NaiveCraAttn', 'ConvKernelCraAttn', 'MeanGate', 'ATTENTION_VARIANTS', 'INFERENCE_ONLY_VARIANTS', 'swap_attention']
+__all__ = ['NaiveCraAttn', 'ConvKernelCraAttn', 'MeanGate', 'ATTENTION_VARIANTS', 'INFERENCE_ONLY_VARIANTS',
+           'swap_attention']
 
 
 class NaiveCraAttn(CraAttn):
