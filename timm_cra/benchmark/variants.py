@@ -19,10 +19,10 @@ __all__ = ['NaiveCraAttn', 'ConvKernelCraAttn', 'MeanGate', 'ATTENTION_VARIANTS'
 
 
 class NaiveCraAttn(CraAttn):
-    """:class:`CraAttn` with the registered implementations :attr:`disabled` switched off (all of them: the
-    reference ops, as every other device runs them): the same module, so gate_layer, pool_type and the rest are
-    honoured and ``load_state_dict`` works both ways."""
-    disabled: Tuple[str, ...] = ()  # () = every registered implementation
+    """:class:`CraAttn` on the reference ops, as every other device runs it: the same module with its registered
+    implementations switched off (``timm_cra.layers.use_reference``), so gate_layer, pool_type and the rest are
+    honoured and ``load_state_dict`` works both ways. Subclasses switch off only those named in ``disabled``."""
+    disabled: Tuple[str, ...] = ()  # empty: every registered implementation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with use_reference(*self.disabled):
