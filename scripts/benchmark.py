@@ -8,6 +8,7 @@ measurement and a markdown summary to --out (default results/benchmark-<date>-<d
   python scripts/benchmark.py --settings eager compile --models cra_resnet50
   python scripts/benchmark.py --layers-only
   python scripts/benchmark.py --layers-only --primitives --variants cra cra_naive se
+  python scripts/benchmark.py --variants base cra cra_reference   # CraAttn with / without its fast paths
   python scripts/benchmark.py --primitives-only --batch-sizes 1 32
 """
 import argparse

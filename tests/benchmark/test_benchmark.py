@@ -4,6 +4,7 @@ import json
 import math
 import weakref
 
+import pytest
 import torch
 import torch.nn.functional as F
 import timm
@@ -14,20 +15,29 @@ from timm_cra.benchmark import (
     saved_activation_bytes, swap_attention)
 from timm_cra.benchmark.report import load_run, markdown_summary
 from timm_cra.layers import CraAttn
+from timm_cra.layers.cra import KERNEL_IMPLEMENTATIONS, POOL_IMPLEMENTATIONS, Implementation
 
 
 def _params(m):
     return sum(p.numel() for p in m.parameters())
 
 
-def test_naive_cra_is_numerically_the_layer():
+@pytest.mark.parametrize('pool_type,gate_layer', [('max', 'sigmoid'), ('avg', 'hard_sigmoid')])
+def test_naive_cra_is_numerically_the_layer(pool_type, gate_layer, monkeypatch):
+    # The same module with every registered implementation off: its options honoured, no fast path run.
+    ran = []
+    for table in (POOL_IMPLEMENTATIONS, KERNEL_IMPLEMENTATIONS):
+        for name, impl in list(table.items()):
+            monkeypatch.setitem(table, name, Implementation(impl.applies, lambda *a, _n=name: ran.append(_n)))
     torch.manual_seed(0)
-    fast = CraAttn(16)
-    naive = NaiveCraAttn(16)
+    fast = CraAttn(16, pool_type=pool_type, gate_layer=gate_layer)
+    naive = NaiveCraAttn(16, pool_type=pool_type, gate_layer=gate_layer)
     naive.load_state_dict(fast.state_dict())
     for hw in [(28, 28), (10, 13), (5, 5)]:
         x = torch.randn(2, 16, *hw)
-        torch.testing.assert_close(fast(x), naive(x))
+        pooled = F.adaptive_max_pool2d(x, 7) if pool_type == 'max' else F.adaptive_avg_pool2d(x, 7)
+        torch.testing.assert_close(naive(x), x * fast.gate(fast.conv(pooled)), rtol=0, atol=0)
+    assert ran == []
 
 
 def test_conv_kernel_cra_is_numerically_the_layer():

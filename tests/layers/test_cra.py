@@ -1,5 +1,6 @@
 """CraAttn against a plain reference formula, its device dispatch (CPU kernels / reference ops), and its timm
-constructor interfaces."""
+constructor interfaces. Every registered implementation against the reference ops: test_cra_implementations.py."""
+import contextlib
 import math
 
 import pytest
@@ -9,7 +10,8 @@ from torch import nn
 
 from timm.layers import create_attn
 
-from timm_cra.layers import CraAttn, cra, cra_cpu, cra_pool
+from timm_cra.layers import CraAttn, cra_pool
+from timm_cra.layers.cra import KERNEL_IMPLEMENTATIONS, POOL_IMPLEMENTATIONS, Implementation, cra_kernel, use_reference
 from timm_cra.layers.cra_cpu import map_kernel_infer
 
 
@@ -40,11 +42,15 @@ def reference_cra(x, weight, bias, size=(7, 7), pool_type='max'):
 SIZES = [(56, 56), (28, 28), (14, 14), (7, 7), (3, 5), (10, 13), (17, 17)]
 
 
-@pytest.mark.parametrize('cpu_kernels', [True, False])
+@pytest.mark.parametrize('fast_paths', [True, False])
 @pytest.mark.parametrize('pool_type', ['max', 'avg'])
 @pytest.mark.parametrize('hw', SIZES)
-def test_cra_matches_reference_forward_backward(hw, pool_type, cpu_kernels, monkeypatch):
-    monkeypatch.setattr(cra, 'CPU_KERNELS', cpu_kernels)
+def test_cra_matches_reference_forward_backward(hw, pool_type, fast_paths):
+    with contextlib.nullcontext() if fast_paths else use_reference():
+        _check_against_reference_formula(hw, pool_type)
+
+
+def _check_against_reference_formula(hw, pool_type):
     torch.manual_seed(0)
     C = 12
     m = CraAttn(C, pool_type=pool_type).double()
@@ -167,7 +173,7 @@ def test_cra_inference_kernel_matches_depthwise_conv(shape, channels_last, bias)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        out = map_kernel_infer(x, m.conv.weight, m.conv.bias)
+        out = cra_kernel(x, m.conv.weight, m.conv.bias)
         ref = m.conv(x)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
@@ -336,9 +342,10 @@ def test_cra_module_unbatched_input_train_and_inference():
 
 def _spy_cpu_kernels(monkeypatch):
     calls = []
-    for name in ('cra_pool_cpu', 'map_kernel_cpu'):
-        real = getattr(cra_cpu, name)
-        monkeypatch.setattr(cra_cpu, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    for table in (POOL_IMPLEMENTATIONS, KERNEL_IMPLEMENTATIONS):
+        for name, impl in list(table.items()):
+            monkeypatch.setitem(table, name, Implementation(
+                impl.applies, lambda *a, _real=impl.run, _name=name: calls.append(_name) or _real(*a)))
     return calls
 
 
@@ -361,47 +368,14 @@ def test_cra_cpu_takes_the_cpu_kernels_unless_switched_off(grad, monkeypatch):
     x = torch.randn(2, 16, 28, 28, requires_grad=grad)
     with torch.set_grad_enabled(grad):
         m(x)
-    assert calls == ['cra_pool_cpu', 'map_kernel_cpu']
-    monkeypatch.setattr(cra, 'CPU_KERNELS', False)
-    with torch.set_grad_enabled(grad):
+    expected = ['window_max_autograd', 'dot_product_autograd'] if grad else ['window_max_nchw', 'dot_product']
+    assert calls == expected
+    with use_reference(), torch.set_grad_enabled(grad):
         m(x)
-    assert calls == ['cra_pool_cpu', 'map_kernel_cpu']  # no further calls
+    assert calls == expected  # no further calls
 
 
 def test_cra_unbatched_input_takes_the_reference_ops(monkeypatch):
     calls = _spy_cpu_kernels(monkeypatch)
     CraAttn(8)(torch.randn(8, 14, 14))
     assert calls == []
-
-
-@pytest.mark.parametrize('grad', [True, False])
-@pytest.mark.parametrize('pool_type', ['max', 'avg'])
-@pytest.mark.parametrize('channels_last', [False, True])
-@pytest.mark.parametrize('hw', [(56, 56), (14, 14), (7, 7), (10, 13)])
-def test_cra_cpu_kernels_equal_reference_ops(hw, channels_last, pool_type, grad, monkeypatch):
-    # ReLU6 inputs: many tied maxima, which both paths must route to the same element.
-    torch.manual_seed(0)
-    m = CraAttn(32, pool_type=pool_type)
-    with torch.no_grad():
-        m.conv.bias.normal_()
-    x = F.relu6(torch.randn(4, 32, *hw) * 4)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    g = torch.randn_like(x)
-
-    def run(cpu_kernels):
-        monkeypatch.setattr(cra, 'CPU_KERNELS', cpu_kernels)
-        m.zero_grad()
-        xi = x.clone().requires_grad_(grad)
-        with torch.set_grad_enabled(grad):
-            y = m(xi)
-        if not grad:
-            return y, None, None
-        y.backward(g)
-        return y.detach(), xi.grad, m.conv.weight.grad.clone()
-
-    fast, ref = run(True), run(False)
-    torch.testing.assert_close(fast[0], ref[0], rtol=1e-6, atol=1e-6)
-    if grad:
-        torch.testing.assert_close(fast[1], ref[1], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(fast[2], ref[2], rtol=1e-5, atol=1e-5)

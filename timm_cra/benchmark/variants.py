@@ -4,36 +4,35 @@ Swapping modules of one CRA model (rather than building seresnet50 etc. by name)
 gate identical, so ratios isolate the gate's cost; for ResNets the SE swap is exactly timm's seresnet.
 """
 from functools import partial
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from timm.layers import EcaModule, SEModule
 
-from ..layers import CraAttn, cra_pool
+from ..layers import CraAttn
+from ..layers.cra import use_reference
 
-__all__ = ['NaiveCraAttn', 'ConvKernelCraAttn', 'MeanGate', 'ATTENTION_VARIANTS', 'INFERENCE_ONLY_VARIANTS', 'swap_attention']
+__all__ = ['NaiveCraAttn', 'ConvKernelCraAttn', 'MeanGate', 'ATTENTION_VARIANTS', 'INFERENCE_ONLY_VARIANTS',
+           'swap_attention']
 
 
 class NaiveCraAttn(CraAttn):
-    """CRA written the obvious way (adaptive_max_pool2d -> depthwise conv -> sigmoid -> mul): the speed
-    reference, numerically identical to :class:`CraAttn`."""
+    """:class:`CraAttn` on the reference ops, as every other device runs it: the same module with its registered
+    implementations switched off (``timm_cra.layers.use_reference``), so gate_layer, pool_type and the rest are
+    honoured and ``load_state_dict`` works both ways. Subclasses switch off only those named in ``disabled``."""
+    disabled: Tuple[str, ...] = ()  # empty: every registered implementation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(self.conv(F.adaptive_max_pool2d(x, self.pool_size)))
+        with use_reference(*self.disabled):
+            return super().forward(x)
 
 
-class ConvKernelCraAttn(CraAttn):
+class ConvKernelCraAttn(NaiveCraAttn):
     """:class:`CraAttn` whose pooled-map kernel runs as the depthwise ``conv2d`` without autograd too (the
     inference path before the dot-product kernel): isolates that one choice. Training is CraAttn's own."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            return super().forward(x)
-        gate = self.gate(self.conv(cra_pool(x, self.pool_size, self.pool_type)))
-        return x.mul_(gate) if self.inplace else x * gate
+    disabled = ('dot_product',)
 
 
 class MeanGate(nn.Module):
@@ -53,14 +52,15 @@ ATTENTION_VARIANTS: Dict[str, Optional[Callable[[int], nn.Module]]] = {
     'cra': partial(CraAttn, inplace=True),  # as the model families build it
     'cra_outofplace': CraAttn,  # the same without in-place gating: splits the gain between pool and product
     'cra_convkernel': partial(ConvKernelCraAttn, inplace=True),  # 'cra' with the inference kernel as conv2d
-    'cra_naive': NaiveCraAttn,
+    'cra_naive': NaiveCraAttn,  # 'cra_outofplace' with the reference ops (every other device's path)
+    'cra_reference': partial(NaiveCraAttn, inplace=True),  # 'cra' with the reference ops: what the fast paths gain
     'se': SEModule,
     'eca': EcaModule,
     'gate_floor': MeanGate,
 }
 
 #: variants that differ from another one only without autograd; training them would time the same code twice
-INFERENCE_ONLY_VARIANTS = ('cra_outofplace', 'cra_convkernel')
+INFERENCE_ONLY_VARIANTS = ('cra_outofplace', 'cra_convkernel', 'cra_reference')
 
 
 def swap_attention(model: nn.Module, factory: Optional[Callable[[int], nn.Module]]) -> nn.Module:

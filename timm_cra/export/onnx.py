@@ -3,20 +3,21 @@
 Export goes through timm's own helper (:func:`timm.utils.onnx.onnx_export`: the TorchScript exporter, or
 torch.export's with ``dynamo=True``) with a dynamic batch dimension at a fixed input size. ``torch.onnx`` has no
 rule for adaptive max pooling whose output size does not divide the input (CRA pools 9x9 -> 7x7 at 288 px), so
-:func:`export_friendly` first swaps each :class:`~timm_cra.layers.CraAttn` for :class:`CraAttnExport`: the same conv
-/ gate / product with PyTorch's exact adaptive windows (start ``floor(i*H/P)``, end ``ceil((i+1)*H/P)``) written as
-static slices and max/mean reductions, or a strided pool when the size divides. The windows are fixed per layer from
-one probe forward pass at the export size. The swap works on a copy; the given model is untouched.
+:func:`export_friendly` first swaps each :class:`~timm_cra.layers.CraAttn` for :class:`CraAttnExport`: the same
+module with its input size fixed, so that its pool takes PyTorch's exact adaptive windows (start ``floor(i*H/P)``,
+end ``ceil((i+1)*H/P)``) as static slices and max/mean reductions, or a strided pool when the size divides
+(:func:`~timm_cra.layers.cra_static.static_window_pool`). The sizes come from one probe forward pass at the export
+size. The swap works on a copy; the given model is untouched.
 """
 import copy
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers import CraAttn
+from ..layers.cra_static import adaptive_windows, static_window_pool  # noqa: F401 (part of this API)
 from ..utils.errors import UsageError
 from ..utils.io import atomic_path, check_output_file
 
@@ -39,63 +40,32 @@ def require_onnx(*modules: str) -> None:
             raise UsageError(f"ONNX export needs '{name}', which is not installed: {EXPORT_EXTRA}") from e
 
 
-def adaptive_windows(size: int, out: int) -> List[Tuple[int, int]]:
-    """``[start, end)`` of each of PyTorch's adaptive pooling bins along one axis of ``size`` -> ``out``."""
-    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
-
-
-def _pool_axis(x: torch.Tensor, dim: int, windows: Sequence[Tuple[int, int]], pool_type: str) -> torch.Tensor:
-    reduce = torch.amax if pool_type == 'max' else torch.mean
-    return torch.cat([reduce(x[:, :, s:e] if dim == 2 else x[:, :, :, s:e], dim=dim, keepdim=True)
-                      for s, e in windows], dim=dim)
-
-
-def static_window_pool(
-        x: torch.Tensor, in_size: Tuple[int, int], pool_size: Tuple[int, int], pool_type: str = 'max') -> torch.Tensor:
-    """``F.adaptive_{max,avg}_pool2d(x, pool_size)`` of an NCHW ``x`` of spatial size ``in_size``, in plain ops.
-
-    ``in_size`` is a Python constant, so every window is a static slice whatever the exporter traces (the
-    TorchScript tracer would otherwise record the window arithmetic on the traced shape, with C-style
-    division). Uniform bins (the size divides) are one strided pool; otherwise rows then columns are reduced
-    per bin (max and mean over a rectangle are separable): bit-exact for max, equal up to float rounding for mean.
-    """
-    (H, W), (ph, pw) = in_size, pool_size
-    if (H, W) == (ph, pw):
-        return x
-    if H % ph == 0 and W % pw == 0:
-        k = (H // ph, W // pw)
-        return F.max_pool2d(x, k, k) if pool_type == 'max' else F.avg_pool2d(x, k, k)
-    if H != ph:
-        x = _pool_axis(x, 2, adaptive_windows(H, ph), pool_type)
-    if W != pw:
-        x = _pool_axis(x, 3, adaptive_windows(W, pw), pool_type)
-    return x
-
-
-class CraAttnExport(nn.Module):
-    """:class:`~timm_cra.layers.CraAttn` as plain ops for one input size: static-window pool, depthwise conv,
-    gate, product. Shares the source module's conv and gate (same parameter names: state dicts still match).
+class CraAttnExport(CraAttn):
+    """:class:`~timm_cra.layers.CraAttn` fixed to one input size: its pool runs the ``static_windows``
+    implementation (:mod:`timm_cra.layers.cra_static`), the rest is CraAttn's own forward, out of place. Shares the
+    source module's conv and gate (same parameter names: state dicts still match).
     """
 
     def __init__(self, src: nn.Module, in_size: Tuple[int, int]):
-        super().__init__()
+        nn.Module.__init__(self)  # not CraAttn's: the conv and gate are src's own modules
         missing = [a for a in ('pool_size', 'pool_type', 'conv', 'gate') if not hasattr(src, a)]
         if missing:
             raise TypeError(f'CraAttnExport: {type(src).__name__} lacks {missing}; update timm_cra.export for it.')
-        self.in_size = (int(in_size[0]), int(in_size[1]))
         self.pool_size = tuple(int(v) for v in src.pool_size)
         self.pool_type = src.pool_type
         self.conv = src.conv
         self.gate = src.gate
+        self.inplace = False
+        self.in_size = (int(in_size[0]), int(in_size[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing() and tuple(x.shape[-2:]) != self.in_size:
             raise ValueError(f'CraAttnExport was built for {self.in_size} inputs, got {tuple(x.shape[-2:])}: '
                              f'call export_friendly with the input size to export.')
-        return x * self.gate(self.conv(static_window_pool(x, self.in_size, self.pool_size, self.pool_type)))
+        return super().forward(x)
 
     def extra_repr(self) -> str:
-        return f'in_size={self.in_size}, pool_size={self.pool_size}, pool_type={self.pool_type!r}'
+        return f'in_size={self.in_size}, {super().extra_repr()}'
 
 
 def export_friendly(model: nn.Module, input_size: Sequence[int]) -> nn.Module:

@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from ..layers.cra import cra_description
+
 __all__ = [
     'EvalResults', 'load_eval_results', 'render_model_card', 'usage_section', 'USAGE_IMAGE', 'PAPER_CITATION',
 ]
@@ -212,11 +214,9 @@ def render_model_card(
                  f'the same recipe as its Channel Reassessment Attention (CRA) counterparts, for comparison with '
                  f'the paper [{PAPER_TITLE}]({PAPER_URL}) (YuTao Shen, Ying Wen, 2020).')
     else:
-        (ph, pw), pool_type = cra_pool
         intro = (f'A `{arch}` image classification model: timm\'s architecture with **Channel '
                  f'Reassessment Attention** (CRA) in every block, from the paper [{PAPER_TITLE}]({PAPER_URL}) '
-                 f'(YuTao Shen, Ying Wen, 2020). CRA gates each channel with a sigmoid of a learned depthwise '
-                 f'kernel applied to a {ph}x{pw} adaptive {pool_type}-pool of that channel.')
+                 f'(YuTao Shen, Ying Wen, 2020). ' + cra_description(*cra_pool))
     lines += [f'# Model card for {model_name}', '', intro, '']
     if weights_note:
         lines += ['> **Weights pending.** ' + weights_note, '']

@@ -1,3 +1,3 @@
-from .cra import CraAttn, cra_pool
+from .cra import CraAttn, cra_kernel, cra_pool, use_reference
 
-__all__ = ['CraAttn', 'cra_pool']
+__all__ = ['CraAttn', 'cra_kernel', 'cra_pool', 'use_reference']

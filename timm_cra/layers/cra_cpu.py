@@ -3,20 +3,21 @@
 Same values and gradients as the reference ops of :mod:`timm_cra.layers.cra` (``adaptive_max_pool2d``, the
 depthwise conv over the pooled map), with cheaper kernels for PyTorch's CPU backend: strided maxima instead of
 the NCHW max-pool kernel, argmax offsets of 1-2 bytes saved for backward instead of int64 indices, a batched
-dot product for the pooled-map kernel, and channels_last detours for small NCHW maps.
+dot product for the pooled-map kernel, and channels_last detours for small NCHW maps. They are registered, with
+the conditions under which each runs, in ``POOL_IMPLEMENTATIONS`` / ``KERNEL_IMPLEMENTATIONS`` of that module.
 
 They were tuned on a 2-core x86 CPU with the benchmark's primitives and layers modes
 (``scripts/benchmark.py --primitives-only`` / ``--layers-only``); the measurements behind each choice are in
-``results/benchmark-*-primitives*.md`` and ``results/benchmark-*-bs1-kernel.md``. :class:`~timm_cra.layers.CraAttn`
-calls them for eager CPU tensors only; graph capture and other devices use the reference ops.
+``results/benchmark-*-primitives*.md`` and ``results/benchmark-*-bs1-kernel.md``. They run for eager CPU tensors
+only; graph capture, tracing and other devices use the reference ops.
 """
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
-    'window_max_nchw', 'WindowMaxPool', 'MapKernel', 'map_kernel_infer', 'cra_pool_cpu', 'map_kernel_cpu',
+    'window_max_nchw', 'WindowMaxPool', 'MapKernel', 'map_kernel_infer',
     'NCHW_VIA_CHANNELS_LAST_MAX_PIXELS', 'NCHW_VIA_CHANNELS_LAST_MAX_NUMEL', 'DOT_MAX_ROWS_CHANNELS_LAST',
 ]
 
@@ -26,7 +27,8 @@ NCHW_VIA_CHANNELS_LAST_MAX_PIXELS = 28 * 28
 NCHW_VIA_CHANNELS_LAST_MAX_NUMEL = 2 ** 18
 
 #: Inference: a channels_last pooled map with more (sample, channel) rows than this goes through the
-#: depthwise conv (mkldnn); fewer rows, and NCHW maps of any size, use the batched dot product.
+#: depthwise conv (mkldnn); fewer rows, and NCHW maps of any size, use the batched dot product (the
+#: ``dot_product`` entry's predicate in :mod:`.cra`).
 DOT_MAX_ROWS_CHANNELS_LAST = 2048
 
 
@@ -157,8 +159,6 @@ def map_kernel_infer(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     the conv. Weight and bias follow the input dtype, as conv2d's do under autocast.
     """
     N, C = x.shape[0], x.shape[1]
-    if not x.is_contiguous() and N * C > DOT_MAX_ROWS_CHANNELS_LAST:
-        return F.conv2d(x, weight, bias, groups=C)
     rows = x.reshape(N, C, x.shape[2] * x.shape[3]).transpose(0, 1)
     kernels = weight.reshape(C, -1, 1).to(x.dtype)
     if bias is None:
@@ -166,37 +166,3 @@ def map_kernel_infer(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     else:
         out = torch.baddbmm(bias.to(x.dtype).view(C, 1, 1), rows, kernels)
     return out.view(C, N).t().reshape(N, C, 1, 1)
-
-
-@torch.jit.unused
-def cra_pool_cpu(x: torch.Tensor, pool_size: Tuple[int, int], pool_type: str = 'max') -> torch.Tensor:
-    """``F.adaptive_{max,avg}_pool2d(x, pool_size)`` of an eager 4-D CPU tensor, gradients included.
-
-    When the input size is a multiple of the pooled size (every ResNet stage at 224x224) the bins are uniform
-    windows: strided pooling, :func:`window_max_nchw` for NCHW max pooling without autograd, and
-    :class:`WindowMaxPool` with autograd.
-    """
-    H, W = x.shape[-2:]
-    ph, pw = pool_size
-    if H == ph and W == pw:
-        return x
-    if H % ph == 0 and W % pw == 0:
-        k = (H // ph, W // pw)
-        if pool_type != 'max':
-            return F.avg_pool2d(x, kernel_size=k, stride=k)
-        if torch.is_grad_enabled() and x.requires_grad:
-            return WindowMaxPool.apply(x, k[0], k[1])
-        if x.is_contiguous():
-            return window_max_nchw(x, ph, pw)
-        return F.max_pool2d(x, kernel_size=k, stride=k)
-    if pool_type == 'max':
-        return F.adaptive_max_pool2d(x, pool_size)
-    return F.adaptive_avg_pool2d(x, pool_size)
-
-
-@torch.jit.unused
-def map_kernel_cpu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """``F.conv2d(x, weight, bias, groups=C)`` for a pooled map as large as the kernel (eager 4-D CPU tensor)."""
-    if torch.is_grad_enabled():
-        return MapKernel.apply(x, weight, bias)
-    return map_kernel_infer(x, weight, bias)

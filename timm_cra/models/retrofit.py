@@ -10,9 +10,10 @@ timm's ResNet blocks, ``se_layer`` of the EfficientNet-family blocks). Two entry
   ``<cra_arch>.<base_tag>_gates_untrained`` tags): every base key must land on a model key, and only the
   CRA gate parameters may be missing; they are initialised here.
 
-The gate is ``sigmoid(conv(pool(x)))``: with a zero kernel and bias ``b`` it scales every channel by the
-constant ``sigmoid(b)``, so the network starts close to the base (exact pass-through is impossible with a
-sigmoid). :data:`DEFAULT_GATE_BIAS` was chosen by fine-tuning on CIFAR-10 (``docs/retrofit.md``).
+A gate starts at :meth:`CraAttn.constant_gate_state <timm_cra.layers.CraAttn.constant_gate_state>`: zero kernel
+and bias ``b`` scale every channel by the constant ``gate(b)`` (``sigmoid(b)`` by default), so the network starts
+close to the base (exact pass-through is impossible with a sigmoid). :data:`DEFAULT_GATE_BIAS` was chosen by
+fine-tuning on CIFAR-10 (``docs/retrofit.md``).
 """
 from typing import Dict, Iterable, Iterator, Optional, Tuple, Type
 
@@ -62,9 +63,8 @@ def init_cra_gates(model: nn.Module, gate_bias: float = DEFAULT_GATE_BIAS) -> in
     n = 0
     for m in model.modules():
         if isinstance(m, CraAttn):
-            nn.init.zeros_(m.conv.weight)
-            if m.conv.bias is not None:
-                nn.init.constant_(m.conv.bias, gate_bias)
+            for k, v in m.constant_gate_state(gate_bias).items():
+                m.get_parameter(k).copy_(v)
             n += 1
     return n
 
@@ -135,9 +135,9 @@ def retrofit_state_dict(
             f'the base checkpoint does not map onto {type(model).__name__} with CRA gates ('
             f"{'; '.join(parts)}): load the base weights of the same architecture without attention")
     out = dict(state_dict)
-    for k, v in gates.items():
-        is_weight = k.endswith('.weight')
-        out[k] = torch.zeros_like(v, device='cpu') if is_weight else torch.full_like(v, gate_bias, device='cpu')
+    for name, m in model.named_modules():
+        if isinstance(m, CraAttn):
+            out.update((f'{name}.{k}' if name else k, v) for k, v in m.constant_gate_state(gate_bias).items())
     return out
 
 
