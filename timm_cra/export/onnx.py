@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import CraAttn
-from ..utils.errors import UsageError
+from ..utils.errors import TimmCraError, UsageError
 from ..utils.io import atomic_path, check_output_file
 
 __all__ = [
@@ -141,7 +141,7 @@ def _input_size(model: nn.Module, input_size: Optional[Sequence[int]], img_size:
     return tuple(int(v) for v in cfg['input_size'])
 
 
-class OnnxMismatchError(RuntimeError):
+class OnnxMismatchError(TimmCraError, RuntimeError):
     """The exported graph's outputs in onnxruntime differ from PyTorch's by more than the tolerance."""
 
 

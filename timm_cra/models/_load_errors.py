@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 
 from timm.models import PretrainedCfg
 
+from ..utils.errors import TimmCraError
 from ._weight_checks import HubUnreachableError, WeightsCheckError, split_revision
 
 __all__ = ['PretrainedWeightsError', 'UnknownPretrainedTagError', 'explain_pretrained_errors']
@@ -26,7 +27,7 @@ _OFFLINE_FIX = (
     "pretrained_cfg_overlay=dict(file='path/to/model.safetensors').")
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(TimmCraError, RuntimeError):
     """Pretrained weights for a CRA model could not be fetched or loaded (message says why and the fix)."""
 
 

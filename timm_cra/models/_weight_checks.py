@@ -23,6 +23,8 @@ from typing import Iterator, Optional, Tuple
 from torch import nn
 from timm.models import PretrainedCfg
 
+from ..utils.errors import TimmCraError
+
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
            'check_weight_dtypes', 'weights_file', 'BUNDLED_WEIGHTS', 'BUNDLED_DIR', 'bundled_weights',
            'check_finite_weights', 'allow_nonfinite_weights']
@@ -42,7 +44,7 @@ _SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
 _PROBE_TIMEOUT_S = 5.0
 
 
-class WeightsCheckError(Exception):
+class WeightsCheckError(TimmCraError):
     """A check failed; the message is the explanation (wrapped into ``PretrainedWeightsError`` by the caller)."""
 
 
