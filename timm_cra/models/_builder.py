@@ -16,7 +16,8 @@ from ._weight_checks import (BUNDLED_WEIGHTS, HubUnreachableError, bundled_weigh
 
 __all__ = [
     'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
-    'WeightStatus', 'WeightState', 'WEIGHT_STATES', 'WEIGHTS_PENDING', 'WEIGHTS_UPLOAD_PENDING', 'WEIGHTS_GATES_UNTRAINED',
+    'WeightStatus', 'WeightState', 'WEIGHT_STATES',
+    'WEIGHTS_PENDING', 'WEIGHTS_UPLOAD_PENDING', 'WEIGHTS_GATES_UNTRAINED',
     'weight_status_cfg', 'weight_status', 'weight_note', 'weight_status_tags', 'hub_id',
     'imagenet_cfg', 'imagenet_1k_labels', 'default_cfgs_marked', 'gates_untrained_cfgs', 'check_pretrained_available', 'create_cra_model',
 ]
