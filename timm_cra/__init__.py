@@ -6,10 +6,11 @@ points, so the import is required); then use ``timm.create_model('cra_resnet50')
 from .layers import CraAttn, cra_pool
 from . import models
 from .models import PretrainedWeightsError, UnknownModelError, UnknownPretrainedTagError, create_model
+from .utils.errors import TimmCraError, UsageError
 
 __version__ = '0.1.0'
 
 __all__ = [
-    'CraAttn', 'PretrainedWeightsError', 'UnknownModelError', 'UnknownPretrainedTagError', 'cra_pool', 'create_model',
-    'models', '__version__',
+    'CraAttn', 'PretrainedWeightsError', 'TimmCraError', 'UnknownModelError', 'UnknownPretrainedTagError', 'UsageError',
+    'cra_pool', 'create_model', 'models', '__version__',
 ]

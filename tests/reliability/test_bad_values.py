@@ -215,7 +215,7 @@ def test_complex_weights_are_named_complex(tmp_path, capsys, published_state):
     assert 'complex tensors for float parameters: fc.weight (torch.complex64)' in err and 'integer' not in err
     repo = _repo_copy(tmp_path)
     save_file(state, str(repo / 'model.safetensors'))
-    with pytest.raises(PretrainedWeightsError, match=r"stores complex tensors for floating-point weights: "
+    with pytest.raises(PretrainedWeightsError, match=r"holds complex tensors for float parameters: "
                                                      r"fc.weight \(C64\)"):
         timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
 

@@ -37,7 +37,7 @@ MODES = {1: 'L', 3: 'RGB'}
 _16BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
 
 
-class UnreadableImage(ValueError):
+class UnreadableImage(DataError, ValueError):
     """An image file or value that is not decoded (corrupt, special file, other format, over the pixel limit)."""
 
 

@@ -17,7 +17,7 @@ from ..data import (check_labels, check_num_classes, create_dataset, map_classes
                     resolve_model_data_config, skip_collate)
 from ..utils.amp import amp_dtype_for
 from ..utils.cli import check_model_name, default_workers, input_files
-from ..utils.errors import UsageError
+from ..utils.errors import TimmCraError, UsageError
 from ..utils.io import atomic_write, check_output_file, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
 from ..utils.weights import load_model_weights
@@ -81,7 +81,7 @@ def _create_model(args) -> torch.nn.Module:
     try:
         model = timm_cra.create_model(args.model, pretrained=args.pretrained,
                                       allow_nonfinite=args.allow_nonfinite_weights, **kwargs)
-    except RuntimeError as e:
+    except TimmCraError as e:  # unknown model, no pretrained weights, ...
         raise UsageError(f"Cannot create model '{args.model}': {e}") from e
     trained = (getattr(model, 'pretrained_cfg', None) or {}).get('num_classes') if args.pretrained else None
     if args.num_classes is not None and trained and args.num_classes != trained:

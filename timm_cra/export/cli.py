@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 from timm.utils import ParseKwargs
 
 from ..utils.cli import check_model_name, input_files
-from ..utils.errors import UsageError
+from ..utils.errors import TimmCraError, UsageError
 from ..utils.io import check_output_file
 from ..utils.weights import load_model_weights
 from .onnx import OnnxMismatchError, export_onnx, require_onnx
@@ -49,7 +49,7 @@ def _create_model(args):
     pretrained = args.pretrained if args.pretrained is not None else ':' in args.model
     try:
         model = timm_cra.create_model(args.model, pretrained=pretrained, **kwargs)
-    except (RuntimeError, TypeError) as e:
+    except (TimmCraError, TypeError) as e:  # TypeError: --model-kwargs the architecture does not take
         raise UsageError(f"Cannot create model '{args.model}': {' '.join(str(e).split())}") from e
     if args.checkpoint:
         load_model_weights(model, args.checkpoint, use_ema=args.use_ema)

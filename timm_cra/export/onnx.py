@@ -18,7 +18,7 @@ from torch import nn
 
 from ..layers import CraAttn
 from ..layers.cra_static import adaptive_windows, static_window_pool  # noqa: F401 (part of this API)
-from ..utils.errors import UsageError
+from ..utils.errors import TimmCraError, UsageError
 from ..utils.io import atomic_path, check_output_file
 
 __all__ = [
@@ -111,7 +111,7 @@ def _input_size(model: nn.Module, input_size: Optional[Sequence[int]], img_size:
     return tuple(int(v) for v in cfg['input_size'])
 
 
-class OnnxMismatchError(RuntimeError):
+class OnnxMismatchError(TimmCraError, RuntimeError):
     """The exported graph's outputs in onnxruntime differ from PyTorch's by more than the tolerance."""
 
 

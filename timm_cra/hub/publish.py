@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..models._builder import hub_id
-from ..utils.errors import UsageError, run_cli
+from ..utils.errors import TimmCraError, UsageError, run_cli
 from ..utils.io import check_regular_file, open_regular_file
 from ..utils.weights import check_file, load_state_checked, read_weights
 from .card import load_eval_results
@@ -252,7 +252,7 @@ def build_repo_folder(
     otherwise. Without either, the repo has no class names (never the architecture's default ones).
     """
     import timm
-    from .. import models  # noqa: F401  (registers cra_*)
+    from .. import models  # registers cra_*
 
     arch = model_name.split('.', 1)[0]
     state, ckpt = read_weights(str(checkpoint), use_ema=use_ema)
@@ -266,8 +266,9 @@ def build_repo_folder(
     if num_classes is not None:
         kwargs['num_classes'] = num_classes
     try:
+        models.check_model_name(arch)  # an unknown name is an UnknownModelError naming the closest ones
         model = timm.create_model(arch, **kwargs)  # no tag: the weights define it, it need not be registered
-    except (RuntimeError, TypeError) as e:
+    except (TimmCraError, TypeError) as e:  # TypeError: model kwargs the architecture does not take
         raise UsageError(f"Cannot build {arch} with {kwargs}: {e}") from e
     load_state_checked(model, state, str(checkpoint),
                        hint=f'{arch}{" with " + str(kwargs) if kwargs else ""}: pass the architecture and '

@@ -1,7 +1,7 @@
 """CRA model families. Importing this package registers every ``cra_*`` entrypoint with timm."""
 from . import cifar_resnet, cra_mobilenetv2, cra_resnet
-from ._builder import (HUB_ORG, WEIGHTS_GATES_UNTRAINED, WEIGHTS_PENDING, WEIGHTS_UPLOAD_PENDING,
-                       check_pretrained_available, create_cra_model, hub_id, weight_note,
+from ._builder import (HUB_ORG, WEIGHT_STATES, WEIGHTS_GATES_UNTRAINED, WEIGHTS_PENDING, WEIGHTS_UPLOAD_PENDING,
+                       WeightState, WeightStatus, check_pretrained_available, create_cra_model, hub_id, weight_note,
                        weight_status, weight_status_tags)
 from .retrofit import DEFAULT_GATE_BIAS, RetrofitKeyError, init_cra_gates, retrofit_cra, retrofit_state_dict
 from ._factory import UnknownModelError, check_model_name, close_model_names, create_model

@@ -1,5 +1,7 @@
 """Shared pieces of the CRA model families: pretrained-cfg defaults, the weights guard and the one place
 CRA models are built (so every entrypoint gets the same pretrained checks and error messages)."""
+import dataclasses
+import enum
 import logging
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -14,6 +16,7 @@ from ._weight_checks import (BUNDLED_WEIGHTS, HubUnreachableError, bundled_weigh
 
 __all__ = [
     'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
+    'WeightStatus', 'WeightState', 'WEIGHT_STATES',
     'WEIGHTS_PENDING', 'WEIGHTS_UPLOAD_PENDING', 'WEIGHTS_GATES_UNTRAINED',
     'weight_status_cfg', 'weight_status', 'weight_note', 'weight_status_tags', 'hub_id',
     'imagenet_cfg', 'imagenet_1k_labels', 'base_arch', 'default_cfgs_marked', 'gates_untrained_cfgs',
@@ -33,53 +36,97 @@ PAPER_CFG: Dict[str, Any] = dict(
     license='apache-2.0',
 )
 
-#: Weight status of a registered tag, kept in its pretrained cfg (``notes``, see :func:`weight_status_cfg`).
-#: ``pending``: the Hub repo is prepared (config + card in ``hub/``) but its weights are not on huggingface.co
-#: yet; loading from the public Hub fails early with the cfg's note (how to get them meanwhile) instead of a
-#: 404, while a mirror (``HF_ENDPOINT``) or a local file still works.
-WEIGHTS_PENDING = 'pending'
-#: ``upload-pending``: the complete repo folder, weights included, is in this project's ``hub/`` but not on
-#: huggingface.co yet. Loads still go to the Hub; while the repo is missing there, the error names the copy.
-WEIGHTS_UPLOAD_PENDING = 'upload-pending'
-#: ``gates-untrained``: the base network's weights (another architecture's repo) with the CRA gates
-#: initialised at load (:mod:`.retrofit`); only loaded when the tag is asked for by name.
-WEIGHTS_GATES_UNTRAINED = 'gates-untrained'
-WEIGHT_STATUSES = (WEIGHTS_PENDING, WEIGHTS_UPLOAD_PENDING, WEIGHTS_GATES_UNTRAINED)
-_STATUS_PREFIX = 'timm_cra weights: '
-_NOTE_SEP = ' -- '
+class WeightStatus(str, enum.Enum):
+    """Where a registered tag's weights stand, when that is not simply "published" (a ``str``: compares equal to
+    its value).
+
+    ``PENDING``: the Hub repo is prepared (config + card in ``hub/``) but its weights are not on huggingface.co
+    yet; loading from the public Hub fails early with the tag's note (how to get them meanwhile) instead of a
+    404, while a mirror (``HF_ENDPOINT``) or a local file still works.
+    ``UPLOAD_PENDING``: the complete repo folder, weights included, is in this project's ``hub/`` but not on
+    huggingface.co yet. Loads still go to the Hub; while the repo is missing there, the error names the copy.
+    ``GATES_UNTRAINED``: the base network's weights (another architecture's repo) with the CRA gates initialised
+    at load (:mod:`.retrofit`); only loaded when the tag is asked for by name.
+    """
+    PENDING = 'pending'
+    UPLOAD_PENDING = 'upload-pending'
+    GATES_UNTRAINED = 'gates-untrained'
+
+    def __str__(self) -> str:  # the value in text, on every Python (enum.StrEnum is 3.11+)
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+WEIGHTS_PENDING = WeightStatus.PENDING
+WEIGHTS_UPLOAD_PENDING = WeightStatus.UPLOAD_PENDING
+WEIGHTS_GATES_UNTRAINED = WeightStatus.GATES_UNTRAINED
+WEIGHT_STATUSES = tuple(WeightStatus)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightState:
+    """A registered tag's :class:`WeightStatus` and the note for its users (what to do meanwhile)."""
+    status: WeightStatus
+    note: str = ''
+
+    def human_note(self) -> str:
+        """The line written into the tag's pretrained cfg ``notes`` for people reading it (never parsed back)."""
+        return f'timm_cra weights: {self.status.value}' + (f' -- {self.note}' if self.note else '')
+
+
+#: ``<arch>.<tag>`` -> :class:`WeightState` of each registered tag that has one (plain weights have none), filled
+#: by :func:`default_cfgs_marked` from the cfg tables. A registry fact: it names the tag, not a built model.
+WEIGHT_STATES: Dict[str, WeightState] = {}
+#: The cfg-table field :func:`default_cfgs_marked` moves into :data:`WEIGHT_STATES` (timm's ``PretrainedCfg``
+#: refuses unknown fields, so it never reaches timm).
+_STATE_FIELD = 'timm_cra_weight_state'
 
 
 def weight_status_cfg(status: str, note: str = '') -> Dict[str, Any]:
-    """Pretrained-cfg fields recording a weight status (and a note for users) in timm's ``notes`` field.
+    """The cfg-table field recording a weight status (and a note for users) of the tag it is given to.
 
-    The status describes a registry entry's weight source; a built model's cfg drops it (see
-    :func:`create_cra_model`), so configs exported from a model never carry it."""
+    :func:`default_cfgs_marked` moves it into :data:`WEIGHT_STATES` and writes a human-readable line, derived from
+    it, into the cfg's ``notes``; a built model's cfg drops that line (see :func:`create_cra_model`), so configs
+    exported from a model never carry it."""
     if status not in WEIGHT_STATUSES:
-        raise ValueError(f'weight status must be one of {WEIGHT_STATUSES}, got {status!r}')
-    return {'notes': (_STATUS_PREFIX + status + (_NOTE_SEP + note if note else ''),)}
+        raise ValueError(f'weight status must be one of {tuple(s.value for s in WEIGHT_STATUSES)}, got {status!r}')
+    return {_STATE_FIELD: WeightState(WeightStatus(status), note)}
 
 
-def _status_entry(cfg: Any) -> Optional[str]:
-    notes = cfg.get('notes') if isinstance(cfg, dict) else getattr(cfg, 'notes', None)
-    return next((n[len(_STATUS_PREFIX):] for n in notes or () if n.startswith(_STATUS_PREFIX)), None)
+def _registry_name(cfg: Any) -> Optional[str]:
+    """``<arch>.<tag>`` of a registry cfg (``PretrainedCfg`` or dict); ``None`` for one read from a Hub or local
+    folder (``source``), which no registry entry describes."""
+    get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k, None)
+    if get('source') or not get('architecture'):
+        return None
+    return f"{get('architecture')}.{get('tag')}" if get('tag') else get('architecture')
 
 
-def weight_status(cfg: Any) -> Optional[str]:
-    """The weight status a pretrained cfg (``PretrainedCfg`` or dict) records, ``None`` for plain weights."""
-    entry = _status_entry(cfg)
-    return entry.split(_NOTE_SEP, 1)[0] if entry is not None else None
+def _weight_state(cfg: Any) -> Optional[WeightState]:
+    name = _registry_name(cfg)
+    return WEIGHT_STATES.get(name) if name else None
+
+
+def weight_status(cfg: Any) -> Optional[WeightStatus]:
+    """The weight status of the registered tag a pretrained cfg (``PretrainedCfg`` or dict) names, ``None`` for
+    plain weights."""
+    state = _weight_state(cfg)
+    return state.status if state is not None else None
 
 
 def weight_note(cfg: Any) -> Optional[str]:
     """The user-facing note recorded with the weight status (what to do meanwhile), if any."""
-    entry = _status_entry(cfg)
-    return entry.split(_NOTE_SEP, 1)[1] if entry is not None and _NOTE_SEP in entry else None
+    state = _weight_state(cfg)
+    return state.note or None if state is not None else None
 
 
 def _drop_status(model: Any) -> None:
     cfg = getattr(model, 'pretrained_cfg', None)
-    if isinstance(cfg, dict) and cfg.get('notes'):
-        notes = tuple(n for n in cfg['notes'] if not n.startswith(_STATUS_PREFIX)) or None
+    state = _weight_state(cfg) if isinstance(cfg, dict) else None
+    if state is not None and cfg.get('notes'):
+        notes = tuple(n for n in cfg['notes'] if n != state.human_note()) or None
         model.pretrained_cfg = dict(cfg, notes=notes)
         if getattr(model, 'default_cfg', None) is cfg:
             model.default_cfg = model.pretrained_cfg
@@ -134,11 +181,19 @@ def default_cfgs_marked(cfgs: Dict[str, Dict[str, Any]], base_weights: bool = Fa
 
     ``base_weights``: every architecture of the table also gets the tag of timm's default weights of its
     :func:`base_arch` with untrained gates (:func:`gates_untrained_cfgs`), after its own tags; families built on
-    timm's ImageNet networks set it, so a new architecture is one table row and one entrypoint."""
+    timm's ImageNet networks set it, so a new architecture is one table row and one entrypoint. A tag's weight status
+    (:func:`weight_status_cfg`) goes into :data:`WEIGHT_STATES`."""
     if base_weights:
         archs = dict.fromkeys(key.partition('.')[0] for key in cfgs)
         cfgs = {**cfgs, **{f'{arch}.{tag}': cfg for arch in archs
                            for tag, cfg in gates_untrained_cfgs(base_arch(arch)).items()}}
+    cfgs = dict(cfgs)
+    for key, cfg in cfgs.items():
+        if _STATE_FIELD in cfg:
+            cfg = dict(cfg)
+            state = cfg.pop(_STATE_FIELD)
+            WEIGHT_STATES[key.rstrip('*')] = state
+            cfgs[key] = dict(cfg, notes=(state.human_note(),))
     out = generate_default_cfgs(cfgs)
     for key in cfgs:
         arch, _, tag = key.partition('.')

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 
 from timm.models import PretrainedCfg
 
+from ..utils.errors import UsageError
 from ._load_errors import PretrainedWeightsError, explain_pretrained_errors
 from ._weight_checks import allow_nonfinite_weights, check_hub_reachable, split_revision
 
@@ -26,7 +27,7 @@ __all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model
            'label_count_problem']
 
 
-class UnknownModelError(RuntimeError):
+class UnknownModelError(UsageError, RuntimeError):
     """No architecture of that name is registered with timm (the message names the closest ones)."""
 
     def __init__(self, name: str, close: List[str]):
@@ -175,7 +176,6 @@ def check_model_config(cfg: Any, where: str) -> None:
 
 def _read_model_config(path: Path, where: str) -> None:
     """Check the ``config.json`` at ``path`` (a regular file, valid JSON, :func:`check_model_config`)."""
-    from ..utils.errors import UsageError
     from ..utils.io import check_regular_file
     try:
         check_regular_file(path, 'config.json')

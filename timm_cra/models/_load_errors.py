@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 
 from timm.models import PretrainedCfg
 
+from ..utils.errors import TimmCraError
 from ._weight_checks import HubUnreachableError, WeightsCheckError, split_revision
 
 __all__ = ['PretrainedWeightsError', 'UnknownPretrainedTagError', 'explain_pretrained_errors']
@@ -26,7 +27,7 @@ _OFFLINE_FIX = (
     "pretrained_cfg_overlay=dict(file='path/to/model.safetensors').")
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(TimmCraError, RuntimeError):
     """Pretrained weights for a CRA model could not be fetched or loaded (message says why and the fix)."""
 
 
@@ -104,7 +105,7 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
     """Clear message for a known failure, ``None`` for anything else (re-raised as is). ``hint``: where else
     the weights of ``name`` are, added when the Hub has no such repo."""
     from huggingface_hub import errors as hf_errors
-    from safetensors import SafetensorError
+    from ..utils.weights import is_safetensors_error, not_safetensors
 
     source = _source(cfg)
     repo_id, revision = split_revision(cfg.hf_hub_id or '')
@@ -134,15 +135,14 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
     if isinstance(err, hf_errors.HfHubHTTPError):
         return (f"Pretrained weights for '{name}': {source} answered with an error ({err}). Retry later, check "
                 f"HF_ENDPOINT / your token, or load a local file with pretrained_cfg_overlay=dict(file=...).")
-    if isinstance(err, SafetensorError) or (isinstance(err, Exception) and 'safetensors' in type(err).__module__):
+    if is_safetensors_error(err):
         if cfg.hf_hub_id and cfg.state_dict is None and not cfg.file:
             _drop_cached_weights(cfg.hf_hub_id)
             fix = ('The corrupt download was removed from the cache; re-upload the file to the repo '
                    '(python -m timm_cra.hub.publish ... --push) and load again.')
         else:
             fix = 'Re-download or re-export the file (timm_cra.hub.repo.export_repo writes valid ones).'
-        return (f"Pretrained weights for '{name}': {source} is not a valid safetensors file (truncated or "
-                f"corrupt: {err}). {fix}")
+        return f"Pretrained weights for '{name}': {not_safetensors(source, err)}. {fix}"
     if isinstance(err, RuntimeError) and 'Error(s) in loading state_dict' in str(err):
         return (f"Pretrained weights for '{name}': the checkpoint from {source} does not fit the architecture "
                 f"'{cfg.architecture}': {_state_dict_mismatch(err)}. Load it into the architecture it was trained "

@@ -22,6 +22,7 @@ from typing import Iterator, Optional, Tuple
 from torch import nn
 from timm.models import PretrainedCfg
 
+from ..utils.errors import TimmCraError
 from ..utils.io import file_digest
 
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
@@ -43,7 +44,7 @@ _SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
 _PROBE_TIMEOUT_S = 5.0
 
 
-class WeightsCheckError(Exception):
+class WeightsCheckError(TimmCraError):
     """A check failed; the message is the explanation (wrapped into ``PretrainedWeightsError`` by the caller)."""
 
 
@@ -159,22 +160,13 @@ def weights_file(cfg: PretrainedCfg) -> Optional[Path]:
 def check_weight_dtypes(model: nn.Module, path: Path) -> None:
     """Refuse a safetensors file that stores an integer, bool or complex tensor for a floating-point model tensor."""
     from safetensors import safe_open
-    from ..utils.weights import non_float_kind
-    # safetensors dtype codes of the floating-point types (F8_* included): anything else is not a float.
-    targets = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
-    bad = []
+    from ..utils.weights import non_float_weights
+    # The header's dtypes: by now timm's load_state_dict has cast the tensors into the model's float ones.
     with safe_open(str(path), framework='pt') as f:
-        for key in f.keys():
-            if key in targets:
-                dtype = f.get_slice(key).get_dtype()
-                if not (dtype.startswith('F') or dtype.startswith('BF')):
-                    bad.append((key, dtype))
-    if bad:
-        kinds = '/'.join(sorted({non_float_kind(dtype) for _, dtype in bad}))
-        raise WeightsCheckError(
-            f'{path} stores {kinds} tensors for floating-point weights: '
-            f'{", ".join(f"{k} ({d})" for k, d in bad[:5])}{" ..." if len(bad) > 5 else ""}. It is quantised or not '
-            f'a weights file for this model: load the float checkpoint (float32, float16 and bfloat16 are accepted)')
+        dtypes = {key: f.get_slice(key).get_dtype() for key in f.keys()}
+    problem = non_float_weights(model.state_dict(), dtypes)
+    if problem:
+        raise WeightsCheckError(f"'{path}' holds {problem}")
 
 
 _NONFINITE_ALLOWED = contextvars.ContextVar('timm_cra_nonfinite_allowed', default=False)

@@ -7,7 +7,7 @@ from typing import List
 import torch.nn as nn
 
 from ..data import model_in_chans
-from ..utils.errors import UsageError
+from ..utils.errors import TimmCraError, UsageError
 from ..utils.weights import load_state_checked, read_weights
 
 __all__ = ['create_train_model']
@@ -43,7 +43,7 @@ def create_train_model(args, num_classes: int) -> nn.Module:
     try:
         model = timm_cra.create_model(args.model, pretrained=pretrained,
                                       allow_nonfinite=args.allow_nonfinite_weights, **kwargs)
-    except RuntimeError as e:  # unknown model, no pretrained weights, ...
+    except TimmCraError as e:  # unknown model, no pretrained weights, ...
         raise UsageError(f"Cannot create model '{args.model}': {e}") from e
     head = _head_keys(model)
     # What the run starts from, recorded in the run's args (checkpoint, args.yaml) for the model card.

@@ -1,6 +1,6 @@
 from .complexity import count_macs, count_params, model_complexity
-from .errors import UsageError, run_cli
+from .errors import TimmCraError, UsageError, run_cli
 from .weights import load_checkpoint_file, load_model_weights
 
-__all__ = ['count_macs', 'count_params', 'model_complexity', 'UsageError', 'run_cli', 'load_checkpoint_file',
-           'load_model_weights']
+__all__ = ['count_macs', 'count_params', 'model_complexity', 'TimmCraError', 'UsageError', 'run_cli',
+           'load_checkpoint_file', 'load_model_weights']

@@ -1,18 +1,43 @@
-"""The error class for bad user input (data, config, checkpoints, arguments).
+"""The package's error root and the CLI boundary that prints it.
 
-CLIs catch :class:`UsageError` at their boundary and print its message -- one line naming the fix --
-instead of a traceback. Bugs keep raising ordinary exceptions (and tracebacks).
+Every exception class of timm_cra derives from :class:`TimmCraError`: a failure the package reports on purpose,
+whose message is one line naming the fix. Library functions raise it (or a subclass); CLIs (:func:`run_cli`)
+print ``error: <message>`` and exit 2 for it, and for nothing else: bugs, and failures of other libraries that
+the package has not explained, keep their tracebacks. A failure a CLI must print as one line is converted into
+a :class:`TimmCraError` where it happens, not caught by class (``RuntimeError``, ``OSError``) at the CLI.
+
+The tree (subclasses keep a builtin base where callers catch that, e.g. ``PretrainedWeightsError`` is a
+``RuntimeError`` like timm's own load errors)::
+
+    TimmCraError
+    +-- UsageError                bad input: arguments, configs, files, checkpoints (this module)
+    |   +-- DataError             a dataset that cannot be used as given (data.errors)
+    |   |   +-- UnreadableImage   one image not decoded; datasets count and skip it (data.images)
+    |   +-- OutputPathError       an output path that cannot be written as asked; an OSError (utils.io)
+    |   +-- MissingExtraError     the ``train`` extra is not installed; an ImportError (utils.extras)
+    |   +-- CheckpointSaveError   writing a checkpoint failed (train.checkpoint)
+    |   +-- UnknownModelError     no architecture of that name; a RuntimeError (models._factory)
+    +-- PretrainedWeightsError    pretrained weights not fetched or loaded; a RuntimeError (models._load_errors)
+    |   +-- UnknownPretrainedTagError   also a ValueError
+    +-- WeightsCheckError         one check on loaded weights failed (models._weight_checks)
+    |   +-- HubUnreachableError
+    |   +-- RetrofitKeyError      also a ValueError (models.retrofit)
+    +-- OnnxMismatchError         onnxruntime disagrees with PyTorch; a RuntimeError (export.onnx)
 """
 
 import os
 import sys
 from typing import Any, Callable, Optional, Sequence
 
-__all__ = ['UsageError', 'run_cli', 'printable']
+__all__ = ['TimmCraError', 'UsageError', 'run_cli', 'printable']
 
 
-class UsageError(Exception):
-    """Bad input from the user: the message says what is wrong and how to fix it."""
+class TimmCraError(Exception):
+    """A failure timm_cra reports on purpose: the message is one line saying what is wrong and how to fix it."""
+
+
+class UsageError(TimmCraError):
+    """Bad input (arguments, configs, files, checkpoints): the message says what is wrong and how to fix it."""
 
 
 def printable(text) -> str:
@@ -24,9 +49,9 @@ def printable(text) -> str:
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None) -> None:
-    """Run a CLI ``main(argv)``; bad input (:class:`UsageError`) exits with status 2 and one line, no traceback."""
+    """Run a CLI ``main(argv)``; a :class:`TimmCraError` exits with status 2 and one line, no traceback."""
     try:
         main(argv)
-    except UsageError as e:
+    except TimmCraError as e:
         print(f'error: {printable(e)}', file=sys.stderr)  # one line, even naming a hostile file
         sys.exit(2)

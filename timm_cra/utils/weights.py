@@ -24,7 +24,8 @@ from .io import check_regular_file
 __all__ = [
     'PickledNamespace', 'read_torch_file', 'load_checkpoint_file', 'load_model_weights', 'read_weights',
     'load_state_checked', 'tensor_digest', 'checkpoint_digests', 'check_file', 'describe_mismatch',
-    'non_float_kind', 'nonfinite_tensors', 'NONFINITE_FIX',
+    'non_float_kind', 'non_float_weights', 'not_safetensors', 'is_safetensors_error', 'nonfinite_tensors',
+    'NONFINITE_FIX',
 ]
 
 
@@ -208,15 +209,28 @@ def load_checkpoint_file(path: str, extra_safe_globals: Sequence[Tuple[Any, str]
     return ckpt
 
 
+def is_safetensors_error(err: BaseException) -> bool:
+    """Whether ``err`` is safetensors' own report of bytes it cannot parse (torn, empty or foreign file)."""
+    from safetensors import SafetensorError
+    return isinstance(err, SafetensorError) or 'safetensors' in type(err).__module__
+
+
+def not_safetensors(source: str, err: BaseException) -> str:
+    """The corrupt-safetensors message (``source``: the file, quoted, or where it came from), for this module's
+    reader and for timm's pretrained loads (``models._load_errors``); each adds its own fix."""
+    reason = (str(err).strip().splitlines() or [''])[0] or type(err).__name__
+    return f"{source} is not a valid safetensors file (truncated or corrupt: {reason})"
+
+
 def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     try:
         return load_file(path, device='cpu')
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise UsageError(f"'{path}' is not a valid safetensors file (truncated or corrupt: "
-                         f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}). Re-export it "
-                         f"(the trainer writes model.safetensors; python -m timm_cra.hub.publish writes Hub folders).") from e
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:  # torch's errors: dtypes the file claims
+        quoted = f"'{path}'"
+        raise UsageError(f"{not_safetensors(quoted, e)}. Re-export it (the trainer writes model.safetensors; "
+                         f"python -m timm_cra.hub.publish writes Hub folders).") from e
 
 
 def read_weights(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
@@ -257,6 +271,23 @@ def non_float_kind(dtype_name: str) -> str:
     return 'complex' if name.startswith(('complex', 'c')) else 'bool' if name.startswith('bool') else 'integer'
 
 
+def non_float_weights(own: Dict[str, torch.Tensor], dtypes: Dict[str, str]) -> Optional[str]:
+    """The one integer / bool / complex weights check: ``dtypes`` (key -> dtype name, torch's ``torch.int8`` or
+    safetensors' ``I8``, read from a state dict or a file header) against the model's floating-point tensors
+    ``own``. ``load_state_dict`` would cast them without a word (a quantised or foreign file then predicts
+    nothing); float16 / bfloat16 / float8 are upcast as usual. Returns the problem (to follow the file's name
+    and 'hold'/'holds'), ``None`` when there is none."""
+    def is_float(name: str) -> bool:  # torch float*/bfloat16, safetensors F*/BF*
+        return name.lower().replace('torch.', '').startswith(('f', 'bf'))
+
+    bad = [k for k, v in own.items() if k in dtypes and v.is_floating_point() and not is_float(dtypes[k])]
+    if not bad:
+        return None
+    kinds = sorted({non_float_kind(dtypes[k]) for k in bad})
+    return (f"{'/'.join(kinds)} tensors for float parameters: {_first([f'{k} ({dtypes[k]})' for k in bad], 3)}. "
+            f"Quantized, foreign or corrupt weights cannot be loaded; export float32/float16/bfloat16 weights")
+
+
 def nonfinite_tensors(state: Dict[str, torch.Tensor]) -> List[str]:
     """``'<key> (<n> NaN/Inf of <numel>)'`` for every floating-point tensor holding NaN or infinity."""
     out = []
@@ -291,12 +322,9 @@ def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], s
         name = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
         raise UsageError(f"Weights in '{source}' do not fit {name}: {describe_mismatch(missing, unexpected, shapes)} "
                          f"({hint}).")
-    bad = [k for k, v in own.items() if k in state and v.is_floating_point() and not state[k].is_floating_point()]
-    if bad:
-        kinds = sorted({non_float_kind(str(state[k].dtype)) for k in bad})
-        raise UsageError(f"Weights in '{source}' hold {'/'.join(kinds)} tensors for float parameters: "
-                         f"{_first([f'{k} ({state[k].dtype})' for k in bad], 3)}. Quantized, foreign or corrupt "
-                         f"weights cannot be loaded; export float32/float16/bfloat16 weights.")
+    problem = non_float_weights(own, {k: str(v.dtype) for k, v in state.items()})
+    if problem:
+        raise UsageError(f"Weights in '{source}' hold {problem}.")
     if not allow_nonfinite:
         nonfinite = nonfinite_tensors({k: v for k, v in state.items() if k in own})
         if nonfinite:
