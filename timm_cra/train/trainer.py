@@ -88,6 +88,9 @@ def _check_output_dir(output_dir: str, args) -> None:
         raise UsageError(f"'{output_dir}' already holds another run ({', '.join(earlier[:3])}) than the one of "
                          f"--resume {args.resume}: resume into the checkpoint's own folder (drop --experiment), "
                          f"choose another --experiment, or pass --overwrite to replace that run.")
+    if 'last.pth' not in earlier:  # it stopped before its first checkpoint (a full disk): nothing to resume
+        raise UsageError(f"'{output_dir}' holds an earlier run that wrote no checkpoint ({', '.join(earlier[:3])}): "
+                         f"pass --overwrite to start it again, or choose another --experiment.")
     raise UsageError(f"'{output_dir}' already holds a run ({', '.join(earlier[:3])}): pass --resume "
                      f"{os.path.join(output_dir, 'last.pth')} to continue it, --overwrite to replace it, or choose "
                      f"another --experiment.")
