@@ -68,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         result = export_onnx(model, args.output, input_size=args.input_size, img_size=args.img_size, opset=args.opset,
                              dynamo=args.dynamo, verify_atol=None if args.no_verify else args.atol)
     except OnnxMismatchError as e:
-        print(f'error: {e}', file=sys.stderr)
+        print(f'error: {printable(e)}', file=sys.stderr)
         sys.exit(1)
     c, h, w = result['input_size']
     checked = ', '.join(f'batch {b}: {d:.2g}' for b, d in result['max_abs_diff'].items())

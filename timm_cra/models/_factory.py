@@ -206,15 +206,15 @@ def check_model_name(name: str) -> None:
 
 
 @contextlib.contextmanager
-def _unknown_kwarg_errors(model_name: str) -> Iterator[None]:
-    """A keyword argument the model's constructor does not take (``--model-kwargs bogus=1``) as one line naming
-    it; other TypeErrors are bugs and pass unchanged."""
+def _unknown_kwarg_errors(model_name: str, kwargs: Dict[str, Any]) -> Iterator[None]:
+    """A keyword argument of the caller's that the model's constructor does not take (``--model-kwargs bogus=1``)
+    as one line naming it; other TypeErrors are bugs and pass unchanged."""
     from ..utils.errors import UsageError
     try:
         yield
     except TypeError as e:
         m = re.search(r"unexpected keyword argument '([^']*)'", str(e))
-        if m is None:
+        if m is None or m.group(1) not in kwargs:
             raise
         raise UsageError(f"timm_cra: {model_name} takes no argument '{m.group(1)}' (--model-kwargs, create_model "
                          f"keywords): remove it or use one its constructor takes.") from None
@@ -234,7 +234,7 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
     import timm
 
     source, _, location = model_name.partition(':') if ':' in model_name else ('', '', model_name)
-    with allow_nonfinite_weights(allow_nonfinite), _unknown_kwarg_errors(model_name):
+    with allow_nonfinite_weights(allow_nonfinite), _unknown_kwarg_errors(model_name, kwargs):
         if source == 'local-dir':
             if not os.path.lexists(Path(location) / 'config.json'):
                 raise PretrainedWeightsError(

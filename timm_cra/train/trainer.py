@@ -26,7 +26,7 @@ from timm.utils import ModelEmaV3, distribute_bn, random_seed
 
 from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_data_config
 from ..eval.evaluate import evaluate
-from ..utils.errors import UsageError
+from ..utils.errors import UsageError, printable
 from ..utils.io import OutputPathError, atomic_write, check_output_folder
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
@@ -187,7 +187,7 @@ def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
     args_dict = vars(args).copy()
     if dinfo.is_primary:
         _prepare_output(output_dir, args_dict)
-        _logger.info(f'Output: {output_dir}  ({updates_per_epoch} steps/epoch, {num_epochs} epochs)')
+        _logger.info(f'Output: {printable(output_dir)}  ({updates_per_epoch} steps/epoch, {num_epochs} epochs)')
     resume_rng(resumed, dinfo, args.seed)  # last: a resumed run continues the checkpointed random stream
 
     for epoch in range(resumed.epoch, num_epochs):
