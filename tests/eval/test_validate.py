@@ -173,3 +173,48 @@ def test_val_subset_of_pretrained_classes_keeps_the_trained_head(cifar10_test, c
                                          r"are not among the model's label_names") as e:
         validate(_args(['--model', model, '--pretrained', '--data-dir', val]))
     assert '--num-classes' not in str(e.value)
+
+
+def _one_error_line(argv, capsys) -> str:
+    """``python -m timm_cra.eval argv`` in this process: exit 2 with one ``error:`` line, returned."""
+    from timm_cra.eval.validate import main
+    from timm_cra.utils.errors import run_cli
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, [str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith('error: ') and err.count('\n') == 1, err
+    return err
+
+
+def test_bad_batch_size_and_model_kwargs_are_one_line(cifar10_test, tmp_path, capsys):
+    """-b 0 / -b -1 and --model-kwargs bogus=1 were tracebacks (torch's ValueError, the constructor's TypeError)."""
+    base = ['--model', 'cra_cifar_resnet20', '--data-dir', cifar10_test, '--split', 'test', '--num-samples', '4',
+            '--workers', '0', '--no-progress']
+    for b in ('0', '-1'):
+        assert f'--batch-size must be a positive integer, not {b}' in _one_error_line(base + ['-b', b], capsys)
+    err = _one_error_line(base + ['--model-kwargs', 'bogus=1'], capsys)
+    assert "cra_cifar_resnet20 takes no argument 'bogus' (--model-kwargs" in err and 'remove it' in err
+    import timm_cra
+    with pytest.raises(TypeError):  # a TypeError that is not about a keyword stays a bug's traceback
+        timm_cra.create_model('cra_cifar_resnet20', num_classes='ten')
+
+
+def test_results_csv_that_is_not_ours_is_refused_not_appended(cifar10_test, tmp_path, capsys):
+    """An existing --results-csv with another header got rows in the wrong columns, a non-UTF-8 one a traceback:
+    both are refused in one line before any work, the file untouched; a CSV with validate's header gets a row."""
+    base = ['--model', 'cra_cifar_resnet20', '--data-dir', cifar10_test, '--split', 'test', '--num-samples', '4',
+            '--num-classes', '10', '--workers', '0', '--no-progress']
+    other, binary = tmp_path / 'other.csv', tmp_path / 'binary.csv'
+    other.write_text('a,b,c\n1,2,3\n')
+    binary.write_bytes(b'\xff\xfe,x\n')
+    err = _one_error_line(base + ['--results-csv', other], capsys)
+    assert f'--results-csv {other} has another header (a,b,c) than validate\'s (model,top1,' in err
+    assert 'choose another file, or one with that header' in err
+    assert 'is not UTF-8 text' in _one_error_line(base + ['--results-csv', binary], capsys)
+    assert other.read_text() == 'a,b,c\n1,2,3\n' and binary.read_bytes() == b'\xff\xfe,x\n'
+    ours = tmp_path / 'ours.csv'
+    ours.write_text(','.join(RESULT_FIELDS) + '\n')
+    from timm_cra.eval.validate import main
+    main([str(a) for a in base + ['--results-csv', ours]])
+    rows = list(csv.reader(ours.open()))
+    assert rows[0] == list(RESULT_FIELDS) and len(rows) == 2 and rows[1][0] == 'cra_cifar_resnet20'

@@ -320,3 +320,25 @@ def test_card_names_the_bundled_tag_not_a_local_path(tmp_path):
     assert line == ('- **Initial weights:** `cra_cifar_resnet20.cifar10 (copy bundled with timm-cra of hf-hub '
                     'timm-cra/cra_cifar_resnet20.cifar10)`'), line
     assert str(ROOT) not in (tmp_path / 'repo' / 'README.md').read_text()
+
+
+def test_control_characters_in_labels_are_refused_and_names_are_shown_escaped(tmp_path, capsys):
+    """A class name holding a newline (or tab, escape) was published as is and forged lines of the card and of
+    every log naming it: refused in one line, nothing written. A --out name holding a newline is written, and the
+    'Wrote ...' line shows it escaped (one line)."""
+    from timm_cra.utils.errors import run_cli
+    ckpt = tmp_path / 'w.safetensors'
+    save_file(timm.create_model('cra_cifar_resnet20', num_classes=3).state_dict(), str(ckpt))
+    for bad in ('a\nb', 'tab\there', 'esc\x1b[31m'):
+        with pytest.raises(SystemExit) as e:
+            run_cli(publish.main, ['cra_cifar_resnet20.x', str(ckpt), '--out', str(tmp_path / 'bad'),
+                                   '--label-names', f'{bad},b,c', '--num-classes', '3'])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count('\n') == 1, err
+        assert f"label name {bad!r} holds a control character" in err, err
+        assert not (tmp_path / 'bad').exists()
+    out = tmp_path / 'new\nline'
+    publish.main(['cra_cifar_resnet20.x', str(ckpt), '--out', str(out), '--num-classes', '3', '--label-names', 'a,b,c'])
+    printed = capsys.readouterr().out
+    assert f'Wrote {tmp_path}/new\\nline (load it' in printed and len(printed.splitlines()) == 2, printed
+    assert json.loads((out / 'config.json').read_text())['label_names'] == ['a', 'b', 'c']

@@ -209,3 +209,29 @@ def test_cli_write_flags(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(['--root', str(tmp_path), '--port', '0', '--write-token', 'x'])
     assert 'add --allow-write' in capsys.readouterr().err
+
+
+def test_cli_refuses_bad_port_busy_port_and_timeout_in_one_line(tmp_path, capsys):
+    """`--port 99999` and a port in use were tracebacks (OverflowError, OSError); `--timeout inf` started a server
+    that answered nothing. Each is one line naming the fix, exit 2 (the CLI's main, as `python -m` runs it)."""
+    import socket
+    from timm_cra.hub.server import main
+    busy = socket.socket()
+    busy.bind(('127.0.0.1', 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        for args, says in [(['--port', '99999'], '--port must be 0 to 65535 (0 picks a free port), not 99999'),
+                           (['--port', str(port)], f'cannot listen on 127.0.0.1:{port} (Address already in use): '
+                                                   f'pass another --port (0 picks a free one)'),
+                           (['--port', '0', '--timeout', 'inf'], '--timeout must be a positive, finite number of '
+                                                                 'seconds, not inf'),
+                           (['--port', '0', '--timeout', 'nan'], 'not nan'),
+                           (['--port', '0', '--timeout', '0'], 'not 0.0')]:
+            with pytest.raises(SystemExit) as e:
+                main(['--root', str(tmp_path)] + args)
+            out = capsys.readouterr()
+            assert e.value.code == 2 and out.err.startswith('error: ') and out.err.count('\n') == 1, out.err
+            assert says in out.err and out.out == '', out.err
+    finally:
+        busy.close()

@@ -220,6 +220,20 @@ def test_complex_weights_are_named_complex(tmp_path, capsys, published_state):
         timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
 
 
+def test_float8_weights_are_checked_for_nan_not_a_traceback(tmp_path, capsys, published_state):
+    """torch has no isfinite for float8: a model.safetensors of float8 weights was a NotImplementedError traceback.
+    They are checked exactly (upcast): NaN in one is refused in one line; finite ones load like float16."""
+    f8 = {k: (v.to(torch.float8_e4m3fn) if v.is_floating_point() else v) for k, v in published_state.items()}
+    save_file(f8, str(tmp_path / 'f8.safetensors'))
+    f8['fc.weight'][0, 0] = float('nan')
+    save_file(f8, str(tmp_path / 'f8-nan.safetensors'))
+    err = _validate_in_process(capsys, ['--model', 'cra_cifar_resnet20', '--checkpoint',
+                                        str(tmp_path / 'f8-nan.safetensors')] + VALIDATE)
+    assert 'hold NaN/Inf values: fc.weight (1 NaN/Inf of 640)' in err and '--allow-nonfinite-weights' in err, err
+    validate_main(['--model', 'cra_cifar_resnet20', '--checkpoint', str(tmp_path / 'f8.safetensors')] + VALIDATE)
+    assert '"count": 8' in capsys.readouterr().out
+
+
 def test_weights_of_another_architecture_are_one_line_with_counts(tmp_path):
     repo = _repo_copy(tmp_path)
     save_file(timm.create_model('resnet18', num_classes=10).state_dict(), str(repo / 'model.safetensors'))

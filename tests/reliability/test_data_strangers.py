@@ -3,6 +3,7 @@ symlinks, a decompression bomb and a GIF are read or skipped and counted -- neve
 import csv
 import logging
 import os
+import stat
 import struct
 import subprocess
 import sys
@@ -256,3 +257,24 @@ def test_hostile_file_names_cannot_forge_log_or_error_lines(tmp_path, cli_env, m
                                 'imagenet', '--val-split', '', '--output', tmp_path / 'runs'], cli_env, tmp_path)
     assert r.returncode == 2 and r.stderr.count('\n') == 1 and '\x1b' not in r.stderr, r.stderr
     assert 'b\\nerror: forged\\x1b[0m' in r.stderr
+
+
+def test_a_data_dir_that_is_a_fifo_or_a_file_says_what_it_is(tmp_path, capsys):
+    """--data-dir naming a FIFO was reported as *does not exist*: the one line says what it is."""
+    from timm_cra.eval.validate import main as validate_main
+    from timm_cra.train import main as train_main
+    from timm_cra.utils.errors import run_cli
+    os.mkfifo(tmp_path / 'pipe')
+    (tmp_path / 'notes.txt').write_text('x')
+    for main, extra in [(validate_main, ['--num-classes', '2', '-j', '0']),  # source detected
+                        (train_main, ['--dataset', 'folder', '--output', tmp_path / 'runs', '--device', 'cpu'])]:
+        for name, says in [('pipe', 'is a FIFO, not a folder'), ('missing', 'does not exist')]:
+            with pytest.raises(SystemExit) as e:
+                run_cli(main, [str(a) for a in ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / name]
+                               + extra])
+            err = capsys.readouterr().err
+            assert e.value.code == 2 and err.count('\n') == 1, err
+            assert f"Dataset folder '{tmp_path / name}' {says}. Pass an existing folder with --data-dir." in err
+    assert 'is a regular file, not a folder' in str(pytest.raises(DataError, create_dataset, 'folder',
+                                                                  str(tmp_path / 'notes.txt'), 'train').value)
+    assert stat.S_ISFIFO(os.lstat(tmp_path / 'pipe').st_mode)

@@ -264,3 +264,30 @@ def test_full_disk_before_the_first_checkpoint_does_not_advise_resume(small_disk
     assert last.startswith('error: Saving the checkpoint failed') and 'No space left on device' in last, last
     assert 'no earlier checkpoint exists' in last and '--resume' not in last and 'start the run again' in last
     assert not (disk / 'r' / 'last.pth').exists() and not list((disk / 'r').glob('.tmp-*'))
+    # Run again as told: it used to dead-end on "pass --resume .../last.pth" (no such file); it names --overwrite.
+    r = _cli('timm_cra.train', _TINY_RUN + ['--data-dir', cifar10_test, '--output', disk], cli_env, tmp_path)
+    last = _one_line(r)
+    assert 'holds an earlier run that wrote no checkpoint' in last and 'pass --overwrite to start it again' in last
+    assert '--resume' not in last, last
+
+
+def test_publish_onto_a_full_disk_is_one_line_and_leaves_nothing(small_disk, weights, capsys):
+    """safetensors' SafetensorError (os error 28) while publish writes its staging folder was a traceback: one line
+    naming the folder and the OS reason, exit 2, no staging folder left."""
+    full = small_disk('full', '64k')
+    _fill(full)
+    err = _refused(publish_main, ['cra_cifar_resnet20.t', weights, '--out', full / 'repo'], capsys)
+    assert err == (f'error: cannot write output folder {full / "repo"}: No space left on device; choose a writable '
+                   f'place with free space.\n')
+    assert sorted(os.listdir(full)) == ['filler']
+
+
+def test_a_255_byte_export_name_with_a_newline_is_written_and_shown_escaped(tmp_path, cli_env):
+    """`export -o <255-byte name>.onnx` failed on its 269-byte temp name (ENAMETOOLONG); a newline in the name
+    was printed raw in the 'wrote ...' line. The file is written, nothing else is left, the line shows `\\n`."""
+    name = 'a\nb' + 'x' * (255 - len('a\nb.onnx')) + '.onnx'
+    assert len(name.encode()) == 255
+    r = _cli('timm_cra.export', ['-m', 'cra_cifar_resnet20', '-o', tmp_path / name, '--no-verify'], cli_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count('\n') == 1 and r.stdout.startswith(f'wrote {tmp_path}/a\\nbxxx'), r.stdout
+    assert os.listdir(tmp_path) == [name] and (tmp_path / name).stat().st_size > 0

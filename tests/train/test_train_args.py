@@ -134,3 +134,54 @@ def test_a_runs_args_yaml_repeats_the_run(cifar_run):
     assert 'initial_weights' in recorded and recorded['initial_weights'] is None  # random initialisation
     a = parse_args(['--config', str(run / 'args.yaml')])
     assert a.model == recorded['model'] and a.epochs == recorded['epochs']
+
+
+def _one_error_line(argv, capsys) -> str:
+    """``parse_args(argv)`` as the train CLI runs it: exit 2 and one ``error:`` line, which is returned."""
+    from timm_cra.utils.errors import run_cli
+    with pytest.raises(SystemExit) as e:
+        run_cli(parse_args, [str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith('error: ') and err.count('\n') == 1, err
+    return err
+
+
+def test_config_values_of_the_wrong_type_are_one_line(tmp_path, capsys):
+    """A list for lr, a word for epochs, a non-string key, a bad choice: one line naming the key and the fix (they
+    were tracebacks, or reached the trainer); what YAML reads as strings (1e-3) and numbers for string flags work,
+    and a run's own args.yaml still works as a config."""
+    import yaml
+    cases = {'lr: [1, 2]\n': 'lr must be a number, not [1, 2]',
+             'epochs: ten\n': "epochs must be an integer, not 'ten'",
+             'epochs: 1.5\n': 'epochs must be an integer, not 1.5',
+             'amp: "yes"\n': "amp must be true or false, not 'yes'",
+             'mean: [0.5, a, 0.5]\n': 'mean must be a list of one or more numbers',
+             'input_size: [3, 32]\n': 'input_size must be a list of 3 integers',
+             'amp_dtype: float64\n': 'amp_dtype must be one of float16, bfloat16',
+             'model_kwargs: [1]\n': 'model_kwargs must be a mapping of keyword names to values',
+             '1: x\n': 'has a key that is not a name (1)',
+             'lr: null\n': 'lr must be a number, not None'}
+    for i, (text, says) in enumerate(cases.items()):
+        cfg = tmp_path / f'c{i}.yaml'
+        cfg.write_text(text)
+        err = _one_error_line(['--model', 'cra_cifar_resnet20', '--config', cfg], capsys)
+        assert says in err and 'fix it in the file' in err or 'argument names' in err, err
+    cfg = tmp_path / 'ok.yaml'
+    cfg.write_text('lr: 1e-3\nbatch_size: "64"\nexperiment: 2024\nscale: [0.1, 1]\ninput_size: [3, 32, 32]\n'
+                   'model_kwargs: {drop_rate: 0.1}\n')
+    a = parse_args(['--model', 'cra_cifar_resnet20', '--config', str(cfg)])
+    assert (a.lr, a.batch_size, a.experiment, a.scale, a.input_size) == (1e-3, 64, '2024', [0.1, 1], [3, 32, 32])
+    recorded = tmp_path / 'args.yaml'  # what the trainer writes (_prepare_output) must read back as a config
+    recorded.write_text(yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in vars(a).items()}))
+    assert vars(parse_args(['--config', str(recorded)])) == dict(vars(a), config=str(recorded))
+
+
+def test_zero_or_negative_batch_sizes_are_one_line(tmp_path, capsys):
+    """-b -1 was torch's ValueError traceback; -b 0 / -vb 0 never yield a batch; also from a config."""
+    for argv, says in [(['-b', '-1'], '--batch-size must be a positive integer, not -1'),
+                       (['-b', '0'], '--batch-size must be a positive integer, not 0'),
+                       (['-vb', '0'], '--validation-batch-size must be a positive integer, not 0')]:
+        assert says in _one_error_line(['--model', 'cra_cifar_resnet20'] + argv, capsys)
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text('batch_size: -8\n')
+    assert '--batch-size must be a positive integer, not -8' in _one_error_line(['--config', cfg], capsys)

@@ -226,3 +226,47 @@ def test_file_digest_is_sha256_or_the_seeded_hash_over_every_chunk(tmp_path):
     assert file_digest(path, hashlib.sha1(f'blob {len(data)}\0'.encode())) == git
     (tmp_path / 'empty').write_bytes(b'')
     assert file_digest(tmp_path / 'empty') == hashlib.sha256(b'').hexdigest()
+
+
+def test_a_255_byte_output_name_gets_a_temp_name_that_fits(tmp_path):
+    """`.<name>.<random>.tmp` of a 255-byte name passed the file-name limit (ENAMETOOLONG): the temp name is cut
+    to fit, stays in the same folder, unique to its target (a digest of the whole name), and is still found as
+    that target's leftover by the next write."""
+    stem = 'é' * 100 + 'x' * 50  # multi-byte characters: the limit is in bytes, and none is cut in half
+    name = stem + 'x' * (255 - len((stem + '.onnx').encode())) + '.onnx'
+    other = name[:-6] + 'y.onnx'  # same first 254 bytes but one
+    assert len(name.encode()) == len(other.encode()) == 255
+    for target in (name, other):
+        with atomic_write(tmp_path / target, 'wb') as f:
+            tmp = f.name
+            assert os.path.dirname(tmp) == str(tmp_path) and len(os.path.basename(tmp).encode()) <= 255
+            f.write(target.encode())
+        assert (tmp_path / target).read_bytes() == target.encode()
+    assert sorted(os.listdir(tmp_path)) == sorted([name, other])
+    import fnmatch
+    assert fnmatch.fnmatch(os.path.basename(tmp), temp_pattern(str(tmp_path / other)))
+    assert not fnmatch.fnmatch(os.path.basename(tmp), temp_pattern(str(tmp_path / name)))
+    leftover = tmp_path / os.path.basename(tmp)  # a killed write of `other` left its temp file
+    leftover.write_bytes(b'torn')
+    with atomic_write(tmp_path / name) as f:
+        f.write('x')
+    assert leftover.exists()  # another target's temp is not this write's to remove
+    with atomic_write(tmp_path / other) as f:
+        f.write('x')
+    assert sorted(os.listdir(tmp_path)) == sorted([name, other])
+    with atomic_folder(tmp_path / ('d' * 255)) as staging:  # a folder's staging and set-aside names too
+        (staging / 'f').write_text('1')
+    with atomic_folder(tmp_path / ('d' * 255), overwrite=True) as staging:
+        (staging / 'f').write_text('2')
+    assert (tmp_path / ('d' * 255) / 'f').read_text() == '2' and len(os.listdir(tmp_path)) == 3
+
+
+def test_not_folder_reason_names_what_the_path_is(tmp_path):
+    from timm_cra.utils.io import not_folder_reason
+    os.mkfifo(tmp_path / 'pipe')
+    (tmp_path / 'file').write_text('x')
+    os.symlink(tmp_path / 'gone', tmp_path / 'dangling')
+    assert not_folder_reason(tmp_path) is None
+    assert [not_folder_reason(tmp_path / n) for n in ('pipe', 'file', 'dangling', 'missing')] == [
+        'is a FIFO, not a folder', 'is a regular file, not a folder', 'is a dangling symlink, not a folder',
+        'does not exist']

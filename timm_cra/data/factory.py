@@ -10,7 +10,7 @@ from torch.utils.data import default_collate
 
 from .cifar import find_cifar_pickle_dir, load_cifar_pickle
 from .errors import DataError
-from .folders import ImageFolderDataset, find_split_dir
+from .folders import ImageFolderDataset, check_data_folder, find_split_dir
 from .hf import HFImageDataset
 from .in_memory import TensorImageDataset, decode_to_memory
 
@@ -27,8 +27,7 @@ def detect_source(root: str) -> str:
     """Guess the source kind of a local ``--data-dir``."""
     if os.path.isfile(root):
         return 'hfds'
-    if not os.path.isdir(root):
-        raise DataError(f"Dataset folder '{root}' does not exist. Pass an existing folder with --data-dir.")
+    check_data_folder(root)  # says what it is instead: nothing, a FIFO, a device
     if find_cifar_pickle_dir(root):
         return 'torch/cifar'
     if any(os.path.exists(os.path.join(root, f)) for f in ('dataset_dict.json', 'state.json')):

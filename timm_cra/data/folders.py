@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from .errors import DataError, split_hint
 from ..utils.errors import printable
+from ..utils.io import not_folder_reason
 from .images import UnreadableImage, check_in_chans, decode_image
 
 __all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'is_wnid', 'imagenet_class_to_idx', 'find_split_dir']
@@ -42,13 +43,19 @@ def imagenet_class_to_idx() -> dict:
     return {wnid: i for i, wnid in enumerate(ImageNetInfo().label_names())}
 
 
+def check_data_folder(root: str, what: str = 'Dataset folder') -> None:
+    """Raise :class:`DataError` unless ``root`` is a folder, saying what it is instead (a FIFO, a file, nothing)."""
+    reason = not_folder_reason(root)
+    if reason:
+        raise DataError(f"{what} '{root}' {reason}. Pass an existing folder with --data-dir.")
+
+
 def find_split_dir(root: str, split: Optional[str], split_flag: str = '') -> str:
     """``root/<split>`` (accepting val/validation aliases), or ``root`` itself when it holds classes.
 
     ``split_flag`` names the caller's option in the error (``--split`` for validate, ``--val-split``, ...).
     """
-    if not os.path.isdir(root):
-        raise DataError(f"Dataset folder '{root}' does not exist. Pass an existing folder with --data-dir.")
+    check_data_folder(root)
     if split:
         for name in _SPLIT_ALIASES.get(split, (split,)):
             path = os.path.join(root, name)
@@ -147,8 +154,7 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root: str, label_mode: str = 'auto', transform: Optional[Callable] = None,
                  class_names: Optional[Sequence[str]] = None, in_chans: int = 3):
         self.in_chans = check_in_chans(in_chans)
-        if not os.path.isdir(root):
-            raise DataError(f"Image folder '{root}' does not exist. Pass an existing folder with --data-dir.")
+        check_data_folder(root, 'Image folder')
         classes = _subdirs(root)
         if not classes:
             raise DataError(

@@ -16,7 +16,7 @@ from timm.utils import ParseKwargs
 from ..data import (check_labels, check_num_classes, create_dataset, map_classes_by_name, model_in_chans,
                     resolve_model_data_config, skip_collate)
 from ..utils.amp import amp_dtype_for
-from ..utils.cli import check_model_name, default_workers, input_files
+from ..utils.cli import check_model_name, check_positive, default_workers, input_files
 from ..utils.errors import TimmCraError, UsageError
 from ..utils.io import atomic_write, check_output_file, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
@@ -145,6 +145,26 @@ def check_result_paths(json_path: str = '', csv_path: str = '', inputs: Sequence
         check_output_file(json_path, '--results-file', inputs)
     if csv_path:
         check_output_file(csv_path, '--results-csv', list(inputs) + ([json_path] if json_path else []))
+        read_results_csv(csv_path)  # a CSV rows cannot be appended to is refused now, not after the work
+
+
+def read_results_csv(csv_path: str) -> str:
+    """The text of an existing ``--results-csv`` ('' if there is none), refused in one line unless it is UTF-8 with
+    the header of :data:`RESULT_FIELDS` (rows appended under another header would sit in the wrong columns)."""
+    if not os.path.exists(csv_path):
+        return ''
+    with open_regular_file(csv_path, '--results-csv') as f:
+        raw = f.read()
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError:
+        raise UsageError(f"--results-csv {csv_path} is not UTF-8 text (not a results CSV): choose another file.") \
+            from None
+    header = next(csv.reader(text.splitlines()[:1]), [])
+    if text and header != list(RESULT_FIELDS):
+        raise UsageError(f"--results-csv {csv_path} has another header ({','.join(header)[:80]}) than validate's "
+                         f"({','.join(RESULT_FIELDS)}): choose another file, or one with that header.")
+    return text
 
 
 def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = '') -> None:
@@ -156,10 +176,7 @@ def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = 
         # concurrent appends (several validations into one CSV) take turns: none reads a file another replaces.
         check_output_file(csv_path, '--results-csv')
         with locked_folder(os.path.dirname(os.path.abspath(csv_path))):
-            old = ''
-            if os.path.exists(csv_path):
-                with open_regular_file(csv_path, '--results-csv') as f:
-                    old = f.read().decode('utf-8')
+            old = read_results_csv(csv_path)
             with atomic_write(csv_path, newline='') as f:
                 f.write(old)
                 if old and not old.endswith('\n'):
@@ -172,6 +189,7 @@ def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = create_parser().parse_args(argv)
+    check_positive(args, 'batch_size')
     check_model_name(args.model)
     check_result_paths(args.results_file, args.results_csv, input_files(args.model, args.checkpoint))
     results = validate(args)

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 from timm.utils import ParseKwargs
 
 from ..utils.cli import check_model_name, input_files
-from ..utils.errors import TimmCraError, UsageError
+from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.io import check_output_file
 from ..utils.weights import load_model_weights
 from .onnx import OnnxMismatchError, export_onnx, require_onnx
@@ -68,10 +68,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         result = export_onnx(model, args.output, input_size=args.input_size, img_size=args.img_size, opset=args.opset,
                              dynamo=args.dynamo, verify_atol=None if args.no_verify else args.atol)
     except OnnxMismatchError as e:
-        print(f'error: {e}', file=sys.stderr)
+        print(f'error: {printable(e)}', file=sys.stderr)
         sys.exit(1)
     c, h, w = result['input_size']
     checked = ', '.join(f'batch {b}: {d:.2g}' for b, d in result['max_abs_diff'].items())
-    print(f"wrote {args.output}: input (batch, {c}, {h}, {w}), dynamic batch"
+    print(f"wrote {printable(args.output)}: input (batch, {c}, {h}, {w}), dynamic batch"
           + (f"; onnxruntime vs PyTorch max abs diff {checked}" if checked else ''))
     return result

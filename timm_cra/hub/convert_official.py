@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 
-from ..utils.errors import UsageError, run_cli
+from ..utils.errors import UsageError, printable, run_cli
 from ..utils.weights import PickledNamespace, load_checkpoint_file
 
 __all__ = ['RecorderMeter', 'load_official_checkpoint', 'convert_official_state_dict', 'convert_official',
@@ -137,7 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         out = convert_official(args.checkpoint, args.out, results=results, overwrite=args.overwrite)
     except (FileExistsError, ValueError) as e:
         raise UsageError(str(e).replace('timm_cra: ', '')) from e
-    print(f'Wrote {out}; load it with timm.create_model("local-dir:{out}", pretrained=True)')
+    print(f'Wrote {printable(out)}; load it with timm.create_model("local-dir:{printable(out)}", pretrained=True)')
     return out
 
 

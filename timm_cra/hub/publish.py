@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..models._builder import hub_id
-from ..utils.errors import TimmCraError, UsageError, run_cli
+from ..utils.errors import TimmCraError, UsageError, printable, run_cli
 from ..utils.io import check_regular_file, open_regular_file
 from ..utils.weights import check_file, load_state_checked, read_weights
 from .card import load_eval_results
@@ -384,7 +384,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         num_classes=args.num_classes, use_ema=not args.no_ema, overwrite=args.overwrite,
         model_kwargs=args.model_kwargs, repo_id=repo_id,
         label_names=read_label_names(args.label_names) if args.label_names else None)
-    print(f'Wrote {folder} (load it with timm.create_model("local-dir:{folder}", pretrained=True))')
+    shown = printable(folder)  # a name holding a newline cannot forge an output line
+    print(f'Wrote {shown} (load it with timm.create_model("local-dir:{shown}", pretrained=True))')
     if args.push:
         print(f'Pushed: {push_repo_folder(folder, repo_id, private=args.private)}')
     else:

@@ -68,6 +68,10 @@ def check_label_names(label_names: Optional[Sequence[str]], num_classes: int) ->
     problem = label_count_problem(names, num_classes)  # the check every config.json read goes through
     if problem:
         raise ValueError(f'timm_cra: {problem}: give exactly one name per class, in class-index order.')
+    unprintable = [n for n in names if not n.isprintable()]
+    if unprintable:  # a newline or escape code in a class name would forge lines of the card, logs and clients
+        raise ValueError(f'timm_cra: label name {unprintable[0]!r} holds a control character (newline, tab, escape): '
+                         f'rename that class (--label-names) to printable text.')
     return names
 
 

@@ -41,10 +41,12 @@ import fcntl
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import secrets
 import shutil
+import socket
 import stat
 import sys
 import tempfile
@@ -57,6 +59,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ..utils.errors import printable
 from ..utils.io import atomic_write
 
 __all__ = ['HubFolderServer', 'repo_commit_hash', 'served_revision', 'safe_parts', 'main', 'WRITE_TOKEN_ENV']
@@ -1386,19 +1389,31 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help='ask clients for LFS uploads from this size on (only for clients without hf_xet or '
                              'with HF_HUB_DISABLE_XET=1); default: every file is sent inside the commit')
     args = parser.parse_args(argv)
+
+    def refuse(message: str) -> None:  # what run_cli prints for a UsageError: one line, exit 2
+        parser.exit(2, f'error: {printable(message)}\n')
+
     for root in args.root:
         if not Path(root).is_dir():
             parser.error(f'--root {root!r} is not a folder')
-    if args.timeout <= 0:
-        parser.error('--timeout must be positive')
+    if not (args.timeout > 0 and math.isfinite(args.timeout)):  # inf: a server whose every request times out
+        refuse(f'--timeout must be a positive, finite number of seconds, not {args.timeout}')
+    if not 0 <= args.port <= 65535:
+        refuse(f'--port must be 0 to 65535 (0 picks a free port), not {args.port}')
     token = args.write_token or os.environ.get(WRITE_TOKEN_ENV)
     if args.allow_write and not token:
         parser.error(f'--allow-write needs a token: pass --write-token TOKEN or set {WRITE_TOKEN_ENV}')
     if args.write_token and not args.allow_write:
         parser.error('--write-token is given but writes are off: add --allow-write')
-    server = HubFolderServer(args.root, host=args.host, port=args.port, verbose=not args.quiet,
-                             write_token=token if args.allow_write else None, lfs_threshold=args.lfs_threshold,
-                             request_timeout=args.timeout)
+    try:
+        server = HubFolderServer(args.root, host=args.host, port=args.port, verbose=not args.quiet,
+                                 write_token=token if args.allow_write else None, lfs_threshold=args.lfs_threshold,
+                                 request_timeout=args.timeout)
+    except OSError as e:  # port in use or reserved, host not an address of this machine
+        if not (isinstance(e, socket.gaierror) or e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)):
+            raise
+        refuse(f'cannot listen on {args.host}:{args.port} ({e.strerror or e}): pass another --port (0 picks a '
+               f'free one) or --host')
     mode = f'read-write into {server.roots[0]}' if server.writable else 'read-only'
     print(f'Serving {", ".join(map(str, server.roots))} ({mode}) at {server.endpoint}  '
           f'(use: HF_ENDPOINT={server.endpoint})', flush=True)

@@ -9,13 +9,15 @@ ends in an ``AttributeError`` / ``TypeError`` deep inside timm): :func:`check_mo
 against the types of timm's ``PretrainedCfg`` and by building the architecture with its ``model_args`` on the
 meta device.
 """
+import contextlib
 import dataclasses
 import difflib
 import json
 import os
+import re
 import typing
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from timm.models import PretrainedCfg
 
@@ -203,6 +205,21 @@ def check_model_name(name: str) -> None:
         raise UnknownModelError(name, close_model_names(name))
 
 
+@contextlib.contextmanager
+def _unknown_kwarg_errors(model_name: str, kwargs: Dict[str, Any]) -> Iterator[None]:
+    """A keyword argument of the caller's that the model's constructor does not take (``--model-kwargs bogus=1``)
+    as one line naming it; other TypeErrors are bugs and pass unchanged."""
+    from ..utils.errors import UsageError
+    try:
+        yield
+    except TypeError as e:
+        m = re.search(r"unexpected keyword argument '([^']*)'", str(e))
+        if m is None or m.group(1) not in kwargs:
+            raise
+        raise UsageError(f"timm_cra: {model_name} takes no argument '{m.group(1)}' (--model-kwargs, create_model "
+                         f"keywords): remove it or use one its constructor takes.") from None
+
+
 def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: bool = False, **kwargs: Any):
     """Same arguments and result as ``timm.create_model``; failures are one clear error naming the fix.
 
@@ -212,11 +229,12 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
         UnknownModelError: no such architecture (with the closest registered names).
         PretrainedWeightsError: weights or an ``hf-hub:`` / ``local-dir:`` config could not be fetched, read or
             loaded, or the config is invalid (:func:`check_model_config`).
+        UsageError: a keyword argument the architecture does not take.
     """
     import timm
 
     source, _, location = model_name.partition(':') if ':' in model_name else ('', '', model_name)
-    with allow_nonfinite_weights(allow_nonfinite):
+    with allow_nonfinite_weights(allow_nonfinite), _unknown_kwarg_errors(model_name, kwargs):
         if source == 'local-dir':
             if not os.path.lexists(Path(location) / 'config.json'):
                 raise PretrainedWeightsError(

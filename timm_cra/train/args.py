@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 from timm.utils import ParseKwargs
 
-from ..utils.cli import check_model_name, default_workers
+from ..utils.cli import check_model_name, check_positive, default_workers
 from ..utils.errors import UsageError
 from ..utils.io import check_regular_file, open_regular_file
 
@@ -42,7 +42,57 @@ def load_config(path_or_name: str) -> Dict[str, Any]:
             raise UsageError(f"Config '{path}' is not valid YAML: {e}") from e
     if not isinstance(cfg, dict):
         raise UsageError(f"Config '{path}' must be a mapping of argument names to values.")
+    names = [k for k in cfg if not isinstance(k, str)]
+    if names:
+        raise UsageError(f"Config '{path}' has a key that is not a name ({names[0]!r}): keys are argument names "
+                         f"such as lr or batch_size.")
     return {k.replace('-', '_'): v for k, v in cfg.items()}
+
+
+_KINDS = {int: 'an integer', float: 'a number', None: 'a string'}
+
+
+def _config_value(action: argparse.Action, value: Any) -> Any:
+    """``value`` from a config file as the flag of ``action`` would have parsed it; ValueError (naming what it must
+    be) when it is not of the flag's type. argparse applies ``type`` only to string defaults, so without this a
+    list for ``lr`` or a string for ``epochs`` reaches the trainer."""
+    if value is None and action.default is None:
+        return None
+    if action.nargs == 0:  # store_true, --x / --no-x
+        if not isinstance(value, bool):
+            raise ValueError('true or false')
+        return value
+    if isinstance(action, ParseKwargs):
+        if not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+            raise ValueError('a mapping of keyword names to values')
+        return value
+    kind = action.type if action.type in _KINDS else None
+
+    def scalar(v):
+        if isinstance(v, str) and kind is not None:
+            return kind(v)  # YAML reads 1e-3 as a string; the flag takes it, and so does its config
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)) or (kind is int and not isinstance(v, int)):
+            raise ValueError(_KINDS[kind])
+        v = v if kind is not None else str(v)  # a number for a string flag (--experiment 2024) as typed
+        if action.choices is not None and v not in action.choices:
+            raise ValueError(v)
+        return v
+
+    if action.nargs is None:
+        try:
+            return scalar(value)
+        except ValueError:
+            raise ValueError(f"one of {', '.join(map(str, action.choices))}" if action.choices
+                             else _KINDS[kind]) from None
+    n = action.nargs if isinstance(action.nargs, int) else None
+    what = f"a list of {n or ('one or more' if action.nargs == '+' else 'any number of')} " \
+           f"{_KINDS[kind].split(' ', 1)[1]}s"
+    if not isinstance(value, (list, tuple)) or len(value) != (n or len(value)) or (action.nargs == '+' and not value):
+        raise ValueError(what)
+    try:
+        return [scalar(v) for v in value]
+    except ValueError:
+        raise ValueError(what) from None
 
 
 def _float_list(s: str) -> Tuple[float, ...]:
@@ -191,6 +241,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise UsageError(f"Config '{pre.config}' has unknown keys: {', '.join(unknown)}.")
+        actions = {a.dest: a for a in parser._actions}
+        for key, value in cfg.items():
+            try:
+                cfg[key] = _config_value(actions[key], value)
+            except ValueError as e:
+                raise UsageError(f"Config '{pre.config}': {key} must be {e}, not {value!r:.60}; fix it in the "
+                                 f"file.") from None
         if isinstance(cfg.get('workers'), int):  # a recipe's worker count, capped to the CPUs available here
             cfg['workers'] = min(cfg['workers'], default_workers(cfg['workers']))
         parser.set_defaults(**cfg)
@@ -199,5 +256,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     bad = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         raise UsageError(f"Non-finite values: {', '.join(bad)}; every numeric setting must be a finite number.")
+    check_positive(args, 'batch_size', 'validation_batch_size')
     check_model_name(args.model)
     return args

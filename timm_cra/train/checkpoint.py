@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from ..utils.errors import UsageError, run_cli
+from ..utils.errors import UsageError, printable, run_cli
 from ..utils.io import atomic_write, temp_pattern
 from ..utils.io import remove_stale_temp_files as remove_stale_files
 from ..utils.weights import checkpoint_digests, load_checkpoint_file
@@ -186,7 +186,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     up.add_argument('dst')
     args = parser.parse_args(argv)
     ckpt = upgrade_checkpoint(args.src, args.dst)
-    print(f"Wrote {args.dst} (checkpoint version {ckpt['version']}, epoch {ckpt.get('epoch')}).")
+    print(f"Wrote {printable(args.dst)} (checkpoint version {ckpt['version']}, epoch {ckpt.get('epoch')}).")
 
 
 if __name__ == '__main__':

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from ..utils.errors import printable
 from ..utils.io import OutputPathError, atomic_path, atomic_write
 from ..utils.strict_json import dumps
 from ..utils.weights import tensor_digest
@@ -84,5 +85,5 @@ def finish_run(args, dinfo: DistInfo, net: nn.Module, model_ema, history: List[D
         f.write(dumps(summary, indent=2))  # strict JSON: a diverged run's NaN loss is null with a note
     if history and not args.no_plot:
         plot_metrics(history, os.path.join(output_dir, 'summary.png'))
-    _logger.info(f'Done: {len(history)} epochs, {num_updates} optimizer steps. Exported to {output_dir}')
+    _logger.info(f'Done: {len(history)} epochs, {num_updates} optimizer steps. Exported to {printable(output_dir)}')
     return summary

@@ -7,7 +7,7 @@ from typing import List
 import torch.nn as nn
 
 from ..data import model_in_chans
-from ..utils.errors import TimmCraError, UsageError
+from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.weights import load_state_checked, read_weights
 
 __all__ = ['create_train_model']
@@ -110,4 +110,5 @@ def _load_initial_checkpoint(model: nn.Module, path: str, head: List[str], reset
     load_state_checked(model, state, path, hint='check --model and --model-kwargs', allow_nonfinite=allow_nonfinite)
     if reset_head:
         model.reset_classifier(model.num_classes)
-    _logger.info(f"Weights: '{path}'" + (f"; head re-initialised: {', '.join(dropped or head)}" if reset_head else ''))
+    _logger.info(f"Weights: '{printable(path)}'"
+                 + (f"; head re-initialised: {', '.join(dropped or head)}" if reset_head else ''))

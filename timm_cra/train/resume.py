@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 from timm.utils import random_seed
 
-from ..utils.errors import UsageError
+from ..utils.errors import UsageError, printable
 from ..utils.weights import load_checkpoint_file, load_state_checked
 from .checkpoint import set_rng_state
 from .distributed import DistInfo
@@ -79,7 +79,7 @@ def load_training_state(path: str, model, optimizer, model_ema=None, loss_scaler
         loss_scaler.load_state_dict(ckpt['loss_scaler'])
     state = ResumeState(epoch=ckpt['epoch'], num_updates=ckpt['num_updates'], history=list(ckpt['history']),
                         scheduler=ckpt.get('scheduler'), rng=ckpt['rng'])
-    _logger.info(f"Resumed '{path}': {state.epoch} epochs / {state.num_updates} optimizer steps done")
+    _logger.info(f"Resumed '{printable(path)}': {state.epoch} epochs / {state.num_updates} optimizer steps done")
     return state
 
 

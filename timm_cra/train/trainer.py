@@ -26,7 +26,7 @@ from timm.utils import ModelEmaV3, distribute_bn, random_seed
 
 from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_data_config
 from ..eval.evaluate import evaluate
-from ..utils.errors import UsageError
+from ..utils.errors import UsageError, printable
 from ..utils.io import OutputPathError, atomic_write, check_output_folder
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
@@ -88,6 +88,9 @@ def _check_output_dir(output_dir: str, args) -> None:
         raise UsageError(f"'{output_dir}' already holds another run ({', '.join(earlier[:3])}) than the one of "
                          f"--resume {args.resume}: resume into the checkpoint's own folder (drop --experiment), "
                          f"choose another --experiment, or pass --overwrite to replace that run.")
+    if 'last.pth' not in earlier:  # it stopped before its first checkpoint (a full disk): nothing to resume
+        raise UsageError(f"'{output_dir}' holds an earlier run that wrote no checkpoint ({', '.join(earlier[:3])}): "
+                         f"pass --overwrite to start it again, or choose another --experiment.")
     raise UsageError(f"'{output_dir}' already holds a run ({', '.join(earlier[:3])}): pass --resume "
                      f"{os.path.join(output_dir, 'last.pth')} to continue it, --overwrite to replace it, or choose "
                      f"another --experiment.")
@@ -184,7 +187,7 @@ def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
     args_dict = vars(args).copy()
     if dinfo.is_primary:
         _prepare_output(output_dir, args_dict)
-        _logger.info(f'Output: {output_dir}  ({updates_per_epoch} steps/epoch, {num_epochs} epochs)')
+        _logger.info(f'Output: {printable(output_dir)}  ({updates_per_epoch} steps/epoch, {num_epochs} epochs)')
     resume_rng(resumed, dinfo, args.seed)  # last: a resumed run continues the checkpointed random stream
 
     for epoch in range(resumed.epoch, num_epochs):

@@ -4,7 +4,7 @@ from typing import List
 
 from .errors import UsageError
 
-__all__ = ['default_workers', 'check_model_name', 'input_files']
+__all__ = ['default_workers', 'check_model_name', 'input_files', 'check_positive']
 
 
 def default_workers(cap: int = 4) -> int:
@@ -33,3 +33,12 @@ def input_files(model_name: str, checkpoint: str = '') -> List[str]:
         folder = model_name[len('local-dir:'):]
         files += [os.path.join(folder, name) for name in ('config.json', 'model.safetensors', 'pytorch_model.bin')]
     return files
+
+
+def check_positive(args, *names: str) -> None:
+    """Refuse a zero or negative count among the ``names`` of ``args`` (``batch_size``; None means unset): torch's
+    loader would fail later with a traceback, or never yield a batch."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, not {value}.")

@@ -36,10 +36,12 @@ except ImportError:  # not POSIX: no writer locks, stale temp files are removed 
     fcntl = None
 
 __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
-           'file_kind', 'not_regular_reason', 'check_regular_file', 'open_regular_file', 'OutputPathError',
-           'check_output_file', 'check_output_folder', 'locked_folder', 'file_digest']
+           'file_kind', 'not_regular_reason', 'not_folder_reason', 'check_regular_file', 'open_regular_file',
+           'OutputPathError', 'check_output_file', 'check_output_folder', 'locked_folder', 'file_digest']
 
 _TMP_SUFFIX = '.tmp'
+#: Bytes in one file name (ext4, xfs, btrfs, tmpfs: 255), and in the random part of a temp name.
+_NAME_MAX, _RANDOM_LEN = 255, 8
 
 
 def file_kind(mode: int) -> str:
@@ -65,6 +67,19 @@ def not_regular_reason(path: Union[str, os.PathLike]) -> Optional[str]:
     except OSError as e:  # symlink loop, permission denied on a parent, name too long
         return f'cannot be read ({e.strerror})'
     return None if stat.S_ISREG(mode) else f'is {file_kind(mode)}, not a file'
+
+
+def not_folder_reason(path: Union[str, os.PathLike]) -> Optional[str]:
+    """Why ``path`` is not a folder (``'is a FIFO, not a folder'``, ``'does not exist'``), or None when it is one;
+    :func:`not_regular_reason` for folders (``stat`` only, symlinks followed)."""
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return 'is a dangling symlink, not a folder' if os.path.islink(path) else 'does not exist'
+    except OSError as e:  # symlink loop, permission denied on a parent, a file on the way
+        return f'cannot be read ({e.strerror})'
+    return None if stat.S_ISDIR(mode) else f'is {file_kind(mode)}, not a folder'
 
 
 def check_regular_file(path: Union[str, os.PathLike], what: str = 'file') -> None:
@@ -206,6 +221,19 @@ def _place_errno(e: BaseException) -> Optional[int]:
 
 
 @contextlib.contextmanager
+def _place_errors(path: str, what: str) -> Iterator[None]:
+    """A writer's errors that are the place's fault (:data:`_WRITE_ERRNOS`: a full disk) as one line like the rest;
+    any other error passes unchanged."""
+    try:
+        yield
+    except Exception as e:
+        code = None if isinstance(e, OutputPathError) else _place_errno(e)
+        if code is None:
+            raise
+        raise _write_failed(path, what, os.strerror(code)) from e
+
+
+@contextlib.contextmanager
 def _output_errors(path: str, what: str = 'output') -> Iterator[None]:
     """OSErrors of creating, syncing or renaming an output (not of the caller's work) as one-line errors."""
     try:
@@ -274,16 +302,28 @@ def _writer_alive(path: str) -> bool:
         os.close(fd)
 
 
+def _temp_prefix(name: str, suffix: str = _TMP_SUFFIX) -> str:
+    """``.<name>.``, the start of the temp names of a write to ``name``; when ``<prefix><random><suffix>`` would
+    pass the file-name limit (a 255-byte output name), ``name`` is cut and a digest of the whole name appended, so
+    the prefix stays that target's own."""
+    raw = name.encode('utf-8', 'surrogateescape')
+    if len(raw) + 2 + _RANDOM_LEN + len(suffix.encode()) <= _NAME_MAX:
+        return f'.{name}.'
+    digest = hashlib.sha256(raw).hexdigest()[:8]
+    keep = _NAME_MAX - _RANDOM_LEN - len(suffix.encode()) - len(digest) - 3  # '.', '~', '.'
+    return f".{raw[:keep].decode('utf-8', 'ignore')}~{digest}."
+
+
 def temp_pattern(path: str, prefix: Optional[str] = None, suffix: str = _TMP_SUFFIX) -> str:
     """Glob (relative to the folder) of the temp names :func:`atomic_path` uses for ``path``."""
-    prefix = f'.{os.path.basename(path)}.' if prefix is None else prefix
+    prefix = _temp_prefix(os.path.basename(path), suffix) if prefix is None else prefix
     return glob.escape(prefix) + '*' + glob.escape(suffix)
 
 
 def _create_temp(folder: str, prefix: str, suffix: str) -> str:
     """A new empty file (``O_EXCL``), mode 0o666 minus the umask, i.e. what ``open(path, 'w')`` gives."""
     for _ in range(100):
-        tmp = os.path.join(folder, f'{prefix}{secrets.token_hex(4)}{suffix}')
+        tmp = os.path.join(folder, f'{prefix}{secrets.token_hex(_RANDOM_LEN // 2)}{suffix}')
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
@@ -309,17 +349,12 @@ def atomic_path(path: str, *, prefix: Optional[str] = None, suffix: str = _TMP_S
         os.makedirs(folder, exist_ok=True)
         if prefix is None:  # our own names: what killed writes of this file left goes first
             remove_stale_temp_files(folder, [temp_pattern(path, suffix=suffix)])
-        tmp = _create_temp(folder, f'.{os.path.basename(path)}.' if prefix is None else prefix, suffix)
+        tmp = _create_temp(folder, _temp_prefix(os.path.basename(path), suffix) if prefix is None else prefix, suffix)
         lock = _lock_writer(tmp)
     mode = _umask_mode(tmp) if perms is None else perms
     try:
-        try:
+        with _place_errors(path, 'output'):  # the caller's writes
             yield tmp
-        except Exception as e:  # the caller's writes: a full disk is the place's fault, one line like the rest
-            code = None if isinstance(e, OutputPathError) else _place_errno(e)
-            if code is None:
-                raise
-            raise _write_failed(path, 'output', os.strerror(code)) from e
         with _output_errors(path):
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -392,10 +427,11 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterato
         remove_stale_temp_files(str(out_dir.parent), [temp_pattern(out_dir.name),
                                                       temp_pattern(out_dir.name, suffix='.old')])
         # Hidden sibling: same filesystem (rename is atomic), invisible to the Hub server and to timm.
-        tmp = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix=_TMP_SUFFIX, dir=out_dir.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out_dir.name), suffix=_TMP_SUFFIX, dir=out_dir.parent))
         lock = _lock_writer(str(tmp))
     try:
-        yield tmp
+        with _place_errors(str(out_dir), 'output folder'):  # the caller's writes into the staging folder
+            yield tmp
         with _output_errors(str(out_dir), 'output folder'):
             file_mode = _open_mode(str(tmp))
             dir_mode = file_mode | ((file_mode & 0o444) >> 2)  # x wherever r: 0o644 -> 0o755
@@ -403,7 +439,8 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterato
                 if not f.is_symlink():
                     f.chmod(dir_mode if f.is_dir() else file_mode)
             if out_dir.exists():
-                old = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', suffix='.old', dir=out_dir.parent))
+                old = Path(tempfile.mkdtemp(prefix=_temp_prefix(out_dir.name, '.old'), suffix='.old',
+                                            dir=out_dir.parent))
                 old.rmdir()
                 out_dir.rename(old)
                 tmp.rename(out_dir)

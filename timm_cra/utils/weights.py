@@ -293,6 +293,8 @@ def nonfinite_tensors(state: Dict[str, torch.Tensor]) -> List[str]:
     out = []
     for key, t in state.items():
         if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and t.numel():
+            if t.is_floating_point() and t.element_size() == 1:  # float8: torch has no isfinite for it
+                t = t.float()  # exact: NaN / Inf stay what they are
             bad = int((~torch.isfinite(t)).sum())
             if bad:
                 out.append(f'{key} ({bad} NaN/Inf of {t.numel()})')
