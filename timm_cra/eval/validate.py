@@ -33,7 +33,8 @@ RESULT_FIELDS = ('model', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count',
 
 
 def create_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description='Validate an image classifier (timm / timm-cra)', allow_abbrev=False)
+    p = argparse.ArgumentParser(prog='timm-cra-validate', description='Validate an image classifier (timm / timm-cra)',
+                                allow_abbrev=False)
     add = p.add_argument
     add('--data-dir', metavar='DIR', help='dataset root (folder, parquet file/folder, save_to_disk folder)')
     add('--dataset', '-d', default='', help="'' (detect), imagenet, folder, torch/cifar10, hfds, hfds/<hub-name>")

@@ -6,7 +6,7 @@ the NCHW max-pool kernel, argmax offsets of 1-2 bytes saved for backward instead
 dot product for the pooled-map kernel, and channels_last detours for small NCHW maps.
 
 They were tuned on a 2-core x86 CPU with the benchmark's primitives and layers modes
-(``scripts/benchmark.py --primitives-only`` / ``--layers-only``); the measurements behind each choice are in
+(``tools/benchmark.py --primitives-only`` / ``--layers-only``); the measurements behind each choice are in
 ``results/benchmark-*-primitives*.md`` and ``results/benchmark-*-bs1-kernel.md``. :class:`~timm_cra.layers.CraAttn`
 calls them for eager CPU tensors only; graph capture and other devices use the reference ops.
 """

@@ -50,7 +50,8 @@ def _float_list(s: str) -> Tuple[float, ...]:
 
 
 def create_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description='Train a timm / timm-cra image classifier', allow_abbrev=False)
+    p = argparse.ArgumentParser(prog='timm-cra-train', description='Train a timm / timm-cra image classifier',
+                                allow_abbrev=False)
     add = p.add_argument
     add('-c', '--config', default='', metavar='FILE', help='YAML config file or bundled recipe name')
 
