@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Validate a timm / timm-cra classifier: thin CLI over ``timm_cra.eval.validate``.
+"""The README's main job, from a clone: ``timm-cra-validate`` (``python -m timm_cra.eval``) with this repository's
+files as the default arguments.
 
-With no arguments it runs the embedded default: the published CIFAR-10 CRA-ResNet-20 weights (from this
-repository's ``hub/`` folder) on the CIFAR-10 test split shipped in ``data/cifar10``: no network needed.
+With no arguments it validates the published CIFAR-10 CRA-ResNet-20 weights (this repository's ``hub/`` folder)
+on the CIFAR-10 test split shipped in ``data/cifar10``: no network needed. Arguments, if any, go to
+``timm-cra-validate`` unchanged (use that command itself).
 
     python scripts/validate.py
-    python scripts/validate.py --model cra_resnet50 --data-dir ../shared/data/imagenet_val_sample
 """
 import sys
 from pathlib import Path

@@ -1,5 +1,5 @@
 """Shared fixtures. ``hub``: a loopback Hugging Face Hub (timm_cra.hub.server) that huggingface_hub talks to;
-training / validation runs (a tiny CRA model, the scripts' CLI runner, a 2-epoch CIFAR slice run); the
+training / validation runs (a tiny CRA model, the CLI runner, a 2-epoch CIFAR slice run); the
 shared read-only data (``../shared/data``; ``TIMM_CRA_SHARED_DATA`` overrides it, tests needing it skip
 with the reason when absent) and tiny synthetic image sets.
 
@@ -189,13 +189,15 @@ def cli_env():
 
 
 @pytest.fixture(scope='session')
-def run_script(cli_env):
-    """``run_script('train.py', [...])`` -> CompletedProcess (text, both streams captured)."""
+def run_command(cli_env):
+    """``run_command('timm-cra-train', [...])`` -> CompletedProcess (text, both streams captured): the console
+    script's module run as ``python -m`` (``prefix``: e.g. torchrun instead of python), from this checkout."""
     import subprocess
     import sys
+    from timm_cra.cli import COMMANDS
 
-    def _run(script, argv, timeout=120, prefix=None):
-        cmd = (prefix or [sys.executable]) + [str(REPO_ROOT / 'scripts' / script)] + [str(a) for a in argv]
+    def _run(command, argv, timeout=120, prefix=None):
+        cmd = (prefix or [sys.executable]) + ['-m', COMMANDS[command]] + [str(a) for a in argv]
         return subprocess.run(cmd, env=cli_env, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=timeout)
     return _run
 

@@ -49,7 +49,9 @@ def test_relative_link_resolves(doc, target):
 
 
 def _commands():
-    """``(doc, cli, argv)`` for every documented command of this repository's CLIs."""
+    """``(doc, cli, argv)`` for every documented command of this repository's CLIs: console scripts (checked as
+    the module they run), ``python -m timm_cra...`` and ``scripts/`` / ``tools/`` files."""
+    from timm_cra.cli import COMMANDS
     for doc in DOCS:
         for lang, block in _FENCE_RE.findall(doc.read_text(encoding='utf-8')):
             if lang not in ('', 'bash', 'sh'):
@@ -61,6 +63,9 @@ def _commands():
                 except ValueError:
                     continue
                 for i, word in enumerate(words):
+                    if word in COMMANDS:
+                        yield doc, COMMANDS[word], words[i + 1:]
+                        break
                     if re.fullmatch(r'(scripts|tools)/\w+\.py', word):
                         yield doc, word, words[i + 1:]
                         break
@@ -160,11 +165,12 @@ def test_readme_train_and_validate_commands_run(shared_data, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', OMP_NUM_THREADS='1')
     short = {'train': ['--epochs', '1', '--train-num-samples', '64', '--val-num-samples', '32', '--batch-size',
                        '32', '--no-plot'], 'eval': ['--num-samples', '32']}
+    from timm_cra.cli import COMMANDS
     for command, extra in ((train, short['train']), (validate, short['eval'])):
         argv = _local(command, shared_data)
-        assert argv[:2] == ['python', '-m'], command
-        proc = subprocess.run([sys.executable, *argv[1:], *extra], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=300)
+        assert argv[0] in COMMANDS, command  # the console script, run here as `python -m` from this checkout
+        proc = subprocess.run([sys.executable, '-m', COMMANDS[argv[0]], *argv[1:], *extra], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, f'{command}\n{proc.stderr[-3000:]}'
     assert (tmp_path / 'output' / 'train' / 'r20' / 'model.safetensors').is_file()
     result = json.loads(proc.stdout[proc.stdout.index('{'):])

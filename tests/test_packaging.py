@@ -65,6 +65,27 @@ def test_wheel_holds_the_package_and_no_tooling(wheel):
     assert not any('campaign' in n or 'tables' in n for n in shipped)
 
 
+def test_wheel_console_scripts_and_read_only_mirror(wheel):
+    """Every command of timm_cra.cli.COMMANDS is a console script of the wheel, its module is in the wheel, and
+    the Hub server shipped is the read-only mirror (the write side is test infrastructure, in tests/hubserver)."""
+    import configparser
+    from timm_cra.cli import COMMANDS
+    (entry_points,) = [n for n in wheel.namelist() if n.endswith('.dist-info/entry_points.txt')]
+    parser = configparser.ConfigParser()
+    parser.read_string(wheel.read(entry_points).decode())
+    scripts = dict(parser['console_scripts'])
+    assert set(scripts) == set(COMMANDS)
+    names = set(wheel.namelist())
+    for script, target in scripts.items():
+        module, _, func = target.partition(':')
+        assert module == 'timm_cra.cli' and func == script[len('timm-cra-'):].replace('-', '_'), (script, target)
+        path = COMMANDS[script].replace('.', '/')
+        assert {f'{path}.py', f'{path}/__main__.py'} & names, f'{script}: python -m {COMMANDS[script]} is not shipped'
+    server = wheel.read('timm_cra/hub/server.py').decode()
+    assert '_WriteRoutes' not in server and 'allow-write' not in server and 'atomic_write' not in server
+    assert not any('write_server' in n or n.startswith('tests/') for n in names)
+
+
 def test_wheel_core_requirements(wheel):
     (metadata,) = [n for n in wheel.namelist() if n.endswith('.dist-info/METADATA')]
     requires = [ln for ln in wheel.read(metadata).decode().splitlines() if ln.startswith('Requires-Dist:')]
@@ -81,7 +102,8 @@ def test_wheel_core_requirements(wheel):
 #: subpackage -> the other subpackages its modules may import ('' = the top-level ``timm_cra``, which is
 #: layers + models and the error root). Tooling (tools/, scripts/) is never imported by the package.
 ALLOWED = {
-    '': {'layers', 'models', 'utils'},  # utils: the error root, timm_cra.TimmCraError
+    '': {'layers', 'models', 'utils'},  # utils: the error root (TimmCraError); utils.cli: whether this process is the torch-free Hub mirror
+    'cli': {'utils'},  # the console scripts import their CLI module only when run (importlib)
     'layers': set(),
     'models': {'layers', 'utils'},  # the safe readers (utils.weights, utils.io) and the error root
     'utils': set(),
@@ -200,7 +222,8 @@ def test_core_import_and_create_model_without_the_extra(core_env):
     assert line == f'timm_cra.train needs datasets, matplotlib, not installed: {TRAIN_INSTALL}'
 
 
-@pytest.mark.parametrize('cli', [['-m', 'timm_cra.eval', '--help'], ['scripts/train.py', '--help']])
+@pytest.mark.parametrize('cli', [['-m', 'timm_cra.eval', '--help'],
+                                 ['-c', 'from timm_cra.cli import train; train()', '--help']])  # timm-cra-train
 def test_clis_without_the_extra_name_the_install(core_env, cli):
     proc = _run(core_env, *cli)
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]

@@ -1,6 +1,7 @@
 """A user with only the wheel: build it, install it (not editable) into a fresh venv, and from a folder outside
 the repository, offline with an empty HF cache, get the published CIFAR weights and run the README's
-fine-tune command.
+fine-tune command with its console script, validate what it wrote, and serve a folder with the read-only Hub
+mirror (which imports no torch).
 
 The venv sees the test interpreter's third-party packages (torch, timm, datasets, ...) through a ``.pth``
 line: ``venv --system-site-packages`` would expose the base interpreter's packages, not this venv's. A
@@ -24,7 +25,7 @@ from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO_ROOT / 'hub' / 'timm-cra' / 'cra_cifar_resnet20.cifar10' / 'model.safetensors'
-README_FINETUNE = ('python -m timm_cra.train --config finetune --model cra_cifar_resnet20.cifar10 --in-chans 1 '
+README_FINETUNE = ('timm-cra-train --config finetune --model cra_cifar_resnet20.cifar10 --in-chans 1 '
                    '--data-dir DIR')
 
 
@@ -95,8 +96,8 @@ def test_wheel_user_runs_the_readme_finetune_command(wheel_venv):
                 (data / split / c).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8), mode='L').save(
                     data / split / c / f'{i}.png')
-    argv = README_FINETUNE.replace('DIR', str(data)).split()[1:]
-    proc = _run([python, *argv, '--epochs', '1', '--batch-size', '4', '--workers', '0', '--no-plot',
+    script, *argv = README_FINETUNE.replace('DIR', str(data)).split()
+    proc = _run([python.parent / script, *argv, '--epochs', '1', '--batch-size', '4', '--workers', '0', '--no-plot',
                  '--output', work / 'out', '--experiment', 'ft'], cwd=work, env=env)
     log = proc.stdout + proc.stderr
     assert 'loading the copy bundled with timm-cra' in log and 'Weights: pretrained cra_cifar_resnet20.cifar10' in log
@@ -104,3 +105,45 @@ def test_wheel_user_runs_the_readme_finetune_command(wheel_venv):
     assert results['final']['eval_top1'] is not None
     config = json.loads((work / 'out' / 'ft' / 'config.json').read_text())
     assert config['num_classes'] == 2 and config['pretrained_cfg']['input_size'] == [1, 32, 32]
+    # timm-cra-validate reads the run folder the training wrote (a Hub repo folder) and its val images
+    proc = _run([python.parent / 'timm-cra-validate', '--model', f"local-dir:{work / 'out' / 'ft'}", '--pretrained',
+                 '--data-dir', data, '--split', 'val', '--workers', '0', '--no-progress'], cwd=work, env=env)
+    result = json.loads(proc.stdout[proc.stdout.index('{'):])
+    assert result['count'] == 4 and result['top1'] is not None
+
+
+def test_wheel_console_scripts_answer_help(wheel_venv):
+    """Each console script of the wheel starts the wheel's CLI (its usage line names the script)."""
+    from timm_cra.cli import COMMANDS
+    python, env, work, _ = wheel_venv
+    for script in COMMANDS:
+        proc = _run([python.parent / script, '--help'], cwd=work, env=env)
+        assert proc.stdout.startswith(f'usage: {script} '), (script, proc.stdout[:200])
+
+
+def test_wheel_hub_mirror_serves_without_torch_and_ships_no_write_side(wheel_venv):
+    """``timm-cra-hub-mirror`` from the wheel serves a repo folder to huggingface_hub's client, importing neither
+    torch nor timm (``-X importtime`` lists every import); the wheel holds no upload side of the server."""
+    import urllib.request
+    python, env, work, own_site = wheel_venv
+    server = (own_site / 'timm_cra' / 'hub' / 'server.py').read_text()
+    assert '_WriteRoutes' not in server and '--allow-write' not in server
+    assert not list(own_site.glob('tests')) and not list(own_site.rglob('write_server.py'))
+    root = work / 'mirror'
+    shutil.copytree(PUBLISHED.parent, root / 'timm-cra' / PUBLISHED.parent.name)
+    proc = subprocess.Popen([python, '-X', 'importtime', python.parent / 'timm-cra-hub-mirror', '--root', root,
+                             '--port', '0', '--quiet'], cwd=work, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        endpoint = proc.stdout.readline().split('HF_ENDPOINT=')[1].rstrip(')\n')
+        url = f'{endpoint}/timm-cra/{PUBLISHED.parent.name}/resolve/main/model.safetensors'
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            served = resp.read()
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    assert served == PUBLISHED.read_bytes()
+    imported = {ln.rsplit('|', 1)[1].strip() for ln in stderr.splitlines() if ln.startswith('import time:')}
+    # the entry point imports the server with importlib (not logged); http.server is its import statement's
+    assert {'timm_cra', 'timm_cra.cli', 'http.server'} <= imported
+    assert not {m for m in imported if m.split('.')[0] in ('torch', 'timm')}

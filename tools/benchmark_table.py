@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Render the docs' speed and memory tables from benchmark JSONs written by scripts/benchmark.py.
+"""Render the docs' speed and memory tables from benchmark JSONs written by tools/benchmark.py.
 
   python tools/benchmark_table.py results/benchmark-2026-11-25-cpu2.json \
       results/benchmark-2026-11-25-cpu2-compile-fp32.json --update-docs
@@ -77,7 +77,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     missing = [str(r) for r in args.runs if not r.is_file()]
     if missing:
-        raise SystemExit(f'No such benchmark file: {", ".join(missing)} (run scripts/benchmark.py first).')
+        raise SystemExit(f'No such benchmark file: {", ".join(missing)} (run tools/benchmark.py first).')
     table = speed_tables([(r.name, *load_run(r)) for r in args.runs], block=args.block)
     print(table, end='')
     if args.update_docs:

@@ -104,7 +104,7 @@ def run_one(variant: str, seed: int, data_dir: str, output: str, results_dir: st
         best_top1=summary.get('best_top1'), params=cx['params'], macs=int(round(cx['gmacs'] * 1e9)),
         train_img_s_median=statistics.median(r['train_img_s'] for r in history),
         curve=[dict(epoch=int(r['epoch']), eval_top1=r['eval_top1'], train_loss=r['train_loss']) for r in history],
-        command='python scripts/train.py ' + ' '.join(shlex.quote(a) for a in argv),
+        command='timm-cra-train ' + ' '.join(shlex.quote(a) for a in argv),
         dataset='CIFAR-10 (JPEG re-encoded copy, 50k train / 10k test)',
         date=datetime.date.today().isoformat(),
         machine=f'{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}',

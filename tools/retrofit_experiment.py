@@ -90,7 +90,7 @@ def write_init_weights(b: float) -> Path:
 
 
 def _validate(model: str, checkpoint: Path, out_json: Path) -> dict:
-    argv = [sys.executable, str(ROOT / 'scripts' / 'validate.py'), '--model', model, '--checkpoint', str(checkpoint),
+    argv = [sys.executable, '-m', 'timm_cra.eval', '--model', model, '--checkpoint', str(checkpoint),
             '--data-dir', str(TEST_DIR), '--split', 'test', '--batch-size', '500', '--workers', '0',
             '--no-progress', '--results-file', str(out_json)]
     subprocess.run(argv, check=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -132,7 +132,7 @@ def run_finetune(arm: str, model: str, init: Path, seed: int) -> None:
                             '--output', str(OUTPUT), '--experiment', name, '--seed', str(seed)]
     last = OUTPUT / name / 'last.pth'
     resume = ['--resume', str(last)] if last.exists() else []
-    cmd = [sys.executable, str(ROOT / 'scripts' / 'train.py')] + argv + resume
+    cmd = [sys.executable, '-m', 'timm_cra.train'] + argv + resume
     subprocess.run(cmd, check=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     with open(OUTPUT / name / 'metrics.csv') as f:
         history = [{k: float(v) if v not in ('', None) else None for k, v in r.items()} for r in csv.DictReader(f)]
@@ -141,7 +141,7 @@ def run_finetune(arm: str, model: str, init: Path, seed: int) -> None:
         final_top1=history[-1]['eval_top1'], best_top1=max(r['eval_top1'] for r in history),
         curve=[dict(epoch=int(r['epoch']), eval_top1=r['eval_top1'], train_loss=r['train_loss']) for r in history],
         train_img_s_median=statistics.median(r['train_img_s'] for r in history),
-        command='python scripts/train.py ' + ' '.join(shlex.quote(a) for a in argv).replace(str(ROOT) + '/', ''),
+        command='timm-cra-train ' + ' '.join(shlex.quote(a) for a in argv).replace(str(ROOT) + '/', ''),
         dataset=DATASET, date=datetime.date.today().isoformat(), machine=_machine(),
     ))
 

@@ -80,9 +80,9 @@ def test_data_config_fits_the_model_channels():
     assert rgb['input_size'] == (3, 48, 48) and rgb['mean'] == pytest.approx(CIFAR_MEAN)
 
 
-def test_validate_cli_split_hint_names_its_own_flag(run_script, tmp_path):
+def test_validate_cli_split_hint_names_its_own_flag(run_command, tmp_path):
     root = _rgb_folder(tmp_path)
-    r = run_script('validate.py', ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir', root,
+    r = run_command('timm-cra-validate', ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir', root,
                                    '--dataset', 'folder', '--split', 'val', '--workers', '0'])
     assert r.returncode == 2
     assert "Split 'val' not found" in r.stderr and 'set --split to one of them' in r.stderr

@@ -118,15 +118,15 @@ def test_label_count_mismatch(cifar10_test, tiny_model_args):
         validate(_args(tiny_model_args + ['--data-dir', cifar10_test, '--split', 'test', '--num-samples', '8']))
 
 
-def test_validate_cli(run_script, cifar10_test, tiny_model_args, tmp_path):
+def test_validate_cli(run_command, cifar10_test, tiny_model_args, tmp_path):
     data = ['--data-dir', cifar10_test, '--split', 'test', '--num-samples', '20', '--num-classes', '10']
-    proc = run_script('validate.py', tiny_model_args + data + [
+    proc = run_command('timm-cra-validate', tiny_model_args + data + [
         '--batch-size', '10', '--workers', '0',
         '--results-file', tmp_path / 'r.json', '--results-csv', tmp_path / 'r.csv'])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / 'r.json').read_text())['count'] == 20
     assert 'Validate cra_resnet18' in proc.stderr  # progress bar
-    bad = run_script('validate.py', tiny_model_args + data + ['--checkpoint', tmp_path / 'nope.safetensors'])
+    bad = run_command('timm-cra-validate', tiny_model_args + data + ['--checkpoint', tmp_path / 'nope.safetensors'])
     assert bad.returncode == 2 and 'Traceback' not in bad.stderr and "error: Checkpoint" in bad.stderr
 
 

@@ -31,9 +31,9 @@ def test_weight_tags_cover_the_registry():
 def test_committed_hub_folder_has_no_drift(tmp_path):
     generate_hub(tmp_path, ROOT / 'results')
     fresh, committed = _files(tmp_path), _files(ROOT / 'hub')
-    assert sorted(fresh) == sorted(committed), 'run scripts/generate_hub.py and commit hub/'
+    assert sorted(fresh) == sorted(committed), 'run tools/generate_hub.py and commit hub/'
     for name in fresh:
-        assert fresh[name] == committed[name], f'{name} drifted: run scripts/generate_hub.py and commit hub/'
+        assert fresh[name] == committed[name], f'{name} drifted: run tools/generate_hub.py and commit hub/'
 
 
 def test_paper_card_and_config():

@@ -81,7 +81,7 @@ def test_push_without_token_fails_before_network(trained, tmp_path, monkeypatch)
     assert (tmp_path / 'r' / 'model.safetensors').is_file()  # the dry-run part still happened
 
 
-@pytest.mark.parametrize('cmd', [['-m', 'timm_cra.hub.publish'], [str(ROOT / 'scripts' / 'publish.py')]])
+@pytest.mark.parametrize('cmd', [['-m', 'timm_cra.hub.publish']])
 def test_cli_entry_points(tmp_path, cmd):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
     proc = subprocess.run([sys.executable, *cmd, '--help'], capture_output=True, text=True, timeout=60, env=env)
@@ -276,12 +276,12 @@ def test_push_twice_to_the_same_repo_makes_a_new_commit(trained, hub, tmp_path, 
     """publish --push to a repo that exists (a rerun, or after a push that created the repo and failed) against the
     loopback Hub: create_repo(exist_ok=True) reads the 409's url, the upload is a new commit served to clients."""
     from huggingface_hub import HfApi, hf_hub_download
-    from timm_cra.hub.server import HubFolderServer
+    from tests.hubserver.write_server import WritableHubServer
     ckpt, results, *_ = trained
     token = 'publish-push-token'
     root = tmp_path / 'hub-root'
     root.mkdir()
-    with HubFolderServer(root, write_token=token) as server:
+    with WritableHubServer(root, write_token=token) as server:
         hub.set_endpoint(server.endpoint)
         api = HfApi(endpoint=server.endpoint, token=token)
         api.create_repo('t-push/twice')  # what a push that failed after creating the repo leaves

@@ -11,7 +11,7 @@ import yaml
 
 import timm
 import timm_cra  # noqa: F401
-from timm_cra.hub.server import HubFolderServer
+from tests.hubserver.write_server import WritableHubServer
 
 from ..conftest import REPO_ROOT
 from ..hub.clients import pipeline_top1, run_card_code, timm_top1, transformers_model
@@ -67,7 +67,7 @@ def _shipped_images(n):
 def test_j1_train_validate_publish_load(trained, tmp_path, hub):
     run = trained
     summary = json.loads((run / 'results.json').read_text())
-    _run([REPO_ROOT / 'scripts' / 'validate.py', '--model', MODEL, '--checkpoint', run / 'last.pth',
+    _run(['-m', 'timm_cra.eval', '--model', MODEL, '--checkpoint', run / 'last.pth',
           '--data-dir', SHIPPED, '--split', 'test', '--num-samples', '32', '--batch-size', '32', '--workers', '0',
           '--no-progress', '--results-file', tmp_path / 'val.json'], tmp_path)
     val = json.loads((tmp_path / 'val.json').read_text())
@@ -114,7 +114,7 @@ def test_j1_push_and_hf_hub_load(trained, tmp_path):
     root, cache = tmp_path / 'hub-root', tmp_path / 'hf-cache'
     root.mkdir()
     repo_id = 'j1-org/cra-cifar-resnet20-j1'
-    with HubFolderServer([root], write_token='j1-secret') as server:
+    with WritableHubServer([root], write_token='j1-secret') as server:
         hub_env = dict(HF_ENDPOINT=server.endpoint, HF_TOKEN='j1-secret', HF_HUB_OFFLINE='0',
                        HF_HUB_CACHE=str(cache), NO_PROXY='127.0.0.1,localhost')
         _run(['-m', 'timm_cra.hub.publish', NAME, run / 'last.pth', '--results', run / 'results.json',

@@ -98,7 +98,7 @@ def test_j3_finetune_greyscale_from_hub_then_validate(grey_folders, hub_endpoint
                         '--checkpoint', run / 'last.pth'],
                        ['--model', f'local-dir:{run}', '--pretrained']):
         res_file = tmp_path / 'res.json'
-        val = _run(['scripts/validate.py', *model_args, '--data-dir', grey_folders, '--split', 'val',
+        val = _run(['-m', 'timm_cra.eval', *model_args, '--data-dir', grey_folders, '--split', 'val',
                     '--workers', '0', '--no-progress', '--results-file', res_file], cli_env)
         assert val.returncode == 0, val.stderr[-3000:]
         res = json.loads(res_file.read_text())
@@ -126,7 +126,7 @@ def test_j3_finetune_greyscale_from_hub_then_validate(grey_folders, hub_endpoint
     config = json.loads((repo / 'config.json').read_text())
     assert config['label_names'] == sorted(CLASSES) and config['model_args'] == {'in_chans': 1}
     assert config['pretrained_cfg']['mean'] == cfg['pretrained_cfg']['mean']
-    val = _run(['scripts/validate.py', '--model', f'local-dir:{repo}', '--pretrained', '--data-dir', grey_folders,
+    val = _run(['-m', 'timm_cra.eval', '--model', f'local-dir:{repo}', '--pretrained', '--data-dir', grey_folders,
                 '--split', 'val', '--workers', '0', '--no-progress'], cli_env)
     assert val.returncode == 0, val.stderr[-3000:]
     assert json.loads(val.stdout)['top1'] == pytest.approx(final['eval_top1'], abs=1e-3)

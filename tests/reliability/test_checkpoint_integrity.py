@@ -108,7 +108,7 @@ def test_file_size_limit_cli_reports_one_line(run_dir, tmp_path):
     before = (run / 'last.pth').read_bytes()
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / 'scripts' / 'train.py')] + TINY_TRAIN
+        [sys.executable, '-m', 'timm_cra.train'] + TINY_TRAIN
         + ['--epochs', '2', '--output', str(tmp_path), '--experiment', 'r', '--resume', str(run / 'last.pth')],
         env=env, capture_output=True, text=True, timeout=180, preexec_fn=_limit_file_size)
     assert proc.returncode == 2, proc.stderr[-2000:]

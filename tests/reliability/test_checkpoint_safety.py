@@ -43,9 +43,9 @@ def evil(tmp_path):
     return path, marker
 
 
-def _cli(args, tmp_path, module=None, script=None):
+def _cli(args, tmp_path, module):
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
-    cmd = [sys.executable] + (['-m', module] if module else [str(REPO_ROOT / 'scripts' / script)]) + [str(a) for a in args]
+    cmd = [sys.executable, '-m', module] + [str(a) for a in args]
     return subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=180)
 
 
@@ -55,14 +55,14 @@ def test_malicious_pickle_refused_by_every_cli(evil, tmp_path, how):
     out = tmp_path / 'out'
     if how == 'validate':
         proc = _cli(TINY_MODEL + ['--num-classes', '10', '--checkpoint', path, '--data-dir', SHIPPED, '--split', 'test',
-                                  '--num-samples', '8', '--workers', '0'], tmp_path, script='validate.py')
+                                  '--num-samples', '8', '--workers', '0'], tmp_path, module='timm_cra.eval')
     elif how in ('resume', 'initial'):
         flag = '--resume' if how == 'resume' else '--initial-checkpoint'
         proc = _cli(TINY_TRAIN + ['--epochs', '1', '--output', out, flag, path], tmp_path, module='timm_cra.train')
     elif how == 'publish':
         proc = _cli(['cra_resnet18.x', path, '--out', out], tmp_path, module='timm_cra.hub.publish')
     else:
-        proc = _cli([path, '--out', out], tmp_path, script='convert_official.py')
+        proc = _cli([path, '--out', out], tmp_path, module='timm_cra.hub.convert_official')
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
     assert len(errors) == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]

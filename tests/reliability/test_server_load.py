@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from timm_cra.hub.server import HubFolderServer, _HubRequestHandler
+from timm_cra.hub.server import HubFolderServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +86,7 @@ def test_threads_on_keepalive_connections_get_exact_bytes(files):
 
 
 # ---- (b) faults ------------------------------------------------------------------------------------------
-class _FaultyHandler(_HubRequestHandler):
+class _FaultyHandler(HubFolderServer.handler_class):
     """Consumes ``server.faults`` (a list of '500' / 'cut') on GETs of a file; logs (method, Range)."""
 
     def _route(self, head_only):

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.hubserver.write_server import WritableHubServer
 from timm_cra.hub.server import HubFolderServer, repo_commit_hash
 
 SECRET = b'TOP-SECRET-9f3c1e-not-for-clients'
@@ -54,7 +55,7 @@ def read_server(layout):
 
 @pytest.fixture(scope='module')
 def write_server(layout):
-    with HubFolderServer(layout[0], write_token=TOKEN) as server:
+    with WritableHubServer(layout[0], write_token=TOKEN) as server:
         yield server
 
 

@@ -14,7 +14,7 @@ from tools.doc_blocks import ROOT, doc_files
 def test_tables_from_a_benchmark_json(tmp_path):
     res = benchmark_models('cra_resnet18', variants=['base', 'cra', 'se'], batch_sizes=[1], modes=['train'],
                            settings=['eager'], img_size=32, rounds=2, warmup=1, train_batch_size=2, log=lambda _: None)
-    # the JSON as scripts/benchmark.py writes it
+    # the JSON as tools/benchmark.py writes it
     meta = dict(date='d', device='cpu', torch='t', rounds=2, bf16=False)
     path = tmp_path / 'run.json'
     path.write_text(json.dumps(dict(meta=meta, results=[dataclasses.asdict(r) for r in res])))

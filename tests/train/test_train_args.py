@@ -109,9 +109,9 @@ def test_model_typo_suggests_close_names(typo, suggestion):
     parse_args(['--model', 'local-dir:/nowhere'])  # sources timm resolves itself are not checked here
 
 
-@pytest.mark.parametrize('script', ['train.py', 'validate.py'])
-def test_model_typo_cli_one_line_exit_2(run_script, script, tmp_path):
-    r = run_script(script, ['--model', 'cra_resnet5O', '--data-dir', tmp_path])
+@pytest.mark.parametrize('script', ['timm-cra-train', 'timm-cra-validate'])
+def test_model_typo_cli_one_line_exit_2(run_command, script, tmp_path):
+    r = run_command(script, ['--model', 'cra_resnet5O', '--data-dir', tmp_path])
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         r.stderr.strip()] and r.stderr.startswith("error: Unknown --model 'cra_resnet5O'. Did you mean: cra_resnet50")

@@ -72,7 +72,7 @@ def test_progress_log_has_throughput_loss_lr(shipped_run_args, tmp_path, caplog)
 def _train_and_kill(argv, env, line_pattern: str, timeout: float = 180) -> str:
     """Start the training CLI, read its log until a line matches ``line_pattern`` (at most ``timeout`` s),
     then SIGKILL it: a crash from outside, at a point the log shows. Returns the log read so far."""
-    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / 'scripts' / 'train.py')] + [str(a) for a in argv],
+    proc = subprocess.Popen([sys.executable, '-m', 'timm_cra.train'] + [str(a) for a in argv],
                             env=env, cwd=str(REPO_ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     lines: 'queue.Queue[Optional[str]]' = queue.Queue()
@@ -116,14 +116,14 @@ def _needs_bf16():
 
 
 @pytest.fixture(scope='module', params=['fp32', pytest.param('bf16', marks=pytest.mark.slow)])
-def straight_run(request, shipped_run_args, run_script, tmp_path_factory):
+def straight_run(request, shipped_run_args, run_command, tmp_path_factory):
     """The uninterrupted run that every killed-and-resumed run must reproduce bit for bit (``.extra_args``:
     the mode's own trainer arguments, which the killed run uses too)."""
     extra = _FAST_CPU if request.param == 'bf16' else []
     if extra:
         _needs_bf16()
     out = tmp_path_factory.mktemp('straight')
-    proc = run_script('train.py', shipped_run_args + RESUME_RUN + extra + ['--output', out, '--experiment', 'b'])
+    proc = run_command('timm-cra-train', shipped_run_args + RESUME_RUN + extra + ['--output', out, '--experiment', 'b'])
     assert proc.returncode == 0, proc.stderr[-2000:]
     if extra:
         assert 'AMP: autocast torch.bfloat16 on cpu' in proc.stderr, proc.stderr[-2000:]
@@ -139,7 +139,7 @@ _TIMING = ('train_img_s', 'epoch_time')  # wall-clock columns: the only ones tha
     r'Train: 1 \[\s*2/6',  # mid-epoch: epoch 0 checkpointed, epoch 1 two steps in
     pytest.param(r'Eval: 1 ', marks=pytest.mark.slow),  # epoch 1 evaluated: around its metrics.csv / last.pth writes
 ])
-def test_kill_and_resume_is_bit_identical(shipped_run_args, straight_run, cli_env, run_script, tmp_path, kill_at):
+def test_kill_and_resume_is_bit_identical(shipped_run_args, straight_run, cli_env, run_command, tmp_path, kill_at):
     extra = json.loads((straight_run.parent / 'extra_args.json').read_text())
     argv = shipped_run_args + RESUME_RUN + extra + ['--output', tmp_path, '--experiment', 'a']
     _train_and_kill(argv, cli_env, kill_at)
@@ -148,7 +148,7 @@ def test_kill_and_resume_is_bit_identical(shipped_run_args, straight_run, cli_en
     assert ckpt['epoch'] in (1, 2) and ckpt['num_updates'] == 6 * ckpt['epoch']
     assert not (run / 'model.safetensors').exists() and not (run / 'results.json').exists()
 
-    resumed = run_script('train.py', argv + ['--resume', run / 'last.pth'])
+    resumed = run_command('timm-cra-train', argv + ['--resume', run / 'last.pth'])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"Resumed '{run / 'last.pth'}': {ckpt['epoch']} epochs" in resumed.stderr
     summary = json.loads((run / 'results.json').read_text())
@@ -175,11 +175,11 @@ def test_results_digest_is_the_checkpoint_digest(straight_run):
 
 
 @pytest.mark.timeout(300)
-def test_ddp_two_cpu_processes_stay_in_sync(shipped_run_args, run_script, tmp_path):
+def test_ddp_two_cpu_processes_stay_in_sync(shipped_run_args, run_command, tmp_path):
     import sys
-    proc = run_script(
-        'train.py', shipped_run_args + ['--epochs', '1', '--no-plot', '--output', str(tmp_path), '--experiment', 'ddp',
-                                      '--device', 'cpu'],
+    proc = run_command(
+        'timm-cra-train', shipped_run_args + ['--epochs', '1', '--no-plot', '--output', str(tmp_path), '--experiment',
+                                              'ddp', '--device', 'cpu'],
         prefix=[sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2'], timeout=240)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert 'DDP: 2 processes, backend gloo' in proc.stdout + proc.stderr
@@ -215,8 +215,8 @@ def test_batch_larger_than_data(shipped_run_args, tmp_path):
         train(shipped_run_args + ['--train-num-samples', '8', '--output', str(tmp_path)])
 
 
-def test_cli_errors_are_one_line(run_script, tmp_path, tiny_model_args):
-    proc = run_script('train.py', tiny_model_args + ['--data-dir', tmp_path / 'missing', '--output', tmp_path])
+def test_cli_errors_are_one_line(run_command, tmp_path, tiny_model_args):
+    proc = run_command('timm-cra-train', tiny_model_args + ['--data-dir', tmp_path / 'missing', '--output', tmp_path])
     assert proc.returncode == 2
     assert 'Traceback' not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith('error: Dataset folder')

@@ -103,7 +103,7 @@ def markdown_summary(results: Sequence[BenchResult], meta: Dict) -> str:
 
 
 def load_run(path: Path) -> Tuple[Dict, List[BenchResult]]:
-    """(meta, results) of a JSON written by ``scripts/benchmark.py``."""
+    """(meta, results) of a JSON written by ``tools/benchmark.py``."""
     data = json.loads(Path(path).read_text())
     fields = {f.name for f in dataclasses.fields(BenchResult)}
     return data['meta'], [BenchResult(**{k: v for k, v in r.items() if k in fields}) for r in data['results']]

@@ -1,4 +1,5 @@
-"""``python -m timm_cra.eval ...``: the validation CLI from a pip install (same as ``scripts/validate.py``)."""
+"""``python -m timm_cra.eval ...``: the validation CLI (the ``timm-cra-validate`` console script runs the same
+``main``)."""
 from ..utils.errors import run_cli
 from .validate import main
 

@@ -1,4 +1,4 @@
-"""The evaluation loop shared by the trainer and ``scripts/validate.py``: loss, top-1, top-5."""
+"""The evaluation loop shared by the trainer and ``timm-cra-validate``: loss, top-1, top-5."""
 from contextlib import nullcontext
 from typing import Dict, Optional
 

@@ -11,12 +11,11 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 from timm.data import create_loader
-from timm.utils import ParseKwargs
 
 from ..data import (check_labels, check_num_classes, create_dataset, map_classes_by_name, model_in_chans,
                     resolve_model_data_config, skip_collate)
 from ..utils.amp import amp_dtype_for
-from ..utils.cli import check_model_name, check_positive, default_workers, input_files
+from ..utils.cli import add_shared_args, check_model_name, check_positive, default_workers, input_files
 from ..utils.errors import TimmCraError, UsageError
 from ..utils.io import atomic_write, check_output_file, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
@@ -33,37 +32,17 @@ RESULT_FIELDS = ('model', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count',
 
 
 def create_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description='Validate an image classifier (timm / timm-cra)', allow_abbrev=False)
-    add = p.add_argument
-    add('--data-dir', metavar='DIR', help='dataset root (folder, parquet file/folder, save_to_disk folder)')
-    add('--dataset', '-d', default='', help="'' (detect), imagenet, folder, torch/cifar10, hfds, hfds/<hub-name>")
+    p = argparse.ArgumentParser(prog='timm-cra-validate', description='Validate an image classifier (timm / timm-cra)',
+                                allow_abbrev=False)
+    groups = add_shared_args(p, batch_size=256, model_aliases=('-m',))
+    add = groups['Dataset'].add_argument
     add('--split', default='validation', help="dataset split ('validation', 'val', 'test', ...)")
     add('--num-samples', type=int, default=None, help='evaluate only the first N examples')
-    add('--input-key', default=None)
-    add('--target-key', default=None)
-    add('--model', '-m', default='cra_resnet50', help='model name, or hf-hub:org/repo, or local-dir:PATH')
-    add('--pretrained', action=argparse.BooleanOptionalAction, default=False)
-    add('--in-chans', type=int, default=None, metavar='N',
-        help="input image channels (1: greyscale, 3: RGB; default: the model's); images are converted to it")
-    add('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V', help='extra create_model kwargs')
+    add = groups['Model'].add_argument
     add('--checkpoint', default='', metavar='PATH', help='model.safetensors, state dict, or trainer checkpoint')
     add('--use-ema', action='store_true', default=False, help='use the EMA weights of a trainer checkpoint')
-    add('--allow-nonfinite-weights', action='store_true', default=False,
-        help='load weights holding NaN / Inf (refused by default: a diverged run or a damaged file)')
-    add('--num-classes', type=int, default=None)
-    add('--img-size', type=int, default=None)
-    add('--input-size', type=int, nargs=3, default=None)
-    add('--crop-pct', type=float, default=None)
     add('--crop-mode', default=None)
-    add('--mean', type=float, nargs='+', default=None)
-    add('--std', type=float, nargs='+', default=None)
-    add('--interpolation', default='')
-    add('-b', '--batch-size', type=int, default=256)
-    add('-j', '--workers', type=int, default=default_workers(), help='default: 4, at most the CPUs available')
-    add('--channels-last', action='store_true', default=False)
-    add('--amp', action='store_true', default=False)
-    add('--amp-dtype', default='float16', choices=['float16', 'bfloat16'])
-    add('--device', default='')
+    add = p.add_argument
     add('--results-file', default='', help='write the result as JSON here')
     add('--results-csv', default='', help="append a row in timm's results CSV format here")
     add('--no-progress', action='store_true', default=False)

@@ -17,7 +17,7 @@ __all__ = ['create_parser', 'main']
 
 def create_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog='python -m timm_cra.export', allow_abbrev=False,
+        prog='timm-cra-export', allow_abbrev=False,
         description='Export a timm / timm-cra model to ONNX (dynamic batch, fixed input size), '
                     'verified in onnxruntime.')
     add = p.add_argument

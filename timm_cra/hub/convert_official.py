@@ -122,7 +122,7 @@ def convert_official(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
-    parser = argparse.ArgumentParser(prog='python -m timm_cra.hub.convert_official', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='timm-cra-convert', description=__doc__.splitlines()[0])
     parser.add_argument('checkpoint', help='official checkpoint file (torch pickle; read with weights_only=True)')
     parser.add_argument('--out', required=True, help='repo folder to write')
     parser.add_argument('--results', default=None,

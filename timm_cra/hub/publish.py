@@ -31,7 +31,7 @@ __all__ = ['load_checkpoint_state_dict', 'build_repo_folder', 'push_repo_folder'
            'trainer_results', 'model_kwargs_for', 'run_provenance', 'read_label_names', 'check_repo_name',
            'check_inputs', 'main']
 
-CLI = 'python -m timm_cra.hub.publish'
+CLI = 'timm-cra-publish'
 
 
 def load_checkpoint_state_dict(path: Union[str, Path], use_ema: bool = True) -> Dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ dot product for the pooled-map kernel, and channels_last detours for small NCHW 
 the conditions under which each runs, in ``POOL_IMPLEMENTATIONS`` / ``KERNEL_IMPLEMENTATIONS`` of that module.
 
 They were tuned on a 2-core x86 CPU with the benchmark's primitives and layers modes
-(``scripts/benchmark.py --primitives-only`` / ``--layers-only``); the measurements behind each choice are in
+(``tools/benchmark.py --primitives-only`` / ``--layers-only``); the measurements behind each choice are in
 ``results/benchmark-*-primitives*.md`` and ``results/benchmark-*-bs1-kernel.md``. They run for eager CPU tensors
 only; graph capture, tracing and other devices use the reference ops.
 """

@@ -233,7 +233,7 @@ def _local_copy_hint(name: str, cfg: PretrainedCfg) -> Optional[str]:
     folder = f'hub/{hub_id(name)}'
     return (f"The '{name}' repo may not be uploaded yet: the timm-cra source tree holds it in {folder}. From a "
             f"clone, load timm.create_model('local-dir:{folder}', pretrained=True), or serve it with "
-            f"`python -m timm_cra.hub.server --root hub` and point HF_ENDPOINT at that server.")
+            f"`timm-cra-hub-mirror --root hub` and point HF_ENDPOINT at that server.")
 
 
 def _name(variant: str, cfg: PretrainedCfg) -> str:

@@ -22,7 +22,7 @@ __all__ = ['PretrainedWeightsError', 'UnknownPretrainedTagError', 'explain_pretr
 _logger = logging.getLogger(__name__)
 
 _OFFLINE_FIX = (
-    "Connect to the Hub (or point HF_ENDPOINT at a mirror, e.g. `python -m timm_cra.hub.server --root hub`) and "
+    "Connect to the Hub (or point HF_ENDPOINT at a mirror, e.g. `timm-cra-hub-mirror --root hub`) and "
     "unset HF_HUB_OFFLINE for the first download, or load a local copy with "
     "pretrained_cfg_overlay=dict(file='path/to/model.safetensors').")
 

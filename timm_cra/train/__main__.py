@@ -1,4 +1,4 @@
-"""``python -m timm_cra.train ...``: the training CLI from a pip install (same as ``scripts/train.py``)."""
+"""``python -m timm_cra.train ...``: the training CLI (the ``timm-cra-train`` console script runs the same ``main``)."""
 from ..utils.errors import run_cli
 from .trainer import main
 

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 from timm.utils import ParseKwargs
 
-from ..utils.cli import check_model_name, check_positive, default_workers
+from ..utils.cli import add_shared_args, check_model_name, check_positive, default_workers
 from ..utils.errors import UsageError
 from ..utils.io import check_regular_file, open_regular_file
 
@@ -100,52 +100,29 @@ def _float_list(s: str) -> Tuple[float, ...]:
 
 
 def create_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description='Train a timm / timm-cra image classifier', allow_abbrev=False)
+    p = argparse.ArgumentParser(prog='timm-cra-train', description='Train a timm / timm-cra image classifier',
+                                allow_abbrev=False)
     add = p.add_argument
     add('-c', '--config', default='', metavar='FILE', help='YAML config file or bundled recipe name')
 
-    g = p.add_argument_group('Dataset')
-    g.add_argument('--data-dir', metavar='DIR', help='dataset root: folder, parquet file/folder, save_to_disk folder')
-    g.add_argument('--dataset', '-d', default='', metavar='NAME',
-                   help="'' (detect), imagenet, folder, torch/cifar10, torch/cifar100, hfds (local), hfds/<hub-name>")
+    groups = add_shared_args(p, batch_size=128)
+    g = groups['Dataset']
     g.add_argument('--train-split', default='train')
     g.add_argument('--val-split', default='validation', help="validation split ('' to skip evaluation)")
     g.add_argument('--train-num-samples', type=int, default=None, help='use only the first N training examples')
     g.add_argument('--val-num-samples', type=int, default=None, help='use only the first N validation examples')
-    g.add_argument('--input-key', default=None, help='image column of an HF dataset (default: detect)')
-    g.add_argument('--target-key', default=None, help='label column of an HF dataset (default: detect)')
     g.add_argument('--in-memory', action=argparse.BooleanOptionalAction, default=False,
                    help='decode all images once into a uint8 tensor; batched crop+flip augmentation (CIFAR-size)')
     g.add_argument('--crop-padding', type=int, default=4, help='zero padding of the in-memory random crop')
+    g.add_argument('-vb', '--validation-batch-size', type=int, default=None)
 
-    g = p.add_argument_group('Model')
-    g.add_argument('--model', default='cra_resnet50')
-    g.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=False,
-                   help='start from the registered / Hub weights (--no-pretrained: random init); '
-                        '--initial-checkpoint wins over it')
-    g.add_argument('--in-chans', type=int, default=None, metavar='N',
-                   help='input image channels (1: greyscale, 3: RGB); pretrained RGB weights are adapted '
-                        '(first conv summed over channels, as timm does). Default: the model\'s')
+    g = groups['Model']
     g.add_argument('--reset-head', action=argparse.BooleanOptionalAction, default=False,
                    help='re-initialise the classifier even when the class count matches the weights '
                         '(fine-tuning on new classes); --no-reset-head keeps a matching head')
-    g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
-                   help='extra create_model kwargs, e.g. layers="(1,1,1,1)"')
-    g.add_argument('--initial-checkpoint', default='', metavar='PATH', help='load weights (not state) before training')
+    g.add_argument('--initial-checkpoint', default='', metavar='PATH',
+                   help='load weights (not state) before training; wins over --pretrained')
     g.add_argument('--resume', default='', metavar='PATH', help='resume full training state from a checkpoint')
-    g.add_argument('--allow-nonfinite-weights', action='store_true', default=False,
-                   help='load weights holding NaN / Inf (--pretrained, --initial-checkpoint, --resume; refused by '
-                        'default: a diverged run or a damaged file)')
-    g.add_argument('--num-classes', type=int, default=None, help='default: the dataset\'s class count')
-    g.add_argument('--img-size', type=int, default=None)
-    g.add_argument('--input-size', type=int, nargs=3, default=None, metavar='N')
-    g.add_argument('--crop-pct', type=float, default=None)
-    g.add_argument('--mean', type=float, nargs='+', default=None)
-    g.add_argument('--std', type=float, nargs='+', default=None)
-    g.add_argument('--interpolation', default='', help='eval resize interpolation (default: model cfg)')
-    g.add_argument('-b', '--batch-size', type=int, default=128, help='per-process batch size')
-    g.add_argument('-vb', '--validation-batch-size', type=int, default=None)
-    g.add_argument('--channels-last', action='store_true', default=False)
     g.add_argument('--drop', type=float, default=0.0, help='dropout before the classifier')
     g.add_argument('--drop-path', type=float, default=None, help='stochastic depth rate')
 
@@ -209,12 +186,7 @@ def create_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('Misc')
     g.add_argument('--seed', type=int, default=42)
     g.add_argument('--log-interval', type=int, default=50)
-    g.add_argument('-j', '--workers', type=int, default=default_workers(),
-                   help='data-loader processes (default: 4, at most the CPUs available)')
     g.add_argument('--pin-mem', action='store_true', default=False)
-    g.add_argument('--amp', action='store_true', default=False)
-    g.add_argument('--amp-dtype', default='float16', choices=['float16', 'bfloat16'])
-    g.add_argument('--device', default='', help="'cpu', 'cuda', 'cuda:1' (default: cuda if available)")
     g.add_argument('--output', default='./output/train', metavar='DIR')
     g.add_argument('--experiment', default='', help='sub-folder of --output (default: <timestamp>-<model>)')
     g.add_argument('--overwrite', action='store_true', default=False,

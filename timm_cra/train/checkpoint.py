@@ -178,7 +178,7 @@ def upgrade_checkpoint(src: str, dst: str) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog='python -m timm_cra.train.checkpoint',
+    parser = argparse.ArgumentParser(prog='timm-cra-checkpoint',
                                      description='Trainer checkpoint tools.')
     sub = parser.add_subparsers(dest='cmd', required=True)
     up = sub.add_parser('upgrade', help='rewrite an older last.pth in the current format (with sha256 digests)')

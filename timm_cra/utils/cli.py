@@ -1,10 +1,32 @@
-"""Argument helpers shared by the train and validate CLIs."""
+"""Argument helpers shared by the CLIs: which command is starting, the train and validate flags."""
+import argparse
 import os
-from typing import List
+import sys
+from typing import Dict, List, Optional, Sequence
 
 from .errors import UsageError
 
-__all__ = ['default_workers', 'check_model_name', 'input_files', 'check_positive']
+__all__ = ['add_shared_args', 'default_workers', 'check_model_name', 'input_files', 'check_positive', 'starting_module',
+           'starting_light_command']
+
+#: commands that import neither torch nor timm (``python -m`` module, console script): in their process
+#: ``import timm_cra`` does not register the models
+LIGHT_COMMANDS = ('timm_cra.hub.server', 'timm-cra-hub-mirror')
+
+
+def starting_module() -> Optional[str]:
+    """The module ``python -m <module>`` is starting, while it imports the packages of its target (before the
+    target runs): runpy sets ``sys.argv[0]`` from ``'-m'`` to the file only once the target is found; else None."""
+    argv = getattr(sys, 'orig_argv', [])
+    if getattr(sys, 'argv', [])[:1] == ['-m'] and '-m' in argv[:-1]:
+        return argv[argv.index('-m') + 1]
+    return None
+
+
+def starting_light_command() -> bool:
+    """Whether this process was started as one of :data:`LIGHT_COMMANDS` (the read-only Hub mirror)."""
+    argv = getattr(sys, 'argv', None) or ['']
+    return starting_module() in LIGHT_COMMANDS or os.path.basename(argv[0]) in LIGHT_COMMANDS
 
 
 def default_workers(cap: int = 4) -> int:
@@ -42,3 +64,51 @@ def check_positive(args, *names: str) -> None:
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, not {value}.")
+
+
+def add_shared_args(parser: argparse.ArgumentParser, *, batch_size: int,
+                    model_aliases: Sequence[str] = ()) -> Dict[str, 'argparse._ArgumentGroup']:
+    """Add the flags the train and validate CLIs share (timm ``train.py`` / ``validate.py`` names) to ``parser``,
+    in three groups returned by title (``'Dataset'``, ``'Model'``, ``'Precision and device'``) for each CLI to
+    add its own flags to. What differs between the two is an argument: the ``--batch-size`` default and the
+    short aliases of ``--model`` (timm's ``validate.py`` has ``-m``)."""
+    from timm.utils import ParseKwargs  # timm imports torch: only when a parser is built
+
+    groups = {title: parser.add_argument_group(title) for title in ('Dataset', 'Model', 'Precision and device')}
+    g = groups['Dataset']
+    g.add_argument('--data-dir', metavar='DIR', help='dataset root: folder, parquet file/folder, save_to_disk folder')
+    g.add_argument('--dataset', '-d', default='', metavar='NAME',
+                   help="'' (detect), imagenet, folder, torch/cifar10, torch/cifar100, hfds (local), hfds/<hub-name>")
+    g.add_argument('--input-key', default=None, help='image column of an HF dataset (default: detect)')
+    g.add_argument('--target-key', default=None, help='label column of an HF dataset (default: detect)')
+    g.add_argument('-b', '--batch-size', type=int, default=batch_size, help='per-process batch size')
+    g.add_argument('-j', '--workers', type=int, default=default_workers(),
+                   help='data-loader processes (default: 4, at most the CPUs available)')
+
+    g = groups['Model']
+    g.add_argument('--model', *model_aliases, default='cra_resnet50',
+                   help='model name, or hf-hub:org/repo, or local-dir:PATH')
+    g.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=False,
+                   help='load the registered / Hub / local-dir: weights (--no-pretrained: random init)')
+    g.add_argument('--in-chans', type=int, default=None, metavar='N',
+                   help="input image channels (1: greyscale, 3: RGB; default: the model's): images are converted "
+                        "to it, pretrained RGB weights adapted (first conv summed over channels, as timm does)")
+    g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
+                   help='extra create_model kwargs, e.g. layers="(1,1,1,1)"')
+    g.add_argument('--allow-nonfinite-weights', action='store_true', default=False,
+                   help='load weights holding NaN / Inf (refused by default: a diverged run or a damaged file)')
+    g.add_argument('--num-classes', type=int, default=None,
+                   help="classifier outputs (train: default the dataset's class count)")
+    g.add_argument('--img-size', type=int, default=None)
+    g.add_argument('--input-size', type=int, nargs=3, default=None, metavar='N')
+    g.add_argument('--crop-pct', type=float, default=None)
+    g.add_argument('--mean', type=float, nargs='+', default=None)
+    g.add_argument('--std', type=float, nargs='+', default=None)
+    g.add_argument('--interpolation', default='', help='eval resize interpolation (default: the model cfg)')
+    g.add_argument('--channels-last', action='store_true', default=False)
+
+    g = groups['Precision and device']
+    g.add_argument('--amp', action='store_true', default=False, help='autocast to --amp-dtype (default: fp32)')
+    g.add_argument('--amp-dtype', default='float16', choices=['float16', 'bfloat16'])
+    g.add_argument('--device', default='', help="'cpu', 'cuda', 'cuda:1' (default: cuda if available)")
+    return groups

@@ -7,6 +7,7 @@ missing extra is one line naming the install command instead of an ImportError d
 import importlib.util
 import sys
 
+from .cli import starting_module
 from .errors import UsageError
 
 __all__ = ['TRAIN_EXTRA_MODULES', 'TRAIN_INSTALL', 'MissingExtraError', 'require_train_extra']
@@ -28,10 +29,8 @@ def _installed(module: str) -> bool:
 
 
 def _starting_module_cli() -> bool:
-    """True while ``python -m timm_cra...`` imports the packages of its target (before ``run_cli`` exists):
-    runpy sets ``sys.argv[0]`` from ``'-m'`` to the file only once the target is found."""
-    argv = getattr(sys, 'orig_argv', [])
-    return sys.argv[:1] == ['-m'] and '-m' in argv[:-1] and argv[argv.index('-m') + 1].startswith('timm_cra')
+    """True while ``python -m timm_cra...`` imports the packages of its target (before ``run_cli`` exists)."""
+    return (starting_module() or '').startswith('timm_cra')
 
 
 def require_train_extra(package: str) -> None:

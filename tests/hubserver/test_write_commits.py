@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.hubserver.write_server import WritableHubServer
 from timm_cra.hub.server import HubFolderServer, repo_commit_hash, served_revision
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +78,7 @@ def write_hub(hub, tmp_path, lfs_client):
     from huggingface_hub import HfApi
     root = tmp_path / 'root'
     root.mkdir()
-    with HubFolderServer(root, write_token=TOKEN, lfs_threshold=1000) as server:
+    with WritableHubServer(root, write_token=TOKEN, lfs_threshold=1000) as server:
         hub.set_endpoint(server.endpoint)
         server.root, server.api = root, HfApi(endpoint=server.endpoint, token=TOKEN)
         yield server
@@ -95,11 +96,12 @@ def _delete(path):
 
 @contextlib.contextmanager
 def _server_process(root: Path, env=None, preexec_fn=None, lfs_threshold=1000):
-    """``python -m timm_cra.hub.server --allow-write`` on ``root``; yields (process, endpoint); killed by PID."""
+    """``python -m tests.hubserver.write_server --allow-write`` on ``root``; yields (process, endpoint); killed by
+    PID."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TIMM_CRA_HUB_WRITE_TOKEN=TOKEN, **(env or {}))
     lfs = ['--lfs-threshold', str(lfs_threshold)] if lfs_threshold else []
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'timm_cra.hub.server', '--root', str(root), '--port', '0', '--quiet',
+        [sys.executable, '-m', 'tests.hubserver.write_server', '--root', str(root), '--port', '0', '--quiet',
          '--allow-write', *lfs],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
     watchdog = threading.Timer(120, proc.kill)  # a server that never prints its URL must not hang the test
@@ -212,7 +214,7 @@ def test_disk_full_mid_commit_leaves_previous_revision(hub, tmp_path, fault):
             if mount.returncode != 0:
                 pytest.skip(f'cannot mount a tmpfs here ({mount.stderr.decode().strip()}); rlimit-fsize covers this')
             stack.callback(subprocess.run, ['umount', str(root)], check=True)
-            server = stack.enter_context(HubFolderServer(root, write_token=TOKEN))
+            server = stack.enter_context(WritableHubServer(root, write_token=TOKEN))
             endpoint = server.endpoint
         else:
             endpoint = stack.enter_context(_server_process(root, preexec_fn=_limit_file_size, lfs_threshold=None))[1]
@@ -287,7 +289,7 @@ def test_kill_9_mid_commit_then_restart_serves_previous_revision(hub, tmp_path, 
     root, repo_id = tmp_path / 'root', 't-kill/repo'
     root.mkdir()
     repo_dir = root / 't-kill' / 'repo'
-    with HubFolderServer(root, write_token=TOKEN, lfs_threshold=1000) as server:
+    with WritableHubServer(root, write_token=TOKEN, lfs_threshold=1000) as server:
         hub.set_endpoint(server.endpoint)
         api = HfApi(endpoint=server.endpoint, token=TOKEN)
         api.create_repo(repo_id)
@@ -333,7 +335,7 @@ def test_kill_9_mid_commit_then_restart_serves_previous_revision(hub, tmp_path, 
         assert isinstance(outcome.get('r'), Exception)  # the client saw the commit fail
     assert list(root.rglob('.hub-tmp-*'))  # the kill did leave a half upload (and a staged revision)
     # Restart: leftovers are removed, main is the previous revision under its old commit hash.
-    with HubFolderServer(root, write_token=TOKEN, lfs_threshold=1000) as server:
+    with WritableHubServer(root, write_token=TOKEN, lfs_threshold=1000) as server:
         hub.set_endpoint(server.endpoint)
         api = HfApi(endpoint=server.endpoint, token=TOKEN)
         assert not list(root.rglob('.hub-tmp-*'))
@@ -398,7 +400,7 @@ def test_half_open_connections_are_closed_after_the_timeout(tmp_path):
     root = tmp_path / 'root'
     (root / 'o' / 'r').mkdir(parents=True)
     (root / 'o' / 'r' / 'a.txt').write_bytes(b'a')
-    with HubFolderServer(root, write_token=TOKEN, request_timeout=1.0) as server:
+    with WritableHubServer(root, write_token=TOKEN, request_timeout=1.0) as server:
         port = server.server_address[1]
         heads = socket.create_connection(('127.0.0.1', port))  # headers never finished
         heads.sendall(b'GET /o/r/resolve/main/a.txt HTTP/1.1\r\nHost: x\r\n')
@@ -418,7 +420,7 @@ def test_half_open_connections_are_closed_after_the_timeout(tmp_path):
 
 @pytest.mark.parametrize('length', ['-1', 'abc', '1e3', ' +5'])
 def test_invalid_content_length_is_a_400(tmp_path, length):
-    with HubFolderServer(tmp_path, write_token=TOKEN, request_timeout=30) as server:
+    with WritableHubServer(tmp_path, write_token=TOKEN, request_timeout=30) as server:
         resp, body = _request(server.endpoint, 'POST', '/api/repos/create', b'{}',
                               {'Authorization': f'Bearer {TOKEN}', 'Content-Length': length}, timeout=5)
         assert resp.status == 400 and b'Content-Length' in body
@@ -523,7 +525,7 @@ def test_store_links_out_of_the_root_are_never_followed(hub, tmp_path, single_tr
         os.symlink(victim / 'head', repo / '.hub-head')
     before_victim, before_root = _disk(victim), _disk(root)
     for write_token in (TOKEN, None):  # writable (start-up clean-up, commits), then a read-only mirror
-        with HubFolderServer(root, write_token=write_token) as server:
+        with WritableHubServer(root, write_token=write_token) as server:
             assert _disk(victim) == before_victim
             for url in ('/evil/repo/resolve/main/config.json', f'/evil/repo/resolve/{ZEROS}/config.json',
                         '/api/models/evil/repo', '/api/models/evil/repo/tree/main'):
@@ -556,7 +558,7 @@ def test_commits_never_write_through_a_store_link(hub, tmp_path, lfs_client, sin
         (victim / '.hub-tmp-not-ours').write_bytes(b'victim file')
         os.symlink(victim, root / '.hub-lfs')
     before_victim = _disk(victim)
-    with HubFolderServer(root, write_token=TOKEN, lfs_threshold=1000) as server:
+    with WritableHubServer(root, write_token=TOKEN, lfs_threshold=1000) as server:
         hub.set_endpoint(server.endpoint)
         api = HfApi(endpoint=server.endpoint, token=TOKEN)
         with pytest.raises(HfHubHTTPError) as e:  # 2 KB: an LFS upload from 1 KB on
@@ -587,7 +589,7 @@ def test_two_server_processes_on_one_root_lose_no_commit(hub, tmp_path, monkeypa
     root.mkdir()
     pause = {'TIMM_CRA_HUB_TEST_PAUSE_BEFORE_SWITCH': '0.3'}
     monkeypatch.setenv('TIMM_CRA_HUB_TEST_PAUSE_BEFORE_SWITCH', '0.3')
-    with _server_process(root, env=pause) as (_, endpoint_a), HubFolderServer(root, write_token=TOKEN) as server_b:
+    with _server_process(root, env=pause) as (_, endpoint_a), WritableHubServer(root, write_token=TOKEN) as server_b:
         endpoint_b = server_b.endpoint
         apis = [HfApi(endpoint=e, token=TOKEN) for e in (endpoint_a, endpoint_b)]
         apis[0].create_repo(repo_id)
@@ -618,11 +620,13 @@ def test_second_server_start_leaves_a_live_commit_alone(hub, tmp_path):
         results = {}
         thread = _commit_in_thread(api_a, repo_id, [_add('live.txt', b'live')], results, 'a')
         deadline = time.monotonic() + 30
-        while len(list(revisions.iterdir())) < 2 and time.monotonic() < deadline:
+        # staged = renamed from its .hub-tmp-* staging folder to its commit (then paused before the switch)
+        while len([p for p in revisions.iterdir() if not p.name.startswith('.hub-tmp-')]) < 2 \
+                and time.monotonic() < deadline:
             time.sleep(0.1)
         staged = sorted(p.name for p in revisions.iterdir())
         assert len(staged) == 2, staged  # the empty first commit and the staged one
-        with HubFolderServer(root, write_token=TOKEN) as server_b:  # its start-up clean-up has run
+        with WritableHubServer(root, write_token=TOKEN) as server_b:  # its start-up clean-up has run
             endpoint_b = server_b.endpoint
             assert sorted(p.name for p in revisions.iterdir()) == staged
             thread.join(timeout=60)
@@ -643,7 +647,7 @@ def test_write_to_a_read_only_root_is_a_403_naming_the_fix(hub, tmp_path):
     write_root.mkdir()
     (read_root / 't-ro' / 'repo').mkdir(parents=True)
     (read_root / 't-ro' / 'repo' / 'config.json').write_bytes(b'{}')
-    with HubFolderServer([write_root, read_root], write_token=TOKEN) as server:
+    with WritableHubServer([write_root, read_root], write_token=TOKEN) as server:
         hub.set_endpoint(server.endpoint)
         api = HfApi(endpoint=server.endpoint, token=TOKEN)
         assert api.list_repo_files('t-ro/repo') == ['config.json']

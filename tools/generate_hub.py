@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Regenerate hub/<org>/<repo>/{config.json,README.md} for every registered CRA weight tag.
 
-    python scripts/generate_hub.py            # from the repository root
+    python tools/generate_hub.py            # from the repository root
 """
 import sys
 from pathlib import Path

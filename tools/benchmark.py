@@ -4,25 +4,28 @@
 Interleaved rounds in one process, ratios to the base variant from the same run. Writes a JSON of every
 measurement and a markdown summary to --out (default results/benchmark-<date>-<device>).
 
-  python scripts/benchmark.py                       # cra_resnet50 + cra_mobilenetv2_100, eager + channels_last
-  python scripts/benchmark.py --settings eager compile --models cra_resnet50
-  python scripts/benchmark.py --layers-only
-  python scripts/benchmark.py --layers-only --primitives --variants cra cra_naive se
-  python scripts/benchmark.py --variants base cra cra_reference   # CraAttn with / without its fast paths
-  python scripts/benchmark.py --primitives-only --batch-sizes 1 32
+  python tools/benchmark.py                       # cra_resnet50 + cra_mobilenetv2_100, eager + channels_last
+  python tools/benchmark.py --settings eager compile --models cra_resnet50
+  python tools/benchmark.py --layers-only
+  python tools/benchmark.py --layers-only --primitives --variants cra cra_naive se
+  python tools/benchmark.py --variants base cra cra_reference   # CraAttn with / without its fast paths
+  python tools/benchmark.py --primitives-only --batch-sizes 1 32
 """
 import argparse
 import dataclasses
 import datetime
 import json
+import sys
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import timm_cra  # noqa: F401  (registers the models)
-from timm_cra.benchmark import (ATTENTION_VARIANTS, benchmark_layers, benchmark_models, benchmark_primitives,
-                                cpu_description)
-from timm_cra.benchmark.report import markdown_summary
+import torch  # noqa: E402
+
+import timm_cra  # noqa: E402,F401  (registers the models)
+from timm_cra.benchmark import (ATTENTION_VARIANTS, benchmark_layers, benchmark_models,  # noqa: E402
+                                benchmark_primitives, cpu_description)
+from timm_cra.benchmark.report import markdown_summary  # noqa: E402
 
 # ResNet-50 bottleneck outputs at 224, MobileNetV2-100 expanded maps, and sizes 7 does not divide.
 LAYER_SHAPES = [
