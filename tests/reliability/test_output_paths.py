@@ -264,3 +264,21 @@ def test_full_disk_before_the_first_checkpoint_does_not_advise_resume(small_disk
     assert last.startswith('error: Saving the checkpoint failed') and 'No space left on device' in last, last
     assert 'no earlier checkpoint exists' in last and '--resume' not in last and 'start the run again' in last
     assert not (disk / 'r' / 'last.pth').exists() and not list((disk / 'r').glob('.tmp-*'))
+
+
+def test_a_second_run_on_a_run_folder_in_use_is_refused_and_writes_nothing(class_folder, tmp_path, cli_env):
+    """Two trainers on one --output/--experiment: the second is refused at once (the run folder's lock is held by
+    the first for its whole run) instead of both passing the 'folder holds a run' check and one run being lost.
+    The lock is held here by this process, as a running trainer holds it; once released, the same command runs."""
+    from timm_cra.utils.io import locked_folder
+    run = tmp_path / 'o' / 'race'
+    argv = ['--model', 'cra_cifar_resnet20', '--epochs', '1', '--batch-size', '8', '--img-size', '32', '-j', '0',
+            '--data-dir', class_folder, '--dataset', 'folder', '--output', tmp_path / 'o', '--experiment', 'race']
+    with locked_folder(str(run)):
+        r = _cli('timm_cra.train', argv + ['--seed', '2'], cli_env, tmp_path)
+        assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
+        assert r.stderr.startswith(f'error: another process (pid {os.getpid()}) is writing {run}: '), r.stderr
+        assert '--experiment' in r.stderr and os.listdir(run) == []
+    r = _cli('timm_cra.train', argv + ['--seed', '1'], cli_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (run / 'last.pth').is_file() and (run / 'model.safetensors').is_file()

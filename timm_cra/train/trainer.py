@@ -13,6 +13,7 @@ Python entry point::
     summary = train(parse_args(['--config', 'cifar', '--model', 'cra_resnet18', '--data-dir', DIR]))
 """
 import argparse
+import contextlib
 import logging
 import os
 import time
@@ -27,7 +28,7 @@ from timm.utils import ModelEmaV3, distribute_bn, random_seed
 from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_data_config
 from ..eval.evaluate import evaluate
 from ..utils.errors import UsageError
-from ..utils.io import OutputPathError, atomic_write, check_output_folder
+from ..utils.io import OutputPathError, atomic_write, check_output_folder, locked_folder
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
 from .distributed import DistInfo, init_distributed
@@ -122,17 +123,38 @@ def train(args: Union[argparse.Namespace, Sequence[str]]) -> Dict[str, Any]:
     dinfo = init_distributed(args.device)
     _setup_logging(dinfo.is_primary)
     try:
-        return _train(args, dinfo)
+        output_dir = _output_dir(args)  # once: a timestamped name must not change between uses
+        with _held_run_folder(output_dir, dinfo.is_primary):
+            return _train(args, dinfo, output_dir)
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
+@contextlib.contextmanager
+def _held_run_folder(output_dir: str, primary: bool):
+    """Rank 0 (the only writer of the run folder) holds an exclusive lock on it for the whole run, taken before
+    :func:`_check_output_dir` looks at it: a second run started on the same folder is refused at once instead of
+    both passing the check and one silently overwriting the other. The kernel drops the lock with the process,
+    so a killed run resumes as before. A folder created here is removed again if the run fails before writing."""
+    if not primary:
+        yield
+        return
+    check_output_folder(output_dir, 'run folder (--output/--experiment)')  # a file, device, unwritable place
+    created = not os.path.isdir(output_dir)
+    with locked_folder(output_dir, wait=False, busy_hint='two runs in one folder overwrite each other; wait for '
+                                                         'that run to end, or choose another --experiment'):
+        try:
+            yield
+        except BaseException:
+            if created:
+                with contextlib.suppress(OSError):  # only an empty folder: what a run wrote stays
+                    os.rmdir(output_dir)
+            raise
+
+
+def _train(args, dinfo: DistInfo, output_dir: str) -> Dict[str, Any]:
     # Refused before any data is read: a folder holding another run, a --resume with changed settings.
-    output_dir = _output_dir(args)  # once: a timestamped name must not change between uses
-    if dinfo.is_primary:  # before any work: a file, device or unwritable place is refused
-        check_output_folder(output_dir, 'run folder (--output/--experiment)')
     _check_output_dir(output_dir, args)
     resume_ckpt = read_resume_checkpoint(args.resume, args) if args.resume else None
     # The set-up order is part of the random stream a resumed run must reproduce: keep it.
