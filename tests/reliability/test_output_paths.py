@@ -115,6 +115,16 @@ def test_train_output_that_is_a_file_or_under_one_is_refused(tmp_path, capsys):
     assert (tmp_path / 'file.txt').read_text() == 'x'
 
 
+def test_train_experiment_that_is_not_one_folder_name_is_refused(tmp_path, capsys):
+    """``--experiment ../../escaped`` or an absolute path wrote outside --output."""
+    base = ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'no-such-data', '--epochs', '1',
+            '--output', tmp_path / 'o' / 'runs']
+    for name in ('../../escaped', str(tmp_path / 'abs'), '..', 'a/b'):
+        assert f"--experiment {name!r} must be one folder name" in _refused(
+            train_main, base + ['--experiment', name], capsys)
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.fixture(scope='module')
 def weights(tmp_path_factory):
     import timm

@@ -58,7 +58,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def _output_dir(args) -> str:
     if args.experiment:
-        return os.path.join(args.output, args.experiment)
+        name = args.experiment
+        if name in ('.', '..') or os.sep in name or (os.altsep and os.altsep in name) or '\0' in name:
+            raise UsageError(f"--experiment {name!r} must be one folder name (no '/', not '.' or '..'): it names the "
+                             f"run's sub-folder of --output; pass the parent folder as --output.")
+        return os.path.join(args.output, name)
     if args.resume:  # continue in the folder of the checkpoint
         return os.path.dirname(os.path.abspath(args.resume))
     name = '-'.join([time.strftime('%Y%m%d-%H%M%S'), args.model.replace('/', '_').replace(':', '_')])
@@ -141,15 +145,18 @@ def _held_run_folder(output_dir: str, primary: bool):
         yield
         return
     check_output_folder(output_dir, 'run folder (--output/--experiment)')  # a file, device, unwritable place
-    created = not os.path.isdir(output_dir)
+    created, path = [], os.path.abspath(output_dir)  # the folders the lock creates, deepest first
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        created.append(path)
+        path = os.path.dirname(path)
     with locked_folder(output_dir, wait=False, busy_hint='two runs in one folder overwrite each other; wait for '
                                                          'that run to end, or choose another --experiment'):
         try:
             yield
         except BaseException:
-            if created:
-                with contextlib.suppress(OSError):  # only an empty folder: what a run wrote stays
-                    os.rmdir(output_dir)
+            with contextlib.suppress(OSError):  # only empty folders: what a run wrote stays
+                for folder in created:
+                    os.rmdir(folder)
             raise
 
 
