@@ -96,6 +96,29 @@ CONFIG_FAULTS = {
                                    "'label_descriptions' has no entry for 9 of the label names ('automobile'"),
     'label_descriptions_list': (lambda c: c.update(label_descriptions=['a plane']),
                                 "'label_descriptions' must be an object or null, not an array"),
+    # Preprocessing fields: timm uses them unchecked (NaN mean scored 50% with exit 0; others were tracebacks).
+    'mean_nan': (lambda c: c['pretrained_cfg'].update(mean=[float('nan')] * 3),
+                 "pretrained_cfg 'mean' [nan, nan, nan] must be finite numbers"),
+    'std_inf': (lambda c: c['pretrained_cfg'].update(std=[0.2, float('inf'), 0.2]),
+                "pretrained_cfg 'std' [0.2, inf, 0.2] must be finite numbers above 0"),
+    'std_zero': (lambda c: c['pretrained_cfg'].update(std=[0, 0, 0]),
+                 "pretrained_cfg 'std' [0, 0, 0] must be finite numbers above 0"),
+    'std_two_values': (lambda c: c['pretrained_cfg'].update(std=[0.2, 0.2]),
+                       "pretrained_cfg 'std' has 2 values: give one per input channel (3), or one"),
+    'interpolation_unknown': (lambda c: c['pretrained_cfg'].update(interpolation='lanczos9'),
+                              "pretrained_cfg 'interpolation' 'lanczos9' is not one timm knows (nearest, bilinear"),
+    'input_size_zero': (lambda c: c['pretrained_cfg'].update(input_size=[3, 0, 0]),
+                        "pretrained_cfg 'input_size' [3, 0, 0] must be positive integers"),
+    'input_size_negative': (lambda c: c['pretrained_cfg'].update(input_size=[3, -32, 32]),
+                            "pretrained_cfg 'input_size' [3, -32, 32] must be positive integers"),
+    'crop_pct_nan': (lambda c: c['pretrained_cfg'].update(crop_pct=float('nan')),
+                     "pretrained_cfg 'crop_pct' must be a number in (0, 2] (the crop's share of the resized image), "
+                     "not nan"),
+    'crop_pct_zero': (lambda c: c['pretrained_cfg'].update(crop_pct=0),  # was silently timm's default 0.875
+                      "pretrained_cfg 'crop_pct' must be a number in (0, 2] (the crop's share of the resized image), "
+                      "not 0"),
+    'crop_mode_unknown': (lambda c: c['pretrained_cfg'].update(crop_mode='middle'),
+                          "pretrained_cfg 'crop_mode' 'middle' is not one timm knows (center, squash, border)"),
 }
 
 
@@ -130,6 +153,23 @@ def test_config_json_faults_through_the_eval_and_train_clis(tmp_path):
     repo = _edit_config(_repo_copy(tmp_path, 'repo3'), lambda c: c.update(label_names=c['label_names'][:9]))
     code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
     assert code == 2 and "'label_names' has 9 label names for a 10-class head" in err
+
+
+def test_config_json_preprocessing_faults_through_the_eval_cli(tmp_path):
+    """What the eval CLI did with them: NaN mean -> top-1 50.0 and exit 0; std 0 -> ValueError traceback;
+    num_classes of 5001 digits -> int parsing traceback. Now one line naming config.json and the field."""
+    repo = _edit_config(_repo_copy(tmp_path), lambda c: c['pretrained_cfg'].update(mean=[float('nan')] * 3))
+    code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and "pretrained_cfg 'mean' [nan, nan, nan] must be finite numbers" in err and \
+        'Fix config.json' in err, err
+    repo = _edit_config(_repo_copy(tmp_path, 'repo2'), lambda c: c['pretrained_cfg'].update(std=[0, 0, 0]))
+    code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and "pretrained_cfg 'std' [0, 0, 0] must be finite numbers above 0" in err, err
+    repo = _repo_copy(tmp_path, 'repo3')
+    text = (repo / 'config.json').read_text()
+    (repo / 'config.json').write_text(text.replace('"num_classes": 10', '"num_classes": 1' + '0' * 5000, 1))
+    code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and 'config.json is not valid JSON (Exceeds the limit' in err and 'set_int_max' not in err, err
 
 
 def test_hf_hub_config_with_wrong_values(hub, tmp_path):

@@ -119,3 +119,44 @@ def test_file_size_limit_cli_reports_one_line(run_dir, tmp_path):
     assert (run / 'last.pth').read_bytes() == before
     assert load_checkpoint_file(str(run / 'last.pth'))['epoch'] == 1
     assert not list(run.glob('.tmp-*'))
+
+
+def _tampered(run_dir, tmp_path, **fields):
+    """The run's real last.pth with plain fields (outside its sha256 record) rewritten, as an editor would."""
+    tmp_path.mkdir(exist_ok=True)
+    run = _copy(run_dir, tmp_path)
+    ckpt = torch.load(run / 'last.pth', weights_only=True)
+    ckpt.update(fields)
+    torch.save(ckpt, run / 'last.pth')
+    return run / 'last.pth'
+
+
+@pytest.mark.parametrize('fields, expected', [
+    (dict(epoch=-3), "its 'epoch' (-3) and 'num_updates' (2) must be counts"),
+    (dict(epoch=10 ** 12), "its 'epoch' 1000000000000 does not match its history of 1 epochs"),
+    (dict(epoch=1.0), "its 'epoch' (1.0) and 'num_updates' (2) must be counts"),
+    (dict(num_updates=7), "its 'num_updates' 7 does not match its history's 2"),
+    (dict(history='x'), "its 'history' is not a list of per-epoch rows"),
+])
+def test_tampered_progress_counters_are_not_resumed(run_dir, tmp_path, fields, expected):
+    """epoch=-3 resumed with negative learning rates and exit 0; epoch=10**12 as a run of that many epochs."""
+    path = _tampered(run_dir, tmp_path, **fields)
+    with pytest.raises(UsageError) as e:
+        train(TINY_TRAIN + ['--epochs', '2', '--output', str(tmp_path), '--experiment', 'r', '--resume', str(path)])
+    assert expected in str(e.value) and 'edited or damaged' in str(e.value) and '\n' not in str(e.value)
+
+
+def test_tampered_epoch_through_the_cli_and_fewer_epochs_than_done(run_dir, tmp_path):
+    path = _tampered(run_dir, tmp_path, epoch=-3)
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+    proc = subprocess.run([sys.executable, '-m', 'timm_cra.train'] + TINY_TRAIN + [
+        '--epochs', '2', '--output', str(tmp_path), '--experiment', 'r', '--resume', str(path)],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: Cannot --resume '{path}': its 'epoch' (-3)")
+    assert not (path.parent / 'metrics.csv').exists()
+    ckpt = torch.load(path, weights_only=True)  # counters that agree: 2 epochs done, resumed with --epochs 1
+    history = [dict(ckpt['history'][0], epoch=i, optimizer_steps=2 * (i + 1)) for i in range(2)]
+    path = _tampered(run_dir, tmp_path / 'two', epoch=2, num_updates=4, history=history)
+    with pytest.raises(UsageError, match=r"with --epochs 1: it has already done 2 epochs. Pass --epochs 2 or more"):
+        train(TINY_TRAIN + ['--epochs', '1', '--output', str(tmp_path), '--resume', str(path)])

@@ -61,3 +61,65 @@ def test_validation_split_labels_checked_too(tmp_path):
     ds = create_dataset('', str(data), 'test')
     with pytest.raises(DataError, match='validation split has label -1 at example 1'):
         check_num_classes(ds, 3, 'validation split')
+
+
+def test_repeated_class_names_from_the_data_are_refused(tmp_path, cli_env):
+    """CIFAR meta with 10 x 'cat' trained and published label_names of 10 x cat; 'café' as NFC and NFD folders
+    gave two classes that look the same. Refused as publish --label-names refuses repeats (one check)."""
+    import pickle
+    import subprocess
+    import sys
+    import unicodedata
+    d = write_cifar10(tmp_path / 'cifar')
+    with open(d / 'batches.meta', 'wb') as f:
+        pickle.dump({b'label_names': [b'cat'] * 10, b'num_vis': 3072}, f)
+    with pytest.raises(DataError, match=r"give 'cat' more than once .*fix the label names in batches.meta"):
+        create_dataset('', str(tmp_path / 'cifar'), 'train')
+    folders = tmp_path / 'folders'
+    for split in ('train', 'val'):
+        for name in (unicodedata.normalize('NFC', 'café'), unicodedata.normalize('NFD', 'café'), 'tea'):
+            (folders / split / name).mkdir(parents=True)
+            (folders / split / name / '0.png').write_bytes(_png(len(name) * 20))
+    proc = subprocess.run([sys.executable, '-m', 'timm_cra.train', '--model', 'cra_cifar_resnet20', '--epochs', '1',
+                           '--batch-size', '2', '--img-size', '32', '-j', '0', '--data-dir', str(folders),
+                           '--dataset', 'folder', '--output', str(tmp_path / 'out')],
+                          env=cli_env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: The class names of ') and "give 'café' more than once" in last, last
+    assert 'rename or merge those class folders' in last and not (tmp_path / 'out').exists()
+
+
+def _parquet_labels(path, labels, dtype):
+    import datasets
+    feats = datasets.Features(image=datasets.Image(), label=datasets.Value(dtype))
+    ds = datasets.Dataset.from_dict({'image': [{'bytes': _png(10 * i), 'path': None} for i in range(len(labels))],
+                                     'label': list(labels)}, features=feats)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_parquet(str(path))
+
+
+@pytest.mark.parametrize('labels, dtype, expected', [
+    (['cat', 'dog', 'cat', 'dog'], 'string', r"has 'cat' at example 0: labels must be integer class indices \(class "
+                                             r"names need a ClassLabel feature\); pass the label column with "
+                                             r"--target-key, or cast it to a ClassLabel feature"),
+    ([0.0, 1.0, float('nan'), 1.0], 'float64', r"has nan at example 2: labels must be integer class indices;"),
+    ([0.0, 1.5, 0.0, 1.0], 'float64', r"has 1.5 at example 1: labels must be integer class indices;"),
+])
+def test_non_integer_parquet_labels_are_refused(tmp_path, labels, dtype, expected):
+    """Strings and NaN were tracebacks (int() / int64 conversion); 1.5 was silently class 1."""
+    _parquet_labels(tmp_path / 'data' / 'train-00000-of-00001.parquet', labels, dtype)
+    with pytest.raises(DataError, match=r"Label column 'label' of .* \[train\] " + expected):
+        _train(tmp_path, tmp_path / 'data', '--val-split', '')
+    assert not (tmp_path / 'out').exists()
+    _parquet_labels(tmp_path / 'whole' / 'train-00000-of-00001.parquet', [0.0, 1.0, 1.0, 0.0], 'float64')
+    assert create_dataset('', str(tmp_path / 'whole'), 'train').targets.tolist() == [0, 1, 1, 0]
+
+
+def test_fractional_cifar_labels_are_refused(tmp_path):
+    """CIFAR labels 0.7, 1.7 were silently truncated to classes 0 and 1."""
+    labels = [[0, 1, 2, 3]] * 5 + [[0.7, 1.7, 2, 3]]
+    write_cifar10(tmp_path / 'data', labels=labels)
+    with pytest.raises(DataError, match=r"test_batch' has an unexpected layout \(label 0.7 at example 0 is not a "
+                                        r"class index \(an integer\)\)"):
+        create_dataset('', str(tmp_path / 'data'), 'test')

@@ -115,6 +115,16 @@ def test_train_output_that_is_a_file_or_under_one_is_refused(tmp_path, capsys):
     assert (tmp_path / 'file.txt').read_text() == 'x'
 
 
+def test_train_experiment_that_is_not_one_folder_name_is_refused(tmp_path, capsys):
+    """``--experiment ../../escaped`` or an absolute path wrote outside --output."""
+    base = ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'no-such-data', '--epochs', '1',
+            '--output', tmp_path / 'o' / 'runs']
+    for name in ('../../escaped', str(tmp_path / 'abs'), '..', 'a/b'):
+        assert f"--experiment {name!r} must be one folder name" in _refused(
+            train_main, base + ['--experiment', name], capsys)
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.fixture(scope='module')
 def weights(tmp_path_factory):
     import timm
@@ -291,3 +301,21 @@ def test_a_255_byte_export_name_with_a_newline_is_written_and_shown_escaped(tmp_
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count('\n') == 1 and r.stdout.startswith(f'wrote {tmp_path}/a\\nbxxx'), r.stdout
     assert os.listdir(tmp_path) == [name] and (tmp_path / name).stat().st_size > 0
+
+
+def test_a_second_run_on_a_run_folder_in_use_is_refused_and_writes_nothing(class_folder, tmp_path, cli_env):
+    """Two trainers on one --output/--experiment: the second is refused at once (the run folder's lock is held by
+    the first for its whole run) instead of both passing the 'folder holds a run' check and one run being lost.
+    The lock is held here by this process, as a running trainer holds it; once released, the same command runs."""
+    from timm_cra.utils.io import locked_folder
+    run = tmp_path / 'o' / 'race'
+    argv = ['--model', 'cra_cifar_resnet20', '--epochs', '1', '--batch-size', '8', '--img-size', '32', '-j', '0',
+            '--data-dir', class_folder, '--dataset', 'folder', '--output', tmp_path / 'o', '--experiment', 'race']
+    with locked_folder(str(run)):
+        r = _cli('timm_cra.train', argv + ['--seed', '2'], cli_env, tmp_path)
+        assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
+        assert r.stderr.startswith(f'error: another process (pid {os.getpid()}) is writing {run}: '), r.stderr
+        assert '--experiment' in r.stderr and os.listdir(run) == []
+    r = _cli('timm_cra.train', argv + ['--seed', '1'], cli_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (run / 'last.pth').is_file() and (run / 'model.safetensors').is_file()

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..utils.io import open_regular_file
-from .errors import DataError
+from .errors import DataError, first_non_integer
 from .in_memory import TensorImageDataset
 
 __all__ = ['load_cifar_pickle', 'find_cifar_pickle_dir']
@@ -115,6 +115,9 @@ def load_cifar_pickle(root: str, split: str = 'train') -> TensorImageDataset:
             if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != 3072:
                 raise ValueError(f"'data' must be a uint8 (N, 3072) array, got {getattr(arr, 'dtype', type(arr))} "
                                  f"{getattr(arr, 'shape', '')}")
+            bad = first_non_integer(entry[layout['labels_key']])
+            if bad is not None:
+                raise ValueError(f"label {bad[1]!r:.40} at example {bad[0]} is not a class index (an integer)")
             batch_labels = [int(v) for v in entry[layout['labels_key']]]
             if len(batch_labels) != len(arr):
                 raise ValueError(f'{len(arr)} images but {len(batch_labels)} labels')

@@ -1,7 +1,11 @@
 """The error for datasets that cannot be used as given (a :class:`~timm_cra.utils.errors.UsageError`)."""
+import math
+import numbers
+from typing import Any, Iterable, Optional, Tuple
+
 from ..utils.errors import UsageError
 
-__all__ = ['DataError', 'split_hint']
+__all__ = ['DataError', 'split_hint', 'first_non_integer']
 
 
 class DataError(UsageError):
@@ -11,3 +15,15 @@ class DataError(UsageError):
 def split_hint(flag: str = '') -> str:
     """The fix for a missing split, naming the caller's flag (``--split``, ``--val-split``, ...) when known."""
     return f'set {flag} to one of them' if flag else 'choose one of them as the split'
+
+
+def first_non_integer(values: Iterable[Any]) -> Optional[Tuple[int, Any]]:
+    """``(index, value)`` of the first label that is not a whole number (a string, NaN, 0.7, a bool), or None:
+    ``int()`` would fail on a string or NaN and silently truncate 0.7 to class 0. Whole floats (``1.0``, what a
+    parquet float column holds) count as integers."""
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            return i, v
+        if not isinstance(v, numbers.Integral) and not (math.isfinite(v) and float(v).is_integer()):
+            return i, v
+    return None

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from ..utils.io import check_regular_file
 from ..utils.errors import printable
-from .errors import DataError, split_hint
+from .errors import DataError, first_non_integer, split_hint
 from .images import UnreadableImage, check_in_chans, decode_image
 
 __all__ = ['HFImageDataset', 'load_hf_split', 'detect_columns', 'IMAGE_KEYS', 'LABEL_KEYS']
@@ -142,8 +142,15 @@ class HFImageDataset(Dataset):
         self.ds = ds
         self.source, self.split = source, split
         self.transform = transform
-        self.targets = np.asarray(ds[self.label_key], dtype=np.int64)
         feat = ds.features[self.label_key]
+        labels = ds[self.label_key]
+        bad = first_non_integer(labels)
+        if bad is not None:  # int64 conversion would fail on strings / NaN and truncate 0.7 to class 0
+            names = ' (class names need a ClassLabel feature)' if isinstance(bad[1], str) else ''
+            raise DataError(f"Label column '{self.label_key}' of '{source}' [{split}] has {bad[1]!r:.40} at example "
+                            f"{bad[0]}: labels must be integer class indices{names}; pass the label column with "
+                            f"--target-key, or cast it to a ClassLabel feature.")
+        self.targets = np.asarray(labels, dtype=np.int64)
         if isinstance(feat, datasets.ClassLabel):
             self.class_names = list(feat.names)
         else:

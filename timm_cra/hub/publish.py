@@ -21,6 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..models._builder import hub_id
+from ..models._factory import repeated_names
+from ..models._weight_checks import _is_connect_error
 from ..utils.errors import TimmCraError, UsageError, printable, run_cli
 from ..utils.io import check_regular_file, open_regular_file
 from ..utils.weights import check_file, load_state_checked, read_weights
@@ -160,8 +162,8 @@ def read_label_names(value: str) -> List[str]:
     if not names or not all(names):
         raise UsageError(f"--label-names '{value:.200}' has an empty name: give a comma-separated list or a file "
                          f"with one name per line.")
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:  # transformers maps names to class ids: a repeated name loses a class
+    twice = repeated_names(names)
+    if twice:
         raise UsageError(f"--label-names gives {', '.join(map(repr, twice[:5]))} more than once: give each class its "
                          f"own name, in class-index order.")
     return names
@@ -323,6 +325,13 @@ def push_repo_folder(
     except HfHubHTTPError as e:
         raise UsageError(f"Pushing {folder} to {repo_id} at {constants.ENDPOINT} failed: "
                          f"{str(e).splitlines()[0]} (check the token's write access and the repo id).") from e
+    except Exception as e:  # noqa: BLE001  (the HTTP library's own error classes; only 'cannot connect' is ours)
+        if not _is_connect_error(e):
+            raise
+        raise UsageError(f"Pushing to {repo_id} failed: cannot connect to the Hub endpoint {constants.ENDPOINT} "
+                         f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); nothing was uploaded and "
+                         f"the repo folder {folder} is complete: check HF_ENDPOINT and the network, then rerun with "
+                         f"--overwrite --push.") from e
     return str(getattr(info, 'commit_url', info))
 
 

@@ -16,8 +16,9 @@ import json
 import os
 import re
 import typing
+import unicodedata
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from timm.models import PretrainedCfg
 
@@ -26,7 +27,7 @@ from ._load_errors import PretrainedWeightsError, explain_pretrained_errors
 from ._weight_checks import allow_nonfinite_weights, check_hub_reachable, split_revision
 
 __all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names', 'check_model_config',
-           'label_count_problem']
+           'label_count_problem', 'repeated_names']
 
 
 class UnknownModelError(UsageError, RuntimeError):
@@ -119,11 +120,61 @@ def label_count_problem(label_names: Any, num_classes: Any) -> Optional[str]:
     return None
 
 
+def repeated_names(names: Sequence[str]) -> List[str]:
+    """Class names given more than once, compared after Unicode NFC normalisation (``café`` typed two ways looks
+    the same): transformers maps names to class ids, so a repeated name loses a class. The one check of names
+    from data (:func:`timm_cra.data.create_dataset`) and of ``publish --label-names``."""
+    seen: dict = {}
+    for n in names:
+        key = unicodedata.normalize('NFC', str(n))
+        seen[key] = seen.get(key, 0) + 1
+    return sorted(k for k, count in seen.items() if count > 1)
+
+
+#: What timm's transforms take for ``interpolation`` (its ``str_to_interp_mode`` names, and 'random') and
+#: ``crop_mode`` (``transforms_imagenet_eval``).
+_INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos', 'random')
+_CROP_MODES = ('center', 'squash', 'border')
+
+
+def _preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any]) -> Optional[str]:
+    """Why the preprocessing fields of a (type-checked) ``pretrained_cfg`` cannot describe an input, or None: timm
+    uses them unchecked (a NaN mean normalises every image to NaN and scores chance, a zero std or size is a raw
+    traceback, an unknown interpolation a ``KeyError``)."""
+    import math
+    sizes = {k: pretrained[k] for k in ('input_size', 'test_input_size', 'min_input_size') if pretrained.get(k)}
+    for key, size in sizes.items():
+        if not all(isinstance(v, int) and v > 0 for v in size):
+            return f"pretrained_cfg '{key}' {size} must be positive integers (channels, height, width)"
+    in_chans = model_args.get('in_chans') if isinstance(model_args.get('in_chans'), int) else None
+    in_chans = in_chans or (sizes['input_size'][0] if 'input_size' in sizes else 3)
+    for key in ('mean', 'std'):
+        values = pretrained.get(key)
+        if values is None:
+            continue
+        if not values or len(values) not in (1, in_chans):
+            return f"pretrained_cfg '{key}' has {len(values)} values: give one per input channel ({in_chans}), or one"
+        if not all(math.isfinite(v) and (key == 'mean' or v > 0) for v in values):
+            return f"pretrained_cfg '{key}' {values} must be finite numbers" + (' above 0' if key == 'std' else '')
+    for key in ('crop_pct', 'test_crop_pct'):
+        value = pretrained.get(key)
+        if value is not None and not (math.isfinite(value) and 0 < value <= 2):  # timm's own go up to 1.15
+            return f"pretrained_cfg '{key}' must be a number in (0, 2] (the crop's share of the resized image), " \
+                   f"not {value}"
+    if pretrained.get('interpolation') not in (None, '', *_INTERPOLATIONS):
+        return f"pretrained_cfg 'interpolation' {pretrained['interpolation']!r:.40} is not one timm knows " \
+               f"({', '.join(_INTERPOLATIONS)})"
+    if pretrained.get('crop_mode') not in (None, *_CROP_MODES):
+        return f"pretrained_cfg 'crop_mode' {pretrained['crop_mode']!r:.40} is not one timm knows " \
+               f"({', '.join(_CROP_MODES)})"
+    return None
+
+
 def check_model_config(cfg: Any, where: str) -> None:
     """Raise :class:`PretrainedWeightsError` (one line naming the key and the fix) for a ``config.json`` that timm
     would fail on or misread: not an object, ``architecture`` missing / not a string / not registered, a root
-    or ``pretrained_cfg`` value of the wrong type or unknown to timm's ``PretrainedCfg``, ``model_args`` that do
-    not build the architecture."""
+    or ``pretrained_cfg`` value of the wrong type or unknown to timm's ``PretrainedCfg``, preprocessing fields that
+    describe no input (:func:`_preprocessing_problem`), ``model_args`` that do not build the architecture."""
     import timm
 
     def bad(problem: str) -> PretrainedWeightsError:
@@ -155,6 +206,9 @@ def check_model_config(cfg: Any, where: str) -> None:
         hint = _CFG_TYPES.get(key, hints[key])
         if not _fits(value, hint):
             raise bad(f"pretrained_cfg '{key}' must be {_type_name(hint)}, not {_json_type(value)} ({value!r:.60})")
+    problem = _preprocessing_problem(pretrained, cfg.get('model_args') or {})
+    if problem:
+        raise bad(problem)
     num_classes = cfg.get('num_classes', pretrained.get('num_classes'))
     label_names = cfg.get('label_names', pretrained.get('label_names'))
     problem = label_count_problem(label_names, num_classes)
@@ -185,9 +239,11 @@ def _read_model_config(path: Path, where: str) -> None:
         raise PretrainedWeightsError(f'timm_cra: {where}: {e}') from None
     try:
         cfg = json.loads(path.read_text(encoding='utf-8'))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PretrainedWeightsError(f'timm_cra: {where}: config.json is not valid JSON ({e}). Fix it or re-export '
-                                     f'the folder (python -m timm_cra.hub.publish writes valid ones).') from None
+    except (UnicodeDecodeError, ValueError) as e:  # ValueError: also a number past int()'s digit limit
+        reason = str(e).split(';')[0]  # not Python's advice to raise that limit
+        raise PretrainedWeightsError(f'timm_cra: {where}: config.json is not valid JSON ({reason}). Fix it or '
+                                     f're-export the folder (python -m timm_cra.hub.publish writes valid ones).') \
+            from None
     check_model_config(cfg, where)
 
 

@@ -41,6 +41,27 @@ def _comparable(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)  # tuples and lists alike (YAML / checkpoint round trips)
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _progress_problem(ckpt: Dict[str, Any]) -> Optional[str]:
+    """Why the counters of a checkpoint cannot be where a run stopped, or None. They are plain values outside its
+    sha256 record, and a run continues from them (epoch -3 gave negative learning rates, 10**12 a run of that many
+    epochs): ``epoch`` is the count of ``history`` rows (one per completed epoch, numbered from 0), ``num_updates``
+    the last row's ``optimizer_steps``."""
+    epoch, num_updates, history = ckpt['epoch'], ckpt['num_updates'], ckpt['history']
+    if not _is_count(epoch) or not _is_count(num_updates):
+        return f"its 'epoch' ({epoch!r:.40}) and 'num_updates' ({num_updates!r:.40}) must be counts (integers >= 0)"
+    if not isinstance(history, (list, tuple)) or not all(isinstance(row, dict) for row in history):
+        return "its 'history' is not a list of per-epoch rows"
+    if len(history) != epoch or any(row.get('epoch') != i for i, row in enumerate(history)):
+        return f"its 'epoch' {epoch} does not match its history of {len(history)} epochs"
+    if history and history[-1].get('optimizer_steps') != num_updates:
+        return f"its 'num_updates' {num_updates} does not match its history's {history[-1].get('optimizer_steps')!r}"
+    return None
+
+
 def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
     """Read ``--resume``'s checkpoint and refuse it, before any data is read, when it is not this trainer's
     ``last.pth`` or when an argument of :data:`STATE_ARGS` in ``args`` differs from the one it was written with."""
@@ -50,6 +71,15 @@ def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
         raise UsageError(f"'{path}' is not a training checkpoint of this trainer (no {', '.join(missing)}): "
                          f"--resume continues a 'last.pth' written by it; to start from the weights of another "
                          f"checkpoint use --initial-checkpoint {path}.")
+    problem = _progress_problem(ckpt)
+    if problem:
+        raise UsageError(f"Cannot --resume '{path}': {problem}, so it was edited or damaged (the sha256 it records "
+                         f"covers the tensors only). Resume from an intact copy, or start a new run from its weights "
+                         f"with --initial-checkpoint {path}.")
+    epochs = getattr(args, 'epochs', None)
+    if isinstance(epochs, int) and ckpt['epoch'] > epochs:  # the loop would train nothing and export as finished
+        raise UsageError(f"Cannot --resume '{path}' with --epochs {epochs}: it has already done {ckpt['epoch']} "
+                         f"epochs. Pass --epochs {ckpt['epoch']} or more to continue it.")
     saved = ckpt.get('args') if isinstance(ckpt.get('args'), dict) and args is not None else {}
     changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k, None)!r}" for k in STATE_ARGS
                if k in saved and _comparable(saved[k]) != _comparable(getattr(args, k, None))]

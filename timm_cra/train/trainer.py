@@ -13,6 +13,7 @@ Python entry point::
     summary = train(parse_args(['--config', 'cifar', '--model', 'cra_resnet18', '--data-dir', DIR]))
 """
 import argparse
+import contextlib
 import logging
 import os
 import time
@@ -27,7 +28,7 @@ from timm.utils import ModelEmaV3, distribute_bn, random_seed
 from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_data_config
 from ..eval.evaluate import evaluate
 from ..utils.errors import UsageError, printable
-from ..utils.io import OutputPathError, atomic_write, check_output_folder
+from ..utils.io import OutputPathError, atomic_write, check_output_folder, locked_folder
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
 from .distributed import DistInfo, init_distributed
@@ -57,7 +58,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def _output_dir(args) -> str:
     if args.experiment:
-        return os.path.join(args.output, args.experiment)
+        name = args.experiment
+        if name in ('.', '..') or os.sep in name or (os.altsep and os.altsep in name) or '\0' in name:
+            raise UsageError(f"--experiment {name!r} must be one folder name (no '/', not '.' or '..'): it names the "
+                             f"run's sub-folder of --output; pass the parent folder as --output.")
+        return os.path.join(args.output, name)
     if args.resume:  # continue in the folder of the checkpoint
         return os.path.dirname(os.path.abspath(args.resume))
     name = '-'.join([time.strftime('%Y%m%d-%H%M%S'), args.model.replace('/', '_').replace(':', '_')])
@@ -125,17 +130,41 @@ def train(args: Union[argparse.Namespace, Sequence[str]]) -> Dict[str, Any]:
     dinfo = init_distributed(args.device)
     _setup_logging(dinfo.is_primary)
     try:
-        return _train(args, dinfo)
+        output_dir = _output_dir(args)  # once: a timestamped name must not change between uses
+        with _held_run_folder(output_dir, dinfo.is_primary):
+            return _train(args, dinfo, output_dir)
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(args, dinfo: DistInfo) -> Dict[str, Any]:
+@contextlib.contextmanager
+def _held_run_folder(output_dir: str, primary: bool):
+    """Rank 0 (the only writer of the run folder) holds an exclusive lock on it for the whole run, taken before
+    :func:`_check_output_dir` looks at it: a second run started on the same folder is refused at once instead of
+    both passing the check and one silently overwriting the other. The kernel drops the lock with the process,
+    so a killed run resumes as before. A folder created here is removed again if the run fails before writing."""
+    if not primary:
+        yield
+        return
+    check_output_folder(output_dir, 'run folder (--output/--experiment)')  # a file, device, unwritable place
+    created, path = [], os.path.abspath(output_dir)  # the folders the lock creates, deepest first
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        created.append(path)
+        path = os.path.dirname(path)
+    with locked_folder(output_dir, wait=False, busy_hint='two runs in one folder overwrite each other; wait for '
+                                                         'that run to end, or choose another --experiment'):
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(OSError):  # only empty folders: what a run wrote stays
+                for folder in created:
+                    os.rmdir(folder)
+            raise
+
+
+def _train(args, dinfo: DistInfo, output_dir: str) -> Dict[str, Any]:
     # Refused before any data is read: a folder holding another run, a --resume with changed settings.
-    output_dir = _output_dir(args)  # once: a timestamped name must not change between uses
-    if dinfo.is_primary:  # before any work: a file, device or unwritable place is refused
-        check_output_folder(output_dir, 'run folder (--output/--experiment)')
     _check_output_dir(output_dir, args)
     resume_ckpt = read_resume_checkpoint(args.resume, args) if args.resume else None
     # The set-up order is part of the random stream a resumed run must reproduce: keep it.

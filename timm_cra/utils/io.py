@@ -270,14 +270,43 @@ def _lock_writer(path: str) -> Optional[int]:
     return fd
 
 
+def _flock_holder(path: str) -> Optional[int]:
+    """The pid holding a ``flock`` on ``path`` as Linux's ``/proc/locks`` lists it, or None where unknown."""
+    try:
+        st = os.stat(path)
+        with open('/proc/locks', encoding='ascii') as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    inode = f':{st.st_ino}'
+    for fields in (line.split() for line in lines):
+        if len(fields) > 5 and fields[1] == 'FLOCK' and fields[5].endswith(inode) and fields[4].isdigit():
+            return int(fields[4])
+    return None
+
+
 @contextlib.contextmanager
-def locked_folder(folder: str) -> Iterator[None]:
+def locked_folder(folder: str, wait: bool = True, busy_hint: str = 'wait for it to finish') -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (:func:`_lock_writer`) for a read-modify-write of a file in it, so
     two processes updating the same file (``--results-csv`` appends) take turns instead of losing rows. The lock
-    is on the folder, not the file, since :func:`atomic_path` replaces the file's inode; nothing is left behind."""
+    is on the folder, not the file, since :func:`atomic_path` replaces the file's inode; nothing is left behind.
+
+    ``wait=False``: a folder another process holds is refused at once (:class:`OutputPathError`, one line naming
+    the holder's pid and ``busy_hint``), as the trainer does for its run folder; the kernel drops the lock of a
+    process that dies, so a killed holder never blocks the next one."""
     with _output_errors(folder, 'output folder'):
         os.makedirs(folder, exist_ok=True)
-        lock = _lock_writer(folder)
+        if wait or fcntl is None:
+            lock = _lock_writer(folder)
+        else:
+            lock = os.open(folder, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(lock)
+                pid = _flock_holder(folder)
+                raise OutputPathError(f'another process{f" (pid {pid})" if pid else ""} is writing {folder}: '
+                                      f'{busy_hint}.') from None
     try:
         yield
     finally:
