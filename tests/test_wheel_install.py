@@ -112,6 +112,7 @@ def test_wheel_user_runs_the_readme_finetune_command(wheel_venv):
     assert result['count'] == 4 and result['top1'] is not None
 
 
+@pytest.mark.slow  # a minute of subprocesses: the slow step keeps the fast suite near 10 minutes
 def test_wheel_console_scripts_answer_help(wheel_venv):
     """Each console script of the wheel starts the wheel's CLI (its usage line names the script)."""
     from timm_cra.cli import COMMANDS

@@ -70,6 +70,7 @@ def _run(argv, env, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # a minute of subprocesses: the slow step keeps the fast suite near 10 minutes
 def test_j3_finetune_greyscale_from_hub_then_validate(grey_folders, hub_endpoint, cli_env, tmp_path):
     hub_env = dict(cli_env, HF_HUB_OFFLINE='0', HF_ENDPOINT=hub_endpoint, HF_HUB_CACHE=str(tmp_path / 'hf-cache'),
                    NO_PROXY='127.0.0.1,localhost')

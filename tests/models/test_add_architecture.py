@@ -7,6 +7,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 import timm
 
 import timm_cra  # noqa: F401  (registers the real models)
@@ -62,6 +63,7 @@ TEST_FILES = ['tests/models/test_cra_models.py', 'tests/models/test_cra_export.p
               'tests/models/test_retrofit_tags.py', 'tests/hub/test_generate.py', 'tests/tools/test_model_table.py']
 
 
+@pytest.mark.slow  # a minute of subprocesses: the slow step keeps the fast suite near 10 minutes
 def test_a_new_architecture_is_one_table_row_and_one_entrypoint(tmp_path, cli_env):
     assert not timm.is_model(TOY_ARCH), f'{TOY_ARCH} is now a real architecture: give the toy another base'
     (tmp_path / 'cra_toy.py').write_text(TOY_MODULE)

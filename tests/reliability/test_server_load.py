@@ -212,6 +212,7 @@ dist.destroy_process_group()
 '''
 
 
+@pytest.mark.slow  # a minute of subprocesses: the slow step keeps the fast suite near 10 minutes
 def test_two_torchrun_ranks_load_one_tag_into_one_cache(tmp_path):
     """Two ranks of one torchrun job load the same registered tag at once from an empty cache: both get the
     published weights, which are downloaded into the cache once."""

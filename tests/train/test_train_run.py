@@ -174,6 +174,7 @@ def test_results_digest_is_the_checkpoint_digest(straight_run):
     assert summary['rank_state_sha256'] == [ckpt['sha256']['state_dict']]
 
 
+@pytest.mark.slow  # a minute of subprocesses: the slow step keeps the fast suite near 10 minutes
 @pytest.mark.timeout(300)
 def test_ddp_two_cpu_processes_stay_in_sync(shipped_run_args, run_command, tmp_path):
     import sys
