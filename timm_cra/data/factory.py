@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from ..models._factory import repeated_names
+from ..utils.labels import repeated_names
 from .cifar import find_cifar_pickle_dir, load_cifar_pickle
 from .errors import DataError
 from .folders import ImageFolderDataset, check_data_folder, find_split_dir

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..models._builder import hub_id
-from ..models._factory import repeated_names
+from ..utils.labels import repeated_names
 from ..models._weight_checks import _is_connect_error
 from ..utils.errors import TimmCraError, UsageError, printable, run_cli
 from ..utils.io import check_regular_file, open_regular_file

@@ -16,12 +16,12 @@ import json
 import os
 import re
 import typing
-import unicodedata
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional
 
 from timm.models import PretrainedCfg
 
+from ..utils.labels import repeated_names
 from ..utils.errors import UsageError
 from ._load_errors import PretrainedWeightsError, explain_pretrained_errors
 from ._weight_checks import allow_nonfinite_weights, check_hub_reachable, split_revision
@@ -118,17 +118,6 @@ def label_count_problem(label_names: Any, num_classes: Any) -> Optional[str]:
     if len(label_names) != num_classes:
         return f'{len(label_names)} label names for a {num_classes}-class head'
     return None
-
-
-def repeated_names(names: Sequence[str]) -> List[str]:
-    """Class names given more than once, compared after Unicode NFC normalisation (``café`` typed two ways looks
-    the same): transformers maps names to class ids, so a repeated name loses a class. The one check of names
-    from data (:func:`timm_cra.data.create_dataset`) and of ``publish --label-names``."""
-    seen: dict = {}
-    for n in names:
-        key = unicodedata.normalize('NFC', str(n))
-        seen[key] = seen.get(key, 0) + 1
-    return sorted(k for k, count in seen.items() if count > 1)
 
 
 #: What timm's transforms take for ``interpolation`` (its ``str_to_interp_mode`` names, and 'random') and

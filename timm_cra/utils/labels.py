@@ -1,0 +1,16 @@
+"""Class names: the checks every place that reads or publishes them shares (data, models, publish)."""
+import unicodedata
+from typing import List, Sequence
+
+__all__ = ['repeated_names']
+
+
+def repeated_names(names: Sequence[str]) -> List[str]:
+    """Class names given more than once, compared after Unicode NFC normalisation (``café`` typed two ways looks
+    the same): transformers maps names to class ids, so a repeated name loses a class. The one check of names
+    from data (:func:`timm_cra.data.create_dataset`) and of ``publish --label-names``."""
+    seen: dict = {}
+    for n in names:
+        key = unicodedata.normalize('NFC', str(n))
+        seen[key] = seen.get(key, 0) + 1
+    return sorted(k for k, count in seen.items() if count > 1)
