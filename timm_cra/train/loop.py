@@ -135,9 +135,8 @@ def train_one_epoch(epoch: int, model: nn.Module, loader, optimizer, loss_fn, ar
         raise DataError(f'Epoch {epoch} read no training image: all {skipped} were skipped as unreadable (see the '
                         f'warnings above); fix or replace the training images.')
     if not math.isfinite(losses.avg):  # stop before last.pth: it keeps the last finite epoch
-        raise UsageError(f'The training loss became {losses.avg} in epoch {epoch} (last.pth holds the epoch before): '
-                         f'lower --lr (or set --clip-grad) and check the data for bad values, then --resume or start '
-                         f'again.')
+        raise UsageError(f'The training loss became {losses.avg} in epoch {epoch}, so the run stopped (last.pth keeps '
+                         f'the epochs before): lower --lr (or set --clip-grad) and check the data for bad values.')
     elapsed = time.perf_counter() - t_start
     stats = dict(train_loss=losses.avg, train_img_s=seen * dinfo.world_size / max(elapsed, 1e-9),
                  train_skipped=skipped, epoch_time=elapsed)
