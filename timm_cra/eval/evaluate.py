@@ -55,7 +55,7 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, amp_dtype: Op
     loss_sum, correct1, correct5, count, skipped = _all_reduce_sum(
         [loss_sum, correct1, correct5, count, skipped], device)
     if count == 0:  # metrics of nothing would read as a result (top1 null, exit 0)
-        raise DataError(f'{desc}: no readable image to evaluate: all {int(skipped)} were skipped as unreadable (see the '
-                        f'warnings above); fix or replace the images of the split.')
+        raise DataError(f'{desc}: no readable image to evaluate: all {int(skipped)} were skipped as unreadable '
+                        f'(see the warnings above); fix or replace the images of the split.')
     return dict(loss=loss_sum / count, top1=100. * correct1 / count, top5=100. * correct5 / count,
                 count=int(count), skipped=int(skipped))
