@@ -218,3 +218,22 @@ def test_results_csv_that_is_not_ours_is_refused_not_appended(cifar10_test, tmp_
     main([str(a) for a in base + ['--results-csv', ours]])
     rows = list(csv.reader(ours.open()))
     assert rows[0] == list(RESULT_FIELDS) and len(rows) == 2 and rows[1][0] == 'cra_cifar_resnet20'
+
+
+def test_local_dir_model_loads_its_weights_unless_no_pretrained(cifar_run, cifar10_test, cli_env, tmp_path):
+    """validate --model local-dir:<run> without --pretrained scored random weights under the folder's name (export
+    loads them by default); now both load them unless --no-pretrained, and the log says which."""
+    import subprocess
+    import sys
+    _, out = cifar_run
+    common = ['--data-dir', cifar10_test, '--split', 'test', '--num-samples', '32', '--batch-size', '16']
+    with_flag = validate(_args(['--model', f'local-dir:{out}', '--pretrained'] + common))
+    proc = subprocess.run([sys.executable, '-m', 'timm_cra.eval', '--model', f'local-dir:{out}', '--workers', '0',
+                           '--no-progress', '--results-file', str(tmp_path / 'r.json')] + [str(a) for a in common],
+                          env=cli_env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    default = json.loads((tmp_path / 'r.json').read_text())
+    assert default['pretrained'] is True and with_flag['pretrained'] is True
+    assert (default['top1'], default['loss']) == (with_flag['top1'], with_flag['loss'])
+    random_init = validate(_args(['--model', f'local-dir:{out}', '--no-pretrained', '--num-classes', '10'] + common))
+    assert random_init['loss'] != with_flag['loss'] and random_init['pretrained'] is False

@@ -263,6 +263,17 @@ def test_run_folder_as_out_is_refused_before_any_work(trainer_run, tmp_path):
         assert _tree(tmp_path) == before and _tree(run) == before_run
 
 
+def test_out_that_is_a_symlink_loop_is_one_line(trainer_run, tmp_path):
+    """--out a symlink loop was a RuntimeError traceback (Path.resolve)."""
+    os.symlink(tmp_path / 'loop_b', tmp_path / 'loop_a')
+    os.symlink(tmp_path / 'loop_a', tmp_path / 'loop_b')
+    proc = _publish_cli('cra_resnet18.mine', Path(trainer_run) / 'last.pth', '--out', tmp_path / 'loop_a')
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and 'Traceback' not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"error: --out {tmp_path / 'loop_a'} cannot be written: it cannot be reached (Too "
+                               f"many levels of symbolic links)"), lines[0]
+
+
 @pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='needs FIFOs')
 def test_fifo_inputs_are_refused_not_waited_on(trained, tmp_path):
     """A FIFO as the checkpoint, --results, a --label-names file, or the run's config.json / args.yaml next to the

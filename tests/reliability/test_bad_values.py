@@ -117,6 +117,18 @@ CONFIG_FAULTS = {
     'crop_pct_zero': (lambda c: c['pretrained_cfg'].update(crop_pct=0),  # was silently timm's default 0.875
                       "pretrained_cfg 'crop_pct' must be a number in (0, 2] (the crop's share of the resized image), "
                       "not 0"),
+    # Sizes that allocate before any check (num_classes 10**9: 256 GB RuntimeError; 100000 px: MemoryError).
+    'num_classes_huge': (lambda c: c.update(num_classes=10 ** 9),
+                         "'num_classes' must be 0 to 200000 (the largest timm head has 115217), not 1000000000"),
+    'num_classes_huge_in_model_args': (lambda c: c.setdefault('model_args', {}).update(num_classes=10 ** 9),
+                                       "model_args 'num_classes' must be 0 to 200000"),
+    'num_classes_huge_in_cfg': (lambda c: c['pretrained_cfg'].update(num_classes=10 ** 9),
+                                "pretrained_cfg 'num_classes' must be 0 to 200000"),
+    'input_size_huge': (lambda c: c['pretrained_cfg'].update(input_size=[3, 100000, 100000]),
+                        "pretrained_cfg 'input_size' [3, 100000, 100000] is too large: at most 1024 channels and "
+                        "8192 px a side"),
+    'test_input_size_huge_chans': (lambda c: c['pretrained_cfg'].update(test_input_size=[5000, 32, 32]),
+                                   "pretrained_cfg 'test_input_size' [5000, 32, 32] is too large"),
     'crop_mode_unknown': (lambda c: c['pretrained_cfg'].update(crop_mode='middle'),
                           "pretrained_cfg 'crop_mode' 'middle' is not one timm knows (center, squash, border)"),
 }
@@ -165,6 +177,10 @@ def test_config_json_preprocessing_faults_through_the_eval_cli(tmp_path):
     repo = _edit_config(_repo_copy(tmp_path, 'repo2'), lambda c: c['pretrained_cfg'].update(std=[0, 0, 0]))
     code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
     assert code == 2 and "pretrained_cfg 'std' [0, 0, 0] must be finite numbers above 0" in err, err
+    repo = _edit_config(_repo_copy(tmp_path, 'repo4'), lambda c: c['pretrained_cfg'].update(input_size=[3, 10 ** 5,
+                                                                                                     10 ** 5]))
+    code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and "[3, 100000, 100000] is too large" in err and 'MemoryError' not in err, err
     repo = _repo_copy(tmp_path, 'repo3')
     text = (repo / 'config.json').read_text()
     (repo / 'config.json').write_text(text.replace('"num_classes": 10', '"num_classes": 1' + '0' * 5000, 1))

@@ -160,3 +160,39 @@ def test_tampered_epoch_through_the_cli_and_fewer_epochs_than_done(run_dir, tmp_
     path = _tampered(run_dir, tmp_path / 'two', epoch=2, num_updates=4, history=history)
     with pytest.raises(UsageError, match=r"with --epochs 1: it has already done 2 epochs. Pass --epochs 2 or more"):
         train(TINY_TRAIN + ['--epochs', '1', '--output', str(tmp_path), '--resume', str(path)])
+
+
+@pytest.mark.parametrize('group, expected', [
+    (dict(momentum=float('nan')), "its optimizer group 0 has momentum=nan (must be finite and >= 0)"),
+    (dict(lr=float('inf')), "its optimizer group 0 has lr=inf (must be finite and >= 0)"),
+    (dict(lr=-0.5), "its optimizer group 0 has lr=-0.5 (must be finite and >= 0)"),
+    (dict(weight_decay=1e6), "its optimizer group 0 has weight_decay=1000000.0, not the run's "),
+    (dict(momentum=0.5), "its optimizer group 0 has momentum=0.5, not the run's 0.9"),
+])
+def test_tampered_optimizer_param_groups_are_not_resumed(run_dir, tmp_path, group, expected):
+    """momentum=NaN / weight_decay=1e6 in last.pth (plain floats outside the sha256) resumed and trained to NaN,
+    exit 0: optimizer.load_state_dict puts the saved group values back over the args."""
+    ckpt = torch.load(run_dir / 'last.pth', weights_only=True)
+    groups = [dict(g) for g in ckpt['optimizer']['param_groups']]
+    groups[0].update(group)
+    path = _tampered(run_dir, tmp_path, optimizer=dict(ckpt['optimizer'], param_groups=groups))
+    with pytest.raises(UsageError) as e:
+        train(TINY_TRAIN + ['--epochs', '2', '--output', str(tmp_path), '--experiment', 'r', '--resume', str(path)])
+    assert expected in str(e.value) and 'edited or damaged' in str(e.value) and '\n' not in str(e.value)
+    assert '--initial-checkpoint' in str(e.value) and not (tmp_path / 'r' / 'metrics.csv').exists()
+
+
+def test_a_non_finite_training_loss_stops_the_run(tmp_path):
+    """--lr 1e6 trained to a NaN loss and ended with 'Done', an exported model and exit 0."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+    proc = subprocess.run([sys.executable, '-m', 'timm_cra.train', '--model', 'cra_cifar_resnet20', '--config', 'cifar',
+                           '--data-dir', str(SHIPPED), '--train-split', 'test', '--train-num-samples', '16',
+                           '--val-split', '', '--batch-size', '8', '--no-plot', '--epochs', '3', '--lr', '1e6',
+                           '--warmup-epochs', '0', '--output', str(tmp_path), '--experiment', 'r'],
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: The training loss became nan in epoch 1, so the run stopped') and '--lr' in last
+    ckpt = load_checkpoint_file(str(tmp_path / 'r' / 'last.pth'))
+    assert ckpt['epoch'] == 1 and all(torch.isfinite(v).all() for v in ckpt['state_dict'].values())
+    assert not (tmp_path / 'r' / 'model.safetensors').exists()

@@ -123,3 +123,23 @@ def test_fractional_cifar_labels_are_refused(tmp_path):
     with pytest.raises(DataError, match=r"test_batch' has an unexpected layout \(label 0.7 at example 0 is not a "
                                         r"class index \(an integer\)\)"):
         create_dataset('', str(tmp_path / 'data'), 'test')
+
+
+@pytest.mark.parametrize('big', [1_000_000, 2 ** 62])
+def test_sparse_parquet_labels_do_not_size_the_head(tmp_path, cli_env, big):
+    """Without a ClassLabel the head had max label + 1 outputs: 1000000 trained a 761 MB model (exit 0) and 2**62
+    got the process OOM-killed. Refused in one line before anything is sized."""
+    import subprocess
+    import sys
+    write_parquet(tmp_path / 'data' / 'train-00000-of-00001.parquet', [0, 1, 2, big, 1, 0, 2, 1])
+    proc = subprocess.run([sys.executable, '-m', 'timm_cra.train', '--model', 'cra_cifar_resnet20', '--epochs', '1',
+                           '--batch-size', '4', '-j', '0', '--data-dir', str(tmp_path / 'data'), '--val-split', '',
+                           '--output', str(tmp_path / 'out')], env=cli_env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: Label column 'label' of ") and f'max label {big} but only 4 distinct' in last
+    assert 'ClassLabel feature' in last and '--target-key' in last and not (tmp_path / 'out').exists()
+    # a dense labelling with a few gaps still infers max + 1 classes
+    write_parquet(tmp_path / 'ok' / 'train-00000-of-00001.parquet', [0, 2, 5, 1])
+    assert create_dataset('', str(tmp_path / 'ok'), 'train').num_classes == 6

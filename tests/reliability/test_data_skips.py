@@ -112,3 +112,31 @@ def test_32bit_integer_and_float_images_are_scaled_by_a_known_rule(tmp_path, cli
     assert (res['count'], res['skipped']) == (3, 2)
     assert 'float image with values outside [0, 1] (min 0, max 3)' in r.stderr
     assert '32-bit integer image with values 0..255000' in r.stderr
+
+
+def test_a_split_with_no_readable_image_is_refused(tmp_path, cli_env):
+    """Every image unreadable used to train '0 optimizer steps', export a random-init model and exit 0; validate
+    exited 0 with count 0 and top1 null. Both are one line naming the skip count, and nothing is written."""
+    import subprocess
+    import sys
+    data = tmp_path / 'data'
+    for split in ('train', 'val'):
+        for c in ('a', 'b'):
+            for i in range(4):
+                p = data / split / c / f'{i}.png'
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(b'\x89PNG\r\n\x1a\n not really a png')
+    common = ['--model', 'cra_cifar_resnet20', '--data-dir', str(data), '--dataset', 'folder', '-j', '0',
+              '--batch-size', '4', '--img-size', '32']
+    train_cmd = [sys.executable, '-m', 'timm_cra.train', *common, '--epochs', '1', '--val-split', 'val',
+                 '--output', str(tmp_path / 'out')]
+    val_cmd = [sys.executable, '-m', 'timm_cra.eval', *common, '--split', 'val', '--no-progress', '--num-classes', '2',
+               '--results-file', str(tmp_path / 'r.json')]
+    for cmd, expected in ((train_cmd, 'error: Epoch 0 read no training image: all 8 were skipped as unreadable'),
+                          (val_cmd, 'error: Validate cra_cifar_resnet20: no readable image to evaluate: all 8 were '
+                                    'skipped')):
+        proc = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+        assert proc.stderr.strip().splitlines()[-1].startswith(expected), proc.stderr[-600:]
+    assert not list(tmp_path.rglob('model.safetensors')) and not list(tmp_path.rglob('last.pth'))
+    assert not (tmp_path / 'r.json').exists()

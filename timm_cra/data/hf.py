@@ -122,6 +122,26 @@ def decode_value(value, in_chans: int = 3) -> Image.Image:
     return decode_image(value, in_chans)
 
 
+#: Without a ClassLabel feature the class count is inferred as ``max label + 1``; it is refused above both this
+#: floor and twice the number of distinct labels (a few stray large labels would size a huge, mostly unused head).
+INFERRED_CLASSES_FLOOR = 1000
+
+
+def inferred_class_count(targets: np.ndarray, what: str, label_key: str) -> int:
+    """``max label + 1`` for integer labels without class names, refused (before anything is sized by it) when
+    the labels are too sparse to support it."""
+    if not len(targets):
+        return 0
+    count = int(targets.max()) + 1
+    distinct = len(np.unique(targets))
+    if count > max(INFERRED_CLASSES_FLOOR, 2 * distinct):
+        raise DataError(f"Label column '{label_key}' of {what} has max label {count - 1} but only {distinct} distinct "
+                        f"label(s) in {len(targets)} row(s): that would make a {count}-class head; give the column a "
+                        f"ClassLabel feature with the real class names, renumber the labels 0..N-1, or pick the "
+                        f"right column with --target-key.")
+    return count
+
+
 class HFImageDataset(Dataset):
     """A split of a Hugging Face dataset as ``(image, target)`` pairs.
 
@@ -154,7 +174,8 @@ class HFImageDataset(Dataset):
         if isinstance(feat, datasets.ClassLabel):
             self.class_names = list(feat.names)
         else:
-            self.class_names = [str(i) for i in range(int(self.targets.max()) + 1 if len(self.targets) else 0)]
+            self.class_names = [str(i) for i in range(inferred_class_count(self.targets, f"'{source}' [{split}]",
+                                                                           self.label_key))]
         self.num_classes = len(self.class_names)
 
     def __len__(self) -> int:

@@ -7,6 +7,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from timm.utils import accuracy
 
+from ..data import DataError
+
 
 __all__ = ['evaluate']
 
@@ -52,7 +54,8 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, amp_dtype: Op
             count += n
     loss_sum, correct1, correct5, count, skipped = _all_reduce_sum(
         [loss_sum, correct1, correct5, count, skipped], device)
-    if count == 0:
-        return dict(loss=float('nan'), top1=float('nan'), top5=float('nan'), count=0, skipped=int(skipped))
+    if count == 0:  # metrics of nothing would read as a result (top1 null, exit 0)
+        raise DataError(f'{desc}: no readable image to evaluate: all {int(skipped)} were skipped as unreadable '
+                        f'(see the warnings above); fix or replace the images of the split.')
     return dict(loss=loss_sum / count, top1=100. * correct1 / count, top5=100. * correct5 / count,
                 count=int(count), skipped=int(skipped))

@@ -15,8 +15,9 @@ from timm.data import create_loader
 from ..data import (check_labels, check_num_classes, create_dataset, map_classes_by_name, model_in_chans,
                     resolve_model_data_config, skip_collate)
 from ..utils.amp import amp_dtype_for
-from ..utils.cli import add_shared_args, check_model_name, check_positive, default_workers, input_files
-from ..utils.errors import TimmCraError, UsageError
+from ..utils.cli import (add_shared_args, check_model_name, check_positive, default_workers, input_files,
+                         resolve_pretrained)
+from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.io import atomic_write, check_output_file, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
 from ..utils.weights import load_model_weights
@@ -46,6 +47,8 @@ def create_parser() -> argparse.ArgumentParser:
     add('--results-file', default='', help='write the result as JSON here')
     add('--results-csv', default='', help="append a row in timm's results CSV format here")
     add('--no-progress', action='store_true', default=False)
+    # As export: unset, hf-hub: / local-dir: models load their weights (--no-pretrained: random init).
+    p.set_defaults(pretrained=None)
     return p
 
 
@@ -76,6 +79,10 @@ def _create_model(args) -> torch.nn.Module:
 def validate(args: argparse.Namespace) -> Dict[str, Any]:
     """Evaluate ``args.model`` on ``args.data_dir``/``args.dataset``; returns timm-style results (+ loss)."""
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    args.pretrained = resolve_pretrained(args.pretrained, args.model)
+    _logger.info(f"Model {printable(args.model)}: " + ('pretrained weights' if args.pretrained else
+                                                      'random initialisation (--no-pretrained or a registry name)')
+                 + (f', then --checkpoint {printable(args.checkpoint)}' if args.checkpoint else ''))
     model = _create_model(args)
     dataset = create_dataset(args.dataset, args.data_dir, args.split, num_samples=args.num_samples,
                              image_key=args.input_key, label_key=args.target_key, in_chans=model_in_chans(model),
@@ -113,6 +120,7 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
         img_size=data_config['input_size'][-1], crop_pct=data_config['crop_pct'],
         interpolation=data_config['interpolation'],
         loss=round(m['loss'], 5), count=m['count'], skipped=m['skipped'],
+        pretrained=bool(args.pretrained),  # which weights were scored (hf-hub: / local-dir: load theirs by default)
         **({'class_mapping': mapped} if mapped else {}),
     )
 

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 from timm.utils import ParseKwargs
 
-from ..utils.cli import check_model_name, input_files
+from ..utils.cli import check_model_name, input_files, resolve_pretrained
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.io import check_output_file
 from ..utils.weights import load_model_weights
@@ -46,7 +46,7 @@ def _create_model(args):
     kwargs = dict(args.model_kwargs or {})
     if args.num_classes is not None:
         kwargs['num_classes'] = args.num_classes
-    pretrained = args.pretrained if args.pretrained is not None else ':' in args.model
+    pretrained = resolve_pretrained(args.pretrained, args.model)
     try:
         model = timm_cra.create_model(args.model, pretrained=pretrained, **kwargs)
     except (TimmCraError, TypeError) as e:  # TypeError: --model-kwargs the architecture does not take

@@ -24,7 +24,7 @@ from ..models._builder import hub_id
 from ..utils.labels import repeated_names
 from ..models._weight_checks import _is_connect_error
 from ..utils.errors import TimmCraError, UsageError, printable, run_cli
-from ..utils.io import check_regular_file, open_regular_file
+from ..utils.io import check_output_folder, check_regular_file, open_regular_file
 from ..utils.weights import check_file, load_state_checked, read_weights
 from .card import load_eval_results
 from .repo import export_repo
@@ -372,6 +372,7 @@ def check_inputs(checkpoint: str, out: str, results: Optional[str] = None,
         inputs.append(('--results', results))
     if label_names is not None and _label_names_file(label_names) is not None:
         inputs.append(('--label-names file', label_names))
+    check_output_folder(out, '--out')  # a file, device, symlink loop (Path.resolve: RuntimeError), unwritable
     out_dir = Path(out).resolve()
     for what, path in inputs:
         if what == 'checkpoint':

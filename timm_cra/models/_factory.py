@@ -126,6 +126,14 @@ _INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos'
 _CROP_MODES = ('center', 'squash', 'border')
 
 
+#: Ceilings on config.json sizes, far above every timm model (largest head: vit_base_patch16_224.bamboo, 115217
+#: classes; largest input: 1024 px, 3 channels) and below what would allocate tens of GB before any check
+#: (num_classes 10**9 asked 256 GB; a 100000 px input_size a MemoryError).
+MAX_NUM_CLASSES = 200_000
+MAX_INPUT_SIDE = 8192
+MAX_INPUT_CHANS = 1024
+
+
 def _preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any]) -> Optional[str]:
     """Why the preprocessing fields of a (type-checked) ``pretrained_cfg`` cannot describe an input, or None: timm
     uses them unchecked (a NaN mean normalises every image to NaN and scores chance, a zero std or size is a raw
@@ -135,6 +143,9 @@ def _preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any
     for key, size in sizes.items():
         if not all(isinstance(v, int) and v > 0 for v in size):
             return f"pretrained_cfg '{key}' {size} must be positive integers (channels, height, width)"
+        if size[0] > MAX_INPUT_CHANS or any(v > MAX_INPUT_SIDE for v in size[1:]):
+            return f"pretrained_cfg '{key}' {size} is too large: at most {MAX_INPUT_CHANS} channels and " \
+                   f"{MAX_INPUT_SIDE} px a side"
     in_chans = model_args.get('in_chans') if isinstance(model_args.get('in_chans'), int) else None
     in_chans = in_chans or (sizes['input_size'][0] if 'input_size' in sizes else 3)
     for key in ('mean', 'std'):
@@ -183,8 +194,12 @@ def check_model_config(cfg: Any, where: str) -> None:
         close = close_model_names(arch)
         raise bad(f"'architecture' '{arch}' is not a registered model"
                   + (f" (did you mean: {', '.join(close)}?)" if close else " (timm.list_models() lists them)"))
-    if isinstance(cfg.get('num_classes'), int) and cfg['num_classes'] < 0:
-        raise bad(f"'num_classes' must be 0 or more, not {cfg['num_classes']}")
+    for where_, counts in (('', cfg), ('model_args ', cfg.get('model_args') or {}),
+                           ('pretrained_cfg ', cfg.get('pretrained_cfg') or {})):
+        count = counts.get('num_classes') if isinstance(counts, dict) else None
+        if isinstance(count, int) and not 0 <= count <= MAX_NUM_CLASSES:
+            raise bad(f"{where_}'num_classes' must be 0 to {MAX_NUM_CLASSES} (the largest timm head has 115217), "
+                      f"not {count}")
     pretrained = {k: v for k, v in cfg.items() if k not in ('architecture', 'num_features', 'labels')} if legacy \
         else cfg['pretrained_cfg']
     fields = {f.name: f.type for f in dataclasses.fields(PretrainedCfg)}

@@ -24,6 +24,24 @@ def list_recipes() -> List[str]:
     return sorted(f[:-5] for f in os.listdir(RECIPE_DIR) if f.endswith('.yaml'))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing a key given twice in one mapping (plain YAML keeps the last silently, so
+    ``lr: 0.1`` then ``lr: 5`` trained at 5)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str):
+                continue  # load_config names non-string keys itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice (line {key_node.start_mark.line + 1}): keep one",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path_or_name: str) -> Dict[str, Any]:
     """Read a YAML config (a path, or a bundled recipe name such as ``paper_imagenet``)."""
     path = path_or_name
@@ -37,9 +55,12 @@ def load_config(path_or_name: str) -> Dict[str, Any]:
         path = bundled
     with open_regular_file(path, 'config') as f:
         try:
-            cfg = yaml.safe_load(f) or {}
+            cfg = yaml.load(f, Loader=_UniqueKeyLoader) or {}
+        except yaml.reader.ReaderError as e:  # undecodable bytes
+            raise UsageError(f"Config '{path}' is not UTF-8 text (byte {e.position}: {e.reason}); save it as UTF-8.") \
+                from e
         except yaml.YAMLError as e:
-            raise UsageError(f"Config '{path}' is not valid YAML: {e}") from e
+            raise UsageError(f"Config '{path}' is not valid YAML: {' '.join(str(e).split())}") from e
     if not isinstance(cfg, dict):
         raise UsageError(f"Config '{path}' must be a mapping of argument names to values.")
     names = [k for k in cfg if not isinstance(k, str)]

@@ -1,5 +1,6 @@
 """One training epoch and the timm parts it runs with: optimizer, LR schedule, loss, Mixup, AMP."""
 import logging
+import math
 import time
 from contextlib import nullcontext
 from typing import Any, Callable, ContextManager, Dict, Optional, Tuple
@@ -12,7 +13,9 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import AverageMeter, NativeScaler, dispatch_clip_grad
 
+from ..data import DataError
 from ..utils.amp import amp_dtype_for
+from ..utils.errors import UsageError
 from .distributed import DistInfo
 
 __all__ = ['create_optimizer', 'create_scheduler', 'create_loss', 'create_mixup', 'create_amp', 'train_one_epoch']
@@ -128,6 +131,12 @@ def train_one_epoch(epoch: int, model: nn.Module, loader, optimizer, loss_fn, ar
                 f'Loss: {losses.val:#.3g} ({losses.avg:#.3g})  LR: {lr:.3e}  '
                 f'Throughput: {rate:>7.1f} img/s')
             t_log, seen_since_log = now, 0
+    if seen == 0:  # else a run that read nothing would export its random initialisation and exit 0
+        raise DataError(f'Epoch {epoch} read no training image: all {skipped} were skipped as unreadable (see the '
+                        f'warnings above); fix or replace the training images.')
+    if not math.isfinite(losses.avg):  # stop before last.pth: it keeps the last finite epoch
+        raise UsageError(f'The training loss became {losses.avg} in epoch {epoch}, so the run stopped (last.pth keeps '
+                         f'the epochs before): lower --lr (or set --clip-grad) and check the data for bad values.')
     elapsed = time.perf_counter() - t_start
     stats = dict(train_loss=losses.avg, train_img_s=seen * dinfo.world_size / max(elapsed, 1e-9),
                  train_skipped=skipped, epoch_time=elapsed)

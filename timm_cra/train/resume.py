@@ -3,6 +3,7 @@ LR schedule, epoch / step counters, metrics history and the random streams (so a
 bit-identical to an uninterrupted one)."""
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -62,6 +63,43 @@ def _progress_problem(ckpt: Dict[str, Any]) -> Optional[str]:
     return None
 
 
+#: Optimizer group hyper-parameters a run continues with: ``load_state_dict`` puts the saved values back over the
+#: args', and they are plain numbers outside the sha256 record (momentum=NaN trained to NaN with exit 0).
+_GROUP_HYPER_PARAMS = ('lr', 'initial_lr', 'lr_scale', 'momentum', 'dampening', 'weight_decay', 'eps', 'betas')
+
+
+def _is_rate(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _optimizer_problem(ckpt: Dict[str, Any], args=None) -> Optional[str]:
+    """Why the optimizer's param_groups cannot be the run's, or None: every hyper-parameter finite and >= 0, and
+    those the args set (momentum, weight decay -- or 0 for the no-decay group --, betas, eps) equal to them."""
+    groups = ckpt['optimizer'].get('param_groups') if isinstance(ckpt['optimizer'], dict) else None
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) for g in groups):
+        return "its optimizer 'param_groups' is not a list of parameter groups"
+    opt_kwargs = dict(getattr(args, 'opt_kwargs', None) or {})
+    betas = getattr(args, 'opt_betas', None)
+    expected = {'momentum': getattr(args, 'momentum', None), 'eps': getattr(args, 'opt_eps', None),
+                'betas': list(betas) if betas is not None else None, **opt_kwargs}
+    decay = opt_kwargs.get('weight_decay', getattr(args, 'weight_decay', None))
+    for i, group in enumerate(groups):
+        for key in _GROUP_HYPER_PARAMS:
+            if key not in group:
+                continue
+            value = group[key]
+            values = list(value) if key == 'betas' and isinstance(value, (list, tuple)) else [value]
+            if not all(_is_rate(v) for v in values):
+                return f"its optimizer group {i} has {key}={value!r:.40} (must be finite and >= 0)"
+            want = expected.get(key)
+            if key in ('momentum', 'eps', 'betas') and want is not None and values != (
+                    list(want) if isinstance(want, (list, tuple)) else [want]):
+                return f"its optimizer group {i} has {key}={value!r:.40}, not the run's {want!r:.40}"
+            if key == 'weight_decay' and decay is not None and value not in (0, decay):
+                return f"its optimizer group {i} has weight_decay={value!r:.40}, not the run's {decay!r:.40} (or 0)"
+    return None
+
+
 def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
     """Read ``--resume``'s checkpoint and refuse it, before any data is read, when it is not this trainer's
     ``last.pth`` or when an argument of :data:`STATE_ARGS` in ``args`` differs from the one it was written with."""
@@ -71,10 +109,11 @@ def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
         raise UsageError(f"'{path}' is not a training checkpoint of this trainer (no {', '.join(missing)}): "
                          f"--resume continues a 'last.pth' written by it; to start from the weights of another "
                          f"checkpoint use --initial-checkpoint {path}.")
-    problem = _progress_problem(ckpt)
+    problem = _progress_problem(ckpt) or _optimizer_problem(ckpt, args)
     if problem:
         raise UsageError(f"Cannot --resume '{path}': {problem}, so it was edited or damaged (the sha256 it records "
-                         f"covers the tensors only). Resume from an intact copy, or start a new run from its weights "
+                         f"covers the tensors only) or run with other settings. Resume from an intact copy with the "
+                         f"run's settings, or start a new run from its weights "
                          f"with --initial-checkpoint {path}.")
     epochs = getattr(args, 'epochs', None)
     if isinstance(epochs, int) and ckpt['epoch'] > epochs:  # the loop would train nothing and export as finished

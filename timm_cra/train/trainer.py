@@ -254,7 +254,7 @@ def _train(args, dinfo: DistInfo, output_dir: str) -> Dict[str, Any]:
 def _evaluate_epoch(epoch, model, model_ema, val_loader, dinfo: DistInfo, amp_dtype,
                     channels_last: bool) -> Dict[str, Any]:
     """The epoch's eval columns (model and EMA), logged in one line."""
-    ev = evaluate(model, val_loader, dinfo.device, amp_dtype, channels_last)
+    ev = evaluate(model, val_loader, dinfo.device, amp_dtype, channels_last, desc=f'Epoch {epoch} validation')
     row = dict(eval_loss=ev['loss'], eval_top1=ev['top1'], eval_top5=ev['top5'], eval_skipped=ev['skipped'])
     if model_ema is not None:
         ev_ema = evaluate(model_ema.module, val_loader, dinfo.device, amp_dtype, channels_last)

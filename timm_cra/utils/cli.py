@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence
 from .errors import UsageError
 
 __all__ = ['add_shared_args', 'default_workers', 'check_model_name', 'input_files', 'check_positive', 'starting_module',
-           'starting_light_command']
+           'starting_light_command', 'resolve_pretrained']
 
 #: commands that import neither torch nor timm (``python -m`` module, console script): in their process
 #: ``import timm_cra`` does not register the models
@@ -55,6 +55,13 @@ def input_files(model_name: str, checkpoint: str = '') -> List[str]:
         folder = model_name[len('local-dir:'):]
         files += [os.path.join(folder, name) for name in ('config.json', 'model.safetensors', 'pytorch_model.bin')]
     return files
+
+
+def resolve_pretrained(pretrained: Optional[bool], model_name: str) -> bool:
+    """``--pretrained`` / ``--no-pretrained`` as given; unset (None): on for ``hf-hub:`` / ``local-dir:`` names, which
+    name their weights (scoring or exporting such a model with random weights, under its name, misleads), off for
+    registry names."""
+    return pretrained if pretrained is not None else ':' in model_name
 
 
 def check_positive(args, *names: str) -> None:
