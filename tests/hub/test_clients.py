@@ -76,7 +76,7 @@ def test_previous_layout_still_loads_in_timm(tmp_path):
 
 def test_label_count_must_match_the_head(tmp_path):
     model = timm.create_model('cra_cifar_resnet20', num_classes=3, in_chans=1, device='meta')
-    with pytest.raises(ValueError, match=r'^timm_cra: 2 label names for a 3-class head: give exactly one name'):
+    with pytest.raises(ValueError, match=r'^2 label names for a 3-class head: give exactly one name'):
         write_config(model, tmp_path / 'config.json', label_names=['a', 'b'])
     assert not (tmp_path / 'config.json').exists()
     config = write_config(model, tmp_path / 'config.json', label_names=['a', 'b', 'c'],

@@ -45,6 +45,7 @@ def test_public_names_keep_their_import_paths_and_builtin_bases():
     from timm_cra.data.errors import DataError
     from timm_cra.data.images import UnreadableImage
     from timm_cra.export.onnx import OnnxMismatchError
+    from timm_cra.hub.card import RepoContentError
     from timm_cra.models import RetrofitKeyError
     from timm_cra.models._weight_checks import HubUnreachableError, WeightsCheckError
     from timm_cra.train.checkpoint import CheckpointSaveError
@@ -55,7 +56,8 @@ def test_public_names_keep_their_import_paths_and_builtin_bases():
              UnknownModelError: (UsageError, RuntimeError), OnnxMismatchError: RuntimeError,
              RetrofitKeyError: (WeightsCheckError, ValueError), HubUnreachableError: WeightsCheckError,
              DataError: UsageError, UnreadableImage: (DataError, ValueError), CheckpointSaveError: UsageError,
-             MissingExtraError: (UsageError, ImportError), OutputPathError: (UsageError, OSError)}
+             MissingExtraError: (UsageError, ImportError), OutputPathError: (UsageError, OSError),
+             RepoContentError: (UsageError, ValueError)}
     for cls, base in bases.items():
         for b in base if isinstance(base, tuple) else (base,):
             assert issubclass(cls, b), (cls, b)

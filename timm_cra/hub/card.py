@@ -13,9 +13,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from huggingface_hub import EvalResult, ModelCardData
 
 from ..layers.cra import cra_description
+from ..utils.errors import UsageError
 
 __all__ = [
-    'EvalResults', 'load_eval_results', 'render_model_card', 'usage_section', 'USAGE_IMAGE', 'PAPER_CITATION',
+    'EvalResults', 'RepoContentError', 'load_eval_results', 'render_model_card', 'usage_section', 'USAGE_IMAGE',
+    'PAPER_CITATION',
 ]
 
 PAPER_TITLE = 'Convolutional Neural Network optimization via Channel Reassessment Attention module'
@@ -29,6 +31,11 @@ PAPER_CITATION = """@article{shen2020cra,
 
 # Known dataset ids -> display names for the card (anything else is shown as given).
 _DATASET_NAMES = {'imagenet-1k': 'ImageNet-1k', 'cifar10': 'CIFAR-10', 'cifar100': 'CIFAR-100'}
+
+
+class RepoContentError(UsageError, ValueError):
+    """What a Hub repo folder would be written from cannot be used: eval results, class names, the model's
+    pretrained cfg. A ``ValueError`` too, which these functions raised before."""
 
 
 @dataclass
@@ -89,10 +96,10 @@ _SOURCES = ('measured', 'paper')
 
 
 def _check_eval_results(data: Dict[str, Any], where: str) -> None:
-    """One ``ValueError`` line naming the first key whose value does not fit the schema."""
-    def bad(problem: str) -> ValueError:
-        return ValueError(f'timm_cra: eval results{where}: {problem}. Fix the file (schema: {{"top1": 77.2, '
-                          f'"top5": 93.5, "dataset": "imagenet-1k", "split": "validation", "source": "measured"}}).')
+    """One :class:`RepoContentError` line naming the first key whose value does not fit the schema."""
+    def bad(problem: str) -> RepoContentError:
+        return RepoContentError(f'eval results{where}: {problem}. Fix the file (schema: {{"top1": 77.2, "top5": 93.5, '
+                                f'"dataset": "imagenet-1k", "split": "validation", "source": "measured"}}).')
 
     for key in ('top1', 'top5', 'top1_err', 'top5_err'):
         value = data.get(key)
@@ -117,32 +124,31 @@ def load_eval_results(source: Union[str, Path, Dict[str, Any]], name: Optional[s
     Accuracy may be given as ``top1``/``top5`` (%) or as ``top1_err``/``top5_err`` (%). Optional keys:
     ``dataset`` (Hub dataset id), ``split``, ``source`` (``measured``|``paper``), ``source_url``, ``img_size``,
     ``crop_pct``, ``interpolation``, ``recipe``, ``notes``. Unknown keys are kept in ``extra``. Types and ranges
-    are checked (accuracies in [0, 100], top-5 not below top-1): a bad file is one ``ValueError`` line, naming
-    ``name`` (the file a dict was read from) or the file.
+    are checked (accuracies in [0, 100], top-5 not below top-1): a bad file is one :class:`RepoContentError` line,
+    naming ``name`` (the file a dict was read from) or the file.
     """
     where = f' in {name or source}' if name or not isinstance(source, dict) else ''
     if isinstance(source, dict):
         data = dict(source)
     else:
-        from ..utils.errors import UsageError
         from ..utils.io import check_regular_file
         try:
             check_regular_file(source, 'Eval results')
             data = json.loads(Path(source).read_text(encoding='utf-8'))
         except (UsageError, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f'timm_cra: cannot read eval results {source}: {e} Pass a JSON file such as '
-                             f'timm validate.py writes ({{"top1": 77.2, "top5": 93.5, ...}}).') from e
+            raise RepoContentError(f'cannot read eval results {source}: {e} Pass a JSON file such as '
+                                   f'timm validate.py writes ({{"top1": 77.2, "top5": 93.5, ...}}).') from e
     if not isinstance(data, dict):
-        raise ValueError(f'timm_cra: eval results{where} must be a JSON object, got {type(data).__name__}.')
+        raise RepoContentError(f'eval results{where} must be a JSON object, got {type(data).__name__}.')
     _check_eval_results(data, where)
     top1 = _accuracy(data, 'top1')
     if top1 is None or not math.isfinite(top1) or not 0 <= top1 <= 100:
-        raise ValueError(f"timm_cra: eval results{where} need 'top1' (accuracy in %) or 'top1_err'; got "
-                         f"{data.get('top1', data.get('top1_err'))!r}.")
+        raise RepoContentError(f"eval results{where} need 'top1' (accuracy in %) or 'top1_err'; got "
+                               f"{data.get('top1', data.get('top1_err'))!r}.")
     top5 = _accuracy(data, 'top5')
     if top5 is not None and top5 < top1:
-        raise ValueError(f"timm_cra: eval results{where}: top-5 accuracy {top5} is below top-1 {top1}, which "
-                         f"cannot be; check 'top5' / 'top5_err'.")
+        raise RepoContentError(f"eval results{where}: top-5 accuracy {top5} is below top-1 {top1}, which "
+                               f"cannot be; check 'top5' / 'top5_err'.")
     known = set(EvalResults.__dataclass_fields__) - {'extra', 'top1', 'top5'}
     skip = {'top1', 'top5', 'top1_err', 'top5_err'}
     return EvalResults(

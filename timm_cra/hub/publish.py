@@ -22,8 +22,7 @@ import torch
 
 from ..models._builder import hub_id
 from ..utils.labels import repeated_names
-from ..models._weight_checks import _is_connect_error
-from ..utils.errors import TimmCraError, UsageError, printable, run_cli
+from ..utils.errors import TimmCraError, UsageError, is_connect_error, printable, run_cli
 from ..utils.io import check_output_folder, check_regular_file, open_regular_file
 from ..utils.weights import check_file, load_state_checked, read_weights
 from .card import load_eval_results
@@ -225,10 +224,8 @@ def _results(results, ckpt: Dict[str, Any], ema: bool, args: Dict[str, Any]):
     summary = results if isinstance(results, dict) else _json(Path(results), '--results')
     if summary is not None and 'final' in summary and 'optimizer_steps' in summary:
         name = "The trainer's results.json" if isinstance(results, dict) else str(results)
-        try:  # checked here, where the file is known, so its errors name it
-            return load_eval_results(trainer_results(summary, ckpt, ema, args, name), name=name)
-        except ValueError as e:
-            raise UsageError(str(e).replace('timm_cra: ', '')) from e
+        # checked here, where the file is known, so its errors name it
+        return load_eval_results(trainer_results(summary, ckpt, ema, args, name), name=name)
     return results
 
 
@@ -286,7 +283,7 @@ def build_repo_folder(
     try:
         return export_repo(model.eval(), out_dir, model_name=model_name, repo_id=repo_id, results=results,
                            recipe=recipe, overwrite=overwrite, **provenance)
-    except (FileExistsError, ValueError) as e:
+    except FileExistsError as e:  # atomic_folder's "pass overwrite=True" (bad content is a RepoContentError)
         raise UsageError(str(e).replace('timm_cra: ', '')) from e
 
 
@@ -326,7 +323,7 @@ def push_repo_folder(
         raise UsageError(f"Pushing {folder} to {repo_id} at {constants.ENDPOINT} failed: "
                          f"{str(e).splitlines()[0]} (check the token's write access and the repo id).") from e
     except Exception as e:  # noqa: BLE001  (the HTTP library's own error classes; only 'cannot connect' is ours)
-        if not _is_connect_error(e):
+        if not is_connect_error(e):
             raise
         raise UsageError(f"Pushing to {repo_id} failed: cannot connect to the Hub endpoint {constants.ENDPOINT} "
                          f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); nothing was uploaded and "

@@ -25,7 +25,7 @@ from ..models._builder import hub_id
 from ..models._factory import label_count_problem
 from ..utils import count_macs, count_params
 from ..utils.io import atomic_folder, atomic_path, atomic_write
-from .card import EvalResults, load_eval_results, render_model_card
+from .card import EvalResults, RepoContentError, load_eval_results, render_model_card
 
 __all__ = ['export_repo', 'write_repo_metadata', 'write_config', 'save_model_files', 'check_label_names',
            'atomic_folder', 'model_name_with_tag']
@@ -40,7 +40,7 @@ def model_name_with_tag(model: nn.Module) -> str:
     cfg = model.pretrained_cfg
     arch = cfg.get('architecture')
     if not arch:
-        raise ValueError('timm_cra: model has no pretrained_cfg architecture; build it with timm.create_model.')
+        raise RepoContentError('model has no pretrained_cfg architecture; build it with timm.create_model.')
     return f"{arch}.{cfg['tag']}" if cfg.get('tag') else arch
 
 
@@ -67,11 +67,11 @@ def check_label_names(label_names: Optional[Sequence[str]], num_classes: int) ->
     names = [str(n) for n in label_names]
     problem = label_count_problem(names, num_classes)  # the check every config.json read goes through
     if problem:
-        raise ValueError(f'timm_cra: {problem}: give exactly one name per class, in class-index order.')
+        raise RepoContentError(f'{problem}: give exactly one name per class, in class-index order.')
     unprintable = [n for n in names if not n.isprintable()]
     if unprintable:  # a newline or escape code in a class name would forge lines of the card, logs and clients
-        raise ValueError(f'timm_cra: label name {unprintable[0]!r} holds a control character (newline, tab, escape): '
-                         f'rename that class (--label-names) to printable text.')
+        raise RepoContentError(f'label name {unprintable[0]!r} holds a control character (newline, tab, escape): '
+                               f'rename that class (--label-names) to printable text.')
     return names
 
 
@@ -103,7 +103,7 @@ def _one_layout(config: Dict[str, Any], label_names: Optional[List[str]],
     try:
         PretrainedCfg(**pretrained_cfg)
     except TypeError as e:
-        raise ValueError(f'timm_cra: exported pretrained_cfg has fields timm cannot read back: {e}') from e
+        raise RepoContentError(f'exported pretrained_cfg has fields timm cannot read back: {e}') from e
     return config
 
 

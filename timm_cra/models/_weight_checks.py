@@ -22,7 +22,7 @@ from typing import Iterator, Optional, Tuple
 from torch import nn
 from timm.models import PretrainedCfg
 
-from ..utils.errors import TimmCraError
+from ..utils.errors import TimmCraError, is_connect_error
 from ..utils.io import file_digest
 
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
@@ -74,12 +74,6 @@ def cached_weights(repo_id: str, revision: Optional[str]) -> Optional[Path]:
     return Path(cached) if isinstance(cached, str) else None
 
 
-def _is_connect_error(err: BaseException) -> bool:
-    # httpx / httpx2 raise ConnectError for refused connections and unresolvable names (a time-out is a
-    # different class); matched by name so this does not depend on which HTTP library huggingface_hub uses.
-    return any(cls.__name__ == 'ConnectError' for cls in type(err).__mro__)
-
-
 def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
     """Raise :class:`WeightsCheckError` if the endpoint cannot be connected to at all (refused, DNS failure).
 
@@ -92,7 +86,7 @@ def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
     try:
         get_session().request('HEAD', url, timeout=_PROBE_TIMEOUT_S, follow_redirects=False)
     except Exception as err:  # noqa: BLE001  (classified below; everything else is the client's to retry)
-        if _is_connect_error(err):
+        if is_connect_error(err):
             raise HubUnreachableError(f'is unreachable (no connection: {err})') from err
 
 

@@ -5,6 +5,8 @@ whose message is one line naming the fix. Library functions raise it (or a subcl
 print ``error: <message>`` and exit 2 for it, and for nothing else: bugs, and failures of other libraries that
 the package has not explained, keep their tracebacks. A failure a CLI must print as one line is converted into
 a :class:`TimmCraError` where it happens, not caught by class (``RuntimeError``, ``OSError``) at the CLI.
+:func:`is_connect_error` says which failures of the HTTP library mean "no connection at all", for the places that
+convert those (a weights download, a push).
 
 The tree (subclasses keep a builtin base where callers catch that, e.g. ``PretrainedWeightsError`` is a
 ``RuntimeError`` like timm's own load errors)::
@@ -17,6 +19,8 @@ The tree (subclasses keep a builtin base where callers catch that, e.g. ``Pretra
     |   +-- MissingExtraError     the ``train`` extra is not installed; an ImportError (utils.extras)
     |   +-- CheckpointSaveError   writing a checkpoint failed (train.checkpoint)
     |   +-- UnknownModelError     no architecture of that name; a RuntimeError (models._factory)
+    |   +-- RepoContentError      eval results, class names, a cfg a Hub repo cannot be written from; also a
+    |                             ValueError (hub.card)
     +-- PretrainedWeightsError    pretrained weights not fetched or loaded; a RuntimeError (models._load_errors)
     |   +-- UnknownPretrainedTagError   also a ValueError
     +-- WeightsCheckError         one check on loaded weights failed (models._weight_checks)
@@ -29,7 +33,7 @@ import os
 import sys
 from typing import Any, Callable, Optional, Sequence
 
-__all__ = ['TimmCraError', 'UsageError', 'run_cli', 'printable']
+__all__ = ['TimmCraError', 'UsageError', 'run_cli', 'printable', 'is_connect_error']
 
 
 class TimmCraError(Exception):
@@ -46,6 +50,13 @@ def printable(text) -> str:
     drive the terminal. Printable text, any script, is unchanged."""
     text = os.fspath(text) if isinstance(text, os.PathLike) else str(text)
     return text if text.isprintable() else ''.join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def is_connect_error(err: BaseException) -> bool:
+    """Whether ``err`` (from the HTTP library huggingface_hub uses) means that no connection could be opened at
+    all: refused, or a name that does not resolve. A time-out is not, nor is an answer of any status."""
+    # httpx / httpx2 raise ConnectError for both; matched by name so this does not depend on which one is installed.
+    return any(cls.__name__ == 'ConnectError' for cls in type(err).__mro__)
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None) -> None:
