@@ -50,7 +50,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..utils.errors import printable
@@ -618,7 +618,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         refuse(parser, f'--port must be 0 to 65535 (0 picks a free port), not {args.port}')
 
 
-def start(parser: argparse.ArgumentParser, args: argparse.Namespace, server_class: type = None, **kwargs: Any):
+def start(parser: argparse.ArgumentParser, args: argparse.Namespace,
+          server_class: Optional[Type[HubFolderServer]] = None, **kwargs: Any) -> HubFolderServer:
     """``server_class`` (default :class:`HubFolderServer`) listening as ``args`` say; a port in use or reserved, or
     a host that is not this machine's, is one line (exit 2)."""
     try:
