@@ -184,7 +184,7 @@ def summarize(with_gates: bool = False) -> dict:
 
 
 def gate_stats(weights: Path, num_images: int = 500) -> dict:
-    """How far the trained gates moved: mean and spread of the gate values sigmoid(conv(pool(x))) over the first
+    """How far the trained gates moved: mean and spread of the gate values (``CraAttn.channel_gates``) over the first
     ``num_images`` test images, all gates pooled (at init every gate is the constant sigmoid(b))."""
     from io import BytesIO
     import numpy as np
@@ -193,7 +193,7 @@ def gate_stats(weights: Path, num_images: int = 500) -> dict:
     import torch
     from PIL import Image
     from safetensors.torch import load_file
-    from timm_cra.layers import CraAttn, cra_pool
+    from timm_cra.layers import CraAttn
     model = timm.create_model('cra_cifar_resnet20')
     model.load_state_dict(load_file(str(weights)))
     model.eval()
@@ -205,7 +205,7 @@ def gate_stats(weights: Path, num_images: int = 500) -> dict:
     gates = []
 
     def hook(module, inputs):  # the gate, from the input before the (in-place) product
-        gates.append(module.gate(module.conv(cra_pool(inputs[0], module.pool_size, module.pool_type))).flatten())
+        gates.append(module.channel_gates(inputs[0]).flatten())
     handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, CraAttn)]
     with torch.no_grad():
         model(x)

@@ -73,6 +73,18 @@ def _check_against_reference_formula(hw, pool_type):
     torch.testing.assert_close(m.conv.bias.grad, b_ref.grad)
 
 
+def test_cra_channel_gates_are_what_forward_scales_by():
+    # The gates callers read (tools/retrofit_experiment.py's gate statistics) are the forward's own.
+    torch.manual_seed(0)
+    m = CraAttn(12, inplace=True).eval()
+    x = torch.randn(2, 12, 14, 14)
+    with torch.no_grad():
+        gates = m.channel_gates(x)
+        logit = (reference_pool(x, (7, 7), 'max') * m.conv.weight[:, 0]).sum((-2, -1)) + m.conv.bias
+        torch.testing.assert_close(gates, torch.sigmoid(logit)[:, :, None, None])
+        torch.testing.assert_close(m(x.clone()), x * gates, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('hw', [(112, 112), (56, 56), (28, 28), (14, 14), (10, 13)])
 def test_cra_max_pool_ties_route_gradient_like_adaptive_pool(hw, channels_last):

@@ -43,3 +43,14 @@ def test_summary_matches_the_committed_records(tool):
             rec = json.loads((tool.RESULTS / f"{row['arm']}-s{seed}.json").read_text())
             assert rec['final_top1'] == top1 == rec['curve'][-1]['eval_top1']
     assert [r['arm'] for r in summary['init']][0] == 'base'
+
+
+def test_gate_stats_read_the_constant_gate_of_the_retrofitted_init(tool, tmp_path, monkeypatch):
+    # Zero kernel + bias b: every gate is sigmoid(b) whatever the image, and gate_stats (CraAttn's own gates,
+    # read on real test images) must say exactly that.
+    monkeypatch.setattr(tool, 'OUTPUT', tmp_path)
+    b = tool.BIASES[0]
+    stats = tool.gate_stats(tool.write_init_weights(b), num_images=4)
+    expected = torch.sigmoid(torch.tensor(b)).item()
+    assert stats['gate_mean'] == pytest.approx(expected, abs=1e-4) and stats['gate_std'] == 0.0
+    assert stats['gate_min'] == pytest.approx(expected, abs=1e-4)

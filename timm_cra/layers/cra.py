@@ -253,9 +253,13 @@ class CraAttn(nn.Module):
         # The input's spatial size where it is fixed (timm_cra.export sets it: tracers see sizes as tensors).
         self.in_size: Optional[Tuple[int, int]] = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def channel_gates(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-channel gates, (N, C, 1, 1), that :meth:`forward` scales ``x`` by: ``gate(kernel(pool(x)))``."""
         pooled = cra_pool(x, self.pool_size, self.pool_type, self.in_size)
-        gate = self.gate(cra_kernel(pooled, self.conv.weight, self.conv.bias))
+        return self.gate(cra_kernel(pooled, self.conv.weight, self.conv.bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.channel_gates(x)
         if self.inplace and not torch.is_grad_enabled():
             return x.mul_(gate)
         return x * gate
