@@ -104,12 +104,13 @@ def test_runner_and_report_smoke(tmp_path):
 def test_primitives_table():
     res = benchmark_primitives([(2, 4, 14, 14), (1, 4, 14, 14)], rounds=2, warmup=1, log=lambda _: None)
     ops = {r.variant for r in res}
-    assert {'mean (SE squeeze)', 'strided window max NCHW', 'x.mul_(gate)', 'CRA training pool fwd+bwd', 'CRA 7x7 kernel NCHW'} <= ops
+    assert {'mean (SE squeeze)', 'strided window max NCHW', 'x.mul_(gate)', 'CRA training pool channels_last fwd+bwd',
+            'CRA 7x7 kernel NCHW'} <= ops
     assert all(r.min_s > 0 and r.setting == 'primitive' for r in res)
     md = markdown_summary(res, dict(date='d', device='cpu', torch='t', rounds=2))
     assert '| operation | 4x14x14 (N=2) | 4x14x14 (N=1) |' in md  # one column per shape and batch size
     mean = [r for r in res if r.variant == 'mean (SE squeeze)']
-    assert f'| mean (SE squeeze) | {mean[0].min_s * 1e3:.2f} (1.0) | {mean[1].min_s * 1e3:.2f} (1.0) |' in md and '| CRA 7x7 kernel fwd+bwd |' in md
+    assert f'| mean (SE squeeze) | {mean[0].min_s * 1e3:.2f} (1.0) | {mean[1].min_s * 1e3:.2f} (1.0) |' in md and '| CRA 7x7 kernel channels_last fwd+bwd |' in md
 
 
 def test_cpu_description(tmp_path):

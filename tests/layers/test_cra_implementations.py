@@ -110,12 +110,15 @@ def test_implementation_gradcheck(name, monkeypatch):
     # ties), input and parameters; implementations that only run without autograd have nothing to check.
     calls = _spy(monkeypatch)
     others = [n for n in REGISTERED if n != name]
-    for hw, pool_type in itertools.product([(14, 14), (7, 7), (10, 10)], ['max', 'avg']):
+    for hw, pool_type, channels_last in itertools.product([(14, 14), (7, 7), (10, 10)], ['max', 'avg'], [False, True]):
         gen = torch.Generator().manual_seed(0)
         m = CraAttn(2, pool_type=pool_type).double()
         if name == 'static_windows':
             m.in_size = hw
-        x = torch.randn((1, 2) + hw, generator=gen, dtype=torch.double, requires_grad=True)
+        x = torch.randn((1, 2) + hw, generator=gen, dtype=torch.double)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(True)
         del calls[:]
         with use_reference(*others):
             m(x)
@@ -130,7 +133,7 @@ def test_implementation_gradcheck(name, monkeypatch):
 
 
 #: Entries whose predicate requires no autograd (they have no backward of their own).
-_NO_AUTOGRAD = {'dot_product', 'strided_max', 'window_max_nchw'}
+_NO_AUTOGRAD = {'dot_product', 'window_max_nchw'}
 
 
 def _functional(m, x, w, b):

@@ -1,4 +1,6 @@
 """The cra_* families: registry, parameter counts, CRA placement and the timm model contract."""
+from collections import Counter
+
 import pytest
 import torch
 from torch import nn
@@ -9,6 +11,7 @@ from timm.models.resnet import BasicBlock, Bottleneck
 
 import timm_cra
 from timm_cra.layers import CraAttn
+from timm_cra.layers.cra import KERNEL_IMPLEMENTATIONS, POOL_IMPLEMENTATIONS, Implementation
 from timm_cra.models._builder import base_arch
 
 from .archs import CRA_ARCHS, IMAGENET_ARCHS, SMALL_ARCHS
@@ -221,3 +224,22 @@ def test_families_gate_in_place_at_inference_with_identical_outputs(name):
     with torch.inference_mode():
         y_inf = model(x)
     torch.testing.assert_close(y_inf, y_grad.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_training_step_runs_the_fast_paths_for_channels_last_only(channels_last, monkeypatch):
+    # The CPU training kernels stay only where two idle benchmark runs measured them faster (docs/benchmarks.md,
+    # "Fast paths: which stay"): every CRA layer of a channels_last training step runs them, an NCHW step none.
+    calls = []
+    for table in (POOL_IMPLEMENTATIONS, KERNEL_IMPLEMENTATIONS):
+        for name, impl in list(table.items()):
+            monkeypatch.setitem(table, name, Implementation(
+                impl.applies, lambda *a, _run=impl.run, _name=name: calls.append(_name) or _run(*a)))
+    model = timm.create_model('cra_cifar_resnet20').train()
+    x = torch.randn(2, 3, 32, 32)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    model(x).logsumexp(1).sum().backward()
+    layers = len(_cra_modules(model))
+    assert Counter(calls) == (Counter(window_max_autograd=layers, dot_product_autograd=layers) if channels_last
+                              else Counter())

@@ -245,13 +245,13 @@ def _primitive_fns(x: torch.Tensor) -> Dict[str, Callable[[], None]]:
     x_cl = x.contiguous(memory_format=torch.channels_last)
     x_mut = x.clone()  # rescaled by every in-place call (a few dozen calls: no denormals)
     gate = torch.rand(N, C, 1, 1)
-    x_grad = x.clone().requires_grad_(True)
-    g_pool = torch.randn(N, C, 7, 7)
-    x7 = torch.randn(N, C, 7, 7, requires_grad=True)
+    x_grad = x_cl.clone().requires_grad_(True)  # the training kernels are channels_last only
+    g_pool = torch.randn(N, C, 7, 7).contiguous(memory_format=torch.channels_last)
+    x7 = torch.randn(N, C, 7, 7).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     w7 = torch.randn(C, 1, 7, 7, requires_grad=True)
     b7 = torch.zeros(C, requires_grad=True)
     g7 = torch.randn(N, C, 1, 1)
-    p7, p7_cl = torch.randn(N, C, 7, 7), torch.randn(N, C, 7, 7).contiguous(memory_format=torch.channels_last)
+    p7 = torch.randn(N, C, 7, 7)
     w7_inf, b7_inf = torch.randn(C, 1, 7, 7), torch.randn(C)
 
     def infer(fn):
@@ -265,18 +265,15 @@ def _primitive_fns(x: torch.Tensor) -> Dict[str, Callable[[], None]]:
         'max_pool2d NCHW': infer(lambda: F.max_pool2d(x, k, k)),
         'adaptive_max_pool2d NCHW (reference)': infer(lambda: F.adaptive_max_pool2d(x, 7)),
         'strided window max NCHW': infer(lambda: window_max_nchw(x, 7, 7)),
-        'max_pool2d channels_last': infer(lambda: F.max_pool2d(x_cl, k, k)),
         'x * gate': infer(lambda: x * gate),
         'x.mul_(gate)': infer(lambda: x_mut.mul_(gate)),
-        'max_pool2d NCHW fwd+bwd': lambda: F.max_pool2d(x_grad, k, k).backward(g_pool),
-        'adaptive_max_pool2d NCHW fwd+bwd (reference)': lambda: F.adaptive_max_pool2d(x_grad, 7).backward(g_pool),
-        'CRA training pool fwd+bwd': lambda: WindowMaxPool.apply(x_grad, k, k).backward(g_pool),
+        'adaptive_max_pool2d channels_last fwd+bwd (reference)':
+            lambda: F.adaptive_max_pool2d(x_grad, 7).backward(g_pool),
+        'CRA training pool channels_last fwd+bwd': lambda: WindowMaxPool.apply(x_grad, k, k).backward(g_pool),
         '7x7 depthwise conv on 7x7 NCHW': infer(lambda: F.conv2d(p7, w7_inf, b7_inf, groups=C)),
         'CRA 7x7 kernel NCHW': infer(lambda: map_kernel_infer(p7, w7_inf, b7_inf)),
-        '7x7 depthwise conv on 7x7 channels_last': infer(lambda: F.conv2d(p7_cl, w7_inf, b7_inf, groups=C)),
-        'CRA 7x7 kernel channels_last': infer(lambda: map_kernel_infer(p7_cl, w7_inf, b7_inf)),
-        '7x7 depthwise conv on 7x7 fwd+bwd': lambda: F.conv2d(x7, w7, b7, groups=C).backward(g7),
-        'CRA 7x7 kernel fwd+bwd': lambda: MapKernel.apply(x7, w7, b7).backward(g7),
+        '7x7 depthwise conv on 7x7 channels_last fwd+bwd': lambda: F.conv2d(x7, w7, b7, groups=C).backward(g7),
+        'CRA 7x7 kernel channels_last fwd+bwd': lambda: MapKernel.apply(x7, w7, b7).backward(g7),
     }
 
 

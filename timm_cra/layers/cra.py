@@ -94,6 +94,8 @@ def _needs_grad(x: torch.Tensor) -> bool:
 
 
 #: Implementations of :func:`cra_pool`, tried in this order; arguments ``(x, pool_size, pool_type, in_size)``.
+#: An entry stays only where two idle benchmark runs both showed it more than 3% faster than the reference
+#: (docs/benchmarks.md, "Fast paths: which stay").
 POOL_IMPLEMENTATIONS: Dict[str, Implementation] = {
     # Export (timm_cra.export): windows from the caller's static input size, in ops every exporter supports.
     # Values exact; gradients too, except that amax over overlapping windows splits a tie between the tied
@@ -101,38 +103,26 @@ POOL_IMPLEMENTATIONS: Dict[str, Implementation] = {
     'static_windows': Implementation(
         lambda x, size, kind, in_size: in_size is not None,
         lambda x, size, kind, in_size: static_window_pool(x, in_size, size, kind)),
-    # The map is already P x P: nothing to pool.
-    'identity': Implementation(
-        lambda x, size, kind, in_size: _eager_cpu(x) and x.shape[-2] == size[0] and x.shape[-1] == size[1],
-        lambda x, size, kind, in_size: x),
-    'strided_avg': Implementation(
-        lambda x, size, kind, in_size: _uniform_cpu(x, size, kind, 'avg'),
-        lambda x, size, kind, in_size: F.avg_pool2d(x, _window(x, size), _window(x, size))),
-    # Training: argmax saved as 1-2 byte offsets instead of int64 indices.
+    # Training, channels_last: argmax saved as 1-2 byte offsets instead of int64 indices (NCHW: the reference).
     'window_max_autograd': Implementation(
-        lambda x, size, kind, in_size: _uniform_cpu(x, size, kind, 'max') and _needs_grad(x),
+        lambda x, size, kind, in_size: (_uniform_cpu(x, size, kind, 'max') and _needs_grad(x)
+                                        and cra_cpu.is_channels_last(x)),
         lambda x, size, kind, in_size: cra_cpu.WindowMaxPool.apply(x, *_window(x, size))),
     # Inference, NCHW: strided maxima instead of the NCHW max-pool kernel.
     'window_max_nchw': Implementation(
         lambda x, size, kind, in_size: _uniform_cpu(x, size, kind, 'max') and not _needs_grad(x) and x.is_contiguous(),
         lambda x, size, kind, in_size: cra_cpu.window_max_nchw(x, size[0], size[1])),
-    # Inference, channels_last: the strided max pool (no adaptive bin arithmetic).
-    'strided_max': Implementation(
-        lambda x, size, kind, in_size: (_uniform_cpu(x, size, kind, 'max') and not _needs_grad(x)
-                                        and not x.is_contiguous()),
-        lambda x, size, kind, in_size: F.max_pool2d(x, _window(x, size), _window(x, size))),
 }
 
 #: Implementations of :func:`cra_kernel`, tried in this order; arguments ``(x, weight, bias)``.
 KERNEL_IMPLEMENTATIONS: Dict[str, Implementation] = {
-    # Training: conv2d forward, backward written out elementwise.
+    # Training, channels_last pooled maps: conv2d forward, backward written out elementwise (NCHW: the reference).
     'dot_product_autograd': Implementation(
-        lambda x, weight, bias: _eager_cpu(x) and torch.is_grad_enabled(),
+        lambda x, weight, bias: _eager_cpu(x) and torch.is_grad_enabled() and cra_cpu.is_channels_last(x),
         cra_cpu.MapKernel.apply),
-    # Inference: one batched dot product per channel; channels_last maps with many rows stay with the conv.
+    # Inference, NCHW: one batched dot product per channel instead of the depthwise conv.
     'dot_product': Implementation(
-        lambda x, weight, bias: (_eager_cpu(x) and not torch.is_grad_enabled() and (
-            x.is_contiguous() or x.shape[0] * x.shape[1] <= cra_cpu.DOT_MAX_ROWS_CHANNELS_LAST)),
+        lambda x, weight, bias: _eager_cpu(x) and not torch.is_grad_enabled() and x.is_contiguous(),
         cra_cpu.map_kernel_infer),
 }
 
