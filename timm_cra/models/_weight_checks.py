@@ -1,8 +1,9 @@
 """Checks around a pretrained-weights load that timm and huggingface_hub leave out.
 
-* :func:`check_hub_reachable`: one short request before a download, so an endpoint that refuses connections
-  or whose name does not resolve fails at once instead of after huggingface_hub's back-off retries (which
-  stay in force for 5xx answers, time-outs and connections cut mid-way: those can heal).
+* :func:`check_hub_reachable`: one short request before a download, so an endpoint that gives no answer
+  (refuses or closes connections, does not resolve, stays silent past the time-out) fails at once instead of
+  after huggingface_hub's back-off retries (which stay in force for 5xx answers and downloads cut mid-way:
+  those can heal).
 * :func:`verify_download`: a Hub LFS file's ETag is its sha256, and the blob in the cache is named after it;
   huggingface_hub does not compare the two, so a file whose bytes changed in transit would load silently.
 * :func:`check_weight_dtypes`: ``load_state_dict`` casts an integer tensor into a float parameter without a
@@ -74,16 +75,24 @@ def cached_weights(repo_id: str, revision: Optional[str]) -> Optional[Path]:
     return Path(cached) if isinstance(cached, str) else None
 
 
+#: httpx / httpx2 error classes (with their subclasses) for an endpoint that gave no answer: refused or
+#: unresolvable (ConnectError), accepted then closed or reset before answering (RemoteProtocolError; ReadError,
+#: WriteError, CloseError: NetworkError), silent past the time-out (TimeoutException: connect, read, write, pool).
+_NO_ANSWER_ERRORS = ('NetworkError', 'RemoteProtocolError', 'TimeoutException')
+
+
 def _is_connect_error(err: BaseException) -> bool:
-    # httpx / httpx2 raise ConnectError for refused connections and unresolvable names (a time-out is a
-    # different class); matched by name so this does not depend on which HTTP library huggingface_hub uses.
-    return any(cls.__name__ == 'ConnectError' for cls in type(err).__mro__)
+    # Classes matched by name inside the httpx / httpx2 packages, so this does not depend on which of the two
+    # huggingface_hub uses (2.x vendors httpx2).
+    return any(cls.__name__ in _NO_ANSWER_ERRORS and cls.__module__.split('.')[0] in ('httpx', 'httpx2')
+               for cls in type(err).__mro__)
 
 
 def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
-    """Raise :class:`WeightsCheckError` if the endpoint cannot be connected to at all (refused, DNS failure).
+    """Raise :class:`HubUnreachableError` if the endpoint gives no answer at all (refused, DNS failure, connection
+    closed or reset before an answer, no answer within ``_PROBE_TIMEOUT_S``).
 
-    Anything else (an answer of any status, a time-out) is left to huggingface_hub and its retries.
+    An answer of any status is left to huggingface_hub and its retries.
     """
     from huggingface_hub import constants, get_session, hf_hub_url
     if constants.HF_HUB_OFFLINE:
@@ -93,7 +102,7 @@ def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
         get_session().request('HEAD', url, timeout=_PROBE_TIMEOUT_S, follow_redirects=False)
     except Exception as err:  # noqa: BLE001  (classified below; everything else is the client's to retry)
         if _is_connect_error(err):
-            raise HubUnreachableError(f'is unreachable (no connection: {err})') from err
+            raise HubUnreachableError(f'is unreachable (no answer: {err or type(err).__name__})') from err
 
 
 def drop_cached(link: Path) -> None:
