@@ -7,11 +7,12 @@ Nothing in the suite may reach the real Hub (unreachable here, and a stalled dow
 ``HF_HUB_OFFLINE=1`` is the default for every test and subprocess; the ``hub`` fixture lifts it only while
 huggingface_hub points at the loopback server.
 """
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Union
+from typing import Dict, Iterator, Union
 
 # Before anything imports huggingface_hub (it reads these once, at import time).
 os.environ['HF_HUB_OFFLINE'] = '1'
@@ -32,6 +33,32 @@ def closed_port_endpoint() -> str:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
     return f'http://127.0.0.1:{port}'
+
+
+@contextlib.contextmanager
+def connection_closing_endpoint() -> Iterator[str]:
+    """An endpoint URL on a loopback server that accepts each connection, reads the request and closes it
+    without an answer (a proxy or load balancer dropping the Hub): httpx's RemoteProtocolError."""
+    import socket
+    import socketserver
+    import threading
+
+    class Close(socketserver.BaseRequestHandler):
+        def handle(self):
+            self.request.settimeout(5)
+            with contextlib.suppress(OSError):
+                self.request.recv(65536)
+                self.request.shutdown(socket.SHUT_RDWR)
+
+    with socketserver.ThreadingTCPServer(('127.0.0.1', 0), Close) as server:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f'http://127.0.0.1:{server.server_address[1]}'
+        finally:
+            server.shutdown()
+
+
 HUB_DIR = REPO_ROOT / 'hub'  # generated repo folders, served read-only behind the test-made ones
 
 

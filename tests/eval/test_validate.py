@@ -199,6 +199,44 @@ def test_bad_batch_size_and_model_kwargs_are_one_line(cifar10_test, tmp_path, ca
         timm_cra.create_model('cra_cifar_resnet20', num_classes='ten')
 
 
+@pytest.mark.parametrize('flags,needle', [
+    (['--std', 'inf'], 'Non-finite values: --std inf;'),
+    (['--mean', '0.5', 'nan', '0.5'], 'Non-finite values: --mean 0.5 nan 0.5;'),
+    (['--crop-pct', 'nan'], 'Non-finite values: --crop-pct nan;'),
+    (['--std', '0'], '--std 0.0: every value must be above 0'),
+    (['--crop-pct', '0'], '--crop-pct 0.0 must be in (0, 2]'),
+    (['--crop-pct', '3'], '--crop-pct 3.0 must be in (0, 2]'),
+    (['--img-size', '0'], '--img-size 0 must be a side in pixels from 1 to 8192'),
+    (['--img-size', '-5'], '--img-size -5 must be a side in pixels from 1 to 8192'),
+    (['--img-size', '100000'], '--img-size 100000 must be a side in pixels from 1 to 8192'),
+    (['--input-size', '3', '0', '32'], '--input-size 3 0 32 must be channels, height, width'),
+    (['--workers', '-1'], '--workers -1 must be 0 (load in this process) or more'),
+    (['--num-samples', '-1'], '--num-samples must be a positive integer, not -1'),
+    (['--num-samples', '0'], '--num-samples must be a positive integer, not 0'),
+])
+def test_data_flags_that_describe_no_input_are_one_line(cifar10_test, capsys, flags, needle):
+    """--mean nan / --std inf scored top1 0.0 with exit 0; --crop-pct 0 was silently the model's 1.0, --num-samples
+    -1 dropped the last image and 0 took all; --std 0, --crop-pct nan, --img-size 0 / -5 / 100000 and --workers -1
+    were tracebacks (a MemoryError). All are refused in one line by utils.cli.check_shared_values, which train's
+    parser runs too."""
+    base = ['--model', 'cra_cifar_resnet20', '--pretrained', '--data-dir', cifar10_test, '--split', 'test',
+            '--no-progress']
+    assert needle in _one_error_line(base + flags, capsys)
+
+
+def test_non_finite_mean_through_the_installed_cli(cifar10_test, tmp_path):
+    """The stranger's command, as a process: exit 2, one line on stderr, nothing on stdout, no results file."""
+    import subprocess
+    import sys
+    results = tmp_path / 'r.json'
+    proc = subprocess.run([sys.executable, '-m', 'timm_cra.eval', '--model', 'cra_cifar_resnet20.cifar10',
+                           '--pretrained', '--data-dir', str(cifar10_test), '--split', 'test', '--mean', 'nan',
+                           '--results-file', str(results)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == '', proc.stderr[-2000:]
+    assert proc.stderr.startswith('error: Non-finite values: --mean nan;') and proc.stderr.count('\n') == 1
+    assert not results.exists()
+
+
 def test_results_csv_that_is_not_ours_is_refused_not_appended(cifar10_test, tmp_path, capsys):
     """An existing --results-csv with another header got rows in the wrong columns, a non-UTF-8 one a traceback:
     both are refused in one line before any work, the file untouched; a CSV with validate's header gets a row."""

@@ -81,16 +81,21 @@ def test_push_without_token_fails_before_network(trained, tmp_path, monkeypatch)
     assert (tmp_path / 'r' / 'model.safetensors').is_file()  # the dry-run part still happened
 
 
-def test_push_to_an_endpoint_that_refuses_connections_is_one_line(trained, tmp_path):
-    """It was a ConnectError traceback. The folder written before the push is the complete dry-run output."""
-    from ..conftest import closed_port_endpoint
+@pytest.mark.parametrize('endpoint_kind', ['refuses', 'closes'])
+def test_push_to_an_endpoint_that_refuses_connections_is_one_line(trained, tmp_path, endpoint_kind):
+    """It was a ConnectError traceback (a RemoteProtocolError one where the server accepts and closes each
+    connection). The folder written before the push is the complete dry-run output."""
+    import contextlib
+    from ..conftest import closed_port_endpoint, connection_closing_endpoint
     ckpt, *_ = trained
-    endpoint = closed_port_endpoint()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', HF_ENDPOINT=endpoint, HF_TOKEN='hf_test',
-               HF_HUB_OFFLINE='0', NO_PROXY='127.0.0.1,localhost')
-    proc = subprocess.run([sys.executable, '-m', 'timm_cra.hub.publish', 'cra_mobilenetv2_050.test_c5', str(ckpt),
-                           '--num-classes', '5', '--out', str(tmp_path / 'r'), '--push'],
-                          env=env, capture_output=True, text=True, timeout=120)
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(connection_closing_endpoint()) if endpoint_kind == 'closes' \
+            else closed_port_endpoint()
+        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', HF_ENDPOINT=endpoint, HF_TOKEN='hf_test',
+                   HF_HUB_OFFLINE='0', NO_PROXY='127.0.0.1,localhost')
+        proc = subprocess.run([sys.executable, '-m', 'timm_cra.hub.publish', 'cra_mobilenetv2_050.test_c5',
+                               str(ckpt), '--num-classes', '5', '--out', str(tmp_path / 'r'), '--push'],
+                              env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.count('\n') == 1 and proc.stderr.startswith(
         f'error: Pushing to timm-cra/cra_mobilenetv2_050.test_c5 failed: cannot connect to the Hub endpoint '

@@ -1,5 +1,6 @@
 """Faults between the Hub and a pretrained load: unreachable endpoints, server errors, altered downloads,
 integer weights, and ``hf-hub:`` names. Each fails with one :class:`PretrainedWeightsError` naming the fix."""
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -18,7 +19,7 @@ import timm_cra
 from timm_cra import PretrainedWeightsError, UnknownModelError, UnknownPretrainedTagError
 from timm_cra.hub.repo import export_repo
 
-from ..conftest import closed_port_endpoint
+from ..conftest import closed_port_endpoint, connection_closing_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = 'cra_mobilenetv2_050'
@@ -55,6 +56,17 @@ def test_unreachable_endpoint_fails_at_once(hub, sleeps, endpoint):
     with pytest.raises(PretrainedWeightsError, match=r"is unreachable.*not in the local cache.*HF_ENDPOINT.*file="):
         timm.create_model(ARCH, **_overlay('t-fault/anything'))
     assert sleeps == []  # no back-off: refused connections and unknown names do not heal by waiting
+
+
+def test_endpoint_that_closes_connections_is_unreachable_at_once(hub, sleeps):
+    """A server that accepts and closes every connection (httpx's RemoteProtocolError) was a traceback after
+    huggingface_hub's retries; it is as unreachable as a refused connection."""
+    with connection_closing_endpoint() as endpoint:
+        hub.set_endpoint(endpoint)
+        with pytest.raises(PretrainedWeightsError, match=r"is unreachable \(no answer: Server disconnected.*not in "
+                                                         r"the local cache.*HF_ENDPOINT.*file="):
+            timm.create_model(ARCH, **_overlay('t-fault/anything'))
+    assert sleeps == []
 
 
 def test_unreachable_message_names_the_local_copy(hub, sleeps):
@@ -197,18 +209,23 @@ _LOAD = ("import sys, timm, timm_cra\n"
 
 @pytest.mark.parametrize('tag,mode', [('cra_cifar_resnet20.cifar10', 'offline'),
                                       ('cra_resnet18.a1_in1k_gates_untrained', 'offline'),
-                                      ('cra_resnet18.a1_in1k_gates_untrained', 'unreachable')])
+                                      ('cra_resnet18.a1_in1k_gates_untrained', 'unreachable'),
+                                      ('cra_cifar_resnet20.cifar10', 'closes-connections')])
 def test_j4_fresh_process_fails_fast_with_the_fix(tmp_path, mode, tag):
     """Journey J4's two commands: without a Hub, the CIFAR tags load the copy bundled with the package (and say
     so; unreachable: tests/hub/test_bundled_weights.py); a tag whose weights only the Hub has (timm's base
-    weights here) fails with the fix. Either way within seconds."""
-    env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / 'cache'), HF_ENDPOINT=closed_port_endpoint(),
-               HF_HUB_OFFLINE='1' if mode == 'offline' else '0')
-    start = time.monotonic()
-    proc = subprocess.run([sys.executable, '-c', _LOAD, tag], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
-    elapsed = time.monotonic() - start
-    expected = 'is unreachable' if mode == 'unreachable' else 'HF_HUB_OFFLINE=1'
+    weights here) fails with the fix. Either way within seconds. An endpoint that accepts and closes every
+    connection (it was an httpx RemoteProtocolError traceback, rc 1) is unreachable too."""
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(connection_closing_endpoint()) if mode == 'closes-connections' \
+            else closed_port_endpoint()
+        env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / 'cache'), HF_ENDPOINT=endpoint,
+                   HF_HUB_OFFLINE='1' if mode == 'offline' else '0')
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, '-c', _LOAD, tag], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+        elapsed = time.monotonic() - start
+    expected = 'HF_HUB_OFFLINE=1' if mode == 'offline' else 'is unreachable'
     if tag.startswith('cra_cifar'):
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert expected in proc.stderr and 'loading the copy bundled with timm-cra' in proc.stderr

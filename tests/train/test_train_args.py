@@ -50,6 +50,27 @@ def test_non_finite_settings_are_refused(tmp_path):
         parse_args(['--model', 'cra_cifar_resnet20', '--config', str(cfg)])
 
 
+def test_data_values_are_checked_as_validate_checks_them(tmp_path):
+    """train runs validate's check of the shared data flags (utils.cli.check_shared_values), config values
+    included: --std 0 was torchvision's traceback, a NaN mean in a config trained on NaN inputs, and
+    --train-num-samples -1 silently dropped the last example."""
+    base = ['--model', 'cra_cifar_resnet20']
+    with pytest.raises(UsageError, match=r'--std 1.0 0.0 1.0: every value must be above 0'):
+        parse_args(base + ['--std', '1', '0', '1'])
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text('mean: [0.5, .nan, 0.5]\ncrop_pct: 0.9\n')
+    with pytest.raises(UsageError, match=r'Non-finite values: --mean 0.5 nan 0.5;'):
+        parse_args(base + ['--config', str(cfg)])
+    cfg.write_text('crop_pct: 0\n')
+    with pytest.raises(UsageError, match=r'--crop-pct 0 must be in \(0, 2\]'):
+        parse_args(base + ['--config', str(cfg)])
+    for flag in ('--train-num-samples', '--val-num-samples'):
+        with pytest.raises(UsageError, match=f'{flag} must be a positive integer, not -1'):
+            parse_args(base + [flag, '-1'])
+    args = parse_args(base + ['--img-size', '8192', '--crop-pct', '1.15', '--workers', '0', '--std', '0.25'])
+    assert (args.img_size, args.crop_pct, args.workers, args.std) == (8192, 1.15, 0, [0.25])
+
+
 def test_paper_recipe_decays_all_params():
     model = timm.create_model('cra_resnet18', layers=(1, 1, 1, 1), num_classes=10)
     n_params = sum(1 for _ in model.parameters())

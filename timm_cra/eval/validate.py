@@ -15,8 +15,8 @@ from timm.data import create_loader
 from ..data import (check_labels, check_num_classes, create_dataset, map_classes_by_name, model_in_chans,
                     resolve_model_data_config, skip_collate)
 from ..utils.amp import amp_dtype_for
-from ..utils.cli import (add_shared_args, check_model_name, check_positive, default_workers, input_files,
-                         resolve_pretrained)
+from ..utils.cli import (add_shared_args, check_model_name, check_positive, check_shared_values, default_workers,
+                         input_files, resolve_pretrained)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.io import atomic_write, check_output_file, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
@@ -176,7 +176,8 @@ def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = create_parser().parse_args(argv)
-    check_positive(args, 'batch_size')
+    check_shared_values(args)
+    check_positive(args, 'batch_size', 'num_samples')
     check_model_name(args.model)
     check_result_paths(args.results_file, args.results_csv, input_files(args.model, args.checkpoint))
     results = validate(args)

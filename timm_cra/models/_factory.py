@@ -132,6 +132,7 @@ _CROP_MODES = ('center', 'squash', 'border')
 MAX_NUM_CLASSES = 200_000
 MAX_INPUT_SIDE = 8192
 MAX_INPUT_CHANS = 1024
+MAX_CROP_PCT = 2  # timm's own crop_pct values go up to 1.15
 
 
 def _preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any]) -> Optional[str]:
@@ -158,9 +159,9 @@ def _preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any
             return f"pretrained_cfg '{key}' {values} must be finite numbers" + (' above 0' if key == 'std' else '')
     for key in ('crop_pct', 'test_crop_pct'):
         value = pretrained.get(key)
-        if value is not None and not (math.isfinite(value) and 0 < value <= 2):  # timm's own go up to 1.15
-            return f"pretrained_cfg '{key}' must be a number in (0, 2] (the crop's share of the resized image), " \
-                   f"not {value}"
+        if value is not None and not (math.isfinite(value) and 0 < value <= MAX_CROP_PCT):
+            return f"pretrained_cfg '{key}' must be a number in (0, {MAX_CROP_PCT}] (the crop's share of the resized " \
+                   f"image), not {value}"
     if pretrained.get('interpolation') not in (None, '', *_INTERPOLATIONS):
         return f"pretrained_cfg 'interpolation' {pretrained['interpolation']!r:.40} is not one timm knows " \
                f"({', '.join(_INTERPOLATIONS)})"

@@ -1,8 +1,9 @@
 """Checks around a pretrained-weights load that timm and huggingface_hub leave out.
 
-* :func:`check_hub_reachable`: one short request before a download, so an endpoint that refuses connections
-  or whose name does not resolve fails at once instead of after huggingface_hub's back-off retries (which
-  stay in force for 5xx answers, time-outs and connections cut mid-way: those can heal).
+* :func:`check_hub_reachable`: one short request before a download, so an endpoint that gives no answer
+  (refuses or closes connections, does not resolve, stays silent past the time-out) fails at once instead of
+  after huggingface_hub's back-off retries (which stay in force for 5xx answers and downloads cut mid-way:
+  those can heal).
 * :func:`verify_download`: a Hub LFS file's ETag is its sha256, and the blob in the cache is named after it;
   huggingface_hub does not compare the two, so a file whose bytes changed in transit would load silently.
 * :func:`check_weight_dtypes`: ``load_state_dict`` casts an integer tensor into a float parameter without a
@@ -75,9 +76,10 @@ def cached_weights(repo_id: str, revision: Optional[str]) -> Optional[Path]:
 
 
 def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
-    """Raise :class:`WeightsCheckError` if the endpoint cannot be connected to at all (refused, DNS failure).
+    """Raise :class:`HubUnreachableError` if the endpoint gives no answer at all (refused, DNS failure, connection
+    closed or reset before an answer, no answer within ``_PROBE_TIMEOUT_S``).
 
-    Anything else (an answer of any status, a time-out) is left to huggingface_hub and its retries.
+    An answer of any status is left to huggingface_hub and its retries.
     """
     from huggingface_hub import constants, get_session, hf_hub_url
     if constants.HF_HUB_OFFLINE:
@@ -87,7 +89,7 @@ def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
         get_session().request('HEAD', url, timeout=_PROBE_TIMEOUT_S, follow_redirects=False)
     except Exception as err:  # noqa: BLE001  (classified below; everything else is the client's to retry)
         if is_connect_error(err):
-            raise HubUnreachableError(f'is unreachable (no connection: {err})') from err
+            raise HubUnreachableError(f'is unreachable (no answer: {err or type(err).__name__})') from err
 
 
 def drop_cached(link: Path) -> None:

@@ -4,14 +4,13 @@ As in timm, a config file sets defaults and flags given on the command line over
 ``--config`` takes the name of a bundled recipe (``timm_cra/train/recipes/<name>.yaml``).
 """
 import argparse
-import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from timm.utils import ParseKwargs
 
-from ..utils.cli import add_shared_args, check_model_name, check_positive, default_workers
+from ..utils.cli import add_shared_args, check_model_name, check_positive, check_shared_values, default_workers
 from ..utils.errors import UsageError
 from ..utils.io import check_regular_file, open_regular_file
 
@@ -245,10 +244,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             cfg['workers'] = min(cfg['workers'], default_workers(cfg['workers']))
         parser.set_defaults(**cfg)
     args = parser.parse_args(argv)
-    # A NaN / Inf hyper-parameter (--lr inf, `lr: .nan` in a config) trains to NaN weights with exit 0.
-    bad = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if isinstance(v, float) and not math.isfinite(v)]
-    if bad:
-        raise UsageError(f"Non-finite values: {', '.join(bad)}; every numeric setting must be a finite number.")
-    check_positive(args, 'batch_size', 'validation_batch_size')
+    check_shared_values(args)
+    check_positive(args, 'batch_size', 'validation_batch_size', 'train_num_samples', 'val_num_samples')
     check_model_name(args.model)
     return args

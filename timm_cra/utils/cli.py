@@ -1,13 +1,14 @@
 """Argument helpers shared by the CLIs: which command is starting, the train and validate flags."""
 import argparse
+import math
 import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
 from .errors import UsageError
 
-__all__ = ['add_shared_args', 'default_workers', 'check_model_name', 'input_files', 'check_positive', 'starting_module',
-           'starting_light_command', 'resolve_pretrained']
+__all__ = ['add_shared_args', 'default_workers', 'check_model_name', 'input_files', 'check_positive',
+           'check_shared_values', 'starting_module', 'starting_light_command', 'resolve_pretrained']
 
 #: commands that import neither torch nor timm (``python -m`` module, console script): in their process
 #: ``import timm_cra`` does not register the models
@@ -73,12 +74,48 @@ def check_positive(args, *names: str) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, not {value}.")
 
 
+def _flag(dest: str) -> str:
+    return f"--{dest.replace('_', '-')}"
+
+
+def check_shared_values(args) -> None:
+    """Refuse what the flags of :func:`add_shared_args` (from the command line or a train ``--config``) would
+    feed timm unchecked, each in one line: a NaN / Inf number of any flag, lists included (a NaN ``--lr`` trained
+    to NaN weights, a NaN ``--mean`` or an Inf ``--std`` scored a meaningless top1 with exit 0); ``--std`` not
+    above 0, ``--crop-pct`` outside (0, 2] (0 was silently the model's), ``--img-size`` / ``--input-size``
+    outside 1..``MAX_INPUT_SIDE`` px (tracebacks, a MemoryError), ``--workers`` below 0 (a traceback). The
+    bounds are those a ``config.json`` is held to (``models._factory``)."""
+    from ..models._factory import MAX_CROP_PCT, MAX_INPUT_SIDE
+
+    def shown(v):
+        return ' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v
+
+    bad = [f'{_flag(k)} {shown(v)}' for k, v in vars(args).items()
+           if any(isinstance(x, float) and not math.isfinite(x) for x in (v if isinstance(v, (list, tuple)) else [v]))]
+    if bad:
+        raise UsageError(f"Non-finite values: {', '.join(bad)}; every numeric setting must be a finite number.")
+    if args.std is not None and not all(v > 0 for v in args.std):
+        raise UsageError(f'--std {shown(args.std)}: every value must be above 0 (the images are divided by it).')
+    if args.crop_pct is not None and not 0 < args.crop_pct <= MAX_CROP_PCT:
+        raise UsageError(f"--crop-pct {args.crop_pct} must be in (0, {MAX_CROP_PCT}]: the centre crop's share of the "
+                         f"resized image (1.0 keeps it whole).")
+    if args.img_size is not None and not 0 < args.img_size <= MAX_INPUT_SIDE:
+        raise UsageError(f'--img-size {args.img_size} must be a side in pixels from 1 to {MAX_INPUT_SIDE}.')
+    if args.input_size is not None and not (args.input_size[0] > 0
+                                            and all(0 < v <= MAX_INPUT_SIDE for v in args.input_size[1:])):
+        raise UsageError(f'--input-size {shown(args.input_size)} must be channels, height, width: all above 0, the '
+                         f'sides at most {MAX_INPUT_SIDE} px.')
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f'--workers {args.workers} must be 0 (load in this process) or more.')
+
+
 def add_shared_args(parser: argparse.ArgumentParser, *, batch_size: int,
                     model_aliases: Sequence[str] = ()) -> Dict[str, 'argparse._ArgumentGroup']:
     """Add the flags the train and validate CLIs share (timm ``train.py`` / ``validate.py`` names) to ``parser``,
     in three groups returned by title (``'Dataset'``, ``'Model'``, ``'Precision and device'``) for each CLI to
     add its own flags to. What differs between the two is an argument: the ``--batch-size`` default and the
-    short aliases of ``--model`` (timm's ``validate.py`` has ``-m``)."""
+    short aliases of ``--model`` (timm's ``validate.py`` has ``-m``). Their values are checked after parsing by
+    :func:`check_shared_values` (so that a train ``--config`` value is too)."""
     from timm.utils import ParseKwargs  # timm imports torch: only when a parser is built
 
     groups = {title: parser.add_argument_group(title) for title in ('Dataset', 'Model', 'Precision and device')}

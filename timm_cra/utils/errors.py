@@ -52,11 +52,20 @@ def printable(text) -> str:
     return text if text.isprintable() else ''.join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+#: httpx / httpx2 error classes (with their subclasses) for an endpoint that gave no answer: refused or
+#: unresolvable (ConnectError), accepted then closed or reset before answering (RemoteProtocolError; ReadError,
+#: WriteError, CloseError: NetworkError), silent past the time-out (TimeoutException: connect, read, write, pool).
+_NO_ANSWER_ERRORS = ('NetworkError', 'RemoteProtocolError', 'TimeoutException')
+
+
 def is_connect_error(err: BaseException) -> bool:
-    """Whether ``err`` (from the HTTP library huggingface_hub uses) means that no connection could be opened at
-    all: refused, or a name that does not resolve. A time-out is not, nor is an answer of any status."""
-    # httpx / httpx2 raise ConnectError for both; matched by name so this does not depend on which one is installed.
-    return any(cls.__name__ == 'ConnectError' for cls in type(err).__mro__)
+    """Whether ``err`` (from the HTTP library huggingface_hub uses) means the endpoint gave no answer at all:
+    refused, a name that does not resolve, a connection closed or reset before an answer, or a time-out. An
+    answer of any status is not."""
+    # Matched by class name inside the httpx / httpx2 packages, so this does not depend on which of the two
+    # huggingface_hub uses (2.x vendors httpx2).
+    return any(cls.__name__ in _NO_ANSWER_ERRORS and cls.__module__.split('.')[0] in ('httpx', 'httpx2')
+               for cls in type(err).__mro__)
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None) -> None:
