@@ -171,11 +171,22 @@ def check_num_classes(dataset, model_num_classes: int, what: str = 'dataset', *,
     """
     check_labels(dataset, what)
     n = int(dataset.num_classes)
+    known = set(label_names or ())
+    unknown = [c for c in dataset.class_names if c not in known]
+    if n == model_num_classes and known and unknown and len(unknown) < n:
+        # Some names match, some do not (automobile/ renamed car/): the labels would be the sorted class
+        # positions, wrong wherever the names do not line up; no overlap at all (0..9) is scored by position.
+        missing = [c for c in label_names if c not in set(dataset.class_names)]
+        raise DataError(
+            f"The {what}'s classes {', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''} are not "
+            f"among the model's label_names while its other classes are, so classes cannot be matched by name: "
+            f"rename them to the model's names (missing from the data: {', '.join(map(repr, missing[:5]))}"
+            f"{' ...' if len(missing) > 5 else ''}), or give every class a name that is not a label name to score by sorted "
+            f"class order.")
     if n == model_num_classes:
         return
     if head_fixed:
-        names = [c for c in dataset.class_names if c not in set(label_names or ())]
-        why = (f"its classes {', '.join(names[:5])}{' ...' if len(names) > 5 else ''} are not among the "
+        why = (f"its classes {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} are not among the "
                f"model's label_names" if label_names else 'the weights carry no label_names to map classes by name')
         raise DataError(
             f'The {what} has {n} classes but the pretrained head has {model_num_classes} outputs and {why}: '
