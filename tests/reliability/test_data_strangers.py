@@ -106,6 +106,26 @@ def test_fifo_bomb_and_symlinks_are_counted_skips_in_train_and_eval(tmp_path, cl
     assert set(modes.values()) == {0o644}, modes
 
 
+def test_directory_loops_with_the_default_dataset_kind_end(tmp_path, cli_env):
+    """With ``--dataset ''`` the kind detection searched for parquet files with a recursive glob, which follows
+    folder symlinks: two links to ``.`` in a class folder made ~2**40 paths (a hang). It uses the folder
+    reader's loop-safe walk now, as does the parquet split discovery."""
+    data = strange_folder(tmp_path / 'data')
+    (data / 'train' / 'b' / 'deep').mkdir()
+    os.symlink('..', data / 'train' / 'b' / 'deep' / 'up')
+    os.symlink('.', data / 'train' / 'b' / 'deep' / 'here')
+    v = _run('timm_cra.eval', ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir', data / 'train',
+                               '--split', '', '--dataset', '', '--img-size', '32', '--workers', '0',
+                               '--results-file', tmp_path / 'r.json', '--no-progress'], cli_env, tmp_path)
+    assert v.returncode == 0 and 'Traceback' not in v.stderr, v.stderr[-3000:]
+    assert '"count": 9' in (tmp_path / 'r.json').read_text()  # 4 + 4 PNGs and the GIF, each once
+    (data / 'train' / 'b' / 'x.parquet').symlink_to(data / 'train' / 'b' / 'deep')  # a folder named x.parquet
+    write_parquet(data / 'train' / 'a' / 'here1' / 'here1' / 'train-0.parquet', [0, 1])
+    from timm_cra.data import detect_source
+    assert detect_source(str(data)) == 'hfds'
+    assert len(create_dataset('hfds', str(data), 'train')) == 2  # found once, through the loops
+
+
 def test_device_node_named_like_an_image_is_skipped(tmp_path, make_image):
     for c in ('a', 'b'):
         make_image(tmp_path / c / '0.png')

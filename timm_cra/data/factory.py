@@ -12,7 +12,7 @@ from ..utils.labels import repeated_names
 from .cifar import find_cifar_pickle_dir, load_cifar_pickle
 from .errors import DataError
 from .folders import ImageFolderDataset, check_data_folder, find_split_dir
-from .hf import HFImageDataset
+from .hf import HFImageDataset, iter_parquet_files
 from .in_memory import TensorImageDataset, decode_to_memory
 
 __all__ = ['create_dataset', 'detect_source', 'skip_collate', 'check_labels', 'check_num_classes',
@@ -33,7 +33,7 @@ def detect_source(root: str) -> str:
         return 'torch/cifar'
     if any(os.path.exists(os.path.join(root, f)) for f in ('dataset_dict.json', 'state.json')):
         return 'hfds'
-    if glob.glob(os.path.join(root, '**', '*.parquet'), recursive=True):
+    if next(iter_parquet_files(root), None):
         return 'hfds'
     return 'folder-auto'
 

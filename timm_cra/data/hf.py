@@ -3,11 +3,10 @@
 Image and label columns are detected (``img``/``image``, ``label``/``labels``/``fine_label``), so the
 Hub's ``uoft-cs/cifar10`` (``img``) and ``imagenet-1k`` (``image``) both work without flags.
 """
-import glob
 import logging
 import os
 import re
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 from PIL import Image
@@ -16,6 +15,7 @@ from torch.utils.data import Dataset
 from ..utils.io import check_regular_file
 from ..utils.errors import printable
 from .errors import DataError, first_non_integer, split_hint
+from .folders import walk_folder
 from .images import UnreadableImage, check_in_chans, decode_image
 
 __all__ = ['HFImageDataset', 'load_hf_split', 'detect_columns', 'IMAGE_KEYS', 'LABEL_KEYS']
@@ -32,6 +32,16 @@ def _split_candidates(split: str) -> List[str]:
     return list(_VAL_ALIASES) if split in _VAL_ALIASES else [split]
 
 
+def iter_parquet_files(root: str) -> Iterator[str]:
+    """The ``*.parquet`` files under ``root`` (hidden files and folders left out, as ``glob('**')`` does), through
+    the folder reader's loop-safe walk: a recursive ``glob`` follows folder symlinks without end."""
+    for dirpath, dirnames, files in walk_folder(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+        for f in sorted(files):
+            if f.endswith('.parquet') and not f.startswith('.'):
+                yield os.path.join(dirpath, f)
+
+
 def _parquet_splits(path: str) -> Dict[str, List[str]]:
     """Group the parquet files under ``path`` by split (``train-00000-of-00001.parquet``, ``test/x.parquet``).
 
@@ -40,7 +50,7 @@ def _parquet_splits(path: str) -> Dict[str, List[str]]:
     (``test-0.parquet`` beside a ``train/`` folder; ``extra.parquet`` beside ``train-*.parquet``), where every
     file found here lands in a split that the missing-split error lists.
     """
-    files = sorted(glob.glob(os.path.join(path, '**', '*.parquet'), recursive=True))
+    files = sorted(iter_parquet_files(path))
     for f in files:  # a FIFO named x.parquet would block the parquet reader forever
         check_regular_file(f, 'parquet file')
     splits: Dict[str, List[str]] = {}
