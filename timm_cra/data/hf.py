@@ -3,6 +3,7 @@
 Image and label columns are detected (``img``/``image``, ``label``/``labels``/``fine_label``), so the
 Hub's ``uoft-cs/cifar10`` (``img``) and ``imagenet-1k`` (``image``) both work without flags.
 """
+import json
 import logging
 import os
 import re
@@ -12,7 +13,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..utils.io import check_regular_file
+from ..utils.io import check_regular_file, not_folder_reason, not_regular_reason, open_regular_file
 from ..utils.errors import printable
 from .errors import DataError, first_non_integer, split_hint
 from .folders import walk_folder
@@ -67,6 +68,57 @@ def _parquet_splits(path: str) -> Dict[str, List[str]]:
     return splits
 
 
+def _check_saved_dataset(source: str) -> None:
+    """Every file ``datasets.load_from_disk(source)`` will open -- ``dataset_dict.json``, each split's ``state.json``,
+    ``dataset_info.json`` and arrow shards -- is a regular file inside ``source`` (a FIFO shard blocks the reader
+    forever; a folder or FIFO json file is a traceback), checked with ``stat`` before anything opens it: else one line
+    naming the file. Split and shard names must be plain names, so no path outside the folder is read."""
+    def problem(path: str, reason: str) -> DataError:
+        return DataError(printable(f"'{source}' is not a usable save_to_disk folder: {path} {reason}; save the "
+                                   f"dataset again (Dataset.save_to_disk) or copy the folder anew."))
+
+    def plain(name) -> bool:
+        return isinstance(name, str) and name not in ('', '.', '..') and '/' not in name and os.sep not in name
+
+    def read_json(path: str):
+        reason = not_regular_reason(path)
+        if reason:
+            raise problem(path, reason)
+        with open_regular_file(path) as f:
+            try:
+                return json.loads(f.read().decode('utf-8'))
+            except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+                raise problem(path, f'is not valid JSON ({type(e).__name__})') from None
+
+    folders = [source]
+    dict_json = os.path.join(source, 'dataset_dict.json')
+    if os.path.lexists(dict_json):
+        splits = read_json(dict_json)
+        splits = splits.get('splits') if isinstance(splits, dict) else None
+        if not isinstance(splits, list) or not all(plain(s) for s in splits):
+            raise problem(dict_json, f'must list its splits as names of its sub-folders ({{"splits": ["train", '
+                                     f'"test"]}}), not {json.dumps(splits)[:60]}')
+        folders = [os.path.join(source, s) for s in splits]
+    for folder in folders:
+        reason = not_folder_reason(folder)
+        if reason:
+            raise problem(folder, reason)
+        state = read_json(os.path.join(folder, 'state.json'))
+        info = os.path.join(folder, 'dataset_info.json')
+        reason = not_regular_reason(info)
+        if reason:
+            raise problem(info, reason)
+        shards = state.get('_data_files') if isinstance(state, dict) else None
+        names = [d.get('filename') if isinstance(d, dict) else None for d in shards or ()]
+        if not isinstance(shards, list) or not all(plain(n) for n in names):
+            raise problem(os.path.join(folder, 'state.json'), 'must name its arrow files in _data_files as file '
+                                                              'names in its folder')
+        for name in names:
+            reason = not_regular_reason(os.path.join(folder, name))
+            if reason:
+                raise problem(os.path.join(folder, name), reason)
+
+
 def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, split_flag: str = ''):
     """Load one split as a ``datasets.Dataset`` from a Hub name or a local path (``split_flag``: the
     caller's option, named in the missing-split error)."""
@@ -78,14 +130,16 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, spli
                             f"a save_to_disk folder, or a Hub dataset name.")
         return datasets.load_dataset('parquet', data_files=source, split='train', cache_dir=cache_dir)
     if os.path.isdir(source):
-        if os.path.exists(os.path.join(source, 'dataset_dict.json')):
+        if os.path.lexists(os.path.join(source, 'dataset_dict.json')):
+            _check_saved_dataset(source)
             dd = datasets.load_from_disk(source)
             for name in _split_candidates(split):
                 if name in dd:
                     return dd[name]
             raise DataError(f"Split '{split}' not in '{source}' (splits: {', '.join(dd)}): "
                             f"{split_hint(split_flag)}.")
-        if os.path.exists(os.path.join(source, 'state.json')):
+        if os.path.lexists(os.path.join(source, 'state.json')):
+            _check_saved_dataset(source)
             return datasets.load_from_disk(source)  # a single saved split
         splits = _parquet_splits(source)
         if not splits:
