@@ -181,8 +181,8 @@ def check_num_classes(dataset, model_num_classes: int, what: str = 'dataset', *,
             f"The {what}'s classes {', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''} are not "
             f"among the model's label_names while its other classes are, so classes cannot be matched by name: "
             f"rename them to the model's names (missing from the data: {', '.join(map(repr, missing[:5]))}"
-            f"{' ...' if len(missing) > 5 else ''}), or give every class a name that is not a label name to score by sorted "
-            f"class order.")
+            f"{' ...' if len(missing) > 5 else ''}), or give every class a name that is not a label name to score by "
+            f"sorted class order.")
     if n == model_num_classes:
         return
     if head_fixed:

@@ -25,7 +25,6 @@ _logger = logging.getLogger(__name__)
 
 IMAGE_KEYS = ('image', 'img', 'jpg', 'png', 'webp')
 LABEL_KEYS = ('label', 'labels', 'fine_label', 'cls', 'target')
-_SPLIT_FILE_RE = re.compile(r'^(?P<split>[A-Za-z_]+?)(?:[-_.]\d+(?:-of-\d+)?)?(?:-.*)?\.parquet$')
 _VAL_ALIASES = ('validation', 'val', 'valid')
 
 
@@ -44,27 +43,43 @@ def iter_parquet_files(root: str) -> Iterator[str]:
 
 
 def _parquet_splits(path: str) -> Dict[str, List[str]]:
-    """Group the parquet files under ``path`` by split (``train-00000-of-00001.parquet``, ``test/x.parquet``).
+    """Group the parquet files under ``path`` by split exactly as ``datasets.load_dataset(path)`` does (its own
+    split patterns, ``datasets.data_files._get_data_files_patterns``: ``train-00000-of-00001.parquet``,
+    ``cifar10-test.parquet``, ``test/x.parquet``), a file in no split refused.
 
-    Not ``datasets``' own inference (``datasets.data_files.get_data_patterns``): it skips a FIFO named
-    ``train-*.parquet`` without a word (this must refuse it: docs/reliability.md), and it drops files silently
-    (``test-0.parquet`` beside a ``train/`` folder; ``extra.parquet`` beside ``train-*.parquet``), where every
-    file found here lands in a split that the missing-split error lists.
+    The files are not found by ``datasets`` (``get_data_patterns`` globs the folder itself): it skips a FIFO named
+    ``train-*.parquet`` without a word (this must refuse it: docs/reliability.md) and drops files in no split
+    silently (``test-0.parquet`` beside a ``train/`` folder; ``extra.parquet`` beside ``train-*.parquet``). Here the
+    loop-safe walk finds them, each is checked to be a regular file, and only the split assignment is ``datasets``'.
     """
+    from datasets.data_files import _get_data_files_patterns
+    from fsspec.utils import glob_translate  # what fsspec's glob (datasets' resolver) matches patterns with
+
     files = sorted(iter_parquet_files(path))
     for f in files:  # a FIFO named x.parquet would block the parquet reader forever
         check_regular_file(f, 'parquet file')
-    splits: Dict[str, List[str]] = {}
-    for f in files:
-        parent = os.path.basename(os.path.dirname(f))
-        m = _SPLIT_FILE_RE.match(os.path.basename(f))
-        if parent in ('train', 'test', 'validation', 'val', 'valid'):
-            name = parent
-        elif m:
-            name = m.group('split')
-        else:
-            name = 'train'
-        splits.setdefault(name, []).append(f)
+    if not files:
+        return {}
+    relative = {f: os.path.relpath(f, path).replace(os.sep, '/') for f in files}
+
+    def matching(pattern: str) -> List[str]:
+        regex = re.compile(glob_translate(pattern))
+        return [f for f in files if regex.match(relative[f])]
+
+    try:
+        patterns = _get_data_files_patterns(matching)
+    except ValueError as e:  # a sharded name whose split part is not a split name (data/a b-00000-of-00001.parquet)
+        raise DataError(printable(f"'{path}': {e} Rename the parquet files.")) from None
+    splits = {str(split): sorted({f for pattern in found for f in matching(pattern)})
+              for split, found in patterns.items()}
+    splits = {split: found for split, found in splits.items() if found}
+    placed = {f for found in splits.values() for f in found}
+    left = [relative[f] for f in files if f not in placed]
+    if left:
+        raise DataError(printable(
+            f"'{path}': {len(left)} parquet file(s) belong to no split by the datasets library's naming rules "
+            f"({', '.join(left[:3])}{' ...' if len(left) > 3 else ''}; splits: {', '.join(splits)}): name each file "
+            f"or its folder after its split (train-0.parquet, test/0.parquet), or move the extra files out."))
     return splits
 
 
