@@ -102,3 +102,27 @@ def test_parquet_splits_are_the_ones_datasets_infers(tmp_path, names):
     with pytest.raises(DataError, match=r"1 parquet file\(s\) belong to no split .*\(extra.parquet; splits: train, "
                                         r"test\): name each file"):
         create_dataset('', str(tmp_path), 'train')
+
+
+def test_parquet_replaced_with_the_same_mtime_is_read_anew(tmp_path):
+    """datasets keys its arrow cache on path + mtime: a parquet file replaced by one with other rows and the same
+    mtime (cp -p, rsync -t) was read from the old rows. The cache is keyed on the files' content now."""
+    features = datasets.Features({'image': datasets.Image(), 'label': datasets.ClassLabel(names=['a', 'b'])})
+    data, cache = tmp_path / 'data' / 'test-00000-of-00001.parquet', tmp_path / 'cache'
+    data.parent.mkdir()
+
+    def write(path, labels):
+        rows = {'image': [{'bytes': _png(v), 'path': None} for v in range(len(labels))], 'label': labels}
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(path))
+
+    write(data, [0, 0, 0, 0])
+    assert list(create_dataset('', str(data.parent), 'test', cache_dir=str(cache)).targets) == [0, 0, 0, 0]
+    new = tmp_path / 'new.parquet'
+    write(new, [1, 1, 0, 1])
+    st = data.stat()
+    import os
+    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))  # what cp -p / rsync -t keep
+    os.replace(new, data)
+    assert data.stat().st_mtime_ns == st.st_mtime_ns
+    for source in (data.parent, data):  # a folder of parquet files and a single file
+        assert list(create_dataset('', str(source), 'test', cache_dir=str(cache)).targets) == [1, 1, 0, 1]
