@@ -92,7 +92,7 @@ def test_wheel_core_requirements(wheel):
     core = {_requirement_name(ln) for ln in requires if 'extra ==' not in ln}
     assert core == CORE_REQUIREMENTS
     train = {_requirement_name(ln) for ln in requires if 'extra == "train"' in ln}
-    assert train == {'datasets', 'pyyaml', 'tqdm', 'matplotlib'}
+    assert train == {'datasets', 'fsspec', 'pyyaml', 'tqdm', 'matplotlib'}
     assert any(_requirement_name(ln) == 'timm-cra' and 'extra == "test"' in ln for ln in requires)  # test pulls train
     version = next(ln for ln in wheel.read(metadata).decode().splitlines() if ln.startswith('Version:'))
     assert f"__version__ = '{version.split()[1]}'" in (PACKAGE / '__init__.py').read_text()

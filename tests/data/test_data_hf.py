@@ -81,3 +81,48 @@ def test_label_count_mismatch_message(cifar10_test):
 def test_unknown_dataset_name(tmp_path):
     with pytest.raises(DataError, match="Unknown --dataset 'bogus'"):
         create_dataset('bogus', str(tmp_path), 'train')
+
+
+@pytest.mark.parametrize('names', [('cifar10-train.parquet', 'cifar10-test.parquet'),
+                                   ('train_cifar10.parquet', 'test_cifar10.parquet'),
+                                   ('data/train-00000-of-00001.parquet', 'data/test-00000-of-00001.parquet'),
+                                   ('training/0.parquet', 'eval/0.parquet')])
+def test_parquet_splits_are_the_ones_datasets_infers(tmp_path, names):
+    """cifar10-test.parquet / test_cifar10.parquet went into train (our own file-name rule) while
+    datasets.load_dataset(folder) puts them in test: training silently took in the test rows."""
+    features = datasets.Features({'image': datasets.Image(), 'label': datasets.ClassLabel(names=['a', 'b'])})
+    for name, n in zip(names, (6, 2)):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        rows = {'image': [{'bytes': _png(v), 'path': None} for v in range(n)], 'label': [v % 2 for v in range(n)]}
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / name))
+    theirs = datasets.load_dataset(str(tmp_path))
+    assert {k: len(v) for k, v in theirs.items()} == {'train': 6, 'test': 2}
+    assert [len(create_dataset('', str(tmp_path), s)) for s in ('train', 'test')] == [6, 2]
+    (tmp_path / 'extra.parquet').write_bytes((tmp_path / names[1]).read_bytes())  # datasets drops it silently
+    with pytest.raises(DataError, match=r"1 parquet file\(s\) belong to no split .*\(extra.parquet; splits: train, "
+                                        r"test\): name each file"):
+        create_dataset('', str(tmp_path), 'train')
+
+
+def test_parquet_replaced_with_the_same_mtime_is_read_anew(tmp_path):
+    """datasets keys its arrow cache on path + mtime: a parquet file replaced by one with other rows and the same
+    mtime (cp -p, rsync -t) was read from the old rows. The cache is keyed on the files' content now."""
+    features = datasets.Features({'image': datasets.Image(), 'label': datasets.ClassLabel(names=['a', 'b'])})
+    data, cache = tmp_path / 'data' / 'test-00000-of-00001.parquet', tmp_path / 'cache'
+    data.parent.mkdir()
+
+    def write(path, labels):
+        rows = {'image': [{'bytes': _png(v), 'path': None} for v in range(len(labels))], 'label': labels}
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(path))
+
+    write(data, [0, 0, 0, 0])
+    assert list(create_dataset('', str(data.parent), 'test', cache_dir=str(cache)).targets) == [0, 0, 0, 0]
+    new = tmp_path / 'new.parquet'
+    write(new, [1, 1, 0, 1])
+    st = data.stat()
+    import os
+    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))  # what cp -p / rsync -t keep
+    os.replace(new, data)
+    assert data.stat().st_mtime_ns == st.st_mtime_ns
+    for source in (data.parent, data):  # a folder of parquet files and a single file
+        assert list(create_dataset('', str(source), 'test', cache_dir=str(cache)).targets) == [1, 1, 0, 1]

@@ -175,6 +175,28 @@ def test_val_subset_of_pretrained_classes_keeps_the_trained_head(cifar10_test, c
     assert '--num-classes' not in str(e.value)
 
 
+def test_val_classes_partly_named_like_the_model_are_refused(cifar10_test, cli_env, tmp_path):
+    """CIFAR class folders with automobile/ renamed car/ were scored by sorted folder position (top1 64 instead of
+    78.5, exit 0): a partial name overlap is one line naming the odd folder and the label it lacks; folders named
+    by none of the label names (0..9) are still scored by sorted position, as documented."""
+    import subprocess
+    import sys
+    model = f"local-dir:{cifar10_test.parents[1] / 'hub' / 'timm-cra' / 'cra_cifar_resnet20.cifar10'}"
+    names = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+    val = _cifar_class_folder(cifar10_test, tmp_path / 'val', names, per_class=2)
+    (val / 'automobile').rename(val / 'car')
+    bad = subprocess.run([sys.executable, '-m', 'timm_cra.eval', '--model', model, '--pretrained', '--data-dir',
+                          str(val), '--workers', '0', '--no-progress'], env=cli_env, capture_output=True, text=True,
+                         timeout=240)
+    assert bad.returncode == 2 and bad.stderr.count('\n') == 1 and 'Traceback' not in bad.stderr, bad.stderr[-2000:]
+    assert "classes 'car' are not among the model's label_names" in bad.stderr
+    assert "rename them to the model's names (missing from the data: 'automobile')" in bad.stderr
+    for i, c in enumerate(names):  # no overlap: sorted position, the documented folder order
+        (val / ('car' if c == 'automobile' else c)).rename(val / str(i))
+    res = validate(_args(['--model', model, '--pretrained', '--data-dir', val]))
+    assert res['count'] == 20 and 'class_mapping' not in res and res['top1'] >= 50
+
+
 def _one_error_line(argv, capsys) -> str:
     """``python -m timm_cra.eval argv`` in this process: exit 2 with one ``error:`` line, returned."""
     from timm_cra.eval.validate import main

@@ -3,6 +3,7 @@ symlinks, a decompression bomb and a GIF are read or skipped and counted -- neve
 import csv
 import logging
 import os
+import re
 import stat
 import struct
 import subprocess
@@ -104,6 +105,85 @@ def test_fifo_bomb_and_symlinks_are_counted_skips_in_train_and_eval(tmp_path, cl
     # Every file written gets the mode open() gives (model.safetensors used to be 0600).
     modes = {p.name: p.stat().st_mode & 0o777 for p in [*(out / 'run').iterdir(), tmp_path / 'r.json']}
     assert set(modes.values()) == {0o644}, modes
+
+
+def test_directory_loops_with_the_default_dataset_kind_end(tmp_path, cli_env):
+    """With ``--dataset ''`` the kind detection searched for parquet files with a recursive glob, which follows
+    folder symlinks: two links to ``.`` in a class folder made ~2**40 paths (a hang). It uses the folder
+    reader's loop-safe walk now, as does the parquet split discovery."""
+    data = strange_folder(tmp_path / 'data')
+    (data / 'train' / 'b' / 'deep').mkdir()
+    os.symlink('..', data / 'train' / 'b' / 'deep' / 'up')
+    os.symlink('.', data / 'train' / 'b' / 'deep' / 'here')
+    v = _run('timm_cra.eval', ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir', data / 'train',
+                               '--split', '', '--dataset', '', '--img-size', '32', '--workers', '0',
+                               '--results-file', tmp_path / 'r.json', '--no-progress'], cli_env, tmp_path)
+    assert v.returncode == 0 and 'Traceback' not in v.stderr, v.stderr[-3000:]
+    assert '"count": 9' in (tmp_path / 'r.json').read_text()  # 4 + 4 PNGs and the GIF, each once
+    (data / 'train' / 'b' / 'x.parquet').symlink_to(data / 'train' / 'b' / 'deep')  # a folder named x.parquet
+    write_parquet(data / 'train' / 'a' / 'here1' / 'here1' / 'train-0.parquet', [0, 1])
+    from timm_cra.data import detect_source
+    assert detect_source(str(data)) == 'hfds'
+    assert len(create_dataset('hfds', str(data), 'train')) == 2  # found once, through the loops
+
+
+def _saved_dict(root):
+    """A save_to_disk DatasetDict (train, test) of 4 tiny images each, read back once to prove it loads."""
+    import datasets
+    feats = datasets.Features(image=datasets.Image(), label=datasets.ClassLabel(names=['a', 'b']))
+    rng = np.random.default_rng(0)
+    split = {'image': [Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(4)],
+             'label': [0, 1, 0, 1]}
+    datasets.DatasetDict(train=datasets.Dataset.from_dict(split, features=feats),
+                         test=datasets.Dataset.from_dict(split, features=feats)).save_to_disk(str(root))
+    assert len(create_dataset('', str(root), 'test')) == 4
+    return root
+
+
+def _fault(path, kind):
+    if path.is_dir():
+        import shutil
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+    if kind == 'fifo':
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+
+
+@pytest.mark.parametrize('name,kind', [
+    ('test/data-00000-of-00001.arrow', 'fifo'),  # blocked datasets.load_from_disk forever
+    ('dataset_dict.json', 'fifo'), ('dataset_dict.json', 'folder'), ('test/state.json', 'fifo'),
+    ('test/dataset_info.json', 'folder'), ('test/dataset_info.json', 'fifo'), ('test', 'fifo')])
+def test_save_to_disk_file_that_is_a_fifo_or_folder_is_one_line(tmp_path, name, kind):
+    """Each file load_from_disk opens is stat-checked first: a FIFO arrow shard was a hang, a FIFO / folder json file
+    a traceback; now one line naming the file (checked on the single-split folder too)."""
+    root = _saved_dict(tmp_path / 'saved')
+    _fault(root / name, kind)
+    with pytest.raises(DataError, match=r"is not a usable save_to_disk folder: .*" + re.escape(name) +
+                       r" is a (FIFO|folder), not a (file|folder); save the dataset again") as e:
+        create_dataset('', str(root), 'test')
+    assert '\n' not in str(e.value)
+    if name.startswith('test/'):
+        with pytest.raises(DataError, match=re.escape(name.split('/')[1]) + r" is a (FIFO|folder), not a file"):
+            create_dataset('hfds', str(root / 'test'), '')
+
+
+@pytest.mark.parametrize('splits', ['"test"', '["../outside"]', '["test", 3]', '["/etc"]', '["."]'])
+def test_save_to_disk_splits_that_are_not_plain_names_are_one_line(tmp_path, splits):
+    """``"splits": "test"`` was iterated letter by letter (a traceback); ``"../x"`` read a folder outside the data."""
+    root = _saved_dict(tmp_path / 'saved')
+    outside = _saved_dict(tmp_path / 'outside')  # a loadable dataset that must never be read through root
+    assert outside.is_dir()
+    (root / 'dataset_dict.json').write_text('{"splits": %s}' % splits)
+    with pytest.raises(DataError, match=r"dataset_dict.json must list its splits as names of its sub-folders"):
+        create_dataset('hfds', str(root), 'test')
+    (root / 'dataset_dict.json').write_text('{"splits": ["test"]}')
+    state = root / 'test' / 'state.json'
+    state.write_text(state.read_text().replace('"data-00000-of-00001.arrow"', '"../../outside/test/data-00000-of-00001.arrow"'))
+    with pytest.raises(DataError, match=r"state.json must name its arrow files in _data_files as file names"):
+        create_dataset('hfds', str(root), 'test')
 
 
 def test_device_node_named_like_an_image_is_skipped(tmp_path, make_image):

@@ -12,7 +12,7 @@ from ..utils.labels import repeated_names
 from .cifar import find_cifar_pickle_dir, load_cifar_pickle
 from .errors import DataError
 from .folders import ImageFolderDataset, check_data_folder, find_split_dir
-from .hf import HFImageDataset
+from .hf import HFImageDataset, iter_parquet_files
 from .in_memory import TensorImageDataset, decode_to_memory
 
 __all__ = ['create_dataset', 'detect_source', 'skip_collate', 'check_labels', 'check_num_classes',
@@ -33,7 +33,7 @@ def detect_source(root: str) -> str:
         return 'torch/cifar'
     if any(os.path.exists(os.path.join(root, f)) for f in ('dataset_dict.json', 'state.json')):
         return 'hfds'
-    if glob.glob(os.path.join(root, '**', '*.parquet'), recursive=True):
+    if next(iter_parquet_files(root), None):
         return 'hfds'
     return 'folder-auto'
 
@@ -171,11 +171,22 @@ def check_num_classes(dataset, model_num_classes: int, what: str = 'dataset', *,
     """
     check_labels(dataset, what)
     n = int(dataset.num_classes)
+    known = set(label_names or ())
+    unknown = [c for c in dataset.class_names if c not in known]
+    if n == model_num_classes and known and unknown and len(unknown) < n:
+        # Some names match, some do not (automobile/ renamed car/): the labels would be the sorted class
+        # positions, wrong wherever the names do not line up; no overlap at all (0..9) is scored by position.
+        missing = [c for c in label_names if c not in set(dataset.class_names)]
+        raise DataError(
+            f"The {what}'s classes {', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''} are not "
+            f"among the model's label_names while its other classes are, so classes cannot be matched by name: "
+            f"rename them to the model's names (missing from the data: {', '.join(map(repr, missing[:5]))}"
+            f"{' ...' if len(missing) > 5 else ''}), or give every class a name that is not a label name to score by "
+            f"sorted class order.")
     if n == model_num_classes:
         return
     if head_fixed:
-        names = [c for c in dataset.class_names if c not in set(label_names or ())]
-        why = (f"its classes {', '.join(names[:5])}{' ...' if len(names) > 5 else ''} are not among the "
+        why = (f"its classes {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} are not among the "
                f"model's label_names" if label_names else 'the weights carry no label_names to map classes by name')
         raise DataError(
             f'The {what} has {n} classes but the pretrained head has {model_num_classes} outputs and {why}: '

@@ -8,7 +8,7 @@ import logging
 import os
 import re
 from collections import Counter
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from PIL import Image
 from torch.utils.data import Dataset
@@ -18,7 +18,8 @@ from ..utils.errors import printable
 from ..utils.io import not_folder_reason
 from .images import UnreadableImage, check_in_chans, decode_image
 
-__all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'is_wnid', 'imagenet_class_to_idx', 'find_split_dir']
+__all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'is_wnid', 'imagenet_class_to_idx', 'find_split_dir',
+           'walk_folder']
 
 _logger = logging.getLogger(__name__)
 
@@ -86,14 +87,10 @@ def _hidden_subdirs(path: str) -> List[str]:
     return sorted(e.name for e in os.scandir(path) if _is_dir(e) and e.name.startswith('.'))
 
 
-def _scan_class_folder(folder: str, ignored: Counter) -> List[str]:
-    """The image files under ``folder`` (sub-folders included, sorted); what is not one counts in ``ignored``.
-
-    A file is taken by its extension (:data:`IMG_EXTENSIONS`) whatever it is -- a FIFO or a dangling symlink
-    named ``x.jpg`` is kept here and becomes a counted skip when loaded, as a corrupt image does. Hidden files
-    and folders are ignored; a folder reached twice (symlink loops) is walked once, so the scan ends.
-    """
-    found = []
+def walk_folder(folder: str) -> Iterator[Tuple[str, List[str], List[str]]]:
+    """``os.walk(folder)`` that ends on any tree: folder symlinks are followed, but a folder reached twice is walked
+    once and a link back to ``folder`` or above it is not entered (two links to ``.`` would make ~2**40 paths).
+    Sub-folders come sorted; the caller may prune ``dirnames`` in place, as with ``os.walk``."""
     seen = set()
     real = os.path.realpath(folder)
     for dirpath, dirnames, files in os.walk(folder, followlinks=True):
@@ -102,12 +99,25 @@ def _scan_class_folder(folder: str, ignored: Counter) -> List[str]:
         except OSError:
             continue
         target = os.path.realpath(dirpath)
-        # A link back to the class folder or above it (``here -> ..``) is a loop, or would take the images of
+        # A link back to the walked folder or above it (``here -> ..``) is a loop, or would take the images of
         # other classes as this one's; a folder reached twice is walked once.
         if (st.st_dev, st.st_ino) in seen or (dirpath != folder and (real + os.sep).startswith(target + os.sep)):
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        yield dirpath, dirnames, files
+
+
+def _scan_class_folder(folder: str, ignored: Counter) -> List[str]:
+    """The image files under ``folder`` (sub-folders included, sorted); what is not one counts in ``ignored``.
+
+    A file is taken by its extension (:data:`IMG_EXTENSIONS`) whatever it is -- a FIFO or a dangling symlink
+    named ``x.jpg`` is kept here and becomes a counted skip when loaded, as a corrupt image does. Hidden files
+    and folders are ignored; a folder reached twice (symlink loops) is walked once, so the scan ends.
+    """
+    found = []
+    for dirpath, dirnames, files in walk_folder(folder):
         hidden = [d for d in dirnames if d.startswith('.')]
         if hidden:
             ignored['hidden'] += len(hidden)
