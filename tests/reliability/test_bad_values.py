@@ -282,6 +282,30 @@ def test_integer_or_nan_weights_refused_whatever_file_a_folder_holds(tmp_path, c
     assert 'NaN/Inf values: fc.weight (640 NaN/Inf of 640)' in err and '--allow-nonfinite-weights' in err, err
 
 
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_pytorch_model_bin_with_code_or_torn_is_one_line(tmp_path, capsys, published_state):
+    """timm reads a folder's pytorch_model.bin with torch.load: a pickle naming a function, or a torn file, was a
+    traceback (the first advising weights_only=False)."""
+    repo = _repo_copy(tmp_path)
+    (repo / 'model.safetensors').unlink()
+    torch.save({'x': _RunsCode(str(tmp_path / 'ran'))}, str(repo / 'pytorch_model.bin'))
+    err = _validate_in_process(capsys, ['--model', f'local-dir:{repo}'] + VALIDATE)
+    assert f"'{repo / 'pytorch_model.bin'}' needs `posix.mkdir`, which loading would import and run" in err, err
+    assert 'weights_only=False' not in err and not (tmp_path / 'ran').exists()
+    torch.save(published_state, str(repo / 'pytorch_model.bin'))
+    data = (repo / 'pytorch_model.bin').read_bytes()
+    (repo / 'pytorch_model.bin').write_bytes(data[:len(data) // 2])
+    err = _validate_in_process(capsys, ['--model', f'local-dir:{repo}'] + VALIDATE)
+    assert f"'{repo / 'pytorch_model.bin'}' is not a readable torch checkpoint (truncated or corrupt" in err, err
+
+
 def test_complex_weights_are_named_complex(tmp_path, capsys, published_state):
     state = {k: (v.to(torch.complex64) if k == 'fc.weight' else v) for k, v in published_state.items()}
     torch.save(state, tmp_path / 'c.pth')
