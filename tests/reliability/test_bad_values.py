@@ -263,6 +263,49 @@ def test_nan_weights_in_a_model_folder(tmp_path, published_state):
     assert torch.isinf(model.conv1.weight).all()
 
 
+def test_integer_or_nan_weights_refused_whatever_file_a_folder_holds(tmp_path, capsys, published_state):
+    """A folder with pytorch_model.bin instead of model.safetensors loads through timm's fallback: its int32 weights
+    were scored (top1 10.0, exit 0) since only safetensors headers were checked. Now the same line for both."""
+    int32 = {k: (v * 100).to(torch.int32) if v.is_floating_point() else v for k, v in published_state.items()}
+    lines = []
+    for name, save in (('model.safetensors', save_file), ('pytorch_model.bin', torch.save)):
+        repo = _repo_copy(tmp_path, name.split('.')[0])
+        (repo / 'model.safetensors').unlink()
+        save(int32, str(repo / name))
+        err = _validate_in_process(capsys, ['--model', f'local-dir:{repo}'] + VALIDATE)
+        assert 'integer tensors for float parameters: conv1.weight (torch.int32)' in err, err
+        lines.append(err.replace(str(repo), 'REPO'))
+    assert lines[0] == lines[1]
+    nan = {k: (torch.full_like(v, float('nan')) if k == 'fc.weight' else v) for k, v in published_state.items()}
+    torch.save(nan, str(repo / 'pytorch_model.bin'))
+    err = _validate_in_process(capsys, ['--model', f'local-dir:{repo}'] + VALIDATE)
+    assert 'NaN/Inf values: fc.weight (640 NaN/Inf of 640)' in err and '--allow-nonfinite-weights' in err, err
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_pytorch_model_bin_with_code_or_torn_is_one_line(tmp_path, capsys, published_state):
+    """timm reads a folder's pytorch_model.bin with torch.load: a pickle naming a function, or a torn file, was a
+    traceback (the first advising weights_only=False)."""
+    repo = _repo_copy(tmp_path)
+    (repo / 'model.safetensors').unlink()
+    torch.save({'x': _RunsCode(str(tmp_path / 'ran'))}, str(repo / 'pytorch_model.bin'))
+    err = _validate_in_process(capsys, ['--model', f'local-dir:{repo}'] + VALIDATE)
+    assert f"'{repo / 'pytorch_model.bin'}' needs `posix.mkdir`, which loading would import and run" in err, err
+    assert 'weights_only=False' not in err and not (tmp_path / 'ran').exists()
+    torch.save(published_state, str(repo / 'pytorch_model.bin'))
+    data = (repo / 'pytorch_model.bin').read_bytes()
+    (repo / 'pytorch_model.bin').write_bytes(data[:len(data) // 2])
+    err = _validate_in_process(capsys, ['--model', f'local-dir:{repo}'] + VALIDATE)
+    assert f"'{repo / 'pytorch_model.bin'}' is not a readable torch checkpoint (truncated or corrupt" in err, err
+
+
 def test_complex_weights_are_named_complex(tmp_path, capsys, published_state):
     state = {k: (v.to(torch.complex64) if k == 'fc.weight' else v) for k, v in published_state.items()}
     torch.save(state, tmp_path / 'c.pth')
@@ -271,8 +314,8 @@ def test_complex_weights_are_named_complex(tmp_path, capsys, published_state):
     assert 'complex tensors for float parameters: fc.weight (torch.complex64)' in err and 'integer' not in err
     repo = _repo_copy(tmp_path)
     save_file(state, str(repo / 'model.safetensors'))
-    with pytest.raises(PretrainedWeightsError, match=r"holds complex tensors for float parameters: "
-                                                     r"fc.weight \(C64\)"):
+    with pytest.raises(PretrainedWeightsError, match=r"hold complex tensors for float parameters: "
+                                                     r"fc.weight \(torch.complex64\)"):
         timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
 
 

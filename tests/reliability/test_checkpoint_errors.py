@@ -83,3 +83,18 @@ def test_half_precision_is_upcast(weights, tmp_path, dtype):
     load_model_weights(model, str(tmp_path / 'h.safetensors'))
     assert model.fc.weight.dtype == torch.float32
     assert torch.equal(model.fc.weight, state['fc.weight'].float())
+
+
+def test_use_ema_without_ema_weights_is_refused(weights, tmp_path, capsys):
+    """--use-ema on a checkpoint without EMA weights scored the plain weights, said nowhere (exit 0)."""
+    from timm_cra.utils.weights import load_model_weights
+    plain = {k: v.clone() for k, v in weights[1].items()}
+    torch.save({'state_dict': plain, 'epoch': 1}, tmp_path / 'last.pth')
+    for path in (tmp_path / 'last.pth', weights[0]):
+        err = _validate(capsys, path, '--use-ema')
+        assert f"--use-ema: '{path}' holds no EMA weights ('state_dict_ema'" in err and 'drop --use-ema' in err, err
+    ema = {k: (v + 1 if v.is_floating_point() else v) for k, v in plain.items()}
+    torch.save({'state_dict': plain, 'state_dict_ema': ema, 'epoch': 1}, tmp_path / 'ema.pth')
+    model = timm.create_model(MODEL)
+    load_model_weights(model, str(tmp_path / 'ema.pth'), use_ema=True)
+    assert torch.equal(model.fc.weight, ema['fc.weight'])

@@ -196,3 +196,35 @@ def test_a_non_finite_training_loss_stops_the_run(tmp_path):
     ckpt = load_checkpoint_file(str(tmp_path / 'r' / 'last.pth'))
     assert ckpt['epoch'] == 1 and all(torch.isfinite(v).all() for v in ckpt['state_dict'].values())
     assert not (tmp_path / 'r' / 'model.safetensors').exists()
+
+
+def test_an_expanded_tensor_view_is_refused_before_any_copy(tmp_path, capsys):
+    """A 1.7 KB .pth holding torch.zeros(1).expand(2**40) (stride 0) with a sha256 record: verifying the record made
+    it contiguous first (an allocator traceback; at 2**28 elements a 2.8 GB peak before the refusal)."""
+    from timm_cra.eval.validate import main as validate_main
+    from timm_cra.utils.errors import run_cli
+    bomb = tmp_path / 'bomb.pth'
+    torch.save({'state_dict': {'conv1.weight': torch.zeros(1).expand(2 ** 40)}, 'sha256': {'state_dict': '0' * 64}},
+               bomb)
+    assert bomb.stat().st_size < 4096
+    expected = (f"'{bomb}' is damaged: tensor 'state_dict/conv1.weight' of shape (1099511627776,) claims "
+                f"1099511627776 elements but its storage holds 1 (an expanded or overlapping view)")
+    with pytest.raises(SystemExit) as e:
+        run_cli(validate_main, TINY_MODEL + ['--checkpoint', str(bomb), '--data-dir', str(SHIPPED), '--split', 'test',
+                                             '--num-samples', '8', '--workers', '0', '--no-progress'])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and expected in err, err
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+    proc = subprocess.run([sys.executable, '-m', 'timm_cra.train'] + TINY_TRAIN + [
+        '--epochs', '1', '--output', str(tmp_path), '--experiment', 'r', '--resume', str(bomb)],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: ') and expected in last, last
+    overlapping = torch.arange(6.).as_strided((3, 4), (1, 1))  # 12 elements over 6: also refused
+    torch.save({'w': overlapping}, tmp_path / 'views.pth')
+    with pytest.raises(UsageError, match=r"tensor 'w' of shape \(3, 4\) claims 12 elements but its storage holds 6"):
+        load_checkpoint_file(str(tmp_path / 'views.pth'))
+    torch.save({'sparse': torch.eye(2).to_sparse()}, tmp_path / 'sparse.pth')
+    with pytest.raises(UsageError, match=r"tensor 'sparse' is sparse_coo \(only dense tensors are read\)"):
+        load_checkpoint_file(str(tmp_path / 'sparse.pth'))

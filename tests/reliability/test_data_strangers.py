@@ -361,17 +361,20 @@ def test_a_data_dir_that_is_a_fifo_or_a_file_says_what_it_is(tmp_path, capsys):
 
 
 def test_train_config_with_a_repeated_key_or_non_utf8_bytes(tmp_path, cli_env):
-    """lr: 0.1 then lr: 5 trained silently at 5 (YAML keeps the last); Latin-1 bytes read as a cryptic reader error."""
+    """lr: 0.1 then lr: 5 trained silently at 5 (YAML keeps the last); Latin-1 bytes read as a cryptic reader error;
+    a python/object tag was refused naming the file descriptor ('in "3"'), not the file."""
     import subprocess
     import sys
     (tmp_path / 'dup.yaml').write_text('lr: 0.1\nepochs: 1\nlr: 5\n')
     (tmp_path / 'latin1.yaml').write_bytes('experiment: café\n'.encode('latin-1'))
+    (tmp_path / 'code.yaml').write_text(f'!!python/object/apply:os.system ["touch {tmp_path / "ran"}"]\n')
     for name, expected in (('dup.yaml', "key 'lr' is given twice (line 3): keep one"),
-                           ('latin1.yaml', 'is not UTF-8 text (byte 15: invalid continuation byte); save it as UTF-8')):
+                           ('latin1.yaml', 'is not UTF-8 text (byte 15: invalid continuation byte); save it as UTF-8'),
+                           ('code.yaml', f'python/object/apply:os.system\' in "{tmp_path / "code.yaml"}", line 1')):
         proc = subprocess.run([sys.executable, '-m', 'timm_cra.train', '--config', str(tmp_path / name), '--model',
                                'cra_cifar_resnet20', '--output', str(tmp_path / 'out')],
                               env=cli_env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
         last = proc.stderr.strip().splitlines()[-1]
         assert last.startswith(f"error: Config '{tmp_path / name}'") and expected in last, last
-    assert not (tmp_path / 'out').exists()
+    assert not (tmp_path / 'out').exists() and not (tmp_path / 'ran').exists()

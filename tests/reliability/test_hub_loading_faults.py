@@ -139,7 +139,7 @@ def test_integer_weights_are_refused(tmp_path, exported):
     state = load_file(str(exported / 'model.safetensors'))
     quantised = {k: (v * 10).to(torch.int8) if v.is_floating_point() else v for k, v in state.items()}
     save_file(quantised, str(tmp_path / 'model.safetensors'))
-    with pytest.raises(PretrainedWeightsError, match=r"integer tensors for float parameters.*\(I8\)"):
+    with pytest.raises(PretrainedWeightsError, match=r"integer tensors for float parameters.*\(torch.int8\)"):
         timm.create_model(ARCH, pretrained=True, num_classes=NUM_CLASSES,
                           pretrained_cfg_overlay=dict(file=str(tmp_path / 'model.safetensors')))
 

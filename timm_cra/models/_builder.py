@@ -11,8 +11,8 @@ from timm.models._pretrained import PretrainedCfg
 
 from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError, explain_pretrained_errors
 from ._weight_checks import (BUNDLED_WEIGHTS, HubUnreachableError, bundled_weights, cached_weights,
-                             check_finite_weights, check_hub_reachable, check_weight_dtypes, hub_weights_location,
-                             verify_download, weights_file)
+                             check_finite_weights, check_hub_reachable, dtype_checked_filter, hub_weights_location,
+                             verify_download)
 
 __all__ = [
     'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
@@ -332,8 +332,7 @@ def _hub_cannot_serve(err: BaseException) -> Optional[str]:
 def _load_hub_first(create_fn: Callable[..., Any], variant: str, kwargs: Dict[str, Any], name: str,
                     location: Tuple[str, Optional[str]]):
     """Weights from the Hub (cache or ``HF_ENDPOINT``), the canonical home; when the Hub cannot serve a repo
-    that this package bundles (default revision only), from the bundled copy. Returns ``(model, file)``,
-    ``file`` being the safetensors file read when one can be named. Logs which source was used."""
+    that this package bundles (default revision only), from the bundled copy. Logs which source was used."""
     from huggingface_hub import constants
     repo_id, revision = location
     where = f"Hub repo '{repo_id}' at {constants.ENDPOINT}"
@@ -356,12 +355,12 @@ def _load_hub_first(create_fn: Callable[..., Any], variant: str, kwargs: Dict[st
             verify_download(*location)
     if reason is None:
         _logger.info(f'timm_cra: {name}: weights from the {where}.')
-        return model, cached_weights(*location)
+        return model
     path = bundled_weights(repo_id)
     _logger.warning(f"timm_cra: {name}: the {where} {reason}; loading the copy bundled with timm-cra "
                     f"(same bytes as the repo's model.safetensors, sha256 checked): {path}")
     overlay = dict(kwargs.get('pretrained_cfg_overlay') or {}, file=str(path))
-    return create_fn(variant, True, **dict(kwargs, pretrained_cfg_overlay=overlay)), path
+    return create_fn(variant, True, **dict(kwargs, pretrained_cfg_overlay=overlay))
 
 
 def create_cra_model(create_fn: Callable[..., Any], variant: str, pretrained: bool = False, **kwargs):
@@ -383,14 +382,13 @@ def create_cra_model(create_fn: Callable[..., Any], variant: str, pretrained: bo
     if weight_status(cfg) == WEIGHTS_GATES_UNTRAINED:
         from .retrofit import retrofit_filter_fn
         kwargs['pretrained_filter_fn'] = retrofit_filter_fn(classifier=cfg.classifier)
+    kwargs['pretrained_filter_fn'] = dtype_checked_filter(kwargs.get('pretrained_filter_fn'))
     location = hub_weights_location(cfg)
     with explain_pretrained_errors(name, cfg, hint=_local_copy_hint(name, cfg)):
         if location is not None:
-            model, path = _load_hub_first(create_fn, variant, kwargs, name, location)
+            model = _load_hub_first(create_fn, variant, kwargs, name, location)
         else:
-            model, path = create_fn(variant, pretrained, **kwargs), weights_file(cfg)
-        if path is not None:
-            check_weight_dtypes(model, path)
+            model = create_fn(variant, pretrained, **kwargs)
         check_finite_weights(model)
     _drop_status(model)
     return model

@@ -101,6 +101,32 @@ def _state_dict_mismatch(err: BaseException) -> str:
     return describe_mismatch(missing, unexpected, shapes) or str(err).strip().splitlines()[0]
 
 
+def _raised_in_torch_load(err: BaseException) -> bool:
+    """Whether ``err`` came out of ``torch.load`` (timm reads ``pytorch_model.bin`` / ``.pth`` files with it and
+    re-raises some of its errors: their cause counts)."""
+    for e in (err, err.__cause__ or err.__context__):
+        tb = e.__traceback__ if e is not None else None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename.replace(os.sep, '/').endswith('torch/serialization.py'):
+                return True
+            tb = tb.tb_next
+    return False
+
+
+def _torch_file_problem(err: BaseException) -> str:
+    """torch.load's failure as what is wrong with the file, without torch's advice to load with
+    ``weights_only=False`` (which would run the code the file names)."""
+    text = ' '.join(str(err).split())
+    blocked = re.search(r'Unsupported globals: (.+?)\.? No automatic', text) or re.search(r'Unsupported global: '
+                                                                                        r'GLOBAL (\S+)', text)
+    if blocked:
+        return (f"needs `{blocked.group(1)}`, which loading would import and run (code, not weights): only tensors, "
+                f"numbers and containers are read. Re-save its state dict as model.safetensors")
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0].split('. ')[0]
+    return (f"is not a readable torch checkpoint (truncated or corrupt: {type(err).__name__}: {first:.150}). "
+            f"Re-download or re-export it (timm_cra.hub.repo.export_repo writes valid ones)")
+
+
 def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[str] = None) -> Optional[str]:
     """Clear message for a known failure, ``None`` for anything else (re-raised as is). ``hint``: where else
     the weights of ``name`` are, added when the Hub has no such repo."""
@@ -143,6 +169,9 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
         else:
             fix = 'Re-download or re-export the file (timm_cra.hub.repo.export_repo writes valid ones).'
         return f"Pretrained weights for '{name}': {not_safetensors(source, err)}. {fix}"
+    if _raised_in_torch_load(err):
+        where = f"'{_local_weights(cfg.file)}'" if cfg.file else f'the weights file of {source}'
+        return f"Pretrained weights for '{name}': {where} {_torch_file_problem(err)}."
     if isinstance(err, RuntimeError) and 'Error(s) in loading state_dict' in str(err):
         return (f"Pretrained weights for '{name}': the checkpoint from {source} does not fit the architecture "
                 f"'{cfg.architecture}': {_state_dict_mismatch(err)}. Load it into the architecture it was trained "

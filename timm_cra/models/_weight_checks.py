@@ -6,8 +6,9 @@
   those can heal).
 * :func:`verify_download`: a Hub LFS file's ETag is its sha256, and the blob in the cache is named after it;
   huggingface_hub does not compare the two, so a file whose bytes changed in transit would load silently.
-* :func:`check_weight_dtypes`: ``load_state_dict`` casts an integer tensor into a float parameter without a
-  word; a quantised or foreign file then gives a model that predicts nothing.
+* :func:`dtype_checked_filter`: ``load_state_dict`` casts an integer tensor into a float parameter without a
+  word; a quantised or foreign file then gives a model that predicts nothing. Checked on the state dict timm
+  read, whatever the file (``model.safetensors``, ``pytorch_model.bin``, ...).
 * :func:`bundled_weights`: the copies of small Hub repos' weights that ship inside this package, checked
   against their recorded sha256 before use (a damaged install must not load silently).
 * :func:`check_finite_weights`: NaN / Inf weights (a diverged run, a damaged file) load silently and evaluate
@@ -18,7 +19,7 @@ import contextvars
 import os
 import re
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 from torch import nn
 from timm.models import PretrainedCfg
@@ -27,7 +28,7 @@ from ..utils.errors import TimmCraError, is_connect_error
 from ..utils.io import file_digest
 
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
-           'check_weight_dtypes', 'weights_file', 'BUNDLED_WEIGHTS', 'BUNDLED_DIR', 'bundled_weights',
+           'dtype_checked_filter', 'BUNDLED_WEIGHTS', 'BUNDLED_DIR', 'bundled_weights',
            'check_finite_weights', 'allow_nonfinite_weights']
 
 WEIGHTS_FILENAME = 'model.safetensors'
@@ -139,30 +140,23 @@ def bundled_weights(repo_id: str) -> Optional[Path]:
     return path
 
 
-def weights_file(cfg: PretrainedCfg) -> Optional[Path]:
-    """The safetensors file a load of ``cfg`` read, where one can be named."""
-    location = hub_weights_location(cfg)
-    if location is not None:
-        return cached_weights(*location)
-    if cfg.file:
-        path = Path(cfg.file)
-        if path.is_dir():
-            path = path / WEIGHTS_FILENAME
-        if path.suffix == '.safetensors' and path.is_file():
-            return path
-    return None
+def dtype_checked_filter(inner: Optional[Callable] = None) -> Callable:
+    """A timm ``pretrained_filter_fn`` that refuses integer, bool or complex tensors for floating-point model tensors.
 
-
-def check_weight_dtypes(model: nn.Module, path: Path) -> None:
-    """Refuse a safetensors file that stores an integer, bool or complex tensor for a floating-point model tensor."""
-    from safetensors import safe_open
+    It sees the state dict timm read before ``load_state_dict`` casts it, so the check holds for every file timm
+    may pick (``model.safetensors``, ``pytorch_model.bin``, other names in a folder) and every source. ``inner``:
+    a filter to run first (its output is what gets loaded, so that is what is checked)."""
     from ..utils.weights import non_float_weights
-    # The header's dtypes: by now timm's load_state_dict has cast the tensors into the model's float ones.
-    with safe_open(str(path), framework='pt') as f:
-        dtypes = {key: f.get_slice(key).get_dtype() for key in f.keys()}
-    problem = non_float_weights(model.state_dict(), dtypes)
-    if problem:
-        raise WeightsCheckError(f"'{path}' holds {problem}")
+
+    def filter_fn(state_dict, model):
+        if inner is not None:
+            state_dict = inner(state_dict, model)
+        dtypes = {k: str(v.dtype) for k, v in state_dict.items() if hasattr(v, 'dtype')}
+        problem = non_float_weights(model.state_dict(), dtypes)
+        if problem:
+            raise WeightsCheckError(f'the weights hold {problem}')
+        return state_dict
+    return filter_fn
 
 
 _NONFINITE_ALLOWED = contextvars.ContextVar('timm_cra_nonfinite_allowed', default=False)

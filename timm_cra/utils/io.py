@@ -108,7 +108,9 @@ def open_regular_file(path: Union[str, os.PathLike], what: str = 'file') -> IO[b
             raise UsageError(f'{what} {os.fspath(path)} is {file_kind(mode)}, not a file; pass the path of a '
                              f'regular file.')
         os.set_blocking(fd, True)
-        return os.fdopen(fd, 'rb')
+        f = os.fdopen(fd, 'rb')
+        f.raw.name = os.fspath(path)  # not the descriptor number: readers (YAML's marks) name the file by it
+        return f
     except BaseException:
         os.close(fd)
         raise

@@ -7,7 +7,8 @@ checkpoints need are admitted by name through ``torch.serialization.safe_globals
 something inert: ``argparse.Namespace`` (timm ``train.py``'s ``args``) to :class:`PickledNamespace`, and numpy's
 array rebuilders (the numpy RNG state of version-1 trainer checkpoints, training recorders) to wrappers
 that only build numeric arrays. Anything else (how a malicious ``__reduce__`` runs code) is refused with one
-line naming the global.
+line naming the global. A tensor that claims more elements than its storage holds (an expanded view: a tiny file
+that any copy would turn into terabytes) is refused before anything touches the data.
 """
 import hashlib
 import os
@@ -133,7 +134,7 @@ def read_torch_file(path: str, extra_safe_globals: Sequence[Tuple[Any, str]] = (
     safe = _safe_globals(extra_safe_globals, refusals)
     try:
         with torch.serialization.safe_globals(safe):
-            return torch.load(path, map_location='cpu', weights_only=True)
+            obj = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         names = _refused_globals(path, [name for _, name in safe])
         if refusals:  # one of our own stand-ins refused what it was given (e.g. a numpy object array)
@@ -153,6 +154,39 @@ def read_torch_file(path: str, extra_safe_globals: Sequence[Tuple[Any, str]] = (
         first = (str(e).strip().splitlines() or [''])[0]
         raise UsageError(f"{what} '{path}' could not be read: not a torch checkpoint, or truncated/corrupt "
                          f"({type(e).__name__}: {first:.200}).") from e
+    problem = _tensor_view_problem(obj)
+    if problem:
+        raise UsageError(f"{what} '{path}' is damaged: {problem}. torch.save never writes weights that way; use an "
+                         f"intact copy, or re-save its state dict (torch.save(model.state_dict(), ...)).")
+    return obj
+
+
+def _tensor_view_problem(obj: Any) -> Optional[str]:
+    """Why a loaded object holds a tensor that cannot be used as weights, or None. A tensor is a view of its storage:
+    a 1.7 KB file can hold ``torch.zeros(1).expand(2**40)`` (stride 0), which every ``.contiguous()``, ``isfinite``
+    or copy would allocate in full (terabytes). So each tensor must be dense and hold no more elements than its
+    storage (checked before anything touches the data); then no copy is larger than the bytes the file held."""
+    def walk(o, where):
+        if isinstance(o, torch.Tensor):
+            if o.layout != torch.strided:
+                return f"tensor '{where}' is {str(o.layout).replace('torch.', '')} (only dense tensors are read)"
+            if o.numel() * o.element_size() > o.untyped_storage().nbytes():
+                return (f"tensor '{where}' of shape {tuple(o.shape)} claims {o.numel()} elements but its storage "
+                        f"holds {o.untyped_storage().nbytes() // max(o.element_size(), 1)} (an expanded or overlapping "
+                        f"view)")
+        elif isinstance(o, dict):
+            for k, v in o.items():
+                problem = walk(v, f'{where}/{k}' if where else str(k))
+                if problem:
+                    return problem
+        elif isinstance(o, (list, tuple)):
+            for i, v in enumerate(o):
+                problem = walk(v, f'{where}/{i}' if where else str(i))
+                if problem:
+                    return problem
+        return None
+
+    return walk(obj, '')
 
 
 def tensor_digest(obj: Any) -> str:
@@ -339,6 +373,10 @@ def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], s
 def load_model_weights(model: torch.nn.Module, path: str, use_ema: bool = False, strict: bool = True,
                        allow_nonfinite: bool = False) -> None:
     """Load weights from ``model.safetensors``, a raw state dict, or a trainer / timm checkpoint into ``model``
-    (checked as :func:`load_state_checked` does)."""
-    state, _ = read_weights(path, use_ema=use_ema)
+    (checked as :func:`load_state_checked` does). ``use_ema``: the checkpoint's EMA weights, refused when it has
+    none (the plain weights would be scored under the EMA's name)."""
+    state, ckpt = read_weights(path, use_ema=use_ema)
+    if use_ema and not (isinstance(ckpt.get('state_dict_ema'), dict) and ckpt['state_dict_ema']):
+        raise UsageError(f"--use-ema: '{path}' holds no EMA weights ('state_dict_ema'; a trainer checkpoint of a run "
+                         f"with --model-ema has them): drop --use-ema to use its plain weights.")
     load_state_checked(model, state, path, strict=strict, allow_nonfinite=allow_nonfinite)
