@@ -363,8 +363,9 @@ def push_repo_folder(
         reason = f'{type(e).__name__}: {str(e).splitlines()[0]}' if str(e) else type(e).__name__
         if _is_connect_error(e):
             raise UsageError(f"Pushing to {repo_id} failed: cannot connect to the Hub endpoint {endpoint} "
-                             f"({reason}); nothing was uploaded and {rerun} after checking HF_ENDPOINT and the "
-                             f"network.") from e
+                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); nothing was uploaded and "
+                             f"the repo folder {folder} is complete: check HF_ENDPOINT and the network, then rerun "
+                             f"with --overwrite --push.") from e
         if 'TimeoutException' in names:
             raise UsageError(f"Pushing to {repo_id} failed: the Hub endpoint {endpoint} did not answer within "
                              f"{timeout:g} s ({reason}); {rerun} once it answers (check HF_ENDPOINT; a slow link: "
