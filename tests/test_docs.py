@@ -207,3 +207,31 @@ def test_readme_python_blocks_run_as_written(tmp_path):
             assert proc.returncode == 0, f'README python block {i + 1}:\n{block}\n{proc.stderr[-3000:]}'
             if i == 0:
                 assert "'cra_resnet50'" in proc.stdout and 'cra_cifar_resnet20.cifar10' in proc.stdout
+
+
+def test_hub_offline_weights_file_recipe_loads_the_files_head(tmp_path, monkeypatch):
+    """docs/hub.md's offline recipe, run as written on real files: a file of the tag's class count and a
+    fine-tune of another count both load their own classifier. The old recipe (the count only as an argument)
+    silently kept a random head: timm drops the classifier when num_classes differs from the cfg's."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+    import timm_cra  # noqa: F401
+    block = _section_block(ROOT / 'docs' / 'hub.md', 'Offline use', 'python')
+    (tmp_path / 'path' / 'to').mkdir(parents=True)
+    files = {}
+    for name, classes in (('model', 10), ('cifar100', 100)):
+        torch.manual_seed(classes)
+        files[name] = timm.create_model('cra_cifar_resnet20', num_classes=classes).state_dict()
+        save_file(files[name], tmp_path / 'path' / 'to' / f'{name}.safetensors')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    namespace = {}
+    exec(compile(block, 'docs/hub.md', 'exec'), namespace)  # noqa: S102  (the docs' own code)
+    for var, name in (('model', 'model'), ('finetuned', 'cifar100')):
+        loaded = namespace[var].state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in files[name].items()), var
+    # What the recipe guards against: without the overlay's count, the 100-class head is not the file's.
+    random_head = timm.create_model('cra_cifar_resnet20', pretrained=True, num_classes=100,
+                                    pretrained_cfg_overlay=dict(file='path/to/cifar100.safetensors'))
+    assert not torch.equal(random_head.state_dict()['fc.weight'], files['cifar100']['fc.weight'])

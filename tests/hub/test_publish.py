@@ -16,7 +16,7 @@ import timm
 import timm_cra  # noqa: F401
 
 from timm_cra.hub import publish
-from timm_cra.utils.errors import UsageError
+from timm_cra.utils.errors import UsageError, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / 'data' / 'cifar10'
@@ -103,6 +103,102 @@ def test_push_to_an_endpoint_that_refuses_connections_is_one_line(trained, tmp_p
     assert f'the repo folder {tmp_path / "r"} is complete' in proc.stderr and 'HF_ENDPOINT' in proc.stderr
     model = timm.create_model(f'local-dir:{tmp_path / "r"}', pretrained=True)  # the folder is the loadable output
     assert model.num_classes == 5 and (tmp_path / 'r' / 'README.md').is_file()
+
+
+class _BadHub:
+    """A Hub on 127.0.0.1 that accepts connections, then ``stall``s (never answers), ``cut``s the connection, or
+    answers ``500``; ``requests`` counts what it was asked."""
+
+    def __init__(self, mode: str):
+        import socket
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        hub = self
+        self.requests, self.release = 0, threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+
+            def log_message(self, *args):
+                pass
+
+            def _answer(self):
+                hub.requests += 1
+                self.rfile.read(int(self.headers.get('Content-Length') or 0))
+                if mode == 'stall':
+                    hub.release.wait(30)
+                elif mode == 'cut':
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\0\0\0\0\0\0\0')
+                    self.connection.close()  # with SO_LINGER 0: a reset, as a dropped link gives
+                    self.close_connection = True
+                else:
+                    body = b'{"error": "Internal Error"}'
+                    self.send_response(500)
+                    self.send_header('Content-Length', str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_HEAD = _answer
+
+        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f'http://127.0.0.1:{self.server.server_address[1]}'
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize('mode, says', [
+    ('stall', 'did not answer within 0.5 s (ReadTimeout: timed out); the repo folder {out} is complete: rerun with '
+              '--overwrite --push once it answers (check HF_ENDPOINT; a slow link: raise --timeout).'),
+    ('cut', 'broke (ReadError: [Errno 104] Connection reset by peer); the repo folder {out} is complete: rerun '
+            'with --overwrite --push (check HF_ENDPOINT and the network).'),
+    ('500', "(a server error, not yours: retry later; the repo folder {out} is complete: rerun with --overwrite "
+            "--push)."),
+])
+def test_push_to_a_hub_that_stalls_cuts_or_fails_is_one_line_in_bounded_time(trained, tmp_path, monkeypatch,
+                                                                              capsys, mode, says):
+    """`publish --push` to a Hub that accepts the connection and never answers hung forever after 'Wrote ...'
+    (huggingface_hub's shared client sets no timeout); a cut connection was a ReadError traceback; a 500 was
+    blamed on the token. Each is one line naming the endpoint, within a bounded time (--timeout for every
+    request), and the written folder is the complete dry-run output."""
+    import time
+
+    from huggingface_hub import constants, get_session
+    ckpt, *_ = trained
+    bad = _BadHub(mode)
+    monkeypatch.setattr(constants, 'ENDPOINT', bad.endpoint)
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setenv('HF_TOKEN', 'hf_test')
+    timeout_before, out = get_session().timeout, tmp_path / 'r'
+    start = time.monotonic()
+    try:
+        with pytest.raises(SystemExit) as e:
+            run_cli(publish.main, ['cra_mobilenetv2_050.test_c5', str(ckpt), '--num-classes', '5', '--out', str(out),
+                                   '--push', '--timeout', '0.5'])
+    finally:
+        bad.close()
+    assert time.monotonic() - start < 90 and bad.requests > 0
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and err.startswith('error: Pushing '), err
+    assert bad.endpoint in err and says.format(out=out) in err, err
+    assert get_session().timeout == timeout_before  # the shared client's own setting is back
+    assert timm.create_model(f'local-dir:{out}', pretrained=True).num_classes == 5
+
+
+def test_push_with_an_empty_hf_endpoint_is_one_line(trained, tmp_path, monkeypatch):
+    """HF_ENDPOINT='' made every URL relative: a traceback from the HTTP client. Now one line naming the fix."""
+    from huggingface_hub import constants
+    ckpt, *_ = trained
+    monkeypatch.setattr(constants, 'ENDPOINT', '')
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setenv('HF_TOKEN', 'hf_test')
+    with pytest.raises(UsageError, match=r"^HF_ENDPOINT is set but empty: unset it .* or set it to your Hub's URL"):
+        publish.main(['cra_mobilenetv2_050.test_c5', str(ckpt), '--num-classes', '5', '--out', str(tmp_path / 'r'),
+                      '--push'])
 
 
 @pytest.mark.parametrize('cmd', [['-m', 'timm_cra.hub.publish']])

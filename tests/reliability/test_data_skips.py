@@ -82,6 +82,32 @@ def test_16bit_png_is_scaled_not_white(tmp_path, in_chans):
     assert np.array_equal(mem.images[0, ..., 0].numpy(), expected)
 
 
+def test_16bit_png_conversion_for_other_clients_matches_the_loader(tmp_path, monkeypatch):
+    """The same 16-bit PNG was mid-grey to timm-cra and white to PIL's convert('RGB') (the card's code,
+    transformers' pipeline). The conversion docs/training.md gives, run as written on a real file, yields what
+    timm-cra's loader feeds the model, and the card's one-line pointer (convert_image) does too."""
+    from pathlib import Path
+
+    from timm_cra.data.images import convert_image
+    from timm_cra.hub.card import usage_section
+    _png16(tmp_path / 'train' / 'x' / 'deep.png')
+    _png16(tmp_path / 'train' / 'y' / 'deep.png')
+    loaded = np.asarray(create_dataset('folder', str(tmp_path), 'train').load_image(0))
+    with Image.open(tmp_path / 'train' / 'x' / 'deep.png') as img:
+        clipped = np.asarray(img.convert('RGB'))
+    assert clipped.mean() > 250 and abs(loaded.mean() - 127.5) < 1  # the two tools' inputs differ
+    doc = (Path(__file__).resolve().parents[2] / 'docs' / 'training.md').read_text(encoding='utf-8')
+    (block,) = [b for b in doc.split('```python\n')[1:] if "Image.open('deep.png')" in b]
+    monkeypatch.chdir(tmp_path / 'train' / 'x')
+    exec(compile(block.split('```')[0], 'docs/training.md', 'exec'), {})  # noqa: S102  (the docs' own code)
+    with Image.open('deep8.png') as img:
+        assert img.mode == 'L' and np.array_equal(np.asarray(img.convert('RGB')), loaded)
+    card = '\n'.join(usage_section('org/repo', (3, 32, 32), None))
+    assert 'timm_cra.data.images.convert_image(Image.open(path), 3)' in card
+    with Image.open('deep.png') as img:
+        assert np.array_equal(np.asarray(convert_image(img, 3)), loaded)
+
+
 def test_32bit_integer_and_float_images_are_scaled_by_a_known_rule(tmp_path, cli_env):
     """32-bit integer TIFFs (mode I) used to be taken as 16-bit and came out nearly black, float TIFFs (mode F)
     were clipped to black: they are scaled by the documented rule, and an image with no known scale is a

@@ -201,6 +201,36 @@ def test_concurrent_results_csv_appends_keep_every_row(tmp_path, cli_env):
     assert [p.name for p in tmp_path.iterdir()] == ['results.csv']  # no lock or temp file left behind
 
 
+def test_results_csv_in_a_training_run_folder_is_refused_in_bounded_time(tmp_path, capsys, class_folder,
+                                                                          monkeypatch):
+    """`validate --results-csv <run folder>/val.csv` while that run trains waited silently until the training
+    ended (the trainer holds its run folder's lock for the whole run). The append now waits only a bounded time
+    (long enough for another validate's append, as the lock is released within it), then is one line naming the
+    holder's pid and the fix; nothing is written. The lock here is held with the trainer's own call."""
+    import threading
+    import time
+
+    from timm_cra.eval.validate import write_results
+    from timm_cra.utils.io import locked_folder
+    monkeypatch.setattr(sys.modules['timm_cra.eval.validate'], 'RESULTS_CSV_LOCK_WAIT_S', 1.0)
+    run = tmp_path / 'run'
+    argv = ['--data-dir', class_folder, '--split', 'val', '--img-size', '32', '--num-classes', '3', '--workers', '0',
+            '--no-progress', '--model', 'cra_cifar_resnet20', '--results-csv', run / 'val.csv']
+    with locked_folder(str(run), wait=False):  # as timm_cra.train.trainer holds its run folder
+        start = time.monotonic()
+        err = _refused(validate_main, argv, capsys)
+        assert time.monotonic() - start < 30
+    assert err == (f'error: another process (pid {os.getpid()}) is writing {run}: a running training holds its run '
+                   f'folder until it ends; write the CSV elsewhere.\n')
+    assert os.listdir(run) == []
+    # A holder that lets go within the wait (another validate's append) is waited for: the row is written.
+    held = locked_folder(str(run), wait=False)
+    held.__enter__()
+    threading.Timer(0.3, held.__exit__, (None, None, None)).start()
+    write_results(dict(model='m', top1=1.0), '', str(run / 'val.csv'))
+    assert (run / 'val.csv').read_text().splitlines()[1].startswith('m,1.0,') and os.listdir(run) == ['val.csv']
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """``small_disk(name, size)``: a tmpfs of ``size`` mounted at ``tmp_path/name`` (root only: skipped where

@@ -154,6 +154,11 @@ def read_results_csv(csv_path: str) -> str:
     return text
 
 
+# How long an append waits for the CSV's folder: another validate's append takes milliseconds; a training holds its
+# run folder for its whole run, so past this the append is refused in one line instead of waiting silently.
+RESULTS_CSV_LOCK_WAIT_S = 10.0
+
+
 def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = '') -> None:
     if json_path:
         with atomic_write(json_path) as f:
@@ -162,7 +167,9 @@ def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = 
         # "Appending" rewrites the whole file atomically: a kill never leaves half a row. The folder lock makes
         # concurrent appends (several validations into one CSV) take turns: none reads a file another replaces.
         check_output_file(csv_path, '--results-csv')
-        with locked_folder(os.path.dirname(os.path.abspath(csv_path))):
+        folder = os.path.dirname(os.path.abspath(csv_path))
+        with locked_folder(folder, wait=RESULTS_CSV_LOCK_WAIT_S,
+                           busy_hint='a running training holds its run folder until it ends; write the CSV elsewhere'):
             old = read_results_csv(csv_path)
             with atomic_write(csv_path, newline='') as f:
                 f.write(old)

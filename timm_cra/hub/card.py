@@ -366,7 +366,10 @@ def usage_section(repo_id: str, input_size: Sequence[int], label_names: Optional
         hf_intro = ("With transformers (`pip install transformers`): its `pipeline('image-classification')` "
                     'converts every image to RGB, which a 1-channel model cannot take, so call the image '
                     "processor and the model with a greyscale ('L') image:")
+    sixteen_bit = ("A 16-bit greyscale PNG comes out white from PIL's `convert()` (it clips at 255); "
+                   f"`timm_cra.data.images.convert_image(Image.open(path), {input_size[0]})` scales it to 8 bit "
+                   "(`value / 257`) as timm-cra's training and validation did.")
     return (['## Usage', '', f'With timm (replace `{USAGE_IMAGE}` with your image):', ''] + timm_code
-            + ['', hf_intro, ''] + hf_code
+            + ['', sixteen_bit, '', hf_intro, ''] + hf_code
             + ['', f"Fine-tune with a new head: `timm.create_model('hf-hub:{repo_id}', pretrained=True, "
                    "num_classes=10)`. Offline, after one download: `HF_HUB_OFFLINE=1`."])

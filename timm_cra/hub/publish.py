@@ -13,6 +13,7 @@ The folder is written by :func:`timm_cra.hub.repo.export_repo`; pushing uploads 
 (``HfApi.create_repo`` + ``upload_folder``), authenticated by ``HF_TOKEN`` or ``hf auth login``.
 """
 import argparse
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 
 from ..models._builder import hub_id
 from ..utils.labels import repeated_names
-from ..utils.errors import TimmCraError, UsageError, is_connect_error, printable, run_cli
+from ..utils.errors import TimmCraError, UsageError, printable, run_cli
 from ..utils.io import check_output_folder, check_regular_file, open_regular_file
 from ..utils.weights import check_file, load_state_checked, read_weights
 from .card import load_eval_results
@@ -287,6 +288,26 @@ def build_repo_folder(
         raise UsageError(str(e).replace('timm_cra: ', '')) from e
 
 
+#: Seconds any one network step of a push (connect, send, each wait for bytes) may take: huggingface_hub's
+#: shared client sets none, so a Hub that accepts the connection and never answers hung ``--push`` forever.
+PUSH_TIMEOUT_S = 60.0
+
+
+@contextlib.contextmanager
+def _hub_timeout(seconds: float):
+    """Bound every request huggingface_hub makes through its shared client (``get_session()``, which ``HfApi``
+    uses) to ``seconds`` while the block runs; the client's own setting is restored afterwards."""
+    import httpx2  # huggingface_hub's HTTP client
+    from huggingface_hub import get_session
+    session = get_session()
+    before = session.timeout
+    session.timeout = httpx2.Timeout(seconds)
+    try:
+        yield
+    finally:
+        session.timeout = before
+
+
 def push_repo_folder(
         folder: Union[str, Path],
         repo_id: str,
@@ -294,11 +315,13 @@ def push_repo_folder(
         token: Optional[str] = None,
         private: bool = False,
         commit_message: Optional[str] = None,
+        timeout: Optional[float] = None,
 ) -> str:
     """Create/update ``repo_id`` on the Hub with the folder's files; returns the commit URL.
 
     The token comes from ``token``, ``HF_TOKEN`` or the ``hf auth login`` store; without one this fails
-    before any network request.
+    before any network request. Every request of the push waits at most ``timeout`` seconds (default
+    :data:`PUSH_TIMEOUT_S`) for the network: a Hub that accepts the connection and never answers is one line.
     """
     from huggingface_hub import HfApi, constants, get_token
     from huggingface_hub.errors import HfHubHTTPError
@@ -313,22 +336,43 @@ def push_repo_folder(
                          '(the dry run without --push needs none).')
     if constants.HF_HUB_OFFLINE:
         raise UsageError('HF_HUB_OFFLINE=1 is set; unset it to push to the Hub.')
+    endpoint = constants.ENDPOINT
+    if not endpoint.strip():
+        raise UsageError('HF_ENDPOINT is set but empty: unset it (to push to https://huggingface.co) or set it to '
+                         "your Hub's URL.")
+    timeout = PUSH_TIMEOUT_S if timeout is None else timeout
     api = HfApi(token=token)
+    rerun = f'the repo folder {folder} is complete: rerun with --overwrite --push'
     try:
-        api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
-        info = api.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), repo_type='model',
-            commit_message=commit_message or f'Upload {repo_id.split("/")[-1]} (timm-cra)')
+        with _hub_timeout(timeout):
+            api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
+            info = api.upload_folder(
+                repo_id=repo_id, folder_path=str(folder), repo_type='model',
+                commit_message=commit_message or f'Upload {repo_id.split("/")[-1]} (timm-cra)')
     except HfHubHTTPError as e:
-        raise UsageError(f"Pushing {folder} to {repo_id} at {constants.ENDPOINT} failed: "
-                         f"{str(e).splitlines()[0]} (check the token's write access and the repo id).") from e
-    except Exception as e:  # noqa: BLE001  (the HTTP library's own error classes; only 'cannot connect' is ours)
-        if not is_connect_error(e):
-            raise
-        raise UsageError(f"Pushing to {repo_id} failed: cannot connect to the Hub endpoint {constants.ENDPOINT} "
-                         f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); nothing was uploaded and "
-                         f"the repo folder {folder} is complete: check HF_ENDPOINT and the network, then rerun with "
-                         f"--overwrite --push.") from e
+        status = getattr(e.response, 'status_code', None)
+        advice = (f'a server error, not yours: retry later; {rerun}' if status is not None and status >= 500 else
+                  "check the token's write access and the repo id")
+        raise UsageError(f"Pushing {folder} to {repo_id} at {endpoint} failed: "
+                         f"{str(e).splitlines()[0]} ({advice}).") from e
+    except Exception as e:  # noqa: BLE001  (the HTTP library's own error classes; only transport failures are ours)
+        names = {cls.__name__ for cls in type(e).__mro__}
+        reason = f'{type(e).__name__}: {str(e).splitlines()[0]}' if str(e) else type(e).__name__
+        # No connection, or one closed before any answer: nothing reached the Hub. A time-out or a connection that
+        # broke mid-request may have: told apart so the advice fits.
+        if names & {'ConnectError', 'RemoteProtocolError'}:
+            raise UsageError(f"Pushing to {repo_id} failed: cannot connect to the Hub endpoint {endpoint} "
+                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); nothing was uploaded and "
+                             f"the repo folder {folder} is complete: check HF_ENDPOINT and the network, then rerun "
+                             f"with --overwrite --push.") from e
+        if 'TimeoutException' in names:
+            raise UsageError(f"Pushing to {repo_id} failed: the Hub endpoint {endpoint} did not answer within "
+                             f"{timeout:g} s ({reason}); {rerun} once it answers (check HF_ENDPOINT; a slow link: "
+                             f"raise --timeout).") from e
+        if 'TransportError' in names:
+            raise UsageError(f"Pushing to {repo_id} failed: the connection to the Hub endpoint {endpoint} broke "
+                             f"({reason}); {rerun} (check HF_ENDPOINT and the network).") from e
+        raise
     return str(getattr(info, 'commit_url', info))
 
 
@@ -357,6 +401,8 @@ def create_parser() -> argparse.ArgumentParser:
     p.add_argument('--overwrite', action='store_true', help='replace an existing repo folder')
     p.add_argument('--push', action='store_true', help='upload the folder to the Hub (needs a token)')
     p.add_argument('--private', action='store_true', help='create the Hub repo as private')
+    p.add_argument('--timeout', type=float, default=PUSH_TIMEOUT_S, metavar='SECONDS',
+                   help='longest wait for the Hub in any one step of --push (default: %(default)g)')
     return p
 
 
@@ -384,6 +430,8 @@ def check_inputs(checkpoint: str, out: str, results: Optional[str] = None,
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = create_parser().parse_args(argv)
+    if not 0 < args.timeout < float('inf'):  # nan too; inf would wait forever again
+        raise UsageError(f'--timeout must be a positive, finite number of seconds, not {args.timeout:g}.')
     repo_id = check_repo_name(args.model_name, args.repo_id)
     check_inputs(args.checkpoint, args.out, args.results, args.label_names)
     folder = build_repo_folder(
@@ -394,7 +442,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     shown = printable(folder)  # a name holding a newline cannot forge an output line
     print(f'Wrote {shown} (load it with timm.create_model("local-dir:{shown}", pretrained=True))')
     if args.push:
-        print(f'Pushed: {push_repo_folder(folder, repo_id, private=args.private)}')
+        print(f'Pushed: {push_repo_folder(folder, repo_id, private=args.private, timeout=args.timeout)}')
     else:
         print(f'Dry run: not pushed. Add --push to upload to {repo_id}.')
     return folder

@@ -25,6 +25,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Iterator, Optional, Sequence, Union
 
@@ -288,23 +289,32 @@ def _flock_holder(path: str) -> Optional[int]:
 
 
 @contextlib.contextmanager
-def locked_folder(folder: str, wait: bool = True, busy_hint: str = 'wait for it to finish') -> Iterator[None]:
+def locked_folder(folder: str, wait: Union[bool, float] = True,
+                  busy_hint: str = 'wait for it to finish') -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (:func:`_lock_writer`) for a read-modify-write of a file in it, so
     two processes updating the same file (``--results-csv`` appends) take turns instead of losing rows. The lock
     is on the folder, not the file, since :func:`atomic_path` replaces the file's inode; nothing is left behind.
 
     ``wait=False``: a folder another process holds is refused at once (:class:`OutputPathError`, one line naming
     the holder's pid and ``busy_hint``), as the trainer does for its run folder; the kernel drops the lock of a
-    process that dies, so a killed holder never blocks the next one."""
+    process that dies, so a killed holder never blocks the next one. ``wait=<seconds>``: wait that long for the
+    lock, then refuse the same way: a short write (another CSV append) finishes well within it, while a holder
+    that keeps the folder for its whole run (a training) is reported instead of waited on silently."""
     with _output_errors(folder, 'output folder'):
         os.makedirs(folder, exist_ok=True)
-        if wait or fcntl is None:
+        if wait is True or fcntl is None:
             lock = _lock_writer(folder)
         else:
+            deadline = time.monotonic() + (0.0 if wait is False else float(wait))
             lock = os.open(folder, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.02)
+                        continue
                 os.close(lock)
                 pid = _flock_holder(folder)
                 raise OutputPathError(f'another process{f" (pid {pid})" if pid else ""} is writing {folder}: '
