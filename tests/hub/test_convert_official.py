@@ -180,3 +180,20 @@ def test_leftover_and_missing_keys_are_listed():
     with pytest.raises(ValueError, match=r"not consumed \(1\): \['module.extra.weight'\].*not filled \(1\): "
                                          r"\['layer2.1.se.conv.bias'\]"):
         convert_official_state_dict({'state_dict': sd}, model.state_dict().keys())
+
+
+def test_convert_refuses_an_out_holding_its_checkpoint_before_any_work(official_checkpoint, tmp_path, capsys):
+    """`--out <the checkpoint's folder> --overwrite` replaced that folder, deleting the downloaded checkpoint
+    (rc 0); without the flag the message advised --overwrite. Now publish's check (hub.repo.check_repo_output):
+    one line, the checkpoint kept, no advice to overwrite."""
+    from timm_cra.hub.convert_official import main as convert_main
+    from timm_cra.utils.errors import run_cli
+    path, _ = official_checkpoint
+    before = path.read_bytes()
+    for flags in ([], ['--overwrite']):
+        with pytest.raises(SystemExit) as e:
+            run_cli(convert_main, [str(path), '--out', str(tmp_path)] + flags)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count('\n') == 1, err
+        assert f'--out {tmp_path} holds the checkpoint {path}' in err and '--overwrite' not in err
+    assert path.read_bytes() == before and os.listdir(tmp_path) == [path.name]

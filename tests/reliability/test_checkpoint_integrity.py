@@ -68,15 +68,19 @@ def test_changed_tensor_values_fail_the_recorded_sha256(run_dir, tmp_path):
 
 def test_stale_temp_files_removed_at_the_next_start(run_dir, tmp_path):
     run = _copy(run_dir, tmp_path)
-    (run / '.tmp-k1ll3d.pth').write_bytes(b'half a checkpoint')
-    (run / '.metrics.csv.k1ll3d.tmp').write_text('epoch,tr')  # a killed metrics.csv write
-    (run / '.export-k1ll3d').mkdir()  # a killed export's staging folder
-    (run / '.export-k1ll3d' / 'model.safetensors').write_bytes(b'half')
+    # the names killed writes leave: prefix, 8 random hex digits, suffix
+    (run / '.tmp-0a1b2c3d.pth').write_bytes(b'half a checkpoint')
+    (run / '.metrics.csv.0a1b2c3d.tmp').write_text('epoch,tr')  # a killed metrics.csv write
+    (run / '.export-0a1b2c3d.tmp').mkdir()  # a killed export's staging folder
+    (run / '.export-0a1b2c3d.tmp' / 'model.safetensors').write_bytes(b'half')
     (run / '.tmp-notours.txt').write_text('kept')
+    (run / '.tmp-my.notes.pth').write_text('kept')  # the user's, not a temp name: kept
+    (run / '.metrics.csv.v2.0a1b2c3d.tmp').write_text('kept')  # another target's (metrics.csv.v2) temp: kept
     summary = train(TINY_TRAIN + ['--epochs', '2', '--output', str(tmp_path), '--experiment', 'r',
                                   '--resume', str(run / 'last.pth')])
     assert summary['epochs'] == 2
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith('.')) == ['.tmp-notours.txt']
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith('.')) == [
+        '.metrics.csv.v2.0a1b2c3d.tmp', '.tmp-my.notes.pth', '.tmp-notours.txt']
 
 
 def test_disk_full_during_save_is_one_line_and_keeps_previous(run_dir, tmp_path, monkeypatch):

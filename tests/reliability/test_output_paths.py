@@ -349,3 +349,27 @@ def test_a_second_run_on_a_run_folder_in_use_is_refused_and_writes_nothing(class
     r = _cli('timm_cra.train', argv + ['--seed', '1'], cli_env, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / 'last.pth').is_file() and (run / 'model.safetensors').is_file()
+
+
+def test_publish_never_replaces_an_org_folder_or_the_current_one(weights, tmp_path, capsys, monkeypatch):
+    """`--out hub/me --overwrite` (the repo name forgotten) deleted repos a, b and NOTES.txt, rc 0; `--out .` and
+    `--out sub/..` built everything, then failed on the rename ("Device or resource busy"), leaving `sub/`. Now
+    each is one line before any work, naming the folder and what it holds, and nothing is touched."""
+    org = tmp_path / 'hub' / 'me'
+    for repo in ('a', 'b'):
+        publish_main(['cra_cifar_resnet20.test_out', str(weights), '--out', str(org / repo)])
+    (org / 'NOTES.txt').write_text('notes')
+    before = {p: p.read_bytes() for p in org.rglob('*') if p.is_file()}
+    for flags in ([], ['--overwrite']):
+        err = _refused(publish_main, ['cra_cifar_resnet20.test_out', weights, '--out', org] + flags, capsys)
+        assert f'--out {org} is not a model repo folder (holds NOTES.txt, a, b; folders a, b)' in err
+        assert '--overwrite' not in err
+    assert {p: p.read_bytes() for p in org.rglob('*') if p.is_file()} == before
+    publish_main(['cra_cifar_resnet20.test_out', str(weights), '--out', str(org / 'a'), '--overwrite'])  # a repo
+    work = tmp_path / 'work'
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for out in ('.', 'sub/..', '..'):
+        err = _refused(publish_main, ['cra_cifar_resnet20.test_out', weights, '--out', out, '--overwrite'], capsys)
+        assert f'--out {out} is the current folder or holds it' in err
+    assert os.listdir(work) == [] and sorted(os.listdir(tmp_path)) == ['hub', 'work']

@@ -270,3 +270,34 @@ def test_not_folder_reason_names_what_the_path_is(tmp_path):
     assert [not_folder_reason(tmp_path / n) for n in ('pipe', 'file', 'dangling', 'missing')] == [
         'is a FIFO, not a folder', 'is a regular file, not a folder', 'is a dangling symlink, not a folder',
         'does not exist']
+
+
+def test_a_write_never_takes_or_removes_another_targets_temp_or_set_aside(tmp_path):
+    """`m` and `m.v2` side by side: `.m.*.old` also matched `.m.v2.<random>.old`, so a write to `m` after a killed
+    write of `m.v2` moved m.v2's previous version into `m` (no overwrite: "m already exists"), and an overwrite of
+    `m` deleted it. Temp names are the prefix, exactly 8 hex digits, the suffix: each target finds only its own."""
+    set_aside = tmp_path / '.m.v2.deadbeef.old'  # what a write of m.v2 killed mid-swap leaves
+    set_aside.mkdir()
+    (set_aside / 'MARKER_V2').write_text('v2')
+    with atomic_folder(tmp_path / 'm') as staging:  # variant A: a new target m, no overwrite
+        (staging / 'config.json').write_text('m')
+    assert os.listdir(tmp_path / 'm') == ['config.json'] and (set_aside / 'MARKER_V2').exists()
+    with atomic_folder(tmp_path / 'm', overwrite=True) as staging:  # variant B: m replaced
+        (staging / 'config.json').write_text('m2')
+    assert (tmp_path / 'm' / 'config.json').read_text() == 'm2' and (set_aside / 'MARKER_V2').exists()
+    with pytest.raises(FileExistsError, match='m.v2 already exists'):  # m.v2's own next write puts it back first
+        with atomic_folder(tmp_path / 'm.v2'):
+            pass
+    assert sorted(os.listdir(tmp_path)) == ['m', 'm.v2'] and os.listdir(tmp_path / 'm.v2') == ['MARKER_V2']
+    # files: a killed write of file `m.v2` left its temp file; writes to `m` leave it, m.v2's next write removes it
+    files = tmp_path / 'files'
+    files.mkdir()
+    leftover = files / '.m.v2.0a1b2c3d.tmp'
+    leftover.write_text('torn')
+    for _ in range(2):
+        with atomic_write(files / 'm') as f:
+            f.write('m')
+    assert leftover.exists()
+    with atomic_write(files / 'm.v2') as f:
+        f.write('v2')
+    assert sorted(os.listdir(files)) == ['m', 'm.v2']

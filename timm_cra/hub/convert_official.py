@@ -133,6 +133,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     if results is None:
         default = Path('results') / f'{OFFICIAL_MODEL_NAME}.json'
         results = str(default) if default.is_file() else None
+    from .repo import check_repo_output
+    check_repo_output(args.out, '--out', [('checkpoint', args.checkpoint)]
+                      + ([('--results', results)] if results is not None else []))
     try:
         out = convert_official(args.checkpoint, args.out, results=results, overwrite=args.overwrite)
     except (FileExistsError, ValueError) as e:

@@ -24,10 +24,10 @@ import torch
 from ..models._builder import hub_id
 from ..utils.labels import repeated_names
 from ..utils.errors import TimmCraError, UsageError, printable, run_cli
-from ..utils.io import check_output_folder, check_regular_file, open_regular_file
+from ..utils.io import check_regular_file, open_regular_file
 from ..utils.weights import check_file, load_state_checked, read_weights
 from .card import load_eval_results
-from .repo import export_repo
+from .repo import check_repo_output, export_repo
 
 __all__ = ['load_checkpoint_state_dict', 'build_repo_folder', 'push_repo_folder', 'default_repo_id',
            'trainer_results', 'model_kwargs_for', 'run_provenance', 'read_label_names', 'check_repo_name',
@@ -415,17 +415,12 @@ def check_inputs(checkpoint: str, out: str, results: Optional[str] = None,
         inputs.append(('--results', results))
     if label_names is not None and _label_names_file(label_names) is not None:
         inputs.append(('--label-names file', label_names))
-    check_output_folder(out, '--out')  # a file, device, symlink loop (Path.resolve: RuntimeError), unwritable
-    out_dir = Path(out).resolve()
     for what, path in inputs:
         if what == 'checkpoint':
             check_file(path)  # the weights reader's own check: missing, a folder, a FIFO
         else:
             check_regular_file(path, what)
-        resolved = Path(path).resolve()
-        if out_dir == resolved or out_dir in resolved.parents:
-            raise UsageError(f"--out {out} holds the {what} {path}, and writing the repo replaces that folder: "
-                             f"choose an --out outside it (e.g. hub/<model_name>).")
+    check_repo_output(out, '--out', inputs)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:

@@ -24,15 +24,50 @@ from timm.models._hub import save_config_for_hf
 from ..models._builder import hub_id
 from ..models._factory import label_count_problem
 from ..utils import count_macs, count_params
-from ..utils.io import atomic_folder, atomic_path, atomic_write
+from ..utils.errors import UsageError
+from ..utils.io import atomic_folder, atomic_path, atomic_write, check_output_folder
 from .card import EvalResults, RepoContentError, load_eval_results, render_model_card
 
 __all__ = ['export_repo', 'write_repo_metadata', 'write_config', 'save_model_files', 'check_label_names',
-           'atomic_folder', 'model_name_with_tag']
+           'atomic_folder', 'model_name_with_tag', 'check_repo_output']
 
 CONFIG_NAME = 'config.json'
 WEIGHTS_NAME = 'model.safetensors'
 CARD_NAME = 'README.md'
+
+
+def _not_a_repo(folder: Path) -> Optional[str]:
+    """What an existing ``folder`` holds that a repo folder does not (one holds plain files, ``config.json`` or
+    weights among them, no subfolders), in words; None when it is empty or such a repo."""
+    entries = sorted(p.name for p in folder.iterdir() if not p.name.startswith('.'))
+    folders = [n for n in entries if (folder / n).is_dir()]
+    if not entries or (not folders and {CONFIG_NAME, WEIGHTS_NAME, 'pytorch_model.bin'} & set(entries)):
+        return None
+    shown = ', '.join(entries[:5]) + (f' and {len(entries) - 5} more' if len(entries) > 5 else '')
+    return f'holds {shown}' + (f'; folders {", ".join(folders[:5])}' if folders else f'; no {CONFIG_NAME} or weights')
+
+
+def check_repo_output(out: Union[str, Path], what: str = '--out',
+                      inputs: Sequence[Sequence[str]] = ()) -> None:
+    """Before any work, a one-line :class:`UsageError` unless ``out`` is a folder a repo may be written to (it is
+    then replaced whole, with ``--overwrite``): writable (:func:`check_output_folder`), not the current folder or
+    one holding it, none of ``inputs`` (``(what, path)`` pairs) inside it, and absent, empty or a model repo (never
+    an org folder of repos or someone's files), or a symlink (:func:`atomic_folder` replaces the link only)."""
+    check_output_folder(out, what)  # a file, device, symlink loop (Path.resolve: RuntimeError), unwritable
+    out_dir = Path(out).resolve()
+    replaced = not Path(out).is_symlink()  # else the link is replaced, not the folder it points at
+    if replaced and (out_dir == Path.cwd().resolve() or out_dir in Path.cwd().resolve().parents):
+        raise UsageError(f'{what} {out} is the current folder or holds it, and writing the repo replaces that '
+                         f'folder: choose a new folder for the repo (e.g. hub/<model_name>).')
+    for input_what, path in inputs:
+        resolved = Path(path).resolve()
+        if out_dir == resolved or out_dir in resolved.parents:
+            raise UsageError(f'{what} {out} holds the {input_what} {path}, and writing the repo replaces that folder: '
+                             f'choose an {what} outside it (e.g. hub/<model_name>).')
+    problem = _not_a_repo(out_dir) if replaced and out_dir.is_dir() else None
+    if problem:
+        raise UsageError(f'{what} {out} is not a model repo folder ({problem}), and writing the repo replaces that '
+                         f'folder: choose a new folder for the repo (e.g. {Path(out) / "<model_name>"}).')
 
 
 def model_name_with_tag(model: nn.Module) -> str:
@@ -232,6 +267,7 @@ def export_repo(
     """
     out_dir = Path(out_dir)
     model_name = model_name or model_name_with_tag(model)
+    check_repo_output(out_dir, 'output folder')  # never replace an org folder, the current folder, an input's
     with atomic_folder(out_dir, overwrite=overwrite) as tmp:
         _save_weights(model, Path(tmp) / WEIGHTS_NAME)
         write_repo_metadata(

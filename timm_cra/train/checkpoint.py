@@ -68,7 +68,8 @@ class _WriteRecorder:
 def remove_stale_temp_files(folder: str, names: Sequence[str] = (), patterns: Sequence[str] = ()) -> int:
     """Delete what killed writes left in ``folder``: checkpoints' ``.tmp-*.pth``, the temp files of ``names``
     (files written with :func:`~timm_cra.utils.io.atomic_write`) and ``patterns``; returns how many."""
-    n = remove_stale_files(folder, [f'{_TMP_PREFIX}*{_TMP_SUFFIX}'] + [temp_pattern(name) for name in names]
+    n = remove_stale_files(folder, [temp_pattern(None, prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX)]
+                           + [temp_pattern(name) for name in names]
                            + list(patterns))
     if n:
         _logger.info(f'Removed {n} temp file(s) of an interrupted write in {folder}.')

@@ -2,7 +2,6 @@
 and the PNG of the curves, all written atomically; ranks cross-check that they hold the same weights."""
 import logging
 import os
-import tempfile
 from typing import Any, Dict, List
 
 import torch
@@ -10,7 +9,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ..utils.errors import printable
-from ..utils.io import OutputPathError, atomic_path, atomic_write
+from ..utils.io import OutputPathError, atomic_path, atomic_write, staging_folder
 from ..utils.strict_json import dumps
 from ..utils.weights import tensor_digest
 from .distributed import DistInfo
@@ -34,7 +33,7 @@ def export_weights(net: nn.Module, output_dir: str, data_config: Dict[str, Any],
     from ..hub.repo import save_model_files
     net.to(memory_format=torch.contiguous_format)  # safetensors refuses channels_last (strided) tensors
     export_cfg = {k: data_config[k] for k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct')}
-    with tempfile.TemporaryDirectory(prefix=EXPORT_TMP_PREFIX, dir=output_dir) as staging:
+    with staging_folder(output_dir, EXPORT_TMP_PREFIX) as staging:
         # --num-classes above the data's class count: no names for the extra classes, so none are recorded.
         try:
             save_model_files(net, staging, data_config=export_cfg,

@@ -28,7 +28,7 @@ from timm.utils import ModelEmaV3, distribute_bn, random_seed
 from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_data_config
 from ..eval.evaluate import evaluate
 from ..utils.errors import UsageError, printable
-from ..utils.io import OutputPathError, atomic_write, check_output_folder, locked_folder
+from ..utils.io import OutputPathError, atomic_write, check_output_folder, locked_folder, temp_pattern
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
 from .distributed import DistInfo, init_distributed
@@ -114,7 +114,7 @@ def _prepare_output(output_dir: str, args_dict: Dict[str, Any]) -> None:
         for name in _EARLIER_RUN_FILES:
             if os.path.lexists(os.path.join(output_dir, name)):
                 os.remove(os.path.join(output_dir, name))
-    remove_stale_temp_files(output_dir, names=RUN_FILES, patterns=[f'{EXPORT_TMP_PREFIX}*'])
+    remove_stale_temp_files(output_dir, names=RUN_FILES, patterns=[temp_pattern(None, prefix=EXPORT_TMP_PREFIX)])
     with atomic_write(os.path.join(output_dir, 'args.yaml')) as f:
         yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in args_dict.items()}, f)
 

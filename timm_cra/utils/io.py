@@ -24,7 +24,6 @@ import re
 import secrets
 import shutil
 import stat
-import tempfile
 import time
 from pathlib import Path
 from typing import IO, Iterator, Optional, Sequence, Union
@@ -38,7 +37,8 @@ except ImportError:  # not POSIX: no writer locks, stale temp files are removed 
 
 __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
            'file_kind', 'not_regular_reason', 'not_folder_reason', 'check_regular_file', 'open_regular_file',
-           'OutputPathError', 'check_output_file', 'check_output_folder', 'locked_folder', 'file_digest']
+           'OutputPathError', 'check_output_file', 'check_output_folder', 'locked_folder', 'file_digest',
+           'staging_folder']
 
 _TMP_SUFFIX = '.tmp'
 #: Bytes in one file name (ext4, xfs, btrfs, tmpfs: 255), and in the random part of a temp name.
@@ -355,22 +355,34 @@ def _temp_prefix(name: str, suffix: str = _TMP_SUFFIX) -> str:
     return f".{raw[:keep].decode('utf-8', 'ignore')}~{digest}."
 
 
-def temp_pattern(path: str, prefix: Optional[str] = None, suffix: str = _TMP_SUFFIX) -> str:
-    """Glob (relative to the folder) of the temp names :func:`atomic_path` uses for ``path``."""
+def temp_pattern(path: Optional[str], prefix: Optional[str] = None, suffix: str = _TMP_SUFFIX) -> str:
+    """Glob (relative to the folder) of the temp names :func:`atomic_path` / :func:`atomic_folder` use for
+    ``path`` (or of ``prefix``'s names): the prefix, exactly :data:`_RANDOM_LEN` hex digits, the suffix. The fixed
+    length makes it match only that target's names: ``.m.*.old`` also matched ``.m.v2.<random>.old``, the
+    set-aside version of another target ``m.v2``."""
     prefix = _temp_prefix(os.path.basename(path), suffix) if prefix is None else prefix
-    return glob.escape(prefix) + '*' + glob.escape(suffix)
+    return glob.escape(prefix) + '[0-9a-f]' * _RANDOM_LEN + glob.escape(suffix)
 
 
-def _create_temp(folder: str, prefix: str, suffix: str) -> str:
-    """A new empty file (``O_EXCL``), mode 0o666 minus the umask, i.e. what ``open(path, 'w')`` gives."""
+def _temp_name(folder: str, prefix: str, suffix: str) -> str:
+    """``<folder>/<prefix><random hex>{suffix}``, a name :func:`temp_pattern` matches."""
+    return os.path.join(folder, f'{prefix}{secrets.token_hex(_RANDOM_LEN // 2)}{suffix}')
+
+
+def _create_temp(folder: str, prefix: str, suffix: str, is_folder: bool = False) -> str:
+    """A new empty file (``O_EXCL``, mode 0o666 minus the umask, i.e. what ``open(path, 'w')`` gives) or, with
+    ``is_folder``, a new folder (mode 0o700, as ``mkdtemp`` gives), named by :func:`_temp_name`."""
     for _ in range(100):
-        tmp = os.path.join(folder, f'{prefix}{secrets.token_hex(_RANDOM_LEN // 2)}{suffix}')
+        tmp = _temp_name(folder, prefix, suffix)
         try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            if is_folder:
+                os.mkdir(tmp, 0o700)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
         except FileExistsError:
             continue
-    raise FileExistsError(f'No free temp file name for {prefix}*{suffix} in {folder}')
+    raise FileExistsError(f'No free temp name for {prefix}*{suffix} in {folder}')
 
 
 @contextlib.contextmanager
@@ -430,8 +442,24 @@ def atomic_write(path: str, mode: str = 'w', *, prefix: Optional[str] = None, su
             yield f
 
 
+@contextlib.contextmanager
+def staging_folder(parent: str, prefix: str, suffix: str = _TMP_SUFFIX) -> Iterator[str]:
+    """A new hidden folder ``<parent>/<prefix><random><suffix>`` (a name :func:`temp_pattern` with ``prefix``
+    matches, so a killed run's leftover is found and nothing else is), held by a writer lock while the block runs
+    and removed after it."""
+    with _output_errors(parent, 'output folder'):
+        tmp = _create_temp(parent, prefix, suffix, is_folder=True)
+        lock = _lock_writer(tmp)
+    try:
+        yield tmp
+    finally:
+        if lock is not None:
+            os.close(lock)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _restore_set_aside(out_dir: Path) -> None:
-    """A write killed between setting the previous ``out_dir`` aside (``.<name>.*.old``) and moving the new one
+    """A write killed between setting the previous ``out_dir`` aside (``.<name>.<random>.old``) and moving the new one
     in left no ``out_dir``: put the previous version back, unless a live write to it is mid-swap."""
     parent = out_dir.parent
     if os.path.lexists(out_dir) or not parent.is_dir():
@@ -468,7 +496,7 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterato
         remove_stale_temp_files(str(out_dir.parent), [temp_pattern(out_dir.name),
                                                       temp_pattern(out_dir.name, suffix='.old')])
         # Hidden sibling: same filesystem (rename is atomic), invisible to the Hub server and to timm.
-        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out_dir.name), suffix=_TMP_SUFFIX, dir=out_dir.parent))
+        tmp = Path(_create_temp(str(out_dir.parent), _temp_prefix(out_dir.name), _TMP_SUFFIX, is_folder=True))
         lock = _lock_writer(str(tmp))
     try:
         with _place_errors(str(out_dir), 'output folder'):  # the caller's writes into the staging folder
@@ -480,8 +508,8 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterato
                 if not f.is_symlink():
                     f.chmod(dir_mode if f.is_dir() else file_mode)
             if out_dir.exists():
-                old = Path(tempfile.mkdtemp(prefix=_temp_prefix(out_dir.name, '.old'), suffix='.old',
-                                            dir=out_dir.parent))
+                old = Path(_create_temp(str(out_dir.parent), _temp_prefix(out_dir.name, '.old'), '.old',
+                                        is_folder=True))
                 old.rmdir()
                 out_dir.rename(old)
                 tmp.rename(out_dir)
