@@ -153,6 +153,27 @@ def test_config_json_not_an_object_or_not_json(tmp_path, content):
         timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
 
 
+def test_deeply_nested_json_is_one_line_wherever_json_is_read(tmp_path):
+    """``[[[[...]]]]`` 100k deep was a RecursionError traceback from json.loads: as a model folder's config.json
+    (timm_cra.create_model, the eval CLI) and as eval results (load_eval_results, publish --results). Every JSON
+    from a user path is read by timm_cra.utils.strict_json (read_json / loads)."""
+    deep = '[' * 100_000 + ']' * 100_000
+    repo = _repo_copy(tmp_path)
+    (repo / 'config.json').write_text(deep)
+    with pytest.raises(PretrainedWeightsError, match=r'config.json is not valid JSON \(nested too deeply'):
+        timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
+    code, err = _cli(['--model', f'local-dir:{repo}'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and 'config.json is not valid JSON (nested too deeply' in err and 'Fix it or re-export' in err
+    results = tmp_path / 'results.json'
+    results.write_text(deep)
+    with pytest.raises(ValueError, match=r'results.json is not valid JSON \(nested too deeply'):
+        load_eval_results(results)
+    run = _repo_copy(tmp_path, 'run')
+    code, err = _cli(['cra_cifar_resnet20.x', run / 'model.safetensors', '--results', results, '--out',
+                      tmp_path / 'out'], tmp_path, 'timm_cra.hub.publish')
+    assert code == 2 and f'{results} is not valid JSON (nested too deeply' in err and not (tmp_path / 'out').exists()
+
+
 def test_config_json_faults_through_the_eval_and_train_clis(tmp_path):
     repo = _edit_config(_repo_copy(tmp_path), lambda c: c.update(num_classes='ten'))
     code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')

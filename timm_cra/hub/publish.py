@@ -25,6 +25,7 @@ from ..utils.labels import repeated_names
 from ..models._weight_checks import _is_connect_error
 from ..utils.errors import TimmCraError, UsageError, printable, run_cli
 from ..utils.io import check_output_folder, check_regular_file, open_regular_file
+from ..utils.strict_json import loads
 from ..utils.weights import check_file, load_state_checked, read_weights
 from .card import load_eval_results
 from .repo import export_repo
@@ -53,8 +54,8 @@ def _json(path: Path, what: str = 'file') -> Optional[Dict[str, Any]]:
     if not os.path.lexists(path):
         return None
     try:
-        data = json.loads(_read_text(path, what))
-    except (OSError, ValueError):
+        data = loads(_read_text(path, what))
+    except (OSError, ValueError):  # not UTF-8 (UnicodeDecodeError), not JSON, nested too deep
         return None
     return data if isinstance(data, dict) else None
 

@@ -236,18 +236,12 @@ def check_model_config(cfg: Any, where: str) -> None:
 
 def _read_model_config(path: Path, where: str) -> None:
     """Check the ``config.json`` at ``path`` (a regular file, valid JSON, :func:`check_model_config`)."""
-    from ..utils.io import check_regular_file
+    from ..utils.strict_json import read_json
     try:
-        check_regular_file(path, 'config.json')
-    except UsageError as e:
-        raise PretrainedWeightsError(f'timm_cra: {where}: {e}') from None
-    try:
-        cfg = json.loads(path.read_text(encoding='utf-8'))
-    except (UnicodeDecodeError, ValueError) as e:  # ValueError: also a number past int()'s digit limit
-        reason = str(e).split(';')[0]  # not Python's advice to raise that limit
-        raise PretrainedWeightsError(f'timm_cra: {where}: config.json is not valid JSON ({reason}). Fix it or '
-                                     f're-export the folder (python -m timm_cra.hub.publish writes valid ones).') \
-            from None
+        cfg = read_json(path, 'config.json')
+    except UsageError as e:  # a FIFO, not UTF-8, not JSON, nested too deep
+        raise PretrainedWeightsError(f"timm_cra: {where}: {str(e).rstrip('.')}. Fix it or re-export the folder "
+                                     f"(python -m timm_cra.hub.publish writes valid ones).") from None
     check_model_config(cfg, where)
 
 
