@@ -13,7 +13,7 @@ The folder is written by :func:`timm_cra.hub.repo.export_repo`; pushing uploads 
 (``HfApi.create_repo`` + ``upload_folder``), authenticated by ``HF_TOKEN`` or ``hf auth login``.
 """
 import argparse
-import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -198,10 +198,15 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
     """Eval results for the card from the trainer's ``results.json`` (the final epoch's eval, which is what
     ``last.pth`` / ``model.safetensors`` hold; ``ema``: the EMA weights' eval). ``name``: the file, for errors."""
     final = summary.get('final') or {}
-    for key, value, kind in (('final', final, dict), ('best_top1', summary.get('best_top1'), (int, float))):
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise UsageError(f"{name}: '{key}' must be {'an object' if kind is dict else 'a number'}, not "
-                             f"{value!r:.60}; pass the results.json the trainer wrote.")
+    if not isinstance(final, dict):
+        raise UsageError(f"{name}: 'final' must be an object, not {final!r:.60}; pass the results.json the trainer "
+                         f"wrote.")
+    best = summary.get('best_top1')
+    # Python's json reads Infinity / NaN, which the trainer never writes (strict JSON): an edited file.
+    if best is not None and not (isinstance(best, (int, float)) and not isinstance(best, bool)
+                                 and math.isfinite(best) and 0 <= best <= 100):
+        raise UsageError(f"{name}: 'best_top1' must be a number, not {best!r:.60} (a percentage between 0 and 100); "
+                         f"pass the results.json the trainer wrote.")
     prefix = 'ema_eval' if ema and final.get('ema_eval_top1') is not None else 'eval'
     if final.get(f'{prefix}_top1') is None:
         raise UsageError(f"{name} has no eval accuracy (the run had no validation split): "
