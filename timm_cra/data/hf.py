@@ -1,24 +1,28 @@
 """Hugging Face ``datasets`` sources: Hub names, local parquet files/folders, ``save_to_disk`` folders.
 
 Image and label columns are detected (``img``/``image``, ``label``/``labels``/``fine_label``), so the
-Hub's ``uoft-cs/cifar10`` (``img``) and ``imagenet-1k`` (``image``) both work without flags.
+Hub's ``uoft-cs/cifar10`` (``img``) and ``imagenet-1k`` (``image``) both work without flags. Local files are
+a stranger's: their JSON goes through this package's reader, parquet footers and class names are checked before
+``datasets`` reads them, and what ``datasets`` / ``pyarrow`` still raise on damaged bytes is one line.
 """
+import contextlib
 import glob
 import logging
 import os
 import re
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
 from ..utils.io import check_regular_file
-from ..utils.errors import printable
-from .errors import DataError, first_non_integer, split_hint
+from ..utils.errors import TimmCraError, UsageError, printable
+from ..utils.strict_json import loads, read_json
+from .errors import DataError, check_class_names, first_non_integer, split_hint
 from .images import UnreadableImage, check_in_chans, decode_image
 
-__all__ = ['HFImageDataset', 'load_hf_split', 'detect_columns', 'IMAGE_KEYS', 'LABEL_KEYS']
+__all__ = ['HFImageDataset', 'load_hf_split', 'detect_columns', 'IMAGE_KEYS', 'LABEL_KEYS', 'CLASSLABEL_FIX']
 
 _logger = logging.getLogger(__name__)
 
@@ -57,6 +61,104 @@ def _parquet_splits(path: str) -> Dict[str, List[str]]:
     return splits
 
 
+#: The fix for class names a ClassLabel feature gives twice (:func:`~.errors.check_class_names`).
+CLASSLABEL_FIX = "fix the names of the label column's ClassLabel feature"
+_SAVED_FIX = 'save the dataset again (Dataset.save_to_disk) or copy the folder anew'
+_PARQUET_FIX = 'write the file again (Dataset.to_parquet) or copy it anew'
+
+
+@contextlib.contextmanager
+def _read_errors(source: str, kind: str, fix: str) -> Iterator[None]:
+    """What ``datasets`` / ``pyarrow`` raise on a stranger's damaged files (a truncated ``.arrow`` or parquet file,
+    a ``state.json`` without its keys: ``ArrowInvalid``, ``KeyError``, ``DatasetGenerationError``, ...) as one
+    :class:`DataError` line naming ``source`` and ``fix``; this package's own errors pass unchanged."""
+    import pyarrow
+    from datasets.exceptions import DatasetsError
+    try:
+        yield
+    except TimmCraError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, OSError, RecursionError, pyarrow.ArrowException,
+            DatasetsError) as e:
+        cause = e
+        while isinstance(cause, DatasetsError) and cause.__cause__ is not None:  # the reader's own reason
+            cause = cause.__cause__
+        reason = (str(cause).strip().splitlines() or [''])[0] or type(cause).__name__
+        raise DataError(printable(f"'{source}' cannot be read as {kind} ({type(cause).__name__}: {reason:.160}): "
+                                  f"{fix}.")) from e
+
+
+def _classlabel_names(features: Any) -> Dict[str, list]:
+    """The names of each ClassLabel column in a saved ``datasets`` features dict (``dataset_info.json``, a parquet
+    file's ``huggingface`` metadata): ``{'label': {'_type': 'ClassLabel', 'names': [...]}}``."""
+    if not isinstance(features, dict):
+        return {}
+    return {column: feature['names'] for column, feature in features.items()
+            if isinstance(feature, dict) and feature.get('_type') == 'ClassLabel'
+            and isinstance(feature.get('names'), list)}
+
+
+def _check_saved_split(folder: str, source: str) -> None:
+    """A ``save_to_disk`` split folder's ``state.json`` and ``dataset_info.json`` read by this package's JSON reader
+    (a FIFO, non-UTF-8 bytes, nesting 100k deep are one line) and their class names checked before ``datasets``
+    reads them (it refuses repeated ClassLabel names with a traceback)."""
+    info = {}
+    for name in ('state.json', 'dataset_info.json'):
+        path = os.path.join(folder, name)
+        if not os.path.lexists(path):
+            continue  # datasets names what is missing
+        try:
+            data = read_json(path, name)
+        except UsageError as e:
+            raise DataError(f"'{source}' is a damaged save_to_disk folder: {str(e).rstrip('.')}; {_SAVED_FIX}.") \
+                from None
+        if not isinstance(data, dict):
+            raise DataError(f"'{source}' is a damaged save_to_disk folder: {path} is not a JSON object; "
+                            f"{_SAVED_FIX}.")
+        info[name] = data
+    for names in _classlabel_names(info.get('dataset_info.json', {}).get('features')).values():
+        check_class_names(names, source, CLASSLABEL_FIX)
+
+
+def _check_saved_dict(source: str) -> None:
+    """:func:`_check_saved_split` on each split a ``dataset_dict.json`` lists."""
+    path = os.path.join(source, 'dataset_dict.json')
+    try:
+        data = read_json(path, 'dataset_dict.json')
+    except UsageError as e:
+        raise DataError(f"'{source}' is a damaged save_to_disk folder: {str(e).rstrip('.')}; {_SAVED_FIX}.") from None
+    splits = data.get('splits') if isinstance(data, dict) else None
+    if not isinstance(splits, list) or not all(isinstance(s, str) and s and os.sep not in s and s not in ('.', '..')
+                                               for s in splits):
+        raise DataError(f"'{source}' is a damaged save_to_disk folder: {path} must list its splits as folder names "
+                        f"({{\"splits\": [\"train\", \"test\"]}}); {_SAVED_FIX}.")
+    for split in splits:
+        _check_saved_split(os.path.join(source, split), source)
+
+
+def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
+    """``datasets.load_dataset('parquet', ...)`` of ``files``, each checked first: a truncated or garbage file is one
+    line, as are class names a ClassLabel feature gives twice (read from the schema's ``huggingface`` metadata)."""
+    import datasets
+    import pyarrow.parquet as pq
+    rows = 0
+    for f in files:
+        with _read_errors(f, 'a parquet file', _PARQUET_FIX):
+            footer = pq.read_metadata(f)
+        rows += footer.num_rows
+        metadata = footer.metadata or {}
+        try:
+            features = loads(metadata.get(b'huggingface', b'{}').decode('utf-8')).get('info', {}).get('features')
+        except (ValueError, AttributeError):
+            features = None  # not JSON: datasets' own read of it below is the one line
+        for names in _classlabel_names(features).values():
+            check_class_names(names, source, CLASSLABEL_FIX)
+    if not rows:  # datasets' own word for it: 'Instruction "train" corresponds to no data!'
+        raise DataError(f"'{source}' has no rows ({len(files)} parquet file(s) of 0 rows): pass data with examples.")
+    with _read_errors(source, 'parquet data', _PARQUET_FIX):
+        return datasets.load_dataset('parquet', data_files=files, split='train', cache_dir=cache_dir)
+
+
 def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, split_flag: str = ''):
     """Load one split as a ``datasets.Dataset`` from a Hub name or a local path (``split_flag``: the
     caller's option, named in the missing-split error)."""
@@ -66,25 +168,28 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, spli
         if not source.endswith('.parquet'):
             raise DataError(f"'{source}' is not a parquet file. Pass a .parquet file, a folder of them, "
                             f"a save_to_disk folder, or a Hub dataset name.")
-        return datasets.load_dataset('parquet', data_files=source, split='train', cache_dir=cache_dir)
+        return _load_parquet([source], source, cache_dir)
     if os.path.isdir(source):
         if os.path.exists(os.path.join(source, 'dataset_dict.json')):
-            dd = datasets.load_from_disk(source)
+            _check_saved_dict(source)
+            with _read_errors(source, 'a save_to_disk folder', _SAVED_FIX):
+                dd = datasets.load_from_disk(source)
             for name in _split_candidates(split):
                 if name in dd:
                     return dd[name]
             raise DataError(f"Split '{split}' not in '{source}' (splits: {', '.join(dd)}): "
                             f"{split_hint(split_flag)}.")
         if os.path.exists(os.path.join(source, 'state.json')):
-            return datasets.load_from_disk(source)  # a single saved split
+            _check_saved_split(source, source)  # a single saved split
+            with _read_errors(source, 'a save_to_disk folder', _SAVED_FIX):
+                return datasets.load_from_disk(source)
         splits = _parquet_splits(source)
         if not splits:
             raise DataError(f"'{source}' holds no parquet files and is not a save_to_disk folder. "
                             f"Pass --dataset hfds/<hub-name> for a Hub dataset, or a folder of *.parquet files.")
         for name in _split_candidates(split):
             if name in splits:
-                return datasets.load_dataset('parquet', data_files=splits[name], split='train',
-                                             cache_dir=cache_dir)
+                return _load_parquet(splits[name], source, cache_dir)
         raise DataError(f"Split '{split}' not found in '{source}' (parquet splits: {', '.join(sorted(splits))}): "
                         f"{split_hint(split_flag)}" + (f", e.g. {split_flag} test for CIFAR." if split_flag else '.'))
     if source.startswith(('/', '.', '~')):
@@ -156,6 +261,9 @@ class HFImageDataset(Dataset):
 
         self.in_chans = check_in_chans(in_chans)
         ds = load_hf_split(source, split, cache_dir=cache_dir, split_flag=split_flag)
+        if not len(ds):  # nothing to train or score: the sizes below (class count, batches) would mean nothing
+            raise DataError(f"'{source}' [{split}] has no rows: pass data with examples in that split"
+                            + (f' (or another {split_flag})' if split_flag else '') + '.')
         self.image_key, self.label_key = detect_columns(ds, image_key, label_key)
         if isinstance(ds.features[self.image_key], datasets.Image):
             ds = ds.cast_column(self.image_key, datasets.Image(decode=False))
@@ -163,7 +271,8 @@ class HFImageDataset(Dataset):
         self.source, self.split = source, split
         self.transform = transform
         feat = ds.features[self.label_key]
-        labels = ds[self.label_key]
+        with _read_errors(source, 'a dataset', 'its files are damaged: write, save or download them again'):
+            labels = ds[self.label_key]  # memory-mapped: damaged bytes may first show here
         bad = first_non_integer(labels)
         if bad is not None:  # int64 conversion would fail on strings / NaN and truncate 0.7 to class 0
             names = ' (class names need a ClassLabel feature)' if isinstance(bad[1], str) else ''
