@@ -218,6 +218,32 @@ def test_hf_hub_config_with_wrong_values(hub, tmp_path):
         timm_cra.create_model('hf-hub:t-bad/config', pretrained=True)  # now from the cache, checked before timm
 
 
+@pytest.mark.parametrize('weights', ['folder', 'fifo', 'missing'])
+def test_unreadable_weights_of_a_model_folder_name_the_folder_in_one_line(tmp_path, caplog, weights):
+    """A model folder whose model.safetensors is a folder or a FIFO: timm logged its own 'No checkpoint found' line
+    beside the one error line, and the error named the config's tag (cra_cifar_resnet20.cifar10), not the folder
+    given; a folder without weights was a RuntimeError traceback. Checked before timm opens anything."""
+    import logging
+    repo = _repo_copy(tmp_path)
+    (repo / 'model.safetensors').unlink()
+    if weights == 'folder':
+        (repo / 'model.safetensors').mkdir()
+    elif weights == 'fifo':
+        os.mkfifo(repo / 'model.safetensors')
+    expected = {'folder': f'weights file {repo / "model.safetensors"} is a folder, not a file',
+                'fifo': f'weights file {repo / "model.safetensors"} is a FIFO, not a file',
+                'missing': f'the folder {repo} holds no weights file (model.safetensors)'}[weights]
+    with caplog.at_level(logging.INFO), pytest.raises(PretrainedWeightsError) as info:
+        timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
+    message = str(info.value)
+    assert f"Pretrained weights for 'local-dir:{repo}': {expected}" in message and 'cifar10' not in message, message
+    assert 'No checkpoint found' not in caplog.text
+    assert timm_cra.create_model(f'local-dir:{repo}', pretrained=False).num_classes == 10  # its config alone
+    if weights == 'missing':
+        code, err = _cli(['--model', f'local-dir:{repo}'] + VALIDATE, tmp_path, 'timm_cra.eval')
+        assert code == 2 and expected in err
+
+
 # ---- FIFOs where a regular file belongs: named as such, never a hang ----------------------------------------------
 
 @pytest.mark.parametrize('where', ['model.safetensors', 'config.json', '--checkpoint'])

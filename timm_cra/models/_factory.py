@@ -295,7 +295,9 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
                     f"timm_cra: '{location}' is not a model folder: it needs config.json and model.safetensors "
                     f"(as written by the trainer or python -m timm_cra.hub.publish).")
             _read_model_config(Path(location) / 'config.json', model_name)
-            with explain_pretrained_errors(model_name, PretrainedCfg(file=location, source='local-dir')):
+            cfg = PretrainedCfg(file=location, source='local-dir')
+            # without weights to load, the folder's weights file is not read (nor checked)
+            with explain_pretrained_errors(model_name, cfg) if pretrained else contextlib.nullcontext():
                 return timm.create_model(model_name, pretrained=pretrained, **kwargs)
         if source == 'hf-hub':
             cfg = PretrainedCfg(hf_hub_id=location, source='hf-hub')
