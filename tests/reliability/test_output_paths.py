@@ -125,6 +125,15 @@ def test_train_experiment_that_is_not_one_folder_name_is_refused(tmp_path, capsy
     assert os.listdir(tmp_path) == []
 
 
+def test_an_over_long_experiment_name_is_refused_before_anything_is_created(tmp_path, capsys):
+    """A 300-byte ``--experiment`` failed (ENAMETOOLONG) after creating ``--output``, which was left behind empty."""
+    base = ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'no-such-data', '--epochs', '1',
+            '--output', tmp_path / 'o' / 'runs']
+    err = _refused(train_main, base + ['--experiment', 'é' * 150], capsys)
+    assert "is 300 bytes, over the 255-byte limit of a file or folder name; choose a shorter name" in err, err
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.fixture(scope='module')
 def weights(tmp_path_factory):
     import timm

@@ -152,9 +152,10 @@ def _held_run_folder(output_dir: str, primary: bool):
     while not os.path.lexists(path) and os.path.dirname(path) != path:
         created.append(path)
         path = os.path.dirname(path)
-    with locked_folder(output_dir, wait=False, busy_hint='two runs in one folder overwrite each other; wait for '
-                                                         'that run to end, or choose another --experiment'):
-        try:
+    busy = 'two runs in one folder overwrite each other; wait for that run to end, or choose another --experiment'
+    with contextlib.ExitStack() as stack:
+        try:  # the clean-up runs still holding the lock, and also when taking it failed after creating folders
+            stack.enter_context(locked_folder(output_dir, wait=False, busy_hint=busy))
             yield
         except BaseException:
             with contextlib.suppress(OSError):  # only empty folders: what a run wrote stays

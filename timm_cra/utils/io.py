@@ -154,6 +154,17 @@ def _ancestor_problem(folder: str) -> Optional[str]:
         return None
 
 
+def _long_name_problem(path: str, what: str) -> Optional[OutputPathError]:
+    """The error for a path with a part over the file-name limit (a 300-byte ``--experiment``), which no write can
+    create: refused before anything is created on the way (a run left its empty ``--output`` folder behind)."""
+    for part in os.path.abspath(path).split(os.sep):
+        size = len(part.encode('utf-8', 'surrogateescape'))
+        if size > _NAME_MAX:
+            return OutputPathError(f"{what} {path} cannot be written: its name '{part[:40]}...' is {size} bytes, over "
+                                   f"the {_NAME_MAX}-byte limit of a file or folder name; choose a shorter name.")
+    return None
+
+
 def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
                       inputs: Sequence[Union[str, os.PathLike]] = ()) -> None:
     """Raise :class:`OutputPathError` (one line) unless ``path`` can be written as a file: it is absent or a
@@ -161,6 +172,9 @@ def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
     it is none of the command's ``inputs`` (writing it would destroy what is being read), and its folder exists
     or can be created there. CLIs call it on their arguments, before any work."""
     path = os.fspath(path)
+    long_name = _long_name_problem(path, what)
+    if long_name:
+        raise long_name
     for source in inputs:
         try:
             same = bool(source) and os.path.samefile(path, source)
@@ -185,8 +199,12 @@ def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
 
 def check_output_folder(path: Union[str, os.PathLike], what: str = 'output folder') -> None:
     """Raise :class:`OutputPathError` (one line) unless ``path`` is a folder or can be created as one (an
-    existing file, device, FIFO or socket there is never replaced)."""
+    existing file, device, FIFO or socket there is never replaced, and no part of the path is longer than a folder
+    name may be)."""
     path = os.fspath(path)
+    long_name = _long_name_problem(path, what)
+    if long_name:
+        raise long_name
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
