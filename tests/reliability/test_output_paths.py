@@ -87,6 +87,20 @@ def test_validate_result_paths_are_checked_before_any_work(tmp_path, capsys):
     assert stat.S_ISCHR(os.lstat(dev).st_mode)
 
 
+def test_missing_output_folders_are_refused_alike_by_validate_and_export(tmp_path, capsys):
+    """``validate --results-file`` / ``--results-csv`` created a typo'd folder (and wrote into it) where export
+    refused it: one rule (``check_output_file(new_folders=False)``), before any work; nothing is created."""
+    base = ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'no-such-data']  # never reached
+    for main, argv, out in [(validate_main, base + ['--results-file'], tmp_path / 'typo' / 'r.json'),
+                            (validate_main, base + ['--results-csv'], tmp_path / 'typo' / 'r.csv'),
+                            (export_main, ['-m', 'cra_cifar_resnet20', '--no-verify', '-o'],
+                             tmp_path / 'typo' / 'm.onnx')]:
+        err = _refused(main, argv + [out], capsys)
+        assert f"{out} cannot be written: its folder {tmp_path / 'typo'} does not exist; create it or fix the path" \
+            in err, err
+    assert os.listdir(tmp_path) == []
+
+
 def test_an_output_that_is_the_commands_own_input_is_refused(tmp_path, capsys):
     """``--results-file`` / ``--results-csv`` / export ``-o`` naming the checkpoint (or a ``local-dir:`` model's
     weights) would replace the weights being read: refused before any work, the input byte-identical."""

@@ -129,9 +129,10 @@ def check_result_paths(json_path: str = '', csv_path: str = '', inputs: Sequence
     """Refuse result paths that cannot be written (a folder, a FIFO, a device, one of the command's input files)
     before any work."""
     if json_path:
-        check_output_file(json_path, '--results-file', inputs)
+        check_output_file(json_path, '--results-file', inputs, new_folders=False)
     if csv_path:
-        check_output_file(csv_path, '--results-csv', list(inputs) + ([json_path] if json_path else []))
+        check_output_file(csv_path, '--results-csv', list(inputs) + ([json_path] if json_path else []),
+                          new_folders=False)
         read_results_csv(csv_path)  # a CSV rows cannot be appended to is refused now, not after the work
 
 

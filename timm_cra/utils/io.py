@@ -166,11 +166,13 @@ def _long_name_problem(path: str, what: str) -> Optional[OutputPathError]:
 
 
 def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
-                      inputs: Sequence[Union[str, os.PathLike]] = ()) -> None:
+                      inputs: Sequence[Union[str, os.PathLike]] = (), new_folders: bool = True) -> None:
     """Raise :class:`OutputPathError` (one line) unless ``path`` can be written as a file: it is absent or a
     regular file (never a folder, device, FIFO or socket: :func:`atomic_path` would replace the node itself),
-    it is none of the command's ``inputs`` (writing it would destroy what is being read), and its folder exists
-    or can be created there. CLIs call it on their arguments, before any work."""
+    it is none of the command's ``inputs`` (writing it would destroy what is being read), no part of it is longer
+    than a file name may be, and its folder exists or can be created there. CLIs call it on their arguments, before
+    any work, with ``new_folders=False``: a user's output file goes into a folder that exists (a typo'd folder
+    must not spring into existence; ``export -o`` and ``validate --results-file`` alike)."""
     path = os.fspath(path)
     long_name = _long_name_problem(path, what)
     if long_name:
@@ -192,9 +194,13 @@ def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
     if mode is not None and not stat.S_ISREG(mode):
         raise OutputPathError(f'{what} {path} is {file_kind(mode)}, not a file: only a regular file is replaced; '
                               f'give the path of a file to write.')
-    problem = _ancestor_problem(os.path.dirname(os.path.abspath(path)))
+    folder = os.path.dirname(os.path.abspath(path))
+    problem = _ancestor_problem(folder)
     if problem:
         raise OutputPathError(f'{what} {path} cannot be written: {problem}; choose a writable folder.')
+    if not new_folders and not os.path.isdir(folder):
+        raise OutputPathError(f'{what} {path} cannot be written: its folder {folder} does not exist; create it '
+                              f'or fix the path.')
 
 
 def check_output_folder(path: Union[str, os.PathLike], what: str = 'output folder') -> None:
