@@ -182,6 +182,31 @@ def test_publish_overwrite_of_a_symlinked_out_replaces_the_link(weights, tmp_pat
     assert sorted(os.listdir(tmp_path)) == ['out', 'target'] and os.listdir(target) == ['keep.txt']
 
 
+def test_a_results_file_that_is_a_symlink_is_written_through(tmp_path, capsys, cifar10_test):
+    """``--results-file`` / ``--results-csv`` symlinks to regular files: written through, as a shell's ``>`` does
+    (the link stays, the file it points at is replaced atomically; the link used to be replaced by a regular file);
+    a dangling link is refused in one line (the write would create its target, wherever that is)."""
+    (tmp_path / 'runs').mkdir()
+    (tmp_path / 'runs' / 'r1.json').write_text('{}')
+    (tmp_path / 'latest.json').symlink_to(tmp_path / 'runs' / 'r1.json')
+    (tmp_path / 'all.csv').symlink_to(tmp_path / 'runs' / 'all.csv')  # dangling until the file exists
+    data = ['--data-dir', cifar10_test, '--split', 'test', '--num-samples', '8', '--img-size', '32', '--num-classes',
+            '10', '--workers', '0', '--no-progress', '--model', 'cra_cifar_resnet20']
+    err = _refused(validate_main, data + ['--results-csv', tmp_path / 'all.csv'], capsys)
+    assert f"{tmp_path / 'all.csv'} is a dangling symlink (to {tmp_path / 'runs' / 'all.csv'}): point it at a file" \
+        in err, err
+    (tmp_path / 'runs' / 'all.csv').write_text('')
+    run_cli(validate_main, [str(a) for a in data + ['--results-file', tmp_path / 'latest.json', '--results-csv',
+                                                    tmp_path / 'all.csv']])
+    capsys.readouterr()
+    for link, target in [('latest.json', 'r1.json'), ('all.csv', 'all.csv')]:
+        assert (tmp_path / link).is_symlink() and os.readlink(tmp_path / link) == str(tmp_path / 'runs' / target)
+    assert '"top1"' in (tmp_path / 'runs' / 'r1.json').read_text()
+    assert (tmp_path / 'runs' / 'all.csv').read_text().startswith('model,top1')
+    assert sorted(os.listdir(tmp_path)) == ['all.csv', 'latest.json', 'runs']  # no temp file left anywhere
+    assert sorted(os.listdir(tmp_path / 'runs')) == ['all.csv', 'r1.json']
+
+
 def test_killed_publish_staging_is_removed_by_the_next(weights, tmp_path):
     # What a publish killed mid-write leaves (atomic_folder's names): its staging folder and, killed after the
     # new folder moved in, the set-aside previous version. Neither is visible to the Hub server or timm (hidden),

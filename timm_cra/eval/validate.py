@@ -163,7 +163,7 @@ def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = 
         # "Appending" rewrites the whole file atomically: a kill never leaves half a row. The folder lock makes
         # concurrent appends (several validations into one CSV) take turns: none reads a file another replaces.
         check_output_file(csv_path, '--results-csv')
-        with locked_folder(os.path.dirname(os.path.abspath(csv_path))):
+        with locked_folder(os.path.dirname(os.path.realpath(csv_path))):  # the folder written: a link's target's
             old = read_results_csv(csv_path)
             with atomic_write(csv_path, newline='') as f:
                 f.write(old)

@@ -7,7 +7,9 @@ fsync'ed, and only then replace the target with ``os.replace``. A failure or a k
 as it was; a failure also removes the temp file (a kill cannot: the next write to the same path removes it,
 as :func:`atomic_folder` removes a killed write's staging folder; a write under way holds a lock on its temp
 file or folder and is never removed).
-Only a regular file is ever replaced: a target that is a folder, device, FIFO or socket is refused
+A target that is a symlink to a regular file is written through, as a shell's ``>`` does: the file it points at
+is replaced atomically and the link stays (a dangling link is refused: the write would create its target, wherever
+that is). Only a regular file is ever replaced: a target that is a folder, device, FIFO or socket is refused
 (:func:`check_output_file`, which CLIs also call on their arguments before any work), as is a place that
 cannot be written (:class:`OutputPathError`, one line). Every file written gets the mode ``open`` gives
 (0o666 minus the umask: 0o644 under the usual umask 022), whatever the writer inside the block did.
@@ -188,6 +190,9 @@ def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):  # the folder check below names a file on the way
+        if os.path.islink(path):  # a write would create the file it names, wherever that is
+            raise OutputPathError(f'{what} {path} is a dangling symlink (to {os.readlink(path)}): point it at a '
+                                  f'file or remove it.') from None
         mode = None
     except OSError as e:
         raise OutputPathError(f'{what} {path} cannot be written ({e.strerror}); choose another path.') from None
@@ -391,12 +396,16 @@ def atomic_path(path: str, *, prefix: Optional[str] = None, suffix: str = _TMP_S
     """Yield a temp file path next to ``path``; when the block ends without an error, what was written there
     is fsync'ed and renamed onto ``path``. For writers that take a path (``torch.save``, ``savefig``, ...).
 
-    ``prefix`` / ``suffix`` name the temp file (default ``.<name>.<random>.tmp``); ``perms`` sets its mode
+    A ``path`` that is a symlink to a regular file is written through (the file it points at is replaced, beside
+    which the temp file goes; the link stays). ``prefix`` / ``suffix`` name the temp file (default
+    ``.<name>.<random>.tmp``); ``perms`` sets its mode
     before the rename (default: as ``open`` would, 0o666 minus the umask). A ``path`` that exists and is not a
     regular file, or a place that cannot be written, raises :class:`OutputPathError` before the block runs.
     """
     path = os.fspath(path)
     check_output_file(path)  # the last line of defence: never os.replace a device, FIFO or folder
+    if os.path.islink(path):  # write through the link, as a shell's '>' does: the link stays, its file is replaced
+        path = os.path.realpath(path)
     folder = os.path.dirname(os.path.abspath(path))
     with _output_errors(path):
         os.makedirs(folder, exist_ok=True)
