@@ -367,3 +367,38 @@ def test_a_second_run_on_a_run_folder_in_use_is_refused_and_writes_nothing(class
     r = _cli('timm_cra.train', argv + ['--seed', '1'], cli_env, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / 'last.pth').is_file() and (run / 'model.safetensors').is_file()
+
+
+@pytest.mark.parametrize('how', ['renamed', 'removed'])
+def test_a_run_folder_moved_mid_run_stops_with_advice_that_keeps_the_epochs(tmp_path, monkeypatch, cifar10_test, how):
+    """The run folder renamed (or removed) between epochs: the trainer's next writes by name silently started a new
+    folder at the old place (no args.yaml, the checkpoint of the epochs before in the moved one). It stops instead,
+    naming the moved folder's last.pth to --resume: that resume finishes the run with every epoch."""
+    import shutil
+    import torch
+    from timm_cra.train import train, trainer
+    from timm_cra.utils.errors import UsageError
+    run, moved = tmp_path / 'o' / 'r', tmp_path / 'o' / 'r-moved'
+    real_save = trainer.save_checkpoint
+
+    def save_then_move(path, **kwargs):  # the user's `mv` (or `rm -r`) right after epoch 0 was saved
+        real_save(path, **kwargs)
+        if kwargs['epoch'] == 1:
+            os.rename(run, moved) if how == 'renamed' else shutil.rmtree(run)
+
+    monkeypatch.setattr(trainer, 'save_checkpoint', save_then_move)
+    argv = _TINY_RUN[:-2] + ['--data-dir', str(cifar10_test), '--output', str(tmp_path / 'o'), '--epochs', '3']
+    with pytest.raises(UsageError) as e:
+        train(argv + ['--experiment', 'r'])
+    message = str(e.value)
+    assert '\n' not in message and not run.exists(), message  # no new folder at the old place
+    if how == 'removed':
+        assert f'The run folder {run} was moved or removed during epoch 1' in message and 'start the run again' in message
+        return
+    assert message.startswith(f'The run folder {run} was moved to {moved} during epoch 1') and \
+        message.endswith(f'continue with --resume {moved / "last.pth"}.'), message
+    monkeypatch.setattr(trainer, 'save_checkpoint', real_save)
+    summary = train(argv + ['--resume', str(moved / 'last.pth')])
+    assert summary['epochs'] == 3 and summary['output_dir'] == str(moved)
+    history = torch.load(moved / 'last.pth', weights_only=True)['history']
+    assert [row['epoch'] for row in history] == [0, 1, 2] and sorted(os.listdir(tmp_path / 'o')) == ['r-moved']

@@ -39,7 +39,7 @@ except ImportError:  # not POSIX: no writer locks, stale temp files are removed 
 
 __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
            'file_kind', 'not_regular_reason', 'not_folder_reason', 'check_regular_file', 'open_regular_file',
-           'OutputPathError', 'check_output_file', 'check_output_folder', 'locked_folder', 'file_digest']
+           'OutputPathError', 'check_output_file', 'check_output_folder', 'HeldFolder', 'locked_folder', 'file_digest']
 
 _TMP_SUFFIX = '.tmp'
 #: Bytes in one file name (ext4, xfs, btrfs, tmpfs: 255), and in the random part of a temp name.
@@ -314,11 +314,37 @@ def _flock_holder(path: str) -> Optional[int]:
     return None
 
 
+class HeldFolder:
+    """A folder :func:`locked_folder` holds, and where it is now: the lock is on the folder itself (its inode), so
+    a folder renamed while held stays held, and writes by its path name would create a new folder at the old
+    place (the trainer's run folder, renamed mid-run)."""
+
+    def __init__(self, path: str, fd: Optional[int]):
+        self.path, self._fd = path, fd
+        self._id = None if fd is None else (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+
+    def moved_to(self) -> Optional[str]:
+        """None while the held folder is still at its path; else its path now (Linux names an open folder in
+        ``/proc/self/fd``), or ``''`` when it was removed or its place is unknown."""
+        if self._fd is None:
+            return None
+        with contextlib.suppress(OSError):
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._id:
+                return None
+        try:
+            now = os.readlink(f'/proc/self/fd/{self._fd}')
+        except OSError:
+            return ''
+        return '' if now.endswith(' (deleted)') or not os.path.isdir(now) else now
+
+
 @contextlib.contextmanager
-def locked_folder(folder: str, wait: bool = True, busy_hint: str = 'wait for it to finish') -> Iterator[None]:
+def locked_folder(folder: str, wait: bool = True, busy_hint: str = 'wait for it to finish') -> Iterator[HeldFolder]:
     """Hold an exclusive lock on ``folder`` (:func:`_lock_writer`) for a read-modify-write of a file in it, so
     two processes updating the same file (``--results-csv`` appends) take turns instead of losing rows. The lock
     is on the folder, not the file, since :func:`atomic_path` replaces the file's inode; nothing is left behind.
+    Yields a :class:`HeldFolder` (whether the folder moved while held).
 
     ``wait=False``: a folder another process holds is refused at once (:class:`OutputPathError`, one line naming
     the holder's pid and ``busy_hint``), as the trainer does for its run folder; the kernel drops the lock of a
@@ -337,7 +363,7 @@ def locked_folder(folder: str, wait: bool = True, busy_hint: str = 'wait for it 
                 raise OutputPathError(f'another process{f" (pid {pid})" if pid else ""} is writing {folder}: '
                                       f'{busy_hint}.') from None
     try:
-        yield
+        yield HeldFolder(folder, lock)
     finally:
         if lock is not None:
             os.close(lock)
