@@ -40,6 +40,35 @@ def test_resolve_headers_range_and_errors(hub):
     assert resp.status == 404
 
 
+def test_range_headers_as_rfc_9110_says(hub):
+    """A Range the mirror cannot use (invalid syntax, another unit, several ranges, a last byte before the first) is
+    ignored: 200 with the whole file, as RFC 9110 says; it was a 416. 416 only for a valid range past the end or a
+    suffix of 0 bytes. huggingface_hub's own forms (``bytes=N-``, ``bytes=N-M``, ``bytes=-N``) keep their 206; a
+    HEAD describes the whole file."""
+    hub.add_repo('t-server/range', {'a.txt': b'0123456789', 'empty.txt': b''})
+    url = '/t-server/range/resolve/main/a.txt'
+    whole = b'0123456789'
+    for rng, status, body in [
+            ('bytes=3-', 206, b'3456789'), ('bytes=2-4', 206, b'234'), ('bytes=-3', 206, b'789'),
+            ('bytes=8-100', 206, b'89'), ('bytes=-100', 206, whole), ('BYTES=1-1', 206, b'1'),
+            ('bytes=0-' + '9' * 5000, 206, whole), ('bytes=' + '0' * 30 + '7-', 206, b'789'),
+            ('bytes=10-', 416, b''), ('bytes=-0', 416, b''), ('bytes=' + '9' * 5000 + '-', 416, b''),
+            ('bytes=5-2', 200, whole), ('bytes=abc', 200, whole), ('bytes=-', 200, whole), ('items=0-1', 200, whole),
+            ('bytes=0-1,3-4', 200, whole), ('bytes 0-1', 200, whole)]:
+        resp, got = _request(hub.endpoint, 'GET', url, {'Range': rng})
+        assert (resp.status, got) == (status, body), rng[:40]
+        if status == 206:
+            first = whole.index(body)
+            assert resp.getheader('Content-Range') == f'bytes {first}-{first + len(body) - 1}/10', rng[:40]
+        elif status == 416:
+            assert resp.getheader('Content-Range') == 'bytes */10'
+        assert int(resp.getheader('Content-Length')) == len(body)
+    resp, got = _request(hub.endpoint, 'HEAD', url, {'Range': 'bytes=3-'})
+    assert resp.status == 200 and resp.getheader('Content-Length') == '10' and got == b''
+    resp, got = _request(hub.endpoint, 'GET', '/t-server/range/resolve/main/empty.txt', {'Range': 'bytes=-5'})
+    assert resp.status == 200 and got == b''
+
+
 def test_commit_hash_follows_content(tmp_path):
     repo = tmp_path / 'o' / 'r'
     repo.mkdir(parents=True)

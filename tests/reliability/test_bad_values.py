@@ -153,6 +153,27 @@ def test_config_json_not_an_object_or_not_json(tmp_path, content):
         timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
 
 
+def test_deeply_nested_json_is_one_line_wherever_json_is_read(tmp_path):
+    """``[[[[...]]]]`` 100k deep was a RecursionError traceback from json.loads: as a model folder's config.json
+    (timm_cra.create_model, the eval CLI) and as eval results (load_eval_results, publish --results). Every JSON
+    from a user path is read by timm_cra.utils.strict_json (read_json / loads)."""
+    deep = '[' * 100_000 + ']' * 100_000
+    repo = _repo_copy(tmp_path)
+    (repo / 'config.json').write_text(deep)
+    with pytest.raises(PretrainedWeightsError, match=r'config.json is not valid JSON \(nested too deeply'):
+        timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
+    code, err = _cli(['--model', f'local-dir:{repo}'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and 'config.json is not valid JSON (nested too deeply' in err and 'Fix it or re-export' in err
+    results = tmp_path / 'results.json'
+    results.write_text(deep)
+    with pytest.raises(ValueError, match=r'results.json is not valid JSON \(nested too deeply'):
+        load_eval_results(results)
+    run = _repo_copy(tmp_path, 'run')
+    code, err = _cli(['cra_cifar_resnet20.x', run / 'model.safetensors', '--results', results, '--out',
+                      tmp_path / 'out'], tmp_path, 'timm_cra.hub.publish')
+    assert code == 2 and f'{results} is not valid JSON (nested too deeply' in err and not (tmp_path / 'out').exists()
+
+
 def test_config_json_faults_through_the_eval_and_train_clis(tmp_path):
     repo = _edit_config(_repo_copy(tmp_path), lambda c: c.update(num_classes='ten'))
     code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
@@ -195,6 +216,32 @@ def test_hf_hub_config_with_wrong_values(hub, tmp_path):
         timm_cra.create_model('hf-hub:t-bad/config', pretrained=True)
     with pytest.raises(PretrainedWeightsError, match=r"'input_size' must be an array of 3 integers"):
         timm_cra.create_model('hf-hub:t-bad/config', pretrained=True)  # now from the cache, checked before timm
+
+
+@pytest.mark.parametrize('weights', ['folder', 'fifo', 'missing'])
+def test_unreadable_weights_of_a_model_folder_name_the_folder_in_one_line(tmp_path, caplog, weights):
+    """A model folder whose model.safetensors is a folder or a FIFO: timm logged its own 'No checkpoint found' line
+    beside the one error line, and the error named the config's tag (cra_cifar_resnet20.cifar10), not the folder
+    given; a folder without weights was a RuntimeError traceback. Checked before timm opens anything."""
+    import logging
+    repo = _repo_copy(tmp_path)
+    (repo / 'model.safetensors').unlink()
+    if weights == 'folder':
+        (repo / 'model.safetensors').mkdir()
+    elif weights == 'fifo':
+        os.mkfifo(repo / 'model.safetensors')
+    expected = {'folder': f'weights file {repo / "model.safetensors"} is a folder, not a file',
+                'fifo': f'weights file {repo / "model.safetensors"} is a FIFO, not a file',
+                'missing': f'the folder {repo} holds no weights file (model.safetensors)'}[weights]
+    with caplog.at_level(logging.INFO), pytest.raises(PretrainedWeightsError) as info:
+        timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
+    message = str(info.value)
+    assert f"Pretrained weights for 'local-dir:{repo}': {expected}" in message and 'cifar10' not in message, message
+    assert 'No checkpoint found' not in caplog.text
+    assert timm_cra.create_model(f'local-dir:{repo}', pretrained=False).num_classes == 10  # its config alone
+    if weights == 'missing':
+        code, err = _cli(['--model', f'local-dir:{repo}'] + VALIDATE, tmp_path, 'timm_cra.eval')
+        assert code == 2 and expected in err
 
 
 # ---- FIFOs where a regular file belongs: named as such, never a hang ----------------------------------------------
@@ -380,6 +427,9 @@ def test_publish_refuses_malformed_eval_results(tmp_path, results, expected):
 @pytest.mark.parametrize('summary, expected', [
     ({'final': [1]}, "'final' must be an object, not [1]"),
     ({'final': {'eval_top1': 50.0}, 'best_top1': 'x'}, "'best_top1' must be a number, not 'x'"),
+    # Infinity / NaN (what Python's json reads and the trainer never writes) was published as "inf%"
+    ({'final': {'eval_top1': 50.0}, 'best_top1': float('inf')}, "'best_top1' must be a number, not inf"),
+    ({'final': {'eval_top1': float('nan')}}, "'top1' must be a percentage between 0 and 100, not nan"),
     ({'final': {'eval_top1': 'abc'}}, "'top1' must be a percentage between 0 and 100, not 'abc'"),
 ])
 def test_publish_names_the_file_and_key_of_a_malformed_trainer_results(tmp_path, summary, expected):

@@ -150,6 +150,27 @@ def test_tampered_progress_counters_are_not_resumed(run_dir, tmp_path, fields, e
     assert expected in str(e.value) and 'edited or damaged' in str(e.value) and '\n' not in str(e.value)
 
 
+@pytest.mark.parametrize('edit, expected', [
+    (lambda c: dict(rng='x'), "its 'rng' entry cannot be restored (TypeError"),
+    (lambda c: dict(rng=dict(c['rng'], torch=torch.zeros(7, dtype=torch.uint8))), "its 'rng' entry cannot be restored"),
+    (lambda c: dict(rng=dict(c['rng'], torch=[1, 2])), "its 'rng' entry cannot be restored (TypeError"),
+    (lambda c: dict(rng=dict(c['rng'], python=(3, (1, 2), None))), "its 'rng' entry cannot be restored (ValueError"),
+    (lambda c: dict(rng=dict(c['rng'], numpy=dict(c['rng']['numpy'], key='k'))), "its 'rng' entry cannot be restored"),
+    (lambda c: dict(history=[dict(c['history'][0], train_loss='low')]),
+     "its history row 0 has train_loss='low' (the trainer records numbers)"),
+])
+def test_tampered_rng_or_history_values_are_not_resumed(run_dir, tmp_path, edit, expected):
+    """A bogus ``rng`` entry (wrong type or shape) was a traceback once data and model were set up; a string in a
+    ``history`` row a TypeError at the end of the run (best_top1, metrics): plain data outside the sha256 record."""
+    path = _tampered(run_dir, tmp_path, **edit(torch.load(run_dir / 'last.pth', weights_only=True)))
+    state = torch.get_rng_state()
+    with pytest.raises(UsageError) as e:
+        train(TINY_TRAIN + ['--epochs', '2', '--output', str(tmp_path), '--experiment', 'r', '--resume', str(path)])
+    assert expected in str(e.value) and 'edited or damaged' in str(e.value) and '\n' not in str(e.value), e.value
+    assert not (tmp_path / 'r' / 'metrics.csv').exists()
+    assert torch.equal(torch.get_rng_state(), state)  # the trial restore put this process's streams back
+
+
 def test_tampered_epoch_through_the_cli_and_fewer_epochs_than_done(run_dir, tmp_path):
     path = _tampered(run_dir, tmp_path, epoch=-3)
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')

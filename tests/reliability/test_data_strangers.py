@@ -378,3 +378,91 @@ def test_train_config_with_a_repeated_key_or_non_utf8_bytes(tmp_path, cli_env):
         last = proc.stderr.strip().splitlines()[-1]
         assert last.startswith(f"error: Config '{tmp_path / name}'") and expected in last, last
     assert not (tmp_path / 'out').exists() and not (tmp_path / 'ran').exists()
+
+
+def _saved_split(path, names=('cat', 'dog')):
+    """A ``save_to_disk`` split: an image column and a ClassLabel label column (4 rows)."""
+    import datasets
+    from .test_data_labels import _png
+    feats = datasets.Features(image=datasets.Image(), label=datasets.ClassLabel(names=list(names)))
+    datasets.Dataset.from_dict({'image': [{'bytes': _png(40 * i), 'path': None} for i in range(4)],
+                                'label': [0, 1, 0, 1]}, features=feats).save_to_disk(str(path))
+    return path
+
+
+def _arrow(folder):
+    return next(p for p in folder.iterdir() if p.suffix == '.arrow')
+
+
+def _edit_json(path, edit):
+    import json
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+SAVED_DAMAGE = {  # what a damaged save_to_disk folder gave: a traceback from datasets / pyarrow / json
+    'state_json_cut': (lambda d: (d / 'state.json').write_text('{"_data_files": ['), 'state.json'),
+    'state_json_no_keys': (lambda d: (d / 'state.json').write_text('{}'), 'save_to_disk'),
+    'state_json_deep': (lambda d: (d / 'state.json').write_text('[' * 100_000 + ']' * 100_000), 'nested too deeply'),
+    'arrow_truncated': (lambda d: _arrow(d).write_bytes(_arrow(d).read_bytes()[:300]), 'save_to_disk'),
+    'arrow_garbage': (lambda d: _arrow(d).write_bytes(os.urandom(2000)), 'save_to_disk'),
+    'info_json_cut': (lambda d: (d / 'dataset_info.json').write_text('{"features": {'), 'dataset_info.json'),
+    'info_json_bad_feature': (lambda d: _edit_json(d / 'dataset_info.json', lambda i: i['features'].update(
+        label={'_type': 'NoSuchFeature'})), 'save_to_disk'),
+    'classlabel_repeated': (lambda d: _edit_json(d / 'dataset_info.json', lambda i: i['features']['label'].update(
+        names=['cat', 'cat'])), "give 'cat' more than once (compared after Unicode NFC normalisation): fix the names "
+                                "of the label column's ClassLabel feature"),
+}
+
+
+@pytest.mark.parametrize('damage', SAVED_DAMAGE)
+def test_a_damaged_save_to_disk_folder_is_one_line(tmp_path, damage):
+    """A damaged ``state.json`` / ``dataset_info.json``, a truncated or garbage ``.arrow`` file, ClassLabel names
+    given twice (routed through repeated_names, as for parquet and folders): one DataError line naming the folder
+    and the fix, before anything is trained on it."""
+    edit, expected = SAVED_DAMAGE[damage]
+    folder = _saved_split(tmp_path / 'saved')
+    edit(folder)
+    with pytest.raises(DataError) as e:
+        create_dataset('', str(folder), 'train')
+    message = str(e.value)
+    assert str(folder) in message and expected in message and '\n' not in message, message
+
+
+def test_damaged_save_to_disk_and_parquet_through_the_clis(tmp_path, cli_env):
+    """Through train and validate: one ``error:`` line, exit 2, nothing written; a 0-row and a truncated parquet
+    file the same."""
+    import datasets
+    saved = _saved_split(tmp_path / 'saved')
+    _arrow(saved).write_bytes(_arrow(saved).read_bytes()[:300])
+    path = write_parquet(tmp_path / 'p' / 'train-00000-of-00001.parquet', [0, 1, 0, 1])
+    path.write_bytes(path.read_bytes()[:-100])  # the footer cut off
+    empty = tmp_path / 'e' / 'train-00000-of-00001.parquet'
+    empty.parent.mkdir()
+    datasets.Dataset.from_dict({'image': [], 'label': []}, features=datasets.Features(
+        image=datasets.Image(), label=datasets.ClassLabel(names=['cat', 'dog']))).to_parquet(str(empty))
+    for data, expected in [(saved, 'save_to_disk'), (tmp_path / 'p', 'parquet'), (tmp_path / 'e', 'no rows')]:
+        for module, argv in [('timm_cra.train', ['--val-split', '', '--epochs', '1', '--output', tmp_path / 'out']),
+                             ('timm_cra.eval', ['--split', 'train', '--results-file', tmp_path / 'r.json'])]:
+            r = _run(module, ['--model', 'cra_cifar_resnet20', '--data-dir', data, '--batch-size', '2',
+                              '--workers', '0'] + argv, cli_env, tmp_path)
+            assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+            last = r.stderr.strip().splitlines()[-1]
+            assert last.startswith('error: ') and expected in last, last
+    assert not (tmp_path / 'out').exists() and not (tmp_path / 'r.json').exists()
+
+
+def test_parquet_classlabel_names_given_twice_are_refused(tmp_path):
+    """ClassLabel names from a parquet file's ``huggingface`` metadata given twice: datasets refused them with a
+    ValueError traceback; now the one repeated-names check names the name and the fix."""
+    import json
+    import pyarrow.parquet as pq
+    path = write_parquet(tmp_path / 'p' / 'train-00000-of-00001.parquet', [0, 1, 0, 1])
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b'huggingface'])
+    meta['info']['features']['label'] = {'_type': 'ClassLabel', 'names': ['cat', 'cat']}
+    pq.write_table(table.replace_schema_metadata({b'huggingface': json.dumps(meta)}), path)
+    with pytest.raises(DataError, match=r"give 'cat' more than once .*: fix the names of the label column's "
+                                        r"ClassLabel feature"):
+        create_dataset('', str(tmp_path / 'p'), 'train')

@@ -87,6 +87,20 @@ def test_validate_result_paths_are_checked_before_any_work(tmp_path, capsys):
     assert stat.S_ISCHR(os.lstat(dev).st_mode)
 
 
+def test_missing_output_folders_are_refused_alike_by_validate_and_export(tmp_path, capsys):
+    """``validate --results-file`` / ``--results-csv`` created a typo'd folder (and wrote into it) where export
+    refused it: one rule (``check_output_file(new_folders=False)``), before any work; nothing is created."""
+    base = ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'no-such-data']  # never reached
+    for main, argv, out in [(validate_main, base + ['--results-file'], tmp_path / 'typo' / 'r.json'),
+                            (validate_main, base + ['--results-csv'], tmp_path / 'typo' / 'r.csv'),
+                            (export_main, ['-m', 'cra_cifar_resnet20', '--no-verify', '-o'],
+                             tmp_path / 'typo' / 'm.onnx')]:
+        err = _refused(main, argv + [out], capsys)
+        assert f"{out} cannot be written: its folder {tmp_path / 'typo'} does not exist; create it or fix the path" \
+            in err, err
+    assert os.listdir(tmp_path) == []
+
+
 def test_an_output_that_is_the_commands_own_input_is_refused(tmp_path, capsys):
     """``--results-file`` / ``--results-csv`` / export ``-o`` naming the checkpoint (or a ``local-dir:`` model's
     weights) would replace the weights being read: refused before any work, the input byte-identical."""
@@ -125,6 +139,15 @@ def test_train_experiment_that_is_not_one_folder_name_is_refused(tmp_path, capsy
     assert os.listdir(tmp_path) == []
 
 
+def test_an_over_long_experiment_name_is_refused_before_anything_is_created(tmp_path, capsys):
+    """A 300-byte ``--experiment`` failed (ENAMETOOLONG) after creating ``--output``, which was left behind empty."""
+    base = ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'no-such-data', '--epochs', '1',
+            '--output', tmp_path / 'o' / 'runs']
+    err = _refused(train_main, base + ['--experiment', 'é' * 150], capsys)
+    assert "is 300 bytes, over the 255-byte limit of a file or folder name; choose a shorter name" in err, err
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.fixture(scope='module')
 def weights(tmp_path_factory):
     import timm
@@ -157,6 +180,31 @@ def test_publish_overwrite_of_a_symlinked_out_replaces_the_link(weights, tmp_pat
     out = tmp_path / 'out'
     assert not out.is_symlink() and sorted(os.listdir(out)) == ['README.md', 'config.json', 'model.safetensors']
     assert sorted(os.listdir(tmp_path)) == ['out', 'target'] and os.listdir(target) == ['keep.txt']
+
+
+def test_a_results_file_that_is_a_symlink_is_written_through(tmp_path, capsys, cifar10_test):
+    """``--results-file`` / ``--results-csv`` symlinks to regular files: written through, as a shell's ``>`` does
+    (the link stays, the file it points at is replaced atomically; the link used to be replaced by a regular file);
+    a dangling link is refused in one line (the write would create its target, wherever that is)."""
+    (tmp_path / 'runs').mkdir()
+    (tmp_path / 'runs' / 'r1.json').write_text('{}')
+    (tmp_path / 'latest.json').symlink_to(tmp_path / 'runs' / 'r1.json')
+    (tmp_path / 'all.csv').symlink_to(tmp_path / 'runs' / 'all.csv')  # dangling until the file exists
+    data = ['--data-dir', cifar10_test, '--split', 'test', '--num-samples', '8', '--img-size', '32', '--num-classes',
+            '10', '--workers', '0', '--no-progress', '--model', 'cra_cifar_resnet20']
+    err = _refused(validate_main, data + ['--results-csv', tmp_path / 'all.csv'], capsys)
+    assert f"{tmp_path / 'all.csv'} is a dangling symlink (to {tmp_path / 'runs' / 'all.csv'}): point it at a file" \
+        in err, err
+    (tmp_path / 'runs' / 'all.csv').write_text('')
+    run_cli(validate_main, [str(a) for a in data + ['--results-file', tmp_path / 'latest.json', '--results-csv',
+                                                    tmp_path / 'all.csv']])
+    capsys.readouterr()
+    for link, target in [('latest.json', 'r1.json'), ('all.csv', 'all.csv')]:
+        assert (tmp_path / link).is_symlink() and os.readlink(tmp_path / link) == str(tmp_path / 'runs' / target)
+    assert '"top1"' in (tmp_path / 'runs' / 'r1.json').read_text()
+    assert (tmp_path / 'runs' / 'all.csv').read_text().startswith('model,top1')
+    assert sorted(os.listdir(tmp_path)) == ['all.csv', 'latest.json', 'runs']  # no temp file left anywhere
+    assert sorted(os.listdir(tmp_path / 'runs')) == ['all.csv', 'r1.json']
 
 
 def test_killed_publish_staging_is_removed_by_the_next(weights, tmp_path):
@@ -373,3 +421,38 @@ def test_publish_never_replaces_an_org_folder_or_the_current_one(weights, tmp_pa
         err = _refused(publish_main, ['cra_cifar_resnet20.test_out', weights, '--out', out, '--overwrite'], capsys)
         assert f'--out {out} is the current folder or holds it' in err
     assert os.listdir(work) == [] and sorted(os.listdir(tmp_path)) == ['hub', 'work']
+
+
+@pytest.mark.parametrize('how', ['renamed', 'removed'])
+def test_a_run_folder_moved_mid_run_stops_with_advice_that_keeps_the_epochs(tmp_path, monkeypatch, cifar10_test, how):
+    """The run folder renamed (or removed) between epochs: the trainer's next writes by name silently started a new
+    folder at the old place (no args.yaml, the checkpoint of the epochs before in the moved one). It stops instead,
+    naming the moved folder's last.pth to --resume: that resume finishes the run with every epoch."""
+    import shutil
+    import torch
+    from timm_cra.train import train, trainer
+    from timm_cra.utils.errors import UsageError
+    run, moved = tmp_path / 'o' / 'r', tmp_path / 'o' / 'r-moved'
+    real_save = trainer.save_checkpoint
+
+    def save_then_move(path, **kwargs):  # the user's `mv` (or `rm -r`) right after epoch 0 was saved
+        real_save(path, **kwargs)
+        if kwargs['epoch'] == 1:
+            os.rename(run, moved) if how == 'renamed' else shutil.rmtree(run)
+
+    monkeypatch.setattr(trainer, 'save_checkpoint', save_then_move)
+    argv = _TINY_RUN[:-2] + ['--data-dir', str(cifar10_test), '--output', str(tmp_path / 'o'), '--epochs', '3']
+    with pytest.raises(UsageError) as e:
+        train(argv + ['--experiment', 'r'])
+    message = str(e.value)
+    assert '\n' not in message and not run.exists(), message  # no new folder at the old place
+    if how == 'removed':
+        assert f'The run folder {run} was moved or removed during epoch 1' in message and 'start the run again' in message
+        return
+    assert message.startswith(f'The run folder {run} was moved to {moved} during epoch 1') and \
+        message.endswith(f'continue with --resume {moved / "last.pth"}.'), message
+    monkeypatch.setattr(trainer, 'save_checkpoint', real_save)
+    summary = train(argv + ['--resume', str(moved / 'last.pth')])
+    assert summary['epochs'] == 3 and summary['output_dir'] == str(moved)
+    history = torch.load(moved / 'last.pth', weights_only=True)['history']
+    assert [row['epoch'] for row in history] == [0, 1, 2] and sorted(os.listdir(tmp_path / 'o')) == ['r-moved']

@@ -192,6 +192,50 @@ def test_ddp_two_cpu_processes_stay_in_sync(shipped_run_args, run_command, tmp_p
     assert len(_rows(tmp_path / 'ddp' / 'metrics.csv')) == 1  # rank 0 only writes
 
 
+@pytest.mark.slow  # two torchrun ranks, twice: about a minute of subprocesses
+@pytest.mark.timeout(420)
+def test_ddp_a_refusal_on_one_or_both_ranks_ends_the_job_at_once(shipped_run_args, tmp_path):
+    """The per-rank refusals under torchrun. Rank 0 alone refuses a run folder another process is writing (the
+    lock is rank 0's: rank 1 goes on to the first collective, where it would wait for the 30-minute timeout unless
+    the job ends); both ranks refuse a --resume that is not a training checkpoint. Each time the job ends well
+    within the timeout with a non-zero status; each rank that refused wrote one ``error:`` line and no rank a
+    traceback (torchrun's own report of the failed job aside: it is not a rank's output)."""
+    import os
+    from safetensors.torch import save_file
+    from timm_cra.utils.io import locked_folder
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1',
+               OMP_NUM_THREADS='1')
+    save_file({'x': torch.zeros(2)}, str(tmp_path / 'weights.safetensors'))
+
+    def torchrun(name, *extra):
+        logs = tmp_path / f'logs-{name}'
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                               '--log-dir', str(logs), '--redirects', '3', '-m', 'timm_cra.train', *shipped_run_args,
+                               '--epochs', '1', '--no-plot', '--device', 'cpu', '--output', str(tmp_path / 'o'),
+                               '--experiment', name, *extra], env=env, capture_output=True, text=True, timeout=300)
+        elapsed = time.monotonic() - start
+        ranks = {int(p.parent.name): p.read_text() for p in logs.glob('**/attempt_*/*/stderr.log')}
+        assert proc.returncode != 0 and sorted(ranks) == [0, 1], (proc.stderr[-3000:], ranks)
+        return elapsed, ranks
+
+    with locked_folder(str(tmp_path / 'o' / 'busy')):
+        elapsed, ranks = torchrun('busy')
+    errors = [line for line in ranks[0].splitlines() if line.startswith('error: ')]
+    assert errors == [line for line in ranks[0].strip().splitlines()[-1:]], ranks[0][-2000:]
+    assert errors[0].startswith(f"error: another process (pid {os.getpid()}) is writing {tmp_path / 'o' / 'busy'}")
+    assert 'error: ' not in ranks[1] and 'Traceback' not in ranks[1], ranks[1][-2000:]  # ended by torchrun
+    assert 'Traceback' not in ranks[0] and elapsed < 240, elapsed
+
+    elapsed, ranks = torchrun('resume', '--resume', str(tmp_path / 'weights.safetensors'))
+    for rank, text in ranks.items():
+        lines = text.strip().splitlines()
+        assert 'Traceback' not in text and [line for line in lines if line.startswith('error: ')] == lines[-1:], \
+            (rank, text[-2000:])
+        assert "is not a training checkpoint of this trainer" in lines[-1], (rank, lines[-1])
+    assert elapsed < 240 and not (tmp_path / 'o' / 'resume' / 'last.pth').exists(), elapsed
+
+
 def test_folder_dataset_with_corrupt_image_mixup_ema(class_folder, tiny_model_args, tmp_path):
     (class_folder / 'train' / 'dog' / '0.png').write_bytes(b'\x89PNG truncated')  # 18 files: 3 full batches
     summary = train(tiny_model_args + [

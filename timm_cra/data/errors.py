@@ -1,15 +1,26 @@
 """The error for datasets that cannot be used as given (a :class:`~timm_cra.utils.errors.UsageError`)."""
 import math
 import numbers
-from typing import Any, Iterable, Optional, Tuple
+from typing import Any, Iterable, Optional, Sequence, Tuple
 
 from ..utils.errors import UsageError
+from ..utils.labels import repeated_names
 
-__all__ = ['DataError', 'split_hint', 'first_non_integer']
+__all__ = ['DataError', 'split_hint', 'first_non_integer', 'check_class_names']
 
 
 class DataError(UsageError):
     """A dataset cannot be used as given (missing folder, wrong layout, label mismatch, ...)."""
+
+
+def check_class_names(names: Sequence[Any], source: str, fix: str) -> None:
+    """Refuse class names the data gives twice (:func:`~timm_cra.utils.labels.repeated_names`, after NFC
+    normalisation), naming ``source`` and ``fix`` (what to change there): a repeated name loses a class wherever
+    names map to ids (the published config, transformers)."""
+    twice = repeated_names(names)
+    if twice:
+        raise DataError(f"The class names of '{source}' give {', '.join(map(repr, twice[:5]))} more than once "
+                        f"(compared after Unicode NFC normalisation): {fix}, so that each class has its own name.")
 
 
 def split_hint(flag: str = '') -> str:

@@ -8,11 +8,10 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from ..utils.labels import repeated_names
 from .cifar import find_cifar_pickle_dir, load_cifar_pickle
-from .errors import DataError
+from .errors import DataError, check_class_names
 from .folders import ImageFolderDataset, check_data_folder, find_split_dir
-from .hf import HFImageDataset, iter_parquet_files
+from .hf import CLASSLABEL_FIX, HFImageDataset, iter_parquet_files
 from .in_memory import TensorImageDataset, decode_to_memory
 
 __all__ = ['create_dataset', 'detect_source', 'skip_collate', 'check_labels', 'check_num_classes',
@@ -98,13 +97,10 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
                                     class_names=class_names, in_chans=in_chans)
         else:
             raise DataError(f"Unknown --dataset '{name}'. Use one of: {', '.join(s or repr(s) for s in SOURCES)}.")
-    twice = repeated_names(ds.class_names)
-    if twice:  # a repeated name loses a class wherever names map to ids (the published config, transformers)
-        fix = ('rename or merge those class folders' if isinstance(ds, ImageFolderDataset) else
-               'fix the names of the label column\'s ClassLabel feature' if isinstance(ds, HFImageDataset) else
-               'fix the label names in batches.meta / meta')
-        raise DataError(f"The class names of '{root or name}' give {', '.join(map(repr, twice[:5]))} more than once "
-                        f"(compared after Unicode NFC normalisation): {fix}, so that each class has its own name.")
+    check_class_names(ds.class_names, root or name,
+                      'rename or merge those class folders' if isinstance(ds, ImageFolderDataset) else
+                      CLASSLABEL_FIX if isinstance(ds, HFImageDataset) else
+                      'fix the label names in batches.meta / meta')
     if num_samples:
         ds = _head(ds, num_samples)
     if in_memory:

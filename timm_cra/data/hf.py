@@ -1,26 +1,30 @@
 """Hugging Face ``datasets`` sources: Hub names, local parquet files/folders, ``save_to_disk`` folders.
 
 Image and label columns are detected (``img``/``image``, ``label``/``labels``/``fine_label``), so the
-Hub's ``uoft-cs/cifar10`` (``img``) and ``imagenet-1k`` (``image``) both work without flags.
+Hub's ``uoft-cs/cifar10`` (``img``) and ``imagenet-1k`` (``image``) both work without flags. Local files are
+a stranger's: their JSON goes through this package's reader, parquet footers and class names are checked before
+``datasets`` reads them, and what ``datasets`` / ``pyarrow`` still raise on damaged bytes is one line.
 """
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..utils.io import check_regular_file, file_digest, not_folder_reason, not_regular_reason, open_regular_file
-from ..utils.errors import printable
-from .errors import DataError, first_non_integer, split_hint
+from ..utils.io import check_regular_file, file_digest, not_folder_reason, not_regular_reason
+from ..utils.errors import TimmCraError, UsageError, printable
+from ..utils.strict_json import loads, read_json
+from .errors import DataError, check_class_names, first_non_integer, split_hint
 from .folders import walk_folder
 from .images import UnreadableImage, check_in_chans, decode_image
 
-__all__ = ['HFImageDataset', 'load_hf_split', 'detect_columns', 'IMAGE_KEYS', 'LABEL_KEYS']
+__all__ = ['HFImageDataset', 'load_hf_split', 'detect_columns', 'IMAGE_KEYS', 'LABEL_KEYS', 'CLASSLABEL_FIX']
 
 _logger = logging.getLogger(__name__)
 
@@ -84,33 +88,75 @@ def _parquet_splits(path: str) -> Dict[str, List[str]]:
     return splits
 
 
+#: The fix for class names a ClassLabel feature gives twice (:func:`~.errors.check_class_names`).
+CLASSLABEL_FIX = "fix the names of the label column's ClassLabel feature"
+_SAVED_FIX = 'save the dataset again (Dataset.save_to_disk) or copy the folder anew'
+_PARQUET_FIX = 'write the file again (Dataset.to_parquet) or copy it anew'
+
+
+@contextlib.contextmanager
+def _read_errors(source: str, kind: str, fix: str) -> Iterator[None]:
+    """What ``datasets`` / ``pyarrow`` raise on a stranger's damaged files (a truncated ``.arrow`` or parquet file,
+    a ``state.json`` without its keys: ``ArrowInvalid``, ``KeyError``, ``DatasetGenerationError``, ...) as one
+    :class:`DataError` line naming ``source`` and ``fix``; this package's own errors pass unchanged."""
+    import pyarrow
+    from datasets.exceptions import DatasetsError
+    try:
+        yield
+    except TimmCraError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, OSError, RecursionError, pyarrow.ArrowException,
+            DatasetsError) as e:
+        cause = e
+        while isinstance(cause, DatasetsError) and cause.__cause__ is not None:  # the reader's own reason
+            cause = cause.__cause__
+        reason = (str(cause).strip().splitlines() or [''])[0] or type(cause).__name__
+        raise DataError(printable(f"'{source}' cannot be read as {kind} ({type(cause).__name__}: {reason:.160}): "
+                                  f"{fix}.")) from e
+
+
+def _classlabel_names(features: Any) -> Dict[str, list]:
+    """The names of each ClassLabel column in a saved ``datasets`` features dict (``dataset_info.json``, a parquet
+    file's ``huggingface`` metadata): ``{'label': {'_type': 'ClassLabel', 'names': [...]}}``."""
+    if not isinstance(features, dict):
+        return {}
+    return {column: feature['names'] for column, feature in features.items()
+            if isinstance(feature, dict) and feature.get('_type') == 'ClassLabel'
+            and isinstance(feature.get('names'), list)}
+
+
 def _check_saved_dataset(source: str) -> None:
     """Every file ``datasets.load_from_disk(source)`` will open -- ``dataset_dict.json``, each split's ``state.json``,
     ``dataset_info.json`` and arrow shards -- is a regular file inside ``source`` (a FIFO shard blocks the reader
-    forever; a folder or FIFO json file is a traceback), checked with ``stat`` before anything opens it: else one line
-    naming the file. Split and shard names must be plain names, so no path outside the folder is read."""
+    forever; a folder or FIFO json file is a traceback), checked with ``stat`` before anything opens it, and its JSON
+    read by this package's reader (non-UTF-8 bytes, nesting 100k deep: one line); split and shard names must be
+    plain names, so no path outside the folder is read; ClassLabel names given twice are refused (datasets gives a
+    traceback). Else one line naming the file and the fix."""
     def problem(path: str, reason: str) -> DataError:
-        return DataError(printable(f"'{source}' is not a usable save_to_disk folder: {path} {reason}; save the "
-                                   f"dataset again (Dataset.save_to_disk) or copy the folder anew."))
+        return DataError(printable(f"'{source}' is not a usable save_to_disk folder: {path} {reason}; {_SAVED_FIX}."))
 
     def plain(name) -> bool:
         return isinstance(name, str) and name not in ('', '.', '..') and '/' not in name and os.sep not in name
 
-    def read_json(path: str):
+    def read(path: str, required: bool = True):
+        if not required and not os.path.lexists(path):
+            return {}  # datasets names what is missing
         reason = not_regular_reason(path)
         if reason:
             raise problem(path, reason)
-        with open_regular_file(path) as f:
-            try:
-                return json.loads(f.read().decode('utf-8'))
-            except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-                raise problem(path, f'is not valid JSON ({type(e).__name__})') from None
+        try:
+            data = read_json(path, os.path.basename(path))
+        except UsageError as e:
+            raise DataError(printable(f"'{source}' is a damaged save_to_disk folder: {str(e).rstrip('.')}; "
+                                      f"{_SAVED_FIX}.")) from None
+        if not isinstance(data, dict):
+            raise DataError(f"'{source}' is a damaged save_to_disk folder: {path} is not a JSON object; {_SAVED_FIX}.")
+        return data
 
     folders = [source]
     dict_json = os.path.join(source, 'dataset_dict.json')
     if os.path.lexists(dict_json):
-        splits = read_json(dict_json)
-        splits = splits.get('splits') if isinstance(splits, dict) else None
+        splits = read(dict_json).get('splits')
         if not isinstance(splits, list) or not all(plain(s) for s in splits):
             raise problem(dict_json, f'must list its splits as names of its sub-folders ({{"splits": ["train", '
                                      f'"test"]}}), not {json.dumps(splits)[:60]}')
@@ -119,12 +165,9 @@ def _check_saved_dataset(source: str) -> None:
         reason = not_folder_reason(folder)
         if reason:
             raise problem(folder, reason)
-        state = read_json(os.path.join(folder, 'state.json'))
-        info = os.path.join(folder, 'dataset_info.json')
-        reason = not_regular_reason(info)
-        if reason:
-            raise problem(info, reason)
-        shards = state.get('_data_files') if isinstance(state, dict) else None
+        state = read(os.path.join(folder, 'state.json'), required=False)
+        info = read(os.path.join(folder, 'dataset_info.json'), required=False)
+        shards = state.get('_data_files', [])
         names = [d.get('filename') if isinstance(d, dict) else None for d in shards or ()]
         if not isinstance(shards, list) or not all(plain(n) for n in names):
             raise problem(os.path.join(folder, 'state.json'), 'must name its arrow files in _data_files as file '
@@ -133,18 +176,38 @@ def _check_saved_dataset(source: str) -> None:
             reason = not_regular_reason(os.path.join(folder, name))
             if reason:
                 raise problem(os.path.join(folder, name), reason)
+        for class_names in _classlabel_names(info.get('features')).values():
+            check_class_names(class_names, source, CLASSLABEL_FIX)
 
 
-def _load_parquet(files: List[str], cache_dir: Optional[str]):
-    """``datasets.load_dataset('parquet', ...)`` of ``files`` (regular files), cached under their content digest.
+def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
+    """``datasets.load_dataset('parquet', ...)`` of ``files`` (regular files), each checked first: a truncated or
+    garbage file is one line, as are class names a ClassLabel feature gives twice (read from the schema's
+    ``huggingface`` metadata).
 
-    ``datasets`` keys its arrow cache on path + mtime: a file replaced by one with the same mtime (``cp -p``,
-    ``rsync -t``) would be read from the old rows. A cache folder named by the bytes' sha256 is never stale; the
-    price is one read of the files per load (~0.25 s for CIFAR-10's 55 MB, 60k rows)."""
+    Cached under the files' content digest: ``datasets`` keys its arrow cache on path + mtime, so a file replaced by
+    one with the same mtime (``cp -p``, ``rsync -t``) would be read from the old rows. A cache folder named by the
+    bytes' sha256 is never stale; the price is one read of the files per load (~0.25 s for CIFAR-10's 55 MB)."""
     import datasets
+    import pyarrow.parquet as pq
+    rows = 0
+    for f in files:
+        with _read_errors(f, 'a parquet file', _PARQUET_FIX):
+            footer = pq.read_metadata(f)
+        rows += footer.num_rows
+        metadata = footer.metadata or {}
+        try:
+            features = loads(metadata.get(b'huggingface', b'{}').decode('utf-8')).get('info', {}).get('features')
+        except (ValueError, AttributeError):
+            features = None  # not JSON: datasets' own read of it below is the one line
+        for names in _classlabel_names(features).values():
+            check_class_names(names, source, CLASSLABEL_FIX)
+    if not rows:  # datasets' own word for it: 'Instruction "train" corresponds to no data!'
+        raise DataError(f"'{source}' has no rows ({len(files)} parquet file(s) of 0 rows): pass data with examples.")
     digest = hashlib.sha256(' '.join(file_digest(f) for f in files).encode()).hexdigest()[:32]
     cache_dir = os.path.join(cache_dir or str(datasets.config.HF_DATASETS_CACHE), 'parquet-by-content', digest)
-    return datasets.load_dataset('parquet', data_files=files, split='train', cache_dir=cache_dir)
+    with _read_errors(source, 'parquet data', _PARQUET_FIX):
+        return datasets.load_dataset('parquet', data_files=files, split='train', cache_dir=cache_dir)
 
 
 def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, split_flag: str = ''):
@@ -156,26 +219,28 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, spli
         if not source.endswith('.parquet'):
             raise DataError(f"'{source}' is not a parquet file. Pass a .parquet file, a folder of them, "
                             f"a save_to_disk folder, or a Hub dataset name.")
-        return _load_parquet([source], cache_dir)
+        return _load_parquet([source], source, cache_dir)
     if os.path.isdir(source):
         if os.path.lexists(os.path.join(source, 'dataset_dict.json')):
             _check_saved_dataset(source)
-            dd = datasets.load_from_disk(source)
+            with _read_errors(source, 'a save_to_disk folder', _SAVED_FIX):
+                dd = datasets.load_from_disk(source)
             for name in _split_candidates(split):
                 if name in dd:
                     return dd[name]
             raise DataError(f"Split '{split}' not in '{source}' (splits: {', '.join(dd)}): "
                             f"{split_hint(split_flag)}.")
         if os.path.lexists(os.path.join(source, 'state.json')):
-            _check_saved_dataset(source)
-            return datasets.load_from_disk(source)  # a single saved split
+            _check_saved_dataset(source)  # a single saved split
+            with _read_errors(source, 'a save_to_disk folder', _SAVED_FIX):
+                return datasets.load_from_disk(source)
         splits = _parquet_splits(source)
         if not splits:
             raise DataError(f"'{source}' holds no parquet files and is not a save_to_disk folder. "
                             f"Pass --dataset hfds/<hub-name> for a Hub dataset, or a folder of *.parquet files.")
         for name in _split_candidates(split):
             if name in splits:
-                return _load_parquet(splits[name], cache_dir)
+                return _load_parquet(splits[name], source, cache_dir)
         raise DataError(f"Split '{split}' not found in '{source}' (parquet splits: {', '.join(sorted(splits))}): "
                         f"{split_hint(split_flag)}" + (f", e.g. {split_flag} test for CIFAR." if split_flag else '.'))
     if source.startswith(('/', '.', '~')):
@@ -247,6 +312,9 @@ class HFImageDataset(Dataset):
 
         self.in_chans = check_in_chans(in_chans)
         ds = load_hf_split(source, split, cache_dir=cache_dir, split_flag=split_flag)
+        if not len(ds):  # nothing to train or score: the sizes below (class count, batches) would mean nothing
+            raise DataError(f"'{source}' [{split}] has no rows: pass data with examples in that split"
+                            + (f' (or another {split_flag})' if split_flag else '') + '.')
         self.image_key, self.label_key = detect_columns(ds, image_key, label_key)
         if isinstance(ds.features[self.image_key], datasets.Image):
             ds = ds.cast_column(self.image_key, datasets.Image(decode=False))
@@ -254,7 +322,8 @@ class HFImageDataset(Dataset):
         self.source, self.split = source, split
         self.transform = transform
         feat = ds.features[self.label_key]
-        labels = ds[self.label_key]
+        with _read_errors(source, 'a dataset', 'its files are damaged: write, save or download them again'):
+            labels = ds[self.label_key]  # memory-mapped: damaged bytes may first show here
         bad = first_non_integer(labels)
         if bad is not None:  # int64 conversion would fail on strings / NaN and truncate 0.7 to class 0
             names = ' (class names need a ClassLabel feature)' if isinstance(bad[1], str) else ''

@@ -15,7 +15,7 @@ from timm.data import create_loader
 from ..data import (check_labels, check_num_classes, create_dataset, map_classes_by_name, model_in_chans,
                     resolve_model_data_config, skip_collate)
 from ..utils.amp import amp_dtype_for
-from ..utils.cli import (add_shared_args, check_model_name, check_positive, check_shared_values, default_workers,
+from ..utils.cli import (add_shared_args, check_model_name, check_positive, check_shared_values,
                          input_files, resolve_pretrained)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.io import atomic_write, check_output_file, locked_folder, open_regular_file
@@ -129,9 +129,10 @@ def check_result_paths(json_path: str = '', csv_path: str = '', inputs: Sequence
     """Refuse result paths that cannot be written (a folder, a FIFO, a device, one of the command's input files)
     before any work."""
     if json_path:
-        check_output_file(json_path, '--results-file', inputs)
+        check_output_file(json_path, '--results-file', inputs, new_folders=False)
     if csv_path:
-        check_output_file(csv_path, '--results-csv', list(inputs) + ([json_path] if json_path else []))
+        check_output_file(csv_path, '--results-csv', list(inputs) + ([json_path] if json_path else []),
+                          new_folders=False)
         read_results_csv(csv_path)  # a CSV rows cannot be appended to is refused now, not after the work
 
 
@@ -167,7 +168,7 @@ def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = 
         # "Appending" rewrites the whole file atomically: a kill never leaves half a row. The folder lock makes
         # concurrent appends (several validations into one CSV) take turns: none reads a file another replaces.
         check_output_file(csv_path, '--results-csv')
-        folder = os.path.dirname(os.path.abspath(csv_path))
+        folder = os.path.dirname(os.path.realpath(csv_path))  # the folder written: a link's target's
         with locked_folder(folder, wait=RESULTS_CSV_LOCK_WAIT_S,
                            busy_hint='a running training holds its run folder until it ends; write the CSV elsewhere'):
             old = read_results_csv(csv_path)

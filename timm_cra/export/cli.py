@@ -62,7 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         raise UsageError(f'--atol must be >= 0, got {args.atol}.')
     require_onnx('onnx', *(('onnxscript',) if args.dynamo else ()), *(() if args.no_verify else ('onnxruntime',)))
     # Before the model is built: a device, a folder or the command's own input is refused.
-    check_output_file(args.output, '--output', input_files(args.model, args.checkpoint))
+    check_output_file(args.output, '--output', input_files(args.model, args.checkpoint), new_folders=False)
     model = _create_model(args)
     try:
         result = export_onnx(model, args.output, input_size=args.input_size, img_size=args.img_size, opset=args.opset,

@@ -10,7 +10,6 @@ end ``ceil((i+1)*H/P)``) as static slices and max/mean reductions, or a strided 
 size. The swap works on a copy; the given model is untouched.
 """
 import copy
-import os
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -141,10 +140,7 @@ def export_onnx(
     from timm.utils.onnx import onnx_export
 
     size = _input_size(model, input_size, img_size)
-    out_dir = os.path.dirname(os.path.abspath(output_file))
-    if not os.path.isdir(out_dir):
-        raise UsageError(f"output folder '{out_dir}' does not exist: create it or choose another output path.")
-    check_output_file(output_file, 'ONNX output')
+    check_output_file(output_file, 'ONNX output', new_folders=False)
     was_training = model.training
     export_model = export_friendly(model, size)
     try:

@@ -4,7 +4,6 @@ The card is rendered only from the registry (pretrained cfg), the model itself (
 eval-results JSON, so regenerating it gives the same bytes until one of those changes. Its YAML metadata
 (licence, tags, datasets, ``model-index``) is written by ``huggingface_hub.ModelCardData``.
 """
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,11 +130,10 @@ def load_eval_results(source: Union[str, Path, Dict[str, Any]], name: Optional[s
     if isinstance(source, dict):
         data = dict(source)
     else:
-        from ..utils.io import check_regular_file
+        from ..utils.strict_json import read_json
         try:
-            check_regular_file(source, 'Eval results')
-            data = json.loads(Path(source).read_text(encoding='utf-8'))
-        except (UsageError, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            data = read_json(source, 'Eval results')
+        except (UsageError, OSError) as e:
             raise RepoContentError(f'cannot read eval results {source}: {e} Pass a JSON file such as '
                                    f'timm validate.py writes ({{"top1": 77.2, "top5": 93.5, ...}}).') from e
     if not isinstance(data, dict):

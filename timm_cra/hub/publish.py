@@ -14,7 +14,7 @@ The folder is written by :func:`timm_cra.hub.repo.export_repo`; pushing uploads 
 """
 import argparse
 import contextlib
-import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -25,6 +25,7 @@ from ..models._builder import hub_id
 from ..utils.labels import repeated_names
 from ..utils.errors import TimmCraError, UsageError, printable, run_cli
 from ..utils.io import check_regular_file, open_regular_file
+from ..utils.strict_json import loads
 from ..utils.weights import check_file, load_state_checked, read_weights
 from .card import load_eval_results
 from .repo import check_repo_output, export_repo
@@ -53,8 +54,8 @@ def _json(path: Path, what: str = 'file') -> Optional[Dict[str, Any]]:
     if not os.path.lexists(path):
         return None
     try:
-        data = json.loads(_read_text(path, what))
-    except (OSError, ValueError):
+        data = loads(_read_text(path, what))
+    except (OSError, ValueError):  # not UTF-8 (UnicodeDecodeError), not JSON, nested too deep
         return None
     return data if isinstance(data, dict) else None
 
@@ -197,10 +198,15 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
     """Eval results for the card from the trainer's ``results.json`` (the final epoch's eval, which is what
     ``last.pth`` / ``model.safetensors`` hold; ``ema``: the EMA weights' eval). ``name``: the file, for errors."""
     final = summary.get('final') or {}
-    for key, value, kind in (('final', final, dict), ('best_top1', summary.get('best_top1'), (int, float))):
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise UsageError(f"{name}: '{key}' must be {'an object' if kind is dict else 'a number'}, not "
-                             f"{value!r:.60}; pass the results.json the trainer wrote.")
+    if not isinstance(final, dict):
+        raise UsageError(f"{name}: 'final' must be an object, not {final!r:.60}; pass the results.json the trainer "
+                         f"wrote.")
+    best = summary.get('best_top1')
+    # Python's json reads Infinity / NaN, which the trainer never writes (strict JSON): an edited file.
+    if best is not None and not (isinstance(best, (int, float)) and not isinstance(best, bool)
+                                 and math.isfinite(best) and 0 <= best <= 100):
+        raise UsageError(f"{name}: 'best_top1' must be a number, not {best!r:.60} (a percentage between 0 and 100); "
+                         f"pass the results.json the trainer wrote.")
     prefix = 'ema_eval' if ema and final.get('ema_eval_top1') is not None else 'eval'
     if final.get(f'{prefix}_top1') is None:
         raise UsageError(f"{name} has no eval accuracy (the run had no validation split): "

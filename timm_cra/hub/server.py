@@ -4,7 +4,8 @@ Serves ``<root>/<org>/<repo>/<files>`` the way the Hub serves model repos to ``h
 client (``hf_hub_download``, which timm uses for ``pretrained=True`` and ``hf-hub:`` names):
 
 * ``HEAD|GET /{org}/{repo}/resolve/{revision}/{filename}`` with ``ETag``, ``X-Repo-Commit`` and
-  ``Content-Length`` (single byte-range requests get a ``206``, as the client resumes downloads with them);
+  ``Content-Length`` (a GET with one byte range gets a ``206``, as the client resumes downloads with them; a
+  ``Range`` it cannot use is ignored, RFC 9110: ``416`` only for a valid range past the end);
 * ``GET /api/models/{org}/{repo}`` and ``/api/models/{org}/{repo}/revision/{revision}``: repo id, commit
   sha and file list (what ``HfApi.model_info`` reads);
 * ``GET /api/models/{org}/{repo}/tree/{revision}[/{path}]``: files and folders (what ``HfApi.list_repo_files`` /
@@ -55,11 +56,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..utils.errors import printable
 
-__all__ = ['HubFolderServer', 'check_args', 'create_parser', 'main', 'repo_commit_hash', 'safe_parts',
+__all__ = ['HubFolderServer', 'byte_range', 'check_args', 'create_parser', 'main', 'repo_commit_hash', 'safe_parts',
            'served_revision', 'serve', 'start']
 
 DEFAULT_BRANCH = 'main'
-_RANGE_RE = re.compile(r'^bytes=(\d*)-(\d*)$')
+#: One byte range (``bytes=5-``, ``bytes=0-99``, ``bytes=-100``: what huggingface_hub sends to resume); the unit is
+#: case-insensitive, digits ASCII only (``int`` would read other scripts' digits).
+_RANGE_RE = re.compile(r'bytes=([0-9]*)-([0-9]*)', re.IGNORECASE)
+_UNSATISFIABLE = 'unsatisfiable'
 _COMMIT_RE = re.compile(r'^[0-9a-f]{40}$')
 _CHUNK = 1 << 20
 _MAX_PART_BYTES = 255  # NAME_MAX: a longer part makes the OS raise instead of answering "no such file"
@@ -213,6 +217,36 @@ def served_revision(repo_dir: Union[str, Path], revision: str = DEFAULT_BRANCH) 
     raise _HubError(HTTPStatus.NOT_FOUND,
                     f'Invalid rev id: {revision[:100]} (repo {repo_dir.parent.name}/{repo_dir.name} has '
                     f'{DEFAULT_BRANCH} = {head}).', 'RevisionNotFound')
+
+
+def _position(digits: str) -> int:
+    """A byte position of a Range header; one of over 18 digits is past any file (and ``int`` refuses 4300)."""
+    digits = digits.lstrip('0') or '0'
+    return int(digits) if len(digits) <= 18 else 10 ** 18
+
+
+def byte_range(header: Optional[str], size: int):
+    """``(first, last)`` byte of a file of ``size`` bytes that a ``Range`` header asks for, :data:`_UNSATISFIABLE`
+    (a ``416``), or None: serve the whole file (``200``).
+
+    RFC 9110 14.2: a Range the server does not understand is ignored, not refused: no header, another unit,
+    invalid syntax (``bytes=abc``, ``bytes=-``, ``bytes=5-2``), or several ranges (no multipart answers here).
+    Only a valid range that is unsatisfiable is a 416 (14.1.1): its first byte at or past the end of the file, or
+    a suffix of 0 bytes. An empty file has no byte to send, so its Range is ignored.
+    """
+    m = _RANGE_RE.fullmatch(header.strip()) if header else None
+    if m is None or not (m.group(1) or m.group(2)):
+        return None
+    first, last = (_position(g) if g else None for g in m.groups())
+    if first is None:  # suffix range: the last N bytes
+        if last == 0:
+            return _UNSATISFIABLE
+        return (max(0, size - last), size - 1) if size else None
+    if last is not None and last < first:  # an invalid range-spec: ignored
+        return None
+    if first >= size:
+        return _UNSATISFIABLE
+    return first, size - 1 if last is None else min(last, size - 1)
 
 
 def repo_commit_hash(repo_dir: Union[str, Path]) -> str:
@@ -484,20 +518,15 @@ class _ReadRoutes(BaseHTTPRequestHandler):
             'Last-Modified': formatdate(path.stat().st_mtime, usegmt=True),
         }
         start, end, status = 0, size - 1, HTTPStatus.OK
-        range_header = self.headers.get('Range')
-        if range_header:
-            m = _RANGE_RE.match(range_header.strip())
-            if m and (m.group(1) or m.group(2)):
-                if m.group(1):
-                    start = int(m.group(1))
-                    end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
-                else:  # suffix range: the last N bytes
-                    start = max(0, size - int(m.group(2)))
-                if start >= size or start > end:
-                    self._send(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, {'Content-Range': f'bytes */{size}'})
-                    return
-                status = HTTPStatus.PARTIAL_CONTENT
-                headers['Content-Range'] = f'bytes {start}-{end}/{size}'
+        # RFC 9110 14.2: GET is the only method with range handling (a HEAD describes the whole file).
+        wanted = None if head_only else byte_range(self.headers.get('Range'), size)
+        if wanted == _UNSATISFIABLE:
+            self._send(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, {'Content-Range': f'bytes */{size}'})
+            return
+        if wanted is not None:
+            start, end = wanted
+            status = HTTPStatus.PARTIAL_CONTENT
+            headers['Content-Range'] = f'bytes {start}-{end}/{size}'
         length = end - start + 1 if size else 0
         self.send_response(status)
         for k, v in {**headers, 'Content-Length': str(length)}.items():

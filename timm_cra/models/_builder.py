@@ -237,6 +237,10 @@ def _local_copy_hint(name: str, cfg: PretrainedCfg) -> Optional[str]:
 
 
 def _name(variant: str, cfg: PretrainedCfg) -> str:
+    """The name errors give the weights: a ``local-dir:`` folder by its path (its config's tag is not what the user
+    typed and says nothing of which folder failed), else ``<arch>.<tag>``."""
+    if cfg.source == 'local-dir' and cfg.file:
+        return f'local-dir:{cfg.file}'
     return f'{variant}.{cfg.tag}' if cfg.tag else variant
 
 

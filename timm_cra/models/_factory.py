@@ -237,18 +237,12 @@ def check_model_config(cfg: Any, where: str) -> None:
 
 def _read_model_config(path: Path, where: str) -> None:
     """Check the ``config.json`` at ``path`` (a regular file, valid JSON, :func:`check_model_config`)."""
-    from ..utils.io import check_regular_file
+    from ..utils.strict_json import read_json
     try:
-        check_regular_file(path, 'config.json')
-    except UsageError as e:
-        raise PretrainedWeightsError(f'timm_cra: {where}: {e}') from None
-    try:
-        cfg = json.loads(path.read_text(encoding='utf-8'))
-    except (UnicodeDecodeError, ValueError) as e:  # ValueError: also a number past int()'s digit limit
-        reason = str(e).split(';')[0]  # not Python's advice to raise that limit
-        raise PretrainedWeightsError(f'timm_cra: {where}: config.json is not valid JSON ({reason}). Fix it or '
-                                     f're-export the folder (python -m timm_cra.hub.publish writes valid ones).') \
-            from None
+        cfg = read_json(path, 'config.json')
+    except UsageError as e:  # a FIFO, not UTF-8, not JSON, nested too deep
+        raise PretrainedWeightsError(f"timm_cra: {where}: {str(e).rstrip('.')}. Fix it or re-export the folder "
+                                     f"(python -m timm_cra.hub.publish writes valid ones).") from None
     check_model_config(cfg, where)
 
 
@@ -302,7 +296,9 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
                     f"timm_cra: '{location}' is not a model folder: it needs config.json and model.safetensors "
                     f"(as written by the trainer or python -m timm_cra.hub.publish).")
             _read_model_config(Path(location) / 'config.json', model_name)
-            with explain_pretrained_errors(model_name, PretrainedCfg(file=location, source='local-dir')):
+            cfg = PretrainedCfg(file=location, source='local-dir')
+            # without weights to load, the folder's weights file is not read (nor checked)
+            with explain_pretrained_errors(model_name, cfg) if pretrained else contextlib.nullcontext():
                 return timm.create_model(model_name, pretrained=pretrained, **kwargs)
         if source == 'hf-hub':
             cfg = PretrainedCfg(hf_hub_id=location, source='hf-hub')

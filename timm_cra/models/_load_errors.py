@@ -178,21 +178,42 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
                 f"as (check the model name / config.json 'architecture' and model_args), or pass num_classes=<N> "
                 f"only to replace the classifier '{cfg.classifier}'.")
     if isinstance(err, FileNotFoundError) and cfg.file:
-        from ..utils.errors import UsageError
-        from ..utils.io import check_regular_file
-        try:
-            check_regular_file(_local_weights(cfg.file), 'weights file')
-        except UsageError as e:
-            if os.path.lexists(_local_weights(cfg.file)):  # there, but a FIFO, device, ...: say what it is
-                return f"Pretrained weights for '{name}': {e}"
-        return (f"Pretrained weights for '{name}': {source} does not exist. Fix the path in "
-                f"pretrained_cfg_overlay=dict(file=...).")
+        return _local_file_problem(name, cfg) or (f"Pretrained weights for '{name}': {source} does not exist. Fix "
+                                                  f"the path in pretrained_cfg_overlay=dict(file=...).")
     return None
+
+
+def _local_file_problem(name: str, cfg: PretrainedCfg) -> Optional[str]:
+    """Why the local weights of ``cfg`` (a ``file``, or the ``local-dir:`` folder's weights file) cannot be read, or
+    None. Checked before timm opens them: timm logs its own *No checkpoint found* line beside this package's one
+    line (a FIFO or folder named model.safetensors), or raises a RuntimeError traceback (a folder with no weights)."""
+    if cfg.state_dict is not None or not cfg.file:
+        return None
+    from ..utils.io import not_regular_reason
+    path = _local_weights(cfg.file)
+    if path == cfg.file and os.path.isdir(path):  # no preferred name: timm takes the first *.safetensors, *.pth ...
+        from timm.models._hub import _EXT_PRIORITY
+        if any(f.endswith(_EXT_PRIORITY) for f in os.listdir(path)):
+            return None
+        return (f"Pretrained weights for '{name}': the folder {path} holds no weights file (model.safetensors); "
+                f"export the weights there (python -m timm_cra.hub.publish writes model folders), or pass "
+                f"--no-pretrained / pretrained=False for its config only.")
+    reason = not_regular_reason(path)
+    if reason is None:
+        return None
+    if not os.path.lexists(path):
+        return (f"Pretrained weights for '{name}': {_source(cfg)} does not exist. Fix the path in "
+                f"pretrained_cfg_overlay=dict(file=...).")
+    return f"Pretrained weights for '{name}': weights file {path} {reason}; pass the path of a regular file."
 
 
 @contextlib.contextmanager
 def explain_pretrained_errors(name: str, cfg: PretrainedCfg, hint: Optional[str] = None) -> Iterator[None]:
-    """Re-raise known weight fetch/load failures inside the block as :class:`PretrainedWeightsError`."""
+    """Re-raise known weight fetch/load failures inside the block as :class:`PretrainedWeightsError`; local weights
+    that cannot be read are refused before the block (:func:`_local_file_problem`)."""
+    problem = _local_file_problem(name, cfg)
+    if problem:
+        raise PretrainedWeightsError(f'timm_cra: {problem}')
     try:
         yield
     except PretrainedWeightsError:

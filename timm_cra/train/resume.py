@@ -11,7 +11,7 @@ from timm.utils import random_seed
 
 from ..utils.errors import UsageError, printable
 from ..utils.weights import load_checkpoint_file, load_state_checked
-from .checkpoint import set_rng_state
+from .checkpoint import get_rng_state, set_rng_state
 from .distributed import DistInfo
 
 __all__ = ['ResumeState', 'read_resume_checkpoint', 'load_training_state', 'resume_scheduler', 'resume_rng',
@@ -46,6 +46,25 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _rng_problem(ckpt: Dict[str, Any]) -> Optional[str]:
+    """Why the checkpoint's ``rng`` cannot be restored, or None: plain data outside the sha256 record, restored
+    only after data and model are set up (a wrong type or shape was a traceback there). Checked by restoring it
+    once and putting this process's states back: the one definition of the layout stays :func:`set_rng_state`."""
+    saved = get_rng_state()
+    try:
+        set_rng_state(ckpt['rng'])
+    except (TypeError, ValueError, RuntimeError, KeyError, IndexError, AttributeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return f"its 'rng' entry cannot be restored ({type(e).__name__}: {first:.80})"
+    finally:
+        set_rng_state(saved)
+    return None
+
+
 def _progress_problem(ckpt: Dict[str, Any]) -> Optional[str]:
     """Why the counters of a checkpoint cannot be where a run stopped, or None. They are plain values outside its
     sha256 record, and a run continues from them (epoch -3 gave negative learning rates, 10**12 a run of that many
@@ -56,6 +75,10 @@ def _progress_problem(ckpt: Dict[str, Any]) -> Optional[str]:
         return f"its 'epoch' ({epoch!r:.40}) and 'num_updates' ({num_updates!r:.40}) must be counts (integers >= 0)"
     if not isinstance(history, (list, tuple)) or not all(isinstance(row, dict) for row in history):
         return "its 'history' is not a list of per-epoch rows"
+    for i, row in enumerate(history):  # metrics.csv, best_top1 and the plot read them as numbers
+        bad = next((k for k, v in row.items() if v is not None and not _is_number(v)), None)
+        if bad is not None:
+            return f"its history row {i} has {bad}={row[bad]!r:.40} (the trainer records numbers)"
     if len(history) != epoch or any(row.get('epoch') != i for i, row in enumerate(history)):
         return f"its 'epoch' {epoch} does not match its history of {len(history)} epochs"
     if history and history[-1].get('optimizer_steps') != num_updates:
@@ -109,7 +132,7 @@ def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
         raise UsageError(f"'{path}' is not a training checkpoint of this trainer (no {', '.join(missing)}): "
                          f"--resume continues a 'last.pth' written by it; to start from the weights of another "
                          f"checkpoint use --initial-checkpoint {path}.")
-    problem = _progress_problem(ckpt) or _optimizer_problem(ckpt, args)
+    problem = _progress_problem(ckpt) or _optimizer_problem(ckpt, args) or _rng_problem(ckpt)
     if problem:
         raise UsageError(f"Cannot --resume '{path}': {problem}, so it was edited or damaged (the sha256 it records "
                          f"covers the tensors only) or run with other settings. Resume from an intact copy with the "

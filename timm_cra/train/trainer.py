@@ -28,7 +28,7 @@ from timm.utils import ModelEmaV3, distribute_bn, random_seed
 from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_data_config
 from ..eval.evaluate import evaluate
 from ..utils.errors import UsageError, printable
-from ..utils.io import OutputPathError, atomic_write, check_output_folder, locked_folder, temp_pattern
+from ..utils.io import HeldFolder, OutputPathError, atomic_write, check_output_folder, locked_folder, temp_pattern
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
 from .distributed import DistInfo, init_distributed
@@ -131,8 +131,8 @@ def train(args: Union[argparse.Namespace, Sequence[str]]) -> Dict[str, Any]:
     _setup_logging(dinfo.is_primary)
     try:
         output_dir = _output_dir(args)  # once: a timestamped name must not change between uses
-        with _held_run_folder(output_dir, dinfo.is_primary):
-            return _train(args, dinfo, output_dir)
+        with _held_run_folder(output_dir, dinfo.is_primary) as held:
+            return _train(args, dinfo, output_dir, held)
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
@@ -143,19 +143,20 @@ def _held_run_folder(output_dir: str, primary: bool):
     """Rank 0 (the only writer of the run folder) holds an exclusive lock on it for the whole run, taken before
     :func:`_check_output_dir` looks at it: a second run started on the same folder is refused at once instead of
     both passing the check and one silently overwriting the other. The kernel drops the lock with the process,
-    so a killed run resumes as before. A folder created here is removed again if the run fails before writing."""
+    so a killed run resumes as before. A folder created here is removed again if the run fails before writing.
+    Yields the :class:`~timm_cra.utils.io.HeldFolder` (None on other ranks)."""
     if not primary:
-        yield
+        yield None
         return
     check_output_folder(output_dir, 'run folder (--output/--experiment)')  # a file, device, unwritable place
     created, path = [], os.path.abspath(output_dir)  # the folders the lock creates, deepest first
     while not os.path.lexists(path) and os.path.dirname(path) != path:
         created.append(path)
         path = os.path.dirname(path)
-    with locked_folder(output_dir, wait=False, busy_hint='two runs in one folder overwrite each other; wait for '
-                                                         'that run to end, or choose another --experiment'):
-        try:
-            yield
+    busy = 'two runs in one folder overwrite each other; wait for that run to end, or choose another --experiment'
+    with contextlib.ExitStack() as stack:
+        try:  # the clean-up runs still holding the lock, and also when taking it failed after creating folders
+            yield stack.enter_context(locked_folder(output_dir, wait=False, busy_hint=busy))
         except BaseException:
             with contextlib.suppress(OSError):  # only empty folders: what a run wrote stays
                 for folder in created:
@@ -163,7 +164,24 @@ def _held_run_folder(output_dir: str, primary: bool):
             raise
 
 
-def _train(args, dinfo: DistInfo, output_dir: str) -> Dict[str, Any]:
+def _check_run_folder_in_place(held: Optional[HeldFolder], output_dir: str, epoch: int) -> None:
+    """Stop, before writing epoch ``epoch``'s files, when the run folder was renamed or removed while the run went
+    on: writes by its name would start a new folder at the old place without the run's args.yaml and earlier
+    files. The advice keeps the epochs done: the moved folder's last.pth holds them."""
+    moved = held.moved_to() if held is not None else None
+    if moved is None:
+        return
+    last = os.path.join(moved, 'last.pth') if moved else ''
+    if last and os.path.isfile(last):
+        fix = f'its last.pth holds the epochs saved before epoch {epoch}: continue with --resume {last}'
+    else:
+        fix = 'no checkpoint of it is left there: start the run again (in a folder that stays where it is)'
+    raise UsageError(f"The run folder {output_dir} was {'moved to ' + moved if moved else 'moved or removed'} "
+                     f"during epoch {epoch}, so the run stopped instead of writing a new folder at the old place; "
+                     f"{fix}.")
+
+
+def _train(args, dinfo: DistInfo, output_dir: str, held: Optional[HeldFolder] = None) -> Dict[str, Any]:
     # Refused before any data is read: a folder holding another run, a --resume with changed settings.
     _check_output_dir(output_dir, args)
     resume_ckpt = read_resume_checkpoint(args.resume, args) if args.resume else None
@@ -242,6 +260,7 @@ def _train(args, dinfo: DistInfo, output_dir: str) -> Dict[str, Any]:
         if lr_scheduler is not None:
             lr_scheduler.step(epoch + 1, row.get('eval_top1'))
         if dinfo.is_primary:
+            _check_run_folder_in_place(held, output_dir, epoch)
             write_metrics_csv(history, os.path.join(output_dir, 'metrics.csv'))
             save_checkpoint(os.path.join(output_dir, 'last.pth'), model=_unwrap(model), optimizer=optimizer,
                             scheduler=lr_scheduler, model_ema=model_ema, loss_scaler=loss_scaler,

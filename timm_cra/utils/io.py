@@ -7,7 +7,9 @@ fsync'ed, and only then replace the target with ``os.replace``. A failure or a k
 as it was; a failure also removes the temp file (a kill cannot: the next write to the same path removes it,
 as :func:`atomic_folder` removes a killed write's staging folder; a write under way holds a lock on its temp
 file or folder and is never removed).
-Only a regular file is ever replaced: a target that is a folder, device, FIFO or socket is refused
+A target that is a symlink to a regular file is written through, as a shell's ``>`` does: the file it points at
+is replaced atomically and the link stays (a dangling link is refused: the write would create its target, wherever
+that is). Only a regular file is ever replaced: a target that is a folder, device, FIFO or socket is refused
 (:func:`check_output_file`, which CLIs also call on their arguments before any work), as is a place that
 cannot be written (:class:`OutputPathError`, one line). Every file written gets the mode ``open`` gives
 (0o666 minus the umask: 0o644 under the usual umask 022), whatever the writer inside the block did.
@@ -37,7 +39,7 @@ except ImportError:  # not POSIX: no writer locks, stale temp files are removed 
 
 __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
            'file_kind', 'not_regular_reason', 'not_folder_reason', 'check_regular_file', 'open_regular_file',
-           'OutputPathError', 'check_output_file', 'check_output_folder', 'locked_folder', 'file_digest',
+           'OutputPathError', 'check_output_file', 'check_output_folder', 'HeldFolder', 'locked_folder', 'file_digest',
            'staging_folder']
 
 _TMP_SUFFIX = '.tmp'
@@ -157,13 +159,29 @@ def _ancestor_problem(folder: str) -> Optional[str]:
         return None
 
 
+def _long_name_problem(path: str, what: str) -> Optional[OutputPathError]:
+    """The error for a path with a part over the file-name limit (a 300-byte ``--experiment``), which no write can
+    create: refused before anything is created on the way (a run left its empty ``--output`` folder behind)."""
+    for part in os.path.abspath(path).split(os.sep):
+        size = len(part.encode('utf-8', 'surrogateescape'))
+        if size > _NAME_MAX:
+            return OutputPathError(f"{what} {path} cannot be written: its name '{part[:40]}...' is {size} bytes, over "
+                                   f"the {_NAME_MAX}-byte limit of a file or folder name; choose a shorter name.")
+    return None
+
+
 def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
-                      inputs: Sequence[Union[str, os.PathLike]] = ()) -> None:
+                      inputs: Sequence[Union[str, os.PathLike]] = (), new_folders: bool = True) -> None:
     """Raise :class:`OutputPathError` (one line) unless ``path`` can be written as a file: it is absent or a
     regular file (never a folder, device, FIFO or socket: :func:`atomic_path` would replace the node itself),
-    it is none of the command's ``inputs`` (writing it would destroy what is being read), and its folder exists
-    or can be created there. CLIs call it on their arguments, before any work."""
+    it is none of the command's ``inputs`` (writing it would destroy what is being read), no part of it is longer
+    than a file name may be, and its folder exists or can be created there. CLIs call it on their arguments, before
+    any work, with ``new_folders=False``: a user's output file goes into a folder that exists (a typo'd folder
+    must not spring into existence; ``export -o`` and ``validate --results-file`` alike)."""
     path = os.fspath(path)
+    long_name = _long_name_problem(path, what)
+    if long_name:
+        raise long_name
     for source in inputs:
         try:
             same = bool(source) and os.path.samefile(path, source)
@@ -175,21 +193,32 @@ def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):  # the folder check below names a file on the way
+        if os.path.islink(path):  # a write would create the file it names, wherever that is
+            raise OutputPathError(f'{what} {path} is a dangling symlink (to {os.readlink(path)}): point it at a '
+                                  f'file or remove it.') from None
         mode = None
     except OSError as e:
         raise OutputPathError(f'{what} {path} cannot be written ({e.strerror}); choose another path.') from None
     if mode is not None and not stat.S_ISREG(mode):
         raise OutputPathError(f'{what} {path} is {file_kind(mode)}, not a file: only a regular file is replaced; '
                               f'give the path of a file to write.')
-    problem = _ancestor_problem(os.path.dirname(os.path.abspath(path)))
+    folder = os.path.dirname(os.path.abspath(path))
+    problem = _ancestor_problem(folder)
     if problem:
         raise OutputPathError(f'{what} {path} cannot be written: {problem}; choose a writable folder.')
+    if not new_folders and not os.path.isdir(folder):
+        raise OutputPathError(f'{what} {path} cannot be written: its folder {folder} does not exist; create it '
+                              f'or fix the path.')
 
 
 def check_output_folder(path: Union[str, os.PathLike], what: str = 'output folder') -> None:
     """Raise :class:`OutputPathError` (one line) unless ``path`` is a folder or can be created as one (an
-    existing file, device, FIFO or socket there is never replaced)."""
+    existing file, device, FIFO or socket there is never replaced, and no part of the path is longer than a folder
+    name may be)."""
     path = os.fspath(path)
+    long_name = _long_name_problem(path, what)
+    if long_name:
+        raise long_name
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
@@ -288,12 +317,38 @@ def _flock_holder(path: str) -> Optional[int]:
     return None
 
 
+class HeldFolder:
+    """A folder :func:`locked_folder` holds, and where it is now: the lock is on the folder itself (its inode), so
+    a folder renamed while held stays held, and writes by its path name would create a new folder at the old
+    place (the trainer's run folder, renamed mid-run)."""
+
+    def __init__(self, path: str, fd: Optional[int]):
+        self.path, self._fd = path, fd
+        self._id = None if fd is None else (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+
+    def moved_to(self) -> Optional[str]:
+        """None while the held folder is still at its path; else its path now (Linux names an open folder in
+        ``/proc/self/fd``), or ``''`` when it was removed or its place is unknown."""
+        if self._fd is None:
+            return None
+        with contextlib.suppress(OSError):
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._id:
+                return None
+        try:
+            now = os.readlink(f'/proc/self/fd/{self._fd}')
+        except OSError:
+            return ''
+        return '' if now.endswith(' (deleted)') or not os.path.isdir(now) else now
+
+
 @contextlib.contextmanager
 def locked_folder(folder: str, wait: Union[bool, float] = True,
-                  busy_hint: str = 'wait for it to finish') -> Iterator[None]:
+                  busy_hint: str = 'wait for it to finish') -> Iterator[HeldFolder]:
     """Hold an exclusive lock on ``folder`` (:func:`_lock_writer`) for a read-modify-write of a file in it, so
     two processes updating the same file (``--results-csv`` appends) take turns instead of losing rows. The lock
     is on the folder, not the file, since :func:`atomic_path` replaces the file's inode; nothing is left behind.
+    Yields a :class:`HeldFolder` (whether the folder moved while held).
 
     ``wait=False``: a folder another process holds is refused at once (:class:`OutputPathError`, one line naming
     the holder's pid and ``busy_hint``), as the trainer does for its run folder; the kernel drops the lock of a
@@ -320,7 +375,7 @@ def locked_folder(folder: str, wait: Union[bool, float] = True,
                 raise OutputPathError(f'another process{f" (pid {pid})" if pid else ""} is writing {folder}: '
                                       f'{busy_hint}.') from None
     try:
-        yield
+        yield HeldFolder(folder, lock)
     finally:
         if lock is not None:
             os.close(lock)
@@ -391,12 +446,16 @@ def atomic_path(path: str, *, prefix: Optional[str] = None, suffix: str = _TMP_S
     """Yield a temp file path next to ``path``; when the block ends without an error, what was written there
     is fsync'ed and renamed onto ``path``. For writers that take a path (``torch.save``, ``savefig``, ...).
 
-    ``prefix`` / ``suffix`` name the temp file (default ``.<name>.<random>.tmp``); ``perms`` sets its mode
+    A ``path`` that is a symlink to a regular file is written through (the file it points at is replaced, beside
+    which the temp file goes; the link stays). ``prefix`` / ``suffix`` name the temp file (default
+    ``.<name>.<random>.tmp``); ``perms`` sets its mode
     before the rename (default: as ``open`` would, 0o666 minus the umask). A ``path`` that exists and is not a
     regular file, or a place that cannot be written, raises :class:`OutputPathError` before the block runs.
     """
     path = os.fspath(path)
     check_output_file(path)  # the last line of defence: never os.replace a device, FIFO or folder
+    if os.path.islink(path):  # write through the link, as a shell's '>' does: the link stays, its file is replaced
+        path = os.path.realpath(path)
     folder = os.path.dirname(os.path.abspath(path))
     with _output_errors(path):
         os.makedirs(folder, exist_ok=True)

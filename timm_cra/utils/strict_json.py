@@ -1,14 +1,24 @@
-"""Strict JSON out: every JSON file or line this package writes parses with any JSON reader.
+"""Strict JSON out, and the one reader of JSON from user paths.
 
-Python's ``json`` writes ``NaN`` / ``Infinity`` by default, which is not JSON (``jq``, browsers and most
-languages refuse it). A non-finite number is written as ``null`` with the reason beside it
-(``"loss": null, "loss_note": "non-finite (nan)"``), and the dump runs with ``allow_nan=False``.
+Out: every JSON file or line this package writes parses with any JSON reader. Python's ``json`` writes ``NaN`` /
+``Infinity`` by default, which is not JSON (``jq``, browsers and most languages refuse it). A non-finite number is
+written as ``null`` with the reason beside it (``"loss": null, "loss_note": "non-finite (nan)"``), and the dump runs
+with ``allow_nan=False``.
+
+In: :func:`loads` parses text from a stranger's file (``config.json``, eval results, a run's files) and
+:func:`read_json` reads such a file; every failure is one line: a document nested deeper than the parser's
+recursion allows (``[[[[...]]]]``, 100k deep) is a ``RecursionError`` in ``json.loads``, and an integer past
+Python's digit limit comes with advice to raise the limit, not to fix the file.
 """
 import json
 import math
-from typing import Any
+import os
+from typing import Any, Union
 
-__all__ = ['finite_for_json', 'dumps']
+from .errors import UsageError
+from .io import open_regular_file
+
+__all__ = ['finite_for_json', 'dumps', 'loads', 'read_json']
 
 
 def _note(value: float) -> str:
@@ -35,3 +45,32 @@ def finite_for_json(obj: Any) -> Any:
 def dumps(obj: Any, **kwargs: Any) -> str:
     """``json.dumps`` of :func:`finite_for_json` ``(obj)`` with ``allow_nan=False``."""
     return json.dumps(finite_for_json(obj), allow_nan=False, **kwargs)
+
+
+def loads(text: Union[str, bytes]) -> Any:
+    """``json.loads(text)``; every way the text is not usable JSON is a ``ValueError`` with a short reason (a
+    ``json.JSONDecodeError`` as it is; a document nested too deep, a ``RecursionError`` in the parser, too)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError('nested too deeply for a JSON reader (arrays / objects inside each other thousands of '
+                         'levels deep)') from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:  # an integer past int()'s digit limit: not Python's advice to raise that limit
+        raise ValueError(str(e).split(';')[0]) from None
+
+
+def read_json(path: Union[str, os.PathLike], what: str = 'file') -> Any:
+    """The JSON document in ``path``, a regular file (never blocking on a FIFO: :func:`~.io.open_regular_file`),
+    UTF-8 text and JSON by :func:`loads`; else a one-line :class:`UsageError` naming ``what``, the path and why
+    (callers add the fix that fits the file)."""
+    with open_regular_file(path, what) as f:
+        raw = f.read()
+    try:
+        return loads(raw.decode('utf-8'))
+    except UnicodeDecodeError as e:
+        reason = f'not UTF-8 text: byte {e.start} is {raw[e.start:e.start + 1]!r}'
+    except ValueError as e:
+        reason = str(e)
+    raise UsageError(f'{what} {os.fspath(path)} is not valid JSON ({reason})')
