@@ -18,6 +18,7 @@ from ..utils.amp import amp_dtype_for
 from ..utils.cli import (add_shared_args, check_model_name, check_positive, check_shared_values,
                          input_files, resolve_pretrained)
 from ..utils.errors import TimmCraError, UsageError, printable
+from ..utils.extras import require_train_extra
 from ..utils.io import atomic_write, check_output_file, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
 from ..utils.weights import load_model_weights
@@ -184,6 +185,7 @@ def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = create_parser().parse_args(argv)
+    require_train_extra('timm-cra-validate')  # after parsing: --help needs no extra
     check_shared_values(args)
     check_positive(args, 'batch_size', 'num_samples')
     check_model_name(args.model)
