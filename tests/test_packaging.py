@@ -86,6 +86,19 @@ def test_wheel_console_scripts_and_read_only_mirror(wheel):
     assert not any('write_server' in n or n.startswith('tests/') for n in names)
 
 
+def test_python_m_of_every_command_runs_without_a_runpy_warning():
+    """``python -m <module>`` of every command runs a module its package has not imported before (runpy's
+    *found in sys.modules after import of package* warning: two copies of one module, e.g. of its error classes)."""
+    from timm_cra.cli import COMMANDS
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
+    procs = {module: subprocess.Popen([sys.executable, '-W', 'error::RuntimeWarning', '-m', module, '--help'],
+                                      env=env, cwd=str(REPO_ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True) for module in COMMANDS.values()}
+    for module, proc in procs.items():
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0 and out.startswith('usage: ') and not err, (module, err[-2000:])
+
+
 def test_wheel_core_requirements(wheel):
     (metadata,) = [n for n in wheel.namelist() if n.endswith('.dist-info/METADATA')]
     requires = [ln for ln in wheel.read(metadata).decode().splitlines() if ln.startswith('Requires-Dist:')]
@@ -222,10 +235,21 @@ def test_core_import_and_create_model_without_the_extra(core_env):
     assert line == f'timm_cra.train needs datasets, matplotlib, not installed: {TRAIN_INSTALL}'
 
 
-@pytest.mark.parametrize('cli', [['-m', 'timm_cra.eval', '--help'],
-                                 ['-c', 'from timm_cra.cli import train; train()', '--help']])  # timm-cra-train
+@pytest.mark.parametrize('script', ['timm-cra-train', 'timm-cra-validate', 'timm-cra-checkpoint'])
+def test_cli_help_without_the_extra(core_env, script):
+    """The console script (as its wrapper runs it) prints its help without the extra: the parser imports none of
+    the extra's modules."""
+    proc = _run(core_env, '-c', f'from timm_cra.cli import {script[9:]}; {script[9:]}()', '--help')
+    assert proc.returncode == 0 and proc.stdout.startswith(f'usage: {script} '), proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize('cli', [['-m', 'timm_cra.eval'],
+                                 ['-c', 'from timm_cra.cli import train; train()']])  # timm-cra-train
 def test_clis_without_the_extra_name_the_install(core_env, cli):
-    proc = _run(core_env, *cli)
+    """``--help`` works; a run says which extra to install, in one line, once its arguments are parsed."""
+    proc = _run(core_env, *cli, '--help')
+    assert proc.returncode == 0 and proc.stdout.startswith('usage: timm-cra-'), proc.stderr[-3000:]
+    proc = _run(core_env, *cli, '--model', 'cra_cifar_resnet20', '--data-dir', 'nowhere')
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.strip().splitlines()[-1].startswith('error: timm_cra.')
+    assert proc.stderr.strip().splitlines()[-1].startswith('error: timm-cra-')
     assert proc.stderr.strip().endswith(TRAIN_INSTALL) and len(proc.stderr.strip().splitlines()) == 1

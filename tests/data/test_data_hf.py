@@ -106,7 +106,8 @@ def test_parquet_splits_are_the_ones_datasets_infers(tmp_path, names):
 
 def test_parquet_replaced_with_the_same_mtime_is_read_anew(tmp_path):
     """datasets keys its arrow cache on path + mtime: a parquet file replaced by one with other rows and the same
-    mtime (cp -p, rsync -t) was read from the old rows. The cache is keyed on the files' content now."""
+    mtime and size (cp -p, rsync -t) was read from the old rows. The cache is keyed on the files' stat identity
+    now, whose ctime (and inode) no such replacement keeps."""
     features = datasets.Features({'image': datasets.Image(), 'label': datasets.ClassLabel(names=['a', 'b'])})
     data, cache = tmp_path / 'data' / 'test-00000-of-00001.parquet', tmp_path / 'cache'
     data.parent.mkdir()
@@ -115,14 +116,40 @@ def test_parquet_replaced_with_the_same_mtime_is_read_anew(tmp_path):
         rows = {'image': [{'bytes': _png(v), 'path': None} for v in range(len(labels))], 'label': labels}
         datasets.Dataset.from_dict(rows, features=features).to_parquet(str(path))
 
-    write(data, [0, 0, 0, 0])
-    assert list(create_dataset('', str(data.parent), 'test', cache_dir=str(cache)).targets) == [0, 0, 0, 0]
+    write(data, [0, 0, 1, 1])
+    assert list(create_dataset('', str(data.parent), 'test', cache_dir=str(cache)).targets) == [0, 0, 1, 1]
     new = tmp_path / 'new.parquet'
     write(new, [1, 1, 0, 1])
     st = data.stat()
     import os
     os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))  # what cp -p / rsync -t keep
     os.replace(new, data)
-    assert data.stat().st_mtime_ns == st.st_mtime_ns
+    assert (data.stat().st_mtime_ns, data.stat().st_size) == (st.st_mtime_ns, st.st_size)  # path+mtime+size: stale
     for source in (data.parent, data):  # a folder of parquet files and a single file
         assert list(create_dataset('', str(source), 'test', cache_dir=str(cache)).targets) == [1, 1, 0, 1]
+
+
+def test_parquet_cache_key_reads_no_file_content(tmp_path, monkeypatch):
+    """The cache key is the files' stat identity: computed with every way of opening a file failing (a content digest
+    read every file on every load), the same for untouched files, another after a same-mtime replacement."""
+    import builtins
+    import os
+    from timm_cra.data.hf import parquet_cache_key
+    files = []
+    for i in range(2):
+        files.append(str(tmp_path / f'train-0000{i}-of-00002.parquet'))
+        datasets.Dataset.from_dict({'label': [i] * 3}).to_parquet(files[-1])
+    key = parquet_cache_key(files)
+
+    def no_read(*args, **kwargs):
+        raise AssertionError('the cache key opened a file')
+    with monkeypatch.context() as m:
+        for module, name in ((builtins, 'open'), (io, 'open'), (os, 'open')):
+            m.setattr(module, name, no_read)
+        assert parquet_cache_key(files) == key
+    st = os.stat(files[1])
+    copy = tmp_path / 'copy.parquet'
+    copy.write_bytes(open(files[1], 'rb').read())
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))  # cp -p
+    os.replace(copy, files[1])
+    assert parquet_cache_key(files) != key

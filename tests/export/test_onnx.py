@@ -190,10 +190,27 @@ def test_cli_exports_trained_weights(source, tmp_path):
     assert (ref - timm.create_model('cra_cifar_resnet20').eval()(x)).abs().max().item() > 0.1  # weights loaded
 
 
+def test_cli_exports_a_greyscale_model_with_in_chans(tmp_path):
+    """``--in-chans 1`` (the flag train and validate take) on the trained RGB CIFAR model: timm adapts the first
+    conv, the graph takes 1-channel input and reproduces that model's logits in onnxruntime."""
+    out = tmp_path / 'c20-grey.onnx'
+    r = _run_cli(['--model', f'local-dir:{CIFAR_DIR}', '--in-chans', 1, '--img-size', 28, '--output', out])
+    assert r.returncode == 0, r.stderr
+    assert f'wrote {out}: input (batch, 1, 28, 28)' in r.stdout
+    grey = timm_cra.create_model(f'local-dir:{CIFAR_DIR}', pretrained=True, in_chans=1).eval()
+    session = onnx_session(str(out))
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = grey(x.clone())
+    assert (onnx_run(session, x) - ref).abs().max().item() <= ATOL
+
+
 @pytest.mark.parametrize('argv,message', [
     (['--model', 'cra_resnet5O'], "Unknown --model 'cra_resnet5O'"),
     (['--model', 'cra_cifar_resnet20', '--img-size', '0'], '--img-size must be positive'),
     (['--model', 'cra_cifar_resnet20', '--checkpoint', 'missing.pth'], 'missing.pth'),
+    (['--model', 'cra_cifar_resnet20', '--in-chans', '1', '--input-size', '3', '32', '32'],
+     '--input-size 3 32 32 has 3 channels but the model takes 1'),
 ])
 def test_cli_usage_errors_are_one_line(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:

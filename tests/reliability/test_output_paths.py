@@ -279,6 +279,25 @@ def test_results_csv_in_a_training_run_folder_is_refused_in_bounded_time(tmp_pat
     assert (run / 'val.csv').read_text().splitlines()[1].startswith('m,1.0,') and os.listdir(run) == ['val.csv']
 
 
+def test_results_csv_in_a_held_folder_is_refused_before_the_evaluation(tmp_path, run_command):
+    """The lock on the --results-csv folder was first tried after the evaluation: a user waited for a whole
+    evaluation, then was refused. It is tried before any work: here the data folder does not even exist, and the
+    refusal (after the bounded wait) is the lock's, not the data's."""
+    import time
+
+    from timm_cra.utils.io import locked_folder
+    run = tmp_path / 'run'
+    with locked_folder(str(run), wait=False):  # as timm_cra.train.trainer holds its run folder
+        start = time.monotonic()
+        proc = run_command('timm-cra-validate', ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'missing',
+                                                 '--workers', '0', '--results-csv', run / 'val.csv'])
+        waited = time.monotonic() - start
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f'error: another process (pid {os.getpid()}) is writing {run}: a running training holds its run folder until '
+        f'it ends; write the CSV elsewhere.'), proc.stderr[-2000:]
+    assert waited < CLI_TIMEOUT and os.listdir(run) == []
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """``small_disk(name, size)``: a tmpfs of ``size`` mounted at ``tmp_path/name`` (root only: skipped where

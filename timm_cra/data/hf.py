@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..utils.io import check_regular_file, file_digest, not_folder_reason, not_regular_reason
+from ..utils.io import check_regular_file, not_folder_reason, not_regular_reason
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.strict_json import loads, read_json
 from .errors import DataError, check_class_names, first_non_integer, split_hint
@@ -180,14 +180,25 @@ def _check_saved_dataset(source: str) -> None:
             check_class_names(class_names, source, CLASSLABEL_FIX)
 
 
+def parquet_cache_key(files: List[str]) -> str:
+    """Name of the arrow cache of ``files``: a digest of each file's ``stat`` identity (device, inode, size, mtime and
+    ctime in ns), read without opening the files (a content digest read every file on every load: minutes for an
+    ImageNet-sized set). A replacement that keeps the mtime (``cp -p``, ``rsync -t``) cannot keep the ctime, which
+    the kernel sets on every write, rename or ``utime``, and usually gets another inode too."""
+    ids = []
+    for f in files:
+        st = os.stat(f)
+        ids.append(f'{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}')
+    return hashlib.sha256(' '.join(ids).encode()).hexdigest()[:32]
+
+
 def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
     """``datasets.load_dataset('parquet', ...)`` of ``files`` (regular files), each checked first: a truncated or
     garbage file is one line, as are class names a ClassLabel feature gives twice (read from the schema's
     ``huggingface`` metadata).
 
-    Cached under the files' content digest: ``datasets`` keys its arrow cache on path + mtime, so a file replaced by
-    one with the same mtime (``cp -p``, ``rsync -t``) would be read from the old rows. A cache folder named by the
-    bytes' sha256 is never stale; the price is one read of the files per load (~0.25 s for CIFAR-10's 55 MB)."""
+    Cached under :func:`parquet_cache_key`: ``datasets`` keys its arrow cache on path + mtime, so a file replaced by
+    one with the same mtime (``cp -p``, ``rsync -t``) would be read from the old rows."""
     import datasets
     import pyarrow.parquet as pq
     rows = 0
@@ -204,8 +215,8 @@ def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
             check_class_names(names, source, CLASSLABEL_FIX)
     if not rows:  # datasets' own word for it: 'Instruction "train" corresponds to no data!'
         raise DataError(f"'{source}' has no rows ({len(files)} parquet file(s) of 0 rows): pass data with examples.")
-    digest = hashlib.sha256(' '.join(file_digest(f) for f in files).encode()).hexdigest()[:32]
-    cache_dir = os.path.join(cache_dir or str(datasets.config.HF_DATASETS_CACHE), 'parquet-by-content', digest)
+    cache_dir = os.path.join(cache_dir or str(datasets.config.HF_DATASETS_CACHE), 'parquet-by-stat',
+                             parquet_cache_key(files))
     with _read_errors(source, 'parquet data', _PARQUET_FIX):
         return datasets.load_dataset('parquet', data_files=files, split='train', cache_dir=cache_dir)
 

@@ -18,6 +18,7 @@ from ..utils.amp import amp_dtype_for
 from ..utils.cli import (add_shared_args, check_model_name, check_positive, check_shared_values,
                          input_files, resolve_pretrained)
 from ..utils.errors import TimmCraError, UsageError, printable
+from ..utils.extras import require_train_extra
 from ..utils.io import atomic_write, check_output_file, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
 from ..utils.weights import load_model_weights
@@ -127,13 +128,14 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
 
 def check_result_paths(json_path: str = '', csv_path: str = '', inputs: Sequence[str] = ()) -> None:
     """Refuse result paths that cannot be written (a folder, a FIFO, a device, one of the command's input files)
-    before any work."""
+    before any work, and a ``csv_path`` whose folder another process holds past the wait (a training's run folder)."""
     if json_path:
         check_output_file(json_path, '--results-file', inputs, new_folders=False)
     if csv_path:
         check_output_file(csv_path, '--results-csv', list(inputs) + ([json_path] if json_path else []),
                           new_folders=False)
-        read_results_csv(csv_path)  # a CSV rows cannot be appended to is refused now, not after the work
+        with _results_csv_lock(csv_path):  # a held folder is refused now, not after the whole evaluation
+            read_results_csv(csv_path)  # a CSV rows cannot be appended to is refused now, not after the work
 
 
 def read_results_csv(csv_path: str) -> str:
@@ -160,6 +162,13 @@ def read_results_csv(csv_path: str) -> str:
 RESULTS_CSV_LOCK_WAIT_S = 10.0
 
 
+def _results_csv_lock(csv_path: str):
+    """The lock on ``csv_path``'s folder (a link's target's: the folder written), waited for at most
+    :data:`RESULTS_CSV_LOCK_WAIT_S`."""
+    return locked_folder(os.path.dirname(os.path.realpath(csv_path)), wait=RESULTS_CSV_LOCK_WAIT_S,
+                         busy_hint='a running training holds its run folder until it ends; write the CSV elsewhere')
+
+
 def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = '') -> None:
     if json_path:
         with atomic_write(json_path) as f:
@@ -168,9 +177,7 @@ def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = 
         # "Appending" rewrites the whole file atomically: a kill never leaves half a row. The folder lock makes
         # concurrent appends (several validations into one CSV) take turns: none reads a file another replaces.
         check_output_file(csv_path, '--results-csv')
-        folder = os.path.dirname(os.path.realpath(csv_path))  # the folder written: a link's target's
-        with locked_folder(folder, wait=RESULTS_CSV_LOCK_WAIT_S,
-                           busy_hint='a running training holds its run folder until it ends; write the CSV elsewhere'):
+        with _results_csv_lock(csv_path):
             old = read_results_csv(csv_path)
             with atomic_write(csv_path, newline='') as f:
                 f.write(old)
@@ -184,6 +191,7 @@ def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = create_parser().parse_args(argv)
+    require_train_extra('timm-cra-validate')  # after parsing: --help needs no extra
     check_shared_values(args)
     check_positive(args, 'batch_size', 'num_samples')
     check_model_name(args.model)

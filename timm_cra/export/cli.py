@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 from timm.utils import ParseKwargs
 
-from ..utils.cli import check_model_name, input_files, resolve_pretrained
+from ..utils.cli import add_in_chans_arg, check_model_name, input_files, resolve_pretrained
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.io import check_output_file
 from ..utils.weights import load_model_weights
@@ -29,6 +29,7 @@ def create_parser() -> argparse.ArgumentParser:
     add('--checkpoint', default='', metavar='PATH', help='model.safetensors, state dict, or trainer checkpoint')
     add('--use-ema', action='store_true', default=False, help='use the EMA weights of a trainer checkpoint')
     add('--num-classes', type=int, default=None)
+    add_in_chans_arg(p)
     add('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V', help='extra create_model kwargs')
     add('--img-size', type=int, default=None, help="square input size (default: the model's)")
     add('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'))
@@ -44,6 +45,8 @@ def _create_model(args):
     import timm_cra
     check_model_name(args.model)
     kwargs = dict(args.model_kwargs or {})
+    if args.in_chans is not None:
+        kwargs['in_chans'] = args.in_chans
     if args.num_classes is not None:
         kwargs['num_classes'] = args.num_classes
     pretrained = resolve_pretrained(args.pretrained, args.model)

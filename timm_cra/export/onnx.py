@@ -95,19 +95,25 @@ def export_friendly(model: nn.Module, input_size: Sequence[int]) -> nn.Module:
 
 
 def _input_size(model: nn.Module, input_size: Optional[Sequence[int]], img_size: Optional[int]) -> Tuple[int, int, int]:
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    # The model's own channels first: the cfg keeps describing the source weights (3 for RGB weights built with
+    # in_chans=1).
+    own = getattr(model, 'in_chans', None)
+    chans = own if isinstance(own, int) else int(cfg.get('input_size', (3,))[0])
     if input_size:
         if len(input_size) != 3 or min(input_size) < 1:
             raise UsageError(f'input size must be C H W (three positive integers), got {list(input_size)}.')
+        if isinstance(own, int) and input_size[0] != own:
+            raise UsageError(f'--input-size {" ".join(map(str, input_size))} has {input_size[0]} channels but the '
+                             f'model takes {own}: make them match (or use --img-size).')
         return tuple(int(v) for v in input_size)
-    cfg = getattr(model, 'pretrained_cfg', None) or {}
-    chans = int(cfg.get('input_size', (getattr(model, 'in_chans', 3),))[0])
     if img_size is not None:
         if img_size < 1:
             raise UsageError(f'--img-size must be positive, got {img_size}.')
         return chans, img_size, img_size
     if 'input_size' not in cfg:
         raise UsageError('the model has no default input size: give --img-size or --input-size.')
-    return tuple(int(v) for v in cfg['input_size'])
+    return (chans, *(int(v) for v in cfg['input_size'][1:]))
 
 
 class OnnxMismatchError(TimmCraError, RuntimeError):

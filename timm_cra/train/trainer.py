@@ -28,6 +28,7 @@ from timm.utils import ModelEmaV3, distribute_bn, random_seed
 from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_data_config
 from ..eval.evaluate import evaluate
 from ..utils.errors import UsageError, printable
+from ..utils.extras import require_train_extra
 from ..utils.io import HeldFolder, OutputPathError, atomic_write, check_output_folder, locked_folder, temp_pattern
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
@@ -285,4 +286,6 @@ def _evaluate_epoch(epoch, model, model_ema, val_loader, dinfo: DistInfo, amp_dt
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    return train(parse_args(argv))
+    args = parse_args(argv)
+    require_train_extra('timm-cra-train')  # after parsing: --help needs no extra
+    return train(args)

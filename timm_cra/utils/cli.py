@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence
 
 from .errors import UsageError
 
-__all__ = ['add_shared_args', 'default_workers', 'check_model_name', 'input_files', 'check_positive',
+__all__ = ['add_shared_args', 'add_in_chans_arg', 'default_workers', 'check_model_name', 'input_files', 'check_positive',
            'check_shared_values', 'starting_module', 'starting_light_command', 'resolve_pretrained']
 
 #: commands that import neither torch nor timm (``python -m`` module, console script): in their process
@@ -109,6 +109,15 @@ def check_shared_values(args) -> None:
         raise UsageError(f'--workers {args.workers} must be 0 (load in this process) or more.')
 
 
+def add_in_chans_arg(parser) -> None:
+    """``--in-chans`` (train, validate through :func:`add_shared_args`, and export): the model's input channels,
+    passed to ``create_model`` as ``in_chans``."""
+    parser.add_argument('--in-chans', type=int, default=None, metavar='N',
+                        help="input image channels (1: greyscale, 3: RGB; default: the model's): images are "
+                             "converted to it, pretrained RGB weights adapted (first conv summed over channels, as "
+                             "timm does)")
+
+
 def add_shared_args(parser: argparse.ArgumentParser, *, batch_size: int,
                     model_aliases: Sequence[str] = ()) -> Dict[str, 'argparse._ArgumentGroup']:
     """Add the flags the train and validate CLIs share (timm ``train.py`` / ``validate.py`` names) to ``parser``,
@@ -134,9 +143,7 @@ def add_shared_args(parser: argparse.ArgumentParser, *, batch_size: int,
                    help='model name, or hf-hub:org/repo, or local-dir:PATH')
     g.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=False,
                    help='load the registered / Hub / local-dir: weights (--no-pretrained: random init)')
-    g.add_argument('--in-chans', type=int, default=None, metavar='N',
-                   help="input image channels (1: greyscale, 3: RGB; default: the model's): images are converted "
-                        "to it, pretrained RGB weights adapted (first conv summed over channels, as timm does)")
+    add_in_chans_arg(g)
     g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
                    help='extra create_model kwargs, e.g. layers="(1,1,1,1)"')
     g.add_argument('--allow-nonfinite-weights', action='store_true', default=False,

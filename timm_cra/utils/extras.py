@@ -2,15 +2,18 @@
 
 ``import timm_cra`` (models and layers) needs only torch, timm, huggingface_hub and safetensors.
 ``timm_cra.train``, ``timm_cra.eval`` and ``timm_cra.data`` call :func:`require_train_extra` first, so a
-missing extra is one line naming the install command instead of an ImportError deep inside a run.
+missing extra is one line naming the install command instead of an ImportError deep inside a run. A command
+(``timm-cra-train``, ``python -m timm_cra.eval``, ...) checks once its arguments are parsed instead: its
+``--help`` needs no extra (none of the extra's modules is imported before a run needs it).
 """
+import contextlib
 import importlib.util
-import sys
+from typing import Iterator
 
 from .cli import starting_module
 from .errors import UsageError
 
-__all__ = ['TRAIN_EXTRA_MODULES', 'TRAIN_INSTALL', 'MissingExtraError', 'require_train_extra']
+__all__ = ['TRAIN_EXTRA_MODULES', 'TRAIN_INSTALL', 'MissingExtraError', 'require_train_extra', 'command_starting']
 
 #: import names of the ``train`` extra's packages (datasets, pyyaml, tqdm, matplotlib)
 TRAIN_EXTRA_MODULES = ('datasets', 'yaml', 'tqdm', 'matplotlib')
@@ -28,19 +31,33 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _starting_module_cli() -> bool:
-    """True while ``python -m timm_cra...`` imports the packages of its target (before ``run_cli`` exists)."""
-    return (starting_module() or '').startswith('timm_cra')
+#: depth of :func:`command_starting` blocks under way
+_commands_starting = 0
+
+
+@contextlib.contextmanager
+def command_starting() -> Iterator[None]:
+    """Around a console script's import of its command's module (``timm_cra.cli``): the package checks are left to
+    the command, which calls :func:`require_train_extra` once its arguments are parsed."""
+    global _commands_starting
+    _commands_starting += 1
+    try:
+        yield
+    finally:
+        _commands_starting -= 1
+
+
+def _command_starting() -> bool:
+    """True while a command's modules are imported: ``python -m timm_cra...`` importing the packages of its
+    target, or a console script in :func:`command_starting`."""
+    return _commands_starting > 0 or (starting_module() or '').startswith('timm_cra')
 
 
 def require_train_extra(package: str) -> None:
-    """Raise :class:`MissingExtraError` (``python -m`` CLIs: print ``error: ...``, exit 2) when a module of
-    the ``train`` extra is not installed. Cheap: finds the modules without importing them."""
+    """Raise :class:`MissingExtraError` when a module of the ``train`` extra is not installed, naming ``package``
+    (a module, or the command that needs it). Cheap: finds the modules without importing them. Does nothing
+    while a command is starting (:func:`_command_starting`): the command calls it after parsing its arguments."""
     missing = [m for m in TRAIN_EXTRA_MODULES if not _installed(m)]
-    if not missing:
+    if not missing or _command_starting():
         return
-    message = f"{package} needs {', '.join(missing)}, not installed: {TRAIN_INSTALL}"
-    if _starting_module_cli():
-        print(f'error: {message}', file=sys.stderr)
-        raise SystemExit(2)
-    raise MissingExtraError(message)
+    raise MissingExtraError(f"{package} needs {', '.join(missing)}, not installed: {TRAIN_INSTALL}")
