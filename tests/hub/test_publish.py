@@ -189,6 +189,66 @@ def test_push_to_a_hub_that_stalls_cuts_or_fails_is_one_line_in_bounded_time(tra
     assert timm.create_model(f'local-dir:{out}', pretrained=True).num_classes == 5
 
 
+@pytest.mark.parametrize('mode, kind', [('refuses', 'no answer'), ('closes', 'no answer'), ('stall', 'time-out'),
+                                        ('cut', 'broken connection'), ('500', None)])
+def test_one_transport_classifier_for_the_loader_and_push(monkeypatch, mode, kind):
+    """The loader's reachability probe and publish --push sorted transport failures with two classifiers (class
+    names, one also checking the module): now one, utils.errors.transport_failure, fed here with what
+    huggingface_hub's own client raises against each kind of bad endpoint."""
+    import contextlib
+
+    from huggingface_hub import constants, get_session
+    from timm_cra.models._weight_checks import HubUnreachableError, check_hub_reachable
+    from timm_cra.utils.errors import transport_failure
+    from ..conftest import closed_port_endpoint, connection_closing_endpoint
+    with contextlib.ExitStack() as stack:
+        if mode in ('stall', 'cut', '500'):
+            bad = _BadHub(mode)
+            stack.callback(bad.close)
+            endpoint = bad.endpoint
+        else:
+            endpoint = stack.enter_context(connection_closing_endpoint()) if mode == 'closes' \
+                else closed_port_endpoint()
+        monkeypatch.setattr(constants, 'ENDPOINT', endpoint)
+        monkeypatch.setattr(constants, 'HUGGINGFACE_CO_URL_TEMPLATE',
+                            endpoint + '/{repo_id}/resolve/{revision}/{filename}')
+        monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+        try:
+            get_session().get(f'{endpoint}/api/models/o/r', timeout=0.5)
+            raised = None
+        except Exception as e:  # noqa: BLE001  (what the client raises is the input under test)
+            raised = e
+        assert (transport_failure(raised) if raised is not None else None) == kind, repr(raised)
+        monkeypatch.setattr('timm_cra.models._weight_checks._PROBE_TIMEOUT_S', 0.5)
+        if kind is None:
+            check_hub_reachable('o/r', None)  # an answer of any status is the client's to retry
+        else:
+            with pytest.raises(HubUnreachableError):
+                check_hub_reachable('o/r', None)
+    assert transport_failure(ValueError('not from the HTTP library')) is None
+
+
+def test_push_timeout_is_set_without_importing_the_http_library(trained, tmp_path, monkeypatch, capsys):
+    """--timeout did `import httpx2`: an ImportError with a huggingface_hub whose client is httpx. It is set through
+    the client object huggingface_hub uses; here the module is made unimportable and the push still times out."""
+    from huggingface_hub import constants, get_session
+    ckpt, *_ = trained
+    get_session()  # huggingface_hub's client exists, as it does once huggingface_hub has made any request
+    monkeypatch.setitem(sys.modules, type(get_session()).__module__.split('.')[0], None)  # `import httpx2` fails
+    bad = _BadHub('stall')
+    monkeypatch.setattr(constants, 'ENDPOINT', bad.endpoint)
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setenv('HF_TOKEN', 'hf_test')
+    try:
+        with pytest.raises(SystemExit) as e:
+            run_cli(publish.main, ['cra_mobilenetv2_050.test_c5', str(ckpt), '--num-classes', '5', '--out',
+                                   str(tmp_path / 'r'), '--push', '--timeout', '0.5'])
+    finally:
+        bad.close()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and 'did not answer within 0.5 s' in err, err
+
+
 def test_push_with_an_empty_hf_endpoint_is_one_line(trained, tmp_path, monkeypatch):
     """HF_ENDPOINT='' made every URL relative: a traceback from the HTTP client. Now one line naming the fix."""
     from huggingface_hub import constants

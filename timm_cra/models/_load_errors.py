@@ -14,7 +14,7 @@ from typing import Iterator, Optional
 
 from timm.models import PretrainedCfg
 
-from ..utils.errors import TimmCraError
+from ..utils.errors import TIMED_OUT, TimmCraError, transport_failure
 from ._weight_checks import HubUnreachableError, WeightsCheckError, split_revision
 
 __all__ = ['PretrainedWeightsError', 'UnknownPretrainedTagError', 'explain_pretrained_errors']
@@ -67,7 +67,7 @@ def _failed_request(err: BaseException) -> str:
     if isinstance(cause, hf_errors.HfHubHTTPError) and response is not None:
         return (f'answered HTTP {response.status_code} (a server-side error; huggingface_hub retried it with '
                 f'back-off)')
-    if cause is not None and any('Timeout' in cls.__name__ for cls in type(cause).__mro__):
+    if cause is not None and transport_failure(cause) == TIMED_OUT:
         return 'did not answer in time'
     return 'is unreachable'
 

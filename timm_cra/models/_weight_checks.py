@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Optional, Tuple
 from torch import nn
 from timm.models import PretrainedCfg
 
-from ..utils.errors import TimmCraError, is_connect_error
+from ..utils.errors import TimmCraError, transport_failure
 from ..utils.io import file_digest
 
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
@@ -89,7 +89,7 @@ def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
     try:
         get_session().request('HEAD', url, timeout=_PROBE_TIMEOUT_S, follow_redirects=False)
     except Exception as err:  # noqa: BLE001  (classified below; everything else is the client's to retry)
-        if is_connect_error(err):
+        if transport_failure(err) is not None:
             raise HubUnreachableError(f'is unreachable (no answer: {err or type(err).__name__})') from err
 
 
