@@ -493,6 +493,36 @@ def test_push_twice_to_the_same_repo_makes_a_new_commit(trained, hub, tmp_path, 
         assert 'value: 61.25' in first  # the first commit is still served, by its hash
 
 
+def test_overwrite_of_a_git_clone_keeps_its_git(trained, tmp_path):
+    """`publish --overwrite` into a local clone of a Hub repo deleted its .git (and the Hub's LFS rules in
+    .gitattributes): the clone stays one, with the new files as changes to commit and push."""
+    import shutil
+    git = shutil.which('git')
+    if git is None:
+        pytest.skip('needs git')
+    ckpt, results, *_ = trained
+    clone = tmp_path / 'clone'
+    proc = _publish_cli('cra_mobilenetv2_050.clone', ckpt, '--num-classes', '5', '--out', clone)
+    assert proc.returncode == 0, proc.stderr
+
+    def run_git(*argv):
+        return subprocess.run([git, '-C', str(clone), '-c', 'user.name=t', '-c', 'user.email=t@t', *argv],
+                              capture_output=True, text=True, check=True).stdout
+
+    run_git('init', '-q')
+    (clone / '.gitattributes').write_text('*.safetensors filter=lfs diff=lfs merge=lfs -text\n')
+    run_git('add', '-A')
+    run_git('commit', '-qm', 'first')
+    head = run_git('rev-parse', 'HEAD')
+    proc = _publish_cli('cra_mobilenetv2_050.clone', ckpt, '--num-classes', '5', '--results', results, '--out', clone,
+                        '--overwrite')
+    assert proc.returncode == 0, proc.stderr
+    assert run_git('rev-parse', 'HEAD') == head and 'top1' not in run_git('show', 'HEAD:README.md')
+    assert run_git('status', '--porcelain').split() == ['M', 'README.md']  # the card now has the results
+    assert (clone / '.gitattributes').read_text().startswith('*.safetensors filter=lfs')
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == []  # no staging or set-aside left
+
+
 def test_card_names_the_bundled_tag_not_a_local_path(tmp_path):
     """A fine-tune started offline from the copy of a registered tag bundled with timm-cra: the card's
     "Initial weights" names the tag and its Hub repo, never the local absolute path of the bundled file."""
