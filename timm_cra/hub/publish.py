@@ -327,8 +327,11 @@ def push_repo_folder(
     """Create/update ``repo_id`` on the Hub with the folder's files; returns the commit URL.
 
     The token comes from ``token``, ``HF_TOKEN`` or the ``hf auth login`` store; without one this fails
-    before any network request. Every request of the push waits at most ``timeout`` seconds (default
-    :data:`PUSH_TIMEOUT_S`) for the network: a Hub that accepts the connection and never answers is one line.
+    before any network request. Every request huggingface_hub makes for the push waits at most ``timeout`` seconds
+    (default :data:`PUSH_TIMEOUT_S`) for the network: a Hub that accepts the connection and never answers is one
+    line. File bytes sent through Xet (``hf_xet``, used when installed) go through hf_xet's own client, which this
+    does not bound (its own connect / read time-outs; none for a shard upload's answer); ``HF_HUB_DISABLE_XET=1``
+    avoids it.
     """
     from huggingface_hub import HfApi, constants, get_token
     from huggingface_hub.errors import HfHubHTTPError
@@ -405,11 +408,14 @@ def create_parser() -> argparse.ArgumentParser:
                         "checkpoints that record none (timm train.py); the trainer's runs record their data's")
     p.add_argument('--repo-id', help='Hub repo id (default: timm-cra/<model_name>)')
     p.add_argument('--out', required=True, help='repo folder to write (e.g. hub/timm-cra/<model_name>)')
-    p.add_argument('--overwrite', action='store_true', help='replace an existing repo folder')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace an existing repo folder (its .git and .gitattributes are kept: a clone stays one)')
     p.add_argument('--push', action='store_true', help='upload the folder to the Hub (needs a token)')
     p.add_argument('--private', action='store_true', help='create the Hub repo as private')
     p.add_argument('--timeout', type=float, default=PUSH_TIMEOUT_S, metavar='SECONDS',
-                   help='longest wait for the Hub in any one step of --push (default: %(default)g)')
+                   help='longest wait for the Hub in any one request huggingface_hub makes for --push (default: '
+                        "%(default)g); file bytes sent through Xet (hf_xet, used when installed) go through hf_xet's "
+                        'own client, which this does not bound: set HF_HUB_DISABLE_XET=1 for a push bounded throughout')
     return p
 
 
