@@ -161,6 +161,12 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
     if isinstance(err, hf_errors.HfHubHTTPError):
         return (f"Pretrained weights for '{name}': {source} answered with an error ({err}). Retry later, check "
                 f"HF_ENDPOINT / your token, or load a local file with pretrained_cfg_overlay=dict(file=...).")
+    if transport_failure(err) is not None:  # after the reachability probe answered: the download was cut or stalled
+        first = (str(err).strip().splitlines() or [''])[0]
+        return (f"Pretrained weights for '{name}': the download from {source} broke off ({type(err).__name__}: "
+                f"{first:.150}); nothing was cached. Retry (a cut or stalled link may heal); without a working Hub, "
+                f"point HF_ENDPOINT at a mirror (e.g. `timm-cra-hub-mirror --root hub`) or load a local copy with "
+                f"pretrained_cfg_overlay=dict(file='path/to/model.safetensors').{' ' + hint if hint else ''}")
     if is_safetensors_error(err):
         if cfg.hf_hub_id and cfg.state_dict is None and not cfg.file:
             _drop_cached_weights(cfg.hf_hub_id)
