@@ -165,14 +165,15 @@ def upgrade_checkpoint(src: str, dst: str) -> Dict[str, Any]:
     if any(k not in ckpt for k in REQUIRED_KEYS):
         raise UsageError(f"'{src}' is not a timm-cra trainer checkpoint (a 'last.pth').")
     problem = progress_problem(ckpt) or optimizer_problem(ckpt)
-    nonfinite = [f'{name}.{t}' for name in ('state_dict', 'state_dict_ema') if isinstance(ckpt.get(name), dict)
-                 for t in nonfinite_tensors(ckpt[name])]
-    if nonfinite and not problem:
-        problem = (f"its weights hold NaN/Inf values: {', '.join(nonfinite[:3])}{' ...' if len(nonfinite) > 3 else ''} "
-                   f"(the run diverged)")
     if problem:
         raise UsageError(f"Cannot upgrade '{src}': {problem}, so it was edited or damaged; upgrading would re-sign it "
-                         f"as sound. Upgrade an intact copy (or an earlier checkpoint of the run).")
+                         f"as sound. Upgrade an intact copy.")
+    nonfinite = [f'{name}.{t}' for name in ('state_dict', 'state_dict_ema') if isinstance(ckpt.get(name), dict)
+                 for t in nonfinite_tensors(ckpt[name])]
+    if nonfinite:
+        raise UsageError(f"Cannot upgrade '{src}': its weights hold NaN/Inf values: {', '.join(nonfinite[:3])}"
+                         f"{' ...' if len(nonfinite) > 3 else ''} (the run diverged or the file is damaged); upgrading "
+                         f"would re-sign them as sound. Upgrade an earlier checkpoint of the run.")
     rng = dict(ckpt['rng'])
     if not isinstance(rng.get('numpy'), dict):
         bit_generator, key, pos, has_gauss, cached = rng['numpy']

@@ -533,7 +533,8 @@ def _restore_set_aside(out_dir: Path, keep: Sequence[str] = ()) -> None:
         return
     if os.path.lexists(out_dir):
         if keep and out_dir.is_dir() and not out_dir.is_symlink():
-            for set_aside in glob.glob(os.path.join(glob.escape(str(parent)), temp_pattern(out_dir.name, suffix='.old'))):
+            pattern = os.path.join(glob.escape(str(parent)), temp_pattern(out_dir.name, suffix='.old'))
+            for set_aside in glob.glob(pattern):
                 if not _writer_alive(set_aside):
                     with contextlib.suppress(OSError):
                         _carry_over(Path(set_aside), out_dir, keep)
