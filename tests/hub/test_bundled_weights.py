@@ -122,6 +122,51 @@ def test_hub_that_cannot_serve_the_repo_loads_the_bundled_copy(hub, tmp_path, ca
     assert torch.equal(model.conv1.weight, base['conv1.weight'])  # the base repo's bytes, gates added at load
 
 
+def _hub_cutting_downloads(root: Path):
+    """A mirror of ``root`` whose HEADs answer (so the reachability probe passes) and whose every GET of a
+    model.safetensors sends half the body, then closes the connection."""
+    import socket
+    from timm_cra.hub.server import HubFolderServer
+
+    class Cut(HubFolderServer.handler_class):
+        def _write_file_body(self, path, start, length):
+            if path.name != 'model.safetensors':
+                return super()._write_file_body(path, start, length)
+            with path.open('rb') as f:
+                f.seek(start)
+                self.wfile.write(f.read(length // 2))
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    class Server(HubFolderServer):
+        handler_class = Cut
+
+    return Server([root])
+
+
+def test_a_download_cut_after_the_probe_falls_back_or_is_one_line(hub, caplog, monkeypatch):
+    """A Hub whose GET of model.safetensors closed the connection midway, after the HEAD probe had answered, was an
+    httpx RemoteProtocolError traceback, also for tags with a bundled copy. Now the bundled copy loads (after the
+    client's retries: a cut may heal), any other load is one line; no partial file is left in the cache."""
+    from timm_cra import create_model
+    monkeypatch.setattr('huggingface_hub.utils._http.time.sleep', lambda s: None)
+    with _hub_cutting_downloads(HUB_DIR) as server:
+        hub.set_endpoint(server.endpoint)
+        with caplog.at_level(logging.WARNING, logger='timm_cra'):
+            model = timm.create_model(TAG, pretrained=True)
+        assert 'broke off the download (RemoteProtocolError)' in caplog.text and FALLBACK in caplog.text
+        _assert_weights(model, _published())
+        with pytest.raises(PretrainedWeightsError) as e:  # hf-hub: names never fall back
+            create_model(f'hf-hub:{REPO}', pretrained=True)
+    message = str(e.value)
+    assert '\n' not in message and f"the download from Hub repo '{REPO}' at {server.endpoint} broke off " \
+        f"(RemoteProtocolError: peer closed connection without sending complete message body" in message, message
+    assert 'HF_ENDPOINT' in message and 'pretrained_cfg_overlay' in message
+    config_blob = hashlib.sha256((HUB_DIR / REPO / 'config.json').read_bytes()).hexdigest()  # the mirror's ETag
+    assert [f.rsplit('/', 1)[1] for f in hub.cached_files() if '/blobs/' in f] == [config_blob]  # no weights part
+
+
 def test_a_published_hub_repo_wins_over_the_bundled_copy(hub, tmp_path, caplog):
     # The Hub is the canonical home: when it serves the repo (here with other weights), those are loaded.
     state = _published()

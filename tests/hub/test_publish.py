@@ -189,6 +189,68 @@ def test_push_to_a_hub_that_stalls_cuts_or_fails_is_one_line_in_bounded_time(tra
     assert timm.create_model(f'local-dir:{out}', pretrained=True).num_classes == 5
 
 
+@pytest.mark.parametrize('mode, kind', [('refuses', 'no answer'), ('closes', 'no answer'), ('stall', 'time-out'),
+                                        ('cut', 'broken connection'), ('500', None)])
+def test_one_transport_classifier_for_the_loader_and_push(monkeypatch, mode, kind):
+    """The loader's reachability probe and publish --push sorted transport failures with two classifiers (class
+    names, one also checking the module): now one, utils.errors.transport_failure, fed here with what
+    huggingface_hub's own client raises against each kind of bad endpoint."""
+    import contextlib
+
+    from huggingface_hub import constants, get_session
+    from timm_cra.models._weight_checks import HubUnreachableError, check_hub_reachable
+    from timm_cra.utils.errors import transport_failure
+    from ..conftest import closed_port_endpoint, connection_closing_endpoint
+    with contextlib.ExitStack() as stack:
+        if mode in ('stall', 'cut', '500'):
+            bad = _BadHub(mode)
+            stack.callback(bad.close)
+            endpoint = bad.endpoint
+        else:
+            endpoint = stack.enter_context(connection_closing_endpoint()) if mode == 'closes' \
+                else closed_port_endpoint()
+        monkeypatch.setattr(constants, 'ENDPOINT', endpoint)
+        monkeypatch.setattr(constants, 'HUGGINGFACE_CO_URL_TEMPLATE',
+                            endpoint + '/{repo_id}/resolve/{revision}/{filename}')
+        monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+        try:
+            get_session().get(f'{endpoint}/api/models/o/r', timeout=0.5)
+            raised = None
+        except Exception as e:  # noqa: BLE001  (what the client raises is the input under test)
+            raised = e
+        assert (transport_failure(raised) if raised is not None else None) == kind, repr(raised)
+        monkeypatch.setattr('timm_cra.models._weight_checks._PROBE_TIMEOUT_S', 0.5)
+        if kind is None:
+            check_hub_reachable('o/r', None)  # an answer of any status is the client's to retry
+        else:
+            with pytest.raises(HubUnreachableError):
+                check_hub_reachable('o/r', None)
+    assert transport_failure(ValueError('not from the HTTP library')) is None
+
+
+def test_push_timeout_is_set_without_importing_the_http_library(trained, tmp_path, monkeypatch, capsys):
+    """--timeout did `import httpx2`: an ImportError with a huggingface_hub whose client is httpx. It is set through
+    the client object huggingface_hub uses; here the module is made unimportable and the push still times out."""
+    from huggingface_hub import constants, get_session
+    ckpt, *_ = trained
+    get_session()  # huggingface_hub's client exists, as it does once huggingface_hub has made any request
+    monkeypatch.setitem(sys.modules, type(get_session()).__module__.split('.')[0], None)  # `import httpx2` fails
+    bad = _BadHub('stall')
+    monkeypatch.setattr(constants, 'ENDPOINT', bad.endpoint)
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setenv('HF_TOKEN', 'hf_test')
+    try:
+        with pytest.raises(SystemExit) as e:
+            run_cli(publish.main, ['cra_mobilenetv2_050.test_c5', str(ckpt), '--num-classes', '5', '--out',
+                                   str(tmp_path / 'r'), '--push', '--timeout', '0.5'])
+    finally:
+        bad.close()
+    err = capsys.readouterr().err  # may also hold a server thread's report of an earlier test's reset connection
+    errors = [line for line in err.splitlines() if line.startswith('error: ')]
+    assert e.value.code == 2 and len(errors) == 1 and 'did not answer within 0.5 s' in errors[0], err
+    assert 'ImportError' not in err and 'httpx2' not in err
+
+
 def test_push_with_an_empty_hf_endpoint_is_one_line(trained, tmp_path, monkeypatch):
     """HF_ENDPOINT='' made every URL relative: a traceback from the HTTP client. Now one line naming the fix."""
     from huggingface_hub import constants
@@ -431,6 +493,36 @@ def test_push_twice_to_the_same_repo_makes_a_new_commit(trained, hub, tmp_path, 
         assert commits[0] != commits[1]
         first = Path(hf_hub_download('t-push/twice', 'README.md', revision=commits[0])).read_text()
         assert 'value: 61.25' in first  # the first commit is still served, by its hash
+
+
+def test_overwrite_of_a_git_clone_keeps_its_git(trained, tmp_path):
+    """`publish --overwrite` into a local clone of a Hub repo deleted its .git (and the Hub's LFS rules in
+    .gitattributes): the clone stays one, with the new files as changes to commit and push."""
+    import shutil
+    git = shutil.which('git')
+    if git is None:
+        pytest.skip('needs git')
+    ckpt, results, *_ = trained
+    clone = tmp_path / 'clone'
+    proc = _publish_cli('cra_mobilenetv2_050.clone', ckpt, '--num-classes', '5', '--out', clone)
+    assert proc.returncode == 0, proc.stderr
+
+    def run_git(*argv):
+        return subprocess.run([git, '-C', str(clone), '-c', 'user.name=t', '-c', 'user.email=t@t', *argv],
+                              capture_output=True, text=True, check=True).stdout
+
+    run_git('init', '-q')
+    (clone / '.gitattributes').write_text('*.safetensors filter=lfs diff=lfs merge=lfs -text\n')
+    run_git('add', '-A')
+    run_git('commit', '-qm', 'first')
+    head = run_git('rev-parse', 'HEAD')
+    proc = _publish_cli('cra_mobilenetv2_050.clone', ckpt, '--num-classes', '5', '--results', results, '--out', clone,
+                        '--overwrite')
+    assert proc.returncode == 0, proc.stderr
+    assert run_git('rev-parse', 'HEAD') == head and 'top1' not in run_git('show', 'HEAD:README.md')
+    assert run_git('status', '--porcelain').split() == ['M', 'README.md']  # the card now has the results
+    assert (clone / '.gitattributes').read_text().startswith('*.safetensors filter=lfs')
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == []  # no staging or set-aside left
 
 
 def test_card_names_the_bundled_tag_not_a_local_path(tmp_path):

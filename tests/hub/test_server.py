@@ -69,13 +69,62 @@ def test_range_headers_as_rfc_9110_says(hub):
     assert resp.status == 200 and got == b''
 
 
-def test_commit_hash_follows_content(tmp_path):
+def test_commit_hash_follows_replaced_and_edited_files(tmp_path):
+    """A plain folder's commit hash is keyed on names and stat data: a file replaced (a new inode, even with the
+    same size and mtime, as `cp -p` or `rsync -t` leave it), edited, added or renamed changes it."""
+    import os
     repo = tmp_path / 'o' / 'r'
     repo.mkdir(parents=True)
     (repo / 'f').write_bytes(b'x')
-    first = repo_commit_hash(repo)
-    (repo / 'f').write_bytes(b'y')
-    assert repo_commit_hash(repo) != first
+    seen = [repo_commit_hash(repo)]
+    assert repo_commit_hash(repo) == seen[0]  # stable while nothing changes
+    st = (repo / 'f').stat()
+    (tmp_path / 'new').write_bytes(b'y')
+    os.utime(tmp_path / 'new', ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp_path / 'new', repo / 'f')  # same name, size and mtime: another file
+    seen.append(repo_commit_hash(repo))
+    (repo / 'f').write_bytes(b'yz')
+    seen.append(repo_commit_hash(repo))
+    (repo / 'g').write_bytes(b'')
+    seen.append(repo_commit_hash(repo))
+    os.rename(repo / 'g', repo / 'h')
+    seen.append(repo_commit_hash(repo))
+    assert len(set(seen)) == len(seen), seen
+
+
+def test_a_huge_file_in_a_repo_is_never_read_for_the_commit_hash(hub, tmp_path):
+    """The commit hash of a plain folder hashed every file: a 6 GB file beside the weights made the first request
+    (config.json through huggingface_hub) read 6 GB and time out. Served by timm-cra-hub-mirror in its own process,
+    whose bytes read the kernel counts (/proc/<pid>/io), with a sparse 6 GiB file in the repo."""
+    import os
+    import subprocess
+    import sys
+    from huggingface_hub import HfApi, hf_hub_download
+    repo = tmp_path / 'root' / 'o' / 'r'
+    repo.mkdir(parents=True)
+    (repo / 'config.json').write_bytes(b'{"a": 1}')
+    with open(repo / 'huge.bin', 'wb') as f:
+        f.truncate(6 << 30)  # truncate -s 6G: sparse, takes no disk
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, '-m', 'timm_cra.hub.server', '--root', str(tmp_path / 'root'),
+                             '--port', '0', '--quiet'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(root)))
+    try:
+        endpoint = proc.stdout.readline().split('HF_ENDPOINT=')[1].rstrip(')\n')
+        hub.set_endpoint(endpoint)
+        path = hf_hub_download('o/r', 'config.json')
+        first = HfApi(endpoint=endpoint).model_info('o/r').sha
+        read = int(dict(line.split(': ') for line in Path(f'/proc/{proc.pid}/io').read_text().splitlines())['rchar'])
+        (tmp_path / 'new.json').write_bytes(b'{"a": 2}')
+        os.replace(tmp_path / 'new.json', repo / 'config.json')
+        second = HfApi(endpoint=endpoint).model_info('o/r').sha
+        path2 = hf_hub_download('o/r', 'config.json', revision=second)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert Path(path).read_bytes() == b'{"a": 1}' and Path(path2).read_bytes() == b'{"a": 2}'
+    assert read < 64 << 20, f'the mirror read {read} bytes to serve config.json'  # the interpreter's own files
+    assert second != first
 
 
 def test_client_download_and_model_info(hub):

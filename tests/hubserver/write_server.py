@@ -151,10 +151,12 @@ def create_repo_folder(root: Path, org: str, name: str) -> Path:
     return org_dir / name
 
 
-def _stage_revision(revisions: Path, files: Dict[str, Union[bytes, Tuple[Path, bool]]], created: List[Path]) -> str:
+def _stage_revision(revisions: Path, files: Dict[str, Union[bytes, Tuple[Path, bool]]], created: List[Path],
+                    commit: Optional[str] = None) -> str:
     """Write ``files`` (repo path -> bytes, or (source file, may hard-link)) into ``revisions/<commit>`` (a
-    staging folder renamed in one step; an existing revision with the same content is reused); returns the
-    commit. A revision folder made here is appended to ``created``."""
+    staging folder renamed in one step; an existing revision of that commit is reused); returns the commit:
+    ``commit``, else the staging folder's own (:func:`_folder_commit_hash`). A revision folder made here is
+    appended to ``created``."""
     staging = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=revisions))
     try:
         for rel, src in sorted(files.items()):
@@ -166,8 +168,8 @@ def _stage_revision(revisions: Path, files: Dict[str, Union[bytes, Tuple[Path, b
                 _link_or_copy(src[0], dest, link=src[1])
         for folder in [staging, *(p for p in staging.rglob('*') if p.is_dir())]:
             folder.chmod(0o755)  # mkdtemp's 0700 would hide a revision from other users of the mirror
-        commit = _folder_commit_hash(staging)
-        if not _store_entry(revisions, commit, folder=True):  # else: same content as an earlier commit, reused
+        commit = commit or _folder_commit_hash(staging)
+        if not _store_entry(revisions, commit, folder=True):  # else: that commit was staged before, reused
             os.rename(staging, revisions / commit)
             created.append(revisions / commit)
         return commit
@@ -187,7 +189,7 @@ def commit_revision(repo_dir: Path, files: Dict[str, Union[bytes, Tuple[Path, bo
         history = _history(repo_dir)
         if history is None:
             plain = _stage_revision(revisions, {rel: (repo_dir / rel, False) for rel in _repo_files(repo_dir)},
-                                    created)
+                                    created, commit=_folder_commit_hash(repo_dir))  # the hash it was served under
             history = [plain]
             files = {rel: (revisions / plain / rel, True) if src == (repo_dir / rel, False) else src
                      for rel, src in files.items()}

@@ -329,6 +329,37 @@ def test_integer_or_nan_weights_refused_whatever_file_a_folder_holds(tmp_path, c
     assert 'NaN/Inf values: fc.weight (640 NaN/Inf of 640)' in err and '--allow-nonfinite-weights' in err, err
 
 
+@pytest.mark.parametrize('fault, says', [
+    ('int32', 'integer tensors for float parameters: conv1.0.weight (torch.int32)'),
+    ('nan', 'NaN/Inf values: fc.weight (2048 NaN/Inf of 2048)'),
+])
+def test_a_timm_architecture_in_a_model_folder_gets_the_weights_checks(tmp_path, fault, says):
+    """timm_cra.create_model('local-dir:<folder>') of a plain timm architecture (resnet10t, written by timm's
+    save_for_hf) loaded int32 or NaN weights without a word: only the cra_* builders checked them."""
+    import timm
+    from timm.models import save_for_hf
+    from timm_cra import PretrainedWeightsError, create_model
+    model = timm.create_model('resnet10t', num_classes=4)
+    folder = tmp_path / 'resnet10t'
+    save_for_hf(model, str(folder), safe_serialization=fault == 'int32')
+    state = model.state_dict()
+    if fault == 'int32':
+        save_file({k: v.to(torch.int32) if v.is_floating_point() else v for k, v in state.items()},
+                  str(folder / 'model.safetensors'))
+    else:
+        torch.save(dict(state, **{'fc.weight': torch.full_like(state['fc.weight'], float('nan'))}),
+                   str(folder / 'pytorch_model.bin'))
+    with pytest.raises(PretrainedWeightsError) as e:
+        create_model(f'local-dir:{folder}', pretrained=True)
+    assert says in str(e.value) and '\n' not in str(e.value), e.value
+    if fault == 'nan':  # asked for, as for CRA models
+        assert torch.isnan(create_model(f'local-dir:{folder}', pretrained=True, allow_nonfinite=True).fc.weight).all()
+    save_for_hf(model, str(folder), safe_serialization=True)  # sound weights load as before
+    (folder / 'pytorch_model.bin').unlink(missing_ok=True)
+    loaded = create_model(f'local-dir:{folder}', pretrained=True)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+
+
 class _RunsCode:
     def __init__(self, marker):
         self.marker = marker

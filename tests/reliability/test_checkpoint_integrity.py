@@ -187,6 +187,37 @@ def test_tampered_epoch_through_the_cli_and_fewer_epochs_than_done(run_dir, tmp_
         train(TINY_TRAIN + ['--epochs', '1', '--output', str(tmp_path), '--resume', str(path)])
 
 
+@pytest.mark.parametrize('edit, expected', [
+    ('epoch', "its 'epoch' (-3) and 'num_updates' (2) must be counts"),
+    ('nan', "its weights hold NaN/Inf values: state_dict.conv1.weight ("),
+    ('inf-ema', "its weights hold NaN/Inf values: state_dict_ema.fc.bias ("),
+])
+def test_upgrade_refuses_what_resume_refuses_and_nonfinite_weights(run_dir, tmp_path, edit, expected):
+    """`timm-cra-checkpoint upgrade` re-signed a last.pth with epoch=-3 or NaN weights with fresh sha256 digests
+    (rc 0): it now refuses it in one line with the checks --resume and the weight loaders use, writing nothing."""
+    from timm_cra.utils.weights import checkpoint_digests
+    ckpt = torch.load(run_dir / 'last.pth', weights_only=True)
+    if edit == 'epoch':
+        path = _tampered(run_dir, tmp_path, epoch=-3)
+    else:  # as a diverged run writes them: non-finite weights under a matching sha256 record
+        weights = {k: v.clone() for k, v in ckpt['state_dict'].items()}
+        key = 'conv1.weight' if edit == 'nan' else 'fc.bias'
+        weights[key].view(-1)[0] = float('nan') if edit == 'nan' else float('inf')
+        ckpt['state_dict' if edit == 'nan' else 'state_dict_ema'] = weights
+        path = _tampered(run_dir, tmp_path, **{k: ckpt[k] for k in ('state_dict', 'state_dict_ema')},
+                         sha256=checkpoint_digests(ckpt))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+    cli = [sys.executable, '-c', 'from timm_cra.cli import checkpoint; checkpoint()']  # the timm-cra-checkpoint script
+    proc = subprocess.run(cli + ['upgrade', str(path), str(tmp_path / 'up.pth')], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr[-2000:]
+    assert proc.stderr.startswith(f"error: Cannot upgrade '{path}': {expected}"), proc.stderr
+    assert not (tmp_path / 'up.pth').exists()
+    intact = subprocess.run(cli + ['upgrade', str(run_dir / 'last.pth'), str(tmp_path / 'ok.pth')], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert intact.returncode == 0 and (tmp_path / 'ok.pth').is_file(), intact.stderr[-2000:]
+
+
 @pytest.mark.parametrize('group, expected', [
     (dict(momentum=float('nan')), "its optimizer group 0 has momentum=nan (must be finite and >= 0)"),
     (dict(lr=float('inf')), "its optimizer group 0 has lr=inf (must be finite and >= 0)"),

@@ -23,7 +23,7 @@ import torch
 
 from ..models._builder import hub_id
 from ..utils.labels import repeated_names
-from ..utils.errors import TimmCraError, UsageError, printable, run_cli
+from ..utils.errors import NO_ANSWER, TIMED_OUT, TimmCraError, UsageError, printable, run_cli, transport_failure
 from ..utils.io import check_regular_file, open_regular_file
 from ..utils.strict_json import loads
 from ..utils.weights import check_file, load_state_checked, read_weights
@@ -302,12 +302,13 @@ PUSH_TIMEOUT_S = 60.0
 @contextlib.contextmanager
 def _hub_timeout(seconds: float):
     """Bound every request huggingface_hub makes through its shared client (``get_session()``, which ``HfApi``
-    uses) to ``seconds`` while the block runs; the client's own setting is restored afterwards."""
-    import httpx2  # huggingface_hub's HTTP client
+    uses) to ``seconds`` while the block runs; the client's own setting is restored afterwards. Set through the
+    client object itself (httpx and httpx2 clients both take a number), so it does not matter which of the two
+    huggingface_hub uses."""
     from huggingface_hub import get_session
     session = get_session()
     before = session.timeout
-    session.timeout = httpx2.Timeout(seconds)
+    session.timeout = seconds
     try:
         yield
     finally:
@@ -326,8 +327,11 @@ def push_repo_folder(
     """Create/update ``repo_id`` on the Hub with the folder's files; returns the commit URL.
 
     The token comes from ``token``, ``HF_TOKEN`` or the ``hf auth login`` store; without one this fails
-    before any network request. Every request of the push waits at most ``timeout`` seconds (default
-    :data:`PUSH_TIMEOUT_S`) for the network: a Hub that accepts the connection and never answers is one line.
+    before any network request. Every request huggingface_hub makes for the push waits at most ``timeout`` seconds
+    (default :data:`PUSH_TIMEOUT_S`) for the network: a Hub that accepts the connection and never answers is one
+    line. File bytes sent through Xet (``hf_xet``, used when installed) go through hf_xet's own client, which this
+    does not bound (its own connect / read time-outs; none for a shard upload's answer); ``HF_HUB_DISABLE_XET=1``
+    avoids it.
     """
     from huggingface_hub import HfApi, constants, get_token
     from huggingface_hub.errors import HfHubHTTPError
@@ -362,23 +366,23 @@ def push_repo_folder(
         raise UsageError(f"Pushing {folder} to {repo_id} at {endpoint} failed: "
                          f"{str(e).splitlines()[0]} ({advice}).") from e
     except Exception as e:  # noqa: BLE001  (the HTTP library's own error classes; only transport failures are ours)
-        names = {cls.__name__ for cls in type(e).__mro__}
+        kind = transport_failure(e)
+        if kind is None:
+            raise
         reason = f'{type(e).__name__}: {str(e).splitlines()[0]}' if str(e) else type(e).__name__
         # No connection, or one closed before any answer: nothing reached the Hub. A time-out or a connection that
         # broke mid-request may have: told apart so the advice fits.
-        if names & {'ConnectError', 'RemoteProtocolError'}:
+        if kind == NO_ANSWER:
             raise UsageError(f"Pushing to {repo_id} failed: cannot connect to the Hub endpoint {endpoint} "
                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); nothing was uploaded and "
                              f"the repo folder {folder} is complete: check HF_ENDPOINT and the network, then rerun "
                              f"with --overwrite --push.") from e
-        if 'TimeoutException' in names:
+        if kind == TIMED_OUT:
             raise UsageError(f"Pushing to {repo_id} failed: the Hub endpoint {endpoint} did not answer within "
                              f"{timeout:g} s ({reason}); {rerun} once it answers (check HF_ENDPOINT; a slow link: "
                              f"raise --timeout).") from e
-        if 'TransportError' in names:
-            raise UsageError(f"Pushing to {repo_id} failed: the connection to the Hub endpoint {endpoint} broke "
-                             f"({reason}); {rerun} (check HF_ENDPOINT and the network).") from e
-        raise
+        raise UsageError(f"Pushing to {repo_id} failed: the connection to the Hub endpoint {endpoint} broke "
+                         f"({reason}); {rerun} (check HF_ENDPOINT and the network).") from e
     return str(getattr(info, 'commit_url', info))
 
 
@@ -404,11 +408,14 @@ def create_parser() -> argparse.ArgumentParser:
                         "checkpoints that record none (timm train.py); the trainer's runs record their data's")
     p.add_argument('--repo-id', help='Hub repo id (default: timm-cra/<model_name>)')
     p.add_argument('--out', required=True, help='repo folder to write (e.g. hub/timm-cra/<model_name>)')
-    p.add_argument('--overwrite', action='store_true', help='replace an existing repo folder')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace an existing repo folder (its .git and .gitattributes are kept: a clone stays one)')
     p.add_argument('--push', action='store_true', help='upload the folder to the Hub (needs a token)')
     p.add_argument('--private', action='store_true', help='create the Hub repo as private')
     p.add_argument('--timeout', type=float, default=PUSH_TIMEOUT_S, metavar='SECONDS',
-                   help='longest wait for the Hub in any one step of --push (default: %(default)g)')
+                   help='longest wait for the Hub in any one request huggingface_hub makes for --push (default: '
+                        "%(default)g); file bytes sent through Xet (hf_xet, used when installed) go through hf_xet's "
+                        'own client, which this does not bound: set HF_HUB_DISABLE_XET=1 for a push bounded throughout')
     return p
 
 

@@ -34,6 +34,9 @@ __all__ = ['export_repo', 'write_repo_metadata', 'write_config', 'save_model_fil
 CONFIG_NAME = 'config.json'
 WEIGHTS_NAME = 'model.safetensors'
 CARD_NAME = 'README.md'
+#: What an overwritten repo folder keeps: a local clone of a Hub repo stays one (its history, remote and LFS rules),
+#: so publishing into it and then ``git push`` works.
+KEPT_ON_OVERWRITE = ('.git', '.gitattributes')
 
 
 def _not_a_repo(folder: Path) -> Optional[str]:
@@ -258,7 +261,8 @@ def export_repo(
         recipe: Training recipe text for the card.
         license: Licence id written into the pretrained cfg and the card (default: the cfg's).
         license_note: Extra licence text for the card.
-        overwrite: Replace an existing ``out_dir``.
+        overwrite: Replace an existing ``out_dir`` (its ``.git`` and ``.gitattributes`` are kept: a clone of a Hub
+            repo stays one).
         **metadata: ``label_names``, ``label_descriptions``, ``data_config``, ``base_weights``, ``trained_on``
             (see :func:`write_repo_metadata`).
 
@@ -268,7 +272,7 @@ def export_repo(
     out_dir = Path(out_dir)
     model_name = model_name or model_name_with_tag(model)
     check_repo_output(out_dir, 'output folder')  # never replace an org folder, the current folder, an input's
-    with atomic_folder(out_dir, overwrite=overwrite) as tmp:
+    with atomic_folder(out_dir, overwrite=overwrite, keep=KEPT_ON_OVERWRITE) as tmp:
         _save_weights(model, Path(tmp) / WEIGHTS_NAME)
         write_repo_metadata(
             model, tmp, model_name=model_name, repo_id=repo_id, results=results, recipe=recipe,

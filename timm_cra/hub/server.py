@@ -14,8 +14,9 @@ client (``hf_hub_download``, which timm uses for ``pretrained=True`` and ``hf-hu
   ``X-Error-Code: RepoNotFound`` / ``EntryNotFound`` / ``RevisionNotFound``.
 
 Two repo layouts are served. A plain folder (what ``hub/`` holds) has one commit, whose hash is derived from
-its file names and contents; ``main`` and that hash are the two revisions it answers to, so a pinned revision
-(``hf-hub:org/repo@<hash>``) works and changes whenever a file does. A repo written by this server keeps each
+its file names and their stat data (never their contents: no file is read for it); ``main`` and that hash are the
+two revisions it answers to, so a pinned revision (``hf-hub:org/repo@<hash>``) works and changes whenever a file
+is replaced or edited. A repo written by this server keeps each
 commit in ``<repo>/.hub-revisions/<commit>/`` (never changed once written) and its history in ``<repo>/.hub-head``
 (one commit per line, ``main`` last): ``main`` and every commit of the history are served. Repo ids resolve
 case-insensitively, as on the Hub (``ORG/Name`` finds ``org/name``). Used by the test suite, CI and as a local
@@ -173,10 +174,13 @@ def _repo_files(repo_dir: Path) -> List[str]:
 
 
 def _folder_commit_hash(folder: Path) -> str:
-    """40-hex commit id of a folder: sha1 over its file names and content hashes (changes with any file)."""
+    """40-hex commit id of a folder: sha1 over its file names and stat data (device, inode, size, mtime and ctime in
+    ns). A file replaced (a new inode) or edited in place (mtime, ctime) changes it, and no file is read: hashing
+    the contents made the first request wait for every byte of the folder (a 6 GB file beside the weights)."""
     h = hashlib.sha1()
     for rel in _repo_files(folder):
-        h.update(f'{rel}\0{_file_sha256(folder / rel)}\n'.encode())
+        st = (folder / rel).stat()
+        h.update(f'{rel}\0{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}\n'.encode())
     return h.hexdigest()
 
 
@@ -250,7 +254,8 @@ def byte_range(header: Optional[str], size: int):
 
 
 def repo_commit_hash(repo_dir: Union[str, Path]) -> str:
-    """40-hex commit id that ``main`` of a repo folder is served under (content-derived for a plain folder)."""
+    """40-hex commit id that ``main`` of a repo folder is served under (derived from file names and stat data for a
+    plain folder)."""
     return served_revision(repo_dir)[1]
 
 

@@ -9,6 +9,7 @@ from timm.models import generate_default_cfgs, get_arch_pretrained_cfgs, list_pr
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 
+from ..utils.errors import transport_failure
 from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError, explain_pretrained_errors
 from ._weight_checks import (BUNDLED_WEIGHTS, HubUnreachableError, bundled_weights, cached_weights,
                              check_finite_weights, check_hub_reachable, dtype_checked_filter, hub_weights_location,
@@ -319,11 +320,15 @@ _OFFLINE = 'was not asked (HF_HUB_OFFLINE=1) and the weights are not cached'
 
 def _hub_cannot_serve(err: BaseException) -> Optional[str]:
     """Why the Hub could not serve a repo (offline, unreachable, no such repo or file, an HTTP error after
-    huggingface_hub's retries), ``None`` for other failures (altered or corrupt bytes stay errors)."""
+    huggingface_hub's retries, a download cut or stalled after the probe answered), ``None`` for other failures
+    (altered or corrupt bytes stay errors)."""
     from huggingface_hub import constants
     from huggingface_hub import errors as hf_errors
     if isinstance(err, HubUnreachableError):
         return str(err)
+    if transport_failure(err) is not None:
+        return f'broke off the download ({type(err).__name__})'
+
     if constants.HF_HUB_OFFLINE or isinstance(err, hf_errors.OfflineModeIsEnabled):
         return _OFFLINE
     if isinstance(err, hf_errors.RepositoryNotFoundError):

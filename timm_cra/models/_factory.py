@@ -23,8 +23,9 @@ from timm.models import PretrainedCfg
 
 from ..utils.labels import repeated_names
 from ..utils.errors import UsageError
-from ._load_errors import PretrainedWeightsError, explain_pretrained_errors
-from ._weight_checks import allow_nonfinite_weights, check_hub_reachable, split_revision
+from ._load_errors import PretrainedWeightsError, _local_weights, explain_pretrained_errors
+from ._weight_checks import (allow_nonfinite_weights, check_file_dtypes, check_finite_weights, check_hub_reachable,
+                             split_revision)
 
 __all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names', 'check_model_config',
            'label_count_problem', 'repeated_names']
@@ -235,8 +236,8 @@ def check_model_config(cfg: Any, where: str) -> None:
                       f"({type(e).__name__}: {first:.150}); fix or remove them") from None
 
 
-def _read_model_config(path: Path, where: str) -> None:
-    """Check the ``config.json`` at ``path`` (a regular file, valid JSON, :func:`check_model_config`)."""
+def _read_model_config(path: Path, where: str) -> Dict[str, Any]:
+    """The ``config.json`` at ``path``, checked (a regular file, valid JSON, :func:`check_model_config`)."""
     from ..utils.strict_json import read_json
     try:
         cfg = read_json(path, 'config.json')
@@ -244,6 +245,14 @@ def _read_model_config(path: Path, where: str) -> None:
         raise PretrainedWeightsError(f"timm_cra: {where}: {str(e).rstrip('.')}. Fix it or re-export the folder "
                                      f"(python -m timm_cra.hub.publish writes valid ones).") from None
     check_model_config(cfg, where)
+    return cfg
+
+
+def _checks_its_weights(arch: str) -> bool:
+    """Whether ``arch``'s entrypoint is this package's: those load through ``create_cra_model``, which checks the
+    weights itself; timm's own architectures are checked by :func:`create_model`."""
+    from timm.models import model_entrypoint
+    return model_entrypoint(arch).__module__.startswith(f'{__package__}.')
 
 
 def _cached_hf_config(repo_id: str, revision) -> Optional[Path]:
@@ -295,11 +304,16 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
                 raise PretrainedWeightsError(
                     f"timm_cra: '{location}' is not a model folder: it needs config.json and model.safetensors "
                     f"(as written by the trainer or python -m timm_cra.hub.publish).")
-            _read_model_config(Path(location) / 'config.json', model_name)
+            arch = _read_model_config(Path(location) / 'config.json', model_name)['architecture']
             cfg = PretrainedCfg(file=location, source='local-dir')
-            # without weights to load, the folder's weights file is not read (nor checked)
-            with explain_pretrained_errors(model_name, cfg) if pretrained else contextlib.nullcontext():
-                return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+            if not pretrained:  # without weights to load, the folder's weights file is not read (nor checked)
+                return timm.create_model(model_name, pretrained=False, **kwargs)
+            with explain_pretrained_errors(model_name, cfg):
+                model = timm.create_model(model_name, pretrained=True, **kwargs)
+                if not _checks_its_weights(arch):  # any timm architecture: the checks CRA models get
+                    check_file_dtypes(model, _local_weights(location))
+                    check_finite_weights(model)
+                return model
         if source == 'hf-hub':
             cfg = PretrainedCfg(hf_hub_id=location, source='hf-hub')
             repo_id, revision = split_revision(location)
@@ -318,6 +332,8 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
                     raise
                 if config is None and _cached_hf_config(repo_id, revision) is not None:
                     _read_model_config(_cached_hf_config(repo_id, revision), model_name)
+                if pretrained and not _checks_its_weights(model.pretrained_cfg['architecture']):
+                    check_finite_weights(model)
                 return model
         check_model_name(model_name)
         return timm.create_model(model_name, pretrained=pretrained, **kwargs)

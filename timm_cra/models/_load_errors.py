@@ -14,7 +14,7 @@ from typing import Iterator, Optional
 
 from timm.models import PretrainedCfg
 
-from ..utils.errors import TimmCraError
+from ..utils.errors import TIMED_OUT, TimmCraError, transport_failure
 from ._weight_checks import HubUnreachableError, WeightsCheckError, split_revision
 
 __all__ = ['PretrainedWeightsError', 'UnknownPretrainedTagError', 'explain_pretrained_errors']
@@ -67,7 +67,7 @@ def _failed_request(err: BaseException) -> str:
     if isinstance(cause, hf_errors.HfHubHTTPError) and response is not None:
         return (f'answered HTTP {response.status_code} (a server-side error; huggingface_hub retried it with '
                 f'back-off)')
-    if cause is not None and any('Timeout' in cls.__name__ for cls in type(cause).__mro__):
+    if cause is not None and transport_failure(cause) == TIMED_OUT:
         return 'did not answer in time'
     return 'is unreachable'
 
@@ -161,6 +161,12 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
     if isinstance(err, hf_errors.HfHubHTTPError):
         return (f"Pretrained weights for '{name}': {source} answered with an error ({err}). Retry later, check "
                 f"HF_ENDPOINT / your token, or load a local file with pretrained_cfg_overlay=dict(file=...).")
+    if transport_failure(err) is not None:  # after the reachability probe answered: the download was cut or stalled
+        first = (str(err).strip().splitlines() or [''])[0]
+        return (f"Pretrained weights for '{name}': the download from {source} broke off ({type(err).__name__}: "
+                f"{first:.150}); nothing was cached. Retry (a cut or stalled link may heal); without a working Hub, "
+                f"point HF_ENDPOINT at a mirror (e.g. `timm-cra-hub-mirror --root hub`) or load a local copy with "
+                f"pretrained_cfg_overlay=dict(file='path/to/model.safetensors').{' ' + hint if hint else ''}")
     if is_safetensors_error(err):
         if cfg.hf_hub_id and cfg.state_dict is None and not cfg.file:
             _drop_cached_weights(cfg.hf_hub_id)

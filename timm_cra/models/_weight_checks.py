@@ -24,11 +24,11 @@ from typing import Callable, Iterator, Optional, Tuple
 from torch import nn
 from timm.models import PretrainedCfg
 
-from ..utils.errors import TimmCraError, is_connect_error
+from ..utils.errors import TimmCraError, transport_failure
 from ..utils.io import file_digest
 
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
-           'dtype_checked_filter', 'BUNDLED_WEIGHTS', 'BUNDLED_DIR', 'bundled_weights',
+           'dtype_checked_filter', 'check_file_dtypes', 'BUNDLED_WEIGHTS', 'BUNDLED_DIR', 'bundled_weights',
            'check_finite_weights', 'allow_nonfinite_weights']
 
 WEIGHTS_FILENAME = 'model.safetensors'
@@ -89,7 +89,7 @@ def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
     try:
         get_session().request('HEAD', url, timeout=_PROBE_TIMEOUT_S, follow_redirects=False)
     except Exception as err:  # noqa: BLE001  (classified below; everything else is the client's to retry)
-        if is_connect_error(err):
+        if transport_failure(err) is not None:
             raise HubUnreachableError(f'is unreachable (no answer: {err or type(err).__name__})') from err
 
 
@@ -157,6 +157,16 @@ def dtype_checked_filter(inner: Optional[Callable] = None) -> Callable:
             raise WeightsCheckError(f'the weights hold {problem}')
         return state_dict
     return filter_fn
+
+
+def check_file_dtypes(model: nn.Module, path: str) -> None:
+    """:func:`dtype_checked_filter`'s check after the load, on the weights file ``path`` (read again with the safe
+    reader), for builders that take no filter of ours (timm's own architectures in a ``local-dir:`` folder)."""
+    from ..utils.weights import non_float_weights, read_weights
+    state = read_weights(path)[0]
+    problem = non_float_weights(model.state_dict(), {k: str(v.dtype) for k, v in state.items()})
+    if problem:
+        raise WeightsCheckError(f'the weights hold {problem}')
 
 
 _NONFINITE_ALLOWED = contextvars.ContextVar('timm_cra_nonfinite_allowed', default=False)

@@ -21,7 +21,7 @@ import torch
 from ..utils.errors import UsageError, printable, run_cli
 from ..utils.io import atomic_write, temp_pattern
 from ..utils.io import remove_stale_temp_files as remove_stale_files
-from ..utils.weights import checkpoint_digests, load_checkpoint_file
+from ..utils.weights import checkpoint_digests, load_checkpoint_file, nonfinite_tensors
 
 __all__ = ['atomic_save', 'save_checkpoint', 'get_rng_state', 'set_rng_state', 'remove_stale_temp_files',
            'upgrade_checkpoint', 'CheckpointSaveError', 'CHECKPOINT_VERSION']
@@ -156,10 +156,24 @@ def save_checkpoint(path: str, *, model: torch.nn.Module, optimizer, scheduler, 
 
 
 def upgrade_checkpoint(src: str, dst: str) -> Dict[str, Any]:
-    """Rewrite a trainer checkpoint (version 1 or 2) in the current format, with sha256 digests."""
+    """Rewrite a trainer checkpoint (version 1 or 2) in the current format, with sha256 digests.
+
+    The new digests vouch for what they cover, so a checkpoint ``--resume`` would refuse (edited counters or
+    optimizer settings) or whose weights hold NaN / Inf is refused here, in one line, before anything is written."""
+    from .resume import REQUIRED_KEYS, progress_problem, optimizer_problem  # resume imports this module
     ckpt = load_checkpoint_file(src)
-    if 'optimizer' not in ckpt or 'rng' not in ckpt:
+    if any(k not in ckpt for k in REQUIRED_KEYS):
         raise UsageError(f"'{src}' is not a timm-cra trainer checkpoint (a 'last.pth').")
+    problem = progress_problem(ckpt) or optimizer_problem(ckpt)
+    if problem:
+        raise UsageError(f"Cannot upgrade '{src}': {problem}, so it was edited or damaged; upgrading would re-sign it "
+                         f"as sound. Upgrade an intact copy.")
+    nonfinite = [f'{name}.{t}' for name in ('state_dict', 'state_dict_ema') if isinstance(ckpt.get(name), dict)
+                 for t in nonfinite_tensors(ckpt[name])]
+    if nonfinite:
+        raise UsageError(f"Cannot upgrade '{src}': its weights hold NaN/Inf values: {', '.join(nonfinite[:3])}"
+                         f"{' ...' if len(nonfinite) > 3 else ''} (the run diverged or the file is damaged); upgrading "
+                         f"would re-sign them as sound. Upgrade an earlier checkpoint of the run.")
     rng = dict(ckpt['rng'])
     if not isinstance(rng.get('numpy'), dict):
         bit_generator, key, pos, has_gauss, cached = rng['numpy']

@@ -15,7 +15,7 @@ from .checkpoint import get_rng_state, set_rng_state
 from .distributed import DistInfo
 
 __all__ = ['ResumeState', 'read_resume_checkpoint', 'load_training_state', 'resume_scheduler', 'resume_rng',
-           'STATE_ARGS']
+           'STATE_ARGS', 'REQUIRED_KEYS', 'progress_problem', 'optimizer_problem']
 
 _logger = logging.getLogger('timm_cra.train')
 
@@ -35,7 +35,7 @@ class ResumeState:
 #: parameter groups, another schedule's fields, another model, or an EMA that the run did not keep.
 STATE_ARGS = ('model', 'model_kwargs', 'num_classes', 'in_chans', 'opt', 'filter_bias_and_bn', 'layer_decay',
               'sched', 'model_ema')
-_REQUIRED_KEYS = ('state_dict', 'optimizer', 'epoch', 'num_updates', 'history', 'rng')
+REQUIRED_KEYS = ('state_dict', 'optimizer', 'epoch', 'num_updates', 'history', 'rng')
 
 
 def _comparable(value: Any) -> str:
@@ -65,7 +65,7 @@ def _rng_problem(ckpt: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def _progress_problem(ckpt: Dict[str, Any]) -> Optional[str]:
+def progress_problem(ckpt: Dict[str, Any]) -> Optional[str]:
     """Why the counters of a checkpoint cannot be where a run stopped, or None. They are plain values outside its
     sha256 record, and a run continues from them (epoch -3 gave negative learning rates, 10**12 a run of that many
     epochs): ``epoch`` is the count of ``history`` rows (one per completed epoch, numbered from 0), ``num_updates``
@@ -95,7 +95,7 @@ def _is_rate(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
-def _optimizer_problem(ckpt: Dict[str, Any], args=None) -> Optional[str]:
+def optimizer_problem(ckpt: Dict[str, Any], args=None) -> Optional[str]:
     """Why the optimizer's param_groups cannot be the run's, or None: every hyper-parameter finite and >= 0, and
     those the args set (momentum, weight decay -- or 0 for the no-decay group --, betas, eps) equal to them."""
     groups = ckpt['optimizer'].get('param_groups') if isinstance(ckpt['optimizer'], dict) else None
@@ -127,12 +127,12 @@ def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
     """Read ``--resume``'s checkpoint and refuse it, before any data is read, when it is not this trainer's
     ``last.pth`` or when an argument of :data:`STATE_ARGS` in ``args`` differs from the one it was written with."""
     ckpt = load_checkpoint_file(path)
-    missing = [k for k in _REQUIRED_KEYS if k not in ckpt]
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise UsageError(f"'{path}' is not a training checkpoint of this trainer (no {', '.join(missing)}): "
                          f"--resume continues a 'last.pth' written by it; to start from the weights of another "
                          f"checkpoint use --initial-checkpoint {path}.")
-    problem = _progress_problem(ckpt) or _optimizer_problem(ckpt, args) or _rng_problem(ckpt)
+    problem = progress_problem(ckpt) or optimizer_problem(ckpt, args) or _rng_problem(ckpt)
     if problem:
         raise UsageError(f"Cannot --resume '{path}': {problem}, so it was edited or damaged (the sha256 it records "
                          f"covers the tensors only) or run with other settings. Resume from an intact copy with the "

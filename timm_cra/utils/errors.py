@@ -5,8 +5,8 @@ whose message is one line naming the fix. Library functions raise it (or a subcl
 print ``error: <message>`` and exit 2 for it, and for nothing else: bugs, and failures of other libraries that
 the package has not explained, keep their tracebacks. A failure a CLI must print as one line is converted into
 a :class:`TimmCraError` where it happens, not caught by class (``RuntimeError``, ``OSError``) at the CLI.
-:func:`is_connect_error` says which failures of the HTTP library mean "no connection at all", for the places that
-convert those (a weights download, a push).
+:func:`transport_failure` says which failures of the HTTP library are transport failures, and of which kind (no
+answer, a time-out, a broken connection), for the places that convert those (a weights download, a push).
 
 The tree (subclasses keep a builtin base where callers catch that, e.g. ``PretrainedWeightsError`` is a
 ``RuntimeError`` like timm's own load errors)::
@@ -33,7 +33,8 @@ import os
 import sys
 from typing import Any, Callable, Optional, Sequence
 
-__all__ = ['TimmCraError', 'UsageError', 'run_cli', 'printable', 'is_connect_error']
+__all__ = ['TimmCraError', 'UsageError', 'run_cli', 'printable', 'transport_failure', 'NO_ANSWER', 'TIMED_OUT',
+           'BROKEN']
 
 
 class TimmCraError(Exception):
@@ -52,20 +53,26 @@ def printable(text) -> str:
     return text if text.isprintable() else ''.join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-#: httpx / httpx2 error classes (with their subclasses) for an endpoint that gave no answer: refused or
-#: unresolvable (ConnectError), accepted then closed or reset before answering (RemoteProtocolError; ReadError,
-#: WriteError, CloseError: NetworkError), silent past the time-out (TimeoutException: connect, read, write, pool).
-_NO_ANSWER_ERRORS = ('NetworkError', 'RemoteProtocolError', 'TimeoutException')
+#: The kinds of :func:`transport_failure`.
+NO_ANSWER, TIMED_OUT, BROKEN = 'no answer', 'time-out', 'broken connection'
+
+#: httpx / httpx2 error classes (with their subclasses) of each kind, checked in this order: refused or
+#: unresolvable (ConnectError), accepted then closed before an answer (RemoteProtocolError); silent past the
+#: time-out (TimeoutException: connect, read, write, pool); any other transport failure (ReadError, WriteError,
+#: CloseError, ProxyError, ...: TransportError) broke a connection that had been made.
+_TRANSPORT_KINDS = ((NO_ANSWER, ('ConnectError', 'RemoteProtocolError')), (TIMED_OUT, ('TimeoutException',)),
+                    (BROKEN, ('TransportError',)))
 
 
-def is_connect_error(err: BaseException) -> bool:
-    """Whether ``err`` (from the HTTP library huggingface_hub uses) means the endpoint gave no answer at all:
-    refused, a name that does not resolve, a connection closed or reset before an answer, or a time-out. An
-    answer of any status is not."""
+def transport_failure(err: BaseException) -> Optional[str]:
+    """The kind of transport failure ``err`` (from the HTTP library huggingface_hub uses) is: :data:`NO_ANSWER`
+    (refused, a name that does not resolve, a connection closed before an answer), :data:`TIMED_OUT`,
+    :data:`BROKEN` (a connection reset or cut mid-way); ``None`` when it is not one (an answer of any status is
+    not)."""
     # Matched by class name inside the httpx / httpx2 packages, so this does not depend on which of the two
-    # huggingface_hub uses (2.x vendors httpx2).
-    return any(cls.__name__ in _NO_ANSWER_ERRORS and cls.__module__.split('.')[0] in ('httpx', 'httpx2')
-               for cls in type(err).__mro__)
+    # huggingface_hub uses (2.x uses httpx2) and imports neither.
+    names = {cls.__name__ for cls in type(err).__mro__ if cls.__module__.split('.')[0] in ('httpx', 'httpx2')}
+    return next((kind for kind, classes in _TRANSPORT_KINDS if names.intersection(classes)), None)
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None) -> None:

@@ -517,11 +517,27 @@ def staging_folder(parent: str, prefix: str, suffix: str = _TMP_SUFFIX) -> Itera
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _restore_set_aside(out_dir: Path) -> None:
+def _carry_over(old: Path, new: Path, keep: Sequence[str]) -> None:
+    """Move the entries named ``keep`` from the folder ``old`` into ``new``, where ``new`` has none of that name."""
+    for name in keep:
+        if os.path.lexists(old / name) and not os.path.lexists(new / name):
+            os.rename(old / name, new / name)
+
+
+def _restore_set_aside(out_dir: Path, keep: Sequence[str] = ()) -> None:
     """A write killed between setting the previous ``out_dir`` aside (``.<name>.<random>.old``) and moving the new one
-    in left no ``out_dir``: put the previous version back, unless a live write to it is mid-swap."""
+    in left no ``out_dir``: put the previous version back, unless a live write to it is mid-swap. Killed after the
+    new one moved in, before the entries named ``keep`` followed it: move them now."""
     parent = out_dir.parent
-    if os.path.lexists(out_dir) or not parent.is_dir():
+    if not parent.is_dir():
+        return
+    if os.path.lexists(out_dir):
+        if keep and out_dir.is_dir() and not out_dir.is_symlink():
+            pattern = os.path.join(glob.escape(str(parent)), temp_pattern(out_dir.name, suffix='.old'))
+            for set_aside in glob.glob(pattern):
+                if not _writer_alive(set_aside):
+                    with contextlib.suppress(OSError):
+                        _carry_over(Path(set_aside), out_dir, keep)
         return
     if any(_writer_alive(p) for p in glob.glob(os.path.join(glob.escape(str(parent)), temp_pattern(out_dir.name)))):
         return
@@ -533,7 +549,7 @@ def _restore_set_aside(out_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterator[Path]:
+def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False, keep: Sequence[str] = ()) -> Iterator[Path]:
     """Yield a temp folder that replaces ``out_dir`` only if the block finishes without an error.
 
     The whole-folder counterpart of :func:`atomic_path` (a Hub repo folder appears complete or not at all).
@@ -541,11 +557,12 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterato
     its folders 0o777 minus the umask. ``out_dir`` may be an existing folder (with ``overwrite``), never an
     existing file, device or FIFO (:class:`OutputPathError`); staging folders that killed writes left next to
     it are removed first. An ``out_dir`` that is a symlink to a folder is replaced by the new folder (the link
-    goes; the folder it pointed at is left as it was).
+    goes; the folder it pointed at is left as it was). ``keep``: names of entries of the replaced folder that move
+    into the new one unless it has its own (a git clone's ``.git``).
     """
     out_dir = Path(out_dir)
     check_output_folder(out_dir)
-    _restore_set_aside(out_dir)
+    _restore_set_aside(out_dir, keep)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f'timm_cra: {out_dir} already exists; pass overwrite=True (CLI: --overwrite) '
                               f'to replace it, or choose another output folder.')
@@ -575,6 +592,7 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False) -> Iterato
                 if old.is_symlink():  # a link to a folder was replaced, not the folder it points at
                     old.unlink()
                 else:
+                    _carry_over(old, out_dir, keep)
                     shutil.rmtree(old)
             else:
                 tmp.rename(out_dir)
