@@ -466,3 +466,19 @@ def test_parquet_classlabel_names_given_twice_are_refused(tmp_path):
     with pytest.raises(DataError, match=r"give 'cat' more than once .*: fix the names of the label column's "
                                         r"ClassLabel feature"):
         create_dataset('', str(tmp_path / 'p'), 'train')
+
+
+def test_an_unwritable_datasets_cache_is_one_line_naming_hf_datasets_cache(tmp_path, cli_env, cifar10_test):
+    """HF_DATASETS_CACHE naming a file (or a path under one; a read-only place is refused alike): the parquet load
+    failed inside datasets (a traceback, or a line advising to write the parquet file again). One line naming the
+    variable, exit 2, before the data is read."""
+    (tmp_path / 'file').write_bytes(b'not a folder')
+    for cache in (tmp_path / 'file', tmp_path / 'file' / 'sub'):
+        r = _run('timm_cra.eval', ['--model', 'cra_cifar_resnet20', '--data-dir', cifar10_test, '--split', 'test',
+                                   '--num-samples', '4', '--workers', '0', '--no-progress'],
+                 dict(cli_env, HF_DATASETS_CACHE=str(cache)), tmp_path)
+        last = (r.stderr.strip().splitlines() or [''])[-1]
+        assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+        assert last.startswith(f'error: The datasets cache folder {cache} cannot be written: ') \
+            and last.endswith('set HF_DATASETS_CACHE to a writable folder.'), last
+
