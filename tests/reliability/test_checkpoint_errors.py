@@ -103,9 +103,9 @@ def test_use_ema_without_ema_weights_is_refused(weights, tmp_path, capsys):
 def test_use_ema_without_a_checkpoint_is_refused(run_command, tmp_path):
     """--use-ema without --checkpoint was ignored: validate scored the model's own weights and said nowhere (exit 0).
     validate and export refuse it alike, before any work."""
-    for command, argv in (('timm-cra-validate', ['--data-dir', SHIPPED, '--split', 'test', '--num-samples', '8',
-                                                 '--workers', '0', '--no-progress', '--results-file', tmp_path / 'r.json']),
-                          ('timm-cra-export', ['-o', tmp_path / 'm.onnx'])):
+    validate = ['--data-dir', SHIPPED, '--split', 'test', '--num-samples', '8', '--workers', '0', '--no-progress',
+                '--results-file', tmp_path / 'r.json']
+    for command, argv in (('timm-cra-validate', validate), ('timm-cra-export', ['-o', tmp_path / 'm.onnx'])):
         r = run_command(command, ['--model', MODEL, '--use-ema', *argv])
         last = (r.stderr.strip().splitlines() or [''])[-1]
         assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
@@ -119,14 +119,13 @@ def test_validate_results_name_the_checkpoint_scored(weights, run_command, tmp_p
     its sha256 (the bytes scored), and which of its weights."""
     import hashlib
     import json
-    r = run_command('timm-cra-validate', ['--model', MODEL, '--checkpoint', weights[0], '--data-dir', SHIPPED, '--split',
-                                          'test', '--num-samples', '8', '--workers', '0', '--no-progress',
+    data = ['--data-dir', SHIPPED, '--split', 'test', '--num-samples', '8', '--workers', '0', '--no-progress']
+    r = run_command('timm-cra-validate', ['--model', MODEL, '--checkpoint', weights[0], *data,
                                           '--results-file', tmp_path / 'r.json'])
     assert r.returncode == 0, r.stderr[-2000:]
     results = json.loads((tmp_path / 'r.json').read_text())
     assert results['checkpoint'] == str(weights[0]) and results['checkpoint_weights'] == 'state_dict'
     assert results['checkpoint_sha256'] == hashlib.sha256(weights[0].read_bytes()).hexdigest()
     assert results['pretrained'] is False  # the checkpoint replaced every tensor; no pretrained weights were scored
-    r = run_command('timm-cra-validate', ['--model', MODEL, '--data-dir', SHIPPED, '--split', 'test', '--num-samples',
-                                          '8', '--workers', '0', '--no-progress', '--results-file', tmp_path / 'n.json'])
+    r = run_command('timm-cra-validate', ['--model', MODEL, *data, '--results-file', tmp_path / 'n.json'])
     assert r.returncode == 0 and 'checkpoint' not in json.loads((tmp_path / 'n.json').read_text()), r.stderr[-2000:]
