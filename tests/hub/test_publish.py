@@ -565,3 +565,29 @@ def test_control_characters_in_labels_are_refused_and_names_are_shown_escaped(tm
     printed = capsys.readouterr().out
     assert f'Wrote {tmp_path}/new\\nline (load it' in printed and len(printed.splitlines()) == 2, printed
     assert json.loads((out / 'config.json').read_text())['label_names'] == ['a', 'b', 'c']
+
+
+def test_a_run_from_random_init_claims_no_tag_and_publishes_truthfully(run_command, class_folder, tmp_path):
+    """A run of cra_cifar_resnet20 from random init wrote config.json with "tag": "cifar10", the default tag of the
+    architecture (weights it never used). The run folder's config names no tag (timm already drops hf_hub_id); it
+    loads as local-dir:; publish gives it the published tag, and the card says it started from random init."""
+    r = run_command('timm-cra-train', ['--model', 'cra_cifar_resnet20', '--data-dir', class_folder, '--epochs', '1',
+                                       '--batch-size', '6', '-j', '0', '--no-plot', '--output', tmp_path / 'runs',
+                                       '--experiment', 'run'])
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / 'runs' / 'run'
+    cfg = json.loads((run / 'config.json').read_text())['pretrained_cfg']
+    assert 'tag' not in cfg and 'hf_hub_id' not in cfg, cfg
+    loaded = timm.create_model(f'local-dir:{run}', pretrained=True)
+    assert loaded.pretrained_cfg.get('tag') is None and loaded.num_classes == 3
+    r = run_command('timm-cra-publish', ['cra_cifar_resnet20.pets', run / 'last.pth', '--results',
+                                         run / 'results.json', '--out', tmp_path / 'repo'])
+    assert r.returncode == 0, r.stderr[-2000:]
+    config = json.loads((tmp_path / 'repo' / 'config.json').read_text())
+    assert config['pretrained_cfg']['tag'] == 'pets' and 'hf_hub_id' not in config['pretrained_cfg']
+    card = (tmp_path / 'repo' / 'README.md').read_text()
+    assert '- **Initial weights:** random initialisation' in card and 'cifar10' not in card.lower().replace(
+        'cra_cifar_resnet20', '')
+    published = timm.create_model(f'local-dir:{tmp_path / "repo"}', pretrained=True)
+    assert published.pretrained_cfg['tag'] == 'pets' and list(published.pretrained_cfg['label_names']) == [
+        'cat', 'dog', 'emu']

@@ -98,3 +98,34 @@ def test_use_ema_without_ema_weights_is_refused(weights, tmp_path, capsys):
     model = timm.create_model(MODEL)
     load_model_weights(model, str(tmp_path / 'ema.pth'), use_ema=True)
     assert torch.equal(model.fc.weight, ema['fc.weight'])
+
+
+def test_use_ema_without_a_checkpoint_is_refused(run_command, tmp_path):
+    """--use-ema without --checkpoint was ignored: validate scored the model's own weights and said nowhere (exit 0).
+    validate and export refuse it alike, before any work."""
+    validate = ['--data-dir', SHIPPED, '--split', 'test', '--num-samples', '8', '--workers', '0', '--no-progress',
+                '--results-file', tmp_path / 'r.json']
+    for command, argv in (('timm-cra-validate', validate), ('timm-cra-export', ['-o', tmp_path / 'm.onnx'])):
+        r = run_command(command, ['--model', MODEL, '--use-ema', *argv])
+        last = (r.stderr.strip().splitlines() or [''])[-1]
+        assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+        assert last.startswith('error: --use-ema takes the EMA weights of a --checkpoint, and none is given') \
+            and 'drop --use-ema' in last, last
+    assert not any(tmp_path.iterdir())
+
+
+def test_validate_results_name_the_checkpoint_scored(weights, run_command, tmp_path):
+    """validate --checkpoint X wrote only "pretrained": false, as for random weights: the results name the file and
+    its sha256 (the bytes scored), and which of its weights."""
+    import hashlib
+    import json
+    data = ['--data-dir', SHIPPED, '--split', 'test', '--num-samples', '8', '--workers', '0', '--no-progress']
+    r = run_command('timm-cra-validate', ['--model', MODEL, '--checkpoint', weights[0], *data,
+                                          '--results-file', tmp_path / 'r.json'])
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.loads((tmp_path / 'r.json').read_text())
+    assert results['checkpoint'] == str(weights[0]) and results['checkpoint_weights'] == 'state_dict'
+    assert results['checkpoint_sha256'] == hashlib.sha256(weights[0].read_bytes()).hexdigest()
+    assert results['pretrained'] is False  # the checkpoint replaced every tensor; no pretrained weights were scored
+    r = run_command('timm-cra-validate', ['--model', MODEL, *data, '--results-file', tmp_path / 'n.json'])
+    assert r.returncode == 0 and 'checkpoint' not in json.loads((tmp_path / 'n.json').read_text()), r.stderr[-2000:]

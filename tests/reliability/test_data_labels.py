@@ -1,5 +1,7 @@
 """Labels outside 0..num_classes-1 are refused when the dataset is checked, naming the bad label and the fix."""
 import io
+import json
+import re
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ from PIL import Image
 from timm_cra.data import DataError, check_num_classes, create_dataset
 from timm_cra.train import train
 
-from .test_data_cifar_pickle import write_cifar10
+from .test_data_cifar_pickle import NAMES, write_cifar10
 
 
 def _png(value: int) -> bytes:
@@ -143,3 +145,56 @@ def test_sparse_parquet_labels_do_not_size_the_head(tmp_path, cli_env, big):
     # a dense labelling with a few gaps still infers max + 1 classes
     write_parquet(tmp_path / 'ok' / 'train-00000-of-00001.parquet', [0, 2, 5, 1])
     assert create_dataset('', str(tmp_path / 'ok'), 'train').num_classes == 6
+
+
+@pytest.mark.parametrize('labels, arrow_type, shown', [
+    ([0, 1, 0, 2 ** 64 - 1], 'uint64', '18446744073709551615'),
+    ([0.0, 1.0, 0.0, 1e19], 'float64', '1e+19'),
+    ([0.0, 1.0, 0.0, -1e19], 'float64', '-1e+19'),
+])
+def test_labels_outside_int64_are_one_line(tmp_path, cli_env, labels, arrow_type, shown):
+    """A uint64 label of 2**64 - 1, or 1e19 / -1e19 in a float column, was an OverflowError traceback (the int64
+    conversion): refused in one line naming the column, the file and the value; CIFAR batch files alike."""
+    import subprocess
+    import sys
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    images = pa.array([{'bytes': _png(10 * i), 'path': None} for i in range(len(labels))],
+                      pa.struct([('bytes', pa.binary()), ('path', pa.string())]))
+    path = tmp_path / 'labels.parquet'
+    pq.write_table(pa.table({'image': images, 'label': pa.array(labels, getattr(pa, arrow_type)())}), path)
+    proc = subprocess.run([sys.executable, '-m', 'timm_cra.eval', '--model', 'cra_cifar_resnet20', '--data-dir',
+                           str(path), '--split', 'test', '-j', '0', '--no-progress'], env=cli_env, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (f"error: Label column 'label' of '{path}' [test] has {shown} at example 3: labels must be integer "
+                    f"class indices (this one is outside int64); pass the label column with --target-key, or cast it "
+                    f"to a ClassLabel feature."), last
+    write_cifar10(tmp_path / 'cifar', labels=[[0, 1, 2, 3]] * 5 + [[0, 1, 2, labels[-1]]])
+    with pytest.raises(DataError, match=rf"test_batch' has an unexpected layout \(label {re.escape(repr(labels[-1]))} "
+                                        r"at example 3 is not a class index"):
+        create_dataset('', str(tmp_path / 'cifar'), 'test')
+
+
+def test_cifar_label_names_without_images_are_warned_as_empty_class_folders(tmp_path, cli_env):
+    """batches.meta with 12 names while the labels use 0..9 trained a 12-class head without a word. Such names are
+    classes without images, treated as empty class folders are: kept (the head follows the data's layout), and
+    warned in one line naming and counting them."""
+    import pickle
+    import subprocess
+    import sys
+    d = write_cifar10(tmp_path / 'data', labels=[list(range(10)) * 2] * 6)  # every split uses labels 0..9
+    names = [n.decode() for n in NAMES] + ['unicorn', 'dragon']
+    with open(d / 'batches.meta', 'wb') as f:
+        pickle.dump({b'label_names': [n.encode() for n in names], b'num_vis': 3072}, f)
+    proc = subprocess.run([sys.executable, '-m', 'timm_cra.train', '--model', 'cra_cifar_resnet20', '--epochs', '1',
+                           '--batch-size', '20', '-j', '0', '--no-plot', '--data-dir', str(tmp_path / 'data'),
+                           '--val-split', 'test', '--output', str(tmp_path / 'out'), '--experiment', 'run'],
+                          env=cli_env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for split in ('train', 'test'):
+        assert (f"batches.meta: 2 class name(s) of 12 in the '{split}' split hold no images: unicorn, dragon"
+                in proc.stderr), proc.stderr[-2000:]
+    config = json.loads((tmp_path / 'out' / 'run' / 'config.json').read_text())
+    assert config['num_classes'] == 12 and config['label_names'] == names

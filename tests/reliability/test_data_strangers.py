@@ -466,3 +466,46 @@ def test_parquet_classlabel_names_given_twice_are_refused(tmp_path):
     with pytest.raises(DataError, match=r"give 'cat' more than once .*: fix the names of the label column's "
                                         r"ClassLabel feature"):
         create_dataset('', str(tmp_path / 'p'), 'train')
+
+
+def test_an_unwritable_datasets_cache_is_one_line_naming_hf_datasets_cache(tmp_path, cli_env, cifar10_test):
+    """HF_DATASETS_CACHE naming a file (or a path under one; a read-only place is refused alike): the parquet load
+    failed inside datasets (a traceback, or a line advising to write the parquet file again). One line naming the
+    variable, exit 2, before the data is read."""
+    (tmp_path / 'file').write_bytes(b'not a folder')
+    for cache in (tmp_path / 'file', tmp_path / 'file' / 'sub'):
+        r = _run('timm_cra.eval', ['--model', 'cra_cifar_resnet20', '--data-dir', cifar10_test, '--split', 'test',
+                                   '--num-samples', '4', '--workers', '0', '--no-progress'],
+                 dict(cli_env, HF_DATASETS_CACHE=str(cache)), tmp_path)
+        last = (r.stderr.strip().splitlines() or [''])[-1]
+        assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+        assert last.startswith(f'error: The datasets cache folder {cache} cannot be written: ') \
+            and last.endswith('set HF_DATASETS_CACHE to a writable folder.'), last
+
+
+def test_exif_orientation_is_applied_as_transformers_does(tmp_path):
+    """A JPEG stored sideways with EXIF Orientation 6 (as phones write them): transformers' load_image turns it
+    upright (PIL.ImageOps.exif_transpose), timm-cra's loaders decoded the stored pixels, so one photo scored
+    differently in the two tools. Every loader (class folders, parquet bytes, in memory) now gives load_image's
+    array."""
+    import datasets
+    from transformers.image_utils import load_image
+    rng = np.random.default_rng(0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    files = []
+    for c in ('a', 'b'):
+        path = tmp_path / 'folder' / c / '0.jpg'
+        path.parent.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)).save(path, 'JPEG', exif=exif, quality=95)
+        files.append(path)
+    expected = [np.asarray(load_image(str(p))) for p in files]
+    assert expected[0].shape == (24, 16, 3)  # upright: the stored 24 x 16 pixels turned
+    feats = datasets.Features(image=datasets.Image(), label=datasets.ClassLabel(names=['a', 'b']))
+    datasets.Dataset.from_dict({'image': [{'bytes': p.read_bytes(), 'path': None} for p in files], 'label': [0, 1]},
+                               features=feats).to_parquet(str(tmp_path / 'data.parquet'))
+    for root in (tmp_path / 'folder', tmp_path / 'data.parquet'):
+        for in_memory in (False, True):
+            ds = create_dataset('', str(root), 'train', in_memory=in_memory)
+            for i in range(2):
+                assert np.array_equal(np.asarray(ds[i][0]), expected[i]), (root, in_memory, i)

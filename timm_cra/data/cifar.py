@@ -14,6 +14,7 @@ import torch
 
 from ..utils.io import open_regular_file
 from .errors import DataError, first_non_integer
+from .folders import warn_empty_classes
 from .in_memory import TensorImageDataset
 
 __all__ = ['load_cifar_pickle', 'find_cifar_pickle_dir']
@@ -129,6 +130,10 @@ def load_cifar_pickle(root: str, split: str = 'train') -> TensorImageDataset:
     meta = os.path.join(path, layout['meta'])
     names = _names(_unpickle(meta).get(layout['names_key']) or []) if os.path.lexists(meta) else None
     num_classes = 100 if 'fine' in layout['labels_key'] else 10
+    if names:  # names no label uses are classes without images, as empty class folders are: warned, kept
+        used = set(labels)
+        warn_empty_classes(meta, f"class name(s) of {len(names)} in the '{split}' split",
+                           [name for i, name in enumerate(names) if i not in used])
     return TensorImageDataset(
         torch.from_numpy(np.ascontiguousarray(images)), torch.tensor(labels, dtype=torch.int64),
         class_names=list(names) if names else [str(i) for i in range(num_classes)])

@@ -28,13 +28,21 @@ def split_hint(flag: str = '') -> str:
     return f'set {flag} to one of them' if flag else 'choose one of them as the split'
 
 
+#: Labels are held as int64: a value outside it (a uint64 of 2**64 - 1, 1e19) is no class index and would overflow.
+_INT64_RANGE = (-2 ** 63, 2 ** 63 - 1)
+
+
 def first_non_integer(values: Iterable[Any]) -> Optional[Tuple[int, Any]]:
-    """``(index, value)`` of the first label that is not a whole number (a string, NaN, 0.7, a bool), or None:
-    ``int()`` would fail on a string or NaN and silently truncate 0.7 to class 0. Whole floats (``1.0``, what a
-    parquet float column holds) count as integers."""
+    """``(index, value)`` of the first label that is not a whole number (a string, NaN, 0.7, a bool) or is outside
+    int64 (``2**64 - 1``, ``1e19``, ``-1e19``), or None: ``int()`` would fail on a string or NaN and silently truncate
+    0.7 to class 0, the int64 conversion overflows (an ``OverflowError`` traceback). Whole floats (``1.0``, what a
+    parquet float column holds) count as integers; negative ones in range are left to the label range check."""
+    low, high = _INT64_RANGE
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
             return i, v
         if not isinstance(v, numbers.Integral) and not (math.isfinite(v) and float(v).is_integer()):
+            return i, v
+        if not low <= v <= high:
             return i, v
     return None

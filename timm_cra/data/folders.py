@@ -19,7 +19,7 @@ from ..utils.io import not_folder_reason
 from .images import UnreadableImage, check_in_chans, decode_image
 
 __all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'is_wnid', 'imagenet_class_to_idx', 'find_split_dir',
-           'walk_folder']
+           'walk_folder', 'warn_empty_classes']
 
 _logger = logging.getLogger(__name__)
 
@@ -132,14 +132,20 @@ def _scan_class_folder(folder: str, ignored: Counter) -> List[str]:
     return found
 
 
+def warn_empty_classes(source: str, what: str, empty: Sequence[str]) -> None:
+    """The one warning for classes the data names but holds no image of (empty class folders, CIFAR label names no
+    label uses): they stay classes (the head gets an output for each, as the data's layout says), named and counted."""
+    if empty:
+        _logger.warning(printable(f"{source}: {len(empty)} {what} hold no images: "
+                                  f"{', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}"))
+
+
 def _log_scan(root: str, hidden_classes: List[str], empty: List[str], ignored: Counter) -> None:
     """One warning per kind of thing the scan left out, named and counted (nothing is dropped silently)."""
     if hidden_classes:
         _logger.warning(printable(f"{root}: ignored {len(hidden_classes)} hidden folder(s) (not classes): "
                                   f"{', '.join(hidden_classes[:10])}{' ...' if len(hidden_classes) > 10 else ''}"))
-    if empty:
-        _logger.warning(printable(f"{root}: {len(empty)} class folder(s) hold no images: "
-                                  f"{', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''}"))
+    warn_empty_classes(root, 'class folder(s)', empty)
     if ignored:
         n = sum(ignored.values())
         reasons = ', '.join(f'{count} {reason}' for reason, count in sorted(ignored.items()))

@@ -9,6 +9,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
+import numbers
 import os
 import re
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -17,7 +19,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..utils.io import check_regular_file, not_folder_reason, not_regular_reason
+from ..utils.io import (OutputPathError, check_output_folder, check_regular_file, not_folder_reason,
+                        not_regular_reason)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.strict_json import loads, read_json
 from .errors import DataError, check_class_names, first_non_integer, split_hint
@@ -192,6 +195,20 @@ def parquet_cache_key(files: List[str]) -> str:
     return hashlib.sha256(' '.join(ids).encode()).hexdigest()[:32]
 
 
+def datasets_cache(cache_dir: Optional[str] = None) -> str:
+    """The folder ``datasets`` writes its arrow cache to (``cache_dir``, else ``HF_DATASETS_CACHE``), refused in one
+    line naming the fix when it cannot be written (a file, a read-only place): ``datasets`` failed there with a
+    traceback or an error blaming the data."""
+    import datasets
+    folder = cache_dir or str(datasets.config.HF_DATASETS_CACHE)
+    try:
+        check_output_folder(folder, 'The datasets cache folder')
+    except OutputPathError as e:
+        fix = 'give a writable cache folder' if cache_dir else 'set HF_DATASETS_CACHE to a writable folder'
+        raise DataError(printable(f"{str(e).split('; choose')[0]}; {fix}.")) from None
+    return folder
+
+
 def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
     """``datasets.load_dataset('parquet', ...)`` of ``files`` (regular files), each checked first: a truncated or
     garbage file is one line, as are class names a ClassLabel feature gives twice (read from the schema's
@@ -215,8 +232,7 @@ def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
             check_class_names(names, source, CLASSLABEL_FIX)
     if not rows:  # datasets' own word for it: 'Instruction "train" corresponds to no data!'
         raise DataError(f"'{source}' has no rows ({len(files)} parquet file(s) of 0 rows): pass data with examples.")
-    cache_dir = os.path.join(cache_dir or str(datasets.config.HF_DATASETS_CACHE), 'parquet-by-stat',
-                             parquet_cache_key(files))
+    cache_dir = os.path.join(datasets_cache(cache_dir), 'parquet-by-stat', parquet_cache_key(files))
     with _read_errors(source, 'parquet data', _PARQUET_FIX):
         return datasets.load_dataset('parquet', data_files=files, split='train', cache_dir=cache_dir)
 
@@ -257,7 +273,7 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, spli
     if source.startswith(('/', '.', '~')):
         raise DataError(f"Dataset path '{source}' does not exist. Pass an existing --data-dir.")
     try:
-        return datasets.load_dataset(source, split=split, cache_dir=cache_dir)
+        return datasets.load_dataset(source, split=split, cache_dir=datasets_cache(cache_dir))
     except (FileNotFoundError, ConnectionError, ValueError) as e:
         raise DataError(f"Could not load Hub dataset '{source}' split '{split}': {e}. Check the name and split, "
                         f"or download it first (offline: HF_DATASETS_OFFLINE=1 needs a cached copy).") from e
@@ -337,7 +353,9 @@ class HFImageDataset(Dataset):
             labels = ds[self.label_key]  # memory-mapped: damaged bytes may first show here
         bad = first_non_integer(labels)
         if bad is not None:  # int64 conversion would fail on strings / NaN and truncate 0.7 to class 0
-            names = ' (class names need a ClassLabel feature)' if isinstance(bad[1], str) else ''
+            names = (' (class names need a ClassLabel feature)' if isinstance(bad[1], str) else
+                     ' (this one is outside int64)' if isinstance(bad[1], numbers.Real) and math.isfinite(bad[1])
+                     and float(bad[1]).is_integer() else '')
             raise DataError(f"Label column '{self.label_key}' of '{source}' [{split}] has {bad[1]!r:.40} at example "
                             f"{bad[0]}: labels must be integer class indices{names}; pass the label column with "
                             f"--target-key, or cast it to a ClassLabel feature.")

@@ -11,7 +11,8 @@ only (a FIFO, socket, device or dangling symlink named ``x.jpg`` is never opened
 block), the raster formats of :data:`IMAGE_FORMATS` only (never one PIL hands to an external program, such
 as EPS to Ghostscript), and at most ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (89,478,485 by default; a
 "decompression bomb" of a few KB that would expand to gigabytes is refused from its header). Anything else
-raises :class:`UnreadableImage`, which the datasets turn into a counted, logged skip.
+raises :class:`UnreadableImage`, which the datasets turn into a counted, logged skip. A decoded image is turned
+upright by its EXIF Orientation tag (:func:`upright`), as transformers' ``load_image`` does.
 """
 import contextlib
 import io
@@ -20,13 +21,13 @@ import warnings
 from typing import Sequence, Union
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 from ..utils.errors import UsageError
 from ..utils.io import not_regular_reason, open_regular_file
 from .errors import DataError
 
-__all__ = ['MODES', 'IMAGE_FORMATS', 'UnreadableImage', 'decode_image', 'image_mode', 'convert_image',
+__all__ = ['MODES', 'IMAGE_FORMATS', 'UnreadableImage', 'decode_image', 'upright', 'image_mode', 'convert_image',
            'check_in_chans', 'fit_mean_std']
 
 #: PIL formats decoded (pure raster decoders inside Pillow); anything else is an unreadable image.
@@ -70,7 +71,7 @@ def decode_image(source: Union[str, os.PathLike, bytes, Image.Image], in_chans: 
                 img = stack.enter_context(Image.open(fp, formats=IMAGE_FORMATS))
             _check_pixels(img)
             img.load()
-            return convert_image(img, in_chans)
+            return convert_image(upright(img), in_chans)
     except UnreadableImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -78,6 +79,15 @@ def decode_image(source: Union[str, os.PathLike, bytes, Image.Image], in_chans: 
                               f'(PIL.Image.MAX_IMAGE_PIXELS): {e}') from e
     except (OSError, ValueError, SyntaxError, EOFError, UsageError) as e:  # PIL: corrupt or truncated files
         raise UnreadableImage(str(e) or type(e).__name__) from e
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF Orientation tag says (a phone's JPEG stored sideways with Orientation 6), as
+    transformers' ``load_image`` does with ``PIL.ImageOps.exif_transpose``: both tools see the same pixels. An image
+    without the tag (or with Orientation 1) is returned as it is, not copied."""
+    if img.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
+        return ImageOps.exif_transpose(img)
+    return img
 
 
 def check_in_chans(in_chans: int) -> int:

@@ -15,11 +15,11 @@ from timm.data import create_loader
 from ..data import (check_labels, check_num_classes, create_dataset, map_classes_by_name, model_in_chans,
                     resolve_model_data_config, skip_collate)
 from ..utils.amp import amp_dtype_for
-from ..utils.cli import (add_shared_args, check_model_name, check_positive, check_shared_values,
+from ..utils.cli import (add_shared_args, check_model_name, check_positive, check_shared_values, check_use_ema,
                          input_files, resolve_pretrained)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.extras import require_train_extra
-from ..utils.io import atomic_write, check_output_file, locked_folder, open_regular_file
+from ..utils.io import atomic_write, check_output_file, file_digest, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
 from ..utils.weights import load_model_weights
 from .evaluate import evaluate
@@ -54,8 +54,7 @@ def create_parser() -> argparse.ArgumentParser:
 
 
 def _create_model(args) -> torch.nn.Module:
-    import timm
-    import timm_cra  # noqa: F401  registers the cra_* models
+    import timm_cra
     kwargs = dict(args.model_kwargs or {})
     if args.in_chans is not None:
         kwargs['in_chans'] = args.in_chans
@@ -121,7 +120,11 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
         img_size=data_config['input_size'][-1], crop_pct=data_config['crop_pct'],
         interpolation=data_config['interpolation'],
         loss=round(m['loss'], 5), count=m['count'], skipped=m['skipped'],
-        pretrained=bool(args.pretrained),  # which weights were scored (hf-hub: / local-dir: load theirs by default)
+        # Which weights were scored: the model's pretrained ones (hf-hub: / local-dir: load theirs by default), or a
+        # --checkpoint, which replaces every tensor (named with its file's sha256); neither: a random initialisation.
+        pretrained=bool(args.pretrained and not args.checkpoint),
+        **({'checkpoint': args.checkpoint, 'checkpoint_sha256': file_digest(args.checkpoint),
+            'checkpoint_weights': 'ema' if args.use_ema else 'state_dict'} if args.checkpoint else {}),
         **({'class_mapping': mapped} if mapped else {}),
     )
 
@@ -195,6 +198,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     check_shared_values(args)
     check_positive(args, 'batch_size', 'num_samples')
     check_model_name(args.model)
+    check_use_ema(args.use_ema, args.checkpoint)
     check_result_paths(args.results_file, args.results_csv, input_files(args.model, args.checkpoint))
     results = validate(args)
     write_results(results, args.results_file, args.results_csv)

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 from timm.utils import ParseKwargs
 
-from ..utils.cli import add_in_chans_arg, check_model_name, input_files, resolve_pretrained
+from ..utils.cli import add_in_chans_arg, check_model_name, check_use_ema, input_files, resolve_pretrained
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.io import check_output_file
 from ..utils.weights import load_model_weights
@@ -63,6 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = create_parser().parse_args(argv)
     if args.atol is not None and not args.atol >= 0:
         raise UsageError(f'--atol must be >= 0, got {args.atol}.')
+    check_use_ema(args.use_ema, args.checkpoint)
     require_onnx('onnx', *(('onnxscript',) if args.dynamo else ()), *(() if args.no_verify else ('onnxruntime',)))
     # Before the model is built: a device, a folder or the command's own input is refused.
     check_output_file(args.output, '--output', input_files(args.model, args.checkpoint), new_folders=False)

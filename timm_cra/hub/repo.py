@@ -158,14 +158,19 @@ def write_config(
     """Write ``config.json`` of ``model`` atomically in the one layout; returns it.
 
     ``label_names``: the classes the weights were trained on (never taken from the architecture's default cfg);
-    ``None`` writes no labels. ``data_config``: the preprocessing the weights were trained with (``input_size``,
+    ``None`` writes no labels. ``tag``: the name the weights are published under; ``None`` writes no tag (never the
+    model's cfg's, which names the registered weights it was built with: a run from random init claimed ``cifar10``).
+    ``data_config``: the preprocessing the weights were trained with (``input_size``,
     ``mean``, ``std``, ``interpolation``, ``crop_pct``), e.g. the fitted 1-channel mean/std of a greyscale run.
     """
     label_names = check_label_names(label_names, model.num_classes)
     with atomic_path(Path(path)) as tmp:
         save_config_for_hf(model, tmp, model_config={'pretrained_cfg': _cfg_overrides(tag, license)},
                            data_config=data_config)
-        config = _one_layout(json.loads(Path(tmp).read_text(encoding='utf-8')), label_names, label_descriptions)
+        config = json.loads(Path(tmp).read_text(encoding='utf-8'))
+        if tag is None:  # the model's cfg tag names the registry weights it was built with, not these weights
+            config['pretrained_cfg'].pop('tag', None)
+        config = _one_layout(config, label_names, label_descriptions)
         Path(tmp).write_text(json.dumps(config, indent=2), encoding='utf-8')
     return config
 

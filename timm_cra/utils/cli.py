@@ -7,8 +7,8 @@ from typing import Dict, List, Optional, Sequence
 
 from .errors import UsageError
 
-__all__ = ['add_shared_args', 'add_in_chans_arg', 'default_workers', 'check_model_name', 'input_files', 'check_positive',
-           'check_shared_values', 'starting_module', 'starting_light_command', 'resolve_pretrained']
+__all__ = ['add_shared_args', 'add_in_chans_arg', 'default_workers', 'check_model_name', 'input_files',
+           'check_positive', 'check_shared_values', 'starting_module', 'starting_light_command', 'resolve_pretrained', 'check_use_ema']
 
 #: commands that import neither torch nor timm (``python -m`` module, console script): in their process
 #: ``import timm_cra`` does not register the models
@@ -56,6 +56,14 @@ def input_files(model_name: str, checkpoint: str = '') -> List[str]:
         folder = model_name[len('local-dir:'):]
         files += [os.path.join(folder, name) for name in ('config.json', 'model.safetensors', 'pytorch_model.bin')]
     return files
+
+
+def check_use_ema(use_ema: bool, checkpoint: str) -> None:
+    """Refuse ``--use-ema`` without ``--checkpoint`` before any work: EMA weights come only from a trainer checkpoint,
+    so the flag did nothing and the model's own weights were used, said nowhere."""
+    if use_ema and not checkpoint:
+        raise UsageError('--use-ema takes the EMA weights of a --checkpoint, and none is given: add --checkpoint '
+                         '<run>/last.pth (a trainer checkpoint with EMA weights), or drop --use-ema.')
 
 
 def resolve_pretrained(pretrained: Optional[bool], model_name: str) -> bool:
