@@ -15,6 +15,7 @@ from typing import Optional
 import pytest
 import timm
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from timm_cra.data import DataError, UsageError
@@ -172,7 +173,8 @@ def test_a_finished_run_continued_with_more_epochs_follows_the_new_schedule(ship
                                                                             run_command, tmp_path):
     """``--epochs 5 --resume`` of a finished 3-epoch run (what the refusal of fewer epochs advises): the schedule is
     the one ``--epochs 5`` builds, only the progress comes from the checkpoint. Loading the saved scheduler state put
-    back its ``t_initial`` of 3, and epochs 3-4 trained at lr 0.0 with exit 0."""
+    back its ``t_initial`` of 3, and epochs 3-4 trained at lr 0.0 with exit 0. Resumed without ``--experiment``, the
+    run's ``args.yaml`` names the folder it continued in."""
     import shutil
     from timm_cra.train import create_scheduler, parse_args
     extra = json.loads((straight_run.parent / 'extra_args.json').read_text())
@@ -191,6 +193,9 @@ def test_a_finished_run_continued_with_more_epochs_follows_the_new_schedule(ship
         scheduler.step(int(row['epoch']))
         assert float(row['lr']) > 0 and float(row['lr']) == pytest.approx(optimizer.param_groups[0]['lr'])
     assert json.loads((run / 'results.json').read_text())['epochs'] == 5
+    # args.yaml records where the run wrote (it said output: ./output/train, experiment: '')
+    recorded = yaml.safe_load((run / 'args.yaml').read_text())
+    assert (recorded['output'], recorded['experiment']) == (str(tmp_path), 'run')
 
 
 def test_results_digest_is_the_checkpoint_digest(straight_run):

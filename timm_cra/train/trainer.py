@@ -234,6 +234,8 @@ def _train(args, dinfo: DistInfo, output_dir: str, held: Optional[HeldFolder] = 
     resume_scheduler(lr_scheduler, resumed, args.sched_on_updates)
 
     args_dict = vars(args).copy()
+    if args.resume and not args.experiment:  # it writes into the checkpoint's folder, not a new one under --output
+        args_dict.update(output=os.path.dirname(output_dir), experiment=os.path.basename(output_dir))
     if dinfo.is_primary:
         _prepare_output(output_dir, args_dict)
         _logger.info(f'Output: {printable(output_dir)}  ({updates_per_epoch} steps/epoch, {num_epochs} epochs)')
