@@ -175,15 +175,16 @@ def make_image():
 
 @pytest.fixture
 def class_folder(tmp_path) -> Path:
-    """``train/`` and ``val/`` with 3 plain classes of tiny random images (fine-tuning layout)."""
+    """``data/train/`` and ``data/val/`` with 3 plain classes of tiny random images (fine-tuning layout); the test's
+    outputs go beside ``data/`` (never inside the data a command reads)."""
     rng = np.random.default_rng(0)
     for split, n in (('train', 6), ('val', 2)):
         for c in ('cat', 'dog', 'emu'):
             for i in range(n):
-                p = tmp_path / split / c / f'{i}.png'
+                p = tmp_path / 'data' / split / c / f'{i}.png'
                 p.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(p)
-    return tmp_path
+    return tmp_path / 'data'
 
 
 # --- Training and validation runs (tests/train, tests/eval) ---

@@ -211,6 +211,8 @@ def test_cli_exports_a_greyscale_model_with_in_chans(tmp_path):
     (['--model', 'cra_cifar_resnet20', '--checkpoint', 'missing.pth'], 'missing.pth'),
     (['--model', 'cra_cifar_resnet20', '--in-chans', '1', '--input-size', '3', '32', '32'],
      '--input-size 3 32 32 has 3 channels but the model takes 1'),
+    (['--model', 'cra_cifar_resnet20', '--atol', 'nan'], '--atol must be a finite number >= 0, got nan'),
+    (['--model', 'cra_cifar_resnet20', '--atol', '-1'], '--atol must be a finite number >= 0, got -1.0'),
 ])
 def test_cli_usage_errors_are_one_line(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -218,6 +220,15 @@ def test_cli_usage_errors_are_one_line(argv, message, tmp_path, capsys):
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], lines
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_refuses_an_infinite_atol(tmp_path):
+    """``--atol inf`` was accepted: the onnxruntime check could then never fail. Refused like nan and -1, in one
+    line before the model is built; nothing written."""
+    r = _run_cli(['--model', f'local-dir:{CIFAR_DIR}', '--img-size', 28, '--atol', 'inf', '--output',
+                  tmp_path / 'c20.onnx'])
+    assert r.returncode == 2 and r.stderr == 'error: --atol must be a finite number >= 0, got inf.\n', r.stderr
     assert list(tmp_path.iterdir()) == []
 
 

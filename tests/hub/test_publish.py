@@ -313,6 +313,36 @@ def test_publishes_what_the_trainer_writes(trainer_run, tmp_path, source):
     assert 'measured by the timm-cra trainer' in (out / 'README.md').read_text()
 
 
+def test_results_of_another_run_are_refused(trainer_run, tmp_path, capsys):
+    """The weights of one run with another run's results.json made a card claiming that run's epochs and metrics:
+    ``rank_state_sha256`` (a checkpoint's ``sha256['state_dict']``) and ``weights_sha256`` (the exported files') are
+    checked against the weights given; refused in one line, nothing written. A results.json recorded before
+    ``weights_sha256`` existed still publishes its ``model.safetensors``."""
+    from timm_cra.train import train
+    train(['--model', 'cra_resnet18', '--model-kwargs', 'layers=(1,1,1,1)', '--config', 'cifar', '--data-dir',
+           str(SHIPPED), '--train-split', 'test', '--train-num-samples', '16', '--val-split', 'test',
+           '--val-num-samples', '16', '--batch-size', '8', '--epochs', '2', '--no-plot', '--seed', '1',
+           '--output', str(tmp_path), '--experiment', 'other'])
+    other = tmp_path / 'other' / 'results.json'
+    summary = json.loads((trainer_run / 'results.json').read_text())
+    assert set(summary['weights_sha256']) == {'model.safetensors', 'model_ema.safetensors'}
+    proc = _publish_cli('cra_resnet18.mine', trainer_run / 'last.pth', '--results', other, '--out', tmp_path / 'a')
+    assert proc.returncode == 2 and proc.stderr == (
+        f"error: {other} is not the results of '{trainer_run / 'last.pth'}' (its sha256 of the weights differs): "
+        f"pass the results.json of the run that wrote these weights.\n"), proc.stderr
+    for source in ('model.safetensors', 'model_ema.safetensors'):
+        with pytest.raises(SystemExit):
+            run_cli(publish.main, ['cra_resnet18.mine', str(trainer_run / source), '--results', str(other),
+                                   '--out', str(tmp_path / 'b')])
+        assert capsys.readouterr().err.startswith(f"error: {other} is not the results of '{trainer_run / source}'")
+    assert sorted(os.listdir(tmp_path)) == ['other']
+    del summary['weights_sha256']  # as written before the field existed: nothing to check, accepted
+    (tmp_path / 'older.json').write_text(json.dumps(summary))
+    publish.main(['cra_resnet18.mine', str(trainer_run / 'model.safetensors'), '--results',
+                  str(tmp_path / 'older.json'), '--out', str(tmp_path / 'c')])
+    assert _card_top1(tmp_path / 'c') == summary['final']['eval_top1']
+
+
 def test_publishes_timm_train_py_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = timm.create_model('cra_resnet18', layers=(1, 1, 1, 1), num_classes=7)

@@ -218,6 +218,32 @@ def test_upgrade_refuses_what_resume_refuses_and_nonfinite_weights(run_dir, tmp_
     assert intact.returncode == 0 and (tmp_path / 'ok.pth').is_file(), intact.stderr[-2000:]
 
 
+def test_upgrade_output_problems_are_worded_for_upgrade_and_a_current_file_is_left_as_it_is(run_dir, tmp_path):
+    """`upgrade last.pth OUT` onto a FIFO or folder gave the trainer's advice (*start the run again*); into a missing
+    folder it created that folder; `upgrade a.pth a.pth` of a current file rewrote it with a new file sha256. Now:
+    one line before any work (as validate and export: *create it or fix the path*), and *already current*, the
+    file byte-identical."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+    cli = [sys.executable, '-c', 'from timm_cra.cli import checkpoint; checkpoint()']  # the timm-cra-checkpoint script
+    os.mkfifo(tmp_path / 'pipe.pth')
+    (tmp_path / 'folder.pth').mkdir()
+    for out, says in [(tmp_path / 'pipe.pth', 'is a FIFO, not a file'), (tmp_path / 'folder.pth', 'is a folder'),
+                      (tmp_path / 'nod' / 'x.pth', f"its folder {tmp_path / 'nod'} does not exist; create it or fix")]:
+        proc = subprocess.run(cli + ['upgrade', str(run_dir / 'last.pth'), str(out)], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr[-2000:]
+        assert proc.stderr.startswith(f'error: OUT {out} ') and says in proc.stderr, proc.stderr
+        assert 'run again' not in proc.stderr and '--resume' not in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ['folder.pth', 'pipe.pth'] and not os.listdir(tmp_path / 'folder.pth')
+    current = _copy(run_dir, tmp_path) / 'last.pth'
+    before = current.read_bytes()
+    proc = subprocess.run(cli + ['upgrade', str(current), str(current)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and 'is already checkpoint version 2 with sha256 digests: left unchanged' \
+        in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert current.read_bytes() == before and sorted(os.listdir(current.parent)) == ['config.json', 'last.pth']
+
+
 @pytest.mark.parametrize('group, expected', [
     (dict(momentum=float('nan')), "its optimizer group 0 has momentum=nan (must be finite and >= 0)"),
     (dict(lr=float('inf')), "its optimizer group 0 has lr=inf (must be finite and >= 0)"),

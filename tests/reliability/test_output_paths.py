@@ -2,6 +2,7 @@
 file (for a folder) is refused in one line before any work and left as it was; a place that cannot be written
 (under a regular file: true for root too) is one line, exit 2; a killed publish's staging folder is removed at
 the next publish; outputs get the mode ``open`` gives (0o644 under umask 022)."""
+import json
 import os
 import stat
 import subprocess
@@ -117,6 +118,43 @@ def test_an_output_that_is_the_commands_own_input_is_refused(tmp_path, capsys):
                        (export_main, ['--model', f'local-dir:{repo}', '-o', repo / 'config.json', '--no-verify'])]:
         assert 'writing it would destroy that input' in _refused(main, argv, capsys)
     assert weights.read_bytes() == before and (repo / 'config.json').read_text() == '{}'
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def test_outputs_inside_the_data_folder_or_one_path_for_both_results_are_refused(class_folder, tmp_path,
+                                                                                   run_command, capsys):
+    """``validate --results-file data/val/cat/0.png`` replaced one of its own images; ``train --output`` inside
+    ``--data-dir`` put the run folder into the data; ``--results-file v.json --results-csv v.json`` wrote the JSON,
+    then refused the CSV. Each is refused in one line before any work, the data byte-identical and nothing written;
+    the validation with its results beside the data succeeds."""
+    before = _files(class_folder)
+    image = class_folder / 'val' / 'cat' / '0.png'
+    validate = ['--model', 'cra_cifar_resnet20', '--data-dir', class_folder, '--split', 'val', '--img-size', '32',
+                '--num-classes', '3', '--workers', '0', '--no-progress']
+    train = ['--model', 'cra_cifar_resnet20', '--data-dir', class_folder, '--dataset', 'folder', '--val-split', 'val',
+             '--img-size', '32', '--batch-size', '6', '--epochs', '1', '--workers', '0', '--no-plot']
+    inside = f'is inside the input folder {class_folder}: writing there would change the data'
+    for command, argv, says in [
+            ('timm-cra-validate', validate + ['--results-file', image], f'error: --results-file {image} {inside}'),
+            ('timm-cra-train', train + ['--output', class_folder, '--experiment', 'r'],
+             f"error: run folder (--output/--experiment) {class_folder / 'r'} {inside}"),
+            ('timm-cra-validate', validate + ['--results-file', tmp_path / 'v.json', '--results-csv',
+                                              tmp_path / 'v.json'],
+             f"error: --results-file and --results-csv are both {tmp_path / 'v.json'}: ")]:
+        r = run_command(command, argv)
+        assert r.returncode == 2 and r.stderr.count('\n') == 1 and r.stderr.startswith(says), r.stderr[-2000:]
+    assert inside in _refused(validate_main, validate + ['--results-csv', class_folder / 'val.csv'], capsys)
+    assert inside in _refused(train_main, train + ['--output', class_folder / 'train' / 'runs'], capsys)
+    assert _files(class_folder) == before and sorted(os.listdir(tmp_path)) == ['data']
+    r = run_command('timm-cra-validate', validate + ['--results-file', tmp_path / 'v.json', '--results-csv',
+                                                     tmp_path / 'v.csv'])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / 'v.json').read_text())['count'] == 6
+    assert (tmp_path / 'v.csv').read_text().startswith('model,top1')
+    assert _files(class_folder) == before
 
 
 def test_train_output_that_is_a_file_or_under_one_is_refused(tmp_path, capsys):

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Optional
 
 import pytest
 import timm
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from timm_cra.data import DataError, UsageError
@@ -165,6 +167,35 @@ def test_kill_and_resume_is_bit_identical(shipped_run_args, straight_run, cli_en
     assert [int(r['optimizer_steps']) for r in rows] == [6, 12, 18]
     strip = lambda rs: [{k: v for k, v in r.items() if k not in _TIMING} for r in rs]  # noqa: E731
     assert strip(rows) == strip(ref_rows)
+
+
+def test_a_finished_run_continued_with_more_epochs_follows_the_new_schedule(shipped_run_args, straight_run,
+                                                                            run_command, tmp_path):
+    """``--epochs 5 --resume`` of a finished 3-epoch run (what the refusal of fewer epochs advises): the schedule is
+    the one ``--epochs 5`` builds, only the progress comes from the checkpoint. Loading the saved scheduler state put
+    back its ``t_initial`` of 3, and epochs 3-4 trained at lr 0.0 with exit 0. Resumed without ``--experiment``, the
+    run's ``args.yaml`` names the folder it continued in."""
+    import shutil
+    from timm_cra.train import create_scheduler, parse_args
+    extra = json.loads((straight_run.parent / 'extra_args.json').read_text())
+    run = Path(shutil.copytree(straight_run, tmp_path / 'run'))
+    argv = shipped_run_args + RESUME_RUN + extra + ['--epochs', '5', '--resume', run / 'last.pth']
+    proc = run_command('timm-cra-train', argv)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = _rows(run / 'metrics.csv')
+    assert [int(r['optimizer_steps']) for r in rows] == [6, 12, 18, 24, 30]
+    assert rows[:3] == _rows(straight_run / 'metrics.csv')  # the finished epochs are kept as they were
+    args = parse_args([str(a) for a in argv])  # the new run's schedule, from timm's own scheduler
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=args.lr)
+    scheduler, num_epochs = create_scheduler(optimizer, args, updates_per_epoch=6)
+    assert num_epochs == 5
+    for row in rows[3:]:
+        scheduler.step(int(row['epoch']))
+        assert float(row['lr']) > 0 and float(row['lr']) == pytest.approx(optimizer.param_groups[0]['lr'])
+    assert json.loads((run / 'results.json').read_text())['epochs'] == 5
+    # args.yaml records where the run wrote (it said output: ./output/train, experiment: '')
+    recorded = yaml.safe_load((run / 'args.yaml').read_text())
+    assert (recorded['output'], recorded['experiment']) == (str(tmp_path), 'run')
 
 
 def test_results_digest_is_the_checkpoint_digest(straight_run):

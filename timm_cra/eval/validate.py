@@ -130,15 +130,26 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def check_result_paths(json_path: str = '', csv_path: str = '', inputs: Sequence[str] = ()) -> None:
-    """Refuse result paths that cannot be written (a folder, a FIFO, a device, one of the command's input files)
-    before any work, and a ``csv_path`` whose folder another process holds past the wait (a training's run folder)."""
+    """Refuse result paths that cannot be written (a folder, a FIFO, a device, one of the command's input files,
+    a path inside its ``--data-dir``) and one path for both results, before any work; and a ``csv_path`` whose
+    folder another process holds past the wait (a training's run folder)."""
+    if json_path and csv_path and _same_place(json_path, csv_path):
+        raise UsageError(f"--results-file and --results-csv are both {json_path}: the CSV would replace the JSON "
+                         f"(or be refused after it was written); give each its own path.")
     if json_path:
         check_output_file(json_path, '--results-file', inputs, new_folders=False)
     if csv_path:
-        check_output_file(csv_path, '--results-csv', list(inputs) + ([json_path] if json_path else []),
-                          new_folders=False)
+        check_output_file(csv_path, '--results-csv', inputs, new_folders=False)
         with _results_csv_lock(csv_path):  # a held folder is refused now, not after the whole evaluation
             read_results_csv(csv_path)  # a CSV rows cannot be appended to is refused now, not after the work
+
+
+def _same_place(a: str, b: str) -> bool:
+    """Whether two output paths name one file (also when it does not exist yet: same resolved path)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def read_results_csv(csv_path: str) -> str:
@@ -199,7 +210,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     check_positive(args, 'batch_size', 'num_samples')
     check_model_name(args.model)
     check_use_ema(args.use_ema, args.checkpoint)
-    check_result_paths(args.results_file, args.results_csv, input_files(args.model, args.checkpoint))
+    check_result_paths(args.results_file, args.results_csv,
+                       input_files(args.model, args.checkpoint) + [args.data_dir])
     results = validate(args)
     write_results(results, args.results_file, args.results_csv)
     print(dumps(results, indent=2))

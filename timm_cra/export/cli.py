@@ -61,8 +61,8 @@ def _create_model(args):
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = create_parser().parse_args(argv)
-    if args.atol is not None and not args.atol >= 0:
-        raise UsageError(f'--atol must be >= 0, got {args.atol}.')
+    if args.atol is not None and not 0 <= args.atol < float('inf'):  # nan too; inf: the check could never fail
+        raise UsageError(f'--atol must be a finite number >= 0, got {args.atol}.')
     check_use_ema(args.use_ema, args.checkpoint)
     require_onnx('onnx', *(('onnxscript',) if args.dynamo else ()), *(() if args.no_verify else ('onnxruntime',)))
     # Before the model is built: a device, a folder or the command's own input is refused.

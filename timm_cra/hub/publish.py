@@ -24,7 +24,7 @@ import torch
 from ..models._builder import hub_id
 from ..utils.labels import repeated_names
 from ..utils.errors import NO_ANSWER, TIMED_OUT, TimmCraError, UsageError, printable, run_cli, transport_failure
-from ..utils.io import check_regular_file, open_regular_file
+from ..utils.io import check_regular_file, file_digest, open_regular_file
 from ..utils.strict_json import loads
 from ..utils.weights import check_file, load_state_checked, read_weights
 from .card import load_eval_results
@@ -225,12 +225,31 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
                 split=args.get('val_split') or 'validation', source='measured', notes=notes + '.')
 
 
-def _results(results, ckpt: Dict[str, Any], ema: bool, args: Dict[str, Any]):
+def _check_same_run(summary: Dict[str, Any], checkpoint: Union[str, Path], ckpt: Dict[str, Any], name: str) -> None:
+    """Refuse a trainer ``results.json`` of another run than the weights (a card would claim that run's epochs and
+    metrics): a checkpoint's ``sha256['state_dict']`` must be one of its ``rank_state_sha256``, a ``.safetensors``
+    file's sha256 one of its ``weights_sha256`` (recorded since that field exists; older records are accepted)."""
+    if str(checkpoint).endswith('.safetensors'):
+        recorded, digest = summary.get('weights_sha256'), None
+        if isinstance(recorded, dict):
+            digest = file_digest(checkpoint)
+            recorded = list(recorded.values())
+    else:
+        recorded = summary.get('rank_state_sha256')
+        digest = (ckpt.get('sha256') or {}).get('state_dict') if isinstance(ckpt.get('sha256'), dict) else None
+    if digest is not None and isinstance(recorded, list) and digest not in recorded:
+        raise UsageError(f"{name} is not the results of '{checkpoint}' (its sha256 of the weights differs): pass the "
+                         f"results.json of the run that wrote these weights.")
+
+
+def _results(results, ckpt: Dict[str, Any], ema: bool, args: Dict[str, Any], checkpoint: Union[str, Path] = ''):
     if results is None or isinstance(results, dict) and 'final' not in results:
         return results
     summary = results if isinstance(results, dict) else _json(Path(results), '--results')
     if summary is not None and 'final' in summary and 'optimizer_steps' in summary:
         name = "The trainer's results.json" if isinstance(results, dict) else str(results)
+        if checkpoint:
+            _check_same_run(summary, checkpoint, ckpt, name)
         # checked here, where the file is known, so its errors name it
         return load_eval_results(trainer_results(summary, ckpt, ema, args, name), name=name)
     return results
@@ -280,7 +299,7 @@ def build_repo_folder(
                        hint=f'{arch}{" with " + str(kwargs) if kwargs else ""}: pass the architecture and '
                             f'--num-classes the checkpoint was trained with')
     provenance = run_provenance(checkpoint, ckpt)
-    results = _results(results, ckpt, used_ema, _run_args(checkpoint, ckpt))
+    results = _results(results, ckpt, used_ema, _run_args(checkpoint, ckpt), checkpoint)
     if label_names is not None:
         recorded = provenance['label_names']
         if recorded and list(recorded) != list(label_names):

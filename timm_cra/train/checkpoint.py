@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..utils.errors import UsageError, printable, run_cli
-from ..utils.io import atomic_write, temp_pattern
+from ..utils.io import atomic_write, check_output_file, temp_pattern
 from ..utils.io import remove_stale_temp_files as remove_stale_files
 from ..utils.weights import checkpoint_digests, load_checkpoint_file, nonfinite_tensors
 
@@ -116,10 +116,14 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
-def _save_failed(path: str, err: OSError) -> CheckpointSaveError:
+def _os_reason(err: OSError) -> str:
     if isinstance(err.__cause__, OSError) and not err.strerror:  # atomic_path's one-line error: the OS reason
         err = err.__cause__
-    reason = err.strerror or str(err) or type(err).__name__
+    return err.strerror or str(err) or type(err).__name__
+
+
+def _save_failed(path: str, err: OSError) -> CheckpointSaveError:
+    reason = _os_reason(err)
     if os.path.isfile(path):  # --resume only from a checkpoint that exists
         return CheckpointSaveError(f"Saving the checkpoint failed: could not write '{path}' ({reason}); the previous "
                                    f"'{os.path.basename(path)}' is intact. Free space or fix the folder, then "
@@ -155,12 +159,14 @@ def save_checkpoint(path: str, *, model: torch.nn.Module, optimizer, scheduler, 
         raise _save_failed(path, e) from e
 
 
-def upgrade_checkpoint(src: str, dst: str) -> Dict[str, Any]:
-    """Rewrite a trainer checkpoint (version 1 or 2) in the current format, with sha256 digests.
+def upgrade_checkpoint(src: str, dst: str) -> Optional[Dict[str, Any]]:
+    """Rewrite a trainer checkpoint (version 1 or 2) in the current format, with sha256 digests; returns it, or
+    None when ``dst`` is ``src`` and that is already current (left as it is).
 
     The new digests vouch for what they cover, so a checkpoint ``--resume`` would refuse (edited counters or
     optimizer settings) or whose weights hold NaN / Inf is refused here, in one line, before anything is written."""
     from .resume import REQUIRED_KEYS, progress_problem, optimizer_problem  # resume imports this module
+    check_output_file(dst, 'OUT', new_folders=False)  # a FIFO, folder, device, missing folder: before any work
     ckpt = load_checkpoint_file(src)
     if any(k not in ckpt for k in REQUIRED_KEYS):
         raise UsageError(f"'{src}' is not a timm-cra trainer checkpoint (a 'last.pth').")
@@ -174,6 +180,8 @@ def upgrade_checkpoint(src: str, dst: str) -> Dict[str, Any]:
         raise UsageError(f"Cannot upgrade '{src}': its weights hold NaN/Inf values: {', '.join(nonfinite[:3])}"
                          f"{' ...' if len(nonfinite) > 3 else ''} (the run diverged or the file is damaged); upgrading "
                          f"would re-sign them as sound. Upgrade an earlier checkpoint of the run.")
+    if _is_current(ckpt) and _same_file(src, dst):  # rewriting it would only change its bytes and file sha256
+        return None
     rng = dict(ckpt['rng'])
     if not isinstance(rng.get('numpy'), dict):
         bit_generator, key, pos, has_gauss, cached = rng['numpy']
@@ -188,8 +196,22 @@ def upgrade_checkpoint(src: str, dst: str) -> Dict[str, Any]:
     try:
         atomic_save(ckpt, dst)
     except OSError as e:
-        raise _save_failed(dst, e) from e
+        raise CheckpointSaveError(f"Upgrading failed: could not write '{dst}' ({_os_reason(e)}); '{src}' is "
+                                  f"unchanged. Free space or choose a writable OUT, then upgrade again.") from e
     return ckpt
+
+
+def _is_current(ckpt: Dict[str, Any]) -> bool:
+    """Already in the current format: this version, sha256 digests (checked when it was read), the plain RNG."""
+    return ckpt.get('version') == CHECKPOINT_VERSION and isinstance(ckpt.get('sha256'), dict) \
+        and isinstance(ckpt['rng'], dict) and isinstance(ckpt['rng'].get('numpy'), dict)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -201,7 +223,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     up.add_argument('dst')
     args = parser.parse_args(argv)
     ckpt = upgrade_checkpoint(args.src, args.dst)
-    print(f"Wrote {printable(args.dst)} (checkpoint version {ckpt['version']}, epoch {ckpt.get('epoch')}).")
+    if ckpt is None:
+        print(f"{printable(args.src)} is already checkpoint version {CHECKPOINT_VERSION} with sha256 digests: "
+              f"left unchanged.")
+    else:
+        print(f"Wrote {printable(args.dst)} (checkpoint version {ckpt['version']}, epoch {ckpt.get('epoch')}).")
 
 
 if __name__ == '__main__':

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ..utils.errors import printable
-from ..utils.io import OutputPathError, atomic_path, atomic_write, staging_folder
+from ..utils.io import OutputPathError, atomic_path, atomic_write, file_digest, staging_folder
 from ..utils.strict_json import dumps
 from ..utils.weights import tensor_digest
 from .distributed import DistInfo
@@ -80,6 +80,9 @@ def finish_run(args, dinfo: DistInfo, net: nn.Module, model_ema, history: List[D
         summary['weights_ema'] = os.path.join(output_dir, 'model_ema.safetensors')
         with atomic_path(summary['weights_ema']) as tmp:
             save_file({k: v.contiguous() for k, v in model_ema.module.state_dict().items()}, tmp)
+    # the exported files' sha256: publish checks that weights and this results.json are of the same run
+    summary['weights_sha256'] = {os.path.basename(summary[k]): file_digest(summary[k])
+                                 for k in ('weights', 'weights_ema') if k in summary}
     with atomic_write(os.path.join(output_dir, 'results.json')) as f:
         f.write(dumps(summary, indent=2))  # strict JSON: a diverged run's NaN loss is null with a note
     if history and not args.no_plot:

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from timm.scheduler import PlateauLRScheduler
 from timm.utils import random_seed
 
 from ..utils.errors import UsageError, printable
@@ -176,10 +177,14 @@ def load_training_state(path: str, model, optimizer, model_ema=None, loss_scaler
 
 
 def resume_scheduler(lr_scheduler, state: ResumeState, sched_on_updates: bool) -> None:
-    """Put the LR schedule at the start of epoch ``state.epoch`` (and step ``state.num_updates``)."""
+    """Put the LR schedule at the start of epoch ``state.epoch`` (and step ``state.num_updates``).
+
+    As timm's ``train.py``: the schedule is the one the run's arguments build, only the progress comes from the
+    checkpoint. Loading a fixed schedule's saved state put back its ``t_initial``, so a finished run continued
+    with more ``--epochs`` trained them at lr 0. A plateau schedule's saved state is its progress (best metric)."""
     if lr_scheduler is None:
         return
-    if state.scheduler:
+    if state.scheduler and isinstance(lr_scheduler, PlateauLRScheduler):
         lr_scheduler.load_state_dict(state.scheduler)
     if state.epoch > 0:
         lr_scheduler.step(state.epoch)

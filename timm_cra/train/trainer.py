@@ -132,7 +132,7 @@ def train(args: Union[argparse.Namespace, Sequence[str]]) -> Dict[str, Any]:
     _setup_logging(dinfo.is_primary)
     try:
         output_dir = _output_dir(args)  # once: a timestamped name must not change between uses
-        with _held_run_folder(output_dir, dinfo.is_primary) as held:
+        with _held_run_folder(output_dir, dinfo.is_primary, args.data_dir) as held:
             return _train(args, dinfo, output_dir, held)
     finally:
         if dist.is_available() and dist.is_initialized():
@@ -140,7 +140,7 @@ def train(args: Union[argparse.Namespace, Sequence[str]]) -> Dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _held_run_folder(output_dir: str, primary: bool):
+def _held_run_folder(output_dir: str, primary: bool, data_dir: str = ''):
     """Rank 0 (the only writer of the run folder) holds an exclusive lock on it for the whole run, taken before
     :func:`_check_output_dir` looks at it: a second run started on the same folder is refused at once instead of
     both passing the check and one silently overwriting the other. The kernel drops the lock with the process,
@@ -149,7 +149,8 @@ def _held_run_folder(output_dir: str, primary: bool):
     if not primary:
         yield None
         return
-    check_output_folder(output_dir, 'run folder (--output/--experiment)')  # a file, device, unwritable place
+    # a file, device, unwritable place, or inside --data-dir (its files would become part of the data)
+    check_output_folder(output_dir, 'run folder (--output/--experiment)', [data_dir])
     created, path = [], os.path.abspath(output_dir)  # the folders the lock creates, deepest first
     while not os.path.lexists(path) and os.path.dirname(path) != path:
         created.append(path)
@@ -233,6 +234,8 @@ def _train(args, dinfo: DistInfo, output_dir: str, held: Optional[HeldFolder] = 
     resume_scheduler(lr_scheduler, resumed, args.sched_on_updates)
 
     args_dict = vars(args).copy()
+    if args.resume and not args.experiment:  # it writes into the checkpoint's folder, not a new one under --output
+        args_dict.update(output=os.path.dirname(output_dir), experiment=os.path.basename(output_dir))
     if dinfo.is_primary:
         _prepare_output(output_dir, args_dict)
         _logger.info(f'Output: {printable(output_dir)}  ({updates_per_epoch} steps/epoch, {num_epochs} epochs)')

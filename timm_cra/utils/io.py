@@ -170,26 +170,43 @@ def _long_name_problem(path: str, what: str) -> Optional[OutputPathError]:
     return None
 
 
+def _check_not_an_input(path: str, what: str, inputs: Sequence[Union[str, os.PathLike]]) -> None:
+    """Refuse an output ``path`` that is one of the command's ``inputs`` (writing it would destroy what is being
+    read) or lies inside an input folder (``--data-dir``: a result file would replace one of its images, a run
+    folder would become a class of its data)."""
+    for source in inputs:
+        if not source:
+            continue
+        source = os.fspath(source)
+        try:
+            same = os.path.samefile(path, source)
+        except OSError:  # either is absent: nothing to destroy
+            same = False
+        if same and not os.path.isdir(source):
+            raise OutputPathError(f'{what} {path} is the input {source}: writing it would destroy that input; '
+                                  f'choose another path.')
+        folder = os.path.realpath(source).rstrip(os.sep) + os.sep
+        # the path itself resolved, and the place its last part is written (a symlink there is replaced)
+        written = (os.path.realpath(path), os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))),
+                                                        os.path.basename(path)))
+        if os.path.isdir(source) and (same or any(p.startswith(folder) for p in written)):
+            raise OutputPathError(f'{what} {path} is inside the input folder {source}: writing there would change '
+                                  f'the data the command reads; choose a path outside it.')
+
+
 def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
                       inputs: Sequence[Union[str, os.PathLike]] = (), new_folders: bool = True) -> None:
     """Raise :class:`OutputPathError` (one line) unless ``path`` can be written as a file: it is absent or a
     regular file (never a folder, device, FIFO or socket: :func:`atomic_path` would replace the node itself),
-    it is none of the command's ``inputs`` (writing it would destroy what is being read), no part of it is longer
-    than a file name may be, and its folder exists or can be created there. CLIs call it on their arguments, before
-    any work, with ``new_folders=False``: a user's output file goes into a folder that exists (a typo'd folder
-    must not spring into existence; ``export -o`` and ``validate --results-file`` alike)."""
+    it is none of the command's ``inputs`` and not inside an input folder (:func:`_check_not_an_input`), no part
+    of it is longer than a file name may be, and its folder exists or can be created there. CLIs call it on their
+    arguments, before any work, with ``new_folders=False``: a user's output file goes into a folder that exists (a
+    typo'd folder must not spring into existence; ``export -o`` and ``validate --results-file`` alike)."""
     path = os.fspath(path)
     long_name = _long_name_problem(path, what)
     if long_name:
         raise long_name
-    for source in inputs:
-        try:
-            same = bool(source) and os.path.samefile(path, source)
-        except OSError:  # either is absent: nothing to destroy
-            same = False
-        if same:
-            raise OutputPathError(f'{what} {path} is the input {os.fspath(source)}: writing it would destroy '
-                                  f'that input; choose another path.')
+    _check_not_an_input(path, what, inputs)
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):  # the folder check below names a file on the way
@@ -211,14 +228,16 @@ def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
                               f'or fix the path.')
 
 
-def check_output_folder(path: Union[str, os.PathLike], what: str = 'output folder') -> None:
+def check_output_folder(path: Union[str, os.PathLike], what: str = 'output folder',
+                        inputs: Sequence[Union[str, os.PathLike]] = ()) -> None:
     """Raise :class:`OutputPathError` (one line) unless ``path`` is a folder or can be created as one (an
-    existing file, device, FIFO or socket there is never replaced, and no part of the path is longer than a folder
-    name may be)."""
+    existing file, device, FIFO or socket there is never replaced, no part of the path is longer than a folder
+    name may be, and it is not one of the command's ``inputs`` nor inside an input folder)."""
     path = os.fspath(path)
     long_name = _long_name_problem(path, what)
     if long_name:
         raise long_name
+    _check_not_an_input(path, what, inputs)
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
