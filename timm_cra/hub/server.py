@@ -328,7 +328,10 @@ class _ReadRoutes(BaseHTTPRequestHandler):
 
     def _error(self, status: int, code: Optional[str], message: str, head_only: bool, commit: Optional[str] = None,
                fields: Optional[Dict[str, Any]] = None):
-        headers = {'Content-Type': 'application/json', 'X-Error-Message': message.encode('ascii', 'replace').decode()}
+        # The message quotes the request (a file name, a revision): CR / LF in it would end the header and forge
+        # others (response splitting), so it is escaped as printable ASCII.
+        headers = {'Content-Type': 'application/json',
+                   'X-Error-Message': printable(message).encode('ascii', 'replace').decode()}
         if code:
             headers['X-Error-Code'] = code
         if commit:
