@@ -243,6 +243,21 @@ def test_one_transport_classifier_for_the_loader_and_push(monkeypatch, mode, kin
     assert transport_failure(ValueError('not from the HTTP library')) is None
 
 
+def test_push_to_a_read_only_mirror_names_hf_endpoint(trained, tmp_path, monkeypatch, capsys, hub):
+    """HF_ENDPOINT at the read-only mirror: its 403 was blamed on the token ("check the token's write access"), with a
+    doubled period. Now the line says the endpoint refused writes and names HF_ENDPOINT."""
+    ckpt, *_ = trained
+    monkeypatch.setenv('HF_TOKEN', 'hf_test')
+    with pytest.raises(SystemExit) as e:
+        run_cli(publish.main, ['cra_mobilenetv2_050.test_c5', str(ckpt), '--num-classes', '5', '--out',
+                               str(tmp_path / 'r'), '--push'])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith('error: ')]
+    assert e.value.code == 2 and len(errors) == 1, err
+    assert f'the endpoint {hub.endpoint} refused writes' in errors[0] and 'unset HF_ENDPOINT' in errors[0], errors[0]
+    assert 'token' not in errors[0] and '..' not in errors[0] and errors[0].endswith('.'), errors[0]
+
+
 def test_push_timeout_is_set_without_importing_the_http_library(trained, tmp_path, monkeypatch, capsys):
     """--timeout did `import httpx2`: an ImportError with a huggingface_hub whose client is httpx. It is set through
     the client object huggingface_hub uses; here the module is made unimportable and the push still times out."""

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..models._builder import hub_id
+from ..models._builder import PUBLIC_HUB_ENDPOINT, hub_id
 from ..utils.labels import repeated_names
 from ..utils.errors import NO_ANSWER, TIMED_OUT, TimmCraError, UsageError, printable, run_cli, transport_failure
 from ..utils.hub_session import bounded_hub_requests
@@ -345,10 +345,16 @@ def push_repo_folder(
                 commit_message=commit_message or f'Upload {repo_id.split("/")[-1]} (timm-cra)')
     except HfHubHTTPError as e:
         status = getattr(e.response, 'status_code', None)
-        advice = (f'a server error, not yours: retry later; {rerun}' if status is not None and status >= 500 else
-                  "check the token's write access and the repo id")
+        if status is not None and status >= 500:
+            advice = f'a server error, not yours: retry later; {rerun}'
+        elif status == 403 and endpoint.rstrip('/') != PUBLIC_HUB_ENDPOINT:  # a mirror, not the token's fault
+            advice = f'the endpoint {endpoint} refused writes: HF_ENDPOINT points at it; unset HF_ENDPOINT to push to ' \
+                     f'huggingface.co'
+        else:
+            advice = "check the token's write access and the repo id"
+        # huggingface_hub ends the server's message with a period of its own: one is enough.
         raise UsageError(f"Pushing {folder} to {repo_id} at {endpoint} failed: "
-                         f"{str(e).splitlines()[0]} ({advice}).") from e
+                         f"{str(e).splitlines()[0].rstrip('.')} ({advice}).") from e
     except Exception as e:  # noqa: BLE001  (the HTTP library's own error classes; only transport failures are ours)
         kind = transport_failure(e)
         if kind is None:
