@@ -167,6 +167,64 @@ def test_a_download_cut_after_the_probe_falls_back_or_is_one_line(hub, caplog, m
     assert [f.rsplit('/', 1)[1] for f in hub.cached_files() if '/blobs/' in f] == [config_blob]  # no weights part
 
 
+def _hub_trickling(root: Path, part: str):
+    """A mirror of ``root`` that trickles: every answer's ``headers`` one line each 0.1 s (never ending them), or
+    the ``body`` of each GET of a model.safetensors one byte each 0.1 s. Each byte comes well within any read
+    time-out; it stops after 100 s, so a lost bound fails the test instead of hanging it."""
+    from timm_cra.hub.server import HubFolderServer
+    pause = threading.Event()  # waits 0.1 s: time.sleep is patched out below (the client's back-off)
+
+    class Trickle(HubFolderServer.handler_class):
+        def _trickle(self, lines):
+            with contextlib.suppress(OSError):
+                for line in lines:
+                    self.wfile.write(line)
+                    self.wfile.flush()
+                    pause.wait(0.1)
+            self.close_connection = True
+
+        def _route(self, head_only):
+            if part != 'headers':
+                return super()._route(head_only)
+            self._drain_body()
+            self._trickle([b'HTTP/1.1 200 OK\r\n'] + [f'X-Line-{i}: x\r\n'.encode() for i in range(1000)])
+
+        def _write_file_body(self, path, start, length):
+            if path.name != 'model.safetensors':
+                return super()._write_file_body(path, start, length)
+            with path.open('rb') as f:
+                f.seek(start)
+                self._trickle(iter(lambda: f.read(1), b''))  # 270 KB: far over 100 s
+
+    class Server(HubFolderServer):
+        handler_class = Trickle
+
+    return Server([root])
+
+
+@pytest.mark.parametrize('part, reason', [('headers', 'is unreachable (no answer: timed out)'),
+                                          ('body', 'broke off the download (ReadTimeout)')])
+def test_a_trickling_hub_loads_the_bundled_copy_in_bounded_time(hub, caplog, monkeypatch, part, reason):
+    """A Hub that trickles its answer, one header line (or one body byte) at a time, trips no read time-out: the
+    probe's HEAD (headers never finished) or the weights download (resumed after each time-out) waited for ever.
+    The probe's whole answer is bounded (_PROBE_TIMEOUT_S) and so is a bundled repo's whole download
+    (BUNDLED_DOWNLOAD_TIMEOUT_S): the bundled copy loads, saying why."""
+    import time
+    monkeypatch.setattr('huggingface_hub.utils._http.time.sleep', lambda s: None)  # the client's back-off
+    monkeypatch.setattr(_weight_checks, '_PROBE_TIMEOUT_S', 1.0)
+    monkeypatch.setattr('timm_cra.models._builder.BUNDLED_DOWNLOAD_TIMEOUT_S', 2.0)
+    with _hub_trickling(HUB_DIR, part) as server:
+        hub.set_endpoint(server.endpoint)
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger='timm_cra'):
+            model = timm.create_model(TAG, pretrained=True)
+        took = time.monotonic() - start
+    assert took < 20, took
+    assert reason in caplog.text and FALLBACK in caplog.text, caplog.text
+    _assert_weights(model, _published())
+    assert not [f for f in hub.cached_files() if '/snapshots/' in f and f.endswith('model.safetensors')]
+
+
 def test_a_published_hub_repo_wins_over_the_bundled_copy(hub, tmp_path, caplog):
     # The Hub is the canonical home: when it serves the repo (here with other weights), those are loaded.
     state = _published()

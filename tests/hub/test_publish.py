@@ -106,10 +106,12 @@ def test_push_to_an_endpoint_that_refuses_connections_is_one_line(trained, tmp_p
 
 
 class _BadHub:
-    """A Hub on 127.0.0.1 that accepts connections, then ``stall``s (never answers), ``cut``s the connection, or
-    answers ``500``; ``requests`` counts what it was asked."""
+    """A Hub on 127.0.0.1 that accepts connections, then ``stall``s (never answers), ``cut``s the connection, answers
+    ``500``, or ``trickle``s a ``200`` (100000 bytes announced, one sent every 0.1 s); ``requests`` counts what it was
+    asked."""
 
     def __init__(self, mode: str):
+        import contextlib
         import socket
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -127,6 +129,16 @@ class _BadHub:
                 self.rfile.read(int(self.headers.get('Content-Length') or 0))
                 if mode == 'stall':
                     hub.release.wait(30)
+                elif mode == 'trickle':  # each byte well within any read time-out: only a whole-request bound ends it
+                    self.send_response(200)
+                    self.send_header('Content-Length', '100000')
+                    self.end_headers()
+                    with contextlib.suppress(OSError):
+                        for _ in range(1000):  # 100 s: the test fails, never hangs, if the bound is lost
+                            if hub.release.wait(0.1):
+                                break
+                            self.wfile.write(b'{')
+                            self.wfile.flush()
                 elif mode == 'cut':
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\0\0\0\0\0\0\0')
                     self.connection.close()  # with SO_LINGER 0: a reset, as a dropped link gives
@@ -158,13 +170,16 @@ class _BadHub:
             'with --overwrite --push (check HF_ENDPOINT and the network).'),
     ('500', "(a server error, not yours: retry later; the repo folder {out} is complete: rerun with --overwrite "
             "--push)."),
+    ('trickle', 'did not answer within 0.5 s (ReadTimeout: timed out); the repo folder {out} is complete: rerun '
+                'with --overwrite --push once it answers (check HF_ENDPOINT; a slow link: raise --timeout).'),
 ])
 def test_push_to_a_hub_that_stalls_cuts_or_fails_is_one_line_in_bounded_time(trained, tmp_path, monkeypatch,
                                                                               capsys, mode, says):
     """`publish --push` to a Hub that accepts the connection and never answers hung forever after 'Wrote ...'
-    (huggingface_hub's shared client sets no timeout); a cut connection was a ReadError traceback; a 500 was
-    blamed on the token. Each is one line naming the endpoint, within a bounded time (--timeout for every
-    request), and the written folder is the complete dry-run output."""
+    (huggingface_hub's shared client sets no timeout); one that trickles its answer still did with --timeout (a time-out
+    per read); a cut connection was a ReadError traceback; a 500 was blamed on the token. Each is one line naming the
+    endpoint, within a bounded time (--timeout for every request, answer included), and the written folder is the
+    complete dry-run output."""
     import time
 
     from huggingface_hub import constants, get_session
@@ -226,6 +241,21 @@ def test_one_transport_classifier_for_the_loader_and_push(monkeypatch, mode, kin
             with pytest.raises(HubUnreachableError):
                 check_hub_reachable('o/r', None)
     assert transport_failure(ValueError('not from the HTTP library')) is None
+
+
+def test_push_to_a_read_only_mirror_names_hf_endpoint(trained, tmp_path, monkeypatch, capsys, hub):
+    """HF_ENDPOINT at the read-only mirror: its 403 was blamed on the token ("check the token's write access"), with a
+    doubled period. Now the line says the endpoint refused writes and names HF_ENDPOINT."""
+    ckpt, *_ = trained
+    monkeypatch.setenv('HF_TOKEN', 'hf_test')
+    with pytest.raises(SystemExit) as e:
+        run_cli(publish.main, ['cra_mobilenetv2_050.test_c5', str(ckpt), '--num-classes', '5', '--out',
+                               str(tmp_path / 'r'), '--push'])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith('error: ')]
+    assert e.value.code == 2 and len(errors) == 1, err
+    assert f'the endpoint {hub.endpoint} refused writes' in errors[0] and 'unset HF_ENDPOINT' in errors[0], errors[0]
+    assert 'token' not in errors[0] and '..' not in errors[0] and errors[0].endswith('.'), errors[0]
 
 
 def test_push_timeout_is_set_without_importing_the_http_library(trained, tmp_path, monkeypatch, capsys):

@@ -92,6 +92,30 @@ def test_commit_hash_follows_replaced_and_edited_files(tmp_path):
     assert len(set(seen)) == len(seen), seen
 
 
+def test_file_rewritten_in_place_with_its_mtime_restored_is_served_fresh(hub):
+    """The mirror's digest cache (ETag, sha256) was keyed on inode, mtime and size: a file rewritten in place with the
+    same size and its mtime put back (``cat new > f; touch -d @old f``) kept its old ETag, so the client served the
+    cached old bytes. Keyed on the ctime too, the next download gets the new bytes under their own sha256."""
+    import hashlib
+    import os
+    from huggingface_hub import hf_hub_download
+    old, new = b'old weights ' * 100, b'new weights ' * 100
+    repo = hub.add_repo('t-server/in-place', {'model.safetensors': old})
+    path = hf_hub_download('t-server/in-place', 'model.safetensors')
+    assert Path(path).read_bytes() == old
+    weights = repo / 'model.safetensors'
+    st = weights.stat()
+    with open(weights, 'r+b') as f:  # the same inode, size and mtime
+        f.write(new)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (weights.stat().st_ino, weights.stat().st_size, weights.stat().st_mtime_ns) == (
+        st.st_ino, st.st_size, st.st_mtime_ns)
+    resp, _ = _request(hub.endpoint, 'HEAD', '/t-server/in-place/resolve/main/model.safetensors')
+    assert resp.getheader('ETag') == f'"{hashlib.sha256(new).hexdigest()}"'
+    path = hf_hub_download('t-server/in-place', 'model.safetensors')  # the same cache
+    assert Path(path).read_bytes() == new
+
+
 def test_a_huge_file_in_a_repo_is_never_read_for_the_commit_hash(hub, tmp_path):
     """The commit hash of a plain folder hashed every file: a 6 GB file beside the weights made the first request
     (config.json through huggingface_hub) read 6 GB and time out. Served by timm-cra-hub-mirror in its own process,

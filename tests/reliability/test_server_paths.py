@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 from pathlib import Path
 from urllib.parse import quote
 
@@ -113,6 +114,42 @@ def test_read_routes_never_leave_the_repo(layout, read_server, case):
         resp, body = _request(read_server.endpoint, method, url)
         assert resp.status in (400, 404), (case, method, resp.status)
         assert SECRET not in body and SECRET.decode() not in str(resp.getheaders())
+
+
+def _raw_head(endpoint, request_line: str) -> bytes:
+    """The status line and headers of the answer to ``request_line``, read off a raw socket (http.client would
+    parse a forged header as a real one)."""
+    host, port = endpoint.split('//')[1].split(':')
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f'{request_line}\r\nHost: x\r\nConnection: close\r\n\r\n'.encode())
+        data = b''
+        while b'\r\n\r\n' not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data.split(b'\r\n\r\n')[0]
+
+
+@pytest.mark.parametrize('server', ['read', 'write'])
+def test_error_headers_quoting_the_request_cannot_forge_headers(layout, read_server, write_server, server):
+    """A 404 quotes the requested name in X-Error-Message: a CR / LF in it (``%0d%0a``) made a real ``Set-Cookie``
+    header (response splitting). Every control character is escaped; one header line per header."""
+    endpoint = (read_server if server == 'read' else write_server).endpoint
+    evil = '%0d%0aSet-Cookie:%20evil=1'
+    for method, path in [('GET', f'/org/repo/resolve/main/x{evil}'), ('HEAD', f'/org/repo/resolve/main/x{evil}'),
+                         ('GET', f'/org/repo/resolve/main/x%0aSet-Cookie:%20evil=1%0d'),
+                         ('GET', f'/org/repo/resolve/rev{evil}/ok.txt'), ('GET', f'/org/nope{evil}/resolve/main/x'),
+                         ('GET', f'/api/models/org/repo/tree/main/x{evil}'), ('GET', f'/nothing{evil}'),
+                         ('GET', '/org/repo/resolve/main/x%c2%85Set-Cookie:%20evil=1%e2%80%a8%0b%0c%1b')]:
+        head = _raw_head(endpoint, f'{method} {path} HTTP/1.1')
+        lines = head.split(b'\r\n')
+        assert lines[0].startswith(b'HTTP/1.1 404'), (path, lines[0])
+        assert all(b'\r' not in line and b'\n' not in line for line in lines), path
+        names = [line.split(b':')[0].lower() for line in lines[1:]]
+        assert b'set-cookie' not in names and names.count(b'x-error-message') == 1, (path, head)
+        message = next(line for line in lines if line.lower().startswith(b'x-error-message:'))
+        assert all(32 <= b < 127 for b in message), (path, message)
 
 
 def test_listing_and_commit_ignore_escaping_links_but_serve_inner_ones(layout, read_server):

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..utils.io import (OutputPathError, check_output_folder, check_regular_file, not_folder_reason,
+from ..utils.io import (OutputPathError, check_output_folder, check_regular_file, file_identity, not_folder_reason,
                         not_regular_reason)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.strict_json import loads, read_json
@@ -184,15 +184,9 @@ def _check_saved_dataset(source: str) -> None:
 
 
 def parquet_cache_key(files: List[str]) -> str:
-    """Name of the arrow cache of ``files``: a digest of each file's ``stat`` identity (device, inode, size, mtime and
-    ctime in ns), read without opening the files (a content digest read every file on every load: minutes for an
-    ImageNet-sized set). A replacement that keeps the mtime (``cp -p``, ``rsync -t``) cannot keep the ctime, which
-    the kernel sets on every write, rename or ``utime``, and usually gets another inode too."""
-    ids = []
-    for f in files:
-        st = os.stat(f)
-        ids.append(f'{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}')
-    return hashlib.sha256(' '.join(ids).encode()).hexdigest()[:32]
+    """Name of the arrow cache of ``files``: a digest of each file's :func:`~timm_cra.utils.io.file_identity`, read
+    without opening the files (a content digest read every file on every load: minutes for an ImageNet-sized set)."""
+    return hashlib.sha256(' '.join(str(file_identity(f)) for f in files).encode()).hexdigest()[:32]
 
 
 def datasets_cache(cache_dir: Optional[str] = None) -> str:

@@ -13,7 +13,6 @@ The folder is written by :func:`timm_cra.hub.repo.export_repo`; pushing uploads 
 (``HfApi.create_repo`` + ``upload_folder``), authenticated by ``HF_TOKEN`` or ``hf auth login``.
 """
 import argparse
-import contextlib
 import math
 import os
 from pathlib import Path
@@ -21,9 +20,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..models._builder import hub_id
+from ..models._builder import PUBLIC_HUB_ENDPOINT, hub_id
 from ..utils.labels import repeated_names
 from ..utils.errors import NO_ANSWER, TIMED_OUT, TimmCraError, UsageError, printable, run_cli, transport_failure
+from ..utils.hub_session import bounded_hub_requests
 from ..utils.io import check_regular_file, file_digest, open_regular_file
 from ..utils.strict_json import loads
 from ..utils.weights import check_file, load_state_checked, read_weights
@@ -313,25 +313,9 @@ def build_repo_folder(
         raise UsageError(str(e).replace('timm_cra: ', '')) from e
 
 
-#: Seconds any one network step of a push (connect, send, each wait for bytes) may take: huggingface_hub's
-#: shared client sets none, so a Hub that accepts the connection and never answers hung ``--push`` forever.
+#: Seconds any one request of a push may take, headers and body (:func:`bounded_hub_requests`): huggingface_hub's
+#: shared client sets no time-out, so a Hub that never answered, or trickled its answer, hung ``--push`` forever.
 PUSH_TIMEOUT_S = 60.0
-
-
-@contextlib.contextmanager
-def _hub_timeout(seconds: float):
-    """Bound every request huggingface_hub makes through its shared client (``get_session()``, which ``HfApi``
-    uses) to ``seconds`` while the block runs; the client's own setting is restored afterwards. Set through the
-    client object itself (httpx and httpx2 clients both take a number), so it does not matter which of the two
-    huggingface_hub uses."""
-    from huggingface_hub import get_session
-    session = get_session()
-    before = session.timeout
-    session.timeout = seconds
-    try:
-        yield
-    finally:
-        session.timeout = before
 
 
 def push_repo_folder(
@@ -346,11 +330,11 @@ def push_repo_folder(
     """Create/update ``repo_id`` on the Hub with the folder's files; returns the commit URL.
 
     The token comes from ``token``, ``HF_TOKEN`` or the ``hf auth login`` store; without one this fails
-    before any network request. Every request huggingface_hub makes for the push waits at most ``timeout`` seconds
-    (default :data:`PUSH_TIMEOUT_S`) for the network: a Hub that accepts the connection and never answers is one
-    line. File bytes sent through Xet (``hf_xet``, used when installed) go through hf_xet's own client, which this
-    does not bound (its own connect / read time-outs; none for a shard upload's answer); ``HF_HUB_DISABLE_XET=1``
-    avoids it.
+    before any network request. Every request huggingface_hub makes for the push completes within ``timeout`` seconds
+    (default :data:`PUSH_TIMEOUT_S`), headers and body: a Hub that accepts the connection and never answers, or
+    trickles its answer, is one line. File bytes sent through Xet (``hf_xet``, used when installed) go through
+    hf_xet's own client, which this does not bound (its own connect / read time-outs; none for a shard upload's
+    answer); ``HF_HUB_DISABLE_XET=1`` avoids it.
     """
     from huggingface_hub import HfApi, constants, get_token
     from huggingface_hub.errors import HfHubHTTPError
@@ -373,17 +357,23 @@ def push_repo_folder(
     api = HfApi(token=token)
     rerun = f'the repo folder {folder} is complete: rerun with --overwrite --push'
     try:
-        with _hub_timeout(timeout):
+        with bounded_hub_requests(timeout):
             api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
             info = api.upload_folder(
                 repo_id=repo_id, folder_path=str(folder), repo_type='model',
                 commit_message=commit_message or f'Upload {repo_id.split("/")[-1]} (timm-cra)')
     except HfHubHTTPError as e:
         status = getattr(e.response, 'status_code', None)
-        advice = (f'a server error, not yours: retry later; {rerun}' if status is not None and status >= 500 else
-                  "check the token's write access and the repo id")
+        if status is not None and status >= 500:
+            advice = f'a server error, not yours: retry later; {rerun}'
+        elif status == 403 and endpoint.rstrip('/') != PUBLIC_HUB_ENDPOINT:  # a mirror, not the token's fault
+            advice = f'the endpoint {endpoint} refused writes: HF_ENDPOINT points at it; unset HF_ENDPOINT to push to ' \
+                     f'huggingface.co'
+        else:
+            advice = "check the token's write access and the repo id"
+        # huggingface_hub ends the server's message with a period of its own: one is enough.
         raise UsageError(f"Pushing {folder} to {repo_id} at {endpoint} failed: "
-                         f"{str(e).splitlines()[0]} ({advice}).") from e
+                         f"{str(e).splitlines()[0].rstrip('.')} ({advice}).") from e
     except Exception as e:  # noqa: BLE001  (the HTTP library's own error classes; only transport failures are ours)
         kind = transport_failure(e)
         if kind is None:
@@ -432,8 +422,8 @@ def create_parser() -> argparse.ArgumentParser:
     p.add_argument('--push', action='store_true', help='upload the folder to the Hub (needs a token)')
     p.add_argument('--private', action='store_true', help='create the Hub repo as private')
     p.add_argument('--timeout', type=float, default=PUSH_TIMEOUT_S, metavar='SECONDS',
-                   help='longest wait for the Hub in any one request huggingface_hub makes for --push (default: '
-                        "%(default)g); file bytes sent through Xet (hf_xet, used when installed) go through hf_xet's "
+                   help='longest time any one request huggingface_hub makes for --push may take, answer included '
+                        "(default: %(default)g); file bytes sent through Xet (hf_xet, used when installed) go through hf_xet's "
                         'own client, which this does not bound: set HF_HUB_DISABLE_XET=1 for a push bounded throughout')
     return p
 

@@ -56,6 +56,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type, U
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..utils.errors import printable
+from ..utils.io import FileIdentity, file_digest, file_identity
 
 __all__ = ['HubFolderServer', 'byte_range', 'check_args', 'create_parser', 'main', 'repo_commit_hash', 'safe_parts',
            'served_revision', 'serve', 'start']
@@ -129,29 +130,25 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-_digests: Dict[Tuple[str, int, int, int, int], str] = {}
+_digests: Dict[Tuple[str, FileIdentity], str] = {}
 _digests_lock = threading.Lock()
 
 
-def _digest_key(path: Path, algo: str):
-    # Keyed on the inode, not the path: a commit hard-links unchanged files into its revision, so they are
-    # hashed once. Writes never change a file in place (always a new inode), so the key changes with the bytes.
-    st = path.stat()
-    return algo, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+def _digest_key(path: Path, algo: str) -> Tuple[str, FileIdentity]:
+    # Keyed on the file's identity (inode, size, mtime, ctime), not its path: a file rewritten in place with its size
+    # and mtime restored still changes its ctime (a key without it served the old ETag until a restart). Hard-linking
+    # a file into a commit's revision also sets its ctime: it is hashed again once, then shared by every revision.
+    return algo, file_identity(path)
 
 
 def _file_digest(path: Path, algo: str = 'sha256') -> str:
     """sha256 of a file (``algo='sha256'``) or its git blob id (``'git-sha1'``, what ``git hash-object`` gives),
-    memoised per inode, so a mirror of large weights hashes each once."""
+    memoised per :func:`~timm_cra.utils.io.file_identity`, so a mirror of large weights hashes each once."""
     key = _digest_key(path, algo)
     with _digests_lock:
         if key in _digests:
             return _digests[key]
-    h = hashlib.sha256() if algo == 'sha256' else hashlib.sha1(f'blob {key[-1]}\0'.encode())
-    with path.open('rb') as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b''):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = file_digest(path, None if algo == 'sha256' else hashlib.sha1(f'blob {key[1].size}\0'.encode()))
     with _digests_lock:
         _digests[key] = digest
     return digest
@@ -179,8 +176,7 @@ def _folder_commit_hash(folder: Path) -> str:
     the contents made the first request wait for every byte of the folder (a 6 GB file beside the weights)."""
     h = hashlib.sha1()
     for rel in _repo_files(folder):
-        st = (folder / rel).stat()
-        h.update(f'{rel}\0{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}\n'.encode())
+        h.update(f'{rel}\0{file_identity(folder / rel)}\n'.encode())
     return h.hexdigest()
 
 
@@ -328,7 +324,10 @@ class _ReadRoutes(BaseHTTPRequestHandler):
 
     def _error(self, status: int, code: Optional[str], message: str, head_only: bool, commit: Optional[str] = None,
                fields: Optional[Dict[str, Any]] = None):
-        headers = {'Content-Type': 'application/json', 'X-Error-Message': message.encode('ascii', 'replace').decode()}
+        # The message quotes the request (a file name, a revision): CR / LF in it would end the header and forge
+        # others (response splitting), so it is escaped as printable ASCII.
+        headers = {'Content-Type': 'application/json',
+                   'X-Error-Message': printable(message).encode('ascii', 'replace').decode()}
         if code:
             headers['X-Error-Code'] = code
         if commit:

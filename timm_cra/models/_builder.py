@@ -1,5 +1,6 @@
 """Shared pieces of the CRA model families: pretrained-cfg defaults, the weights guard and the one place
 CRA models are built (so every entrypoint gets the same pretrained checks and error messages)."""
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -10,6 +11,7 @@ from timm.models._builder import resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 
 from ..utils.errors import transport_failure
+from ..utils.hub_session import bounded_hub_requests
 from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError, explain_pretrained_errors
 from ._weight_checks import (BUNDLED_WEIGHTS, HubUnreachableError, bundled_weights, cached_weights,
                              check_finite_weights, check_hub_reachable, dtype_checked_filter, hub_weights_location,
@@ -315,6 +317,10 @@ def _public_hub() -> bool:
     return constants.ENDPOINT.rstrip('/') == PUBLIC_HUB_ENDPOINT
 
 
+#: Seconds the Hub may take to serve a repo this package bundles (the whole download, every retry included) before
+#: the bundled copy loads instead: a download trickled a byte at a time resumed after each time-out, for ever.
+BUNDLED_DOWNLOAD_TIMEOUT_S = 60.0
+
 _OFFLINE = 'was not asked (HF_HUB_OFFLINE=1) and the weights are not cached'
 
 
@@ -355,7 +361,9 @@ def _load_hub_first(create_fn: Callable[..., Any], variant: str, kwargs: Dict[st
     else:
         try:
             check_hub_reachable(*location)
-            model = create_fn(variant, True, **kwargs)
+            with (bounded_hub_requests(BUNDLED_DOWNLOAD_TIMEOUT_S, whole_block=True) if fallback
+                  else contextlib.nullcontext()):
+                model = create_fn(variant, True, **kwargs)
         except Exception as err:
             reason = _hub_cannot_serve(err) if fallback else None
             if reason is None:

@@ -25,6 +25,7 @@ from torch import nn
 from timm.models import PretrainedCfg
 
 from ..utils.errors import TimmCraError, transport_failure
+from ..utils.hub_session import bounded_hub_requests
 from ..utils.io import file_digest
 
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
@@ -78,7 +79,7 @@ def cached_weights(repo_id: str, revision: Optional[str]) -> Optional[Path]:
 
 def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
     """Raise :class:`HubUnreachableError` if the endpoint gives no answer at all (refused, DNS failure, connection
-    closed or reset before an answer, no answer within ``_PROBE_TIMEOUT_S``).
+    closed or reset before an answer, no complete answer within ``_PROBE_TIMEOUT_S``).
 
     An answer of any status is left to huggingface_hub and its retries.
     """
@@ -87,7 +88,8 @@ def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
         return
     url = hf_hub_url(repo_id, WEIGHTS_FILENAME, revision=revision)
     try:
-        get_session().request('HEAD', url, timeout=_PROBE_TIMEOUT_S, follow_redirects=False)
+        with bounded_hub_requests(_PROBE_TIMEOUT_S):  # a trickled answer too: headers one line a second never end
+            get_session().request('HEAD', url, timeout=_PROBE_TIMEOUT_S, follow_redirects=False)
     except Exception as err:  # noqa: BLE001  (classified below; everything else is the client's to retry)
         if transport_failure(err) is not None:
             raise HubUnreachableError(f'is unreachable (no answer: {err or type(err).__name__})') from err

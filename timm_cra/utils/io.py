@@ -15,7 +15,8 @@ cannot be written (:class:`OutputPathError`, one line). Every file written gets 
 (0o666 minus the umask: 0o644 under the usual umask 022), whatever the writer inside the block did.
 
 Readers of a single path call :func:`check_regular_file` (or :func:`open_regular_file`) first: opening a FIFO
-blocks forever and a device streams without end. :func:`file_digest` is the one chunked hash of a file's bytes.
+blocks forever and a device streams without end. :func:`file_digest` is the one chunked hash of a file's bytes;
+:func:`file_identity` the one key of "these bytes" that reads none of them.
 """
 import contextlib
 import errno
@@ -28,7 +29,7 @@ import shutil
 import stat
 import time
 from pathlib import Path
-from typing import IO, Iterator, Optional, Sequence, Union
+from typing import IO, Iterator, NamedTuple, Optional, Sequence, Union
 
 from .errors import UsageError
 
@@ -40,7 +41,7 @@ except ImportError:  # not POSIX: no writer locks, stale temp files are removed 
 __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
            'file_kind', 'not_regular_reason', 'not_folder_reason', 'check_regular_file', 'open_regular_file',
            'OutputPathError', 'check_output_file', 'check_output_folder', 'HeldFolder', 'locked_folder', 'file_digest',
-           'staging_folder']
+           'FileIdentity', 'file_identity', 'staging_folder']
 
 _TMP_SUFFIX = '.tmp'
 #: Bytes in one file name (ext4, xfs, btrfs, tmpfs: 255), and in the random part of a temp name.
@@ -128,6 +129,28 @@ def file_digest(path: Union[str, os.PathLike], hasher=None) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b''):
             h.update(chunk)
     return h.hexdigest()
+
+
+class FileIdentity(NamedTuple):
+    """What ``stat`` says identifies a file's bytes: device, inode, size, mtime and ctime in ns. ``str`` joins them
+    with ``:`` (the form hashed into cache keys and commit hashes)."""
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    def __str__(self) -> str:
+        return ':'.join(map(str, self))
+
+
+def file_identity(path: Union[str, os.PathLike]) -> FileIdentity:
+    """The :class:`FileIdentity` of ``path`` (symlinks followed), read without opening it: a key for caches of what
+    a file holds. A file replaced gets another inode; one rewritten in place with its size and mtime restored
+    (``cat new > f; touch -d @old f``, ``cp -p``, ``rsync -t``) cannot keep its ctime, which the kernel sets on every
+    write, rename, link or ``utime``. So a key without the ctime served stale bytes."""
+    st = os.stat(path)
+    return FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class OutputPathError(UsageError, OSError):
