@@ -28,7 +28,7 @@ from ._weight_checks import (allow_nonfinite_weights, check_file_dtypes, check_f
                              split_revision)
 
 __all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names', 'check_model_config',
-           'label_count_problem', 'repeated_names']
+           'read_model_config', 'label_count_problem', 'repeated_names']
 
 
 class UnknownModelError(UsageError, RuntimeError):
@@ -236,7 +236,7 @@ def check_model_config(cfg: Any, where: str) -> None:
                       f"({type(e).__name__}: {first:.150}); fix or remove them") from None
 
 
-def _read_model_config(path: Path, where: str) -> Dict[str, Any]:
+def read_model_config(path: Path, where: str) -> Dict[str, Any]:
     """The ``config.json`` at ``path``, checked (a regular file, valid JSON, :func:`check_model_config`)."""
     from ..utils.strict_json import read_json
     try:
@@ -304,7 +304,7 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
                 raise PretrainedWeightsError(
                     f"timm_cra: '{location}' is not a model folder: it needs config.json and model.safetensors "
                     f"(as written by the trainer or python -m timm_cra.hub.publish).")
-            arch = _read_model_config(Path(location) / 'config.json', model_name)['architecture']
+            arch = read_model_config(Path(location) / 'config.json', model_name)['architecture']
             cfg = PretrainedCfg(file=location, source='local-dir')
             if not pretrained:  # without weights to load, the folder's weights file is not read (nor checked)
                 return timm.create_model(model_name, pretrained=False, **kwargs)
@@ -322,16 +322,16 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
                 if config is None:
                     check_hub_reachable(repo_id, revision)
                 else:
-                    _read_model_config(config, model_name)
+                    read_model_config(config, model_name)
                 try:
                     model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
                 except Exception:
                     # timm fetched the config and failed on it: explain the config if that is the cause
                     if config is None and _cached_hf_config(repo_id, revision) is not None:
-                        _read_model_config(_cached_hf_config(repo_id, revision), model_name)
+                        read_model_config(_cached_hf_config(repo_id, revision), model_name)
                     raise
                 if config is None and _cached_hf_config(repo_id, revision) is not None:
-                    _read_model_config(_cached_hf_config(repo_id, revision), model_name)
+                    read_model_config(_cached_hf_config(repo_id, revision), model_name)
                 if pretrained and not _checks_its_weights(model.pretrained_cfg['architecture']):
                     check_finite_weights(model)
                 return model
