@@ -140,5 +140,8 @@ def test_registered_tag_loads_a_repo_that_agrees_or_has_no_config(hub):
     assert [f for f in hub.cached_files() if f.endswith('/config.json') and '/.no_exist/' not in f]
     hub.set_offline(True)
     assert timm.create_model(TAG, pretrained=True).pretrained_cfg['label_names'][0] == 'airplane'
+    # a field the caller overlays is theirs to choose
+    assert timm.create_model(TAG, pretrained=True, pretrained_cfg_overlay=dict(crop_pct=0.9)).pretrained_cfg[
+        'crop_pct'] == 0.9
     for a, b in zip(model.state_dict().values(), without_config.state_dict().values()):
         assert torch.equal(a, b)

@@ -4,7 +4,7 @@ import dataclasses
 import enum
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from timm.models import generate_default_cfgs, get_arch_pretrained_cfgs, list_pretrained
 from timm.models._builder import resolve_pretrained_cfg
@@ -240,10 +240,13 @@ def _local_copy_hint(name: str, cfg: PretrainedCfg) -> Optional[str]:
 
 
 def _name(variant: str, cfg: PretrainedCfg) -> str:
-    """The name errors give the weights: a ``local-dir:`` folder by its path (its config's tag is not what the user
-    typed and says nothing of which folder failed), else ``<arch>.<tag>``."""
+    """The name errors give the weights: a ``local-dir:`` folder by its path and an ``hf-hub:`` repo by its id (the
+    config's tag is not what the user typed and says nothing of which folder or repo failed), else
+    ``<arch>.<tag>``."""
     if cfg.source == 'local-dir' and cfg.file:
         return f'local-dir:{cfg.file}'
+    if cfg.source == 'hf-hub' and cfg.hf_hub_id:
+        return f'hf-hub:{cfg.hf_hub_id}'
     return f'{variant}.{cfg.tag}' if cfg.tag else variant
 
 
@@ -365,14 +368,15 @@ def _repo_config(location: Tuple[str, Optional[str]]) -> Optional[str]:
         return None
     try:
         return hf_hub_download(repo_id, 'config.json', revision=revision)
-    except hf_errors.EntryNotFoundError:
+    except hf_errors.RemoteEntryNotFoundError:  # a 404; offline or unreachable is LocalEntryNotFoundError
         return None
 
 
-def _check_repo_config(name: str, variant: str, cfg: PretrainedCfg, location: Tuple[str, Optional[str]]) -> None:
+def _check_repo_config(name: str, variant: str, cfg: PretrainedCfg, location: Tuple[str, Optional[str]],
+                       overlaid: Sequence[str] = ()) -> None:
     """Refuse weights whose repo's ``config.json`` describes them unlike the registered cfg the tag loads them
     with: ``hf-hub:`` and transformers read the repo's classes and preprocessing, the tag the package's, so one
-    repo would give two answers."""
+    repo would give two answers. ``overlaid``: fields the caller set (``pretrained_cfg_overlay``), theirs to choose."""
     import copy
     from timm.models._hub import _parse_model_cfg
     path = _repo_config(location)
@@ -387,7 +391,7 @@ def _check_repo_config(name: str, variant: str, cfg: PretrainedCfg, location: Tu
         return tuple(v) if isinstance(v, (list, tuple)) else v
 
     differences = [] if arch == variant else [f'architecture ({arch!r} in the repo)']
-    for field in _ANSWER_FIELDS:
+    for field in (f for f in _ANSWER_FIELDS if f not in overlaid):
         theirs, ours = value(getattr(repo, field)), value(getattr(cfg, field))
         if theirs == ours:
             continue
@@ -429,8 +433,9 @@ def _load_hub_first(create_fn: Callable[..., Any], variant: str, kwargs: Dict[st
         else:
             verify_download(*location)
     if reason is None:
-        if weight_status(cfg) != WEIGHTS_GATES_UNTRAINED:  # those load another architecture's repo by design
-            _check_repo_config(name, variant, cfg, location)
+        # hf-hub: cfgs are that config.json; gates-untrained tags load another architecture's repo by design
+        if cfg.source != 'hf-hub' and weight_status(cfg) != WEIGHTS_GATES_UNTRAINED:
+            _check_repo_config(name, variant, cfg, location, overlaid=list(kwargs.get('pretrained_cfg_overlay') or ()))
         _logger.info(f'timm_cra: {name}: weights from the {where}.')
         return model
     path = bundled_weights(repo_id)
