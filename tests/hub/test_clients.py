@@ -86,3 +86,62 @@ def test_label_count_must_match_the_head(tmp_path):
     assert config['model_args'] == {'in_chans': 1}
     assert config['pretrained_cfg']['mean'] == [0.5] and config['pretrained_cfg']['input_size'][0] == 1
     assert check_label_names(None, 3) is None
+
+
+TAG = 'cra_cifar_resnet20.cifar10'
+
+
+def _edited_repo(hub, edit):
+    """hub/'s repo of TAG served under its own id with ``edit(config)`` applied to its config.json (a mirror, or
+    the repo after an update this package predates)."""
+    repo = hub.add_repo(f'timm-cra/{TAG}', REPO_ROOT / 'hub' / 'timm-cra' / TAG)
+    config = json.loads((repo / 'config.json').read_text())
+    edit(config)
+    (repo / 'config.json').write_text(json.dumps(config, indent=2))
+    return config
+
+
+def test_registered_tag_refuses_a_repo_whose_config_disagrees(hub):
+    """One repo, one answer: the tag loads the repo's weights, so a config.json naming other classes or another
+    normalisation than the registered cfg is refused (hf-hub: and transformers read the repo's)."""
+    config = _edited_repo(hub, lambda c: c.update(label_names=c['label_names'][::-1]))
+    from transformers import pipeline
+    assert pipeline('image-classification', model=f'timm-cra/{TAG}').model.config.id2label[0] == 'truck'
+    assert timm.create_model(f'hf-hub:timm-cra/{TAG}', pretrained=True).pretrained_cfg['label_names'][0] == 'truck'
+    for create in (timm.create_model, timm_cra.create_model):
+        with pytest.raises(timm_cra.PretrainedWeightsError,
+                           match=rf"^timm_cra: the config.json of Hub repo 'timm-cra/{TAG}' disagrees with the "
+                                 rf"registered '{TAG}' on label_names \(class 0: 'truck' in the repo, 'airplane' "
+                                 rf"registered\).*Upgrade timm-cra.*'hf-hub:timm-cra/{TAG}'"):
+            create(TAG, pretrained=True)
+    # the same from the cache, offline (the config was cached with the weights)
+    hub.set_offline(True)
+    with pytest.raises(timm_cra.PretrainedWeightsError, match=r'disagrees .* on label_names'):
+        timm.create_model(TAG, pretrained=True)
+    hub.set_offline(False)
+    config['pretrained_cfg']['mean'] = [0.5, 0.5, 0.5]
+    _edited_repo(hub, lambda c: c.update(config))
+    with pytest.raises(timm_cra.PretrainedWeightsError, match=r"on label_names .*; mean \(\(0\.5, 0\.5, 0\.5\) in the "
+                                                              r"repo, \(0\.4914, 0\.4822, 0\.4465\) registered\)"):
+        timm.create_model(TAG, pretrained=True)
+
+
+def test_registered_tag_loads_a_repo_that_agrees_or_has_no_config(hub):
+    """A repo published before configs were compared, without config.json, loads as before; hub/'s repo agrees
+    with its registered cfg (its config cached beside the weights, then read offline)."""
+    repo = hub.add_repo(f'timm-cra/{TAG}', REPO_ROOT / 'hub' / 'timm-cra' / TAG)
+    (repo / 'config.json').unlink()
+    without_config = timm.create_model(TAG, pretrained=True)
+    assert not [f for f in hub.cached_files() if f.endswith('/config.json') and '/.no_exist/' not in f]
+    shutil.rmtree(hub.cache_dir)
+    hub.cache_dir.mkdir()
+    hub.add_repo(f'timm-cra/{TAG}', REPO_ROOT / 'hub' / 'timm-cra' / TAG)
+    model = timm.create_model(TAG, pretrained=True)
+    assert [f for f in hub.cached_files() if f.endswith('/config.json') and '/.no_exist/' not in f]
+    hub.set_offline(True)
+    assert timm.create_model(TAG, pretrained=True).pretrained_cfg['label_names'][0] == 'airplane'
+    # a field the caller overlays is theirs to choose
+    assert timm.create_model(TAG, pretrained=True, pretrained_cfg_overlay=dict(crop_pct=0.9)).pretrained_cfg[
+        'crop_pct'] == 0.9
+    for a, b in zip(model.state_dict().values(), without_config.state_dict().values()):
+        assert torch.equal(a, b)

@@ -69,6 +69,29 @@ def test_wrong_architecture_is_named(trained, tmp_path):
     assert not (tmp_path / 'r').exists()
 
 
+@pytest.mark.parametrize('fault, needle', [
+    ('nan', r'hold NaN/Inf values: conv_stem.weight'),
+    ('int32', r'hold integer tensors for float parameters: conv_stem.weight \(torch.int32\)'),
+    ('missing', r'do not fit cra_mobilenetv2_050: missing keys: classifier.bias'),
+])
+def test_weights_transformers_would_load_silently_are_never_published(trained, tmp_path, fault, needle):
+    """transformers' AutoModel / pipeline load NaN, integer or incomplete weights without a word (NaN scores, a
+    random head); repos written by publish never hold them: it refuses each in one line and writes nothing."""
+    _, _, plain, _ = trained
+    state = dict(plain)
+    if fault == 'nan':
+        state['conv_stem.weight'] = torch.full_like(state['conv_stem.weight'], float('nan'))
+    elif fault == 'int32':
+        state['conv_stem.weight'] = (state['conv_stem.weight'] * 100).to(torch.int32)
+    else:
+        del state['classifier.bias']
+    weights = tmp_path / 'w.safetensors'
+    save_file(state, str(weights))
+    with pytest.raises(UsageError, match=needle):
+        publish.main(['cra_mobilenetv2_050.x', str(weights), '--num-classes', '5', '--out', str(tmp_path / 'r')])
+    assert not (tmp_path / 'r').exists()
+
+
 def test_push_without_token_fails_before_network(trained, tmp_path, monkeypatch):
     from huggingface_hub import constants
     ckpt, *_ = trained

@@ -92,6 +92,14 @@ CONFIG_FAULTS = {
                           "'label_names' has 9 label names for a 10-class head: give exactly one name per class"),
     'label_names_count_in_cfg': (lambda c: c['pretrained_cfg'].update(label_names=c.pop('label_names') + ['x']),
                                  "'label_names' has 11 label names for a 10-class head"),
+    'label_names_repeated': (lambda c: c.update(label_names=['cat'] + c['label_names'][1:-1] + ['cat']),
+                             "'label_names' gives 'cat' more than once: give each class its own name"),
+    # Loading instructions in model_args were acted on while the config was checked (the file named was read).
+    'model_args_checkpoint_path': (lambda c: c.setdefault('model_args', {}).update(checkpoint_path='/no/such.pth'),
+                                   "'model_args' holds 'checkpoint_path', which tell create_model what to load"),
+    'model_args_pretrained': (lambda c: c.setdefault('model_args', {}).update(
+        pretrained=True, pretrained_cfg_overlay={'file': '/no/such.safetensors'}),
+        "'model_args' holds 'pretrained', 'pretrained_cfg_overlay', which tell create_model what to load"),
     'label_descriptions_missing': (lambda c: c.update(label_descriptions={'airplane': 'a plane'}),
                                    "'label_descriptions' has no entry for 9 of the label names ('automobile'"),
     'label_descriptions_list': (lambda c: c.update(label_descriptions=['a plane']),
@@ -216,6 +224,30 @@ def test_hf_hub_config_with_wrong_values(hub, tmp_path):
         timm_cra.create_model('hf-hub:t-bad/config', pretrained=True)
     with pytest.raises(PretrainedWeightsError, match=r"'input_size' must be an array of 3 integers"):
         timm_cra.create_model('hf-hub:t-bad/config', pretrained=True)  # now from the cache, checked before timm
+
+
+def test_hf_hub_errors_name_the_repo_asked_for_and_what_it_lacks(hub, tmp_path):
+    """An hf-hub: repo's errors named the config's tag ('cra_cifar_resnet20.cifar10'), not the repo; a repo with
+    weights but no config.json was reported as having no model.safetensors; loading instructions in its model_args
+    reached timm before the config check."""
+    repo = _repo_copy(tmp_path)
+    state = load_file(str(repo / 'model.safetensors'))
+    save_file({k: torch.full_like(v, float('nan')) if k == 'fc.weight' else v for k, v in state.items()},
+              str(repo / 'model.safetensors'))
+    hub.add_repo('t-bad/nan', repo)
+    for create in (timm.create_model, timm_cra.create_model):
+        with pytest.raises(PretrainedWeightsError, match=r"^timm_cra: Pretrained weights for 'hf-hub:t-bad/nan' from "
+                                                         r"Hub repo 't-bad/nan'.*NaN/Inf values: fc.weight"):
+            create('hf-hub:t-bad/nan', pretrained=True)
+    hub.add_repo('t-bad/no-config', {'model.safetensors': (PUBLISHED / 'model.safetensors').read_bytes()})
+    with pytest.raises(PretrainedWeightsError, match=r"Hub repo 't-bad/no-config' has no config.json, .*"
+                                                     r"pretrained_cfg_overlay=dict\(hf_hub_id='t-bad/no-config'\)"):
+        timm_cra.create_model('hf-hub:t-bad/no-config', pretrained=True)
+    _edit_config(repo, lambda c: c.update(model_args={'checkpoint_path': str(tmp_path / 'elsewhere.pth')}))
+    hub.add_repo('t-bad/loads', repo)
+    with pytest.raises(PretrainedWeightsError, match=r"'model_args' holds 'checkpoint_path', which tell create_model "
+                                                     r"what to load"):
+        timm_cra.create_model('hf-hub:t-bad/loads', pretrained=True)
 
 
 @pytest.mark.parametrize('weights', ['folder', 'fifo', 'missing'])

@@ -43,6 +43,27 @@ def files(tmp_path_factory):
 
 
 # ---- (a) load --------------------------------------------------------------------------------------------
+def test_a_burst_of_connections_is_queued_not_dropped(tmp_path):
+    """64 connections opened before the mirror accepts any: with socketserver's backlog of 5 the kernel dropped
+    the 7th and later ones (each connect waited for its 1 s SYN retry); all now complete at once and are served."""
+    (tmp_path / 't-load' / 'burst').mkdir(parents=True)
+    (tmp_path / 't-load' / 'burst' / 'small.json').write_bytes(b'{}')
+    server = HubFolderServer([tmp_path])  # listening, not accepting yet: connections wait in the kernel's queue
+    sockets = []
+    try:
+        for _ in range(64):
+            sockets.append(socket.create_connection(server.server_address, timeout=0.5))
+        server.start()
+        for s in sockets:
+            s.settimeout(30)
+            s.sendall(b'HEAD /t-load/burst/resolve/main/small.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+            assert s.makefile('rb').readline().split()[1] == b'200'
+    finally:
+        for s in sockets:
+            s.close()
+        server.stop()
+
+
 def test_threads_on_keepalive_connections_get_exact_bytes(files):
     root, content = files
     names = sorted(n for n in content if n != 'huge.bin')

@@ -569,6 +569,9 @@ class HubFolderServer(ThreadingHTTPServer):
     """
     daemon_threads = True
     handler_class = _ReadRoutes
+    # socketserver listens with a backlog of 5: in a burst (ranks, threads, a CI fan-out) the kernel drops the
+    # connections past it and each client retries its SYN after 1 s
+    request_queue_size = 128
 
     def __init__(
             self,

@@ -4,7 +4,8 @@ import contextlib
 import dataclasses
 import enum
 import logging
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from timm.models import generate_default_cfgs, get_arch_pretrained_cfgs, list_pretrained
 from timm.models._builder import resolve_pretrained_cfg
@@ -12,6 +13,7 @@ from timm.models._pretrained import PretrainedCfg
 
 from ..utils.errors import transport_failure
 from ..utils.hub_session import bounded_hub_requests
+from ._factory import read_model_config
 from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError, explain_pretrained_errors
 from ._weight_checks import (BUNDLED_WEIGHTS, HubUnreachableError, bundled_weights, cached_weights,
                              check_finite_weights, check_hub_reachable, dtype_checked_filter, hub_weights_location,
@@ -240,10 +242,13 @@ def _local_copy_hint(name: str, cfg: PretrainedCfg) -> Optional[str]:
 
 
 def _name(variant: str, cfg: PretrainedCfg) -> str:
-    """The name errors give the weights: a ``local-dir:`` folder by its path (its config's tag is not what the user
-    typed and says nothing of which folder failed), else ``<arch>.<tag>``."""
+    """The name errors give the weights: a ``local-dir:`` folder by its path and an ``hf-hub:`` repo by its id (the
+    config's tag is not what the user typed and says nothing of which folder or repo failed), else
+    ``<arch>.<tag>``."""
     if cfg.source == 'local-dir' and cfg.file:
         return f'local-dir:{cfg.file}'
+    if cfg.source == 'hf-hub' and cfg.hf_hub_id:
+        return f'hf-hub:{cfg.hf_hub_id}'
     return f'{variant}.{cfg.tag}' if cfg.tag else variant
 
 
@@ -344,8 +349,73 @@ def _hub_cannot_serve(err: BaseException) -> Optional[str]:
     return None
 
 
+#: Pretrained-cfg fields that change a model's answers: the class count and names, the eval preprocessing.
+_ANSWER_FIELDS = ('num_classes', 'label_names', 'mean', 'std', 'input_size', 'crop_pct', 'crop_mode', 'interpolation')
+
+
+def _repo_config(location: Tuple[str, Optional[str]]) -> Optional[str]:
+    """The repo's ``config.json`` at the revision the weights were just read from (their cache snapshot), cached
+    like them; ``None`` when the repo has none (older repos) or none can be had (offline or Hub unreachable, with
+    weights cached by an older timm-cra that did not fetch it)."""
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import errors as hf_errors
+    repo_id, revision = location
+    weights = cached_weights(*location)
+    if weights is not None:
+        revision = weights.parent.name  # snapshots/<commit>/model.safetensors
+    cached = try_to_load_from_cache(repo_id, 'config.json', revision=revision)
+    if cached is not None:  # a path, or huggingface_hub's marker of a file the repo does not have
+        return cached if isinstance(cached, str) else None
+    if constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        check_hub_reachable(repo_id, revision)
+    except HubUnreachableError:
+        return None
+    try:
+        return hf_hub_download(repo_id, 'config.json', revision=revision)
+    except hf_errors.RemoteEntryNotFoundError:  # a 404; offline or unreachable is LocalEntryNotFoundError
+        return None
+
+
+def _check_repo_config(name: str, variant: str, cfg: PretrainedCfg, location: Tuple[str, Optional[str]],
+                       overlaid: Sequence[str] = ()) -> None:
+    """Refuse weights whose repo's ``config.json`` describes them unlike the registered cfg the tag loads them
+    with: ``hf-hub:`` and transformers read the repo's classes and preprocessing, the tag the package's, so one
+    repo would give two answers. ``overlaid``: fields the caller set (``pretrained_cfg_overlay``), theirs to choose."""
+    import copy
+    from timm.models._hub import _parse_model_cfg
+    path = _repo_config(location)
+    if path is None:
+        return
+    repo_id = location[0]
+    config = read_model_config(Path(path), f"config.json of Hub repo '{repo_id}'")
+    fields, arch, _ = _parse_model_cfg(copy.deepcopy(config), {})  # as timm reads it for hf-hub:
+    repo = PretrainedCfg(**fields)  # timm's defaults for what the file leaves out, as hf-hub: gets them
+
+    def value(v):
+        return tuple(v) if isinstance(v, (list, tuple)) else v
+
+    differences = [] if arch == variant else [f'architecture ({arch!r} in the repo)']
+    for field in (f for f in _ANSWER_FIELDS if f not in overlaid):
+        theirs, ours = value(getattr(repo, field)), value(getattr(cfg, field))
+        if theirs == ours:
+            continue
+        if field == 'label_names' and theirs and ours and len(theirs) == len(ours):
+            i = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
+            differences.append(f'label_names (class {i}: {theirs[i]!r:.40} in the repo, {ours[i]!r:.40} registered)')
+        else:
+            differences.append(f'{field} ({theirs!r:.60} in the repo, {ours!r:.60} registered)')
+    if differences:
+        raise PretrainedWeightsError(
+            f"timm_cra: the config.json of Hub repo '{repo_id}' disagrees with the registered '{name}' on "
+            f"{'; '.join(differences)}: loaded by this name, its weights would be labelled or preprocessed unlike "
+            f"hf-hub: and transformers read them. Upgrade timm-cra (pip install -U timm-cra) if the repo changed, or "
+            f"load the repo by its own config: timm.create_model('hf-hub:{cfg.hf_hub_id}', pretrained=True).")
+
+
 def _load_hub_first(create_fn: Callable[..., Any], variant: str, kwargs: Dict[str, Any], name: str,
-                    location: Tuple[str, Optional[str]]):
+                    cfg: PretrainedCfg, location: Tuple[str, Optional[str]]):
     """Weights from the Hub (cache or ``HF_ENDPOINT``), the canonical home; when the Hub cannot serve a repo
     that this package bundles (default revision only), from the bundled copy. Logs which source was used."""
     from huggingface_hub import constants
@@ -371,6 +441,9 @@ def _load_hub_first(create_fn: Callable[..., Any], variant: str, kwargs: Dict[st
         else:
             verify_download(*location)
     if reason is None:
+        # hf-hub: cfgs are that config.json; gates-untrained tags load another architecture's repo by design
+        if cfg.source != 'hf-hub' and weight_status(cfg) != WEIGHTS_GATES_UNTRAINED:
+            _check_repo_config(name, variant, cfg, location, overlaid=list(kwargs.get('pretrained_cfg_overlay') or ()))
         _logger.info(f'timm_cra: {name}: weights from the {where}.')
         return model
     path = bundled_weights(repo_id)
@@ -403,7 +476,7 @@ def create_cra_model(create_fn: Callable[..., Any], variant: str, pretrained: bo
     location = hub_weights_location(cfg)
     with explain_pretrained_errors(name, cfg, hint=_local_copy_hint(name, cfg)):
         if location is not None:
-            model = _load_hub_first(create_fn, variant, kwargs, name, location)
+            model = _load_hub_first(create_fn, variant, kwargs, name, cfg, location)
         else:
             model = create_fn(variant, pretrained, **kwargs)
         check_finite_weights(model)

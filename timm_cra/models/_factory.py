@@ -28,7 +28,7 @@ from ._weight_checks import (allow_nonfinite_weights, check_file_dtypes, check_f
                              split_revision)
 
 __all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names', 'check_model_config',
-           'label_count_problem', 'repeated_names']
+           'read_model_config', 'label_count_problem', 'repeated_names']
 
 
 class UnknownModelError(UsageError, RuntimeError):
@@ -136,6 +136,12 @@ MAX_INPUT_CHANS = 1024
 MAX_CROP_PCT = 2  # timm's own crop_pct values go up to 1.15
 
 
+#: ``create_model`` keywords that say what to load, not how to build: in a ``config.json``'s ``model_args`` they
+#: would be acted on while the config is read (a file named there opened) and when timm builds the model.
+_LOADING_ARGS = ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'checkpoint_path', 'cache_dir',
+                 'pretrained_strict', 'pretrained_filter_fn', 'pretrained_model_args')
+
+
 def _preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any]) -> Optional[str]:
     """Why the preprocessing fields of a (type-checked) ``pretrained_cfg`` cannot describe an input, or None: timm
     uses them unchecked (a NaN mean normalises every image to NaN and scores chance, a zero std or size is a raw
@@ -191,6 +197,10 @@ def check_model_config(cfg: Any, where: str) -> None:
     for key, hint in _ROOT_TYPES.items():
         if key in cfg and not (legacy and key not in ('architecture', 'num_features')) and not _fits(cfg[key], hint):
             raise bad(f"'{key}' must be {_type_name(hint)}, not {_json_type(cfg[key])} ({cfg[key]!r:.60})")
+    loading = [key for key in cfg.get('model_args') or {} if key in _LOADING_ARGS]
+    if loading:
+        raise bad(f"'model_args' holds {', '.join(map(repr, loading))}, which tell create_model what to load, not how "
+                  f"to build the architecture: remove them")
     arch = cfg['architecture']
     if not timm.is_model(arch):
         close = close_model_names(arch)
@@ -220,6 +230,10 @@ def check_model_config(cfg: Any, where: str) -> None:
     problem = label_count_problem(label_names, num_classes)
     if problem:
         raise bad(f"'label_names' has {problem}: give exactly one name per class, in class-index order")
+    twice = repeated_names(label_names or [])
+    if twice:  # transformers maps names to class ids: a repeated name loses a class
+        raise bad(f"'label_names' gives {', '.join(map(repr, twice[:5]))} more than once: give each class its own "
+                  f"name, in class-index order")
     descriptions = cfg.get('label_descriptions', pretrained.get('label_descriptions'))
     if descriptions and label_names:  # timm's CustomDatasetInfo refuses names without a description
         missing = [n for n in label_names if n not in descriptions]
@@ -236,7 +250,7 @@ def check_model_config(cfg: Any, where: str) -> None:
                       f"({type(e).__name__}: {first:.150}); fix or remove them") from None
 
 
-def _read_model_config(path: Path, where: str) -> Dict[str, Any]:
+def read_model_config(path: Path, where: str) -> Dict[str, Any]:
     """The ``config.json`` at ``path``, checked (a regular file, valid JSON, :func:`check_model_config`)."""
     from ..utils.strict_json import read_json
     try:
@@ -259,6 +273,24 @@ def _cached_hf_config(repo_id: str, revision) -> Optional[Path]:
     from huggingface_hub import try_to_load_from_cache
     cached = try_to_load_from_cache(repo_id, 'config.json', revision=revision)
     return Path(cached) if isinstance(cached, str) else None
+
+
+def _hf_config(repo_id: str, revision, model_name: str) -> Path:
+    """The repo's ``config.json`` (cache, else the Hub after the reachability probe); a repo without one is refused
+    naming that file (huggingface_hub's error would read as a missing weights file)."""
+    from huggingface_hub import errors as hf_errors, hf_hub_download
+    cached = _cached_hf_config(repo_id, revision)
+    if cached is not None:
+        return cached
+    check_hub_reachable(repo_id, revision)
+    try:
+        return Path(hf_hub_download(repo_id, 'config.json', revision=revision))
+    except hf_errors.RemoteEntryNotFoundError:  # a 404; offline or unreachable is LocalEntryNotFoundError
+        raise PretrainedWeightsError(
+            f"timm_cra: '{model_name}': Hub repo '{repo_id}'{' at revision ' + revision if revision else ''} has no "
+            f"config.json, which an hf-hub: name is built from (python -m timm_cra.hub.publish writes it beside "
+            f"model.safetensors). Add one, or load its weights into an architecture you name: timm.create_model("
+            f"'<arch>', pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id='{repo_id}')).") from None
 
 
 def check_model_name(name: str) -> None:
@@ -304,7 +336,7 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
                 raise PretrainedWeightsError(
                     f"timm_cra: '{location}' is not a model folder: it needs config.json and model.safetensors "
                     f"(as written by the trainer or python -m timm_cra.hub.publish).")
-            arch = _read_model_config(Path(location) / 'config.json', model_name)['architecture']
+            arch = read_model_config(Path(location) / 'config.json', model_name)['architecture']
             cfg = PretrainedCfg(file=location, source='local-dir')
             if not pretrained:  # without weights to load, the folder's weights file is not read (nor checked)
                 return timm.create_model(model_name, pretrained=False, **kwargs)
@@ -318,20 +350,9 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
             cfg = PretrainedCfg(hf_hub_id=location, source='hf-hub')
             repo_id, revision = split_revision(location)
             with explain_pretrained_errors(model_name, cfg):
-                config = _cached_hf_config(repo_id, revision)
-                if config is None:
-                    check_hub_reachable(repo_id, revision)
-                else:
-                    _read_model_config(config, model_name)
-                try:
-                    model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
-                except Exception:
-                    # timm fetched the config and failed on it: explain the config if that is the cause
-                    if config is None and _cached_hf_config(repo_id, revision) is not None:
-                        _read_model_config(_cached_hf_config(repo_id, revision), model_name)
-                    raise
-                if config is None and _cached_hf_config(repo_id, revision) is not None:
-                    _read_model_config(_cached_hf_config(repo_id, revision), model_name)
+                # fetched and checked before timm reads it: timm acts on its model_args while building
+                read_model_config(_hf_config(repo_id, revision, model_name), model_name)
+                model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
                 if pretrained and not _checks_its_weights(model.pretrained_cfg['architecture']):
                     check_finite_weights(model)
                 return model
