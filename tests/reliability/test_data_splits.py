@@ -1,0 +1,97 @@
+"""Splits read separately are matched to the training split by class name, in every data format and with
+``--in-memory``; a split whose layout or classes do not fit is one line. Real CLIs on tiny real data."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .test_data_labels import _png
+from .test_data_strangers import _run
+
+TRAIN_ARGS = ['--model', 'cra_cifar_resnet20', '--batch-size', '4', '--workers', '0', '--img-size', '32', '--no-plot']
+
+
+def _classlabel_split(names, n=8):
+    """Dark images of 'cat', bright ones of 'dog', their labels given as indices into this split's ``names``."""
+    import datasets
+    names = list(names)
+    feats = datasets.Features(image=datasets.Image(), label=datasets.ClassLabel(names=list(names)))
+    kinds = ['cat' if i % 2 == 0 else 'dog' for i in range(n)]
+    return datasets.Dataset.from_dict({'image': [{'bytes': _png(10 if k == 'cat' else 240), 'path': None}
+                                                 for k in kinds],
+                                       'label': [names.index(k) if k in names else i % 2 for i, k in enumerate(kinds)]},
+                                      features=feats)
+
+
+def _write_splits(root, fmt, test_names):
+    import datasets
+    splits = {'train': _classlabel_split(['cat', 'dog']), 'test': _classlabel_split(test_names)}
+    if fmt == 'parquet':
+        root.mkdir(parents=True)
+        for name, ds in splits.items():
+            ds.to_parquet(str(root / f'{name}-00000-of-00001.parquet'))
+    else:
+        datasets.DatasetDict(splits).save_to_disk(str(root))
+    return root
+
+
+@pytest.mark.parametrize('fmt', ['parquet', 'save_to_disk'])
+def test_classlabel_names_in_another_order_are_matched_by_name(tmp_path, cli_env, fmt):
+    """A test split with ClassLabel [dog, cat] against a training split's [cat, dog]: the trainer scored it by
+    index (Acc@1 0.00 on separable data, exit 0) and `validate --checkpoint last.pth` gave 0% where
+    `validate --model local-dir:` gave 100%. Now the training run, its last.pth and its exported folder agree."""
+    data = _write_splits(tmp_path / 'data', fmt, ['dog', 'cat'])
+    r = _run('timm_cra.train', TRAIN_ARGS + ['--data-dir', data, '--val-split', 'test', '--epochs', '4',
+                                             '--output', tmp_path / 'out', '--experiment', 'run'], cli_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / 'out' / 'run'
+    assert json.loads((run / 'results.json').read_text())['final']['eval_top1'] == 100.0
+    base = ['--data-dir', data, '--split', 'test', '--batch-size', '4', '--workers', '0', '--no-progress']
+    for model in (['--model', f'local-dir:{run}'],
+                  ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--checkpoint', run / 'last.pth']):
+        r = _run('timm_cra.eval', model + base + ['--results-file', tmp_path / 'r.json'], cli_env, tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert json.loads((tmp_path / 'r.json').read_text())['top1'] == 100.0, model
+
+
+@pytest.mark.parametrize('fmt', ['parquet', 'save_to_disk'])
+def test_a_split_with_a_class_the_training_split_lacks_is_one_line(tmp_path, cli_env, fmt):
+    data = _write_splits(tmp_path / 'data', fmt, ['cat', 'emu'])
+    r = _run('timm_cra.train', TRAIN_ARGS + ['--data-dir', data, '--val-split', 'test', '--epochs', '1',
+                                             '--output', tmp_path / 'out'], cli_env, tmp_path)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: ') and "has classes absent from the training split: 'emu'" in last, last
+    assert not (tmp_path / 'out').exists()
+
+
+def _class_folders(root, split, classes):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / split / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / split / c / f'{i}.png')
+
+
+def test_in_memory_class_folders_share_the_training_split_classes(tmp_path, cli_env):
+    """--in-memory (the cifar recipe's) gave a val folder its own sorted indices: val [b, c, zz] against train
+    [a, b, c] trained and scored b as a (exit 0), and val [b, c] was refused asking for --num-classes 2. Now both
+    paths map by name and refuse the same line."""
+    _class_folders(tmp_path / 'subset', 'train', 'abc')
+    _class_folders(tmp_path / 'subset', 'val', 'bc')
+    _class_folders(tmp_path / 'other', 'train', 'abc')
+    _class_folders(tmp_path / 'other', 'val', ['b', 'c', 'zz'])
+    refusals = []
+    for in_memory in ([], ['--in-memory']):
+        args = TRAIN_ARGS + ['--dataset', 'folder', '--epochs', '1', '--output', tmp_path / 'out'] + in_memory
+        r = _run('timm_cra.train', args + ['--data-dir', tmp_path / 'subset', '--experiment', f'ok{len(in_memory)}'],
+                 cli_env, tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert '8 val examples, 3 classes' in r.stderr, r.stderr[-2000:]
+        r = _run('timm_cra.train', args + ['--data-dir', tmp_path / 'other', '--experiment', 'bad'], cli_env, tmp_path)
+        assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+        refusals.append(r.stderr.strip().splitlines()[-1])
+    assert refusals[0] == refusals[1] and "classes absent from the training split: 'zz'" in refusals[0], refusals
+    assert not (tmp_path / 'out' / 'bad').exists()
+
