@@ -1,11 +1,13 @@
 """Splits read separately are matched to the training split by class name, in every data format and with
 ``--in-memory``; a split whose layout or classes do not fit is one line. Real CLIs on tiny real data."""
 import json
+import pickle
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from .test_data_cifar_pickle import write_cifar10
 from .test_data_labels import _png
 from .test_data_strangers import _run
 
@@ -95,3 +97,38 @@ def test_in_memory_class_folders_share_the_training_split_classes(tmp_path, cli_
     assert refusals[0] == refusals[1] and "classes absent from the training split: 'zz'" in refusals[0], refusals
     assert not (tmp_path / 'out' / 'bad').exists()
 
+
+def _write_cifar100(root, n=12):
+    """A ``cifar-100-python`` folder in the real files' format (``fine_labels``, ``meta``)."""
+    rng = np.random.default_rng(1)
+    d = root / 'cifar-100-python'
+    d.mkdir(parents=True)
+    for name in ('train', 'test'):
+        with open(d / name, 'wb') as f:
+            pickle.dump({b'data': rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         b'fine_labels': [int(v) for v in rng.integers(0, 100, n)]}, f)
+    with open(d / 'meta', 'wb') as f:
+        pickle.dump({b'fine_label_names': [f'c{i}'.encode() for i in range(100)]}, f)
+    return d
+
+
+def test_the_dataset_name_chooses_the_cifar_layout(tmp_path, cli_env):
+    """`--dataset torch/cifar100` on a folder holding both layouts read CIFAR-10 (the first found), and
+    `torch/cifar10` on a CIFAR-100-only folder trained 100 classes: the name now chooses the layout, and a name
+    the folder does not hold is one line naming the one it does."""
+    write_cifar10(tmp_path / 'both')  # 4 test rows
+    _write_cifar100(tmp_path / 'both')  # 12 test rows
+    for name, classes, count in [('torch/cifar10', 10, 4), ('torch/cifar100', 100, 12)]:
+        r = _run('timm_cra.eval', ['--model', 'cra_cifar_resnet20', '--num-classes', classes, '--dataset', name,
+                                   '--data-dir', tmp_path / 'both', '--split', 'test', '--batch-size', '4',
+                                   '--workers', '0', '--no-progress', '--results-file', tmp_path / 'r.json'],
+                 cli_env, tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert json.loads((tmp_path / 'r.json').read_text())['count'] == count, name
+    _write_cifar100(tmp_path / 'only100')
+    r = _run('timm_cra.train', TRAIN_ARGS + ['--dataset', 'torch/cifar10', '--data-dir', tmp_path / 'only100',
+                                             '--epochs', '1', '--output', tmp_path / 'out'], cli_env, tmp_path)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: --dataset torch/cifar10 reads ') and '--dataset torch/cifar100' in last, last
+    assert not (tmp_path / 'out').exists()

@@ -86,7 +86,8 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
             ds = HFImageDataset(root, split, image_key=image_key, label_key=label_key, cache_dir=cache_dir,
                                 in_chans=in_chans, split_flag=split_flag)
         elif kind.startswith('torch/cifar') or kind in ('cifar10', 'cifar100'):
-            ds = load_cifar_pickle(root, split)
+            variant = kind.rpartition('/')[2]
+            ds = load_cifar_pickle(root, split, variant if variant in ('cifar10', 'cifar100') else None)
             ds.set_in_chans(in_chans)
         elif kind in ('imagenet', 'folder', 'folder-auto'):
             if kind != 'folder-auto' and _is_hf_data(root):
