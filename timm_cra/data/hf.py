@@ -13,6 +13,7 @@ import math
 import numbers
 import os
 import re
+import shutil
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -215,7 +216,10 @@ def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
     ``huggingface`` metadata).
 
     Cached under :func:`parquet_cache_key`: ``datasets`` keys its arrow cache on path + mtime, so a file replaced by
-    one with the same mtime (``cp -p``, ``rsync -t``) would be read from the old rows."""
+    one with the same mtime (``cp -p``, ``rsync -t``) would be read from the old rows. ``datasets`` trusts a cache it
+    finds: one cut at a record-batch boundary reads as fewer rows, one cut mid-batch fails as if the parquet file
+    were damaged. So the rows read are checked against the footers' count, and a cache that fails either way is
+    removed and built again once; only a fresh build that fails blames the file."""
     import datasets
     import pyarrow.parquet as pq
     rows = 0
@@ -233,8 +237,25 @@ def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
     if not rows:  # datasets' own word for it: 'Instruction "train" corresponds to no data!'
         raise DataError(f"'{source}' has no rows ({len(files)} parquet file(s) of 0 rows): pass data with examples.")
     cache_dir = os.path.join(datasets_cache(cache_dir), 'parquet-by-stat', parquet_cache_key(files))
-    with _read_errors(source, 'parquet data', _PARQUET_FIX):
-        return datasets.load_dataset('parquet', data_files=files, split='train', cache_dir=cache_dir)
+    cached = os.path.isdir(cache_dir)
+    while True:
+        try:
+            with _read_errors(source, 'parquet data', _PARQUET_FIX):
+                ds = datasets.load_dataset('parquet', data_files=files, split='train', cache_dir=cache_dir)
+            problem = f'{len(ds)} rows where the parquet footers count {rows}' if len(ds) != rows else None
+        except DataError as e:
+            if not cached:
+                raise
+            cause = e.__cause__ or e  # the reader's reason, not the advice to write the file again
+            problem = f'{type(cause).__name__}: {(str(cause).strip().splitlines() or [""])[0]}'
+        if not problem:
+            return ds
+        if not cached:
+            raise DataError(f"'{source}' read as {problem}: {_PARQUET_FIX}.")
+        _logger.warning(printable(f"The arrow cache of '{source}' is damaged ({problem:.200}): removing "
+                                  f"{cache_dir} and building it again."))
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        cached = False
 
 
 def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, split_flag: str = ''):
