@@ -168,3 +168,15 @@ def test_a_cut_parquet_arrow_cache_is_built_again(tmp_path, cli_env):
         assert json.loads((tmp_path / 'r.json').read_text())['count'] == 64, cut
         rebuilt = [line for line in r.stderr.splitlines() if 'arrow cache' in line]
         assert len(rebuilt) == (cut is not None) and ('building it again' in rebuilt[0] if rebuilt else True), rebuilt
+
+
+def test_train_num_samples_keeping_one_class_is_warned(tmp_path, cli_env):
+    """`--train-num-samples 4` on sorted class folders kept the 4 images of the first class, without a word (a
+    one-class folder is refused: a classifier learns nothing from one class)."""
+    _class_folders(tmp_path / 'data', 'train', 'abc')
+    argv = TRAIN_ARGS + ['--data-dir', tmp_path / 'data', '--dataset', 'folder', '--val-split', '', '--epochs', '1',
+                         '--output', tmp_path / 'out']
+    for n, warned in ((4, True), (5, False)):
+        r = _run('timm_cra.train', argv + ['--train-num-samples', n, '--experiment', str(n)], cli_env, tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert ('keeps examples of one class only' in r.stderr) == warned, r.stderr[-2000:]

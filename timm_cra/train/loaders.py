@@ -53,6 +53,10 @@ def create_datasets(args) -> Tuple[object, Optional[object], int]:
                         f"test-*.parquet, or train/ and val/ folders), or --val-split '' to train without validation.")
     train_ds = create_dataset(args.dataset, args.data_dir, args.train_split, num_samples=args.train_num_samples,
                               split_flag='--train-split', **ds_kwargs)
+    if args.train_num_samples and len(torch.as_tensor(train_ds.targets).unique()) == 1:
+        # the first rows of sorted class folders are one class: as a one-class folder, a run that learns nothing
+        _logger.warning(f'--train-num-samples {args.train_num_samples} keeps examples of one class only (the first '
+                        f'rows of the data, e.g. sorted class folders): the model learns nothing; raise it.')
     val_ds = None
     if args.val_split:
         val_ds = create_dataset(args.dataset, args.data_dir, args.val_split, num_samples=args.val_num_samples,
