@@ -180,3 +180,30 @@ def test_train_num_samples_keeping_one_class_is_warned(tmp_path, cli_env):
         r = _run('timm_cra.train', argv + ['--train-num-samples', n, '--experiment', str(n)], cli_env, tmp_path)
         assert r.returncode == 0, r.stderr[-2000:]
         assert ('keeps examples of one class only' in r.stderr) == warned, r.stderr[-2000:]
+
+
+def test_parquet_image_paths_are_read_inside_the_parquet_folder(tmp_path, cli_env):
+    """Parquet rows naming their image by `path` (bytes null) were read relative to the working directory, and
+    absolute or `..` paths from anywhere. Relative paths now resolve against the parquet data's folder; an absolute
+    one or one leaving it is a counted skip naming why."""
+    import datasets
+    data = tmp_path / 'data'
+    (data / 'img').mkdir(parents=True)
+    for name, value in (('a.png', 10), ('b.png', 240)):
+        (data / 'img' / name).write_bytes(_png(value))
+    (tmp_path / 'outside.png').write_bytes(_png(100))
+    paths = ['img/a.png', 'img/b.png', '../outside.png', str(tmp_path / 'outside.png')]
+    datasets.Dataset.from_dict({'image': [{'bytes': None, 'path': p} for p in paths], 'label': [0, 1, 0, 1]},
+                               features=datasets.Features(image={'bytes': datasets.Value('binary'),  # as stored
+                                                                 'path': datasets.Value('string')},
+                                                          label=datasets.ClassLabel(names=['cat', 'dog']))
+                               ).to_parquet(str(data / 'test-00000-of-00001.parquet'))
+    (tmp_path / 'cwd').mkdir()
+    r = _run('timm_cra.eval', ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir', data, '--split',
+                               'test', '--batch-size', '4', '--workers', '0', '--no-progress', '--results-file',
+                               tmp_path / 'r.json'], cli_env, tmp_path / 'cwd')
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads((tmp_path / 'r.json').read_text())
+    assert (result['count'], result['skipped']) == (2, 2), result
+    assert "path '../outside.png' leaves the parquet data's folder" in r.stderr, r.stderr[-2000:]
+    assert f"path '{tmp_path / 'outside.png'}' is absolute" in r.stderr, r.stderr[-2000:]
