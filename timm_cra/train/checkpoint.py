@@ -3,9 +3,10 @@
 Format version 2 (``last.pth``): a dict of tensors and plain Python data only, so it loads with
 ``torch.load(weights_only=True)``: ``state_dict``, ``optimizer``, ``scheduler``, ``state_dict_ema``,
 ``loss_scaler``, ``epoch``, ``num_updates``, ``history``, ``args`` (plain containers), ``rng`` (torch state
-tensor; numpy MT19937 key as an int64 tensor + ints; python ``random`` state as a tuple of ints) and
-``label_names`` (the training split's class names, or None) and ``sha256`` (digests of the model / optimizer / EMA tensors, checked on every load). Version 1 files (numpy
-RNG state pickled as an array) still load: the reader admits numeric numpy arrays.
+tensor; numpy MT19937 key as an int64 tensor + ints; python ``random`` state as a tuple of ints),
+``label_names`` (the training split's class names, or None; files without it still load) and ``sha256``
+(digests of the model / optimizer / EMA tensors, checked on every load). Version 1 files (numpy RNG state
+pickled as an array) still load: the reader admits numeric numpy arrays.
 
 ``python -m timm_cra.train.checkpoint upgrade OLD NEW`` rewrites a version-1 file as version 2.
 """
