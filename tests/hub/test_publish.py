@@ -477,6 +477,21 @@ def test_labels_only_from_the_weights_data(tmp_path):
     assert json.loads((tmp_path / 'long' / 'config.json').read_text())['label_names'] == long_names.split(',')
 
 
+def test_a_label_names_file_with_a_bom_is_read(tmp_path):
+    """A --label-names file saved as UTF-8 with a BOM (Windows Notepad) was refused as holding a control character:
+    the leading BOM is not part of the first name."""
+    model = timm.create_model('cra_cifar_resnet20', num_classes=3)
+    path = tmp_path / 'model_best.pth.tar'
+    torch.save(dict(epoch=1, arch='cra_cifar_resnet20', state_dict=model.state_dict(), version=2,
+                    args=argparse.Namespace(model='cra_cifar_resnet20', num_classes=3, pretrained=False)), path)
+    names = tmp_path / 'names.txt'
+    names.write_bytes('\ufeffcircle\r\nsquare\r\ntriangle\r\n'.encode('utf-8'))
+    proc = _publish_cli('cra_cifar_resnet20.shapes', path, '--out', tmp_path / 'out', '--label-names', names)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / 'out' / 'config.json').read_text())['label_names'] == ['circle', 'square',
+                                                                                      'triangle']
+
+
 def _publish_cli(*argv, timeout=120, env=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', **(env or {}))
     return subprocess.run([sys.executable, '-m', 'timm_cra.hub.publish', *map(str, argv)], env=env,

@@ -182,6 +182,22 @@ def test_deeply_nested_json_is_one_line_wherever_json_is_read(tmp_path):
     assert code == 2 and f'{results} is not valid JSON (nested too deeply' in err and not (tmp_path / 'out').exists()
 
 
+
+def test_a_key_given_twice_in_json_is_refused_naming_it(tmp_path):
+    """``..., "num_classes": 5}`` at the end of a model folder's config.json (or any JSON read through
+    strict_json: eval results) was read with the last value silently; refused naming the key, as the YAML reader
+    refuses a repeated key."""
+    repo = _repo_copy(tmp_path)
+    text = (repo / 'config.json').read_text().rstrip()
+    (repo / 'config.json').write_text(text[:-1].rstrip() + ', "num_classes": 5}')
+    code, err = _cli(['--model', f'local-dir:{repo}'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and "config.json is not valid JSON (key 'num_classes' is given twice" in err, err
+    results = tmp_path / 'results.json'
+    results.write_text('{"top1": 90.0, "top1": 10.0}')
+    code, err = _cli(['cra_cifar_resnet20.x', repo / 'model.safetensors', '--results', results, '--out',
+                      tmp_path / 'out'], tmp_path, 'timm_cra.hub.publish')
+    assert code == 2 and "key 'top1' is given twice" in err and not (tmp_path / 'out').exists(), err
+
 def test_config_json_faults_through_the_eval_and_train_clis(tmp_path):
     repo = _edit_config(_repo_copy(tmp_path), lambda c: c.update(num_classes='ten'))
     code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')

@@ -206,9 +206,11 @@ def test_parquet_bomb_and_path_to_a_fifo_are_skipped_in_memory_and_not(tmp_path,
     ds = ds.cast_column('image', datasets.Image(decode=False))
     rows = ds.to_dict()
     rows['image'][1] = {'bytes': bomb_png(tmp_path / 'bomb.png').read_bytes(), 'path': None}
-    os.mkfifo(tmp_path / 'pipe.png')
-    rows['image'][2] = {'bytes': None, 'path': str(tmp_path / 'pipe.png')}
-    datasets.Dataset.from_dict(rows, features=ds.features).to_parquet(str(path))
+    os.mkfifo(tmp_path / 'd' / 'pipe.png')
+    rows['image'][2] = {'bytes': None, 'path': 'pipe.png'}  # relative to the parquet folder
+    stored = datasets.Features(image={'bytes': datasets.Value('binary'), 'path': datasets.Value('string')},
+                               label=ds.features['label'])  # to_parquet would read the paths into bytes
+    datasets.Dataset.from_dict(rows, features=stored).to_parquet(str(path))
     with caplog.at_level(logging.WARNING):
         hf = create_dataset('', str(tmp_path / 'd'), 'train')
         assert [hf.load_image(i) is None for i in range(4)] == [False, True, True, False]

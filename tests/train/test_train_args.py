@@ -176,6 +176,8 @@ def test_config_values_of_the_wrong_type_are_one_line(tmp_path, capsys):
              'epochs: ten\n': "epochs must be an integer, not 'ten'",
              'epochs: 1.5\n': 'epochs must be an integer, not 1.5',
              'amp: "yes"\n': "amp must be true or false, not 'yes'",
+             'experiment: no\n': "experiment must be a string (YAML reads an unquoted yes / no / on / off / true / "
+                                 "false as a boolean: quote it, e.g. 'no'), not False",
              'mean: [0.5, a, 0.5]\n': 'mean must be a list of one or more numbers',
              'input_size: [3, 32]\n': 'input_size must be a list of 3 integers',
              'amp_dtype: float64\n': 'amp_dtype must be one of float16, bfloat16',
@@ -206,3 +208,17 @@ def test_zero_or_negative_batch_sizes_are_one_line(tmp_path, capsys):
     cfg = tmp_path / 'c.yaml'
     cfg.write_text('batch_size: -8\n')
     assert '--batch-size must be a positive integer, not -8' in _one_error_line(['--config', cfg], capsys)
+
+
+def test_a_config_that_records_resume_does_not_resume_by_itself(tmp_path, capsys):
+    """A resumed run's args.yaml records `resume: <its last.pth>`: reused as --config for a new experiment it
+    silently resumed that run. Refused in one line naming both fixes; --resume on the command line decides."""
+    import yaml
+    a = parse_args(['--model', 'cra_cifar_resnet20', '--resume', str(tmp_path / 'run' / 'last.pth')])
+    recorded = tmp_path / 'args.yaml'
+    recorded.write_text(yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in vars(a).items()}))
+    err = _one_error_line(['--config', recorded, '--experiment', 'new'], capsys)
+    assert f"sets resume: {tmp_path / 'run' / 'last.pth'}, and a config file never resumes a run by itself" in err
+    assert "--resume ''" in err, err
+    assert parse_args(['--config', str(recorded), '--resume', '']).resume == ''
+    assert parse_args(['--config', str(recorded), f"--resume={a.resume}"]).resume == a.resume

@@ -29,11 +29,17 @@ _LAYOUTS = {
 }
 
 
-def find_cifar_pickle_dir(root: str) -> Optional[str]:
-    """``root`` itself or ``root/cifar-10-batches-py`` / ``root/cifar-100-python``, if present."""
-    if os.path.basename(os.path.normpath(root)) in _LAYOUTS:
+#: ``--dataset torch/<name>`` -> the folder of its layout.
+_FOLDERS = {'cifar10': 'cifar-10-batches-py', 'cifar100': 'cifar-100-python'}
+
+
+def find_cifar_pickle_dir(root: str, variant: Optional[str] = None) -> Optional[str]:
+    """``root`` itself or ``root/cifar-10-batches-py`` / ``root/cifar-100-python``, if present; ``variant``
+    (``'cifar10'`` / ``'cifar100'``, the ``--dataset`` name) accepts only that layout."""
+    folders = [_FOLDERS[variant]] if variant else list(_LAYOUTS)
+    if os.path.basename(os.path.normpath(root)) in folders:
         return root
-    for name in _LAYOUTS:
+    for name in folders:
         if os.path.isdir(os.path.join(root, name)):
             return os.path.join(root, name)
     return None
@@ -94,9 +100,17 @@ def _names(values) -> List[str]:
     return [v.decode('utf-8', 'replace') if isinstance(v, bytes) else str(v) for v in values]
 
 
-def load_cifar_pickle(root: str, split: str = 'train') -> TensorImageDataset:
-    """Read a CIFAR pickle split straight into an in-memory uint8 ``(N, 32, 32, 3)`` dataset."""
-    path = find_cifar_pickle_dir(root)
+def load_cifar_pickle(root: str, split: str = 'train', variant: Optional[str] = None) -> TensorImageDataset:
+    """Read a CIFAR pickle split straight into an in-memory uint8 ``(N, 32, 32, 3)`` dataset. ``variant``
+    (``'cifar10'`` / ``'cifar100'``, from ``--dataset torch/<variant>``) chooses the layout; without it the
+    first one present is read."""
+    path = find_cifar_pickle_dir(root, variant)
+    other = find_cifar_pickle_dir(root) if variant and path is None else None
+    if other is not None:  # the name must choose the layout, never the folder that happens to be there
+        found = os.path.basename(os.path.normpath(other))
+        right = next(k for k, v in _FOLDERS.items() if v == found)
+        raise DataError(f"--dataset torch/{variant} reads '{_FOLDERS[variant]}', but '{root}' holds '{found}': "
+                        f"pass --dataset torch/{right} to train on it, or a --data-dir holding {_FOLDERS[variant]}.")
     if path is None:
         raise DataError(f"No 'cifar-10-batches-py' or 'cifar-100-python' folder in '{root}'. Extract the "
                         f"torchvision CIFAR archive there, or pass the parquet/HF dataset instead.")

@@ -6,7 +6,7 @@ from typing import Any, Iterable, Optional, Sequence, Tuple
 from ..utils.errors import UsageError
 from ..utils.labels import repeated_names
 
-__all__ = ['DataError', 'split_hint', 'first_non_integer', 'check_class_names']
+__all__ = ['DataError', 'split_hint', 'first_non_integer', 'check_class_names', 'classes_absent_from_training']
 
 
 class DataError(UsageError):
@@ -21,6 +21,13 @@ def check_class_names(names: Sequence[Any], source: str, fix: str) -> None:
     if twice:
         raise DataError(f"The class names of '{source}' give {', '.join(map(repr, twice[:5]))} more than once "
                         f"(compared after Unicode NFC normalisation): {fix}, so that each class has its own name.")
+
+
+def classes_absent_from_training(what: str, unknown: Sequence[str]) -> DataError:
+    """The refusal of a val split naming classes the training split lacks (the model never trained on them)."""
+    return DataError(f"{what} has classes absent from the training split: {', '.join(map(repr, unknown[:5]))}"
+                     f"{' ...' if len(unknown) > 5 else ''}: give the validation split the training split's classes "
+                     f"(or a subset of them).")
 
 
 def split_hint(flag: str = '') -> str:

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import default_collate
 
 from .cifar import find_cifar_pickle_dir, load_cifar_pickle
-from .errors import DataError, check_class_names
+from .errors import DataError, check_class_names, classes_absent_from_training
 from .folders import ImageFolderDataset, check_data_folder, find_split_dir
 from .hf import CLASSLABEL_FIX, HFImageDataset, iter_parquet_files
 from .in_memory import TensorImageDataset, decode_to_memory
@@ -65,7 +65,8 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
         split: split name (``validation``/``val`` are aliases).
         in_memory: decode every image once into a uint8 tensor (CIFAR-size data; see ``TensorLoader``).
         num_samples: keep only the first ``num_samples`` examples (quick runs, data slices).
-        class_names: class list of the training split, so a ``folder`` val split shares its indices.
+        class_names: class list of the training split: a val split of any kind takes its indices, matched by
+            class name (a split with a class the training split lacks is refused).
         in_chans: channels of the images produced (1: greyscale, 3: RGB): the model's input channels;
             ``set_in_chans(n)`` on the returned dataset changes it later.
         split_flag: the caller's option for ``split`` (e.g. ``--split``), named when the split is missing.
@@ -85,7 +86,8 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
             ds = HFImageDataset(root, split, image_key=image_key, label_key=label_key, cache_dir=cache_dir,
                                 in_chans=in_chans, split_flag=split_flag)
         elif kind.startswith('torch/cifar') or kind in ('cifar10', 'cifar100'):
-            ds = load_cifar_pickle(root, split)
+            variant = kind.rpartition('/')[2]
+            ds = load_cifar_pickle(root, split, variant if variant in ('cifar10', 'cifar100') else None)
             ds.set_in_chans(in_chans)
         elif kind in ('imagenet', 'folder', 'folder-auto'):
             if kind != 'folder-auto' and _is_hf_data(root):
@@ -101,11 +103,29 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
                       'rename or merge those class folders' if isinstance(ds, ImageFolderDataset) else
                       CLASSLABEL_FIX if isinstance(ds, HFImageDataset) else
                       'fix the label names in batches.meta / meta')
+    if class_names is not None:
+        _share_class_names(ds, class_names, f"'{root or name}' [{split}]")
     if num_samples:
         ds = _head(ds, num_samples)
     if in_memory:
         ds = decode_to_memory(ds, desc=f'{name or root} [{split}]')
     return ds
+
+
+def _numbered(names: Sequence[str]) -> bool:
+    """Whether ``names`` are the stand-ins ``'0'..'K-1'`` of data that names no classes (plain int labels)."""
+    return list(names) == [str(i) for i in range(len(names))]
+
+
+def _share_class_names(ds, class_names: Sequence[str], what: str) -> None:
+    """Give ``ds`` (a val split) the training split's indices, by class name: splits name their classes
+    independently (parquet ClassLabels in another order, a val folder holding a subset of the classes). Data
+    that names no classes keeps its integer labels."""
+    if list(ds.class_names) == list(class_names) or _numbered(ds.class_names) or _numbered(class_names):
+        return
+    check_labels(ds, what)
+    if not map_classes_by_name(ds, class_names):
+        raise classes_absent_from_training(what, [c for c in ds.class_names if c not in set(class_names)])
 
 
 def single_split_source(name: Optional[str], root: Optional[str]) -> bool:

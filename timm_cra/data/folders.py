@@ -13,7 +13,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .errors import DataError, split_hint
+from .errors import DataError, classes_absent_from_training, split_hint
 from ..utils.errors import printable
 from ..utils.io import not_folder_reason
 from .images import UnreadableImage, check_in_chans, decode_image
@@ -198,7 +198,7 @@ class ImageFolderDataset(Dataset):
             class_to_idx = {c: i for i, c in enumerate(self.class_names)}
             unknown = [c for c in classes if c not in class_to_idx]
             if unknown:
-                raise DataError(f"'{root}' has classes absent from the training split: {', '.join(unknown[:5])}.")
+                raise classes_absent_from_training(f"'{root}'", unknown)
         else:
             raise ValueError(f'unknown label_mode {label_mode!r}')
         self.root = root

@@ -13,6 +13,7 @@ import math
 import numbers
 import os
 import re
+import shutil
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -209,7 +210,10 @@ def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
     ``huggingface`` metadata).
 
     Cached under :func:`parquet_cache_key`: ``datasets`` keys its arrow cache on path + mtime, so a file replaced by
-    one with the same mtime (``cp -p``, ``rsync -t``) would be read from the old rows."""
+    one with the same mtime (``cp -p``, ``rsync -t``) would be read from the old rows. ``datasets`` trusts a cache it
+    finds: one cut at a record-batch boundary reads as fewer rows, one cut mid-batch fails as if the parquet file
+    were damaged. So the rows read are checked against the footers' count, and a cache that fails either way is
+    removed and built again once; only a fresh build that fails blames the file."""
     import datasets
     import pyarrow.parquet as pq
     rows = 0
@@ -227,8 +231,25 @@ def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
     if not rows:  # datasets' own word for it: 'Instruction "train" corresponds to no data!'
         raise DataError(f"'{source}' has no rows ({len(files)} parquet file(s) of 0 rows): pass data with examples.")
     cache_dir = os.path.join(datasets_cache(cache_dir), 'parquet-by-stat', parquet_cache_key(files))
-    with _read_errors(source, 'parquet data', _PARQUET_FIX):
-        return datasets.load_dataset('parquet', data_files=files, split='train', cache_dir=cache_dir)
+    cached = os.path.isdir(cache_dir)
+    while True:
+        try:
+            with _read_errors(source, 'parquet data', _PARQUET_FIX):
+                ds = datasets.load_dataset('parquet', data_files=files, split='train', cache_dir=cache_dir)
+            problem = f'{len(ds)} rows where the parquet footers count {rows}' if len(ds) != rows else None
+        except DataError as e:
+            if not cached:
+                raise
+            cause = e.__cause__ or e  # the reader's reason, not the advice to write the file again
+            problem = f'{type(cause).__name__}: {(str(cause).strip().splitlines() or [""])[0]}'
+        if not problem:
+            return ds
+        if not cached:
+            raise DataError(f"'{source}' read as {problem}: {_PARQUET_FIX}.")
+        _logger.warning(printable(f"The arrow cache of '{source}' is damaged ({problem:.200}): removing "
+                                  f"{cache_dir} and building it again."))
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        cached = False
 
 
 def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, split_flag: str = ''):
@@ -290,10 +311,26 @@ def detect_columns(ds, image_key: Optional[str] = None, label_key: Optional[str]
     return pick(image_key, IMAGE_KEYS, 'image'), pick(label_key, LABEL_KEYS, 'label')
 
 
-def decode_value(value, in_chans: int = 3) -> Image.Image:
-    """An image column value (PIL image, bytes, or ``{'bytes', 'path'}``) through :func:`decode_image`."""
+def _path_in(root: str, path: str) -> str:
+    """``path`` of a parquet row (bytes null) as a file inside ``root``, the parquet data's folder: relative paths
+    resolve against it (not the working directory); an absolute one, or one leaving it (``..``, a symlink out), is
+    an :class:`UnreadableImage` (a counted skip), so no row reads a file outside the data."""
+    if os.path.isabs(path):
+        raise UnreadableImage(f"path '{path}' is absolute: a parquet row names its image relative to its folder")
+    real_root = os.path.realpath(root)
+    full = os.path.realpath(os.path.join(real_root, path))
+    if os.path.commonpath([full, real_root]) != real_root:
+        raise UnreadableImage(f"path '{path}' leaves the parquet data's folder {root}")
+    return full
+
+
+def decode_value(value, in_chans: int = 3, root: Optional[str] = None) -> Image.Image:
+    """An image column value (PIL image, bytes, or ``{'bytes', 'path'}``) through :func:`decode_image`; ``root``:
+    the folder a local parquet source's ``path`` values are read from (:func:`_path_in`)."""
     if isinstance(value, dict):
         value = value['bytes'] if value.get('bytes') is not None else value.get('path')
+        if root is not None and isinstance(value, str) and value:
+            value = _path_in(root, value)
     if not isinstance(value, (Image.Image, bytes, bytearray, str)) or value == '':
         raise UnreadableImage(f'unsupported image value of type {type(value).__name__}')
     return decode_image(value, in_chans)
@@ -341,6 +378,12 @@ class HFImageDataset(Dataset):
             ds = ds.cast_column(self.image_key, datasets.Image(decode=False))
         self.ds = ds
         self.source, self.split = source, split
+        # local parquet data: `path` image values are files in its folder (save_to_disk folders hold bytes; a Hub
+        # dataset's paths are datasets' own cache files)
+        local = os.path.isfile(source) or (os.path.isdir(source) and not any(
+            os.path.lexists(os.path.join(source, f)) for f in ('dataset_dict.json', 'state.json')))
+        self.image_root = (os.path.dirname(os.path.abspath(source)) if os.path.isfile(source) else source) \
+            if local else None
         self.transform = transform
         feat = ds.features[self.label_key]
         with _read_errors(source, 'a dataset', 'its files are damaged: write, save or download them again'):
@@ -370,7 +413,7 @@ class HFImageDataset(Dataset):
 
     def load_image(self, index: int) -> Optional[Image.Image]:
         try:
-            return decode_value(self.ds[int(index)][self.image_key], self.in_chans)
+            return decode_value(self.ds[int(index)][self.image_key], self.in_chans, self.image_root)
         except UnreadableImage as e:
             _logger.warning(printable(f'Skipping unreadable image {index} of {self.source}[{self.split}]: {e}'))
             return None

@@ -87,7 +87,7 @@ def decode_to_memory(dataset, desc: str = '') -> TensorImageDataset:
     if hasattr(dataset, 'iter_raw_images'):  # HF: bulk column reads are much faster than row access
         from .hf import decode_value
         where = f'{desc or "dataset"} row'
-        items = ((i, _safe(lambda v=v: decode_value(v, in_chans), f'{where} {i}'))
+        items = ((i, _safe(lambda v=v: decode_value(v, in_chans, dataset.image_root), f'{where} {i}'))
                  for i, v in dataset.iter_raw_images())
     else:
         items = ((i, dataset.load_image(i)) for i in range(len(dataset)))

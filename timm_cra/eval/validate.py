@@ -7,7 +7,7 @@ import argparse
 import csv
 import logging
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from timm.data import create_loader
@@ -53,7 +53,9 @@ def create_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _create_model(args) -> torch.nn.Module:
+def _create_model(args) -> Tuple[torch.nn.Module, Optional[List[str]]]:
+    """``(model, label_names)``: the names of the head's outputs, from the pretrained config or a trainer
+    checkpoint's training split (None when neither names them)."""
     import timm_cra
     kwargs = dict(args.model_kwargs or {})
     if args.in_chans is not None:
@@ -71,9 +73,14 @@ def _create_model(args) -> torch.nn.Module:
         raise UsageError(f"--num-classes {args.num_classes} differs from the {trained} classes of the pretrained "
                          f"weights' head, and validation never replaces a trained head with a random one: drop "
                          f"--num-classes (a val set with a subset of the model's classes is mapped by name).")
+    label_names = (getattr(model, 'pretrained_cfg', None) or {}).get('label_names') if args.pretrained else None
     if args.checkpoint:
-        load_model_weights(model, args.checkpoint, use_ema=args.use_ema, allow_nonfinite=args.allow_nonfinite_weights)
-    return model
+        ckpt = load_model_weights(model, args.checkpoint, use_ema=args.use_ema,
+                                  allow_nonfinite=args.allow_nonfinite_weights)
+        names = ckpt.get('label_names')  # a trainer checkpoint's: its training split's class names
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            label_names = names
+    return model, label_names
 
 
 def validate(args: argparse.Namespace) -> Dict[str, Any]:
@@ -83,12 +90,11 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     _logger.info(f"Model {printable(args.model)}: " + ('pretrained weights' if args.pretrained else
                                                       'random initialisation (--no-pretrained or a registry name)')
                  + (f', then --checkpoint {printable(args.checkpoint)}' if args.checkpoint else ''))
-    model = _create_model(args)
+    model, label_names = _create_model(args)
     dataset = create_dataset(args.dataset, args.data_dir, args.split, num_samples=args.num_samples,
                              image_key=args.input_key, label_key=args.target_key, in_chans=model_in_chans(model),
                              split_flag='--split')
     head_fixed = bool(args.pretrained or args.checkpoint)
-    label_names = (getattr(model, 'pretrained_cfg', None) or {}).get('label_names') if args.pretrained else None
     mapped = None
     if label_names and len(label_names) == model.num_classes:
         check_labels(dataset)

@@ -154,7 +154,8 @@ def read_label_names(value: str) -> List[str]:
     path = _label_names_file(value)
     if path is not None:
         try:
-            names = [line.strip() for line in _read_text(path, '--label-names file').splitlines()]
+            text = _read_text(path, '--label-names file').removeprefix('\ufeff')  # the BOM of Windows editors
+            names = [line.strip() for line in text.splitlines()]
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"Cannot read --label-names file '{value}': {e}.") from e
         names = [n for n in names if n]

@@ -5,13 +5,14 @@ As in timm, a config file sets defaults and flags given on the command line over
 """
 import argparse
 import os
+import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from timm.utils import ParseKwargs
 
 from ..utils.cli import add_shared_args, check_model_name, check_positive, check_shared_values, default_workers
-from ..utils.errors import UsageError
+from ..utils.errors import UsageError, printable
 from ..utils.io import check_regular_file, open_regular_file
 
 __all__ = ['create_parser', 'parse_args', 'load_config', 'list_recipes', 'RECIPE_DIR']
@@ -99,6 +100,9 @@ def _config_value(action: argparse.Action, value: Any) -> Any:
         return v
 
     if action.nargs is None:
+        if isinstance(value, bool) and kind is None and action.choices is None:  # `experiment: no`
+            raise ValueError("a string (YAML reads an unquoted yes / no / on / off / true / false as a boolean: quote "
+                             "it, e.g. 'no')")
         try:
             return scalar(value)
         except ValueError:
@@ -240,6 +244,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             except ValueError as e:
                 raise UsageError(f"Config '{pre.config}': {key} must be {e}, not {value!r:.60}; fix it in the "
                                  f"file.") from None
+        given = sys.argv[1:] if argv is None else [str(a) for a in argv]
+        if cfg.get('resume') and not any(a == '--resume' or a.startswith('--resume=') for a in given):
+            # a resumed run's args.yaml records `resume:`: reused as the config of a new experiment, it resumed that run
+            raise UsageError(printable(f"Config '{pre.config}' sets resume: {cfg['resume']}, and a config file never "
+                                       f"resumes a run by itself: pass --resume {cfg['resume']} to continue that run, "
+                                       f"or --resume '' to start afresh with this config."))
         if isinstance(cfg.get('workers'), int):  # a recipe's worker count, capped to the CPUs available here
             cfg['workers'] = min(cfg['workers'], default_workers(cfg['workers']))
         parser.set_defaults(**cfg)

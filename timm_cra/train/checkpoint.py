@@ -3,9 +3,10 @@
 Format version 2 (``last.pth``): a dict of tensors and plain Python data only, so it loads with
 ``torch.load(weights_only=True)``: ``state_dict``, ``optimizer``, ``scheduler``, ``state_dict_ema``,
 ``loss_scaler``, ``epoch``, ``num_updates``, ``history``, ``args`` (plain containers), ``rng`` (torch state
-tensor; numpy MT19937 key as an int64 tensor + ints; python ``random`` state as a tuple of ints) and
-``sha256`` (digests of the model / optimizer / EMA tensors, checked on every load). Version 1 files (numpy
-RNG state pickled as an array) still load: the reader admits numeric numpy arrays.
+tensor; numpy MT19937 key as an int64 tensor + ints; python ``random`` state as a tuple of ints),
+``label_names`` (the training split's class names, or None; files without it still load) and ``sha256``
+(digests of the model / optimizer / EMA tensors, checked on every load). Version 1 files (numpy RNG state
+pickled as an array) still load: the reader admits numeric numpy arrays.
 
 ``python -m timm_cra.train.checkpoint upgrade OLD NEW`` rewrites a version-1 file as version 2.
 """
@@ -133,8 +134,10 @@ def _save_failed(path: str, err: OSError) -> CheckpointSaveError:
 
 
 def save_checkpoint(path: str, *, model: torch.nn.Module, optimizer, scheduler, model_ema=None, loss_scaler=None,
-                    epoch: int, num_updates: int, history, args: Dict[str, Any]) -> None:
-    """Everything needed to continue: ``epoch`` is the number of completed epochs.
+                    epoch: int, num_updates: int, history, args: Dict[str, Any],
+                    label_names: Optional[Sequence[str]] = None) -> None:
+    """Everything needed to continue: ``epoch`` is the number of completed epochs. ``label_names``: the
+    training split's class names, one per output, so validating the file maps a split's classes by name.
 
     Raises :class:`CheckpointSaveError` (one line; the previous file untouched) when the write fails.
     """
@@ -151,6 +154,7 @@ def save_checkpoint(path: str, *, model: torch.nn.Module, optimizer, scheduler, 
         history=_plain(list(history)),
         rng=get_rng_state(),
         args=_plain(dict(args)),
+        label_names=list(label_names) if label_names is not None else None,
     )
     state['sha256'] = checkpoint_digests(state)
     try:

@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 import torch
 from timm.data import create_loader
 
-from ..data import (DataError, ImageFolderDataset, TensorImageDataset, TensorLoader, check_num_classes,
+from ..data import (DataError, TensorImageDataset, TensorLoader, check_num_classes,
                     create_dataset, single_split_source, skip_collate)
 from .distributed import DistInfo
 
@@ -43,7 +43,7 @@ def _requested_in_chans(args) -> int:
 
 def create_datasets(args) -> Tuple[object, Optional[object], int]:
     """``(train_ds, val_ds or None, num_classes)`` from ``--dataset`` / ``--data-dir`` / the split flags;
-    the validation split of a folder dataset takes the training split's class names."""
+    the validation split takes the training split's class indices, matched by name."""
     ds_kwargs = dict(in_memory=args.in_memory, image_key=args.input_key, label_key=args.target_key,
                      in_chans=_requested_in_chans(args))
     if args.val_split and single_split_source(args.dataset, args.data_dir):
@@ -53,11 +53,14 @@ def create_datasets(args) -> Tuple[object, Optional[object], int]:
                         f"test-*.parquet, or train/ and val/ folders), or --val-split '' to train without validation.")
     train_ds = create_dataset(args.dataset, args.data_dir, args.train_split, num_samples=args.train_num_samples,
                               split_flag='--train-split', **ds_kwargs)
+    if args.train_num_samples and len(torch.as_tensor(train_ds.targets).unique()) == 1:
+        # the first rows of sorted class folders are one class: as a one-class folder, a run that learns nothing
+        _logger.warning(f'--train-num-samples {args.train_num_samples} keeps examples of one class only (the first '
+                        f'rows of the data, e.g. sorted class folders): the model learns nothing; raise it.')
     val_ds = None
     if args.val_split:
-        class_names = train_ds.class_names if isinstance(train_ds, ImageFolderDataset) else None
         val_ds = create_dataset(args.dataset, args.data_dir, args.val_split, num_samples=args.val_num_samples,
-                                class_names=class_names, split_flag='--val-split', **ds_kwargs)
+                                class_names=train_ds.class_names, split_flag='--val-split', **ds_kwargs)
     num_classes = args.num_classes or train_ds.num_classes
     check_num_classes(train_ds, num_classes, 'training split')
     if val_ds is not None:

@@ -236,6 +236,8 @@ def _train(args, dinfo: DistInfo, output_dir: str, held: Optional[HeldFolder] = 
     args_dict = vars(args).copy()
     if args.resume and not args.experiment:  # it writes into the checkpoint's folder, not a new one under --output
         args_dict.update(output=os.path.dirname(output_dir), experiment=os.path.basename(output_dir))
+    # one name per output (as export_weights writes them), so validating last.pth maps classes by name
+    label_names = list(train_ds.class_names) if len(train_ds.class_names) == num_classes else None
     if dinfo.is_primary:
         _prepare_output(output_dir, args_dict)
         _logger.info(f'Output: {printable(output_dir)}  ({updates_per_epoch} steps/epoch, {num_epochs} epochs)')
@@ -268,7 +270,8 @@ def _train(args, dinfo: DistInfo, output_dir: str, held: Optional[HeldFolder] = 
             write_metrics_csv(history, os.path.join(output_dir, 'metrics.csv'))
             save_checkpoint(os.path.join(output_dir, 'last.pth'), model=_unwrap(model), optimizer=optimizer,
                             scheduler=lr_scheduler, model_ema=model_ema, loss_scaler=loss_scaler,
-                            epoch=epoch + 1, num_updates=num_updates, history=history, args=args_dict)
+                            epoch=epoch + 1, num_updates=num_updates, history=history, args=args_dict,
+                            label_names=label_names)
 
     return finish_run(args, dinfo, _unwrap(model), model_ema, history, num_updates, output_dir, data_config,
                       train_ds)

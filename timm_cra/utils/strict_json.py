@@ -8,12 +8,13 @@ with ``allow_nan=False``.
 In: :func:`loads` parses text from a stranger's file (``config.json``, eval results, a run's files) and
 :func:`read_json` reads such a file; every failure is one line: a document nested deeper than the parser's
 recursion allows (``[[[[...]]]]``, 100k deep) is a ``RecursionError`` in ``json.loads``, and an integer past
-Python's digit limit comes with advice to raise the limit, not to fix the file.
+Python's digit limit comes with advice to raise the limit, not to fix the file; a key given twice (``json`` keeps
+the last silently) is refused naming it.
 """
 import json
 import math
 import os
-from typing import Any, Union
+from typing import Any, Dict, List, Tuple, Union
 
 from .errors import UsageError
 from .io import open_regular_file
@@ -47,11 +48,23 @@ def dumps(obj: Any, **kwargs: Any) -> str:
     return json.dumps(finite_for_json(obj), allow_nan=False, **kwargs)
 
 
+def _unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    """An object whose keys are all different: ``json`` keeps the last of a repeated key silently (``...,
+    "num_classes": 5}`` overriding the first), as plain YAML does; the train config reader refuses it too."""
+    out: Dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key '{key}' is given twice: keep one")
+        out[key] = value
+    return out
+
+
 def loads(text: Union[str, bytes]) -> Any:
     """``json.loads(text)``; every way the text is not usable JSON is a ``ValueError`` with a short reason (a
-    ``json.JSONDecodeError`` as it is; a document nested too deep, a ``RecursionError`` in the parser, too)."""
+    ``json.JSONDecodeError`` as it is; a document nested too deep, a ``RecursionError`` in the parser, too; an
+    object giving a key twice)."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise ValueError('nested too deeply for a JSON reader (arrays / objects inside each other thousands of '
                          'levels deep)') from None

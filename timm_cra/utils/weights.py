@@ -371,12 +371,14 @@ def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], s
 
 
 def load_model_weights(model: torch.nn.Module, path: str, use_ema: bool = False, strict: bool = True,
-                       allow_nonfinite: bool = False) -> None:
+                       allow_nonfinite: bool = False) -> Dict[str, Any]:
     """Load weights from ``model.safetensors``, a raw state dict, or a trainer / timm checkpoint into ``model``
     (checked as :func:`load_state_checked` does). ``use_ema``: the checkpoint's EMA weights, refused when it has
-    none (the plain weights would be scored under the EMA's name)."""
+    none (the plain weights would be scored under the EMA's name). Returns the checkpoint dict (``{}`` for a
+    state dict or safetensors file)."""
     state, ckpt = read_weights(path, use_ema=use_ema)
     if use_ema and not (isinstance(ckpt.get('state_dict_ema'), dict) and ckpt['state_dict_ema']):
         raise UsageError(f"--use-ema: '{path}' holds no EMA weights ('state_dict_ema'; a trainer checkpoint of a run "
                          f"with --model-ema has them): drop --use-ema to use its plain weights.")
     load_state_checked(model, state, path, strict=strict, allow_nonfinite=allow_nonfinite)
+    return ckpt
