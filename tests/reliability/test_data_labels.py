@@ -140,7 +140,7 @@ def test_sparse_parquet_labels_do_not_size_the_head(tmp_path, cli_env, big):
                           timeout=180)
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: Label column 'label' of ") and f'max label {big} but only 4 distinct' in last
+    assert last.startswith("error: Label column 'label' of ") and f'max label {big} but only 4 distinct' in last
     assert 'ClassLabel feature' in last and '--target-key' in last and not (tmp_path / 'out').exists()
     # a dense labelling with a few gaps still infers max + 1 classes
     write_parquet(tmp_path / 'ok' / 'train-00000-of-00001.parquet', [0, 2, 5, 1])

@@ -119,18 +119,19 @@ def test_32bit_integer_and_float_images_are_scaled_by_a_known_rule(tmp_path, cli
     images = {'a/i8.tif': ramp.astype(np.int32), 'a/i16.tif': (ramp * 257).astype(np.int32),
               'b/f.tif': (ramp / 255).astype(np.float32), 'b/f_over_1.tif': (ramp / 85).astype(np.float32),
               'b/i_huge.tif': (ramp * 1000).astype(np.int32)}
+    data = tmp_path / 'data'  # the results file goes beside the data: outputs inside it are refused
     for name, a in images.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(a).save(tmp_path / name)
-        with Image.open(tmp_path / name) as img:
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(data / name)
+        with Image.open(data / name) as img:
             assert img.mode == ('F' if a.dtype == np.float32 else 'I')
-    ds = create_dataset('folder', str(tmp_path), '', in_chans=1)
-    got = {p[len(str(tmp_path)) + 1:]: ds.load_image(i) for i, (p, _) in enumerate(ds.samples)}
+    ds = create_dataset('folder', str(data), '', in_chans=1)
+    got = {p[len(str(data)) + 1:]: ds.load_image(i) for i, (p, _) in enumerate(ds.samples)}
     for name in ('a/i8.tif', 'a/i16.tif', 'b/f.tif'):
         assert np.array_equal(np.asarray(got[name]), ramp.astype(np.uint8)), name
     assert got['b/f_over_1.tif'] is None and got['b/i_huge.tif'] is None
     r = subprocess.run([sys.executable, '-m', 'timm_cra.eval', '--model', 'cra_cifar_resnet20', '--num-classes', '2',
-                        '--data-dir', str(tmp_path), '--dataset', 'folder', '--split', '', '--img-size', '32',
+                        '--data-dir', str(data), '--dataset', 'folder', '--split', '', '--img-size', '32',
                         '--workers', '0', '--no-progress', '--results-file', str(tmp_path / 'r.json')],
                        env=cli_env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]

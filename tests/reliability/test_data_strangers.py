@@ -232,20 +232,21 @@ def test_fifo_named_like_a_parquet_or_cifar_file_is_refused_in_one_line(tmp_path
 
 
 def test_one_class_is_refused_and_empty_classes_warned(tmp_path, make_image, cli_env, caplog):
-    make_image(tmp_path / 'train' / 'only' / '0.png')
-    make_image(tmp_path / 'val' / 'only' / '0.png')
-    r = _run('timm_cra.train', ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path, '--dataset', 'folder',
+    data = tmp_path / 'data'  # the run folder goes beside the data: outputs inside it are refused
+    make_image(data / 'train' / 'only' / '0.png')
+    make_image(data / 'val' / 'only' / '0.png')
+    r = _run('timm_cra.train', ['--model', 'cra_cifar_resnet20', '--data-dir', data, '--dataset', 'folder',
                                 '--val-split', 'val', '--epochs', '1', '--output', tmp_path / 'runs'],
              cli_env, tmp_path)
     assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
     assert "has one class folder ('only'): a classifier needs at least two classes" in r.stderr
-    (tmp_path / 'train' / 'empty').mkdir()
+    (data / 'train' / 'empty').mkdir()
     with caplog.at_level(logging.WARNING):
-        ds = create_dataset('folder', str(tmp_path), 'train')
+        ds = create_dataset('folder', str(data), 'train')
     assert ds.num_classes == 2 and '1 class folder(s) hold no images: empty' in caplog.text
     with pytest.raises(DataError, match='one class folder'):
-        create_dataset('folder', str(tmp_path), 'val')  # without the training split's class list
-    assert create_dataset('folder', str(tmp_path), 'val', class_names=ds.class_names).targets == [1]
+        create_dataset('folder', str(data), 'val')  # without the training split's class list
+    assert create_dataset('folder', str(data), 'val', class_names=ds.class_names).targets == [1]
 
 
 def test_image_formats_are_an_allowlist(tmp_path, make_image):

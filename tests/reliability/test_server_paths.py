@@ -138,7 +138,7 @@ def test_error_headers_quoting_the_request_cannot_forge_headers(layout, read_ser
     endpoint = (read_server if server == 'read' else write_server).endpoint
     evil = '%0d%0aSet-Cookie:%20evil=1'
     for method, path in [('GET', f'/org/repo/resolve/main/x{evil}'), ('HEAD', f'/org/repo/resolve/main/x{evil}'),
-                         ('GET', f'/org/repo/resolve/main/x%0aSet-Cookie:%20evil=1%0d'),
+                         ('GET', '/org/repo/resolve/main/x%0aSet-Cookie:%20evil=1%0d'),
                          ('GET', f'/org/repo/resolve/rev{evil}/ok.txt'), ('GET', f'/org/nope{evil}/resolve/main/x'),
                          ('GET', f'/api/models/org/repo/tree/main/x{evil}'), ('GET', f'/nothing{evil}'),
                          ('GET', '/org/repo/resolve/main/x%c2%85Set-Cookie:%20evil=1%e2%80%a8%0b%0c%1b')]:
