@@ -254,5 +254,7 @@ def test_two_torchrun_ranks_load_one_tag_into_one_cache(tmp_path):
     assert [(tmp_path / f'rank{r}.txt').read_text() for r in (0, 1)] == [expected, expected]
     weights = REPO_ROOT / 'hub/timm-cra/cra_cifar_resnet20.cifar10/model.safetensors'
     blobs = sorted(p.name for p in (cache / 'models--timm-cra--cra_cifar_resnet20.cifar10' / 'blobs').iterdir())
-    assert blobs == [_sha(weights.read_bytes())]  # one stored copy, no leftover of a second download
+    # one stored copy of each file (the weights, and the config.json a registered tag is checked against), no
+    # leftover of a second download
+    assert blobs == sorted([_sha(weights.read_bytes()), _sha((weights.parent / 'config.json').read_bytes())])
     assert not [p for p in cache.rglob('*.incomplete')]
