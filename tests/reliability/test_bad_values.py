@@ -565,6 +565,26 @@ def test_reused_experiment_is_refused_unless_resume_or_overwrite(trained, tmp_pa
     assert load_file(str(run / 'model.safetensors')).keys() == ckpt['state_dict'].keys()
 
 
+def test_overwrite_never_deletes_the_weights_the_run_starts_from(trained, tmp_path):
+    """`--experiment r --overwrite --initial-checkpoint r/last.pth` (or `--model local-dir:r`) deleted the earlier
+    run's files, its own starting weights among them, before training; a run that then failed left nothing. It is
+    refused before any work, with the files untouched; started from a copy, the same command runs."""
+    run = tmp_path / 'r'
+    shutil.copytree(trained / 'r', run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    for flags in (['--initial-checkpoint', str(run / 'last.pth')],
+                  ['--initial-checkpoint', str(tmp_path / '.' / 'r' / 'model.safetensors')]):
+        with pytest.raises(UsageError, match=r"--overwrite would delete --initial-checkpoint .*earlier run in .*"
+                                             r"Copy it out of that folder"):
+            train(TINY_TRAIN + ['--epochs', '1', '--output', str(tmp_path), '--experiment', 'r', '--overwrite']
+                  + flags)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing touched
+    shutil.copy(run / 'last.pth', tmp_path / 'start.pth')
+    summary = train(TINY_TRAIN + ['--epochs', '1', '--output', str(tmp_path), '--experiment', 'r', '--overwrite',
+                                  '--initial-checkpoint', str(tmp_path / 'start.pth')])
+    assert summary['epochs'] == 1 and (run / 'model.safetensors').is_file()
+
+
 # ---- argparse -----------------------------------------------------------------------------------------------------
 
 def test_hub_generate_refuses_unknown_options(tmp_path):

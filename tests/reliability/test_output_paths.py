@@ -480,6 +480,35 @@ def test_publish_never_replaces_an_org_folder_or_the_current_one(weights, tmp_pa
     assert os.listdir(work) == [] and sorted(os.listdir(tmp_path)) == ['hub', 'work']
 
 
+def test_publish_overwrite_keeps_hidden_files_that_are_not_the_repos(weights, tmp_path, capsys):
+    """Hidden entries were ignored when deciding whether --out is a repo folder: `--overwrite` onto a folder
+    holding only `.env` and `.data/` (so "empty"), or a repo holding `.experiments/`, deleted them, rc 0. Only a
+    clone's `.git`/`.gitattributes` and `hf download`'s `.cache/huggingface` belong to a repo; anything else is
+    refused in one line, untouched."""
+    hidden = tmp_path / 'hidden'
+    (hidden / '.data').mkdir(parents=True)
+    (hidden / '.data' / 'train.csv').write_text('precious')
+    (hidden / '.env').write_text('TOKEN=1')
+    err = _refused(publish_main, ['cra_cifar_resnet20.test_out', weights, '--out', hidden, '--overwrite'], capsys)
+    assert f'--out {hidden} is not a model repo folder (holds .data, .env; folders .data)' in err
+    repo = tmp_path / 'repo'
+    publish_main(['cra_cifar_resnet20.test_out', str(weights), '--out', str(repo)])
+    (repo / '.experiments').mkdir()
+    (repo / '.experiments' / 'notes.md').write_text('notes')
+    err = _refused(publish_main, ['cra_cifar_resnet20.test_out', weights, '--out', repo, '--overwrite'], capsys)
+    assert 'folders .experiments' in err
+    assert (hidden / '.data' / 'train.csv').read_text() == 'precious' and (hidden / '.env').is_file()
+    assert (repo / '.experiments' / 'notes.md').read_text() == 'notes'
+    (repo / '.experiments' / 'notes.md').unlink()
+    (repo / '.experiments').rmdir()
+    for name in ('.git/HEAD', '.gitattributes', '.cache/huggingface/download/config.json.metadata'):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text('x')
+    publish_main(['cra_cifar_resnet20.test_out', str(weights), '--out', str(repo), '--overwrite'])
+    assert (repo / '.git' / 'HEAD').is_file() and (repo / '.gitattributes').is_file()
+    assert not (repo / '.cache').exists() and (repo / 'model.safetensors').is_file()
+
+
 @pytest.mark.parametrize('how', ['renamed', 'removed'])
 def test_a_run_folder_moved_mid_run_stops_with_advice_that_keeps_the_epochs(tmp_path, monkeypatch, cifar10_test, how):
     """The run folder renamed (or removed) between epochs: the trainer's next writes by name silently started a new

@@ -13,6 +13,7 @@ Folders are written atomically (:func:`timm_cra.utils.io.atomic_folder`): built 
 to the target, renamed into place.
 """
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -39,10 +40,22 @@ CARD_NAME = 'README.md'
 KEPT_ON_OVERWRITE = ('.git', '.gitattributes')
 
 
+def _repo_metadata(folder: Path, name: str) -> bool:
+    """Whether hidden entry ``name`` is a repo folder's own: what ``--overwrite`` keeps (a clone's ``.git``,
+    ``.gitattributes``) or the ``.cache/huggingface`` of ``hf download --local-dir``. Any other hidden entry
+    (``.env``, ``.data/``) is someone's file and counts like a visible one."""
+    if name in KEPT_ON_OVERWRITE:
+        return True
+    try:
+        return name == '.cache' and os.listdir(folder / name) == ['huggingface']
+    except OSError:
+        return False
+
+
 def _not_a_repo(folder: Path) -> Optional[str]:
     """What an existing ``folder`` holds that a repo folder does not (one holds plain files, ``config.json`` or
     weights among them, no subfolders), in words; None when it is empty or such a repo."""
-    entries = sorted(p.name for p in folder.iterdir() if not p.name.startswith('.'))
+    entries = sorted(p.name for p in folder.iterdir() if not _repo_metadata(folder, p.name))
     folders = [n for n in entries if (folder / n).is_dir()]
     if not entries or (not folders and {CONFIG_NAME, WEIGHTS_NAME, 'pytorch_model.bin'} & set(entries)):
         return None

@@ -83,7 +83,10 @@ def _check_output_dir(output_dir: str, args) -> None:
     """Refuse to start in a folder holding another run's files: its config.json, weights and results would sit
     beside this run's last.pth (and publishing would mix them). ``--resume`` continues the run of the
     checkpoint's own folder; ``--overwrite`` replaces what is there."""
-    if args.overwrite or not os.path.isdir(output_dir):
+    if not os.path.isdir(output_dir):
+        return
+    if args.overwrite:
+        _check_overwrite_keeps_inputs(output_dir, args)
         return
     if _resumes_in(output_dir, args.resume):
         return
@@ -100,6 +103,23 @@ def _check_output_dir(output_dir: str, args) -> None:
     raise UsageError(f"'{output_dir}' already holds a run ({', '.join(earlier[:3])}): pass --resume "
                      f"{os.path.join(output_dir, 'last.pth')} to continue it, --overwrite to replace it, or choose "
                      f"another --experiment.")
+
+
+def _check_overwrite_keeps_inputs(output_dir: str, args) -> None:
+    """``--overwrite`` deletes the earlier run's files (:func:`_prepare_output`): refuse, before any work, when the
+    weights this run starts from are among them (``--initial-checkpoint``, or ``--model local-dir:`` of the run
+    folder), else they would be gone, and the new run with them if it failed."""
+    if _resumes_in(output_dir, args.resume):
+        return
+    doomed = {os.path.realpath(os.path.join(output_dir, name)) for name in _EARLIER_RUN_FILES}
+    inputs = [('--initial-checkpoint', args.initial_checkpoint)]
+    if args.model.startswith('local-dir:'):
+        inputs += [('--model', os.path.join(args.model[len('local-dir:'):], name)) for name in _EARLIER_RUN_FILES]
+    for what, path in inputs:
+        if path and os.path.realpath(path) in doomed and os.path.lexists(path):
+            raise UsageError(f"--overwrite would delete {what} {printable(path)}: it is a file of the earlier run in "
+                             f"'{printable(output_dir)}' that this run replaces. Copy it out of that folder and start "
+                             f"from the copy, or choose another --experiment.")
 
 
 def _prepare_output(output_dir: str, args_dict: Dict[str, Any]) -> None:
