@@ -585,6 +585,18 @@ def test_overwrite_never_deletes_the_weights_the_run_starts_from(trained, tmp_pa
     assert summary['epochs'] == 1 and (run / 'model.safetensors').is_file()
 
 
+def test_a_validation_loss_that_overflows_is_warned_and_recorded_as_strict_json(tmp_path, caplog):
+    """`--lr 1e9`: the training loss stays finite, the weights too, but the outputs overflow on the validation
+    images: the run ended "Done", rc 0, with a NaN eval loss and a chance-level top-1 that only results.json noted.
+    The epoch's log now warns, naming the fix, and results.json keeps the loss as null with its reason."""
+    summary = train(TINY_TRAIN + ['--epochs', '1', '--output', str(tmp_path), '--experiment', 'r', '--lr', '1e9'])
+    warned = [r.getMessage() for r in caplog.records if 'validation loss is nan' in r.getMessage()]
+    assert warned and 'lower --lr or set --clip-grad' in warned[0], [r.getMessage() for r in caplog.records][-5:]
+    results = json.loads((tmp_path / 'r' / 'results.json').read_text())
+    assert results['final']['eval_loss'] is None and results['final']['eval_loss_note'] == 'non-finite (nan)', results
+    assert summary['epochs'] == 1
+
+
 # ---- argparse -----------------------------------------------------------------------------------------------------
 
 def test_hub_generate_refuses_unknown_options(tmp_path):

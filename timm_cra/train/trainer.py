@@ -15,6 +15,7 @@ Python entry point::
 import argparse
 import contextlib
 import logging
+import math
 import os
 import time
 from typing import Any, Dict, Optional, Sequence, Union
@@ -308,6 +309,9 @@ def _evaluate_epoch(epoch, model, model_ema, val_loader, dinfo: DistInfo, amp_dt
     _logger.info(f"Eval: {epoch}  Loss: {ev['loss']:.4f}  Acc@1: {ev['top1']:.2f}  Acc@5: {ev['top5']:.2f}"
                  + (f"  (EMA Acc@1: {row['ema_eval_top1']:.2f})" if model_ema is not None else '')
                  + (f"  [{ev['skipped']} unreadable images skipped]" if ev['skipped'] else ''))
+    if not math.isfinite(ev['loss']):  # finite weights whose outputs overflow: the accuracy above is not a score
+        _logger.warning(f"Epoch {epoch}: the validation loss is {ev['loss']}: the model's outputs overflow on the "
+                        f"validation images (the training loss stayed finite); lower --lr or set --clip-grad.")
     return row
 
 
