@@ -4,6 +4,7 @@ what timm's train.py writes (model_best.pth.tar with argparse.Namespace args).""
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -689,3 +690,31 @@ def test_a_run_from_random_init_claims_no_tag_and_publishes_truthfully(run_comma
     published = timm.create_model(f'local-dir:{tmp_path / "repo"}', pretrained=True)
     assert published.pretrained_cfg['tag'] == 'pets' and list(published.pretrained_cfg['label_names']) == [
         'cat', 'dog', 'emu']
+
+
+def test_a_fine_tune_checkpoint_copied_out_of_its_run_folder_publishes_like_the_run(run_command, class_folder,
+                                                                                    tmp_path):
+    """The README's fine-tune (`--model cra_cifar_resnet20.cifar10`, grey `--in-chans 1`), its last.pth copied
+    alone: publish said "trained as cra_cifar_resnet20.cifar10, not cra_cifar_resnet20: publish it as
+    cra_cifar_resnet20.cifar10.<tag>", and that name gave the same line (the tag named the starting weights). It
+    publishes now, with the class names, class count and channels last.pth records; the repo's weights, labels and
+    preprocessing are those of the same run published from its folder."""
+    r = run_command('timm-cra-train', ['--config', 'finetune', '--model', 'cra_cifar_resnet20.cifar10',
+                                       '--in-chans', '1', '--data-dir', class_folder, '--epochs', '1',
+                                       '--batch-size', '6', '-j', '0', '--no-plot', '--output', tmp_path / 'runs',
+                                       '--experiment', 'ft'])
+    assert r.returncode == 0, r.stderr[-2000:]
+    run, solo = tmp_path / 'runs' / 'ft', tmp_path / 'solo'
+    solo.mkdir()
+    shutil.copy(run / 'last.pth', solo / 'last.pth')
+    for source, out in ((run / 'last.pth', tmp_path / 'from-run'), (solo / 'last.pth', tmp_path / 'from-solo')):
+        r = run_command('timm-cra-publish', ['cra_cifar_resnet20.grey', source, '--out', out])
+        assert r.returncode == 0, r.stderr[-2000:]
+    a = json.loads((tmp_path / 'from-run' / 'config.json').read_text())
+    b = json.loads((tmp_path / 'from-solo' / 'config.json').read_text())
+    assert b['label_names'] == a['label_names'] == ['cat', 'dog', 'emu'] and b['num_classes'] == 3
+    assert b['model_args'].get('in_chans') == a['model_args'].get('in_chans') == 1
+    for key in ('input_size', 'mean', 'std', 'interpolation', 'crop_pct'):
+        assert b['pretrained_cfg'][key] == a['pretrained_cfg'][key], key
+    assert load_file(str(tmp_path / 'from-solo' / 'model.safetensors')).keys() == load_file(
+        str(tmp_path / 'from-run' / 'model.safetensors')).keys()

@@ -72,9 +72,17 @@ def model_kwargs_for(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Tupl
         return config.get('architecture'), kwargs
     args = ckpt.get('args') if isinstance(ckpt.get('args'), dict) else {}
     kwargs = dict(args.get('model_kwargs') or {})
+    if args.get('in_chans') is not None:  # the trainer's --in-chans (a grey fine-tune)
+        kwargs['in_chans'] = args['in_chans']
+    names = ckpt.get('label_names')  # the trainer's last.pth: one name per output when the data named them
     if args.get('num_classes') is not None:
         kwargs['num_classes'] = args['num_classes']
-    return args.get('model') or ckpt.get('arch'), kwargs
+    elif isinstance(names, list) and names:  # the class count came from the data
+        kwargs['num_classes'] = len(names)
+    arch = args.get('model') or ckpt.get('arch')
+    if isinstance(arch, str) and ':' not in arch:
+        arch = arch.split('.', 1)[0]  # `--model cra_cifar_resnet20.cifar10`: the tag named the starting weights
+    return arch, kwargs
 
 
 def _run_config(checkpoint: Union[str, Path]) -> Optional[Dict[str, Any]]:
@@ -119,7 +127,8 @@ def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[s
     config = _run_config(checkpoint) or {}
     args = _run_args(checkpoint, ckpt)
     cfg = config.get('pretrained_cfg') or {}
-    label_names = config.get('label_names') or cfg.get('label_names')
+    label_names = config.get('label_names') or cfg.get('label_names') or (
+        ckpt.get('label_names') if not config and isinstance(ckpt.get('label_names'), list) else None)
     data_config = {k: cfg[k] for k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct') if cfg.get(k)}
     if not data_config:  # timm train.py records the preprocessing it was asked for in its args
         data_config = {k: args[k] for k in ('mean', 'std', 'interpolation', 'crop_pct') if args.get(k)}
