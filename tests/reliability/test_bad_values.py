@@ -2,6 +2,7 @@
 another architecture's weights, a malformed eval-results file, a changed optimizer on ``--resume``, a reused
 ``--experiment``, an unknown option. Each gives one ``error:`` line naming the fix (exit 2) through the real
 CLIs, or one clear error from the real loader: never a traceback, a hang or a silently wrong result."""
+import argparse
 import json
 import os
 import shutil
@@ -605,3 +606,22 @@ def test_hub_generate_refuses_unknown_options(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and 'unrecognized arguments: --bogus' in proc.stderr
     assert not (tmp_path / 'hub').exists()
+
+
+@pytest.mark.parametrize('module, flag', [('timm_cra.train.args', '--model-kwargs'), ('timm_cra.train.args', '--opt-kwargs'),
+                                          ('timm_cra.eval.validate', '--model-kwargs'),
+                                          ('timm_cra.export.cli', '--model-kwargs'),
+                                          ('timm_cra.hub.publish', '--model-kwargs')])
+def test_keyword_flags_refuse_an_item_that_is_not_name_equals_value(module, flag, capsys):
+    """`--model-kwargs foo` (or `=1`) was timm's `ValueError: not enough values to unpack` traceback in every CLI
+    that takes keywords; argparse now refuses the item by name, exit 2. NAME=VALUE items parse as before."""
+    import importlib
+    parser = importlib.import_module(module).create_parser()
+    for item in ('foo', '=1', '1x=2'):
+        with pytest.raises(SystemExit) as e:
+            parser.parse_known_args([flag, 'a=1', item])
+        assert e.value.code == 2
+        assert f"argument {flag}: {item!r} is not NAME=VALUE" in capsys.readouterr().err
+    action, parsed = next(a for a in parser._actions if flag in a.option_strings), argparse.Namespace()
+    action(parser, parsed, ['layers=(1,1,1,1)', 'name=x'], flag)  # required arguments aside: the flag alone
+    assert getattr(parsed, action.dest) == {'layers': (1, 1, 1, 1), 'name': 'x'}

@@ -4,9 +4,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from timm.utils import ParseKwargs
 
-from ..utils.cli import add_in_chans_arg, check_model_name, check_use_ema, input_files, resolve_pretrained
+from ..utils.cli import (add_in_chans_arg, check_model_name, check_use_ema, input_files, keyword_args_action,
+                         resolve_pretrained)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.io import check_output_file
 from ..utils.weights import load_model_weights
@@ -30,7 +30,8 @@ def create_parser() -> argparse.ArgumentParser:
     add('--use-ema', action='store_true', default=False, help='use the EMA weights of a trainer checkpoint')
     add('--num-classes', type=int, default=None)
     add_in_chans_arg(p)
-    add('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V', help='extra create_model kwargs')
+    add('--model-kwargs', nargs='*', default={}, action=keyword_args_action(), metavar='K=V',
+        help='extra create_model kwargs')
     add('--img-size', type=int, default=None, help="square input size (default: the model's)")
     add('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'))
     add('--opset', type=int, default=None, help="ONNX opset (default: the exporter's)")

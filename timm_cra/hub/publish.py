@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..models._builder import PUBLIC_HUB_ENDPOINT, hub_id
+from ..utils.cli import keyword_args_action
 from ..utils.labels import repeated_names
 from ..utils.errors import NO_ANSWER, TIMED_OUT, TimmCraError, UsageError, printable, run_cli, transport_failure
 from ..utils.hub_session import bounded_hub_requests
@@ -410,7 +411,6 @@ def default_repo_id(model_name: str) -> str:
 
 
 def create_parser() -> argparse.ArgumentParser:
-    from timm.utils import ParseKwargs
     p = argparse.ArgumentParser(prog=CLI, description=__doc__.splitlines()[0],
                                 epilog='The folder loads with timm.create_model("local-dir:<folder>", pretrained=True).')
     p.add_argument('model_name', help='<arch>.<tag> the weights are published as, e.g. cra_resnet18.a1_in1k')
@@ -419,7 +419,7 @@ def create_parser() -> argparse.ArgumentParser:
                                      "the timm_cra schema")
     p.add_argument('--recipe', help='training recipe text for the model card')
     p.add_argument('--num-classes', type=int, help='classes of the checkpoint (default: as recorded with it)')
-    p.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
+    p.add_argument('--model-kwargs', nargs='*', default={}, action=keyword_args_action(), metavar='K=V',
                    help='create_model kwargs (default: as recorded with the weights)')
     p.add_argument('--no-ema', action='store_true', help="use 'state_dict' even if 'state_dict_ema' exists")
     p.add_argument('--label-names', metavar='NAMES|FILE',

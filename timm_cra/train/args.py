@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 from timm.utils import ParseKwargs
 
-from ..utils.cli import add_shared_args, check_model_name, check_positive, check_shared_values, default_workers
+from ..utils.cli import (add_shared_args, check_model_name, check_positive, check_shared_values, default_workers,
+                         keyword_args_action)
 from ..utils.errors import UsageError, printable
 from ..utils.io import check_regular_file, open_regular_file
 
@@ -153,7 +154,7 @@ def create_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('Optimizer')
     g.add_argument('--opt', default='sgd')
     g.add_argument('--opt-eps', type=float, default=None)
-    g.add_argument('--opt-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
+    g.add_argument('--opt-kwargs', nargs='*', default={}, action=keyword_args_action(), metavar='K=V',
                    help='extra create_optimizer_v2 kwargs (as timm train.py)')
     g.add_argument('--opt-betas', type=float, nargs='+', default=None)
     g.add_argument('--momentum', type=float, default=0.9)

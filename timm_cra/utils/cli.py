@@ -7,8 +7,8 @@ from typing import Dict, List, Optional, Sequence
 
 from .errors import UsageError
 
-__all__ = ['add_shared_args', 'add_in_chans_arg', 'default_workers', 'check_model_name', 'input_files',
-           'check_positive', 'check_shared_values', 'starting_module', 'starting_light_command', 'resolve_pretrained', 'check_use_ema']
+__all__ = ['add_shared_args', 'add_in_chans_arg', 'keyword_args_action', 'default_workers', 'check_model_name',
+           'input_files', 'check_positive', 'check_shared_values', 'starting_module', 'starting_light_command', 'resolve_pretrained', 'check_use_ema']
 
 #: commands that import neither torch nor timm (``python -m`` module, console script): in their process
 #: ``import timm_cra`` does not register the models
@@ -126,6 +126,21 @@ def add_in_chans_arg(parser) -> None:
                              "timm does)")
 
 
+def keyword_args_action() -> type:
+    """timm's ``ParseKwargs`` (``K=V`` items, values read as Python literals), with an item that is not ``K=V``
+    (``foo``, ``=1``) refused by argparse in one line; timm's own action raised a ``ValueError`` traceback."""
+    from timm.utils import ParseKwargs  # timm imports torch: only when a parser is built
+
+    class KeywordArgs(ParseKwargs):
+        def __call__(self, parser, namespace, values, option_string=None):
+            for item in values:
+                if item and ('=' not in item or not item.split('=', 1)[0].isidentifier()):
+                    raise argparse.ArgumentError(self, f"{item!r} is not NAME=VALUE (e.g. layers='(1,1,1,1)')")
+            super().__call__(parser, namespace, values, option_string)
+
+    return KeywordArgs
+
+
 def add_shared_args(parser: argparse.ArgumentParser, *, batch_size: int,
                     model_aliases: Sequence[str] = ()) -> Dict[str, 'argparse._ArgumentGroup']:
     """Add the flags the train and validate CLIs share (timm ``train.py`` / ``validate.py`` names) to ``parser``,
@@ -133,8 +148,6 @@ def add_shared_args(parser: argparse.ArgumentParser, *, batch_size: int,
     add its own flags to. What differs between the two is an argument: the ``--batch-size`` default and the
     short aliases of ``--model`` (timm's ``validate.py`` has ``-m``). Their values are checked after parsing by
     :func:`check_shared_values` (so that a train ``--config`` value is too)."""
-    from timm.utils import ParseKwargs  # timm imports torch: only when a parser is built
-
     groups = {title: parser.add_argument_group(title) for title in ('Dataset', 'Model', 'Precision and device')}
     g = groups['Dataset']
     g.add_argument('--data-dir', metavar='DIR', help='dataset root: folder, parquet file/folder, save_to_disk folder')
@@ -152,7 +165,7 @@ def add_shared_args(parser: argparse.ArgumentParser, *, batch_size: int,
     g.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=False,
                    help='load the registered / Hub / local-dir: weights (--no-pretrained: random init)')
     add_in_chans_arg(g)
-    g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='K=V',
+    g.add_argument('--model-kwargs', nargs='*', default={}, action=keyword_args_action(), metavar='K=V',
                    help='extra create_model kwargs, e.g. layers="(1,1,1,1)"')
     g.add_argument('--allow-nonfinite-weights', action='store_true', default=False,
                    help='load weights holding NaN / Inf (refused by default: a diverged run or a damaged file)')
