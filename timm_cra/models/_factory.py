@@ -250,10 +250,14 @@ def _model_args_problem(model_args: Dict[str, Any], pretrained: Dict[str, Any]) 
 def _model_size_problem(arch: str, model: Any) -> Optional[str]:
     """Why a model built on the meta device is too large to build for real, or None (:data:`MAX_MODEL_PARAMS`)."""
     import timm
-    count = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+
+    def size(m) -> int:
+        return sum(t.numel() for t in (*m.parameters(), *m.buffers()))
+
+    count = size(model)
     if count <= MAX_MODEL_PARAMS:
         return None
-    default = sum(t.numel() for t in timm.create_model(arch, device='meta').parameters())
+    default = size(timm.create_model(arch, device='meta'))
     if count <= 2 * default:
         return None
     return f"'model_args' make {arch} {count:.3g} parameters, more than {MAX_MODEL_PARAMS:.0e} (4 GB) and twice its " \
