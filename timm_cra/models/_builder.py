@@ -364,7 +364,8 @@ def _architecture(model: Any) -> List[Tuple[str, str, str, Tuple[Tuple[int, ...]
     pool size and type, conv kernels) and tensor shapes; dropout left out (identity at eval, a caller's choice)."""
     from timm.layers import DropBlock2d, DropPath
     from torch import nn
-    dropout = (nn.modules.dropout._DropoutNd, DropPath, DropBlock2d)
+    dropout = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout, DropPath,
+               DropBlock2d)
     return [(n, type(m).__name__, m.extra_repr(),
              tuple(tuple(t.shape) for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))))
             for n, m in model.named_modules() if not isinstance(m, dropout)]
