@@ -145,3 +145,75 @@ def test_registered_tag_loads_a_repo_that_agrees_or_has_no_config(hub):
         'crop_pct'] == 0.9
     for a, b in zip(model.state_dict().values(), without_config.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_repo_config_cannot_send_the_loader_to_other_weights(hub, tmp_path):
+    """The stranger's repo: config.json's pretrained_cfg names hf_hub_filename 'alt.safetensors' (clean) while
+    model.safetensors (what transformers, local-dir: and the registered tag read) holds NaN. hf-hub: followed the
+    config, so its NaN check vetted the other file; now every reader refuses the config, naming the key."""
+    from safetensors.torch import load_file, save_file
+    repo = tmp_path / 'evil'
+    shutil.copytree(REPO_ROOT / 'hub' / 'timm-cra' / TAG, repo)
+    config = json.loads((repo / 'config.json').read_text())
+    config['pretrained_cfg']['hf_hub_filename'] = 'alt.safetensors'
+    (repo / 'config.json').write_text(json.dumps(config))
+    state = load_file(str(repo / 'model.safetensors'))
+    save_file(state, str(repo / 'alt.safetensors'))
+    save_file(dict(state, **{'fc.weight': torch.full_like(state['fc.weight'], float('nan'))}),
+              str(repo / 'model.safetensors'))
+    hub.add_repo('evil/r', repo)
+    refused = r"pretrained_cfg 'hf_hub_filename' \('alt.safetensors'\) says where to load weights from"
+    for create in (timm_cra.create_model, timm.create_model):
+        with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"^timm_cra: '?hf-hub:evil/r'?: {refused}"):
+            create('hf-hub:evil/r', pretrained=True)
+    with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"^timm_cra: local-dir:{repo}: {refused}"):
+        timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
+    hub.add_repo(f'timm-cra/{TAG}', repo)  # the same repo behind the registered tag
+    with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"config.json of Hub repo 'timm-cra/{TAG}': {refused}"):
+        timm.create_model(TAG, pretrained=True)
+
+
+def test_registered_tag_compares_model_args(hub):
+    """The repo's model_args are part of its answer: cra_pool_type 'avg' (same shapes as the weights) made hf-hub:
+    and transformers pool by average while the tag pooled by max; cra_pool_size 7 with 4x4 weights loaded silently
+    through the tag while the others refused. The tag now refuses both; model_args that agree load, also with a
+    head of the caller's own."""
+    _edited_repo(hub, lambda c: c.update(model_args={'cra_pool_type': 'avg'}))
+    assert timm_cra.create_model(f'hf-hub:timm-cra/{TAG}', pretrained=True).layer1[0].se.pool_type == 'avg'
+    with pytest.raises(timm_cra.PretrainedWeightsError,
+                       match=rf"^timm_cra: the config.json of Hub repo 'timm-cra/{TAG}' disagrees with the registered "
+                             rf"'{TAG}' on model_args \(\{{\"cra_pool_type\": \"avg\"\}} in the repo build layer1.0.se "
+                             rf"as CraAttn\(pool_size=\(4, 4\), pool_type='avg'.*the registered tag as CraAttn\("
+                             rf"pool_size=\(4, 4\), pool_type='max'"):
+        timm.create_model(TAG, pretrained=True)
+    _edited_repo(hub, lambda c: c.update(model_args={'cra_pool_size': 7}))
+    with pytest.raises(timm_cra.PretrainedWeightsError):  # 4x4 weights, a 7x7 architecture
+        timm_cra.create_model(f'hf-hub:timm-cra/{TAG}', pretrained=True)
+    with pytest.raises(timm_cra.PretrainedWeightsError, match=r"on model_args \(\{\"cra_pool_size\": 7\} in the repo"):
+        timm_cra.create_model(TAG, pretrained=True)
+    _edited_repo(hub, lambda c: c.update(model_args={'cra_pool_size': 4, 'cra_pool_type': 'max'}))
+    assert timm.create_model(TAG, pretrained=True).layer1[0].se.pool_size == (4, 4)
+    assert timm.create_model(TAG, pretrained=True, num_classes=5, drop_path_rate=0.1).fc.out_features == 5
+
+
+def test_a_repo_with_a_preprocessor_config(hub, tmp_path, caplog):
+    """transformers' pipeline preprocesses with a repo's preprocessor_config.json, timm with config.json (publish
+    never writes one): the registered tag refuses such a repo, hf-hub: and local-dir: warn in one line."""
+    repo = hub.add_repo(f'timm-cra/{TAG}', REPO_ROOT / 'hub' / 'timm-cra' / TAG)
+    (repo / 'preprocessor_config.json').write_text(json.dumps({'image_processor_type': 'TimmWrapperImageProcessor',
+                                                               'data_config': {'mean': [0.5] * 3}}))
+    with pytest.raises(timm_cra.PretrainedWeightsError,
+                       match=rf"^timm_cra: Hub repo 'timm-cra/{TAG}' holds preprocessor_config.json: transformers' "
+                             rf"pipeline preprocesses with it, the registered '{TAG}' with its own cfg"):
+        timm.create_model(TAG, pretrained=True)
+    for name in (f'hf-hub:timm-cra/{TAG}', f'local-dir:{repo}'):
+        caplog.clear()
+        timm_cra.create_model(name, pretrained=True)
+        warned = [r.getMessage() for r in caplog.records if 'preprocessor_config.json' in r.getMessage()]
+        assert warned == [f"timm_cra: '{name}' holds preprocessor_config.json: transformers' pipeline preprocesses "
+                          f"with it, timm with config.json, so their answers can differ; remove it unless they "
+                          f"agree."], warned
+    (repo / 'preprocessor_config.json').unlink()
+    caplog.clear()
+    timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
+    assert not [r for r in caplog.records if 'preprocessor_config.json' in r.getMessage()]

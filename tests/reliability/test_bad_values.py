@@ -140,6 +140,29 @@ CONFIG_FAULTS = {
                                    "pretrained_cfg 'test_input_size' [5000, 32, 32] is too large"),
     'crop_mode_unknown': (lambda c: c['pretrained_cfg'].update(crop_mode='middle'),
                           "pretrained_cfg 'crop_mode' 'middle' is not one timm knows (center, squash, border)"),
+    # 'random' is a training-only choice: a KeyError traceback in timm's eval transform.
+    'interpolation_random': (lambda c: c['pretrained_cfg'].update(interpolation='random'),
+                             "pretrained_cfg 'interpolation' 'random' is not one timm knows (nearest, bilinear"),
+    # Where the weights come from is not the config's to say (hf-hub: followed hf_hub_filename, nothing else did).
+    'weights_elsewhere': (lambda c: c['pretrained_cfg'].update(hf_hub_filename='alt.safetensors'),
+                          "pretrained_cfg 'hf_hub_filename' ('alt.safetensors') says where to load weights from"),
+    'weights_from_url': (lambda c: c['pretrained_cfg'].update(url='https://example.com/w.pth', custom_load=True),
+                         "pretrained_cfg 'url' ('https://example.com/w.pth') says where to load weights from: a "
+                         "repo's weights are its model.safetensors"),
+    # model_args that size the model: gigabytes (cra_pool_size 1000: 2 GB; widths: a 1.4 TB allocation) or minutes
+    # (the check's own meta build of 3000 blocks a stage: 70 s) before any error; NaN: a raw torch error.
+    'cra_pool_size_huge': (lambda c: c.setdefault('model_args', {}).update(cra_pool_size=1000),
+                           "model_args 'cra_pool_size' 1000 must be an integer (or two) from 1 to 32 (at most the "
+                           "input side, 32 px, and 64)"),
+    'widths_huge': (lambda c: c.setdefault('model_args', {}).update(widths=[16, 32, 200000]),
+                    "'model_args' make cra_cifar_resnet20 1.8e+12 parameters, more than 1e+09 (4 GB)"),
+    'blocks_per_stage_huge': (lambda c: c.setdefault('model_args', {}).update(blocks_per_stage=3000),
+                              "model_args 'blocks_per_stage' 3000 is too deep: at most 256 blocks a stage"),
+    'model_args_nan': (lambda c: c.setdefault('model_args', {}).update(drop_rate=float('nan')),
+                       "model_args 'drop_rate' nan must be finite numbers"),
+    # Publish refuses them (they forge lines of cards, logs and clients); a config.json's are refused too.
+    'label_names_escape': (lambda c: c['label_names'].__setitem__(0, 'air\x1b[2Kplane'),
+                           "'label_names' 'air\\x1b[2Kplane' holds a control character (newline, tab, escape)"),
 }
 
 
@@ -232,6 +255,17 @@ def test_config_json_preprocessing_faults_through_the_eval_cli(tmp_path):
     (repo / 'config.json').write_text(text.replace('"num_classes": 10', '"num_classes": 1' + '0' * 5000, 1))
     code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
     assert code == 2 and 'config.json is not valid JSON (Exceeds the limit' in err and 'set_int_max' not in err, err
+
+
+def test_config_json_model_args_faults_through_the_eval_cli(tmp_path):
+    """What the eval CLI did with them: cra_pool_size 100000 -> a 54-line RuntimeError traceback, interpolation
+    'random' -> a 26-line KeyError traceback. Now one line naming config.json and the field, exit 2."""
+    repo = _edit_config(_repo_copy(tmp_path), lambda c: c.update(model_args={'cra_pool_size': 100000}))
+    code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and "model_args 'cra_pool_size' 100000 must be an integer (or two) from 1 to 32" in err, err
+    repo = _edit_config(_repo_copy(tmp_path, 'repo2'), lambda c: c['pretrained_cfg'].update(interpolation='random'))
+    code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and "pretrained_cfg 'interpolation' 'random' is not one timm knows" in err, err
 
 
 def test_hf_hub_config_with_wrong_values(hub, tmp_path):

@@ -27,6 +27,7 @@ from ..models._factory import label_count_problem
 from ..utils import count_macs, count_params
 from ..utils.errors import UsageError
 from ..utils.io import atomic_folder, atomic_path, atomic_write, check_output_folder
+from ..utils.labels import unprintable_names
 from .card import EvalResults, RepoContentError, load_eval_results, render_model_card
 
 __all__ = ['export_repo', 'write_repo_metadata', 'write_config', 'save_model_files', 'check_label_names',
@@ -119,8 +120,8 @@ def check_label_names(label_names: Optional[Sequence[str]], num_classes: int) ->
     problem = label_count_problem(names, num_classes)  # the check every config.json read goes through
     if problem:
         raise RepoContentError(f'{problem}: give exactly one name per class, in class-index order.')
-    unprintable = [n for n in names if not n.isprintable()]
-    if unprintable:  # a newline or escape code in a class name would forge lines of the card, logs and clients
+    unprintable = unprintable_names(names)
+    if unprintable:
         raise RepoContentError(f'label name {unprintable[0]!r} holds a control character (newline, tab, escape): '
                                f'rename that class (--label-names) to printable text.')
     return names

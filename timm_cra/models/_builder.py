@@ -5,7 +5,7 @@ import dataclasses
 import enum
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from timm.models import generate_default_cfgs, get_arch_pretrained_cfgs, list_pretrained
 from timm.models._builder import resolve_pretrained_cfg
@@ -13,11 +13,11 @@ from timm.models._pretrained import PretrainedCfg
 
 from ..utils.errors import transport_failure
 from ..utils.hub_session import bounded_hub_requests
-from ._factory import read_model_config
+from ._factory import read_model_config, weight_source_problem
 from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError, explain_pretrained_errors
-from ._weight_checks import (BUNDLED_WEIGHTS, HubUnreachableError, bundled_weights, cached_weights,
-                             check_finite_weights, check_hub_reachable, dtype_checked_filter, hub_weights_location,
-                             verify_download)
+from ._weight_checks import (BUNDLED_WEIGHTS, PREPROCESSOR_FILENAME, HubUnreachableError, bundled_weights,
+                             cached_weights, check_finite_weights, check_hub_reachable, dtype_checked_filter,
+                             hub_weights_location, repo_file, verify_download)
 
 __all__ = [
     'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
@@ -291,9 +291,15 @@ def check_pretrained_available(variant: str, pretrained: bool, kwargs: Dict[str,
         pretrained_cfg=kwargs.get('pretrained_cfg'),
         pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'),
     )
+    name = _name(variant, cfg)
+    if cfg.source in ('hf-hub', 'local-dir'):  # the cfg is the repo's config.json (timm sets the source fields)
+        ours = ('source', 'hf_hub_id' if cfg.source == 'hf-hub' else 'file',
+                *(kwargs.get('pretrained_cfg_overlay') or ()))
+        problem = weight_source_problem(dataclasses.asdict(cfg), ignore=ours)
+        if problem:
+            raise PretrainedWeightsError(f"timm_cra: '{name}': {problem}. Fix config.json.")
     if cfg.state_dict is not None or cfg.file:
         return cfg
-    name = _name(variant, cfg)
     if cfg.hf_hub_id and weight_status(cfg) == WEIGHTS_PENDING and _public_hub():
         raise PretrainedWeightsError(
             f"timm_cra: the weights of '{name}' are not published on the Hugging Face Hub yet "
@@ -353,42 +359,59 @@ def _hub_cannot_serve(err: BaseException) -> Optional[str]:
 _ANSWER_FIELDS = ('num_classes', 'label_names', 'mean', 'std', 'input_size', 'crop_pct', 'crop_mode', 'interpolation')
 
 
-def _repo_config(location: Tuple[str, Optional[str]]) -> Optional[str]:
-    """The repo's ``config.json`` at the revision the weights were just read from (their cache snapshot), cached
-    like them; ``None`` when the repo has none (older repos) or none can be had (offline or Hub unreachable, with
-    weights cached by an older timm-cra that did not fetch it)."""
-    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
-    from huggingface_hub import errors as hf_errors
-    repo_id, revision = location
-    weights = cached_weights(*location)
-    if weights is not None:
-        revision = weights.parent.name  # snapshots/<commit>/model.safetensors
-    cached = try_to_load_from_cache(repo_id, 'config.json', revision=revision)
-    if cached is not None:  # a path, or huggingface_hub's marker of a file the repo does not have
-        return cached if isinstance(cached, str) else None
-    if constants.HF_HUB_OFFLINE:
-        return None
-    try:
-        check_hub_reachable(repo_id, revision)
-    except HubUnreachableError:
-        return None
-    try:
-        return hf_hub_download(repo_id, 'config.json', revision=revision)
-    except hf_errors.RemoteEntryNotFoundError:  # a 404; offline or unreachable is LocalEntryNotFoundError
-        return None
+def _architecture(model: Any) -> List[Tuple[str, str, str, Tuple[Tuple[int, ...], ...]]]:
+    """What of a model's structure decides its answers: each module's name, class, settings (``extra_repr``: CRA's
+    pool size and type, conv kernels) and tensor shapes; dropout left out (identity at eval, a caller's choice)."""
+    from timm.layers import DropBlock2d, DropPath
+    from torch import nn
+    dropout = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout, DropPath,
+               DropBlock2d)
+    return [(n, type(m).__name__, m.extra_repr(),
+             tuple(tuple(t.shape) for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))))
+            for n, m in model.named_modules() if not isinstance(m, dropout)]
+
+
+#: ``create_model`` keywords that are the caller's to choose when loading a tag (a new head, input channels,
+#: pooling): the repo's architecture is compared with them applied.
+_CALLER_ARGS = ('num_classes', 'in_chans', 'global_pool')
+
+
+def _model_args_difference(variant: str, model_args: Dict[str, Any], model: Any,
+                           kwargs: Dict[str, Any]) -> Optional[str]:
+    """How the architecture a repo's ``model_args`` build differs from the tag's ``model``, or ``None``."""
+    import itertools
+    import json
+    import timm
+    ours = _architecture(model)
+    theirs = _architecture(timm.create_model(variant, device='meta', **{
+        **model_args, **{k: kwargs[k] for k in _CALLER_ARGS if k in kwargs}}))
+    missing = ('', 'nothing', '', ())
+    for repo, registered in itertools.zip_longest(theirs, ours, fillvalue=missing):
+        if repo != registered:
+            return (f"model_args ({json.dumps(model_args)[:80]} in the repo build {registered[0] or repo[0]} as "
+                    f"{repo[1]}({repo[2]}), the registered tag as {registered[1]}({registered[2]}))")
+    return None
 
 
 def _check_repo_config(name: str, variant: str, cfg: PretrainedCfg, location: Tuple[str, Optional[str]],
-                       overlaid: Sequence[str] = ()) -> None:
-    """Refuse weights whose repo's ``config.json`` describes them unlike the registered cfg the tag loads them
-    with: ``hf-hub:`` and transformers read the repo's classes and preprocessing, the tag the package's, so one
-    repo would give two answers. ``overlaid``: fields the caller set (``pretrained_cfg_overlay``), theirs to choose."""
+                       model: Any, kwargs: Dict[str, Any]) -> None:
+    """Refuse weights whose repo describes them unlike the registered cfg the tag loads them with: ``hf-hub:`` and
+    transformers read the repo's ``config.json`` (classes, preprocessing, ``model_args``) and transformers a
+    ``preprocessor_config.json``, the tag the package's cfg, so one repo would give two answers. Fields the caller
+    set (``pretrained_cfg_overlay``) and the head / input they asked for (:data:`_CALLER_ARGS`) are theirs."""
     import copy
     from timm.models._hub import _parse_model_cfg
-    path = _repo_config(location)
+    repo_id = location[0]
+    if repo_file(location, PREPROCESSOR_FILENAME) is not None:
+        raise PretrainedWeightsError(
+            f"timm_cra: Hub repo '{repo_id}' holds {PREPROCESSOR_FILENAME}: transformers' pipeline preprocesses "
+            f"with it, the registered '{name}' with its own cfg, so one repo would give two answers (timm-cra never "
+            f"publishes that file). Remove it from the repo, or load the repo as "
+            f"timm.create_model('hf-hub:{cfg.hf_hub_id}', pretrained=True).")
+    path = repo_file(location, 'config.json')
     if path is None:
         return
-    repo_id = location[0]
+    overlaid = list(kwargs.get('pretrained_cfg_overlay') or ())
     config = read_model_config(Path(path), f"config.json of Hub repo '{repo_id}'")
     fields, arch, _ = _parse_model_cfg(copy.deepcopy(config), {})  # as timm reads it for hf-hub:
     repo = PretrainedCfg(**fields)  # timm's defaults for what the file leaves out, as hf-hub: gets them
@@ -406,6 +429,10 @@ def _check_repo_config(name: str, variant: str, cfg: PretrainedCfg, location: Tu
             differences.append(f'label_names (class {i}: {theirs[i]!r:.40} in the repo, {ours[i]!r:.40} registered)')
         else:
             differences.append(f'{field} ({theirs!r:.60} in the repo, {ours!r:.60} registered)')
+    difference = _model_args_difference(variant, config['model_args'], model, kwargs) \
+        if config.get('model_args') and arch == variant else None
+    if difference:
+        differences.append(difference)
     if differences:
         raise PretrainedWeightsError(
             f"timm_cra: the config.json of Hub repo '{repo_id}' disagrees with the registered '{name}' on "
@@ -443,7 +470,7 @@ def _load_hub_first(create_fn: Callable[..., Any], variant: str, kwargs: Dict[st
     if reason is None:
         # hf-hub: cfgs are that config.json; gates-untrained tags load another architecture's repo by design
         if cfg.source != 'hf-hub' and weight_status(cfg) != WEIGHTS_GATES_UNTRAINED:
-            _check_repo_config(name, variant, cfg, location, overlaid=list(kwargs.get('pretrained_cfg_overlay') or ()))
+            _check_repo_config(name, variant, cfg, location, model, kwargs)
         _logger.info(f'timm_cra: {name}: weights from the {where}.')
         return model
     path = bundled_weights(repo_id)

@@ -13,22 +13,25 @@ import contextlib
 import dataclasses
 import difflib
 import json
+import logging
 import os
 import re
 import typing
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from timm.models import PretrainedCfg
 
-from ..utils.labels import repeated_names
+from ..utils.labels import repeated_names, unprintable_names
 from ..utils.errors import UsageError
 from ._load_errors import PretrainedWeightsError, _local_weights, explain_pretrained_errors
-from ._weight_checks import (allow_nonfinite_weights, check_file_dtypes, check_finite_weights, check_hub_reachable,
-                             split_revision)
+from ._weight_checks import (PREPROCESSOR_FILENAME, allow_nonfinite_weights, check_file_dtypes, check_finite_weights,
+                             check_hub_reachable, repo_file, split_revision)
 
 __all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names', 'check_model_config',
-           'read_model_config', 'label_count_problem', 'repeated_names']
+           'read_model_config', 'label_count_problem', 'repeated_names', 'weight_source_problem']
+
+_logger = logging.getLogger(__name__)
 
 
 class UnknownModelError(UsageError, RuntimeError):
@@ -121,9 +124,9 @@ def label_count_problem(label_names: Any, num_classes: Any) -> Optional[str]:
     return None
 
 
-#: What timm's transforms take for ``interpolation`` (its ``str_to_interp_mode`` names, and 'random') and
-#: ``crop_mode`` (``transforms_imagenet_eval``).
-_INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos', 'random')
+#: What timm's eval transform takes for ``interpolation`` (its ``str_to_interp_mode`` names: 'random' is for
+#: training only, a ``KeyError`` in ``create_transform``) and ``crop_mode`` (``transforms_imagenet_eval``).
+_INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
 _CROP_MODES = ('center', 'squash', 'border')
 
 
@@ -134,6 +137,25 @@ MAX_NUM_CLASSES = 200_000
 MAX_INPUT_SIDE = 8192
 MAX_INPUT_CHANS = 1024
 MAX_CROP_PCT = 2  # timm's own crop_pct values go up to 1.15
+#: Ceilings on ``model_args`` that size the model, checked before anything is built (the check's own build on the
+#: meta device took ~8 ms a block here, 70 s for ``blocks_per_stage: 3000``; a real build then allocates): blocks
+#: per stage (timm's deepest stage has 36, ResNet-1202 for CIFAR 200), CRA's pooled size (the paper's is 7, the
+#: largest map of a 224 px ResNet 56; ``cra_pool_size: 1000`` took 2 GB, 3000 over 12.5 GB) and, measured on the
+#: meta build, parameters (``widths: [16, 32, 200000]`` asked 1.4 TB): at most 1e9 (4 GB in float32), or twice
+#: the architecture's own count for the few larger ones.
+MAX_BLOCKS_PER_STAGE = 256
+MAX_CRA_POOL_SIZE = 64
+MAX_MODEL_PARAMS = 1_000_000_000
+#: ``model_args`` names of blocks per stage (this package's CIFAR ResNets, timm's ResNets / ViTs / Swins).
+_DEPTH_ARGS = ('blocks_per_stage', 'layers', 'depth', 'depths')
+
+#: ``pretrained_cfg`` fields that say where the weights come from. In a repo's ``config.json`` they would point
+#: timm's ``hf-hub:`` load at another file (``hf_hub_filename``) or loader (``custom_load``) than the
+#: ``model.safetensors`` that transformers, ``local-dir:`` and the registered tag read: one repo, two answers. timm
+#: overrides the others for ``hf-hub:`` / ``local-dir:`` but they still misdescribe the repo; ``save_for_hf`` writes
+#: none of them (``custom_load`` only as false), so a repo holding one was edited to. Refused, not ignored: nothing
+#: the loader could pick would match what the repo claims.
+_WEIGHT_SOURCE_FIELDS = ('hf_hub_filename', 'hf_hub_id', 'url', 'file', 'source', 'state_dict', 'custom_load')
 
 
 #: ``create_model`` keywords that say what to load, not how to build: in a ``config.json``'s ``model_args`` they
@@ -176,6 +198,70 @@ def _preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any
         return f"pretrained_cfg 'crop_mode' {pretrained['crop_mode']!r:.40} is not one timm knows " \
                f"({', '.join(_CROP_MODES)})"
     return None
+
+
+def weight_source_problem(pretrained: Dict[str, Any], ignore: Sequence[str] = ()) -> Optional[str]:
+    """Why a repo's pretrained cfg must not be loaded as it is, or None: it holds :data:`_WEIGHT_SOURCE_FIELDS`
+    (``ignore``: those timm or the caller set)."""
+    redirects = [key for key in _WEIGHT_SOURCE_FIELDS if key not in ignore and pretrained.get(key)]
+    if not redirects:
+        return None
+    return (f"pretrained_cfg '{redirects[0]}' ({pretrained[redirects[0]]!r:.60}) says where to load weights from: a "
+            f"repo's weights are its model.safetensors, which transformers, local-dir: and the registered tag read; "
+            f"remove {', '.join(map(repr, redirects))}")
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether a JSON value holds NaN or Inf (Python's ``json`` reads ``NaN`` / ``Infinity``)."""
+    import math
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    return False
+
+
+def _model_args_problem(model_args: Dict[str, Any], pretrained: Dict[str, Any]) -> Optional[str]:
+    """Why ``model_args`` cannot be built, before building them: a NaN / Inf (a raw torch error), a depth or CRA
+    pool size past its ceiling (gigabytes allocated before any error)."""
+    for key, value in model_args.items():
+        if _non_finite(value):
+            return f"model_args '{key}' {value!r:.60} must be finite numbers"
+    for key in _DEPTH_ARGS:
+        value = model_args.get(key)
+        values = value if isinstance(value, list) else [value]
+        if value is not None and any(isinstance(v, int) and not isinstance(v, bool) and v > MAX_BLOCKS_PER_STAGE
+                                     for v in values):
+            return f"model_args '{key}' {value!r:.60} is too deep: at most {MAX_BLOCKS_PER_STAGE} blocks a stage"
+    if 'cra_pool_size' in model_args:
+        value = model_args['cra_pool_size']
+        values = value if isinstance(value, list) else [value]
+        side = min((pretrained.get('input_size') or PretrainedCfg.input_size)[1:])
+        ceiling = min(side, MAX_CRA_POOL_SIZE)
+        if not (values and len(values) <= 2 and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= ceiling
+                                                    for v in values)):
+            return f"model_args 'cra_pool_size' {value!r:.60} must be an integer (or two) from 1 to {ceiling} (at " \
+                   f"most the input side, {side} px, and {MAX_CRA_POOL_SIZE})"
+    return None
+
+
+def _model_size_problem(arch: str, model: Any) -> Optional[str]:
+    """Why a model built on the meta device is too large to build for real, or None (:data:`MAX_MODEL_PARAMS`)."""
+    import timm
+
+    def size(m) -> int:
+        return sum(t.numel() for t in (*m.parameters(), *m.buffers()))
+
+    count = size(model)
+    if count <= MAX_MODEL_PARAMS:
+        return None
+    default = size(timm.create_model(arch, device='meta'))
+    if count <= 2 * default:
+        return None
+    return f"'model_args' make {arch} {count:.3g} parameters, more than {MAX_MODEL_PARAMS:.0e} (4 GB) and twice its " \
+           f"default {default:.3g}: make the model smaller"
 
 
 def check_model_config(cfg: Any, where: str) -> None:
@@ -222,7 +308,7 @@ def check_model_config(cfg: Any, where: str) -> None:
         hint = _CFG_TYPES.get(key, hints[key])
         if not _fits(value, hint):
             raise bad(f"pretrained_cfg '{key}' must be {_type_name(hint)}, not {_json_type(value)} ({value!r:.60})")
-    problem = _preprocessing_problem(pretrained, cfg.get('model_args') or {})
+    problem = weight_source_problem(pretrained) or _preprocessing_problem(pretrained, cfg.get('model_args') or {})
     if problem:
         raise bad(problem)
     num_classes = cfg.get('num_classes', pretrained.get('num_classes'))
@@ -230,6 +316,10 @@ def check_model_config(cfg: Any, where: str) -> None:
     problem = label_count_problem(label_names, num_classes)
     if problem:
         raise bad(f"'label_names' has {problem}: give exactly one name per class, in class-index order")
+    unprintable = unprintable_names(label_names or [])
+    if unprintable:
+        raise bad(f"'label_names' {unprintable[0]!r:.60} holds a control character (newline, tab, escape): rename "
+                  f"that class to printable text")
     twice = repeated_names(label_names or [])
     if twice:  # transformers maps names to class ids: a repeated name loses a class
         raise bad(f"'label_names' gives {', '.join(map(repr, twice[:5]))} more than once: give each class its own "
@@ -242,12 +332,18 @@ def check_model_config(cfg: Any, where: str) -> None:
                       f"({', '.join(map(repr, missing[:3]))}{', ...' if len(missing) > 3 else ''}): give one per name")
     model_args = cfg.get('model_args') or {}
     if model_args:
+        problem = _model_args_problem(model_args, pretrained)
+        if problem:
+            raise bad(problem)
         try:  # shapes only, no memory, no weights: the kwargs either build the architecture or they do not
-            timm.create_model(arch, device='meta', **model_args)
+            model = timm.create_model(arch, device='meta', **model_args)
         except Exception as e:  # noqa: BLE001  (a model constructor rejects bad kwargs with any error type)
             first = (str(e).strip().splitlines() or [''])[0]
             raise bad(f"'model_args' {json.dumps(model_args)[:120]} do not build {arch} "
                       f"({type(e).__name__}: {first:.150}); fix or remove them") from None
+        problem = _model_size_problem(arch, model)
+        if problem:
+            raise bad(problem)
 
 
 def read_model_config(path: Path, where: str) -> Dict[str, Any]:
@@ -316,6 +412,15 @@ def _unknown_kwarg_errors(model_name: str, kwargs: Dict[str, Any]) -> Iterator[N
                          f"keywords): remove it or use one its constructor takes.") from None
 
 
+def _warn_preprocessor(model_name: str, path: Optional[str]) -> None:
+    """One warning line for a repo holding transformers' image-processor file: its pipeline preprocesses with that
+    file, timm (and this load) with config.json, so the two can answer differently (the registered tags refuse
+    such a repo)."""
+    if path is not None:
+        _logger.warning(f"timm_cra: '{model_name}' holds {PREPROCESSOR_FILENAME}: transformers' pipeline preprocesses "
+                        f"with it, timm with config.json, so their answers can differ; remove it unless they agree.")
+
+
 def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: bool = False, **kwargs: Any):
     """Same arguments and result as ``timm.create_model``; failures are one clear error naming the fix.
 
@@ -337,6 +442,8 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
                     f"timm_cra: '{location}' is not a model folder: it needs config.json and model.safetensors "
                     f"(as written by the trainer or python -m timm_cra.hub.publish).")
             arch = read_model_config(Path(location) / 'config.json', model_name)['architecture']
+            preprocessor = Path(location) / PREPROCESSOR_FILENAME
+            _warn_preprocessor(model_name, str(preprocessor) if os.path.lexists(preprocessor) else None)
             cfg = PretrainedCfg(file=location, source='local-dir')
             if not pretrained:  # without weights to load, the folder's weights file is not read (nor checked)
                 return timm.create_model(model_name, pretrained=False, **kwargs)
@@ -355,6 +462,7 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
                 model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
                 if pretrained and not _checks_its_weights(model.pretrained_cfg['architecture']):
                     check_finite_weights(model)
+                _warn_preprocessor(model_name, repo_file((repo_id, revision), PREPROCESSOR_FILENAME))
                 return model
         check_model_name(model_name)
         return timm.create_model(model_name, pretrained=pretrained, **kwargs)

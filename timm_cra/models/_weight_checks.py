@@ -11,6 +11,8 @@
   read, whatever the file (``model.safetensors``, ``pytorch_model.bin``, ...).
 * :func:`bundled_weights`: the copies of small Hub repos' weights that ship inside this package, checked
   against their recorded sha256 before use (a damaged install must not load silently).
+* :func:`repo_file`: another file of the repo the weights came from, at their revision (``config.json``,
+  ``preprocessor_config.json``), for the checks that one repo gives one answer.
 * :func:`check_finite_weights`: NaN / Inf weights (a diverged run, a damaged file) load silently and evaluate
   to NaN; refused unless asked for (:func:`allow_nonfinite_weights`).
 """
@@ -30,9 +32,12 @@ from ..utils.io import file_digest
 
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
            'dtype_checked_filter', 'check_file_dtypes', 'BUNDLED_WEIGHTS', 'BUNDLED_DIR', 'bundled_weights',
-           'check_finite_weights', 'allow_nonfinite_weights']
+           'check_finite_weights', 'allow_nonfinite_weights', 'repo_file', 'PREPROCESSOR_FILENAME']
 
 WEIGHTS_FILENAME = 'model.safetensors'
+#: transformers' image-processor file: where a repo holds one, its pipeline preprocesses with it instead of the
+#: ``config.json``'s timm fields that timm and this package read (this package never writes one).
+PREPROCESSOR_FILENAME = 'preprocessor_config.json'
 
 #: Hub repos whose ``model.safetensors`` also ships inside this package, as ``BUNDLED_DIR/<repo_id>/``, with
 #: its sha256. A load of such a repo (default revision) that the Hub cannot serve (offline, unreachable,
@@ -93,6 +98,31 @@ def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
     except Exception as err:  # noqa: BLE001  (classified below; everything else is the client's to retry)
         if transport_failure(err) is not None:
             raise HubUnreachableError(f'is unreachable (no answer: {err or type(err).__name__})') from err
+
+
+def repo_file(location: Tuple[str, Optional[str]], filename: str) -> Optional[str]:
+    """Path of a Hub repo's ``filename`` at the revision its weights were read from (their cache snapshot, else
+    ``location``'s), cached like them; ``None`` when the repo has none, or none can be had (offline or Hub
+    unreachable, with weights cached by an older timm-cra that did not fetch it)."""
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import errors as hf_errors
+    repo_id, revision = location
+    weights = cached_weights(*location)
+    if weights is not None:
+        revision = weights.parent.name  # snapshots/<commit>/model.safetensors
+    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+    if cached is not None:  # a path, or huggingface_hub's marker of a file the repo does not have
+        return cached if isinstance(cached, str) else None
+    if constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        check_hub_reachable(repo_id, revision)
+    except HubUnreachableError:
+        return None
+    try:
+        return hf_hub_download(repo_id, filename, revision=revision)
+    except hf_errors.RemoteEntryNotFoundError:  # a 404; offline or unreachable is LocalEntryNotFoundError
+        return None
 
 
 def drop_cached(link: Path) -> None:

@@ -2,7 +2,7 @@
 import unicodedata
 from typing import List, Sequence
 
-__all__ = ['repeated_names']
+__all__ = ['repeated_names', 'unprintable_names']
 
 
 def repeated_names(names: Sequence[str]) -> List[str]:
@@ -14,3 +14,9 @@ def repeated_names(names: Sequence[str]) -> List[str]:
         key = unicodedata.normalize('NFC', str(n))
         seen[key] = seen.get(key, 0) + 1
     return sorted(k for k, count in seen.items() if count > 1)
+
+
+def unprintable_names(names: Sequence[str]) -> List[str]:
+    """Class names holding a control character (newline, tab, escape): one would forge lines of the card, logs and
+    clients. The one check of ``publish --label-names`` and of a ``config.json``'s names on load."""
+    return [str(n) for n in names if not str(n).isprintable()]
