@@ -5,6 +5,7 @@ CLIs, or one clear error from the real loader: never a traceback, a hang or a si
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -659,3 +660,19 @@ def test_keyword_flags_refuse_an_item_that_is_not_name_equals_value(module, flag
     action, parsed = next(a for a in parser._actions if flag in a.option_strings), argparse.Namespace()
     action(parser, parsed, ['layers=(1,1,1,1)', 'name=x'], flag)  # required arguments aside: the flag alone
     assert getattr(parsed, action.dest) == {'layers': (1, 1, 1, 1), 'name': 'x'}
+
+
+def test_caller_keywords_get_the_ceilings_of_a_configs_model_args(capsys):
+    """`--model-kwargs drop_rate=nan` was torch's dropout RuntimeError traceback, and `cra_pool_size=3000` built a
+    model that allocates gigabytes: the caller's keywords are checked like a repo config's model_args (non-finite
+    numbers, CRA pool at most the input side, depth), one line naming the keyword, before anything is built."""
+    from timm_cra.eval.validate import create_parser
+    parsed = create_parser().parse_args(['--model-kwargs', 'drop_rate=nan', 'drop_path_rate=-inf', 'x=1.5'])
+    assert str(parsed.model_kwargs) == "{'drop_rate': nan, 'drop_path_rate': -inf, 'x': 1.5}"
+    for kwargs, needle in (({'drop_rate': float('nan')}, "keyword 'drop_rate' nan must be finite"),
+                           ({'cra_pool_size': 3000}, "keyword 'cra_pool_size' 3000 must be an integer (or two) "
+                                                     "from 1 to 32 (at most the input side, 32 px"),
+                           ({'layers': [1, 1, 100000]}, "keyword 'layers' [1, 1, 100000] is too deep")):
+        with pytest.raises(UsageError, match=re.escape(needle)):
+            timm_cra.create_model('cra_cifar_resnet20', **kwargs)
+    assert timm_cra.create_model('cra_cifar_resnet20', cra_pool_size=4).num_classes == 10

@@ -435,6 +435,13 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
     import timm
 
     source, _, location = model_name.partition(':') if ':' in model_name else ('', '', model_name)
+    registered = timm.models.get_pretrained_cfg(model_name) if not source else None  # its input side
+    # the caller's keywords get a config's model_args ceilings
+    problem = _model_args_problem(kwargs, registered.to_dict() if registered else {})
+    if problem:
+        from ..utils.errors import UsageError
+        raise UsageError(f"timm_cra: {model_name}: keyword {problem[len('model_args '):]} (--model-kwargs, "
+                         f"create_model keywords).")
     with allow_nonfinite_weights(allow_nonfinite), _unknown_kwarg_errors(model_name, kwargs):
         if source == 'local-dir':
             if not os.path.lexists(Path(location) / 'config.json'):

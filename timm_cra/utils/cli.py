@@ -137,6 +137,10 @@ def keyword_args_action() -> type:
                 if item and ('=' not in item or not item.split('=', 1)[0].isidentifier()):
                     raise argparse.ArgumentError(self, f"{item!r} is not NAME=VALUE (e.g. layers='(1,1,1,1)')")
             super().__call__(parser, namespace, values, option_string)
+            kwargs = getattr(namespace, self.dest)
+            for key, value in kwargs.items():  # `nan` / `inf` are no literals: numbers, so the ceilings see them
+                if isinstance(value, str) and value.strip().lower().lstrip('+-') in ('nan', 'inf', 'infinity'):
+                    kwargs[key] = float(value)
 
     return KeywordArgs
 
