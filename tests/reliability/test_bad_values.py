@@ -672,7 +672,10 @@ def test_caller_keywords_get_the_ceilings_of_a_configs_model_args(capsys):
     for kwargs, needle in (({'drop_rate': float('nan')}, "keyword 'drop_rate' nan must be finite"),
                            ({'cra_pool_size': 3000}, "keyword 'cra_pool_size' 3000 must be an integer (or two) "
                                                      "from 1 to 32 (at most the input side, 32 px"),
-                           ({'layers': [1, 1, 100000]}, "keyword 'layers' [1, 1, 100000] is too deep")):
+                           ({'layers': [1, 1, 100000]}, "keyword 'layers' [1, 1, 100000] is too deep"),
+                           ({'num_classes': 10**9}, "keyword 'num_classes' 1000000000 must be 0 to 200000"),
+                           ({'num_classes': -1}, "keyword 'num_classes' -1 must be 0 to 200000"),
+                           ({'in_chans': 10**5}, "keyword 'in_chans' 100000 must be 0 to 1024")):
         with pytest.raises(UsageError, match=re.escape(needle)):
             timm_cra.create_model('cra_cifar_resnet20', **kwargs)
     assert timm_cra.create_model('cra_cifar_resnet20', cra_pool_size=4).num_classes == 10

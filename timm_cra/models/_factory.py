@@ -229,6 +229,10 @@ def _model_args_problem(model_args: Dict[str, Any], pretrained: Dict[str, Any]) 
     for key, value in model_args.items():
         if _non_finite(value):
             return f"model_args '{key}' {value!r:.60} must be finite numbers"
+    for key, most in (('num_classes', MAX_NUM_CLASSES), ('in_chans', MAX_INPUT_CHANS)):
+        value = model_args.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= most:
+            return f"model_args '{key}' {value} must be 0 to {most}"
     for key in _DEPTH_ARGS:
         value = model_args.get(key)
         values = value if isinstance(value, list) else [value]
