@@ -126,3 +126,23 @@ def test_class_names_that_cannot_be_exported_stop_the_run_before_any_epoch(tmp_p
     assert last.startswith(f'error: {says}: rename that class in the data (its class folder'), last
     assert 'label-names' not in last and 'Epoch 0' not in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / 'out' / 'run').exists()
+
+
+def test_a_safetensors_header_with_malformed_label_names_is_one_line(tmp_path, capsys):
+    """The header's names are a stranger's bytes too: not JSON, not a list of strings, or a name given twice is
+    refused in one line naming the file (never a traceback, never names mapped by a wrong list)."""
+    import timm
+    from timm_cra.eval.validate import main
+    from timm_cra.utils.errors import run_cli
+    state = timm.create_model('cra_cifar_resnet20', num_classes=2).state_dict()
+    data = _class_folders(str(tmp_path / 'data' / 'val'), ['cat', 'dog'])
+    for text in ('cat,dog', '[1, 2]', '["cat", "cat"]', '[]', '{"0": "cat"}'):
+        path = tmp_path / 'w.safetensors'
+        save_file(state, str(path), metadata={'format': 'pt', 'label_names': text})
+        with pytest.raises(SystemExit) as e:
+            run_cli(main, ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--checkpoint', str(path),
+                           '--data-dir', os.path.dirname(data), '--split', 'val', '--workers', '0'])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count('\n') == 1, err
+        assert err.startswith(f"error: '{path}' records label_names in its header that are not a JSON list of "
+                              f"distinct class names"), err
