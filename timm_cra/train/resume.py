@@ -162,7 +162,8 @@ def check_resume_classes(path: str, ckpt: Dict[str, Any], label_names: Optional[
     head's outputs would train on other classes from the next step, and the export would carry the new names.
     Checked once the data is read, before the model is built; a checkpoint that records no names is not checked."""
     recorded = ckpt.get('label_names')
-    if not isinstance(recorded, list) or list(recorded) == list(label_names or []):
+    if not (isinstance(recorded, list) and all(isinstance(n, str) for n in recorded)) \
+            or recorded == list(label_names or []):
         return
     changed = 'the classes in another order' if sorted(recorded) == sorted(label_names or []) else 'other classes'
     raise UsageError(f"Cannot --resume '{path}' on data with {changed}: the run trained on "
