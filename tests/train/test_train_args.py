@@ -222,3 +222,20 @@ def test_a_config_that_records_resume_does_not_resume_by_itself(tmp_path, capsys
     assert "--resume ''" in err, err
     assert parse_args(['--config', str(recorded), '--resume', '']).resume == ''
     assert parse_args(['--config', str(recorded), f"--resume={a.resume}"]).resume == a.resume
+
+
+def test_a_seed_outside_numpys_range_is_one_line(run_command, tmp_path, capsys):
+    """`--seed -1`, `--seed 2**64` and a config's `seed: -1` reached numpy's / torch's seeding at set-up: tracebacks
+    after the data was read. Now one line before any work (0 <= seed < 2**32), from the flag and from a config."""
+    r = run_command('timm-cra-train', ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'none',
+                                       '--output', tmp_path / 'out', '--seed', '-1'])
+    assert r.returncode == 2 and r.stderr == 'error: --seed -1 must be an integer from 0 to 2**32 - 1 (numpy seeds ' \
+                                             'its generator with it).\n', r.stderr[-2000:]
+    assert not (tmp_path / 'out').exists()
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text('seed: -1\n')
+    for argv, says in [(['--seed', str(2 ** 64)], f'--seed {2 ** 64} must be an integer from 0 to 2**32 - 1'),
+                       (['--config', cfg, '--seed', str(2 ** 32)], f'--seed {2 ** 32} must be an integer'),
+                       (['--config', cfg], '--seed -1 must be an integer from 0 to 2**32 - 1')]:
+        assert says in _one_error_line(['--model', 'cra_cifar_resnet20'] + argv, capsys), argv
+    assert parse_args(['--model', 'cra_cifar_resnet20', '--seed', str(2 ** 32 - 1)]).seed == 2 ** 32 - 1

@@ -112,7 +112,7 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
     return ds
 
 
-def _numbered(names: Sequence[str]) -> bool:
+def numbered_classes(names: Sequence[str]) -> bool:
     """Whether ``names`` are the stand-ins ``'0'..'K-1'`` of data that names no classes (plain int labels)."""
     return list(names) == [str(i) for i in range(len(names))]
 
@@ -121,7 +121,7 @@ def _share_class_names(ds, class_names: Sequence[str], what: str) -> None:
     """Give ``ds`` (a val split) the training split's indices, by class name: splits name their classes
     independently (parquet ClassLabels in another order, a val folder holding a subset of the classes). Data
     that names no classes keeps its integer labels."""
-    if list(ds.class_names) == list(class_names) or _numbered(ds.class_names) or _numbered(class_names):
+    if list(ds.class_names) == list(class_names) or numbered_classes(ds.class_names) or numbered_classes(class_names):
         return
     check_labels(ds, what)
     if not map_classes_by_name(ds, class_names):

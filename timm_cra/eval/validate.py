@@ -13,7 +13,7 @@ import torch
 from timm.data import create_loader
 
 from ..data import (check_labels, check_num_classes, create_dataset, map_classes_by_name, model_in_chans,
-                    resolve_model_data_config, skip_collate)
+                    numbered_classes, resolve_model_data_config, skip_collate)
 from ..utils.amp import amp_dtype_for
 from ..utils.cli import (add_shared_args, check_model_name, check_positive, check_shared_values, check_use_ema,
                          input_files, resolve_pretrained)
@@ -103,6 +103,14 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
             mapped = f"by name: the dataset's {n_data} classes onto the model's {len(label_names)}"
             _logger.warning(f"Dataset classes mapped {mapped} label_names (the trained head is evaluated; a "
                             f"prediction of a class absent from the data counts as wrong).")
+    elif head_fixed and not label_names and not numbered_classes(dataset.class_names):
+        # Weights that name no classes (a bare state dict, a .safetensors of another tool or of an older trainer):
+        # the data's named classes can only be taken in their sorted order, which may not be the training order.
+        mapped = 'by position'
+        _logger.warning(f"The weights record no class names (label_names), so the dataset's classes "
+                        f"{', '.join(map(repr, dataset.class_names[:5]))}{' ...' if dataset.num_classes > 5 else ''} "
+                        f"are scored by position, which is right only if the model was trained with them in this "
+                        f"order: validate a trainer's run folder with --model local-dir:<run>, or its last.pth.")
     check_num_classes(dataset, model.num_classes, label_names=label_names, head_fixed=head_fixed)
     data_config = resolve_model_data_config(vars(args), model)
     model.to(device).eval()

@@ -28,6 +28,7 @@ from ..utils import count_macs, count_params
 from ..utils.errors import UsageError
 from ..utils.io import atomic_folder, atomic_path, atomic_write, check_output_folder
 from ..utils.labels import unprintable_names
+from ..utils.weights import safetensors_metadata
 from .card import EvalResults, RepoContentError, load_eval_results, render_model_card
 
 __all__ = ['export_repo', 'write_repo_metadata', 'write_config', 'save_model_files', 'check_label_names',
@@ -112,18 +113,30 @@ def _cfg_overrides(tag: Optional[str], license: Optional[str]) -> Dict[str, Any]
     return overrides
 
 
-def check_label_names(label_names: Optional[Sequence[str]], num_classes: int) -> Optional[List[str]]:
-    """The class names as a list of strings, or ``None``; a count that is not the head's size is refused."""
+#: The fix for an unusable class name given with ``publish --label-names`` (the trainer names its data instead).
+LABEL_NAMES_FIX = 'rename that class (--label-names)'
+
+
+def check_label_names(label_names: Optional[Sequence[str]], num_classes: int,
+                      rename: str = LABEL_NAMES_FIX) -> Optional[List[str]]:
+    """The class names as a list of strings, or ``None``; a count that is not the head's size is refused, and so is
+    a name that is not printable UTF-8 text; ``rename`` says where the names come from (the trainer checks its
+    data's names with this before its first epoch, naming the class folders / ClassLabel names)."""
     if label_names is None:
         return None
     names = [str(n) for n in label_names]
     problem = label_count_problem(names, num_classes)  # the check every config.json read goes through
     if problem:
         raise RepoContentError(f'{problem}: give exactly one name per class, in class-index order.')
-    unprintable = unprintable_names(names)
+    for name in names:
+        if any('\udc80' <= c <= '\udcff' for c in name):  # bytes that were no UTF-8 (os.listdir's surrogateescape)
+            shown = name.encode('utf-8', 'surrogateescape')
+            raise RepoContentError(f'label name {shown!r} is not UTF-8 text (a name in another encoding): {rename} '
+                                   f'to UTF-8 text.')
+    unprintable = unprintable_names(names)  # a newline or escape code would forge lines of the card, logs, clients
     if unprintable:
         raise RepoContentError(f'label name {unprintable[0]!r} holds a control character (newline, tab, escape): '
-                               f'rename that class (--label-names) to printable text.')
+                               f'{rename} to printable text.')
     return names
 
 
@@ -189,18 +202,20 @@ def write_config(
     return config
 
 
-def _save_weights(model: nn.Module, path: Union[str, Path]) -> None:
+def _save_weights(model: nn.Module, path: Union[str, Path], metadata: Optional[Dict[str, str]] = None) -> None:
     """``model.safetensors`` as timm's ``save_for_hf(safe_serialization=True)`` writes it: no pickle in a repo."""
     from safetensors.torch import save_file
-    save_file(model.state_dict(), str(path))
+    save_file(model.state_dict(), str(path), metadata=metadata)
 
 
 def save_model_files(model: nn.Module, folder: Union[str, Path], **config_kwargs) -> Dict[str, Any]:
     """``model.safetensors`` and ``config.json`` (:func:`write_config` with ``config_kwargs``) into ``folder``,
-    each written atomically; returns the config."""
+    each written atomically; returns the config. The weights' header records the class names too, so a
+    ``model.safetensors`` read without its ``config.json`` (``validate --checkpoint``) still maps classes by name."""
     folder = Path(folder)
+    names = check_label_names(config_kwargs.get('label_names'), model.num_classes)
     with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        _save_weights(model, tmp)
+        _save_weights(model, tmp, safetensors_metadata(names))
     return write_config(model, folder / CONFIG_NAME, **config_kwargs)
 
 

@@ -257,5 +257,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     check_shared_values(args)
     check_positive(args, 'batch_size', 'validation_batch_size', 'train_num_samples', 'val_num_samples')
+    if not 0 <= args.seed < 2 ** 32:  # numpy's seed range (torch's is wider): out of it, a traceback at set-up
+        raise UsageError(f'--seed {args.seed} must be an integer from 0 to 2**32 - 1 (numpy seeds its generator with '
+                         f'it).')
     check_model_name(args.model)
     return args

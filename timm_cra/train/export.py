@@ -2,7 +2,7 @@
 and the PNG of the curves, all written atomically; ranks cross-check that they hold the same weights."""
 import logging
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -11,11 +11,11 @@ import torch.nn as nn
 from ..utils.errors import printable
 from ..utils.io import OutputPathError, atomic_path, atomic_write, file_digest, staging_folder
 from ..utils.strict_json import dumps
-from ..utils.weights import tensor_digest
+from ..utils.weights import safetensors_metadata, tensor_digest
 from .distributed import DistInfo
 from .metrics import plot_metrics
 
-__all__ = ['finish_run', 'export_weights', 'EXPORT_TMP_PREFIX', 'RUN_FILES']
+__all__ = ['finish_run', 'export_weights', 'run_label_names', 'EXPORT_TMP_PREFIX', 'RUN_FILES']
 
 _logger = logging.getLogger('timm_cra.train')
 
@@ -26,7 +26,22 @@ RUN_FILES = ('args.yaml', 'metrics.csv', 'results.json', 'summary.png', 'model_e
              'model.safetensors')
 
 
-def export_weights(net: nn.Module, output_dir: str, data_config: Dict[str, Any], label_names: List[str]) -> str:
+#: Where a trainer user renames a class whose name cannot be exported (the names come from the data).
+_RENAME_IN_DATA = 'rename that class in the data (its class folder, or the ClassLabel names / batches.meta)'
+
+
+def run_label_names(train_ds, num_classes: int) -> Optional[List[str]]:
+    """The class names a run records (``last.pth``) and exports (``config.json``, the weights' header): the training
+    split's, one per output, or None (``--num-classes`` above the data's class count: the extra classes have no
+    names). Checked before the first epoch by the check the export applies (``hub.repo.check_label_names``), so a
+    name that cannot be exported (a tab, bytes that are no UTF-8) stops the run before any training, not after it."""
+    from ..hub.repo import check_label_names
+    names = list(getattr(train_ds, 'class_names', []) or [])
+    return check_label_names(names, num_classes, rename=_RENAME_IN_DATA) if len(names) == num_classes else None
+
+
+def export_weights(net: nn.Module, output_dir: str, data_config: Dict[str, Any],
+                   label_names: Optional[List[str]]) -> str:
     """The run folder as a Hub-format repo (``model.safetensors`` + ``config.json`` with the data config and the
     data's class names, in :mod:`timm_cra.hub.repo`'s one layout), staged in a hidden folder and renamed into
     ``output_dir`` file by file. Returns the weights path."""
@@ -34,10 +49,8 @@ def export_weights(net: nn.Module, output_dir: str, data_config: Dict[str, Any],
     net.to(memory_format=torch.contiguous_format)  # safetensors refuses channels_last (strided) tensors
     export_cfg = {k: data_config[k] for k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct')}
     with staging_folder(output_dir, EXPORT_TMP_PREFIX) as staging:
-        # --num-classes above the data's class count: no names for the extra classes, so none are recorded.
         try:
-            save_model_files(net, staging, data_config=export_cfg,
-                             label_names=label_names if len(label_names) == net.num_classes else None)
+            save_model_files(net, staging, data_config=export_cfg, label_names=label_names)
         except OutputPathError as e:  # name the file the user asked for, not the hidden staging folder
             raise OutputPathError(str(e).replace(staging, output_dir)) from e
         for name in ('model.safetensors', 'config.json'):
@@ -60,8 +73,9 @@ def _rank_digests(net: nn.Module, dinfo: DistInfo) -> List[str]:
 
 
 def finish_run(args, dinfo: DistInfo, net: nn.Module, model_ema, history: List[Dict[str, Any]], num_updates: int,
-               output_dir: str, data_config, train_ds) -> Dict[str, Any]:
-    """The run's summary (returned on every rank); rank 0 also exports the weights and writes the files."""
+               output_dir: str, data_config, label_names: Optional[List[str]]) -> Dict[str, Any]:
+    """The run's summary (returned on every rank); rank 0 also exports the weights (named ``label_names``, from
+    :func:`run_label_names`) and writes the files."""
     summary: Dict[str, Any] = dict(
         model=args.model, num_classes=net.num_classes, epochs=len(history), optimizer_steps=num_updates,
         world_size=dinfo.world_size, final=history[-1] if history else {}, output_dir=output_dir,
@@ -74,12 +88,12 @@ def finish_run(args, dinfo: DistInfo, net: nn.Module, model_ema, history: List[D
     if not dinfo.is_primary:
         return summary
     from safetensors.torch import save_file
-    label_names = list(getattr(train_ds, 'class_names', []) or [])
     summary['weights'] = export_weights(net, output_dir, data_config, label_names)
     if model_ema is not None:
         summary['weights_ema'] = os.path.join(output_dir, 'model_ema.safetensors')
         with atomic_path(summary['weights_ema']) as tmp:
-            save_file({k: v.contiguous() for k, v in model_ema.module.state_dict().items()}, tmp)
+            save_file({k: v.contiguous() for k, v in model_ema.module.state_dict().items()}, tmp,
+                      metadata=safetensors_metadata(label_names))
     # the exported files' sha256: publish checks that weights and this results.json are of the same run
     summary['weights_sha256'] = {os.path.basename(summary[k]): file_digest(summary[k])
                                  for k in ('weights', 'weights_ema') if k in summary}

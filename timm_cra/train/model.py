@@ -2,7 +2,7 @@
 weights, with the classifier and first conv fitted to the data's classes and channels."""
 import logging
 import os
-from typing import List
+from typing import List, Optional
 
 import torch.nn as nn
 
@@ -23,12 +23,14 @@ def _head_keys(model: nn.Module) -> List[str]:
     return [f'{n}.{p}' for n in names for p in ('weight', 'bias') if f'{n}.{p}' in own]
 
 
-def create_train_model(args, num_classes: int) -> nn.Module:
+def create_train_model(args, num_classes: int, label_names: Optional[List[str]] = None) -> nn.Module:
     """``timm.create_model`` with the weights the flags ask for, logging where they came from.
 
     ``--initial-checkpoint`` wins over ``--pretrained`` (nothing is downloaded then); ``--in-chans`` reaches
     timm, which adapts pretrained RGB first-conv weights; ``--reset-head`` re-initialises the classifier even
     when its class count matches the weights (timm already starts a fresh one when the count differs).
+    ``label_names``: the data's classes, by which a kept head of an ``--initial-checkpoint`` that records its own
+    (``last.pth``, the trainer's ``model.safetensors``) is matched.
     """
     import timm_cra  # registers the cra_* models
     from timm.models._builder import _resolve_pretrained_source
@@ -49,7 +51,8 @@ def create_train_model(args, num_classes: int) -> nn.Module:
     # What the run starts from, recorded in the run's args (checkpoint, args.yaml) for the model card.
     args.initial_weights = None
     if args.initial_checkpoint:
-        _load_initial_checkpoint(model, args.initial_checkpoint, head, args.reset_head, args.allow_nonfinite_weights)
+        _load_initial_checkpoint(model, args.initial_checkpoint, head, args.reset_head, args.allow_nonfinite_weights,
+                                 label_names)
         args.initial_weights = f'file {os.path.basename(args.initial_checkpoint)}'
     elif pretrained:
         cfg = model.pretrained_cfg
@@ -89,17 +92,38 @@ def _pretrained_location(model_name: str, source: str, loc, hf_hub_id=None) -> s
     return f'{model_name} ({where})'
 
 
+def _head_by_name(state, head: List[str], recorded, label_names: Optional[List[str]], path: str) -> None:
+    """Reorder the head rows of ``state`` (one per class) from the ``recorded`` class order of the weights to the
+    data's ``label_names`` when both name the same classes: by position, each class would start from another
+    class's output (a run on ClassLabel [dog, cat] fine-tuned on folders cat/, dog/). Other names: a warning."""
+    if not (isinstance(recorded, list) and all(isinstance(n, str) for n in recorded) and label_names and head) \
+            or recorded == list(label_names):
+        return
+    if sorted(recorded) != sorted(label_names):
+        _logger.warning(f"'{printable(path)}' was trained on other classes ({printable(', '.join(recorded[:5]))}) "
+                        f"than this data's: its head is kept by position; pass --reset-head for a fresh one.")
+        return
+    order = [recorded.index(name) for name in label_names]
+    for k in head:
+        state[k] = state[k][order]
+    _logger.info(f"Head of '{printable(path)}' matched to the data's classes by name (its order: "
+                 f"{printable(', '.join(recorded[:5]))})")
+
+
 def _load_initial_checkpoint(model: nn.Module, path: str, head: List[str], reset_head: bool,
-                             allow_nonfinite: bool = False) -> None:
+                             allow_nonfinite: bool = False, label_names: Optional[List[str]] = None) -> None:
     """Load ``path`` into ``model``: without the classifier when ``reset_head`` (or refuse a head that does not
-    fit), with an RGB first conv adapted to the model's input channels; log what was left out."""
+    fit), with an RGB first conv adapted to the model's input channels; log what was left out. A kept head whose
+    recorded class names are the data's in another order has its rows put in the data's order."""
     from timm.models import adapt_input_conv
-    state, _ = read_weights(path)
+    state, ckpt = read_weights(path)
     own = model.state_dict()
     dropped = [k for k in head if k in state and (reset_head or state[k].shape != own[k].shape)]
     if dropped and not reset_head:
         raise UsageError(f"The head of '{path}' ({tuple(state[dropped[0]].shape)}) does not fit {model.num_classes} "
                          f"classes: pass --reset-head to fine-tune a fresh head on the new classes.")
+    if not reset_head:
+        _head_by_name(state, [k for k in head if k in state], ckpt.get('label_names'), label_names, path)
     state.update({k: own[k] for k in dropped})  # the model's own fresh head
     first = model.pretrained_cfg.get('first_conv')
     for name in ([first] if isinstance(first, str) else list(first or [])):

@@ -15,8 +15,8 @@ from ..utils.weights import load_checkpoint_file, load_state_checked
 from .checkpoint import get_rng_state, set_rng_state
 from .distributed import DistInfo
 
-__all__ = ['ResumeState', 'read_resume_checkpoint', 'load_training_state', 'resume_scheduler', 'resume_rng',
-           'STATE_ARGS', 'REQUIRED_KEYS', 'progress_problem', 'optimizer_problem']
+__all__ = ['ResumeState', 'read_resume_checkpoint', 'check_resume_classes', 'load_training_state', 'resume_scheduler',
+           'resume_rng', 'STATE_ARGS', 'REQUIRED_KEYS', 'progress_problem', 'optimizer_problem']
 
 _logger = logging.getLogger('timm_cra.train')
 
@@ -151,6 +151,24 @@ def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
                          f"optimizer / schedule state does not fit them. Resume with the values the run was started "
                          f"with, or start a new run from its weights with --initial-checkpoint {path}.")
     return ckpt
+
+
+def _shown_names(names) -> str:
+    return printable(', '.join(map(str, names[:6])) + (f', ... ({len(names)} in all)' if len(names) > 6 else ''))
+
+
+def check_resume_classes(path: str, ckpt: Dict[str, Any], label_names: Optional[List[str]]) -> None:
+    """Refuse ``--resume`` on data whose classes are not the run's, in the run's order (its ``label_names``): the
+    head's outputs would train on other classes from the next step, and the export would carry the new names.
+    Checked once the data is read, before the model is built; a checkpoint that records no names is not checked."""
+    recorded = ckpt.get('label_names')
+    if not (isinstance(recorded, list) and all(isinstance(n, str) for n in recorded)) \
+            or recorded == list(label_names or []):
+        return
+    changed = 'the classes in another order' if sorted(recorded) == sorted(label_names or []) else 'other classes'
+    raise UsageError(f"Cannot --resume '{path}' on data with {changed}: the run trained on "
+                     f"[{_shown_names(recorded)}], this data has [{_shown_names(label_names or ['(unnamed)'])}]. "
+                     f"Resume on the run's data, or start a new run from its weights with --initial-checkpoint {path}.")
 
 
 def load_training_state(path: str, model, optimizer, model_ema=None, loss_scaler=None,

@@ -34,12 +34,13 @@ from ..utils.io import HeldFolder, OutputPathError, atomic_write, check_output_f
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
 from .distributed import DistInfo, init_distributed
-from .export import EXPORT_TMP_PREFIX, RUN_FILES, finish_run
+from .export import EXPORT_TMP_PREFIX, RUN_FILES, finish_run, run_label_names
 from .loaders import create_datasets, create_loaders
 from .loop import create_amp, create_loss, create_mixup, create_optimizer, create_scheduler, train_one_epoch
 from .metrics import write_metrics_csv
 from .model import create_train_model
-from .resume import ResumeState, load_training_state, read_resume_checkpoint, resume_rng, resume_scheduler
+from .resume import (ResumeState, check_resume_classes, load_training_state, read_resume_checkpoint, resume_rng,
+                     resume_scheduler)
 
 __all__ = ['train', 'main']
 
@@ -214,7 +215,10 @@ def _train(args, dinfo: DistInfo, output_dir: str, held: Optional[HeldFolder] = 
         _logger.info(f'DDP: {dinfo.world_size} processes, backend {dist.get_backend()}, device {dinfo.device}')
 
     train_ds, val_ds, num_classes = create_datasets(args)
-    model = create_train_model(args, num_classes)
+    label_names = run_label_names(train_ds, num_classes)  # refused now if the export would refuse them
+    if resume_ckpt is not None:  # before any model or step: the run's classes must be these, in this order
+        check_resume_classes(args.resume, resume_ckpt, label_names)
+    model = create_train_model(args, num_classes, label_names)
     for ds in (train_ds, val_ds):  # the data follows the channels of the model actually built
         if ds is not None and ds.in_chans != model_in_chans(model):
             ds.set_in_chans(model_in_chans(model))
@@ -257,8 +261,6 @@ def _train(args, dinfo: DistInfo, output_dir: str, held: Optional[HeldFolder] = 
     args_dict = vars(args).copy()
     if args.resume and not args.experiment:  # it writes into the checkpoint's folder, not a new one under --output
         args_dict.update(output=os.path.dirname(output_dir), experiment=os.path.basename(output_dir))
-    # one name per output (as export_weights writes them), so validating last.pth maps classes by name
-    label_names = list(train_ds.class_names) if len(train_ds.class_names) == num_classes else None
     if dinfo.is_primary:
         _prepare_output(output_dir, args_dict)
         _logger.info(f'Output: {printable(output_dir)}  ({updates_per_epoch} steps/epoch, {num_epochs} epochs)')
@@ -295,7 +297,7 @@ def _train(args, dinfo: DistInfo, output_dir: str, held: Optional[HeldFolder] = 
                             label_names=label_names)
 
     return finish_run(args, dinfo, _unwrap(model), model_ema, history, num_updates, output_dir, data_config,
-                      train_ds)
+                      label_names)
 
 
 def _evaluate_epoch(epoch, model, model_ema, val_loader, dinfo: DistInfo, amp_dtype,

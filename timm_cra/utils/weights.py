@@ -11,6 +11,7 @@ line naming the global. A tensor that claims more elements than its storage hold
 that any copy would turn into terabytes) is refused before anything touches the data.
 """
 import hashlib
+import json
 import os
 import pickle
 import zipfile
@@ -21,12 +22,14 @@ from timm.models import clean_state_dict
 
 from .errors import UsageError
 from .io import check_regular_file
+from .labels import repeated_names
+from .strict_json import loads
 
 __all__ = [
     'PickledNamespace', 'read_torch_file', 'load_checkpoint_file', 'load_model_weights', 'read_weights',
     'load_state_checked', 'tensor_digest', 'checkpoint_digests', 'check_file', 'describe_mismatch',
     'non_float_kind', 'non_float_weights', 'not_safetensors', 'is_safetensors_error', 'nonfinite_tensors',
-    'NONFINITE_FIX',
+    'NONFINITE_FIX', 'safetensors_metadata',
 ]
 
 
@@ -256,26 +259,57 @@ def not_safetensors(source: str, err: BaseException) -> str:
     return f"{source} is not a valid safetensors file (truncated or corrupt: {reason})"
 
 
-def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
+#: The key of a ``.safetensors`` header's metadata holding the class names of the head's outputs (a JSON list), so
+#: the weights carry them wherever the file goes (a ``last.pth`` records them as its ``label_names`` entry).
+LABEL_NAMES_KEY = 'label_names'
+
+
+def safetensors_metadata(label_names: Optional[Sequence[str]] = None) -> Dict[str, str]:
+    """The header metadata of a weights file the trainer writes: ``format: pt`` as transformers writes it, plus
+    the class names (:data:`LABEL_NAMES_KEY`) when given; timm and transformers read the tensors only, so the
+    names change nothing for them."""
+    metadata = {'format': 'pt'}
+    if label_names:
+        metadata[LABEL_NAMES_KEY] = json.dumps(list(label_names), ensure_ascii=False)
+    return metadata
+
+
+def _read_safetensors(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """``(state_dict, {'label_names': [...]})`` (``{}`` when the header records no class names)."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
     try:
-        return load_file(path, device='cpu')
+        state = load_file(path, device='cpu')
+        with safe_open(path, 'pt') as f:
+            metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:  # torch's errors: dtypes the file claims
         quoted = f"'{path}'"
         raise UsageError(f"{not_safetensors(quoted, e)}. Re-export it (the trainer writes model.safetensors; "
                          f"python -m timm_cra.hub.publish writes Hub folders).") from e
+    text = metadata.get(LABEL_NAMES_KEY)
+    if text is None:
+        return state, {}
+    try:
+        names = loads(text)
+    except ValueError:
+        names = None
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)) or repeated_names(names):
+        raise UsageError(f"'{path}' records {LABEL_NAMES_KEY} in its header that are not a JSON list of distinct "
+                         f"class names ({text!r:.80}): re-export it, or re-save its tensors without that metadata.")
+    return state, {LABEL_NAMES_KEY: names}
 
 
 def read_weights(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """``(state_dict, checkpoint)`` from a ``.safetensors`` file, a state dict, or a trainer / timm checkpoint.
 
-    ``checkpoint`` is the full dict for checkpoints (``{}`` otherwise): its ``args`` tell how the model was built.
-    ``use_ema`` prefers ``state_dict_ema`` when the checkpoint has one.
+    ``checkpoint`` is the full dict for checkpoints: its ``args`` tell how the model was built, its ``label_names``
+    the classes of the head's outputs; for a ``.safetensors`` file, ``{'label_names': [...]}`` when its header
+    records them, else ``{}`` (as for a plain state dict). ``use_ema`` prefers ``state_dict_ema`` when the
+    checkpoint has one.
     """
     check_file(path)
     if path.endswith('.safetensors'):
-        return _read_safetensors(path), {}
+        return _read_safetensors(path)
     ckpt = load_checkpoint_file(path)
     meta: Dict[str, Any] = {}
     state = ckpt
@@ -374,8 +408,8 @@ def load_model_weights(model: torch.nn.Module, path: str, use_ema: bool = False,
                        allow_nonfinite: bool = False) -> Dict[str, Any]:
     """Load weights from ``model.safetensors``, a raw state dict, or a trainer / timm checkpoint into ``model``
     (checked as :func:`load_state_checked` does). ``use_ema``: the checkpoint's EMA weights, refused when it has
-    none (the plain weights would be scored under the EMA's name). Returns the checkpoint dict (``{}`` for a
-    state dict or safetensors file)."""
+    none (the plain weights would be scored under the EMA's name). Returns the checkpoint dict as
+    :func:`read_weights` does (``{}`` for a state dict, a safetensors file's recorded ``label_names``)."""
     state, ckpt = read_weights(path, use_ema=use_ema)
     if use_ema and not (isinstance(ckpt.get('state_dict_ema'), dict) and ckpt['state_dict_ema']):
         raise UsageError(f"--use-ema: '{path}' holds no EMA weights ('state_dict_ema'; a trainer checkpoint of a run "
