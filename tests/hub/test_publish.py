@@ -628,6 +628,59 @@ def test_run_folder_as_out_is_refused_before_any_work(trainer_run, tmp_path):
         assert _tree(tmp_path) == before and _tree(run) == before_run
 
 
+#: Run inside its own mount namespace (``unshare -m``): mounts a tmpfs on argv[1], then runs the commands of the
+#: test there (the mount is gone when it exits), printing what each did as JSON.
+_IN_A_MOUNT_NAMESPACE = """
+import json, subprocess, sys
+mnt, ckpt = sys.argv[1], sys.argv[2]
+subprocess.run(['mount', '-t', 'tmpfs', 'tmpfs', mnt], check=True)
+args = ['cra_mobilenetv2_050.mnt', ckpt, '--num-classes', '5']
+refused = subprocess.run([sys.executable, '-m', 'timm_cra.hub.publish', *args, '--out', mnt, '--overwrite'],
+                         capture_output=True, text=True)
+from timm_cra.hub import publish
+publish.main(args + ['--out', mnt + '/repo'])  # the fix the line names (in this process: one torch import less)
+from timm_cra.hub.repo import atomic_folder  # the last line of defence: its final rename, EBUSY
+try:
+    with atomic_folder(mnt, overwrite=True) as tmp:
+        open(f'{tmp}/a.txt', 'w').close()
+    renamed = ''
+except Exception as e:
+    renamed = f'{type(e).__name__}: {e}'
+import os, timm, timm_cra
+loads = timm.create_model(f'local-dir:{mnt}/repo', pretrained=True).num_classes
+print(json.dumps(dict(refused=[refused.returncode, refused.stdout, refused.stderr], entries=os.listdir(mnt),
+                      renamed=renamed, loads=loads)))
+"""
+
+
+def test_a_mount_point_as_out_is_refused_before_any_work(trained, tmp_path):
+    """`publish --out <a mount point> --overwrite` built the whole repo, then failed renaming it over the mount point
+    (EBUSY) with "choose a writable place with free space". It is now refused before any work, naming the fix
+    (a folder inside it), which then publishes; the final rename's EBUSY names the mount point too."""
+    import shutil
+    ckpt, *_ = trained
+    if os.geteuid() != 0 or not shutil.which('unshare') or subprocess.run(
+            ['unshare', '-m', 'true'], capture_output=True).returncode:
+        pytest.skip('needs a mount namespace (root, unshare) to mount a tmpfs')
+    mnt = tmp_path / 'mnt'
+    mnt.mkdir()
+    proc = subprocess.run(['unshare', '-m', sys.executable, '-c', _IN_A_MOUNT_NAMESPACE, str(mnt), str(ckpt)],
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    did = json.loads(proc.stdout.strip().splitlines()[-1])
+    rc, out, err = did['refused']
+    assert rc == 2 and out == '' and err == (
+        f'error: --out {mnt} is a mount point, and writing the repo replaces that folder, which a mount point cannot '
+        f'be: publish into a folder inside it (e.g. {mnt}/<model_name>).\n'), err
+    assert did['loads'] == 5  # the fix the line names works
+    assert did['entries'] == ['repo'], did['entries']  # the refused run wrote nothing
+    assert did['renamed'].startswith(f'OutputPathError: cannot write output folder {mnt}: Device or resource busy (a '
+                                     f'mount point, or a folder in use, cannot be replaced); write into a new folder '
+                                     f'inside it.'), did['renamed']
+    assert not os.listdir(tmp_path / 'mnt') and sorted(os.listdir(tmp_path)) == ['mnt']  # nothing left beside it
+
+
 def test_out_that_is_a_symlink_loop_is_one_line(trainer_run, tmp_path):
     """--out a symlink loop was a RuntimeError traceback (Path.resolve)."""
     os.symlink(tmp_path / 'loop_b', tmp_path / 'loop_a')
