@@ -388,8 +388,8 @@ def push_repo_folder(
         reason = f'{type(e).__name__}: {str(e).splitlines()[0]:.150}' if str(e) else type(e).__name__
         if kind == NOT_A_HUB:
             raise UsageError(f"Pushing to {repo_id} failed: the endpoint {endpoint} answered, but not as a Hugging "
-                             f"Face Hub does ({reason}); check that HF_ENDPOINT points at a Hub (not a proxy's or a web "
-                             f"site's page); {rerun} once it does.") from e
+                             f"Face Hub does ({reason}); check that HF_ENDPOINT points at a Hub (not a proxy's or a "
+                             f"web site's page); {rerun} once it does.") from e
         # No connection, or one closed before any answer: nothing reached the Hub. A time-out or a connection that
         # broke mid-request may have: told apart so the advice fits.
         if kind == NO_ANSWER:

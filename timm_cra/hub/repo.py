@@ -67,8 +67,9 @@ def check_repo_output(out: Union[str, Path], what: str = '--out',
                       inputs: Sequence[Sequence[str]] = ()) -> None:
     """Before any work, a one-line :class:`UsageError` unless ``out`` is a folder a repo may be written to (it is
     then replaced whole, with ``--overwrite``): writable (:func:`check_output_folder`), not the current folder or
-    one holding it, not a mount point (no rename replaces one), none of ``inputs`` (``(what, path)`` pairs) inside it, and absent, empty or a model repo (never
-    an org folder of repos or someone's files), or a symlink (:func:`atomic_folder` replaces the link only)."""
+    one holding it, not a mount point (no rename replaces one), none of ``inputs`` (``(what, path)`` pairs) inside
+    it, and absent, empty or a model repo (never an org folder of repos or someone's files), or a symlink
+    (:func:`atomic_folder` replaces the link only)."""
     check_output_folder(out, what)  # a file, device, symlink loop (Path.resolve: RuntimeError), unwritable
     out_dir = Path(out).resolve()
     replaced = not Path(out).is_symlink()  # else the link is replaced, not the folder it points at

@@ -662,7 +662,8 @@ def create_parser() -> argparse.ArgumentParser:
     parser.add_argument('--port', type=int, default=8808, help='0 picks a free port')
     parser.add_argument('--quiet', action='store_true', help='do not log requests')
     parser.add_argument('--timeout', type=float, default=60.0, metavar='SECONDS',
-                        help='close a connection that sends or reads nothing for this long (default: 60)')
+                        help='close a connection that sends or reads nothing for this long, or whose request line '
+                             'and headers take longer in all (default: 60)')
     return parser
 
 

@@ -141,8 +141,8 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
     repo_id, revision = split_revision(cfg.hf_hub_id or '')
     if isinstance(err, hf_errors.RepositoryNotFoundError):
         return (f"Pretrained weights for '{name}': {_source(cfg, with_revision=False)} does not exist. Check the "
-                f"model name / hf_hub_id (published repos: https://huggingface.co/{repo_id.split('/')[0]}); with a mirror, check "
-                f"that HF_ENDPOINT serves it.{' ' + hint if hint else ''}")
+                f"model name / hf_hub_id (published repos: https://huggingface.co/{repo_id.split('/')[0]}); with a "
+                f"mirror, check that HF_ENDPOINT serves it.{' ' + hint if hint else ''}")
     if isinstance(err, hf_errors.RevisionNotFoundError):
         return (f"Pretrained weights for '{name}': revision '{revision}' does not exist in "
                 f"{_source(cfg, with_revision=False)}. Use an "
@@ -159,8 +159,9 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
         return (f"Pretrained weights for '{name}': HF_HUB_OFFLINE=1 is set and the weights are not in the local "
                 f"cache. {_OFFLINE_FIX}{' ' + hint if hint else ''}")
     if isinstance(err, hf_errors.EntryNotFoundError):
-        return (f"Pretrained weights for '{name}': {source} has no model.safetensors (nor pytorch_model.bin). The repo holds no weights yet: publish them "
-                f"with python -m timm_cra.hub.publish ... --push, or load a local file with "
+        return (f"Pretrained weights for '{name}': {source} has no model.safetensors (nor pytorch_model.bin). The "
+                f"repo holds no weights yet: publish them with python -m timm_cra.hub.publish ... --push, or load a "
+                f"local file with "
                 f"pretrained_cfg_overlay=dict(file='path/to/model.safetensors').")
     if isinstance(err, hf_errors.HfHubHTTPError):
         return (f"Pretrained weights for '{name}': {source} answered with an error ({err}). Retry later, check "
