@@ -89,6 +89,19 @@ def test_revision_pin(hub, exported):
         timm.create_model(ARCH, **_overlay('t-load/pinned@' + '0' * 40))
 
 
+def test_a_missing_revision_names_the_repo_and_the_revision_apart(hub, exported):
+    """A pinned revision that does not exist was reported as "... does not exist in Hub repo 't-load/pinned@0000...'":
+    the revision read as part of the repo's name. The repo and the revision are now named apart."""
+    folder, _ = exported
+    hub.add_repo('t-load/pinned-missing', folder)
+    with pytest.raises(PretrainedWeightsError) as e:
+        timm.create_model(ARCH, **_overlay('t-load/pinned-missing@' + '0' * 40))
+    message = str(e.value)
+    assert f"revision '{'0' * 40}' does not exist in Hub repo 't-load/pinned-missing' at {hub.endpoint}. " in message, \
+        message
+    assert 'pinned-missing@' not in message.split('(hf-hub:')[0] and '\n' not in message, message
+
+
 def test_new_head_keeps_every_other_weight(hub, exported):
     folder, expected = exported
     hub.add_repo('t-load/head', folder)

@@ -187,6 +187,110 @@ class _BadHub:
         self.server.server_close()
 
 
+#: An endpoint that answers 200 but is not a Hub (a proxy's login page, another web app): per mode, the request (a
+#: path fragment) it answers with a body huggingface_hub cannot read; every other request gets what a Hub answers.
+_NOT_A_HUB = {
+    'html-create': ('/api/repos/create', b'<html>proxy login</html>'),
+    'html-tree': ('/tree/', b'<html>proxy login</html>'),
+    'html-preupload': ('/preupload/', b'<html>oops</html>'),
+    'preupload-not-a-list': ('/preupload/', b'{"files": "nope"}'),
+    'preupload-without-the-files': ('/preupload/', b'{"files": []}'),
+    'commit-empty': ('/commit/', b'{}'),
+    'commit-html': ('/commit/', b'<html/>'),
+    'commit-url-not-the-hubs': ('/commit/', b'{"commitUrl": "x", "commitOid": "' + b'a' * 40 + b'"}'),
+}
+
+
+class _NotAHub:
+    """A Hub on 127.0.0.1 that answers each request of a push as the Hub does, except the one :data:`_NOT_A_HUB` names
+    for ``mode`` (``'hub'``: none), which gets a 200 with a body that is not the Hub API's."""
+
+    def __init__(self, mode: str):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        hub = self
+        self.paths = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+
+            def log_message(self, *args):
+                pass
+
+            def _answer(self):
+                body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+                path = self.path.split('?')[0]
+                hub.paths.append(path)
+                fragment, bad = _NOT_A_HUB.get(mode, (None, None))
+                if fragment is not None and fragment in path:
+                    answer = bad
+                elif path.startswith('/api/repos/create'):
+                    answer = json.dumps({'url': f'{hub.endpoint}/o/r', 'name': 'o/r', 'id': 'o/r'}).encode()
+                elif '/tree/' in path:
+                    answer = b'[]'  # a new repo
+                elif '/preupload/' in path:
+                    answer = json.dumps({'files': [{'path': f['path'], 'uploadMode': 'regular', 'shouldIgnore': False}
+                                                   for f in json.loads(body)['files']]}).encode()
+                elif path == '/api/validate-yaml':  # the model card's metadata
+                    answer = b'{"errors": [], "warnings": []}'
+                elif '/commit/' in path:
+                    answer = json.dumps({'commitUrl': f'{hub.endpoint}/o/r/commit/{"a" * 40}',
+                                         'commitOid': 'a' * 40}).encode()
+                else:
+                    self.send_response(404)
+                    self.send_header('Content-Length', '0')
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header('Content-Type', 'text/html' if answer.startswith(b'<') else 'application/json')
+                self.send_header('Content-Length', str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            do_GET = do_POST = do_PUT = do_HEAD = _answer
+
+        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f'http://127.0.0.1:{self.server.server_address[1]}'
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize('mode', ['hub', *_NOT_A_HUB])
+def test_push_to_an_endpoint_that_is_not_a_hub_is_one_line(trained, tmp_path, monkeypatch, capsys, mode):
+    """`publish --push` to an endpoint answering 200 with HTML or JSON of another shape (a proxy's login page) was a
+    traceback, rc 1 (JSONDecodeError, ValueError: preupload_info is improperly formatted, KeyError 'README.md' /
+    'commitUrl', HfUriError). Now one line naming the endpoint, HF_ENDPOINT and that it did not answer as a Hub does,
+    exit 2; the folder is the complete dry-run output. 'hub': the same server answering every request as a Hub does
+    takes the push, so each failure is the one bad answer's."""
+    from huggingface_hub import constants
+    ckpt, *_ = trained
+    bad, out = _NotAHub(mode), tmp_path / 'r'
+    monkeypatch.setattr(constants, 'ENDPOINT', bad.endpoint)
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setenv('HF_TOKEN', 'hf_test')
+    try:
+        if mode == 'hub':
+            publish.main(['cra_mobilenetv2_050.test_c5', str(ckpt), '--num-classes', '5', '--out', str(out), '--push'])
+            assert any('/commit/' in p for p in bad.paths), bad.paths
+            return
+        with pytest.raises(SystemExit) as e:
+            run_cli(publish.main, ['cra_mobilenetv2_050.test_c5', str(ckpt), '--num-classes', '5', '--out', str(out),
+                                   '--push', '--timeout', '10'])
+    finally:
+        bad.close()
+    assert any(_NOT_A_HUB[mode][0] in p for p in bad.paths), bad.paths  # the push got as far as the bad answer
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1, err
+    assert err.startswith(f'error: Pushing to timm-cra/cra_mobilenetv2_050.test_c5 failed: the endpoint {bad.endpoint} '
+                          f'answered, but not as a Hugging Face Hub does ('), err
+    assert f'check that HF_ENDPOINT points at a Hub' in err and f'the repo folder {out} is complete' in err, err
+    assert timm.create_model(f'local-dir:{out}', pretrained=True).num_classes == 5
+
+
 @pytest.mark.parametrize('mode, says', [
     ('stall', 'did not answer within 0.5 s (ReadTimeout: timed out); the repo folder {out} is complete: rerun with '
               '--overwrite --push once it answers (check HF_ENDPOINT; a slow link: raise --timeout).'),
@@ -525,6 +629,59 @@ def test_run_folder_as_out_is_refused_before_any_work(trainer_run, tmp_path):
         assert _tree(tmp_path) == before and _tree(run) == before_run
 
 
+#: Run inside its own mount namespace (``unshare -m``): mounts a tmpfs on argv[1], then runs the commands of the
+#: test there (the mount is gone when it exits), printing what each did as JSON.
+_IN_A_MOUNT_NAMESPACE = """
+import json, subprocess, sys
+mnt, ckpt = sys.argv[1], sys.argv[2]
+subprocess.run(['mount', '-t', 'tmpfs', 'tmpfs', mnt], check=True)
+args = ['cra_mobilenetv2_050.mnt', ckpt, '--num-classes', '5']
+refused = subprocess.run([sys.executable, '-m', 'timm_cra.hub.publish', *args, '--out', mnt, '--overwrite'],
+                         capture_output=True, text=True)
+from timm_cra.hub import publish
+publish.main(args + ['--out', mnt + '/repo'])  # the fix the line names (in this process: one torch import less)
+from timm_cra.hub.repo import atomic_folder  # the last line of defence: its final rename, EBUSY
+try:
+    with atomic_folder(mnt, overwrite=True) as tmp:
+        open(f'{tmp}/a.txt', 'w').close()
+    renamed = ''
+except Exception as e:
+    renamed = f'{type(e).__name__}: {e}'
+import os, timm, timm_cra
+loads = timm.create_model(f'local-dir:{mnt}/repo', pretrained=True).num_classes
+print(json.dumps(dict(refused=[refused.returncode, refused.stdout, refused.stderr], entries=os.listdir(mnt),
+                      renamed=renamed, loads=loads)))
+"""
+
+
+def test_a_mount_point_as_out_is_refused_before_any_work(trained, tmp_path):
+    """`publish --out <a mount point> --overwrite` built the whole repo, then failed renaming it over the mount point
+    (EBUSY) with "choose a writable place with free space". It is now refused before any work, naming the fix
+    (a folder inside it), which then publishes; the final rename's EBUSY names the mount point too."""
+    import shutil
+    ckpt, *_ = trained
+    if os.geteuid() != 0 or not shutil.which('unshare') or subprocess.run(
+            ['unshare', '-m', 'true'], capture_output=True).returncode:
+        pytest.skip('needs a mount namespace (root, unshare) to mount a tmpfs')
+    mnt = tmp_path / 'mnt'
+    mnt.mkdir()
+    proc = subprocess.run(['unshare', '-m', sys.executable, '-c', _IN_A_MOUNT_NAMESPACE, str(mnt), str(ckpt)],
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    did = json.loads(proc.stdout.strip().splitlines()[-1])
+    rc, out, err = did['refused']
+    assert rc == 2 and out == '' and err == (
+        f'error: --out {mnt} is a mount point, and writing the repo replaces that folder, which a mount point cannot '
+        f'be: publish into a folder inside it (e.g. {mnt}/<model_name>).\n'), err
+    assert did['loads'] == 5  # the fix the line names works
+    assert did['entries'] == ['repo'], did['entries']  # the refused run wrote nothing
+    assert did['renamed'].startswith(f'OutputPathError: cannot write output folder {mnt}: Device or resource busy (a '
+                                     f'mount point, or a folder in use, cannot be replaced); write into a new folder '
+                                     f'inside it.'), did['renamed']
+    assert not os.listdir(tmp_path / 'mnt') and sorted(os.listdir(tmp_path)) == ['mnt']  # nothing left beside it
+
+
 def test_out_that_is_a_symlink_loop_is_one_line(trainer_run, tmp_path):
     """--out a symlink loop was a RuntimeError traceback (Path.resolve)."""
     os.symlink(tmp_path / 'loop_b', tmp_path / 'loop_a')
@@ -592,6 +749,40 @@ def test_push_twice_to_the_same_repo_makes_a_new_commit(trained, hub, tmp_path, 
         assert commits[0] != commits[1]
         first = Path(hf_hub_download('t-push/twice', 'README.md', revision=commits[0])).read_text()
         assert 'value: 61.25' in first  # the first commit is still served, by its hash
+
+
+def test_push_makes_the_hub_repo_hold_the_folders_files_only(trained, hub, tmp_path):
+    """publish --push to a repo holding files the published folder does not (a stale preprocessor_config.json, an
+    old alt.safetensors, a file in a subfolder) kept them on the Hub, so transformers read another preprocessing
+    than timm. The push's commit now deletes them (as --overwrite does locally); .gitattributes stays."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+    from tests.hubserver.write_server import WritableHubServer
+    ckpt, *_ = trained
+    token, repo_id = 'publish-push-token', 't-push/stale'
+    (tmp_path / 'hub-root').mkdir()
+    old = tmp_path / 'old'
+    (old / 'old').mkdir(parents=True)
+    for name, text in [('.gitattributes', '*.safetensors filter=lfs diff=lfs merge=lfs -text\n'),
+                       ('preprocessor_config.json', '{"image_mean": [0.1, 0.1, 0.1]}'), ('alt.safetensors', 'x'),
+                       ('old/notes.txt', 'x'), ('README.md', 'old card')]:
+        (old / name).write_text(text)
+    with WritableHubServer(tmp_path / 'hub-root', write_token=token) as server:
+        hub.set_endpoint(server.endpoint)
+        api = HfApi(endpoint=server.endpoint, token=token)
+        api.create_repo(repo_id)
+        before = api.upload_folder(repo_id=repo_id, folder_path=str(old)).oid
+        proc = _publish_cli('cra_mobilenetv2_050.stale', ckpt, '--num-classes', '5', '--out', tmp_path / 'repo',
+                            '--repo-id', repo_id, '--push', env={'HF_TOKEN': token, 'HF_HUB_DISABLE_XET': '1'})
+        assert proc.returncode == 0 and 'Pushed: ' in proc.stdout, proc.stderr
+        published = sorted(os.listdir(tmp_path / 'repo'))
+        assert sorted(api.list_repo_files(repo_id)) == sorted(published + ['.gitattributes'])
+        gitattributes = Path(hf_hub_download(repo_id, '.gitattributes')).read_text()
+        assert gitattributes == (old / '.gitattributes').read_text()
+        with pytest.raises(EntryNotFoundError):
+            hf_hub_download(repo_id, 'preprocessor_config.json')
+        assert 'old/notes.txt' in api.list_repo_files(repo_id, revision=before)  # the history keeps them
+    assert timm.create_model(f'local-dir:{tmp_path / "repo"}', pretrained=True).num_classes == 5
 
 
 def test_overwrite_of_a_git_clone_keeps_its_git(trained, tmp_path):

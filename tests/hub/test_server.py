@@ -1,6 +1,7 @@
 """The read-only loopback Hub mirror speaks the protocol huggingface_hub's download client expects."""
 import http.client
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,78 @@ def test_cli_refuses_bad_port_busy_port_and_timeout_in_one_line(tmp_path, capsys
             assert says in out.err and out.out == '', out.err
     finally:
         busy.close()
+
+
+def _mirror_cli(root, *args):
+    """timm-cra-hub-mirror over ``root`` in its own process (``python -m``): ``(process, host, port)``."""
+    import os
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, '-m', 'timm_cra.hub.server', '--root', str(root), '--port', '0',
+                             '--quiet', *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])))
+    host, port = proc.stdout.readline().split('HF_ENDPOINT=http://')[1].rstrip(')\n').split(':')
+    return proc, host, int(port)
+
+
+def test_a_file_truncated_while_served_closes_the_connection_at_once(tmp_path):
+    """A file cut from 32 MB to 1 MB while served: the mirror stopped writing but kept the connection open until its
+    --timeout (60 s), so the client waited a minute for a partial body. Now it closes at the short read: the client
+    sees the end of the stream at once, short of the Content-Length, and the mirror serves the next request."""
+    import socket
+    import time
+    repo = tmp_path / 'root' / 'o' / 'r'
+    repo.mkdir(parents=True)
+    (repo / 'big.bin').write_bytes(b'\1' * (32 << 20))
+    proc, host, port = _mirror_cli(tmp_path / 'root', '--timeout', '60')
+    try:
+        with socket.create_connection((host, port), timeout=15) as s:
+            s.sendall(f'GET /o/r/resolve/main/big.bin HTTP/1.1\r\nHost: {host}\r\n\r\n'.encode())
+            received = s.recv(1 << 16)  # headers and the first bytes: the server has read its first 1 MB chunk
+            assert b' 200 ' in received.split(b'\r\n')[0] and b'Content-Length: 33554432' in received, received[:300]
+            os.truncate(repo / 'big.bin', 1 << 20)
+            start = time.monotonic()
+            while True:
+                chunk = s.recv(1 << 20)  # socket.timeout (15 s) here: the connection was left open
+                if not chunk:
+                    break
+                received += chunk
+            waited = time.monotonic() - start
+        assert waited < 10, waited
+        assert len(received.split(b'\r\n\r\n', 1)[1]) < 32 << 20  # a short body: the client can tell
+        resp, body = _request(f'http://{host}:{port}', 'GET', '/o/r/resolve/main/big.bin')
+        assert resp.status == 200 and body == b'\1' * (1 << 20)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def test_request_headers_trickled_past_the_timeout_close_the_connection(tmp_path):
+    """Request headers sent a byte every second to a mirror with --timeout 3 (each read well within it) held the
+    connection and its thread open for as long as the client went on. Now the whole header read ends by --timeout,
+    the connection is closed, and the mirror serves the next request."""
+    import socket
+    import time
+    repo = tmp_path / 'root' / 'o' / 'r'
+    repo.mkdir(parents=True)
+    (repo / 'config.json').write_bytes(b'{"a": 1}')
+    proc, host, port = _mirror_cli(tmp_path / 'root', '--timeout', '3')
+    try:
+        with socket.create_connection((host, port), timeout=1) as s:
+            start, closed = time.monotonic(), False
+            s.sendall(b'GET /o/r/resolve/main/config.json HTTP/1.1\r\nX-Slow: ')
+            while not closed and time.monotonic() - start < 15:  # the old mirror: still open after 15 s
+                try:
+                    s.sendall(b'a')
+                    closed = s.recv(100) == b''  # a second's wait for the server's end of stream
+                except socket.timeout:
+                    pass
+                except OSError:  # a reset: closed too
+                    closed = True
+            waited = time.monotonic() - start
+        assert closed and waited < 8, waited
+        resp, body = _request(f'http://{host}:{port}', 'GET', '/o/r/resolve/main/config.json')
+        assert resp.status == 200 and body == b'{"a": 1}'
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

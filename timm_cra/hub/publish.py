@@ -10,7 +10,8 @@ the weights it started from come from the run's ``config.json`` or the checkpoin
 repeated. Class names are only ever the run's (or ``--label-names``), never the architecture's defaults.
 Checkpoints go through the one safe reader, :mod:`timm_cra.utils.weights`.
 The folder is written by :func:`timm_cra.hub.repo.export_repo`; pushing uploads it with ``huggingface_hub``
-(``HfApi.create_repo`` + ``upload_folder``), authenticated by ``HF_TOKEN`` or ``hf auth login``.
+(``HfApi.create_repo`` + ``upload_folder``, one commit after which the repo holds the folder's files and its
+``.gitattributes``, nothing else), authenticated by ``HF_TOKEN`` or ``hf auth login``.
 """
 import argparse
 import math
@@ -23,7 +24,7 @@ import torch
 from ..models._builder import PUBLIC_HUB_ENDPOINT, hub_id
 from ..utils.cli import keyword_args_action
 from ..utils.labels import repeated_names
-from ..utils.errors import NO_ANSWER, TIMED_OUT, TimmCraError, UsageError, printable, run_cli, transport_failure
+from ..utils.errors import NO_ANSWER, NOT_A_HUB, TIMED_OUT, TimmCraError, UsageError, hub_failure, printable, run_cli
 from ..utils.hub_session import bounded_hub_requests
 from ..utils.io import check_regular_file, file_digest, open_regular_file
 from ..utils.strict_json import loads
@@ -338,7 +339,8 @@ def push_repo_folder(
         commit_message: Optional[str] = None,
         timeout: Optional[float] = None,
 ) -> str:
-    """Create/update ``repo_id`` on the Hub with the folder's files; returns the commit URL.
+    """Create/update ``repo_id`` on the Hub with the folder's files, deleting the repo's other files (but
+    ``.gitattributes``) in the same commit; returns the commit URL.
 
     The token comes from ``token``, ``HF_TOKEN`` or the ``hf auth login`` store; without one this fails
     before any network request. Every request huggingface_hub makes for the push completes within ``timeout`` seconds
@@ -370,8 +372,11 @@ def push_repo_folder(
     try:
         with bounded_hub_requests(timeout):
             api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
+            # delete_patterns: the repo's files the folder does not hold (an old alt.safetensors, a stale
+            # preprocessor_config.json) go in the same commit, so the repo serves what the folder holds and nothing
+            # else, as --overwrite does locally (huggingface_hub always keeps .gitattributes).
             info = api.upload_folder(
-                repo_id=repo_id, folder_path=str(folder), repo_type='model',
+                repo_id=repo_id, folder_path=str(folder), repo_type='model', delete_patterns='*',
                 commit_message=commit_message or f'Upload {repo_id.split("/")[-1]} (timm-cra)')
     except HfHubHTTPError as e:
         status = getattr(e.response, 'status_code', None)
@@ -385,11 +390,16 @@ def push_repo_folder(
         # huggingface_hub ends the server's message with a period of its own: one is enough.
         raise UsageError(f"Pushing {folder} to {repo_id} at {endpoint} failed: "
                          f"{str(e).splitlines()[0].rstrip('.')} ({advice}).") from e
-    except Exception as e:  # noqa: BLE001  (the HTTP library's own error classes; only transport failures are ours)
-        kind = transport_failure(e)
+    except Exception as e:  # noqa: BLE001  (the HTTP library's own error classes; only transport failures and
+        # answers that are not the Hub API's are ours)
+        kind = hub_failure(e)
         if kind is None:
             raise
-        reason = f'{type(e).__name__}: {str(e).splitlines()[0]}' if str(e) else type(e).__name__
+        reason = f'{type(e).__name__}: {str(e).splitlines()[0]:.150}' if str(e) else type(e).__name__
+        if kind == NOT_A_HUB:
+            raise UsageError(f"Pushing to {repo_id} failed: the endpoint {endpoint} answered, but not as a Hugging "
+                             f"Face Hub does ({reason}); check that HF_ENDPOINT points at a Hub (not a proxy's or a "
+                             f"web site's page); {rerun} once it does.") from e
         # No connection, or one closed before any answer: nothing reached the Hub. A time-out or a connection that
         # broke mid-request may have: told apart so the advice fits.
         if kind == NO_ANSWER:

@@ -69,14 +69,18 @@ def check_repo_output(out: Union[str, Path], what: str = '--out',
                       inputs: Sequence[Sequence[str]] = ()) -> None:
     """Before any work, a one-line :class:`UsageError` unless ``out`` is a folder a repo may be written to (it is
     then replaced whole, with ``--overwrite``): writable (:func:`check_output_folder`), not the current folder or
-    one holding it, none of ``inputs`` (``(what, path)`` pairs) inside it, and absent, empty or a model repo (never
-    an org folder of repos or someone's files), or a symlink (:func:`atomic_folder` replaces the link only)."""
+    one holding it, not a mount point (no rename replaces one), none of ``inputs`` (``(what, path)`` pairs) inside
+    it, and absent, empty or a model repo (never an org folder of repos or someone's files), or a symlink
+    (:func:`atomic_folder` replaces the link only)."""
     check_output_folder(out, what)  # a file, device, symlink loop (Path.resolve: RuntimeError), unwritable
     out_dir = Path(out).resolve()
     replaced = not Path(out).is_symlink()  # else the link is replaced, not the folder it points at
     if replaced and (out_dir == Path.cwd().resolve() or out_dir in Path.cwd().resolve().parents):
         raise UsageError(f'{what} {out} is the current folder or holds it, and writing the repo replaces that '
                          f'folder: choose a new folder for the repo (e.g. hub/<model_name>).')
+    if replaced and os.path.ismount(out_dir):  # the final rename of the folder would fail (EBUSY), after all the work
+        raise UsageError(f'{what} {out} is a mount point, and writing the repo replaces that folder, which a mount '
+                         f'point cannot be: publish into a folder inside it (e.g. {Path(out) / "<model_name>"}).')
     for input_what, path in inputs:
         resolved = Path(path).resolve()
         if out_dir == resolved or out_dir in resolved.parents:

@@ -30,14 +30,16 @@ Containment: every repo id and file name is checked part by part (no empty, ``.`
 repo folder, and that inside its root. A symlink is served only if its target stays inside the same repo
 folder; any other is invisible (404). The server's own entries (``.hub-head``, ``.hub-revisions`` and each
 revision in it) must be real files / folders: a symlink there is never followed (500 naming the entry).
-Every connection times out after ``request_timeout`` seconds without progress; a GET body is read and dropped,
-and two ``Content-Length`` headers are a 400.
+Every connection times out after ``request_timeout`` seconds without progress, and is closed when a request's line
+and headers are not all read within ``request_timeout`` seconds, or when a file shrinks while served (its body is
+short); a GET body is read and dropped, and two ``Content-Length`` headers are a 400.
 
 Read-only: uploads are answered 403. The tests' writable server (``tests/hubserver/write_server.py``: repo
 creation, commits, LFS uploads, for ``publish --push`` against a loopback Hub) extends this one and is not
 installed. Only the standard library is imported here, so the mirror starts without torch or timm.
 """
 import argparse
+import contextlib
 import errno
 import hashlib
 import json
@@ -302,7 +304,29 @@ class _ReadRoutes(BaseHTTPRequestHandler):
     def setup(self):
         # A socket timeout bounds every read and write: a half-open or stalled client frees its thread.
         self.timeout = self.server.request_timeout
+        self._header_lock = threading.Lock()
+        self._reading_header = False
         super().setup()
+
+    def handle_one_request(self):
+        # The socket time-out is per read: a client trickling its request line and headers (a byte every 2 s under
+        # --timeout 3) never trips it and holds a thread forever. The whole header read ends by the time-out too.
+        with self._header_lock:
+            self._reading_header = True
+        timer = threading.Timer(self.server.request_timeout, self._header_too_slow)
+        timer.daemon = True
+        timer.start()
+        try:
+            super().handle_one_request()
+        finally:
+            timer.cancel()
+
+    def _header_too_slow(self):
+        with self._header_lock:
+            if self._reading_header:  # the blocked read wakes with an end of stream: the request is dropped
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
 
     # ---- plumbing -------------------------------------------------------------------------------------
     def log_message(self, format, *args):
@@ -422,7 +446,10 @@ class _ReadRoutes(BaseHTTPRequestHandler):
         return [unquote(p) for p in urlsplit(self.path).path.split('/')[1:]]
 
     def parse_request(self) -> bool:
-        if not super().parse_request():
+        parsed = super().parse_request()
+        with self._header_lock:
+            self._reading_header = False  # read whole within the time-out; the answer is not cut by it
+        if not parsed:
             return False
         # Two framings of one body (request smuggling): refused, the connection closed.
         if len(self.headers.get_all('Content-Length') or []) > 1 or (
@@ -547,7 +574,8 @@ class _ReadRoutes(BaseHTTPRequestHandler):
             remaining = length
             while remaining:
                 chunk = f.read(min(_CHUNK, remaining))
-                if not chunk:
+                if not chunk:  # the file shrank while served: closing at once tells the client its body is short
+                    self.close_connection = True  # (kept open, it waited out the time-out for the missing bytes)
                     break
                 self.wfile.write(chunk)
                 remaining -= len(chunk)
@@ -634,7 +662,8 @@ def create_parser() -> argparse.ArgumentParser:
     parser.add_argument('--port', type=int, default=8808, help='0 picks a free port')
     parser.add_argument('--quiet', action='store_true', help='do not log requests')
     parser.add_argument('--timeout', type=float, default=60.0, metavar='SECONDS',
-                        help='close a connection that sends or reads nothing for this long (default: 60)')
+                        help='close a connection that sends or reads nothing for this long, or whose request line '
+                             'and headers take longer in all (default: 60)')
     return parser
 
 

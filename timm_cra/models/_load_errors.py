@@ -35,14 +35,18 @@ class UnknownPretrainedTagError(PretrainedWeightsError, ValueError):
     """The ``<arch>.<tag>`` is not registered (a ``ValueError`` too, as timm's own unknown-name errors are)."""
 
 
-def _source(cfg: PretrainedCfg) -> str:
+def _source(cfg: PretrainedCfg, with_revision: bool = True) -> str:
+    """Where ``cfg``'s weights come from, for messages: a pinned Hub revision is named apart from the repo (an
+    ``org/repo@<hash>`` read as one repo name); ``with_revision=False`` leaves it to the message."""
     if cfg.state_dict is not None:
         return 'the given state_dict'
     if cfg.file:
         return f"file '{cfg.file}'"
     if cfg.hf_hub_id:
         from huggingface_hub import constants
-        return f"Hub repo '{cfg.hf_hub_id}' at {constants.ENDPOINT}"
+        repo_id, revision = split_revision(cfg.hf_hub_id)
+        pinned = f" (revision '{revision}')" if revision and with_revision else ''
+        return f"Hub repo '{repo_id}'{pinned} at {constants.ENDPOINT}"
     return f"url '{cfg.url}'"
 
 
@@ -136,11 +140,12 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
     source = _source(cfg)
     repo_id, revision = split_revision(cfg.hf_hub_id or '')
     if isinstance(err, hf_errors.RepositoryNotFoundError):
-        return (f"Pretrained weights for '{name}': {source} does not exist. Check the model name / "
-                f"hf_hub_id (published repos: https://huggingface.co/{repo_id.split('/')[0]}); with a mirror, check "
-                f"that HF_ENDPOINT serves it.{' ' + hint if hint else ''}")
+        return (f"Pretrained weights for '{name}': {_source(cfg, with_revision=False)} does not exist. Check the "
+                f"model name / hf_hub_id (published repos: https://huggingface.co/{repo_id.split('/')[0]}); with a "
+                f"mirror, check that HF_ENDPOINT serves it.{' ' + hint if hint else ''}")
     if isinstance(err, hf_errors.RevisionNotFoundError):
-        return (f"Pretrained weights for '{name}': revision '{revision}' does not exist in {source}. Use an "
+        return (f"Pretrained weights for '{name}': revision '{revision}' does not exist in "
+                f"{_source(cfg, with_revision=False)}. Use an "
                 f"existing branch or commit hash (hf-hub:{repo_id}@<revision>), or drop '@{revision}'.")
     if isinstance(err, HubUnreachableError):
         return (f"Pretrained weights for '{name}': {source} {err} and the weights are not in the local "
@@ -154,9 +159,9 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
         return (f"Pretrained weights for '{name}': HF_HUB_OFFLINE=1 is set and the weights are not in the local "
                 f"cache. {_OFFLINE_FIX}{' ' + hint if hint else ''}")
     if isinstance(err, hf_errors.EntryNotFoundError):
-        return (f"Pretrained weights for '{name}': {source} has no model.safetensors (nor pytorch_model.bin)"
-                f"{' at revision ' + revision if revision else ''}. The repo holds no weights yet: publish them "
-                f"with python -m timm_cra.hub.publish ... --push, or load a local file with "
+        return (f"Pretrained weights for '{name}': {source} has no model.safetensors (nor pytorch_model.bin). The "
+                f"repo holds no weights yet: publish them with python -m timm_cra.hub.publish ... --push, or load a "
+                f"local file with "
                 f"pretrained_cfg_overlay=dict(file='path/to/model.safetensors').")
     if isinstance(err, hf_errors.HfHubHTTPError):
         return (f"Pretrained weights for '{name}': {source} answered with an error ({err}). Retry later, check "

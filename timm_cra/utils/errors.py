@@ -6,7 +6,8 @@ print ``error: <message>`` and exit 2 for it, and for nothing else: bugs, and fa
 the package has not explained, keep their tracebacks. A failure a CLI must print as one line is converted into
 a :class:`TimmCraError` where it happens, not caught by class (``RuntimeError``, ``OSError``) at the CLI.
 :func:`transport_failure` says which failures of the HTTP library are transport failures, and of which kind (no
-answer, a time-out, a broken connection), for the places that convert those (a weights download, a push).
+answer, a time-out, a broken connection), for the places that convert those (a weights download, a push);
+:func:`hub_failure` adds answers that are not the Hub API's (a proxy's HTML page), for a push.
 
 The tree (subclasses keep a builtin base where callers catch that, e.g. ``PretrainedWeightsError`` is a
 ``RuntimeError`` like timm's own load errors)::
@@ -33,8 +34,8 @@ import os
 import sys
 from typing import Any, Callable, Optional, Sequence
 
-__all__ = ['TimmCraError', 'UsageError', 'run_cli', 'printable', 'transport_failure', 'NO_ANSWER', 'TIMED_OUT',
-           'BROKEN']
+__all__ = ['TimmCraError', 'UsageError', 'run_cli', 'printable', 'transport_failure', 'hub_failure', 'NO_ANSWER',
+           'TIMED_OUT', 'BROKEN', 'NOT_A_HUB']
 
 
 class TimmCraError(Exception):
@@ -73,6 +74,32 @@ def transport_failure(err: BaseException) -> Optional[str]:
     # huggingface_hub uses (2.x uses httpx2) and imports neither.
     names = {cls.__name__ for cls in type(err).__mro__ if cls.__module__.split('.')[0] in ('httpx', 'httpx2')}
     return next((kind for kind, classes in _TRANSPORT_KINDS if names.intersection(classes)), None)
+
+
+#: The kind of :func:`hub_failure` beyond :func:`transport_failure`'s: the endpoint answered, not as a Hub does.
+NOT_A_HUB = 'not a Hub answer'
+
+#: What huggingface_hub raises when a successful answer's body is not what the Hub API sends: not JSON
+#: (``JSONDecodeError`` is a ValueError), JSON of another shape (``ValueError: preupload_info is improperly formatted``,
+#: ``KeyError: 'commitUrl'``, a ``TypeError`` indexing a string), or a ``commitUrl`` that is no Hub URL (``HfUriError``,
+#: a ValueError).
+_ANSWER_SHAPE_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError)
+
+
+def hub_failure(err: BaseException) -> Optional[str]:
+    """The kind of failure ``err``, raised by a huggingface_hub call, is: :func:`transport_failure`'s kinds, or
+    :data:`NOT_A_HUB` when huggingface_hub could not read an answer it got (HTML, JSON of another shape: an endpoint
+    that is not a Hub, e.g. a proxy's login page answering ``200``); ``None`` otherwise. Only for calls whose inputs
+    were checked before (a push): it sorts by the class huggingface_hub's own code raised."""
+    kind = transport_failure(err)
+    if kind is not None or not isinstance(err, _ANSWER_SHAPE_ERRORS) or isinstance(err, TimmCraError):
+        return kind
+    tb = err.__traceback__
+    while tb is not None:  # raised inside huggingface_hub (or the json / HTTP code it called), not around it
+        if str(tb.tb_frame.f_globals.get('__name__', '')).split('.')[0] == 'huggingface_hub':
+            return NOT_A_HUB
+        tb = tb.tb_next
+    return None
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None) -> None:

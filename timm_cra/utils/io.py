@@ -280,7 +280,10 @@ _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _NATIVE_OS_ERROR = re.compile(r'\(os error (\d+)\)')  # how native writers (safetensors) report one
 
 
-def _write_failed(path: str, what: str, reason: str) -> OutputPathError:
+def _write_failed(path: str, what: str, reason: str, code: Optional[int] = None) -> OutputPathError:
+    if code == errno.EBUSY:  # renaming a mount point (or a folder a program holds) over or away: not a full disk
+        return OutputPathError(f'cannot write {what} {path}: {reason} (a mount point, or a folder in use, cannot be '
+                               f'replaced); write into a new folder inside it.')
     return OutputPathError(f'cannot write {what} {path}: {reason}; choose a writable place with free space.')
 
 
@@ -315,7 +318,7 @@ def _output_errors(path: str, what: str = 'output') -> Iterator[None]:
     except OutputPathError:
         raise
     except OSError as e:
-        raise _write_failed(path, what, e.strerror or str(e)) from e
+        raise _write_failed(path, what, e.strerror or str(e), e.errno) from e
 
 
 def _umask_mode(tmp: str) -> int:
