@@ -215,8 +215,8 @@ def test_mirror_starts_without_torch_or_timm(tmp_path):
 
 
 def test_cli_refuses_bad_port_busy_port_and_timeout_in_one_line(tmp_path, capsys):
-    """`--port 99999` and a port in use were tracebacks (OverflowError, OSError); `--timeout inf` started a server
-    that answered nothing. Each is one line naming the fix, exit 2 (the CLI's main, as `python -m` runs it)."""
+    """`--port 99999` and a port in use were tracebacks (OverflowError, OSError); `--timeout inf` (or `1e10`, past
+    what a socket time-out holds) started a server that answered nothing. Each is one line naming the fix, exit 2 (the CLI's main, as `python -m` runs it)."""
     import socket
     from timm_cra.hub.server import main
     busy = socket.socket()
@@ -227,8 +227,9 @@ def test_cli_refuses_bad_port_busy_port_and_timeout_in_one_line(tmp_path, capsys
         for args, says in [(['--port', '99999'], '--port must be 0 to 65535 (0 picks a free port), not 99999'),
                            (['--port', str(port)], f'cannot listen on 127.0.0.1:{port} (Address already in use): '
                                                    f'pass another --port (0 picks a free one)'),
-                           (['--port', '0', '--timeout', 'inf'], '--timeout must be a positive, finite number of '
-                                                                 'seconds, not inf'),
+                           (['--port', '0', '--timeout', 'inf'], '--timeout must be a number of seconds above 0 '
+                                                                 'and at most 86400 (a day), not inf'),
+                           (['--port', '0', '--timeout', '1e10'], 'not 10000000000.0'),
                            (['--port', '0', '--timeout', 'nan'], 'not nan'),
                            (['--port', '0', '--timeout', '0'], 'not 0.0')]:
             with pytest.raises(SystemExit) as e:

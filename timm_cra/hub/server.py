@@ -43,7 +43,6 @@ import contextlib
 import errno
 import hashlib
 import json
-import math
 import os
 import re
 import socket
@@ -651,6 +650,10 @@ class HubFolderServer(ThreadingHTTPServer):
         self.stop()
 
 
+#: The longest ``--timeout``: a day is past any real stall, and far below what a socket time-out can hold.
+MAX_TIMEOUT = 86400.0
+
+
 def create_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='timm-cra-hub-mirror',
@@ -677,8 +680,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     for root in args.root:
         if not Path(root).is_dir():
             parser.error(f'--root {root!r} is not a folder')
-    if not (args.timeout > 0 and math.isfinite(args.timeout)):  # inf: a server whose every request times out
-        refuse(parser, f'--timeout must be a positive, finite number of seconds, not {args.timeout}')
+    # inf, or 1e10 (past what a socket time-out holds: OverflowError): a server whose every request fails
+    if not 0 < args.timeout <= MAX_TIMEOUT:
+        refuse(parser, f'--timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g} (a day), '
+                       f'not {args.timeout}')
     if not 0 <= args.port <= 65535:
         refuse(parser, f'--port must be 0 to 65535 (0 picks a free port), not {args.port}')
 
