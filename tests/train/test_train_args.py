@@ -239,3 +239,16 @@ def test_a_seed_outside_numpys_range_is_one_line(run_command, tmp_path, capsys):
                        (['--config', cfg], '--seed -1 must be an integer from 0 to 2**32 - 1')]:
         assert says in _one_error_line(['--model', 'cra_cifar_resnet20'] + argv, capsys), argv
     assert parse_args(['--model', 'cra_cifar_resnet20', '--seed', str(2 ** 32 - 1)]).seed == 2 ** 32 - 1
+
+
+def test_a_recipe_name_that_is_also_a_file_here_is_refused(tmp_path, monkeypatch):
+    """`--config finetune` (the README's) with a stray file `finetune` in the current folder trained with that file
+    (lr 7.5) while args.yaml recorded only `config: finetune`. The clash is one line; `./finetune` reads the file,
+    and without the file the name reads the bundled recipe."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'finetune').write_text('lr: 7.5\n')
+    with pytest.raises(UsageError, match=r"names both a bundled recipe and a file in this folder: pass \./finetune"):
+        parse_args(['--config', 'finetune'])
+    assert parse_args(['--config', './finetune']).lr == 7.5
+    (tmp_path / 'finetune').unlink()
+    assert parse_args(['--config', 'finetune']).pretrained is True

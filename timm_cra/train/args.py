@@ -46,6 +46,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_config(path_or_name: str) -> Dict[str, Any]:
     """Read a YAML config (a path, or a bundled recipe name such as ``paper_imagenet``)."""
     path = path_or_name
+    if os.path.lexists(path) and path_or_name in list_recipes():  # which one a run read would not be on record
+        raise UsageError(f"Config '{path_or_name}' names both a bundled recipe and a file in this folder: pass "
+                         f"./{path_or_name} for the file, or rename the file to use the recipe.")
     if not os.path.isfile(path):
         bundled = os.path.join(RECIPE_DIR, f'{path_or_name}.yaml')
         if not os.path.isfile(bundled):
