@@ -42,3 +42,49 @@ def test_in_memory_training_evaluates_like_validate_on_non_square_images(tmp_pat
     assert final['eval_top1'] == pytest.approx(validated['top1'], abs=1e-3)
     assert final['eval_loss'] == pytest.approx(validated['loss'], abs=1e-5)
 
+
+def _rows_as_paths(folder, paths):
+    """Rewrite a saved split's arrow file (an Arrow IPC stream) so that its image rows hold only ``path`` values,
+    bytes None: what a save_to_disk folder of a dataset built from file paths, or a stranger's, holds."""
+    import pyarrow as pa
+    arrow = next(p for p in folder.iterdir() if p.suffix == '.arrow')
+    with pa.ipc.open_stream(arrow.read_bytes()) as reader:
+        table = reader.read_all()
+    image = pa.array([{'bytes': None, 'path': p} for p in paths], type=table.schema.field('image').type)
+    table = table.set_column(table.schema.get_field_index('image'), table.schema.field('image'), image)
+    with pa.ipc.new_stream(str(arrow), table.schema) as writer:
+        writer.write_table(table)
+
+
+def test_save_to_disk_image_paths_are_read_inside_the_folder(tmp_path, cli_env):
+    """A save_to_disk folder whose image rows hold only a path read files from anywhere: absolute paths, `../`, and
+    paths relative to the working directory (the count depended on the cwd). Now the parquet rule holds: a relative
+    path resolves inside the folder, an absolute one or one leaving it is a counted skip naming why."""
+    import datasets
+    from .test_data_labels import _png
+    data = tmp_path / 'saved'
+    feats = datasets.Features(image=datasets.Image(), label=datasets.ClassLabel(names=['cat', 'dog']))
+    datasets.Dataset.from_dict({'image': [{'bytes': _png(40 * i), 'path': None} for i in range(5)],
+                                'label': [0, 1, 0, 1, 0]}, features=feats).save_to_disk(str(data))
+    (data / 'img').mkdir()
+    (data / 'img' / 'a.png').write_bytes(_png(10))
+    (data / 'b.png').write_bytes(_png(240))
+    (tmp_path / 'outside.png').write_bytes(_png(100))
+    cwd = tmp_path / 'cwd'
+    (cwd / 'here').mkdir(parents=True)
+    (cwd / 'here' / 'c.png').write_bytes(_png(100))  # exists relative to the cwd only
+    _rows_as_paths(data, ['img/a.png', 'b.png', '../outside.png', str(tmp_path / 'outside.png'), 'here/c.png'])
+    r = _run('timm_cra.eval', ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir', data, '--split',
+                               'train', '--batch-size', '5', '--workers', '0', '--no-progress', '--results-file',
+                               tmp_path / 'r.json'], cli_env, cwd)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads((tmp_path / 'r.json').read_text())
+    assert (result['count'], result['skipped']) == (2, 3), result
+    assert "path '../outside.png' leaves the data's folder" in r.stderr, r.stderr[-2000:]
+    assert f"path '{tmp_path / 'outside.png'}' is absolute" in r.stderr, r.stderr[-2000:]
+    # the trainer's in-memory decode takes the same rule
+    r = _run('timm_cra.train', ['--model', 'cra_cifar_resnet20', '--data-dir', data, '--val-split', '',
+                                '--in-memory', '-b', '2', '--workers', '0', '--epochs', '1', '--no-plot',
+                                '--output', tmp_path / 'out', '--experiment', 'run'], cli_env, cwd)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'skipped 3 unreadable image(s) of 5' in r.stderr, r.stderr[-2000:]

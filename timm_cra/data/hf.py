@@ -312,21 +312,22 @@ def detect_columns(ds, image_key: Optional[str] = None, label_key: Optional[str]
 
 
 def _path_in(root: str, path: str) -> str:
-    """``path`` of a parquet row (bytes null) as a file inside ``root``, the parquet data's folder: relative paths
-    resolve against it (not the working directory); an absolute one, or one leaving it (``..``, a symlink out), is
-    an :class:`UnreadableImage` (a counted skip), so no row reads a file outside the data."""
+    """``path`` of a local row (bytes null) as a file inside ``root``, the data's folder (parquet or save_to_disk):
+    relative paths resolve against it (not the working directory); an absolute one, or one leaving it (``..``, a
+    symlink out), is an :class:`UnreadableImage` (a counted skip), so no row reads a file outside the data."""
     if os.path.isabs(path):
-        raise UnreadableImage(f"path '{path}' is absolute: a parquet row names its image relative to its folder")
+        raise UnreadableImage(f"path '{path}' is absolute: a local dataset's row names its image relative to the "
+                              f"data's folder")
     real_root = os.path.realpath(root)
     full = os.path.realpath(os.path.join(real_root, path))
     if os.path.commonpath([full, real_root]) != real_root:
-        raise UnreadableImage(f"path '{path}' leaves the parquet data's folder {root}")
+        raise UnreadableImage(f"path '{path}' leaves the data's folder {root}")
     return full
 
 
 def decode_value(value, in_chans: int = 3, root: Optional[str] = None) -> Image.Image:
     """An image column value (PIL image, bytes, or ``{'bytes', 'path'}``) through :func:`decode_image`; ``root``:
-    the folder a local parquet source's ``path`` values are read from (:func:`_path_in`)."""
+    the folder a local source's ``path`` values are read from (:func:`_path_in`)."""
     if isinstance(value, dict):
         value = value['bytes'] if value.get('bytes') is not None else value.get('path')
         if root is not None and isinstance(value, str) and value:
@@ -378,12 +379,10 @@ class HFImageDataset(Dataset):
             ds = ds.cast_column(self.image_key, datasets.Image(decode=False))
         self.ds = ds
         self.source, self.split = source, split
-        # local parquet data: `path` image values are files in its folder (save_to_disk folders hold bytes; a Hub
-        # dataset's paths are datasets' own cache files)
-        local = os.path.isfile(source) or (os.path.isdir(source) and not any(
-            os.path.lexists(os.path.join(source, f)) for f in ('dataset_dict.json', 'state.json')))
-        self.image_root = (os.path.dirname(os.path.abspath(source)) if os.path.isfile(source) else source) \
-            if local else None
+        # local data (parquet, save_to_disk): `path` image values are files in its folder, never anywhere else (a
+        # Hub dataset's paths are datasets' own cache files)
+        self.image_root = os.path.dirname(os.path.abspath(source)) if os.path.isfile(source) else \
+            source if os.path.isdir(source) else None
         self.transform = transform
         feat = ds.features[self.label_key]
         with _read_errors(source, 'a dataset', 'its files are damaged: write, save or download them again'):
