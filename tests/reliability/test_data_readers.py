@@ -88,3 +88,18 @@ def test_save_to_disk_image_paths_are_read_inside_the_folder(tmp_path, cli_env):
                                 '--output', tmp_path / 'out', '--experiment', 'run'], cli_env, cwd)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'skipped 3 unreadable image(s) of 5' in r.stderr, r.stderr[-2000:]
+
+
+def test_missing_split_names_the_folders_parquet_data_left_out(tmp_path):
+    """A --data-dir holding train-*.parquet and train/ val/ class folders is read as parquet: --val-split val said
+    only 'not found (parquet splits: train)'. The line now says the data was read as parquet and names the folders
+    that were not read."""
+    from timm_cra.data import DataError, create_dataset
+    from .test_data_labels import write_parquet
+    data = _class_folders(tmp_path / 'mix', 32, 32, n=1)
+    write_parquet(data / 'train-00000-of-00001.parquet', [0, 1, 0, 1])
+    with pytest.raises(DataError) as e:
+        create_dataset('', str(data), 'val', split_flag='--val-split')
+    message = str(e.value)
+    assert "read as parquet data, though it also holds the folder(s) train/, val/ without parquet files" in message \
+        and 'keep one kind of data in a --data-dir' in message and '\n' not in message, message

@@ -252,6 +252,14 @@ def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
         cached = False
 
 
+def _folders_without_parquet(source: str, splits: Dict[str, List[str]]) -> List[str]:
+    """The visible sub-folders of ``source`` that hold none of its parquet files (``train/`` and ``val/`` class folders
+    beside ``*.parquet``): data the parquet reading leaves out, named when a split is missing."""
+    used = {os.path.relpath(f, source).split(os.sep)[0] for found in splits.values() for f in found}
+    return sorted(d for d in os.listdir(source) if not d.startswith('.') and d not in used
+                  and os.path.isdir(os.path.join(source, d)))
+
+
 def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, split_flag: str = ''):
     """Load one split as a ``datasets.Dataset`` from a Hub name or a local path (``split_flag``: the
     caller's option, named in the missing-split error)."""
@@ -283,8 +291,13 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, spli
         for name in _split_candidates(split):
             if name in splits:
                 return _load_parquet(splits[name], source, cache_dir)
-        raise DataError(f"Split '{split}' not found in '{source}' (parquet splits: {', '.join(sorted(splits))}): "
-                        f"{split_hint(split_flag)}" + (f", e.g. {split_flag} test for CIFAR." if split_flag else '.'))
+        others = _folders_without_parquet(source, splits)
+        also = (f"; read as parquet data, though it also holds the folder(s) {', '.join(f'{d}/' for d in others[:5])}"
+                f" without parquet files, which were not read: keep one kind of data in a --data-dir"
+                if others else '')
+        raise DataError(printable(
+            f"Split '{split}' not found in '{source}' (parquet splits: {', '.join(sorted(splits))}{also}): "
+            f"{split_hint(split_flag)}" + (f", e.g. {split_flag} test for CIFAR." if split_flag else '.')))
     if source.startswith(('/', '.', '~')):
         raise DataError(f"Dataset path '{source}' does not exist. Pass an existing --data-dir.")
     try:
