@@ -103,3 +103,25 @@ def test_missing_split_names_the_folders_parquet_data_left_out(tmp_path):
     message = str(e.value)
     assert "read as parquet data, though it also holds the folder(s) train/, val/ without parquet files" in message \
         and 'keep one kind of data in a --data-dir' in message and '\n' not in message, message
+
+
+def test_class_names_match_across_unicode_normal_forms(tmp_path, cli_env):
+    """A model whose label is 'café' (NFC, as Linux writes it) and a val folder 'café' written by macOS (NFD): not
+    the same name, so training refused the val split (a class absent from training) and validate refused the data.
+    Class names are now matched after NFC normalisation: both run and score the images."""
+    import unicodedata
+    nfc, nfd = (unicodedata.normalize(form, 'café') for form in ('NFC', 'NFD'))
+    data = _class_folders(tmp_path / 'data', 32, 32, n=2)
+    for split, name in (('train', nfc), ('val', nfd)):
+        (data / split / 'cat').rename(data / split / name)
+    r = _run('timm_cra.train', ['--model', 'cra_cifar_resnet20', '--data-dir', data, '--val-split', 'val', '-b', '2',
+                                '--workers', '0', '--epochs', '1', '--img-size', '32', '--no-plot',
+                                '--output', tmp_path / 'out', '--experiment', 'run'], cli_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    labels = json.loads((tmp_path / 'out' / 'run' / 'config.json').read_text())['label_names']
+    assert labels == [nfc, 'dog'], labels
+    r = _run('timm_cra.eval', ['--model', f'local-dir:{tmp_path / "out" / "run"}', '--data-dir', data, '--split', 'val',
+                               '--workers', '0', '--no-progress', '--results-file', tmp_path / 'v.json'],
+             cli_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / 'v.json').read_text())['count'] == 4
