@@ -125,3 +125,31 @@ def test_class_names_match_across_unicode_normal_forms(tmp_path, cli_env):
              cli_env, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((tmp_path / 'v.json').read_text())['count'] == 4
+
+
+def test_a_full_datasets_cache_is_named_not_the_parquet_file(tmp_path, cli_env):
+    """HF_DATASETS_CACHE on a full disk while datasets converts parquet to arrow: the line blamed the data file
+    ('write the file again'). The arrow shard is written into /dev/full here (a real ENOSPC on every write; the
+    shard's folder a symlink so that no rebuild gets around it): the line names the cache folder and the fix."""
+    import os
+    from timm_cra.data import create_dataset
+    from .test_data_labels import write_parquet
+    data = write_parquet(tmp_path / 'p' / 'train-00000-of-00001.parquet', [0, 1, 0, 1])
+    create_dataset('', str(data), 'train', cache_dir=str(tmp_path / 'first'))  # where datasets writes, per file
+    key_dir = next((tmp_path / 'first' / 'parquet-by-stat').iterdir())
+    shard_dir = next(key_dir.rglob('*.arrow')).parent.relative_to(key_dir)
+    held, full = tmp_path / 'held', tmp_path / 'full'
+    (held / shard_dir).parent.mkdir(parents=True)
+    full.mkdir()
+    os.symlink(full, held / f'{shard_dir}.incomplete')  # datasets' build folder for the shard
+    os.symlink('/dev/full', full / 'parquet-train-00000-00000-of-NNNNN.arrow')
+    (tmp_path / 'cache' / 'parquet-by-stat').mkdir(parents=True)
+    os.symlink(held, tmp_path / 'cache' / 'parquet-by-stat' / key_dir.name)
+    r = _run('timm_cra.eval', ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir', data, '--split',
+                               'train', '--workers', '0', '--no-progress', '--results-file', tmp_path / 'r.json'],
+             dict(cli_env, HF_DATASETS_CACHE=str(tmp_path / 'cache')), tmp_path)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: The datasets cache folder {tmp_path / 'cache' / 'parquet-by-stat'}") \
+        and '(No space left on device): free space there, or set HF_DATASETS_CACHE' in last, last
+    assert 'write the file again' not in last and not (tmp_path / 'r.json').exists()

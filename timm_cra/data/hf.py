@@ -6,6 +6,7 @@ a stranger's: their JSON goes through this package's reader, parquet footers and
 ``datasets`` reads them, and what ``datasets`` / ``pyarrow`` still raise on damaged bytes is one line.
 """
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -204,6 +205,25 @@ def datasets_cache(cache_dir: Optional[str] = None) -> str:
     return folder
 
 
+#: What writing the arrow cache fails with when the cache's disk is full or read-only: the data is not at fault.
+_CACHE_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _raise_if_cache_unwritable(error: BaseException, cache_dir: str, source: str) -> None:
+    """One line naming the cache folder and the fix when ``error`` comes from a full or read-only cache (``datasets``
+    wraps the ``OSError`` in its own errors), so the message does not blame the parquet data."""
+    seen = set()
+    cause = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in _CACHE_WRITE_ERRNOS:
+            raise DataError(printable(
+                f"The datasets cache folder {cache_dir} cannot be written while converting '{source}' "
+                f"({os.strerror(cause.errno)}): free space there, or set HF_DATASETS_CACHE to a folder with room."
+            )) from error
+        cause = cause.__cause__ or cause.__context__
+
+
 def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
     """``datasets.load_dataset('parquet', ...)`` of ``files`` (regular files), each checked first: a truncated or
     garbage file is one line, as are class names a ClassLabel feature gives twice (read from the schema's
@@ -238,6 +258,7 @@ def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
                 ds = datasets.load_dataset('parquet', data_files=files, split='train', cache_dir=cache_dir)
             problem = f'{len(ds)} rows where the parquet footers count {rows}' if len(ds) != rows else None
         except DataError as e:
+            _raise_if_cache_unwritable(e, cache_dir, source)
             if not cached:
                 raise
             cause = e.__cause__ or e  # the reader's reason, not the advice to write the file again
