@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 import timm_cra  # noqa: F401
-from timm_cra.data import DataError, TensorLoader, create_dataset, resolve_model_data_config
+from timm_cra.data import DataError, TensorLoader, create_dataset, fit_to_input, resolve_model_data_config
 from tests.reliability.test_data_cifar_pickle import write_cifar10
 from tests.reliability.test_data_labels import write_parquet
 
@@ -57,7 +57,8 @@ def test_cifar_pickle_to_one_channel_matches_pil(tmp_path):
 def test_tensor_loader_one_channel_batches(tmp_path):
     write_cifar10(tmp_path)
     ds = create_dataset('', str(tmp_path), 'train', in_chans=1)
-    x, y, skipped = next(iter(TensorLoader(ds, 4, is_training=True, mean=(0.5,), std=(0.25,), img_size=40)))
+    cfg = dict(input_size=(1, 40, 40), crop_pct=1.0, interpolation='bilinear', mean=(0.5,), std=(0.25,))
+    x, y, skipped = next(iter(TensorLoader(fit_to_input(ds, cfg), 4, is_training=True, mean=(0.5,), std=(0.25,))))
     assert x.shape == (4, 1, 40, 40) and skipped == 0
     with pytest.raises(DataError, match='mean/std have 3/3 values but the images have 1 channel'):
         TensorLoader(ds, 4)

@@ -77,3 +77,18 @@ def test_wrong_layout_is_a_data_error(tmp_path):
         pickle.dump({b'data': np.zeros((4, 100), np.uint8), b'labels': [0] * 4}, f, protocol=2)
     with pytest.raises(DataError, match=r"data_batch_3' has an unexpected layout .*uint8 \(N, 3072\)"):
         load_cifar_pickle(str(tmp_path), 'train')
+
+
+@pytest.mark.parametrize('names', [7, {'a': 1}, 'airplane', [b'cat', 3]])
+def test_meta_label_names_that_are_not_a_list_of_strings_are_one_line(tmp_path, names):
+    """``batches.meta`` label_names 7 was a TypeError traceback, {'a': 1} gave its keys as the classes silently, and
+    'airplane' was refused for repeating the class 'a' (its letters): anything but a list of strings is one line
+    naming the file and the key."""
+    d = write_cifar10(tmp_path)
+    with open(d / 'batches.meta', 'wb') as f:
+        pickle.dump({b'label_names': names}, f)
+    with pytest.raises(DataError) as e:
+        create_dataset('', str(tmp_path), 'train')
+    message = str(e.value)
+    assert message.startswith(f"CIFAR meta file '{d / 'batches.meta'}' has label_names ") \
+        and 'must be a list of class names (strings)' in message and '\n' not in message, message

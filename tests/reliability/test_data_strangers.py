@@ -365,13 +365,16 @@ def test_a_data_dir_that_is_a_fifo_or_a_file_says_what_it_is(tmp_path, capsys):
 
 def test_train_config_with_a_repeated_key_or_non_utf8_bytes(tmp_path, cli_env):
     """lr: 0.1 then lr: 5 trained silently at 5 (YAML keeps the last); Latin-1 bytes read as a cryptic reader error;
-    a python/object tag was refused naming the file descriptor ('in "3"'), not the file."""
+    a python/object tag was refused naming the file descriptor ('in "3"'), not the file; nesting 50,000 deep was a
+    RecursionError traceback."""
     import subprocess
     import sys
     (tmp_path / 'dup.yaml').write_text('lr: 0.1\nepochs: 1\nlr: 5\n')
     (tmp_path / 'latin1.yaml').write_bytes('experiment: café\n'.encode('latin-1'))
     (tmp_path / 'code.yaml').write_text(f'!!python/object/apply:os.system ["touch {tmp_path / "ran"}"]\n')
+    (tmp_path / 'deep.yaml').write_text('model_kwargs: ' + '[' * 50_000 + ']' * 50_000 + '\n')  # a RecursionError
     for name, expected in (('dup.yaml', "key 'lr' is given twice (line 3): keep one"),
+                           ('deep.yaml', 'is nested too deeply for a YAML reader'),
                            ('latin1.yaml', 'is not UTF-8 text (byte 15: invalid continuation byte); save it as UTF-8'),
                            ('code.yaml', f'python/object/apply:os.system\' in "{tmp_path / "code.yaml"}", line 1')):
         proc = subprocess.run([sys.executable, '-m', 'timm_cra.train', '--config', str(tmp_path / name), '--model',

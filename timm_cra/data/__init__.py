@@ -12,12 +12,12 @@ from .factory import (SOURCES, check_labels, check_num_classes, create_dataset, 
 from .folders import ImageFolderDataset, imagenet_class_to_idx
 from .hf import HFImageDataset, detect_columns, load_hf_split
 from .images import convert_image, fit_mean_std
-from .in_memory import TensorImageDataset, TensorLoader, decode_to_memory, random_crop_flip
+from .in_memory import TensorImageDataset, TensorLoader, decode_to_memory, fit_to_input, random_crop_flip
 
 __all__ = [
     'DataError', 'UsageError', 'SOURCES', 'create_dataset', 'detect_source', 'skip_collate', 'check_labels',
     'check_num_classes', 'map_classes_by_name', 'numbered_classes', 'single_split_source',
     'model_in_chans', 'resolve_model_data_config', 'convert_image', 'fit_mean_std',
     'ImageFolderDataset', 'imagenet_class_to_idx', 'HFImageDataset', 'detect_columns', 'load_hf_split',
-    'load_cifar_pickle', 'TensorImageDataset', 'TensorLoader', 'decode_to_memory', 'random_crop_flip',
+    'load_cifar_pickle', 'TensorImageDataset', 'TensorLoader', 'decode_to_memory', 'fit_to_input', 'random_crop_flip',
 ]

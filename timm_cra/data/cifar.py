@@ -12,6 +12,7 @@ from typing import Any, List, Optional
 import numpy as np
 import torch
 
+from ..utils.errors import printable
 from ..utils.io import open_regular_file
 from .errors import DataError, first_non_integer
 from .folders import warn_empty_classes
@@ -96,8 +97,13 @@ def _unpickle(path: str) -> dict:
     return {k.decode('latin1') if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
-def _names(values) -> List[str]:
-    return [v.decode('utf-8', 'replace') if isinstance(v, bytes) else str(v) for v in values]
+def _names(values, meta: str, key: str) -> List[str]:
+    """The class names a meta file gives: a list of strings (bytes in files pickled by Python 3), else one line (an
+    int was a traceback, a dict's keys were taken, a string's letters were refused as repeated names)."""
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, (str, bytes)) for v in values):
+        raise DataError(printable(f"CIFAR meta file '{meta}' has {key} {values!r:.60}: it must be a list of class "
+                                  f"names (strings); re-extract the archive or fix that list."))
+    return [v.decode('utf-8', 'replace') if isinstance(v, bytes) else v for v in values]
 
 
 def load_cifar_pickle(root: str, split: str = 'train', variant: Optional[str] = None) -> TensorImageDataset:
@@ -142,7 +148,8 @@ def load_cifar_pickle(root: str, split: str = 'train', variant: Optional[str] = 
         labels.extend(batch_labels)
     images = np.concatenate(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     meta = os.path.join(path, layout['meta'])
-    names = _names(_unpickle(meta).get(layout['names_key']) or []) if os.path.lexists(meta) else None
+    names = _unpickle(meta).get(layout['names_key']) if os.path.lexists(meta) else None
+    names = _names(names, meta, layout['names_key']) if names is not None else None
     num_classes = 100 if 'fine' in layout['labels_key'] else 10
     if names:  # names no label uses are classes without images, as empty class folders are: warned, kept
         used = set(labels)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from ..utils.labels import name_key
 from .cifar import find_cifar_pickle_dir, load_cifar_pickle
 from .errors import DataError, check_class_names, classes_absent_from_training
 from .folders import ImageFolderDataset, check_data_folder, find_split_dir
@@ -125,7 +126,8 @@ def _share_class_names(ds, class_names: Sequence[str], what: str) -> None:
         return
     check_labels(ds, what)
     if not map_classes_by_name(ds, class_names):
-        raise classes_absent_from_training(what, [c for c in ds.class_names if c not in set(class_names)])
+        known = {name_key(c) for c in class_names}
+        raise classes_absent_from_training(what, [c for c in ds.class_names if name_key(c) not in known])
 
 
 def single_split_source(name: Optional[str], root: Optional[str]) -> bool:
@@ -187,12 +189,13 @@ def check_num_classes(dataset, model_num_classes: int, what: str = 'dataset', *,
     """
     check_labels(dataset, what)
     n = int(dataset.num_classes)
-    known = set(label_names or ())
-    unknown = [c for c in dataset.class_names if c not in known]
+    known = {name_key(c) for c in label_names or ()}
+    unknown = [c for c in dataset.class_names if name_key(c) not in known]
     if n == model_num_classes and known and unknown and len(unknown) < n:
         # Some names match, some do not (automobile/ renamed car/): the labels would be the sorted class
         # positions, wrong wherever the names do not line up; no overlap at all (0..9) is scored by position.
-        missing = [c for c in label_names if c not in set(dataset.class_names)]
+        present = {name_key(c) for c in dataset.class_names}
+        missing = [c for c in label_names if name_key(c) not in present]
         raise DataError(
             f"The {what}'s classes {', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''} are not "
             f"among the model's label_names while its other classes are, so classes cannot be matched by name: "
@@ -220,10 +223,10 @@ def map_classes_by_name(dataset, label_names: Sequence[str]) -> bool:
     ``class_names`` / ``num_classes`` the model's. Returns whether it re-indexed; a dataset with a class not in
     ``label_names`` is left as it was (:func:`check_num_classes` refuses it). Labels must be checked first."""
     names, label_names = list(dataset.class_names), list(label_names)
-    index = {c: i for i, c in enumerate(label_names)}
-    if names == label_names or not names or any(c not in index for c in names):
+    index = {name_key(c): i for i, c in enumerate(label_names)}  # 'café' from macOS (NFD) is the model's 'café'
+    if names == label_names or not names or any(name_key(c) not in index for c in names):
         return False
-    remap = np.asarray([index[c] for c in names], dtype=np.int64)
+    remap = np.asarray([index[name_key(c)] for c in names], dtype=np.int64)
     if isinstance(dataset, TensorImageDataset):
         dataset.targets = torch.from_numpy(remap[dataset.targets.numpy()])
     elif isinstance(dataset, HFImageDataset):

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from .errors import DataError, classes_absent_from_training, split_hint
 from ..utils.errors import printable
 from ..utils.io import not_folder_reason
+from ..utils.labels import name_key
 from .images import UnreadableImage, check_in_chans, decode_image
 
 __all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'is_wnid', 'imagenet_class_to_idx', 'find_split_dir',
@@ -195,10 +196,11 @@ class ImageFolderDataset(Dataset):
                     f"Add a folder per class ('{root}/<class>/<image>'), or point --data-dir at the folder above.")
             # A fixed class list (e.g. the train split's) keeps val indices equal to train indices.
             self.class_names = list(class_names) if class_names is not None else classes
-            class_to_idx = {c: i for i, c in enumerate(self.class_names)}
-            unknown = [c for c in classes if c not in class_to_idx]
+            index = {name_key(c): i for i, c in enumerate(self.class_names)}  # macOS's NFD 'café' is 'café'
+            unknown = [c for c in classes if name_key(c) not in index]
             if unknown:
                 raise classes_absent_from_training(f"'{root}'", unknown)
+            class_to_idx = {c: index[name_key(c)] for c in classes}
         else:
             raise ValueError(f'unknown label_mode {label_mode!r}')
         self.root = root

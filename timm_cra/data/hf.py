@@ -6,6 +6,7 @@ a stranger's: their JSON goes through this package's reader, parquet footers and
 ``datasets`` reads them, and what ``datasets`` / ``pyarrow`` still raise on damaged bytes is one line.
 """
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -204,6 +205,25 @@ def datasets_cache(cache_dir: Optional[str] = None) -> str:
     return folder
 
 
+#: What writing the arrow cache fails with when the cache's disk is full or read-only: the data is not at fault.
+_CACHE_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _raise_if_cache_unwritable(error: BaseException, cache_dir: str, source: str) -> None:
+    """One line naming the cache folder and the fix when ``error`` comes from a full or read-only cache (``datasets``
+    wraps the ``OSError`` in its own errors), so the message does not blame the parquet data."""
+    seen = set()
+    cause = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in _CACHE_WRITE_ERRNOS:
+            raise DataError(printable(
+                f"The datasets cache folder {cache_dir} cannot be written while converting '{source}' "
+                f"({os.strerror(cause.errno)}): free space there, or set HF_DATASETS_CACHE to a folder with room."
+            )) from error
+        cause = cause.__cause__ or cause.__context__
+
+
 def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
     """``datasets.load_dataset('parquet', ...)`` of ``files`` (regular files), each checked first: a truncated or
     garbage file is one line, as are class names a ClassLabel feature gives twice (read from the schema's
@@ -238,6 +258,7 @@ def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
                 ds = datasets.load_dataset('parquet', data_files=files, split='train', cache_dir=cache_dir)
             problem = f'{len(ds)} rows where the parquet footers count {rows}' if len(ds) != rows else None
         except DataError as e:
+            _raise_if_cache_unwritable(e, cache_dir, source)
             if not cached:
                 raise
             cause = e.__cause__ or e  # the reader's reason, not the advice to write the file again
@@ -250,6 +271,14 @@ def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
                                   f"{cache_dir} and building it again."))
         shutil.rmtree(cache_dir, ignore_errors=True)
         cached = False
+
+
+def _folders_without_parquet(source: str, splits: Dict[str, List[str]]) -> List[str]:
+    """The visible sub-folders of ``source`` that hold none of its parquet files (``train/`` and ``val/`` class folders
+    beside ``*.parquet``): data the parquet reading leaves out, named when a split is missing."""
+    used = {os.path.relpath(f, source).split(os.sep)[0] for found in splits.values() for f in found}
+    return sorted(d for d in os.listdir(source) if not d.startswith('.') and d not in used
+                  and os.path.isdir(os.path.join(source, d)))
 
 
 def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, split_flag: str = ''):
@@ -283,8 +312,13 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, spli
         for name in _split_candidates(split):
             if name in splits:
                 return _load_parquet(splits[name], source, cache_dir)
-        raise DataError(f"Split '{split}' not found in '{source}' (parquet splits: {', '.join(sorted(splits))}): "
-                        f"{split_hint(split_flag)}" + (f", e.g. {split_flag} test for CIFAR." if split_flag else '.'))
+        others = _folders_without_parquet(source, splits)
+        also = (f"; read as parquet data, though it also holds the folder(s) {', '.join(f'{d}/' for d in others[:5])}"
+                f" without parquet files, which were not read: keep one kind of data in a --data-dir"
+                if others else '')
+        raise DataError(printable(
+            f"Split '{split}' not found in '{source}' (parquet splits: {', '.join(sorted(splits))}{also}): "
+            f"{split_hint(split_flag)}" + (f", e.g. {split_flag} test for CIFAR." if split_flag else '.')))
     if source.startswith(('/', '.', '~')):
         raise DataError(f"Dataset path '{source}' does not exist. Pass an existing --data-dir.")
     try:
@@ -312,21 +346,22 @@ def detect_columns(ds, image_key: Optional[str] = None, label_key: Optional[str]
 
 
 def _path_in(root: str, path: str) -> str:
-    """``path`` of a parquet row (bytes null) as a file inside ``root``, the parquet data's folder: relative paths
-    resolve against it (not the working directory); an absolute one, or one leaving it (``..``, a symlink out), is
-    an :class:`UnreadableImage` (a counted skip), so no row reads a file outside the data."""
+    """``path`` of a local row (bytes null) as a file inside ``root``, the data's folder (parquet or save_to_disk):
+    relative paths resolve against it (not the working directory); an absolute one, or one leaving it (``..``, a
+    symlink out), is an :class:`UnreadableImage` (a counted skip), so no row reads a file outside the data."""
     if os.path.isabs(path):
-        raise UnreadableImage(f"path '{path}' is absolute: a parquet row names its image relative to its folder")
+        raise UnreadableImage(f"path '{path}' is absolute: a local dataset's row names its image relative to the "
+                              f"data's folder")
     real_root = os.path.realpath(root)
     full = os.path.realpath(os.path.join(real_root, path))
     if os.path.commonpath([full, real_root]) != real_root:
-        raise UnreadableImage(f"path '{path}' leaves the parquet data's folder {root}")
+        raise UnreadableImage(f"path '{path}' leaves the data's folder {root}")
     return full
 
 
 def decode_value(value, in_chans: int = 3, root: Optional[str] = None) -> Image.Image:
     """An image column value (PIL image, bytes, or ``{'bytes', 'path'}``) through :func:`decode_image`; ``root``:
-    the folder a local parquet source's ``path`` values are read from (:func:`_path_in`)."""
+    the folder a local source's ``path`` values are read from (:func:`_path_in`)."""
     if isinstance(value, dict):
         value = value['bytes'] if value.get('bytes') is not None else value.get('path')
         if root is not None and isinstance(value, str) and value:
@@ -378,12 +413,10 @@ class HFImageDataset(Dataset):
             ds = ds.cast_column(self.image_key, datasets.Image(decode=False))
         self.ds = ds
         self.source, self.split = source, split
-        # local parquet data: `path` image values are files in its folder (save_to_disk folders hold bytes; a Hub
-        # dataset's paths are datasets' own cache files)
-        local = os.path.isfile(source) or (os.path.isdir(source) and not any(
-            os.path.lexists(os.path.join(source, f)) for f in ('dataset_dict.json', 'state.json')))
-        self.image_root = (os.path.dirname(os.path.abspath(source)) if os.path.isfile(source) else source) \
-            if local else None
+        # local data (parquet, save_to_disk): `path` image values are files in its folder, never anywhere else (a
+        # Hub dataset's paths are datasets' own cache files)
+        self.image_root = os.path.dirname(os.path.abspath(source)) if os.path.isfile(source) else \
+            source if os.path.isdir(source) else None
         self.transform = transform
         feat = ds.features[self.label_key]
         with _read_errors(source, 'a dataset', 'its files are damaged: write, save or download them again'):

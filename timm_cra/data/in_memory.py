@@ -6,19 +6,20 @@ whole batches with tensor ops (random crop with zero padding + horizontal flip) 
 """
 import logging
 import math
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from timm.data import DEFAULT_CROP_PCT, create_transform
 from torch.utils.data import Dataset
 
 from ..utils.errors import printable
 from .errors import DataError
 from .images import MODES, UnreadableImage, check_in_chans
 
-__all__ = ['TensorImageDataset', 'TensorLoader', 'decode_to_memory', 'random_crop_flip']
+__all__ = ['TensorImageDataset', 'TensorLoader', 'decode_to_memory', 'fit_to_input', 'random_crop_flip']
 
 _logger = logging.getLogger(__name__)
 
@@ -115,6 +116,25 @@ def decode_to_memory(dataset, desc: str = '') -> TensorImageDataset:
                               dataset.class_names, num_skipped=skipped)
 
 
+def fit_to_input(dataset: TensorImageDataset, data_config: Mapping[str, Any]) -> TensorImageDataset:
+    """``dataset`` resized and cropped once to the model's ``input_size`` by timm's eval transform (the one
+    ``timm-cra-validate`` applies to every image), so training and the trainer's evaluation see the pixels validate
+    sees, for any image size. Images that transform would leave as they are (already the input size, a crop_pct
+    whose resize is the same size) are returned unchanged: the fast path does no work."""
+    h, w = dataset.images.shape[1:3]
+    size = tuple(int(v) for v in data_config['input_size'][-2:])
+    crop_pct = data_config.get('crop_pct') or DEFAULT_CROP_PCT
+    if (h, w) == size and all(math.floor(s / crop_pct) == s for s in size):
+        return dataset
+    transform = create_transform(data_config['input_size'], is_training=False,
+                                 interpolation=data_config['interpolation'], mean=data_config['mean'],
+                                 std=data_config['std'], crop_pct=data_config.get('crop_pct'),
+                                 crop_mode=data_config.get('crop_mode'), normalize=False)  # uint8 CHW out
+    source = TensorImageDataset(dataset.images, dataset.targets, dataset.class_names, transform)
+    images = torch.stack([source[i][0] for i in range(len(source))]).permute(0, 2, 3, 1).contiguous()
+    return TensorImageDataset(images, dataset.targets, dataset.class_names, num_skipped=dataset.num_skipped)
+
+
 def _safe(fn, where: str = ''):
     try:
         return fn()
@@ -147,6 +167,7 @@ class TensorLoader:
     depend on what ran before it, so a resumed run sees the same batches as an uninterrupted one.
     With ``world_size > 1`` every rank takes its own shard of one shared permutation (like
     ``DistributedSampler``); training drops the remainder so all ranks run the same number of steps.
+    Images are used at their stored size: :func:`fit_to_input` brings them to the model's input size first.
     Yields ``(images, targets, num_skipped)`` like :func:`timm_cra.data.skip_collate` loaders: the images
     dropped while decoding count once per pass, with its first batch, on rank 0 (as a folder loader counts
     each unreadable file once per epoch).
@@ -154,7 +175,7 @@ class TensorLoader:
 
     def __init__(self, dataset: TensorImageDataset, batch_size: int, is_training: bool = False,
                  mean: Sequence[float] = (0.4914, 0.4822, 0.4465), std: Sequence[float] = (0.2470, 0.2435, 0.2616),
-                 img_size: Optional[int] = None, padding: int = 4, hflip: float = 0.5, seed: int = 0,
+                 padding: int = 4, hflip: float = 0.5, seed: int = 0,
                  rank: int = 0, world_size: int = 1, device: torch.device = torch.device('cpu'),
                  channels_last: bool = False):
         self.dataset = dataset
@@ -165,7 +186,6 @@ class TensorLoader:
             raise DataError(f'mean/std have {len(mean)}/{len(std)} values but the images have {c} channel(s).')
         self.mean = torch.tensor(mean, device=device).view(1, c, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, c, 1, 1) * 255
-        self.img_size = img_size
         self.padding, self.hflip = padding, hflip
         self.seed, self.epoch = seed, 0
         self.rank, self.world_size = rank, world_size
@@ -200,8 +220,6 @@ class TensorLoader:
             if self.is_training:
                 x = random_crop_flip(x, self.padding, self.hflip, generator=g)
             x = x.to(self.device, non_blocking=True).float().sub_(self.mean).div_(self.std)
-            if self.img_size and x.shape[-1] != self.img_size:
-                x = F.interpolate(x, size=(self.img_size, self.img_size), mode='bilinear', align_corners=False)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             else:

@@ -65,6 +65,10 @@ def load_config(path_or_name: str) -> Dict[str, Any]:
                 from e
         except yaml.YAMLError as e:
             raise UsageError(f"Config '{path}' is not valid YAML: {' '.join(str(e).split())}") from e
+        except RecursionError:  # PyYAML composes nodes recursively: [[[...]]] thousands deep
+            raise UsageError(f"Config '{path}' is nested too deeply for a YAML reader (lists / mappings inside each "
+                             f"other thousands of levels deep): a config maps argument names to plain values.") \
+                from None
     if not isinstance(cfg, dict):
         raise UsageError(f"Config '{path}' must be a mapping of argument names to values.")
     names = [k for k in cfg if not isinstance(k, str)]

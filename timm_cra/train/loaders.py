@@ -7,7 +7,7 @@ import torch
 from timm.data import create_loader
 
 from ..data import (DataError, TensorImageDataset, TensorLoader, check_num_classes,
-                    create_dataset, single_split_source, skip_collate)
+                    create_dataset, fit_to_input, single_split_source, skip_collate)
 from .distributed import DistInfo
 
 __all__ = ['create_datasets', 'create_loaders', 'EvalShard']
@@ -74,7 +74,10 @@ def create_loaders(args, dinfo: DistInfo, train_ds, val_ds, data_config):
     """``(train_loader, val_loader or None)``; both yield ``(images, targets, num_skipped)``."""
     vb = args.validation_batch_size or args.batch_size
     if isinstance(train_ds, TensorImageDataset):
-        common = dict(mean=data_config['mean'], std=data_config['std'], img_size=data_config['input_size'][-1],
+        # validate's resize / centre crop, once: train and evaluate on what timm-cra-validate scores
+        train_ds = fit_to_input(train_ds, data_config)
+        val_ds = fit_to_input(val_ds, data_config) if val_ds is not None else None
+        common = dict(mean=data_config['mean'], std=data_config['std'],
                       seed=args.seed, rank=dinfo.rank, world_size=dinfo.world_size, device=dinfo.device,
                       channels_last=args.channels_last)
         # --no-aug: still shuffled, but no crop / flip

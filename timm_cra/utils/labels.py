@@ -2,7 +2,13 @@
 import unicodedata
 from typing import List, Sequence
 
-__all__ = ['repeated_names', 'unprintable_names']
+__all__ = ['name_key', 'repeated_names', 'unprintable_names']
+
+
+def name_key(name) -> str:
+    """A class name as compared everywhere: NFC-normalised, so ``café`` typed two ways (macOS writes file names
+    decomposed, NFD) is one name."""
+    return unicodedata.normalize('NFC', str(name))
 
 
 def repeated_names(names: Sequence[str]) -> List[str]:
@@ -11,7 +17,7 @@ def repeated_names(names: Sequence[str]) -> List[str]:
     from data (:func:`timm_cra.data.create_dataset`) and of ``publish --label-names``."""
     seen: dict = {}
     for n in names:
-        key = unicodedata.normalize('NFC', str(n))
+        key = name_key(n)
         seen[key] = seen.get(key, 0) + 1
     return sorted(k for k, count in seen.items() if count > 1)
 
