@@ -287,7 +287,7 @@ def test_push_to_an_endpoint_that_is_not_a_hub_is_one_line(trained, tmp_path, mo
     assert e.value.code == 2 and err.count('\n') == 1, err
     assert err.startswith(f'error: Pushing to timm-cra/cra_mobilenetv2_050.test_c5 failed: the endpoint {bad.endpoint} '
                           f'answered, but not as a Hugging Face Hub does ('), err
-    assert f'check that HF_ENDPOINT points at a Hub' in err and f'the repo folder {out} is complete' in err, err
+    assert 'check that HF_ENDPOINT points at a Hub' in err and f'the repo folder {out} is complete' in err, err
     assert timm.create_model(f'local-dir:{out}', pretrained=True).num_classes == 5
 
 

@@ -9,7 +9,6 @@ import contextlib
 import logging
 import os
 import re
-from pathlib import Path
 from typing import Iterator, Optional
 
 from timm.models import PretrainedCfg

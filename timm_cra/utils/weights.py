@@ -138,7 +138,7 @@ def read_torch_file(path: str, extra_safe_globals: Sequence[Tuple[Any, str]] = (
     try:
         with torch.serialization.safe_globals(safe):
             obj = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
+    except pickle.UnpicklingError:
         names = _refused_globals(path, [name for _, name in safe])
         if refusals:  # one of our own stand-ins refused what it was given (e.g. a numpy object array)
             reason = refusals[0]
