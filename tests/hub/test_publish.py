@@ -129,7 +129,23 @@ def test_push_to_an_endpoint_that_refuses_connections_is_one_line(trained, tmp_p
     assert model.num_classes == 5 and (tmp_path / 'r' / 'README.md').is_file()
 
 
-class _BadHub:
+class _LoopbackEndpoint:
+    """An HTTP server on 127.0.0.1, answering with a handler class in a daemon thread, at ``endpoint``."""
+
+    def _serve(self, handler) -> None:
+        import threading
+        from http.server import ThreadingHTTPServer
+        self.server = ThreadingHTTPServer(('127.0.0.1', 0), handler)
+        self.server.daemon_threads = True
+        self.endpoint = f'http://127.0.0.1:{self.server.server_address[1]}'
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _BadHub(_LoopbackEndpoint):
     """A Hub on 127.0.0.1 that accepts connections, then ``stall``s (never answers), ``cut``s the connection, answers
     ``500``, or ``trickle``s a ``200`` (100000 bytes announced, one sent every 0.1 s); ``requests`` counts what it was
     asked."""
@@ -138,7 +154,7 @@ class _BadHub:
         import contextlib
         import socket
         import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
         hub = self
         self.requests, self.release = 0, threading.Event()
 
@@ -176,15 +192,11 @@ class _BadHub:
 
             do_GET = do_POST = do_PUT = do_HEAD = _answer
 
-        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f'http://127.0.0.1:{self.server.server_address[1]}'
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._serve(Handler)
 
     def close(self):
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
 
 
 #: An endpoint that answers 200 but is not a Hub (a proxy's login page, another web app): per mode, the request (a
@@ -201,13 +213,12 @@ _NOT_A_HUB = {
 }
 
 
-class _NotAHub:
+class _NotAHub(_LoopbackEndpoint):
     """A Hub on 127.0.0.1 that answers each request of a push as the Hub does, except the one :data:`_NOT_A_HUB` names
     for ``mode`` (``'hub'``: none), which gets a 200 with a body that is not the Hub API's."""
 
     def __init__(self, mode: str):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
         hub = self
         self.paths = []
 
@@ -249,14 +260,8 @@ class _NotAHub:
 
             do_GET = do_POST = do_PUT = do_HEAD = _answer
 
-        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f'http://127.0.0.1:{self.server.server_address[1]}'
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._serve(Handler)
 
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.mark.parametrize('mode', ['hub', *_NOT_A_HUB])
