@@ -679,3 +679,86 @@ def test_caller_keywords_get_the_ceilings_of_a_configs_model_args(capsys):
         with pytest.raises(UsageError, match=re.escape(needle)):
             timm_cra.create_model('cra_cifar_resnet20', **kwargs)
     assert timm_cra.create_model('cra_cifar_resnet20', cra_pool_size=4).num_classes == 10
+
+
+def test_a_checkpoint_that_references_one_list_many_times_is_refused_in_bounded_time(tmp_path):
+    """A 1.5 KB .pth whose pickle nests one list in itself 40 times (2**40 paths; torch.load reads it at once) hung
+    every reader (validate, --initial-checkpoint, --resume, publish, upgrade) in the tensor-view walk. The walk
+    now visits at most MAX_CHECKPOINT_ENTRIES entries: one line."""
+    from timm_cra.utils.weights import MAX_CHECKPOINT_ENTRIES, read_weights
+    shared = [0]
+    for _ in range(40):
+        shared = [shared, shared]
+    torch.save({'state_dict': {'w': torch.zeros(1)}, 'x': shared}, tmp_path / 'tiny.pth')
+    assert (tmp_path / 'tiny.pth').stat().st_size < 4096
+    with pytest.raises(UsageError, match=f'holds more than {MAX_CHECKPOINT_ENTRIES} entries'):
+        read_weights(str(tmp_path / 'tiny.pth'))
+
+
+def test_a_config_of_yaml_aliases_is_refused_before_any_walk_of_it(tmp_path):
+    """A 600-byte YAML --config whose model_kwargs are 10 aliased levels of 10 (10**10 values) hung the trainer in
+    the finite-number check of create_model; its opt_kwargs gave SGD's TypeError traceback. Both are one line."""
+    from timm_cra.train.args import parse_args
+    levels = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]'] + [
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    for key, needle in (('model_kwargs', 'more than 100000 values'),
+                        ('opt_kwargs', "--opt sgd takes no keyword 'a0' (--opt-kwargs)")):
+        config = tmp_path / f'{key}.yaml'
+        config.write_text(f'{key}:\n' + ''.join(f'    {line}\n' for line in levels))
+        assert config.stat().st_size < 1024
+        with pytest.raises(UsageError, match=re.escape(needle)):
+            train(['--model', 'cra_cifar_resnet20'] + TINY_TRAIN[4:] + ['--config', str(config), '--epochs', '1',
+                                                                   '--output', str(tmp_path / 'o'), '--experiment', key])
+    assert parse_args(['--opt-kwargs', 'bogus=1']).opt_kwargs == {'bogus': 1}
+    with pytest.raises(UsageError, match=r"--opt sgd takes no keyword 'bogus' \(--opt-kwargs\)"):
+        train(TINY_TRAIN + ['--opt-kwargs', 'bogus=1', '--epochs', '1', '--output', str(tmp_path / 'o'),
+                            '--experiment', 'bogus'])
+
+
+def test_a_sparse_multi_gigabyte_config_json_is_one_line(tmp_path):
+    """`truncate -s 6G config.json` (no bytes on disk) beside valid weights: the JSON reader read it whole
+    (MemoryError traceback). Every JSON read stops past MAX_JSON_BYTES, one line."""
+    from timm_cra.utils.strict_json import MAX_JSON_BYTES, read_json
+    folder = tmp_path / 'm'
+    shutil.copytree(PUBLISHED, folder)
+    with open(folder / 'config.json', 'r+b') as f:
+        f.truncate(6 * 2**30)
+    with pytest.raises(UsageError, match=f'is over {MAX_JSON_BYTES // 2**20} MiB'):
+        read_json(folder / 'config.json', 'config')
+    with pytest.raises((UsageError, PretrainedWeightsError), match=f'over {MAX_JSON_BYTES // 2**20} MiB'):
+        timm_cra.create_model(f'local-dir:{folder}', pretrained=True)
+
+
+def test_weights_whose_header_names_the_classes_otherwise_than_the_config_beside_them_are_refused(tmp_path):
+    """The trainer records the class names in model.safetensors' header and in config.json; a folder whose two
+    lists disagree scored 80.3 through local-dir: (config.json) and 2.0 through --checkpoint (the header), both
+    rc 0. Reading the weights now refuses the disagreement in one line."""
+    from safetensors.torch import save_file as save
+    from timm_cra.utils.weights import read_weights
+    folder = tmp_path / 'm'
+    shutil.copytree(PUBLISHED, folder)
+    names = json.loads((folder / 'config.json').read_text())['label_names']
+    weights = load_file(str(folder / 'model.safetensors'))
+    save(weights, str(folder / 'model.safetensors'), metadata={'format': 'pt', 'label_names': json.dumps(names)})
+    assert read_weights(str(folder / 'model.safetensors'))[1]['label_names'] == names  # they agree: read
+    save(weights, str(folder / 'model.safetensors'),
+         metadata={'format': 'pt', 'label_names': json.dumps(names[::-1])})
+    with pytest.raises(UsageError, match='otherwise than the config.json beside it'):
+        read_weights(str(folder / 'model.safetensors'))
+
+
+def test_a_run_file_that_is_a_symlink_is_never_written_through(trained, tmp_path):
+    """`ln -s ../base/last.pth r2/last.pth; --resume r2/last.pth` replaced the other run's checkpoint; a run folder's
+    model.safetensors linked into a published repo got this run's weights under the repo's card. A symlinked run
+    file is refused before any work; the link's target is untouched."""
+    import hashlib
+    for name in ('last.pth', 'model.safetensors'):
+        run = tmp_path / name / 'r'
+        shutil.copytree(trained / 'r', run)
+        (run / name).unlink()
+        (run / name).symlink_to(trained / 'r' / name)
+        before = hashlib.sha256((trained / 'r' / name).read_bytes()).hexdigest()
+        with pytest.raises(UsageError, match=rf"'{re.escape(str(run / name))}' is a symlink to .*this run would "
+                                             rf"write its {name} through it"):
+            train(TINY_TRAIN + ['--epochs', '2', '--resume', str(run / 'last.pth')])
+        assert hashlib.sha256((trained / 'r' / name).read_bytes()).hexdigest() == before

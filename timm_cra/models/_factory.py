@@ -211,21 +211,41 @@ def weight_source_problem(pretrained: Dict[str, Any], ignore: Sequence[str] = ()
             f"remove {', '.join(map(repr, redirects))}")
 
 
+#: The most values (numbers, strings, lists, dicts) a model_args mapping may hold: real ones hold a few dozen. A
+#: 600-byte YAML of aliases holds 10**10, which any walk of it would visit for hours.
+MAX_MODEL_ARGS_VALUES = 100_000
+
+
+def _values(value: Any) -> Iterator[Any]:
+    """Every value nested in a JSON / YAML value, without recursion; past :data:`MAX_MODEL_ARGS_VALUES` a
+    ``ValueError``."""
+    stack, count = [value], 0
+    while stack:
+        v = stack.pop()
+        count += 1
+        if count > MAX_MODEL_ARGS_VALUES:
+            raise ValueError(f'more than {MAX_MODEL_ARGS_VALUES} values')
+        yield v
+        if isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+
+
 def _non_finite(value: Any) -> bool:
     """Whether a JSON value holds NaN or Inf (Python's ``json`` reads ``NaN`` / ``Infinity``)."""
     import math
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, (list, tuple)):
-        return any(_non_finite(v) for v in value)
-    if isinstance(value, dict):
-        return any(_non_finite(v) for v in value.values())
-    return False
+    return any(isinstance(v, float) and not math.isfinite(v) for v in _values(value))
 
 
 def _model_args_problem(model_args: Dict[str, Any], pretrained: Dict[str, Any]) -> Optional[str]:
     """Why ``model_args`` cannot be built, before building them: a NaN / Inf (a raw torch error), a depth or CRA
     pool size past its ceiling (gigabytes allocated before any error)."""
+    try:
+        for _ in _values(model_args):
+            pass
+    except ValueError as e:
+        return f"model_args values: {e} (lists nested in one another, or one repeated many times); give plain settings"
     for key, value in model_args.items():
         if _non_finite(value):
             return f"model_args '{key}' {value!r:.60} must be finite numbers"

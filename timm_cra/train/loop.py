@@ -1,6 +1,7 @@
 """One training epoch and the timm parts it runs with: optimizer, LR schedule, loss, Mixup, AMP."""
 import logging
 import math
+import re
 import time
 from contextlib import nullcontext
 from typing import Any, Callable, ContextManager, Dict, Optional, Tuple
@@ -15,7 +16,7 @@ from timm.utils import AverageMeter, NativeScaler, dispatch_clip_grad
 
 from ..data import DataError
 from ..utils.amp import amp_dtype_for
-from ..utils.errors import UsageError
+from ..utils.errors import UsageError, printable
 from .distributed import DistInfo
 
 __all__ = ['create_optimizer', 'create_scheduler', 'create_loss', 'create_mixup', 'create_amp', 'train_one_epoch']
@@ -30,9 +31,16 @@ def create_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
         opt_kwargs['eps'] = args.opt_eps
     if args.opt_betas is not None:
         opt_kwargs['betas'] = tuple(args.opt_betas)
-    return create_optimizer_v2(
-        model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
-        layer_decay=args.layer_decay, **{'filter_bias_and_bn': args.filter_bias_and_bn, **opt_kwargs})
+    try:
+        return create_optimizer_v2(
+            model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
+            layer_decay=args.layer_decay, **{'filter_bias_and_bn': args.filter_bias_and_bn, **opt_kwargs})
+    except TypeError as e:  # `--opt-kwargs bogus=1`: the optimizer class's own TypeError names the keyword
+        m = re.search(r"unexpected keyword argument '([^']*)'", str(e))
+        if m is None or m.group(1) not in opt_kwargs:
+            raise
+        raise UsageError(printable(f"--opt {args.opt} takes no keyword '{m.group(1)}' (--opt-kwargs): remove it or "
+                                   f"use one its optimizer takes.")) from None
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, args, updates_per_epoch: int):

@@ -87,6 +87,7 @@ def _check_output_dir(output_dir: str, args) -> None:
     checkpoint's own folder; ``--overwrite`` replaces what is there."""
     if not os.path.isdir(output_dir):
         return
+    _check_no_linked_run_files(output_dir)
     if args.overwrite:
         _check_overwrite_keeps_inputs(output_dir, args)
         return
@@ -105,6 +106,19 @@ def _check_output_dir(output_dir: str, args) -> None:
     raise UsageError(f"'{output_dir}' already holds a run ({', '.join(earlier[:3])}): pass --resume "
                      f"{os.path.join(output_dir, 'last.pth')} to continue it, --overwrite to replace it, or choose "
                      f"another --experiment.")
+
+
+def _check_no_linked_run_files(output_dir: str) -> None:
+    """A run file that is a symlink (``last.pth`` linked from another run to continue it, weights linked into a repo
+    folder) would be written through: the other run's checkpoint, or a published repo's weights under its card,
+    replaced by this run's. Refused before any work; the run folder's own files are written only there."""
+    for name in ('last.pth',) + RUN_FILES:
+        path = os.path.join(output_dir, name)
+        if os.path.islink(path):
+            raise UsageError(printable(
+                f"'{path}' is a symlink to {os.readlink(path)}: this run would write its {name} through it, into "
+                f"another file. Replace the link with a copy (cp --remove-destination), or continue the run in the "
+                f"folder that holds the file (to start from its weights, --initial-checkpoint)."))
 
 
 def _check_overwrite_keeps_inputs(output_dir: str, args) -> None:

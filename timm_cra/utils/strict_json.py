@@ -74,12 +74,20 @@ def loads(text: Union[str, bytes]) -> Any:
         raise ValueError(str(e).split(';')[0]) from None
 
 
+#: The largest JSON file read (safetensors caps its JSON header at 100 MB; a config.json with 200000 class names
+#: is a few MB).
+MAX_JSON_BYTES = 64 * 2**20
+
+
 def read_json(path: Union[str, os.PathLike], what: str = 'file') -> Any:
     """The JSON document in ``path``, a regular file (never blocking on a FIFO: :func:`~.io.open_regular_file`),
     UTF-8 text and JSON by :func:`loads`; else a one-line :class:`UsageError` naming ``what``, the path and why
     (callers add the fix that fits the file)."""
     with open_regular_file(path, what) as f:
-        raw = f.read()
+        raw = f.read(MAX_JSON_BYTES + 1)  # a sparse 6 GB file (0 bytes on disk) was read whole: MemoryError
+    if len(raw) > MAX_JSON_BYTES:
+        raise UsageError(f'{what} {os.fspath(path)} is over {MAX_JSON_BYTES // 2**20} MiB, more than any config or '
+                         f'results file holds: it is not one (or is damaged)')
     try:
         return loads(raw.decode('utf-8'))
     except UnicodeDecodeError as e:

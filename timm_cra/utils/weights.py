@@ -22,8 +22,8 @@ from timm.models import clean_state_dict
 
 from .errors import UsageError
 from .io import check_regular_file
-from .labels import repeated_names
-from .strict_json import loads
+from .labels import name_key, repeated_names
+from .strict_json import loads, read_json
 
 __all__ = [
     'PickledNamespace', 'read_torch_file', 'load_checkpoint_file', 'load_model_weights', 'read_weights',
@@ -164,12 +164,25 @@ def read_torch_file(path: str, extra_safe_globals: Sequence[Tuple[Any, str]] = (
     return obj
 
 
+#: The most tensors, numbers and containers a checkpoint may hold: a model's and its optimizer's state are
+#: thousands. A 1.5 KB pickle can reference one list from itself 40 times over (2**40 paths), which any walk of
+#: it (these checks, the digests) would visit for hours.
+MAX_CHECKPOINT_ENTRIES = 1_000_000
+
+
 def _tensor_view_problem(obj: Any) -> Optional[str]:
     """Why a loaded object holds a tensor that cannot be used as weights, or None. A tensor is a view of its storage:
     a 1.7 KB file can hold ``torch.zeros(1).expand(2**40)`` (stride 0), which every ``.contiguous()``, ``isfinite``
     or copy would allocate in full (terabytes). So each tensor must be dense and hold no more elements than its
-    storage (checked before anything touches the data); then no copy is larger than the bytes the file held."""
-    def walk(o, where):
+    storage (checked before anything touches the data); then no copy is larger than the bytes the file held.
+    Walked without recursion and at most :data:`MAX_CHECKPOINT_ENTRIES` entries, so nothing later walks more."""
+    stack, visited = [(obj, '')], 0
+    while stack:
+        o, where = stack.pop()
+        visited += 1
+        if visited > MAX_CHECKPOINT_ENTRIES:
+            return (f'it holds more than {MAX_CHECKPOINT_ENTRIES} entries (lists or dicts nested in one another, or '
+                    f'one referenced many times)')
         if isinstance(o, torch.Tensor):
             if o.layout != torch.strided:
                 return f"tensor '{where}' is {str(o.layout).replace('torch.', '')} (only dense tensors are read)"
@@ -178,18 +191,10 @@ def _tensor_view_problem(obj: Any) -> Optional[str]:
                         f"holds {o.untyped_storage().nbytes() // max(o.element_size(), 1)} (an expanded or overlapping "
                         f"view)")
         elif isinstance(o, dict):
-            for k, v in o.items():
-                problem = walk(v, f'{where}/{k}' if where else str(k))
-                if problem:
-                    return problem
+            stack.extend((v, f'{where}/{k}' if where else str(k)) for k, v in reversed(list(o.items())))
         elif isinstance(o, (list, tuple)):
-            for i, v in enumerate(o):
-                problem = walk(v, f'{where}/{i}' if where else str(i))
-                if problem:
-                    return problem
-        return None
-
-    return walk(obj, '')
+            stack.extend((v, f'{where}/{i}' if where else str(i)) for i, v in reversed(list(enumerate(o))))
+    return None
 
 
 def tensor_digest(obj: Any) -> str:
@@ -296,7 +301,25 @@ def _read_safetensors(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)) or repeated_names(names):
         raise UsageError(f"'{path}' records {LABEL_NAMES_KEY} in its header that are not a JSON list of distinct "
                          f"class names ({text!r:.80}): re-export it, or re-save its tensors without that metadata.")
+    beside = _config_label_names(os.path.join(os.path.dirname(path), 'config.json'))
+    if beside is not None and [name_key(n) for n in beside] != [name_key(n) for n in names]:
+        # local-dir:, publish, timm and transformers read the config's names: one folder, two class orders
+        raise UsageError(f"'{path}' names its classes in its header ({', '.join(names[:3])}, ...) otherwise than the "
+                         f"config.json beside it ({', '.join(map(str, beside[:3]))}, ...): re-export the folder (the "
+                         f"trainer and publish write both from one list).")
     return state, {LABEL_NAMES_KEY: names}
+
+
+def _config_label_names(path: str) -> Optional[List[Any]]:
+    """The ``label_names`` list of the Hub-format ``config.json`` at ``path``, or None (none there, or not one)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        config = read_json(path, 'config')
+    except UsageError:
+        return None
+    names = config.get('label_names') if isinstance(config, dict) else None
+    return names if isinstance(names, list) else None
 
 
 def read_weights(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
