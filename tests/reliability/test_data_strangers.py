@@ -271,6 +271,22 @@ def test_pixel_limit_is_the_data_contract(tmp_path, side):
         decode_image(path.read_bytes())
 
 
+
+def test_resize_side_is_read_from_the_transform_timm_builds():
+    """The short side each of timm's transforms resizes a decoded image to (None: it cannot blow one up)."""
+    from timm.data import create_transform
+    from timm_cra.data.images import UnreadableImage, decode_image, resize_short_side
+    assert resize_short_side(create_transform(32, is_training=False, crop_pct=0.875)) == 36
+    assert resize_short_side(create_transform((32, 48), is_training=False, crop_pct=1.0)) == 48
+    assert resize_short_side(create_transform(32, is_training=True, no_aug=True)) == 32
+    assert resize_short_side(create_transform(32, is_training=True)) is None  # RandomResizedCrop crops first
+    assert resize_short_side(create_transform(32, is_training=False, crop_mode='squash')) is None
+    assert resize_short_side(None) is None
+    thin = Image.new('L', (1000, 10))  # resized to a short side of 945: 94500 x 945 = 89,302,500 pixels, under
+    assert decode_image(thin, 1, resize_side=945).size == (1000, 10)
+    with pytest.raises(UnreadableImage, match='would be 94600x946 after the resize of its short side to 946'):
+        decode_image(thin, 1, resize_side=946)
+
 def test_train_config_that_is_a_fifo_is_named_not_opened(tmp_path, monkeypatch):
     from timm_cra.train import load_config
     monkeypatch.chdir(tmp_path)
@@ -515,3 +531,52 @@ def test_exif_orientation_is_applied_as_transformers_does(tmp_path):
             ds = create_dataset('', str(root), 'train', in_memory=in_memory)
             for i in range(2):
                 assert np.array_equal(np.asarray(ds[i][0]), expected[i]), (root, in_memory, i)
+
+
+def _run_memory_capped(module, argv, cli_env, cwd, limit=4 << 30):  # torch's import alone maps ~3 GB
+    """``_run`` with the address space capped: code that resizes a bomb fails with MemoryError, not the machine."""
+    import resource
+    return subprocess.run([sys.executable, '-m', module] + [str(a) for a in argv], env=cli_env, cwd=str(cwd),
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT, umask=0o022,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+
+
+def test_thin_image_that_the_resize_would_blow_up_is_a_counted_skip(tmp_path, cli_env, make_image):
+    """A 2 KB PNG of 2,000,000 x 1 pixels is under the pixel limit as stored, but timm's eval resize of its short
+    side to 32 made it 64,000,000 x 32 (6 GB: MemoryError, exit 1). validate on class folders and on parquet, and
+    the trainer's evaluation, skip and count it, naming the resize; the 32 x 32 images are still scored."""
+    import datasets
+    wide = tmp_path / 'wide.png'
+    Image.new('L', (2_000_000, 1)).save(wide)
+    assert wide.stat().st_size < 10_000
+    data = tmp_path / 'data'
+    for split in ('train', 'val'):
+        for c in ('a', 'b'):
+            make_image(data / split / c / '0.png')
+    (data / 'val' / 'a' / 'wide.png').write_bytes(wide.read_bytes())
+    reason = 'would be 64000000x32 after the resize of its short side to 32 the model needs, over the decoding limit'
+
+    pq = write_parquet(tmp_path / 'pq' / 'test-00000-of-00001.parquet', [0, 1, 0])
+    ds = datasets.load_dataset('parquet', data_files=str(pq), split='train').cast_column(
+        'image', datasets.Image(decode=False))
+    rows = ds.to_dict()
+    rows['image'][1] = {'bytes': wide.read_bytes(), 'path': None}
+    datasets.Dataset.from_dict(rows, features=ds.features).to_parquet(str(pq))
+    for data_dir, split, count in ((data, 'val', 2), (pq.parent, 'test', 2)):
+        r = _run_memory_capped('timm_cra.eval', ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir',
+                                                 data_dir, '--split', split, '--img-size', '32', '--crop-pct', '1.0',
+                                                 '--workers', '0', '--batch-size', '2', '--results-file',
+                                                 tmp_path / 'r.json', '--no-progress'], cli_env, tmp_path)
+        assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr[-3000:]
+        assert reason in r.stderr and '1 unreadable image(s) skipped' in r.stderr
+        assert f'"count": {count}' in (tmp_path / 'r.json').read_text()
+
+    out = tmp_path / 'runs'
+    r = _run_memory_capped('timm_cra.train', ['--model', 'cra_cifar_resnet20', '--data-dir', data, '--dataset',
+                                              'folder', '--val-split', 'val', '--batch-size', '2', '--epochs', '1',
+                                              '--workers', '0', '--no-plot', '--output', out, '--experiment', 'run'],
+                           cli_env, tmp_path)
+    assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr[-3000:]
+    assert reason in r.stderr
+    row, = _rows(out / 'run' / 'metrics.csv')
+    assert (int(row['train_skipped']), int(row['eval_skipped'])) == (0, 1)

@@ -17,7 +17,7 @@ from .errors import DataError, classes_absent_from_training, split_hint
 from ..utils.errors import printable
 from ..utils.io import not_folder_reason
 from ..utils.labels import name_key
-from .images import UnreadableImage, check_in_chans, decode_image
+from .images import UnreadableImage, check_in_chans, decode_image, resize_short_side
 
 __all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'is_wnid', 'imagenet_class_to_idx', 'find_split_dir',
            'walk_folder', 'warn_empty_classes']
@@ -232,7 +232,7 @@ class ImageFolderDataset(Dataset):
     def load_image(self, index: int) -> Optional[Image.Image]:
         path = self.samples[index][0]
         try:
-            return decode_image(path, self.in_chans)
+            return decode_image(path, self.in_chans, resize_short_side(self.transform))
         except UnreadableImage as e:
             _logger.warning(printable(f'Skipping unreadable image {path}: {e}'))
             return None

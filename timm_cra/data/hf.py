@@ -27,7 +27,7 @@ from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.strict_json import loads, read_json
 from .errors import DataError, check_class_names, first_non_integer, split_hint
 from .folders import walk_folder
-from .images import UnreadableImage, check_in_chans, decode_image
+from .images import UnreadableImage, check_in_chans, decode_image, resize_short_side
 
 __all__ = ['HFImageDataset', 'load_hf_split', 'detect_columns', 'IMAGE_KEYS', 'LABEL_KEYS', 'CLASSLABEL_FIX']
 
@@ -359,7 +359,8 @@ def _path_in(root: str, path: str) -> str:
     return full
 
 
-def decode_value(value, in_chans: int = 3, root: Optional[str] = None) -> Image.Image:
+def decode_value(value, in_chans: int = 3, root: Optional[str] = None,
+                 resize_side: Optional[int] = None) -> Image.Image:
     """An image column value (PIL image, bytes, or ``{'bytes', 'path'}``) through :func:`decode_image`; ``root``:
     the folder a local source's ``path`` values are read from (:func:`_path_in`)."""
     if isinstance(value, dict):
@@ -368,7 +369,7 @@ def decode_value(value, in_chans: int = 3, root: Optional[str] = None) -> Image.
             value = _path_in(root, value)
     if not isinstance(value, (Image.Image, bytes, bytearray, str)) or value == '':
         raise UnreadableImage(f'unsupported image value of type {type(value).__name__}')
-    return decode_image(value, in_chans)
+    return decode_image(value, in_chans, resize_side)
 
 
 #: Without a ClassLabel feature the class count is inferred as ``max label + 1``; it is refused above both this
@@ -446,7 +447,8 @@ class HFImageDataset(Dataset):
 
     def load_image(self, index: int) -> Optional[Image.Image]:
         try:
-            return decode_value(self.ds[int(index)][self.image_key], self.in_chans, self.image_root)
+            return decode_value(self.ds[int(index)][self.image_key], self.in_chans, self.image_root,
+                                resize_short_side(self.transform))
         except UnreadableImage as e:
             _logger.warning(printable(f'Skipping unreadable image {index} of {self.source}[{self.split}]: {e}'))
             return None

@@ -10,7 +10,9 @@ Every loader decodes through :func:`decode_image`, the data contract for untrust
 only (a FIFO, socket, device or dangling symlink named ``x.jpg`` is never opened for reading, so it cannot
 block), the raster formats of :data:`IMAGE_FORMATS` only (never one PIL hands to an external program, such
 as EPS to Ghostscript), and at most ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (89,478,485 by default; a
-"decompression bomb" of a few KB that would expand to gigabytes is refused from its header). Anything else
+"decompression bomb" of a few KB that would expand to gigabytes is refused from its header), counted both as
+stored and as the transform's first resize would make it (:func:`resize_short_side`: a 1 x 2,000,000 PNG is
+2 M pixels, but 32 x 64,000,000 after timm's eval resize of the short side to 32). Anything else
 raises :class:`UnreadableImage`, which the datasets turn into a counted, logged skip. A decoded image is turned
 upright by its EXIF Orientation tag (:func:`upright`), as transformers' ``load_image`` does.
 """
@@ -18,17 +20,19 @@ import contextlib
 import io
 import os
 import warnings
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
+from timm.data.transforms import ResizeKeepRatio
+from torchvision import transforms
 
 from ..utils.errors import UsageError
 from ..utils.io import not_regular_reason, open_regular_file
 from .errors import DataError
 
-__all__ = ['MODES', 'IMAGE_FORMATS', 'UnreadableImage', 'decode_image', 'upright', 'image_mode', 'convert_image',
-           'check_in_chans', 'fit_mean_std']
+__all__ = ['MODES', 'IMAGE_FORMATS', 'UnreadableImage', 'decode_image', 'resize_short_side', 'upright',
+           'image_mode', 'convert_image', 'check_in_chans', 'fit_mean_std']
 
 #: PIL formats decoded (pure raster decoders inside Pillow); anything else is an unreadable image.
 IMAGE_FORMATS = ('JPEG', 'PNG', 'PPM', 'BMP', 'TIFF', 'WEBP', 'GIF')
@@ -42,15 +46,42 @@ class UnreadableImage(DataError, ValueError):
     """An image file or value that is not decoded (corrupt, special file, other format, over the pixel limit)."""
 
 
-def _check_pixels(img: Image.Image) -> None:
+def resize_short_side(transform) -> Optional[int]:
+    """The short side ``transform`` first resizes a PIL image to, when that resize keeps the aspect ratio and so
+    can blow a thin image up (timm's eval transform, and its ``no_aug`` train transform: ``Resize(int)``, or
+    ``ResizeKeepRatio`` fitting the shortest edge, whose largest target side bounds the scale); None for
+    anything else (``RandomResizedCrop`` crops before it resizes, a fixed ``(h, w)`` resize has a fixed size)."""
+    first = next(iter(getattr(transform, 'transforms', None) or [None]))
+    if isinstance(first, transforms.Resize):
+        size = first.size
+        if isinstance(size, int) or len(size) == 1:
+            return int(size if isinstance(size, int) else size[0])
+    elif isinstance(first, ResizeKeepRatio) and not first.longest:
+        return int(max(first.size))
+    return None
+
+
+def _check_pixels(img: Image.Image, resize_side: Optional[int] = None) -> None:
     limit = Image.MAX_IMAGE_PIXELS  # read at call time: a program may raise it (None: no limit)
-    if limit is not None and img.width * img.height > limit:
+    if limit is None:
+        return
+    if img.width * img.height > limit:
         raise UnreadableImage(f'{img.width}x{img.height} pixels is over the decoding limit of {limit} pixels '
                               f'(PIL.Image.MAX_IMAGE_PIXELS)')
+    if resize_side:
+        scale = resize_side / max(1, min(img.width, img.height))
+        w, h = round(img.width * scale), round(img.height * scale)
+        if w * h > limit:
+            raise UnreadableImage(f'{img.width}x{img.height} pixels would be {w}x{h} after the resize of its short '
+                                  f'side to {resize_side} the model needs, over the decoding limit of {limit} pixels '
+                                  f'(PIL.Image.MAX_IMAGE_PIXELS)')
 
 
-def decode_image(source: Union[str, os.PathLike, bytes, Image.Image], in_chans: int = 3) -> Image.Image:
-    """Decode a file path, encoded bytes or a PIL image to an 8-bit ``in_chans`` image (:func:`convert_image`).
+def decode_image(source: Union[str, os.PathLike, bytes, Image.Image], in_chans: int = 3,
+                 resize_side: Optional[int] = None) -> Image.Image:
+    """Decode a file path, encoded bytes or a PIL image to an 8-bit ``in_chans`` image (:func:`convert_image`);
+    ``resize_side``: the short side the caller's transform will resize it to (:func:`resize_short_side`), so the
+    pixel limit also holds for the resized image.
 
     Raises :class:`UnreadableImage` (one line: the reason) for anything that is not a readable image within
     the contract of this module's docstring; nothing is opened before its type and size are checked.
@@ -69,7 +100,7 @@ def decode_image(source: Union[str, os.PathLike, bytes, Image.Image], in_chans: 
                         raise UnreadableImage(reason)
                     fp = stack.enter_context(open_regular_file(source, 'image'))
                 img = stack.enter_context(Image.open(fp, formats=IMAGE_FORMATS))
-            _check_pixels(img)
+            _check_pixels(img, resize_side)
             img.load()
             return convert_image(upright(img), in_chans)
     except UnreadableImage:
