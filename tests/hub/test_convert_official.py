@@ -197,3 +197,23 @@ def test_convert_refuses_an_out_holding_its_checkpoint_before_any_work(official_
         assert e.value.code == 2 and err.count('\n') == 1, err
         assert f'--out {tmp_path} holds the checkpoint {path}' in err and '--overwrite' not in err
     assert path.read_bytes() == before and os.listdir(tmp_path) == [path.name]
+
+
+def test_convert_never_takes_results_from_the_current_folder(official_checkpoint, tmp_path, monkeypatch, capsys):
+    """`--results` defaulted to `results/cra_resnet50.paper_in1k.json` relative to the current folder: a stray file
+    of that name (top-1 error 1.0, "measured") put 99.00% on the card, rc 0, without a word. Only a named file is
+    quoted, and the command says which (or that the card has none)."""
+    import json
+    from timm_cra.hub.convert_official import main as convert_main
+    path, _ = official_checkpoint
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'results').mkdir()
+    stray = tmp_path / 'results' / 'cra_resnet50.paper_in1k.json'
+    stray.write_text(json.dumps({'model': 'cra_resnet50.paper_in1k', 'dataset': 'imagenet-1k', 'split': 'validation',
+                                 'top1_err': 1.0, 'top5_err': 0.1, 'source': 'measured', 'notes': 'STRAY'}))
+    convert_main([str(path), '--out', 'plain'])
+    assert 'no accuracy numbers: pass --results FILE' in capsys.readouterr().out
+    assert '99.00' not in (tmp_path / 'plain' / 'README.md').read_text()
+    convert_main([str(path), '--out', 'quoted', '--results', str(stray)])
+    assert f'quotes the results in {stray}' in capsys.readouterr().out
+    assert '99.00' in (tmp_path / 'quoted' / 'README.md').read_text()

@@ -126,13 +126,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     parser.add_argument('checkpoint', help='official checkpoint file (torch pickle; read with weights_only=True)')
     parser.add_argument('--out', required=True, help='repo folder to write')
     parser.add_argument('--results', default=None,
-                        help=f'eval results JSON for the card (default: results/{OFFICIAL_MODEL_NAME}.json when present)')
+                        help=f'eval results JSON for the card, e.g. the paper\'s numbers in a checkout: '
+                             f'results/{OFFICIAL_MODEL_NAME}.json (default: a card without numbers)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing folder')
     args = parser.parse_args(argv)
-    results = args.results
-    if results is None:
-        default = Path('results') / f'{OFFICIAL_MODEL_NAME}.json'
-        results = str(default) if default.is_file() else None
+    results = args.results  # never a file found in the current folder: a stray one put its numbers on the card
     from .repo import check_repo_output
     check_repo_output(args.out, '--out', [('checkpoint', args.checkpoint)]
                       + ([('--results', results)] if results is not None else []))
@@ -141,6 +139,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     except (FileExistsError, ValueError) as e:
         raise UsageError(str(e).replace('timm_cra: ', '')) from e
     print(f'Wrote {printable(out)}; load it with timm.create_model("local-dir:{printable(out)}", pretrained=True)')
+    print(f'Its card quotes the results in {printable(results)}.' if results is not None else
+          'Its card has no accuracy numbers: pass --results FILE to quote some.')
     return out
 
 
