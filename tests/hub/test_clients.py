@@ -173,6 +173,43 @@ def test_a_repo_config_cannot_send_the_loader_to_other_weights(hub, tmp_path):
         timm.create_model(TAG, pretrained=True)
 
 
+def test_a_repo_config_that_transformers_reads_otherwise_than_timm_is_refused(hub, tmp_path):
+    """Root keys timm ignores and transformers acts on: ``dtype: float16`` (transformers loaded the weights in half
+    precision, timm in float32; ``torch_dtype`` is its older name), a ``model_type`` other than timm_wrapper (another
+    architecture), ``auto_map`` (the repo's code, trust_remote_code). Refused by timm_cra.create_model (local-dir:,
+    hf-hub:) and the registered tag in one line naming the key; the values transformers' save_pretrained writes for
+    a timm model (model_type timm_wrapper, dtype float32) still load."""
+    src = REPO_ROOT / 'hub' / 'timm-cra' / TAG
+    config = json.loads((src / 'config.json').read_text())
+
+    def repo(name, **root):
+        folder = tmp_path / name
+        shutil.copytree(src, folder)
+        (folder / 'config.json').write_text(json.dumps(dict(config, **root)))
+        return folder
+
+    half = repo('half', dtype='float16')
+    assert next(transformers_model(half).parameters()).dtype == torch.float16  # what the check prevents
+    hub.add_repo('stranger/half', half)
+    hub.add_repo(f'timm-cra/{TAG}', half)  # the same repo behind the registered tag
+    refused = r"'dtype' 'float16' makes transformers load the weights in another precision than timm's float32: " \
+              r"remove 'dtype'"
+    for name in (f'local-dir:{half}', 'hf-hub:stranger/half'):
+        with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"{refused} \(or set it to \"float32\"\)\. Fix"):
+            timm_cra.create_model(name, pretrained=True)
+    with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"config.json of Hub repo 'timm-cra/{TAG}': {refused}"):
+        timm.create_model(TAG, pretrained=True)
+    for name, root, key in (('bf16', dict(torch_dtype='bfloat16'), 'torch_dtype'),
+                            ('vit', dict(model_type='vit'), 'model_type'),
+                            ('code', dict(auto_map={'AutoConfig': 'cfg.C'}), 'auto_map')):
+        with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"^timm_cra: local-dir:\S+: '{key}' .*remove "
+                                                                 rf"'{key}'"):
+            timm_cra.create_model(f'local-dir:{repo(name, **root)}', pretrained=True)
+    saved = repo('saved', model_type='timm_wrapper', dtype='float32', torch_dtype=None)
+    model = timm_cra.create_model(f'local-dir:{saved}', pretrained=True)
+    assert model.pretrained_cfg['label_names'] == config['label_names']
+
+
 def test_registered_tag_compares_model_args(hub):
     """The repo's model_args are part of its answer: cra_pool_type 'avg' (same shapes as the weights) made hf-hub:
     and transformers pool by average while the tag pooled by max; cra_pool_size 7 with 4x4 weights loaded silently

@@ -95,7 +95,12 @@ CONFIG_FAULTS = {
     'label_names_count_in_cfg': (lambda c: c['pretrained_cfg'].update(label_names=c.pop('label_names') + ['x']),
                                  "'label_names' has 11 label names for a 10-class head"),
     'label_names_repeated': (lambda c: c.update(label_names=['cat'] + c['label_names'][1:-1] + ['cat']),
-                             "'label_names' gives 'cat' more than once: give each class its own name"),
+                             "'label_names' gives 'cat' more than once (compared after Unicode NFC normalisation, "
+                             "surrounding whitespace aside): give each class its own name"),
+    # 'cat' and 'cat ' look the same on every card and label: they were loaded as two classes.
+    'label_names_whitespace': (lambda c: c['label_names'].__setitem__(5, 'cat '),
+                               "'label_names' gives 'cat' more than once (compared after Unicode NFC normalisation, "
+                               "surrounding whitespace aside)"),
     # Loading instructions in model_args were acted on while the config was checked (the file named was read).
     'model_args_checkpoint_path': (lambda c: c.setdefault('model_args', {}).update(checkpoint_path='/no/such.pth'),
                                    "'model_args' holds 'checkpoint_path', which tell create_model what to load"),
@@ -161,6 +166,28 @@ CONFIG_FAULTS = {
                               "model_args 'blocks_per_stage' 3000 is too deep: at most 256 blocks a stage"),
     'model_args_nan': (lambda c: c.setdefault('model_args', {}).update(drop_rate=float('nan')),
                        "model_args 'drop_rate' nan must be finite numbers"),
+    # Keys transformers reads at the root and timm ignores: one repo, two models (transformers built another
+    # architecture, ran the weights in half precision, or asked to run the repo's code); publish writes none.
+    'model_type_other': (lambda c: c.update(model_type='bert'),
+                         "'model_type' 'bert' makes transformers build another model than timm's 'cra_cifar_resnet20' "
+                         "(it reads 'timm_wrapper', or none): remove 'model_type'"),
+    'dtype_float16': (lambda c: c.update(dtype='float16'),
+                      "'dtype' 'float16' makes transformers load the weights in another precision than timm's "
+                      "float32: remove 'dtype'"),
+    'torch_dtype_bfloat16': (lambda c: c.update(torch_dtype='bfloat16'),
+                             "'torch_dtype' 'bfloat16' makes transformers load the weights in another precision"),
+    'auto_map': (lambda c: c.update(auto_map={'AutoConfig': 'configuration_x.XConfig'}),
+                 "'auto_map' {'AutoConfig': 'configuration_x.XConfig'} names code for transformers to import (it "
+                 "would ask for trust_remote_code)"),
+    # timm and transformers read the root's count, silently.
+    'num_classes_disagree': (lambda c: c['pretrained_cfg'].update(num_classes=5),
+                             "'num_classes' 10 and pretrained_cfg 'num_classes' 5 disagree (timm and transformers use "
+                             "the root's): give the head's class count in both"),
+    # [3, 1, 1] resized every image to one pixel and scored it, exit 0.
+    'input_size_one_pixel': (lambda c: c['pretrained_cfg'].update(input_size=[3, 1, 1]),
+                             "pretrained_cfg 'input_size' [3, 1, 1] is too small: at least 8 px a side"),
+    'test_input_size_thin': (lambda c: c['pretrained_cfg'].update(test_input_size=[3, 32, 4]),
+                             "pretrained_cfg 'test_input_size' [3, 32, 4] is too small"),
     # Publish refuses them (they forge lines of cards, logs and clients); a config.json's are refused too.
     'label_names_escape': (lambda c: c['label_names'].__setitem__(0, 'air\x1b[2Kplane'),
                            "'label_names' 'air\\x1b[2Kplane' holds a control character (newline, tab, escape)"),

@@ -66,8 +66,9 @@ def test_validation_split_labels_checked_too(tmp_path):
 
 
 def test_repeated_class_names_from_the_data_are_refused(tmp_path, cli_env):
-    """CIFAR meta with 10 x 'cat' trained and published label_names of 10 x cat; 'café' as NFC and NFD folders
-    gave two classes that look the same. Refused as publish --label-names refuses repeats (one check)."""
+    """CIFAR meta with 10 x 'cat' trained and published label_names of 10 x cat; 'cat' and 'cat ', or 'café' as NFC
+    and NFD folders, gave two classes that look the same. Refused as publish --label-names refuses repeats (one
+    check)."""
     import pickle
     import subprocess
     import sys
@@ -76,6 +77,11 @@ def test_repeated_class_names_from_the_data_are_refused(tmp_path, cli_env):
     with open(d / 'batches.meta', 'wb') as f:
         pickle.dump({b'label_names': [b'cat'] * 10, b'num_vis': 3072}, f)
     with pytest.raises(DataError, match=r"give 'cat' more than once .*fix the label names in batches.meta"):
+        create_dataset('', str(tmp_path / 'cifar'), 'train')
+    with open(d / 'batches.meta', 'wb') as f:  # 'cat' and 'cat ' look the same on every card: two classes were kept
+        pickle.dump({b'label_names': [b'cat ', b'dog'] + [b'cat'] + [f'c{i}'.encode() for i in range(7)]}, f)
+    with pytest.raises(DataError, match=r"give 'cat' more than once \(compared after Unicode NFC normalisation, "
+                                        r"surrounding whitespace aside\): fix the label names in batches.meta"):
         create_dataset('', str(tmp_path / 'cifar'), 'train')
     folders = tmp_path / 'folders'
     for split in ('train', 'val'):

@@ -433,8 +433,8 @@ SAVED_DAMAGE = {  # what a damaged save_to_disk folder gave: a traceback from da
     'info_json_bad_feature': (lambda d: _edit_json(d / 'dataset_info.json', lambda i: i['features'].update(
         label={'_type': 'NoSuchFeature'})), 'save_to_disk'),
     'classlabel_repeated': (lambda d: _edit_json(d / 'dataset_info.json', lambda i: i['features']['label'].update(
-        names=['cat', 'cat'])), "give 'cat' more than once (compared after Unicode NFC normalisation): fix the names "
-                                "of the label column's ClassLabel feature"),
+        names=['cat', 'cat'])), "give 'cat' more than once (compared after Unicode NFC normalisation, surrounding "
+                                "whitespace aside): fix the names of the label column's ClassLabel feature"),
 }
 
 

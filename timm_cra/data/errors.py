@@ -15,12 +15,13 @@ class DataError(UsageError):
 
 def check_class_names(names: Sequence[Any], source: str, fix: str) -> None:
     """Refuse class names the data gives twice (:func:`~timm_cra.utils.labels.repeated_names`, after NFC
-    normalisation), naming ``source`` and ``fix`` (what to change there): a repeated name loses a class wherever
-    names map to ids (the published config, transformers)."""
+    normalisation, surrounding whitespace aside), naming ``source`` and ``fix`` (what to change there): a repeated
+    name loses a class wherever names map to ids (the published config, transformers)."""
     twice = repeated_names(names)
     if twice:
         raise DataError(f"The class names of '{source}' give {', '.join(map(repr, twice[:5]))} more than once "
-                        f"(compared after Unicode NFC normalisation): {fix}, so that each class has its own name.")
+                        f"(compared after Unicode NFC normalisation, "
+                        f"surrounding whitespace aside): {fix}, so that each class has its own name.")
 
 
 def classes_absent_from_training(what: str, unknown: Sequence[str]) -> DataError:

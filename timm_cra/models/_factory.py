@@ -135,6 +135,10 @@ _CROP_MODES = ('center', 'squash', 'border')
 #: (num_classes 10**9 asked 256 GB; a 100000 px input_size a MemoryError).
 MAX_NUM_CLASSES = 200_000
 MAX_INPUT_SIDE = 8192
+#: The smallest side an input may have: timm's smallest cfg is 32 px (the CIFAR nets), Fashion-MNIST's images 28 px;
+#: below 8 px an image holds no picture (``input_size: [3, 1, 1]`` resized every image to one colour and still
+#: scored, exit 0).
+MIN_INPUT_SIDE = 8
 MAX_INPUT_CHANS = 1024
 MAX_CROP_PCT = 2  # timm's own crop_pct values go up to 1.15
 #: Ceilings on ``model_args`` that size the model, checked before anything is built (the check's own build on the
@@ -163,6 +167,33 @@ _WEIGHT_SOURCE_FIELDS = ('hf_hub_filename', 'hf_hub_id', 'url', 'file', 'source'
 _LOADING_ARGS = ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'checkpoint_path', 'cache_dir',
                  'pretrained_strict', 'pretrained_filter_fn', 'pretrained_model_args')
 
+#: What transformers reads at a ``config.json``'s root, and the values it must hold in a timm repo: transformers builds
+#: the architecture ``model_type`` names (``timm_wrapper``, or none: a timm layout; ``bert`` built a BERT),
+#: loads the weights as ``dtype`` / ``torch_dtype`` (its ``dtype="auto"`` default: ``float16`` ran the model in half
+#: precision while timm ran float32, the weights' dtype as publish writes them) and imports code ``auto_map`` names
+#: (asking for ``trust_remote_code``). timm ignores all three, so one repo would give two models. ``save_for_hf`` and
+#: publish write none of them; transformers' own ``save_pretrained`` writes the accepted values.
+_TRANSFORMERS_KEYS = {'model_type': (None, 'timm_wrapper'), 'dtype': (None, 'float32'),
+                      'torch_dtype': (None, 'float32'), 'auto_map': (None,)}
+
+
+def _transformers_key_problem(cfg: Dict[str, Any]) -> Optional[str]:
+    """Why a ``config.json``'s root would make transformers load another model than timm does, or None
+    (:data:`_TRANSFORMERS_KEYS`)."""
+    for key, allowed in _TRANSFORMERS_KEYS.items():
+        value = cfg.get(key)
+        if value in allowed and (value is None or isinstance(value, str)):
+            continue
+        if key == 'auto_map':
+            return f"'auto_map' {value!r:.60} names code for transformers to import (it would ask for " \
+                   f"trust_remote_code); timm builds this model: remove 'auto_map'"
+        if key == 'model_type':
+            return f"'model_type' {value!r:.40} makes transformers build another model than timm's " \
+                   f"{cfg.get('architecture')!r:.40} (it reads 'timm_wrapper', or none): remove 'model_type'"
+        return f"'{key}' {value!r:.40} makes transformers load the weights in another precision than timm's float32: " \
+               f"remove '{key}' (or set it to \"float32\")"
+    return None
+
 
 def _preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any]) -> Optional[str]:
     """Why the preprocessing fields of a (type-checked) ``pretrained_cfg`` cannot describe an input, or None: timm
@@ -173,6 +204,9 @@ def _preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any
     for key, size in sizes.items():
         if not all(isinstance(v, int) and v > 0 for v in size):
             return f"pretrained_cfg '{key}' {size} must be positive integers (channels, height, width)"
+        if any(v < MIN_INPUT_SIDE for v in size[1:]):
+            return f"pretrained_cfg '{key}' {size} is too small: at least {MIN_INPUT_SIDE} px a side (an image " \
+                   f"that small holds no picture)"
         if size[0] > MAX_INPUT_CHANS or any(v > MAX_INPUT_SIDE for v in size[1:]):
             return f"pretrained_cfg '{key}' {size} is too large: at most {MAX_INPUT_CHANS} channels and " \
                    f"{MAX_INPUT_SIDE} px a side"
@@ -301,6 +335,9 @@ def check_model_config(cfg: Any, where: str) -> None:
 
     if not isinstance(cfg, dict):
         raise bad(f'it must be a JSON object, not {_json_type(cfg)}')
+    problem = _transformers_key_problem(cfg)
+    if problem:
+        raise bad(problem)
     if 'architecture' not in cfg:
         raise bad("'architecture' is missing (the registered model name, e.g. \"cra_cifar_resnet20\")")
     legacy = 'pretrained_cfg' not in cfg  # timm's older flat layout: the pretrained cfg at the root
@@ -332,6 +369,10 @@ def check_model_config(cfg: Any, where: str) -> None:
         hint = _CFG_TYPES.get(key, hints[key])
         if not _fits(value, hint):
             raise bad(f"pretrained_cfg '{key}' must be {_type_name(hint)}, not {_json_type(value)} ({value!r:.60})")
+    if not legacy and 'num_classes' in pretrained and cfg.get('num_classes', pretrained['num_classes']) != \
+            pretrained['num_classes']:  # timm and transformers take the root's, silently
+        raise bad(f"'num_classes' {cfg['num_classes']} and pretrained_cfg 'num_classes' {pretrained['num_classes']} "
+                  f"disagree (timm and transformers use the root's): give the head's class count in both")
     problem = weight_source_problem(pretrained) or _preprocessing_problem(pretrained, cfg.get('model_args') or {})
     if problem:
         raise bad(problem)
@@ -346,8 +387,8 @@ def check_model_config(cfg: Any, where: str) -> None:
                   f"that class to printable text")
     twice = repeated_names(label_names or [])
     if twice:  # transformers maps names to class ids: a repeated name loses a class
-        raise bad(f"'label_names' gives {', '.join(map(repr, twice[:5]))} more than once: give each class its own "
-                  f"name, in class-index order")
+        raise bad(f"'label_names' gives {', '.join(map(repr, twice[:5]))} more than once (compared after Unicode NFC "
+                  f"normalisation, surrounding whitespace aside): give each class its own name, in class-index order")
     descriptions = cfg.get('label_descriptions', pretrained.get('label_descriptions'))
     if descriptions and label_names:  # timm's CustomDatasetInfo refuses names without a description
         missing = [n for n in label_names if n not in descriptions]

@@ -91,9 +91,10 @@ def check_shared_values(args) -> None:
     feed timm unchecked, each in one line: a NaN / Inf number of any flag, lists included (a NaN ``--lr`` trained
     to NaN weights, a NaN ``--mean`` or an Inf ``--std`` scored a meaningless top1 with exit 0); ``--std`` not
     above 0, ``--crop-pct`` outside (0, 2] (0 was silently the model's), ``--img-size`` / ``--input-size``
-    outside 1..``MAX_INPUT_SIDE`` px (tracebacks, a MemoryError), ``--workers`` below 0 (a traceback). The
+    sides outside ``MIN_INPUT_SIDE``..``MAX_INPUT_SIDE`` px (tracebacks, a MemoryError; the trainer writes them into
+    the config.json a load then refuses), ``--workers`` below 0 (a traceback). The
     bounds are those a ``config.json`` is held to (``models._factory``)."""
-    from ..models._factory import MAX_CROP_PCT, MAX_INPUT_SIDE
+    from ..models._factory import MAX_CROP_PCT, MAX_INPUT_SIDE, MIN_INPUT_SIDE
 
     def shown(v):
         return ' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v
@@ -107,12 +108,13 @@ def check_shared_values(args) -> None:
     if args.crop_pct is not None and not 0 < args.crop_pct <= MAX_CROP_PCT:
         raise UsageError(f"--crop-pct {args.crop_pct} must be in (0, {MAX_CROP_PCT}]: the centre crop's share of the "
                          f"resized image (1.0 keeps it whole).")
-    if args.img_size is not None and not 0 < args.img_size <= MAX_INPUT_SIDE:
-        raise UsageError(f'--img-size {args.img_size} must be a side in pixels from 1 to {MAX_INPUT_SIDE}.')
-    if args.input_size is not None and not (args.input_size[0] > 0
-                                            and all(0 < v <= MAX_INPUT_SIDE for v in args.input_size[1:])):
-        raise UsageError(f'--input-size {shown(args.input_size)} must be channels, height, width: all above 0, the '
-                         f'sides at most {MAX_INPUT_SIDE} px.')
+    if args.img_size is not None and not MIN_INPUT_SIDE <= args.img_size <= MAX_INPUT_SIDE:
+        raise UsageError(f'--img-size {args.img_size} must be a side in pixels from {MIN_INPUT_SIDE} to '
+                         f'{MAX_INPUT_SIDE}.')
+    if args.input_size is not None and not (args.input_size[0] > 0 and all(
+            MIN_INPUT_SIDE <= v <= MAX_INPUT_SIDE for v in args.input_size[1:])):
+        raise UsageError(f'--input-size {shown(args.input_size)} must be channels, height, width: channels above 0, '
+                         f'the sides {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE} px.')
     if args.workers is not None and args.workers < 0:
         raise UsageError(f'--workers {args.workers} must be 0 (load in this process) or more.')
 

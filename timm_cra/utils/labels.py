@@ -7,14 +7,16 @@ __all__ = ['name_key', 'repeated_names', 'unprintable_names']
 
 def name_key(name) -> str:
     """A class name as compared everywhere: NFC-normalised, so ``café`` typed two ways (macOS writes file names
-    decomposed, NFD) is one name."""
-    return unicodedata.normalize('NFC', str(name))
+    decomposed, NFD) is one name, and without surrounding whitespace, which no card, log or label shows (``cat`` and
+    ``cat `` were loaded as two classes)."""
+    return unicodedata.normalize('NFC', str(name)).strip()
 
 
 def repeated_names(names: Sequence[str]) -> List[str]:
-    """Class names given more than once, compared after Unicode NFC normalisation (``café`` typed two ways looks
-    the same): transformers maps names to class ids, so a repeated name loses a class. The one check of names
-    from data (:func:`timm_cra.data.create_dataset`) and of ``publish --label-names``."""
+    """Class names given more than once, compared as :func:`name_key` does (``café`` typed two ways, ``cat`` and
+    ``cat `` look the same): transformers maps names to class ids, so a repeated name loses a class. The one check
+    of names from data (:func:`timm_cra.data.create_dataset`), of a ``config.json``'s or a weights header's names on
+    load and of ``publish --label-names``."""
     seen: dict = {}
     for n in names:
         key = name_key(n)
