@@ -92,3 +92,18 @@ def test_meta_label_names_that_are_not_a_list_of_strings_are_one_line(tmp_path, 
     message = str(e.value)
     assert message.startswith(f"CIFAR meta file '{d / 'batches.meta'}' has label_names ") \
         and 'must be a list of class names (strings)' in message and '\n' not in message, message
+
+
+def test_meta_label_names_that_are_not_utf8_are_one_line(tmp_path):
+    """A name in ``batches.meta`` holding bytes that are not UTF-8 (``b'caf\\xe9'``, Latin-1) was decoded with
+    'replace' into ``'caf\\ufffd'``: a class name nobody gave, trained and published. Refused naming the file."""
+    d = write_cifar10(tmp_path)
+    with open(d / 'batches.meta', 'wb') as f:
+        pickle.dump({b'label_names': NAMES[:3] + [b'caf\xe9'] + NAMES[4:]}, f)
+    with pytest.raises(DataError) as e:
+        create_dataset('', str(tmp_path), 'train')
+    assert str(e.value) == (f"CIFAR meta file '{d / 'batches.meta'}' has label_names b'caf\\xe9' that is not UTF-8 "
+                            f"text (byte 0xe9 at 3): re-extract the archive or fix that name.")
+    with open(d / 'batches.meta', 'wb') as f:  # UTF-8 bytes are names as given
+        pickle.dump({b'label_names': NAMES[:3] + ['café'.encode()] + NAMES[4:]}, f)
+    assert create_dataset('', str(tmp_path), 'train').class_names[3] == 'café'

@@ -98,12 +98,21 @@ def _unpickle(path: str) -> dict:
 
 
 def _names(values, meta: str, key: str) -> List[str]:
-    """The class names a meta file gives: a list of strings (bytes in files pickled by Python 3), else one line (an
-    int was a traceback, a dict's keys were taken, a string's letters were refused as repeated names)."""
+    """The class names a meta file gives: a list of strings (bytes in files pickled by Python 3, which must be
+    UTF-8), else one line (an int was a traceback, a dict's keys were taken, a string's letters were refused as
+    repeated names)."""
     if not isinstance(values, (list, tuple)) or not all(isinstance(v, (str, bytes)) for v in values):
         raise DataError(printable(f"CIFAR meta file '{meta}' has {key} {values!r:.60}: it must be a list of class "
                                   f"names (strings); re-extract the archive or fix that list."))
-    return [v.decode('utf-8', 'replace') if isinstance(v, bytes) else v for v in values]
+    names = []
+    for v in values:
+        try:
+            names.append(v.decode('utf-8') if isinstance(v, bytes) else v)
+        except UnicodeDecodeError as e:  # 'replace' turned it into U+FFFD silently, a class name nobody gave
+            raise DataError(f"CIFAR meta file '{meta}' has {key} {v!r:.60} that is not UTF-8 text (byte "
+                            f"{e.object[e.start]:#04x} at {e.start}): re-extract the archive or fix that "
+                            f"name.") from None
+    return names
 
 
 def load_cifar_pickle(root: str, split: str = 'train', variant: Optional[str] = None) -> TensorImageDataset:
