@@ -177,6 +177,39 @@ def test_train_experiment_that_is_not_one_folder_name_is_refused(tmp_path, capsy
     assert os.listdir(tmp_path) == []
 
 
+def test_train_run_folder_linked_out_of_output_or_dangling_is_refused(tmp_path, capsys):
+    """``--experiment exp`` where ``<output>/exp`` is a symlink to a folder outside --output: the run wrote its
+    files there (rc 0). A dangling link as the run folder or as --output: *File exists* / *No such file or
+    directory*, both with *choose a writable place with free space*. Each is now one line naming the link."""
+    out, elsewhere = tmp_path / 'runs', tmp_path / 'elsewhere'
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / 'exp').symlink_to(elsewhere)
+    (out / 'gone').symlink_to(tmp_path / 'nothing')
+    (out / 'gone-inside').symlink_to(out / 'nothing')
+    (tmp_path / 'runs-link').symlink_to(tmp_path / 'no-runs')
+    base = ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'no-such-data', '--epochs', '1']
+    err = _refused(train_main, base + ['--output', out, '--experiment', 'exp'], capsys)
+    assert f"'{out / 'exp'}' is a symlink to {elsewhere}, outside --output {out}: the run would write its files " \
+           f"there" in err and f'(--output {tmp_path} --experiment elsewhere)' in err, err
+    assert os.listdir(elsewhere) == []
+    err = _refused(train_main, base + ['--output', out, '--experiment', 'gone'], capsys)
+    assert f"'{out / 'gone'}' is a symlink to {tmp_path / 'nothing'}, outside --output" in err, err
+    for output, experiment, link, target in ((out, 'gone-inside', out / 'gone-inside', out / 'nothing'),
+                                             (tmp_path / 'runs-link', 'e', tmp_path / 'runs-link',
+                                              tmp_path / 'no-runs')):
+        err = _refused(train_main, base + ['--output', output, '--experiment', experiment], capsys)
+        assert f'{link} is a dangling symlink (to {target}): point it at a folder or remove it' in err, err
+        assert 'File exists' not in err and 'free space' not in err, err
+    assert sorted(os.listdir(tmp_path)) == ['elsewhere', 'runs', 'runs-link']
+    assert sorted(os.listdir(out)) == ['exp', 'gone', 'gone-inside']
+    # a link to a folder inside --output is the run folder: past these checks (here to the missing data)
+    (out / 'real').mkdir()
+    (out / 'alias').symlink_to(out / 'real')
+    err = _refused(train_main, base + ['--output', out, '--experiment', 'alias'], capsys)
+    assert 'no-such-data' in err and 'symlink' not in err, err
+
+
 def test_an_over_long_experiment_name_is_refused_before_anything_is_created(tmp_path, capsys):
     """A 300-byte ``--experiment`` failed (ENAMETOOLONG) after creating ``--output``, which was left behind empty."""
     base = ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'no-such-data', '--epochs', '1',

@@ -65,11 +65,26 @@ def _output_dir(args) -> str:
         if name in ('.', '..') or os.sep in name or (os.altsep and os.altsep in name) or '\0' in name:
             raise UsageError(f"--experiment {name!r} must be one folder name (no '/', not '.' or '..'): it names the "
                              f"run's sub-folder of --output; pass the parent folder as --output.")
-        return os.path.join(args.output, name)
+        return _inside_output(os.path.join(args.output, name), args.output)
     if args.resume:  # continue in the folder of the checkpoint
         return os.path.dirname(os.path.abspath(args.resume))
     name = '-'.join([time.strftime('%Y%m%d-%H%M%S'), args.model.replace('/', '_').replace(':', '_')])
-    return os.path.join(args.output, name)
+    return _inside_output(os.path.join(args.output, name), args.output)
+
+
+def _inside_output(run_dir: str, output: str) -> str:
+    """``run_dir`` (a sub-folder of ``--output``), refused when it is a symlink leading out of ``--output``: the run
+    would write its files into whatever folder the link names (another run, a repo folder), as a linked run file
+    would (:func:`_check_no_linked_run_files`)."""
+    if not os.path.islink(run_dir):
+        return run_dir
+    target, root = os.path.realpath(run_dir), os.path.realpath(output)
+    if target != root and target.startswith(root.rstrip(os.sep) + os.sep):
+        return run_dir
+    raise UsageError(printable(
+        f"'{run_dir}' is a symlink to {os.readlink(run_dir)}, outside --output {output}: the run would write its "
+        f"files there. Remove the link, or write into that folder itself (--output {os.path.dirname(target)} "
+        f"--experiment {os.path.basename(target)})."))
 
 
 #: Files that show a folder holds an earlier run (``args.yaml`` alone: a run killed before its first epoch ended).

@@ -168,6 +168,8 @@ def _ancestor_problem(folder: str) -> Optional[str]:
         try:
             mode = os.stat(path).st_mode
         except (FileNotFoundError, NotADirectoryError):  # absent, or a file on the way: look further up
+            if os.path.islink(path):  # a folder made there goes where the link points (makedirs: 'File exists')
+                return f'{path} is a dangling symlink (to {os.readlink(path)}): point it at a folder or remove it'
             parent = os.path.dirname(path)
             if parent == path:
                 return None
@@ -264,7 +266,7 @@ def check_output_folder(path: Union[str, os.PathLike], what: str = 'output folde
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
-        problem = _ancestor_problem(os.path.dirname(os.path.abspath(path)))
+        problem = _ancestor_problem(path)  # the path itself a dangling symlink, or a folder on the way
     except OSError as e:
         problem = f'it cannot be reached ({e.strerror})'
     else:
