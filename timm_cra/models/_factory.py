@@ -182,7 +182,7 @@ def _transformers_key_problem(cfg: Dict[str, Any]) -> Optional[str]:
     (:data:`_TRANSFORMERS_KEYS`)."""
     for key, allowed in _TRANSFORMERS_KEYS.items():
         value = cfg.get(key)
-        if value in allowed and (value is None or isinstance(value, str)):
+        if value is None or (isinstance(value, str) and value in allowed):
             continue
         if key == 'auto_map':
             return f"'auto_map' {value!r:.60} names code for transformers to import (it would ask for " \
