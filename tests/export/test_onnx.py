@@ -301,8 +301,8 @@ def test_a_fine_tunes_last_pth_exports_without_flags_and_its_onnx_is_no_checkpoi
     for main, argv, says in [
             (validate_main, base + ['--checkpoint', str(out)], 'is an ONNX model (timm-cra-export\'s output), not a '
                                                               'weights file: pass the .pth / .safetensors'),
-            (cli_main, ['--model', 'cra_cifar_resnet20', '--checkpoint', str(out), '--output', str(tmp_path / 'x.onnx')],
-             'is an ONNX model'),
+            (cli_main, ['--model', 'cra_cifar_resnet20', '--checkpoint', str(out), '--output',
+                        str(tmp_path / 'x.onnx')], 'is an ONNX model'),
             (cli_main, ['--model', 'cra_cifar_resnet20', '--checkpoint', str(last), '--in-chans', '1', '--output',
                         str(tmp_path / 'x.onnx')], 'the weights take 3 input channels, the model 1: pass --in-chans 3'),
             (validate_main, base + ['--checkpoint', str(last), '--num-classes', '10'],
