@@ -253,3 +253,19 @@ def test_clis_without_the_extra_name_the_install(core_env, cli):
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1].startswith('error: timm-cra-')
     assert proc.stderr.strip().endswith(TRAIN_INSTALL) and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize('module,script', [('timm_cra.train', 'train'), ('timm_cra.eval', 'validate'),
+                                           ('timm_cra.export', 'export')])
+def test_python_m_behaves_as_the_console_script_without_the_extra(core_env, module, script):
+    """`python -m timm_cra.train --help` without the extra (matplotlib) was a MissingExtraError traceback while the
+    console script printed its help: both run through one runner (utils.extras.run_command), so both print the same
+    help, and a run the same one line."""
+    console = ['-c', f'from timm_cra.cli import {script}; {script}()']
+    helps = [_run(core_env, *cli, '--help') for cli in (['-m', module], console)]
+    assert all(p.returncode == 0 for p in helps) and helps[0].stdout == helps[1].stdout, helps[0].stderr[-3000:]
+    if script != 'export':  # export needs none of the train extra
+        runs = [_run(core_env, *cli, '--model', 'cra_cifar_resnet20', '--data-dir', 'nowhere')
+                for cli in (['-m', module], console)]
+        assert [p.returncode for p in runs] == [2, 2] and runs[0].stderr == runs[1].stderr, runs[0].stderr[-3000:]
+        assert runs[0].stderr.count('\n') == 1 and runs[0].stderr.strip().endswith(TRAIN_INSTALL)

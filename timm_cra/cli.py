@@ -1,15 +1,12 @@
 """The console scripts (``[project.scripts]`` in pyproject.toml), one per command-line tool.
 
 Each runs its module's ``main(argv)`` under :func:`~timm_cra.utils.errors.run_cli` (bad input: one ``error:``
-line, exit 2), importing the module only then, so a missing optional extra is that one line too (checked by the
+line, exit 2; Ctrl-C: ``interrupted``, exit 130) through :func:`~timm_cra.utils.extras.run_command`, importing the
+module only then, so a missing optional extra is that one line too (checked by the
 command once its arguments are parsed: ``--help`` works without it) and ``timm-cra-hub-mirror`` imports neither
-torch nor timm. ``python -m <module>`` (the second column) runs the same
-``main``.
+torch nor timm. ``python -m <module>`` (the second column) runs the same ``main`` the same way.
 """
-import importlib
-
-from .utils.errors import run_cli
-from .utils.extras import command_starting
+from .utils.extras import run_command
 
 #: console script -> the module whose ``main`` it runs (also ``python -m <module>``)
 COMMANDS = {
@@ -28,12 +25,7 @@ _MAIN_MODULES = {'timm_cra.train': 'timm_cra.train.trainer', 'timm_cra.eval': 't
 
 def _run(script: str) -> None:
     module = COMMANDS[script]
-
-    def main(argv):
-        with command_starting():
-            command = importlib.import_module(_MAIN_MODULES.get(module, module))
-        return command.main(argv)
-    run_cli(main)
+    run_command(_MAIN_MODULES.get(module, module))
 
 
 def train() -> None:

@@ -301,3 +301,18 @@ def test_local_dir_model_loads_its_weights_unless_no_pretrained(cifar_run, cifar
     assert (default['top1'], default['loss']) == (with_flag['top1'], with_flag['loss'])
     random_init = validate(_args(['--model', f'local-dir:{out}', '--no-pretrained', '--num-classes', '10'] + common))
     assert random_init['loss'] != with_flag['loss'] and random_init['pretrained'] is False
+
+
+def test_results_csv_with_an_unterminated_quote_is_refused_not_swallowed(tmp_path, capsys):
+    """A --results-csv whose last row opens a quote it never closes: the appended row became part of that quoted
+    field, so it vanished for every CSV reader, exit 0. Refused in one line naming the file, before any work; the
+    file is untouched."""
+    from ..conftest import REPO_ROOT
+    broken = tmp_path / 'results.csv'
+    text = ','.join(RESULT_FIELDS) + '\n"cra_x,1,2\n'
+    broken.write_text(text)
+    err = _one_error_line(['--model', 'cra_cifar_resnet20', '--data-dir', REPO_ROOT / 'data' / 'cifar10',
+                           '--split', 'test', '--num-samples', '4', '--workers', '0', '--no-progress',
+                           '--results-csv', broken], capsys)
+    assert f'--results-csv {broken} is not a well-formed CSV (unexpected end of data at line 2' in err, err
+    assert broken.read_text() == text

@@ -207,7 +207,13 @@ def test_cli_exports_a_greyscale_model_with_in_chans(tmp_path):
 
 @pytest.mark.parametrize('argv,message', [
     (['--model', 'cra_resnet5O'], "Unknown --model 'cra_resnet5O'"),
-    (['--model', 'cra_cifar_resnet20', '--img-size', '0'], '--img-size must be positive'),
+    (['--model', 'cra_cifar_resnet20', '--img-size', '0'], '--img-size 0 must be a side in pixels from 1 to 8192'),
+    # no ceiling was a 120 GB allocation traceback; an opset the exporter lacks, a traceback from inside it
+    (['--model', 'cra_cifar_resnet20', '--img-size', '100000'], '--img-size 100000 must be a side in pixels from 1'),
+    (['--model', 'cra_cifar_resnet20', '--input-size', '3', '32', '100000'], '--input-size 3 32 100000 must be C H W'),
+    (['--model', 'cra_cifar_resnet20', '--opset', '99'], '--opset 99: the TorchScript exporter of torch'),
+    (['--model', 'cra_cifar_resnet20', '--opset', '3'], 'leave --opset out for its default'),
+    (['--model', 'cra_cifar_resnet20', '--dynamo', '--opset', '99'], "--opset 99: torch.export's exporter (--dynamo)"),
     (['--model', 'cra_cifar_resnet20', '--checkpoint', 'missing.pth'], 'missing.pth'),
     (['--model', 'cra_cifar_resnet20', '--in-chans', '1', '--input-size', '3', '32', '32'],
      '--input-size 3 32 32 has 3 channels but the model takes 1'),
@@ -267,3 +273,42 @@ def test_every_cra_model_matches_in_onnxruntime(name, size, tmp_path):
 def test_dynamo_exporter_matches_pytorch(name, size, kwargs, tmp_path):
     pytest.importorskip('onnxscript', reason='the dynamo exporter needs onnxscript (the export extra)')
     _check_export(_cra_model(name, size, **kwargs), tmp_path, size, dynamo=True)
+
+
+def test_a_fine_tunes_last_pth_exports_without_flags_and_its_onnx_is_no_checkpoint(class_folder, tmp_path, cli_env,
+                                                                                   capsys):
+    """A 3-class fine-tune's last.pth: export needed --num-classes (validate took none either), now both build the
+    model the checkpoint's head and first conv were made for; its .onnx given back as --checkpoint was called *torch's
+    legacy format*, now an ONNX model with the fix; a channel mismatch names --in-chans; and with an ASCII-only
+    stdout a non-ASCII output name was a UnicodeEncodeError traceback after a complete write."""
+    from timm_cra.eval.validate import main as validate_main
+    from timm_cra.train import train
+    train(['--model', 'cra_cifar_resnet20', '--data-dir', str(class_folder), '--val-split', 'val', '--epochs', '1',
+           '-b', '6', '-j', '0', '--no-plot', '--output', str(tmp_path), '--experiment', 'run'])
+    last = tmp_path / 'run' / 'last.pth'
+    out = tmp_path / 'naïve.onnx'
+    r = subprocess.run([sys.executable, '-m', 'timm_cra.export', '--model', 'cra_cifar_resnet20', '--checkpoint',
+                        str(last), '--output', str(out)], env=dict(cli_env, PYTHONIOENCODING='ascii'),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith(f"wrote {tmp_path}/na\\xefve.onnx: input (batch, 3, 32, 32)"), \
+        r.stderr[-3000:]
+    assert onnx_session(str(out)).get_outputs()[0].shape[-1] == 3
+    base = ['--model', 'cra_cifar_resnet20', '--data-dir', str(class_folder), '--split', 'val', '--workers', '0',
+            '--no-progress']
+    results = validate_main(base + ['--checkpoint', str(last)])
+    assert results['count'] == 6
+    capsys.readouterr()
+    for main, argv, says in [
+            (validate_main, base + ['--checkpoint', str(out)], 'is an ONNX model (timm-cra-export\'s output), not a '
+                                                              'weights file: pass the .pth / .safetensors'),
+            (cli_main, ['--model', 'cra_cifar_resnet20', '--checkpoint', str(out), '--output',
+                        str(tmp_path / 'x.onnx')], 'is an ONNX model'),
+            (cli_main, ['--model', 'cra_cifar_resnet20', '--checkpoint', str(last), '--in-chans', '1', '--output',
+                        str(tmp_path / 'x.onnx')], 'the weights take 3 input channels, the model 1: pass --in-chans 3'),
+            (validate_main, base + ['--checkpoint', str(last), '--num-classes', '10'],
+             'the weights take 3 classes, the model 10: pass --num-classes 3')]:
+        with pytest.raises(SystemExit) as e:
+            run_cli(main, argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith('error: ') and err.count('\n') == 1 and says in err, err
+    assert not (tmp_path / 'x.onnx').exists()

@@ -575,3 +575,30 @@ def test_a_run_folder_moved_mid_run_stops_with_advice_that_keeps_the_epochs(tmp_
     assert summary['epochs'] == 3 and summary['output_dir'] == str(moved)
     history = torch.load(moved / 'last.pth', weights_only=True)['history']
     assert [row['epoch'] for row in history] == [0, 1, 2] and sorted(os.listdir(tmp_path / 'o')) == ['r-moved']
+
+
+def test_ctrl_c_during_a_training_is_one_line_exit_130_and_leaves_no_half_written_file(class_folder, tmp_path,
+                                                                                        cli_env):
+    """SIGINT (Ctrl-C) during any console script was a KeyboardInterrupt traceback: the shared runner (run_cli)
+    prints `interrupted` and exits 130; the run folder holds whole files only (the atomic writers remove their temp
+    file on the way out), and the checkpoint written before the interrupt loads."""
+    import signal
+    import time
+    out = tmp_path / 'out'
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'timm_cra.train', '--model', 'cra_cifar_resnet20', '--data-dir', str(class_folder),
+         '--val-split', 'val', '--epochs', '1000', '-b', '6', '-j', '0', '--no-plot', '--output', str(out),
+         '--experiment', 'run'], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / 'run' / 'last.pth').exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # interrupt mid-run, with a checkpoint already written
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.endswith('interrupted\n') and 'Traceback' not in err, err[-3000:]
+    files = sorted(p.name for p in (out / 'run').iterdir())
+    assert not [f for f in files if f.startswith('.') or f.endswith('.tmp')], files
+    assert torch.load(out / 'run' / 'last.pth', weights_only=True)['epoch'] >= 1

@@ -5,6 +5,7 @@ import torch
 
 from timm_cra.data import UsageError
 from timm_cra.train import create_optimizer, create_scheduler, list_recipes, parse_args
+from timm_cra.utils.errors import run_cli
 
 
 def test_recipes_bundled_and_parse():
@@ -252,3 +253,46 @@ def test_a_recipe_name_that_is_also_a_file_here_is_refused(tmp_path, monkeypatch
     assert parse_args(['--config', './finetune']).lr == 7.5
     (tmp_path / 'finetune').unlink()
     assert parse_args(['--config', 'finetune']).pretrained is True
+
+
+@pytest.mark.parametrize('argv,says', [
+    (['--device', 'bogus'], "--device 'bogus' is not a device: pass --device cpu, cuda or cuda:N"),
+    (['--device', 'cuda:99'], '--device cuda:99: '),  # no CUDA here, or not 100 GPUs: one line either way
+    (['--epochs', '0'], '--epochs must be a positive integer, not 0.'),
+    (['--epochs', '-2'], '--epochs must be a positive integer, not -2.'),
+    (['--lr', '-1'], '--lr -1.0 must be 0 or more.'),
+    (['--weight-decay', '-1'], '--weight-decay -1.0 must be 0 or more.'),
+    (['--momentum', '-0.5'], '--momentum -0.5 must be 0 or more.'),
+    (['-b', '-4'], '--batch-size must be a positive integer, not -4.'),
+    (['--workers', '-1'], '--workers -1 must be 0 (load in this process) or more.'),
+    (['--log-interval', '0'], '--log-interval must be a positive integer, not 0.'),
+    (['--decay-epochs', '0'], '--decay-epochs must be a positive number, not 0.0.'),
+    (['--warmup-epochs', '-1'], '--warmup-epochs -1 must be 0 or more.'),
+    (['--hflip', '1.5'], '--hflip 1.5 must be from 0 to 1.'),
+    (['--drop', '1'], '--drop 1.0 must be from 0 to below 1.'),
+    (['--opt-betas', '0.9', '1'], '--opt-betas 0.9 1.0 must be from 0 to below 1.'),
+])
+def test_nonsense_numbers_for_the_trainers_flags_are_one_line(argv, says, tmp_path, capsys):
+    """`--device bogus`, `--epochs 0`, `--lr -1`, `--momentum -1` were tracebacks once the data was read (torch's
+    device parser, timm's scheduler assert, torch's optimizers); `--weight-decay -1` trained until the loss was NaN.
+    Each is one line from the trainer's CLI before any work (the checks of parse_args, so a config's values too)."""
+    from timm_cra.train.trainer import main
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, ['--model', 'cra_cifar_resnet20', '--data-dir', str(tmp_path / 'none'),
+                       '--output', str(tmp_path / 'out')] + argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f'error: {says}') and err.count('\n') == 1, err
+    assert not (tmp_path / 'out').exists()
+    import yaml
+    from timm_cra.train import create_parser
+    dest = next(a.dest for a in create_parser()._actions if argv[0] in a.option_strings)
+    cfg = tmp_path / 'c.yaml'  # the same value from a config file (YAML strings: read as the flag reads them)
+    cfg.write_text(yaml.safe_dump({dest: argv[1] if len(argv) == 2 else argv[1:]}))
+    assert says in _one_error_line(['--model', 'cra_cifar_resnet20', '--config', cfg], capsys)
+
+
+def test_a_bogus_device_through_the_installed_cli(run_command, tmp_path):
+    r = run_command('timm-cra-train', ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'none',
+                                       '--output', tmp_path / 'out', '--device', 'bogus'])
+    assert r.returncode == 2 and r.stderr.startswith("error: --device 'bogus' is not a device") \
+        and r.stderr.count('\n') == 1, r.stderr[-2000:]

@@ -82,3 +82,22 @@ def test_run_cli_prints_library_errors_as_one_line(err, capsys):
 def test_run_cli_leaves_other_errors_their_traceback(err):
     with pytest.raises(type(err), match='a bug'):
         run_cli(_raising(err), [])
+
+
+def test_run_cli_prints_an_interrupt_as_one_line_exit_130(capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit) as e:
+        run_cli(interrupted)
+    assert e.value.code == 130 and capsys.readouterr().err == 'interrupted\n'
+
+
+def test_a_path_stdout_cannot_encode_is_printed_escaped(tmp_path):
+    """With an ASCII-only stdout (PYTHONIOENCODING=ascii, LC_ALL=C on older Pythons), `wrote naïve.onnx` was a
+    UnicodeEncodeError traceback after a complete write: run_cli escapes what the stream cannot encode."""
+    import subprocess
+    import sys
+    code = 'from timm_cra.utils.errors import run_cli; run_cli(lambda argv: print("wrote na\\u00efve.onnx"))'
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                       env=dict(__import__('os').environ, PYTHONIOENCODING='ascii'))
+    assert r.returncode == 0 and r.stdout == 'wrote na\\xefve.onnx\n', r.stderr

@@ -1,7 +1,5 @@
-"""``python -m timm_cra.eval ...``: the validation CLI (the ``timm-cra-validate`` console script runs the same
-``main``)."""
-from ..utils.errors import run_cli
-from .validate import main
+"""``python -m timm_cra.eval ...``: the validation CLI, run as the ``timm-cra-validate`` console script runs it."""
+from ..utils.extras import run_command
 
 if __name__ == '__main__':
-    run_cli(main)
+    run_command('timm_cra.eval.validate')

@@ -5,6 +5,7 @@ crop_pct, interpolation, mean/std) unless flags override it. Results follow timm
 """
 import argparse
 import csv
+import io
 import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -21,7 +22,7 @@ from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.extras import require_train_extra
 from ..utils.io import atomic_write, check_output_file, file_digest, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
-from ..utils.weights import load_model_weights
+from ..utils.weights import load_fitting_weights
 from .evaluate import evaluate
 
 __all__ = ['create_parser', 'validate', 'write_results', 'RESULT_FIELDS']
@@ -62,11 +63,14 @@ def _create_model(args) -> Tuple[torch.nn.Module, Optional[List[str]]]:
         kwargs['in_chans'] = args.in_chans
     if args.num_classes is not None:
         kwargs['num_classes'] = args.num_classes
-    try:
-        model = timm_cra.create_model(args.model, pretrained=args.pretrained,
-                                      allow_nonfinite=args.allow_nonfinite_weights, **kwargs)
-    except TimmCraError as e:  # unknown model, no pretrained weights, ...
-        raise UsageError(f"Cannot create model '{args.model}': {e}") from e
+    def create(**from_weights):
+        try:
+            return timm_cra.create_model(args.model, pretrained=args.pretrained,
+                                         allow_nonfinite=args.allow_nonfinite_weights, **kwargs, **from_weights)
+        except TimmCraError as e:  # unknown model, no pretrained weights, ...
+            raise UsageError(f"Cannot create model '{args.model}': {e}") from e
+
+    model = create()
     trained = (getattr(model, 'pretrained_cfg', None) or {}).get('num_classes') if args.pretrained else None
     if args.num_classes is not None and trained and args.num_classes != trained:
         # timm would put a new, random head on the pretrained weights: a confident result that means nothing.
@@ -75,8 +79,9 @@ def _create_model(args) -> Tuple[torch.nn.Module, Optional[List[str]]]:
                          f"--num-classes (a val set with a subset of the model's classes is mapped by name).")
     label_names = (getattr(model, 'pretrained_cfg', None) or {}).get('label_names') if args.pretrained else None
     if args.checkpoint:
-        ckpt = load_model_weights(model, args.checkpoint, use_ema=args.use_ema,
-                                  allow_nonfinite=args.allow_nonfinite_weights)
+        # a --checkpoint tells its class count and channels (a fine-tune's last.pth): unless the flags set them
+        model, ckpt = load_fitting_weights(model, args.checkpoint, create, keep=kwargs, use_ema=args.use_ema,
+                                           allow_nonfinite=args.allow_nonfinite_weights)
         names = ckpt.get('label_names')  # a trainer checkpoint's: its training split's class names
         if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
             label_names = names
@@ -182,6 +187,14 @@ def read_results_csv(csv_path: str) -> str:
     if text and header != list(RESULT_FIELDS):
         raise UsageError(f"--results-csv {csv_path} has another header ({','.join(header)[:80]}) than validate's "
                          f"({','.join(RESULT_FIELDS)}): choose another file, or one with that header.")
+    reader = csv.reader(io.StringIO(text, newline=''), strict=True)
+    try:
+        for _ in reader:
+            pass
+    except csv.Error as e:  # an unterminated quote: the row appended after it would be read as part of that field
+        raise UsageError(printable(f"--results-csv {csv_path} is not a well-formed CSV ({e} at line {reader.line_num}"
+                                   f"; an unterminated quote?): a row appended to it would be lost inside it. Fix "
+                                   f"that line, or choose another file.")) from None
     return text
 
 

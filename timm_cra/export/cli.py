@@ -9,8 +9,8 @@ from ..utils.cli import (add_in_chans_arg, check_model_name, check_use_ema, inpu
                          resolve_pretrained)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.io import check_output_file
-from ..utils.weights import load_model_weights
-from .onnx import OnnxMismatchError, export_onnx, require_onnx
+from ..utils.weights import load_fitting_weights
+from .onnx import OnnxMismatchError, check_export_args, export_onnx, require_onnx
 
 __all__ = ['create_parser', 'main']
 
@@ -51,12 +51,16 @@ def _create_model(args):
     if args.num_classes is not None:
         kwargs['num_classes'] = args.num_classes
     pretrained = resolve_pretrained(args.pretrained, args.model)
-    try:
-        model = timm_cra.create_model(args.model, pretrained=pretrained, **kwargs)
-    except (TimmCraError, TypeError) as e:  # TypeError: --model-kwargs the architecture does not take
-        raise UsageError(f"Cannot create model '{args.model}': {' '.join(str(e).split())}") from e
-    if args.checkpoint:
-        load_model_weights(model, args.checkpoint, use_ema=args.use_ema)
+
+    def create(**from_weights):
+        try:
+            return timm_cra.create_model(args.model, pretrained=pretrained, **kwargs, **from_weights)
+        except (TimmCraError, TypeError) as e:  # TypeError: --model-kwargs the architecture does not take
+            raise UsageError(f"Cannot create model '{args.model}': {' '.join(str(e).split())}") from e
+
+    model = create()
+    if args.checkpoint:  # its class count and channels, unless the flags set them (validate reads it the same way)
+        model, _ = load_fitting_weights(model, args.checkpoint, create, keep=kwargs, use_ema=args.use_ema)
     return model
 
 
@@ -65,6 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if args.atol is not None and not 0 <= args.atol < float('inf'):  # nan too; inf: the check could never fail
         raise UsageError(f'--atol must be a finite number >= 0, got {args.atol}.')
     check_use_ema(args.use_ema, args.checkpoint)
+    check_export_args(args.input_size, args.img_size, args.opset, args.dynamo)
     require_onnx('onnx', *(('onnxscript',) if args.dynamo else ()), *(() if args.no_verify else ('onnxruntime',)))
     # Before the model is built: a device, a folder or the command's own input is refused.
     check_output_file(args.output, '--output', input_files(args.model, args.checkpoint), new_folders=False)

@@ -22,7 +22,7 @@ from ..utils.io import atomic_path, check_output_file
 
 __all__ = [
     'OnnxMismatchError', 'CraAttnExport', 'adaptive_windows', 'static_window_pool', 'export_friendly', 'export_onnx',
-    'onnx_session', 'onnx_run', 'compare_onnx', 'require_onnx', 'EXPORT_EXTRA',
+    'onnx_session', 'onnx_run', 'compare_onnx', 'require_onnx', 'check_export_args', 'EXPORT_EXTRA',
 ]
 
 #: The pip extra that installs the export dependencies.
@@ -94,7 +94,41 @@ def export_friendly(model: nn.Module, input_size: Sequence[int]) -> nn.Module:
     return model
 
 
+def check_export_args(input_size: Optional[Sequence[int]] = None, img_size: Optional[int] = None,
+                      opset: Optional[int] = None, dynamo: bool = False) -> None:
+    """Refuse, in one line and before any model is built, an input size outside the bounds a ``config.json`` is
+    held to (1..``MAX_INPUT_SIDE`` px a side, at most ``MAX_INPUT_CHANS`` channels: ``--img-size 100000`` was a
+    120 GB allocation traceback) and an ``opset`` the installed torch exporter does not write (a traceback from
+    inside the exporter)."""
+    from ..models._factory import MAX_INPUT_CHANS, MAX_INPUT_SIDE
+    if input_size is not None and not (len(input_size) == 3 and 0 < input_size[0] <= MAX_INPUT_CHANS
+                                       and all(0 < v <= MAX_INPUT_SIDE for v in input_size[1:])):
+        raise UsageError(f'--input-size {" ".join(map(str, input_size))} must be C H W: 1 to {MAX_INPUT_CHANS} '
+                         f'channels, sides of 1 to {MAX_INPUT_SIDE} px.')
+    if img_size is not None and not 0 < img_size <= MAX_INPUT_SIDE:
+        raise UsageError(f'--img-size {img_size} must be a side in pixels from 1 to {MAX_INPUT_SIDE}.')
+    if opset is not None:
+        low, high = _opset_range(dynamo)
+        if not low <= opset <= high:
+            exporter = "torch.export's exporter (--dynamo)" if dynamo else 'the TorchScript exporter'
+            raise UsageError(f'--opset {opset}: {exporter} of torch {torch.__version__} writes opsets {low} to '
+                             f'{high}; pass one of those, or leave --opset out for its default.')
+
+
+def _opset_range(dynamo: bool) -> Tuple[int, int]:
+    """The ONNX opsets the installed torch exporter writes (torch's own constants; these bounds if it lacks them)."""
+    try:
+        from torch.onnx import _constants as c
+    except ImportError:  # a torch without them: the ONNX opsets torch 2.x has supported
+        return 7, (23 if dynamo else 20)
+    low = getattr(c, 'ONNX_MIN_OPSET', 7)
+    high = getattr(c, 'ONNX_MAX_OPSET', 23) if dynamo else \
+        getattr(c, 'ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET', getattr(c, 'ONNX_MAX_OPSET', 20))
+    return low, high
+
+
 def _input_size(model: nn.Module, input_size: Optional[Sequence[int]], img_size: Optional[int]) -> Tuple[int, int, int]:
+    check_export_args(input_size, img_size)
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     # The model's own channels first: the cfg keeps describing the source weights (3 for RGB weights built with
     # in_chans=1).
@@ -143,6 +177,7 @@ def export_onnx(
     Returns ``{'input_size': (C, H, W), 'max_abs_diff': {batch: diff}}``.
     """
     require_onnx('onnx', *(('onnxscript',) if dynamo else ()), *(('onnxruntime',) if verify_atol is not None else ()))
+    check_export_args(opset=opset, dynamo=dynamo)
     from timm.utils.onnx import onnx_export
 
     size = _input_size(model, input_size, img_size)

@@ -1,6 +1,5 @@
-"""``python -m timm_cra.train ...``: the training CLI (the ``timm-cra-train`` console script runs the same ``main``)."""
-from ..utils.errors import run_cli
-from .trainer import main
+"""``python -m timm_cra.train ...``: the training CLI, run as the ``timm-cra-train`` console script runs it."""
+from ..utils.extras import run_command
 
 if __name__ == '__main__':
-    run_cli(main)
+    run_command('timm_cra.train.trainer')

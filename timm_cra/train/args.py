@@ -11,8 +11,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 from timm.utils import ParseKwargs
 
-from ..utils.cli import (add_shared_args, check_model_name, check_positive, check_shared_values, default_workers,
-                         keyword_args_action)
+from ..utils.cli import (add_shared_args, check_in_range, check_model_name, check_positive, check_shared_values,
+                         default_workers, keyword_args_action)
 from ..utils.errors import UsageError, printable
 from ..utils.io import check_regular_file, open_regular_file
 
@@ -233,6 +233,18 @@ def create_parser() -> argparse.ArgumentParser:
 RUN_RECORDS = ('initial_weights',)
 
 
+#: The trainer's own numeric flags by the values they take (finite numbers: ``check_shared_values``), checked once
+#: after parsing, so that a config's values are too: out of range, torch / timm failed with a traceback once the
+#: data was read (``--epochs 0``, ``--lr -1``, ``--momentum -1``, ``--log-interval 0``) or trained on them silently
+#: (``--weight-decay -1`` grew the weights until the loss was NaN).
+_COUNTS = ('epochs', 'log_interval', 'recount', 'decay_epochs')
+_NOT_NEGATIVE = ('lr', 'min_lr', 'warmup_lr', 'weight_decay', 'momentum', 'opt_eps', 'clip_grad', 'layer_decay',
+                 'decay_rate', 'warmup_epochs', 'cooldown_epochs', 'decay_milestones', 'crop_padding', 'color_jitter',
+                 'mixup', 'cutmix', 'mixup_off_epoch')
+_PROBABILITIES = ('hflip', 'vflip', 'reprob', 'mixup_prob', 'mixup_switch_prob', 'model_ema_decay')
+_RATES = ('drop', 'drop_path', 'smoothing', 'opt_betas')  # 1: drops everything, teaches no class, never decays
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse ``argv``: config-file values become defaults, explicit flags win."""
     parser = create_parser()
@@ -263,7 +275,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.set_defaults(**cfg)
     args = parser.parse_args(argv)
     check_shared_values(args)
-    check_positive(args, 'batch_size', 'validation_batch_size', 'train_num_samples', 'val_num_samples')
+    check_positive(args, 'batch_size', 'validation_batch_size', 'train_num_samples', 'val_num_samples', *_COUNTS)
+    check_in_range(args, _NOT_NEGATIVE)
+    check_in_range(args, _PROBABILITIES, 0, 1)
+    check_in_range(args, _RATES, 0, 1, below_high=True)
     if not 0 <= args.seed < 2 ** 32:  # numpy's seed range (torch's is wider): out of it, a traceback at set-up
         raise UsageError(f'--seed {args.seed} must be an integer from 0 to 2**32 - 1 (numpy seeds its generator with '
                          f'it).')

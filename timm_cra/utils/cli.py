@@ -8,7 +8,8 @@ from typing import Dict, List, Optional, Sequence
 from .errors import UsageError
 
 __all__ = ['add_shared_args', 'add_in_chans_arg', 'keyword_args_action', 'default_workers', 'check_model_name',
-           'input_files', 'check_positive', 'check_shared_values', 'starting_module', 'starting_light_command', 'resolve_pretrained', 'check_use_ema']
+           'input_files', 'check_positive', 'check_in_range', 'check_device', 'check_shared_values', 'starting_module',
+           'starting_light_command', 'resolve_pretrained', 'check_use_ema']
 
 #: commands that import neither torch nor timm (``python -m`` module, console script): in their process
 #: ``import timm_cra`` does not register the models
@@ -79,11 +80,51 @@ def check_positive(args, *names: str) -> None:
     for name in names:
         value = getattr(args, name)
         if value is not None and not value > 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, not {value}.")
+            kind = 'integer' if isinstance(value, int) else 'number'  # --decay-epochs is a float
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive {kind}, not {value}.")
 
 
 def _flag(dest: str) -> str:
     return f"--{dest.replace('_', '-')}"
+
+
+def check_in_range(args, names: Sequence[str], low: float = 0, high: Optional[float] = None,
+                   below_high: bool = False) -> None:
+    """Refuse a value of the ``names`` of ``args`` (a number or a list of numbers; None means unset) below ``low``
+    or above ``high`` (with ``below_high``: at ``high`` too), in one line naming the flag and its range: torch and
+    timm refuse such values with a traceback after the data was read (``--lr -1``), or train on them silently
+    (``--weight-decay -1``)."""
+    span = f'{low} or more' if high is None else f"from {low} to {'below ' if below_high else ''}{high}"
+    for name in names:
+        value = getattr(args, name)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None and (v < low or (high is not None and (v >= high if below_high else v > high))):
+                shown = ' '.join(map(str, value)) if isinstance(value, (list, tuple)) else value
+                raise UsageError(f'{_flag(name)} {shown} must be {span}.')
+
+
+def check_device(device: str) -> None:
+    """Refuse a ``--device`` torch cannot parse (``bogus``: a RuntimeError traceback) or that is not here (a GPU
+    index past the last one, a device type without a backend on this machine), in one line naming the fix."""
+    if not device:
+        return
+    import torch
+    fix = "pass --device cpu, cuda or cuda:N (or leave --device out: cuda when there is one, else cpu)"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device!r} is not a device: {fix}.") from None
+    if dev.type == 'cpu':
+        return
+    backend = getattr(torch, dev.type, None)
+    available = getattr(backend, 'is_available', None)
+    if available is None or not available():
+        raise UsageError(f"--device {device}: no {dev.type.upper()} device is available here; pass --device cpu (or "
+                         f"leave --device out to use a GPU when there is one).")
+    count = getattr(backend, 'device_count', None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        raise UsageError(f"--device {device}: this machine has {count()} {dev.type.upper()} device(s), numbered from "
+                         f"0; {fix}.")
 
 
 def check_shared_values(args) -> None:
@@ -92,7 +133,8 @@ def check_shared_values(args) -> None:
     to NaN weights, a NaN ``--mean`` or an Inf ``--std`` scored a meaningless top1 with exit 0); ``--std`` not
     above 0, ``--crop-pct`` outside (0, 2] (0 was silently the model's), ``--img-size`` / ``--input-size``
     sides outside ``MIN_INPUT_SIDE``..``MAX_INPUT_SIDE`` px (tracebacks, a MemoryError; the trainer writes them into
-    the config.json a load then refuses), ``--workers`` below 0 (a traceback). The
+    the config.json a load then refuses), ``--workers`` below 0 (a traceback), a ``--device`` that is none here
+    (:func:`check_device`). The
     bounds are those a ``config.json`` is held to (``models._factory``)."""
     from ..models._factory import MAX_CROP_PCT, MAX_INPUT_SIDE, MIN_INPUT_SIDE
 
@@ -117,6 +159,7 @@ def check_shared_values(args) -> None:
                          f'the sides {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE} px.')
     if args.workers is not None and args.workers < 0:
         raise UsageError(f'--workers {args.workers} must be 0 (load in this process) or more.')
+    check_device(args.device)
 
 
 def add_in_chans_arg(parser) -> None:

@@ -34,8 +34,8 @@ import os
 import sys
 from typing import Any, Callable, Optional, Sequence
 
-__all__ = ['TimmCraError', 'UsageError', 'run_cli', 'printable', 'transport_failure', 'hub_failure', 'NO_ANSWER',
-           'TIMED_OUT', 'BROKEN', 'NOT_A_HUB']
+__all__ = ['TimmCraError', 'UsageError', 'run_cli', 'INTERRUPTED_EXIT', 'printable', 'transport_failure',
+           'hub_failure', 'NO_ANSWER', 'TIMED_OUT', 'BROKEN', 'NOT_A_HUB']
 
 
 class TimmCraError(Exception):
@@ -102,10 +102,23 @@ def hub_failure(err: BaseException) -> Optional[str]:
     return None
 
 
+#: Exit status of a command stopped by Ctrl-C (SIGINT): 128 + the signal's number, as a shell reports it.
+INTERRUPTED_EXIT = 130
+
+
 def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None) -> None:
-    """Run a CLI ``main(argv)``; a :class:`TimmCraError` exits with status 2 and one line, no traceback."""
+    """Run a CLI ``main(argv)``; a :class:`TimmCraError` exits with status 2 and one line, no traceback; Ctrl-C
+    (``KeyboardInterrupt``) with status 130 and the line ``interrupted`` (the atomic writers leave no half-written
+    file behind). Text that stdout cannot encode (a non-ASCII path under ``PYTHONIOENCODING=ascii`` / ``LC_ALL=C``)
+    is printed backslash-escaped, as stderr already does, instead of failing after the work was done."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, 'reconfigure'):  # a TextIOWrapper (not a test's capture object)
+            stream.reconfigure(errors='backslashreplace')
     try:
         main(argv)
     except TimmCraError as e:
         print(f'error: {printable(e)}', file=sys.stderr)  # one line, even naming a hostile file
         sys.exit(2)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)

@@ -7,13 +7,15 @@ missing extra is one line naming the install command instead of an ImportError d
 ``--help`` needs no extra (none of the extra's modules is imported before a run needs it).
 """
 import contextlib
+import importlib
 import importlib.util
-from typing import Iterator
+from typing import Iterator, Optional, Sequence
 
 from .cli import starting_module
-from .errors import UsageError
+from .errors import UsageError, run_cli
 
-__all__ = ['TRAIN_EXTRA_MODULES', 'TRAIN_INSTALL', 'MissingExtraError', 'require_train_extra', 'command_starting']
+__all__ = ['TRAIN_EXTRA_MODULES', 'TRAIN_INSTALL', 'MissingExtraError', 'require_train_extra', 'command_starting',
+           'run_command']
 
 #: import names of the ``train`` extra's packages (datasets, pyyaml, tqdm, matplotlib)
 TRAIN_EXTRA_MODULES = ('datasets', 'yaml', 'tqdm', 'matplotlib')
@@ -61,3 +63,15 @@ def require_train_extra(package: str) -> None:
     if not missing or _command_starting():
         return
     raise MissingExtraError(f"{package} needs {', '.join(missing)}, not installed: {TRAIN_INSTALL}")
+
+
+def run_command(module: str, argv: Optional[Sequence[str]] = None) -> None:
+    """Run the ``main(argv)`` of the command module ``module`` under :func:`~timm_cra.utils.errors.run_cli`,
+    importing it only then, in :func:`command_starting`: the one runner of the console scripts
+    (``timm_cra.cli``) and of ``python -m timm_cra.train`` / ``.eval`` / ``.export``, so both spellings behave
+    alike (``--help`` without the extra, one ``error:`` line, Ctrl-C during the imports too)."""
+    def main(args):
+        with command_starting():
+            command = importlib.import_module(module)
+        return command.main(args)
+    run_cli(main, argv)

@@ -12,15 +12,16 @@ that any copy would turn into terabytes) is refused before anything touches the 
 """
 import hashlib
 import json
+import logging
 import os
 import pickle
 import zipfile
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from timm.models import clean_state_dict
 
-from .errors import UsageError
+from .errors import UsageError, printable
 from .io import check_regular_file
 from .labels import name_key, repeated_names
 from .strict_json import loads, read_json
@@ -29,8 +30,10 @@ __all__ = [
     'PickledNamespace', 'read_torch_file', 'load_checkpoint_file', 'load_model_weights', 'read_weights',
     'load_state_checked', 'tensor_digest', 'checkpoint_digests', 'check_file', 'describe_mismatch',
     'non_float_kind', 'non_float_weights', 'not_safetensors', 'is_safetensors_error', 'nonfinite_tensors',
-    'NONFINITE_FIX', 'safetensors_metadata',
+    'NONFINITE_FIX', 'safetensors_metadata', 'weights_shape_kwargs', 'load_fitting_weights',
 ]
+
+_logger = logging.getLogger(__name__)
 
 
 class PickledNamespace:
@@ -93,14 +96,18 @@ def _safe_globals(extra: Iterable[Tuple[Any, str]] = (), refusals: Optional[List
 
 
 def check_file(path: str, what: str = 'Checkpoint') -> None:
-    """One clear line for a missing path, a folder, or anything but a regular file where a weights file is
-    expected (a FIFO would block the read forever)."""
+    """One clear line for a missing path, a folder, anything but a regular file where a weights file is expected
+    (a FIFO would block the read forever), or an ONNX model (read by torch as its *legacy format*)."""
     if os.path.isdir(path):
         raise UsageError(f"{what} '{path}' is a directory, not a weights file: pass the file inside it "
                          f"(e.g. {os.path.join(path, 'last.pth')} or {os.path.join(path, 'model.safetensors')}).")
     if not os.path.lexists(path):
         raise UsageError(f"{what} '{path}' does not exist.")
     check_regular_file(path, what)
+    if path.lower().endswith('.onnx') and not zipfile.is_zipfile(path):  # torch took it for its legacy format
+        raise UsageError(f"{what} '{path}' is an ONNX model (timm-cra-export's output), not a weights file: pass the "
+                         f".pth / .safetensors it was exported from (a run's last.pth or model.safetensors); run an "
+                         f".onnx with onnxruntime (timm_cra.export.onnx_session).")
 
 
 def _refused_globals(path: str, allowed: Iterable[str]) -> List[str]:
@@ -397,6 +404,40 @@ NONFINITE_FIX = ('pass allow_nonfinite=True (timm_cra.create_model, load_model_w
                  '--allow-nonfinite-weights) to load them anyway')
 
 
+#: The model keywords a weights file's shapes tell, by the pretrained cfg field naming the layer and the weight's
+#: dimension that holds it: the classifier's outputs (``fc.weight`` (classes, features)) and the first conv's input
+#: channels (``conv1.weight`` (out, channels, k, k)).
+_SHAPE_KWARGS = (('num_classes', 'classifier', 0), ('in_chans', 'first_conv', 1))
+
+
+def _shape_differences(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Dict[str, Tuple[int, int]]:
+    """``{keyword: (the weights', the model's)}`` for each of :data:`_SHAPE_KWARGS` where they differ."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    own = model.state_dict()
+    out = {}
+    for kwarg, field, dim in _SHAPE_KWARGS:
+        names = cfg.get(field)
+        names = [names] if isinstance(names, str) else list(names or [])
+        key = f'{names[0]}.weight' if names else ''
+        theirs, mine = state.get(key), own.get(key)
+        if isinstance(theirs, torch.Tensor) and mine is not None and theirs.ndim == mine.ndim > dim \
+                and theirs.shape[dim] != mine.shape[dim]:
+            out[kwarg] = (int(theirs.shape[dim]), int(mine.shape[dim]))
+    return out
+
+
+def weights_shape_kwargs(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Dict[str, int]:
+    """``num_classes`` / ``in_chans`` that the classifier and first conv of ``state`` (the layers ``model``'s
+    pretrained cfg names) were made for, where they differ from ``model``'s: the keywords to build a model the
+    weights fit (a 2-class fine-tune's ``last.pth`` into a 10-class architecture)."""
+    return {kwarg: theirs for kwarg, (theirs, _) in _shape_differences(model, state).items()}
+
+
+#: The flag setting each of :func:`weights_shape_kwargs`' keywords, and what it counts.
+_SHAPE_FLAGS = {'num_classes': '--num-classes', 'in_chans': '--in-chans'}
+_SHAPE_WORDS = {'num_classes': 'classes', 'in_chans': 'input channels'}
+
+
 def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], source: str,
                        hint: str = 'check --model, --model-kwargs and --num-classes', strict: bool = True,
                        allow_nonfinite: bool = False) -> None:
@@ -413,6 +454,11 @@ def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], s
               if k in state and state[k].shape != v.shape]
     if missing or unexpected or shapes:
         name = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
+        differences = _shape_differences(model, state)  # a head or input of another size: name the flag setting it
+        if differences:
+            hint = '; '.join(f'the weights take {theirs} {_SHAPE_WORDS[kwarg]}, the model {mine}: pass '
+                             f'{_SHAPE_FLAGS[kwarg]} {theirs}' for kwarg, (theirs, mine) in differences.items()) \
+                + f'; else {hint}'
         raise UsageError(f"Weights in '{source}' do not fit {name}: {describe_mismatch(missing, unexpected, shapes)} "
                          f"({hint}).")
     problem = non_float_weights(own, {k: str(v.dtype) for k, v in state.items()})
@@ -427,15 +473,39 @@ def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], s
     model.load_state_dict(state, strict=strict)
 
 
+def _read_model_weights(path: str, use_ema: bool) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    state, ckpt = read_weights(path, use_ema=use_ema)
+    if use_ema and not (isinstance(ckpt.get('state_dict_ema'), dict) and ckpt['state_dict_ema']):
+        raise UsageError(f"--use-ema: '{path}' holds no EMA weights ('state_dict_ema'; a trainer checkpoint of a run "
+                         f"with --model-ema has them): drop --use-ema to use its plain weights.")
+    return state, ckpt
+
+
 def load_model_weights(model: torch.nn.Module, path: str, use_ema: bool = False, strict: bool = True,
                        allow_nonfinite: bool = False) -> Dict[str, Any]:
     """Load weights from ``model.safetensors``, a raw state dict, or a trainer / timm checkpoint into ``model``
     (checked as :func:`load_state_checked` does). ``use_ema``: the checkpoint's EMA weights, refused when it has
     none (the plain weights would be scored under the EMA's name). Returns the checkpoint dict as
     :func:`read_weights` does (``{}`` for a state dict, a safetensors file's recorded ``label_names``)."""
-    state, ckpt = read_weights(path, use_ema=use_ema)
-    if use_ema and not (isinstance(ckpt.get('state_dict_ema'), dict) and ckpt['state_dict_ema']):
-        raise UsageError(f"--use-ema: '{path}' holds no EMA weights ('state_dict_ema'; a trainer checkpoint of a run "
-                         f"with --model-ema has them): drop --use-ema to use its plain weights.")
+    state, ckpt = _read_model_weights(path, use_ema)
     load_state_checked(model, state, path, strict=strict, allow_nonfinite=allow_nonfinite)
     return ckpt
+
+
+def load_fitting_weights(model: torch.nn.Module, path: str, rebuild: Callable[..., torch.nn.Module],
+                         keep: Sequence[str] = (), use_ema: bool = False,
+                         allow_nonfinite: bool = False) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """:func:`load_model_weights`, but weights whose classifier or first conv were made for another class count or
+    input channels than ``model``'s (:func:`weights_shape_kwargs`: a 2-class fine-tune's ``last.pth`` given with a
+    10-class architecture) go into ``rebuild(num_classes=..., in_chans=...)``, the model built as their run built it;
+    keywords in ``keep`` (those the user set) are never taken from the weights (a mismatch there is refused, naming
+    the flag). Returns ``(the model loaded, the checkpoint dict)``: validate and export read the class count and
+    channels of a ``--checkpoint`` this way."""
+    state, ckpt = _read_model_weights(path, use_ema)
+    made_for = {k: v for k, v in weights_shape_kwargs(model, state).items() if k not in keep}
+    if made_for:
+        _logger.info(f"'{printable(path)}' holds weights for {', '.join(f'{k}={v}' for k, v in made_for.items())}: "
+                     f"the model is built with that")
+        model = rebuild(**made_for)
+    load_state_checked(model, state, path, allow_nonfinite=allow_nonfinite)
+    return model, ckpt
