@@ -234,8 +234,8 @@ def test_bad_batch_size_and_model_kwargs_are_one_line(cifar10_test, tmp_path, ca
     (['--input-size', '3', '0', '32'], '--input-size 3 0 32 must be channels, height, width'),
     # the trainer wrote such a side into config.json, which a load refuses (a [3, 1, 1] input scored, exit 0)
     (['--img-size', '1'], '--img-size 1 must be a side in pixels from 8 to 8192'),
-    (['--input-size', '3', '32', '4'], '--input-size 3 32 4 must be channels, height, width: channels above 0, the '
-                                       'sides 8 to 8192 px'),
+    (['--input-size', '3', '32', '4'], '--input-size 3 32 4 must be channels, height, width: 1 to 1024 channels, '
+                                       'the sides 8 to 8192 px'),
     (['--workers', '-1'], '--workers -1 must be 0 (load in this process) or more'),
     (['--num-samples', '-1'], '--num-samples must be a positive integer, not -1'),
     (['--num-samples', '0'], '--num-samples must be a positive integer, not 0'),

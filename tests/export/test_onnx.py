@@ -207,10 +207,10 @@ def test_cli_exports_a_greyscale_model_with_in_chans(tmp_path):
 
 @pytest.mark.parametrize('argv,message', [
     (['--model', 'cra_resnet5O'], "Unknown --model 'cra_resnet5O'"),
-    (['--model', 'cra_cifar_resnet20', '--img-size', '0'], '--img-size 0 must be a side in pixels from 1 to 8192'),
+    (['--model', 'cra_cifar_resnet20', '--img-size', '0'], '--img-size 0 must be a side in pixels from 8 to 8192'),
     # no ceiling was a 120 GB allocation traceback; an opset the exporter lacks, a traceback from inside it
-    (['--model', 'cra_cifar_resnet20', '--img-size', '100000'], '--img-size 100000 must be a side in pixels from 1'),
-    (['--model', 'cra_cifar_resnet20', '--input-size', '3', '32', '100000'], '--input-size 3 32 100000 must be C H W'),
+    (['--model', 'cra_cifar_resnet20', '--img-size', '100000'], '--img-size 100000 must be a side in pixels from 8'),
+    (['--model', 'cra_cifar_resnet20', '--input-size', '3', '32', '100000'], '--input-size 3 32 100000 must be channels, height, width'),
     (['--model', 'cra_cifar_resnet20', '--opset', '99'], '--opset 99: the TorchScript exporter of torch'),
     (['--model', 'cra_cifar_resnet20', '--opset', '3'], 'leave --opset out for its default'),
     (['--model', 'cra_cifar_resnet20', '--dynamo', '--opset', '99'], "--opset 99: torch.export's exporter (--dynamo)"),

@@ -18,6 +18,7 @@ from torch import nn
 from ..layers import CraAttn
 from ..layers.cra_static import adaptive_windows, static_window_pool  # noqa: F401 (part of this API)
 from ..utils.errors import TimmCraError, UsageError
+from ..utils.cli import check_input_size
 from ..utils.io import atomic_path, check_output_file
 
 __all__ = [
@@ -97,16 +98,9 @@ def export_friendly(model: nn.Module, input_size: Sequence[int]) -> nn.Module:
 def check_export_args(input_size: Optional[Sequence[int]] = None, img_size: Optional[int] = None,
                       opset: Optional[int] = None, dynamo: bool = False) -> None:
     """Refuse, in one line and before any model is built, an input size outside the bounds a ``config.json`` is
-    held to (1..``MAX_INPUT_SIDE`` px a side, at most ``MAX_INPUT_CHANS`` channels: ``--img-size 100000`` was a
-    120 GB allocation traceback) and an ``opset`` the installed torch exporter does not write (a traceback from
+    held to (:func:`~timm_cra.utils.cli.check_input_size`) and an ``opset`` the installed torch exporter does not write (a traceback from
     inside the exporter)."""
-    from ..models._factory import MAX_INPUT_CHANS, MAX_INPUT_SIDE
-    if input_size is not None and not (len(input_size) == 3 and 0 < input_size[0] <= MAX_INPUT_CHANS
-                                       and all(0 < v <= MAX_INPUT_SIDE for v in input_size[1:])):
-        raise UsageError(f'--input-size {" ".join(map(str, input_size))} must be C H W: 1 to {MAX_INPUT_CHANS} '
-                         f'channels, sides of 1 to {MAX_INPUT_SIDE} px.')
-    if img_size is not None and not 0 < img_size <= MAX_INPUT_SIDE:
-        raise UsageError(f'--img-size {img_size} must be a side in pixels from 1 to {MAX_INPUT_SIDE}.')
+    check_input_size(img_size, input_size)
     if opset is not None:
         low, high = _opset_range(dynamo)
         if not low <= opset <= high:

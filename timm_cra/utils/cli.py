@@ -127,6 +127,19 @@ def check_device(device: str) -> None:
                          f"0; {fix}.")
 
 
+def check_input_size(img_size: Optional[int] = None, input_size: Optional[Sequence[int]] = None) -> None:
+    """Refuse ``--img-size`` / ``--input-size`` outside the bounds a ``config.json`` is held to (``models._factory``):
+    sides of ``MIN_INPUT_SIDE``..``MAX_INPUT_SIDE`` px, 1..``MAX_INPUT_CHANS`` channels (``--img-size 100000`` was a
+    120 GB allocation traceback; ``1`` resized every image to one colour and still scored)."""
+    from ..models._factory import MAX_INPUT_CHANS, MAX_INPUT_SIDE, MIN_INPUT_SIDE
+    if img_size is not None and not MIN_INPUT_SIDE <= img_size <= MAX_INPUT_SIDE:
+        raise UsageError(f'--img-size {img_size} must be a side in pixels from {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE}.')
+    if input_size is not None and not (len(input_size) == 3 and 0 < input_size[0] <= MAX_INPUT_CHANS and all(
+            MIN_INPUT_SIDE <= v <= MAX_INPUT_SIDE for v in input_size[1:])):
+        raise UsageError(f'--input-size {" ".join(map(str, input_size))} must be channels, height, width: 1 to '
+                         f'{MAX_INPUT_CHANS} channels, the sides {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE} px.')
+
+
 def check_shared_values(args) -> None:
     """Refuse what the flags of :func:`add_shared_args` (from the command line or a train ``--config``) would
     feed timm unchecked, each in one line: a NaN / Inf number of any flag, lists included (a NaN ``--lr`` trained
@@ -136,7 +149,7 @@ def check_shared_values(args) -> None:
     the config.json a load then refuses), ``--workers`` below 0 (a traceback), a ``--device`` that is none here
     (:func:`check_device`). The
     bounds are those a ``config.json`` is held to (``models._factory``)."""
-    from ..models._factory import MAX_CROP_PCT, MAX_INPUT_SIDE, MIN_INPUT_SIDE
+    from ..models._factory import MAX_CROP_PCT
 
     def shown(v):
         return ' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v
@@ -150,13 +163,7 @@ def check_shared_values(args) -> None:
     if args.crop_pct is not None and not 0 < args.crop_pct <= MAX_CROP_PCT:
         raise UsageError(f"--crop-pct {args.crop_pct} must be in (0, {MAX_CROP_PCT}]: the centre crop's share of the "
                          f"resized image (1.0 keeps it whole).")
-    if args.img_size is not None and not MIN_INPUT_SIDE <= args.img_size <= MAX_INPUT_SIDE:
-        raise UsageError(f'--img-size {args.img_size} must be a side in pixels from {MIN_INPUT_SIDE} to '
-                         f'{MAX_INPUT_SIDE}.')
-    if args.input_size is not None and not (args.input_size[0] > 0 and all(
-            MIN_INPUT_SIDE <= v <= MAX_INPUT_SIDE for v in args.input_size[1:])):
-        raise UsageError(f'--input-size {shown(args.input_size)} must be channels, height, width: channels above 0, '
-                         f'the sides {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE} px.')
+    check_input_size(args.img_size, args.input_size)
     if args.workers is not None and args.workers < 0:
         raise UsageError(f'--workers {args.workers} must be 0 (load in this process) or more.')
     check_device(args.device)
