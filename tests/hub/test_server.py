@@ -323,7 +323,7 @@ def _bytes_read(pid: int) -> int:
 
 def test_listing_and_a_json_snapshot_never_read_a_huge_file(hub, tmp_path):
     """A sparse 30 GB file in ``extra/``: a recursive tree listing took 92 s and ``snapshot_download`` of ``*.json``
-    (config.json alone) sat 103 s, as the listing's file and folder ``oid`` s were git hashes of every byte. Now
+    (config.json alone) sat 103 s, as the listing's file and folder oids were git hashes of every byte. Now
     they come from stat data: the mirror process (its own, whose reads the kernel counts) reads under 64 MiB for
     both, with a sparse 3 GiB file here; the download is still checked against its sha256 ETag, and each oid still
     changes with the file (or anything below the folder) it names."""
