@@ -314,3 +314,84 @@ def test_request_headers_trickled_past_the_timeout_close_the_connection(tmp_path
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def _bytes_read(pid: int) -> int:
+    """What a process has read so far, as the kernel counts it (``rchar``: every read, page cache or not)."""
+    return int(dict(line.split(': ') for line in Path(f'/proc/{pid}/io').read_text().splitlines())['rchar'])
+
+
+def test_listing_and_a_json_snapshot_never_read_a_huge_file(hub, tmp_path):
+    """A sparse 30 GB file in ``extra/``: a recursive tree listing took 92 s and ``snapshot_download`` of ``*.json``
+    (config.json alone) sat 103 s, as the listing's file and folder oids were git hashes of every byte. Now
+    they come from stat data: the mirror process (its own, whose reads the kernel counts) reads under 64 MiB for
+    both, with a sparse 3 GiB file here; the download is still checked against its sha256 ETag, and each oid still
+    changes with the file (or anything below the folder) it names."""
+    import hashlib
+    from huggingface_hub import HfApi, RepoFile, RepoFolder, snapshot_download
+    repo = tmp_path / 'root' / 'o' / 'r'
+    (repo / 'extra').mkdir(parents=True)
+    config = b'{"architecture": "cra_cifar_resnet20"}'
+    (repo / 'config.json').write_bytes(config)
+    with open(repo / 'extra' / 'huge.bin', 'wb') as f:
+        f.truncate(3 << 30)  # truncate -s 3G: sparse, takes no disk
+    proc, host, port = _mirror_cli(tmp_path / 'root')
+    try:
+        endpoint = f'http://{host}:{port}'
+        hub.set_endpoint(endpoint)
+        api = HfApi(endpoint=endpoint)
+        before = _bytes_read(proc.pid)
+        tree = {e.path: e for e in api.list_repo_tree('o/r', recursive=True)}
+        top = {e.path: e for e in api.list_repo_tree('o/r')}
+        folder = snapshot_download('o/r', allow_patterns=['*.json'])
+        read = _bytes_read(proc.pid) - before
+        resp, _ = _request(endpoint, 'HEAD', '/o/r/resolve/main/config.json')
+        os.truncate(repo / 'extra' / 'huge.bin', 2 << 30)  # edited in place
+        after = {e.path: e for e in api.list_repo_tree('o/r', recursive=True)}
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert read < 64 << 20, f'the mirror read {read} bytes to list the repo and send config.json'
+    assert sorted(tree) == ['config.json', 'extra', 'extra/huge.bin'] and sorted(top) == ['config.json', 'extra']
+    assert isinstance(tree['extra'], RepoFolder) and tree['extra'].tree_id == top['extra'].tree_id
+    assert isinstance(tree['extra/huge.bin'], RepoFile) and tree['extra/huge.bin'].size == 3 << 30
+    assert all(len(e.blob_id) == 40 for e in tree.values() if isinstance(e, RepoFile))
+    assert sorted(p.name for p in Path(folder).rglob('*')) == ['config.json']
+    assert (Path(folder) / 'config.json').read_bytes() == config
+    assert resp.getheader('ETag') == f'"{hashlib.sha256(config).hexdigest()}"'  # what the client checks it by
+    assert after['extra/huge.bin'].size == 2 << 30
+    assert after['extra/huge.bin'].blob_id != tree['extra/huge.bin'].blob_id
+    assert after['extra'].tree_id != tree['extra'].tree_id
+    assert after['config.json'].blob_id == tree['config.json'].blob_id  # untouched: the same id
+
+
+def test_hidden_folders_are_never_walked(hub, monkeypatch):
+    """A ``.git`` of 51,200 files in a served folder made every HEAD of config.json take 2-3 s: the file walk went
+    through it and dropped its files after. Hidden folders are now pruned: no request lists one, and none of their
+    files is served or listed."""
+    from huggingface_hub import HfApi
+    repo = hub.add_repo('t-server/dotgit', {'config.json': b'{}', '.gitattributes': b'*.bin lfs\n'})
+    for sub in ('objects/aa', 'objects/bb', 'refs/heads'):
+        (repo / '.git' / sub).mkdir(parents=True)
+        (repo / '.git' / sub / 'f').write_bytes(b'x')
+    (repo / 'sub' / '.cache').mkdir(parents=True)
+    (repo / 'sub' / '.cache' / 'c.bin').write_bytes(b'c')
+    (repo / 'sub' / 'w.bin').write_bytes(b'w')
+    listed = []
+    scandir = os.scandir
+
+    def recording_scandir(path='.'):
+        listed.append(os.fspath(path))
+        return scandir(path)
+
+    with monkeypatch.context() as patch:  # the in-process mirror's threads list folders through it
+        patch.setattr(os, 'scandir', recording_scandir)
+        resp, _ = _request(hub.endpoint, 'HEAD', '/t-server/dotgit/resolve/main/config.json')
+        files = HfApi().list_repo_files('t-server/dotgit')
+        siblings = [s.rfilename for s in HfApi().model_info('t-server/dotgit').siblings]
+    assert resp.status == 200
+    assert files == siblings == ['.gitattributes', 'config.json', 'sub/w.bin']
+    assert any(Path(p) == repo for p in listed)  # the walk went through this scandir
+    assert not [p for p in listed if '/.git' in p or '/.cache' in p], listed
+    resp, _ = _request(hub.endpoint, 'HEAD', '/t-server/dotgit/resolve/main/.git/refs/heads/f')
+    assert resp.status == 404

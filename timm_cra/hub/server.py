@@ -9,7 +9,9 @@ client (``hf_hub_download``, which timm uses for ``pretrained=True`` and ``hf-hu
 * ``GET /api/models/{org}/{repo}`` and ``/api/models/{org}/{repo}/revision/{revision}``: repo id, commit
   sha and file list (what ``HfApi.model_info`` reads);
 * ``GET /api/models/{org}/{repo}/tree/{revision}[/{path}]``: files and folders (what ``HfApi.list_repo_files`` /
-  ``list_repo_tree`` and ``upload_folder(delete_patterns=...)`` read; one page, no ``expand`` details);
+  ``list_repo_tree`` and ``upload_folder(delete_patterns=...)`` read; one page, no ``expand`` details). Each
+  entry's ``oid`` is derived from stat data, not hashed from the bytes: a listing reads no file; only a download
+  hashes its one file (the sha256 ``ETag``, kept per file identity);
 * errors as the Hub reports them, so the client raises its typed errors: ``404`` with
   ``X-Error-Code: RepoNotFound`` / ``EntryNotFound`` / ``RevisionNotFound``.
 
@@ -160,25 +162,35 @@ def _file_sha256(path: Path) -> str:
 
 
 def _repo_files(repo_dir: Path) -> List[str]:
-    """Repo-relative POSIX paths of every regular file, hidden files and folders and escaping links excluded."""
+    """Repo-relative POSIX paths of every regular file, hidden files and folders and escaping links excluded.
+
+    Hidden folders are pruned from the walk, not filtered after it: they are never served, and a ``.git`` of 51,200
+    files beside ``config.json`` made every request walk it (2-3 s a HEAD). Links to folders are not followed."""
     files = []
-    for path in sorted(repo_dir.rglob('*')):
-        rel = path.relative_to(repo_dir)
-        if any(_hidden(part, last=i == len(rel.parts) - 1) for i, part in enumerate(rel.parts)):
-            continue
-        if path.is_file() and _inside(path, repo_dir):
-            files.append(rel.as_posix())
-    return files
+    for top, dirs, names in os.walk(repo_dir):
+        dirs[:] = [d for d in dirs if not _hidden(d, last=False)]
+        rel_top = Path(top).relative_to(repo_dir)
+        for name in names:
+            path = Path(top, name)
+            if not _hidden(name, last=True) and path.is_file() and _inside(path, repo_dir):
+                files.append((rel_top / name).as_posix())
+    return sorted(files, key=lambda rel: rel.split('/'))  # the order of a sorted walk: folder by folder
+
+
+def _stat_hash(folder: Path, files: Sequence[str]) -> str:
+    """40-hex sha1 over ``files`` (paths in ``folder``) and their stat data (device, inode, size, mtime and ctime in
+    ns). A file replaced (a new inode) or edited in place (mtime, ctime) changes it, and no file is read: hashing
+    the contents made a request wait for every byte below (a 6 GB file beside the weights; a 30 GB one in a
+    folder of a listing)."""
+    h = hashlib.sha1()
+    for rel in files:
+        h.update(f'{rel}\0{file_identity(folder / rel)}\n'.encode())
+    return h.hexdigest()
 
 
 def _folder_commit_hash(folder: Path) -> str:
-    """40-hex commit id of a folder: sha1 over its file names and stat data (device, inode, size, mtime and ctime in
-    ns). A file replaced (a new inode) or edited in place (mtime, ctime) changes it, and no file is read: hashing
-    the contents made the first request wait for every byte of the folder (a 6 GB file beside the weights)."""
-    h = hashlib.sha1()
-    for rel in _repo_files(folder):
-        h.update(f'{rel}\0{file_identity(folder / rel)}\n'.encode())
-    return h.hexdigest()
+    """40-hex commit id of a plain folder: :func:`_stat_hash` of all its files."""
+    return _stat_hash(folder, _repo_files(folder))
 
 
 def _history(repo_dir: Path) -> Optional[List[str]]:
@@ -287,12 +299,17 @@ def _find_repo_in(root: Path, repo_id: str) -> Optional[Path]:
 
 
 def _folder_oid(folder: Path, files: Sequence[str], key: str) -> str:
-    """A tree id for the folder ``key`` of a revision (``files``: its file list) that changes with anything below it."""
-    h = hashlib.sha1()
-    for rel in files:
-        if rel.startswith(key + '/'):
-            h.update(f'{rel}\0{_file_digest(folder / rel, "git-sha1")}\n'.encode())
-    return h.hexdigest()
+    """The ``oid`` of the folder ``key`` of a revision (``files``: its file list) in a listing: :func:`_stat_hash` of
+    the files below it, so it changes with anything below it and reads none of them."""
+    return _stat_hash(folder, [rel for rel in files if rel.startswith(key + '/')])
+
+
+def _file_oid(identity: FileIdentity) -> str:
+    """The ``oid`` of a file entry in a listing, derived from its stat data (device, inode, size, mtime, ctime).
+    On the Hub it is git's blob id, a hash of every byte; huggingface_hub only keeps it as an opaque id (its tree
+    cache, ``HfFileSystem``) and verifies downloads by the ``ETag`` (sha256) of the one file it fetches, so a
+    listing reads no file (it read a 30 GB file in full for a ``snapshot_download`` of ``*.json``)."""
+    return hashlib.sha1(f'blob\0{identity}'.encode()).hexdigest()
 
 
 class _ReadRoutes(BaseHTTPRequestHandler):
@@ -517,8 +534,8 @@ class _ReadRoutes(BaseHTTPRequestHandler):
                 if key not in entries:
                     entries[key] = {'type': 'directory', 'oid': _folder_oid(folder, files, key), 'path': key}
             if recursive or len(sub) == 1:
-                entries[rel] = {'type': 'file', 'oid': _file_digest(folder / rel, 'git-sha1'),
-                                'size': (folder / rel).stat().st_size, 'path': rel}
+                identity = file_identity(folder / rel)
+                entries[rel] = {'type': 'file', 'oid': _file_oid(identity), 'size': identity.size, 'path': rel}
         body = json.dumps([entries[k] for k in sorted(entries)]).encode()
         self._send(HTTPStatus.OK, {'Content-Type': 'application/json', 'X-Repo-Commit': commit}, body, head_only)
 
