@@ -1,7 +1,8 @@
 """Decoded images to the channel count a model takes: 'L' for 1 channel, 'RGB' for 3.
 
 PIL's ``convert`` clips wide greyscale to 255 and float greyscale to black, so such images are scaled to 8 bit
-here first (:func:`_to_8bit`): 16-bit (``I;16*``, and 16-bit PNGs) by ``value / 257``, the exact 16 -> 8 bit map;
+here first (:func:`_to_8bit`): 16-bit (``I;16*``, 16-bit PNGs, and PGMs whose maxval is over 255, which Pillow
+scales to 0..65535 whatever the maxval) by ``value / 257``, the exact 16 -> 8 bit map; other
 32-bit integer (``I``) by the range of its values (all in 0..255: 8-bit values kept; in 0..65535: 16-bit,
 ``/ 257``; anything else: no known scale, unreadable); float (``F``) with values in [0, 1] by ``x 255``, any
 other float image (negative, above 1, NaN) unreadable. An unreadable image is a counted, logged skip.
@@ -40,6 +41,9 @@ IMAGE_FORMATS = ('JPEG', 'PNG', 'PPM', 'BMP', 'TIFF', 'WEBP', 'GIF')
 #: PIL mode of each supported channel count.
 MODES = {1: 'L', 3: 'RGB'}
 _16BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
+#: Formats whose mode 'I' images hold 16-bit values: PNG greyscale is 8 or 16 bit, never 32; Pillow reads a PGM of any
+#: maxval over 255 as 'I' scaled to 0..65535 (PpmImagePlugin), so its values alone would misread dark pixels as 8 bit.
+_16BIT_FORMATS = ('PNG', 'PPM')
 
 
 class UnreadableImage(DataError, ValueError):
@@ -140,7 +144,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
             raise UnreadableImage(f'float image with values outside [0, 1] (min {np.nanmin(a):g}, max '
                                   f'{np.nanmax(a):g}): no known scale to 8 bit')
         a = a * 255.0
-    elif img.mode in _16BIT_MODES or img.format == 'PNG':  # PNG greyscale is 8 or 16 bit, never 32
+    elif img.mode in _16BIT_MODES or img.format in _16BIT_FORMATS:
         a = a / 257.0
     else:  # 32-bit 'I': the bit depth is not stored, the values tell it
         lo, hi = a.min(initial=0), a.max(initial=0)
