@@ -32,8 +32,8 @@ from ..utils.errors import UsageError
 from ..utils.io import not_regular_reason, open_regular_file
 from .errors import DataError
 
-__all__ = ['MODES', 'IMAGE_FORMATS', 'UnreadableImage', 'decode_image', 'resize_short_side', 'upright',
-           'image_mode', 'convert_image', 'check_in_chans', 'fit_mean_std']
+__all__ = ['MODES', 'IMAGE_FORMATS', 'UnreadableImage', 'decode_image', 'check_pixels', 'resize_short_side',
+           'upright', 'image_mode', 'convert_image', 'check_in_chans', 'fit_mean_std']
 
 #: PIL formats decoded (pure raster decoders inside Pillow); anything else is an unreadable image.
 IMAGE_FORMATS = ('JPEG', 'PNG', 'PPM', 'BMP', 'TIFF', 'WEBP', 'GIF')
@@ -65,18 +65,20 @@ def resize_short_side(transform) -> Optional[int]:
     return None
 
 
-def _check_pixels(img: Image.Image, resize_side: Optional[int] = None) -> None:
+def check_pixels(width: int, height: int, resize_side: Optional[int] = None) -> None:
+    """Raise :class:`UnreadableImage` when a ``width`` x ``height`` image is over ``PIL.Image.MAX_IMAGE_PIXELS`` as
+    stored, or as the resize of its short side to ``resize_side`` (:func:`resize_short_side`) would make it."""
     limit = Image.MAX_IMAGE_PIXELS  # read at call time: a program may raise it (None: no limit)
     if limit is None:
         return
-    if img.width * img.height > limit:
-        raise UnreadableImage(f'{img.width}x{img.height} pixels is over the decoding limit of {limit} pixels '
+    if width * height > limit:
+        raise UnreadableImage(f'{width}x{height} pixels is over the decoding limit of {limit} pixels '
                               f'(PIL.Image.MAX_IMAGE_PIXELS)')
     if resize_side:
-        scale = resize_side / max(1, min(img.width, img.height))
-        w, h = round(img.width * scale), round(img.height * scale)
+        scale = resize_side / max(1, min(width, height))
+        w, h = round(width * scale), round(height * scale)
         if w * h > limit:
-            raise UnreadableImage(f'{img.width}x{img.height} pixels would be {w}x{h} after the resize of its short '
+            raise UnreadableImage(f'{width}x{height} pixels would be {w}x{h} after the resize of its short '
                                   f'side to {resize_side} the model needs, over the decoding limit of {limit} pixels '
                                   f'(PIL.Image.MAX_IMAGE_PIXELS)')
 
@@ -104,7 +106,7 @@ def decode_image(source: Union[str, os.PathLike, bytes, Image.Image], in_chans: 
                         raise UnreadableImage(reason)
                     fp = stack.enter_context(open_regular_file(source, 'image'))
                 img = stack.enter_context(Image.open(fp, formats=IMAGE_FORMATS))
-            _check_pixels(img, resize_side)
+            check_pixels(img.width, img.height, resize_side)
             img.load()
             return convert_image(upright(img), in_chans)
     except UnreadableImage:
