@@ -82,6 +82,37 @@ def test_16bit_png_is_scaled_not_white(tmp_path, in_chans):
     assert np.array_equal(mem.images[0, ..., 0].numpy(), expected)
 
 
+def test_16bit_pgm_scales_like_the_16bit_png_of_its_pixels(tmp_path):
+    """Pillow opens a PGM of maxval 65535 as 32-bit 'I', and the 32-bit rule (values decide the scale) read dark
+    pixels 200/65535 as 8-bit 200 where the 16-bit PNG of the same pixels reads 1. PGMs (binary P5, plain P2, any
+    maxval over 255, which Pillow scales to 0..65535) decode exactly as the 16-bit PNG does, in memory too."""
+    a = (np.arange(32 * 32, dtype=np.uint32).reshape(32, 32) * 7 % 256).astype(np.uint16)  # dark: all <= 255
+    header = b'32 32\n'
+    files = {'png/0.png': None,
+             'p5/0.pgm': b'P5\n' + header + b'65535\n' + a.astype('>u2').tobytes(),
+             'p5_1023/0.pgm': b'P5\n' + header + b'1023\n' + a.astype('>u2').tobytes(),
+             'p2/0.pgm': b'P2\n' + header + b'65535\n' + ' '.join(map(str, a.ravel())).encode() + b'\n'}
+    for name, data in files.items():
+        (tmp_path / 'train' / name).parent.mkdir(parents=True)
+        if data is None:
+            Image.fromarray(a).save(tmp_path / 'train' / name)
+        else:
+            (tmp_path / 'train' / name).write_bytes(data)
+    with Image.open(tmp_path / 'train' / 'p5' / '0.pgm') as img:
+        assert img.mode == 'I' and np.asarray(img).max() == 255  # no bit depth in the mode: the values misled
+    expected = np.rint(a / 257.0).astype(np.uint8)
+    folder = create_dataset('folder', str(tmp_path), 'train', in_chans=1)
+    got = {p[len(str(tmp_path / 'train')) + 1:]: np.asarray(folder.load_image(i))
+           for i, (p, _) in enumerate(folder.samples)}
+    assert np.array_equal(got['png/0.png'], expected) and expected.max() == 1
+    assert np.array_equal(got['p5/0.pgm'], expected) and np.array_equal(got['p2/0.pgm'], expected)
+    assert np.array_equal(got['p5_1023/0.pgm'], np.rint(a / 1023 * 255).astype(np.uint8))  # maxval is full scale
+    mem = decode_to_memory(folder)
+    assert mem.num_skipped == 0
+    for i, (p, _) in enumerate(folder.samples):
+        assert np.array_equal(mem.images[i, ..., 0].numpy(), got[p[len(str(tmp_path / 'train')) + 1:]])
+
+
 def test_16bit_png_conversion_for_other_clients_matches_the_loader(tmp_path, monkeypatch):
     """The same 16-bit PNG was mid-grey to timm-cra and white to PIL's convert('RGB') (the card's code,
     transformers' pipeline). The conversion docs/training.md gives, run as written on a real file, yields what

@@ -69,6 +69,61 @@ def test_a_split_with_a_class_the_training_split_lacks_is_one_line(tmp_path, cli
     assert not (tmp_path / 'out').exists()
 
 
+def test_parquet_shards_of_one_split_naming_classes_in_other_orders_are_mapped_by_name(tmp_path, cli_env):
+    """train-00000-of-00002.parquet names [cat, dog] and train-00001-of-00002.parquet [dog, cat]: datasets gave every
+    row the first file's names, so the second shard's labels were swapped (training exit 0 on half-wrong labels).
+    Each shard's ids now go through its own names (in the folder and in-memory datasets, and the trainer learns the
+    separable data); a shard naming a class the others lack is one line."""
+    from timm_cra.data import DataError, create_dataset
+    data = tmp_path / 'data'
+    data.mkdir()
+    _classlabel_split(['cat', 'dog']).to_parquet(str(data / 'train-00000-of-00002.parquet'))
+    _classlabel_split(['dog', 'cat']).to_parquet(str(data / 'train-00001-of-00002.parquet'))
+    _classlabel_split(['cat', 'dog']).to_parquet(str(data / 'test-00000-of-00001.parquet'))
+    for in_memory in (False, True):
+        ds = create_dataset('', str(data), 'train', in_memory=in_memory)
+        assert ds.class_names == ['cat', 'dog'] and len(ds) == 16
+        images = ds.images[..., 0].numpy() if in_memory else [np.asarray(ds.load_image(i)) for i in range(len(ds))]
+        assert [int(t) for t in ds.targets] == [int(a.mean() > 128) for a in images]  # dark cat 0, bright dog 1
+    r = _run('timm_cra.train', TRAIN_ARGS + ['--data-dir', data, '--val-split', 'test', '--epochs', '4',
+                                             '--output', tmp_path / 'out', '--experiment', 'run'], cli_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'each file\'s labels are mapped by name' in r.stderr
+    assert json.loads((tmp_path / 'out' / 'run' / 'results.json').read_text())['final']['eval_top1'] == 100.0
+
+    _classlabel_split(['emu', 'cat']).to_parquet(str(data / 'train-00001-of-00002.parquet'))
+    with pytest.raises(DataError) as e:
+        create_dataset('', str(data), 'train')
+    assert str(e.value) == (f"'{data / 'train-00001-of-00002.parquet'}' names classes 'emu' that the other parquet "
+                            f"files of its split in '{data}' lack (label column 'label'): write every shard of a split "
+                            f"with one ClassLabel feature.")
+
+
+def test_plain_integer_val_labels_against_named_training_classes_are_said_to_be_taken_by_position(tmp_path, caplog):
+    """A test parquet with plain int labels beside a training split with ClassLabel names was scored by position
+    without a word: one warning now says so, naming what each position means."""
+    import logging
+
+    from timm_cra.data import create_dataset
+
+    from .test_data_labels import write_parquet
+    data = tmp_path / 'data'
+    data.mkdir()
+    _classlabel_split(['cat', 'dog']).to_parquet(str(data / 'train-00000-of-00001.parquet'))
+    write_parquet(data / 'test-00000-of-00001.parquet', [1, 0, 1, 0])
+    train_ds = create_dataset('', str(data), 'train')
+    with caplog.at_level(logging.WARNING, logger='timm_cra'):
+        val = create_dataset('', str(data), 'test', class_names=train_ds.class_names)
+    assert list(val.targets) == [1, 0, 1, 0]
+    said = [r.getMessage() for r in caplog.records if 'by position' in r.getMessage()]
+    assert said == [f"'{data}' [test] has plain integer labels (no class names) while the training split names its "
+                    f"classes: the labels are taken by position (0 = 'cat', 1 = 'dog')."]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger='timm_cra'):  # named val data is matched by name, no such word
+        create_dataset('', str(data), 'train', class_names=train_ds.class_names)
+    assert not [r for r in caplog.records if 'by position' in r.getMessage()]
+
+
 def _class_folders(root, split, classes):
     rng = np.random.default_rng(0)
     for c in classes:

@@ -322,6 +322,28 @@ def test_a_one_split_source_is_never_validated_on_its_training_rows(tmp_path, cl
     assert res['count'] == 8
 
 
+def test_a_validation_split_linked_to_the_training_split_is_never_validated_on(tmp_path, make_image):
+    """A `val -> train` symlinked folder, or a `test-*.parquet` that is a symlink (or hard link) to the
+    `train-*.parquet`, passed the one-split guard: training validated on its own rows (best top-1 100, exit 0). The
+    guard compares the splits' files by identity; a real copy is a separate split and trains."""
+    import shutil
+    folders = tmp_path / 'folders'
+    for c in ('a', 'b'):
+        make_image(folders / 'train' / c / '0.png')
+    os.symlink('train', folders / 'val')
+    parquet = write_parquet(tmp_path / 'pq' / 'train-00000-of-00001.parquet', [0, 1, 0, 1])
+    os.symlink(parquet.name, parquet.parent / 'test-00000-of-00001.parquet')
+    hard = write_parquet(tmp_path / 'hard' / 'train-00000-of-00001.parquet', [0, 1, 0, 1])
+    os.link(hard, hard.parent / 'test-00000-of-00001.parquet')
+    for data_dir, val_split in ((folders, 'val'), (parquet.parent, 'test'), (hard.parent, 'test')):
+        with pytest.raises(DataError, match=f'--data-dir {data_dir} holds one split, so validation would run on '
+                                            f'the training rows'):
+            _train(tmp_path, data_dir, '--val-split', val_split)
+    (parquet.parent / 'test-00000-of-00001.parquet').unlink()
+    shutil.copyfile(parquet, parquet.parent / 'test-00000-of-00001.parquet')
+    assert _train(tmp_path, parquet.parent, '--val-split', 'test')['final']['eval_top1'] is not None
+
+
 def test_parquet_data_under_a_folder_recipe_names_the_dataset_flag(tmp_path, cli_env):
     """`--config finetune` pins `dataset: folder`; parquet data under it used to get folder-worded errors
     (split folder not found): the one line now names --dataset hfds / ''."""
@@ -580,3 +602,39 @@ def test_thin_image_that_the_resize_would_blow_up_is_a_counted_skip(tmp_path, cl
     assert reason in r.stderr
     row, = _rows(out / 'run' / 'metrics.csv')
     assert (int(row['train_skipped']), int(row['eval_skipped'])) == (0, 1)
+
+
+def test_in_memory_training_keeps_the_pixel_limit_and_bounds_what_it_holds(tmp_path, cli_env):
+    """`--in-memory` (the cifar recipe's) decoded class folders without the resize-aware pixel limit: 2,000,000 x 1
+    PNGs of 2 KB were resized to 64,000,000 x 32 by fit_to_input (a MemoryError traceback), and six 8000 x 8000 PNGs
+    (1.5 MB of files) decoded to 1.15 GB with no bound (a MemoryError traceback). Under a 4 GiB address-space cap the
+    trainer stops in one line naming the resize it would need; the big images are refused after the first is decoded,
+    in one line naming the bound and --no-in-memory (which the recipe takes)."""
+    from timm_cra.data.in_memory import MAX_IN_MEMORY_BYTES
+    assert 50_000 * 32 * 32 * 3 * 6 < MAX_IN_MEMORY_BYTES  # CIFAR-10's train split fits six times over
+    thin, big = tmp_path / 'thin.png', tmp_path / 'big.png'
+    Image.new('L', (2_000_000, 1)).save(thin)
+    Image.new('RGB', (8000, 8000)).save(big)
+    assert thin.stat().st_size < 10_000 and big.stat().st_size < 500_000
+    for image, per_class in ((thin, 2), (big, 3)):
+        data = tmp_path / image.stem
+        for split in ('train', 'val'):
+            for c in ('a', 'b'):
+                for i in range(per_class if split == 'train' else 1):
+                    (data / split / c).mkdir(parents=True, exist_ok=True)
+                    (data / split / c / f'{i}.png').write_bytes(image.read_bytes())
+    args = ['--config', 'cifar', '--model', 'cra_cifar_resnet20', '--dataset', 'folder', '--val-split', 'val',
+            '--epochs', '1', '--batch-size', '2', '--workers', '0', '--no-plot', '--output', tmp_path / 'runs']
+    r = _run_memory_capped('timm_cra.train', args + ['--data-dir', tmp_path / 'thin', '--experiment', 'thin'],
+                           cli_env, tmp_path)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-3000:]
+    assert r.stderr.splitlines()[-1] == (
+        f"error: No readable images in {tmp_path / 'thin'} [train]: its 4 images of 2000000x1 pixels would be "
+        f"64000000x32 after the resize of its short side to 32 the model needs, over the decoding limit of 89478485 "
+        f"pixels (PIL.Image.MAX_IMAGE_PIXELS); resize them nearer the model input size.")
+    with pytest.raises(DataError) as e:  # the old code held 2.3 GB here (every image, then their stack)
+        create_dataset('folder', str(tmp_path / 'big'), 'train', in_memory=True)
+    assert str(e.value) == (
+        f"{tmp_path / 'big'} [train] would hold 6 images of 8000x8000x3 in memory: 1099 MiB of decoded pixels, over "
+        f"the in-memory limit of 1024 MiB (timm_cra.data.in_memory.MAX_IN_MEMORY_BYTES): pass --no-in-memory to "
+        f"decode images one batch at a time.")

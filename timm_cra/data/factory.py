@@ -8,11 +8,12 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from ..utils.errors import printable
 from ..utils.labels import name_key
 from .cifar import find_cifar_pickle_dir, load_cifar_pickle
-from .errors import DataError, check_class_names, classes_absent_from_training
+from .errors import DataError, check_class_names, classes_absent_from_training, index_by_name
 from .folders import ImageFolderDataset, check_data_folder, find_split_dir
-from .hf import CLASSLABEL_FIX, HFImageDataset, iter_parquet_files
+from .hf import CLASSLABEL_FIX, HFImageDataset, iter_parquet_files, parquet_splits, split_candidates
 from .in_memory import TensorImageDataset, decode_to_memory
 
 __all__ = ['create_dataset', 'detect_source', 'skip_collate', 'check_labels', 'check_num_classes',
@@ -109,7 +110,7 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
     if num_samples:
         ds = _head(ds, num_samples)
     if in_memory:
-        ds = decode_to_memory(ds, desc=f'{name or root} [{split}]')
+        ds = decode_to_memory(ds, desc=f'{name if name.startswith("hfds/") else root or name} [{split}]')
     return ds
 
 
@@ -122,7 +123,13 @@ def _share_class_names(ds, class_names: Sequence[str], what: str) -> None:
     """Give ``ds`` (a val split) the training split's indices, by class name: splits name their classes
     independently (parquet ClassLabels in another order, a val folder holding a subset of the classes). Data
     that names no classes keeps its integer labels."""
-    if list(ds.class_names) == list(class_names) or numbered_classes(ds.class_names) or numbered_classes(class_names):
+    if list(ds.class_names) == list(class_names) or numbered_classes(class_names):
+        return
+    if numbered_classes(ds.class_names):  # nothing to match by: say so, the scores depend on it
+        pairs = ', '.join(f'{i} = {c!r}' for i, c in enumerate(class_names[:5]))
+        _logger.warning(printable(f"{what} has plain integer labels (no class names) while the training split names "
+                                  f"its classes: the labels are taken by position ({pairs}"
+                                  f"{', ...' if len(class_names) > 5 else ''})."))
         return
     check_labels(ds, what)
     if not map_classes_by_name(ds, class_names):
@@ -130,23 +137,47 @@ def _share_class_names(ds, class_names: Sequence[str], what: str) -> None:
         raise classes_absent_from_training(what, [c for c in ds.class_names if name_key(c) not in known])
 
 
-def single_split_source(name: Optional[str], root: Optional[str]) -> bool:
-    """Whether a local ``--data-dir`` holds one split only, which every split name resolves to: a parquet file, a
-    single-split ``save_to_disk`` folder, or a folder of class folders without split folders. Training must not
-    validate on it (it would validate on the training rows); validating it alone is fine."""
+def single_split_source(name: Optional[str], root: Optional[str], train_split: str = 'train',
+                        val_split: str = 'validation') -> bool:
+    """Whether validation on ``val_split`` of a local ``--data-dir`` would read the training rows: it holds one split
+    only, which every split name resolves to (a parquet file, a single-split ``save_to_disk`` folder, a folder of
+    class folders without split folders), or its ``val_split`` is ``train_split``'s own files under another name (a
+    ``val -> train`` symlinked folder, a ``test-*.parquet`` linked to ``train-*.parquet``: compared by file identity,
+    ``os.path.samefile``). Training must not validate on it (best top-1 would be training accuracy); validating it
+    alone is fine."""
     kind = (name or '').strip().lower()
     if not root or kind.startswith('hfds/') or not os.path.exists(root):
         return False
     kind = kind or detect_source(root)
     if kind in ('hfds', 'parquet'):
-        return os.path.isfile(root) or (os.path.exists(os.path.join(root, 'state.json'))
-                                         and not os.path.exists(os.path.join(root, 'dataset_dict.json')))
+        if os.path.isfile(root) or (os.path.exists(os.path.join(root, 'state.json'))
+                                    and not os.path.exists(os.path.join(root, 'dataset_dict.json'))):
+            return True
+        try:
+            return _same_split_files(root, train_split, val_split)
+        except (DataError, OSError):
+            return False  # the loader says what is wrong with the data
     if kind in ('imagenet', 'folder', 'folder-auto') and os.path.isdir(root):
         try:
-            return os.path.samefile(find_split_dir(root, 'validation'), root)
-        except DataError:
+            val_dir = find_split_dir(root, val_split or 'validation')
+            return os.path.samefile(val_dir, root) or os.path.samefile(val_dir, find_split_dir(root, train_split))
+        except (DataError, OSError):
             return False
     return False
+
+
+def _same_split_files(root: str, train_split: str, val_split: str) -> bool:
+    """Whether a parquet / ``save_to_disk`` folder's ``val_split`` shares a file or folder with its ``train_split``."""
+    def split_files(split: str) -> list:
+        if os.path.exists(os.path.join(root, 'dataset_dict.json')):  # its splits are its sub-folders
+            found = [os.path.join(root, s) for s in split_candidates(split) if os.path.isdir(os.path.join(root, s))]
+        else:
+            splits = parquet_splits(root)
+            found = next((splits[s] for s in split_candidates(split) if s in splits), [])
+        return found
+
+    train = {(st.st_dev, st.st_ino) for st in map(os.stat, split_files(train_split))}
+    return any((st.st_dev, st.st_ino) in train for st in map(os.stat, split_files(val_split or 'validation')))
 
 
 def _head(ds, n: int):
@@ -223,10 +254,10 @@ def map_classes_by_name(dataset, label_names: Sequence[str]) -> bool:
     ``class_names`` / ``num_classes`` the model's. Returns whether it re-indexed; a dataset with a class not in
     ``label_names`` is left as it was (:func:`check_num_classes` refuses it). Labels must be checked first."""
     names, label_names = list(dataset.class_names), list(label_names)
-    index = {name_key(c): i for i, c in enumerate(label_names)}  # 'café' from macOS (NFD) is the model's 'café'
-    if names == label_names or not names or any(name_key(c) not in index for c in names):
+    positions = index_by_name(names, label_names)
+    if names == label_names or not names or positions is None:
         return False
-    remap = np.asarray([index[name_key(c)] for c in names], dtype=np.int64)
+    remap = np.asarray(positions, dtype=np.int64)
     if isinstance(dataset, TensorImageDataset):
         dataset.targets = torch.from_numpy(remap[dataset.targets.numpy()])
     elif isinstance(dataset, HFImageDataset):

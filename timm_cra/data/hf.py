@@ -25,7 +25,7 @@ from ..utils.io import (OutputPathError, check_output_folder, check_regular_file
                         not_regular_reason)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.strict_json import loads, read_json
-from .errors import DataError, check_class_names, first_non_integer, split_hint
+from .errors import DataError, check_class_names, first_non_integer, index_by_name, split_hint
 from .folders import walk_folder
 from .images import UnreadableImage, check_in_chans, decode_image, resize_short_side
 
@@ -38,7 +38,7 @@ LABEL_KEYS = ('label', 'labels', 'fine_label', 'cls', 'target')
 _VAL_ALIASES = ('validation', 'val', 'valid')
 
 
-def _split_candidates(split: str) -> List[str]:
+def split_candidates(split: str) -> List[str]:
     return list(_VAL_ALIASES) if split in _VAL_ALIASES else [split]
 
 
@@ -52,7 +52,7 @@ def iter_parquet_files(root: str) -> Iterator[str]:
                 yield os.path.join(dirpath, f)
 
 
-def _parquet_splits(path: str) -> Dict[str, List[str]]:
+def parquet_splits(path: str) -> Dict[str, List[str]]:
     """Group the parquet files under ``path`` by split exactly as ``datasets.load_dataset(path)`` does (its own
     split patterns, ``datasets.data_files._get_data_files_patterns``: ``train-00000-of-00001.parquet``,
     ``cifar10-test.parquet``, ``test/x.parquet``), a file in no split refused.
@@ -237,6 +237,7 @@ def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
     import datasets
     import pyarrow.parquet as pq
     rows = 0
+    shards = []  # (file, rows, {ClassLabel column: names}) in the order datasets concatenates the files
     for f in files:
         with _read_errors(f, 'a parquet file', _PARQUET_FIX):
             footer = pq.read_metadata(f)
@@ -248,6 +249,7 @@ def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
             features = None  # not JSON: datasets' own read of it below is the one line
         for names in _classlabel_names(features).values():
             check_class_names(names, source, CLASSLABEL_FIX)
+        shards.append((f, footer.num_rows, _classlabel_names(features)))
     if not rows:  # datasets' own word for it: 'Instruction "train" corresponds to no data!'
         raise DataError(f"'{source}' has no rows ({len(files)} parquet file(s) of 0 rows): pass data with examples.")
     cache_dir = os.path.join(datasets_cache(cache_dir), 'parquet-by-stat', parquet_cache_key(files))
@@ -264,13 +266,48 @@ def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):
             cause = e.__cause__ or e  # the reader's reason, not the advice to write the file again
             problem = f'{type(cause).__name__}: {(str(cause).strip().splitlines() or [""])[0]}'
         if not problem:
-            return ds
+            return _labels_by_shard_names(ds, shards, source)
         if not cached:
             raise DataError(f"'{source}' read as {problem}: {_PARQUET_FIX}.")
         _logger.warning(printable(f"The arrow cache of '{source}' is damaged ({problem:.200}): removing "
                                   f"{cache_dir} and building it again."))
         shutil.rmtree(cache_dir, ignore_errors=True)
         cached = False
+
+
+def _labels_by_shard_names(ds, shards: List[tuple], source: str):
+    """``ds`` with each shard's ClassLabel ids mapped through that shard's own names onto the split's (``datasets``
+    gives every row the first file's names: shards written as [cat, dog] and [dog, cat] swapped the second one's
+    labels), by name as a validation split is mapped onto the training split's classes; a shard naming a class the
+    split's names lack, or a label outside its own names, is refused in one line."""
+    import datasets
+    for column, feature in ds.features.items():
+        if not isinstance(feature, datasets.ClassLabel) or \
+                all(names.get(column, feature.names) == feature.names for _, _, names in shards):
+            continue
+        with _read_errors(source, 'parquet data', _PARQUET_FIX):
+            labels, start = list(ds[column]), 0
+        for f, count, names in shards:
+            own = names.get(column, feature.names)
+            positions = index_by_name(own, feature.names)
+            if positions is None:
+                missing = [c for c in own if index_by_name([c], feature.names) is None]
+                raise DataError(printable(
+                    f"'{f}' names classes {', '.join(map(repr, missing[:5]))} that the other parquet files of its "
+                    f"split in '{source}' lack (label column '{column}'): write every shard of a split with one "
+                    f"ClassLabel feature."))
+            for i in range(start, start + count):
+                if labels[i] is not None and labels[i] >= 0 and own != feature.names:
+                    if labels[i] >= len(own):
+                        raise DataError(printable(
+                            f"'{f}' has label {labels[i]} in column '{column}', outside its {len(own)} ClassLabel "
+                            f"names: {CLASSLABEL_FIX} or the labels."))
+                    labels[i] = positions[labels[i]]
+            start += count
+        _logger.info(printable(f"'{source}': the parquet files of a split name the classes of '{column}' in different "
+                               f"orders; each file's labels are mapped by name onto {feature.names[:10]}"))
+        ds = ds.remove_columns(column).add_column(column, labels, feature=feature)
+    return ds
 
 
 def _folders_without_parquet(source: str, splits: Dict[str, List[str]]) -> List[str]:
@@ -296,7 +333,7 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, spli
             _check_saved_dataset(source)
             with _read_errors(source, 'a save_to_disk folder', _SAVED_FIX):
                 dd = datasets.load_from_disk(source)
-            for name in _split_candidates(split):
+            for name in split_candidates(split):
                 if name in dd:
                     return dd[name]
             raise DataError(f"Split '{split}' not in '{source}' (splits: {', '.join(dd)}): "
@@ -305,11 +342,11 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, spli
             _check_saved_dataset(source)  # a single saved split
             with _read_errors(source, 'a save_to_disk folder', _SAVED_FIX):
                 return datasets.load_from_disk(source)
-        splits = _parquet_splits(source)
+        splits = parquet_splits(source)
         if not splits:
             raise DataError(f"'{source}' holds no parquet files and is not a save_to_disk folder. "
                             f"Pass --dataset hfds/<hub-name> for a Hub dataset, or a folder of *.parquet files.")
-        for name in _split_candidates(split):
+        for name in split_candidates(split):
             if name in splits:
                 return _load_parquet(splits[name], source, cache_dir)
         others = _folders_without_parquet(source, splits)

@@ -1,7 +1,8 @@
 """Decoded images to the channel count a model takes: 'L' for 1 channel, 'RGB' for 3.
 
 PIL's ``convert`` clips wide greyscale to 255 and float greyscale to black, so such images are scaled to 8 bit
-here first (:func:`_to_8bit`): 16-bit (``I;16*``, and 16-bit PNGs) by ``value / 257``, the exact 16 -> 8 bit map;
+here first (:func:`_to_8bit`): 16-bit (``I;16*``, 16-bit PNGs, and PGMs whose maxval is over 255, which Pillow
+scales to 0..65535 whatever the maxval) by ``value / 257``, the exact 16 -> 8 bit map; other
 32-bit integer (``I``) by the range of its values (all in 0..255: 8-bit values kept; in 0..65535: 16-bit,
 ``/ 257``; anything else: no known scale, unreadable); float (``F``) with values in [0, 1] by ``x 255``, any
 other float image (negative, above 1, NaN) unreadable. An unreadable image is a counted, logged skip.
@@ -31,8 +32,8 @@ from ..utils.errors import UsageError
 from ..utils.io import not_regular_reason, open_regular_file
 from .errors import DataError
 
-__all__ = ['MODES', 'IMAGE_FORMATS', 'UnreadableImage', 'decode_image', 'resize_short_side', 'upright',
-           'image_mode', 'convert_image', 'check_in_chans', 'fit_mean_std']
+__all__ = ['MODES', 'IMAGE_FORMATS', 'UnreadableImage', 'decode_image', 'check_pixels', 'resize_short_side',
+           'upright', 'image_mode', 'convert_image', 'check_in_chans', 'fit_mean_std']
 
 #: PIL formats decoded (pure raster decoders inside Pillow); anything else is an unreadable image.
 IMAGE_FORMATS = ('JPEG', 'PNG', 'PPM', 'BMP', 'TIFF', 'WEBP', 'GIF')
@@ -40,6 +41,9 @@ IMAGE_FORMATS = ('JPEG', 'PNG', 'PPM', 'BMP', 'TIFF', 'WEBP', 'GIF')
 #: PIL mode of each supported channel count.
 MODES = {1: 'L', 3: 'RGB'}
 _16BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
+#: Formats whose mode 'I' images hold 16-bit values: PNG greyscale is 8 or 16 bit, never 32; Pillow reads a PGM of any
+#: maxval over 255 as 'I' scaled to 0..65535 (PpmImagePlugin), so its values alone would misread dark pixels as 8 bit.
+_16BIT_FORMATS = ('PNG', 'PPM')
 
 
 class UnreadableImage(DataError, ValueError):
@@ -61,18 +65,20 @@ def resize_short_side(transform) -> Optional[int]:
     return None
 
 
-def _check_pixels(img: Image.Image, resize_side: Optional[int] = None) -> None:
+def check_pixels(width: int, height: int, resize_side: Optional[int] = None) -> None:
+    """Raise :class:`UnreadableImage` when a ``width`` x ``height`` image is over ``PIL.Image.MAX_IMAGE_PIXELS`` as
+    stored, or as the resize of its short side to ``resize_side`` (:func:`resize_short_side`) would make it."""
     limit = Image.MAX_IMAGE_PIXELS  # read at call time: a program may raise it (None: no limit)
     if limit is None:
         return
-    if img.width * img.height > limit:
-        raise UnreadableImage(f'{img.width}x{img.height} pixels is over the decoding limit of {limit} pixels '
+    if width * height > limit:
+        raise UnreadableImage(f'{width}x{height} pixels is over the decoding limit of {limit} pixels '
                               f'(PIL.Image.MAX_IMAGE_PIXELS)')
     if resize_side:
-        scale = resize_side / max(1, min(img.width, img.height))
-        w, h = round(img.width * scale), round(img.height * scale)
+        scale = resize_side / max(1, min(width, height))
+        w, h = round(width * scale), round(height * scale)
         if w * h > limit:
-            raise UnreadableImage(f'{img.width}x{img.height} pixels would be {w}x{h} after the resize of its short '
+            raise UnreadableImage(f'{width}x{height} pixels would be {w}x{h} after the resize of its short '
                                   f'side to {resize_side} the model needs, over the decoding limit of {limit} pixels '
                                   f'(PIL.Image.MAX_IMAGE_PIXELS)')
 
@@ -100,7 +106,7 @@ def decode_image(source: Union[str, os.PathLike, bytes, Image.Image], in_chans: 
                         raise UnreadableImage(reason)
                     fp = stack.enter_context(open_regular_file(source, 'image'))
                 img = stack.enter_context(Image.open(fp, formats=IMAGE_FORMATS))
-            _check_pixels(img, resize_side)
+            check_pixels(img.width, img.height, resize_side)
             img.load()
             return convert_image(upright(img), in_chans)
     except UnreadableImage:
@@ -140,7 +146,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
             raise UnreadableImage(f'float image with values outside [0, 1] (min {np.nanmin(a):g}, max '
                                   f'{np.nanmax(a):g}): no known scale to 8 bit')
         a = a * 255.0
-    elif img.mode in _16BIT_MODES or img.format == 'PNG':  # PNG greyscale is 8 or 16 bit, never 32
+    elif img.mode in _16BIT_MODES or img.format in _16BIT_FORMATS:
         a = a / 257.0
     else:  # 32-bit 'I': the bit depth is not stored, the values tell it
         lo, hi = a.min(initial=0), a.max(initial=0)

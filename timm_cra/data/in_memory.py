@@ -3,6 +3,10 @@
 On a few CPU cores, per-sample PIL decoding and transforms cost more than a small ResNet's forward
 pass. Decoding once into a ``(N, H, W, C)`` uint8 tensor (150 MB for CIFAR-10 train) and augmenting
 whole batches with tensor ops (random crop with zero padding + horizontal flip) removes that cost.
+
+What one split may hold is bounded (:data:`MAX_IN_MEMORY_BYTES` of decoded uint8 pixels, as decoded and as
+:func:`fit_to_input` resizes them), and the pixel limit of :func:`~.images.decode_image` holds for the images as
+:func:`fit_to_input`'s resize makes them, as it does in the per-image loaders.
 """
 import logging
 import math
@@ -17,11 +21,29 @@ from torch.utils.data import Dataset
 
 from ..utils.errors import printable
 from .errors import DataError
-from .images import MODES, UnreadableImage, check_in_chans
+from .images import MODES, UnreadableImage, check_in_chans, check_pixels, resize_short_side
 
-__all__ = ['TensorImageDataset', 'TensorLoader', 'decode_to_memory', 'fit_to_input', 'random_crop_flip']
+__all__ = ['TensorImageDataset', 'TensorLoader', 'decode_to_memory', 'fit_to_input', 'random_crop_flip',
+           'MAX_IN_MEMORY_BYTES']
 
 _logger = logging.getLogger(__name__)
+
+#: Bytes of decoded uint8 pixels one in-memory split may hold (1 GiB: CIFAR-10's train split is 150 MB). Read at call
+#: time, so a program may raise it. Six 8000 x 8000 PNGs (1.5 MB of files) would otherwise decode to 1.15 GB.
+MAX_IN_MEMORY_BYTES = 1 << 30
+
+
+def _check_held_size(count: int, shape: Sequence[int], desc: str) -> None:
+    """Refuse, in one line naming the per-image loader, ``count`` images of ``shape`` (H, W, C) over
+    :data:`MAX_IN_MEMORY_BYTES`."""
+    size = count * math.prod(shape)
+    if size > MAX_IN_MEMORY_BYTES:
+        h, w, c = shape
+        raise DataError(printable(f'{desc or "The dataset"} would hold {count} images of {w}x{h}x{c} in memory: '
+                                  f'{size / 2 ** 20:.0f} MiB of decoded pixels, over the in-memory limit of '
+                                  f'{MAX_IN_MEMORY_BYTES / 2 ** 20:.0f} MiB '
+                                  f'(timm_cra.data.in_memory.MAX_IN_MEMORY_BYTES): pass --no-in-memory to decode '
+                                  f'images one batch at a time.'))
 
 
 class TensorImageDataset(Dataset):
@@ -81,7 +103,8 @@ def decode_to_memory(dataset, desc: str = '') -> TensorImageDataset:
     """
     if isinstance(dataset, TensorImageDataset):
         return dataset
-    arrays: List[np.ndarray] = []
+    images: Optional[np.ndarray] = None  # allocated once for all rows at the first image's size: no second copy
+    kept = 0
     targets: List[int] = []
     bad: List[str] = []
     in_chans = getattr(dataset, 'in_chans', 3)
@@ -100,28 +123,36 @@ def decode_to_memory(dataset, desc: str = '') -> TensorImageDataset:
         a = np.asarray(img, dtype=np.uint8)
         if a.ndim == 2:
             a = a[..., None]
-        if arrays and a.shape != arrays[0].shape:
+        if images is None:  # every image must have this size: the first one tells what all of them will hold
+            _check_held_size(len(dataset), a.shape, desc)
+            images = np.empty((len(dataset),) + a.shape, dtype=np.uint8)
+        elif a.shape != images.shape[1:]:
             raise DataError(
-                f'In-memory mode needs images of one size, but {desc or "the dataset"} mixes {arrays[0].shape[:2]} '
+                f'In-memory mode needs images of one size, but {desc or "the dataset"} mixes {images.shape[1:3]} '
                 f'and {a.shape[:2]} (image {i}). Drop --in-memory for datasets of varying image sizes.')
-        arrays.append(a)
+        images[kept] = a
+        kept += 1
         targets.append(int(dataset.targets[i]))
     skipped = len(bad)
-    if not arrays:
+    if not kept:
         raise DataError(f'No readable images in {desc or "the dataset"} ({skipped} unreadable).')
     if skipped:
-        _logger.warning(printable(f'{desc}: skipped {skipped} unreadable image(s) of {skipped + len(arrays)}: rows '
+        _logger.warning(printable(f'{desc}: skipped {skipped} unreadable image(s) of {skipped + kept}: rows '
                                   f'{", ".join(bad[:10])}{" ..." if skipped > 10 else ""}'))
-    return TensorImageDataset(torch.from_numpy(np.stack(arrays)), torch.tensor(targets, dtype=torch.int64),
+    return TensorImageDataset(torch.from_numpy(images[:kept]), torch.tensor(targets, dtype=torch.int64),
                               dataset.class_names, num_skipped=skipped)
 
 
-def fit_to_input(dataset: TensorImageDataset, data_config: Mapping[str, Any]) -> TensorImageDataset:
+def fit_to_input(dataset: TensorImageDataset, data_config: Mapping[str, Any], desc: str = '') -> TensorImageDataset:
     """``dataset`` resized and cropped once to the model's ``input_size`` by timm's eval transform (the one
     ``timm-cra-validate`` applies to every image), so training and the trainer's evaluation see the pixels validate
     sees, for any image size. Images that transform would leave as they are (already the input size, a crop_pct
-    whose resize is the same size) are returned unchanged: the fast path does no work."""
-    h, w = dataset.images.shape[1:3]
+    whose resize is the same size) are returned unchanged: the fast path does no work.
+
+    The pixel limit holds for the images as that resize makes them (:func:`~.images.check_pixels`, as the per-image
+    loaders check it): the images share one size, so over it none is readable, refused in one line; the resized
+    split is held to :data:`MAX_IN_MEMORY_BYTES`, both before any image is resized."""
+    n, h, w, c = dataset.images.shape
     size = tuple(int(v) for v in data_config['input_size'][-2:])
     crop_pct = data_config.get('crop_pct') or DEFAULT_CROP_PCT
     if (h, w) == size and all(math.floor(s / crop_pct) == s for s in size):
@@ -130,6 +161,12 @@ def fit_to_input(dataset: TensorImageDataset, data_config: Mapping[str, Any]) ->
                                  interpolation=data_config['interpolation'], mean=data_config['mean'],
                                  std=data_config['std'], crop_pct=data_config.get('crop_pct'),
                                  crop_mode=data_config.get('crop_mode'), normalize=False)  # uint8 CHW out
+    try:
+        check_pixels(w, h, resize_short_side(transform))
+    except UnreadableImage as e:
+        raise DataError(printable(f'No readable images in {desc or "the dataset"}: its {n} images of {e}; resize them '
+                                  f'nearer the model input size.')) from None
+    _check_held_size(n, size + (c,), desc)
     source = TensorImageDataset(dataset.images, dataset.targets, dataset.class_names, transform)
     images = torch.stack([source[i][0] for i in range(len(source))]).permute(0, 2, 3, 1).contiguous()
     return TensorImageDataset(images, dataset.targets, dataset.class_names, num_skipped=dataset.num_skipped)

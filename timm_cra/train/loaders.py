@@ -46,7 +46,7 @@ def create_datasets(args) -> Tuple[object, Optional[object], int]:
     the validation split takes the training split's class indices, matched by name."""
     ds_kwargs = dict(in_memory=args.in_memory, image_key=args.input_key, label_key=args.target_key,
                      in_chans=_requested_in_chans(args))
-    if args.val_split and single_split_source(args.dataset, args.data_dir):
+    if args.val_split and single_split_source(args.dataset, args.data_dir, args.train_split, args.val_split):
         # Every split name resolves to the same rows: best_top1 would be training accuracy.
         raise DataError(f"--data-dir {args.data_dir} holds one split, so validation would run on the training "
                         f"rows: pass a folder with separate train and validation/test splits (train-*.parquet and "
@@ -75,8 +75,9 @@ def create_loaders(args, dinfo: DistInfo, train_ds, val_ds, data_config):
     vb = args.validation_batch_size or args.batch_size
     if isinstance(train_ds, TensorImageDataset):
         # validate's resize / centre crop, once: train and evaluate on what timm-cra-validate scores
-        train_ds = fit_to_input(train_ds, data_config)
-        val_ds = fit_to_input(val_ds, data_config) if val_ds is not None else None
+        train_ds = fit_to_input(train_ds, data_config, f'{args.data_dir} [{args.train_split}]')
+        val_ds = fit_to_input(val_ds, data_config, f'{args.data_dir} [{args.val_split}]') if val_ds is not None \
+            else None
         common = dict(mean=data_config['mean'], std=data_config['std'],
                       seed=args.seed, rank=dinfo.rank, world_size=dinfo.world_size, device=dinfo.device,
                       channels_last=args.channels_last)
