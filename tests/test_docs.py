@@ -79,8 +79,8 @@ def _cli_help(cli: str) -> str:
     if cli.endswith('.py'):
         main = runpy.run_path(str(ROOT / cli), run_name='docs_check')['main']
     else:
-        module = importlib.import_module(cli)
-        main = getattr(module, 'main', None) or importlib.import_module(f'{cli}.__main__').main
+        from timm_cra.cli import _MAIN_MODULES  # where `python -m <package>` finds the CLI's main
+        main = importlib.import_module(_MAIN_MODULES.get(cli, cli)).main
     out = io.StringIO()
     takes_argv = bool(inspect.signature(main).parameters)
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit), \
