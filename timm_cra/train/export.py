@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from ..hub.repo import RUN_FILES
 from ..utils.errors import printable
 from ..utils.io import OutputPathError, atomic_path, atomic_write, file_digest, staging_folder
 from ..utils.strict_json import dumps
@@ -21,9 +22,6 @@ _logger = logging.getLogger('timm_cra.train')
 
 #: Prefix of the folder the export is staged in (a killed export leaves one; the next start removes it).
 EXPORT_TMP_PREFIX = '.export-'
-#: Files of a run folder written by :func:`timm_cra.utils.io.atomic_write` (their stale temp files are cleaned).
-RUN_FILES = ('args.yaml', 'metrics.csv', 'results.json', 'summary.png', 'model_ema.safetensors', 'config.json',
-             'model.safetensors')
 
 
 #: Where a trainer user renames a class whose name cannot be exported (the names come from the data).
