@@ -942,9 +942,9 @@ def test_a_live_runs_folder_and_checkpoint_are_never_replaced(tmp_path, run_comm
     run = tmp_path / 'runs' / 'live'
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
     trainer = subprocess.Popen([sys.executable, '-m', 'timm_cra.train', '--model', 'cra_cifar_resnet20', '--config',
-                                'cifar', '--data-dir', str(SHIPPED), '--train-split', 'test', '--train-num-samples', '8',
-                                '--val-split', '', '--batch-size', '8', '--epochs', '100000', '--no-plot', '--output',
-                                str(tmp_path / 'runs'), '--experiment', 'live'], env=env,
+                                'cifar', '--data-dir', str(SHIPPED), '--train-split', 'test', '--train-num-samples',
+                                '8', '--val-split', '', '--batch-size', '8', '--epochs', '100000', '--no-plot',
+                                '--output', str(tmp_path / 'runs'), '--experiment', 'live'], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         import time

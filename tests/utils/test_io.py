@@ -404,7 +404,8 @@ def test_writes_into_a_folder_another_process_holds_wait_then_are_refused(tmp_pa
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == 'held\n'
-        with pytest.raises(OutputPathError, match=rf'another process \(pid {holder.pid}\) is writing {run}: a training'):
+        busy = rf'another process \(pid {holder.pid}\) is writing {run}: a training'
+        with pytest.raises(OutputPathError, match=busy):
             with atomic_write(run / 'last.pth', 'wb') as f:
                 f.write(b'other')
         with pytest.raises(OutputPathError, match=rf'pid {holder.pid}'):

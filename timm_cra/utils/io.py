@@ -20,8 +20,8 @@ blocks forever and a device streams without end. :func:`file_digest` is the one 
 """
 import contextlib
 import ctypes
-import ctypes.util
 import errno
+import functools
 import glob
 import hashlib
 import os
@@ -661,14 +661,23 @@ _RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
 _AT_FDCWD = -100
 
 
+@functools.lru_cache(maxsize=1)
+def _libc_renameat2():
+    """The C library's ``renameat2`` (through the symbols the Python process already has), or None."""
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return func
+
+
 def _renameat2(src: str, dst: str, flags: int) -> bool:
     """``renameat2(src, dst, flags)``: True once done, False where the platform or filesystem lacks it (no such
     libc function, ``ENOSYS``, ``EINVAL``); any other failure is its ``OSError``."""
-    try:
-        func = ctypes.CDLL(ctypes.util.find_library('c') or None, use_errno=True).renameat2
-    except (OSError, AttributeError):
+    func = _libc_renameat2()
+    if func is None:
         return False
-    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     if func(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
         return True
     err = ctypes.get_errno()
@@ -761,7 +770,8 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False, keep: Sequ
                             f'it.') from None
                     staged = None
                 else:
-                    staged = _swap_checked(tmp, out_dir, checked, keep, check, busy)
+                    _swap_checked(tmp, out_dir, checked, keep, check, busy)
+                    staged = None
     finally:
         if lock is not None:
             os.close(lock)
@@ -770,9 +780,9 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False, keep: Sequ
 
 
 def _swap_checked(tmp: Path, out_dir: Path, checked: Tuple[int, int], keep: Sequence[str],
-                  check: Optional[Callable[[Path], None]], busy: str) -> Optional[Path]:
-    """Replace ``out_dir`` (the entry ``checked`` names) by the folder ``tmp`` for :func:`atomic_folder`; returns
-    where the new folder is if it did not get to ``out_dir`` (to remove), else None."""
+                  check: Optional[Callable[[Path], None]], busy: str) -> None:
+    """Replace ``out_dir`` (the entry ``checked`` names) by the folder ``tmp`` for :func:`atomic_folder`; on a
+    failure before the swap the new folder is back at ``tmp`` (which the caller removes)."""
     real_dir = out_dir.is_dir() and not out_dir.is_symlink()
     with _folder_turn(str(out_dir), busy) if real_dir else contextlib.nullcontext():
         if _entry_identity(out_dir) != checked:
@@ -785,7 +795,12 @@ def _swap_checked(tmp: Path, out_dir: Path, checked: Tuple[int, int], keep: Sequ
         old = Path(_create_temp(str(out_dir.parent), _temp_prefix(out_dir.name, '.old'), '.old', is_folder=True))
         old.rmdir()
         tmp.rename(old)
-        if not _renameat2(str(old), str(out_dir), _RENAME_EXCHANGE):
+        try:
+            exchanged = _renameat2(str(old), str(out_dir), _RENAME_EXCHANGE)
+        except BaseException:
+            old.rename(tmp)
+            raise
+        if not exchanged:
             old.rename(tmp)  # no exchange here: set the previous one aside, then move the new one in
             out_dir.rename(old)
             tmp.rename(out_dir)
