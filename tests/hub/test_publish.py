@@ -932,6 +932,7 @@ def test_a_finished_run_folder_as_out_is_refused_with_overwrite(trainer_run, tmp
     assert _tree(run) == before
 
 
+@pytest.mark.slow  # a real training in the background, and three CLIs against it
 def test_a_live_runs_folder_and_checkpoint_are_never_replaced(tmp_path, run_command):
     """While a training runs (it holds its run folder's lock): publish/convert --out <run folder> --overwrite deleted
     the folder under it (the trainer then died: "no checkpoint of it is left there"), and `timm-cra-checkpoint
