@@ -914,3 +914,121 @@ def test_a_fine_tune_checkpoint_copied_out_of_its_run_folder_publishes_like_the_
         assert b['pretrained_cfg'][key] == a['pretrained_cfg'][key], key
     assert load_file(str(tmp_path / 'from-solo' / 'model.safetensors')).keys() == load_file(
         str(tmp_path / 'from-run' / 'model.safetensors')).keys()
+
+
+def test_a_finished_run_folder_as_out_is_refused_with_overwrite(trainer_run, tmp_path):
+    """`publish <a copy of the checkpoint> --out <run folder> --overwrite` deleted the run folder (last.pth,
+    args.yaml, metrics.csv, results.json): it held config.json + weights and no subfolder, so it passed for a repo.
+    A folder holding the trainer's own run files is refused in one line, nothing touched."""
+    import shutil
+    run = Path(shutil.copytree(trainer_run, tmp_path / 'run'))
+    ckpt = Path(shutil.copy(run / 'last.pth', tmp_path / 'copy.pth'))
+    before = _tree(run)
+    proc = _publish_cli('cra_resnet18.mine', ckpt, '--out', run, '--overwrite')
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: --out {run} is not a model repo folder (it is a training run's folder: it holds last.pth, "
+        f"args.yaml, metrics.csv, results.json), and writing the repo replaces that folder: choose a new folder for "
+        f"the repo (e.g. hub/<model_name>)."], proc.stderr
+    assert _tree(run) == before
+
+
+@pytest.mark.slow  # a real training in the background, and three CLIs against it
+def test_a_live_runs_folder_and_checkpoint_are_never_replaced(tmp_path, run_command):
+    """While a training runs (it holds its run folder's lock): publish/convert --out <run folder> --overwrite deleted
+    the folder under it (the trainer then died: "no checkpoint of it is left there"), and `timm-cra-checkpoint
+    upgrade <copy> <run>/last.pth` replaced its checkpoint. The repo writer refuses a run's folder; every write that
+    replaces the run folder or a file in it waits for the lock, then is refused naming the training's pid. The
+    training goes on."""
+    import signal
+    run = tmp_path / 'runs' / 'live'
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+    trainer = subprocess.Popen([sys.executable, '-m', 'timm_cra.train', '--model', 'cra_cifar_resnet20', '--config',
+                                'cifar', '--data-dir', str(SHIPPED), '--train-split', 'test', '--train-num-samples',
+                                '8', '--val-split', '', '--batch-size', '8', '--epochs', '100000', '--no-plot',
+                                '--output', str(tmp_path / 'runs'), '--experiment', 'live'], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        import time
+        deadline = time.monotonic() + 120
+        while not (run / 'last.pth').exists() and trainer.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (run / 'last.pth').exists() and trainer.poll() is None
+        ckpt = Path(shutil.copy(run / 'last.pth', tmp_path / 'copy.pth'))
+        proc = _publish_cli('cra_cifar_resnet20.mine', ckpt, '--out', run, '--overwrite')
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and "is a training run's folder" in lines[0], proc.stderr
+        busy = f'another process (pid {trainer.pid}) is writing {run}: a training holds its run folder while it runs'
+        proc = run_command('timm-cra-checkpoint', ['upgrade', ckpt, run / 'last.pth'])
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and busy in lines[0], proc.stderr
+        proc = _publish_cli('cra_cifar_resnet20.mine', ckpt, '--out', run / 'hub')  # a new folder inside the run's
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and busy in lines[0], proc.stderr
+        assert not (run / 'hub').exists() and (run / 'last.pth').is_file() and (run / 'args.yaml').is_file()
+        assert trainer.poll() is None, trainer.stderr.read()  # the training goes on
+    finally:
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait(timeout=30)
+
+
+def test_two_publishes_to_one_new_out_never_both_write_it(trained, tmp_path):
+    """A folder created at --out while publish staged its repo (another publish, or someone's files) was set aside
+    and deleted at the swap, without --overwrite, and both publishes printed "Wrote". Now the final rename replaces
+    nothing: the second is refused in one line and the first's folder is left as it is."""
+    ckpt, *_ = trained
+    out = tmp_path / 'repo'
+    hook = ("import os, sys, runpy, timm_cra.hub.repo as repo\n"
+            "orig = repo.write_repo_metadata\n"
+            "def hook(*a, **k):\n"
+            "    out = sys.argv[sys.argv.index('--out') + 1]\n"
+            "    os.makedirs(out, exist_ok=True); open(os.path.join(out, 'precious.txt'), 'w').write('mine')\n"
+            "    return orig(*a, **k)\n"
+            "repo.write_repo_metadata = hook\n"
+            "runpy.run_module('timm_cra.hub.publish', run_name='__main__')\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    for overwrite in ([], ['--overwrite']):
+        proc = subprocess.run([sys.executable, '-c', hook, 'cra_mobilenetv2_050.race', str(ckpt), '--num-classes',
+                               '5', '--out', str(out), *overwrite], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+            f'error: {out} was created by someone else while this one was written; it is left as it is: choose '
+            f'another output folder, or pass overwrite=True (CLI: --overwrite) to replace it.'], proc.stderr
+        assert 'Wrote' not in proc.stdout and os.listdir(out) == ['precious.txt']
+        assert [p.name for p in tmp_path.iterdir()] == ['repo']
+        shutil.rmtree(out)
+
+
+def test_push_is_refused_before_the_commit_when_the_hub_would_ignore_files(trained, hub, tmp_path):
+    """A Hub repo whose .gitignore matches *.safetensors: preupload answers shouldIgnore, huggingface_hub leaves the
+    weights out of the commit, and `publish --push` printed "Pushed" while the Hub served the new card over the old
+    weights. The preupload answer is checked before the commit: one line naming the files and the fix, no commit."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from tests.hubserver.write_server import WritableHubServer
+    ckpt, *_ = trained
+    token, repo_id = 'publish-push-token', 't-push/ignored'
+    (tmp_path / 'hub-root').mkdir()
+    old = tmp_path / 'old'
+    old.mkdir()
+    (old / 'README.md').write_text('old card')
+    env = {'HF_TOKEN': token, 'HF_HUB_DISABLE_XET': '1'}
+    server = WritableHubServer(tmp_path / 'hub-root', write_token=token, ignored_patterns=['*.safetensors'])
+    with server:
+        hub.set_endpoint(server.endpoint)
+        api = HfApi(endpoint=server.endpoint, token=token)
+        api.create_repo(repo_id)
+        before = api.upload_folder(repo_id=repo_id, folder_path=str(old)).oid
+        proc = _publish_cli('cra_mobilenetv2_050.ign', ckpt, '--num-classes', '5', '--out', tmp_path / 'repo',
+                            '--repo-id', repo_id, '--push', env=env)
+        assert proc.returncode == 2 and 'Pushed' not in proc.stdout, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"error: {repo_id} at {server.endpoint} would ignore model.safetensors (its .gitignore matches them), so "
+            f"the push would leave the repo's old files under the new card; nothing was committed: remove those "
+            f"patterns from the Hub repo's .gitignore, then the repo folder {tmp_path / 'repo'} is complete: rerun "
+            f"with --overwrite --push."]
+        assert api.model_info(repo_id).sha == before
+        assert Path(hf_hub_download(repo_id, 'README.md')).read_text() == 'old card'
+        server.ignored_patterns.clear()  # the fix the line names: the Hub repo's .gitignore no longer matches
+        proc = _publish_cli('cra_mobilenetv2_050.ign', ckpt, '--num-classes', '5', '--out', tmp_path / 'repo',
+                            '--overwrite', '--repo-id', repo_id, '--push', env=env)
+        assert proc.returncode == 0 and 'Pushed: ' in proc.stdout, proc.stderr
+        assert 'model.safetensors' in api.list_repo_files(repo_id)

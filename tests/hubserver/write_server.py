@@ -33,6 +33,7 @@ import base64
 import contextlib
 import errno
 import fcntl
+import fnmatch
 import hashlib
 import hmac
 import json
@@ -495,6 +496,7 @@ class _WriteRoutes(_ReadRoutes):
             raise _HubError(HTTPStatus.BAD_REQUEST, 'Expected {"files": [{"path", "size", "sample"}, ...]}.')
         folder, commit = served_revision(repo_dir)
         threshold = self.server.lfs_threshold
+        ignored = self.server.ignored_patterns
         answer = []
         for f in files:
             path = f.get('path')
@@ -505,7 +507,8 @@ class _WriteRoutes(_ReadRoutes):
             oid = None
             if current.is_file():  # lets the client skip unchanged files
                 oid = _file_digest(current, 'sha256' if lfs else 'git-sha1')
-            answer.append({'path': path, 'uploadMode': 'lfs' if lfs else 'regular', 'shouldIgnore': False,
+            skip = any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(parts[-1], p) for p in ignored)
+            answer.append({'path': path, 'uploadMode': 'lfs' if lfs else 'regular', 'shouldIgnore': skip,
                            'oid': oid})
         self._json({'files': answer, 'commitOid': commit})
 
@@ -782,13 +785,16 @@ class WritableHubServer(HubFolderServer):
 
     Uploads land in the first root, whose leftovers of killed writes are removed here; requests must carry
     ``Authorization: Bearer <write_token>``. ``lfs_threshold`` (bytes) makes preupload ask for LFS from that size
-    on (only for clients without Xet). Without a token it answers writes as the read-only mirror does.
+    on (only for clients without Xet). ``ignored_patterns``: globs (of a path or its file name) preupload answers
+    ``shouldIgnore`` for, as the Hub does for files its repo's ``.gitignore`` matches (the client's commit then skips
+    them). Without a token it answers writes as the read-only mirror does.
     """
     handler_class = _WriteRoutes
 
     def __init__(self, roots, *args, write_token: Optional[str] = None, lfs_threshold: Optional[int] = None,
-                 max_upload_bytes: int = 16 << 30, **kwargs):
+                 max_upload_bytes: int = 16 << 30, ignored_patterns: Sequence[str] = (), **kwargs):
         self.write_token = write_token or None
+        self.ignored_patterns = list(ignored_patterns)
         self.lfs_threshold = lfs_threshold
         self.max_upload_bytes = max_upload_bytes
         self.max_commit_bytes = max_upload_bytes
@@ -832,6 +838,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--lfs-threshold', type=int, default=None, metavar='BYTES',
                         help='ask clients for LFS uploads from this size on (only for clients without hf_xet or '
                              'with HF_HUB_DISABLE_XET=1); default: every file is sent inside the commit')
+    parser.add_argument('--ignore-pattern', action='append', default=[], metavar='GLOB',
+                        help="answer preupload's shouldIgnore for files matching GLOB, as the Hub does for those its "
+                             "repo's .gitignore matches (repeatable)")
     args = parser.parse_args(argv)
     check_args(parser, args)
     token = args.write_token or os.environ.get(WRITE_TOKEN_ENV)
@@ -840,7 +849,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.write_token and not args.allow_write:
         parser.error('--write-token is given but writes are off: add --allow-write')
     server = start(parser, args, WritableHubServer, write_token=token if args.allow_write else None,
-                   lfs_threshold=args.lfs_threshold)
+                   lfs_threshold=args.lfs_threshold, ignored_patterns=args.ignore_pattern)
     serve(server, f'read-write into {server.roots[0]}' if server.writable else 'read-only')
 
 

@@ -65,6 +65,14 @@ def test_export_refuses_device_folder_and_unwritable_place(tmp_path, capsys):
                       (tmp_path / 'file.txt' / 'm.onnx', 'file.txt is a regular file, not a folder')]:
         assert says in _refused(export_main, ['-m', 'cra_cifar_resnet20', '-o', out, '--no-verify'], capsys)
     assert (tmp_path / 'file.txt').read_text() == 'x' and (tmp_path / 'folder.onnx').is_dir()
+    run = tmp_path / 'runs' / 'y'  # `-o runs/y/last.pth` replaced the checkpoint with ONNX: a name not ending .onnx
+    run.mkdir(parents=True)
+    (run / 'last.pth').write_bytes(b'checkpoint')
+    for out, held in ((run / 'last.pth', ' (an existing file, which the export would replace)'), (run / 'm', '')):
+        assert _refused(export_main, ['-m', 'cra_cifar_resnet20', '-o', out, '--no-verify'], capsys) == (
+            f'error: --output {out}{held} is not named .onnx: give the ONNX file a name of its own ending in .onnx '
+            f'(e.g. model.onnx).\n')
+    assert os.listdir(run) == ['last.pth'] and (run / 'last.pth').read_bytes() == b'checkpoint'
     dev = _char_device(tmp_path / 'null')
     assert 'is a character device, not a file' in _refused(
         export_main, ['-m', 'cra_cifar_resnet20', '-o', dev, '--no-verify'], capsys)
@@ -128,7 +136,8 @@ def test_outputs_inside_the_data_folder_or_one_path_for_both_results_are_refused
                                                                                    run_command, capsys):
     """``validate --results-file data/val/cat/0.png`` replaced one of its own images; ``train --output`` inside
     ``--data-dir`` put the run folder into the data; ``--results-file v.json --results-csv v.json`` wrote the JSON,
-    then refused the CSV. Each is refused in one line before any work, the data byte-identical and nothing written;
+    then refused the CSV (two hard links of one file: the line named one path twice, now both). Each is refused
+    in one line before any work, the data byte-identical and nothing written;
     the validation with its results beside the data succeeds."""
     before = _files(class_folder)
     image = class_folder / 'val' / 'cat' / '0.png'
@@ -148,6 +157,14 @@ def test_outputs_inside_the_data_folder_or_one_path_for_both_results_are_refused
         assert r.returncode == 2 and r.stderr.count('\n') == 1 and r.stderr.startswith(says), r.stderr[-2000:]
     assert inside in _refused(validate_main, validate + ['--results-csv', class_folder / 'val.csv'], capsys)
     assert inside in _refused(train_main, train + ['--output', class_folder / 'train' / 'runs'], capsys)
+    o1, o2 = tmp_path / 'o1.json', tmp_path / 'o2.json'  # hard links of one file: the line names both paths
+    o1.write_text('{}')
+    os.link(o1, o2)
+    assert _refused(validate_main, validate + ['--results-file', o1, '--results-csv', o2], capsys).startswith(
+        f'error: --results-file and --results-csv are one file ({o1} and {o2}): ')
+    assert o1.read_text() == '{}'
+    o1.unlink()
+    o2.unlink()
     assert _files(class_folder) == before and sorted(os.listdir(tmp_path)) == ['data']
     r = run_command('timm-cra-validate', validate + ['--results-file', tmp_path / 'v.json', '--results-csv',
                                                      tmp_path / 'v.csv'])
@@ -413,7 +430,8 @@ _TINY_RUN = ['--model', 'cra_cifar_resnet20', '--train-split', 'test', '--val-sp
 def test_full_disk_is_one_line_for_results_onnx_and_weights(small_disk, cli_env, tmp_path, capsys, cifar10_test):
     """ENOSPC while an output's bytes are written (results JSON / CSV, ONNX export, the trainer's
     model.safetensors) is one line naming the path and the OS reason, exit 2, nothing half-written; it was a
-    traceback."""
+    traceback. At the end of training the line says the run is saved and that --resume finishes the export (it
+    said only "choose a writable place"), which it then does."""
     full = small_disk('full', '64k')
     _fill(full)
     data = ['--data-dir', cifar10_test, '--split', 'test', '--num-samples', '8', '--img-size', '32',
@@ -428,9 +446,15 @@ def test_full_disk_is_one_line_for_results_onnx_and_weights(small_disk, cli_env,
     # Room for args.yaml, metrics.csv and last.pth (2.3 MB), not for model.safetensors (1.1 MB) after it.
     room = small_disk('room', '3000k')
     r = _cli('timm_cra.train', _TINY_RUN + ['--data-dir', cifar10_test, '--output', room], cli_env, tmp_path)
+    last = room / 'r' / 'last.pth'  # the end of training: the line says the run is saved and how to finish it
     assert _one_line(r) == (f'error: cannot write output {room / "r" / "model.safetensors"}: No space left on '
-                            f'device; choose a writable place with free space.')
-    assert 'model.safetensors' not in os.listdir(room / 'r') and (room / 'r' / 'last.pth').is_file()
+                            f'device; the training is saved in {last}: make room there, then --resume {last} '
+                            f'finishes the export without training again.')
+    assert 'model.safetensors' not in os.listdir(room / 'r') and last.is_file()
+    subprocess.run(['mount', '-o', 'remount,size=6000k', str(room)], check=True)  # room made, as the line says
+    r = _cli('timm_cra.train', ['--resume', last, '--data-dir', cifar10_test, *_TINY_RUN[:-2]], cli_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {'model.safetensors', 'config.json', 'results.json'} <= set(os.listdir(room / 'r'))
 
 
 def test_full_disk_before_the_first_checkpoint_does_not_advise_resume(small_disk, cli_env, tmp_path, cifar10_test):

@@ -184,21 +184,24 @@ def test_next_write_removes_a_killed_writes_temp_but_not_a_running_one(tmp_path)
 
 
 _SWAP_KILLER = _LOAD_IO + '''
+io_._renameat2 = lambda *a: False  # a platform without renameat2: the two-rename swap
 rename = pathlib.Path.rename
 def rename_then_die(self, target):  # killed right after the previous version is set aside
     result = rename(self, target)
-    if str(target).endswith('.old'):
+    if str(target).endswith('.old') and 'new' not in os.listdir(target):
         os.kill(os.getpid(), signal.SIGKILL)
     return result
 pathlib.Path.rename = rename_then_die
 with io_.atomic_folder(sys.argv[1], overwrite=True) as tmp:
     (tmp / 'config.json').write_text('new')
+    (tmp / 'new').write_text('')
 '''
 
 
 def test_a_write_killed_mid_swap_never_loses_the_previous_folder(tmp_path):
-    """Killed between setting the old folder aside and moving the new one in: the next write to that place, even
-    one that then fails, puts the previous version back first (it is never cleaned up as a leftover)."""
+    """Where the platform has no renameat2 exchange: killed between setting the old folder aside and moving the new
+    one in, the next write to that place, even one that then fails, puts the previous version back first (it is
+    never cleaned up as a leftover)."""
     out = tmp_path / 'repo'
     out.mkdir()
     (out / 'config.json').write_text('old')
@@ -301,3 +304,119 @@ def test_a_write_never_takes_or_removes_another_targets_temp_or_set_aside(tmp_pa
     with atomic_write(files / 'm.v2') as f:
         f.write('v2')
     assert sorted(os.listdir(files)) == ['m', 'm.v2']
+
+
+#: A publish-like write of argv[1] with .git kept, SIGKILLed right after the call of io's renameat2 whose flags are
+#: argv[3] (the exchange), or right before it when argv[4] is 'before'.
+_EXCHANGE_KILLER = _LOAD_IO + '''
+renameat2, flags, when = io_._renameat2, int(sys.argv[3]), sys.argv[4]
+def renameat2_then_die(src, dst, f):
+    if f == flags and when == 'before':
+        os.kill(os.getpid(), signal.SIGKILL)
+    done = renameat2(src, dst, f)
+    if f == flags:
+        print(done, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return done
+io_._renameat2 = renameat2_then_die
+with io_.atomic_folder(sys.argv[1], overwrite=True, keep=('.git',)) as tmp:
+    (tmp / 'config.json').write_text('new')
+'''
+
+
+@pytest.mark.parametrize('when', ['before', 'after'])
+def test_a_write_killed_at_the_swap_leaves_a_folder_at_out_dir_and_its_git_follows(tmp_path, when):
+    """A kill -9 between atomic_folder's two renames (out -> .old, tmp -> out) left no folder at out_dir (a mirror
+    serving it answered 404) until the next write. The old and new folders are now exchanged in one renameat2 call:
+    killed right before or right after it, out_dir holds the old or the new folder, complete; the replaced folder's
+    .git, left set aside by a kill after the exchange, moves into the new one with the next write."""
+    from timm_cra.utils.io import _RENAME_EXCHANGE
+    out = tmp_path / 'repo'
+    (out / '.git').mkdir(parents=True)
+    (out / '.git' / 'HEAD').write_text('ref: refs/heads/main\n')
+    (out / 'config.json').write_text('old')
+    module = REPO_ROOT / 'timm_cra' / 'utils' / 'io.py'
+    proc = subprocess.run([sys.executable, '-c', _EXCHANGE_KILLER, str(out), str(module), str(_RENAME_EXCHANGE),
+                           when], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    if proc.stdout.strip() == 'False':
+        pytest.skip('this filesystem has no renameat2 RENAME_EXCHANGE (the two-rename swap is tested above)')
+    assert (out / 'config.json').read_text() == ('old' if when == 'before' else 'new')
+    if when == 'before':
+        assert (out / '.git' / 'HEAD').is_file()
+    with atomic_folder(out, overwrite=True, keep=('.git',)) as tmp:  # the next write
+        (tmp / 'config.json').write_text('next')
+    assert (out / 'config.json').read_text() == 'next'
+    assert (out / '.git' / 'HEAD').read_text() == 'ref: refs/heads/main\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['repo']
+
+
+def test_a_folder_created_while_staging_is_never_replaced(tmp_path):
+    """atomic_folder checked "exists" before staging and, at the swap, set aside and deleted whatever folder was at
+    out_dir by then, even without overwrite: someone's folder created meanwhile was deleted, and two writers of one
+    new folder both "wrote" it. Without a folder there at the start, the final rename replaces nothing (renameat2
+    RENAME_NOREPLACE; elsewhere a rename that cannot replace a folder holding anything), with overwrite too; with
+    overwrite, a folder replaced by another meanwhile is refused."""
+    from timm_cra.utils.io import OutputPathError
+    import timm_cra.utils.io as io_
+    for overwrite in (False, True):
+        for platform_rename in (io_._renameat2, lambda *a: False):
+            out = tmp_path / f'new-{overwrite}-{platform_rename is io_._renameat2}'
+            saved, io_._renameat2 = io_._renameat2, platform_rename
+            try:
+                with pytest.raises(OutputPathError, match='was created by someone else while this one was written'):
+                    with atomic_folder(out, overwrite=overwrite) as tmp:
+                        (tmp / 'config.json').write_text('mine')
+                        out.mkdir()  # another process, meanwhile
+                        (out / 'precious.txt').write_text('theirs')
+            finally:
+                io_._renameat2 = saved
+            assert sorted(os.listdir(out)) == ['precious.txt']
+    out = tmp_path / 'replaced'
+    out.mkdir()
+    with pytest.raises(OutputPathError, match='was replaced by someone else while the new one was written'):
+        with atomic_folder(out, overwrite=True) as tmp:
+            (tmp / 'config.json').write_text('mine')
+            out.rename(tmp_path / 'moved')
+            out.mkdir()
+            (out / 'precious.txt').write_text('theirs')
+    assert sorted(os.listdir(out)) == ['precious.txt']
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]
+
+
+_HOLDER = _LOAD_IO + '''
+with io_.locked_folder(sys.argv[1], wait=False):
+    print('held', flush=True)
+    sys.stdin.read()
+'''
+
+
+def test_writes_into_a_folder_another_process_holds_wait_then_are_refused(tmp_path):
+    """A training holds its run folder (locked_folder) for the whole run; another command replacing a file in it
+    (checkpoint upgrade onto last.pth) or the folder itself went ahead. Such writes wait a few seconds for their turn,
+    then are refused in one line naming the holder; the holder's own writes go ahead."""
+    from timm_cra.utils.io import OutputPathError, locked_folder
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'last.pth').write_bytes(b'checkpoint')
+    module = REPO_ROOT / 'timm_cra' / 'utils' / 'io.py'
+    holder = subprocess.Popen([sys.executable, '-c', _HOLDER, str(run), str(module)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == 'held\n'
+        busy = rf'another process \(pid {holder.pid}\) is writing {run}: a training'
+        with pytest.raises(OutputPathError, match=busy):
+            with atomic_write(run / 'last.pth', 'wb') as f:
+                f.write(b'other')
+        with pytest.raises(OutputPathError, match=rf'pid {holder.pid}'):
+            with atomic_folder(run, overwrite=True) as tmp:
+                (tmp / 'config.json').write_text('repo')
+        assert (run / 'last.pth').read_bytes() == b'checkpoint' and os.listdir(run) == ['last.pth']
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    with locked_folder(str(run), wait=False):  # this process's own writes into what it holds
+        with atomic_write(run / 'metrics.csv') as f:
+            f.write('epoch\n')
+    assert sorted(os.listdir(run)) == ['last.pth', 'metrics.csv']
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]

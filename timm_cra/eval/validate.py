@@ -153,7 +153,8 @@ def check_result_paths(json_path: str = '', csv_path: str = '', inputs: Sequence
     a path inside its ``--data-dir``) and one path for both results, before any work; and a ``csv_path`` whose
     folder another process holds past the wait (a training's run folder)."""
     if json_path and csv_path and _same_place(json_path, csv_path):
-        raise UsageError(f"--results-file and --results-csv are both {json_path}: the CSV would replace the JSON "
+        both = f'both {json_path}' if json_path == csv_path else f'one file ({json_path} and {csv_path})'
+        raise UsageError(f"--results-file and --results-csv are {both}: the CSV would replace the JSON "
                          f"(or be refused after it was written); give each its own path.")
     if json_path:
         check_output_file(json_path, '--results-file', inputs, new_folders=False)

@@ -1,6 +1,7 @@
 """``python -m timm_cra.export``: export a model (registry name, ``local-dir:`` / ``hf-hub:`` tag, or checkpoint)
 to ONNX with a dynamic batch dimension, checked against PyTorch in onnxruntime before the file is written."""
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -73,6 +74,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     require_onnx('onnx', *(('onnxscript',) if args.dynamo else ()), *(() if args.no_verify else ('onnxruntime',)))
     # Before the model is built: a device, a folder or the command's own input is refused.
     check_output_file(args.output, '--output', input_files(args.model, args.checkpoint), new_folders=False)
+    if not str(args.output).lower().endswith('.onnx'):  # `-o runs/y/last.pth` replaced a checkpoint with ONNX
+        held = ' (an existing file, which the export would replace)' if os.path.lexists(args.output) else ''
+        raise UsageError(printable(f'--output {args.output}{held} is not named .onnx: give the ONNX file a name of its '
+                                   f'own ending in .onnx (e.g. model.onnx).'))
     model = _create_model(args)
     try:
         result = export_onnx(model, args.output, input_size=args.input_size, img_size=args.img_size, opset=args.opset,

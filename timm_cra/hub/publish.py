@@ -372,6 +372,11 @@ def push_repo_folder(
     try:
         with bounded_hub_requests(timeout):
             api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
+            ignored = _files_the_hub_ignores(api, repo_id, folder)
+            if ignored:  # the commit would skip them: the Hub would serve the new card over the old weights
+                raise UsageError(f"{repo_id} at {endpoint} would ignore {', '.join(ignored)} (its .gitignore matches "
+                                 f"them), so the push would leave the repo's old files under the new card; nothing "
+                                 f"was committed: remove those patterns from the Hub repo's .gitignore, then {rerun}.")
             # delete_patterns: the repo's files the folder does not hold (an old alt.safetensors, a stale
             # preprocessor_config.json) go in the same commit, so the repo serves what the folder holds and nothing
             # else, as --overwrite does locally (huggingface_hub always keeps .gitattributes).
@@ -414,6 +419,18 @@ def push_repo_folder(
         raise UsageError(f"Pushing to {repo_id} failed: the connection to the Hub endpoint {endpoint} broke "
                          f"({reason}); {rerun} (check HF_ENDPOINT and the network).") from e
     return str(getattr(info, 'commit_url', info))
+
+
+def _files_the_hub_ignores(api, repo_id: str, folder: Path) -> List[str]:
+    """The folder's files (a repo folder holds files only, beside ``.git``) that the Hub answers ``shouldIgnore`` for at
+    preupload (its ``.gitignore`` matches them): ``create_commit`` leaves those out of the commit without a word.
+    Asked before the commit, through the preupload huggingface_hub itself makes (LFS files are uploaded then, and
+    not again by the commit)."""
+    from huggingface_hub import CommitOperationAdd
+    additions = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p))
+                 for p in sorted(folder.iterdir()) if p.is_file()]
+    api.preupload_lfs_files(repo_id, additions=additions, repo_type='model')
+    return [a.path_in_repo for a in additions if a._should_ignore]
 
 
 def default_repo_id(model_name: str) -> str:

@@ -32,7 +32,8 @@ from ..utils.weights import safetensors_metadata
 from .card import EvalResults, RepoContentError, load_eval_results, render_model_card
 
 __all__ = ['export_repo', 'write_repo_metadata', 'write_config', 'save_model_files', 'check_label_names',
-           'atomic_folder', 'model_name_with_tag', 'check_repo_output']
+           'atomic_folder', 'model_name_with_tag', 'check_repo_output', 'RUN_FILES', 'CHECKPOINT_NAME',
+           'EARLIER_RUN_FILES']
 
 CONFIG_NAME = 'config.json'
 WEIGHTS_NAME = 'model.safetensors'
@@ -40,6 +41,17 @@ CARD_NAME = 'README.md'
 #: What an overwritten repo folder keeps: a local clone of a Hub repo stays one (its history, remote and LFS rules),
 #: so publishing into it and then ``git push`` works.
 KEPT_ON_OVERWRITE = ('.git', '.gitattributes')
+#: Files of a trainer's run folder written by :func:`timm_cra.utils.io.atomic_write` (their stale temp files are
+#: cleaned); its checkpoint is :data:`CHECKPOINT_NAME`. Here, below the trainer, so that a repo writer tells a run
+#: folder from a repo folder by the same list.
+RUN_FILES = ('args.yaml', 'metrics.csv', 'results.json', 'summary.png', 'model_ema.safetensors', CONFIG_NAME,
+             WEIGHTS_NAME)
+CHECKPOINT_NAME = 'last.pth'
+#: Files that show a folder holds an earlier run (``args.yaml`` alone: a run killed before its first epoch ended).
+EARLIER_RUN_FILES = (CHECKPOINT_NAME,) + tuple(f for f in RUN_FILES if f != 'args.yaml')
+#: What only a run folder holds (a repo folder has config.json and weights too): such a folder is never a repo's.
+_RUN_ONLY_FILES = tuple(f for f in (CHECKPOINT_NAME,) + RUN_FILES if f not in (CONFIG_NAME, WEIGHTS_NAME))
+_RUN_FOLDER = "it is a training run's folder"
 
 
 def _repo_metadata(folder: Path, name: str) -> bool:
@@ -56,8 +68,12 @@ def _repo_metadata(folder: Path, name: str) -> bool:
 
 def _not_a_repo(folder: Path) -> Optional[str]:
     """What an existing ``folder`` holds that a repo folder does not (one holds plain files, ``config.json`` or
-    weights among them, no subfolders), in words; None when it is empty or such a repo."""
+    weights among them, no subfolders, none of a training run's own files), in words; None when it is empty or such
+    a repo."""
     entries = sorted(p.name for p in folder.iterdir() if not _repo_metadata(folder, p.name))
+    run = [n for n in _RUN_ONLY_FILES if n in entries]
+    if run:  # the trainer's run folder (config.json + weights too): replacing it deletes the run, live or done
+        return f"{_RUN_FOLDER}: it holds {', '.join(run[:4])}"
     folders = [n for n in entries if (folder / n).is_dir()]
     if not entries or (not folders and {CONFIG_NAME, WEIGHTS_NAME, 'pytorch_model.bin'} & set(entries)):
         return None
@@ -86,10 +102,17 @@ def check_repo_output(out: Union[str, Path], what: str = '--out',
         if out_dir == resolved or out_dir in resolved.parents:
             raise UsageError(f'{what} {out} holds the {input_what} {path}, and writing the repo replaces that folder: '
                              f'choose an {what} outside it (e.g. hub/<model_name>).')
-    problem = _not_a_repo(out_dir) if replaced and out_dir.is_dir() else None
+    _check_replaceable(out_dir if replaced else Path(out), what, out)
+
+
+def _check_replaceable(out_dir: Path, what: str, out: Union[str, Path]) -> None:
+    """The part of :func:`check_repo_output` that :func:`~timm_cra.utils.io.atomic_folder` runs again right before
+    it replaces ``out_dir`` (what is there may have changed while the repo was written)."""
+    problem = _not_a_repo(out_dir) if out_dir.is_dir() and not out_dir.is_symlink() else None
     if problem:
+        example = 'hub/<model_name>' if problem.startswith(_RUN_FOLDER) else Path(out) / '<model_name>'
         raise UsageError(f'{what} {out} is not a model repo folder ({problem}), and writing the repo replaces that '
-                         f'folder: choose a new folder for the repo (e.g. {Path(out) / "<model_name>"}).')
+                         f'folder: choose a new folder for the repo (e.g. {example}).')
 
 
 def model_name_with_tag(model: nn.Module) -> str:
@@ -310,7 +333,8 @@ def export_repo(
     out_dir = Path(out_dir)
     model_name = model_name or model_name_with_tag(model)
     check_repo_output(out_dir, 'output folder')  # never replace an org folder, the current folder, an input's
-    with atomic_folder(out_dir, overwrite=overwrite, keep=KEPT_ON_OVERWRITE) as tmp:
+    with atomic_folder(out_dir, overwrite=overwrite, keep=KEPT_ON_OVERWRITE,
+                       check=lambda d: _check_replaceable(d, 'output folder', d)) as tmp:
         _save_weights(model, Path(tmp) / WEIGHTS_NAME)
         write_repo_metadata(
             model, tmp, model_name=model_name, repo_id=repo_id, results=results, recipe=recipe,

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from ..hub.repo import RUN_FILES
 from ..utils.errors import printable
 from ..utils.io import OutputPathError, atomic_path, atomic_write, file_digest, staging_folder
 from ..utils.strict_json import dumps
@@ -21,9 +22,6 @@ _logger = logging.getLogger('timm_cra.train')
 
 #: Prefix of the folder the export is staged in (a killed export leaves one; the next start removes it).
 EXPORT_TMP_PREFIX = '.export-'
-#: Files of a run folder written by :func:`timm_cra.utils.io.atomic_write` (their stale temp files are cleaned).
-RUN_FILES = ('args.yaml', 'metrics.csv', 'results.json', 'summary.png', 'model_ema.safetensors', 'config.json',
-             'model.safetensors')
 
 
 #: Where a trainer user renames a class whose name cannot be exported (the names come from the data).
@@ -72,6 +70,23 @@ def _rank_digests(net: nn.Module, dinfo: DistInfo) -> List[str]:
     return digests
 
 
+def _export_files(summary: Dict[str, Any], net: nn.Module, model_ema, output_dir: str, data_config,
+                  label_names: Optional[List[str]]) -> None:
+    """Rank 0's files of a finished run: the weights (and EMA weights), then ``results.json`` naming their sha256."""
+    from safetensors.torch import save_file
+    summary['weights'] = export_weights(net, output_dir, data_config, label_names)
+    if model_ema is not None:
+        summary['weights_ema'] = os.path.join(output_dir, 'model_ema.safetensors')
+        with atomic_path(summary['weights_ema']) as tmp:
+            save_file({k: v.contiguous() for k, v in model_ema.module.state_dict().items()}, tmp,
+                      metadata=safetensors_metadata(label_names))
+    # the exported files' sha256: publish checks that weights and this results.json are of the same run
+    summary['weights_sha256'] = {os.path.basename(summary[k]): file_digest(summary[k])
+                                 for k in ('weights', 'weights_ema') if k in summary}
+    with atomic_write(os.path.join(output_dir, 'results.json')) as f:
+        f.write(dumps(summary, indent=2))  # strict JSON: a diverged run's NaN loss is null with a note
+
+
 def finish_run(args, dinfo: DistInfo, net: nn.Module, model_ema, history: List[Dict[str, Any]], num_updates: int,
                output_dir: str, data_config, label_names: Optional[List[str]]) -> Dict[str, Any]:
     """The run's summary (returned on every rank); rank 0 also exports the weights (named ``label_names``, from
@@ -87,18 +102,15 @@ def finish_run(args, dinfo: DistInfo, net: nn.Module, model_ema, history: List[D
         summary.update(best_top1=best['eval_top1'], best_epoch=best['epoch'])
     if not dinfo.is_primary:
         return summary
-    from safetensors.torch import save_file
-    summary['weights'] = export_weights(net, output_dir, data_config, label_names)
-    if model_ema is not None:
-        summary['weights_ema'] = os.path.join(output_dir, 'model_ema.safetensors')
-        with atomic_path(summary['weights_ema']) as tmp:
-            save_file({k: v.contiguous() for k, v in model_ema.module.state_dict().items()}, tmp,
-                      metadata=safetensors_metadata(label_names))
-    # the exported files' sha256: publish checks that weights and this results.json are of the same run
-    summary['weights_sha256'] = {os.path.basename(summary[k]): file_digest(summary[k])
-                                 for k in ('weights', 'weights_ema') if k in summary}
-    with atomic_write(os.path.join(output_dir, 'results.json')) as f:
-        f.write(dumps(summary, indent=2))  # strict JSON: a diverged run's NaN loss is null with a note
+    try:
+        _export_files(summary, net, model_ema, output_dir, data_config, label_names)
+    except OutputPathError as e:  # a full disk at the very end: the epochs are in last.pth, not lost
+        last = os.path.join(output_dir, 'last.pth')
+        if not history or not os.path.isfile(last):
+            raise
+        reason = str(e).removesuffix('; choose a writable place with free space.').rstrip('.')
+        raise OutputPathError(printable(f'{reason}; the training is saved in {last}: make room there, then --resume '
+                                        f'{last} finishes the export without training again.')) from e
     if history and not args.no_plot:
         plot_metrics(history, os.path.join(output_dir, 'summary.png'))
     _logger.info(f'Done: {len(history)} epochs, {num_updates} optimizer steps. Exported to {printable(output_dir)}')

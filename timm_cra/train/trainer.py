@@ -28,6 +28,7 @@ from timm.utils import ModelEmaV3, distribute_bn, random_seed
 
 from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_data_config
 from ..eval.evaluate import evaluate
+from ..hub.repo import EARLIER_RUN_FILES
 from ..utils.errors import UsageError, printable
 from ..utils.extras import require_train_extra
 from ..utils.io import HeldFolder, OutputPathError, atomic_write, check_output_folder, locked_folder, temp_pattern
@@ -87,8 +88,6 @@ def _inside_output(run_dir: str, output: str) -> str:
         f"--experiment {os.path.basename(target)})."))
 
 
-#: Files that show a folder holds an earlier run (``args.yaml`` alone: a run killed before its first epoch ended).
-_EARLIER_RUN_FILES = ('last.pth',) + tuple(f for f in RUN_FILES if f != 'args.yaml')
 
 
 def _resumes_in(output_dir: str, resume: str) -> bool:
@@ -108,7 +107,7 @@ def _check_output_dir(output_dir: str, args) -> None:
         return
     if _resumes_in(output_dir, args.resume):
         return
-    earlier = [f for f in _EARLIER_RUN_FILES if os.path.lexists(os.path.join(output_dir, f))]
+    earlier = [f for f in EARLIER_RUN_FILES if os.path.lexists(os.path.join(output_dir, f))]
     if not earlier:
         return
     if args.resume:
@@ -142,10 +141,10 @@ def _check_overwrite_keeps_inputs(output_dir: str, args) -> None:
     folder), else they would be gone, and the new run with them if it failed."""
     if _resumes_in(output_dir, args.resume):
         return
-    doomed = {os.path.realpath(os.path.join(output_dir, name)) for name in _EARLIER_RUN_FILES}
+    doomed = {os.path.realpath(os.path.join(output_dir, name)) for name in EARLIER_RUN_FILES}
     inputs = [('--initial-checkpoint', args.initial_checkpoint)]
     if args.model.startswith('local-dir:'):
-        inputs += [('--model', os.path.join(args.model[len('local-dir:'):], name)) for name in _EARLIER_RUN_FILES]
+        inputs += [('--model', os.path.join(args.model[len('local-dir:'):], name)) for name in EARLIER_RUN_FILES]
     for what, path in inputs:
         if path and os.path.realpath(path) in doomed and os.path.lexists(path):
             raise UsageError(f"--overwrite would delete {what} {printable(path)}: it is a file of the earlier run in "
@@ -163,7 +162,7 @@ def _prepare_output(output_dir: str, args_dict: Dict[str, Any]) -> None:
         raise OutputPathError(f'run folder {output_dir} cannot be created ({e.strerror}); choose another '
                               f'--output.') from e
     if args_dict.get('overwrite') and not _resumes_in(output_dir, args_dict.get('resume')):
-        for name in _EARLIER_RUN_FILES:
+        for name in EARLIER_RUN_FILES:
             if os.path.lexists(os.path.join(output_dir, name)):
                 os.remove(os.path.join(output_dir, name))
     remove_stale_temp_files(output_dir, names=RUN_FILES, patterns=[temp_pattern(None, prefix=EXPORT_TMP_PREFIX)])

@@ -19,7 +19,9 @@ blocks forever and a device streams without end. :func:`file_digest` is the one 
 :func:`file_identity` the one key of "these bytes" that reads none of them.
 """
 import contextlib
+import ctypes
 import errno
+import functools
 import glob
 import hashlib
 import os
@@ -29,7 +31,7 @@ import shutil
 import stat
 import time
 from pathlib import Path
-from typing import IO, Iterator, NamedTuple, Optional, Sequence, Union
+from typing import IO, Callable, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .errors import UsageError
 
@@ -389,13 +391,54 @@ class HeldFolder:
         return '' if now.endswith(' (deleted)') or not os.path.isdir(now) else now
 
 
+#: Folders this process holds (:func:`locked_folder`, staging folders), by (device, inode): its own writes into them
+#: go ahead, while another process's wait for their turn (:func:`_folder_turn`).
+_HELD_HERE: Dict[Tuple[int, int], int] = {}
+#: Seconds a write that replaces an entry of a folder another process holds waits for it: a results-CSV append ends
+#: well within it, while a training holds its run folder for the whole run and is reported instead.
+FOLDER_TURN_WAIT_S = 3.0
+
+
+def _flock_within(fd: int, folder: str, wait: float, busy_hint: str) -> None:
+    """Take the ``flock`` on the open ``folder`` within ``wait`` seconds, else :class:`OutputPathError` (one line
+    naming the holder's pid and ``busy_hint``)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+        pid = _flock_holder(folder)
+        raise OutputPathError(f'another process{f" (pid {pid})" if pid else ""} is writing {folder}: '
+                              f'{busy_hint}.') from None
+
+
+@contextlib.contextmanager
+def _held_here(fd: Optional[int]) -> Iterator[None]:
+    """Record the folder open as ``fd`` in :data:`_HELD_HERE` while the block runs."""
+    key = None if fd is None else (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+    if key is not None:
+        _HELD_HERE[key] = _HELD_HERE.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        if key is not None:
+            _HELD_HERE[key] -= 1
+            if not _HELD_HERE[key]:
+                del _HELD_HERE[key]
+
+
 @contextlib.contextmanager
 def locked_folder(folder: str, wait: Union[bool, float] = True,
                   busy_hint: str = 'wait for it to finish') -> Iterator[HeldFolder]:
     """Hold an exclusive lock on ``folder`` (:func:`_lock_writer`) for a read-modify-write of a file in it, so
     two processes updating the same file (``--results-csv`` appends) take turns instead of losing rows. The lock
     is on the folder, not the file, since :func:`atomic_path` replaces the file's inode; nothing is left behind.
-    Yields a :class:`HeldFolder` (whether the folder moved while held).
+    Yields a :class:`HeldFolder` (whether the folder moved while held). Every other process's write that replaces
+    a file of the folder, or the folder itself, waits for its turn (:func:`_folder_turn`).
 
     ``wait=False``: a folder another process holds is refused at once (:class:`OutputPathError`, one line naming
     the holder's pid and ``busy_hint``), as the trainer does for its run folder; the kernel drops the lock of a
@@ -407,25 +450,42 @@ def locked_folder(folder: str, wait: Union[bool, float] = True,
         if wait is True or fcntl is None:
             lock = _lock_writer(folder)
         else:
-            deadline = time.monotonic() + (0.0 if wait is False else float(wait))
             lock = os.open(folder, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
-            while True:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() < deadline:
-                        time.sleep(0.02)
-                        continue
+            try:
+                _flock_within(lock, folder, 0.0 if wait is False else float(wait), busy_hint)
+            except BaseException:
                 os.close(lock)
-                pid = _flock_holder(folder)
-                raise OutputPathError(f'another process{f" (pid {pid})" if pid else ""} is writing {folder}: '
-                                      f'{busy_hint}.') from None
+                raise
     try:
-        yield HeldFolder(folder, lock)
+        with _held_here(lock):
+            yield HeldFolder(folder, lock)
     finally:
         if lock is not None:
             os.close(lock)
+
+
+@contextlib.contextmanager
+def _folder_turn(folder: str, busy_hint: str) -> Iterator[None]:
+    """Hold ``folder``'s lock (the one :func:`locked_folder` takes) while a write replaces the folder or an entry of
+    it, unless this process holds it already: a training's run folder is never replaced, nor its ``last.pth``
+    overwritten, by another command while the training runs (it holds the folder for the whole run), and a training
+    started meanwhile is refused. Waits :data:`FOLDER_TURN_WAIT_S` for a short holder, then :class:`OutputPathError`
+    naming the holder and ``busy_hint``. A folder that cannot be opened (no read permission) has no holder."""
+    fd = None
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fd = os.open(folder, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) | getattr(os, 'O_CLOEXEC', 0))
+    try:
+        if fd is not None and (os.fstat(fd).st_dev, os.fstat(fd).st_ino) not in _HELD_HERE:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a lock this process took its own way (a server's per-repo flock) is its own
+                if _flock_holder(folder) != os.getpid():
+                    _flock_within(fd, folder, FOLDER_TURN_WAIT_S, busy_hint)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _writer_alive(path: str) -> bool:
@@ -521,8 +581,10 @@ def atomic_path(path: str, *, prefix: Optional[str] = None, suffix: str = _TMP_S
                 os.fchmod(fd, mode)  # a writer may have put its own file (e.g. a 0600 temp) in place of tmp
             finally:
                 os.close(fd)
-            check_output_file(path)  # still a regular file or nothing, after however long the block took
-            os.replace(tmp, path)
+            with _folder_turn(folder, f'a training holds its run folder while it runs; wait for it to end, or '
+                                      f'write {os.path.basename(path)} elsewhere'):
+                check_output_file(path)  # still a regular file or nothing, after however long the block took
+                os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
@@ -557,7 +619,8 @@ def staging_folder(parent: str, prefix: str, suffix: str = _TMP_SUFFIX) -> Itera
         tmp = _create_temp(parent, prefix, suffix, is_folder=True)
         lock = _lock_writer(tmp)
     try:
-        yield tmp
+        with _held_here(lock):  # this process's writes into it go ahead (_folder_turn)
+            yield tmp
     finally:
         if lock is not None:
             os.close(lock)
@@ -595,8 +658,65 @@ def _restore_set_aside(out_dir: Path, keep: Sequence[str] = ()) -> None:
             os.rename(newest, out_dir)
 
 
+#: ``renameat2`` flags (Linux 3.15+, glibc 2.28+): fail if the target exists; swap the two entries.
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+_AT_FDCWD = -100
+
+
+@functools.lru_cache(maxsize=1)
+def _libc_renameat2():
+    """The C library's ``renameat2`` (through the symbols the Python process already has), or None."""
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return func
+
+
+def _renameat2(src: str, dst: str, flags: int) -> bool:
+    """``renameat2(src, dst, flags)``: True once done, False where the platform or filesystem lacks it (no such
+    libc function, ``ENOSYS``, ``EINVAL``); any other failure is its ``OSError``."""
+    func = _libc_renameat2()
+    if func is None:
+        return False
+    if func(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL):
+        return False
+    raise OSError(err, os.strerror(err), src, None, dst)
+
+
+def _rename_noreplace(src: str, dst: str) -> None:
+    """Rename the folder ``src`` to ``dst`` only if nothing is at ``dst`` (:class:`FileExistsError` else), atomically
+    where ``renameat2`` is there. Elsewhere a check then ``os.rename``, which cannot replace a file, a link or a
+    folder holding anything (``ENOTEMPTY``/``EEXIST``/``ENOTDIR``); only an empty folder made in the instant between
+    can be replaced, and no one's file is lost with it."""
+    try:
+        if _renameat2(src, dst, _RENAME_NOREPLACE):
+            return
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+        os.rename(src, dst)
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from e
+        raise
+
+
+def _entry_identity(path: Path) -> Optional[Tuple[int, int]]:
+    """(device, inode) of the entry at ``path`` itself (a link, not its target), or None when there is none."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 @contextlib.contextmanager
-def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False, keep: Sequence[str] = ()) -> Iterator[Path]:
+def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False, keep: Sequence[str] = (),
+                  check: Optional[Callable[[Path], None]] = None) -> Iterator[Path]:
     """Yield a temp folder that replaces ``out_dir`` only if the block finishes without an error.
 
     The whole-folder counterpart of :func:`atomic_path` (a Hub repo folder appears complete or not at all).
@@ -606,6 +726,14 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False, keep: Sequ
     it are removed first. An ``out_dir`` that is a symlink to a folder is replaced by the new folder (the link
     goes; the folder it pointed at is left as it was). ``keep``: names of entries of the replaced folder that move
     into the new one unless it has its own (a git clone's ``.git``).
+
+    What the swap replaces is what was checked: an ``out_dir`` absent at the start is never replaced by the final
+    rename (one that appeared meanwhile, someone's folder, is :class:`OutputPathError`, with ``overwrite`` too); one
+    present must still be the same entry, pass ``check`` (called on ``out_dir`` then, as the caller did first) and
+    not be held by another process (:func:`locked_folder`: a running training's folder), else
+    :class:`OutputPathError` and nothing is replaced. Where ``renameat2`` is there, the old and new folders are
+    exchanged in one step, so a kill at any moment leaves one of them at ``out_dir``; a kill before the replaced
+    folder's ``keep`` entries followed is repaired by the next write to ``out_dir``.
     """
     out_dir = Path(out_dir)
     check_output_folder(out_dir)
@@ -613,6 +741,8 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False, keep: Sequ
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f'timm_cra: {out_dir} already exists; pass overwrite=True (CLI: --overwrite) '
                               f'to replace it, or choose another output folder.')
+    checked = _entry_identity(out_dir)
+    busy = 'a training holds its run folder while it runs; wait for it to end, or choose another output folder'
     with _output_errors(str(out_dir), 'output folder'):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         # What a killed write to this folder left: its staging folder and the previous version set aside.
@@ -621,8 +751,9 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False, keep: Sequ
         # Hidden sibling: same filesystem (rename is atomic), invisible to the Hub server and to timm.
         tmp = Path(_create_temp(str(out_dir.parent), _temp_prefix(out_dir.name), _TMP_SUFFIX, is_folder=True))
         lock = _lock_writer(str(tmp))
+    staged = tmp  # where the new folder is until it is at out_dir
     try:
-        with _place_errors(str(out_dir), 'output folder'):  # the caller's writes into the staging folder
+        with _place_errors(str(out_dir), 'output folder'), _held_here(lock):  # the caller's writes into it
             yield tmp
         with _output_errors(str(out_dir), 'output folder'):
             file_mode = _open_mode(str(tmp))
@@ -630,24 +761,57 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False, keep: Sequ
             for f in [tmp, *tmp.rglob('*')]:
                 if not f.is_symlink():
                     f.chmod(dir_mode if f.is_dir() else file_mode)
-            if out_dir.exists():
-                old = Path(_create_temp(str(out_dir.parent), _temp_prefix(out_dir.name, '.old'), '.old',
-                                        is_folder=True))
-                old.rmdir()
-                out_dir.rename(old)
-                tmp.rename(out_dir)
-                if old.is_symlink():  # a link to a folder was replaced, not the folder it points at
-                    old.unlink()
+            with _folder_turn(str(out_dir.parent), busy):
+                if checked is None:
+                    try:
+                        _rename_noreplace(str(tmp), str(out_dir))
+                    except FileExistsError:
+                        raise OutputPathError(
+                            f'{out_dir} was created by someone else while this one was written; it is left as it '
+                            f'is: choose another output folder, or pass overwrite=True (CLI: --overwrite) to replace '
+                            f'it.') from None
+                    staged = None
                 else:
-                    _carry_over(old, out_dir, keep)
-                    shutil.rmtree(old)
-            else:
-                tmp.rename(out_dir)
+                    _swap_checked(tmp, out_dir, checked, keep, check, busy)
+                    staged = None
     finally:
         if lock is not None:
             os.close(lock)
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        if staged is not None and staged.exists():
+            shutil.rmtree(staged)
+
+
+def _swap_checked(tmp: Path, out_dir: Path, checked: Tuple[int, int], keep: Sequence[str],
+                  check: Optional[Callable[[Path], None]], busy: str) -> None:
+    """Replace ``out_dir`` (the entry ``checked`` names) by the folder ``tmp`` for :func:`atomic_folder`; on a
+    failure before the swap the new folder is back at ``tmp`` (which the caller removes)."""
+    real_dir = out_dir.is_dir() and not out_dir.is_symlink()
+    with _folder_turn(str(out_dir), busy) if real_dir else contextlib.nullcontext():
+        if _entry_identity(out_dir) != checked:
+            raise OutputPathError(f'{out_dir} was replaced by someone else while the new one was written; it is left '
+                                  f'as it is: look at what is there now, then write again.')
+        if check is not None:
+            check(out_dir)
+        # The staged folder takes a set-aside name first: once exchanged it holds the replaced version, which
+        # _restore_set_aside finds (its keep entries) if this process is killed before they moved.
+        old = Path(_create_temp(str(out_dir.parent), _temp_prefix(out_dir.name, '.old'), '.old', is_folder=True))
+        old.rmdir()
+        tmp.rename(old)
+        try:
+            exchanged = _renameat2(str(old), str(out_dir), _RENAME_EXCHANGE)
+        except BaseException:
+            old.rename(tmp)
+            raise
+        if not exchanged:
+            old.rename(tmp)  # no exchange here: set the previous one aside, then move the new one in
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+    if old.is_symlink():  # a link to a folder was replaced, not the folder it points at
+        old.unlink()
+    else:
+        _carry_over(old, out_dir, keep)
+        shutil.rmtree(old)
+    return None
 
 
 def remove_stale_temp_files(folder: str, patterns: Sequence[str]) -> int:
