@@ -144,7 +144,7 @@ def single_split_source(name: Optional[str], root: Optional[str], train_split: s
     class folders without split folders), or its ``val_split`` is ``train_split``'s own files under another name (a
     ``val -> train`` symlinked folder, a ``test-*.parquet`` linked to ``train-*.parquet``: compared by file identity,
     ``os.path.samefile``). Training must not validate on it (best top-1 would be training accuracy); validating it
-    alone is fine."""
+    alone is fine, and so is one split named as both (``--train-split test --val-split test``: said, not hidden)."""
     kind = (name or '').strip().lower()
     if not root or kind.startswith('hfds/') or not os.path.exists(root):
         return False
@@ -159,8 +159,11 @@ def single_split_source(name: Optional[str], root: Optional[str], train_split: s
             return False  # the loader says what is wrong with the data
     if kind in ('imagenet', 'folder', 'folder-auto') and os.path.isdir(root):
         try:
-            val_dir = find_split_dir(root, val_split or 'validation')
-            return os.path.samefile(val_dir, root) or os.path.samefile(val_dir, find_split_dir(root, train_split))
+            val_dir, train_dir = find_split_dir(root, val_split or 'validation'), find_split_dir(root, train_split)
+            if os.path.samefile(val_dir, root):  # no split folders: every split name is the one folder
+                return True
+            # one split named for both (--train-split test --val-split test) is the user's choice; a link is not
+            return os.path.abspath(val_dir) != os.path.abspath(train_dir) and os.path.samefile(val_dir, train_dir)
         except (DataError, OSError):
             return False
     return False
@@ -176,8 +179,11 @@ def _same_split_files(root: str, train_split: str, val_split: str) -> bool:
             found = next((splits[s] for s in split_candidates(split) if s in splits), [])
         return found
 
-    train = {(st.st_dev, st.st_ino) for st in map(os.stat, split_files(train_split))}
-    return any((st.st_dev, st.st_ino) in train for st in map(os.stat, split_files(val_split or 'validation')))
+    train_files, val_files = split_files(train_split), split_files(val_split or 'validation')
+    if sorted(train_files) == sorted(val_files):  # one split named for both (--train-split test): the user's choice
+        return False
+    train = {(st.st_dev, st.st_ino) for st in map(os.stat, train_files)}
+    return any((st.st_dev, st.st_ino) in train for st in map(os.stat, val_files))
 
 
 def _head(ds, n: int):
