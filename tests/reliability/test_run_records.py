@@ -155,3 +155,30 @@ def test_a_weights_header_is_checked_against_the_model_before_any_tensor_is_read
     with pytest.raises(UsageError, match=rf"missing keys: fc.bias; unexpected keys: extra_a, extra_b \(2 in all\); "
                                          rf"size mismatch: {key} \(7, 7\) vs model"):
         _validate(data, '--checkpoint', tmp_path / 'w.safetensors')
+
+
+def test_class_names_that_do_not_name_the_head_of_the_checkpoint_scored(colour_run, tmp_path, caplog):
+    data, run = colour_run
+    state = load_file(run / 'model.safetensors')
+    for names in (['a', 'b', 'c', 'd'], ['a', 'b']):  # 4 names were scored by position, 2 named an empty list
+        path = tmp_path / f'{len(names)}' / 'w.safetensors'
+        path.parent.mkdir()
+        save_file(state, path, metadata={'format': 'pt', 'label_names': json.dumps(names)})
+        with pytest.raises(UsageError, match=rf"records {len(names)} label names for a 3-class head.*re-export"):
+            _validate(data, '--checkpoint', path)
+    bare = tmp_path / 'bare.safetensors'  # no names: the --model folder's names are not this head's
+    save_file(state, bare)
+    with caplog.at_level(logging.WARNING, logger='timm_cra.validate'):
+        r = _validate(data, '--model', f'local-dir:{run}', '--checkpoint', bare)
+    assert r['class_mapping'] == 'by position' and any('scored by position' in m for m in caplog.messages)
+
+
+def test_a_checkpoint_with_a_long_list_of_numbers_is_refused_as_a_bound_not_as_damage(colour_run, tmp_path):
+    from timm_cra.utils.weights import MAX_CHECKPOINT_ENTRIES
+    data, run = colour_run
+    path = tmp_path / 'losses.pth'
+    torch.save({'state_dict': load_file(run / 'model.safetensors'), 'losses': [0.5] * MAX_CHECKPOINT_ENTRIES}, path)
+    with pytest.raises(UsageError, match=rf'holds more than {MAX_CHECKPOINT_ENTRIES} entries .* the most this '
+                                         rf'reader walks .*as tensors') as e:
+        _validate(data, '--checkpoint', path)
+    assert 'damaged' not in str(e.value) and '\n' not in str(e.value)

@@ -15,6 +15,7 @@ from timm.data import create_loader
 
 from ..data import (check_labels, check_num_classes, create_dataset, map_classes_by_name, model_in_chans,
                     numbered_classes, resolve_model_data_config, skip_collate)
+from ..models._factory import label_count_problem
 from ..utils.amp import amp_dtype_for
 from ..utils.cli import (add_shared_args, check_model_name, check_positive, check_shared_values, check_use_ema,
                          input_files, resolve_pretrained)
@@ -85,8 +86,13 @@ def _create_model(args) -> Tuple[torch.nn.Module, Optional[List[str]], Dict[str,
         model, ckpt = load_fitting_weights(model, args.checkpoint, create, keep=kwargs, use_ema=args.use_ema,
                                            allow_nonfinite=args.allow_nonfinite_weights)
         names = ckpt.get('label_names')  # a trainer checkpoint's: its training split's class names
-        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-            label_names = names
+        # every weight is the checkpoint's, its head's too: names of --model's config are another head's
+        label_names = names if isinstance(names, list) and names and all(isinstance(n, str) for n in names) else None
+        problem = label_count_problem(label_names, model.num_classes)
+        if problem:  # mapped by name they would score outputs as other classes; by position, silently
+            raise UsageError(printable(f"'{args.checkpoint}' records {problem}, so they cannot say which output is "
+                                       f"which class: re-export the weights (the trainer and publish write one name "
+                                       f"per output), or re-save its tensors without them."))
     return model, label_names, ckpt
 
 
@@ -104,7 +110,8 @@ def _data_config_args(args: argparse.Namespace, model: torch.nn.Module, ckpt: Di
     flags = [k for k in DATA_CONFIG_KEYS + ('img_size',) if cfg_args.get(k) not in (None, '')]  # --interpolation: ''
     by_flags = f" and {', '.join('--' + k.replace('_', '-') for k in flags)}" if flags else ''
     if not args.checkpoint:  # the model's own pretrained cfg (local-dir:, hf-hub:, a tag) is its preprocessing
-        return cfg_args, (f"{args.model}'s pretrained cfg" if args.pretrained else f"{args.model}'s defaults") + by_flags
+        own = f"{args.model}'s pretrained cfg" if args.pretrained else f"{args.model}'s defaults"
+        return cfg_args, own + by_flags
     recorded, where = recorded_data_config(args.checkpoint, ckpt.get('args') if isinstance(ckpt.get('args'), dict)
                                            else None)
     if not where:
@@ -116,7 +123,8 @@ def _data_config_args(args: argparse.Namespace, model: torch.nn.Module, ckpt: Di
                 f"{cfg.get('input_size')}); pass --mean/--std/--img-size/--interpolation/--crop-pct if the weights "
                 f"were trained with others."))
         return cfg_args, f"{args.model}'s defaults (the checkpoint records none)" + by_flags
-    taken = {k: v for k, v in recorded.items() if k not in flags and not (k in _SIZE_KEYS and set(flags) & {*_SIZE_KEYS})}
+    size_flag = any(k in flags for k in _SIZE_KEYS)  # --img-size wins over a recorded input_size, and the reverse
+    taken = {k: v for k, v in recorded.items() if k not in flags and not (k in _SIZE_KEYS and size_flag)}
     if taken:
         cfg_args.update(taken)
         try:

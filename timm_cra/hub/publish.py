@@ -268,7 +268,8 @@ def _check_scored_weights(data: Dict[str, Any], checkpoint: Union[str, Path], em
                                        f"{digest[:12]}... is the sha256 of {data.get('checkpoint') or 'another file'}"
                                        f", not of this file): {validate_again}."))
         scored = data.get('checkpoint_weights')  # a checkpoint holds two sets, a .safetensors file one
-        if scored in ('ema', 'state_dict') and (scored == 'ema') != ema and not str(checkpoint).endswith('.safetensors'):
+        two_sets = not str(checkpoint).endswith('.safetensors')
+        if scored in ('ema', 'state_dict') and (scored == 'ema') != ema and two_sets:
             what = {True: 'its EMA weights', False: 'its plain weights (state_dict)'}
             raise UsageError(f"{name} scored {what[scored == 'ema']} of '{checkpoint}' but {what[ema]} are published: "
                              f"{'drop --no-ema' if scored == 'ema' else 'pass --no-ema'}, or {validate_again}"

@@ -202,7 +202,7 @@ def check_file_dtypes(model: nn.Module, path: str) -> None:
 
 
 def check_file_fits(path: str, build: Callable[[], nn.Module]) -> None:
-    """Before timm reads a ``.safetensors`` weights file: its header's names, shapes and dtypes against the model
+    """Before timm reads a ``.safetensors`` weights file: its header's names and shapes against the model
     ``build()`` makes on the ``meta`` device (no memory). timm reads it with ``safetensors.torch.load_file``, which
     reads every tensor the header declares: one extra tensor claiming 4 GiB (a sparse file of a megabyte) was a
     MemoryError. A file whose header cannot be read is left to the load, which reports it."""
@@ -211,14 +211,14 @@ def check_file_fits(path: str, build: Callable[[], nn.Module]) -> None:
     import torch
     from ..utils.errors import UsageError
     from ..utils.weights import check_state_fits, safetensors_header
-    try:
-        header = safetensors_header(path)
+    try:  # dtypes as float: the load's own check (dtype_checked_filter) words those, as for any file
+        header = {k: t.float() for k, t in safetensors_header(path).items()}
     except UsageError:
         return
     with torch.device('meta'):
         model = build()
     try:
-        check_state_fits(model, *header, source=path,
+        check_state_fits(model, header, source=path,
                          hint="the folder's config.json describes another model than its weights: re-export the "
                               "folder (the trainer and publish write both from one model)")
     except UsageError as e:

@@ -150,8 +150,8 @@ def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
                if k in saved and _comparable(saved[k]) != _comparable(getattr(args, k, None))]
     if changed:
         raise UsageError(f"Cannot --resume '{path}' with changed settings ({'; '.join(changed)}): the saved model / "
-                         f"optimizer / schedule state and preprocessing do not fit them. Resume with the values the run was started "
-                         f"with, or start a new run from its weights with --initial-checkpoint {path}.")
+                         f"optimizer / schedule state and preprocessing do not fit them. Resume with the values the run "
+                         f"was started with, or start a new run from its weights with --initial-checkpoint {path}.")
     return ckpt
 
 

@@ -166,6 +166,13 @@ def read_torch_file(path: str, extra_safe_globals: Sequence[Tuple[Any, str]] = (
         raise UsageError(f"{what} '{path}' could not be read: not a torch checkpoint, or truncated/corrupt "
                          f"({type(e).__name__}: {first:.200}).") from e
     problem = _tensor_view_problem(obj)
+    if problem == _TOO_MANY_ENTRIES:  # a bound of this reader, not damage: an ordinary file can pass it
+        raise UsageError(f"{what} '{path}' holds more than {MAX_CHECKPOINT_ENTRIES} entries (numbers, tensors and "
+                         f"containers, counted along every path), the most this reader walks "
+                         f"(MAX_CHECKPOINT_ENTRIES; a model's and optimizer's state hold thousands): a long Python "
+                         f"list of numbers, or containers nested in or referencing one another. Store long series as "
+                         f"tensors (torch.tensor(values)), or re-save the state dict alone "
+                         f"(torch.save(model.state_dict(), ...)).")
     if problem:
         raise UsageError(f"{what} '{path}' is damaged: {problem}. torch.save never writes weights that way; use an "
                          f"intact copy, or re-save its state dict (torch.save(model.state_dict(), ...)).")
@@ -176,6 +183,7 @@ def read_torch_file(path: str, extra_safe_globals: Sequence[Tuple[Any, str]] = (
 #: thousands. A 1.5 KB pickle can reference one list from itself 40 times over (2**40 paths), which any walk of
 #: it (these checks, the digests) would visit for hours.
 MAX_CHECKPOINT_ENTRIES = 1_000_000
+_TOO_MANY_ENTRIES = 'too many entries'
 
 
 def _tensor_view_problem(obj: Any) -> Optional[str]:
@@ -189,8 +197,7 @@ def _tensor_view_problem(obj: Any) -> Optional[str]:
         o, where = stack.pop()
         visited += 1
         if visited > MAX_CHECKPOINT_ENTRIES:
-            return (f'it holds more than {MAX_CHECKPOINT_ENTRIES} entries (lists or dicts nested in one another, or '
-                    f'one referenced many times)')
+            return _TOO_MANY_ENTRIES
         if isinstance(o, torch.Tensor):
             if o.layout != torch.strided:
                 return f"tensor '{where}' is {str(o.layout).replace('torch.', '')} (only dense tensors are read)"
@@ -287,17 +294,17 @@ def safetensors_metadata(label_names: Optional[Sequence[str]] = None) -> Dict[st
     return metadata
 
 
-def safetensors_header(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    """``(tensors, dtypes)`` a ``.safetensors`` file declares, read from its header only (no tensor data): each
-    as an empty ``meta`` tensor of its shape (for the shape checks of :func:`check_state_fits`) and its dtype name
-    (safetensors' ``F32``, ``I8``, ...)."""
+def safetensors_header(path: str) -> Dict[str, torch.Tensor]:
+    """The tensors a ``.safetensors`` file declares, read from its header only (no tensor data): each an empty
+    ``meta`` tensor of its shape and dtype, for :func:`check_state_fits`."""
     from safetensors import SafetensorError, safe_open
+    from safetensors.torch import _getdtype  # safetensors' own dtype names ('F32', 'I8', ...) to torch's
     try:
         with safe_open(path, 'pt') as f:
             slices = {k: f.get_slice(k) for k in f.keys()}
-            return ({k: torch.empty(v.get_shape(), dtype=torch.uint8, device='meta') for k, v in slices.items()},
-                    {k: v.get_dtype() for k, v in slices.items()})
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            return {k: torch.empty(v.get_shape(), dtype=_getdtype(v.get_dtype()), device='meta')
+                    for k, v in slices.items()}
+    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as e:  # KeyError: a dtype torch lacks
         raise _not_safetensors_error(path, e) from e
 
 
@@ -314,7 +321,7 @@ def _read_safetensors(path: str, model: Optional[torch.nn.Module] = None
     (a sparse file of a megabyte) was a MemoryError."""
     from safetensors import SafetensorError, safe_open
     if model is not None:
-        check_state_fits(model, *safetensors_header(path), source=path)
+        check_state_fits(model, safetensors_header(path), source=path)
     try:
         with safe_open(path, 'pt') as f:
             metadata = f.metadata() or {}
@@ -493,12 +500,11 @@ _SHAPE_FLAGS = {'num_classes': '--num-classes', 'in_chans': '--in-chans'}
 _SHAPE_WORDS = {'num_classes': 'classes', 'in_chans': 'input channels'}
 
 
-def check_state_fits(model: torch.nn.Module, state: Dict[str, torch.Tensor], dtypes: Optional[Dict[str, str]] = None,
-                     source: str = '', hint: str = 'check --model, --model-kwargs and --num-classes',
-                     strict: bool = True) -> None:
+def check_state_fits(model: torch.nn.Module, state: Dict[str, torch.Tensor], source: str = '',
+                     hint: str = 'check --model, --model-kwargs and --num-classes', strict: bool = True) -> None:
     """The names, shapes and dtypes of ``state`` against ``model``'s, in one :class:`UsageError` line naming the
     missing / unexpected / mismatched keys with their counts. ``state`` may be a file header's ``meta`` tensors
-    (:func:`safetensors_header`), ``dtypes`` their dtype names (default: the tensors' own)."""
+    (:func:`safetensors_header`): nothing is read."""
     own = model.state_dict()
     missing = [k for k in own if k not in state] if strict else []
     unexpected = [k for k in state if k not in own] if strict else []
@@ -513,7 +519,7 @@ def check_state_fits(model: torch.nn.Module, state: Dict[str, torch.Tensor], dty
                 + f'; else {hint}'
         raise UsageError(f"Weights in '{source}' do not fit {name}: {describe_mismatch(missing, unexpected, shapes)} "
                          f"({hint}).")
-    problem = non_float_weights(own, dtypes if dtypes is not None else {k: str(v.dtype) for k, v in state.items()})
+    problem = non_float_weights(own, {k: str(v.dtype) for k, v in state.items()})
     if problem:
         raise UsageError(f"Weights in '{source}' hold {problem}.")
 
@@ -567,7 +573,7 @@ def load_fitting_weights(model: torch.nn.Module, path: str, rebuild: Callable[..
     keywords in ``keep`` (those the user set) are never taken from the weights (a mismatch there is refused, naming
     the flag). Returns ``(the model loaded, the checkpoint dict)``: validate and export read the class count and
     channels of a ``--checkpoint`` this way."""
-    header = safetensors_header(path)[0] if path.endswith('.safetensors') and os.path.isfile(path) else None
+    header = safetensors_header(path) if path.endswith('.safetensors') and os.path.isfile(path) else None
     state, ckpt = (None, None) if header is not None else _read_model_weights(path, use_ema)
     made_for = {k: v for k, v in weights_shape_kwargs(model, state if header is None else header).items()
                 if k not in keep}
