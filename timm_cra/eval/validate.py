@@ -15,6 +15,7 @@ from timm.data import create_loader
 
 from ..data import (check_labels, check_num_classes, create_dataset, map_classes_by_name, model_in_chans,
                     numbered_classes, resolve_model_data_config, skip_collate)
+from ..models._factory import label_count_problem
 from ..utils.amp import amp_dtype_for
 from ..utils.cli import (add_shared_args, check_model_name, check_positive, check_shared_values, check_use_ema,
                          input_files, resolve_pretrained)
@@ -22,7 +23,7 @@ from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.extras import require_train_extra
 from ..utils.io import atomic_write, check_output_file, file_digest, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
-from ..utils.weights import load_fitting_weights
+from ..utils.weights import DATA_CONFIG_KEYS, load_fitting_weights, recorded_data_config
 from .evaluate import evaluate
 
 __all__ = ['create_parser', 'validate', 'write_results', 'RESULT_FIELDS']
@@ -54,9 +55,10 @@ def create_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _create_model(args) -> Tuple[torch.nn.Module, Optional[List[str]]]:
-    """``(model, label_names)``: the names of the head's outputs, from the pretrained config or a trainer
-    checkpoint's training split (None when neither names them)."""
+def _create_model(args) -> Tuple[torch.nn.Module, Optional[List[str]], Dict[str, Any]]:
+    """``(model, label_names, checkpoint)``: the names of the head's outputs, from the pretrained config or a trainer
+    checkpoint's training split (None when neither names them), and the ``--checkpoint``'s dict (``{}``: none, or a
+    bare state dict)."""
     import timm_cra
     kwargs = dict(args.model_kwargs or {})
     if args.in_chans is not None:
@@ -78,14 +80,61 @@ def _create_model(args) -> Tuple[torch.nn.Module, Optional[List[str]]]:
                          f"weights' head, and validation never replaces a trained head with a random one: drop "
                          f"--num-classes (a val set with a subset of the model's classes is mapped by name).")
     label_names = (getattr(model, 'pretrained_cfg', None) or {}).get('label_names') if args.pretrained else None
+    ckpt: Dict[str, Any] = {}
     if args.checkpoint:
         # a --checkpoint tells its class count and channels (a fine-tune's last.pth): unless the flags set them
         model, ckpt = load_fitting_weights(model, args.checkpoint, create, keep=kwargs, use_ema=args.use_ema,
                                            allow_nonfinite=args.allow_nonfinite_weights)
         names = ckpt.get('label_names')  # a trainer checkpoint's: its training split's class names
-        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-            label_names = names
-    return model, label_names
+        # every weight is the checkpoint's, its head's too: names of --model's config are another head's
+        label_names = names if isinstance(names, list) and names and all(isinstance(n, str) for n in names) else None
+        problem = label_count_problem(label_names, model.num_classes)
+        if problem:  # mapped by name they would score outputs as other classes; by position, silently
+            raise UsageError(printable(f"'{args.checkpoint}' records {problem}, so they cannot say which output is "
+                                       f"which class: re-export the weights (the trainer and publish write one name "
+                                       f"per output), or re-save its tensors without them."))
+    return model, label_names, ckpt
+
+
+#: The flags that set the preprocessing (validate's names of :data:`DATA_CONFIG_KEYS` and ``img_size``).
+_SIZE_KEYS = ('input_size', 'img_size')
+
+
+def _data_config_args(args: argparse.Namespace, model: torch.nn.Module, ckpt: Dict[str, Any]
+                      ) -> Tuple[Dict[str, Any], str]:
+    """``(the arguments the eval transform is resolved from, where its preprocessing comes from)``: a
+    ``--checkpoint``'s recorded preprocessing (:func:`recorded_data_config`: the run's config.json or arguments) where
+    no flag sets it (flags win); a checkpoint that records none is scored with the model's defaults, said in one
+    warning line (a run trained with other --mean/--std scored 33.3 instead of 100.0, with exit 0)."""
+    cfg_args = vars(args).copy()
+    flags = [k for k in DATA_CONFIG_KEYS + ('img_size',) if cfg_args.get(k) not in (None, '')]  # --interpolation: ''
+    by_flags = f" and {', '.join('--' + k.replace('_', '-') for k in flags)}" if flags else ''
+    if not args.checkpoint:  # the model's own pretrained cfg (local-dir:, hf-hub:, a tag) is its preprocessing
+        own = f"{args.model}'s pretrained cfg" if args.pretrained else f"{args.model}'s defaults"
+        return cfg_args, own + by_flags
+    recorded, where = recorded_data_config(args.checkpoint, ckpt.get('args') if isinstance(ckpt.get('args'), dict)
+                                           else None)
+    if not where:
+        cfg = getattr(model, 'pretrained_cfg', None) or {}
+        if not flags:
+            _logger.warning(printable(
+                f"'{args.checkpoint}' records no preprocessing (no run arguments, no config.json beside it): scored "
+                f"with {args.model}'s default (mean {cfg.get('mean')}, std {cfg.get('std')}, input "
+                f"{cfg.get('input_size')}); pass --mean/--std/--img-size/--interpolation/--crop-pct if the weights "
+                f"were trained with others."))
+        return cfg_args, f"{args.model}'s defaults (the checkpoint records none)" + by_flags
+    size_flag = any(k in flags for k in _SIZE_KEYS)  # --img-size wins over a recorded input_size, and the reverse
+    taken = {k: v for k, v in recorded.items() if k not in flags and not (k in _SIZE_KEYS and size_flag)}
+    if taken:
+        cfg_args.update(taken)
+        try:
+            check_shared_values(argparse.Namespace(**cfg_args))
+        except UsageError as e:
+            raise UsageError(printable(f"The preprocessing recorded in {where} cannot be used ({e}): pass the flags "
+                                       f"that set it.")) from None
+    source = (where if recorded else f"{where} (the architecture's defaults)") + by_flags
+    _logger.info(printable(f'Preprocessing: {source}.'))
+    return cfg_args, source
 
 
 def validate(args: argparse.Namespace) -> Dict[str, Any]:
@@ -95,7 +144,7 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     _logger.info(f"Model {printable(args.model)}: " + ('pretrained weights' if args.pretrained else
                                                       'random initialisation (--no-pretrained or a registry name)')
                  + (f', then --checkpoint {printable(args.checkpoint)}' if args.checkpoint else ''))
-    model, label_names = _create_model(args)
+    model, label_names, ckpt = _create_model(args)
     dataset = create_dataset(args.dataset, args.data_dir, args.split, num_samples=args.num_samples,
                              image_key=args.input_key, label_key=args.target_key, in_chans=model_in_chans(model),
                              split_flag='--split')
@@ -117,7 +166,8 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
                         f"are scored by position, which is right only if the model was trained with them in this "
                         f"order: validate a trainer's run folder with --model local-dir:<run>, or its last.pth.")
     check_num_classes(dataset, model.num_classes, label_names=label_names, head_fixed=head_fixed)
-    data_config = resolve_model_data_config(vars(args), model)
+    cfg_args, preprocessing = _data_config_args(args, model, ckpt)
+    data_config = resolve_model_data_config(cfg_args, model)
     model.to(device).eval()
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -138,6 +188,7 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
         param_count=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         img_size=data_config['input_size'][-1], crop_pct=data_config['crop_pct'],
         interpolation=data_config['interpolation'],
+        mean=list(data_config['mean']), std=list(data_config['std']), preprocessing=preprocessing,
         loss=round(m['loss'], 5), count=m['count'], skipped=m['skipped'],
         # Which weights were scored: the model's pretrained ones (hf-hub: / local-dir: load theirs by default), or a
         # --checkpoint, which replaces every tensor (named with its file's sha256); neither: a random initialisation.

@@ -5,6 +5,7 @@ eval-results JSON, so regenerating it gives the same bytes until one of those ch
 (licence, tags, datasets, ``model-index``) is written by ``huggingface_hub.ModelCardData``.
 """
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -115,6 +116,15 @@ def _check_eval_results(data: Dict[str, Any], where: str) -> None:
     crop_pct = data.get('crop_pct')
     if crop_pct is not None and not (_is_number(crop_pct) and crop_pct > 0):
         raise bad(f"'crop_pct' must be a positive number, not {crop_pct!r:.40}")
+    # validate's record of what was scored: the number of images and which weights (publish compares them)
+    count = data.get('count')
+    if count is not None and not (isinstance(count, int) and not isinstance(count, bool) and count > 0):
+        raise bad(f"'count' (images scored) must be a positive integer, not {count!r:.40}")
+    if data.get('pretrained') is not None and not isinstance(data['pretrained'], bool):
+        raise bad(f"'pretrained' must be true or false, not {data['pretrained']!r:.40}")
+    digest = data.get('checkpoint_sha256')
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch('[0-9a-f]{64}', digest)):
+        raise bad(f"'checkpoint_sha256' must be a sha256 in hex, not {digest!r:.80}")
 
 
 def load_eval_results(source: Union[str, Path, Dict[str, Any]], name: Optional[str] = None) -> EvalResults:

@@ -28,7 +28,7 @@ from ..utils.errors import NO_ANSWER, NOT_A_HUB, TIMED_OUT, TimmCraError, UsageE
 from ..utils.hub_session import bounded_hub_requests
 from ..utils.io import check_regular_file, file_digest, open_regular_file
 from ..utils.strict_json import loads
-from ..utils.weights import check_file, load_state_checked, read_weights
+from ..utils.weights import check_file, load_state_checked, read_weights, recorded_data_config
 from .card import load_eval_results
 from .repo import check_repo_output, export_repo
 
@@ -131,9 +131,9 @@ def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[s
     cfg = config.get('pretrained_cfg') or {}
     label_names = config.get('label_names') or cfg.get('label_names') or (
         ckpt.get('label_names') if not config and isinstance(ckpt.get('label_names'), list) else None)
-    data_config = {k: cfg[k] for k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct') if cfg.get(k)}
-    if not data_config:  # timm train.py records the preprocessing it was asked for in its args
-        data_config = {k: args[k] for k in ('mean', 'std', 'interpolation', 'crop_pct') if args.get(k)}
+    # the config's pretrained_cfg, else the run's args (timm train.py records the preprocessing it was asked for)
+    data_config = recorded_data_config(str(checkpoint), args)[0]
+    data_config.pop('img_size', None)  # a side, not a pretrained cfg field
     data = data_name(args)
     trained_on = None
     if data:
@@ -254,17 +254,47 @@ def _check_same_run(summary: Dict[str, Any], checkpoint: Union[str, Path], ckpt:
                          f"results.json of the run that wrote these weights.")
 
 
+def _check_scored_weights(data: Dict[str, Any], checkpoint: Union[str, Path], ema: bool, name: str) -> None:
+    """Refuse validate's results of other weights than the ones published (the card would quote their numbers):
+    its ``checkpoint_sha256`` must be the published file's sha256 and its ``checkpoint_weights`` the part published
+    (EMA or not); without a checkpoint, ``pretrained: false`` scored a random initialisation. Results that record
+    neither (timm ``validate.py``, the hand-written schema) are taken as given."""
+    validate_again = (f"validate the weights you publish (timm-cra-validate --checkpoint {checkpoint} "
+                      f"--results-file R.json) and pass --results R.json")
+    digest = data.get('checkpoint_sha256')
+    if digest is not None:
+        if digest != file_digest(checkpoint):
+            raise UsageError(printable(f"{name} scored other weights than '{checkpoint}' (its checkpoint_sha256 "
+                                       f"{digest[:12]}... is the sha256 of {data.get('checkpoint') or 'another file'}"
+                                       f", not of this file): {validate_again}."))
+        scored = data.get('checkpoint_weights')  # a checkpoint holds two sets, a .safetensors file one
+        two_sets = not str(checkpoint).endswith('.safetensors')
+        if scored in ('ema', 'state_dict') and (scored == 'ema') != ema and two_sets:
+            what = {True: 'its EMA weights', False: 'its plain weights (state_dict)'}
+            raise UsageError(f"{name} scored {what[scored == 'ema']} of '{checkpoint}' but {what[ema]} are published: "
+                             f"{'drop --no-ema' if scored == 'ema' else 'pass --no-ema'}, or {validate_again}"
+                             f"{' with --use-ema' if ema else ''}.")
+    elif data.get('pretrained') is False:
+        raise UsageError(printable(f"{name} scored a random initialisation of {data.get('model') or 'the model'} "
+                                   f"(pretrained: false, no checkpoint), not '{checkpoint}': {validate_again}."))
+
+
 def _results(results, ckpt: Dict[str, Any], ema: bool, args: Dict[str, Any], checkpoint: Union[str, Path] = ''):
-    if results is None or isinstance(results, dict) and 'final' not in results:
+    if results is None:
         return results
     summary = results if isinstance(results, dict) else _json(Path(results), '--results')
+    name = "The trainer's results.json" if isinstance(results, dict) else str(results)
     if summary is not None and 'final' in summary and 'optimizer_steps' in summary:
-        name = "The trainer's results.json" if isinstance(results, dict) else str(results)
         if checkpoint:
             _check_same_run(summary, checkpoint, ckpt, name)
         # checked here, where the file is known, so its errors name it
         return load_eval_results(trainer_results(summary, ckpt, ema, args, name), name=name)
-    return results
+    if summary is None:  # unreadable: load_eval_results names the problem
+        return results
+    loaded = load_eval_results(summary, name=None if isinstance(results, dict) else name)  # the schema first
+    if checkpoint:
+        _check_scored_weights(summary, checkpoint, ema, name if not isinstance(results, dict) else 'The eval results')
+    return loaded
 
 
 def build_repo_folder(

@@ -25,8 +25,8 @@ from timm.models import PretrainedCfg
 from ..utils.labels import repeated_names, unprintable_names
 from ..utils.errors import UsageError
 from ._load_errors import PretrainedWeightsError, _local_weights, explain_pretrained_errors
-from ._weight_checks import (PREPROCESSOR_FILENAME, allow_nonfinite_weights, check_file_dtypes, check_finite_weights,
-                             check_hub_reachable, repo_file, split_revision)
+from ._weight_checks import (PREPROCESSOR_FILENAME, allow_nonfinite_weights, check_file_dtypes, check_file_fits,
+                             check_finite_weights, check_hub_reachable, repo_file, split_revision)
 
 __all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names', 'check_model_config',
            'read_model_config', 'label_count_problem', 'repeated_names', 'weight_source_problem']
@@ -520,6 +520,9 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
             if not pretrained:  # without weights to load, the folder's weights file is not read (nor checked)
                 return timm.create_model(model_name, pretrained=False, **kwargs)
             with explain_pretrained_errors(model_name, cfg):
+                # the file holds the model its config describes (timm then adapts the head and first conv)
+                check_file_fits(_local_weights(location), lambda: timm.create_model(model_name, **{
+                    k: v for k, v in kwargs.items() if k not in ('num_classes', 'in_chans')}))
                 model = timm.create_model(model_name, pretrained=True, **kwargs)
                 if not _checks_its_weights(arch):  # any timm architecture: the checks CRA models get
                     check_file_dtypes(model, _local_weights(location))

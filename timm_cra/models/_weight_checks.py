@@ -32,7 +32,7 @@ from ..utils.io import file_digest
 
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
            'dtype_checked_filter', 'check_file_dtypes', 'BUNDLED_WEIGHTS', 'BUNDLED_DIR', 'bundled_weights',
-           'check_finite_weights', 'allow_nonfinite_weights', 'repo_file', 'PREPROCESSOR_FILENAME']
+           'check_finite_weights', 'allow_nonfinite_weights', 'repo_file', 'PREPROCESSOR_FILENAME', 'check_file_fits']
 
 WEIGHTS_FILENAME = 'model.safetensors'
 #: transformers' image-processor file: where a repo holds one, its pipeline preprocesses with it instead of the
@@ -199,6 +199,30 @@ def check_file_dtypes(model: nn.Module, path: str) -> None:
     problem = non_float_weights(model.state_dict(), {k: str(v.dtype) for k, v in state.items()})
     if problem:
         raise WeightsCheckError(f'the weights hold {problem}')
+
+
+def check_file_fits(path: str, build: Callable[[], nn.Module]) -> None:
+    """Before timm reads a ``.safetensors`` weights file: its header's names and shapes against the model
+    ``build()`` makes on the ``meta`` device (no memory). timm reads it with ``safetensors.torch.load_file``, which
+    reads every tensor the header declares: one extra tensor claiming 4 GiB (a sparse file of a megabyte) was a
+    MemoryError. A file whose header cannot be read is left to the load, which reports it."""
+    if not str(path).endswith('.safetensors') or not os.path.isfile(path):
+        return
+    import torch
+    from ..utils.errors import UsageError
+    from ..utils.weights import check_state_fits, safetensors_header
+    try:  # dtypes as float: the load's own check (dtype_checked_filter) words those, as for any file
+        header = {k: t.float() for k, t in safetensors_header(path).items()}
+    except UsageError:
+        return
+    with torch.device('meta'):
+        model = build()
+    try:
+        check_state_fits(model, header, source=path,
+                         hint="the folder's config.json describes another model than its weights: re-export the "
+                              "folder (the trainer and publish write both from one model)")
+    except UsageError as e:
+        raise WeightsCheckError(str(e).rstrip('.')) from None
 
 
 _NONFINITE_ALLOWED = contextvars.ContextVar('timm_cra_nonfinite_allowed', default=False)

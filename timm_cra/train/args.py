@@ -282,5 +282,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if not 0 <= args.seed < 2 ** 32:  # numpy's seed range (torch's is wider): out of it, a traceback at set-up
         raise UsageError(f'--seed {args.seed} must be an integer from 0 to 2**32 - 1 (numpy seeds its generator with '
                          f'it).')
+    if args.resume and args.initial_checkpoint:
+        # the run continues from --resume's weights: the other file would be loaded, overwritten and recorded
+        # (log, args.yaml, the card) as the weights the run started from
+        raise UsageError(printable(f"--resume {args.resume} continues that run from its own weights, so "
+                                   f"--initial-checkpoint {args.initial_checkpoint} would never be used: drop "
+                                   f"--initial-checkpoint (pass --initial-checkpoint '' if a --config sets it), or "
+                                   f"start a new run from it without --resume."))
     check_model_name(args.model)
     return args

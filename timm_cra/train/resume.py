@@ -35,7 +35,9 @@ class ResumeState:
 #: objects it does not fit: another optimizer's buffers (SGD momentum into AdamW: ``KeyError: 'step'``), other
 #: parameter groups, another schedule's fields, another model, or an EMA that the run did not keep.
 STATE_ARGS = ('model', 'model_kwargs', 'num_classes', 'in_chans', 'opt', 'filter_bias_and_bn', 'layer_decay',
-              'sched', 'model_ema')
+              'sched', 'model_ema',
+              # the preprocessing the weights learn on, which the export records once (config.json)
+              'img_size', 'input_size', 'mean', 'std', 'interpolation', 'crop_pct')
 REQUIRED_KEYS = ('state_dict', 'optimizer', 'epoch', 'num_updates', 'history', 'rng')
 
 
@@ -148,8 +150,8 @@ def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
                if k in saved and _comparable(saved[k]) != _comparable(getattr(args, k, None))]
     if changed:
         raise UsageError(f"Cannot --resume '{path}' with changed settings ({'; '.join(changed)}): the saved model / "
-                         f"optimizer / schedule state does not fit them. Resume with the values the run was started "
-                         f"with, or start a new run from its weights with --initial-checkpoint {path}.")
+                         f"optimizer / schedule state and preprocessing do not fit them. Resume with the values the run "
+                         f"was started with, or start a new run from its weights with --initial-checkpoint {path}.")
     return ckpt
 
 

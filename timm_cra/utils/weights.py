@@ -30,7 +30,8 @@ __all__ = [
     'PickledNamespace', 'read_torch_file', 'load_checkpoint_file', 'load_model_weights', 'read_weights',
     'load_state_checked', 'tensor_digest', 'checkpoint_digests', 'check_file', 'describe_mismatch',
     'non_float_kind', 'non_float_weights', 'not_safetensors', 'is_safetensors_error', 'nonfinite_tensors',
-    'NONFINITE_FIX', 'safetensors_metadata', 'weights_shape_kwargs', 'load_fitting_weights',
+    'NONFINITE_FIX', 'safetensors_metadata', 'weights_shape_kwargs', 'load_fitting_weights', 'safetensors_header',
+    'check_state_fits', 'recorded_data_config', 'DATA_CONFIG_KEYS',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -165,6 +166,13 @@ def read_torch_file(path: str, extra_safe_globals: Sequence[Tuple[Any, str]] = (
         raise UsageError(f"{what} '{path}' could not be read: not a torch checkpoint, or truncated/corrupt "
                          f"({type(e).__name__}: {first:.200}).") from e
     problem = _tensor_view_problem(obj)
+    if problem == _TOO_MANY_ENTRIES:  # a bound of this reader, not damage: an ordinary file can pass it
+        raise UsageError(f"{what} '{path}' holds more than {MAX_CHECKPOINT_ENTRIES} entries (numbers, tensors and "
+                         f"containers, counted along every path), the most this reader walks "
+                         f"(MAX_CHECKPOINT_ENTRIES; a model's and optimizer's state hold thousands): a long Python "
+                         f"list of numbers, or containers nested in or referencing one another. Store long series as "
+                         f"tensors (torch.tensor(values)), or re-save the state dict alone "
+                         f"(torch.save(model.state_dict(), ...)).")
     if problem:
         raise UsageError(f"{what} '{path}' is damaged: {problem}. torch.save never writes weights that way; use an "
                          f"intact copy, or re-save its state dict (torch.save(model.state_dict(), ...)).")
@@ -175,6 +183,7 @@ def read_torch_file(path: str, extra_safe_globals: Sequence[Tuple[Any, str]] = (
 #: thousands. A 1.5 KB pickle can reference one list from itself 40 times over (2**40 paths), which any walk of
 #: it (these checks, the digests) would visit for hours.
 MAX_CHECKPOINT_ENTRIES = 1_000_000
+_TOO_MANY_ENTRIES = 'too many entries'
 
 
 def _tensor_view_problem(obj: Any) -> Optional[str]:
@@ -188,8 +197,7 @@ def _tensor_view_problem(obj: Any) -> Optional[str]:
         o, where = stack.pop()
         visited += 1
         if visited > MAX_CHECKPOINT_ENTRIES:
-            return (f'it holds more than {MAX_CHECKPOINT_ENTRIES} entries (lists or dicts nested in one another, or '
-                    f'one referenced many times)')
+            return _TOO_MANY_ENTRIES
         if isinstance(o, torch.Tensor):
             if o.layout != torch.strided:
                 return f"tensor '{where}' is {str(o.layout).replace('torch.', '')} (only dense tensors are read)"
@@ -286,18 +294,41 @@ def safetensors_metadata(label_names: Optional[Sequence[str]] = None) -> Dict[st
     return metadata
 
 
-def _read_safetensors(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """``(state_dict, {'label_names': [...]})`` (``{}`` when the header records no class names)."""
+def safetensors_header(path: str) -> Dict[str, torch.Tensor]:
+    """The tensors a ``.safetensors`` file declares, read from its header only (no tensor data): each an empty
+    ``meta`` tensor of its shape and dtype, for :func:`check_state_fits`."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
+    from safetensors.torch import _getdtype  # safetensors' own dtype names ('F32', 'I8', ...) to torch's
     try:
-        state = load_file(path, device='cpu')
+        with safe_open(path, 'pt') as f:
+            slices = {k: f.get_slice(k) for k in f.keys()}
+            return {k: torch.empty(v.get_shape(), dtype=_getdtype(v.get_dtype()), device='meta')
+                    for k, v in slices.items()}
+    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as e:  # KeyError: a dtype torch lacks
+        raise _not_safetensors_error(path, e) from e
+
+
+def _not_safetensors_error(path: str, err: BaseException) -> UsageError:
+    return UsageError(f"{not_safetensors(repr(path), err)}. Re-export it (the trainer writes model.safetensors; "
+                      f"python -m timm_cra.hub.publish writes Hub folders).")
+
+
+def _read_safetensors(path: str, model: Optional[torch.nn.Module] = None
+                      ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """``(state_dict, {'label_names': [...]})`` (``{}`` when the header records no class names). With ``model``,
+    the header's names, shapes and dtypes are checked against it first (:func:`check_state_fits`) and only its
+    tensors are read: ``load_file`` reads every tensor the header declares, and one extra tensor claiming 4 GiB
+    (a sparse file of a megabyte) was a MemoryError."""
+    from safetensors import SafetensorError, safe_open
+    if model is not None:
+        check_state_fits(model, safetensors_header(path), source=path)
+    try:
         with safe_open(path, 'pt') as f:
             metadata = f.metadata() or {}
+            own = model.state_dict() if model is not None else None
+            state = {k: f.get_tensor(k) for k in f.keys() if own is None or k in own}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:  # torch's errors: dtypes the file claims
-        quoted = f"'{path}'"
-        raise UsageError(f"{not_safetensors(quoted, e)}. Re-export it (the trainer writes model.safetensors; "
-                         f"python -m timm_cra.hub.publish writes Hub folders).") from e
+        raise _not_safetensors_error(path, e) from e
     text = metadata.get(LABEL_NAMES_KEY)
     if text is None:
         return state, {}
@@ -329,17 +360,47 @@ def _config_label_names(path: str) -> Optional[List[Any]]:
     return names if isinstance(names, list) else None
 
 
-def read_weights(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+#: The preprocessing fields of a pretrained cfg (``config.json``), which are also the flags / run arguments setting
+#: them (``--input-size``, ``--mean``, ...), plus the arguments' ``img_size``.
+DATA_CONFIG_KEYS = ('input_size', 'interpolation', 'mean', 'std', 'crop_pct')
+
+
+def recorded_data_config(path: str, args: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], str]:
+    """``(preprocessing, where it was read)``: what the weights at ``path`` were trained with. The ``pretrained_cfg``
+    of the Hub-format ``config.json`` beside them (what the trainer exports next to ``last.pth`` and
+    ``model.safetensors``), else the run's arguments ``args`` (a checkpoint's ``args``: the trainer's and timm
+    ``train.py``'s ``--input-size`` / ``--img-size`` / ``--mean`` / ``--std`` / ``--interpolation`` / ``--crop-pct``;
+    ``{}`` when it set none, as a run on the architecture's defaults). ``({}, '')`` when neither is recorded."""
+    config_path = os.path.join(os.path.dirname(path), 'config.json')
+    config = None
+    if os.path.isfile(config_path):
+        try:
+            config = read_json(config_path, 'config')
+        except UsageError:
+            config = None
+    if isinstance(config, dict) and config.get('architecture') and isinstance(config.get('pretrained_cfg'), dict):
+        cfg = config['pretrained_cfg']
+        found = {k: cfg[k] for k in DATA_CONFIG_KEYS if cfg.get(k)}
+        if found:
+            return found, f'the config.json beside {path}'
+    if isinstance(args, dict) and args:
+        return ({k: args[k] for k in DATA_CONFIG_KEYS + ('img_size',) if args.get(k)},
+                f"the run's arguments recorded in {path}")
+    return {}, ''
+
+
+def read_weights(path: str, use_ema: bool = False, model: Optional[torch.nn.Module] = None
+                 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """``(state_dict, checkpoint)`` from a ``.safetensors`` file, a state dict, or a trainer / timm checkpoint.
 
     ``checkpoint`` is the full dict for checkpoints: its ``args`` tell how the model was built, its ``label_names``
     the classes of the head's outputs; for a ``.safetensors`` file, ``{'label_names': [...]}`` when its header
     records them, else ``{}`` (as for a plain state dict). ``use_ema`` prefers ``state_dict_ema`` when the
-    checkpoint has one.
+    checkpoint has one. ``model``: a ``.safetensors`` file must fit it by its header, before any tensor is read.
     """
     check_file(path)
     if path.endswith('.safetensors'):
-        return _read_safetensors(path)
+        return _read_safetensors(path, model)
     ckpt = load_checkpoint_file(path)
     meta: Dict[str, Any] = {}
     state = ckpt
@@ -353,7 +414,8 @@ def read_weights(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.Tens
 
 
 def _first(items: Sequence[str], n: int = 5) -> str:
-    return ', '.join(items[:n]) + (f', ... ({len(items)} in all)' if len(items) > n else '')
+    return ', '.join(items[:n]) + (f', ... ({len(items)} in all)' if len(items) > n else
+                                   f' ({len(items)} in all)' if len(items) > 1 else '')
 
 
 def describe_mismatch(missing: Sequence[str], unexpected: Sequence[str], shapes: Sequence[str]) -> str:
@@ -438,15 +500,11 @@ _SHAPE_FLAGS = {'num_classes': '--num-classes', 'in_chans': '--in-chans'}
 _SHAPE_WORDS = {'num_classes': 'classes', 'in_chans': 'input channels'}
 
 
-def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], source: str,
-                       hint: str = 'check --model, --model-kwargs and --num-classes', strict: bool = True,
-                       allow_nonfinite: bool = False) -> None:
-    """``model.load_state_dict(state)`` with one line that names the missing / unexpected / mismatched keys.
-
-    Float weights given as integer, bool or complex tensors are refused (a quantized or foreign file); float16
-    and bfloat16 are upcast as usual. Weights holding NaN or infinity are refused unless ``allow_nonfinite``
-    (a diverged run or a damaged file would otherwise evaluate to NaN without a word).
-    """
+def check_state_fits(model: torch.nn.Module, state: Dict[str, torch.Tensor], source: str = '',
+                     hint: str = 'check --model, --model-kwargs and --num-classes', strict: bool = True) -> None:
+    """The names, shapes and dtypes of ``state`` against ``model``'s, in one :class:`UsageError` line naming the
+    missing / unexpected / mismatched keys with their counts. ``state`` may be a file header's ``meta`` tensors
+    (:func:`safetensors_header`): nothing is read."""
     own = model.state_dict()
     missing = [k for k in own if k not in state] if strict else []
     unexpected = [k for k in state if k not in own] if strict else []
@@ -464,6 +522,19 @@ def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], s
     problem = non_float_weights(own, {k: str(v.dtype) for k, v in state.items()})
     if problem:
         raise UsageError(f"Weights in '{source}' hold {problem}.")
+
+
+def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], source: str,
+                       hint: str = 'check --model, --model-kwargs and --num-classes', strict: bool = True,
+                       allow_nonfinite: bool = False) -> None:
+    """``model.load_state_dict(state)`` with one line that names the missing / unexpected / mismatched keys.
+
+    Float weights given as integer, bool or complex tensors are refused (a quantized or foreign file); float16
+    and bfloat16 are upcast as usual (:func:`check_state_fits`). Weights holding NaN or infinity are refused unless
+    ``allow_nonfinite`` (a diverged run or a damaged file would otherwise evaluate to NaN without a word).
+    """
+    check_state_fits(model, state, source=source, hint=hint, strict=strict)
+    own = model.state_dict()
     if not allow_nonfinite:
         nonfinite = nonfinite_tensors({k: v for k, v in state.items() if k in own})
         if nonfinite:
@@ -473,8 +544,9 @@ def load_state_checked(model: torch.nn.Module, state: Dict[str, torch.Tensor], s
     model.load_state_dict(state, strict=strict)
 
 
-def _read_model_weights(path: str, use_ema: bool) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    state, ckpt = read_weights(path, use_ema=use_ema)
+def _read_model_weights(path: str, use_ema: bool, model: Optional[torch.nn.Module] = None
+                        ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    state, ckpt = read_weights(path, use_ema=use_ema, model=model)
     if use_ema and not (isinstance(ckpt.get('state_dict_ema'), dict) and ckpt['state_dict_ema']):
         raise UsageError(f"--use-ema: '{path}' holds no EMA weights ('state_dict_ema'; a trainer checkpoint of a run "
                          f"with --model-ema has them): drop --use-ema to use its plain weights.")
@@ -487,7 +559,7 @@ def load_model_weights(model: torch.nn.Module, path: str, use_ema: bool = False,
     (checked as :func:`load_state_checked` does). ``use_ema``: the checkpoint's EMA weights, refused when it has
     none (the plain weights would be scored under the EMA's name). Returns the checkpoint dict as
     :func:`read_weights` does (``{}`` for a state dict, a safetensors file's recorded ``label_names``)."""
-    state, ckpt = _read_model_weights(path, use_ema)
+    state, ckpt = _read_model_weights(path, use_ema, model if strict else None)
     load_state_checked(model, state, path, strict=strict, allow_nonfinite=allow_nonfinite)
     return ckpt
 
@@ -501,11 +573,15 @@ def load_fitting_weights(model: torch.nn.Module, path: str, rebuild: Callable[..
     keywords in ``keep`` (those the user set) are never taken from the weights (a mismatch there is refused, naming
     the flag). Returns ``(the model loaded, the checkpoint dict)``: validate and export read the class count and
     channels of a ``--checkpoint`` this way."""
-    state, ckpt = _read_model_weights(path, use_ema)
-    made_for = {k: v for k, v in weights_shape_kwargs(model, state).items() if k not in keep}
+    header = safetensors_header(path) if path.endswith('.safetensors') and os.path.isfile(path) else None
+    state, ckpt = (None, None) if header is not None else _read_model_weights(path, use_ema)
+    made_for = {k: v for k, v in weights_shape_kwargs(model, state if header is None else header).items()
+                if k not in keep}
     if made_for:
         _logger.info(f"'{printable(path)}' holds weights for {', '.join(f'{k}={v}' for k, v in made_for.items())}: "
                      f"the model is built with that")
         model = rebuild(**made_for)
+    if header is not None:  # read once the model is known: its header is checked against it first
+        state, ckpt = _read_model_weights(path, use_ema, model)
     load_state_checked(model, state, path, allow_nonfinite=allow_nonfinite)
     return model, ckpt

@@ -1,0 +1,184 @@
+"""What a run records about its weights is what validate scores and publish quotes: the preprocessing a run trained
+with, the weights a validate result scored, which weights a resumed run starts from, and a weights file's header
+checked against the model before any tensor is read. One tiny run (cra_cifar_resnet20, 3 colour classes, trained
+with an extreme --mean/--std so that another preprocessing scores it at chance) feeds every test."""
+import json
+import logging
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+import timm_cra
+from timm_cra import PretrainedWeightsError
+from timm_cra.eval.validate import main as validate_main
+from timm_cra.hub import publish
+from timm_cra.train import train
+from timm_cra.train.args import parse_args
+from timm_cra.utils.errors import UsageError
+
+RUN_MEAN, RUN_STD = [0.9, 0.1, 0.1], [0.05, 0.05, 0.05]
+
+
+@pytest.fixture(scope='module')
+def colour_run(tmp_path_factory, single_torch_thread):
+    """``(data folder, run folder)``: red / green / blue images, trained 3 epochs with RUN_MEAN / RUN_STD."""
+    root = tmp_path_factory.mktemp('colour_run')
+    rng = np.random.default_rng(0)
+    for split, n in (('train', 8), ('val', 3)):
+        for i, c in enumerate('abc'):
+            for j in range(n):
+                img = rng.integers(0, 40, (32, 32, 3), dtype=np.uint8)
+                img[..., i] += 180
+                path = root / 'data' / split / c / f'{j}.png'
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(path)
+    train(['--model', 'cra_cifar_resnet20', '--data-dir', str(root / 'data'), '--dataset', 'folder', '--epochs', '3',
+           '-b', '8', '--lr', '0.05', '--mean', *map(str, RUN_MEAN), '--std', *map(str, RUN_STD), '--output',
+           str(root / 'out'), '--experiment', 'run', '--device', 'cpu', '-j', '0', '--no-plot'])
+    return root / 'data', root / 'out' / 'run'
+
+
+def _validate(data, *args):
+    return validate_main(['--model', 'cra_cifar_resnet20', '--data-dir', str(data), '--split', 'val', '--no-progress',
+                          '--device', 'cpu', '-j', '0', *map(str, args)])
+
+
+def test_validate_scores_a_checkpoint_with_the_preprocessing_its_run_recorded(colour_run, tmp_path, caplog):
+    data, run = colour_run
+    folder = _validate(data, '--model', f'local-dir:{run}')  # the run's config.json: the reference
+    assert folder['mean'] == pytest.approx(RUN_MEAN) and folder['top1'] == 100.0
+    alone = tmp_path / 'alone'  # last.pth without its folder: the run's arguments inside it
+    alone.mkdir()
+    shutil.copy(run / 'last.pth', alone / 'last.pth')
+    for checkpoint, source in ((run / 'model.safetensors', 'config.json'), (run / 'last.pth', 'config.json'),
+                               (alone / 'last.pth', "run's arguments")):
+        r = _validate(data, '--checkpoint', checkpoint)  # was: the architecture's mean/std, 33.3, exit 0
+        assert source in r['preprocessing'] and r['mean'] == pytest.approx(RUN_MEAN), r
+        assert (r['top1'], r['loss']) == (folder['top1'], folder['loss'])
+    flagged = _validate(data, '--checkpoint', alone / 'last.pth', '--mean', 0.5, 0.5, 0.5)  # flags win
+    assert flagged['mean'] == [0.5] * 3 and flagged['std'] == pytest.approx(RUN_STD)
+    assert '--mean' in flagged['preprocessing']
+    bare = tmp_path / 'bare.pth'  # a plain state dict records nothing: the defaults, said in one warning line
+    torch.save(torch.load(run / 'last.pth', weights_only=True)['state_dict'], bare)
+    with caplog.at_level(logging.WARNING, logger='timm_cra.validate'):
+        r = _validate(data, '--checkpoint', bare)
+    assert r['mean'] != pytest.approx(RUN_MEAN) and 'defaults' in r['preprocessing']
+    warned = [m for m in caplog.messages if 'records no preprocessing' in m]
+    assert len(warned) == 1 and '\n' not in warned[0] and '--mean' in warned[0]
+
+
+def test_publish_refuses_validate_results_of_other_weights(colour_run, tmp_path):
+    data, run = colour_run
+    scored = tmp_path / 'scored.json'
+    _validate(data, '--checkpoint', run / 'model.safetensors', '--results-file', scored)
+    out = tmp_path / 'repo'
+    publish.main(['cra_cifar_resnet20.col', str(run / 'model.safetensors'), '--results', str(scored),
+                  '--out', str(out)])  # the weights it scored: accepted, quoted
+    assert '100.0' in (out / 'README.md').read_text()
+    with pytest.raises(UsageError, match=r'scored other weights than .*last\.pth.*checkpoint_sha256 .*'
+                                         r'model\.safetensors.*timm-cra-validate --checkpoint'):
+        publish.main(['cra_cifar_resnet20.col', str(run / 'last.pth'), '--results', str(scored),
+                      '--out', str(tmp_path / 'r2')])
+    random_init = tmp_path / 'random.json'
+    _validate(data, '--num-classes', 3, '--results-file', random_init)
+    assert json.loads(random_init.read_text())['pretrained'] is False
+    with pytest.raises(UsageError, match=r'scored a random initialisation .*pretrained: false'):
+        publish.main(['cra_cifar_resnet20.col', str(run / 'model.safetensors'), '--results', str(random_init),
+                      '--out', str(tmp_path / 'r3')])
+    for count in (-3, 2.5, True, 0):
+        bad = tmp_path / 'count.json'
+        bad.write_text(json.dumps(dict(json.loads(scored.read_text()), count=count)))
+        with pytest.raises(UsageError, match=r"'count' \(images scored\) must be a positive integer"):
+            publish.main(['cra_cifar_resnet20.col', str(run / 'model.safetensors'), '--results', str(bad),
+                          '--out', str(tmp_path / 'r4')])
+    assert not any((tmp_path / f'r{i}').exists() for i in (2, 3, 4))
+
+
+def test_resume_refuses_another_initial_checkpoint_and_changed_preprocessing(colour_run, tmp_path):
+    data, run = colour_run
+    with pytest.raises(UsageError, match=r"--resume .* would never be used: drop --initial-checkpoint"):
+        parse_args(['--model', 'cra_cifar_resnet20', '--data-dir', str(data), '--resume', str(run / 'last.pth'),
+                    '--initial-checkpoint', str(run / 'model.safetensors')])
+    before = (run / 'last.pth').read_bytes()
+    base = ['--model', 'cra_cifar_resnet20', '--data-dir', str(data), '--dataset', 'folder', '--epochs', '4', '-b', '8',
+            '--lr', '0.05', '--device', 'cpu', '-j', '0', '--resume', str(run / 'last.pth'), '--no-plot']
+    for changed, shown in ((['--mean', '0.5', '0.5', '0.5', '--std', *map(str, RUN_STD)], '--mean'),
+                           (['--mean', *map(str, RUN_MEAN), '--std', *map(str, RUN_STD), '--img-size', '40'],
+                            '--img-size')):
+        with pytest.raises(UsageError, match=rf'changed settings \({shown} '):
+            train(base + changed)
+    assert (run / 'last.pth').read_bytes() == before
+
+
+def _with_extra_tensor(src: Path, dst: Path, name: str, dtype: str, shape) -> None:
+    """``src``'s safetensors bytes plus one tensor ``name`` declared in the header, its data a hole: a sparse file."""
+    raw = src.read_bytes()
+    n = struct.unpack('<Q', raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    end = max(v['data_offsets'][1] for k, v in header.items() if k != '__metadata__')
+    size = int(np.prod(shape)) * {'F32': 4, 'I8': 1}[dtype]
+    header[name] = {'dtype': dtype, 'shape': list(shape), 'data_offsets': [end, end + size]}
+    text = json.dumps(header).encode()
+    text += b' ' * (-len(text) % 8)
+    with open(dst, 'wb') as f:
+        f.write(struct.pack('<Q', len(text)) + text + raw[8 + n:8 + n + end])
+        f.truncate(8 + len(text) + end + size)
+
+
+def test_a_weights_header_is_checked_against_the_model_before_any_tensor_is_read(colour_run, tmp_path):
+    data, run = colour_run
+    folder = tmp_path / 'big'
+    shutil.copytree(run, folder, ignore=shutil.ignore_patterns('*.pth'))
+    # one extra tensor claiming 4 GiB (a sparse file, a megabyte on disk): safetensors' load_file read it all
+    _with_extra_tensor(run / 'model.safetensors', folder / 'model.safetensors', 'extra', 'F32', (2 ** 30,))
+    assert os.path.getsize(folder / 'model.safetensors') > 4 * 2 ** 30
+    assert os.stat(folder / 'model.safetensors').st_blocks * 512 < 16 * 2 ** 20
+    with pytest.raises(UsageError, match=r"do not fit .*unexpected keys: extra"):
+        _validate(data, '--checkpoint', folder / 'model.safetensors')
+    with pytest.raises(PretrainedWeightsError, match=r"unexpected keys: extra.*re-export the folder") as e:
+        timm_cra.create_model(f'local-dir:{folder}', pretrained=True)
+    assert '\n' not in str(e.value)
+    # tensors of another shape, missing or extra: refused by the header, in one line with the counts
+    state = load_file(run / 'model.safetensors')
+    key = next(k for k, v in state.items() if v.ndim == 4)
+    state[key] = torch.zeros(7, 7)
+    state.pop('fc.bias')
+    state.update(extra_a=torch.zeros(1), extra_b=torch.zeros(1))
+    save_file(state, tmp_path / 'w.safetensors')
+    with pytest.raises(UsageError, match=rf"missing keys: fc.bias; unexpected keys: extra_a, extra_b \(2 in all\); "
+                                         rf"size mismatch: {key} \(7, 7\) vs model"):
+        _validate(data, '--checkpoint', tmp_path / 'w.safetensors')
+
+
+def test_class_names_that_do_not_name_the_head_of_the_checkpoint_scored(colour_run, tmp_path, caplog):
+    data, run = colour_run
+    state = load_file(run / 'model.safetensors')
+    for names in (['a', 'b', 'c', 'd'], ['a', 'b']):  # 4 names were scored by position, 2 named an empty list
+        path = tmp_path / f'{len(names)}' / 'w.safetensors'
+        path.parent.mkdir()
+        save_file(state, path, metadata={'format': 'pt', 'label_names': json.dumps(names)})
+        with pytest.raises(UsageError, match=rf"records {len(names)} label names for a 3-class head.*re-export"):
+            _validate(data, '--checkpoint', path)
+    bare = tmp_path / 'bare.safetensors'  # no names: the --model folder's names are not this head's
+    save_file(state, bare)
+    with caplog.at_level(logging.WARNING, logger='timm_cra.validate'):
+        r = _validate(data, '--model', f'local-dir:{run}', '--checkpoint', bare)
+    assert r['class_mapping'] == 'by position' and any('scored by position' in m for m in caplog.messages)
+
+
+def test_a_checkpoint_with_a_long_list_of_numbers_is_refused_as_a_bound_not_as_damage(colour_run, tmp_path):
+    from timm_cra.utils.weights import MAX_CHECKPOINT_ENTRIES
+    data, run = colour_run
+    path = tmp_path / 'losses.pth'
+    torch.save({'state_dict': load_file(run / 'model.safetensors'), 'losses': [0.5] * MAX_CHECKPOINT_ENTRIES}, path)
+    with pytest.raises(UsageError, match=rf'holds more than {MAX_CHECKPOINT_ENTRIES} entries .* the most this '
+                                         rf'reader walks .*as tensors') as e:
+        _validate(data, '--checkpoint', path)
+    assert 'damaged' not in str(e.value) and '\n' not in str(e.value)
