@@ -360,3 +360,27 @@ def test_root_id2label_must_say_what_label_names_says(hub, tmp_path):
     same = repo('same', lambda c: c.update(id2label={str(i): n for i, n in enumerate(names)},
                                            label2id={n: i for i, n in enumerate(names)}))
     assert timm_cra.create_model(f'local-dir:{same}', pretrained=True).pretrained_cfg['label_names'] == names
+
+
+def test_config_in_chans_that_the_weights_lack_is_one_line(tmp_path):
+    """model_args in_chans 1 (input_size [1, ...]) over the 3-channel weights: timm-cra-validate --model local-dir:
+    printed timm's 39-line RuntimeError traceback, rc 1. Now one line naming both channel counts and the fix."""
+    import subprocess
+    import sys
+    repo = tmp_path / 'grey'
+    shutil.copytree(REPO_ROOT / 'hub' / 'timm-cra' / TAG, repo)
+    config = json.loads((repo / 'config.json').read_text())
+    config['model_args'] = {'in_chans': 1}
+    config['pretrained_cfg'].update(input_size=[1, 32, 32], mean=[0.5], std=[0.25])
+    (repo / 'config.json').write_text(json.dumps(config))
+    for c in ('cat', 'dog'):
+        (tmp_path / 'data' / 'val' / c).mkdir(parents=True)
+        Image.new('RGB', (32, 32), (10, 200, 30)).save(tmp_path / 'data' / 'val' / c / '0.png')
+    r = subprocess.run([sys.executable, '-m', 'timm_cra.eval', '--model', f'local-dir:{repo}', '--data-dir',
+                        str(tmp_path / 'data'), '--split', 'val', '--workers', '0'], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        "take 3 input channels (conv1 shape (16, 3, 3, 3)), the config says 1 (in_chans / input_size): make "
+        "config.json describe the weights (model_args 'in_chans', pretrained_cfg 'input_size'), and ask for 1 "
+        "channels at load time (in_chans=1, --in-chans 1): timm adapts the first conv."), r.stderr[-2000:]
