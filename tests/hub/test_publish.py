@@ -579,6 +579,17 @@ def test_labels_only_from_the_weights_data(tmp_path):
     assert config['label_names'] == ['0', '1', '2'] and 'label_names' not in config['pretrained_cfg']
     assert 'no class names recorded with these weights: outputs are class indices, named "0".."2"' in (
         tmp_path / 'none' / 'README.md').read_text()
+    # validate takes the indices as no names: named class folders are scored by position, and it says so
+    from PIL import Image
+    for c in ('circle', 'square', 'triangle'):
+        (tmp_path / 'shapes' / 'val' / c).mkdir(parents=True)
+        Image.new('RGB', (32, 32), (90, 90, 90)).save(tmp_path / 'shapes' / 'val' / c / '0.png')
+    r = subprocess.run([sys.executable, '-m', 'timm_cra.eval', '--model', f"local-dir:{tmp_path / 'none'}",
+                        '--data-dir', str(tmp_path / 'shapes'), '--split', 'val', '--workers', '0',
+                        '--results-file', str(tmp_path / 'v.json')], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / 'v.json').read_text())['class_mapping'] == 'by position'
+    assert "record no class names (label_names), so the dataset's classes 'circle', 'square'" in r.stderr
 
     names = tmp_path / 'names.txt'
     names.write_text('circle\nsquare\n\ntriangle\n')

@@ -13,6 +13,7 @@ from timm.models._pretrained import PretrainedCfg
 
 from ..utils.errors import transport_failure
 from ..utils.hub_session import bounded_hub_requests
+from ..data import numbered_classes
 from ._factory import read_model_config, weight_source_problem
 from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError, explain_pretrained_errors
 from ._weight_checks import (BUNDLED_WEIGHTS, PREPROCESSOR_FILENAMES, HubUnreachableError, bundled_weights,
@@ -426,8 +427,8 @@ def _check_repo_config(name: str, variant: str, cfg: PretrainedCfg, location: Tu
     differences = [] if arch == variant else [f'architecture ({arch!r} in the repo)']
     for field in (f for f in _ANSWER_FIELDS if f not in overlaid):
         theirs, ours = value(getattr(repo, field)), value(getattr(cfg, field))
-        if theirs == ours:
-            continue
+        if theirs == ours or (field == 'label_names' and not ours and theirs and numbered_classes(theirs)):
+            continue  # publish names unnamed classes by their index: the same answers as no names
         if field == 'label_names' and theirs and ours and len(theirs) == len(ours):
             i = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
             differences.append(f'label_names (class {i}: {theirs[i]!r:.40} in the repo, {ours[i]!r:.40} registered)')
