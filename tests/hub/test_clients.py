@@ -201,7 +201,9 @@ def test_a_repo_config_that_transformers_reads_otherwise_than_timm_is_refused(hu
         timm.create_model(TAG, pretrained=True)
     for name, root, key in (('bf16', dict(torch_dtype='bfloat16'), 'torch_dtype'),
                             ('vit', dict(model_type='vit'), 'model_type'),
-                            ('code', dict(auto_map={'AutoConfig': 'cfg.C'}), 'auto_map')):
+                            ('code', dict(auto_map={'AutoConfig': 'cfg.C'}), 'auto_map'),
+                            ('multi', dict(problem_type='multi_label_classification'), 'problem_type'),
+                            ('file', dict(transformers_weights='alt.safetensors'), 'transformers_weights')):
         with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"^timm_cra: local-dir:\S+: '{key}' .*remove "
                                                                  rf"'{key}'"):
             timm_cra.create_model(f'local-dir:{repo(name, **root)}', pretrained=True)
@@ -233,24 +235,152 @@ def test_registered_tag_compares_model_args(hub):
     assert timm.create_model(TAG, pretrained=True, num_classes=5, drop_path_rate=0.1).fc.out_features == 5
 
 
-def test_a_repo_with_a_preprocessor_config(hub, tmp_path, caplog):
-    """transformers' pipeline preprocesses with a repo's preprocessor_config.json, timm with config.json (publish
-    never writes one): the registered tag refuses such a repo, hf-hub: and local-dir: warn in one line."""
+_PROCESSOR = {'image_processor_type': 'TimmWrapperImageProcessor',
+              'pretrained_cfg': {'input_size': [3, 32, 32], 'mean': [0.5] * 3, 'std': [0.1] * 3, 'crop_pct': 1.0,
+                                 'interpolation': 'bilinear'}}
+
+
+@pytest.mark.parametrize('filename,content', [
+    ('preprocessor_config.json', _PROCESSOR),
+    ('processor_config.json', {'image_processor': _PROCESSOR}),  # transformers 5's combined file, read first
+])
+def test_a_repo_with_a_preprocessor_config(hub, tmp_path, caplog, filename, content):
+    """transformers' pipeline preprocesses with a repo's preprocessor_config.json (or processor_config.json), timm
+    with config.json (publish never writes either): the registered tag refuses such a repo, hf-hub: and local-dir:
+    warn in one line naming the file."""
     repo = hub.add_repo(f'timm-cra/{TAG}', REPO_ROOT / 'hub' / 'timm-cra' / TAG)
-    (repo / 'preprocessor_config.json').write_text(json.dumps({'image_processor_type': 'TimmWrapperImageProcessor',
-                                                               'data_config': {'mean': [0.5] * 3}}))
+    (repo / filename).write_text(json.dumps(content))
+    from transformers import AutoImageProcessor
+    assert list(AutoImageProcessor.from_pretrained(f'timm-cra/{TAG}').data_config['mean']) == [0.5] * 3  # refused
     with pytest.raises(timm_cra.PretrainedWeightsError,
-                       match=rf"^timm_cra: Hub repo 'timm-cra/{TAG}' holds preprocessor_config.json: transformers' "
+                       match=rf"^timm_cra: Hub repo 'timm-cra/{TAG}' holds {filename}: transformers' "
                              rf"pipeline preprocesses with it, the registered '{TAG}' with its own cfg"):
         timm.create_model(TAG, pretrained=True)
     for name in (f'hf-hub:timm-cra/{TAG}', f'local-dir:{repo}'):
         caplog.clear()
         timm_cra.create_model(name, pretrained=True)
-        warned = [r.getMessage() for r in caplog.records if 'preprocessor_config.json' in r.getMessage()]
-        assert warned == [f"timm_cra: '{name}' holds preprocessor_config.json: transformers' pipeline preprocesses "
+        warned = [r.getMessage() for r in caplog.records if filename in r.getMessage()]
+        assert warned == [f"timm_cra: '{name}' holds {filename}: transformers' pipeline preprocesses "
                           f"with it, timm with config.json, so their answers can differ; remove it unless they "
                           f"agree."], warned
-    (repo / 'preprocessor_config.json').unlink()
+    (repo / filename).unlink()
     caplog.clear()
     timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
-    assert not [r for r in caplog.records if 'preprocessor_config.json' in r.getMessage()]
+    assert not [r for r in caplog.records if filename in r.getMessage()]
+
+
+def test_weights_in_another_file_than_model_safetensors_are_refused(hub, tmp_path, caplog):
+    """The stranger's repo: no model.safetensors, its weights as pytorch_model.bin, and a model.safetensors.index.json
+    with a shard holding another head. timm read the .bin, transformers the shard: two answers, every check passed.
+    Now a repo's weights are its model.safetensors: timm_cra.create_model (local-dir:, hf-hub:) and the registered
+    tag refuse it naming the file; another weight file beside model.safetensors (both libraries read
+    model.safetensors) is refused by the tag and named in one warning by create_model."""
+    from safetensors.torch import load_file, save_file
+    src = REPO_ROOT / 'hub' / 'timm-cra' / TAG
+    state = load_file(str(src / 'model.safetensors'))
+    repo = tmp_path / 'sharded'
+    repo.mkdir()
+    shutil.copy(src / 'config.json', repo)
+    torch.save(state, repo / 'pytorch_model.bin')
+    other = dict(state, **{k: state[k].flip(0).contiguous() for k in ('fc.weight', 'fc.bias')})
+    save_file(other, str(repo / 'model-00001-of-00001.safetensors'), metadata={'format': 'pt'})
+    (repo / 'model.safetensors.index.json').write_text(json.dumps(
+        {'metadata': {}, 'weight_map': {k: 'model-00001-of-00001.safetensors' for k in other}}))
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # what the check prevents: the two libraries read different files of one repo
+        assert torch.equal(transformers_model(repo)(pixel_values=x).logits,
+                           timm.create_model(f'local-dir:{repo}', pretrained=True).eval()(x).flip(-1))
+    refused = r"holds model.safetensors.index.json \(and 2 more weight files\) and no model.safetensors: timm and " \
+              r"transformers pick other files"
+    with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"^timm_cra: 'local-dir:{repo}' {refused}"):
+        timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
+    hub.add_repo('stranger/sharded', repo)
+    with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"^timm_cra: 'hf-hub:stranger/sharded' {refused}"):
+        timm_cra.create_model('hf-hub:stranger/sharded', pretrained=True)
+    assert not [f for f in hub.cached_files() if f.endswith('.bin')]  # refused before timm downloads one
+    hub.add_repo(f'timm-cra/{TAG}', repo)  # the same repo behind the registered tag
+    with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"^timm_cra: Hub repo 'timm-cra/{TAG}' \(registered "
+                                                             rf"'{TAG}'\) {refused}"):
+        timm.create_model(TAG, pretrained=True)
+
+    beside = tmp_path / 'beside'  # a copy beside model.safetensors, as timm's push_to_hf_hub writes ('both')
+    shutil.copytree(src, beside)
+    torch.save(state, beside / 'pytorch_model.bin')
+    hub.add_repo(f'timm-cra/{TAG}', beside)
+    with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"'timm-cra/{TAG}' \(registered '{TAG}'\) holds "
+                                                             rf"pytorch_model.bin beside model.safetensors"):
+        timm.create_model(TAG, pretrained=True)
+    caplog.clear()
+    timm_cra.create_model(f'local-dir:{beside}', pretrained=True)
+    assert [r.getMessage() for r in caplog.records if 'pytorch_model.bin' in r.getMessage()] == [
+        f"timm_cra: 'local-dir:{beside}' holds pytorch_model.bin beside model.safetensors: timm and transformers read "
+        f"model.safetensors, other clients (transformers with use_safetensors=False, older timm) pytorch_model.bin; "
+        f"remove it unless it holds the same weights."]
+    (beside / 'pytorch_model.bin').unlink()
+    (beside / 'adapter_config.json').write_text('{}')
+    with pytest.raises(timm_cra.PretrainedWeightsError, match=r"holds adapter_config.json: transformers \(with peft "
+                                                             r"installed\) applies that adapter"):
+        timm_cra.create_model(f'local-dir:{beside}', pretrained=True)
+
+
+def test_root_id2label_must_say_what_label_names_says(hub, tmp_path):
+    """A root id2label without label_names: transformers named class 0 'truck' (the map reversed), timm answered
+    index 0, the tag and torch.hub refused; our check passed. Now id2label / label2id that do not say exactly what
+    label_names says are refused by every reader; the ones that do still load."""
+    src = REPO_ROOT / 'hub' / 'timm-cra' / TAG
+    config = json.loads((src / 'config.json').read_text())
+    names = config['label_names']
+
+    def repo(name, edit):
+        folder = tmp_path / name
+        shutil.copytree(src, folder)
+        c = json.loads(json.dumps(config))
+        edit(c)
+        (folder / 'config.json').write_text(json.dumps(c))
+        return folder
+
+    reversed_map = {str(i): n for i, n in enumerate(reversed(names))}
+    only = repo('only', lambda c: (c.pop('label_names'), c.update(id2label=reversed_map)))
+    assert transformers_model(only).config.id2label[0] == 'truck'  # what the check prevents
+    assert 'label_names' not in timm.create_model(f'local-dir:{only}', pretrained=True).pretrained_cfg or \
+        not timm.create_model(f'local-dir:{only}', pretrained=True).pretrained_cfg['label_names']
+    with pytest.raises(timm_cra.PretrainedWeightsError,
+                       match=rf"^timm_cra: local-dir:{only}: 'id2label' names the classes unlike 'label_names' "
+                             rf"\(absent: timm answers class indices, transformers these names\): remove 'id2label'"):
+        timm_cra.create_model(f'local-dir:{only}', pretrained=True)
+    hub.add_repo(f'timm-cra/{TAG}', only)
+    with pytest.raises(timm_cra.PretrainedWeightsError, match=r"'id2label' names the classes unlike"):
+        timm.create_model(TAG, pretrained=True)
+    for name, edit in (('both', lambda c: c.update(id2label=reversed_map)),
+                       ('label2id', lambda c: c.update(label2id={n: i for i, n in enumerate(reversed(names))}))):
+        key = 'label2id' if name == 'label2id' else 'id2label'
+        with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"'{key}' names the classes unlike 'label_names' "
+                                                                 rf"\(transformers reads label_names then"):
+            timm_cra.create_model(f'local-dir:{repo(name, edit)}', pretrained=True)
+    same = repo('same', lambda c: c.update(id2label={str(i): n for i, n in enumerate(names)},
+                                           label2id={n: i for i, n in enumerate(names)}))
+    assert timm_cra.create_model(f'local-dir:{same}', pretrained=True).pretrained_cfg['label_names'] == names
+
+
+def test_config_in_chans_that_the_weights_lack_is_one_line(tmp_path):
+    """model_args in_chans 1 (input_size [1, ...]) over the 3-channel weights: timm-cra-validate --model local-dir:
+    printed timm's 39-line RuntimeError traceback, rc 1. Now one line naming both channel counts and the fix."""
+    import subprocess
+    import sys
+    repo = tmp_path / 'grey'
+    shutil.copytree(REPO_ROOT / 'hub' / 'timm-cra' / TAG, repo)
+    config = json.loads((repo / 'config.json').read_text())
+    config['model_args'] = {'in_chans': 1}
+    config['pretrained_cfg'].update(input_size=[1, 32, 32], mean=[0.5], std=[0.25])
+    (repo / 'config.json').write_text(json.dumps(config))
+    for c in ('cat', 'dog'):
+        (tmp_path / 'data' / 'val' / c).mkdir(parents=True)
+        Image.new('RGB', (32, 32), (10, 200, 30)).save(tmp_path / 'data' / 'val' / c / '0.png')
+    r = subprocess.run([sys.executable, '-m', 'timm_cra.eval', '--model', f'local-dir:{repo}', '--data-dir',
+                        str(tmp_path / 'data'), '--split', 'val', '--workers', '0'], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        "take 3 input channels (conv1 shape (16, 3, 3, 3)), the config says 1 (in_chans / input_size): make "
+        "config.json describe the weights (model_args 'in_chans', pretrained_cfg 'input_size'), and ask for 1 "
+        "channels at load time (in_chans=1, --in-chans 1): timm adapts the first conv."), r.stderr[-2000:]

@@ -544,6 +544,26 @@ def test_bad_tags_and_repo_ids_are_refused(trained, tmp_path, name, repo_id, nee
     assert not (tmp_path / 'r').exists()
 
 
+def test_unnamed_classes_answer_the_same_in_transformers_and_timm(tmp_path):
+    """A 1000-class timm train.py checkpoint published without --label-names: transformers' TimmWrapperConfig named
+    the classes of a head of ImageNet's size with ImageNet's names ('tench, Tinca tinca'...), timm answered the
+    class index. publish now writes the indices as label_names: every client answers the same index."""
+    from tests.hub.clients import pipeline_top1, timm_top1, transformers_model
+    from PIL import Image
+    torch.manual_seed(0)
+    model = timm.create_model('cra_cifar_resnet20', num_classes=1000)
+    path = tmp_path / 'model_best.pth.tar'
+    torch.save(dict(epoch=1, arch='cra_cifar_resnet20', state_dict=model.state_dict(), version=2,
+                    args=argparse.Namespace(model='cra_cifar_resnet20', num_classes=1000, data_dir='/data/x',
+                                            pretrained=False, initial_checkpoint='')), path)
+    publish.main(['cra_cifar_resnet20.in1k', str(path), '--out', str(tmp_path / 'r')])
+    hf = transformers_model(tmp_path / 'r')
+    assert [hf.config.id2label[i] for i in (0, 999)] == ['0', '999']
+    images = [Image.new('RGB', (32, 32), (40 * i, 255 - 40 * i, 90)) for i in range(3)]
+    loaded = timm.create_model(f"local-dir:{tmp_path / 'r'}", pretrained=True)
+    assert pipeline_top1(tmp_path / 'r', images) == [str(i) for i in timm_top1(loaded, images)]
+
+
 def test_labels_only_from_the_weights_data(tmp_path):
     """timm train.py checkpoints record no class names: --label-names (list or file) gives them, none are
     invented otherwise (not the architecture's CIFAR names), and a wrong count is one line naming the fix."""
@@ -555,8 +575,21 @@ def test_labels_only_from_the_weights_data(tmp_path):
                                             pretrained=False, initial_checkpoint='')), path)
     publish.main(['cra_cifar_resnet20.none', str(path), '--out', str(tmp_path / 'none')])
     config = json.loads((tmp_path / 'none' / 'config.json').read_text())
-    assert 'label_names' not in config and 'label_names' not in config['pretrained_cfg']
-    assert 'no class names recorded' in (tmp_path / 'none' / 'README.md').read_text()
+    # unnamed classes are named by their index, so that transformers answers what timm answers
+    assert config['label_names'] == ['0', '1', '2'] and 'label_names' not in config['pretrained_cfg']
+    assert 'no class names recorded with these weights: outputs are class indices, named "0".."2"' in (
+        tmp_path / 'none' / 'README.md').read_text()
+    # validate takes the indices as no names: named class folders are scored by position, and it says so
+    from PIL import Image
+    for c in ('circle', 'square', 'triangle'):
+        (tmp_path / 'shapes' / 'val' / c).mkdir(parents=True)
+        Image.new('RGB', (32, 32), (90, 90, 90)).save(tmp_path / 'shapes' / 'val' / c / '0.png')
+    r = subprocess.run([sys.executable, '-m', 'timm_cra.eval', '--model', f"local-dir:{tmp_path / 'none'}",
+                        '--data-dir', str(tmp_path / 'shapes'), '--split', 'val', '--workers', '0',
+                        '--results-file', str(tmp_path / 'v.json')], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / 'v.json').read_text())['class_mapping'] == 'by position'
+    assert "record no class names (label_names), so the dataset's classes 'circle', 'square'" in r.stderr
 
     names = tmp_path / 'names.txt'
     names.write_text('circle\nsquare\n\ntriangle\n')

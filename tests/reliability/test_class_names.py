@@ -146,3 +146,51 @@ def test_a_safetensors_header_with_malformed_label_names_is_one_line(tmp_path, c
         assert e.value.code == 2 and err.count('\n') == 1, err
         assert err.startswith(f"error: '{path}' records label_names in its header that are not a JSON list of "
                               f"distinct class names"), err
+
+
+def _shaded_folders(root, shades, n=4):
+    for name, shade in shades.items():
+        os.makedirs(os.path.join(root, name))
+        for i in range(n):
+            with open(os.path.join(root, name, f'{i}.png'), 'wb') as f:
+                f.write(_png(shade))
+    return root
+
+
+def test_class_folders_are_indexed_in_timms_order(dog_cat_run, cli_env, tmp_path):
+    """Folders class2/ (bright) and class10/ (dark): timm's folder reader indexes them by its natural key (class2,
+    class10), timm-cra sorted them plainly (class10, class2), so weights trained with timm's order (index 0 bright,
+    as the dog/cat run's bare tensors: a timm train.py checkpoint) scored 0 with timm-cra-validate and 100 with timm.
+    Now the folders are indexed as timm does; weights recorded with the old order (names in the header) still map
+    by name, for validate --checkpoint and train --initial-checkpoint."""
+    import timm.data
+    from timm_cra.data import create_dataset
+    mixed = _shaded_folders(str(tmp_path / 'mixed' / 'train'), {'class10': 10, 'class2': 240, 'Class9': 10})
+    ours = create_dataset('folder', os.path.dirname(mixed), 'train')
+    theirs = timm.data.create_dataset('', mixed)
+    assert ours.class_names == ['class2', 'Class9', 'class10']
+    assert sorted(ours.samples) == sorted((p, t) for p, t in theirs.reader.samples)
+
+    _, run, _ = dog_cat_run
+    bare = tmp_path / 'bare.safetensors'  # index 0 bright, 1 dark; no names
+    save_file(load_file(str(run / 'model.safetensors')), str(bare))
+    folders = os.path.dirname(_shaded_folders(str(tmp_path / 'data' / 'val'), {'class2': 240, 'class10': 10}))
+    checkpoint = ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--checkpoint']
+    result, _ = _validate(tmp_path, cli_env, folders, checkpoint + [bare])
+    assert result['class_mapping'] == 'by position' and result['top1'] == 100.0, result
+
+    # a run of the old order recorded its names in that order: class10 (its index 0, here bright) before class2
+    old = tmp_path / 'old'
+    for split in ('train', 'val'):
+        _shaded_folders(str(old / split), {'class10': 240, 'class2': 10})
+    recorded = tmp_path / 'old-order.safetensors'
+    save_file(load_file(str(run / 'model.safetensors')), str(recorded),
+              metadata={'format': 'pt', 'label_names': '["class10", "class2"]'})
+    result, _ = _validate(tmp_path, cli_env, old, checkpoint + [recorded])
+    assert result['class_mapping'].startswith('by name') and result['top1'] == 100.0, result
+    r = _run('timm_cra.train', TRAIN_ARGS + ['--data-dir', old, '--dataset', 'folder', '--epochs', '1', '--lr', '1e-9',
+                                             '--initial-checkpoint', recorded, '--output', tmp_path / 'out',
+                                             '--experiment', 'ft'], cli_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "matched to the data's classes by name (its order: class10, class2)" in r.stderr, r.stderr[-2000:]
+    assert json.loads((tmp_path / 'out' / 'ft' / 'results.json').read_text())['final']['eval_top1'] == 100.0

@@ -60,7 +60,7 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
 
     Args:
         name: ``''`` (detect from ``root``), ``'imagenet'`` (``<split>/<wnid>/`` with ImageNet-1k indices),
-            ``'folder'`` (``<split>/<class>/`` with sorted class names), ``'torch/cifar10'`` /
+            ``'folder'`` (``<split>/<class>/``, classes in timm's order), ``'torch/cifar10'`` /
             ``'torch/cifar100'`` (torchvision pickle layout), ``'hfds/<hub-name>'`` (Hub dataset),
             ``'hfds'`` / ``'parquet'`` (local parquet file/folder or ``save_to_disk`` folder at ``root``).
         root: ``--data-dir``.

@@ -2,7 +2,9 @@
 
 ImageNet labels come from the full ImageNet-1k synset order (``timm.data.ImageNetInfo``), never from
 sorting the folders present, so a folder holding a subset of the classes still gets the right indices.
-Plain class folders (fine-tuning on your own data) use sorted folder names, like torchvision.
+Plain class folders (fine-tuning on your own data) are indexed in timm's order (its folder reader's ``natural_key``:
+case-insensitive, digits by value: ``class2`` before ``Class9`` before ``class10``), so a model trained here scores
+the same with timm's ``ImageDataset`` and a timm ``train.py`` checkpoint the same here.
 """
 import logging
 import os
@@ -84,6 +86,13 @@ def _subdirs(path: str) -> List[str]:
     return sorted(e.name for e in os.scandir(path) if _is_dir(e) and not e.name.startswith('.'))
 
 
+def class_folders(path: str) -> List[str]:
+    """The class sub-folders of ``path`` in the order timm's folder reader indexes them (``find_images_and_targets``
+    sorts with ``natural_key``; names equal under it keep their plain sorted order)."""
+    from timm.utils import natural_key
+    return sorted(_subdirs(path), key=natural_key)
+
+
 def _hidden_subdirs(path: str) -> List[str]:
     return sorted(e.name for e in os.scandir(path) if _is_dir(e) and e.name.startswith('.'))
 
@@ -160,7 +169,7 @@ class ImageFolderDataset(Dataset):
     Args:
         root: folder holding one sub-folder per class.
         label_mode: ``'imagenet'`` (folder names are wnids, indexed in the ImageNet-1k order),
-            ``'folder'`` (sorted folder names -> 0..K-1) or ``'auto'`` (imagenet when every folder is a wnid).
+            ``'folder'`` (folder names in timm's order, :func:`class_folders` -> 0..K-1) or ``'auto'`` (imagenet when every folder is a wnid).
         transform: applied to the PIL image (timm's ``create_loader`` sets it).
         in_chans: channels of the decoded images (1: greyscale 'L', 3: 'RGB'), the model's input channels.
 
@@ -172,7 +181,7 @@ class ImageFolderDataset(Dataset):
                  class_names: Optional[Sequence[str]] = None, in_chans: int = 3):
         self.in_chans = check_in_chans(in_chans)
         check_data_folder(root, 'Image folder')
-        classes = _subdirs(root)
+        classes = class_folders(root)
         if not classes:
             raise DataError(
                 f"'{root}' has no class sub-folders. Expected the layout '{root}/<class>/<image>' "

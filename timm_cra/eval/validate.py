@@ -157,7 +157,8 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
             mapped = f"by name: the dataset's {n_data} classes onto the model's {len(label_names)}"
             _logger.warning(f"Dataset classes mapped {mapped} label_names (the trained head is evaluated; a "
                             f"prediction of a class absent from the data counts as wrong).")
-    elif head_fixed and not label_names and not numbered_classes(dataset.class_names):
+    if not mapped and head_fixed and (not label_names or numbered_classes(label_names)) \
+            and not numbered_classes(dataset.class_names):
         # Weights that name no classes (a bare state dict, a .safetensors of another tool or of an older trainer):
         # the data's named classes can only be taken in their sorted order, which may not be the training order.
         mapped = 'by position'

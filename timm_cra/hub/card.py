@@ -303,8 +303,10 @@ _MAX_LISTED_LABELS = 20
 
 
 def _labels_line(label_names: Optional[Sequence[str]]) -> str:
-    if not label_names:
-        return ' (no class names recorded with these weights: outputs are class indices)'
+    from ..data import numbered_classes
+    if not label_names or numbered_classes(label_names):
+        return ' (no class names recorded with these weights: outputs are class indices' + \
+            (', named "0".."{}" in `config.json`)'.format(len(label_names) - 1) if label_names else ')')
     if len(label_names) > _MAX_LISTED_LABELS:
         return f' (names in `config.json` `label_names`: {", ".join(f"`{n}`" for n in label_names[:3])}, ...)'
     return ': ' + ', '.join(f'`{n}`' for n in label_names)

@@ -189,6 +189,11 @@ def _one_layout(config: Dict[str, Any], label_names: Optional[List[str]],
         config['label_names'] = label_names
         if label_descriptions:
             config['label_descriptions'] = label_descriptions
+    elif config.get('num_classes'):
+        # Unnamed classes are named by their index, the stand-ins data without names gets ('0'..'K-1'): without
+        # label_names transformers names a head of an ImageNet size (1000, 11821, 21843...) with ImageNet's classes
+        # (TimmWrapperConfig, timm's infer_imagenet_subset) and others LABEL_<i>, while timm answers the index.
+        config['label_names'] = [str(i) for i in range(config['num_classes'])]
     if args:
         config['model_args'] = args
     config['pretrained_cfg'] = pretrained_cfg

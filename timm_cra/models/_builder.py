@@ -13,11 +13,12 @@ from timm.models._pretrained import PretrainedCfg
 
 from ..utils.errors import transport_failure
 from ..utils.hub_session import bounded_hub_requests
+from ..data import numbered_classes
 from ._factory import read_model_config, weight_source_problem
 from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError, explain_pretrained_errors
-from ._weight_checks import (BUNDLED_WEIGHTS, PREPROCESSOR_FILENAME, HubUnreachableError, bundled_weights,
+from ._weight_checks import (BUNDLED_WEIGHTS, PREPROCESSOR_FILENAMES, HubUnreachableError, bundled_weights,
                              cached_weights, check_finite_weights, check_hub_reachable, dtype_checked_filter,
-                             hub_weights_location, repo_file, verify_download)
+                             hub_weights_location, other_weights_problem, repo_file, repo_files, verify_download)
 
 __all__ = [
     'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
@@ -402,12 +403,16 @@ def _check_repo_config(name: str, variant: str, cfg: PretrainedCfg, location: Tu
     import copy
     from timm.models._hub import _parse_model_cfg
     repo_id = location[0]
-    if repo_file(location, PREPROCESSOR_FILENAME) is not None:
-        raise PretrainedWeightsError(
-            f"timm_cra: Hub repo '{repo_id}' holds {PREPROCESSOR_FILENAME}: transformers' pipeline preprocesses "
-            f"with it, the registered '{name}' with its own cfg, so one repo would give two answers (timm-cra never "
-            f"publishes that file). Remove it from the repo, or load the repo as "
-            f"timm.create_model('hf-hub:{cfg.hf_hub_id}', pretrained=True).")
+    for filename in PREPROCESSOR_FILENAMES:
+        if repo_file(location, filename) is not None:
+            raise PretrainedWeightsError(
+                f"timm_cra: Hub repo '{repo_id}' holds {filename}: transformers' pipeline preprocesses "
+                f"with it, the registered '{name}' with its own cfg, so one repo would give two answers (timm-cra "
+                f"never publishes that file). Remove it from the repo, or load the repo as "
+                f"timm.create_model('hf-hub:{cfg.hf_hub_id}', pretrained=True).")
+    problem, _ = other_weights_problem(repo_files(location) or [])
+    if problem:  # timm-cra publishes model.safetensors only: any other weight file was added to the repo
+        raise PretrainedWeightsError(f"timm_cra: Hub repo '{repo_id}' (registered '{name}') {problem}.")
     path = repo_file(location, 'config.json')
     if path is None:
         return
@@ -422,8 +427,8 @@ def _check_repo_config(name: str, variant: str, cfg: PretrainedCfg, location: Tu
     differences = [] if arch == variant else [f'architecture ({arch!r} in the repo)']
     for field in (f for f in _ANSWER_FIELDS if f not in overlaid):
         theirs, ours = value(getattr(repo, field)), value(getattr(cfg, field))
-        if theirs == ours:
-            continue
+        if theirs == ours or (field == 'label_names' and not ours and theirs and numbered_classes(theirs)):
+            continue  # publish names unnamed classes by their index: the same answers as no names
         if field == 'label_names' and theirs and ours and len(theirs) == len(ours):
             i = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
             differences.append(f'label_names (class {i}: {theirs[i]!r:.40} in the repo, {ours[i]!r:.40} registered)')

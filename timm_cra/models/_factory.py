@@ -25,8 +25,9 @@ from timm.models import PretrainedCfg
 from ..utils.labels import repeated_names, unprintable_names
 from ..utils.errors import UsageError
 from ._load_errors import PretrainedWeightsError, _local_weights, explain_pretrained_errors
-from ._weight_checks import (PREPROCESSOR_FILENAME, allow_nonfinite_weights, check_file_dtypes, check_file_fits,
-                             check_finite_weights, check_hub_reachable, repo_file, split_revision)
+from ._weight_checks import (PREPROCESSOR_FILENAMES, allow_nonfinite_weights, check_file_dtypes, check_file_fits,
+                             check_finite_weights, check_hub_reachable, other_weights_problem, repo_file, repo_files,
+                             split_revision)
 
 __all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names', 'check_model_config',
            'read_model_config', 'label_count_problem', 'repeated_names', 'weight_source_problem']
@@ -172,9 +173,13 @@ _LOADING_ARGS = ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'chec
 #: loads the weights as ``dtype`` / ``torch_dtype`` (its ``dtype="auto"`` default: ``float16`` ran the model in half
 #: precision while timm ran float32, the weights' dtype as publish writes them) and imports code ``auto_map`` names
 #: (asking for ``trust_remote_code``). timm ignores all three, so one repo would give two models. ``save_for_hf`` and
-#: publish write none of them; transformers' own ``save_pretrained`` writes the accepted values.
+#: publish write none of them; transformers' own ``save_pretrained`` writes the accepted values. Also
+#: ``problem_type`` (``multi_label_classification``: the pipeline scores with a sigmoid, timm with a softmax) and
+#: ``transformers_weights`` (transformers loads the file it names instead of ``model.safetensors``).
 _TRANSFORMERS_KEYS = {'model_type': (None, 'timm_wrapper'), 'dtype': (None, 'float32'),
-                      'torch_dtype': (None, 'float32'), 'auto_map': (None,)}
+                      'torch_dtype': (None, 'float32'), 'auto_map': (None,),
+                      'problem_type': (None, 'single_label_classification'),
+                      'transformers_weights': (None, 'model.safetensors')}
 
 
 def _transformers_key_problem(cfg: Dict[str, Any]) -> Optional[str]:
@@ -190,8 +195,33 @@ def _transformers_key_problem(cfg: Dict[str, Any]) -> Optional[str]:
         if key == 'model_type':
             return f"'model_type' {value!r:.40} makes transformers build another model than timm's " \
                    f"{cfg.get('architecture')!r:.40} (it reads 'timm_wrapper', or none): remove 'model_type'"
+        if key == 'problem_type':
+            return f"'problem_type' {value!r:.40} makes transformers' pipeline score with a sigmoid, timm with a " \
+                   f"softmax: remove 'problem_type'"
+        if key == 'transformers_weights':
+            return f"'transformers_weights' {value!r:.60} makes transformers load another file than the " \
+                   f"model.safetensors timm reads: remove 'transformers_weights'"
         return f"'{key}' {value!r:.40} makes transformers load the weights in another precision than timm's float32: " \
                f"remove '{key}' (or set it to \"float32\")"
+    return None
+
+
+def _label_map_problem(cfg: Dict[str, Any], label_names: Optional[Sequence[str]]) -> Optional[str]:
+    """Why a root ``id2label`` / ``label2id`` would make transformers name classes otherwise than timm, or None:
+    ``TimmWrapperConfig`` replaces them with ``label_names`` when those are at the root, and uses them as they are
+    when not (timm then answers class indices); so they may only say what ``label_names`` says."""
+    names = list(label_names or [])
+    expected = {'id2label': {str(i): n for i, n in enumerate(names)}, 'label2id': {n: i for i, n in enumerate(names)}}
+    for key in ('id2label', 'label2id'):
+        value = cfg.get(key)
+        if value is None:
+            continue
+        given = {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+        if given != expected[key]:
+            return f"'{key}' names the classes unlike 'label_names' " + \
+                   ("(absent: timm answers class indices, transformers these names)" if not names else
+                    "(transformers reads label_names then, but the repo says two things)") + \
+                   f": remove '{key}' and give the names as 'label_names', in class-index order"
     return None
 
 
@@ -389,6 +419,9 @@ def check_model_config(cfg: Any, where: str) -> None:
     if twice:  # transformers maps names to class ids: a repeated name loses a class
         raise bad(f"'label_names' gives {', '.join(map(repr, twice[:5]))} more than once (compared after Unicode NFC "
                   f"normalisation, surrounding whitespace aside): give each class its own name, in class-index order")
+    problem = _label_map_problem(cfg, label_names)
+    if problem:
+        raise bad(problem)
     descriptions = cfg.get('label_descriptions', pretrained.get('label_descriptions'))
     if descriptions and label_names:  # timm's CustomDatasetInfo refuses names without a description
         missing = [n for n in label_names if n not in descriptions]
@@ -477,13 +510,23 @@ def _unknown_kwarg_errors(model_name: str, kwargs: Dict[str, Any]) -> Iterator[N
                          f"keywords): remove it or use one its constructor takes.") from None
 
 
-def _warn_preprocessor(model_name: str, path: Optional[str]) -> None:
-    """One warning line for a repo holding transformers' image-processor file: its pipeline preprocesses with that
-    file, timm (and this load) with config.json, so the two can answer differently (the registered tags refuse
-    such a repo)."""
+def _warn_preprocessor(model_name: str, filename: str, path: Optional[str]) -> None:
+    """One warning line for a repo holding transformers' image-processor file ``filename``: its pipeline
+    preprocesses with that file, timm (and this load) with config.json, so the two can answer differently (the
+    registered tags refuse such a repo)."""
     if path is not None:
-        _logger.warning(f"timm_cra: '{model_name}' holds {PREPROCESSOR_FILENAME}: transformers' pipeline preprocesses "
+        _logger.warning(f"timm_cra: '{model_name}' holds {filename}: transformers' pipeline preprocesses "
                         f"with it, timm with config.json, so their answers can differ; remove it unless they agree.")
+
+
+def _check_weight_files(model_name: str, names: Optional[Sequence[str]]) -> None:
+    """Refuse a repo (its file ``names``) whose weights some client reads from another file than
+    ``model.safetensors``; warn in one line for other weight files beside it (:func:`other_weights_problem`)."""
+    problem, refused = other_weights_problem(names or [])
+    if problem and refused:
+        raise PretrainedWeightsError(f"timm_cra: '{model_name}' {problem}.")
+    if problem:
+        _logger.warning(f"timm_cra: '{model_name}' {problem}.")
 
 
 def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: bool = False, **kwargs: Any):
@@ -514,8 +557,11 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
                     f"timm_cra: '{location}' is not a model folder: it needs config.json and model.safetensors "
                     f"(as written by the trainer or python -m timm_cra.hub.publish).")
             arch = read_model_config(Path(location) / 'config.json', model_name)['architecture']
-            preprocessor = Path(location) / PREPROCESSOR_FILENAME
-            _warn_preprocessor(model_name, str(preprocessor) if os.path.lexists(preprocessor) else None)
+            for filename in PREPROCESSOR_FILENAMES:
+                preprocessor = Path(location) / filename
+                _warn_preprocessor(model_name, filename, str(preprocessor) if os.path.lexists(preprocessor) else None)
+            if pretrained:
+                _check_weight_files(model_name, os.listdir(location))
             cfg = PretrainedCfg(file=location, source='local-dir')
             if not pretrained:  # without weights to load, the folder's weights file is not read (nor checked)
                 return timm.create_model(model_name, pretrained=False, **kwargs)
@@ -534,10 +580,13 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
             with explain_pretrained_errors(model_name, cfg):
                 # fetched and checked before timm reads it: timm acts on its model_args while building
                 read_model_config(_hf_config(repo_id, revision, model_name), model_name)
+                if pretrained:  # before timm picks a weights file among them
+                    _check_weight_files(model_name, repo_files((repo_id, revision)))
                 model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
                 if pretrained and not _checks_its_weights(model.pretrained_cfg['architecture']):
                     check_finite_weights(model)
-                _warn_preprocessor(model_name, repo_file((repo_id, revision), PREPROCESSOR_FILENAME))
+                for filename in PREPROCESSOR_FILENAMES:
+                    _warn_preprocessor(model_name, filename, repo_file((repo_id, revision), filename))
                 return model
         check_model_name(model_name)
         return timm.create_model(model_name, pretrained=pretrained, **kwargs)

@@ -83,6 +83,7 @@ def _local_weights(file: str) -> str:
     return file
 
 
+_CHANNELS_RE = re.compile(r'Pretrained (\S+) weight shape \(([^)]*)\) is inconsistent with input_size\[0\]=(\d+)')
 _SIZE_MISMATCH_RE = re.compile(r'size mismatch for (\S+): copying a param with shape torch\.Size\(\[(.*?)\]\) from '
                                r'checkpoint, the shape in current model is torch\.Size\(\[(.*?)\]\)')
 
@@ -182,6 +183,14 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
     if _raised_in_torch_load(err):
         where = f"'{_local_weights(cfg.file)}'" if cfg.file else f'the weights file of {source}'
         return f"Pretrained weights for '{name}': {where} {_torch_file_problem(err)}."
+    channels = _CHANNELS_RE.match(str(err)) if isinstance(err, RuntimeError) else None
+    if channels:  # timm's adapt_input_conv guard: the cfg says other input channels than the weights have
+        conv, shape, said = channels.groups()
+        have = shape.split(',')[1].strip() if shape.count(',') >= 1 else '?'
+        return (f"Pretrained weights for '{name}': the weights from {source} take {have} input channels ({conv} shape "
+                f"({shape})), the config says {said} (in_chans / input_size): make config.json describe the weights "
+                f"(model_args 'in_chans', pretrained_cfg 'input_size'), and ask for {said} channels at load time "
+                f"(in_chans={said}, --in-chans {said}): timm adapts the first conv.")
     if isinstance(err, RuntimeError) and 'Error(s) in loading state_dict' in str(err):
         return (f"Pretrained weights for '{name}': the checkpoint from {source} does not fit the architecture "
                 f"'{cfg.architecture}': {_state_dict_mismatch(err)}. Load it into the architecture it was trained "

@@ -12,7 +12,8 @@
 * :func:`bundled_weights`: the copies of small Hub repos' weights that ship inside this package, checked
   against their recorded sha256 before use (a damaged install must not load silently).
 * :func:`repo_file`: another file of the repo the weights came from, at their revision (``config.json``,
-  ``preprocessor_config.json``), for the checks that one repo gives one answer.
+  ``preprocessor_config.json``), and :func:`repo_files` its file names, for the checks that one repo gives one
+  answer (:func:`other_weights_problem`).
 * :func:`check_finite_weights`: NaN / Inf weights (a diverged run, a damaged file) load silently and evaluate
   to NaN; refused unless asked for (:func:`allow_nonfinite_weights`).
 """
@@ -21,7 +22,7 @@ import contextvars
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from torch import nn
 from timm.models import PretrainedCfg
@@ -32,12 +33,23 @@ from ..utils.io import file_digest
 
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
            'dtype_checked_filter', 'check_file_dtypes', 'BUNDLED_WEIGHTS', 'BUNDLED_DIR', 'bundled_weights',
-           'check_finite_weights', 'allow_nonfinite_weights', 'repo_file', 'PREPROCESSOR_FILENAME', 'check_file_fits']
+           'check_finite_weights', 'allow_nonfinite_weights', 'repo_file', 'PREPROCESSOR_FILENAMES', 'repo_files',
+           'other_weights_problem', 'check_file_fits']
 
 WEIGHTS_FILENAME = 'model.safetensors'
-#: transformers' image-processor file: where a repo holds one, its pipeline preprocesses with it instead of the
-#: ``config.json``'s timm fields that timm and this package read (this package never writes one).
-PREPROCESSOR_FILENAME = 'preprocessor_config.json'
+#: transformers' image-processor files (``IMAGE_PROCESSOR_NAME``, and transformers 5's combined ``PROCESSOR_NAME``,
+#: read first when it holds an ``image_processor`` block): where a repo holds one, its pipeline preprocesses with it
+#: instead of the ``config.json``'s timm fields that timm and this package read (this package never writes one).
+PREPROCESSOR_FILENAMES = ('preprocessor_config.json', 'processor_config.json')
+#: Weight files a client may read instead of (or over) ``model.safetensors``: timm's ``_PREFERRED_FILES`` (read in
+#: that order from a folder; ``hf-hub:`` falls back to ``pytorch_model.bin``) and transformers' (``WEIGHTS_NAME``,
+#: the ``*_INDEX_NAME``s and their shards, read when ``model.safetensors`` is missing; TF / Flax files of
+#: transformers 4), plus PEFT adapters, which transformers applies over the weights whenever ``peft`` is installed.
+_TRANSFORMERS_WEIGHT_FILES = ('pytorch_model.bin', 'pytorch_model.bin.index.json', 'model.safetensors.index.json',
+                              'tf_model.h5', 'tf_model.h5.index.json', 'flax_model.msgpack',
+                              'flax_model.msgpack.index.json')
+_ADAPTER_FILES = ('adapter_config.json', 'adapter_model.safetensors', 'adapter_model.bin')
+_SHARD_RE = re.compile(r'^(model|pytorch_model|tf_model|flax_model)-\d+-of-\d+\.(safetensors|bin|h5|msgpack)$')
 
 #: Hub repos whose ``model.safetensors`` also ships inside this package, as ``BUNDLED_DIR/<repo_id>/``, with
 #: its sha256. A load of such a repo (default revision) that the Hub cannot serve (offline, unreachable,
@@ -123,6 +135,56 @@ def repo_file(location: Tuple[str, Optional[str]], filename: str) -> Optional[st
         return hf_hub_download(repo_id, filename, revision=revision)
     except hf_errors.RemoteEntryNotFoundError:  # a 404; offline or unreachable is LocalEntryNotFoundError
         return None
+
+
+def repo_files(location: Tuple[str, Optional[str]]) -> Optional[List[str]]:
+    """The file names at the root of a Hub repo, at the revision its weights (else its ``config.json``) were read
+    from: the Hub's listing, or offline / unreachable the files of its cache snapshot (all any client can read
+    then); ``None`` when neither can be had."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    repo_id, revision = location
+    snapshot = cached_weights(*location)
+    if snapshot is None:
+        config = try_to_load_from_cache(repo_id, 'config.json', revision=revision)
+        snapshot = Path(config) if isinstance(config, str) else None
+    if snapshot is not None:
+        revision = snapshot.parent.name  # snapshots/<commit>/<file>
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            check_hub_reachable(repo_id, revision)
+            return [f for f in HfApi().list_repo_files(repo_id, revision=revision) if '/' not in f]
+        except Exception:  # noqa: BLE001  (no listing: what the cache holds is what a client can read)
+            pass
+    return sorted(p.name for p in snapshot.parent.iterdir()) if snapshot is not None else None
+
+
+def other_weights_problem(names: Sequence[str]) -> Tuple[Optional[str], bool]:
+    """``(why, refused)`` for a repo whose file ``names`` hold weight files besides ``model.safetensors``
+    (:data:`_TRANSFORMERS_WEIGHT_FILES`, timm's ``_PREFERRED_FILES``, shards, PEFT adapters), ``(None, False)`` if
+    none. ``refused``: some client reads them (no ``model.safetensors``: timm picks ``pytorch_model.bin``,
+    transformers the shards of an index; an adapter: transformers with peft applies it); otherwise timm and
+    transformers both read ``model.safetensors`` and the rest are only named (stock timm repos hold a
+    ``pytorch_model.bin`` copy)."""
+    from timm.models._hub import _PREFERRED_FILES
+    known = set(_PREFERRED_FILES) | set(_TRANSFORMERS_WEIGHT_FILES) | set(_ADAPTER_FILES)
+    others = sorted((n for n in names if n != WEIGHTS_FILENAME and (n in known or _SHARD_RE.match(n))),
+                    key=lambda n: (bool(_SHARD_RE.match(n)), n))  # a shard is named after its index
+    if not others:
+        return None, False
+    more = f' (and {len(others) - 1} more weight files)' if len(others) > 1 else ''
+    adapter = next((n for n in others if n in _ADAPTER_FILES), None)
+    if adapter:
+        return (f"holds {adapter}: transformers (with peft installed) applies that adapter over the weights, timm "
+                f"does not, so one repo would give two answers; remove it (a repo's weights are its "
+                f"{WEIGHTS_FILENAME})"), True
+    if WEIGHTS_FILENAME not in names:
+        return (f"holds {others[0]}{more} and no {WEIGHTS_FILENAME}: timm and transformers pick other files among "
+                f"those (timm pytorch_model.bin, transformers an index's shards), so one repo could give two answers; "
+                f"a repo's weights are its {WEIGHTS_FILENAME}: save them as that (python -m timm_cra.hub.publish) and "
+                f"remove the others"), True
+    return (f"holds {others[0]}{more} beside {WEIGHTS_FILENAME}: timm and transformers read {WEIGHTS_FILENAME}, "
+            f"other clients (transformers with use_safetensors=False, older timm) {others[0]}; remove it unless it "
+            f"holds the same weights"), False
 
 
 def drop_cached(link: Path) -> None:
