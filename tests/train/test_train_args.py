@@ -269,6 +269,9 @@ def test_a_recipe_name_that_is_also_a_file_here_is_refused(tmp_path, monkeypatch
     (['--decay-epochs', '0'], '--decay-epochs must be a positive number, not 0.0.'),
     (['--warmup-epochs', '-1'], '--warmup-epochs -1 must be 0 or more.'),
     (['--hflip', '1.5'], '--hflip 1.5 must be from 0 to 1.'),
+    (['--model-ema-decay', '2'], '--model-ema-decay 2.0 must be from 0 to 1.'),
+    (['--smoothing', '1.5'], '--smoothing 1.5 must be from 0 to below 1.'),
+    (['--mean', '1e300', '0.5', '0.5'], '--mean 1e+300 0.5 0.5: every value must be from -1000 to 1000'),
     (['--drop', '1'], '--drop 1.0 must be from 0 to below 1.'),
     (['--opt-betas', '0.9', '1'], '--opt-betas 0.9 1.0 must be from 0 to below 1.'),
 ])

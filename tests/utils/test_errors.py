@@ -2,6 +2,7 @@
 boundary (``run_cli``) prints exactly those as one line."""
 import importlib
 import inspect
+import os
 import pkgutil
 
 import pytest
@@ -101,3 +102,48 @@ def test_a_path_stdout_cannot_encode_is_printed_escaped(tmp_path):
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                        env=dict(__import__('os').environ, PYTHONIOENCODING='ascii'))
     assert r.returncode == 0 and r.stdout == 'wrote na\\xefve.onnx\n', r.stderr
+
+
+@pytest.fixture
+def no_interrupt_recorded():
+    """The flag is process-wide: a test that raises a signal must not leave it set for the next test."""
+    from timm_cra.utils import errors
+    yield errors
+    errors._received = None
+
+
+@pytest.mark.parametrize('signame, code, line', [('SIGINT', 130, 'interrupted'), ('SIGTERM', 143, 'terminated')])
+def test_a_swallowed_interrupt_stops_the_next_write_and_never_exits_0(no_interrupt_recorded, tmp_path, capsys,
+                                                                      signame, code, line):
+    """A Ctrl-C while numpy / torch were imported was sometimes swallowed by the library: the run trained on to
+    "Done", rc 0 (or died later at the export, leaving last.pth without model.safetensors). run_cli records the
+    signal before raising KeyboardInterrupt: a write started after it is refused (no file, no temp file), and the
+    command ends `interrupted`, 130 (SIGTERM: `terminated`, 143), even when every KeyboardInterrupt is swallowed.
+    The caller's signal handlers are back afterwards."""
+    import signal
+    from timm_cra.utils.io import atomic_folder, atomic_write
+    sig = getattr(signal, signame)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    attempts = []
+
+    def main(argv):
+        try:
+            signal.raise_signal(sig)  # delivered now, in this (the main) thread
+        except KeyboardInterrupt:
+            pass  # what the library did
+        for write in (lambda: atomic_write(str(tmp_path / 'model.safetensors'), 'wb'),
+                      lambda: atomic_folder(tmp_path / 'repo')):
+            try:
+                with write():
+                    attempts.append('started')
+            except KeyboardInterrupt:
+                attempts.append('refused')
+        return 'Done'
+
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, [])
+    assert e.value.code == code and capsys.readouterr().err == f'{line}\n'
+    assert attempts == ['refused', 'refused'] and os.listdir(tmp_path) == []
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert no_interrupt_recorded.interrupted() == sig
+
