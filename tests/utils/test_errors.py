@@ -147,3 +147,28 @@ def test_a_swallowed_interrupt_stops_the_next_write_and_never_exits_0(no_interru
     assert {s: signal.getsignal(s) for s in before} == before
     assert no_interrupt_recorded.interrupted() == sig
 
+
+
+@pytest.mark.parametrize('argv', [
+    ['-c', 'from timm_cra.utils.errors import run_cli; run_cli(lambda a: print("x" * 99999))'],  # as a command's
+    ['-m', 'timm_cra.eval', '--help'],  # argparse drops what it cannot write: exit 0, quiet, no traceback
+])
+def test_stdout_closed_early_or_full_is_quiet_or_one_line(argv, cli_env):
+    """`timm-cra-validate ... | head -1` was a BrokenPipeError traceback (`--help` too, at the exit's flush); stdout
+    on a full device (`> /dev/full`) an OSError traceback. A reader gone is quiet, exit 141 (as `yes | head`); no
+    space is one line, exit 2."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable] + argv, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    proc.stdout.close()  # the reader is gone before the command writes
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == (141 if argv[0] == '-c' else 0) and err == '', err[-2000:]
+    if argv[0] != '-c':
+        return
+    with open('/dev/full', 'w') as full:
+        proc = subprocess.run([sys.executable] + argv, env=cli_env, stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith('error: the output could not be written to stdout (No '
+                                                           'space left on device)'), proc.stderr[-2000:]
+    assert proc.stderr.count('\n') == 1

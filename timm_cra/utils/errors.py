@@ -30,7 +30,9 @@ The tree (subclasses keep a builtin base where callers catch that, e.g. ``Pretra
     +-- OnnxMismatchError         onnxruntime disagrees with PyTorch; a RuntimeError (export.onnx)
 """
 
+import errno
 import os
+import select
 import signal
 import sys
 import threading
@@ -185,6 +187,35 @@ def _exit_interrupted() -> None:
     sys.exit(128 + (_received or signal.SIGINT))
 
 
+#: Exit status when stdout's reader went away (``| head -1``): 128 + SIGPIPE, what a shell reports for ``yes | head``.
+BROKEN_PIPE_EXIT = 141
+
+
+def _stdout_failure(err: OSError) -> Optional[int]:
+    """The exit status when ``err`` is stdout failing, else None: its reader went away (``| head -1``; stdout is a
+    pipe the kernel reports broken): quiet, :data:`BROKEN_PIPE_EXIT`; no space left (``> /dev/full``; the package's
+    own files report that as an :class:`~timm_cra.utils.io.OutputPathError`): one line, 2. Stdout then goes to
+    /dev/null, so the exit's own flush fails no more."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture object)
+        return None
+    if isinstance(err, BrokenPipeError):
+        poll = select.poll()
+        poll.register(fd, 0)  # POLLERR / POLLHUP are always reported
+        if not any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0)):
+            return None  # another pipe or socket broke: not ours to hide
+    elif err.errno != errno.ENOSPC:
+        return None
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    if isinstance(err, BrokenPipeError):
+        return BROKEN_PIPE_EXIT
+    print(f'error: the output could not be written to stdout ({err.strerror}): redirect it to a file on a device '
+          f'with space.', file=sys.stderr)
+    return 2
+
+
 def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None) -> None:
     """Run a CLI ``main(argv)``; a :class:`TimmCraError` exits with status 2 and one line, no traceback; Ctrl-C
     (``KeyboardInterrupt``, SIGINT) with status 130 and the line ``interrupted``, SIGTERM with 143 and
@@ -197,14 +228,24 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Seque
             stream.reconfigure(errors='backslashreplace')
     replaced = catch_interrupts()
     try:
-        check_not_interrupted()  # received while the command's modules were imported
-        main(argv)
+        try:
+            check_not_interrupted()  # received while the command's modules were imported
+            main(argv)
+        except SystemExit:  # argparse's --help / usage error: its output is flushed here too
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # a closed pipe or a full device fails here, not as an "Exception ignored" at exit
         check_not_interrupted()
     except TimmCraError as e:
         print(f'error: {printable(e)}', file=sys.stderr)  # one line, even naming a hostile file
         sys.exit(2)
     except KeyboardInterrupt:
         _exit_interrupted()
+    except OSError as e:
+        code = _stdout_failure(e)
+        if code is None:
+            raise
+        sys.exit(code)
     finally:
         for signum, handler in replaced.items():  # an in-process caller (a test) gets its handlers back
             signal.signal(signum, handler)
