@@ -7,8 +7,11 @@ The one exception is a process started as the read-only Hub mirror (``timm-cra-h
 """
 import importlib
 
-from .utils.cli import starting_light_command
-from .utils.errors import TimmCraError, UsageError  # standard library only
+from .utils.cli import starting_command, starting_light_command
+from .utils.errors import TimmCraError, UsageError, catch_interrupts  # standard library only
+
+if starting_command():  # before torch / numpy are imported: a Ctrl-C they swallow is still recorded (run_cli)
+    catch_interrupts(command_process=True)
 
 __version__ = '0.1.0'
 

@@ -226,6 +226,8 @@ def test_bad_batch_size_and_model_kwargs_are_one_line(cifar10_test, tmp_path, ca
     (['--mean', '0.5', 'nan', '0.5'], 'Non-finite values: --mean 0.5 nan 0.5;'),
     (['--crop-pct', 'nan'], 'Non-finite values: --crop-pct nan;'),
     (['--std', '0'], '--std 0.0: every value must be above 0'),
+    (['--mean', '1e300'], '--mean 1e+300: every value must be from -1000 to 1000'),
+    (['--std', '1e-300'], '--std 1e-300: every value must be from 0.001 to 1000'),
     (['--crop-pct', '0'], '--crop-pct 0.0 must be in (0, 2]'),
     (['--crop-pct', '3'], '--crop-pct 3.0 must be in (0, 2]'),
     (['--img-size', '0'], '--img-size 0 must be a side in pixels from 8 to 8192'),

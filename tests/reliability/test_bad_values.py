@@ -394,7 +394,9 @@ def _strict_json(path: Path):
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
-def test_nan_weights_refused_unless_allowed_and_results_stay_strict_json(tmp_path, capsys, published_state):
+def test_nan_weights_refused_unless_allowed_and_nan_outputs_get_no_score(tmp_path, capsys, published_state):
+    """NaN weights are refused unless --allow-nonfinite-weights; allowed, their NaN logits were scored (top-1 of
+    NaN logits is arbitrary) with exit 0 and only a `loss_note`: now one line, exit 2, and no results file."""
     state = dict(published_state)
     state['fc.weight'] = state['fc.weight'].clone()
     state['fc.weight'][0, 0] = float('nan')
@@ -403,11 +405,22 @@ def test_nan_weights_refused_unless_allowed_and_results_stay_strict_json(tmp_pat
     err = _validate_in_process(capsys, ['--model', 'cra_cifar_resnet20', '--checkpoint', nan_file] + VALIDATE)
     assert 'hold NaN/Inf values: fc.weight (1 NaN/Inf of 640)' in err and '--allow-nonfinite-weights' in err
     results = tmp_path / 'r.json'
-    validate_main(['--model', 'cra_cifar_resnet20', '--checkpoint', str(tmp_path / 'nan.safetensors'),
-                   '--allow-nonfinite-weights', '--results-file', str(results)] + VALIDATE)
-    written = _strict_json(results)
-    assert written['loss'] is None and written['loss_note'] == 'non-finite (nan)'
-    assert 'NaN' not in capsys.readouterr().out  # the JSON printed to stdout is strict too
+    with pytest.raises(SystemExit) as e:
+        run_cli(validate_main, ['--model', 'cra_cifar_resnet20', '--checkpoint', nan_file, '--allow-nonfinite-weights',
+                                '--results-file', str(results)] + VALIDATE)
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the datasets library's progress bar, if any
+    assert e.value.code == 2 and err.startswith('error: ') and "The model's outputs are not finite (NaN / Inf logits) for 8 of 8 images, so they have no score" in err
+    assert not results.exists()
+
+
+def test_a_mean_std_of_another_channel_count_is_refused_not_averaged(capsys):
+    """`--in-chans 1 --mean 0.5 0.5` was averaged silently; only the documented case (3 values, e.g. an RGB
+    model's, for 1 channel) is averaged, the rest refused in one line."""
+    base = ['--model', 'cra_cifar_resnet20', '--in-chans', '1'] + VALIDATE
+    err = _validate_in_process(capsys, base + ['--mean', '0.5', '0.5'])
+    assert '--mean has 2 values but the model takes 1 input channels: give 1 values (or one)' in err, err
+    run_cli(validate_main, base + ['--mean', '0.5', '0.4', '0.3', '--std', '0.2', '0.25', '0.3'])  # averaged
+    assert json.loads(capsys.readouterr().out)['count'] == 8
 
 
 def test_nan_weights_in_a_model_folder(tmp_path, published_state):
@@ -658,6 +671,17 @@ def test_a_validation_loss_that_overflows_is_warned_and_recorded_as_strict_json(
     results = json.loads((tmp_path / 'r' / 'results.json').read_text())
     assert results['final']['eval_loss'] is None and results['final']['eval_loss_note'] == 'non-finite (nan)', results
     assert summary['epochs'] == 1
+
+
+def test_an_ema_whose_outputs_are_not_finite_stops_the_run_before_its_checkpoint(tmp_path):
+    """An EMA model whose validation outputs are NaN logged "EMA Acc@1: 50.00" (the top-1 of NaN logits), and
+    publish shipped those EMA weights under that score. It now stops the run as a NaN training loss does, before
+    last.pth (which keeps the epochs before) and before any weights or results are written."""
+    with pytest.raises(UsageError, match=r"The EMA model's validation loss became nan in epoch 0, so the run stopped "
+                                         r"\(last.pth keeps the epochs before\)"):
+        train(TINY_TRAIN + ['--epochs', '1', '--output', str(tmp_path), '--experiment', 'r', '--lr', '1e9',
+                            '--model-ema', '--model-ema-decay', '0'])
+    assert sorted(p.name for p in (tmp_path / 'r').iterdir()) == ['args.yaml']
 
 
 # ---- argparse -----------------------------------------------------------------------------------------------------

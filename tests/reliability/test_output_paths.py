@@ -626,3 +626,32 @@ def test_ctrl_c_during_a_training_is_one_line_exit_130_and_leaves_no_half_writte
     files = sorted(p.name for p in (out / 'run').iterdir())
     assert not [f for f in files if f.startswith('.') or f.endswith('.tmp')], files
     assert torch.load(out / 'run' / 'last.pth', weights_only=True)['epoch'] >= 1
+
+
+def test_ctrl_c_while_torch_and_numpy_are_imported_ends_the_command_130_with_no_file(class_folder, tmp_path, cli_env):
+    """Ctrl-C about 2 s after start, while numpy / torch were being imported, was sometimes swallowed by the
+    library: the run then trained to "Done" with rc 0, or died at the export (`module 'numpy' has no attribute
+    'multiply'`) leaving last.pth without model.safetensors. The command records the signal from `import timm_cra`
+    on (before torch), so it ends `interrupted`, 130, with no traceback and no run file, wherever the signal lands.
+    The signal is sent when the import log (-X importtime) shows numpy or torch modules loading."""
+    import signal
+    out = tmp_path / 'out'
+    proc = subprocess.Popen(
+        [sys.executable, '-X', 'importtime', '-m', 'timm_cra.train', '--model', 'cra_cifar_resnet20', '--data-dir',
+         str(class_folder), '--val-split', 'val', '--epochs', '2', '-b', '6', '-j', '0', '--no-plot', '--output',
+         str(out), '--experiment', 'run'], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as an interactive shell starts it
+    try:
+        seen = []
+        for line in proc.stderr:  # one line per module imported, as it finishes
+            seen.append(line)
+            if line.startswith('import time:') and line.split('|')[-1].strip().split('.')[0] in ('numpy', 'torch'):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    err = ''.join(seen) + err
+    assert 'numpy' in ''.join(seen) or 'torch' in ''.join(seen), err[-2000:]
+    assert proc.returncode == 130 and err.endswith('interrupted\n') and 'Traceback' not in err, err[-3000:]
+    assert not (out / 'run').exists() or list((out / 'run').iterdir()) == [], list((out / 'run').iterdir())

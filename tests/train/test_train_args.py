@@ -148,6 +148,41 @@ def test_cuda_device_without_cuda_is_one_line():
     assert init_distributed('').device == torch.device('cpu')
 
 
+@pytest.mark.parametrize('env', [{'WORLD_SIZE': '2'}, {'SLURM_NTASKS': '2', 'SLURM_PROCID': '0'}])
+def test_a_stale_world_size_without_a_rendezvous_is_one_line(monkeypatch, env):
+    """A shell that once ran torchrun (WORLD_SIZE=2) or an interactive SLURM allocation (SLURM_NTASKS=2), without
+    MASTER_ADDR: torch's env:// rendezvous raised a ValueError traceback. One line names the variables and the fix."""
+    from timm_cra.train.distributed import init_distributed
+    for var in ('MASTER_ADDR', 'MASTER_PORT', 'RANK', 'WORLD_SIZE', 'SLURM_NTASKS', 'SLURM_PROCID'):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    name = next(iter(env))
+    with pytest.raises(UsageError, match=rf"^{name}=2 in the environment asks for a multi-process run, but "
+                                         rf"MASTER_ADDR, MASTER_PORT.* not set: start it with torchrun .* unset {name}"):
+        init_distributed('cpu')
+
+
+def test_a_rendezvous_says_what_it_waits_for_before_waiting(cli_env):
+    """With MASTER_ADDR set, the join waited silently (30 min by default) for ranks that never come: it now says
+    first, in one line, how many processes it waits for and where."""
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    env = dict(cli_env, WORLD_SIZE='2', RANK='0', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    proc = subprocess.Popen([sys.executable, '-c', 'from timm_cra.train.distributed import init_distributed; '
+                             'init_distributed("cpu")'], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert line.startswith(f'Waiting for 2 processes at 127.0.0.1:{port} (WORLD_SIZE=2; this is rank 0)'), line
+
+
 def test_a_runs_args_yaml_repeats_the_run(cifar_run):
     """args.yaml records what the run started from (``initial_weights``, not a flag) and still works as --config."""
     import yaml
@@ -269,6 +304,9 @@ def test_a_recipe_name_that_is_also_a_file_here_is_refused(tmp_path, monkeypatch
     (['--decay-epochs', '0'], '--decay-epochs must be a positive number, not 0.0.'),
     (['--warmup-epochs', '-1'], '--warmup-epochs -1 must be 0 or more.'),
     (['--hflip', '1.5'], '--hflip 1.5 must be from 0 to 1.'),
+    (['--model-ema-decay', '2'], '--model-ema-decay 2.0 must be from 0 to 1.'),
+    (['--smoothing', '1.5'], '--smoothing 1.5 must be from 0 to below 1.'),
+    (['--mean', '1e300', '0.5', '0.5'], '--mean 1e+300 0.5 0.5: every value must be from -1000 to 1000'),
     (['--drop', '1'], '--drop 1.0 must be from 0 to below 1.'),
     (['--opt-betas', '0.9', '1'], '--opt-betas 0.9 1.0 must be from 0 to below 1.'),
 ])
@@ -296,3 +334,13 @@ def test_a_bogus_device_through_the_installed_cli(run_command, tmp_path):
                                        '--output', tmp_path / 'out', '--device', 'bogus'])
     assert r.returncode == 2 and r.stderr.startswith("error: --device 'bogus' is not a device") \
         and r.stderr.count('\n') == 1, r.stderr[-2000:]
+
+
+def test_checkpoint_upgrade_help_describes_its_arguments(capsys):
+    """`timm-cra-checkpoint upgrade --help` listed `src` and `dst` with no word on what they are."""
+    from timm_cra.train.checkpoint import main
+    with pytest.raises(SystemExit) as e:
+        main(['upgrade', '--help'])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and 'the trainer checkpoint to read (a last.pth)' in out
+    assert 'where to write the upgraded checkpoint' in out

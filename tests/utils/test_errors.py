@@ -2,6 +2,7 @@
 boundary (``run_cli``) prints exactly those as one line."""
 import importlib
 import inspect
+import os
 import pkgutil
 
 import pytest
@@ -101,3 +102,73 @@ def test_a_path_stdout_cannot_encode_is_printed_escaped(tmp_path):
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                        env=dict(__import__('os').environ, PYTHONIOENCODING='ascii'))
     assert r.returncode == 0 and r.stdout == 'wrote na\\xefve.onnx\n', r.stderr
+
+
+@pytest.fixture
+def no_interrupt_recorded():
+    """The flag is process-wide: a test that raises a signal must not leave it set for the next test."""
+    from timm_cra.utils import errors
+    yield errors
+    errors._received = None
+
+
+@pytest.mark.parametrize('signame, code, line', [('SIGINT', 130, 'interrupted'), ('SIGTERM', 143, 'terminated')])
+def test_a_swallowed_interrupt_stops_the_next_write_and_never_exits_0(no_interrupt_recorded, tmp_path, capsys,
+                                                                      signame, code, line):
+    """A Ctrl-C while numpy / torch were imported was sometimes swallowed by the library: the run trained on to
+    "Done", rc 0 (or died later at the export, leaving last.pth without model.safetensors). run_cli records the
+    signal before raising KeyboardInterrupt: a write started after it is refused (no file, no temp file), and the
+    command ends `interrupted`, 130 (SIGTERM: `terminated`, 143), even when every KeyboardInterrupt is swallowed.
+    The caller's signal handlers are back afterwards."""
+    import signal
+    from timm_cra.utils.io import atomic_folder, atomic_write
+    sig = getattr(signal, signame)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    attempts = []
+
+    def main(argv):
+        try:
+            signal.raise_signal(sig)  # delivered now, in this (the main) thread
+        except KeyboardInterrupt:
+            pass  # what the library did
+        for write in (lambda: atomic_write(str(tmp_path / 'model.safetensors'), 'wb'),
+                      lambda: atomic_folder(tmp_path / 'repo')):
+            try:
+                with write():
+                    attempts.append('started')
+            except KeyboardInterrupt:
+                attempts.append('refused')
+        return 'Done'
+
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, [])
+    assert e.value.code == code and capsys.readouterr().err == f'{line}\n'
+    assert attempts == ['refused', 'refused'] and os.listdir(tmp_path) == []
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert no_interrupt_recorded.interrupted() == sig
+
+
+
+@pytest.mark.parametrize('argv', [
+    ['-c', 'from timm_cra.utils.errors import run_cli; run_cli(lambda a: print("x" * 99999))'],  # as a command's
+    ['-m', 'timm_cra.eval', '--help'],  # argparse drops what it cannot write: exit 0, quiet, no traceback
+])
+def test_stdout_closed_early_or_full_is_quiet_or_one_line(argv, cli_env):
+    """`timm-cra-validate ... | head -1` was a BrokenPipeError traceback (`--help` too, at the exit's flush); stdout
+    on a full device (`> /dev/full`) an OSError traceback. A reader gone is quiet, exit 141 (as `yes | head`); no
+    space is one line, exit 2."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable] + argv, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    proc.stdout.close()  # the reader is gone before the command writes
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == (141 if argv[0] == '-c' else 0) and err == '', err[-2000:]
+    if argv[0] != '-c':
+        return
+    with open('/dev/full', 'w') as full:
+        proc = subprocess.run([sys.executable] + argv, env=cli_env, stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith('error: the output could not be written to stdout (No '
+                                                           'space left on device)'), proc.stderr[-2000:]
+    assert proc.stderr.count('\n') == 1

@@ -172,14 +172,15 @@ def fit_mean_std(values: Sequence[float], in_chans: int, what: str = 'mean') -> 
     """A per-channel normalisation vector for ``in_chans`` channels.
 
     One value is repeated; a 3-channel vector for a 1-channel model is averaged (greyscale input to an RGB
-    pretrained cfg, as when timm sums the first conv's weights over the input channels).
+    pretrained cfg, as when timm sums the first conv's weights over the input channels). Any other length is
+    refused: it describes other images.
     """
     values = tuple(float(v) for v in values)
     if len(values) == in_chans:
         return values
     if len(values) == 1:
         return values * in_chans
-    if in_chans == 1:
+    if in_chans == 1 and len(values) == 3:
         return (sum(values) / len(values),)
     raise DataError(f'--{what} has {len(values)} values but the model takes {in_chans} input channels: '
                     f'give {in_chans} values (or one).')

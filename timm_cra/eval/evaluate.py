@@ -23,13 +23,14 @@ def _all_reduce_sum(values, device):
 
 def evaluate(model: torch.nn.Module, loader, device: torch.device, amp_dtype: Optional[torch.dtype] = None,
              channels_last: bool = False, progress: bool = False, desc: str = 'Eval') -> Dict[str, float]:
-    """Mean cross-entropy and top-1/top-5 (%) over ``loader`` (summed over DDP ranks when initialised).
+    """Mean cross-entropy and top-1/top-5 (%) over ``loader`` (summed over DDP ranks when initialised), and
+    ``nonfinite``: how many images got a NaN / Inf logit (their top-1 / top-5 mean nothing; the callers decide).
 
     ``loader`` yields ``(images, targets, num_skipped)`` (see ``timm_cra.data.skip_collate``).
     """
     model.eval()
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    loss_sum = correct1 = correct5 = count = skipped = 0.
+    loss_sum = correct1 = correct5 = count = skipped = nonfinite = 0.
     it = loader
     if progress:
         from tqdm import tqdm
@@ -46,16 +47,17 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, amp_dtype: Op
                 out = model(x)
             out = out.float()
             n = y.shape[0]
+            nonfinite += int((~torch.isfinite(out)).any(dim=1).sum())
             loss_sum += F.cross_entropy(out, y, reduction='sum').item()
             acc1, acc5 = accuracy(out, y, topk=(1, min(5, out.shape[1])))
             # accuracy() returns batch percentages; back to exact counts before summing over batches.
             correct1 += round(acc1.item() * n / 100)
             correct5 += round(acc5.item() * n / 100)
             count += n
-    loss_sum, correct1, correct5, count, skipped = _all_reduce_sum(
-        [loss_sum, correct1, correct5, count, skipped], device)
+    loss_sum, correct1, correct5, count, skipped, nonfinite = _all_reduce_sum(
+        [loss_sum, correct1, correct5, count, skipped, nonfinite], device)
     if count == 0:  # metrics of nothing would read as a result (top1 null, exit 0)
         raise DataError(f'{desc}: no readable image to evaluate: all {int(skipped)} were skipped as unreadable '
                         f'(see the warnings above); fix or replace the images of the split.')
     return dict(loss=loss_sum / count, top1=100. * correct1 / count, top5=100. * correct5 / count,
-                count=int(count), skipped=int(skipped))
+                count=int(count), skipped=int(skipped), nonfinite=int(nonfinite))

@@ -182,6 +182,10 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
                  desc=f'Validate {args.model}')
     if m['skipped']:
         _logger.warning(f"{m['skipped']} unreadable image(s) skipped (not counted in the metrics).")
+    if m['nonfinite']:  # top-1 of NaN logits is arbitrary (50% on two classes): no score rather than a false one
+        raise UsageError(f"The model's outputs are not finite (NaN / Inf logits) for {m['nonfinite']} of {m['count']} "
+                         f"images, so they have no score: check the weights (a diverged run), --mean / --std, and "
+                         f"drop --amp if float16 overflows.")
     return dict(
         model=args.model,
         top1=round(m['top1'], 3), top1_err=round(100 - m['top1'], 3),

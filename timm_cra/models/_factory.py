@@ -142,6 +142,9 @@ MAX_INPUT_SIDE = 8192
 MIN_INPUT_SIDE = 8
 MAX_INPUT_CHANS = 1024
 MAX_CROP_PCT = 2  # timm's own crop_pct values go up to 1.15
+#: |mean| and std at most this, std at least its inverse: images are in [0, 1] when normalised, so a value past it
+#: describes no input and overflows the outputs (a mean of 1e300 made every logit NaN)
+MAX_NORM_VALUE = 1000
 #: Ceilings on ``model_args`` that size the model, checked before anything is built (the check's own build on the
 #: meta device took ~8 ms a block here, 70 s for ``blocks_per_stage: 3000``; a real build then allocates): blocks
 #: per stage (timm's deepest stage has 36, ResNet-1202 for CIFAR 200), CRA's pooled size (the paper's is 7, the
@@ -250,6 +253,10 @@ def _preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any
             return f"pretrained_cfg '{key}' has {len(values)} values: give one per input channel ({in_chans}), or one"
         if not all(math.isfinite(v) and (key == 'mean' or v > 0) for v in values):
             return f"pretrained_cfg '{key}' {values} must be finite numbers" + (' above 0' if key == 'std' else '')
+        if not all(abs(v) <= MAX_NORM_VALUE and (key == 'mean' or v >= 1 / MAX_NORM_VALUE) for v in values):
+            return f"pretrained_cfg '{key}' {values} must be " + (
+                f'from -{MAX_NORM_VALUE} to {MAX_NORM_VALUE}' if key == 'mean' else
+                f'from {1 / MAX_NORM_VALUE} to {MAX_NORM_VALUE}') + ' (images are in [0, 1] when normalised)'
     for key in ('crop_pct', 'test_crop_pct'):
         value = pretrained.get(key)
         if value is not None and not (math.isfinite(value) and 0 < value <= MAX_CROP_PCT):

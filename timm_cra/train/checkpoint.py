@@ -223,8 +223,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                      description='Trainer checkpoint tools.')
     sub = parser.add_subparsers(dest='cmd', required=True)
     up = sub.add_parser('upgrade', help='rewrite an older last.pth in the current format (with sha256 digests)')
-    up.add_argument('src')
-    up.add_argument('dst')
+    up.add_argument('src', help='the trainer checkpoint to read (a last.pth)')
+    up.add_argument('dst', help='where to write the upgraded checkpoint (may be src itself: replaced atomically)')
     args = parser.parse_args(argv)
     ckpt = upgrade_checkpoint(args.src, args.dst)
     if ckpt is None:

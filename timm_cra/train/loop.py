@@ -19,7 +19,8 @@ from ..utils.amp import amp_dtype_for
 from ..utils.errors import UsageError, printable
 from .distributed import DistInfo
 
-__all__ = ['create_optimizer', 'create_scheduler', 'create_loss', 'create_mixup', 'create_amp', 'train_one_epoch']
+__all__ = ['create_optimizer', 'create_scheduler', 'create_loss', 'create_mixup', 'create_amp', 'train_one_epoch',
+           'stop_unless_finite']
 
 _logger = logging.getLogger('timm_cra.train')
 
@@ -88,6 +89,14 @@ def create_amp(args, device: torch.device) -> Tuple[Optional[torch.dtype], Optio
     return amp_dtype, loss_scaler, autocast
 
 
+def stop_unless_finite(value: float, what: str, epoch: int, fix: str) -> None:
+    """Stop the run (:class:`UsageError`) when ``what`` (a loss of epoch ``epoch``) is NaN / Inf, before last.pth is
+    written: it keeps the last finite epoch, and no later file (weights, card) quotes scores of such a model."""
+    if not math.isfinite(value):
+        raise UsageError(f'{what} became {value} in epoch {epoch}, so the run stopped (last.pth keeps the epochs '
+                         f'before): {fix}.')
+
+
 def train_one_epoch(epoch: int, model: nn.Module, loader, optimizer, loss_fn, args, dinfo: DistInfo, *,
                     lr_scheduler, model_ema, loss_scaler, autocast, mixup_fn,
                     num_updates: int) -> Tuple[Dict[str, Any], int]:
@@ -142,9 +151,8 @@ def train_one_epoch(epoch: int, model: nn.Module, loader, optimizer, loss_fn, ar
     if seen == 0:  # else a run that read nothing would export its random initialisation and exit 0
         raise DataError(f'Epoch {epoch} read no training image: all {skipped} were skipped as unreadable (see the '
                         f'warnings above); fix or replace the training images.')
-    if not math.isfinite(losses.avg):  # stop before last.pth: it keeps the last finite epoch
-        raise UsageError(f'The training loss became {losses.avg} in epoch {epoch}, so the run stopped (last.pth keeps '
-                         f'the epochs before): lower --lr (or set --clip-grad) and check the data for bad values.')
+    stop_unless_finite(losses.avg, 'The training loss', epoch,
+                       'lower --lr (or set --clip-grad) and check the data for bad values')
     elapsed = time.perf_counter() - t_start
     stats = dict(train_loss=losses.avg, train_img_s=seen * dinfo.world_size / max(elapsed, 1e-9),
                  train_skipped=skipped, epoch_time=elapsed)

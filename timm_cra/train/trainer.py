@@ -29,7 +29,7 @@ from timm.utils import ModelEmaV3, distribute_bn, random_seed
 from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_data_config
 from ..eval.evaluate import evaluate
 from ..hub.repo import EARLIER_RUN_FILES
-from ..utils.errors import UsageError, printable
+from ..utils.errors import UsageError, check_not_interrupted, printable
 from ..utils.extras import require_train_extra
 from ..utils.io import HeldFolder, OutputPathError, atomic_write, check_output_folder, locked_folder, temp_pattern
 from .args import parse_args
@@ -37,7 +37,8 @@ from .checkpoint import remove_stale_temp_files, save_checkpoint
 from .distributed import DistInfo, init_distributed
 from .export import EXPORT_TMP_PREFIX, RUN_FILES, finish_run, run_label_names
 from .loaders import create_datasets, create_loaders
-from .loop import create_amp, create_loss, create_mixup, create_optimizer, create_scheduler, train_one_epoch
+from .loop import (create_amp, create_loss, create_mixup, create_optimizer, create_scheduler, stop_unless_finite,
+                   train_one_epoch)
 from .metrics import write_metrics_csv
 from .model import create_train_model
 from .resume import (ResumeState, check_resume_classes, load_training_state, read_resume_checkpoint, resume_rng,
@@ -295,6 +296,7 @@ def _train(args, dinfo: DistInfo, output_dir: str, held: Optional[HeldFolder] = 
     resume_rng(resumed, dinfo, args.seed)  # last: a resumed run continues the checkpointed random stream
 
     for epoch in range(resumed.epoch, num_epochs):
+        check_not_interrupted()  # a Ctrl-C swallowed during the last epoch (a library, a loader worker) stops here
         if hasattr(train_loader, 'set_epoch'):
             train_loader.set_epoch(epoch)
         elif hasattr(train_loader.sampler, 'set_epoch'):
@@ -335,6 +337,9 @@ def _evaluate_epoch(epoch, model, model_ema, val_loader, dinfo: DistInfo, amp_dt
     row = dict(eval_loss=ev['loss'], eval_top1=ev['top1'], eval_top5=ev['top5'], eval_skipped=ev['skipped'])
     if model_ema is not None:
         ev_ema = evaluate(model_ema.module, val_loader, dinfo.device, amp_dtype, channels_last)
+        # NaN logits score an arbitrary top-1 (50% on two classes) that publish would ship with the EMA weights
+        stop_unless_finite(ev_ema['loss'], "The EMA model's validation loss", epoch,
+                           'its outputs are not finite: lower --lr (or set --clip-grad), or train without --model-ema')
         row.update(ema_eval_loss=ev_ema['loss'], ema_eval_top1=ev_ema['top1'], ema_eval_top5=ev_ema['top5'])
     _logger.info(f"Eval: {epoch}  Loss: {ev['loss']:.4f}  Acc@1: {ev['top1']:.2f}  Acc@5: {ev['top5']:.2f}"
                  + (f"  (EMA Acc@1: {row['ema_eval_top1']:.2f})" if model_ema is not None else '')

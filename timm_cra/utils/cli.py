@@ -9,7 +9,7 @@ from .errors import UsageError
 
 __all__ = ['add_shared_args', 'add_in_chans_arg', 'keyword_args_action', 'default_workers', 'check_model_name',
            'input_files', 'check_positive', 'check_in_range', 'check_device', 'check_shared_values', 'starting_module',
-           'starting_light_command', 'resolve_pretrained', 'check_use_ema']
+           'starting_light_command', 'starting_command', 'resolve_pretrained', 'check_use_ema']
 
 #: commands that import neither torch nor timm (``python -m`` module, console script): in their process
 #: ``import timm_cra`` does not register the models
@@ -29,6 +29,13 @@ def starting_light_command() -> bool:
     """Whether this process was started as one of :data:`LIGHT_COMMANDS` (the read-only Hub mirror)."""
     argv = getattr(sys, 'argv', None) or ['']
     return starting_module() in LIGHT_COMMANDS or os.path.basename(argv[0]) in LIGHT_COMMANDS
+
+
+def starting_command() -> bool:
+    """Whether this process was started as a timm-cra command: a ``timm-cra-*`` console script or ``python -m
+    timm_cra...`` (not a program or test that imports the package)."""
+    argv = getattr(sys, 'argv', None) or ['']
+    return (starting_module() or '').startswith('timm_cra') or os.path.basename(argv[0]).startswith('timm-cra-')
 
 
 def default_workers(cap: int = 4) -> int:
@@ -144,12 +151,12 @@ def check_shared_values(args) -> None:
     """Refuse what the flags of :func:`add_shared_args` (from the command line or a train ``--config``) would
     feed timm unchecked, each in one line: a NaN / Inf number of any flag, lists included (a NaN ``--lr`` trained
     to NaN weights, a NaN ``--mean`` or an Inf ``--std`` scored a meaningless top1 with exit 0); ``--std`` not
-    above 0, ``--crop-pct`` outside (0, 2] (0 was silently the model's), ``--img-size`` / ``--input-size``
-    sides outside ``MIN_INPUT_SIDE``..``MAX_INPUT_SIDE`` px (tracebacks, a MemoryError; the trainer writes them into
-    the config.json a load then refuses), ``--workers`` below 0 (a traceback), a ``--device`` that is none here
-    (:func:`check_device`). The
-    bounds are those a ``config.json`` is held to (``models._factory``)."""
-    from ..models._factory import MAX_CROP_PCT
+    above 0, ``--mean`` / ``--std`` past ``MAX_NORM_VALUE`` (``--mean 1e300`` made every logit NaN), ``--crop-pct``
+    outside (0, 2] (0 was silently the model's), ``--img-size`` / ``--input-size`` sides outside
+    ``MIN_INPUT_SIDE``..``MAX_INPUT_SIDE`` px (tracebacks, a MemoryError; the trainer writes them into the config.json
+    a load then refuses), ``--workers`` below 0 (a traceback), a ``--device`` that is none here
+    (:func:`check_device`). The bounds are those a ``config.json`` is held to (``models._factory``)."""
+    from ..models._factory import MAX_CROP_PCT, MAX_NORM_VALUE
 
     def shown(v):
         return ' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v
@@ -160,6 +167,13 @@ def check_shared_values(args) -> None:
         raise UsageError(f"Non-finite values: {', '.join(bad)}; every numeric setting must be a finite number.")
     if args.std is not None and not all(v > 0 for v in args.std):
         raise UsageError(f'--std {shown(args.std)}: every value must be above 0 (the images are divided by it).')
+    # images are in [0, 1] when normalised: past these, no input is described and the outputs overflow (--mean 1e300)
+    if args.mean is not None and not all(abs(v) <= MAX_NORM_VALUE for v in args.mean):
+        raise UsageError(f'--mean {shown(args.mean)}: every value must be from -{MAX_NORM_VALUE} to {MAX_NORM_VALUE} '
+                         f'(images are in [0, 1] when it is subtracted; ImageNet\'s is 0.485 0.456 0.406).')
+    if args.std is not None and not all(1 / MAX_NORM_VALUE <= v <= MAX_NORM_VALUE for v in args.std):
+        raise UsageError(f'--std {shown(args.std)}: every value must be from {1 / MAX_NORM_VALUE} to {MAX_NORM_VALUE} '
+                         f'(images are in [0, 1] when divided by it; ImageNet\'s is 0.229 0.224 0.225).')
     if args.crop_pct is not None and not 0 < args.crop_pct <= MAX_CROP_PCT:
         raise UsageError(f"--crop-pct {args.crop_pct} must be in (0, {MAX_CROP_PCT}]: the centre crop's share of the "
                          f"resized image (1.0 keeps it whole).")

@@ -30,11 +30,16 @@ The tree (subclasses keep a builtin base where callers catch that, e.g. ``Pretra
     +-- OnnxMismatchError         onnxruntime disagrees with PyTorch; a RuntimeError (export.onnx)
 """
 
+import errno
 import os
+import select
+import signal
 import sys
+import threading
 from typing import Any, Callable, Optional, Sequence
 
-__all__ = ['TimmCraError', 'UsageError', 'run_cli', 'INTERRUPTED_EXIT', 'printable', 'transport_failure',
+__all__ = ['TimmCraError', 'UsageError', 'run_cli', 'INTERRUPTED_EXIT', 'interrupted', 'check_not_interrupted',
+           'catch_interrupts', 'printable', 'transport_failure',
            'hub_failure', 'NO_ANSWER', 'TIMED_OUT', 'BROKEN', 'NOT_A_HUB']
 
 
@@ -105,20 +110,142 @@ def hub_failure(err: BaseException) -> Optional[str]:
 #: Exit status of a command stopped by Ctrl-C (SIGINT): 128 + the signal's number, as a shell reports it.
 INTERRUPTED_EXIT = 130
 
+#: The signals a command stops on, and the line it prints: Ctrl-C, and the polite kill (``kill``, a batch system's
+#: time limit) that the atomic writers can then clean up after as they do for Ctrl-C.
+_STOP_SIGNALS = {signal.SIGINT: 'interrupted', signal.SIGTERM: 'terminated'}
+
+#: The first stop signal this process received under :func:`catch_interrupts` (None: none), and the process that
+#: installed the handler (a forked data-loader worker inherits the handler, not the role).
+_received: Optional[int] = None
+_handler_pid: Optional[int] = None
+
+
+def interrupted() -> Optional[int]:
+    """The number of the stop signal (SIGINT, SIGTERM) this process received, or None. Recorded before the
+    ``KeyboardInterrupt`` is raised, so it stays set when a library swallows that exception (numpy / torch
+    imports, a worker loop): the run still stops at its next write (:func:`check_not_interrupted`)."""
+    return _received
+
+
+def check_not_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` when a stop signal was received: called where a run starts a write or an
+    epoch, so a swallowed Ctrl-C never goes on to write (or half-write) files."""
+    if _received is not None:
+        raise KeyboardInterrupt(_STOP_SIGNALS.get(_received, 'interrupted'))
+
+
+def _on_stop_signal(signum, frame) -> None:
+    global _received
+    if os.getpid() != _handler_pid:  # a forked child (a data-loader worker): the default behaviour
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    if _received is None:
+        _received = signum
+    raise KeyboardInterrupt
+
+
+def _interrupted_hook(exc_type, exc, tb) -> None:
+    """``sys.excepthook`` of a command process: a stop signal before :func:`run_cli` runs (while ``import timm_cra``
+    imports torch) ends it as run_cli would, one line and 128 + the signal, not a traceback."""
+    if issubclass(exc_type, KeyboardInterrupt) and os.getpid() == _handler_pid:
+        print(_STOP_SIGNALS.get(_received, 'interrupted'), file=sys.stderr)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(128 + (_received or signal.SIGINT))  # nothing was written yet: there is nothing to clean up
+    sys.__excepthook__(exc_type, exc, tb)
+
+
+def catch_interrupts(command_process: bool = False) -> dict:
+    """Record SIGINT / SIGTERM in :func:`interrupted` and raise ``KeyboardInterrupt`` for both (SIGTERM's default
+    killed the process without clean-up). Only where the handler is Python's default (a signal ignored with
+    ``nohup`` / by a parent, or handled by the caller, stays so) and only in the main thread. Returns the handlers
+    replaced (for :func:`run_cli` to restore). ``command_process``: this process is a timm-cra command (set from
+    ``import timm_cra`` there, before torch is imported): an interrupt that escapes also ends as in :func:`run_cli`."""
+    global _handler_pid
+    replaced = {}
+    if threading.current_thread() is not threading.main_thread():
+        return replaced
+    if command_process and sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _interrupted_hook
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    for signum, default in defaults.items():
+        current = signal.getsignal(signum)
+        if current is _on_stop_signal and _handler_pid == os.getpid():
+            continue
+        if current is default or current is _on_stop_signal:
+            replaced[signum] = default if current is _on_stop_signal else current
+            signal.signal(signum, _on_stop_signal)
+    _handler_pid = os.getpid()
+    return replaced
+
+
+def _exit_interrupted() -> None:
+    print(_STOP_SIGNALS.get(_received, 'interrupted'), file=sys.stderr)
+    sys.exit(128 + (_received or signal.SIGINT))
+
+
+#: Exit status when stdout's reader went away (``| head -1``): 128 + SIGPIPE, what a shell reports for ``yes | head``.
+BROKEN_PIPE_EXIT = 141
+
+
+def _stdout_failure(err: OSError) -> Optional[int]:
+    """The exit status when ``err`` is stdout failing, else None: its reader went away (``| head -1``; stdout is a
+    pipe the kernel reports broken): quiet, :data:`BROKEN_PIPE_EXIT`; no space left (``> /dev/full``; the package's
+    own files report that as an :class:`~timm_cra.utils.io.OutputPathError`): one line, 2. Stdout then goes to
+    /dev/null, so the exit's own flush fails no more."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture object)
+        return None
+    if isinstance(err, BrokenPipeError):
+        poll = select.poll()
+        poll.register(fd, 0)  # POLLERR / POLLHUP are always reported
+        if not any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0)):
+            return None  # another pipe or socket broke: not ours to hide
+    elif err.errno != errno.ENOSPC:
+        return None
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    if isinstance(err, BrokenPipeError):
+        return BROKEN_PIPE_EXIT
+    print(f'error: the output could not be written to stdout ({err.strerror}): redirect it to a file on a device '
+          f'with space.', file=sys.stderr)
+    return 2
+
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None) -> None:
     """Run a CLI ``main(argv)``; a :class:`TimmCraError` exits with status 2 and one line, no traceback; Ctrl-C
-    (``KeyboardInterrupt``) with status 130 and the line ``interrupted`` (the atomic writers leave no half-written
-    file behind). Text that stdout cannot encode (a non-ASCII path under ``PYTHONIOENCODING=ascii`` / ``LC_ALL=C``)
-    is printed backslash-escaped, as stderr already does, instead of failing after the work was done."""
+    (``KeyboardInterrupt``, SIGINT) with status 130 and the line ``interrupted``, SIGTERM with 143 and
+    ``terminated`` (the atomic writers leave no half-written file behind). A stop signal that a library swallowed
+    (:func:`catch_interrupts` records it) stops the next write and still ends the command so, never with status 0.
+    Text that stdout cannot encode (a non-ASCII path under ``PYTHONIOENCODING=ascii`` / ``LC_ALL=C``) is printed
+    backslash-escaped, as stderr already does, instead of failing after the work was done."""
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, 'reconfigure'):  # a TextIOWrapper (not a test's capture object)
             stream.reconfigure(errors='backslashreplace')
+    replaced = catch_interrupts()
     try:
-        main(argv)
+        try:
+            check_not_interrupted()  # received while the command's modules were imported
+            main(argv)
+        except SystemExit:  # argparse's --help / usage error: its output is flushed here too
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # a closed pipe or a full device fails here, not as an "Exception ignored" at exit
+        check_not_interrupted()
     except TimmCraError as e:
         print(f'error: {printable(e)}', file=sys.stderr)  # one line, even naming a hostile file
         sys.exit(2)
     except KeyboardInterrupt:
-        print('interrupted', file=sys.stderr)
-        sys.exit(INTERRUPTED_EXIT)
+        _exit_interrupted()
+    except OSError as e:
+        code = _stdout_failure(e)
+        if code is None:
+            raise
+        sys.exit(code)
+    finally:
+        for signum, handler in replaced.items():  # an in-process caller (a test) gets its handlers back
+            signal.signal(signum, handler)

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import IO, Callable, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
-from .errors import UsageError
+from .errors import UsageError, check_not_interrupted
 
 try:
     import fcntl
@@ -559,6 +559,7 @@ def atomic_path(path: str, *, prefix: Optional[str] = None, suffix: str = _TMP_S
     before the rename (default: as ``open`` would, 0o666 minus the umask). A ``path`` that exists and is not a
     regular file, or a place that cannot be written, raises :class:`OutputPathError` before the block runs.
     """
+    check_not_interrupted()  # a Ctrl-C a library swallowed: no write starts after it
     path = os.fspath(path)
     check_output_file(path)  # the last line of defence: never os.replace a device, FIFO or folder
     if os.path.islink(path):  # write through the link, as a shell's '>' does: the link stays, its file is replaced
@@ -584,6 +585,7 @@ def atomic_path(path: str, *, prefix: Optional[str] = None, suffix: str = _TMP_S
             with _folder_turn(folder, f'a training holds its run folder while it runs; wait for it to end, or '
                                       f'write {os.path.basename(path)} elsewhere'):
                 check_output_file(path)  # still a regular file or nothing, after however long the block took
+                check_not_interrupted()  # interrupted mid-write and the writer swallowed it: its bytes are not trusted
                 os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -615,6 +617,7 @@ def staging_folder(parent: str, prefix: str, suffix: str = _TMP_SUFFIX) -> Itera
     """A new hidden folder ``<parent>/<prefix><random><suffix>`` (a name :func:`temp_pattern` with ``prefix``
     matches, so a killed run's leftover is found and nothing else is), held by a writer lock while the block runs
     and removed after it."""
+    check_not_interrupted()
     with _output_errors(parent, 'output folder'):
         tmp = _create_temp(parent, prefix, suffix, is_folder=True)
         lock = _lock_writer(tmp)
@@ -735,6 +738,7 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False, keep: Sequ
     exchanged in one step, so a kill at any moment leaves one of them at ``out_dir``; a kill before the replaced
     folder's ``keep`` entries followed is repaired by the next write to ``out_dir``.
     """
+    check_not_interrupted()  # a Ctrl-C a library swallowed: no write starts after it
     out_dir = Path(out_dir)
     check_output_folder(out_dir)
     _restore_set_aside(out_dir, keep)
