@@ -79,6 +79,7 @@ def test_saved_activation_bytes_releases_the_graph():
     assert outputs and outputs[0]() is None
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_runner_and_report_smoke(tmp_path):
     lines = []
     res = benchmark_models('cra_resnet18', variants=['base', 'cra', 'se'], batch_sizes=[1], modes=['infer', 'train'],

@@ -118,6 +118,7 @@ def test_label_count_mismatch(cifar10_test, tiny_model_args):
         validate(_args(tiny_model_args + ['--data-dir', cifar10_test, '--split', 'test', '--num-samples', '8']))
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_validate_cli(run_command, cifar10_test, tiny_model_args, tmp_path):
     data = ['--data-dir', cifar10_test, '--split', 'test', '--num-samples', '20', '--num-classes', '10']
     proc = run_command('timm-cra-validate', tiny_model_args + data + [

@@ -275,6 +275,7 @@ def test_dynamo_exporter_matches_pytorch(name, size, kwargs, tmp_path):
     _check_export(_cra_model(name, size, **kwargs), tmp_path, size, dynamo=True)
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_a_fine_tunes_last_pth_exports_without_flags_and_its_onnx_is_no_checkpoint(class_folder, tmp_path, cli_env,
                                                                                    capsys):
     """A 3-class fine-tune's last.pth: export needed --num-classes (validate took none either), now both build the

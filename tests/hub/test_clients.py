@@ -44,6 +44,7 @@ def test_hub_repo_loads_in_transformers(folder, cifar_images):
     assert pipeline_top1(folder, cifar_images) == expected
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 @pytest.mark.parametrize('folder', WEIGHTED, ids=lambda p: p.name)
 def test_hub_card_code_runs(folder, hub, cifar_images, tmp_path):
     image = tmp_path / 'img.png'

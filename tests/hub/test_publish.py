@@ -426,6 +426,7 @@ def test_push_with_an_empty_hf_endpoint_is_one_line(trained, tmp_path, monkeypat
                       '--push'])
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 @pytest.mark.parametrize('cmd', [['-m', 'timm_cra.hub.publish']])
 def test_cli_entry_points(tmp_path, cmd):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
@@ -564,6 +565,7 @@ def test_unnamed_classes_answer_the_same_in_transformers_and_timm(tmp_path):
     assert pipeline_top1(tmp_path / 'r', images) == [str(i) for i in timm_top1(loaded, images)]
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_labels_only_from_the_weights_data(tmp_path):
     """timm train.py checkpoints record no class names: --label-names (list or file) gives them, none are
     invented otherwise (not the architecture's CIFAR names), and a wrong count is one line naming the fix."""
@@ -645,6 +647,7 @@ def _tree(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_run_folder_as_out_is_refused_before_any_work(trainer_run, tmp_path):
     """The run folder (or a folder above it) as --out with --overwrite would replace it, losing last.pth,
     results.json, metrics.csv, args.yaml: refused in one line before any work, nothing touched. The same for
@@ -731,6 +734,7 @@ def test_out_that_is_a_symlink_loop_is_one_line(trainer_run, tmp_path):
                                f"many levels of symbolic links)"), lines[0]
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 @pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='needs FIFOs')
 def test_fifo_inputs_are_refused_not_waited_on(trained, tmp_path):
     """A FIFO as the checkpoint, --results, a --label-names file, or the run's config.json / args.yaml next to the
@@ -759,6 +763,7 @@ def test_fifo_inputs_are_refused_not_waited_on(trained, tmp_path):
         assert not (tmp_path / 'r').exists()
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_push_twice_to_the_same_repo_makes_a_new_commit(trained, hub, tmp_path, monkeypatch):
     """publish --push to a repo that exists (a rerun, or after a push that created the repo and failed) against the
     loopback Hub: create_repo(exist_ok=True) reads the 409's url, the upload is a new commit served to clients."""
@@ -853,6 +858,7 @@ def test_overwrite_of_a_git_clone_keeps_its_git(trained, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == []  # no staging or set-aside left
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_card_names_the_bundled_tag_not_a_local_path(tmp_path):
     """A fine-tune started offline from the copy of a registered tag bundled with timm-cra: the card's
     "Initial weights" names the tag and its Hub repo, never the local absolute path of the bundled file."""

@@ -59,6 +59,7 @@ def test_fine_tune_from_published_weights(name, hub):
     torch.testing.assert_close(model.conv1.weight, published['conv1.weight'], rtol=0, atol=0)
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 @pytest.mark.skipif('cra_cifar_resnet20.cifar10' not in CIFAR_TAGS, reason='CRA CIFAR-10 weights not published')
 def test_main_job_no_argument_validate_prints_card_top1(tmp_path):
     env = {'PATH': '/usr/bin:/bin', 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1', 'OMP_NUM_THREADS': '1',

@@ -64,6 +64,7 @@ def _shipped_images(n):
     return [Image.open(io.BytesIO(r[key]['bytes'])).convert('RGB') for r in rows]
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_j1_train_validate_publish_load(trained, tmp_path, hub):
     run = trained
     summary = json.loads((run / 'results.json').read_text())
@@ -109,6 +110,7 @@ def test_j1_train_validate_publish_load(trained, tmp_path, hub):
 
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_j1_push_and_hf_hub_load(trained, tmp_path):
     run = trained
     root, cache = tmp_path / 'hub-root', tmp_path / 'hf-cache'

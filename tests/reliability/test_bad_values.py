@@ -250,6 +250,7 @@ def test_a_key_given_twice_in_json_is_refused_naming_it(tmp_path):
                       tmp_path / 'out'], tmp_path, 'timm_cra.hub.publish')
     assert code == 2 and "key 'top1' is given twice" in err and not (tmp_path / 'out').exists(), err
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_config_json_faults_through_the_eval_and_train_clis(tmp_path):
     repo = _edit_config(_repo_copy(tmp_path), lambda c: c.update(num_classes='ten'))
     code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')

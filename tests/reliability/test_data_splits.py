@@ -69,6 +69,7 @@ def test_a_split_with_a_class_the_training_split_lacks_is_one_line(tmp_path, cli
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_parquet_shards_of_one_split_naming_classes_in_other_orders_are_mapped_by_name(tmp_path, cli_env):
     """train-00000-of-00002.parquet names [cat, dog] and train-00001-of-00002.parquet [dog, cat]: datasets gave every
     row the first file's names, so the second shard's labels were swapped (training exit 0 on half-wrong labels).

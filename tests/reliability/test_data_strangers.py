@@ -604,6 +604,7 @@ def test_thin_image_that_the_resize_would_blow_up_is_a_counted_skip(tmp_path, cl
     assert (int(row['train_skipped']), int(row['eval_skipped'])) == (0, 1)
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_in_memory_training_keeps_the_pixel_limit_and_bounds_what_it_holds(tmp_path, cli_env):
     """`--in-memory` (the cifar recipe's) decoded class folders without the resize-aware pixel limit: 2,000,000 x 1
     PNGs of 2 KB were resized to 64,000,000 x 32 by fit_to_input (a MemoryError traceback), and six 8000 x 8000 PNGs

@@ -44,6 +44,7 @@ def _char_device(path):
     return path
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_export_to_a_fifo_or_device_is_refused_and_a_file_gets_0644(tmp_path, cli_env):
     os.mkfifo(tmp_path / 'pipe.onnx')
     r = _cli('timm_cra.export', ['-m', 'cra_cifar_resnet20', '-o', tmp_path / 'pipe.onnx', '--no-verify'],
@@ -427,6 +428,7 @@ _TINY_RUN = ['--model', 'cra_cifar_resnet20', '--train-split', 'test', '--val-sp
              '--experiment', 'r']
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_full_disk_is_one_line_for_results_onnx_and_weights(small_disk, cli_env, tmp_path, capsys, cifar10_test):
     """ENOSPC while an output's bytes are written (results JSON / CSV, ONNX export, the trainer's
     model.safetensors) is one line naming the path and the OS reason, exit 2, nothing half-written; it was a
@@ -601,6 +603,7 @@ def test_a_run_folder_moved_mid_run_stops_with_advice_that_keeps_the_epochs(tmp_
     assert [row['epoch'] for row in history] == [0, 1, 2] and sorted(os.listdir(tmp_path / 'o')) == ['r-moved']
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_ctrl_c_during_a_training_is_one_line_exit_130_and_leaves_no_half_written_file(class_folder, tmp_path,
                                                                                         cli_env):
     """SIGINT (Ctrl-C) during any console script was a KeyboardInterrupt traceback: the shared runner (run_cli)
@@ -628,6 +631,7 @@ def test_ctrl_c_during_a_training_is_one_line_exit_130_and_leaves_no_half_writte
     assert torch.load(out / 'run' / 'last.pth', weights_only=True)['epoch'] >= 1
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_ctrl_c_while_torch_and_numpy_are_imported_ends_the_command_130_with_no_file(class_folder, tmp_path, cli_env):
     """Ctrl-C about 2 s after start, while numpy / torch were being imported, was sometimes swallowed by the
     library: the run then trained to "Done" with rc 0, or died at the export (`module 'numpy' has no attribute

@@ -173,6 +173,7 @@ def test_class_names_that_do_not_name_the_head_of_the_checkpoint_scored(colour_r
     assert r['class_mapping'] == 'by position' and any('scored by position' in m for m in caplog.messages)
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_a_checkpoint_with_a_long_list_of_numbers_is_refused_as_a_bound_not_as_damage(colour_run, tmp_path):
     from timm_cra.utils.weights import MAX_CHECKPOINT_ENTRIES
     data, run = colour_run

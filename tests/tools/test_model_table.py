@@ -6,6 +6,7 @@ from tools.model_table import (BLOCK, TAGS_BLOCK, UPDATE_COMMAND, complexity_mar
                                gates_untrained_markdown)
 
 
+@pytest.mark.slow  # over ~15 s on 2 cores (many processes or epochs): CI step 2
 def test_docs_model_table_is_current():
     block = read_block(find_block_file(BLOCK), BLOCK)
     assert block == complexity_markdown(complexity_rows()), f"the docs' model table is stale: run {UPDATE_COMMAND}"
