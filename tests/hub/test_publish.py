@@ -545,18 +545,24 @@ def test_bad_tags_and_repo_ids_are_refused(trained, tmp_path, name, repo_id, nee
     assert not (tmp_path / 'r').exists()
 
 
+def _timm_train_checkpoint(tmp_path, num_classes: int, **args):
+    """A ``model_best.pth.tar`` as timm's train.py writes it (no class names), of a seeded cra_cifar_resnet20."""
+    torch.manual_seed(0)
+    model = timm.create_model('cra_cifar_resnet20', num_classes=num_classes)
+    path = tmp_path / 'model_best.pth.tar'
+    torch.save(dict(epoch=1, arch='cra_cifar_resnet20', state_dict=model.state_dict(), version=2,
+                    args=argparse.Namespace(model='cra_cifar_resnet20', num_classes=num_classes, pretrained=False,
+                                            initial_checkpoint='', **args)), path)
+    return path
+
+
 def test_unnamed_classes_answer_the_same_in_transformers_and_timm(tmp_path):
     """A 1000-class timm train.py checkpoint published without --label-names: transformers' TimmWrapperConfig named
     the classes of a head of ImageNet's size with ImageNet's names ('tench, Tinca tinca'...), timm answered the
     class index. publish now writes the indices as label_names: every client answers the same index."""
     from tests.hub.clients import pipeline_top1, timm_top1, transformers_model
     from PIL import Image
-    torch.manual_seed(0)
-    model = timm.create_model('cra_cifar_resnet20', num_classes=1000)
-    path = tmp_path / 'model_best.pth.tar'
-    torch.save(dict(epoch=1, arch='cra_cifar_resnet20', state_dict=model.state_dict(), version=2,
-                    args=argparse.Namespace(model='cra_cifar_resnet20', num_classes=1000, data_dir='/data/x',
-                                            pretrained=False, initial_checkpoint='')), path)
+    path = _timm_train_checkpoint(tmp_path, 1000, data_dir='/data/x')
     publish.main(['cra_cifar_resnet20.in1k', str(path), '--out', str(tmp_path / 'r')])
     hf = transformers_model(tmp_path / 'r')
     assert [hf.config.id2label[i] for i in (0, 999)] == ['0', '999']
@@ -569,12 +575,7 @@ def test_unnamed_classes_answer_the_same_in_transformers_and_timm(tmp_path):
 def test_labels_only_from_the_weights_data(tmp_path):
     """timm train.py checkpoints record no class names: --label-names (list or file) gives them, none are
     invented otherwise (not the architecture's CIFAR names), and a wrong count is one line naming the fix."""
-    torch.manual_seed(0)
-    model = timm.create_model('cra_cifar_resnet20', num_classes=3)
-    path = tmp_path / 'model_best.pth.tar'
-    torch.save(dict(epoch=1, arch='cra_cifar_resnet20', state_dict=model.state_dict(), version=2,
-                    args=argparse.Namespace(model='cra_cifar_resnet20', num_classes=3, data_dir='/data/shapes',
-                                            pretrained=False, initial_checkpoint='')), path)
+    path = _timm_train_checkpoint(tmp_path, 3, data_dir='/data/shapes')
     publish.main(['cra_cifar_resnet20.none', str(path), '--out', str(tmp_path / 'none')])
     config = json.loads((tmp_path / 'none' / 'config.json').read_text())
     # unnamed classes are named by their index, so that transformers answers what timm answers

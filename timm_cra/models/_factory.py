@@ -179,33 +179,31 @@ _LOADING_ARGS = ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'chec
 #: publish write none of them; transformers' own ``save_pretrained`` writes the accepted values. Also
 #: ``problem_type`` (``multi_label_classification``: the pipeline scores with a sigmoid, timm with a softmax) and
 #: ``transformers_weights`` (transformers loads the file it names instead of ``model.safetensors``).
-_TRANSFORMERS_KEYS = {'model_type': (None, 'timm_wrapper'), 'dtype': (None, 'float32'),
-                      'torch_dtype': (None, 'float32'), 'auto_map': (None,),
-                      'problem_type': (None, 'single_label_classification'),
-                      'transformers_weights': (None, 'model.safetensors')}
+#: key -> (the values it may hold, what any other value makes transformers do; ``{arch}``: the config's architecture).
+_FLOAT32_ONLY = (('float32',), "makes transformers load the weights in another precision than timm's float32")
+_TRANSFORMERS_KEYS = {
+    'model_type': (('timm_wrapper',), "makes transformers build another model than timm's {arch} (it reads "
+                                      "'timm_wrapper', or none)"),
+    'dtype': _FLOAT32_ONLY,
+    'torch_dtype': _FLOAT32_ONLY,
+    'auto_map': ((), 'names code for transformers to import (it would ask for trust_remote_code); timm builds this '
+                     'model'),
+    'problem_type': (('single_label_classification',), "makes transformers' pipeline score with a sigmoid, timm with "
+                                                       "a softmax"),
+    'transformers_weights': (('model.safetensors',), 'makes transformers load another file than the model.safetensors '
+                                                     'timm reads'),
+}
 
 
 def _transformers_key_problem(cfg: Dict[str, Any]) -> Optional[str]:
     """Why a ``config.json``'s root would make transformers load another model than timm does, or None
     (:data:`_TRANSFORMERS_KEYS`)."""
-    for key, allowed in _TRANSFORMERS_KEYS.items():
+    for key, (allowed, effect) in _TRANSFORMERS_KEYS.items():
         value = cfg.get(key)
-        if value is None or (isinstance(value, str) and value in allowed):
-            continue
-        if key == 'auto_map':
-            return f"'auto_map' {value!r:.60} names code for transformers to import (it would ask for " \
-                   f"trust_remote_code); timm builds this model: remove 'auto_map'"
-        if key == 'model_type':
-            return f"'model_type' {value!r:.40} makes transformers build another model than timm's " \
-                   f"{cfg.get('architecture')!r:.40} (it reads 'timm_wrapper', or none): remove 'model_type'"
-        if key == 'problem_type':
-            return f"'problem_type' {value!r:.40} makes transformers' pipeline score with a sigmoid, timm with a " \
-                   f"softmax: remove 'problem_type'"
-        if key == 'transformers_weights':
-            return f"'transformers_weights' {value!r:.60} makes transformers load another file than the " \
-                   f"model.safetensors timm reads: remove 'transformers_weights'"
-        return f"'{key}' {value!r:.40} makes transformers load the weights in another precision than timm's float32: " \
-               f"remove '{key}' (or set it to \"float32\")"
+        if value is not None and not (isinstance(value, str) and value in allowed):
+            fix = f"remove '{key}'" + (f' (or set it to "{allowed[0]}")' if _TRANSFORMERS_KEYS[key] is _FLOAT32_ONLY
+                                        else '')
+            return f"'{key}' {value!r:.60} {effect.format(arch=repr(cfg.get('architecture'))[:40])}: {fix}"
     return None
 
 
