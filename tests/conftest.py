@@ -10,7 +10,7 @@ huggingface_hub points at the loopback server.
 import contextlib
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, Union
 
@@ -79,10 +79,13 @@ class LocalHub:
     endpoint: str
     cache_dir: Path
     _monkeypatch: pytest.MonkeyPatch
+    added: list = field(default_factory=list)
 
     def add_repo(self, repo_id: str, files: Union[Path, Dict[str, bytes]]) -> Path:
-        """Publish a repo: copy a folder, or write ``{filename: bytes}``. Returns the served folder."""
+        """Publish a repo: copy a folder, or write ``{filename: bytes}``. Returns the served folder, which is
+        removed when the test ends (a hostile repo put behind a registered tag must not outlive its test)."""
         repo_dir = Path(self.server.test_root, *repo_id.split('/'))
+        self.added.append(repo_dir)
         if repo_dir.exists():
             shutil.rmtree(repo_dir)
         if isinstance(files, (str, os.PathLike)):
@@ -116,7 +119,7 @@ class LocalHub:
 
 
 @pytest.fixture
-def hub(hub_server, tmp_path, monkeypatch) -> LocalHub:
+def hub(hub_server, tmp_path, monkeypatch) -> Iterator[LocalHub]:
     """huggingface_hub (and so timm's ``pretrained=True`` / ``hf-hub:``) talking to the loopback Hub.
 
     Patches the client's module constants (endpoint, URL template, cache, offline flag) and the matching
@@ -131,7 +134,9 @@ def hub(hub_server, tmp_path, monkeypatch) -> LocalHub:
     monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(cache_dir))
     monkeypatch.setenv('HF_HUB_CACHE', str(cache_dir))
     monkeypatch.setenv('NO_PROXY', '127.0.0.1,localhost')
-    return local
+    yield local
+    for repo_dir in local.added:
+        shutil.rmtree(repo_dir, ignore_errors=True)
 
 
 def _shared_data() -> Path:

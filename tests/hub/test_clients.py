@@ -365,7 +365,7 @@ def test_root_id2label_must_say_what_label_names_says(hub, tmp_path):
 
 def test_config_in_chans_that_the_weights_lack_is_one_line(tmp_path):
     """model_args in_chans 1 (input_size [1, ...]) over the 3-channel weights: timm-cra-validate --model local-dir:
-    printed timm's 39-line RuntimeError traceback, rc 1. Now one line naming both channel counts and the fix."""
+    printed timm's 39-line RuntimeError traceback, rc 1. Now one line naming both channel counts and the fixes."""
     import subprocess
     import sys
     repo = tmp_path / 'grey'
@@ -381,7 +381,8 @@ def test_config_in_chans_that_the_weights_lack_is_one_line(tmp_path):
                         str(tmp_path / 'data'), '--split', 'val', '--workers', '0'], capture_output=True, text=True,
                        cwd=tmp_path, timeout=300)
     assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-3000:]
-    assert r.stderr.strip().splitlines()[-1].endswith(
-        "take 3 input channels (conv1 shape (16, 3, 3, 3)), the config says 1 (in_chans / input_size): make "
-        "config.json describe the weights (model_args 'in_chans', pretrained_cfg 'input_size'), and ask for 1 "
-        "channels at load time (in_chans=1, --in-chans 1): timm adapts the first conv."), r.stderr[-2000:]
+    # the folder's weights header is checked against the model its config describes before any tensor is read
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: ') and 'size mismatch: conv1.weight (16, 3, 3, 3) vs model (16, 1, 3, 3) (the ' \
+        'weights take 3 input channels, the model 1: pass --in-chans 3; else the folder\'s config.json describes ' \
+        'another model than its weights' in last, r.stderr[-2000:]

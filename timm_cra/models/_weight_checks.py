@@ -48,6 +48,10 @@ PREPROCESSOR_FILENAMES = ('preprocessor_config.json', 'processor_config.json')
 _TRANSFORMERS_WEIGHT_FILES = ('pytorch_model.bin', 'pytorch_model.bin.index.json', 'model.safetensors.index.json',
                               'tf_model.h5', 'tf_model.h5.index.json', 'flax_model.msgpack',
                               'flax_model.msgpack.index.json')
+#: The order transformers picks a repo's weights in (``modeling_utils``: safetensors, its index, then the pickles).
+_TRANSFORMERS_ORDER = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin',
+                       'pytorch_model.bin.index.json', 'tf_model.h5', 'tf_model.h5.index.json', 'flax_model.msgpack',
+                       'flax_model.msgpack.index.json')
 _ADAPTER_FILES = ('adapter_config.json', 'adapter_model.safetensors', 'adapter_model.bin')
 _SHARD_RE = re.compile(r'^(model|pytorch_model|tf_model|flax_model)-\d+-of-\d+\.(safetensors|bin|h5|msgpack)$')
 
@@ -161,7 +165,8 @@ def repo_files(location: Tuple[str, Optional[str]]) -> Optional[List[str]]:
 def other_weights_problem(names: Sequence[str]) -> Tuple[Optional[str], bool]:
     """``(why, refused)`` for a repo whose file ``names`` hold weight files besides ``model.safetensors``
     (:data:`_TRANSFORMERS_WEIGHT_FILES`, timm's ``_PREFERRED_FILES``, shards, PEFT adapters), ``(None, False)`` if
-    none. ``refused``: some client reads them (no ``model.safetensors``: timm picks ``pytorch_model.bin``,
+    none, or a lone file both timm and transformers read (timm's ``save_for_hf`` writes a ``pytorch_model.bin``
+    alone). ``refused``: clients read different ones (no ``model.safetensors``: timm picks ``pytorch_model.bin``,
     transformers the shards of an index; an adapter: transformers with peft applies it); otherwise timm and
     transformers both read ``model.safetensors`` and the rest are only named (stock timm repos hold a
     ``pytorch_model.bin`` copy)."""
@@ -178,6 +183,10 @@ def other_weights_problem(names: Sequence[str]) -> Tuple[Optional[str], bool]:
                 f"does not, so one repo would give two answers; remove it (a repo's weights are its "
                 f"{WEIGHTS_FILENAME})"), True
     if WEIGHTS_FILENAME not in names:
+        timm_pick = next((n for n in _PREFERRED_FILES if n in names), None)
+        transformers_pick = next((n for n in _TRANSFORMERS_ORDER if n in names), None)
+        if others == [timm_pick] and timm_pick == transformers_pick:  # one file both read (timm's save_for_hf)
+            return None, False
         return (f"holds {others[0]}{more} and no {WEIGHTS_FILENAME}: timm and transformers pick other files among "
                 f"those (timm pytorch_model.bin, transformers an index's shards), so one repo could give two answers; "
                 f"a repo's weights are its {WEIGHTS_FILENAME}: save them as that (python -m timm_cra.hub.publish) and "
