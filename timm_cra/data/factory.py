@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import default_collate
 
 from ..utils.errors import printable
-from ..utils.labels import name_key
+from ..utils.labels import name_key, numbered_classes
 from .cifar import find_cifar_pickle_dir, load_cifar_pickle
 from .errors import DataError, check_class_names, classes_absent_from_training, index_by_name
 from .folders import ImageFolderDataset, check_data_folder, find_split_dir
@@ -112,11 +112,6 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
     if in_memory:
         ds = decode_to_memory(ds, desc=f'{name if name.startswith("hfds/") else root or name} [{split}]')
     return ds
-
-
-def numbered_classes(names: Sequence[str]) -> bool:
-    """Whether ``names`` are the stand-ins ``'0'..'K-1'`` of data that names no classes (plain int labels)."""
-    return list(names) == [str(i) for i in range(len(names))]
 
 
 def _share_class_names(ds, class_names: Sequence[str], what: str) -> None:

@@ -303,7 +303,7 @@ _MAX_LISTED_LABELS = 20
 
 
 def _labels_line(label_names: Optional[Sequence[str]]) -> str:
-    from ..data import numbered_classes
+    from ..utils.labels import numbered_classes
     if not label_names or numbered_classes(label_names):
         return ' (no class names recorded with these weights: outputs are class indices' + \
             (', named "0".."{}" in `config.json`)'.format(len(label_names) - 1) if label_names else ')')

@@ -13,7 +13,7 @@ from timm.models._pretrained import PretrainedCfg
 
 from ..utils.errors import transport_failure
 from ..utils.hub_session import bounded_hub_requests
-from ..data import numbered_classes
+from ..utils.labels import numbered_classes
 from ._factory import read_model_config, weight_source_problem
 from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError, explain_pretrained_errors
 from ._weight_checks import (BUNDLED_WEIGHTS, PREPROCESSOR_FILENAMES, HubUnreachableError, bundled_weights,

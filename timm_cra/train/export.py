@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from ..hub.repo import RUN_FILES
+from ..hub.repo import EARLIER_RUN_FILES, RUN_FILES
 from ..utils.errors import printable
 from ..utils.io import OutputPathError, atomic_path, atomic_write, file_digest, staging_folder
 from ..utils.strict_json import dumps
@@ -16,7 +16,8 @@ from ..utils.weights import safetensors_metadata, tensor_digest
 from .distributed import DistInfo
 from .metrics import plot_metrics
 
-__all__ = ['finish_run', 'export_weights', 'run_label_names', 'EXPORT_TMP_PREFIX', 'RUN_FILES']
+__all__ = ['finish_run', 'export_weights', 'run_label_names', 'EXPORT_TMP_PREFIX', 'RUN_FILES',
+           'EARLIER_RUN_FILES']
 
 _logger = logging.getLogger('timm_cra.train')
 

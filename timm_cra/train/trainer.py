@@ -28,14 +28,13 @@ from timm.utils import ModelEmaV3, distribute_bn, random_seed
 
 from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_data_config
 from ..eval.evaluate import evaluate
-from ..hub.repo import EARLIER_RUN_FILES
 from ..utils.errors import UsageError, check_not_interrupted, printable
 from ..utils.extras import require_train_extra
 from ..utils.io import HeldFolder, OutputPathError, atomic_write, check_output_folder, locked_folder, temp_pattern
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
 from .distributed import DistInfo, init_distributed
-from .export import EXPORT_TMP_PREFIX, RUN_FILES, finish_run, run_label_names
+from .export import EARLIER_RUN_FILES, EXPORT_TMP_PREFIX, RUN_FILES, finish_run, run_label_names
 from .loaders import create_datasets, create_loaders
 from .loop import (create_amp, create_loss, create_mixup, create_optimizer, create_scheduler, stop_unless_finite,
                    train_one_epoch)

@@ -2,7 +2,7 @@
 import unicodedata
 from typing import List, Sequence
 
-__all__ = ['name_key', 'repeated_names', 'unprintable_names']
+__all__ = ['name_key', 'numbered_classes', 'repeated_names', 'unprintable_names']
 
 
 def name_key(name) -> str:
@@ -28,3 +28,9 @@ def unprintable_names(names: Sequence[str]) -> List[str]:
     """Class names holding a control character (newline, tab, escape): one would forge lines of the card, logs and
     clients. The one check of ``publish --label-names`` and of a ``config.json``'s names on load."""
     return [str(n) for n in names if not str(n).isprintable()]
+
+
+def numbered_classes(names: Sequence[str]) -> bool:
+    """Whether ``names`` are the stand-ins ``'0'..'K-1'`` of data that names no classes (plain int labels; what
+    publish writes for a head without names, so that transformers answers the index as timm does)."""
+    return list(names) == [str(i) for i in range(len(names))]
