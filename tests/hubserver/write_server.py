@@ -534,7 +534,7 @@ class _WriteRoutes(_ReadRoutes):
                 answer.append({'type': 'file', 'path': rel, 'oid': _file_digest(folder / rel, 'git-sha1'),
                                'size': size, 'lfs': {'oid': sha256, 'size': size, 'pointerSize': len(pointer)}})
             elif any(f.startswith(rel + '/') for f in files):
-                answer.append({'type': 'directory', 'path': rel, 'oid': _folder_oid(folder, files, rel)})
+                answer.append({'type': 'directory', 'path': rel, 'oid': _folder_oid(files, rel)})
         self._json(answer, headers={'X-Repo-Commit': commit})
 
     @staticmethod

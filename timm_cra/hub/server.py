@@ -21,7 +21,8 @@ two revisions it answers to, so a pinned revision (``hf-hub:org/repo@<hash>``) w
 is replaced or edited. A repo written by this server keeps each
 commit in ``<repo>/.hub-revisions/<commit>/`` (never changed once written) and its history in ``<repo>/.hub-head``
 (one commit per line, ``main`` last): ``main`` and every commit of the history are served. Repo ids resolve
-case-insensitively, as on the Hub (``ORG/Name`` finds ``org/name``). Used by the test suite, CI and as a local
+case-insensitively, as on the Hub (``ORG/Name`` finds ``org/name``); two folders of one id (``evil/dup`` and
+``evil/Dup``) are refused under every spelling (409 naming both). Used by the test suite, CI and as a local
 mirror::
 
     timm-cra-hub-mirror --root hub --port 8808       # or: python -m timm_cra.hub.server
@@ -30,8 +31,11 @@ mirror::
 Containment: every repo id and file name is checked part by part (no empty, ``.``/``..``, hidden but
 ``.gitattributes``, ``/``, ``\\`` or NUL parts, none over 255 bytes) and the resolved path must stay inside its
 repo folder, and that inside its root. A symlink is served only if its target stays inside the same repo
-folder; any other is invisible (404). The server's own entries (``.hub-head``, ``.hub-revisions`` and each
-revision in it) must be real files / folders: a symlink there is never followed (500 naming the entry).
+folder and passes no hidden part there (``leak.txt -> .git/config``); any other is invisible (404, unlisted).
+Each request walks the repo folder once (one ``stat`` a file, for the commit id; only links are resolved); a folder
+of over :data:`MAX_REPO_ENTRIES` files and folders is refused (507). The server's own entries (``.hub-head``,
+``.hub-revisions`` and each revision in it) must be real files / folders: a symlink there is never followed (500
+naming the entry).
 Every connection times out after ``request_timeout`` seconds without progress, and is closed when a request's line
 and headers are not all read within ``request_timeout`` seconds, or when a file shrinks while served (its body is
 short); a GET body is read and dropped, and two ``Content-Length`` headers are a 400.
@@ -133,7 +137,21 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
+def _served_path(path: Path, real_folder: Path) -> Optional[Path]:
+    """``path`` resolved (symlinks followed), if it is served from the folder whose resolved form is
+    ``real_folder``: it stays inside it and passes no hidden part on the way (the rule a requested name gets, so
+    ``leak.txt -> .git/config`` and ``gitdir -> .git`` never serve ``.git/config``); ``None`` otherwise."""
+    try:
+        rel = path.resolve(strict=True).relative_to(real_folder).parts
+    except (OSError, RuntimeError, ValueError):  # absent, a symlink loop, or outside
+        return None
+    if any(_hidden(p, last=i == len(rel) - 1) for i, p in enumerate(rel)):
+        return None
+    return real_folder.joinpath(*rel)
+
+
 _digests: Dict[Tuple[str, FileIdentity], str] = {}
+_digest_locks: Dict[Tuple[str, FileIdentity], threading.Lock] = {}  # one per file being hashed
 _digests_lock = threading.Lock()
 
 
@@ -146,14 +164,24 @@ def _digest_key(path: Path, algo: str) -> Tuple[str, FileIdentity]:
 
 def _file_digest(path: Path, algo: str = 'sha256') -> str:
     """sha256 of a file (``algo='sha256'``) or its git blob id (``'git-sha1'``, what ``git hash-object`` gives),
-    memoised per :func:`~timm_cra.utils.io.file_identity`, so a mirror of large weights hashes each once."""
+    memoised per :func:`~timm_cra.utils.io.file_identity`, so a mirror of large weights hashes each once: requests
+    arriving while it is hashed wait for that one reading (4 first HEADs of a 1 GiB file read it 4 times)."""
     key = _digest_key(path, algo)
     with _digests_lock:
         if key in _digests:
             return _digests[key]
-    digest = file_digest(path, None if algo == 'sha256' else hashlib.sha1(f'blob {key[1].size}\0'.encode()))
-    with _digests_lock:
-        _digests[key] = digest
+        lock = _digest_locks.setdefault(key, threading.Lock())
+    with lock:
+        with _digests_lock:
+            if key in _digests:
+                return _digests[key]
+        try:
+            digest = file_digest(path, None if algo == 'sha256' else hashlib.sha1(f'blob {key[1].size}\0'.encode()))
+            with _digests_lock:
+                _digests[key] = digest
+        finally:
+            with _digests_lock:
+                _digest_locks.pop(key, None)
     return digest
 
 
@@ -161,36 +189,72 @@ def _file_sha256(path: Path) -> str:
     return _file_digest(path, 'sha256')
 
 
-def _repo_files(repo_dir: Path) -> List[str]:
-    """Repo-relative POSIX paths of every regular file, hidden files and folders and escaping links excluded.
-
-    Hidden folders are pruned from the walk, not filtered after it: they are never served, and a ``.git`` of 51,200
-    files beside ``config.json`` made every request walk it (2-3 s a HEAD). Links to folders are not followed."""
-    files = []
-    for top, dirs, names in os.walk(repo_dir):
-        dirs[:] = [d for d in dirs if not _hidden(d, last=False)]
-        rel_top = Path(top).relative_to(repo_dir)
-        for name in names:
-            path = Path(top, name)
-            if not _hidden(name, last=True) and path.is_file() and _inside(path, repo_dir):
-                files.append((rel_top / name).as_posix())
-    return sorted(files, key=lambda rel: rel.split('/'))  # the order of a sorted walk: folder by folder
+#: The most entries (files and folders; a pruned hidden folder's contents not counted) one repo folder may hold. Every
+#: request walks the folder (its commit id is derived from each file's stat data), one ``stat`` per file: past this
+#: (about a second a request) the request is refused in one line rather than left to time out the client. The Hub
+#: itself advises under 100,000 files a repo.
+MAX_REPO_ENTRIES = 100_000
 
 
-def _stat_hash(folder: Path, files: Sequence[str]) -> str:
-    """40-hex sha1 over ``files`` (paths in ``folder``) and their stat data (device, inode, size, mtime and ctime in
-    ns). A file replaced (a new inode) or edited in place (mtime, ctime) changes it, and no file is read: hashing
-    the contents made a request wait for every byte below (a 6 GB file beside the weights; a 30 GB one in a
-    folder of a listing)."""
+def _repo_files(repo_dir: Path) -> Dict[str, FileIdentity]:
+    """Repo-relative POSIX path -> :class:`~timm_cra.utils.io.FileIdentity` of every regular file, in the order of a
+    sorted walk (folder by folder); hidden files and folders excluded, and links that :func:`_served_path` refuses.
+
+    One walk, one ``stat`` a file: the folder is resolved once and only links are resolved (``_inside`` on each file
+    resolved the file and the folder: 20,000 files made each HEAD take 4-18 s). Hidden folders are pruned from the
+    walk, not filtered after it (a ``.git`` of 51,200 files beside ``config.json``). Links to folders are not
+    followed. Over :data:`MAX_REPO_ENTRIES` entries: a 507 naming the limit."""
+    real_dir = repo_dir.resolve()
+    files: Dict[str, FileIdentity] = {}
+    seen = 0
+    pending = [('', iter(()))]  # (folder, its entries left), depth first: no recursion limit on deep trees
+    folders = ['']
+    while folders or pending:
+        if folders:
+            rel_top = folders.pop()
+            try:
+                with os.scandir(repo_dir / rel_top) as found:
+                    entries = sorted(found, key=lambda e: e.name)  # by name: the order of a sorted walk
+            except OSError:  # a folder removed or unreadable meanwhile: as os.walk, skipped
+                continue
+            seen += len(entries)
+            if seen > MAX_REPO_ENTRIES:
+                raise _HubError(HTTPStatus.INSUFFICIENT_STORAGE,
+                                f'{repo_dir} holds over {MAX_REPO_ENTRIES} files and folders, more than this mirror '
+                                f'serves (each request walks them): move what clients do not need out of it, or into '
+                                f'a hidden (.-prefixed) folder.')
+            pending.append((rel_top, iter(entries)))
+        rel_top, entries = pending[-1]
+        for entry in entries:
+            rel = rel_top + entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if not _hidden(entry.name, last=False):
+                        folders.append(rel + '/')  # listed next; the rest of this folder after it
+                        break
+                elif not _hidden(entry.name, last=True) and entry.is_file() and (
+                        not entry.is_symlink() or _served_path(Path(entry.path), real_dir) is not None):
+                    files[rel] = file_identity(entry.path)
+            except OSError:  # removed meanwhile
+                continue
+        else:
+            pending.pop()
+    return files
+
+
+def _stat_hash(files: Dict[str, FileIdentity]) -> str:
+    """40-hex sha1 over ``files`` (path -> stat data: device, inode, size, mtime and ctime in ns). A file replaced (a
+    new inode) or edited in place (mtime, ctime) changes it, and no file is read: hashing the contents made a
+    request wait for every byte below (a 6 GB file beside the weights; a 30 GB one in a folder of a listing)."""
     h = hashlib.sha1()
-    for rel in files:
-        h.update(f'{rel}\0{file_identity(folder / rel)}\n'.encode())
+    for rel, identity in files.items():
+        h.update(f'{rel}\0{identity}\n'.encode())
     return h.hexdigest()
 
 
 def _folder_commit_hash(folder: Path) -> str:
     """40-hex commit id of a plain folder: :func:`_stat_hash` of all its files."""
-    return _stat_hash(folder, _repo_files(folder))
+    return _stat_hash(_repo_files(folder))
 
 
 def _history(repo_dir: Path) -> Optional[List[str]]:
@@ -214,19 +278,25 @@ def served_revision(repo_dir: Union[str, Path], revision: str = DEFAULT_BRANCH) 
 
     Raises ``_HubError`` (404 ``RevisionNotFound``) for any other revision.
     """
-    repo_dir = Path(repo_dir)
+    return _revision(Path(repo_dir), revision)[:2]
+
+
+def _revision(repo_dir: Path, revision: str) -> Tuple[Path, str, Optional[Dict[str, FileIdentity]]]:
+    """:func:`served_revision` and, for a plain folder, the :func:`_repo_files` its commit hash came from (a listing
+    reuses them: one walk a request); ``None`` for a revision of the history (not walked for its commit)."""
     history = _history(repo_dir)
     revisions = _store_entry(repo_dir, _REVISIONS, folder=True)  # checked even when unused: S3 (writes go there)
     if history is None:
-        head = _folder_commit_hash(repo_dir)
+        files = _repo_files(repo_dir)
+        head = _stat_hash(files)
         if revision in (DEFAULT_BRANCH, head):
-            return repo_dir, head
+            return repo_dir, head, files
     else:
         head = history[-1]
         commit = head if revision == DEFAULT_BRANCH else revision
         folder = _store_entry(revisions, commit, folder=True) if revisions and commit in history else None
         if folder is not None and _inside(folder, repo_dir):
-            return folder, commit
+            return folder, commit, None
     raise _HubError(HTTPStatus.NOT_FOUND,
                     f'Invalid rev id: {revision[:100]} (repo {repo_dir.parent.name}/{repo_dir.name} has '
                     f'{DEFAULT_BRANCH} = {head}).', 'RevisionNotFound')
@@ -292,16 +362,20 @@ def _find_repo_in(root: Path, repo_id: str) -> Optional[Path]:
         return None
     if len(parts) != 2:
         return None
-    for org in _child_dirs(root, parts[0]):  # ACME/two and acme/one made by hand: each id finds its repo
-        for repo_dir in _child_dirs(org, parts[1]):
-            return repo_dir if _inside(repo_dir, root) else None
-    return None
+    # ACME/two and acme/one made by hand: each id finds its repo. Two folders of one id (evil/dup and evil/Dup, or
+    # ACME/x and acme/x) are one repo on the Hub: serving either for every spelling hid the other, so none is served.
+    found = [repo_dir for org in _child_dirs(root, parts[0]) for repo_dir in _child_dirs(org, parts[1])]
+    if len(found) > 1:
+        raise _HubError(HTTPStatus.CONFLICT,
+                        f'Repository {repo_id[:200]} is ambiguous: {found[0]} and {found[1]} differ only in case, and '
+                        f'repo ids are case-insensitive (as on the Hub): rename or remove one of them.')
+    return found[0] if found and _inside(found[0], root) else None
 
 
-def _folder_oid(folder: Path, files: Sequence[str], key: str) -> str:
-    """The ``oid`` of the folder ``key`` of a revision (``files``: its file list) in a listing: :func:`_stat_hash` of
-    the files below it, so it changes with anything below it and reads none of them."""
-    return _stat_hash(folder, [rel for rel in files if rel.startswith(key + '/')])
+def _folder_oid(files: Dict[str, FileIdentity], key: str) -> str:
+    """The ``oid`` of the folder ``key`` of a revision (``files``: its :func:`_repo_files`) in a listing:
+    :func:`_stat_hash` of the files below it, so it changes with anything below it and reads none of them."""
+    return _stat_hash({rel: identity for rel, identity in files.items() if rel.startswith(key + '/')})
 
 
 def _file_oid(identity: FileIdentity) -> str:
@@ -504,16 +578,24 @@ class _ReadRoutes(BaseHTTPRequestHandler):
             raise _HubError(HTTPStatus.NOT_FOUND, f'Repository {repo_id[:200]} not found.', 'RepoNotFound')
         return served_revision(repo_dir, revision)
 
+    def _revision_files(self, repo_id: str, revision: str) -> Tuple[Path, str, Dict[str, FileIdentity]]:
+        """:meth:`_check_revision` and the revision's :func:`_repo_files`, walked once."""
+        repo_dir = self._find_repo(repo_id)
+        if repo_dir is None:
+            raise _HubError(HTTPStatus.NOT_FOUND, f'Repository {repo_id[:200]} not found.', 'RepoNotFound')
+        folder, commit, files = _revision(repo_dir, revision)
+        return folder, commit, _repo_files(folder) if files is None else files
+
     def _model_info(self, repo_id: str, revision: str, head_only: bool):
-        folder, commit = self._check_revision(repo_id, revision)
+        _, commit, files = self._revision_files(repo_id, revision)
         body = json.dumps({
             'id': repo_id, 'modelId': repo_id, 'sha': commit, 'private': False, 'disabled': False,
-            'gated': False, 'tags': [], 'siblings': [{'rfilename': f} for f in _repo_files(folder)],
+            'gated': False, 'tags': [], 'siblings': [{'rfilename': f} for f in files],
         }).encode()
         self._send(HTTPStatus.OK, {'Content-Type': 'application/json', 'X-Repo-Commit': commit}, body, head_only)
 
     def _tree(self, repo_id: str, revision: str, path: str, head_only: bool):
-        folder, commit = self._check_revision(repo_id, revision)
+        _, commit, files = self._revision_files(repo_id, revision)
         recursive = parse_qs(urlsplit(self.path).query).get('recursive', ['false'])[0].lower() in ('true', '1')
         prefix = ''
         if path:
@@ -521,21 +603,21 @@ class _ReadRoutes(BaseHTTPRequestHandler):
                 prefix = '/'.join(safe_parts(path)) + '/'
             except _HubError:
                 prefix = None
-        files = [f for f in _repo_files(folder) if prefix is not None and f.startswith(prefix)]
+        files = {rel: identity for rel, identity in files.items() if prefix is not None and rel.startswith(prefix)}
         if not files and path:
             raise _HubError(HTTPStatus.NOT_FOUND, f'{path[:200]} is not a folder of "{revision}" of {repo_id}.',
                             'EntryNotFound', commit)
         entries: Dict[str, dict] = {}
-        for rel in files:
+        below: Dict[str, Dict[str, FileIdentity]] = {}  # each listed folder's files, gathered in one pass
+        for rel, identity in files.items():
             sub = rel[len(prefix):].split('/')
             depth = len(sub) if recursive else 1
             for i in range(1, min(depth, len(sub) - 1) + 1):  # the folders on the way
-                key = prefix + '/'.join(sub[:i])
-                if key not in entries:
-                    entries[key] = {'type': 'directory', 'oid': _folder_oid(folder, files, key), 'path': key}
+                below.setdefault(prefix + '/'.join(sub[:i]), {})[rel] = identity
             if recursive or len(sub) == 1:
-                identity = file_identity(folder / rel)
                 entries[rel] = {'type': 'file', 'oid': _file_oid(identity), 'size': identity.size, 'path': rel}
+        for key, inside in below.items():
+            entries[key] = {'type': 'directory', 'oid': _stat_hash(inside), 'path': key}
         body = json.dumps([entries[k] for k in sorted(entries)]).encode()
         self._send(HTTPStatus.OK, {'Content-Type': 'application/json', 'X-Repo-Commit': commit}, body, head_only)
 
@@ -550,8 +632,8 @@ class _ReadRoutes(BaseHTTPRequestHandler):
             raise missing
         if len(parts) != len(file_parts):  # a part held an encoded '/'
             raise missing
-        path = folder.joinpath(*parts)
-        if not path.is_file() or not _inside(path, folder):
+        path = _served_path(folder.joinpath(*parts), folder.resolve())  # the one path asked for, not the others
+        if path is None or not path.is_file():
             raise missing
         self._send_file(path, commit, head_only)
 

@@ -1,0 +1,175 @@
+"""The read-only mirror (timm_cra.hub.server) under hostile or heavy repo folders: links into hidden folders, many
+files, concurrent first downloads of an un-hashed file, repo folders whose ids differ only in case.
+
+Each check goes through huggingface_hub (what timm's ``hf-hub:`` loads use) and plain HTTP against the suite's
+in-process loopback Hub (the ``hub`` fixture)."""
+import http.client
+import os
+import threading
+
+import pytest
+
+from timm_cra.hub import server as mirror
+
+TOKEN = b'hf_SECRETtokenINaRemoteURL'
+GIT_CONFIG = b'[remote "origin"]\n\turl = https://user:' + TOKEN + b'@huggingface.co/org/repo\n'
+
+
+def _request(endpoint, method, path):
+    host, port = endpoint.split('//')[1].split(':')
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp, resp.read()
+    finally:
+        conn.close()
+
+
+def test_links_into_hidden_folders_are_neither_served_nor_listed(hub, tmp_path):
+    """``leak.txt -> .git/config`` and ``gitdir -> .git`` inside a served repo: the direct path ``.git/config`` was
+    refused, but the links served its bytes (a token in a remote URL) and leak.txt was listed and downloaded by
+    snapshot_download. A path whose resolved form passes a hidden part is now refused as the direct one is."""
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError
+    repo = hub.add_repo('t-mirror/hidden-links', {'config.json': b'{}'})
+    (repo / '.git').mkdir()
+    (repo / '.git' / 'config').write_bytes(GIT_CONFIG)
+    os.symlink('.git/config', repo / 'leak.txt')
+    os.symlink('.git', repo / 'gitdir')
+    os.symlink('config.json', repo / 'inner.json')  # a link staying in the visible repo is still served
+    (repo / 'sub').mkdir()
+    os.symlink('../.git/config', repo / 'sub' / 'deep.txt')
+
+    for name in ('leak.txt', 'gitdir/config', 'sub/deep.txt', '.git/config'):
+        for method in ('HEAD', 'GET'):
+            resp, body = _request(hub.endpoint, method, f'/t-mirror/hidden-links/resolve/main/{name}')
+            assert resp.status in (400, 404), (name, method, resp.status)
+            assert TOKEN not in body
+    resp, body = _request(hub.endpoint, 'GET', '/t-mirror/hidden-links/resolve/main/inner.json')
+    assert resp.status == 200 and body == b'{}'
+    for path in ('/api/models/t-mirror/hidden-links', '/api/models/t-mirror/hidden-links/tree/main?recursive=true'):
+        resp, body = _request(hub.endpoint, 'GET', path)
+        assert resp.status == 200 and b'leak' not in body and b'deep' not in body and b'gitdir' not in body
+
+    api = HfApi()
+    assert api.list_repo_files('t-mirror/hidden-links') == ['config.json', 'inner.json']
+    assert [s.rfilename for s in api.model_info('t-mirror/hidden-links').siblings] == ['config.json', 'inner.json']
+    folder = snapshot_download('t-mirror/hidden-links', local_dir=tmp_path / 'snap')
+    got = sorted(p.relative_to(folder).as_posix() for p in (tmp_path / 'snap').rglob('*')
+                 if p.is_file() and '.cache' not in p.parts)
+    assert got == ['config.json', 'inner.json']
+    for name in ('leak.txt', 'gitdir/config', 'sub/deep.txt'):
+        with pytest.raises(EntryNotFoundError):
+            hf_hub_download('t-mirror/hidden-links', name)
+    assert not [p for p in hub.cache_dir.rglob('*') if p.is_file() and TOKEN in p.read_bytes()]
+
+
+def _counting(monkeypatch, module, name, counts):
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        counts[name] = counts.get(name, 0) + 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+
+
+def test_a_head_does_no_path_resolution_per_unrelated_file(hub, monkeypatch):
+    """A HEAD of config.json in a repo with 3,000 files in junk/ resolved every file and the repo folder (two
+    realpath calls a file: 20,000 files made each HEAD take 4-18 s and hf-hub: loads time out). Counted, not timed:
+    it now resolves as many paths as in a one-file repo, and stats each file at most once (its commit id)."""
+    files = {'config.json': b'{}'}
+    hub.add_repo('t-mirror/small', files)
+    many = hub.add_repo('t-mirror/many', files)
+    (many / 'junk').mkdir()
+    n = 3000
+    for i in range(n):
+        (many / 'junk' / f'f{i}.txt').write_bytes(b'')
+    work = {}
+    for repo in ('small', 'many'):
+        counts = {}
+        with monkeypatch.context() as patch:  # the in-process mirror's threads resolve and stat through these
+            _counting(patch, os.path, 'realpath', counts)
+            _counting(patch, os, 'stat', counts)
+            resp, _ = _request(hub.endpoint, 'HEAD', f'/t-mirror/{repo}/resolve/main/config.json')
+        assert resp.status == 200
+        work[repo] = counts
+    assert work['many'].get('realpath', 0) == work['small'].get('realpath', 0)
+    assert work['many']['stat'] <= work['small']['stat'] + n
+
+
+def test_a_repo_past_the_entry_limit_is_one_line_naming_it(hub, monkeypatch):
+    """The walk each request makes is bounded: past ``MAX_REPO_ENTRIES`` a request is refused at once with one line
+    naming the limit and the fix, which huggingface_hub shows (a 507: not retried)."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    repo = hub.add_repo('t-mirror/huge', {'config.json': b'{}'})
+    (repo / 'junk').mkdir()
+    for i in range(30):
+        (repo / 'junk' / f'f{i}.txt').write_bytes(b'')
+    monkeypatch.setattr(mirror, 'MAX_REPO_ENTRIES', 20)
+    resp, _ = _request(hub.endpoint, 'HEAD', '/t-mirror/huge/resolve/main/config.json')
+    assert resp.status == 507
+    message = resp.getheader('X-Error-Message')
+    assert 'over 20 files and folders' in message and 'huge' in message and '\n' not in message
+    with pytest.raises(HfHubHTTPError, match='over 20 files and folders'):
+        HfApi().model_info('t-mirror/huge')
+    with pytest.raises(LocalEntryNotFoundError) as failed:  # a download's HEAD error is its cause
+        hf_hub_download('t-mirror/huge', 'config.json')
+    assert 'over 20 files and folders' in str(failed.value.__cause__)
+    monkeypatch.setattr(mirror, 'MAX_REPO_ENTRIES', 40)  # within the limit it is served
+    assert open(hf_hub_download('t-mirror/huge', 'config.json'), 'rb').read() == b'{}'
+
+
+def test_first_heads_at_once_hash_a_file_once(hub, monkeypatch):
+    """4 first HEADs at once on an un-hashed file each hashed it (4.3 GB read for a 1 GiB file): the ones arriving
+    while it is hashed now wait for that one reading. The hash is slowed so that all 4 arrive meanwhile."""
+    hub.add_repo('t-mirror/big', {'config.json': b'{}', 'w.bin': os.urandom(1 << 16)})
+    calls = []
+    real = mirror.file_digest
+    started = threading.Event()
+
+    def slow_digest(*args, **kwargs):
+        calls.append(args[0])
+        started.set()
+        threading.Event().wait(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mirror, 'file_digest', slow_digest)
+    answers = []
+
+    def head():
+        answers.append(_request(hub.endpoint, 'HEAD', '/t-mirror/big/resolve/main/w.bin')[0])
+
+    threads = [threading.Thread(target=head) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [a.status for a in answers] == [200] * 4
+    assert len({a.getheader('ETag') for a in answers}) == 1
+    assert len(calls) == 1, calls
+
+
+def test_repo_folders_differing_only_in_case_are_refused(hub):
+    """evil/dup and evil/Dup were served with different contents, and EVIL/DUP silently got one of them. Repo ids are
+    case-insensitive on the Hub, so the two folders are one id: every spelling is refused in one line naming both,
+    until one is renamed or removed."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    lower = hub.add_repo('t-mirror-case/dup', {'config.json': b'{"a": 1}'})
+    upper = hub.add_repo('t-mirror-case/Dup', {'config.json': b'{"a": 2}'})
+    for repo_id in ('t-mirror-case/dup', 't-mirror-case/Dup', 'T-MIRROR-CASE/DUP'):
+        resp, _ = _request(hub.endpoint, 'HEAD', f'/{repo_id}/resolve/main/config.json')
+        assert resp.status == 409
+        message = resp.getheader('X-Error-Message')
+        assert str(lower) in message and str(upper) in message and 'case' in message
+        with pytest.raises(HfHubHTTPError, match='ambiguous'):
+            HfApi().model_info(repo_id)
+        with pytest.raises(LocalEntryNotFoundError) as failed:  # a download's HEAD error is its cause
+            hf_hub_download(repo_id, 'config.json')
+        assert 'ambiguous' in str(failed.value.__cause__)
+    (upper / 'config.json').unlink()
+    upper.rmdir()
+    assert open(hf_hub_download('T-MIRROR-CASE/DUP', 'config.json'), 'rb').read() == b'{"a": 1}'
