@@ -386,3 +386,68 @@ def test_config_in_chans_that_the_weights_lack_is_one_line(tmp_path):
     assert last.startswith('error: ') and 'size mismatch: conv1.weight (16, 3, 3, 3) vs model (16, 1, 3, 3) (the ' \
         'weights take 3 input channels, the model 1: pass --in-chans 3; else the folder\'s config.json describes ' \
         'another model than its weights' in last, r.stderr[-2000:]
+
+
+def _card_top5(model, img: Image.Image, labels) -> str:
+    """What the card's timm code prints for ``img`` (already in the model's mode)."""
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)
+    with torch.no_grad():
+        probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]
+    top = probs.topk(min(5, len(probs)))
+    return ''.join(f'{labels[i]}: {p:.3f}\n' for p, i in zip(top.values.tolist(), top.indices.tolist()))
+
+
+def _sideways_jpeg(model, images, path: Path, mode: str) -> Path:
+    """The first of ``images`` whose top-1 changes when stored turned a quarter (as a phone stores a photo,
+    EXIF Orientation 6), saved so: the JPEG whose stored pixels and upright picture score differently."""
+    from timm_cra.data.images import decode_image
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display
+    for img in images:
+        img.transpose(Image.Transpose.ROTATE_90).save(path, quality=95, exif=exif.tobytes())
+        with Image.open(path) as stored:
+            stored_top1, upright_top1 = timm_top1(model, [stored.convert(mode), decode_image(path, len(mode))])
+        if stored_top1 != upright_top1:
+            return path
+    raise AssertionError('no image scores differently sideways: the check below could not fail')
+
+
+@pytest.mark.slow  # four interpreters running the cards' code, a publish: CI step 2
+def test_card_code_reads_an_exif_rotated_photo_as_the_loaders_do(hub, cifar_images, tmp_path):
+    """A JPEG stored sideways with EXIF Orientation 6: the loaders (decode_image, so validate and train) read it
+    upright, the card's code read the stored pixels (120 of 200 rotated digits got another top-1). The code of a
+    published card, run as written, now prints the loader's top-5 exactly (a 3-channel card in hub/: timm code
+    and transformers' pipeline, which turns images upright itself; a 1-channel card from publish: timm code and
+    image processor + model)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    from timm_cra.data.images import decode_image
+    folder = REPO_ROOT / 'hub' / 'timm-cra' / TAG  # served by the loopback Hub under timm-cra/<tag>
+    rgb = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    labels = rgb.pretrained_cfg['label_names']
+    jpeg = _sideways_jpeg(rgb, cifar_images, tmp_path / 'rgb.jpg', 'RGB')
+    expected = _card_top5(rgb, decode_image(jpeg, 3), labels)
+    timm_out, hf_out = run_card_code(folder, jpeg)
+    assert timm_out == expected
+    assert f"'label': '{expected.split(':')[0]}'" in hf_out.split('}')[0]
+
+    # The same weights as a 1-channel model (timm sums the first conv over the colours), published by the CLI.
+    grey = timm.create_model(f'local-dir:{folder}', pretrained=True, in_chans=1).eval()
+    save_file(grey.state_dict(), tmp_path / 'grey.safetensors')
+    repo, repo_id = tmp_path / 'grey', 'card8-org/grey'
+    pub = subprocess.run([sys.executable, '-m', 'timm_cra.hub.publish', 'cra_cifar_resnet20.grey',
+                          tmp_path / 'grey.safetensors', '--model-kwargs', 'in_chans=1', '--num-classes', '10',
+                          '--label-names', ','.join(labels), '--out', repo, '--repo-id', repo_id],
+                         env=dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1'),
+                         capture_output=True, text=True, timeout=300)
+    assert pub.returncode == 0, pub.stderr[-3000:]
+    hub.add_repo(repo_id, repo)
+    grey = timm.create_model(f'local-dir:{repo}', pretrained=True).eval()
+    jpeg = _sideways_jpeg(grey, cifar_images, tmp_path / 'grey.jpg', 'L')
+    expected = _card_top5(grey, decode_image(jpeg, 1), labels)
+    timm_out, hf_out = run_card_code(repo, jpeg)
+    assert timm_out == expected and hf_out.strip() == expected.split(':')[0]

@@ -139,6 +139,52 @@ def test_16bit_png_conversion_for_other_clients_matches_the_loader(tmp_path, mon
         assert np.array_equal(np.asarray(convert_image(img, 3)), loaded)
 
 
+def test_the_cards_advice_for_16bit_and_float_images_reads_a_sideways_file_as_the_loader(tmp_path):
+    """The card's advice for wide images, `convert_image(Image.open(path), C)` as a published card prints it,
+    skipped the EXIF Orientation the loaders apply: a 16-bit PNG or float TIFF stored sideways (Orientation 6)
+    reached the model turned a quarter. It now gives the folder loader's exact pixels at 1 and 3 channels, and the
+    card names float (mode F) images beside 16-bit ones."""
+    import re
+    from pathlib import Path
+
+    import timm_cra.data.images  # the card's code names timm_cra.data.images.convert_image
+    from timm_cra.hub.card import usage_section
+    rng = np.random.default_rng(0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    wide = {'a/deep.png': rng.integers(0, 65536, (8, 12)).astype(np.uint16),
+            'b/float.tif': rng.random((8, 12)).astype(np.float32)}
+    for name, a in wide.items():
+        (tmp_path / name).parent.mkdir(parents=True)
+        Image.fromarray(a).save(tmp_path / name, exif=exif)
+    published = (Path(__file__).resolve().parents[2] / 'hub' / 'timm-cra' / 'cra_cifar_resnet20.cifar10'
+                 / 'README.md').read_text()
+    for in_chans, card in ((3, published), (1, '\n'.join(usage_section('org/grey', (1, 32, 32), None)))):
+        (line,) = [ln for ln in card.splitlines() if 'float TIFF (mode `F`' in ln and '16-bit' in ln]
+        (advice,) = re.findall(r'`(timm_cra\.data\.images\.convert_image\(Image\.open\(path\), \d\))`', line)
+        ds = create_dataset('folder', str(tmp_path), '', in_chans=in_chans)
+        for i, (path, _) in enumerate(ds.samples):
+            loaded = np.asarray(ds.load_image(i))
+            assert loaded.shape[:2] == (12, 8)  # upright: the stored 12 x 8 turned
+            with Image.open(path) as img:
+                assert not np.array_equal(np.asarray(img.convert(ds.load_image(i).mode)), loaded)
+                got = eval(advice, {'timm_cra': timm_cra, 'Image': Image, 'path': path})  # noqa: S307 (the card's)
+            assert np.array_equal(np.asarray(got), loaded), (path, in_chans)
+
+
+def test_a_lab_tiff_reads_at_one_channel_as_the_greyscale_of_its_three_channel_reading(tmp_path):
+    """A LAB TIFF read at 3 channels but was unreadable at 1 ("conversion from LAB to RGB not supported": Pillow
+    converts LAB to RGB only): at 1 channel it is now the greyscale of the RGB reading."""
+    lab = Image.frombytes('LAB', (12, 8), np.random.default_rng(0).integers(0, 256, 8 * 12 * 3, np.uint8).tobytes())
+    for c in ('a', 'b'):  # a classifier's folders: two classes
+        (tmp_path / c).mkdir()
+        lab.save(tmp_path / c / 'lab.tif')
+    rgb = create_dataset('folder', str(tmp_path), '', in_chans=3).load_image(0)
+    grey = create_dataset('folder', str(tmp_path), '', in_chans=1).load_image(0)
+    assert grey is not None and grey.mode == 'L' and rgb.mode == 'RGB'
+    assert np.array_equal(np.asarray(grey), np.asarray(rgb.convert('L')))
+
+
 def test_32bit_integer_and_float_images_are_scaled_by_a_known_rule(tmp_path, cli_env):
     """32-bit integer TIFFs (mode I) used to be taken as 16-bit and came out nearly black, float TIFFs (mode F)
     were clipped to black: they are scaled by the documented rule, and an image with no known scale is a

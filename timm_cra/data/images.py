@@ -15,7 +15,8 @@ as EPS to Ghostscript), and at most ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (89,47
 stored and as the transform's first resize would make it (:func:`resize_short_side`: a 1 x 2,000,000 PNG is
 2 M pixels, but 32 x 64,000,000 after timm's eval resize of the short side to 32). Anything else
 raises :class:`UnreadableImage`, which the datasets turn into a counted, logged skip. A decoded image is turned
-upright by its EXIF Orientation tag (:func:`upright`), as transformers' ``load_image`` does.
+upright by its EXIF Orientation tag (:func:`upright`), as transformers' ``load_image`` does; :func:`convert_image`
+does that too, so code that opens a file itself (a model card's) gets the loaders' pixels from it.
 """
 import contextlib
 import io
@@ -44,6 +45,9 @@ _16BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
 #: Formats whose mode 'I' images hold 16-bit values: PNG greyscale is 8 or 16 bit, never 32; Pillow reads a PGM of any
 #: maxval over 255 as 'I' scaled to 0..65535 (PpmImagePlugin), so its values alone would misread dark pixels as 8 bit.
 _16BIT_FORMATS = ('PNG', 'PPM')
+#: Modes Pillow converts to RGB only (LAB to 'L' fails with "conversion from LAB to RGB not supported"): read through
+#: RGB for every channel count, so a 1-channel model sees the greyscale of the colours a 3-channel one does.
+_VIA_RGB_MODES = ('LAB',)
 
 
 class UnreadableImage(DataError, ValueError):
@@ -108,7 +112,7 @@ def decode_image(source: Union[str, os.PathLike, bytes, Image.Image], in_chans: 
                 img = stack.enter_context(Image.open(fp, formats=IMAGE_FORMATS))
             check_pixels(img.width, img.height, resize_side)
             img.load()
-            return convert_image(upright(img), in_chans)
+            return convert_image(img, in_chans)
     except UnreadableImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -159,11 +163,15 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 
 
 def convert_image(img: Image.Image, in_chans: int = 3) -> Image.Image:
-    """A new 8-bit image with ``in_chans`` channels (wide and float greyscale scaled, not clipped: see the
-    module docstring; :class:`UnreadableImage` when no scale is known); never ``img`` itself, so the result
-    outlives the file ``img`` was opened from."""
+    """A new 8-bit image with ``in_chans`` channels, as every loader reads it: turned upright (:func:`upright`),
+    wide and float greyscale scaled, not clipped (see the module docstring; :class:`UnreadableImage` when no scale
+    is known), LAB read through RGB; never ``img`` itself, so the result outlives the file ``img`` was opened
+    from."""
+    img = upright(img)
     if img.mode in _16BIT_MODES or img.mode in ('I', 'F'):
         img = _to_8bit(img)
+    elif img.mode in _VIA_RGB_MODES:
+        img = img.convert('RGB')
     mode = image_mode(in_chans)
     return img.copy() if img.mode == mode else img.convert(mode)
 

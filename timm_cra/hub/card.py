@@ -319,9 +319,11 @@ USAGE_IMAGE = 'your_image.png'
 def usage_section(repo_id: str, input_size: Sequence[int], label_names: Optional[Sequence[str]]) -> List[str]:
     """The card's usage code, built for this model: it runs as written once ``your_image.png`` exists.
 
-    Images are converted to the model's input channels ('L' for 1, 'RGB' for 3); preprocessing (size, crop,
-    mean/std) comes from timm's data config of the repo. transformers' ``pipeline`` converts every image to RGB,
-    so a 1-channel model is called through its image processor with an 'L' image instead.
+    Images are turned upright by their EXIF Orientation tag (``ImageOps.exif_transpose``, as timm-cra's loaders and
+    transformers' ``load_image`` do) and converted to the model's input channels ('L' for 1, 'RGB' for 3);
+    preprocessing (size, crop, mean/std) comes from timm's data config of the repo. transformers' ``pipeline``
+    turns images upright and converts every one to RGB, so a 1-channel model is called through its image processor
+    with an upright 'L' image instead.
     """
     mode = 'L' if input_size[0] == 1 else 'RGB'
     name = 'labels[i]' if label_names else 'i'
@@ -330,15 +332,15 @@ def usage_section(repo_id: str, input_size: Sequence[int], label_names: Optional
         'import timm',
         'import timm_cra  # registers the cra_* architectures with timm; needed before create_model',
         'import torch',
-        'from PIL import Image',
+        'from PIL import Image, ImageOps',
         '',
         f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
         'data_config = timm.data.resolve_model_data_config(model)  # size, crop, mean/std of these weights',
         'transform = timm.data.create_transform(**data_config, is_training=False)',
     ] + (["labels = model.pretrained_cfg['label_names']"] if label_names else []) + [
         '',
-        f"img = Image.open('{USAGE_IMAGE}').convert('{mode}')  # any image file; this model takes "
-        f"{input_size[0]}-channel input",
+        f"img = ImageOps.exif_transpose(Image.open('{USAGE_IMAGE}'))  # any image file, upright as its EXIF tag says",
+        f"img = img.convert('{mode}')  # this model takes {input_size[0]}-channel input",
         'with torch.no_grad():',
         '    probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]',
         'top = probs.topk(min(5, len(probs)))',
@@ -362,12 +364,12 @@ def usage_section(repo_id: str, input_size: Sequence[int], label_names: Optional
             '```python',
             'import timm_cra  # first: transformers builds the model through timm, which must know cra_*',
             'import torch',
-            'from PIL import Image',
+            'from PIL import Image, ImageOps',
             'from transformers import AutoImageProcessor, AutoModelForImageClassification',
             '',
             f"processor = AutoImageProcessor.from_pretrained('{repo_id}')",
             f"model = AutoModelForImageClassification.from_pretrained('{repo_id}').eval()",
-            f"inputs = processor(Image.open('{USAGE_IMAGE}').convert('L'))",
+            f"inputs = processor(ImageOps.exif_transpose(Image.open('{USAGE_IMAGE}')).convert('L'))",
             'with torch.no_grad():',
             '    logits = model(**inputs).logits',
             'print(model.config.id2label[logits.argmax(-1).item()])',
@@ -375,10 +377,11 @@ def usage_section(repo_id: str, input_size: Sequence[int], label_names: Optional
         ]
         hf_intro = ("With transformers (`pip install transformers`): its `pipeline('image-classification')` "
                     'converts every image to RGB, which a 1-channel model cannot take, so call the image '
-                    "processor and the model with a greyscale ('L') image:")
-    sixteen_bit = ("A 16-bit greyscale PNG comes out white from PIL's `convert()` (it clips at 255); "
-                   f"`timm_cra.data.images.convert_image(Image.open(path), {input_size[0]})` scales it to 8 bit "
-                   "(`value / 257`) as timm-cra's training and validation did.")
+                    "processor and the model with an upright greyscale ('L') image:")
+    sixteen_bit = ("A 16-bit greyscale PNG comes out white from PIL's `convert()` (it clips at 255), a float TIFF "
+                   "(mode `F`, values in [0, 1]) black; `timm_cra.data.images.convert_image(Image.open(path), "
+                   f"{input_size[0]})` reads either as timm-cra's training and validation did (upright, scaled to "
+                   "8 bit: `value / 257`, float `x 255`).")
     return (['## Usage', '', f'With timm (replace `{USAGE_IMAGE}` with your image):', ''] + timm_code
             + ['', sixteen_bit, '', hf_intro, ''] + hf_code
             + ['', f"Fine-tune with a new head: `timm.create_model('hf-hub:{repo_id}', pretrained=True, "
