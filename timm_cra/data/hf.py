@@ -466,6 +466,8 @@ class HFImageDataset(Dataset):
         bad = first_non_integer(labels)
         if bad is not None:  # int64 conversion would fail on strings / NaN and truncate 0.7 to class 0
             names = (' (class names need a ClassLabel feature)' if isinstance(bad[1], str) else
+                     ' (a boolean column: store the classes as integers 0 and 1)'
+                     if isinstance(bad[1], (bool, np.bool_)) else
                      ' (this one is outside int64)' if isinstance(bad[1], numbers.Real) and math.isfinite(bad[1])
                      and float(bad[1]).is_integer() else '')
             raise DataError(f"Label column '{self.label_key}' of '{source}' [{split}] has {bad[1]!r:.40} at example "
