@@ -107,3 +107,23 @@ def test_meta_label_names_that_are_not_utf8_are_one_line(tmp_path):
     with open(d / 'batches.meta', 'wb') as f:  # UTF-8 bytes are names as given
         pickle.dump({b'label_names': NAMES[:3] + ['café'.encode()] + NAMES[4:]}, f)
     assert create_dataset('', str(tmp_path), 'train').class_names[3] == 'café'
+
+
+def test_a_huge_batch_file_is_refused_before_it_is_read(tmp_path, cli_env):
+    """A sparse 5 GB ``test_batch`` (no bytes on disk) was read whole: a MemoryError traceback under a 4 GB address
+    space limit, a 5 GB read without one. validate now refuses it in one line from its size, before reading a byte;
+    the cap is above the largest real batch file (CIFAR-100's train file: 50,000 images of 3,072 bytes, 155 MB)."""
+    from .test_data_strangers import _run_memory_capped
+    d = write_cifar10(tmp_path / 'data')
+    with open(d / 'test_batch', 'r+b') as f:
+        f.truncate(5 << 30)
+    r = _run_memory_capped('timm_cra.eval', ['--model', 'cra_cifar_resnet20', '--data-dir', tmp_path / 'data',
+                                             '--split', 'test', '--workers', '0', '--no-progress'], cli_env, tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert line == (f"error: CIFAR batch file {d / 'test_batch'} is over 256 MiB, more than any CIFAR batch file "
+                    f"(CIFAR-100's train file is 155 MB) holds: it is not one (or is damaged); re-extract the "
+                    f"official cifar-10/100-python archive."), r.stderr[-2000:]
+    assert 'Traceback' not in r.stderr
+    from timm_cra.data.cifar import MAX_BATCH_FILE_BYTES
+    assert MAX_BATCH_FILE_BYTES > 50_000 * 3072 * 1.05

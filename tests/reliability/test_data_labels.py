@@ -204,3 +204,19 @@ def test_cifar_label_names_without_images_are_warned_as_empty_class_folders(tmp_
                 in proc.stderr), proc.stderr[-2000:]
     config = json.loads((tmp_path / 'out' / 'run' / 'config.json').read_text())
     assert config['num_classes'] == 12 and config['label_names'] == names
+
+
+def test_a_boolean_label_column_is_named_as_one(tmp_path):
+    """A parquet label column of bools was refused saying True was "outside int64", which it is not: the line now
+    says it is a boolean column and how to store the classes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    images = pa.array([{'bytes': _png(10 * i), 'path': None} for i in range(4)],
+                      pa.struct([('bytes', pa.binary()), ('path', pa.string())]))
+    path = tmp_path / 'labels.parquet'
+    pq.write_table(pa.table({'image': images, 'label': pa.array([True, False, True, False])}), path)
+    with pytest.raises(DataError) as e:
+        create_dataset('', str(path), 'test')
+    assert str(e.value) == (f"Label column 'label' of '{path}' [test] has True at example 0: labels must be integer "
+                            f"class indices (a boolean column: store the classes as integers 0 and 1); pass the label "
+                            f"column with --target-key, or cast it to a ClassLabel feature.")

@@ -90,6 +90,60 @@ def test_save_to_disk_image_paths_are_read_inside_the_folder(tmp_path, cli_env):
     assert 'skipped 3 unreadable image(s) of 5' in r.stderr, r.stderr[-2000:]
 
 
+@pytest.mark.parametrize('kind,in_memory', [
+    ('parquet', False), ('save_to_disk', True),  # the fast suite: each kind and each decode path once
+    pytest.param('parquet', True, marks=pytest.mark.slow), pytest.param('save_to_disk', False, marks=pytest.mark.slow)])
+def test_plain_string_image_paths_are_read_inside_the_folder(tmp_path, cli_env, kind, in_memory):
+    """An image column of plain strings (paths, not {'bytes', 'path'} rows) was read from anywhere: absolute paths
+    outside the data folder were trained on, relative ones were read against the working directory (8/8 from one
+    folder, 0/8 from /), and /etc/hostname was opened. A string now follows the `path` row's rule (`hf._path_in`):
+    it resolves inside the data folder, else it is a counted skip naming why, before any file is opened; in the
+    trainer's loaders (plain and --in-memory, train and eval) and in validate."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from .test_data_labels import _png
+    from .test_data_strangers import _rows
+    data, elsewhere, cwd = tmp_path / 'data', tmp_path / 'elsewhere', tmp_path / 'cwd'
+    for folder in (data / 'img', elsewhere, cwd / 'here'):
+        folder.mkdir(parents=True)
+    (data / 'img' / 'a.png').write_bytes(_png(10))
+    (data / 'img' / 'b.png').write_bytes(_png(240))
+    (elsewhere / 'x.png').write_bytes(_png(100))
+    (cwd / 'here' / 'c.png').write_bytes(_png(100))  # exists relative to the working directory only
+    paths = ['img/a.png', 'img/b.png', str(elsewhere / 'x.png'), '../elsewhere/x.png', 'here/c.png',
+             '/etc/hostname', 'img/a.png\0']
+    columns = {'image': paths, 'label': [0, 1, 0, 1, 0, 1, 0]}
+    if kind == 'parquet':
+        for split in ('train', 'test'):
+            pq.write_table(pa.table(columns), data / f'{split}-00000-of-00001.parquet')
+    else:
+        table = datasets.Dataset.from_dict(columns)
+        datasets.DatasetDict(train=table, test=table).save_to_disk(str(data))
+        assert table.features['image'] == datasets.Value('string')
+    batch = 2 if in_memory else 7  # the rows read, or every row in one batch
+    r = _run('timm_cra.train', ['--model', 'cra_cifar_resnet20', '--data-dir', data, '--val-split', 'test', '-b', batch,
+                                '--workers', '0', '--epochs', '1', '--no-plot', '--output', tmp_path / 'out',
+                                '--experiment', 'run'] + (['--in-memory'] if in_memory else []), cli_env, cwd)
+    assert r.returncode == 0, r.stderr[-2000:]
+    if in_memory:
+        assert r.stderr.count('skipped 5 unreadable image(s) of 7') == 2, r.stderr[-2000:]
+    else:
+        row, = _rows(tmp_path / 'out' / 'run' / 'metrics.csv')
+        assert (int(row['train_skipped']), int(row['eval_skipped'])) == (5, 5), row
+    r = _run('timm_cra.eval', ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir', data, '--split',
+                               'test', '--batch-size', '7', '--workers', '0', '--no-progress', '--results-file',
+                               tmp_path / 'r.json'], cli_env, cwd)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads((tmp_path / 'r.json').read_text())
+    assert (result['count'], result['skipped']) == (2, 5), result
+    log = r.stderr
+    for reason in (f"path '{elsewhere / 'x.png'}' is absolute", "path '/etc/hostname' is absolute",
+                   "path '../elsewhere/x.png' leaves the data's folder", 'does not exist', 'NUL character'):
+        assert reason in log, (reason, log[-2000:])
+    assert 'Traceback' not in log
+
+
 def test_missing_split_names_the_folders_parquet_data_left_out(tmp_path):
     """A --data-dir holding train-*.parquet and train/ val/ class folders is read as parquet: --val-split val said
     only 'not found (parquet splits: train)'. The line now says the data was read as parquet and names the folders

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..utils.errors import printable
-from ..utils.io import open_regular_file
+from ..utils.io import read_capped
 from .errors import DataError, first_non_integer
 from .folders import warn_empty_classes
 from .in_memory import TensorImageDataset
@@ -82,10 +82,15 @@ class _CifarUnpickler(pickle.Unpickler):
         return fn
 
 
+#: The largest CIFAR batch file read: CIFAR-100's train file, the largest, is 155 MB (50,000 images of 3,072 bytes).
+MAX_BATCH_FILE_BYTES = 256 * 2**20
+
+
 def _unpickle(path: str) -> dict:
-    """Read one batch file safely; keys come back as ``str`` (Python 2 files and bytes keys alike)."""
-    with open_regular_file(path, 'CIFAR batch file') as f:
-        raw = f.read()
+    """Read one batch file safely, at most :data:`MAX_BATCH_FILE_BYTES`; keys come back as ``str`` (Python 2 files
+    and bytes keys alike)."""
+    raw = read_capped(path, 'CIFAR batch file', MAX_BATCH_FILE_BYTES, "any CIFAR batch file (CIFAR-100's train "
+                      "file is 155 MB)", 're-extract the official cifar-10/100-python archive.')
     try:
         entry = _CifarUnpickler(io.BytesIO(raw), encoding='latin1').load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:

@@ -383,9 +383,12 @@ def detect_columns(ds, image_key: Optional[str] = None, label_key: Optional[str]
 
 
 def _path_in(root: str, path: str) -> str:
-    """``path`` of a local row (bytes null) as a file inside ``root``, the data's folder (parquet or save_to_disk):
-    relative paths resolve against it (not the working directory); an absolute one, or one leaving it (``..``, a
-    symlink out), is an :class:`UnreadableImage` (a counted skip), so no row reads a file outside the data."""
+    """``path`` of a local row (a ``path`` with bytes null, or a plain string) as a file inside ``root``, the data's
+    folder (parquet or save_to_disk): relative paths resolve against it (not the working directory); an absolute one,
+    or one leaving it (``..``, a symlink out), is an :class:`UnreadableImage` (a counted skip), so no row reads a file
+    outside the data."""
+    if '\0' in path:  # os.path.realpath's ValueError would be a traceback
+        raise UnreadableImage(f"path {path!r:.80} holds a NUL character")
     if os.path.isabs(path):
         raise UnreadableImage(f"path '{path}' is absolute: a local dataset's row names its image relative to the "
                               f"data's folder")
@@ -398,12 +401,13 @@ def _path_in(root: str, path: str) -> str:
 
 def decode_value(value, in_chans: int = 3, root: Optional[str] = None,
                  resize_side: Optional[int] = None) -> Image.Image:
-    """An image column value (PIL image, bytes, or ``{'bytes', 'path'}``) through :func:`decode_image`; ``root``:
-    the folder a local source's ``path`` values are read from (:func:`_path_in`)."""
+    """An image column value (PIL image, bytes, a path string, or ``{'bytes', 'path'}``) through
+    :func:`decode_image`; ``root``: the folder a local source's paths are read from (:func:`_path_in`), a plain
+    string column's as a ``path`` row's (it was read from anywhere: absolute paths, the working directory)."""
     if isinstance(value, dict):
         value = value['bytes'] if value.get('bytes') is not None else value.get('path')
-        if root is not None and isinstance(value, str) and value:
-            value = _path_in(root, value)
+    if root is not None and isinstance(value, str) and value:
+        value = _path_in(root, value)
     if not isinstance(value, (Image.Image, bytes, bytearray, str)) or value == '':
         raise UnreadableImage(f'unsupported image value of type {type(value).__name__}')
     return decode_image(value, in_chans, resize_side)
@@ -462,6 +466,8 @@ class HFImageDataset(Dataset):
         bad = first_non_integer(labels)
         if bad is not None:  # int64 conversion would fail on strings / NaN and truncate 0.7 to class 0
             names = (' (class names need a ClassLabel feature)' if isinstance(bad[1], str) else
+                     ' (a boolean column: store the classes as integers 0 and 1)'
+                     if isinstance(bad[1], (bool, np.bool_)) else
                      ' (this one is outside int64)' if isinstance(bad[1], numbers.Real) and math.isfinite(bad[1])
                      and float(bad[1]).is_integer() else '')
             raise DataError(f"Label column '{self.label_key}' of '{source}' [{split}] has {bad[1]!r:.40} at example "

@@ -15,8 +15,9 @@ cannot be written (:class:`OutputPathError`, one line). Every file written gets 
 (0o666 minus the umask: 0o644 under the usual umask 022), whatever the writer inside the block did.
 
 Readers of a single path call :func:`check_regular_file` (or :func:`open_regular_file`) first: opening a FIFO
-blocks forever and a device streams without end. :func:`file_digest` is the one chunked hash of a file's bytes;
-:func:`file_identity` the one key of "these bytes" that reads none of them.
+blocks forever and a device streams without end; :func:`read_capped` reads a whole file within a size cap.
+:func:`file_digest` is the one chunked hash of a file's bytes; :func:`file_identity` the one key of "these bytes"
+that reads none of them.
 """
 import contextlib
 import ctypes
@@ -42,8 +43,8 @@ except ImportError:  # not POSIX: no writer locks, stale temp files are removed 
 
 __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
            'file_kind', 'not_regular_reason', 'not_folder_reason', 'check_regular_file', 'open_regular_file',
-           'OutputPathError', 'check_output_file', 'check_output_folder', 'HeldFolder', 'locked_folder', 'file_digest',
-           'FileIdentity', 'file_identity', 'staging_folder']
+           'read_capped', 'OutputPathError', 'check_output_file', 'check_output_folder', 'HeldFolder', 'locked_folder',
+           'file_digest', 'FileIdentity', 'file_identity', 'staging_folder']
 
 _TMP_SUFFIX = '.tmp'
 #: Bytes in one file name (ext4, xfs, btrfs, tmpfs: 255), and in the random part of a temp name.
@@ -120,6 +121,20 @@ def open_regular_file(path: Union[str, os.PathLike], what: str = 'file') -> IO[b
     except BaseException:
         os.close(fd)
         raise
+
+
+def read_capped(path: Union[str, os.PathLike], what: str, max_bytes: int, holds: str, fix: str = '') -> bytes:
+    """The bytes of the regular file ``path`` (:func:`open_regular_file`), at most ``max_bytes``: a larger file is one
+    :class:`UsageError` line (``holds``: what no real file of its kind exceeds; ``fix``: what to do), checked on the
+    opened file's size before any byte is read, and the read stops past the cap (a file growing meanwhile), so a
+    sparse 5 GB file (no bytes on disk) is never read whole: it was a ``MemoryError``."""
+    with open_regular_file(path, what) as f:
+        size = os.fstat(f.fileno()).st_size
+        raw = f.read(max_bytes + 1) if size <= max_bytes else b''
+    if size > max_bytes or len(raw) > max_bytes:
+        raise UsageError(f'{what} {os.fspath(path)} is over {max_bytes // 2**20} MiB, more than {holds} holds: it is '
+                         f'not one (or is damaged)' + (f'; {fix}' if fix else ''))
+    return raw
 
 
 def file_digest(path: Union[str, os.PathLike], hasher=None) -> str:

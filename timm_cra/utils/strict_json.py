@@ -17,7 +17,7 @@ import os
 from typing import Any, Dict, List, Tuple, Union
 
 from .errors import UsageError
-from .io import open_regular_file
+from .io import read_capped
 
 __all__ = ['finite_for_json', 'dumps', 'loads', 'read_json']
 
@@ -80,14 +80,10 @@ MAX_JSON_BYTES = 64 * 2**20
 
 
 def read_json(path: Union[str, os.PathLike], what: str = 'file') -> Any:
-    """The JSON document in ``path``, a regular file (never blocking on a FIFO: :func:`~.io.open_regular_file`),
-    UTF-8 text and JSON by :func:`loads`; else a one-line :class:`UsageError` naming ``what``, the path and why
-    (callers add the fix that fits the file)."""
-    with open_regular_file(path, what) as f:
-        raw = f.read(MAX_JSON_BYTES + 1)  # a sparse 6 GB file (0 bytes on disk) was read whole: MemoryError
-    if len(raw) > MAX_JSON_BYTES:
-        raise UsageError(f'{what} {os.fspath(path)} is over {MAX_JSON_BYTES // 2**20} MiB, more than any config or '
-                         f'results file holds: it is not one (or is damaged)')
+    """The JSON document in ``path``, a regular file of at most :data:`MAX_JSON_BYTES` (never blocking on a FIFO:
+    :func:`~.io.read_capped`), UTF-8 text and JSON by :func:`loads`; else a one-line :class:`UsageError` naming
+    ``what``, the path and why (callers add the fix that fits the file)."""
+    raw = read_capped(path, what, MAX_JSON_BYTES, 'any config or results file')
     try:
         return loads(raw.decode('utf-8'))
     except UnicodeDecodeError as e:
