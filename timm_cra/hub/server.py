@@ -48,6 +48,7 @@ import argparse
 import contextlib
 import errno
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -59,7 +60,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..utils.errors import printable
@@ -420,8 +421,8 @@ class _ReadRoutes(BaseHTTPRequestHandler):
 
     # ---- plumbing -------------------------------------------------------------------------------------
     def log_message(self, format, *args):
-        if self.server.verbose:
-            super().log_message(format, *args)
+        # Runs inside send_response, before the status line: a log write that raised cost the client its answer.
+        self.server.log(lambda: super(_ReadRoutes, self).log_message(format, *args))
 
     def _send(self, status: int, headers: Dict[str, str], body: bytes = b'', head_only: bool = False):
         self._drain_body()
@@ -698,6 +699,7 @@ class HubFolderServer(ThreadingHTTPServer):
     # socketserver listens with a backlog of 5: in a burst (ranks, threads, a CI fan-out) the kernel drops the
     # connections past it and each client retries its SYN after 1 s
     request_queue_size = 128
+    _log_lock = threading.Lock()  # the request log is turned off once, by one thread
 
     def __init__(
             self,
@@ -720,10 +722,30 @@ class HubFolderServer(ThreadingHTTPServer):
         # A client that hangs up or stalls past the timeout is routine for a server: one line, no traceback.
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, TimeoutError)):
-            if self.verbose:
-                print(f'{client_address[0]}:{client_address[1]}: {type(exc).__name__}: {exc}', file=sys.stderr)
+            self.log(lambda: print(f'{client_address[0]}:{client_address[1]}: {type(exc).__name__}: {exc}',
+                                   file=sys.stderr))
             return
         super().handle_error(request, client_address)
+
+    def log(self, write_line: Callable[[], Any]) -> None:
+        """Run ``write_line`` (it writes one request-log line to stderr) while :attr:`verbose`; best-effort.
+
+        A log that cannot be written (stderr closed, a full disk, ``| head -1`` gone after the first line) must not
+        cost an answer: the first failed line turns logging off, with one notice on stdout if that can be written.
+        """
+        if not self.verbose:
+            return
+        try:
+            if sys.stderr is None:  # started with stderr closed (2>&-)
+                raise OSError(errno.EBADF, 'stderr is closed')
+            write_line()
+        except (OSError, ValueError) as e:  # ValueError: a closed file object
+            with self._log_lock:
+                stopped_here, self.verbose = self.verbose, False
+            if stopped_here:
+                with contextlib.suppress(OSError, ValueError):
+                    print(f'warning: the request log cannot be written to stderr ({e}): requests are served, no '
+                          f'longer logged', flush=True)
 
     @property
     def endpoint(self) -> str:
@@ -760,8 +782,12 @@ def create_parser() -> argparse.ArgumentParser:
                     'at the printed URL).')
     parser.add_argument('--root', action='append', required=True,
                         help='folder holding <org>/<repo>/ repos; repeat to layer several roots')
-    parser.add_argument('--host', default='127.0.0.1')
-    parser.add_argument('--port', type=int, default=8808, help='0 picks a free port')
+    parser.add_argument('--host', default='127.0.0.1',
+                        help='address to listen on (default: %(default)s, this machine only; another address serves '
+                             'every file under --root to whoever reaches it, without authentication, and says so on '
+                             'stderr)')
+    parser.add_argument('--port', type=int, default=8808, help='port to listen on (default: %(default)s; 0 picks a '
+                                                               'free port)')
     parser.add_argument('--quiet', action='store_true', help='do not log requests')
     parser.add_argument('--timeout', type=float, default=60.0, metavar='SECONDS',
                         help='close a connection that sends or reads nothing for this long, or whose request line '
@@ -776,6 +802,13 @@ def refuse(parser: argparse.ArgumentParser, message: str) -> None:
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse bad ``create_parser`` arguments before anything listens (exit 2)."""
+    # An empty value (an unset shell variable) meant the current folder and every interface: together, the cwd's
+    # files served to the network.
+    if '' in args.root:
+        refuse(parser, '--root is empty: name the folder holding <org>/<repo>/ repos (--root . for the current one)')
+    if not args.host:
+        refuse(parser, f'--host is empty (it would listen on every interface): leave it out for '
+                       f'{parser.get_default("host")} (this machine only), or name the address to serve')
     for root in args.root:
         if not Path(root).is_dir():
             parser.error(f'--root {root!r} is not a folder')
@@ -804,6 +837,12 @@ def start(parser: argparse.ArgumentParser, args: argparse.Namespace,
 def serve(server: HubFolderServer, mode: str = 'read-only') -> None:
     """Print the endpoint line (``... (use: HF_ENDPOINT=<url>)``, which CI and tests read) and serve until
     interrupted."""
+    host, port = server.server_address[:2]
+    if not ipaddress.ip_address(host).is_loopback and sys.stderr is not None:
+        with contextlib.suppress(OSError, ValueError):  # stderr closed or full: the warning is lost, not the server
+            print(f'warning: listening on {host}:{port}, beyond this machine: anyone who reaches it can read every '
+                  f'file under {", ".join(map(str, server.roots))} (no authentication); --host 127.0.0.1 keeps it '
+                  f'to this machine', file=sys.stderr, flush=True)
     print(f'Serving {", ".join(map(str, server.roots))} ({mode}) at {server.endpoint}  '
           f'(use: HF_ENDPOINT={server.endpoint})', flush=True)
     try:
