@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Tuple, Union
 from .errors import UsageError
 from .io import open_regular_file
 
-__all__ = ['finite_for_json', 'dumps', 'loads', 'read_json']
+__all__ = ['finite_for_json', 'dumps', 'loads', 'read_text', 'read_json']
 
 
 def _note(value: float) -> str:
@@ -75,23 +75,31 @@ def loads(text: Union[str, bytes]) -> Any:
 
 
 #: The largest JSON file read (safetensors caps its JSON header at 100 MB; a config.json with 200000 class names
-#: is a few MB).
+#: is a few MB), and of the other small text files read from user paths (publish's ``--label-names`` file, a run's
+#: ``args.yaml``).
 MAX_JSON_BYTES = 64 * 2**20
 
 
-def read_json(path: Union[str, os.PathLike], what: str = 'file') -> Any:
-    """The JSON document in ``path``, a regular file (never blocking on a FIFO: :func:`~.io.open_regular_file`),
-    UTF-8 text and JSON by :func:`loads`; else a one-line :class:`UsageError` naming ``what``, the path and why
-    (callers add the fix that fits the file)."""
+def read_text(path: Union[str, os.PathLike], what: str = 'file', bom: bool = False) -> str:
+    """The UTF-8 text of the regular file ``path`` (never blocking on a FIFO: :func:`~.io.open_regular_file`);
+    past :data:`MAX_JSON_BYTES` one :class:`UsageError` line, not UTF-8 a ``UnicodeDecodeError``. ``bom``: a leading
+    UTF-8 byte-order mark (Windows editors write one) is skipped, as ``utf-8-sig`` does; files that timm and
+    transformers read too (``config.json``, which they refuse with one) keep the default."""
     with open_regular_file(path, what) as f:
         raw = f.read(MAX_JSON_BYTES + 1)  # a sparse 6 GB file (0 bytes on disk) was read whole: MemoryError
     if len(raw) > MAX_JSON_BYTES:
-        raise UsageError(f'{what} {os.fspath(path)} is over {MAX_JSON_BYTES // 2**20} MiB, more than any config or '
-                         f'results file holds: it is not one (or is damaged)')
+        raise UsageError(f'{what} {os.fspath(path)} is over {MAX_JSON_BYTES // 2**20} MiB, more than any config, '
+                         f'results or class-names file holds: it is not one (or is damaged)')
+    return raw.decode('utf-8-sig' if bom else 'utf-8')
+
+
+def read_json(path: Union[str, os.PathLike], what: str = 'file', bom: bool = False) -> Any:
+    """The JSON document in ``path``, read by :func:`read_text` (``bom`` as there) and parsed by :func:`loads`; else a
+    one-line :class:`UsageError` naming ``what``, the path and why (callers add the fix that fits the file)."""
     try:
-        return loads(raw.decode('utf-8'))
+        return loads(read_text(path, what, bom))
     except UnicodeDecodeError as e:
-        reason = f'not UTF-8 text: byte {e.start} is {raw[e.start:e.start + 1]!r}'
+        reason = f'not UTF-8 text: byte {e.start} is {e.object[e.start:e.start + 1]!r}'
     except ValueError as e:
         reason = str(e)
     raise UsageError(f'{what} {os.fspath(path)} is not valid JSON ({reason})')
