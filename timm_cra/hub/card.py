@@ -148,8 +148,8 @@ def load_eval_results(source: Union[str, Path, Dict[str, Any]], name: Optional[s
     """Read an eval-results JSON: timm ``validate.py`` output or this package's schema.
 
     Accuracy may be given as ``top1``/``top5`` (%) or as ``top1_err``/``top5_err`` (%). Optional keys:
-    ``dataset`` (Hub dataset id), ``split``, ``source`` (``measured``|``paper``), ``source_url``, ``img_size``,
-    ``crop_pct``, ``interpolation``, ``recipe``, ``notes``. Unknown keys are kept in ``extra``. Types and ranges
+    ``dataset`` (Hub dataset id), ``split``, ``count`` (images scored), ``source`` (``measured``|``paper``),
+    ``source_url``, ``img_size``, ``crop_pct``, ``interpolation``, ``recipe``, ``notes``. A leading UTF-8 BOM is read. Unknown keys are kept in ``extra``. Types and ranges
     are checked (accuracies in [0, 100], top-5 not below top-1): a bad file is one :class:`RepoContentError` line,
     naming ``name`` (the file a dict was read from) or the file.
     """
