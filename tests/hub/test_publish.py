@@ -638,6 +638,80 @@ def test_a_label_names_file_with_a_bom_is_read(tmp_path):
                                                                                       'triangle']
 
 
+def test_the_card_says_what_validate_scored_and_claims_no_dataset_the_results_do_not_name(cifar10_test, tmp_path,
+                                                                                         run_command):
+    """CIFAR-10 weights scored by ``timm-cra-validate --results-file`` on 3 CIFAR test images were published as
+    "Measured by timm-cra on ImageNet-1k (validation)", with ``datasets: [imagenet-1k]`` and an ImageNet model-index
+    entry, the count nowhere: validate recorded no data. It records the data (named as the trainer's results name
+    theirs), the split and the count, and the card quotes them; results that name no data (timm ``validate.py``'s)
+    claim none. A results file saved with a UTF-8 BOM is read (it was refused in Python's words)."""
+    import yaml
+    weights = ROOT / 'hub' / 'timm-cra' / 'cra_cifar_resnet20.cifar10' / 'model.safetensors'
+    scored = tmp_path / 'c3.json'
+    r = run_command('timm-cra-validate', ['--model', 'cra_cifar_resnet20', '--checkpoint', weights, '--data-dir',
+                                          cifar10_test, '--split', 'test', '--num-samples', 3, '-b', 3, '-j', 0,
+                                          '--no-progress', '--results-file', scored])
+    assert r.returncode == 0, r.stderr[-2000:]
+    recorded = json.loads(scored.read_text())
+    assert (recorded['dataset'], recorded['split'], recorded['count']) == ('cifar10', 'test', 3)
+    publish.main(['cra_cifar_resnet20.c3', str(weights), '--results', str(scored), '--out', str(tmp_path / 'c3')])
+    card = (tmp_path / 'c3' / 'README.md').read_text()
+    front = yaml.safe_load(card.split('---')[1])
+    assert front['datasets'] == ['cifar10']
+    assert {str(e['dataset']) for e in front['model-index'][0]['results']} == {
+        str({'name': 'CIFAR-10', 'type': 'cifar10', 'split': 'test'})}
+    assert 'Measured by timm-cra on CIFAR-10 (test, 3 images).' in card and 'imagenet' not in card.lower()
+
+    unnamed = tmp_path / 'unnamed.json'  # as timm's validate.py writes: no data named; saved by a Windows editor
+    unnamed.write_bytes(b'\xef\xbb\xbf' + json.dumps({k: v for k, v in recorded.items()
+                                                     if k not in ('dataset', 'split')}).encode())
+    publish.main(['cra_cifar_resnet20.c3', str(weights), '--results', str(unnamed), '--out', str(tmp_path / 'u')])
+    card = (tmp_path / 'u' / 'README.md').read_text()
+    front = yaml.safe_load(card.split('---')[1])
+    assert 'datasets' not in front and 'model-index' not in front, front
+    assert 'Measured by timm-cra on a dataset the results do not record (split not recorded, 3 images).' in card
+    assert 'imagenet' not in card.lower() and '| cra_cifar_resnet20.c3 | 100.00 |' in card
+
+
+def test_oversized_inputs_and_a_missing_label_names_file_are_one_line(tmp_path):
+    """publish read ``--results``, a ``--label-names`` file and the ``config.json`` / ``args.yaml`` beside the
+    checkpoint whole (a sparse 5 GB file was a MemoryError traceback; a config.json past the cap was ignored without
+    a word): each stops at the JSON reader's cap, one line naming it. ``--label-names lab/clases.txt``, a typo'd path,
+    was taken as one class name: a single value that looks like a path and names no file is refused."""
+    from timm_cra.utils.strict_json import MAX_JSON_BYTES
+    path = _timm_train_checkpoint(tmp_path, 3, data_dir='/data/shapes')
+    big = tmp_path / 'big'
+    with open(big, 'wb') as f:
+        f.truncate(MAX_JSON_BYTES + 1)  # sparse: no bytes on disk
+    run = tmp_path / 'run'
+    run.mkdir()
+    shutil.copy(path, run / 'last.pth')
+    shutil.copy(big, run / 'config.json')
+    run_yaml = tmp_path / 'run_yaml'  # a checkpoint without args: the run's args.yaml beside it is read
+    run_yaml.mkdir()
+    torch.save({'state_dict': timm.create_model('cra_cifar_resnet20', num_classes=3).state_dict()},
+               run_yaml / 'last.pth')
+    shutil.copy(big, run_yaml / 'args.yaml')
+    over = f'is over {MAX_JSON_BYTES // 2**20} MiB'
+    for argv, needle in (([path, '--results', big], f'--results {big} {over}'),
+                         ([path, '--label-names', big], f'--label-names file {big} {over}'),
+                         ([run / 'last.pth'], f"the run's config {run / 'config.json'} {over}"),
+                         ([run_yaml / 'last.pth', '--num-classes', 3],
+                          f"the run's arguments {run_yaml / 'args.yaml'} {over}"),
+                         ([path, '--label-names', tmp_path / 'lab' / 'clases.txt'],
+                          f"--label-names file '{tmp_path / 'lab' / 'clases.txt'}' does not exist: fix the path"),
+                         ([path, '--label-names', 'clases.txt'], "--label-names file 'clases.txt' does not exist")):
+        with pytest.raises(UsageError) as info:
+            publish.main(['cra_cifar_resnet20.x', *map(str, argv), '--out', str(tmp_path / 'out')])
+        assert needle in str(info.value) and '\n' not in str(info.value), str(info.value)
+        assert not (tmp_path / 'out').exists()
+    # a list is still a list, and a single name without a suffix or separator is a name
+    publish.main(['cra_cifar_resnet20.x', str(path), '--label-names', 'circle,square,tri.angle', '--out',
+                  str(tmp_path / 'out')])
+    assert json.loads((tmp_path / 'out' / 'config.json').read_text())['label_names'] == ['circle', 'square',
+                                                                                        'tri.angle']
+
+
 def _publish_cli(*argv, timeout=120, env=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', **(env or {}))
     return subprocess.run([sys.executable, '-m', 'timm_cra.hub.publish', *map(str, argv)], env=env,

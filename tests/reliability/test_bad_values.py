@@ -583,9 +583,13 @@ def test_publish_refuses_malformed_eval_results(tmp_path, results, expected):
 
 @pytest.mark.parametrize('summary, expected', [
     ({'final': [1]}, "'final' must be an object, not [1]"),
-    ({'final': {'eval_top1': 50.0}, 'best_top1': 'x'}, "'best_top1' must be a number, not 'x'"),
+    ({'final': {'eval_top1': 50.0}, 'best_top1': 'x'}, "'best_top1' must be a percentage between 0 and 100, not 'x'"),
     # Infinity / NaN (what Python's json reads and the trainer never writes) was published as "inf%"
-    ({'final': {'eval_top1': 50.0}, 'best_top1': float('inf')}, "'best_top1' must be a number, not inf"),
+    ({'final': {'eval_top1': 50.0}, 'best_top1': float('inf')},
+     "'best_top1' must be a percentage between 0 and 100, not inf"),
+    # a number out of range was "must be a number, not 250.0"
+    ({'final': {'eval_top1': 50.0}, 'best_top1': 250.0},
+     "'best_top1' must be a percentage between 0 and 100, not 250.0"),
     ({'final': {'eval_top1': float('nan')}}, "'top1' must be a percentage between 0 and 100, not nan"),
     ({'final': {'eval_top1': 'abc'}}, "'top1' must be a percentage between 0 and 100, not 'abc'"),
 ])

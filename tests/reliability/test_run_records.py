@@ -82,9 +82,18 @@ def test_publish_refuses_validate_results_of_other_weights(colour_run, tmp_path)
     publish.main(['cra_cifar_resnet20.col', str(run / 'model.safetensors'), '--results', str(scored),
                   '--out', str(out)])  # the weights it scored: accepted, quoted
     assert '100.0' in (out / 'README.md').read_text()
+    # last.pth holds the tensors of the model.safetensors exported from it (state_dict_sha256): the same weights in
+    # another file, accepted (it was refused as "other weights")
+    publish.main(['cra_cifar_resnet20.col', str(run / 'last.pth'), '--results', str(scored),
+                  '--out', str(tmp_path / 'same')])
+    assert '100.0' in (tmp_path / 'same' / 'README.md').read_text()
+    older = tmp_path / 'older.json'  # results recorded before state_dict_sha256: held to the file's own sha256
+    older.write_text(json.dumps({k: v for k, v in json.loads(scored.read_text()).items()
+                                 if k != 'state_dict_sha256'}))
     with pytest.raises(UsageError, match=r'scored other weights than .*last\.pth.*checkpoint_sha256 .*'
-                                         r'model\.safetensors.*timm-cra-validate --checkpoint'):
-        publish.main(['cra_cifar_resnet20.col', str(run / 'last.pth'), '--results', str(scored),
+                                         r'model\.safetensors, not of this file\): publish .*model\.safetensors '
+                                         r'instead, or validate .*timm-cra-validate --checkpoint'):
+        publish.main(['cra_cifar_resnet20.col', str(run / 'last.pth'), '--results', str(older),
                       '--out', str(tmp_path / 'r2')])
     random_init = tmp_path / 'random.json'
     _validate(data, '--num-classes', 3, '--results-file', random_init)
@@ -99,6 +108,45 @@ def test_publish_refuses_validate_results_of_other_weights(colour_run, tmp_path)
             publish.main(['cra_cifar_resnet20.col', str(run / 'model.safetensors'), '--results', str(bad),
                           '--out', str(tmp_path / 'r4')])
     assert not any((tmp_path / f'r{i}').exists() for i in (2, 3, 4))
+
+
+def test_publish_refuses_results_of_other_weights_however_validate_loaded_them(colour_run, tmp_path, hub):
+    """``validate --model local-dir:<another repo>`` / ``hf-hub:`` / a registered tag recorded no digest of the
+    weights scored, so publish quoted their numbers (top-1 0.0) on a card for any checkpoint, and results taken
+    before a ``--resume`` passed after it. validate records ``state_dict_sha256`` (the tensors scored) whichever way
+    it loaded them, and publish takes the results only for those tensors, whatever file holds them."""
+    data, run = colour_run
+    cifar = Path(__file__).resolve().parents[2] / 'hub' / 'timm-cra' / 'cra_cifar_resnet20.cifar10'
+    named = tmp_path / 'named'  # the colour images in folders named as CIFAR-10's classes: scored by name
+    for c, name in zip('abc', ('airplane', 'bird', 'cat')):
+        shutil.copytree(data / 'val' / c, named / 'val' / name)
+    for how, model in (('local-dir', ['--model', f'local-dir:{cifar}']),
+                       ('hf-hub', ['--model', 'hf-hub:timm-cra/cra_cifar_resnet20.cifar10']),
+                       ('tag', ['--model', 'cra_cifar_resnet20.cifar10', '--pretrained'])):
+        results = tmp_path / f'{how}.json'
+        _validate(named, *model, '--results-file', results)
+        with pytest.raises(UsageError, match=r'scored other weights than .*last\.pth.* state_dict_sha256 .* the '
+                                             r'tensors of .*cra_cifar_resnet20\.cifar10, not of the weights '
+                                             r'published\): validate the weights you publish'):
+            publish.main(['cra_cifar_resnet20.mine', str(run / 'last.pth'), '--results', str(results),
+                          '--out', str(tmp_path / how)])
+        assert not (tmp_path / how).exists()
+    # the tag's results are those of the repo's own file (the weights the tag loads): accepted for it
+    publish.main(['cra_cifar_resnet20.again', str(cifar / 'model.safetensors'), '--results',
+                  str(tmp_path / 'tag.json'), '--out', str(tmp_path / 'again')])
+
+    copy = Path(shutil.copytree(run, tmp_path / 'copy'))  # validated, then resumed for one more epoch
+    before = tmp_path / 'before.json'
+    _validate(data, '--model', f'local-dir:{copy}', '--results-file', before)
+    publish.main(['cra_cifar_resnet20.col', str(copy / 'last.pth'), '--results', str(before),
+                  '--out', str(tmp_path / 'ok')])  # the folder's weights are last.pth's: accepted
+    train(['--model', 'cra_cifar_resnet20', '--data-dir', str(data), '--dataset', 'folder', '--epochs', '4', '-b', '8',
+           '--lr', '0.05', '--mean', *map(str, RUN_MEAN), '--std', *map(str, RUN_STD), '--device', 'cpu', '-j', '0',
+           '--resume', str(copy / 'last.pth'), '--no-plot'])
+    with pytest.raises(UsageError, match=r'scored other weights than .*copy/last\.pth.* state_dict_sha256 '):
+        publish.main(['cra_cifar_resnet20.col', str(copy / 'last.pth'), '--results', str(before),
+                      '--out', str(tmp_path / 'after')])
+    assert not (tmp_path / 'after').exists()
 
 
 def test_resume_refuses_another_initial_checkpoint_and_changed_preprocessing(colour_run, tmp_path):

@@ -18,12 +18,12 @@ from ..data import (check_labels, check_num_classes, create_dataset, map_classes
 from ..models._factory import label_count_problem
 from ..utils.amp import amp_dtype_for
 from ..utils.cli import (add_shared_args, check_model_name, check_positive, check_shared_values, check_use_ema,
-                         input_files, resolve_pretrained)
+                         data_name, input_files, resolve_pretrained)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.extras import require_train_extra
 from ..utils.io import atomic_write, check_output_file, file_digest, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
-from ..utils.weights import DATA_CONFIG_KEYS, load_fitting_weights, recorded_data_config
+from ..utils.weights import DATA_CONFIG_KEYS, load_fitting_weights, recorded_data_config, tensor_digest
 from .evaluate import evaluate
 
 __all__ = ['create_parser', 'validate', 'write_results', 'RESULT_FIELDS']
@@ -169,6 +169,10 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     check_num_classes(dataset, model.num_classes, label_names=label_names, head_fixed=head_fixed)
     cfg_args, preprocessing = _data_config_args(args, model, ckpt)
     data_config = resolve_model_data_config(cfg_args, model)
+    # The weights scored, whichever way they were loaded (a tag, hf-hub:, local-dir:, --checkpoint, random): the
+    # trainer's digest of a model's tensors (its rank_state_sha256, last.pth's sha256['state_dict']), the same for
+    # last.pth and the model.safetensors exported from it; publish compares it with the weights it publishes.
+    state_dict_sha256 = tensor_digest(model.state_dict())
     model.to(device).eval()
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -194,10 +198,13 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
         img_size=data_config['input_size'][-1], crop_pct=data_config['crop_pct'],
         interpolation=data_config['interpolation'],
         mean=list(data_config['mean']), std=list(data_config['std']), preprocessing=preprocessing,
+        # What was scored, named as the trainer's results name their data (the card quotes it): the data, the split,
+        # the images read (skipped ones not counted).
+        dataset=data_name(vars(args)), split=args.split,
         loss=round(m['loss'], 5), count=m['count'], skipped=m['skipped'],
         # Which weights were scored: the model's pretrained ones (hf-hub: / local-dir: load theirs by default), or a
         # --checkpoint, which replaces every tensor (named with its file's sha256); neither: a random initialisation.
-        pretrained=bool(args.pretrained and not args.checkpoint),
+        pretrained=bool(args.pretrained and not args.checkpoint), state_dict_sha256=state_dict_sha256,
         **({'checkpoint': args.checkpoint, 'checkpoint_sha256': file_digest(args.checkpoint),
             'checkpoint_weights': 'ema' if args.use_ema else 'state_dict'} if args.checkpoint else {}),
         **({'class_mapping': mapped} if mapped else {}),

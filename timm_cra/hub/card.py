@@ -43,12 +43,15 @@ class EvalResults:
     """Top-1 / top-5 accuracy (%) of one weight tag on one dataset split, and where the numbers come from.
 
     ``source`` is ``'measured'`` (evaluated by timm-cra on these weights) or ``'paper'`` (reported by the
-    authors; quoted, not reproduced).
+    authors; quoted, not reproduced). ``dataset`` / ``split``: as the results record them (validate and the trainer
+    do); ``None`` when they record none, and then the card claims no dataset (no ``datasets``, no ``model-index``).
+    ``count``: the images scored, when recorded.
     """
     top1: float
     top5: Optional[float] = None
-    dataset: str = 'imagenet-1k'
-    split: str = 'validation'
+    dataset: Optional[str] = None
+    split: Optional[str] = None
+    count: Optional[int] = None
     source: str = 'measured'
     source_url: Optional[str] = None
     img_size: Optional[int] = None
@@ -62,15 +65,28 @@ class EvalResults:
     def source_name(self) -> str:
         return "Reported by the paper's authors" if self.source == 'paper' else 'Measured by timm-cra'
 
+    @property
+    def measured_on(self) -> str:
+        """What the numbers were measured on, for the card: the dataset, its split and the images scored, as
+        recorded; says so where the results record no dataset or split, never guessing one."""
+        split = self.split or 'split not recorded'
+        count = f", {self.count:,} image{'s' if self.count > 1 else ''}" if self.count else ''
+        if not self.dataset:
+            return f'a dataset the results do not record ({split}{count})'
+        return f'{_DATASET_NAMES.get(self.dataset, self.dataset)} ({split}{count})'
+
     def to_eval_results(self) -> List[EvalResult]:
         """One ``huggingface_hub.EvalResult`` per metric, for the card's ``model-index``.
 
-        The Hub's model-index needs a URL for a ``source``, so the source is recorded only with ``source_url``.
+        The Hub's model-index needs a URL for a ``source``, so the source is recorded only with ``source_url``; and
+        a dataset for every result, so results that record none have no entry.
         """
+        if not self.dataset:
+            return []
         common = dict(
             task_type='image-classification', task_name='Image Classification',
             dataset_type=self.dataset, dataset_name=_DATASET_NAMES.get(self.dataset, self.dataset),
-            dataset_split=self.split,
+            dataset_split=self.split or None,
             source_name=self.source_name if self.source_url else None, source_url=self.source_url,
         )
         metrics = [('Top-1 accuracy', self.top1), ('Top-5 accuracy', self.top5)]
@@ -122,17 +138,18 @@ def _check_eval_results(data: Dict[str, Any], where: str) -> None:
         raise bad(f"'count' (images scored) must be a positive integer, not {count!r:.40}")
     if data.get('pretrained') is not None and not isinstance(data['pretrained'], bool):
         raise bad(f"'pretrained' must be true or false, not {data['pretrained']!r:.40}")
-    digest = data.get('checkpoint_sha256')
-    if digest is not None and not (isinstance(digest, str) and re.fullmatch('[0-9a-f]{64}', digest)):
-        raise bad(f"'checkpoint_sha256' must be a sha256 in hex, not {digest!r:.80}")
+    for key in ('checkpoint_sha256', 'state_dict_sha256'):
+        digest = data.get(key)
+        if digest is not None and not (isinstance(digest, str) and re.fullmatch('[0-9a-f]{64}', digest)):
+            raise bad(f"'{key}' must be a sha256 in hex, not {digest!r:.80}")
 
 
 def load_eval_results(source: Union[str, Path, Dict[str, Any]], name: Optional[str] = None) -> EvalResults:
     """Read an eval-results JSON: timm ``validate.py`` output or this package's schema.
 
     Accuracy may be given as ``top1``/``top5`` (%) or as ``top1_err``/``top5_err`` (%). Optional keys:
-    ``dataset`` (Hub dataset id), ``split``, ``source`` (``measured``|``paper``), ``source_url``, ``img_size``,
-    ``crop_pct``, ``interpolation``, ``recipe``, ``notes``. Unknown keys are kept in ``extra``. Types and ranges
+    ``dataset`` (Hub dataset id), ``split``, ``count`` (images scored), ``source`` (``measured``|``paper``),
+    ``source_url``, ``img_size``, ``crop_pct``, ``interpolation``, ``recipe``, ``notes``. A leading UTF-8 BOM is read. Unknown keys are kept in ``extra``. Types and ranges
     are checked (accuracies in [0, 100], top-5 not below top-1): a bad file is one :class:`RepoContentError` line,
     naming ``name`` (the file a dict was read from) or the file.
     """
@@ -142,7 +159,7 @@ def load_eval_results(source: Union[str, Path, Dict[str, Any]], name: Optional[s
     else:
         from ..utils.strict_json import read_json
         try:
-            data = read_json(source, 'Eval results')
+            data = read_json(source, 'Eval results', bom=True)  # a BOM of a Windows editor is no fault
         except (UsageError, OSError) as e:
             raise RepoContentError(f'cannot read eval results {source}: {e} Pass a JSON file such as '
                                    f'timm validate.py writes ({{"top1": 77.2, "top5": 93.5, ...}}).') from e
@@ -206,7 +223,7 @@ def render_model_card(
     input_size = tuple(pretrained_cfg.get('input_size', (3, 224, 224)))
     license_id = pretrained_cfg.get('license') or 'unknown'
     recipe = recipe or (results.recipe if results else None)
-    datasets = [results.dataset] if results else []
+    datasets = [results.dataset] if results and results.dataset else []
 
     data = ModelCardData(
         library_name='timm',
@@ -214,8 +231,8 @@ def render_model_card(
         tags=['image-classification', 'timm', 'cra', 'channel-attention', 'timm-cra'],
         pipeline_tag='image-classification',
         datasets=datasets or None,
-        model_name=model_name if results else None,
-        eval_results=results.to_eval_results() if results else None,
+        model_name=model_name if results and results.dataset else None,
+        eval_results=(results.to_eval_results() or None) if results else None,
     )
     front = data.to_yaml(original_order=['library_name', 'license', 'tags', 'pipeline_tag', 'datasets'])
     lines = ['---', front, '---', '']
@@ -268,8 +285,8 @@ def render_model_card(
     lines += ['## Results', '']
     if results:
         lines += [
-            f'{results.source_name} on {_DATASET_NAMES.get(results.dataset, results.dataset)} '
-            f'({results.split})' + (f', source: {results.source_url}' if results.source_url else '') + '.',
+            f'{results.source_name} on {results.measured_on}'
+            + (f', source: {results.source_url}' if results.source_url else '') + '.',
             '',
             '| model | top-1 acc (%) | top-1 err (%) | top-5 acc (%) | top-5 err (%) |',
             '|---|---|---|---|---|',

@@ -16,19 +16,20 @@ The folder is written by :func:`timm_cra.hub.repo.export_repo`; pushing uploads 
 import argparse
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from ..models._builder import PUBLIC_HUB_ENDPOINT, hub_id
-from ..utils.cli import keyword_args_action
+from ..utils.cli import data_name, keyword_args_action
 from ..utils.labels import repeated_names
 from ..utils.errors import NO_ANSWER, NOT_A_HUB, TIMED_OUT, TimmCraError, UsageError, hub_failure, printable, run_cli
 from ..utils.hub_session import bounded_hub_requests
-from ..utils.io import check_regular_file, file_digest, open_regular_file
-from ..utils.strict_json import loads
-from ..utils.weights import check_file, load_state_checked, read_weights, recorded_data_config
+from ..utils.io import check_regular_file, file_digest
+from ..utils.strict_json import loads, read_text
+from ..utils.weights import check_file, load_state_checked, read_weights, recorded_data_config, tensor_digest
 from .card import load_eval_results
 from .repo import check_repo_output, export_repo
 
@@ -45,18 +46,13 @@ def load_checkpoint_state_dict(path: Union[str, Path], use_ema: bool = True) -> 
     return read_weights(str(path), use_ema=use_ema)[0]
 
 
-def _read_text(path: Path, what: str) -> str:
-    """The text of a file publish reads, never blocking: a FIFO or device is refused in one line."""
-    with open_regular_file(path, what) as f:
-        return f.read().decode('utf-8')
-
-
-def _json(path: Path, what: str = 'file') -> Optional[Dict[str, Any]]:
-    """``path``'s JSON object, or None when it is absent or not a JSON object (a FIFO: one-line error)."""
+def _json(path: Path, what: str = 'file', bom: bool = False) -> Optional[Dict[str, Any]]:
+    """``path``'s JSON object, or None when it is absent or not a JSON object; a FIFO, or a file over the JSON
+    reader's cap, is a one-line error (:func:`~timm_cra.utils.strict_json.read_text`, ``bom`` as there)."""
     if not os.path.lexists(path):
         return None
     try:
-        data = loads(_read_text(path, what))
+        data = loads(read_text(path, what, bom))
     except (OSError, ValueError):  # not UTF-8 (UnicodeDecodeError), not JSON, nested too deep
         return None
     return data if isinstance(data, dict) else None
@@ -105,21 +101,12 @@ def _run_args(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[str, A
         return {}
     try:
         import yaml  # the train extra's; without it (or without the file) the card has no provenance lines
-        data = yaml.safe_load(_read_text(path, "the run's arguments"))
+        data = yaml.safe_load(read_text(path, "the run's arguments"))
     except ImportError:
         return {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def data_name(args: Dict[str, Any]) -> Optional[str]:
-    """The data a run used, by name: a Hub dataset's id, else the ``--data-dir`` folder's name (not the full local
-    path), else the ``--dataset`` source."""
-    dataset = args.get('dataset') or ''
-    if dataset.startswith('hfds/'):
-        return dataset[len('hfds/'):]
-    return os.path.basename(os.path.normpath(args.get('data_dir') or '')) or dataset or None
 
 
 def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[str, Any]:
@@ -160,16 +147,29 @@ def _label_names_file(value: str) -> Optional[Path]:
         return None
 
 
+def _looks_like_a_path(value: str) -> bool:
+    """Whether a ``--label-names`` value that names no file was meant as one: a single value (no comma) holding a
+    path separator or ending in a file suffix (``lab/clases.txt``, ``names.csv``)."""
+    seps = {os.sep, os.altsep} - {None}
+    return ',' not in value and (any(sep in value for sep in seps)
+                                 or re.fullmatch(r'\.[A-Za-z][A-Za-z0-9]{0,4}', Path(value).suffix) is not None)
+
+
 def read_label_names(value: str) -> List[str]:
-    """``--label-names``: a comma-separated list, or a file with one name per line (a FIFO or folder: refused)."""
+    """``--label-names``: a comma-separated list, or a file with one name per line (a FIFO or folder: refused; a
+    leading BOM skipped). A single value that looks like a path (:func:`_looks_like_a_path`) but names no file is
+    refused: a typo'd path was taken as one class name."""
     path = _label_names_file(value)
     if path is not None:
         try:
-            text = _read_text(path, '--label-names file').removeprefix('\ufeff')  # the BOM of Windows editors
+            text = read_text(path, '--label-names file', bom=True)  # the BOM of Windows editors
             names = [line.strip() for line in text.splitlines()]
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"Cannot read --label-names file '{value}': {e}.") from e
         names = [n for n in names if n]
+    elif _looks_like_a_path(value):
+        raise UsageError(printable(f"--label-names file '{value}' does not exist: fix the path (class names given "
+                                   f"on the command line are comma-separated: a,b,c)."))
     else:
         names = [n.strip() for n in value.split(',')]
     if not names or not all(names):
@@ -217,8 +217,8 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
     # Python's json reads Infinity / NaN, which the trainer never writes (strict JSON): an edited file.
     if best is not None and not (isinstance(best, (int, float)) and not isinstance(best, bool)
                                  and math.isfinite(best) and 0 <= best <= 100):
-        raise UsageError(f"{name}: 'best_top1' must be a number, not {best!r:.60} (a percentage between 0 and 100); "
-                         f"pass the results.json the trainer wrote.")
+        raise UsageError(f"{name}: 'best_top1' must be a percentage between 0 and 100, not {best!r:.60}; pass the "
+                         f"results.json the trainer wrote.")
     prefix = 'ema_eval' if ema and final.get('ema_eval_top1') is not None else 'eval'
     if final.get(f'{prefix}_top1') is None:
         raise UsageError(f"{name} has no eval accuracy (the run had no validation split): "
@@ -226,7 +226,7 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
                          "--results R.json.")
     if args is None:
         args = ckpt.get('args') if isinstance(ckpt.get('args'), dict) else {}
-    dataset = data_name(args) or 'custom'
+    dataset = data_name(args)  # None: the card says the results record none
     epochs = summary.get('epochs', len(ckpt.get('history') or []))
     notes = (f"Top-1 measured by the timm-cra trainer on the '{args.get('val_split') or 'validation'}' split after "
              f"the final epoch ({epochs} epochs, {summary.get('optimizer_steps', '?')} optimizer steps)"
@@ -254,35 +254,49 @@ def _check_same_run(summary: Dict[str, Any], checkpoint: Union[str, Path], ckpt:
                          f"results.json of the run that wrote these weights.")
 
 
-def _check_scored_weights(data: Dict[str, Any], checkpoint: Union[str, Path], ema: bool, name: str) -> None:
-    """Refuse validate's results of other weights than the ones published (the card would quote their numbers):
-    its ``checkpoint_sha256`` must be the published file's sha256 and its ``checkpoint_weights`` the part published
-    (EMA or not); without a checkpoint, ``pretrained: false`` scored a random initialisation. Results that record
-    neither (timm ``validate.py``, the hand-written schema) are taken as given."""
+def _check_scored_weights(data: Dict[str, Any], checkpoint: Union[str, Path], ema: bool, name: str,
+                          model: torch.nn.Module) -> None:
+    """Refuse validate's results of other weights than the ones published (the card would quote their numbers).
+    ``state_dict_sha256`` (validate records it whichever way the weights were loaded: a tag, ``hf-hub:``,
+    ``local-dir:``, ``--checkpoint``) must be the digest of ``model``'s tensors, the weights published, so a run's
+    ``last.pth`` and its ``model.safetensors`` (one set of tensors, two files) are one; results older than that
+    field are held to their ``checkpoint_sha256``, the published file's sha256. A ``checkpoint_weights`` (EMA or
+    not) of the published file must be the part published; ``pretrained: false`` without a checkpoint scored a
+    random initialisation. Results that record none of these (timm ``validate.py``, the hand-written schema) are
+    taken as given."""
     validate_again = (f"validate the weights you publish (timm-cra-validate --checkpoint {checkpoint} "
                       f"--results-file R.json) and pass --results R.json")
-    digest = data.get('checkpoint_sha256')
-    if digest is not None:
-        if digest != file_digest(checkpoint):
-            raise UsageError(printable(f"{name} scored other weights than '{checkpoint}' (its checkpoint_sha256 "
-                                       f"{digest[:12]}... is the sha256 of {data.get('checkpoint') or 'another file'}"
-                                       f", not of this file): {validate_again}."))
-        scored = data.get('checkpoint_weights')  # a checkpoint holds two sets, a .safetensors file one
-        two_sets = not str(checkpoint).endswith('.safetensors')
-        if scored in ('ema', 'state_dict') and (scored == 'ema') != ema and two_sets:
-            what = {True: 'its EMA weights', False: 'its plain weights (state_dict)'}
-            raise UsageError(f"{name} scored {what[scored == 'ema']} of '{checkpoint}' but {what[ema]} are published: "
-                             f"{'drop --no-ema' if scored == 'ema' else 'pass --no-ema'}, or {validate_again}"
-                             f"{' with --use-ema' if ema else ''}.")
-    elif data.get('pretrained') is False:
+    file_sha256, tensors_sha256 = data.get('checkpoint_sha256'), data.get('state_dict_sha256')
+    scored = data.get('checkpoint') or data.get('model') or 'other weights'
+    instead = f"publish {data['checkpoint']} instead, or " if data.get('checkpoint') else ''  # a file, not a model
+    if file_sha256 is None and data.get('pretrained') is False:
         raise UsageError(printable(f"{name} scored a random initialisation of {data.get('model') or 'the model'} "
                                    f"(pretrained: false, no checkpoint), not '{checkpoint}': {validate_again}."))
+    same_file = file_sha256 is not None and file_sha256 == file_digest(checkpoint)
+    part = data.get('checkpoint_weights')  # a checkpoint holds two sets, a .safetensors file one
+    if same_file and part in ('ema', 'state_dict') and (part == 'ema') != ema \
+            and not str(checkpoint).endswith('.safetensors'):
+        what = {True: 'its EMA weights', False: 'its plain weights (state_dict)'}
+        raise UsageError(f"{name} scored {what[part == 'ema']} of '{checkpoint}' but {what[ema]} are published: "
+                         f"{'drop --no-ema' if part == 'ema' else 'pass --no-ema'}, or {validate_again}"
+                         f"{' with --use-ema' if ema else ''}.")
+    if tensors_sha256 is not None:
+        if tensors_sha256 != tensor_digest(model.state_dict()):
+            raise UsageError(printable(f"{name} scored other weights than '{checkpoint}' (its state_dict_sha256 "
+                                       f"{str(tensors_sha256)[:12]}... is the digest of the tensors of {scored}, not "
+                                       f"of the weights published): {instead}{validate_again}."))
+    elif file_sha256 is not None and not same_file:
+        raise UsageError(printable(f"{name} scored other weights than '{checkpoint}' (its checkpoint_sha256 "
+                                   f"{file_sha256[:12]}... is the sha256 of {data.get('checkpoint') or 'another file'}"
+                                   f", not of this file): {instead}{validate_again}."))
 
 
-def _results(results, ckpt: Dict[str, Any], ema: bool, args: Dict[str, Any], checkpoint: Union[str, Path] = ''):
+def _results(results, ckpt: Dict[str, Any], ema: bool, args: Dict[str, Any], checkpoint: Union[str, Path] = '',
+             model: Optional[torch.nn.Module] = None):
     if results is None:
         return results
-    summary = results if isinstance(results, dict) else _json(Path(results), '--results')
+    # a BOM (Windows editors) is read, as in a --label-names file
+    summary = results if isinstance(results, dict) else _json(Path(results), '--results', bom=True)
     name = "The trainer's results.json" if isinstance(results, dict) else str(results)
     if summary is not None and 'final' in summary and 'optimizer_steps' in summary:
         if checkpoint:
@@ -292,8 +306,9 @@ def _results(results, ckpt: Dict[str, Any], ema: bool, args: Dict[str, Any], che
     if summary is None:  # unreadable: load_eval_results names the problem
         return results
     loaded = load_eval_results(summary, name=None if isinstance(results, dict) else name)  # the schema first
-    if checkpoint:
-        _check_scored_weights(summary, checkpoint, ema, name if not isinstance(results, dict) else 'The eval results')
+    if checkpoint and model is not None:
+        _check_scored_weights(summary, checkpoint, ema, name if not isinstance(results, dict) else 'The eval results',
+                              model)
     return loaded
 
 
@@ -341,7 +356,7 @@ def build_repo_folder(
                        hint=f'{arch}{" with " + str(kwargs) if kwargs else ""}: pass the architecture and '
                             f'--num-classes the checkpoint was trained with')
     provenance = run_provenance(checkpoint, ckpt)
-    results = _results(results, ckpt, used_ema, _run_args(checkpoint, ckpt), checkpoint)
+    results = _results(results, ckpt, used_ema, _run_args(checkpoint, ckpt), checkpoint, model)
     if label_names is not None:
         recorded = provenance['label_names']
         if recorded and list(recorded) != list(label_names):

@@ -3,13 +3,13 @@ import argparse
 import math
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from .errors import UsageError
 
 __all__ = ['add_shared_args', 'add_in_chans_arg', 'keyword_args_action', 'default_workers', 'check_model_name',
            'input_files', 'check_positive', 'check_in_range', 'check_device', 'check_shared_values', 'starting_module',
-           'starting_light_command', 'starting_command', 'resolve_pretrained', 'check_use_ema']
+           'starting_light_command', 'starting_command', 'resolve_pretrained', 'check_use_ema', 'data_name']
 
 #: commands that import neither torch nor timm (``python -m`` module, console script): in their process
 #: ``import timm_cra`` does not register the models
@@ -209,6 +209,16 @@ def keyword_args_action() -> type:
                     kwargs[key] = float(value)
 
     return KeywordArgs
+
+
+def data_name(args: Dict[str, Any]) -> Optional[str]:
+    """The data that ``--dataset`` / ``--data-dir`` arguments (a run's, validate's) name, as cards and results name
+    it: a Hub dataset's id, else the ``--data-dir`` folder's name (not the full local path), else the ``--dataset``
+    source; None when they name none."""
+    dataset = args.get('dataset') or ''
+    if dataset.startswith('hfds/'):
+        return dataset[len('hfds/'):]
+    return os.path.basename(os.path.normpath(args.get('data_dir') or '')) or dataset or None
 
 
 def add_shared_args(parser: argparse.ArgumentParser, *, batch_size: int,

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Tuple, Union
 from .errors import UsageError
 from .io import read_capped
 
-__all__ = ['finite_for_json', 'dumps', 'loads', 'read_json']
+__all__ = ['finite_for_json', 'dumps', 'loads', 'read_text', 'read_json']
 
 
 def _note(value: float) -> str:
@@ -75,19 +75,27 @@ def loads(text: Union[str, bytes]) -> Any:
 
 
 #: The largest JSON file read (safetensors caps its JSON header at 100 MB; a config.json with 200000 class names
-#: is a few MB).
+#: is a few MB), and of the other small text files read from user paths (publish's ``--label-names`` file, a run's
+#: ``args.yaml``).
 MAX_JSON_BYTES = 64 * 2**20
 
 
-def read_json(path: Union[str, os.PathLike], what: str = 'file') -> Any:
-    """The JSON document in ``path``, a regular file of at most :data:`MAX_JSON_BYTES` (never blocking on a FIFO:
-    :func:`~.io.read_capped`), UTF-8 text and JSON by :func:`loads`; else a one-line :class:`UsageError` naming
-    ``what``, the path and why (callers add the fix that fits the file)."""
-    raw = read_capped(path, what, MAX_JSON_BYTES, 'any config or results file')
+def read_text(path: Union[str, os.PathLike], what: str = 'file', bom: bool = False) -> str:
+    """The UTF-8 text of the regular file ``path``, of at most :data:`MAX_JSON_BYTES` (never blocking on a FIFO:
+    :func:`~.io.read_capped`); past it one :class:`UsageError` line, not UTF-8 a ``UnicodeDecodeError``. ``bom``: a
+    leading UTF-8 byte-order mark (Windows editors write one) is skipped, as ``utf-8-sig`` does; files that timm and
+    transformers read too (``config.json``, which they refuse with one) keep the default."""
+    raw = read_capped(path, what, MAX_JSON_BYTES, 'any config, results or class-names file')
+    return raw.decode('utf-8-sig' if bom else 'utf-8')
+
+
+def read_json(path: Union[str, os.PathLike], what: str = 'file', bom: bool = False) -> Any:
+    """The JSON document in ``path``, read by :func:`read_text` (``bom`` as there) and parsed by :func:`loads`; else a
+    one-line :class:`UsageError` naming ``what``, the path and why (callers add the fix that fits the file)."""
     try:
-        return loads(raw.decode('utf-8'))
+        return loads(read_text(path, what, bom))
     except UnicodeDecodeError as e:
-        reason = f'not UTF-8 text: byte {e.start} is {raw[e.start:e.start + 1]!r}'
+        reason = f'not UTF-8 text: byte {e.start} is {e.object[e.start:e.start + 1]!r}'
     except ValueError as e:
         reason = str(e)
     raise UsageError(f'{what} {os.fspath(path)} is not valid JSON ({reason})')
