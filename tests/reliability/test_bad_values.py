@@ -798,6 +798,16 @@ def test_weights_whose_header_names_the_classes_otherwise_than_the_config_beside
          metadata={'format': 'pt', 'label_names': json.dumps(names[::-1])})
     with pytest.raises(UsageError, match='otherwise than the config.json beside it'):
         read_weights(str(folder / 'model.safetensors'))
+    # the folder itself (local-dir:): timm reads the weights and labels with config.json's names; validate scored
+    # 25.0 with rc 0 where the header's order gives 29.2. The same rule refuses it, before timm reads the file.
+    refused = r"^timm_cra: Pretrained weights for 'local-dir:\S+' from .*names its classes in its header " \
+              r"\(truck, ship, horse, \.\.\.\) otherwise than the config.json beside it \(airplane, automobile, bird"
+    with pytest.raises(PretrainedWeightsError, match=refused):
+        timm_cra.create_model(f'local-dir:{folder}', pretrained=True)
+    assert timm_cra.create_model(f'local-dir:{folder}').num_classes == 10  # no weights read: nothing to disagree
+    code, err = _cli(['--model', f'local-dir:{folder}'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and 'names its classes in its header (truck, ship, horse, ...) otherwise than the config.json' \
+        in err, err
 
 
 def test_a_run_file_that_is_a_symlink_is_never_written_through(trained, tmp_path):

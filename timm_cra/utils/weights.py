@@ -31,7 +31,7 @@ __all__ = [
     'load_state_checked', 'tensor_digest', 'checkpoint_digests', 'check_file', 'describe_mismatch',
     'non_float_kind', 'non_float_weights', 'not_safetensors', 'is_safetensors_error', 'nonfinite_tensors',
     'NONFINITE_FIX', 'safetensors_metadata', 'weights_shape_kwargs', 'load_fitting_weights', 'safetensors_header',
-    'check_state_fits', 'recorded_data_config', 'DATA_CONFIG_KEYS',
+    'check_state_fits', 'recorded_data_config', 'DATA_CONFIG_KEYS', 'recorded_label_names',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -329,9 +329,30 @@ def _read_safetensors(path: str, model: Optional[torch.nn.Module] = None
             state = {k: f.get_tensor(k) for k in f.keys() if own is None or k in own}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:  # torch's errors: dtypes the file claims
         raise _not_safetensors_error(path, e) from e
+    names = _checked_label_names(path, metadata)
+    return state, ({} if names is None else {LABEL_NAMES_KEY: names})
+
+
+def recorded_label_names(path: str) -> Optional[List[str]]:
+    """The class names the header of the ``.safetensors`` file at ``path`` records (None: it records none), checked
+    as every read of the file checks them (:func:`_checked_label_names`): ``local-dir:`` loads, which timm reads
+    itself, check a folder's weights with this before they are used."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(path, 'pt') as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise _not_safetensors_error(path, e) from e
+    return _checked_label_names(path, metadata)
+
+
+def _checked_label_names(path: str, metadata: Dict[str, str]) -> Optional[List[str]]:
+    """The class names a weights file's header ``metadata`` records, or None: refused unless a JSON list of
+    distinct names that the ``config.json`` beside the file (if it names classes) gives in the same order. The one
+    rule for ``validate --checkpoint``, publish and ``local-dir:`` folders."""
     text = metadata.get(LABEL_NAMES_KEY)
     if text is None:
-        return state, {}
+        return None
     try:
         names = loads(text)
     except ValueError:
@@ -345,7 +366,7 @@ def _read_safetensors(path: str, model: Optional[torch.nn.Module] = None
         raise UsageError(f"'{path}' names its classes in its header ({', '.join(names[:3])}, ...) otherwise than the "
                          f"config.json beside it ({', '.join(map(str, beside[:3]))}, ...): re-export the folder (the "
                          f"trainer and publish write both from one list).")
-    return state, {LABEL_NAMES_KEY: names}
+    return names
 
 
 def _config_label_names(path: str) -> Optional[List[Any]]:
