@@ -178,9 +178,15 @@ _LOADING_ARGS = ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'chec
 #: (asking for ``trust_remote_code``). timm ignores all three, so one repo would give two models. ``save_for_hf`` and
 #: publish write none of them; transformers' own ``save_pretrained`` writes the accepted values. Also
 #: ``problem_type`` (``multi_label_classification``: the pipeline scores with a sigmoid, timm with a softmax) and
-#: ``transformers_weights`` (transformers loads the file it names instead of ``model.safetensors``).
+#: ``transformers_weights`` (transformers loads the file it names instead of ``model.safetensors``). And the keys
+#: that pick transformers' processor class (``models/auto/image_processing_auto.py``, ``processing_auto.py``): the
+#: image processor's ``image_processor_type`` and its older form ``feature_extractor_type`` (``ViTImageProcessor``:
+#: the pipeline resized to 224 px with mean 0.5 instead of the timm fields; top-1 *cat* where timm said *airplane*),
+#: ``processor_class`` and ``tokenizer_class`` (``AutoProcessor`` builds that class, or returns a tokenizer).
 #: key -> (the values it may hold, what any other value makes transformers do; ``{arch}``: the config's architecture).
 _FLOAT32_ONLY = (('float32',), "makes transformers load the weights in another precision than timm's float32")
+_OTHER_PROCESSOR = "makes transformers preprocess with another processor than the TimmWrapperImageProcessor that " \
+                   "applies config.json's timm fields"
 _TRANSFORMERS_KEYS = {
     'model_type': (('timm_wrapper',), "makes transformers build another model than timm's {arch} (it reads "
                                       "'timm_wrapper', or none)"),
@@ -192,6 +198,11 @@ _TRANSFORMERS_KEYS = {
                                                        "a softmax"),
     'transformers_weights': (('model.safetensors',), 'makes transformers load another file than the model.safetensors '
                                                      'timm reads'),
+    'image_processor_type': (('TimmWrapperImageProcessor',), _OTHER_PROCESSOR),
+    'feature_extractor_type': ((), _OTHER_PROCESSOR),
+    'processor_class': ((), _OTHER_PROCESSOR),
+    'tokenizer_class': ((), "makes transformers' AutoProcessor return a tokenizer instead of the "
+                            "TimmWrapperImageProcessor that applies config.json's timm fields"),
 }
 
 
