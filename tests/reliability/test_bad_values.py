@@ -140,8 +140,32 @@ CONFIG_FAULTS = {
     'num_classes_huge_in_cfg': (lambda c: c['pretrained_cfg'].update(num_classes=10 ** 9),
                                 "pretrained_cfg 'num_classes' must be 0 to 200000"),
     'input_size_huge': (lambda c: c['pretrained_cfg'].update(input_size=[3, 100000, 100000]),
-                        "pretrained_cfg 'input_size' [3, 100000, 100000] is too large: at most 1024 channels and "
-                        "8192 px a side"),
+                        "pretrained_cfg 'input_size' [3, 100000, 100000] is too large: at most 1024 channels, "
+                        "8192 px a side and 16777216 pixels (4096 x 4096)"),
+    # within the side limit, but 64 M pixels: validate died in a MemoryError traceback (im.resize)
+    'input_size_8000': (lambda c: c['pretrained_cfg'].update(input_size=[3, 8000, 8000]),
+                        "pretrained_cfg 'input_size' [3, 8000, 8000] is too large: at most 1024 channels, "
+                        "8192 px a side and 16777216 pixels (4096 x 4096)"),
+    # a 32000000 px resize: every image skipped, then a message blaming the images
+    'crop_pct_tiny': (lambda c: c['pretrained_cfg'].update(crop_pct=1e-6),
+                      "pretrained_cfg 'crop_pct' 1e-06: timm would resize images to 32000000 x 32000000 px before the "
+                      "32 x 32 crop, over 16777216 pixels (4096 x 4096): give at least 0.008"),
+    # no pooling: the meta build passed, every validate then died in a 'mat1 and mat2 shapes' traceback
+    'global_pool_none': (lambda c: c.update(model_args={'global_pool': ''}),
+                         "'model_args' {\"global_pool\": \"\"} build a model that cannot classify a 3 x 32 x 32 input "
+                         "(RuntimeError: "),
+    # a mean on the 0-255 scale: every client answered one class
+    'mean_0_255': (lambda c: c['pretrained_cfg'].update(mean=[125.3, 123.0, 113.9]),
+                   "pretrained_cfg 'mean' [125.3, 123.0, 113.9] must be from 0 to 1: timm normalises images scaled to "
+                   "[0, 1]"),
+    'std_0_255': (lambda c: c['pretrained_cfg'].update(std=[63.0, 62.1, 66.7]),
+                  "pretrained_cfg 'std' [63.0, 62.1, 66.7] must be from 0.001 to 1"),
+    'mean_negative': (lambda c: c['pretrained_cfg'].update(mean=[-0.5, 0.5, 0.5]),
+                      "pretrained_cfg 'mean' [-0.5, 0.5, 0.5] must be from 0 to 1"),
+    # transformers' pipeline built a ViT processor (224 px, mean 0.5); timm read the timm fields
+    'image_processor_type': (lambda c: c.update(image_processor_type='ViTImageProcessor'),
+                             "'image_processor_type' 'ViTImageProcessor' makes transformers preprocess with another "
+                             "processor than the TimmWrapperImageProcessor"),
     'test_input_size_huge_chans': (lambda c: c['pretrained_cfg'].update(test_input_size=[5000, 32, 32]),
                                    "pretrained_cfg 'test_input_size' [5000, 32, 32] is too large"),
     'crop_mode_unknown': (lambda c: c['pretrained_cfg'].update(crop_mode='middle'),
@@ -267,7 +291,8 @@ def test_config_json_faults_through_the_eval_and_train_clis(tmp_path):
 
 def test_config_json_preprocessing_faults_through_the_eval_cli(tmp_path):
     """What the eval CLI did with them: NaN mean -> top-1 50.0 and exit 0; std 0 -> ValueError traceback;
-    num_classes of 5001 digits -> int parsing traceback. Now one line naming config.json and the field."""
+    num_classes of 5001 digits -> int parsing traceback; input_size [3, 8000, 8000] -> MemoryError traceback;
+    crop_pct 1e-6 -> every image skipped, the images blamed. Now one line naming config.json and the field."""
     repo = _edit_config(_repo_copy(tmp_path), lambda c: c['pretrained_cfg'].update(mean=[float('nan')] * 3))
     code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
     assert code == 2 and "pretrained_cfg 'mean' [nan, nan, nan] must be finite numbers" in err and \
@@ -279,6 +304,12 @@ def test_config_json_preprocessing_faults_through_the_eval_cli(tmp_path):
                                                                                                      10 ** 5]))
     code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
     assert code == 2 and "[3, 100000, 100000] is too large" in err and 'MemoryError' not in err, err
+    # within 8192 px a side: a MemoryError traceback in the resize (4 GiB ulimit); 1e-6: all images skipped
+    for i, edit in enumerate((lambda c: c['pretrained_cfg'].update(input_size=[3, 8000, 8000]),
+                              lambda c: c['pretrained_cfg'].update(crop_pct=1e-6))):
+        repo = _edit_config(_repo_copy(tmp_path, f'pixels{i}'), edit)
+        code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
+        assert code == 2 and ('over 16777216 pixels' in err or 'and 16777216 pixels (4096 x 4096)' in err), err
     repo = _repo_copy(tmp_path, 'repo3')
     text = (repo / 'config.json').read_text()
     (repo / 'config.json').write_text(text.replace('"num_classes": 10', '"num_classes": 1' + '0' * 5000, 1))
