@@ -214,7 +214,18 @@ CONFIG_FAULTS = {
                              "pretrained_cfg 'test_input_size' [3, 32, 4] is too small"),
     # Publish refuses them (they forge lines of cards, logs and clients); a config.json's are refused too.
     'label_names_escape': (lambda c: c['label_names'].__setitem__(0, 'air\x1b[2Kplane'),
-                           "'label_names' 'air\\x1b[2Kplane' holds a control character (newline, tab, escape)"),
+                           "'label_names' 'air\\x1b[2Kplane' holds a control character (newline, tab, escape), "
+                           "U+001B"),
+    # refused as 'a control character (newline, tab, escape)': the wrong reason; now named by kind and code point
+    'label_names_no_break_space': (lambda c: c['label_names'].__setitem__(0, 'air\u00a0plane'),
+                                   "'label_names' 'air\\xa0plane' holds a space other than the plain space, U+00A0 "
+                                   "NO-BREAK SPACE: rename that class to printable text"),
+    'label_names_zero_width_space': (lambda c: c['label_names'].__setitem__(0, 'air\u200bplane'),
+                                     "'label_names' 'air\\u200bplane' holds an invisible format character, U+200B "
+                                     "ZERO WIDTH SPACE"),
+    # loaded and shown as an empty label (publish --label-names refused it)
+    'label_names_empty': (lambda c: c['label_names'].__setitem__(3, ''), "'label_names' '' is empty"),
+    'label_names_blank': (lambda c: c['label_names'].__setitem__(3, '  '), "'label_names' '  ' is empty"),
 }
 
 

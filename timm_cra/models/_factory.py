@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from timm.models import PretrainedCfg
 
-from ..utils.labels import repeated_names, unprintable_names
+from ..utils.labels import repeated_names, unusable_name
 from ..utils.errors import UsageError
 from ._load_errors import PretrainedWeightsError, _local_weights, explain_pretrained_errors
 from ._weight_checks import (PREPROCESSOR_FILENAMES, allow_nonfinite_weights, check_file_dtypes, check_file_fits,
@@ -477,10 +477,9 @@ def check_model_config(cfg: Any, where: str) -> None:
     problem = label_count_problem(label_names, num_classes)
     if problem:
         raise bad(f"'label_names' has {problem}: give exactly one name per class, in class-index order")
-    unprintable = unprintable_names(label_names or [])
-    if unprintable:
-        raise bad(f"'label_names' {unprintable[0]!r:.60} holds a control character (newline, tab, escape): rename "
-                  f"that class to printable text")
+    unusable = unusable_name(label_names or [])
+    if unusable:
+        raise bad(f"'label_names' {unusable[0]!r:.60} {unusable[1]}: rename that class to printable text")
     twice = repeated_names(label_names or [])
     if twice:  # transformers maps names to class ids: a repeated name loses a class
         raise bad(f"'label_names' gives {', '.join(map(repr, twice[:5]))} more than once (compared after Unicode NFC "
