@@ -812,7 +812,8 @@ def test_a_config_of_yaml_aliases_is_refused_before_any_walk_of_it(tmp_path):
 
 def test_a_sparse_multi_gigabyte_config_json_is_one_line(tmp_path):
     """`truncate -s 6G config.json` (no bytes on disk) beside valid weights: the JSON reader read it whole
-    (MemoryError traceback). Every JSON read stops past MAX_JSON_BYTES, one line."""
+    (MemoryError traceback). Every JSON read stops past MAX_JSON_BYTES, one line; validate --checkpoint refuses
+    the weights' unreadable record of their preprocessing instead of saying there is none."""
     from timm_cra.utils.strict_json import MAX_JSON_BYTES, read_json
     folder = tmp_path / 'm'
     shutil.copytree(PUBLISHED, folder)
@@ -822,6 +823,11 @@ def test_a_sparse_multi_gigabyte_config_json_is_one_line(tmp_path):
         read_json(folder / 'config.json', 'config')
     with pytest.raises((UsageError, PretrainedWeightsError), match=f'over {MAX_JSON_BYTES // 2**20} MiB'):
         timm_cra.create_model(f'local-dir:{folder}', pretrained=True)
+    # validate --checkpoint beside it warned "records no preprocessing (no config.json beside it)", then scored
+    # with the architecture's defaults, rc 0: neither true
+    code, err = _cli(['--model', 'cra_cifar_resnet20', '--checkpoint', folder / 'model.safetensors'] + VALIDATE,
+                     tmp_path, 'timm_cra.eval')
+    assert code == 2 and f'is over {MAX_JSON_BYTES // 2**20} MiB' in err and 'fix or remove it' in err, err
 
 
 def test_weights_whose_header_names_the_classes_otherwise_than_the_config_beside_them_are_refused(tmp_path):

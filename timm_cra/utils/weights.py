@@ -391,14 +391,17 @@ def recorded_data_config(path: str, args: Optional[Dict[str, Any]]) -> Tuple[Dic
     of the Hub-format ``config.json`` beside them (what the trainer exports next to ``last.pth`` and
     ``model.safetensors``), else the run's arguments ``args`` (a checkpoint's ``args``: the trainer's and timm
     ``train.py``'s ``--input-size`` / ``--img-size`` / ``--mean`` / ``--std`` / ``--interpolation`` / ``--crop-pct``;
-    ``{}`` when it set none, as a run on the architecture's defaults). ``({}, '')`` when neither is recorded."""
+    ``{}`` when it set none, as a run on the architecture's defaults). ``({}, '')`` when neither is recorded; a
+    ``config.json`` there that cannot be read (not JSON, over the JSON size cap) is refused in one line."""
     config_path = os.path.join(os.path.dirname(path), 'config.json')
     config = None
     if os.path.isfile(config_path):
         try:
             config = read_json(config_path, 'config')
-        except UsageError:
-            config = None
+        except UsageError as e:  # scored with the defaults, it was said to record nothing: neither is true
+            raise UsageError(f"{str(e).rstrip('.')}: it is the run's record of the preprocessing the weights beside it "
+                             f"were trained with; fix or remove it (the trainer and publish write it), or move the "
+                             f"weights out of that folder.") from None
     if isinstance(config, dict) and config.get('architecture') and isinstance(config.get('pretrained_cfg'), dict):
         cfg = config['pretrained_cfg']
         found = {k: cfg[k] for k in DATA_CONFIG_KEYS if cfg.get(k)}
