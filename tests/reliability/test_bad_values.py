@@ -281,7 +281,8 @@ def test_a_key_given_twice_in_json_is_refused_naming_it(tmp_path):
     assert code == 2 and "config.json is not valid JSON (key 'num_classes' is given twice" in err, err
     results = tmp_path / 'results.json'
     results.write_text('{"top1": 90.0, "top1": 10.0}')
-    code, err = _cli(['cra_cifar_resnet20.x', repo / 'model.safetensors', '--results', results, '--out',
+    run = _repo_copy(tmp_path, 'run')  # weights beside a valid config.json: the results file is what is refused
+    code, err = _cli(['cra_cifar_resnet20.x', run / 'model.safetensors', '--results', results, '--out',
                       tmp_path / 'out'], tmp_path, 'timm_cra.hub.publish')
     assert code == 2 and "key 'top1' is given twice" in err and not (tmp_path / 'out').exists(), err
 
