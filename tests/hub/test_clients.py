@@ -213,6 +213,53 @@ def test_a_repo_config_that_transformers_reads_otherwise_than_timm_is_refused(hu
     assert model.pretrained_cfg['label_names'] == config['label_names']
 
 
+def test_a_repo_config_that_picks_another_processor_for_transformers_is_refused(hub, tmp_path, cifar_images):
+    """``image_processor_type: ViTImageProcessor`` in config.json: transformers' pipeline preprocessed with a ViT
+    processor (224 px, mean 0.5) while timm, the registered tag and validate used the timm fields (another top-1 on
+    the same image). The keys that pick transformers' processor class (image_processor_type, feature_extractor_type,
+    processor_class, tokenizer_class) are refused by timm_cra.create_model (local-dir:, hf-hub:) and the registered
+    tag in one line naming the key; the value transformers itself would use (TimmWrapperImageProcessor) loads."""
+    from transformers import AutoImageProcessor, AutoProcessor, pipeline
+    src = REPO_ROOT / 'hub' / 'timm-cra' / TAG
+    config = json.loads((src / 'config.json').read_text())
+
+    def repo(name, **root):
+        folder = tmp_path / name
+        shutil.copytree(src, folder)
+        (folder / 'config.json').write_text(json.dumps(dict(config, **root)))
+        return folder
+
+    vit = repo('vit', image_processor_type='ViTImageProcessor')
+    classify = pipeline('image-classification', model=str(vit))  # what the check prevents: another preprocessing
+    assert type(classify.image_processor).__name__ == 'ViTImageProcessor'
+    assert classify.image_processor.size == {'height': 224, 'width': 224}
+    assert pipeline_top1(vit, cifar_images) != pipeline_top1(src, cifar_images)
+    hub.add_repo('stranger/vit', vit)
+    hub.add_repo(f'timm-cra/{TAG}', vit)  # the same repo behind the registered tag
+    refused = r"'image_processor_type' 'ViTImageProcessor' makes transformers preprocess with another processor " \
+              r"than the TimmWrapperImageProcessor that applies config.json's timm fields: remove 'image_processor_type'"
+    for name in (f'local-dir:{vit}', 'hf-hub:stranger/vit'):
+        with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"^timm_cra: {name}: {refused}\. Fix"):
+            timm_cra.create_model(name, pretrained=True)
+    with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"config.json of Hub repo 'timm-cra/{TAG}': {refused}"):
+        timm.create_model(TAG, pretrained=True)
+    for name, root, key, built in (
+            ('fe', dict(feature_extractor_type='ViTFeatureExtractor'), 'feature_extractor_type', AutoImageProcessor),
+            ('proc', dict(processor_class='CLIPProcessor'), 'processor_class', AutoProcessor),
+            ('tok', dict(tokenizer_class='BertTokenizer'), 'tokenizer_class', AutoProcessor)):
+        folder = repo(name, **root)
+        try:  # transformers builds another class than the timm processor, or fails trying
+            assert type(built.from_pretrained(str(folder))).__name__ != 'TimmWrapperImageProcessor'
+        except (OSError, ValueError):
+            pass
+        with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"^timm_cra: local-dir:\S+: '{key}' .*remove "
+                                                                 rf"'{key}'"):
+            timm_cra.create_model(f'local-dir:{folder}', pretrained=True)
+    timm_wrapper = repo('timm_wrapper', image_processor_type='TimmWrapperImageProcessor')
+    assert type(AutoImageProcessor.from_pretrained(str(timm_wrapper))).__name__ == 'TimmWrapperImageProcessor'
+    assert timm_cra.create_model(f'local-dir:{timm_wrapper}', pretrained=True).num_classes == 10
+
+
 def test_registered_tag_compares_model_args(hub):
     """The repo's model_args are part of its answer: cra_pool_type 'avg' (same shapes as the weights) made hf-hub:
     and transformers pool by average while the tag pooled by max; cra_pool_size 7 with 4x4 weights loaded silently

@@ -969,6 +969,15 @@ def test_control_characters_in_labels_are_refused_and_names_are_shown_escaped(tm
         assert e.value.code == 2 and err.count('\n') == 1, err
         assert f"label name {bad!r} holds a control character" in err, err
         assert not (tmp_path / 'bad').exists()
+    # named by their kind, not called control characters
+    for bad, kind in (('a\u00a0b', 'a space other than the plain space, U+00A0 NO-BREAK SPACE'),
+                      ('a\u200bb', 'an invisible format character, U+200B ZERO WIDTH SPACE')):
+        with pytest.raises(SystemExit):
+            run_cli(publish.main, ['cra_cifar_resnet20.x', str(ckpt), '--out', str(tmp_path / 'bad'),
+                                   '--label-names', f'{bad},b,c', '--num-classes', '3'])
+        err = capsys.readouterr().err
+        assert f"label name {bad!r} holds {kind}: rename that class (--label-names)" in err, err
+        assert not (tmp_path / 'bad').exists()
     out = tmp_path / 'new\nline'
     publish.main(['cra_cifar_resnet20.x', str(ckpt), '--out', str(out), '--num-classes', '3', '--label-names', 'a,b,c'])
     printed = capsys.readouterr().out

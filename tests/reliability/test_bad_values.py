@@ -140,8 +140,32 @@ CONFIG_FAULTS = {
     'num_classes_huge_in_cfg': (lambda c: c['pretrained_cfg'].update(num_classes=10 ** 9),
                                 "pretrained_cfg 'num_classes' must be 0 to 200000"),
     'input_size_huge': (lambda c: c['pretrained_cfg'].update(input_size=[3, 100000, 100000]),
-                        "pretrained_cfg 'input_size' [3, 100000, 100000] is too large: at most 1024 channels and "
-                        "8192 px a side"),
+                        "pretrained_cfg 'input_size' [3, 100000, 100000] is too large: at most 1024 channels, "
+                        "8192 px a side and 16777216 pixels (4096 x 4096)"),
+    # within the side limit, but 64 M pixels: validate died in a MemoryError traceback (im.resize)
+    'input_size_8000': (lambda c: c['pretrained_cfg'].update(input_size=[3, 8000, 8000]),
+                        "pretrained_cfg 'input_size' [3, 8000, 8000] is too large: at most 1024 channels, "
+                        "8192 px a side and 16777216 pixels (4096 x 4096)"),
+    # a 32000000 px resize: every image skipped, then a message blaming the images
+    'crop_pct_tiny': (lambda c: c['pretrained_cfg'].update(crop_pct=1e-6),
+                      "pretrained_cfg 'crop_pct' 1e-06: timm would resize images to 32000000 x 32000000 px before the "
+                      "32 x 32 crop, over 16777216 pixels (4096 x 4096): give at least 0.008"),
+    # no pooling: the meta build passed, every validate then died in a 'mat1 and mat2 shapes' traceback
+    'global_pool_none': (lambda c: c.update(model_args={'global_pool': ''}),
+                         "'model_args' {\"global_pool\": \"\"} build a model that cannot classify a 3 x 32 x 32 input "
+                         "(RuntimeError: "),
+    # a mean on the 0-255 scale: every client answered one class
+    'mean_0_255': (lambda c: c['pretrained_cfg'].update(mean=[125.3, 123.0, 113.9]),
+                   "pretrained_cfg 'mean' [125.3, 123.0, 113.9] must be from 0 to 1: timm normalises images scaled to "
+                   "[0, 1]"),
+    'std_0_255': (lambda c: c['pretrained_cfg'].update(std=[63.0, 62.1, 66.7]),
+                  "pretrained_cfg 'std' [63.0, 62.1, 66.7] must be from 0.001 to 1"),
+    'mean_negative': (lambda c: c['pretrained_cfg'].update(mean=[-0.5, 0.5, 0.5]),
+                      "pretrained_cfg 'mean' [-0.5, 0.5, 0.5] must be from 0 to 1"),
+    # transformers' pipeline built a ViT processor (224 px, mean 0.5); timm read the timm fields
+    'image_processor_type': (lambda c: c.update(image_processor_type='ViTImageProcessor'),
+                             "'image_processor_type' 'ViTImageProcessor' makes transformers preprocess with another "
+                             "processor than the TimmWrapperImageProcessor"),
     'test_input_size_huge_chans': (lambda c: c['pretrained_cfg'].update(test_input_size=[5000, 32, 32]),
                                    "pretrained_cfg 'test_input_size' [5000, 32, 32] is too large"),
     'crop_mode_unknown': (lambda c: c['pretrained_cfg'].update(crop_mode='middle'),
@@ -190,7 +214,18 @@ CONFIG_FAULTS = {
                              "pretrained_cfg 'test_input_size' [3, 32, 4] is too small"),
     # Publish refuses them (they forge lines of cards, logs and clients); a config.json's are refused too.
     'label_names_escape': (lambda c: c['label_names'].__setitem__(0, 'air\x1b[2Kplane'),
-                           "'label_names' 'air\\x1b[2Kplane' holds a control character (newline, tab, escape)"),
+                           "'label_names' 'air\\x1b[2Kplane' holds a control character (newline, tab, escape), "
+                           "U+001B"),
+    # refused as 'a control character (newline, tab, escape)': the wrong reason; now named by kind and code point
+    'label_names_no_break_space': (lambda c: c['label_names'].__setitem__(0, 'air\u00a0plane'),
+                                   "'label_names' 'air\\xa0plane' holds a space other than the plain space, U+00A0 "
+                                   "NO-BREAK SPACE: rename that class to printable text"),
+    'label_names_zero_width_space': (lambda c: c['label_names'].__setitem__(0, 'air\u200bplane'),
+                                     "'label_names' 'air\\u200bplane' holds an invisible format character, U+200B "
+                                     "ZERO WIDTH SPACE"),
+    # loaded and shown as an empty label (publish --label-names refused it)
+    'label_names_empty': (lambda c: c['label_names'].__setitem__(3, ''), "'label_names' '' is empty"),
+    'label_names_blank': (lambda c: c['label_names'].__setitem__(3, '  '), "'label_names' '  ' is empty"),
 }
 
 
@@ -246,7 +281,8 @@ def test_a_key_given_twice_in_json_is_refused_naming_it(tmp_path):
     assert code == 2 and "config.json is not valid JSON (key 'num_classes' is given twice" in err, err
     results = tmp_path / 'results.json'
     results.write_text('{"top1": 90.0, "top1": 10.0}')
-    code, err = _cli(['cra_cifar_resnet20.x', repo / 'model.safetensors', '--results', results, '--out',
+    run = _repo_copy(tmp_path, 'run')  # weights beside a valid config.json: the results file is what is refused
+    code, err = _cli(['cra_cifar_resnet20.x', run / 'model.safetensors', '--results', results, '--out',
                       tmp_path / 'out'], tmp_path, 'timm_cra.hub.publish')
     assert code == 2 and "key 'top1' is given twice" in err and not (tmp_path / 'out').exists(), err
 
@@ -267,7 +303,8 @@ def test_config_json_faults_through_the_eval_and_train_clis(tmp_path):
 
 def test_config_json_preprocessing_faults_through_the_eval_cli(tmp_path):
     """What the eval CLI did with them: NaN mean -> top-1 50.0 and exit 0; std 0 -> ValueError traceback;
-    num_classes of 5001 digits -> int parsing traceback. Now one line naming config.json and the field."""
+    num_classes of 5001 digits -> int parsing traceback; input_size [3, 8000, 8000] -> MemoryError traceback;
+    crop_pct 1e-6 -> every image skipped, the images blamed. Now one line naming config.json and the field."""
     repo = _edit_config(_repo_copy(tmp_path), lambda c: c['pretrained_cfg'].update(mean=[float('nan')] * 3))
     code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
     assert code == 2 and "pretrained_cfg 'mean' [nan, nan, nan] must be finite numbers" in err and \
@@ -279,6 +316,12 @@ def test_config_json_preprocessing_faults_through_the_eval_cli(tmp_path):
                                                                                                      10 ** 5]))
     code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
     assert code == 2 and "[3, 100000, 100000] is too large" in err and 'MemoryError' not in err, err
+    # within 8192 px a side: a MemoryError traceback in the resize (4 GiB ulimit); 1e-6: all images skipped
+    for i, edit in enumerate((lambda c: c['pretrained_cfg'].update(input_size=[3, 8000, 8000]),
+                              lambda c: c['pretrained_cfg'].update(crop_pct=1e-6))):
+        repo = _edit_config(_repo_copy(tmp_path, f'pixels{i}'), edit)
+        code, err = _cli(['--model', f'local-dir:{repo}', '--pretrained'] + VALIDATE, tmp_path, 'timm_cra.eval')
+        assert code == 2 and ('over 16777216 pixels' in err or 'and 16777216 pixels (4096 x 4096)' in err), err
     repo = _repo_copy(tmp_path, 'repo3')
     text = (repo / 'config.json').read_text()
     (repo / 'config.json').write_text(text.replace('"num_classes": 10', '"num_classes": 1' + '0' * 5000, 1))
@@ -774,7 +817,8 @@ def test_a_config_of_yaml_aliases_is_refused_before_any_walk_of_it(tmp_path):
 
 def test_a_sparse_multi_gigabyte_config_json_is_one_line(tmp_path):
     """`truncate -s 6G config.json` (no bytes on disk) beside valid weights: the JSON reader read it whole
-    (MemoryError traceback). Every JSON read stops past MAX_JSON_BYTES, one line."""
+    (MemoryError traceback). Every JSON read stops past MAX_JSON_BYTES, one line; validate --checkpoint refuses
+    the weights' unreadable record of their preprocessing instead of saying there is none."""
     from timm_cra.utils.strict_json import MAX_JSON_BYTES, read_json
     folder = tmp_path / 'm'
     shutil.copytree(PUBLISHED, folder)
@@ -784,6 +828,11 @@ def test_a_sparse_multi_gigabyte_config_json_is_one_line(tmp_path):
         read_json(folder / 'config.json', 'config')
     with pytest.raises((UsageError, PretrainedWeightsError), match=f'over {MAX_JSON_BYTES // 2**20} MiB'):
         timm_cra.create_model(f'local-dir:{folder}', pretrained=True)
+    # validate --checkpoint beside it warned "records no preprocessing (no config.json beside it)", then scored
+    # with the architecture's defaults, rc 0: neither true
+    code, err = _cli(['--model', 'cra_cifar_resnet20', '--checkpoint', folder / 'model.safetensors'] + VALIDATE,
+                     tmp_path, 'timm_cra.eval')
+    assert code == 2 and f'is over {MAX_JSON_BYTES // 2**20} MiB' in err and 'fix or remove it' in err, err
 
 
 def test_weights_whose_header_names_the_classes_otherwise_than_the_config_beside_them_are_refused(tmp_path):
@@ -802,6 +851,16 @@ def test_weights_whose_header_names_the_classes_otherwise_than_the_config_beside
          metadata={'format': 'pt', 'label_names': json.dumps(names[::-1])})
     with pytest.raises(UsageError, match='otherwise than the config.json beside it'):
         read_weights(str(folder / 'model.safetensors'))
+    # the folder itself (local-dir:): timm reads the weights and labels with config.json's names; validate scored
+    # 25.0 with rc 0 where the header's order gives 29.2. The same rule refuses it, before timm reads the file.
+    refused = r"^timm_cra: Pretrained weights for 'local-dir:\S+' from .*names its classes in its header " \
+              r"\(truck, ship, horse, \.\.\.\) otherwise than the config.json beside it \(airplane, automobile, bird"
+    with pytest.raises(PretrainedWeightsError, match=refused):
+        timm_cra.create_model(f'local-dir:{folder}', pretrained=True)
+    assert timm_cra.create_model(f'local-dir:{folder}').num_classes == 10  # no weights read: nothing to disagree
+    code, err = _cli(['--model', f'local-dir:{folder}'] + VALIDATE, tmp_path, 'timm_cra.eval')
+    assert code == 2 and 'names its classes in its header (truck, ship, horse, ...) otherwise than the config.json' \
+        in err, err
 
 
 def test_a_run_file_that_is_a_symlink_is_never_written_through(trained, tmp_path):

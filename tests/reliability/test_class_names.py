@@ -110,7 +110,7 @@ def test_resume_on_data_with_other_classes_is_refused_before_any_work(dog_cat_ru
 
 
 @pytest.mark.parametrize('name,says', [
-    ('c\tat', "label name 'c\\tat' holds a control character (newline, tab, escape)"),
+    ('c\tat', "label name 'c\\tat' holds a control character (newline, tab, escape), U+0009"),
     (b'caf\xe9', "label name b'caf\\xe9' is not UTF-8 text (a name in another encoding)"),
 ])
 def test_class_names_that_cannot_be_exported_stop_the_run_before_any_epoch(tmp_path, cli_env, name, says):

@@ -27,7 +27,7 @@ from ..models._factory import label_count_problem
 from ..utils import count_macs, count_params
 from ..utils.errors import UsageError
 from ..utils.io import atomic_folder, atomic_path, atomic_write, check_output_folder
-from ..utils.labels import unprintable_names
+from ..utils.labels import unusable_name
 from ..utils.weights import safetensors_metadata
 from .card import EvalResults, RepoContentError, load_eval_results, render_model_card
 
@@ -160,10 +160,9 @@ def check_label_names(label_names: Optional[Sequence[str]], num_classes: int,
             shown = name.encode('utf-8', 'surrogateescape')
             raise RepoContentError(f'label name {shown!r} is not UTF-8 text (a name in another encoding): {rename} '
                                    f'to UTF-8 text.')
-    unprintable = unprintable_names(names)  # a newline or escape code would forge lines of the card, logs, clients
-    if unprintable:
-        raise RepoContentError(f'label name {unprintable[0]!r} holds a control character (newline, tab, escape): '
-                               f'{rename} to printable text.')
+    unusable = unusable_name(names)  # a newline or escape code would forge lines of the card, logs, clients
+    if unusable:
+        raise RepoContentError(f'label name {unusable[0]!r} {unusable[1]}: {rename} to printable text.')
     return names
 
 

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from timm.models import PretrainedCfg
 
-from ..utils.labels import repeated_names, unprintable_names
+from ..utils.labels import repeated_names, unusable_name
 from ..utils.errors import UsageError
 from ._load_errors import PretrainedWeightsError, _local_weights, explain_pretrained_errors
 from ._weight_checks import (PREPROCESSOR_FILENAMES, allow_nonfinite_weights, check_file_dtypes, check_file_fits,
@@ -141,10 +141,19 @@ MAX_INPUT_SIDE = 8192
 #: scored, exit 0).
 MIN_INPUT_SIDE = 8
 MAX_INPUT_CHANS = 1024
+#: The most pixels an input may have, and the resize before timm's eval crop (``input side / crop_pct``): 16 times
+#: timm's largest input (1024 x 1024; one 3-channel float32 image of 4096 x 4096 is 201 MB). ``input_size [3, 8000,
+#: 8000]`` on a 32-px model passed the side limit and validate died in a MemoryError traceback; ``crop_pct 1e-6``
+#: asked a 32000000 px resize, every image was skipped and the message blamed the images. Below the loaders' pixel
+#: limit (PIL's ``MAX_IMAGE_PIXELS``, 89478485, ``data.images.check_pixels``), so a resize it allows is decoded.
+MAX_INPUT_PIXELS = 4096 * 4096
 MAX_CROP_PCT = 2  # timm's own crop_pct values go up to 1.15
-#: |mean| and std at most this, std at least its inverse: images are in [0, 1] when normalised, so a value past it
-#: describes no input and overflows the outputs (a mean of 1e300 made every logit NaN)
-MAX_NORM_VALUE = 1000
+#: ``mean`` from 0 to this, ``std`` from :data:`MIN_STD` to this: timm normalises images scaled to [0, 1], so a mean
+#: or std outside [0, 1] describes no input (a mean of 1e300 made every logit NaN; a mean on the 0-255 scale,
+#: ``[125.3, 123.0, 113.9]``, loaded and every client answered one class). timm's own cfgs: mean 0 to 0.5, std 0.143
+#: to 1; a fitted 1-channel mean / std of [0, 1] data is within them too.
+MAX_NORM_VALUE = 1
+MIN_STD = 0.001
 #: Ceilings on ``model_args`` that size the model, checked before anything is built (the check's own build on the
 #: meta device took ~8 ms a block here, 70 s for ``blocks_per_stage: 3000``; a real build then allocates): blocks
 #: per stage (timm's deepest stage has 36, ResNet-1202 for CIFAR 200), CRA's pooled size (the paper's is 7, the
@@ -178,9 +187,15 @@ _LOADING_ARGS = ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'chec
 #: (asking for ``trust_remote_code``). timm ignores all three, so one repo would give two models. ``save_for_hf`` and
 #: publish write none of them; transformers' own ``save_pretrained`` writes the accepted values. Also
 #: ``problem_type`` (``multi_label_classification``: the pipeline scores with a sigmoid, timm with a softmax) and
-#: ``transformers_weights`` (transformers loads the file it names instead of ``model.safetensors``).
+#: ``transformers_weights`` (transformers loads the file it names instead of ``model.safetensors``). And the keys
+#: that pick transformers' processor class (``models/auto/image_processing_auto.py``, ``processing_auto.py``): the
+#: image processor's ``image_processor_type`` and its older form ``feature_extractor_type`` (``ViTImageProcessor``:
+#: the pipeline resized to 224 px with mean 0.5 instead of the timm fields; top-1 *cat* where timm said *airplane*),
+#: ``processor_class`` and ``tokenizer_class`` (``AutoProcessor`` builds that class, or returns a tokenizer).
 #: key -> (the values it may hold, what any other value makes transformers do; ``{arch}``: the config's architecture).
 _FLOAT32_ONLY = (('float32',), "makes transformers load the weights in another precision than timm's float32")
+_OTHER_PROCESSOR = "makes transformers preprocess with another processor than the TimmWrapperImageProcessor that " \
+                   "applies config.json's timm fields"
 _TRANSFORMERS_KEYS = {
     'model_type': (('timm_wrapper',), "makes transformers build another model than timm's {arch} (it reads "
                                       "'timm_wrapper', or none)"),
@@ -192,6 +207,11 @@ _TRANSFORMERS_KEYS = {
                                                        "a softmax"),
     'transformers_weights': (('model.safetensors',), 'makes transformers load another file than the model.safetensors '
                                                      'timm reads'),
+    'image_processor_type': (('TimmWrapperImageProcessor',), _OTHER_PROCESSOR),
+    'feature_extractor_type': ((), _OTHER_PROCESSOR),
+    'processor_class': ((), _OTHER_PROCESSOR),
+    'tokenizer_class': ((), "makes transformers' AutoProcessor return a tokenizer instead of the "
+                            "TimmWrapperImageProcessor that applies config.json's timm fields"),
 }
 
 
@@ -238,9 +258,10 @@ def _preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any
         if any(v < MIN_INPUT_SIDE for v in size[1:]):
             return f"pretrained_cfg '{key}' {size} is too small: at least {MIN_INPUT_SIDE} px a side (an image " \
                    f"that small holds no picture)"
-        if size[0] > MAX_INPUT_CHANS or any(v > MAX_INPUT_SIDE for v in size[1:]):
-            return f"pretrained_cfg '{key}' {size} is too large: at most {MAX_INPUT_CHANS} channels and " \
-                   f"{MAX_INPUT_SIDE} px a side"
+        if size[0] > MAX_INPUT_CHANS or any(v > MAX_INPUT_SIDE for v in size[1:]) or \
+                size[1] * size[2] > MAX_INPUT_PIXELS:
+            return f"pretrained_cfg '{key}' {size} is too large: at most {MAX_INPUT_CHANS} channels, " \
+                   f"{MAX_INPUT_SIDE} px a side and {MAX_INPUT_PIXELS} pixels (4096 x 4096)"
     in_chans = model_args.get('in_chans') if isinstance(model_args.get('in_chans'), int) else None
     in_chans = in_chans or (sizes['input_size'][0] if 'input_size' in sizes else 3)
     for key in ('mean', 'std'):
@@ -251,15 +272,19 @@ def _preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any
             return f"pretrained_cfg '{key}' has {len(values)} values: give one per input channel ({in_chans}), or one"
         if not all(math.isfinite(v) and (key == 'mean' or v > 0) for v in values):
             return f"pretrained_cfg '{key}' {values} must be finite numbers" + (' above 0' if key == 'std' else '')
-        if not all(abs(v) <= MAX_NORM_VALUE and (key == 'mean' or v >= 1 / MAX_NORM_VALUE) for v in values):
-            return f"pretrained_cfg '{key}' {values} must be " + (
-                f'from -{MAX_NORM_VALUE} to {MAX_NORM_VALUE}' if key == 'mean' else
-                f'from {1 / MAX_NORM_VALUE} to {MAX_NORM_VALUE}') + ' (images are in [0, 1] when normalised)'
+        if not all((0 if key == 'mean' else MIN_STD) <= v <= MAX_NORM_VALUE for v in values):
+            return f"pretrained_cfg '{key}' {values} must be from {0 if key == 'mean' else MIN_STD} to " \
+                   f"{MAX_NORM_VALUE}: timm normalises images scaled to [0, 1] (ImageNet's {key} is " \
+                   f"{'[0.485, 0.456, 0.406]' if key == 'mean' else '[0.229, 0.224, 0.225]'}; one on the 0-255 " \
+                   f"scale is divided by 255)"
     for key in ('crop_pct', 'test_crop_pct'):
         value = pretrained.get(key)
         if value is not None and not (math.isfinite(value) and 0 < value <= MAX_CROP_PCT):
             return f"pretrained_cfg '{key}' must be a number in (0, {MAX_CROP_PCT}] (the crop's share of the resized " \
                    f"image), not {value}"
+        size = sizes.get('test_input_size' if key == 'test_crop_pct' else 'input_size') or PretrainedCfg.input_size
+        if value is not None and crop_resize_problem(size[1:], value):
+            return f"pretrained_cfg '{key}' {value}: {crop_resize_problem(size[1:], value)}"
     if pretrained.get('interpolation') not in (None, '', *_INTERPOLATIONS):
         return f"pretrained_cfg 'interpolation' {pretrained['interpolation']!r:.40} is not one timm knows " \
                f"({', '.join(_INTERPOLATIONS)})"
@@ -267,6 +292,19 @@ def _preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any
         return f"pretrained_cfg 'crop_mode' {pretrained['crop_mode']!r:.40} is not one timm knows " \
                f"({', '.join(_CROP_MODES)})"
     return None
+
+
+def crop_resize_problem(side: Sequence[int], crop_pct: float) -> Optional[str]:
+    """Why timm's eval resize for a ``side`` (height, width) input cropped at ``crop_pct`` is too large, or None: it
+    resizes images to ``side / crop_pct`` before the centre crop, which must stay within :data:`MAX_INPUT_PIXELS`."""
+    import math
+    height, width = (math.floor(s / crop_pct) for s in side)
+    if height * width <= MAX_INPUT_PIXELS:
+        return None
+    least = math.sqrt(side[0] * side[1] / MAX_INPUT_PIXELS)
+    return f"timm would resize images to {height} x {width} px before the {side[0]} x {side[1]} crop, over " \
+           f"{MAX_INPUT_PIXELS} pixels (4096 x 4096): give at least {math.ceil(least * 1000) / 1000} (timm's " \
+           f"models use 0.875 to 1.15)"
 
 
 def weight_source_problem(pretrained: Dict[str, Any], ignore: Sequence[str] = ()) -> Optional[str]:
@@ -357,6 +395,29 @@ def _model_size_problem(arch: str, model: Any) -> Optional[str]:
            f"default {default:.3g}: make the model smaller"
 
 
+def _forward_problem(model: Any, model_args: Dict[str, Any], pretrained: Dict[str, Any]) -> Optional[str]:
+    """Why a model built on the meta device from ``model_args`` cannot classify its input, or None: one forward of
+    the config's ``input_size`` on the meta device (shapes only). ``global_pool: ""`` (no pooling) built, then
+    every validate died in a ``mat1 and mat2 shapes`` traceback. An operation without a meta kernel proves
+    nothing and passes."""
+    import torch
+    chans, height, width = pretrained.get('input_size') or PretrainedCfg.input_size
+    chans = model_args.get('in_chans', chans) if isinstance(model_args.get('in_chans'), int) else chans
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.empty(1, chans, height, width, device='meta'))
+    except NotImplementedError:
+        return None
+    except Exception as e:  # noqa: BLE001  (a shape error of any layer: RuntimeError, AssertionError, ValueError)
+        first = (str(e).strip().splitlines() or [''])[0]
+        return f"'model_args' {json.dumps(model_args)[:120]} build a model that cannot classify a {chans} x " \
+               f"{height} x {width} input ({type(e).__name__}: {first:.120}); fix or remove them"
+    if isinstance(out, torch.Tensor) and out.ndim != 2 and getattr(model, 'num_classes', 1):  # 0: a feature map
+        return f"'model_args' {json.dumps(model_args)[:120]} build a model whose output has shape " \
+               f"{tuple(out.shape)}, not (batch, classes): fix or remove them"
+    return None
+
+
 def check_model_config(cfg: Any, where: str) -> None:
     """Raise :class:`PretrainedWeightsError` (one line naming the key and the fix) for a ``config.json`` that timm
     would fail on or misread: not an object, ``architecture`` missing / not a string / not registered, a root
@@ -416,10 +477,9 @@ def check_model_config(cfg: Any, where: str) -> None:
     problem = label_count_problem(label_names, num_classes)
     if problem:
         raise bad(f"'label_names' has {problem}: give exactly one name per class, in class-index order")
-    unprintable = unprintable_names(label_names or [])
-    if unprintable:
-        raise bad(f"'label_names' {unprintable[0]!r:.60} holds a control character (newline, tab, escape): rename "
-                  f"that class to printable text")
+    unusable = unusable_name(label_names or [])
+    if unusable:
+        raise bad(f"'label_names' {unusable[0]!r:.60} {unusable[1]}: rename that class to printable text")
     twice = repeated_names(label_names or [])
     if twice:  # transformers maps names to class ids: a repeated name loses a class
         raise bad(f"'label_names' gives {', '.join(map(repr, twice[:5]))} more than once (compared after Unicode NFC "
@@ -444,7 +504,7 @@ def check_model_config(cfg: Any, where: str) -> None:
             first = (str(e).strip().splitlines() or [''])[0]
             raise bad(f"'model_args' {json.dumps(model_args)[:120]} do not build {arch} "
                       f"({type(e).__name__}: {first:.150}); fix or remove them") from None
-        problem = _model_size_problem(arch, model)
+        problem = _model_size_problem(arch, model) or _forward_problem(model, model_args, pretrained)
         if problem:
             raise bad(problem)
 

@@ -276,12 +276,14 @@ def check_file_fits(path: str, build: Callable[[], nn.Module]) -> None:
     """Before timm reads a ``.safetensors`` weights file: its header's names and shapes against the model
     ``build()`` makes on the ``meta`` device (no memory). timm reads it with ``safetensors.torch.load_file``, which
     reads every tensor the header declares: one extra tensor claiming 4 GiB (a sparse file of a megabyte) was a
-    MemoryError. A file whose header cannot be read is left to the load, which reports it."""
+    MemoryError. Then the class names the header records against the ``config.json`` beside it, whose names timm
+    labels with (:func:`~timm_cra.utils.weights.recorded_label_names`, the rule ``validate --checkpoint`` and publish
+    apply). A file whose header cannot be read is left to the load, which reports it."""
     if not str(path).endswith('.safetensors') or not os.path.isfile(path):
         return
     import torch
     from ..utils.errors import UsageError
-    from ..utils.weights import check_state_fits, safetensors_header
+    from ..utils.weights import check_state_fits, recorded_label_names, safetensors_header
     try:  # dtypes as float: the load's own check (dtype_checked_filter) words those, as for any file
         header = {k: t.float() for k, t in safetensors_header(path).items()}
     except UsageError:
@@ -292,6 +294,7 @@ def check_file_fits(path: str, build: Callable[[], nn.Module]) -> None:
         check_state_fits(model, header, source=path,
                          hint="the folder's config.json describes another model than its weights: re-export the "
                               "folder (the trainer and publish write both from one model)")
+        recorded_label_names(path)
     except UsageError as e:
         raise WeightsCheckError(str(e).rstrip('.')) from None
 

@@ -3,7 +3,7 @@ import argparse
 import math
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import UsageError
 
@@ -138,13 +138,24 @@ def check_input_size(img_size: Optional[int] = None, input_size: Optional[Sequen
     """Refuse ``--img-size`` / ``--input-size`` outside the bounds a ``config.json`` is held to (``models._factory``):
     sides of ``MIN_INPUT_SIDE``..``MAX_INPUT_SIDE`` px, 1..``MAX_INPUT_CHANS`` channels (``--img-size 100000`` was a
     120 GB allocation traceback; ``1`` resized every image to one colour and still scored)."""
-    from ..models._factory import MAX_INPUT_CHANS, MAX_INPUT_SIDE, MIN_INPUT_SIDE
+    from ..models._factory import MAX_INPUT_CHANS, MAX_INPUT_PIXELS, MAX_INPUT_SIDE, MIN_INPUT_SIDE
     if img_size is not None and not MIN_INPUT_SIDE <= img_size <= MAX_INPUT_SIDE:
         raise UsageError(f'--img-size {img_size} must be a side in pixels from {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE}.')
     if input_size is not None and not (len(input_size) == 3 and 0 < input_size[0] <= MAX_INPUT_CHANS and all(
             MIN_INPUT_SIDE <= v <= MAX_INPUT_SIDE for v in input_size[1:])):
         raise UsageError(f'--input-size {" ".join(map(str, input_size))} must be channels, height, width: 1 to '
                          f'{MAX_INPUT_CHANS} channels, the sides {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE} px.')
+    side = _input_side(img_size, input_size)
+    if side and side[0] * side[1] > MAX_INPUT_PIXELS:  # validate died in a MemoryError traceback at 8000 x 8000
+        flag = f'--img-size {img_size}' if input_size is None else f'--input-size {" ".join(map(str, input_size))}'
+        raise UsageError(f'{flag} is {side[0] * side[1]} pixels: at most {MAX_INPUT_PIXELS} (4096 x 4096).')
+
+
+def _input_side(img_size: Optional[int], input_size: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
+    """(height, width) that ``--input-size`` (else ``--img-size``) sets, or None."""
+    if input_size is not None:
+        return tuple(input_size[1:3])
+    return (img_size, img_size) if img_size is not None else None
 
 
 def check_shared_values(args) -> None:
@@ -156,7 +167,7 @@ def check_shared_values(args) -> None:
     ``MIN_INPUT_SIDE``..``MAX_INPUT_SIDE`` px (tracebacks, a MemoryError; the trainer writes them into the config.json
     a load then refuses), ``--workers`` below 0 (a traceback), a ``--device`` that is none here
     (:func:`check_device`). The bounds are those a ``config.json`` is held to (``models._factory``)."""
-    from ..models._factory import MAX_CROP_PCT, MAX_NORM_VALUE
+    from ..models._factory import MAX_CROP_PCT, MAX_NORM_VALUE, MIN_STD, crop_resize_problem
 
     def shown(v):
         return ' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v
@@ -167,17 +178,20 @@ def check_shared_values(args) -> None:
         raise UsageError(f"Non-finite values: {', '.join(bad)}; every numeric setting must be a finite number.")
     if args.std is not None and not all(v > 0 for v in args.std):
         raise UsageError(f'--std {shown(args.std)}: every value must be above 0 (the images are divided by it).')
-    # images are in [0, 1] when normalised: past these, no input is described and the outputs overflow (--mean 1e300)
-    if args.mean is not None and not all(abs(v) <= MAX_NORM_VALUE for v in args.mean):
-        raise UsageError(f'--mean {shown(args.mean)}: every value must be from -{MAX_NORM_VALUE} to {MAX_NORM_VALUE} '
-                         f'(images are in [0, 1] when it is subtracted; ImageNet\'s is 0.485 0.456 0.406).')
-    if args.std is not None and not all(1 / MAX_NORM_VALUE <= v <= MAX_NORM_VALUE for v in args.std):
-        raise UsageError(f'--std {shown(args.std)}: every value must be from {1 / MAX_NORM_VALUE} to {MAX_NORM_VALUE} '
-                         f'(images are in [0, 1] when divided by it; ImageNet\'s is 0.229 0.224 0.225).')
+    # images are in [0, 1] when normalised: past these, no input is described (--mean 1e300 overflowed the outputs)
+    if args.mean is not None and not all(0 <= v <= MAX_NORM_VALUE for v in args.mean):
+        raise UsageError(f'--mean {shown(args.mean)}: every value must be from 0 to {MAX_NORM_VALUE} (images are in '
+                         f'[0, 1] when it is subtracted; ImageNet\'s is 0.485 0.456 0.406; divide a 0-255 one by 255).')
+    if args.std is not None and not all(MIN_STD <= v <= MAX_NORM_VALUE for v in args.std):
+        raise UsageError(f'--std {shown(args.std)}: every value must be from {MIN_STD} to {MAX_NORM_VALUE} (images are '
+                         f'in [0, 1] when divided by it; ImageNet\'s is 0.229 0.224 0.225; divide a 0-255 one by 255).')
     if args.crop_pct is not None and not 0 < args.crop_pct <= MAX_CROP_PCT:
         raise UsageError(f"--crop-pct {args.crop_pct} must be in (0, {MAX_CROP_PCT}]: the centre crop's share of the "
                          f"resized image (1.0 keeps it whole).")
     check_input_size(args.img_size, args.input_size)
+    side = _input_side(args.img_size, args.input_size)
+    if args.crop_pct is not None and side and crop_resize_problem(side, args.crop_pct):  # the config.json check's
+        raise UsageError(f'--crop-pct {args.crop_pct}: {crop_resize_problem(side, args.crop_pct)}.')
     if args.workers is not None and args.workers < 0:
         raise UsageError(f'--workers {args.workers} must be 0 (load in this process) or more.')
     check_device(args.device)

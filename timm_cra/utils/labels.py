@@ -1,8 +1,8 @@
 """Class names: the checks every place that reads or publishes them shares (data, models, publish)."""
 import unicodedata
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
-__all__ = ['name_key', 'numbered_classes', 'repeated_names', 'unprintable_names']
+__all__ = ['name_key', 'numbered_classes', 'repeated_names', 'unusable_name']
 
 
 def name_key(name) -> str:
@@ -24,10 +24,27 @@ def repeated_names(names: Sequence[str]) -> List[str]:
     return sorted(k for k, count in seen.items() if count > 1)
 
 
-def unprintable_names(names: Sequence[str]) -> List[str]:
-    """Class names holding a control character (newline, tab, escape): one would forge lines of the card, logs and
-    clients. The one check of ``publish --label-names`` and of a ``config.json``'s names on load."""
-    return [str(n) for n in names if not str(n).isprintable()]
+#: The Unicode categories of the characters ``str.isprintable`` refuses, in words.
+_CHARACTER_KINDS = {'Cc': 'a control character (newline, tab, escape)', 'Cf': 'an invisible format character',
+                    'Zs': 'a space other than the plain space', 'Zl': 'a line separator', 'Zp': 'a paragraph separator',
+                    'Co': 'a private-use character', 'Cn': 'an unassigned code point', 'Cs': 'a lone surrogate'}
+
+
+def unusable_name(names: Sequence[str]) -> Optional[Tuple[str, str]]:
+    """``(name, why)`` for the first class name that cannot name a class, or None: one that is empty (or only
+    whitespace: a client shows an empty label), or that holds a character that is not printable text, named by its
+    kind and code point (a newline or escape code would forge lines of the card, logs and clients; a no-break or
+    zero-width space makes a name look like another). The one check of ``publish --label-names``, the trainer's
+    class names and a ``config.json``'s names on load."""
+    for name in map(str, names):
+        if not name_key(name):
+            return name, 'is empty'
+        bad = next((c for c in name if not c.isprintable()), None)
+        if bad is not None:
+            kind = _CHARACTER_KINDS.get(unicodedata.category(bad), 'a character that is not printable text')
+            label = unicodedata.name(bad, '')
+            return name, f"holds {kind}, U+{ord(bad):04X}{' ' + label if label else ''}"
+    return None
 
 
 def numbered_classes(names: Sequence[str]) -> bool:

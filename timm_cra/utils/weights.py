@@ -31,7 +31,7 @@ __all__ = [
     'load_state_checked', 'tensor_digest', 'checkpoint_digests', 'check_file', 'describe_mismatch',
     'non_float_kind', 'non_float_weights', 'not_safetensors', 'is_safetensors_error', 'nonfinite_tensors',
     'NONFINITE_FIX', 'safetensors_metadata', 'weights_shape_kwargs', 'load_fitting_weights', 'safetensors_header',
-    'check_state_fits', 'recorded_data_config', 'DATA_CONFIG_KEYS',
+    'check_state_fits', 'recorded_data_config', 'DATA_CONFIG_KEYS', 'recorded_label_names',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -329,9 +329,30 @@ def _read_safetensors(path: str, model: Optional[torch.nn.Module] = None
             state = {k: f.get_tensor(k) for k in f.keys() if own is None or k in own}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:  # torch's errors: dtypes the file claims
         raise _not_safetensors_error(path, e) from e
+    names = _checked_label_names(path, metadata)
+    return state, ({} if names is None else {LABEL_NAMES_KEY: names})
+
+
+def recorded_label_names(path: str) -> Optional[List[str]]:
+    """The class names the header of the ``.safetensors`` file at ``path`` records (None: it records none), checked
+    as every read of the file checks them (:func:`_checked_label_names`): ``local-dir:`` loads, which timm reads
+    itself, check a folder's weights with this before they are used."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(path, 'pt') as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise _not_safetensors_error(path, e) from e
+    return _checked_label_names(path, metadata)
+
+
+def _checked_label_names(path: str, metadata: Dict[str, str]) -> Optional[List[str]]:
+    """The class names a weights file's header ``metadata`` records, or None: refused unless a JSON list of
+    distinct names that the ``config.json`` beside the file (if it names classes) gives in the same order. The one
+    rule for ``validate --checkpoint``, publish and ``local-dir:`` folders."""
     text = metadata.get(LABEL_NAMES_KEY)
     if text is None:
-        return state, {}
+        return None
     try:
         names = loads(text)
     except ValueError:
@@ -345,7 +366,7 @@ def _read_safetensors(path: str, model: Optional[torch.nn.Module] = None
         raise UsageError(f"'{path}' names its classes in its header ({', '.join(names[:3])}, ...) otherwise than the "
                          f"config.json beside it ({', '.join(map(str, beside[:3]))}, ...): re-export the folder (the "
                          f"trainer and publish write both from one list).")
-    return state, {LABEL_NAMES_KEY: names}
+    return names
 
 
 def _config_label_names(path: str) -> Optional[List[Any]]:
@@ -370,14 +391,17 @@ def recorded_data_config(path: str, args: Optional[Dict[str, Any]]) -> Tuple[Dic
     of the Hub-format ``config.json`` beside them (what the trainer exports next to ``last.pth`` and
     ``model.safetensors``), else the run's arguments ``args`` (a checkpoint's ``args``: the trainer's and timm
     ``train.py``'s ``--input-size`` / ``--img-size`` / ``--mean`` / ``--std`` / ``--interpolation`` / ``--crop-pct``;
-    ``{}`` when it set none, as a run on the architecture's defaults). ``({}, '')`` when neither is recorded."""
+    ``{}`` when it set none, as a run on the architecture's defaults). ``({}, '')`` when neither is recorded; a
+    ``config.json`` there that cannot be read (not JSON, over the JSON size cap) is refused in one line."""
     config_path = os.path.join(os.path.dirname(path), 'config.json')
     config = None
     if os.path.isfile(config_path):
         try:
             config = read_json(config_path, 'config')
-        except UsageError:
-            config = None
+        except UsageError as e:  # scored with the defaults, it was said to record nothing: neither is true
+            raise UsageError(f"{str(e).rstrip('.')}: it is the run's record of the preprocessing the weights beside it "
+                             f"were trained with; fix or remove it (the trainer and publish write it), or move the "
+                             f"weights out of that folder.") from None
     if isinstance(config, dict) and config.get('architecture') and isinstance(config.get('pretrained_cfg'), dict):
         cfg = config['pretrained_cfg']
         found = {k: cfg[k] for k in DATA_CONFIG_KEYS if cfg.get(k)}
