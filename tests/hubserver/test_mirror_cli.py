@@ -107,7 +107,7 @@ def test_help_states_the_defaults_and_a_network_address_warns(hub):
             proc.terminate()
             _, err = proc.communicate(timeout=30)
         if warns:
-            assert err.count('\n') == 1 and err.startswith(f'warning: listening on 0.0.0.0:'), err
+            assert err.count('\n') == 1 and err.startswith('warning: listening on 0.0.0.0:'), err
             assert f'can read every file under {REPO_ROOT / "hub"} (no authentication)' in err, err
         else:
             assert err == '', err
