@@ -222,8 +222,8 @@ def create_parser() -> argparse.ArgumentParser:
     g.add_argument('--output', default='./output/train', metavar='DIR')
     g.add_argument('--experiment', default='', help='sub-folder of --output (default: <timestamp>-<model>)')
     g.add_argument('--overwrite', action='store_true', default=False,
-                   help="start afresh in an --experiment folder that holds an earlier run's files (they are removed; "
-                        "without it such a folder is refused unless --resume continues that run)")
+                   help="start afresh in an --experiment folder that holds an earlier run's files (replaced once the new "
+                        "run writes its first checkpoint; without it such a folder is refused unless --resume continues that run)")
     g.add_argument('--no-plot', action='store_true', default=False, help='skip the PNG of the curves')
     return p
 
