@@ -779,3 +779,23 @@ def test_a_run_failing_in_epoch_0_removes_the_folders_it_created(earlier_run, tm
                 tmp_path)
     assert proc.returncode == 2 and 'in epoch 0, so the run stopped:' in proc.stderr, proc.stderr[-3000:]
     assert not (tmp_path / 'out1').exists()
+
+
+def test_checkpoint_upgrade_into_another_runs_folder_is_refused(earlier_run, tmp_path, cli_env):
+    """`timm-cra-checkpoint upgrade A/last.pth B/last.pth` (B another complete run) wrote A's checkpoint beside B's
+    weights and results ("Wrote B/last.pth"), mixing the runs: refused in one line, B untouched; in place, or into a
+    folder holding no run, it writes as before."""
+    run = earlier_run[0]
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    shutil.copytree(run, a)
+    shutil.copytree(run, b)
+    before = _folder_bytes(b)
+    proc = _cli('timm_cra.train.checkpoint', ['upgrade', a / 'last.pth', b / 'last.pth'], cli_env, tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr[-3000:]
+    assert 'in the folder of another run' in proc.stderr and 'OUT = SRC' in proc.stderr
+    assert _folder_bytes(b) == before
+    (tmp_path / 'fresh').mkdir()
+    for dst in (a / 'last.pth', tmp_path / 'fresh' / 'last.pth'):
+        proc = _cli('timm_cra.train.checkpoint', ['upgrade', a / 'last.pth', dst], cli_env, tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert torch.load(tmp_path / 'fresh' / 'last.pth', weights_only=True)['epoch'] == 1
