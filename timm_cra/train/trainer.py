@@ -157,6 +157,9 @@ def _check_overwrite_keeps_inputs(output_dir: str, args) -> None:
 #: run folder, so it is under the run's lock and on its filesystem (putting them back is a rename).
 EARLIER_RUN_ASIDE = '.overwritten-run'
 
+#: Marks a set-aside run being moved back (:func:`_settle_earlier_run`): a kill midway is finished by the next run.
+_MOVING_BACK = '.moving-back'
+
 #: The files a run writes in its folder, the ones ``--overwrite`` replaces.
 _ALL_RUN_FILES = ('last.pth',) + RUN_FILES
 
@@ -184,14 +187,20 @@ def _settle_earlier_run(output_dir: str, new_run_kept: bool = False) -> None:
     if os.path.islink(aside) or not os.path.isdir(aside):
         os.remove(aside)  # not this trainer's folder: nothing of a run to restore
         return
-    if new_run_kept or os.path.lexists(os.path.join(output_dir, 'last.pth')):
-        shutil.rmtree(aside)
-        return
-    for name in _ALL_RUN_FILES:  # the failed run's files, whole or not
-        if os.path.lexists(os.path.join(output_dir, name)):
-            os.remove(os.path.join(output_dir, name))
+    moving = os.path.join(aside, _MOVING_BACK)
+    if not os.path.lexists(moving):
+        if new_run_kept or os.path.lexists(os.path.join(output_dir, 'last.pth')):
+            shutil.rmtree(aside)
+            return
+        kept = set(os.listdir(aside))
+        for name in _ALL_RUN_FILES:  # the failed run's files that no earlier one replaces
+            if name not in kept and os.path.lexists(os.path.join(output_dir, name)):
+                os.remove(os.path.join(output_dir, name))
+        open(moving, 'w').close()  # from here a kill leaves a move to finish, not a choice to make again
     for name in os.listdir(aside):
-        os.rename(os.path.join(aside, name), os.path.join(output_dir, name))
+        if name != _MOVING_BACK:
+            os.replace(os.path.join(aside, name), os.path.join(output_dir, name))
+    os.remove(moving)
     os.rmdir(aside)
     _logger.warning(f'The run replaced by --overwrite is back in {printable(output_dir)}: the new run ended before '
                     f'its first checkpoint.')
@@ -269,7 +278,7 @@ def _held_run_folder(output_dir: str, primary: bool, data_dir: str = ''):
             _settle_earlier_run(output_dir)  # what a run killed before its first checkpoint set aside
             yield held
         except BaseException:
-            with contextlib.suppress(OSError):  # only empty folders: what a run wrote stays
+            with contextlib.suppress(OSError):  # created folders go only when empty: a checkpointed run stays
                 if held is not None:  # never the files of the run that holds the folder now
                     if created:
                         _remove_unfinished_run(output_dir)
