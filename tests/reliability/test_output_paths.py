@@ -4,6 +4,7 @@ file (for a folder) is refused in one line before any work and left as it was; a
 the next publish; outputs get the mode ``open`` gives (0o644 under umask 022)."""
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -463,6 +464,7 @@ def test_full_disk_before_the_first_checkpoint_does_not_advise_resume(small_disk
     """A trainer whose first last.pth does not fit: one line saying no checkpoint exists, and it no longer
     advises --resume of that missing file."""
     disk = small_disk('small', '1m')
+    (disk / 'r').mkdir()  # a folder the run did not create keeps what it wrote (one it created goes with it)
     r = _cli('timm_cra.train', _TINY_RUN + ['--data-dir', cifar10_test, '--output', disk], cli_env, tmp_path)
     last = _one_line(r)
     assert last.startswith('error: Saving the checkpoint failed') and 'No space left on device' in last, last
@@ -659,3 +661,141 @@ def test_ctrl_c_while_torch_and_numpy_are_imported_ends_the_command_130_with_no_
     assert 'numpy' in ''.join(seen) or 'torch' in ''.join(seen), err[-2000:]
     assert proc.returncode == 130 and err.endswith('interrupted\n') and 'Traceback' not in err, err[-3000:]
     assert not (out / 'run').exists() or list((out / 'run').iterdir()) == [], list((out / 'run').iterdir())
+
+
+# --- train --overwrite keeps the replaced run until the new one's first checkpoint ---
+
+def _make_class_folder(root, n_train: int, broken_train: bool = False):
+    """``root/train`` and ``root/val`` with 2 classes of 32x32 PNGs (``broken_train``: every training file is bytes
+    that are no image)."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, n in (('train', n_train), ('val', 2)):
+        for c in ('cat', 'dog'):
+            for i in range(n):
+                p = root / split / c / f'{i}.png'
+                p.parent.mkdir(parents=True, exist_ok=True)
+                if broken_train and split == 'train':
+                    p.write_bytes(b'not a png')
+                else:
+                    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(p)
+    return root
+
+
+def _overwrite_train(data, out, *extra):
+    return ['--model', 'cra_cifar_resnet20', '--data-dir', data, '--val-split', 'val', '--epochs', '1', '-b', '2',
+            '-j', '0', '--no-plot', '--device', 'cpu', '--output', out, '--experiment', 'det', *extra]
+
+
+def _folder_bytes(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _stop_in_epoch_0(argv, cli_env, cwd, sig):
+    """Start the trainer, send ``sig`` once it logs its first step of epoch 0 (of many: the epoch goes on), wait for
+    the end; -> (returncode, output)."""
+    import signal
+    proc = subprocess.Popen([sys.executable, '-m', 'timm_cra.train'] + [str(a) for a in argv], env=cli_env,
+                            cwd=str(cwd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = []
+    try:
+        for line in proc.stdout:
+            log.append(line)
+            if line.split('INFO ')[-1].startswith('Train: 0 ['):
+                proc.send_signal(sig)
+                break
+        out, _ = proc.communicate(timeout=CLI_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    log.append(out or '')
+    assert any(line.split('INFO ')[-1].startswith('Train: 0 [') for line in log), ''.join(log)[-3000:]
+    return proc.returncode, ''.join(log)
+
+
+@pytest.fixture(scope='module')
+def earlier_run(tmp_path_factory, cli_env):
+    """A finished run (``out/det``) of the CLI, and the data it trained on (many small steps per epoch)."""
+    root = tmp_path_factory.mktemp('overwrite')
+    data = _make_class_folder(root / 'data', n_train=60)
+    proc = _cli('timm_cra.train', _overwrite_train(data, root / 'out'), cli_env, root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / 'out' / 'det', data
+
+
+def _replaced_run(earlier_run, tmp_path):
+    run, data = earlier_run
+    shutil.copytree(run, tmp_path / 'out' / 'det')
+    return tmp_path / 'out' / 'det', data, _folder_bytes(run)
+
+
+@pytest.mark.parametrize('failure', ['nan', 'no_readable_image'])
+def test_overwrite_failing_in_epoch_0_keeps_the_replaced_run(earlier_run, tmp_path, cli_env, failure):
+    """`--overwrite` deleted the earlier run's files before training: a new run failing in epoch 0 (--lr 1e6 -> NaN,
+    every training image unreadable) left only its args.yaml, and the NaN line said "last.pth keeps the epochs
+    before" with no last.pth there. The earlier run now waits aside until the first checkpoint: after the failure
+    its files are back byte for byte, nothing hidden is left, and the line names no last.pth."""
+    run, data, before = _replaced_run(earlier_run, tmp_path)
+    if failure == 'nan':
+        extra = ['--lr', '1e6']
+    else:
+        data = _make_class_folder(tmp_path / 'broken', n_train=2, broken_train=True)
+        extra = []
+    proc = _cli('timm_cra.train', _overwrite_train(data, tmp_path / 'out', '--overwrite', *extra), cli_env, tmp_path)
+    err = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and err.startswith('error: '), proc.stderr[-3000:]
+    assert ('in epoch 0, so the run stopped:' in err) if failure == 'nan' else ('read no training image' in err)
+    assert 'last.pth' not in err
+    assert _folder_bytes(run) == before  # the replaced run, whole; no hidden leftover
+
+
+@pytest.mark.slow  # two trainer processes and a signal (~20 s on 2 busy cores)
+@pytest.mark.parametrize('how', ['sigint', 'kill'])
+def test_overwrite_stopped_in_epoch_0_keeps_the_replaced_run(earlier_run, tmp_path, cli_env, how):
+    """Ctrl-C in epoch 0 of an `--overwrite` run puts the replaced run back at once (exit 130); a kill -9 there
+    leaves it aside (hidden, in the run folder), and the next run on the folder puts it back first: without
+    `--overwrite` it is then refused as a folder holding a run, and the earlier run is there byte for byte."""
+    import signal
+    run, data, before = _replaced_run(earlier_run, tmp_path)
+    argv = _overwrite_train(data, tmp_path / 'out', '--overwrite', '--log-interval', '1')
+    rc, log = _stop_in_epoch_0(argv, cli_env, tmp_path, signal.SIGINT if how == 'sigint' else signal.SIGKILL)
+    if how == 'sigint':
+        assert rc == 130 and log.endswith('interrupted\n'), log[-3000:]
+    else:
+        assert rc == -signal.SIGKILL and not (run / 'last.pth').exists(), log[-3000:]
+        assert (run / '.overwritten-run').is_dir()
+        proc = _cli('timm_cra.train', _overwrite_train(data, tmp_path / 'out'), cli_env, tmp_path)
+        assert proc.returncode == 2 and 'already holds a run (last.pth' in proc.stderr, proc.stderr[-3000:]
+    assert _folder_bytes(run) == before
+
+
+def test_a_run_failing_in_epoch_0_removes_the_folders_it_created(earlier_run, tmp_path, cli_env):
+    """A run failing before its first checkpoint in a new nested --output left out1/x/y/e/args.yaml and the
+    folders above it, though nothing of it can be resumed: the folders it created go again, with its files."""
+    data = earlier_run[1]
+    proc = _cli('timm_cra.train', _overwrite_train(data, tmp_path / 'out1' / 'x' / 'y', '--lr', '1e6'), cli_env,
+                tmp_path)
+    assert proc.returncode == 2 and 'in epoch 0, so the run stopped:' in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / 'out1').exists()
+
+
+def test_checkpoint_upgrade_into_another_runs_folder_is_refused(earlier_run, tmp_path, cli_env):
+    """`timm-cra-checkpoint upgrade A/last.pth B/last.pth` (B another complete run) wrote A's checkpoint beside B's
+    weights and results ("Wrote B/last.pth"), mixing the runs: refused in one line, B untouched; in place, or into a
+    folder holding no run, it writes as before."""
+    run = earlier_run[0]
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    shutil.copytree(run, a)
+    shutil.copytree(run, b)
+    before = _folder_bytes(b)
+    proc = _cli('timm_cra.train.checkpoint', ['upgrade', a / 'last.pth', b / 'last.pth'], cli_env, tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr[-3000:]
+    assert 'in the folder of another run' in proc.stderr and 'OUT = SRC' in proc.stderr
+    assert _folder_bytes(b) == before
+    (tmp_path / 'fresh').mkdir()
+    for dst in (a / 'last.pth', tmp_path / 'fresh' / 'last.pth'):
+        proc = _cli('timm_cra.train.checkpoint', ['upgrade', a / 'last.pth', dst], cli_env, tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert torch.load(tmp_path / 'fresh' / 'last.pth', weights_only=True)['epoch'] == 1

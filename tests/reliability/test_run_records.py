@@ -231,3 +231,51 @@ def test_a_checkpoint_with_a_long_list_of_numbers_is_refused_as_a_bound_not_as_d
                                          rf'reader walks .*as tensors') as e:
         _validate(data, '--checkpoint', path)
     assert 'damaged' not in str(e.value) and '\n' not in str(e.value)
+
+
+def test_a_weights_file_copied_alone_keeps_its_preprocessing_for_validate_and_publish(colour_run, tmp_path,
+                                                                                      run_command):
+    """The run's model.safetensors copied on its own was published with the architecture's default preprocessing
+    (rc 0, no word), while validate warned on the same file. The trainer records its data config in the weights'
+    header too: validate scores the lone file with it, publish writes it into the repo's config.json (and header);
+    a weights file that records none is published with one warning line saying so."""
+    data, run = colour_run
+    alone = tmp_path / 'alone'
+    alone.mkdir()
+    shutil.copy(run / 'model.safetensors', alone / 'w.safetensors')
+    r = _validate(data, '--checkpoint', alone / 'w.safetensors')
+    assert 'header' in r['preprocessing'] and r['mean'] == pytest.approx(RUN_MEAN) and r['top1'] == 100.0, r
+    proc = run_command('timm-cra-publish', ['cra_cifar_resnet20.alone', alone / 'w.safetensors', '--out',
+                                            tmp_path / 'pub'])
+    assert proc.returncode == 0 and 'preprocessing' not in proc.stderr, proc.stderr[-3000:]
+    cfg = json.loads((tmp_path / 'pub' / 'config.json').read_text())['pretrained_cfg']
+    assert cfg['mean'] == pytest.approx(RUN_MEAN) and cfg['std'] == pytest.approx(RUN_STD)
+    republished = _validate(data, '--checkpoint', tmp_path / 'pub' / 'model.safetensors')
+    assert republished['mean'] == pytest.approx(RUN_MEAN) and republished['top1'] == 100.0
+    bare = tmp_path / 'bare.safetensors'  # tensors only: nothing says how they were trained
+    save_file(load_file(str(alone / 'w.safetensors')), str(bare))
+    proc = run_command('timm-cra-publish', ['cra_cifar_resnet20.bare', bare, '--num-classes', 3, '--out',
+                                            tmp_path / 'pub_bare'])
+    warned = [line for line in proc.stderr.splitlines() if 'records no preprocessing' in line]
+    assert proc.returncode == 0 and len(warned) == 1 and "last.pth" in warned[0], proc.stderr[-3000:]
+
+
+def test_export_of_a_checkpoint_uses_the_input_size_its_run_recorded(colour_run, tmp_path, run_command):
+    """export --checkpoint <run>/last.pth of a 40-px run wrote a 32x32 graph (the architecture's size), while validate
+    --checkpoint and export --model local-dir:<run> use the recorded 40: all read it with recorded_data_config (the
+    run's config.json, else the header of a lone weights file, else the run's arguments); --img-size still wins."""
+    pytest.importorskip('onnxruntime')
+    data, _ = colour_run
+    train(['--model', 'cra_cifar_resnet20', '--data-dir', str(data), '--dataset', 'folder', '--epochs', '1', '-b', '8',
+           '--img-size', '40', '--output', str(tmp_path), '--experiment', 'px40', '--device', 'cpu', '-j', '0',
+           '--no-plot'])
+    run = tmp_path / 'px40'
+    alone = tmp_path / 'alone'
+    alone.mkdir()
+    shutil.copy(run / 'last.pth', alone / 'last.pth')  # the run's arguments only
+    shutil.copy(run / 'model.safetensors', alone / 'w.safetensors')  # the header only
+    for checkpoint, flags, size in ((run / 'last.pth', [], 40), (alone / 'last.pth', [], 40),
+                                    (alone / 'w.safetensors', [], 40), (run / 'last.pth', ['--img-size', 48], 48)):
+        proc = run_command('timm-cra-export', ['--model', 'cra_cifar_resnet20', '--checkpoint', checkpoint, '-o',
+                                               tmp_path / 'm.onnx', '--no-verify', *flags])
+        assert proc.returncode == 0 and f'input (batch, 3, {size}, {size})' in proc.stdout, proc.stderr[-3000:]

@@ -235,6 +235,21 @@ def test_config_values_of_the_wrong_type_are_one_line(tmp_path, capsys):
     assert vars(parse_args(['--config', str(recorded)])) == dict(vars(a), config=str(recorded))
 
 
+def test_config_numbers_are_read_as_written_not_as_yaml_1_1_base_60_or_octal(tmp_path, capsys):
+    """YAML 1.1 forms were read silently: `epochs: 1:30` as 90 (base 60), `seed: 0777` as 511 (octal; the command
+    line's --seed 0777 is 777). A leading zero is decimal as on the command line; a base-60 form stays the string
+    written, named by the flag's type check in one line."""
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text('seed: 0777\nlr: 0.05\nepochs: 0012\n')
+    a = parse_args(['--model', 'cra_cifar_resnet20', '--config', str(cfg)])
+    assert (a.seed, a.epochs) == (777, 12) == (parse_args(['--model', 'cra_cifar_resnet20', '--seed', '0777',
+                                                           '--epochs', '0012']).seed, 12)
+    for text, says in (('epochs: 1:30\n', "epochs must be an integer, not '1:30'"),
+                       ('lr: 1:30.5\n', "lr must be a number, not '1:30.5'")):
+        cfg.write_text(text)
+        assert says in _one_error_line(['--model', 'cra_cifar_resnet20', '--config', cfg], capsys)
+
+
 def test_zero_or_negative_batch_sizes_are_one_line(tmp_path, capsys):
     """-b -1 was torch's ValueError traceback; -b 0 / -vb 0 never yield a batch; also from a config."""
     for argv, says in [(['-b', '-1'], '--batch-size must be a positive integer, not -1'),

@@ -10,7 +10,7 @@ from ..utils.cli import (add_in_chans_arg, check_model_name, check_use_ema, inpu
                          resolve_pretrained)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.io import check_output_file
-from ..utils.weights import load_fitting_weights
+from ..utils.weights import load_fitting_weights, recorded_data_config
 from .onnx import OnnxMismatchError, check_export_args, export_onnx, require_onnx
 
 __all__ = ['create_parser', 'main']
@@ -61,7 +61,17 @@ def _create_model(args):
 
     model = create()
     if args.checkpoint:  # its class count and channels, unless the flags set them (validate reads it the same way)
-        model, _ = load_fitting_weights(model, args.checkpoint, create, keep=kwargs, use_ema=args.use_ema)
+        model, ckpt = load_fitting_weights(model, args.checkpoint, create, keep=kwargs, use_ema=args.use_ema)
+        if args.input_size is None and args.img_size is None:  # the size it was trained at, as validate reads it
+            run_args = ckpt.get('args') if isinstance(ckpt, dict) and isinstance(ckpt.get('args'), dict) else None
+            recorded, where = recorded_data_config(args.checkpoint, run_args)
+            size = recorded.get('input_size') or [recorded.get('img_size')] * 2
+            try:
+                if size[-1] is not None:  # the model's channels: the data followed them in the run
+                    args.input_size = [getattr(model, 'in_chans', 3), int(size[-2]), int(size[-1])]
+            except (TypeError, ValueError, IndexError):
+                raise UsageError(printable(f'The input size recorded in {where} ({size!r:.60}) is not H W: pass '
+                                           f'--img-size or --input-size.')) from None
     return model
 
 

@@ -14,6 +14,7 @@ The folder is written by :func:`timm_cra.hub.repo.export_repo`; pushing uploads 
 ``.gitattributes``, nothing else), authenticated by ``HF_TOKEN`` or ``hf auth login``.
 """
 import argparse
+import logging
 import math
 import os
 import re
@@ -119,8 +120,14 @@ def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[s
     label_names = config.get('label_names') or cfg.get('label_names') or (
         ckpt.get('label_names') if not config and isinstance(ckpt.get('label_names'), list) else None)
     # the config's pretrained_cfg, else the run's args (timm train.py records the preprocessing it was asked for)
-    data_config = recorded_data_config(str(checkpoint), args)[0]
+    data_config, where = recorded_data_config(str(checkpoint), args)
     data_config.pop('img_size', None)  # a side, not a pretrained cfg field
+    if not where and str(checkpoint).endswith('.safetensors'):  # a weights file alone (a run's checkpoint records
+        # its arguments; a timm one without them is published as before): warned as validate warns
+        logging.getLogger('timm_cra.publish').warning(printable(
+            f"'{checkpoint}' records no preprocessing (no run arguments, no config.json beside it, none in its "
+            f"header): the repo gets the architecture's default mean / std / input size; if the weights were "
+            f"trained with others, publish the run's last.pth, or put its config.json beside the weights."))
     data = data_name(args)
     trained_on = None
     if data:

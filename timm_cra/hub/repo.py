@@ -241,12 +241,13 @@ def _save_weights(model: nn.Module, path: Union[str, Path], metadata: Optional[D
 
 def save_model_files(model: nn.Module, folder: Union[str, Path], **config_kwargs) -> Dict[str, Any]:
     """``model.safetensors`` and ``config.json`` (:func:`write_config` with ``config_kwargs``) into ``folder``,
-    each written atomically; returns the config. The weights' header records the class names too, so a
-    ``model.safetensors`` read without its ``config.json`` (``validate --checkpoint``) still maps classes by name."""
+    each written atomically; returns the config. The weights' header records the class names and the preprocessing
+    too, so a ``model.safetensors`` read without its ``config.json`` (``validate --checkpoint``, publish) still maps
+    classes by name and is scored / published with the preprocessing it was trained with."""
     folder = Path(folder)
     names = check_label_names(config_kwargs.get('label_names'), model.num_classes)
     with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        _save_weights(model, tmp, safetensors_metadata(names))
+        _save_weights(model, tmp, safetensors_metadata(names, config_kwargs.get('data_config')))
     return write_config(model, folder / CONFIG_NAME, **config_kwargs)
 
 

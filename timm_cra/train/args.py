@@ -5,6 +5,7 @@ As in timm, a config file sets defaults and flags given on the command line over
 """
 import argparse
 import os
+import re
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -25,9 +26,34 @@ def list_recipes() -> List[str]:
     return sorted(f[:-5] for f in os.listdir(RECIPE_DIR) if f.endswith('.yaml'))
 
 
+#: PyYAML's YAML 1.1 number forms less the base-60 ones (``epochs: 1:30`` was 90): such a value stays the string
+#: written, which the flag's type check then names. Only forms YAML 1.1 read as numbers are numbers here, so a
+#: string ``yaml.safe_dump`` left unquoted (``args.yaml``) still reads back as that string.
+_NUMBER_RESOLVERS = {
+    'tag:yaml.org,2002:int': re.compile(r'''^(?:[-+]?0b[0-1_]+
+                    |[-+]?0[0-7_]+
+                    |[-+]?(?:0|[1-9][0-9_]*)
+                    |[-+]?0x[0-9a-fA-F_]+)$''', re.X),
+    'tag:yaml.org,2002:float': re.compile(r'''^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+                    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$''', re.X),
+}
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` refusing a key given twice in one mapping (plain YAML keeps the last silently, so
-    ``lr: 0.1`` then ``lr: 5`` trained at 5)."""
+    ``lr: 0.1`` then ``lr: 5`` trained at 5), and reading numbers as written: no base-60 (``1:30``), and a leading
+    zero is decimal as on the command line (``seed: 0777`` was octal 511; ``--seed 0777`` is 777)."""
+
+    yaml_implicit_resolvers = {first: [(tag, _NUMBER_RESOLVERS.get(tag, regexp)) for tag, regexp in resolvers]
+                               for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def construct_yaml_int(self, node):
+        digits = self.construct_scalar(node).replace('_', '')
+        if len(digits.lstrip('+-')) > 1 and digits.lstrip('+-')[0] == '0' and digits.lstrip('+-').isdigit():
+            return int(digits, 10)
+        return super().construct_yaml_int(node)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -41,6 +67,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor('tag:yaml.org,2002:int', _UniqueKeyLoader.construct_yaml_int)
 
 
 def load_config(path_or_name: str) -> Dict[str, Any]:
@@ -222,8 +251,8 @@ def create_parser() -> argparse.ArgumentParser:
     g.add_argument('--output', default='./output/train', metavar='DIR')
     g.add_argument('--experiment', default='', help='sub-folder of --output (default: <timestamp>-<model>)')
     g.add_argument('--overwrite', action='store_true', default=False,
-                   help="start afresh in an --experiment folder that holds an earlier run's files (they are removed; "
-                        "without it such a folder is refused unless --resume continues that run)")
+                   help="start afresh in an --experiment folder that holds an earlier run's files (replaced once the new "
+                        "run writes its first checkpoint; without it such a folder is refused unless --resume continues that run)")
     g.add_argument('--no-plot', action='store_true', default=False, help='skip the PNG of the curves')
     return p
 

@@ -171,6 +171,7 @@ def upgrade_checkpoint(src: str, dst: str) -> Optional[Dict[str, Any]]:
     optimizer settings) or whose weights hold NaN / Inf is refused here, in one line, before anything is written."""
     from .resume import REQUIRED_KEYS, progress_problem, optimizer_problem  # resume imports this module
     check_output_file(dst, 'OUT', new_folders=False)  # a FIFO, folder, device, missing folder: before any work
+    _check_not_beside_another_run(src, dst)
     ckpt = load_checkpoint_file(src)
     if any(k not in ckpt for k in REQUIRED_KEYS):
         raise UsageError(f"'{src}' is not a timm-cra trainer checkpoint (a 'last.pth').")
@@ -203,6 +204,20 @@ def upgrade_checkpoint(src: str, dst: str) -> Optional[Dict[str, Any]]:
         raise CheckpointSaveError(f"Upgrading failed: could not write '{dst}' ({_os_reason(e)}); '{src}' is "
                                   f"unchanged. Free space or choose a writable OUT, then upgrade again.") from e
     return ckpt
+
+
+def _check_not_beside_another_run(src: str, dst: str) -> None:
+    """Refuse an OUT in another folder than ``src``'s that holds a run's files: the checkpoint would sit beside that
+    run's weights and results (publish and --resume would mix the two runs), as the trainer refuses such a folder."""
+    from .export import RUN_FILES  # the trainer's one list of run files
+    folder = os.path.dirname(os.path.abspath(dst))
+    if os.path.realpath(folder) == os.path.realpath(os.path.dirname(os.path.abspath(src))):
+        return
+    held = [n for n in ('last.pth',) + RUN_FILES if os.path.lexists(os.path.join(folder, n))]
+    if held:
+        raise UsageError(printable(f"OUT '{dst}' is in the folder of another run ({', '.join(held[:3])}): the "
+                                   f"checkpoint of '{src}' would sit beside that run's files. Upgrade it in place "
+                                   f"(OUT = SRC), or write it into a folder that holds no run."))
 
 
 def _is_current(ckpt: Dict[str, Any]) -> bool:

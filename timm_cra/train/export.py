@@ -80,7 +80,7 @@ def _export_files(summary: Dict[str, Any], net: nn.Module, model_ema, output_dir
         summary['weights_ema'] = os.path.join(output_dir, 'model_ema.safetensors')
         with atomic_path(summary['weights_ema']) as tmp:
             save_file({k: v.contiguous() for k, v in model_ema.module.state_dict().items()}, tmp,
-                      metadata=safetensors_metadata(label_names))
+                      metadata=safetensors_metadata(label_names, data_config))
     # the exported files' sha256: publish checks that weights and this results.json are of the same run
     summary['weights_sha256'] = {os.path.basename(summary[k]): file_digest(summary[k])
                                  for k in ('weights', 'weights_ema') if k in summary}

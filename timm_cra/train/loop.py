@@ -93,8 +93,8 @@ def stop_unless_finite(value: float, what: str, epoch: int, fix: str) -> None:
     """Stop the run (:class:`UsageError`) when ``what`` (a loss of epoch ``epoch``) is NaN / Inf, before last.pth is
     written: it keeps the last finite epoch, and no later file (weights, card) quotes scores of such a model."""
     if not math.isfinite(value):
-        raise UsageError(f'{what} became {value} in epoch {epoch}, so the run stopped (last.pth keeps the epochs '
-                         f'before): {fix}.')
+        kept = ' (last.pth keeps the epochs before)' if epoch else ''  # epoch 0: no epoch, no last.pth of the run
+        raise UsageError(f'{what} became {value} in epoch {epoch}, so the run stopped{kept}: {fix}.')
 
 
 def train_one_epoch(epoch: int, model: nn.Module, loader, optimizer, loss_fn, args, dinfo: DistInfo, *,

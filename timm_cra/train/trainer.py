@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import time
 from typing import Any, Dict, Optional, Sequence, Union
 
@@ -152,9 +153,73 @@ def _check_overwrite_keeps_inputs(output_dir: str, args) -> None:
                              f"from the copy, or choose another --experiment.")
 
 
+#: Where ``--overwrite`` keeps the replaced run's files until the new run's first checkpoint: a hidden folder in the
+#: run folder, so it is under the run's lock and on its filesystem (putting them back is a rename).
+EARLIER_RUN_ASIDE = '.overwritten-run'
+
+#: Marks a set-aside run being moved back (:func:`_settle_earlier_run`): a kill midway is finished by the next run.
+_MOVING_BACK = '.moving-back'
+
+#: The files a run writes in its folder, the ones ``--overwrite`` replaces.
+_ALL_RUN_FILES = ('last.pth',) + RUN_FILES
+
+
+def _set_earlier_run_aside(output_dir: str) -> None:
+    """``--overwrite``: move the earlier run's files into :data:`EARLIER_RUN_ASIDE`, where they stay until this run
+    writes its first checkpoint (:func:`_settle_earlier_run`): a run failing before that (NaN in epoch 0, no readable
+    image, Ctrl-C) puts them back instead of leaving a folder with neither run."""
+    names = [n for n in _ALL_RUN_FILES if os.path.lexists(os.path.join(output_dir, n))]
+    if not names:
+        return
+    aside = os.path.join(output_dir, EARLIER_RUN_ASIDE)
+    os.mkdir(aside)  # a leftover was settled when the lock was taken
+    for name in names:
+        os.rename(os.path.join(output_dir, name), os.path.join(aside, name))
+
+
+def _settle_earlier_run(output_dir: str, new_run_kept: bool = False) -> None:
+    """Settle what :func:`_set_earlier_run_aside` left: drop the earlier run once this one is kept (``new_run_kept``,
+    or its ``last.pth`` is there: a run killed right after its first checkpoint), else put the earlier run back in
+    place of the new run's files (a failure or a kill before the first checkpoint). Called on the held folder only."""
+    aside = os.path.join(output_dir, EARLIER_RUN_ASIDE)
+    if not os.path.lexists(aside):
+        return
+    if os.path.islink(aside) or not os.path.isdir(aside):
+        os.remove(aside)  # not this trainer's folder: nothing of a run to restore
+        return
+    moving = os.path.join(aside, _MOVING_BACK)
+    if not os.path.lexists(moving):
+        if new_run_kept or os.path.lexists(os.path.join(output_dir, 'last.pth')):
+            shutil.rmtree(aside)
+            return
+        kept = set(os.listdir(aside))
+        for name in _ALL_RUN_FILES:  # the failed run's files that no earlier one replaces
+            if name not in kept and os.path.lexists(os.path.join(output_dir, name)):
+                os.remove(os.path.join(output_dir, name))
+        open(moving, 'w').close()  # from here a kill leaves a move to finish, not a choice to make again
+    for name in os.listdir(aside):
+        if name != _MOVING_BACK:
+            os.replace(os.path.join(aside, name), os.path.join(output_dir, name))
+    os.remove(moving)
+    os.rmdir(aside)
+    _logger.warning(f'The run replaced by --overwrite is back in {printable(output_dir)}: the new run ended before '
+                    f'its first checkpoint.')
+
+
+def _remove_unfinished_run(output_dir: str) -> None:
+    """The files of a run that failed before its first checkpoint in a folder it created (``args.yaml``, a metrics
+    row): nothing to resume, so the folder goes again (:func:`_held_run_folder`)."""
+    if os.path.lexists(os.path.join(output_dir, 'last.pth')):
+        return
+    for name in RUN_FILES:
+        if os.path.lexists(os.path.join(output_dir, name)):
+            os.remove(os.path.join(output_dir, name))
+    remove_stale_temp_files(output_dir, names=RUN_FILES, patterns=[temp_pattern(None, prefix=EXPORT_TMP_PREFIX)])
+
+
 def _prepare_output(output_dir: str, args_dict: Dict[str, Any]) -> None:
-    """Create the run folder, remove what killed writes left there (and, with ``--overwrite``, another run's
-    files: never those of the run being resumed), write ``args.yaml``."""
+    """Create the run folder, remove what killed writes left there (and, with ``--overwrite``, set another run's
+    files aside: never those of the run being resumed), write ``args.yaml``."""
     check_output_folder(output_dir, 'run folder')
     try:
         os.makedirs(output_dir, exist_ok=True)
@@ -162,9 +227,7 @@ def _prepare_output(output_dir: str, args_dict: Dict[str, Any]) -> None:
         raise OutputPathError(f'run folder {output_dir} cannot be created ({e.strerror}); choose another '
                               f'--output.') from e
     if args_dict.get('overwrite') and not _resumes_in(output_dir, args_dict.get('resume')):
-        for name in EARLIER_RUN_FILES:
-            if os.path.lexists(os.path.join(output_dir, name)):
-                os.remove(os.path.join(output_dir, name))
+        _set_earlier_run_aside(output_dir)
     remove_stale_temp_files(output_dir, names=RUN_FILES, patterns=[temp_pattern(None, prefix=EXPORT_TMP_PREFIX)])
     with atomic_write(os.path.join(output_dir, 'args.yaml')) as f:
         yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in args_dict.items()}, f)
@@ -194,8 +257,10 @@ def _held_run_folder(output_dir: str, primary: bool, data_dir: str = ''):
     """Rank 0 (the only writer of the run folder) holds an exclusive lock on it for the whole run, taken before
     :func:`_check_output_dir` looks at it: a second run started on the same folder is refused at once instead of
     both passing the check and one silently overwriting the other. The kernel drops the lock with the process,
-    so a killed run resumes as before. A folder created here is removed again if the run fails before writing.
-    Yields the :class:`~timm_cra.utils.io.HeldFolder` (None on other ranks)."""
+    so a killed run resumes as before. A folder created here is removed again, with the run's files, if the run
+    fails before its first checkpoint; in an existing folder, the run that ``--overwrite`` replaces comes back then
+    (and, after a kill, when the next run takes the folder). Yields the :class:`~timm_cra.utils.io.HeldFolder`
+    (None on other ranks)."""
     if not primary:
         yield None
         return
@@ -206,14 +271,24 @@ def _held_run_folder(output_dir: str, primary: bool, data_dir: str = ''):
         created.append(path)
         path = os.path.dirname(path)
     busy = 'two runs in one folder overwrite each other; wait for that run to end, or choose another --experiment'
+    held = None
     with contextlib.ExitStack() as stack:
         try:  # the clean-up runs still holding the lock, and also when taking it failed after creating folders
-            yield stack.enter_context(locked_folder(output_dir, wait=False, busy_hint=busy))
+            held = stack.enter_context(locked_folder(output_dir, wait=False, busy_hint=busy))
+            _settle_earlier_run(output_dir)  # what a run killed before its first checkpoint set aside
+            yield held
         except BaseException:
-            with contextlib.suppress(OSError):  # only empty folders: what a run wrote stays
+            with contextlib.suppress(OSError):  # created folders go only when empty: a checkpointed run stays
+                if held is not None:  # never the files of the run that holds the folder now
+                    if created:
+                        _remove_unfinished_run(output_dir)
+                    else:
+                        _settle_earlier_run(output_dir)
                 for folder in created:
                     os.rmdir(folder)
             raise
+        with contextlib.suppress(OSError):
+            _settle_earlier_run(output_dir, new_run_kept=True)
 
 
 def _check_run_folder_in_place(held: Optional[HeldFolder], output_dir: str, epoch: int) -> None:
@@ -324,6 +399,7 @@ def _train(args, dinfo: DistInfo, output_dir: str, held: Optional[HeldFolder] = 
                             scheduler=lr_scheduler, model_ema=model_ema, loss_scaler=loss_scaler,
                             epoch=epoch + 1, num_updates=num_updates, history=history, args=args_dict,
                             label_names=label_names)
+            _settle_earlier_run(output_dir, new_run_kept=True)  # this run is now the folder's
 
     return finish_run(args, dinfo, _unwrap(model), model_ema, history, num_updates, output_dir, data_config,
                       label_names)

@@ -31,7 +31,7 @@ __all__ = [
     'load_state_checked', 'tensor_digest', 'checkpoint_digests', 'check_file', 'describe_mismatch',
     'non_float_kind', 'non_float_weights', 'not_safetensors', 'is_safetensors_error', 'nonfinite_tensors',
     'NONFINITE_FIX', 'safetensors_metadata', 'weights_shape_kwargs', 'load_fitting_weights', 'safetensors_header',
-    'check_state_fits', 'recorded_data_config', 'DATA_CONFIG_KEYS', 'recorded_label_names',
+    'check_state_fits', 'recorded_data_config', 'DATA_CONFIG_KEYS', 'recorded_label_names', 'DATA_CONFIG_META_KEY',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -284,13 +284,24 @@ def not_safetensors(source: str, err: BaseException) -> str:
 LABEL_NAMES_KEY = 'label_names'
 
 
-def safetensors_metadata(label_names: Optional[Sequence[str]] = None) -> Dict[str, str]:
+#: The key of a ``.safetensors`` header's metadata holding the preprocessing the weights were trained with (a JSON
+#: object of :data:`DATA_CONFIG_KEYS`, the fields ``config.json``'s ``pretrained_cfg`` gets), read by
+#: :func:`recorded_data_config` when the file travels without its ``config.json``.
+DATA_CONFIG_META_KEY = 'data_config'
+
+
+def safetensors_metadata(label_names: Optional[Sequence[str]] = None,
+                         data_config: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
     """The header metadata of a weights file the trainer writes: ``format: pt`` as transformers writes it, plus
-    the class names (:data:`LABEL_NAMES_KEY`) when given; timm and transformers read the tensors only, so the
-    names change nothing for them."""
+    the class names (:data:`LABEL_NAMES_KEY`) and the preprocessing (:data:`DATA_CONFIG_META_KEY`) when given; timm
+    and transformers read the tensors only, so these change nothing for them."""
     metadata = {'format': 'pt'}
     if label_names:
         metadata[LABEL_NAMES_KEY] = json.dumps(list(label_names), ensure_ascii=False)
+    recorded = {k: list(v) if isinstance(v, tuple) else v for k, v in (data_config or {}).items()
+                if k in DATA_CONFIG_KEYS and v}
+    if recorded:
+        metadata[DATA_CONFIG_META_KEY] = json.dumps(recorded)
     return metadata
 
 
@@ -391,8 +402,10 @@ def recorded_data_config(path: str, args: Optional[Dict[str, Any]]) -> Tuple[Dic
     of the Hub-format ``config.json`` beside them (what the trainer exports next to ``last.pth`` and
     ``model.safetensors``), else the run's arguments ``args`` (a checkpoint's ``args``: the trainer's and timm
     ``train.py``'s ``--input-size`` / ``--img-size`` / ``--mean`` / ``--std`` / ``--interpolation`` / ``--crop-pct``;
-    ``{}`` when it set none, as a run on the architecture's defaults). ``({}, '')`` when neither is recorded; a
-    ``config.json`` there that cannot be read (not JSON, over the JSON size cap) is refused in one line."""
+    ``{}`` when it set none, as a run on the architecture's defaults); for a ``.safetensors`` file without that
+    config, what its header records (the trainer writes it there too, so a weights file copied on its own keeps it).
+    ``({}, '')`` when none is recorded; a ``config.json`` there that cannot be read (not JSON, over the JSON size
+    cap) is refused in one line."""
     config_path = os.path.join(os.path.dirname(path), 'config.json')
     config = None
     if os.path.isfile(config_path):
@@ -407,10 +420,35 @@ def recorded_data_config(path: str, args: Optional[Dict[str, Any]]) -> Tuple[Dic
         found = {k: cfg[k] for k in DATA_CONFIG_KEYS if cfg.get(k)}
         if found:
             return found, f'the config.json beside {path}'
+    found = _header_data_config(path) if str(path).endswith('.safetensors') else None
+    if found:
+        return found, f'the header of {path}'
     if isinstance(args, dict) and args:
         return ({k: args[k] for k in DATA_CONFIG_KEYS + ('img_size',) if args.get(k)},
                 f"the run's arguments recorded in {path}")
     return {}, ''
+
+
+def _header_data_config(path: str) -> Optional[Dict[str, Any]]:
+    """The preprocessing a ``.safetensors`` header records (:data:`DATA_CONFIG_META_KEY`, the trainer writes it), or
+    None (none recorded, or no readable header: the weights reader reports that)."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(path, 'pt') as f:
+            text = (f.metadata() or {}).get(DATA_CONFIG_META_KEY)
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return None
+    if text is None:
+        return None
+    try:
+        cfg = loads(text)
+    except ValueError:
+        cfg = None
+    if not isinstance(cfg, dict):
+        raise UsageError(f"'{path}' records {DATA_CONFIG_META_KEY} in its header that is not a JSON object of "
+                         f"{', '.join(DATA_CONFIG_KEYS)} ({text!r:.80}): re-export it, or re-save its tensors without "
+                         f"that metadata.")
+    return {k: cfg[k] for k in DATA_CONFIG_KEYS if cfg.get(k)} or None
 
 
 def read_weights(path: str, use_ema: bool = False, model: Optional[torch.nn.Module] = None
