@@ -250,3 +250,33 @@ def test_an_out_of_space_error_elsewhere_is_not_blamed_on_stdout(cli_env):
     r = subprocess.run([sys.executable, '-c', code], env=cli_env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and r.stdout == 'result\n' and 'stdout' not in r.stderr, r.stderr[-2000:]
     assert r.stderr.rstrip().endswith('OSError: [Errno 28] No space left on device')
+
+
+@pytest.mark.parametrize('repo_id', ['me/bad name', 'a/b/c', 'me/x..y', '', 'me/' + 'x' * 97])
+def test_an_invalid_hub_repo_id_is_one_line(repo_id):
+    """`--model hf-hub:<id the Hub refuses>` was huggingface_hub's HFValidationError, a 41-line traceback: the
+    name is refused where hf-hub: names are resolved (create_model), as a UsageError naming the form to write."""
+    from timm_cra.models import create_model
+    with pytest.raises(UsageError, match='is not a Hub repo id: write hf-hub:<org>/<name>') as e:
+        create_model(f'hf-hub:{repo_id}')
+    assert '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize('module, argv', [
+    ('timm_cra.train', ['--epochs', '1', '--no-plot']),
+    ('timm_cra.eval', []),
+    ('timm_cra.export', ['-o', 'm.onnx']),
+])
+def test_every_command_refuses_an_invalid_hub_repo_id_in_one_line(run_command, class_folder, tmp_path, module, argv):
+    """train, validate and export: one `error:` line, exit 2, nothing written."""
+    from timm_cra.cli import COMMANDS
+    command = next(c for c, m in COMMANDS.items() if m == module)
+    data = {'timm_cra.export': [], 'timm_cra.train': ['--data-dir', class_folder, '-j', '0']}.get(
+        module, ['--data-dir', class_folder / 'val', '-j', '0'])
+    r = run_command(command, ['--model', 'hf-hub:me/bad name'] + data + [
+        str(tmp_path / a) if a.endswith('.onnx') else a for a in argv] + (
+        ['--output', tmp_path / 'runs'] if module == 'timm_cra.train' else []))
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    last = r.stderr.splitlines()[-1]  # train logs its data first
+    assert last.startswith('error: ') and "'me/bad name' is not a Hub repo id: write hf-hub:<org>/<name>" in last
+    assert not (tmp_path / 'runs').exists() and not (tmp_path / 'm.onnx').exists()
