@@ -269,3 +269,32 @@ def test_python_m_behaves_as_the_console_script_without_the_extra(core_env, modu
                 for cli in (['-m', module], console)]
         assert [p.returncode for p in runs] == [2, 2] and runs[0].stderr == runs[1].stderr, runs[0].stderr[-3000:]
         assert runs[0].stderr.count('\n') == 1 and runs[0].stderr.strip().endswith(TRAIN_INSTALL)
+
+
+def test_help_names_defaults_and_the_subcommand(run_command):
+    """train --help showed no text for --output (./output/train by default); validate's --help did not say that
+    hf-hub: / local-dir: models load their weights by default (export's did); timm-cra-checkpoint with no
+    subcommand said "the following arguments are required: cmd", a name the usage line never showed."""
+    train = run_command('timm-cra-train', ['--help'])
+    assert train.returncode == 0 and 'written into (default: ./output/train)' in ' '.join(train.stdout.split())
+    validate = run_command('timm-cra-validate', ['--help'])
+    assert 'default: on for hf-hub: / local-dir: names' in ' '.join(validate.stdout.split())
+    checkpoint = run_command('timm-cra-checkpoint', [])
+    assert checkpoint.returncode == 2 and checkpoint.stderr.splitlines()[0].startswith(
+        'usage: timm-cra-checkpoint [-h] {upgrade}')
+    assert checkpoint.stderr.strip().endswith('the following arguments are required: {upgrade}')
+
+
+@pytest.mark.parametrize('command, argv, flag', [
+    ('timm-cra-train', ['--model', 'cra_cifar_resnet20', '--output', ''], '--output'),
+    ('timm-cra-publish', ['cra_cifar_resnet20.pets', 'last.pth', '--out', ''], '--out'),
+    ('timm-cra-checkpoint', ['upgrade', 'last.pth', ''], 'OUT'),
+])
+def test_an_empty_output_path_is_refused_in_one_line(run_command, tmp_path, command, argv, flag):
+    """An empty output path (an unset shell variable): train --output '' wrote its run into the current folder,
+    exit 0; publish / convert --out '' said "--out  is the current folder"; checkpoint upgrade's OUT '' "Free space
+    or choose a writable OUT". One line naming the flag, exit 2, before any work (utils.io.check_path_given)."""
+    (tmp_path / 'last.pth').write_bytes(b'')  # an input that exists: the empty output is what is refused
+    r = run_command(command, [str(tmp_path / a) if a.endswith('.pth') else a for a in argv])
+    assert r.returncode == 2 and r.stderr == f'error: {flag} is an empty path (an unset shell variable?): give the ' \
+                                             f"path to write ('.' for the current folder).\n", r.stderr[-2000:]

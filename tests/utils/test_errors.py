@@ -172,3 +172,111 @@ def test_stdout_closed_early_or_full_is_quiet_or_one_line(argv, cli_env):
     assert proc.returncode == 2 and proc.stderr.startswith('error: the output could not be written to stdout (No '
                                                            'space left on device)'), proc.stderr[-2000:]
     assert proc.stderr.count('\n') == 1
+
+
+def _run_with_failing_stream(cli_env, cwd, module, argv, how):
+    """``python -m module argv`` (a command as its console script runs it) with stderr closed (``2>&-``), on a full
+    device (``2>/dev/full``), or a pipe whose reader went away (``2>&1 | head -1``); ``stdout closed``: ``>&-``.
+    Returns (exit status, stdout)."""
+    import subprocess
+    import sys
+    cmd = [sys.executable, '-m', module] + [str(a) for a in argv]
+    kwargs = dict(env=cli_env, cwd=str(cwd), stdout=subprocess.PIPE, text=True)
+    if how in ('stderr closed', 'stdout closed'):
+        fd = 2 if how == 'stderr closed' else 1
+        kwargs.update(preexec_fn=lambda: os.close(fd), stderr=subprocess.DEVNULL)
+        if fd == 1:
+            kwargs['stdout'] = subprocess.DEVNULL
+        r = subprocess.run(cmd, timeout=300, **kwargs)
+        return r.returncode, r.stdout or ''
+    if how == 'stderr full':
+        with open('/dev/full', 'w') as full:
+            r = subprocess.run(cmd, timeout=300, stderr=full, **kwargs)
+        return r.returncode, r.stdout
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, **kwargs)
+    proc.stderr.close()  # the reader is gone before the command writes its first log line
+    out = proc.stdout.read()
+    return proc.wait(timeout=300), out
+
+
+@pytest.mark.parametrize('how', ['stderr closed', 'stderr full', 'stderr pipe broken', 'stdout closed'])
+def test_validate_with_an_unwritable_stderr_or_stdout_still_writes_its_results(cli_env, class_folder, tmp_path,
+                                                                                 how):
+    """timm-cra-validate with stderr closed, full or a broken pipe ended rc 1 with no results file and nothing on
+    stdout: tqdm's progress bar write failed inside the evaluation. Stdout closed (`>&-`) did the work, then an
+    AttributeError at run_cli's flush, rc 1. Stderr is best-effort (progress bar, log lines), stdout closed is
+    /dev/null: the results file and stdout come out, exit 0."""
+    import json
+    code, out = _run_with_failing_stream(cli_env, tmp_path, 'timm_cra.eval', [
+        '--model', 'cra_cifar_resnet20', '--num-classes', '3', '--data-dir', class_folder / 'val', '--device', 'cpu',
+        '-j', '0', '--results-file', tmp_path / 'r.json'], how)
+    assert code == 0
+    results = json.loads((tmp_path / 'r.json').read_text())
+    assert results['count'] == 6
+    if how != 'stdout closed':
+        assert json.loads(out)['top1'] == results['top1']
+
+
+def test_every_command_of_a_journey_survives_an_unwritable_stderr(cli_env, class_folder, tmp_path):
+    """The commands that already survived an unwritable stderr (train, publish, export) survive it through the same
+    mechanism as validate (run_cli's best-effort stderr), each under another of the three failures, each step
+    consuming what the previous one wrote: train -> publish its last.pth -> validate and export the repo."""
+    import json
+    steps = [
+        ('timm_cra.train', ['--model', 'cra_cifar_resnet20', '--data-dir', class_folder, '--epochs', '1',
+                            '--batch-size', '6', '-j', '0', '--no-plot', '--output', tmp_path / 'runs',
+                            '--experiment', 'run', '--device', 'cpu'], 'stderr closed'),
+        ('timm_cra.hub.publish', ['cra_cifar_resnet20.pets', tmp_path / 'runs' / 'run' / 'last.pth', '--out',
+                                  tmp_path / 'repo'], 'stderr full'),
+        ('timm_cra.export', ['--model', f'local-dir:{tmp_path / "repo"}', '-o', tmp_path / 'm.onnx'],
+         'stderr pipe broken'),
+    ]
+    for module, argv, how in steps:
+        code, out = _run_with_failing_stream(cli_env, tmp_path, module, argv, how)
+        assert code == 0, (module, how)
+    assert (tmp_path / 'runs' / 'run' / 'model.safetensors').is_file()
+    assert json.loads((tmp_path / 'repo' / 'config.json').read_text())['label_names'] == ['cat', 'dog', 'emu']
+    assert (tmp_path / 'm.onnx').stat().st_size > 0 and 'm.onnx' in out
+
+
+def test_an_out_of_space_error_elsewhere_is_not_blamed_on_stdout(cli_env):
+    """run_cli printed "the output could not be written to stdout" for any out-of-space error (a full stderr, a
+    file a library wrote): only a failure of stdout itself is stdout's; another keeps its traceback."""
+    import subprocess
+    import sys
+    code = ('import errno; from timm_cra.utils.errors import run_cli\n'
+            'def main(argv):\n    print("result")\n    raise OSError(errno.ENOSPC, "No space left on device")\n'
+            'run_cli(main)')
+    r = subprocess.run([sys.executable, '-c', code], env=cli_env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stdout == 'result\n' and 'stdout' not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.rstrip().endswith('OSError: [Errno 28] No space left on device')
+
+
+@pytest.mark.parametrize('repo_id', ['me/bad name', 'a/b/c', 'me/x..y', '', 'me/' + 'x' * 97])
+def test_an_invalid_hub_repo_id_is_one_line(repo_id):
+    """`--model hf-hub:<id the Hub refuses>` was huggingface_hub's HFValidationError, a 41-line traceback: the
+    name is refused where hf-hub: names are resolved (create_model), as a UsageError naming the form to write."""
+    from timm_cra.models import create_model
+    with pytest.raises(UsageError, match='is not a Hub repo id: write hf-hub:<org>/<name>') as e:
+        create_model(f'hf-hub:{repo_id}')
+    assert '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize('module, argv', [
+    ('timm_cra.train', ['--epochs', '1', '--no-plot']),
+    ('timm_cra.eval', []),
+    ('timm_cra.export', ['-o', 'm.onnx']),
+])
+def test_every_command_refuses_an_invalid_hub_repo_id_in_one_line(run_command, class_folder, tmp_path, module, argv):
+    """train, validate and export: one `error:` line, exit 2, nothing written."""
+    from timm_cra.cli import COMMANDS
+    command = next(c for c, m in COMMANDS.items() if m == module)
+    data = {'timm_cra.export': [], 'timm_cra.train': ['--data-dir', class_folder, '-j', '0']}.get(
+        module, ['--data-dir', class_folder / 'val', '-j', '0'])
+    r = run_command(command, ['--model', 'hf-hub:me/bad name'] + data + [
+        str(tmp_path / a) if a.endswith('.onnx') else a for a in argv] + (
+        ['--output', tmp_path / 'runs'] if module == 'timm_cra.train' else []))
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    last = r.stderr.splitlines()[-1]  # train logs its data first
+    assert last.startswith('error: ') and "'me/bad name' is not a Hub repo id: write hf-hub:<org>/<name>" in last
+    assert not (tmp_path / 'runs').exists() and not (tmp_path / 'm.onnx').exists()

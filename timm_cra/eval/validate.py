@@ -52,6 +52,9 @@ def create_parser() -> argparse.ArgumentParser:
     add('--no-progress', action='store_true', default=False)
     # As export: unset, hf-hub: / local-dir: models load their weights (--no-pretrained: random init).
     p.set_defaults(pretrained=None)
+    next(a for a in p._actions if a.dest == 'pretrained').help = (
+        'load the named weights (default: on for hf-hub: / local-dir: names, off for registry names; '
+        '--no-pretrained: random init)')
     return p
 
 

@@ -552,6 +552,21 @@ def _hf_config(repo_id: str, revision, model_name: str) -> Path:
             f"'<arch>', pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id='{repo_id}')).") from None
 
 
+def _check_repo_id(model_name: str, repo_id: str) -> None:
+    """Refuse an ``hf-hub:`` name whose repo id the Hub would not accept (``me/bad name``, ``a/b/c``, ``me/x..y``,
+    empty, past 96 characters) in one line: huggingface_hub's ``HFValidationError`` came as a 41-line traceback."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+    from ..utils.errors import UsageError, printable
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise UsageError(f"timm_cra: '{printable(model_name)}': '{printable(repo_id)}' is not a Hub repo id: write "
+                         f"hf-hub:<org>/<name>[@<revision>], each part letters, digits, '-', '_' or '.' (neither "
+                         f"'--' nor '..', not starting or ending with '-' or '.'), the name at most 96 characters."
+                         ) from None
+
+
 def check_model_name(name: str) -> None:
     """Raise :class:`UnknownModelError` for an unregistered architecture (``hf-hub:`` / ``local-dir:`` names
     are resolved by timm from their config)."""
@@ -642,6 +657,7 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
         if source == 'hf-hub':
             cfg = PretrainedCfg(hf_hub_id=location, source='hf-hub')
             repo_id, revision = split_revision(location)
+            _check_repo_id(model_name, repo_id)
             with explain_pretrained_errors(model_name, cfg):
                 # fetched and checked before timm reads it: timm acts on its model_args while building
                 read_model_config(_hf_config(repo_id, revision, model_name), model_name)

@@ -15,7 +15,7 @@ from timm.utils import ParseKwargs
 from ..utils.cli import (add_shared_args, check_in_range, check_model_name, check_positive, check_shared_values,
                          default_workers, keyword_args_action)
 from ..utils.errors import UsageError, printable
-from ..utils.io import check_regular_file, open_regular_file
+from ..utils.io import check_path_given, check_regular_file, open_regular_file
 
 __all__ = ['create_parser', 'parse_args', 'load_config', 'list_recipes', 'RECIPE_DIR']
 
@@ -248,7 +248,8 @@ def create_parser() -> argparse.ArgumentParser:
     g.add_argument('--seed', type=int, default=42)
     g.add_argument('--log-interval', type=int, default=50)
     g.add_argument('--pin-mem', action='store_true', default=False)
-    g.add_argument('--output', default='./output/train', metavar='DIR')
+    g.add_argument('--output', default='./output/train', metavar='DIR',
+                   help='folder the run folders are written into (default: ./output/train)')
     g.add_argument('--experiment', default='', help='sub-folder of --output (default: <timestamp>-<model>)')
     g.add_argument('--overwrite', action='store_true', default=False,
                    help="start afresh in an --experiment folder that holds an earlier run's files (replaced once the new "
@@ -318,5 +319,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                                    f"--initial-checkpoint {args.initial_checkpoint} would never be used: drop "
                                    f"--initial-checkpoint (pass --initial-checkpoint '' if a --config sets it), or "
                                    f"start a new run from it without --resume."))
+    check_path_given(args.output, '--output')
     check_model_name(args.model)
     return args

@@ -236,7 +236,7 @@ def _same_file(a: str, b: str) -> bool:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog='timm-cra-checkpoint',
                                      description='Trainer checkpoint tools.')
-    sub = parser.add_subparsers(dest='cmd', required=True)
+    sub = parser.add_subparsers(dest='command', metavar='{upgrade}', required=True)
     up = sub.add_parser('upgrade', help='rewrite an older last.pth in the current format (with sha256 digests)')
     up.add_argument('src', help='the trainer checkpoint to read (a last.pth)')
     up.add_argument('dst', help='where to write the upgraded checkpoint (may be src itself: replaced atomically)')

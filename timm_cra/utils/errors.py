@@ -32,7 +32,6 @@ The tree (subclasses keep a builtin base where callers catch that, e.g. ``Pretra
 
 import errno
 import os
-import select
 import signal
 import sys
 import threading
@@ -191,24 +190,66 @@ def _exit_interrupted() -> None:
 BROKEN_PIPE_EXIT = 141
 
 
+class _CommandStream:
+    """``sys.stdout`` / ``sys.stderr`` of a command under :func:`run_cli` (attributes not set here are the
+    stream's). A write or flush that fails with an OSError (a pipe whose reader went away, a full device) points the
+    stream's file descriptor at /dev/null, so that later writes and the exit's flush fail no more; then
+    ``best_effort`` (stderr: progress bars, log lines, warnings) drops the failure and the work goes on, else
+    (stdout: the results) it is raised marked as this stream's, for :func:`_stdout_failure`."""
+
+    def __init__(self, stream, name: str, best_effort: bool):
+        self._stream, self._name, self._best_effort = stream, name, best_effort
+
+    def __getattr__(self, attr):
+        return getattr(self._stream, attr)
+
+    def _guarded(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as e:
+            try:
+                fd = self._stream.fileno()
+            except (AttributeError, OSError, ValueError):  # not a real file (a test's capture object)
+                fd = None
+            if fd is not None:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            if self._best_effort:
+                return len(args[0]) if args and isinstance(args[0], str) else None
+            e.failed_stream = self._name
+            raise
+
+    def write(self, text):
+        return self._guarded(self._stream.write, text)
+
+    def writelines(self, lines):
+        return self._guarded(self._stream.writelines, lines)
+
+    def flush(self):
+        return self._guarded(self._stream.flush)
+
+
+def _command_streams() -> tuple:
+    """Replace ``sys.stdout`` / ``sys.stderr`` by :class:`_CommandStream` s for :func:`run_cli`; returns the
+    streams replaced, to restore. A stream closed by the shell (``>&-``, ``2>&-``: Python's is ``None``) becomes
+    /dev/null, opened on the lowest free descriptor, so no file the command opens later takes its number."""
+    replaced = sys.stdout, sys.stderr
+    streams = [stream if stream is not None else open(os.devnull, 'w') for stream in replaced]
+    for stream in streams:
+        if hasattr(stream, 'reconfigure'):  # a TextIOWrapper (not a test's capture object)
+            stream.reconfigure(errors='backslashreplace')
+    sys.stdout = _CommandStream(streams[0], 'stdout', best_effort=False)
+    sys.stderr = _CommandStream(streams[1], 'stderr', best_effort=True)
+    return replaced
+
+
 def _stdout_failure(err: OSError) -> Optional[int]:
-    """The exit status when ``err`` is stdout failing, else None: its reader went away (``| head -1``; stdout is a
-    pipe the kernel reports broken): quiet, :data:`BROKEN_PIPE_EXIT`; no space left (``> /dev/full``; the package's
-    own files report that as an :class:`~timm_cra.utils.io.OutputPathError`): one line, 2. Stdout then goes to
-    /dev/null, so the exit's own flush fails no more."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture object)
-        return None
-    if isinstance(err, BrokenPipeError):
-        poll = select.poll()
-        poll.register(fd, 0)  # POLLERR / POLLHUP are always reported
-        if not any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0)):
-            return None  # another pipe or socket broke: not ours to hide
-    elif err.errno != errno.ENOSPC:
-        return None
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
+    """The exit status when ``err`` is stdout failing (:class:`_CommandStream` marks it), else None: its reader went
+    away (``| head -1``): quiet, :data:`BROKEN_PIPE_EXIT`; another failure (no space left, ``> /dev/full``; the
+    package's own files report that as an :class:`~timm_cra.utils.io.OutputPathError`): one line, 2."""
+    if getattr(err, 'failed_stream', None) != 'stdout':
+        return None  # another pipe, socket or file failed: not ours to hide
     if isinstance(err, BrokenPipeError):
         return BROKEN_PIPE_EXIT
     print(f'error: the output could not be written to stdout ({err.strerror}): redirect it to a file on a device '
@@ -222,10 +263,11 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Seque
     ``terminated`` (the atomic writers leave no half-written file behind). A stop signal that a library swallowed
     (:func:`catch_interrupts` records it) stops the next write and still ends the command so, never with status 0.
     Text that stdout cannot encode (a non-ASCII path under ``PYTHONIOENCODING=ascii`` / ``LC_ALL=C``) is printed
-    backslash-escaped, as stderr already does, instead of failing after the work was done."""
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, 'reconfigure'):  # a TextIOWrapper (not a test's capture object)
-            stream.reconfigure(errors='backslashreplace')
+    backslash-escaped, as stderr already does, instead of failing after the work was done. Stderr is best-effort
+    (:class:`_CommandStream`): closed (``2>&-``), full or a pipe whose reader went away, the progress bar and the log
+    lines are dropped and the command still writes its results and exits as it would; stdout closed (``>&-``) is
+    /dev/null."""
+    streams = _command_streams()
     replaced = catch_interrupts()
     try:
         try:
@@ -249,3 +291,4 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Seque
     finally:
         for signum, handler in replaced.items():  # an in-process caller (a test) gets its handlers back
             signal.signal(signum, handler)
+        sys.stdout, sys.stderr = streams

@@ -43,8 +43,8 @@ except ImportError:  # not POSIX: no writer locks, stale temp files are removed 
 
 __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
            'file_kind', 'not_regular_reason', 'not_folder_reason', 'check_regular_file', 'open_regular_file',
-           'read_capped', 'OutputPathError', 'check_output_file', 'check_output_folder', 'HeldFolder', 'locked_folder',
-           'file_digest', 'FileIdentity', 'file_identity', 'staging_folder']
+           'read_capped', 'OutputPathError', 'check_path_given', 'check_output_file', 'check_output_folder',
+           'HeldFolder', 'locked_folder', 'file_digest', 'FileIdentity', 'file_identity', 'staging_folder']
 
 _TMP_SUFFIX = '.tmp'
 #: Bytes in one file name (ext4, xfs, btrfs, tmpfs: 255), and in the random part of a temp name.
@@ -236,6 +236,15 @@ def _check_not_an_input(path: str, what: str, inputs: Sequence[Union[str, os.Pat
                                   f'the data the command reads; choose a path outside it.')
 
 
+def check_path_given(path: Union[str, os.PathLike], what: str) -> None:
+    """Refuse an empty output path (an unset shell variable: ``--output "$RUN"``) in one line: it was the current
+    folder, silently (``train --output ''`` wrote its run there; ``publish --out ''`` said "--out  is the current
+    folder")."""
+    if not os.fspath(path):
+        raise OutputPathError(f"{what} is an empty path (an unset shell variable?): give the path to write "
+                              f"('.' for the current folder).")
+
+
 def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
                       inputs: Sequence[Union[str, os.PathLike]] = (), new_folders: bool = True) -> None:
     """Raise :class:`OutputPathError` (one line) unless ``path`` can be written as a file: it is absent or a
@@ -244,6 +253,7 @@ def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
     of it is longer than a file name may be, and its folder exists or can be created there. CLIs call it on their
     arguments, before any work, with ``new_folders=False``: a user's output file goes into a folder that exists (a
     typo'd folder must not spring into existence; ``export -o`` and ``validate --results-file`` alike)."""
+    check_path_given(path, what)
     path = os.fspath(path)
     long_name = _long_name_problem(path, what)
     if long_name:
@@ -275,6 +285,7 @@ def check_output_folder(path: Union[str, os.PathLike], what: str = 'output folde
     """Raise :class:`OutputPathError` (one line) unless ``path`` is a folder or can be created as one (an
     existing file, device, FIFO or socket there is never replaced, no part of the path is longer than a folder
     name may be, and it is not one of the command's ``inputs`` nor inside an input folder)."""
+    check_path_given(path, what)
     path = os.fspath(path)
     long_name = _long_name_problem(path, what)
     if long_name:
