@@ -174,6 +174,15 @@ def test_a_repo_config_cannot_send_the_loader_to_other_weights(hub, tmp_path):
         timm.create_model(TAG, pretrained=True)
 
 
+def _repo_with_root_keys(folder: Path, **root) -> Path:
+    """A copy of the bundled CIFAR repo in ``folder`` whose config.json has the root keys ``root`` added."""
+    src = REPO_ROOT / 'hub' / 'timm-cra' / TAG
+    shutil.copytree(src, folder)
+    config = json.loads((src / 'config.json').read_text())
+    (folder / 'config.json').write_text(json.dumps(dict(config, **root)))
+    return folder
+
+
 def test_a_repo_config_that_transformers_reads_otherwise_than_timm_is_refused(hub, tmp_path):
     """Root keys timm ignores and transformers acts on: ``dtype: float16`` (transformers loaded the weights in half
     precision, timm in float32; ``torch_dtype`` is its older name), a ``model_type`` other than timm_wrapper (another
@@ -184,10 +193,7 @@ def test_a_repo_config_that_transformers_reads_otherwise_than_timm_is_refused(hu
     config = json.loads((src / 'config.json').read_text())
 
     def repo(name, **root):
-        folder = tmp_path / name
-        shutil.copytree(src, folder)
-        (folder / 'config.json').write_text(json.dumps(dict(config, **root)))
-        return folder
+        return _repo_with_root_keys(tmp_path / name, **root)
 
     half = repo('half', dtype='float16')
     assert next(transformers_model(half).parameters()).dtype == torch.float16  # what the check prevents
@@ -221,13 +227,9 @@ def test_a_repo_config_that_picks_another_processor_for_transformers_is_refused(
     tag in one line naming the key; the value transformers itself would use (TimmWrapperImageProcessor) loads."""
     from transformers import AutoImageProcessor, AutoProcessor, pipeline
     src = REPO_ROOT / 'hub' / 'timm-cra' / TAG
-    config = json.loads((src / 'config.json').read_text())
 
     def repo(name, **root):
-        folder = tmp_path / name
-        shutil.copytree(src, folder)
-        (folder / 'config.json').write_text(json.dumps(dict(config, **root)))
-        return folder
+        return _repo_with_root_keys(tmp_path / name, **root)
 
     vit = repo('vit', image_processor_type='ViTImageProcessor')
     classify = pipeline('image-classification', model=str(vit))  # what the check prevents: another preprocessing
