@@ -57,7 +57,9 @@ def test_exported_safetensors_carry_the_class_names_and_validate_maps_by_them(do
     .safetensors without names still scores by position, and says so (results and one warning line)."""
     _, run, folders = dog_cat_run
     with safe_open(str(run / 'model.safetensors'), 'pt') as f:
-        assert f.metadata() == {'format': 'pt', 'label_names': '["dog", "cat"]'}
+        metadata = f.metadata()
+    assert (metadata.pop('format'), metadata.pop('label_names')) == ('pt', '["dog", "cat"]'), metadata
+    assert json.loads(metadata.pop('data_config'))['input_size'] == [3, 32, 32] and not metadata, metadata
     checkpoint = ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--checkpoint']
     for model_args in (['--model', f'local-dir:{run}'], checkpoint + [run / 'last.pth'],
                        checkpoint + [run / 'model.safetensors']):
