@@ -422,7 +422,7 @@ class _ReadRoutes(BaseHTTPRequestHandler):
     # ---- plumbing -------------------------------------------------------------------------------------
     def log_message(self, format, *args):
         # Runs inside send_response, before the status line: a log write that raised cost the client its answer.
-        self.server.log(lambda: super(_ReadRoutes, self).log_message(format, *args))
+        self.server.write_log_line(lambda: super(_ReadRoutes, self).log_message(format, *args))
 
     def _send(self, status: int, headers: Dict[str, str], body: bytes = b'', head_only: bool = False):
         self._drain_body()
@@ -722,12 +722,12 @@ class HubFolderServer(ThreadingHTTPServer):
         # A client that hangs up or stalls past the timeout is routine for a server: one line, no traceback.
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, TimeoutError)):
-            self.log(lambda: print(f'{client_address[0]}:{client_address[1]}: {type(exc).__name__}: {exc}',
+            self.write_log_line(lambda: print(f'{client_address[0]}:{client_address[1]}: {type(exc).__name__}: {exc}',
                                    file=sys.stderr))
             return
         super().handle_error(request, client_address)
 
-    def log(self, write_line: Callable[[], Any]) -> None:
+    def write_log_line(self, write_line: Callable[[], Any]) -> None:
         """Run ``write_line`` (it writes one request-log line to stderr) while :attr:`verbose`; best-effort.
 
         A log that cannot be written (stderr closed, a full disk, ``| head -1`` gone after the first line) must not
