@@ -26,6 +26,14 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def sigint_as_a_shell_leaves_it() -> None:
+    """``preexec_fn`` of a command a test stops with SIGINT: SIGINT at its default, as an interactive shell starts a
+    command. A test run started in the background (``nohup pytest &``, a CI runner's job) ignores SIGINT, every child
+    inherits that, and the command then rightly keeps ignoring it (a Ctrl-C test would wait for nothing)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def closed_port_endpoint() -> str:
     """An endpoint URL on a loopback port nothing listens on (connections are refused)."""
     import socket

@@ -19,6 +19,8 @@ from timm_cra.hub.publish import main as publish_main
 from timm_cra.train import main as train_main
 from timm_cra.utils.errors import run_cli
 
+from ..conftest import sigint_as_a_shell_leaves_it
+
 CLI_TIMEOUT = 240
 
 
@@ -617,7 +619,8 @@ def test_ctrl_c_during_a_training_is_one_line_exit_130_and_leaves_no_half_writte
     proc = subprocess.Popen(
         [sys.executable, '-m', 'timm_cra.train', '--model', 'cra_cifar_resnet20', '--data-dir', str(class_folder),
          '--val-split', 'val', '--epochs', '1000', '-b', '6', '-j', '0', '--no-plot', '--output', str(out),
-         '--experiment', 'run'], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         '--experiment', 'run'], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=sigint_as_a_shell_leaves_it)
     try:
         deadline = time.monotonic() + 120
         while not (out / 'run' / 'last.pth').exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -646,7 +649,7 @@ def test_ctrl_c_while_torch_and_numpy_are_imported_ends_the_command_130_with_no_
         [sys.executable, '-X', 'importtime', '-m', 'timm_cra.train', '--model', 'cra_cifar_resnet20', '--data-dir',
          str(class_folder), '--val-split', 'val', '--epochs', '2', '-b', '6', '-j', '0', '--no-plot', '--output',
          str(out), '--experiment', 'run'], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as an interactive shell starts it
+        preexec_fn=sigint_as_a_shell_leaves_it)
     try:
         seen = []
         for line in proc.stderr:  # one line per module imported, as it finishes
@@ -697,7 +700,8 @@ def _stop_in_epoch_0(argv, cli_env, cwd, sig):
     the end; -> (returncode, output)."""
     import signal
     proc = subprocess.Popen([sys.executable, '-m', 'timm_cra.train'] + [str(a) for a in argv], env=cli_env,
-                            cwd=str(cwd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=str(cwd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=sigint_as_a_shell_leaves_it)
     log = []
     try:
         for line in proc.stdout:
