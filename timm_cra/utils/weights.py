@@ -348,13 +348,17 @@ def recorded_label_names(path: str) -> Optional[List[str]]:
     """The class names the header of the ``.safetensors`` file at ``path`` records (None: it records none), checked
     as every read of the file checks them (:func:`_checked_label_names`): ``local-dir:`` loads, which timm reads
     itself, check a folder's weights with this before they are used."""
+    return _checked_label_names(path, _header_metadata(path))
+
+
+def _header_metadata(path: str) -> Dict[str, str]:
+    """The metadata of the ``.safetensors`` header at ``path`` (no tensor is read); one line if it is none."""
     from safetensors import SafetensorError, safe_open
     try:
         with safe_open(path, 'pt') as f:
-            metadata = f.metadata() or {}
+            return f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise _not_safetensors_error(path, e) from e
-    return _checked_label_names(path, metadata)
 
 
 def _checked_label_names(path: str, metadata: Dict[str, str]) -> Optional[List[str]]:
@@ -432,11 +436,9 @@ def recorded_data_config(path: str, args: Optional[Dict[str, Any]]) -> Tuple[Dic
 def _header_data_config(path: str) -> Optional[Dict[str, Any]]:
     """The preprocessing a ``.safetensors`` header records (:data:`DATA_CONFIG_META_KEY`, the trainer writes it), or
     None (none recorded, or no readable header: the weights reader reports that)."""
-    from safetensors import SafetensorError, safe_open
     try:
-        with safe_open(path, 'pt') as f:
-            text = (f.metadata() or {}).get(DATA_CONFIG_META_KEY)
-    except (SafetensorError, OSError, ValueError, RuntimeError):
+        text = _header_metadata(path).get(DATA_CONFIG_META_KEY)
+    except UsageError:
         return None
     if text is None:
         return None
