@@ -190,8 +190,9 @@ def check_shared_values(args) -> None:
                          f"resized image (1.0 keeps it whole).")
     check_input_size(args.img_size, args.input_size)
     side = _input_side(args.img_size, args.input_size)
-    if args.crop_pct is not None and side and crop_resize_problem(side, args.crop_pct):  # the config.json check's
-        raise UsageError(f'--crop-pct {args.crop_pct}: {crop_resize_problem(side, args.crop_pct)}.')
+    problem = crop_resize_problem(side, args.crop_pct) if args.crop_pct is not None and side else None
+    if problem:  # the config.json check's
+        raise UsageError(f'--crop-pct {args.crop_pct}: {problem}.')
     if args.workers is not None and args.workers < 0:
         raise UsageError(f'--workers {args.workers} must be 0 (load in this process) or more.')
     check_device(args.device)
