@@ -42,6 +42,17 @@ def test_mode_as_plain_open_or_given(tmp_path):
             pass
 
 
+def test_a_replaced_file_keeps_its_mode_as_with_plain_open(tmp_path):
+    private, shared = tmp_path / 'private.json', tmp_path / 'shared.json'
+    for path, mode in ((private, 0o600), (shared, 0o664)):
+        path.write_text('{}')
+        path.chmod(mode)
+        with atomic_write(path) as f:
+            f.write('{"v": 2}')
+    assert private.stat().st_mode & 0o777 == 0o600 and shared.stat().st_mode & 0o777 == 0o664
+    assert private.read_text() == '{"v": 2}'
+
+
 def test_atomic_path_for_writers_that_take_a_path(tmp_path):
     target = tmp_path / 'sub' / 'plot.png'  # missing folders are created
     with atomic_path(target) as tmp:

@@ -11,8 +11,9 @@ A target that is a symlink to a regular file is written through, as a shell's ``
 is replaced atomically and the link stays (a dangling link is refused: the write would create its target, wherever
 that is). Only a regular file is ever replaced: a target that is a folder, device, FIFO or socket is refused
 (:func:`check_output_file`, which CLIs also call on their arguments before any work), as is a place that
-cannot be written (:class:`OutputPathError`, one line). Every file written gets the mode ``open`` gives
-(0o666 minus the umask: 0o644 under the usual umask 022), whatever the writer inside the block did.
+cannot be written (:class:`OutputPathError`, one line). Every file written gets the mode ``open(path, 'w')``
+leaves: a replaced file's own, a new one 0o666 minus the umask (0o644 under the usual umask 022), whatever the
+writer inside the block did.
 
 Readers of a single path call :func:`check_regular_file` (or :func:`open_regular_file`) first: opening a FIFO
 blocks forever and a device streams without end; :func:`read_capped` reads a whole file within a size cap.
@@ -357,6 +358,15 @@ def _umask_mode(tmp: str) -> int:
     return os.stat(tmp).st_mode & 0o777
 
 
+def _kept_mode(path: str, tmp: str) -> int:
+    """The mode a replaced file keeps (a 0600 file stays 0600, as a shell's ``>`` leaves it); a new file gets
+    :func:`_umask_mode`."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        return _umask_mode(tmp)
+
+
 def _open_mode(folder: str) -> int:
     """:func:`_umask_mode` from a probe file created and removed in ``folder``."""
     probe = _create_temp(folder, '.mode-probe.', _TMP_SUFFIX)
@@ -581,9 +591,9 @@ def atomic_path(path: str, *, prefix: Optional[str] = None, suffix: str = _TMP_S
 
     A ``path`` that is a symlink to a regular file is written through (the file it points at is replaced, beside
     which the temp file goes; the link stays). ``prefix`` / ``suffix`` name the temp file (default
-    ``.<name>.<random>.tmp``); ``perms`` sets its mode
-    before the rename (default: as ``open`` would, 0o666 minus the umask). A ``path`` that exists and is not a
-    regular file, or a place that cannot be written, raises :class:`OutputPathError` before the block runs.
+    ``.<name>.<random>.tmp``); ``perms`` sets its mode before the rename (default: what
+    ``open(path, 'w')`` leaves, see the module's docstring). A ``path`` that exists and is not a regular file,
+    or a place that cannot be written, raises :class:`OutputPathError` before the block runs.
     """
     check_not_interrupted()  # a Ctrl-C a library swallowed: no write starts after it
     path = os.fspath(path)
@@ -597,7 +607,7 @@ def atomic_path(path: str, *, prefix: Optional[str] = None, suffix: str = _TMP_S
             remove_stale_temp_files(folder, [temp_pattern(path, suffix=suffix)])
         tmp = _create_temp(folder, _temp_prefix(os.path.basename(path), suffix) if prefix is None else prefix, suffix)
         lock = _lock_writer(tmp)
-    mode = _umask_mode(tmp) if perms is None else perms
+    mode = perms if perms is not None else _kept_mode(path, tmp)
     try:
         with _place_errors(path, 'output'):  # the caller's writes
             yield tmp
