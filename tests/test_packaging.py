@@ -298,3 +298,16 @@ def test_an_empty_output_path_is_refused_in_one_line(run_command, tmp_path, comm
     r = run_command(command, [str(tmp_path / a) if a.endswith('.pth') else a for a in argv])
     assert r.returncode == 2 and r.stderr == f'error: {flag} is an empty path (an unset shell variable?): give the ' \
                                              f"path to write ('.' for the current folder).\n", r.stderr[-2000:]
+
+
+@pytest.mark.parametrize('command, argv, flag', [
+    ('timm-cra-validate', ['--model', 'cra_cifar_resnet20', '--results-file', '-'], '--results-file'),
+    ('timm-cra-export', ['--model', 'cra_cifar_resnet20', '-o', '-'], '--output'),
+])
+def test_a_dash_output_path_is_refused_not_written_as_a_file_named_dash(run_command, tmp_path, command, argv, flag):
+    """'-' reads as stdout, but these paths are files: validate --results-file - wrote a file named '-' in the
+    current folder. One line naming the flag and './-' for that name, exit 2, nothing written."""
+    r = run_command(command, argv)
+    assert r.returncode == 2 and r.stderr == f"error: {flag} is '-', which would be a file named '-', not standard " \
+                                             f"output: give a path to write ('./-' if that name is meant).\n", r.stderr[-2000:]
+    assert not (REPO_ROOT / '-').exists()

@@ -240,10 +240,13 @@ def _check_not_an_input(path: str, what: str, inputs: Sequence[Union[str, os.Pat
 def check_path_given(path: Union[str, os.PathLike], what: str) -> None:
     """Refuse an empty output path (an unset shell variable: ``--output "$RUN"``) in one line: it was the current
     folder, silently (``train --output ''`` wrote its run there; ``publish --out ''`` said "--out  is the current
-    folder")."""
+    folder"); and ``-``, which reads as stdout but was a file named ``-``."""
     if not os.fspath(path):
         raise OutputPathError(f"{what} is an empty path (an unset shell variable?): give the path to write "
                               f"('.' for the current folder).")
+    if os.fspath(path) == '-':  # the shell convention for stdout, which these paths never are
+        raise OutputPathError(f"{what} is '-', which would be a file named '-', not standard output: give a path "
+                              f"to write ('./-' if that name is meant).")
 
 
 def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
