@@ -236,3 +236,19 @@ def test_j4_fresh_process_fails_fast_with_the_fix(tmp_path, mode, tag):
     # No back-off: the whole process (mostly importing torch and timm, slow on a busy 2-core machine) ends
     # well before the ~47 s of retries it replaces.
     assert elapsed < 30, f'{mode}: {elapsed:.1f} s'
+
+
+@pytest.mark.parametrize('kind', ['file', 'fifo'])
+def test_hf_home_that_is_not_a_folder_is_one_line_naming_it(tmp_path, kind):
+    """HF_HOME pointing at a file or a FIFO: huggingface_hub's NotADirectoryError on HF_HOME/token came as a
+    traceback; timm_cra.create_model (every CLI's) gives one PretrainedWeightsError naming the variable and the fix."""
+    home = tmp_path / 'hf-home'
+    home.write_text('x') if kind == 'file' else os.mkfifo(home)
+    env = {k: v for k, v in os.environ.items() if k not in ('HF_HUB_CACHE', 'HF_TOKEN_PATH', 'HF_TOKEN')}
+    env.update(HF_HOME=str(home), HF_HUB_OFFLINE='1')
+    load = _LOAD.replace('timm.create_model(', 'timm_cra.create_model(')  # the package's: hf-hub: failures explained
+    assert load != _LOAD
+    proc = subprocess.run([sys.executable, '-c', load, 'hf-hub:timm-cra/cifar_resnet20.cifar10'], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert f'which is under HF_HOME={home}: point HF_HOME at a folder you can write, or unset it.' in proc.stdout

@@ -131,6 +131,21 @@ def _torch_file_problem(err: BaseException) -> str:
             f"Re-download or re-export it (timm_cra.hub.repo.export_repo writes valid ones)")
 
 
+def _hf_home_problem(err: BaseException) -> Optional[str]:
+    """What is wrong with huggingface_hub's own folders when ``err`` is an OSError on a path inside them (HF_HOME a
+    file or FIFO, a cache folder that cannot be written), else ``None``."""
+    from huggingface_hub import constants
+    if not isinstance(err, OSError) or not err.filename:
+        return None
+    path = os.path.abspath(os.fspath(err.filename))
+    homes = {os.path.abspath(constants.HF_HOME): 'HF_HOME', os.path.abspath(constants.HF_HUB_CACHE): 'HF_HUB_CACHE'}
+    for home, variable in homes.items():
+        if path == home or path.startswith(home + os.sep):
+            return (f"huggingface_hub cannot use {path} ({err.strerror or type(err).__name__}), which is under "
+                    f"{variable}={home}: point {variable} at a folder you can write, or unset it")
+    return None
+
+
 def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[str] = None) -> Optional[str]:
     """Clear message for a known failure, ``None`` for anything else (re-raised as is). ``hint``: where else
     the weights of ``name`` are, added when the Hub has no such repo."""
@@ -147,6 +162,9 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
         return (f"Pretrained weights for '{name}': revision '{revision}' does not exist in "
                 f"{_source(cfg, with_revision=False)}. Use an "
                 f"existing branch or commit hash (hf-hub:{repo_id}@<revision>), or drop '@{revision}'.")
+    home_problem = _hf_home_problem(err)
+    if home_problem:
+        return f"Pretrained weights for '{name}': {home_problem}."
     if isinstance(err, HubUnreachableError):
         return (f"Pretrained weights for '{name}': {source} {err} and the weights are not in the local "
                 f"cache. {_OFFLINE_FIX}{' ' + hint if hint else ''}")
