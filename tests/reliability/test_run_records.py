@@ -279,3 +279,24 @@ def test_export_of_a_checkpoint_uses_the_input_size_its_run_recorded(colour_run,
         proc = run_command('timm-cra-export', ['--model', 'cra_cifar_resnet20', '--checkpoint', checkpoint, '-o',
                                                tmp_path / 'm.onnx', '--no-verify', *flags])
         assert proc.returncode == 0 and f'input (batch, 3, {size}, {size})' in proc.stdout, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize('hostile', [{'mean': [float('nan')] * 3}, {'std': [0, 0, 0]}, {'mean': [120.0, 115.0, 100.0]},
+                                     {'input_size': [3, 8000, 8000]}, {'interpolation': 'foo'}])
+def test_publish_refuses_preprocessing_recorded_in_a_header_that_no_loader_accepts(colour_run, tmp_path, hostile):
+    """A weights file alone whose header records a NaN mean, a zero std, a 0-255 mean, a huge input or an unknown
+    interpolation was published with rc 0 into config.json (NaN as a bare token), which validate and
+    timm_cra.create_model then refused and plain timm scored at chance. Publish checks the recorded preprocessing as
+    config.json is checked on load (models._factory.pretrained_cfg_problem): one line naming where it was read."""
+    _, run = colour_run
+    tensors = load_file(str(run / 'model.safetensors'))
+    with open(run / 'model.safetensors', 'rb') as f:
+        header = json.loads(f.read(struct.unpack('<Q', f.read(8))[0]))
+    metadata = dict(header['__metadata__'])
+    metadata['data_config'] = json.dumps({**json.loads(metadata['data_config']), **hostile})
+    weights = tmp_path / 'w.safetensors'
+    save_file(tensors, str(weights), metadata=metadata)
+    with pytest.raises(UsageError, match=r"^The preprocessing recorded in the header of .*w\.safetensors cannot be "
+                                         r"published: pretrained_cfg '(mean|std|input_size|interpolation)' "):
+        publish.main(['cra_cifar_resnet20.hostile', str(weights), '--out', str(tmp_path / 'pub')])
+    assert not (tmp_path / 'pub').exists()

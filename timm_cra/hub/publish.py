@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..models._builder import PUBLIC_HUB_ENDPOINT, hub_id
+from ..models._factory import pretrained_cfg_problem
 from ..utils.cli import data_name, keyword_args_action
 from ..utils.labels import repeated_names
 from ..utils.errors import NO_ANSWER, NOT_A_HUB, TIMED_OUT, TimmCraError, UsageError, hub_failure, printable, run_cli
@@ -122,6 +123,11 @@ def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[s
     # the config's pretrained_cfg, else the run's args (timm train.py records the preprocessing it was asked for)
     data_config, where = recorded_data_config(str(checkpoint), args)
     data_config.pop('img_size', None)  # a side, not a pretrained cfg field
+    problem = pretrained_cfg_problem(data_config, {})  # what the loaders would refuse is never published
+    if problem:
+        raise UsageError(printable(f"The preprocessing recorded in {where} cannot be published: {problem}. Publish "
+                                   f"the run's last.pth with its config.json, or re-export the weights from the run "
+                                   f"that trained them."))
     if not where and str(checkpoint).endswith('.safetensors'):  # a weights file alone (a run's checkpoint records
         # its arguments; a timm one without them is published as before): warned as validate warns
         logging.getLogger('timm_cra.publish').warning(printable(

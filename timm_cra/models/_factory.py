@@ -30,7 +30,8 @@ from ._weight_checks import (PREPROCESSOR_FILENAMES, allow_nonfinite_weights, ch
                              split_revision)
 
 __all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names', 'check_model_config',
-           'read_model_config', 'label_count_problem', 'repeated_names', 'weight_source_problem']
+           'read_model_config', 'label_count_problem', 'repeated_names', 'weight_source_problem',
+           'pretrained_cfg_problem']
 
 _logger = logging.getLogger(__name__)
 
@@ -246,7 +247,22 @@ def _label_map_problem(cfg: Dict[str, Any], label_names: Optional[Sequence[str]]
     return None
 
 
-def _preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any]) -> Optional[str]:
+def pretrained_cfg_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any]) -> Optional[str]:
+    """Why a ``pretrained_cfg`` (config.json's, or preprocessing recorded beside weights) cannot be used, or None:
+    a key unknown to timm's ``PretrainedCfg``, a value of the wrong type, a weight source
+    (:func:`weight_source_problem`), preprocessing that describes no input (:func:`preprocessing_problem`)."""
+    fields = {f.name: f.type for f in dataclasses.fields(PretrainedCfg)}
+    hints = typing.get_type_hints(PretrainedCfg)
+    for key, value in pretrained.items():
+        if key not in fields:
+            return f"pretrained_cfg key '{key}' is unknown to timm's PretrainedCfg (remove it)"
+        hint = _CFG_TYPES.get(key, hints[key])
+        if not _fits(value, hint):
+            return f"pretrained_cfg '{key}' must be {_type_name(hint)}, not {_json_type(value)} ({value!r:.60})"
+    return weight_source_problem(pretrained) or preprocessing_problem(pretrained, model_args)
+
+
+def preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any]) -> Optional[str]:
     """Why the preprocessing fields of a (type-checked) ``pretrained_cfg`` cannot describe an input, or None: timm
     uses them unchecked (a NaN mean normalises every image to NaN and scores chance, a zero std or size is a raw
     traceback, an unknown interpolation a ``KeyError``)."""
@@ -422,7 +438,7 @@ def check_model_config(cfg: Any, where: str) -> None:
     """Raise :class:`PretrainedWeightsError` (one line naming the key and the fix) for a ``config.json`` that timm
     would fail on or misread: not an object, ``architecture`` missing / not a string / not registered, a root
     or ``pretrained_cfg`` value of the wrong type or unknown to timm's ``PretrainedCfg``, preprocessing fields that
-    describe no input (:func:`_preprocessing_problem`), ``model_args`` that do not build the architecture."""
+    describe no input (:func:`pretrained_cfg_problem`), ``model_args`` that do not build the architecture."""
     import timm
 
     def bad(problem: str) -> PretrainedWeightsError:
@@ -457,21 +473,13 @@ def check_model_config(cfg: Any, where: str) -> None:
                       f"not {count}")
     pretrained = {k: v for k, v in cfg.items() if k not in ('architecture', 'num_features', 'labels')} if legacy \
         else cfg['pretrained_cfg']
-    fields = {f.name: f.type for f in dataclasses.fields(PretrainedCfg)}
-    hints = typing.get_type_hints(PretrainedCfg)
-    for key, value in pretrained.items():
-        if key not in fields:
-            raise bad(f"pretrained_cfg key '{key}' is unknown to timm's PretrainedCfg (remove it)")
-        hint = _CFG_TYPES.get(key, hints[key])
-        if not _fits(value, hint):
-            raise bad(f"pretrained_cfg '{key}' must be {_type_name(hint)}, not {_json_type(value)} ({value!r:.60})")
+    problem = pretrained_cfg_problem(pretrained, cfg.get('model_args') or {})
+    if problem:
+        raise bad(problem)
     if not legacy and 'num_classes' in pretrained and cfg.get('num_classes', pretrained['num_classes']) != \
             pretrained['num_classes']:  # timm and transformers take the root's, silently
         raise bad(f"'num_classes' {cfg['num_classes']} and pretrained_cfg 'num_classes' {pretrained['num_classes']} "
                   f"disagree (timm and transformers use the root's): give the head's class count in both")
-    problem = weight_source_problem(pretrained) or _preprocessing_problem(pretrained, cfg.get('model_args') or {})
-    if problem:
-        raise bad(problem)
     num_classes = cfg.get('num_classes', pretrained.get('num_classes'))
     label_names = cfg.get('label_names', pretrained.get('label_names'))
     problem = label_count_problem(label_names, num_classes)
