@@ -359,3 +359,33 @@ def test_checkpoint_upgrade_help_describes_its_arguments(capsys):
     out = capsys.readouterr().out
     assert e.value.code == 0 and 'the trainer checkpoint to read (a last.pth)' in out
     assert 'where to write the upgraded checkpoint' in out
+
+
+def test_a_config_with_aliases_or_over_the_size_cap_is_one_line_at_once(tmp_path, capsys):
+    """Nine levels of YAML aliases under `mean:` (440 bytes) hung training while its memory grew past 1.8 GB; a
+    10 MB config took 36 s and 865 MB to be refused. Aliases are refused as composed, a config over
+    MAX_CONFIG_BYTES before it is parsed."""
+    from timm_cra.utils.strict_yaml import MAX_CONFIG_BYTES
+    bomb = tmp_path / 'bomb.yaml'
+    lines = ['a0: &a0 [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]']
+    lines += [f'a{i}: &a{i} [{", ".join([f"*a{i - 1}"] * 9)}]' for i in range(1, 10)]
+    bomb.write_text('\n'.join(lines) + '\nmean: *a9\n')
+    err = _one_error_line(['--config', bomb], capsys)
+    assert err == (f"error: Config '{bomb}' uses the YAML alias *a0 (line 2): configs are read without anchors and "
+                   f"aliases (nested ones multiply a few bytes into gigabytes); write the value out.\n")
+    big = tmp_path / 'big.yaml'
+    big.write_text('lr: 0.1\n' + '#' * MAX_CONFIG_BYTES + '\n')
+    err = _one_error_line(['--config', big], capsys)
+    assert err.startswith(f'error: Config {big} is over 1 MiB, more than any training config holds'), err
+
+
+def test_args_yaml_holds_no_alias_when_two_arguments_share_a_value(tmp_path):
+    """yaml.safe_dump writes a value held under two keys as an anchor and an alias, which configs refuse; the
+    trainer's args.yaml is written without them (utils.strict_yaml.safe_dump), so it stays a usable --config."""
+    from timm_cra.utils.strict_yaml import safe_dump
+    shared = [0.5, 0.5, 0.5]
+    cfg = tmp_path / 'args.yaml'
+    cfg.write_text(safe_dump({'mean': shared, 'std': shared, 'model': 'cra_cifar_resnet20'}))
+    assert '&' not in cfg.read_text() and '*' not in cfg.read_text()
+    a = parse_args(['--config', str(cfg)])
+    assert a.mean == a.std == shared

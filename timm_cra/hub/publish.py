@@ -101,9 +101,10 @@ def _run_args(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[str, A
     path = Path(checkpoint).parent / 'args.yaml'
     if not os.path.lexists(path):
         return {}
-    try:
-        import yaml  # the train extra's; without it (or without the file) the card has no provenance lines
-        data = yaml.safe_load(read_text(path, "the run's arguments"))
+    try:  # the train extra's; without it (or without the file) the card has no provenance lines
+        import yaml
+        from ..utils.strict_yaml import ConfigLoader
+        data = yaml.load(read_text(path, "the run's arguments"), Loader=ConfigLoader)
     except ImportError:
         return {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError):

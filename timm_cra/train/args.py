@@ -5,7 +5,6 @@ As in timm, a config file sets defaults and flags given on the command line over
 """
 import argparse
 import os
-import re
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -15,7 +14,8 @@ from timm.utils import ParseKwargs
 from ..utils.cli import (add_shared_args, check_in_range, check_model_name, check_positive, check_shared_values,
                          default_workers, keyword_args_action)
 from ..utils.errors import UsageError, printable
-from ..utils.io import check_path_given, check_regular_file, open_regular_file
+from ..utils.io import check_path_given, check_regular_file, read_capped
+from ..utils.strict_yaml import MAX_CONFIG_BYTES, AliasInConfig, ConfigLoader
 
 __all__ = ['create_parser', 'parse_args', 'load_config', 'list_recipes', 'RECIPE_DIR']
 
@@ -24,52 +24,6 @@ RECIPE_DIR = os.path.join(os.path.dirname(__file__), 'recipes')
 
 def list_recipes() -> List[str]:
     return sorted(f[:-5] for f in os.listdir(RECIPE_DIR) if f.endswith('.yaml'))
-
-
-#: PyYAML's YAML 1.1 number forms less the base-60 ones (``epochs: 1:30`` was 90): such a value stays the string
-#: written, which the flag's type check then names. Only forms YAML 1.1 read as numbers are numbers here, so a
-#: string ``yaml.safe_dump`` left unquoted (``args.yaml``) still reads back as that string.
-_NUMBER_RESOLVERS = {
-    'tag:yaml.org,2002:int': re.compile(r'''^(?:[-+]?0b[0-1_]+
-                    |[-+]?0[0-7_]+
-                    |[-+]?(?:0|[1-9][0-9_]*)
-                    |[-+]?0x[0-9a-fA-F_]+)$''', re.X),
-    'tag:yaml.org,2002:float': re.compile(r'''^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
-                    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
-                    |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$''', re.X),
-}
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` refusing a key given twice in one mapping (plain YAML keeps the last silently, so
-    ``lr: 0.1`` then ``lr: 5`` trained at 5), and reading numbers as written: no base-60 (``1:30``), and a leading
-    zero is decimal as on the command line (``seed: 0777`` was octal 511; ``--seed 0777`` is 777)."""
-
-    yaml_implicit_resolvers = {first: [(tag, _NUMBER_RESOLVERS.get(tag, regexp)) for tag, regexp in resolvers]
-                               for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-
-    def construct_yaml_int(self, node):
-        digits = self.construct_scalar(node).replace('_', '')
-        if len(digits.lstrip('+-')) > 1 and digits.lstrip('+-')[0] == '0' and digits.lstrip('+-').isdigit():
-            return int(digits, 10)
-        return super().construct_yaml_int(node)
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, str):
-                continue  # load_config names non-string keys itself
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key '{key}' is given twice (line {key_node.start_mark.line + 1}): keep one",
-                    key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor('tag:yaml.org,2002:int', _UniqueKeyLoader.construct_yaml_int)
 
 
 def load_config(path_or_name: str) -> Dict[str, Any]:
@@ -86,18 +40,21 @@ def load_config(path_or_name: str) -> Dict[str, Any]:
             raise UsageError(f"Config '{path_or_name}' is neither a file nor a bundled recipe "
                              f"({', '.join(list_recipes())}).")
         path = bundled
-    with open_regular_file(path, 'config') as f:
-        try:
-            cfg = yaml.load(f, Loader=_UniqueKeyLoader) or {}
-        except yaml.reader.ReaderError as e:  # undecodable bytes
-            raise UsageError(f"Config '{path}' is not UTF-8 text (byte {e.position}: {e.reason}); save it as UTF-8.") \
-                from e
-        except yaml.YAMLError as e:
-            raise UsageError(f"Config '{path}' is not valid YAML: {' '.join(str(e).split())}") from e
-        except RecursionError:  # PyYAML composes nodes recursively: [[[...]]] thousands deep
-            raise UsageError(f"Config '{path}' is nested too deeply for a YAML reader (lists / mappings inside each "
-                             f"other thousands of levels deep): a config maps argument names to plain values.") \
-                from None
+    raw = read_capped(path, 'Config', MAX_CONFIG_BYTES, 'any training config')
+    try:
+        cfg = yaml.load(raw, Loader=ConfigLoader) or {}
+    except yaml.reader.ReaderError as e:  # undecodable bytes
+        raise UsageError(f"Config '{path}' is not UTF-8 text (byte {e.position}: {e.reason}); save it as UTF-8.") \
+            from e
+    except AliasInConfig as e:
+        raise UsageError(f"Config '{path}' uses the YAML alias {e}: configs are read without anchors and aliases "
+                         f"(nested ones multiply a few bytes into gigabytes); write the value out.") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"Config '{path}' is not valid YAML: {' '.join(str(e).split())}") from e
+    except RecursionError:  # PyYAML composes nodes recursively: [[[...]]] thousands deep
+        raise UsageError(f"Config '{path}' is nested too deeply for a YAML reader (lists / mappings inside each "
+                         f"other thousands of levels deep): a config maps argument names to plain values.") \
+            from None
     if not isinstance(cfg, dict):
         raise UsageError(f"Config '{path}' must be a mapping of argument names to values.")
     names = [k for k in cfg if not isinstance(k, str)]

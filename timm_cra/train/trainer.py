@@ -24,7 +24,6 @@ from typing import Any, Dict, Optional, Sequence, Union
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import yaml
 from timm.utils import ModelEmaV3, distribute_bn, random_seed
 
 from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_data_config
@@ -32,6 +31,7 @@ from ..eval.evaluate import evaluate
 from ..utils.errors import UsageError, check_not_interrupted, printable
 from ..utils.extras import require_train_extra
 from ..utils.io import HeldFolder, OutputPathError, atomic_write, check_output_folder, locked_folder, temp_pattern
+from ..utils.strict_yaml import safe_dump
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
 from .distributed import DistInfo, init_distributed
@@ -230,7 +230,7 @@ def _prepare_output(output_dir: str, args_dict: Dict[str, Any]) -> None:
         _set_earlier_run_aside(output_dir)
     remove_stale_temp_files(output_dir, names=RUN_FILES, patterns=[temp_pattern(None, prefix=EXPORT_TMP_PREFIX)])
     with atomic_write(os.path.join(output_dir, 'args.yaml')) as f:
-        yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in args_dict.items()}, f)
+        safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in args_dict.items()}, f)
 
 
 def train(args: Union[argparse.Namespace, Sequence[str]]) -> Dict[str, Any]:
