@@ -88,3 +88,14 @@ def test_validate_cli_split_hint_names_its_own_flag(run_command, tmp_path):
     assert r.returncode == 2
     assert "Split 'val' not found" in r.stderr and 'set --split to one of them' in r.stderr
     assert '--val-split' not in r.stderr and '--train-split' not in r.stderr
+
+
+def test_a_crop_whose_resize_passes_the_pixel_cap_is_refused_without_an_image_size():
+    """--crop-pct alone (no --img-size) escaped the flags' resize check: 0.005 on a 32 px model resized every
+    image to 6400 x 6400 (train ran an epoch at that size). The resolved data config is held to the same bound."""
+    import timm
+    model = timm.create_model('cra_cifar_resnet20')
+    with pytest.raises(DataError, match=r'^--crop-pct 0.005 at input size 32 x 32: timm would resize images to '
+                                        r'6400 x 6400 px'):
+        resolve_model_data_config({'crop_pct': 0.005}, model)
+    assert resolve_model_data_config({'crop_pct': 0.5}, model)['crop_pct'] == 0.5

@@ -28,7 +28,8 @@ def model_in_chans(model: nn.Module) -> int:
 
 def resolve_model_data_config(args: Mapping[str, Any], model: nn.Module, verbose: bool = False) -> Dict[str, Any]:
     """timm's ``resolve_data_config(args, model=model)`` with ``input_size[0]`` and mean/std for the channels
-    the model takes. Explicit ``input_size`` / ``mean`` / ``std`` in ``args`` still win (length-checked)."""
+    the model takes. Explicit ``input_size`` / ``mean`` / ``std`` in ``args`` still win (length-checked). A crop whose
+    eval resize would pass ``MAX_INPUT_PIXELS`` is refused (``--crop-pct 0.005`` on a 32 px model: 6400 x 6400)."""
     in_chans = check_in_chans(model_in_chans(model))
     args = dict(args)
     for key in ('mean', 'std'):
@@ -43,6 +44,13 @@ def resolve_model_data_config(args: Mapping[str, Any], model: nn.Module, verbose
     cfg['input_size'] = (in_chans, *tuple(cfg['input_size'])[1:])
     cfg['mean'] = fit_mean_std(cfg['mean'], in_chans, 'mean')
     cfg['std'] = fit_mean_std(cfg['std'], in_chans, 'std')
+    from ..models._factory import crop_resize_problem  # the bound config.json and the flags are held to
+    problem = crop_resize_problem(cfg['input_size'][1:], cfg['crop_pct']) if cfg.get('crop_pct') else None
+    if problem:  # the flags' check needs --img-size; a --crop-pct alone met the model's own size only here
+        from .errors import DataError
+        given = args.get('crop_pct') is not None
+        raise DataError(f"{'--crop-pct' if given else 'The crop_pct of the model config'} {cfg['crop_pct']} at input "
+                        f"size {cfg['input_size'][1]} x {cfg['input_size'][2]}: {problem}.")
     if verbose:
         import logging
         logging.getLogger('timm_cra.data').info(
