@@ -389,3 +389,14 @@ def test_args_yaml_holds_no_alias_when_two_arguments_share_a_value(tmp_path):
     assert '&' not in cfg.read_text() and '*' not in cfg.read_text()
     a = parse_args(['--config', str(cfg)])
     assert a.mean == a.std == shared
+
+
+def test_an_interpolation_timm_does_not_know_is_one_line(tmp_path, capsys):
+    """--interpolation foo (flag or config) reached timm's transform as a KeyError traceback after the data loaded."""
+    expected = ("error: --interpolation 'foo' is not one timm knows: nearest, bilinear, bicubic, box, hamming, "
+                "lanczos.\n")
+    assert _one_error_line(['--model', 'cra_cifar_resnet20', '--interpolation', 'foo'], capsys) == expected
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text('interpolation: foo\n')
+    assert _one_error_line(['--model', 'cra_cifar_resnet20', '--config', cfg], capsys) == expected
+    assert parse_args(['--model', 'cra_cifar_resnet20', '--interpolation', 'bicubic']).interpolation == 'bicubic'

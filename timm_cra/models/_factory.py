@@ -128,7 +128,7 @@ def label_count_problem(label_names: Any, num_classes: Any) -> Optional[str]:
 
 #: What timm's eval transform takes for ``interpolation`` (its ``str_to_interp_mode`` names: 'random' is for
 #: training only, a ``KeyError`` in ``create_transform``) and ``crop_mode`` (``transforms_imagenet_eval``).
-_INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
+INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
 _CROP_MODES = ('center', 'squash', 'border')
 
 
@@ -301,9 +301,9 @@ def preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any]
         size = sizes.get('test_input_size' if key == 'test_crop_pct' else 'input_size') or PretrainedCfg.input_size
         if value is not None and crop_resize_problem(size[1:], value):
             return f"pretrained_cfg '{key}' {value}: {crop_resize_problem(size[1:], value)}"
-    if pretrained.get('interpolation') not in (None, '', *_INTERPOLATIONS):
+    if pretrained.get('interpolation') not in (None, '', *INTERPOLATIONS):
         return f"pretrained_cfg 'interpolation' {pretrained['interpolation']!r:.40} is not one timm knows " \
-               f"({', '.join(_INTERPOLATIONS)})"
+               f"({', '.join(INTERPOLATIONS)})"
     if pretrained.get('crop_mode') not in (None, *_CROP_MODES):
         return f"pretrained_cfg 'crop_mode' {pretrained['crop_mode']!r:.40} is not one timm knows " \
                f"({', '.join(_CROP_MODES)})"

@@ -165,9 +165,9 @@ def check_shared_values(args) -> None:
     above 0, ``--mean`` / ``--std`` past ``MAX_NORM_VALUE`` (``--mean 1e300`` made every logit NaN), ``--crop-pct``
     outside (0, 2] (0 was silently the model's), ``--img-size`` / ``--input-size`` sides outside
     ``MIN_INPUT_SIDE``..``MAX_INPUT_SIDE`` px (tracebacks, a MemoryError; the trainer writes them into the config.json
-    a load then refuses), ``--workers`` below 0 (a traceback), a ``--device`` that is none here
+    a load then refuses), an ``--interpolation`` timm does not know (a KeyError), ``--workers`` below 0 (a traceback), a ``--device`` that is none here
     (:func:`check_device`). The bounds are those a ``config.json`` is held to (``models._factory``)."""
-    from ..models._factory import MAX_CROP_PCT, MAX_NORM_VALUE, MIN_STD, crop_resize_problem
+    from ..models._factory import INTERPOLATIONS, MAX_CROP_PCT, MAX_NORM_VALUE, MIN_STD, crop_resize_problem
 
     def shown(v):
         return ' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v
@@ -193,6 +193,9 @@ def check_shared_values(args) -> None:
     problem = crop_resize_problem(side, args.crop_pct) if args.crop_pct is not None and side else None
     if problem:  # the config.json check's
         raise UsageError(f'--crop-pct {args.crop_pct}: {problem}.')
+    if getattr(args, 'interpolation', '') not in ('', None, *INTERPOLATIONS):  # timm's KeyError traceback
+        raise UsageError(f"--interpolation {args.interpolation!r:.60} is not one timm knows: "
+                         f"{', '.join(INTERPOLATIONS)}.")
     if args.workers is not None and args.workers < 0:
         raise UsageError(f'--workers {args.workers} must be 0 (load in this process) or more.')
     check_device(args.device)
