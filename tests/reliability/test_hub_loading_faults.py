@@ -156,9 +156,10 @@ def test_half_precision_weights_are_upcast(tmp_path, exported):
 
 # ---- hf-hub: / local-dir: names and unknown names, through timm_cra.create_model --------------------------
 
-def test_hf_hub_missing_repo(hub):
+@pytest.mark.parametrize('prefix', ['hf-hub', 'hf_hub'])  # hf_hub: timm's alias (it was a 60-line traceback)
+def test_hf_hub_missing_repo(hub, prefix):
     with pytest.raises(PretrainedWeightsError, match=r"'t-fault/no-such-repo' at http://127.0.0.1.* does not exist"):
-        timm_cra.create_model('hf-hub:t-fault/no-such-repo', pretrained=True)
+        timm_cra.create_model(f'{prefix}:t-fault/no-such-repo', pretrained=True)
 
 
 def test_hf_hub_bad_revision(hub, exported):

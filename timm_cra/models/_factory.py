@@ -631,6 +631,8 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
     import timm
 
     source, _, location = model_name.partition(':') if ':' in model_name else ('', '', model_name)
+    if source == 'hf_hub':  # timm's alias of hf-hub:, spelled as timm's own code then uses it
+        source, model_name = 'hf-hub', f'hf-hub:{location}'
     registered = timm.models.get_pretrained_cfg(model_name) if not source else None  # its input side
     # the caller's keywords get a config's model_args ceilings
     problem = _model_args_problem(kwargs, registered.to_dict() if registered else {})
