@@ -25,12 +25,13 @@ import torch
 
 from ..models._builder import PUBLIC_HUB_ENDPOINT, hub_id
 from ..utils.cli import data_name, keyword_args_action
-from ..utils.labels import repeated_names
+from ..utils.labels import name_key, numbered_classes, repeated_names
 from ..utils.errors import NO_ANSWER, NOT_A_HUB, TIMED_OUT, TimmCraError, UsageError, hub_failure, printable, run_cli
 from ..utils.hub_session import bounded_hub_requests
 from ..utils.io import check_regular_file, file_digest
 from ..utils.strict_json import loads, read_text
-from ..utils.weights import check_file, load_state_checked, read_weights, recorded_data_config, tensor_digest
+from ..utils.weights import (SCORED_DATA_CONFIG_KEYS, check_file, load_state_checked, read_weights,
+                             recorded_data_config, tensor_digest)
 from .card import load_eval_results
 from .repo import check_repo_output, export_repo
 
@@ -298,6 +299,73 @@ def _check_scored_weights(data: Dict[str, Any], checkpoint: Union[str, Path], em
                                    f", not of this file): {instead}{validate_again}."))
 
 
+#: validate's results fields recording what the score depends on beside the tensors (timm-cra 0.x validate records
+#: them since publish compares them; see :func:`_check_scored_answers`).
+SCORED_FIELDS = ('label_names', 'data_config')
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Whether two preprocessing values are the same (numbers to float precision, lists element-wise)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+            and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return a == b
+
+
+def _shown_names(names: Sequence[Any], n: int = 4) -> str:
+    return ', '.join(map(str, names[:n])) + (', ...' if len(names) > n else '')
+
+
+def _check_scored_answers(data: Dict[str, Any], config: Dict[str, Any], checkpoint: Union[str, Path], name: str,
+                          names_given: bool) -> None:
+    """Refuse validate's results whose score the repo would not reproduce with the same tensors: the
+    ``state_dict_sha256`` digest covers the tensors only, while the answers also depend on which class each output
+    is named as and on the preprocessing. ``config``: the ``config.json`` publish writes. The results' ``label_names``
+    (the classes the outputs were scored as, in output order) must be the repo's first names (a repo without names,
+    ``'0'..'K-1'``, is scored by index as validate scored it), and their ``data_config`` the repo's ``pretrained_cfg``
+    preprocessing; a header relabelled or given other mean / std after validation, a run folder's ``config.json``
+    and ``--label-names`` in another order than the data's are refused. Results of timm-cra's validate (they record a
+    digest or a checkpoint's sha256) from before these fields existed are refused: they cannot be checked."""
+    validate_again = (f"validate the weights you publish (timm-cra-validate --checkpoint {checkpoint} "
+                      f"--results-file R.json) and pass --results R.json")
+    missing = [k for k in SCORED_FIELDS if k not in data]
+    if missing:
+        raise UsageError(printable(f"{name} records no {' or '.join(missing)} (written by an older timm-cra-validate),"
+                                   f" so publish cannot tell whether the repo names the classes and preprocesses the "
+                                   f"images as they were scored: {validate_again}."))
+    scored, cfg = data['label_names'], data['data_config']
+    if scored is not None and not (isinstance(scored, list) and scored and all(isinstance(n, str) for n in scored)):
+        raise UsageError(printable(f"{name}: 'label_names' must be a list of class names or null, not {scored!r:.60}; "
+                                   f"pass the results file timm-cra-validate wrote."))
+    if not isinstance(cfg, dict):
+        raise UsageError(printable(f"{name}: 'data_config' must be an object, not {cfg!r:.60}; pass the results file "
+                                   f"timm-cra-validate wrote."))
+    published = config.get('label_names')
+    if scored and isinstance(published, list) and not numbered_classes(published):
+        if len(scored) > len(published) or [name_key(n) for n in scored] != \
+                [name_key(n) for n in published[:len(scored)]]:
+            fix = (f"fix --label-names (class-index order: {_shown_names(scored)}), or {validate_again}"
+                   if names_given else validate_again)
+            raise UsageError(printable(f"{name} scored the outputs as the classes {_shown_names(scored)}, but the repo "
+                                       f"would name them {_shown_names(published)}, so its answers are not the ones "
+                                       f"scored: {fix}."))
+    repo_cfg = dict(config.get('pretrained_cfg') or {})
+    repo_cfg.setdefault('crop_mode', 'center')  # timm's default when a cfg names none
+    differ = [f"{k} {cfg[k]} (repo: {repo_cfg.get(k)})" for k in sorted(cfg)
+              if k in SCORED_DATA_CONFIG_KEYS and not _close(cfg[k], repo_cfg.get(k))]
+    if differ:
+        raise UsageError(printable(f"{name} scored the images with other preprocessing than the repo would get "
+                                   f"({'; '.join(differ)}): {validate_again}."))
+
+
+def _validate_record(summary: Optional[Dict[str, Any]]) -> bool:
+    """Whether a results file is timm-cra validate's record of the weights it scored (a digest or a checkpoint's
+    sha256), whose answers :func:`_check_scored_answers` holds to the repo."""
+    return isinstance(summary, dict) and any(k in summary for k in ('state_dict_sha256', 'checkpoint_sha256'))
+
+
 def _results(results, ckpt: Dict[str, Any], ema: bool, args: Dict[str, Any], checkpoint: Union[str, Path] = '',
              model: Optional[torch.nn.Module] = None):
     if results is None:
@@ -363,6 +431,8 @@ def build_repo_folder(
                        hint=f'{arch}{" with " + str(kwargs) if kwargs else ""}: pass the architecture and '
                             f'--num-classes the checkpoint was trained with')
     provenance = run_provenance(checkpoint, ckpt)
+    source = results
+    record = _json(Path(source), '--results', bom=True) if isinstance(source, (str, Path)) else source
     results = _results(results, ckpt, used_ema, _run_args(checkpoint, ckpt), checkpoint, model)
     if label_names is not None:
         recorded = provenance['label_names']
@@ -370,9 +440,14 @@ def build_repo_folder(
             raise UsageError(f"'{checkpoint}' records its class names ({', '.join(recorded[:5])}"
                              f"{', ...' if len(recorded) > 5 else ''}): drop --label-names.")
         provenance['label_names'] = list(label_names)
+    check_config = None
+    if results is not None and _validate_record(record):  # held to the repo as written, before it is in place
+        name = 'The eval results' if isinstance(source, dict) else str(source)
+        check_config = lambda config: _check_scored_answers(record, config, checkpoint, name,  # noqa: E731
+                                                            label_names is not None)
     try:
         return export_repo(model.eval(), out_dir, model_name=model_name, repo_id=repo_id, results=results,
-                           recipe=recipe, overwrite=overwrite, **provenance)
+                           recipe=recipe, overwrite=overwrite, check_config=check_config, **provenance)
     except FileExistsError as e:  # atomic_folder's "pass overwrite=True" (bad content is a RepoContentError)
         raise UsageError(str(e).replace('timm_cra: ', '')) from e
 
