@@ -189,6 +189,12 @@ def test_publish_refuses_results_whose_class_names_or_preprocessing_the_repo_wou
     publish_refused(r"older\.json records no label_names or data_config \(written by an older timm-cra-validate\), "
                     r".*: validate the weights you publish", 'cra_cifar_resnet20.col', run / 'model.safetensors',
                     '--results', older)
+    for key, value, says in (('label_names', 'abc', "'label_names' \\(the classes scored\\) must be a list"),
+                             ('data_config', [1], "'data_config' \\(the preprocessing scored with\\) must be an object"),
+                             ('data_config', None, 'records no data_config')):
+        bad = tmp_path / 'bad.json'
+        bad.write_text(json.dumps(dict(json.loads(scored.read_text()), **{key: value})))
+        publish_refused(says, 'cra_cifar_resnet20.col', run / 'model.safetensors', '--results', bad)
     assert not any(out.exists() for out in refused)
     for source in (run / 'model.safetensors', run / 'last.pth'):  # the weights scored, as recorded: accepted
         publish.main(['cra_cifar_resnet20.col', str(source), '--results', str(scored), '--out',

@@ -142,6 +142,12 @@ def _check_eval_results(data: Dict[str, Any], where: str) -> None:
         digest = data.get(key)
         if digest is not None and not (isinstance(digest, str) and re.fullmatch('[0-9a-f]{64}', digest)):
             raise bad(f"'{key}' must be a sha256 in hex, not {digest!r:.80}")
+    # what the score depends on beside the tensors (publish holds them to the repo it writes)
+    names = data.get('label_names')
+    if names is not None and not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise bad(f"'label_names' (the classes scored) must be a list of class names or null, not {names!r:.60}")
+    if data.get('data_config') is not None and not isinstance(data['data_config'], dict):
+        raise bad(f"'data_config' (the preprocessing scored with) must be an object, not {data['data_config']!r:.60}")
 
 
 def load_eval_results(source: Union[str, Path, Dict[str, Any]], name: Optional[str] = None) -> EvalResults:

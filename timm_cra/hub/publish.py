@@ -330,18 +330,12 @@ def _check_scored_answers(data: Dict[str, Any], config: Dict[str, Any], checkpoi
     digest or a checkpoint's sha256) from before these fields existed are refused: they cannot be checked."""
     validate_again = (f"validate the weights you publish (timm-cra-validate --checkpoint {checkpoint} "
                       f"--results-file R.json) and pass --results R.json")
-    missing = [k for k in SCORED_FIELDS if k not in data]
+    missing = [k for k in SCORED_FIELDS if data.get(k) is None and (k == 'data_config' or k not in data)]
     if missing:
         raise UsageError(printable(f"{name} records no {' or '.join(missing)} (written by an older timm-cra-validate),"
                                    f" so publish cannot tell whether the repo names the classes and preprocesses the "
                                    f"images as they were scored: {validate_again}."))
-    scored, cfg = data['label_names'], data['data_config']
-    if scored is not None and not (isinstance(scored, list) and scored and all(isinstance(n, str) for n in scored)):
-        raise UsageError(printable(f"{name}: 'label_names' must be a list of class names or null, not {scored!r:.60}; "
-                                   f"pass the results file timm-cra-validate wrote."))
-    if not isinstance(cfg, dict):
-        raise UsageError(printable(f"{name}: 'data_config' must be an object, not {cfg!r:.60}; pass the results file "
-                                   f"timm-cra-validate wrote."))
+    scored, cfg = data['label_names'], data['data_config']  # their types: load_eval_results checked them
     published = config.get('label_names')
     if scored and isinstance(published, list) and not numbered_classes(published):
         if len(scored) > len(published) or [name_key(n) for n in scored] != \
