@@ -213,6 +213,30 @@ def check_repo_name(model_name: str, repo_id: Optional[str]) -> str:
     return repo_id
 
 
+def registered_tag(model_name: str) -> Optional[str]:
+    """The registered pretrained tag (``timm.list_pretrained``) that ``model_name`` names, compared case-insensitively
+    as the Hub compares repo ids (``cra_cifar_resnet20.CIFAR10`` is ``cra_cifar_resnet20.cifar10``), or None."""
+    import timm
+    from .. import models  # noqa: F401  (registers cra_*)
+    arch = model_name.split('.', 1)[0].lower()
+    return next((t for t in timm.list_pretrained(f'{arch}.*') if t.lower() == model_name.lower()), None)
+
+
+def warn_registered_tag(model_name: str, repo_id: str) -> None:
+    """One warning line when the weights are published under a registered tag's name: its repo id is the project's
+    (``timm-cra/<tag>``, where ``timm.create_model(tag, pretrained=True)`` downloads from), and any copy of it reads as
+    those weights."""
+    tag = registered_tag(model_name)
+    if tag is None:
+        return
+    arch = tag.split('.', 1)[0]
+    where = 'its repo' if repo_id.lower() == default_repo_id(tag).lower() else repo_id
+    logging.getLogger('timm_cra.publish').warning(printable(
+        f"'{model_name}' is the name of the registered weights {tag} (timm.create_model('{tag}', pretrained=True) "
+        f"loads them from {default_repo_id(tag)}): published as {where}, yours would pass for those; name them "
+        f"{arch}.<your tag>, e.g. {arch}.mydata."))
+
+
 def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = False,
                     args: Optional[Dict[str, Any]] = None, name: str = "The trainer's results.json") -> Dict[str, Any]:
     """Eval results for the card from the trainer's ``results.json`` (the final epoch's eval, which is what
@@ -608,6 +632,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     if not 0 < args.timeout < float('inf'):  # nan too; inf would wait forever again
         raise UsageError(f'--timeout must be a positive, finite number of seconds, not {args.timeout:g}.')
     repo_id = check_repo_name(args.model_name, args.repo_id)
+    warn_registered_tag(args.model_name, repo_id)
     check_inputs(args.checkpoint, args.out, args.results, args.label_names)
     folder = build_repo_folder(
         args.model_name, args.checkpoint, Path(args.out), results=args.results, recipe=args.recipe,
