@@ -1,7 +1,9 @@
 """Validate any registered model (random, ``--pretrained``, ``--checkpoint`` or ``hf-hub:``) on a dataset.
 
 Uses the model's pretrained-cfg eval transform (``resolve_data_config`` + timm's eval transform: resize,
-crop_pct, interpolation, mean/std) unless flags override it. Results follow timm's results CSV columns.
+crop_pct, interpolation, mean/std) unless flags override it. Results follow timm's results CSV columns; the JSON
+also records which weights were scored (``state_dict_sha256``) and what else the score depends on, the class each
+output was scored as (``label_names``) and the preprocessing (``data_config``), which publish holds to the repo.
 """
 import argparse
 import csv

@@ -323,8 +323,8 @@ def _check_scored_weights(data: Dict[str, Any], checkpoint: Union[str, Path], em
                                    f", not of this file): {instead}{validate_again}."))
 
 
-#: validate's results fields recording what the score depends on beside the tensors (timm-cra 0.x validate records
-#: them since publish compares them; see :func:`_check_scored_answers`).
+#: validate's results fields recording what the score depends on beside the tensors, which publish compares with the
+#: repo it writes (:func:`_check_scored_answers`); results of a validate older than them are refused.
 SCORED_FIELDS = ('label_names', 'data_config')
 
 
