@@ -49,3 +49,33 @@ def test_measured_result_with_url_keeps_its_source():
     (r,) = ModelCard(_card(results)).data.eval_results  # no top-5: one metric
     assert (r.metric_value, r.dataset_name, r.dataset_split) == (70.125, 'my-org/my-data', 'test')
     assert (r.source_name, r.source_url) == ('Measured by timm-cra', 'https://example.org/eval')
+
+
+def test_the_data_a_results_file_names_is_text_in_the_card_not_markup():
+    """A results file's ``dataset`` / ``split`` went raw into the card's text: a newline started lines of their own
+    (``license: mit``, a ``---`` line, a ``# injected`` heading), a ``](http://...)`` made a link, ``<script>`` HTML,
+    ``|`` a table cell. Control characters are refused in one line naming the key; markup is shown as text."""
+    from timm_cra.hub.card import RepoContentError
+    for key, value in (('dataset', 'mydata\nlicense: mit\nbase_model: evil/x'), ('split', 'val\n---\n# injected'),
+                       ('dataset', 'data\x1b[31m')):
+        with pytest.raises(RepoContentError, match=rf"'{key}' .* holds a control character .*: name the data in "
+                                                   rf"printable text") as e:
+            load_eval_results({'top1': 99.0, key: value})
+        assert '\n' not in str(e.value)
+    results = load_eval_results({'top1': 99.0, 'dataset': 'data](http://evil.example) <script>x</script> |',
+                                 'split': 'val | 99.9 | *bold* `code`'})
+    body = _card(results).split('---', 2)[2]
+    line = next(ln for ln in body.splitlines() if ln.startswith('Measured by timm-cra on'))
+    assert line == ('Measured by timm-cra on data\\](http://evil.example) &lt;script&gt;x&lt;/script&gt; \\| '
+                    '(val \\| 99.9 \\| \\*bold\\* \\`code\\`).')
+    assert 'Measured by timm-cra on CIFAR-10 (test, 3 images).' in _card(
+        load_eval_results({'top1': 9.0, 'dataset': 'cifar10', 'split': 'test', 'count': 3}))
+
+
+def test_a_count_of_more_images_than_any_dataset_is_refused():
+    """``count`` 10**30 was printed on the card as the images scored; bounded by what any dataset holds."""
+    from timm_cra.hub.card import MAX_IMAGES_SCORED, RepoContentError
+    assert load_eval_results({'top1': 9.0, 'count': MAX_IMAGES_SCORED}).count == MAX_IMAGES_SCORED
+    with pytest.raises(RepoContentError, match=r"'count' \(images scored\) 1e\+30 is more images than any dataset "
+                                               r"holds \(at most 10,000,000,000\)"):
+        load_eval_results({'top1': 9.0, 'count': 10 ** 30})

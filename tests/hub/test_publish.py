@@ -3,6 +3,7 @@ clearly. Inputs are what the trainer really writes (last.pth, model.safetensors 
 what timm's train.py writes (model_best.pth.tar with argparse.Namespace args)."""
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -61,6 +62,28 @@ def test_no_ema_and_safetensors_input(trained, tmp_path):
     loaded = timm.create_model(f'local-dir:{out}', pretrained=True)
     for k, v in plain.items():
         assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_publishing_under_a_registered_tags_name_warns_in_one_line(trained, tmp_path, caplog):
+    """``timm-cra-publish cra_cifar_resnet20.cifar10 <other weights>`` was silent, its repo id the project's own
+    (``timm-cra/<tag>``, which ``timm.create_model(tag, pretrained=True)`` downloads); a case variant too (the Hub
+    compares repo ids case-insensitively). One warning line; other names none."""
+    ckpt, *_ = trained
+    tag = 'cra_mobilenetv2_050.lamb_in1k_gates_untrained'
+    for name, repo_id in ((tag, []), (tag.upper().replace('CRA_MOBILENETV2_050', 'cra_mobilenetv2_050'),
+                                      ['--repo-id', 'me/x'])):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger='timm_cra.publish'):
+            publish.main([name, str(ckpt), '--num-classes', '5', *repo_id, '--out', str(tmp_path / name)])
+        warned = [m for m in caplog.messages if 'registered weights' in m]
+        assert len(warned) == 1 and '\n' not in warned[0], caplog.messages
+        assert f"is the name of the registered weights {tag} " in warned[0]
+        assert ('published as its repo' if not repo_id else 'published as me/x') in warned[0]
+        assert 'e.g. cra_mobilenetv2_050.mydata' in warned[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger='timm_cra.publish'):
+        publish.main(['cra_mobilenetv2_050.test_c5', str(ckpt), '--num-classes', '5', '--out', str(tmp_path / 'own')])
+    assert not [m for m in caplog.messages if 'registered weights' in m]
 
 
 def test_wrong_architecture_is_named(trained, tmp_path):

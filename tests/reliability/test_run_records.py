@@ -110,6 +110,98 @@ def test_publish_refuses_validate_results_of_other_weights(colour_run, tmp_path)
     assert not any((tmp_path / f'r{i}').exists() for i in (2, 3, 4))
 
 
+def _relabelled_header(src: Path, dst: Path, **changes) -> None:
+    """``src``'s tensors saved at ``dst`` with its header metadata changed (``label_names`` / ``data_config`` given
+    as Python values): what an edit after validation leaves, the tensors' digest unchanged."""
+    from safetensors import safe_open
+    with safe_open(str(src), 'pt') as f:
+        metadata, state = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    metadata.update({k: json.dumps(v) for k, v in changes.items()})
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(dst), metadata=metadata)
+
+
+def test_publish_refuses_results_whose_class_names_or_preprocessing_the_repo_would_not_have(colour_run, tmp_path):
+    """``state_dict_sha256`` is a digest of the tensors only: results that scored the outputs as other classes, or the
+    images with other preprocessing, than the repo gets were published with their score (card 100%, repo 50% or at
+    chance). validate records ``label_names`` (the classes scored, in output order) and ``data_config``; publish
+    refuses a repo that differs, in one line naming both and the fix, and writes nothing."""
+    data, run = colour_run
+    refused = []
+
+    def publish_refused(match, *argv):
+        out = tmp_path / f'r{len(refused)}'
+        refused.append(out)
+        with pytest.raises(UsageError, match=match) as e:
+            publish.main([*map(str, argv), '--out', str(out)])
+        assert '\n' not in str(e.value)
+
+    # (1) a plain state dict scored by position (the data's a, b, c), published with the names in another order
+    bare = tmp_path / 'bare' / 'model.pth'
+    bare.parent.mkdir()
+    torch.save(torch.load(run / 'last.pth', weights_only=True)['state_dict'], bare)
+    by_position = tmp_path / 'by_position.json'
+    _validate(data, '--checkpoint', bare, '--results-file', by_position)
+    record = json.loads(by_position.read_text())
+    assert record['class_mapping'] == 'by position' and record['label_names'] == ['a', 'b', 'c']
+    assert record['data_config']['mean'] == pytest.approx(record['mean'])
+    publish_refused(r"by_position\.json scored the outputs as the classes a, b, c, but the repo would name them b, a, "
+                    r"c, .*: fix --label-names \(class-index order: a, b, c\), or validate the weights you publish",
+                    'cra_cifar_resnet20.col', bare, '--num-classes', 3, '--label-names', 'b,a,c', '--results',
+                    by_position)
+    publish.main(['cra_cifar_resnet20.col', str(bare), '--num-classes', '3', '--label-names', 'a,b,c', '--results',
+                  str(by_position), '--out', str(tmp_path / 'ok1')])  # the order scored: accepted
+    publish.main(['cra_cifar_resnet20.col', str(bare), '--num-classes', '3', '--results', str(by_position),
+                  '--out', str(tmp_path / 'ok2')])  # no names ('0'..'2'): scored by index as validate did
+
+    # (2) last.pth beside a config.json naming the classes in another order: publish took the config's names while
+    # validate --checkpoint took last.pth's; both now refuse, as for a model.safetensors header
+    swapped = Path(shutil.copytree(run, tmp_path / 'swapped'))
+    config = json.loads((swapped / 'config.json').read_text())
+    config['label_names'] = ['b', 'a', 'c']
+    (swapped / 'config.json').write_text(json.dumps(config))
+    scored = tmp_path / 'scored.json'
+    _validate(data, '--checkpoint', run / 'model.safetensors', '--results-file', scored)
+    publish_refused(r"swapped/last\.pth' names its classes \(a, b, c, \.\.\.\) otherwise than the config\.json beside "
+                    r"it \(b, a, c, \.\.\.\): re-export the folder", 'cra_cifar_resnet20.col', swapped / 'last.pth',
+                    '--results', scored)
+    with pytest.raises(UsageError, match=r"names its classes .* otherwise than the config\.json beside it"):
+        _validate(data, '--checkpoint', swapped / 'last.pth')
+
+    # (3) / (4) the weights file's header relabelled, or given other preprocessing, after validation
+    relabelled = tmp_path / 'relabelled' / 'model.safetensors'
+    _relabelled_header(run / 'model.safetensors', relabelled, label_names=['b', 'a', 'c'])
+    publish_refused(r"scored\.json scored the outputs as the classes a, b, c, but the repo would name them b, a, c, "
+                    r".*: validate the weights you publish \(timm-cra-validate --checkpoint .*relabelled",
+                    'cra_cifar_resnet20.col', relabelled, '--results', scored)
+    edited = tmp_path / 'edited' / 'model.safetensors'
+    _relabelled_header(run / 'model.safetensors', edited,
+                       data_config=dict(json.loads(scored.read_text())['data_config'], mean=[0.5] * 3,
+                                        interpolation='nearest'))
+    publish_refused(r"scored\.json scored the images with other preprocessing than the repo would get "
+                    r"\(interpolation bilinear \(repo: nearest\); mean \[0\.9, 0\.1, 0\.1\] \(repo: \[0\.5, 0\.5, "
+                    r"0\.5\]\)\): validate the weights you publish", 'cra_cifar_resnet20.col', edited, '--results', scored)
+
+    # results of an older validate (a digest, but neither field): refused, they cannot be checked
+    older = tmp_path / 'older.json'
+    older.write_text(json.dumps({k: v for k, v in json.loads(scored.read_text()).items()
+                                 if k not in ('label_names', 'data_config')}))
+    publish_refused(r"older\.json records no label_names or data_config \(written by an older timm-cra-validate\), "
+                    r".*: validate the weights you publish", 'cra_cifar_resnet20.col', run / 'model.safetensors',
+                    '--results', older)
+    for key, value, says in (('label_names', 'abc', "'label_names' \\(the classes scored\\) must be a list"),
+                             ('data_config', [1], "'data_config' \\(the preprocessing scored with\\) must be an object"),
+                             ('data_config', None, 'records no data_config')):
+        bad = tmp_path / 'bad.json'
+        bad.write_text(json.dumps(dict(json.loads(scored.read_text()), **{key: value})))
+        publish_refused(says, 'cra_cifar_resnet20.col', run / 'model.safetensors', '--results', bad)
+    assert not any(out.exists() for out in refused)
+    for source in (run / 'model.safetensors', run / 'last.pth'):  # the weights scored, as recorded: accepted
+        publish.main(['cra_cifar_resnet20.col', str(source), '--results', str(scored), '--out',
+                      str(tmp_path / f'ok-{source.name}')])
+        assert '100.0' in (tmp_path / f'ok-{source.name}' / 'README.md').read_text()
+
+
 def test_publish_refuses_results_of_other_weights_however_validate_loaded_them(colour_run, tmp_path, hub):
     """``validate --model local-dir:<another repo>`` / ``hf-hub:`` / a registered tag recorded no digest of the
     weights scored, so publish quoted their numbers (top-1 0.0) on a card for any checkpoint, and results taken

@@ -1,7 +1,9 @@
 """Validate any registered model (random, ``--pretrained``, ``--checkpoint`` or ``hf-hub:``) on a dataset.
 
 Uses the model's pretrained-cfg eval transform (``resolve_data_config`` + timm's eval transform: resize,
-crop_pct, interpolation, mean/std) unless flags override it. Results follow timm's results CSV columns.
+crop_pct, interpolation, mean/std) unless flags override it. Results follow timm's results CSV columns; the JSON
+also records which weights were scored (``state_dict_sha256``) and what else the score depends on, the class each
+output was scored as (``label_names``) and the preprocessing (``data_config``), which publish holds to the repo.
 """
 import argparse
 import csv
@@ -23,7 +25,8 @@ from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.extras import require_train_extra
 from ..utils.io import atomic_write, check_output_file, file_digest, locked_folder, open_regular_file
 from ..utils.strict_json import dumps
-from ..utils.weights import DATA_CONFIG_KEYS, load_fitting_weights, recorded_data_config, tensor_digest
+from ..utils.weights import (DATA_CONFIG_KEYS, SCORED_DATA_CONFIG_KEYS, load_fitting_weights, recorded_data_config,
+                             tensor_digest)
 from .evaluate import evaluate
 
 __all__ = ['create_parser', 'validate', 'write_results', 'RESULT_FIELDS']
@@ -170,6 +173,7 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
                         f"are scored by position, which is right only if the model was trained with them in this "
                         f"order: validate a trainer's run folder with --model local-dir:<run>, or its last.pth.")
     check_num_classes(dataset, model.num_classes, label_names=label_names, head_fixed=head_fixed)
+    scored_names = _scored_names(label_names, model.num_classes, dataset.class_names)
     cfg_args, preprocessing = _data_config_args(args, model, ckpt)
     data_config = resolve_model_data_config(cfg_args, model)
     # The weights scored, whichever way they were loaded (a tag, hf-hub:, local-dir:, --checkpoint, random): the
@@ -201,6 +205,12 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
         img_size=data_config['input_size'][-1], crop_pct=data_config['crop_pct'],
         interpolation=data_config['interpolation'],
         mean=list(data_config['mean']), std=list(data_config['std']), preprocessing=preprocessing,
+        # What the score depends on beside the tensors (publish compares both with the repo it writes): the class
+        # each output was scored as, in output order (None: data without names, scored by index), and the whole
+        # preprocessing the images got (a header's relabelled classes or edited mean/std keep the tensors' digest).
+        label_names=scored_names,
+        data_config={k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()
+                     if k in SCORED_DATA_CONFIG_KEYS},
         # What was scored, named as the trainer's results name their data (the card quotes it): the data, the split,
         # the images read (skipped ones not counted).
         dataset=data_name(vars(args)), split=args.split,
@@ -212,6 +222,18 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
             'checkpoint_weights': 'ema' if args.use_ema else 'state_dict'} if args.checkpoint else {}),
         **({'class_mapping': mapped} if mapped else {}),
     )
+
+
+def _scored_names(label_names: Optional[List[str]], num_classes: int, data_names: Sequence[str]
+                  ) -> Optional[List[str]]:
+    """The class each of the model's outputs was scored as, in output order: the weights' own names when they name
+    every output (the data's classes were matched to them by name), else the data's class names in its index order
+    (scored by position: output ``i`` is the data's class ``i``); None when neither names the classes (numbered
+    stand-ins ``'0'..'K-1'``: scored by index, whatever the names)."""
+    if label_names and len(label_names) == num_classes and not numbered_classes(label_names):
+        return list(label_names)
+    names = [str(n) for n in data_names or ()]
+    return names if names and not numbered_classes(names) else None
 
 
 def check_result_paths(json_path: str = '', csv_path: str = '', inputs: Sequence[str] = ()) -> None:

@@ -14,6 +14,7 @@ from huggingface_hub import EvalResult, ModelCardData
 
 from ..layers.cra import cra_description
 from ..utils.errors import UsageError
+from ..utils.labels import unusable_name
 
 __all__ = [
     'EvalResults', 'RepoContentError', 'load_eval_results', 'render_model_card', 'usage_section', 'USAGE_IMAGE',
@@ -69,11 +70,11 @@ class EvalResults:
     def measured_on(self) -> str:
         """What the numbers were measured on, for the card: the dataset, its split and the images scored, as
         recorded; says so where the results record no dataset or split, never guessing one."""
-        split = self.split or 'split not recorded'
+        split = _markdown_text(self.split) if self.split else 'split not recorded'
         count = f", {self.count:,} image{'s' if self.count > 1 else ''}" if self.count else ''
         if not self.dataset:
             return f'a dataset the results do not record ({split}{count})'
-        return f'{_DATASET_NAMES.get(self.dataset, self.dataset)} ({split}{count})'
+        return f'{_markdown_text(_DATASET_NAMES.get(self.dataset, self.dataset))} ({split}{count})'
 
     def to_eval_results(self) -> List[EvalResult]:
         """One ``huggingface_hub.EvalResult`` per metric, for the card's ``model-index``.
@@ -92,6 +93,21 @@ class EvalResults:
         metrics = [('Top-1 accuracy', self.top1), ('Top-5 accuracy', self.top5)]
         return [EvalResult(metric_type='accuracy', metric_name=name, metric_value=value, **common)
                 for name, value in metrics if value is not None]
+
+
+#: Characters that would make a results file's ``dataset`` / ``split`` markup in the card's text (a link, HTML, a
+#: table cell, emphasis, a heading), each written as the literal character.
+_MARKDOWN_ESCAPES = {c: '\\' + c for c in '\\`*_[]|#!'} | {'<': '&lt;', '>': '&gt;', '&': '&amp;'}
+
+
+def _markdown_text(text: str) -> str:
+    """``text`` shown as itself in a markdown paragraph: ``data](http://x) <script>`` is no link and no HTML."""
+    return ''.join(_MARKDOWN_ESCAPES.get(c, c) for c in text)
+
+
+#: The most images a results file may say were scored: ten billion, more than any image dataset holds (LAION-5B,
+#: among the largest, has 5.85 billion): a ``count`` of 10**30 was printed on the card as scored.
+MAX_IMAGES_SCORED = 10 ** 10
 
 
 def _accuracy(data: Dict[str, Any], key: str) -> Optional[float]:
@@ -124,6 +140,10 @@ def _check_eval_results(data: Dict[str, Any], where: str) -> None:
     for key in _TEXT_KEYS:
         if data.get(key) is not None and not isinstance(data[key], str):
             raise bad(f"'{key}' must be a string, not {type(data[key]).__name__} {data[key]!r:.60}")
+    for key in ('dataset', 'split'):  # quoted in the card's text: a newline would start lines of its own
+        unusable = unusable_name([data[key]]) if data.get(key) is not None else None
+        if unusable:
+            raise bad(f"'{key}' {unusable[0]!r:.60} {unusable[1]}: name the data in printable text")
     if data.get('source') is not None and data['source'] not in _SOURCES:
         raise bad(f"'source' must be one of {', '.join(_SOURCES)}, not {data['source']!r:.40}")
     img_size = data.get('img_size')
@@ -136,12 +156,21 @@ def _check_eval_results(data: Dict[str, Any], where: str) -> None:
     count = data.get('count')
     if count is not None and not (isinstance(count, int) and not isinstance(count, bool) and count > 0):
         raise bad(f"'count' (images scored) must be a positive integer, not {count!r:.40}")
+    if count is not None and count > MAX_IMAGES_SCORED:
+        raise bad(f"'count' (images scored) {count:.3g} is more images than any dataset holds (at most "
+                  f"{MAX_IMAGES_SCORED:,}); pass the count validate recorded")
     if data.get('pretrained') is not None and not isinstance(data['pretrained'], bool):
         raise bad(f"'pretrained' must be true or false, not {data['pretrained']!r:.40}")
     for key in ('checkpoint_sha256', 'state_dict_sha256'):
         digest = data.get(key)
         if digest is not None and not (isinstance(digest, str) and re.fullmatch('[0-9a-f]{64}', digest)):
             raise bad(f"'{key}' must be a sha256 in hex, not {digest!r:.80}")
+    # what the score depends on beside the tensors (publish holds them to the repo it writes)
+    names = data.get('label_names')
+    if names is not None and not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise bad(f"'label_names' (the classes scored) must be a list of class names or null, not {names!r:.60}")
+    if data.get('data_config') is not None and not isinstance(data['data_config'], dict):
+        raise bad(f"'data_config' (the preprocessing scored with) must be an object, not {data['data_config']!r:.60}")
 
 
 def load_eval_results(source: Union[str, Path, Dict[str, Any]], name: Optional[str] = None) -> EvalResults:

@@ -26,12 +26,13 @@ import torch
 from ..models._builder import PUBLIC_HUB_ENDPOINT, hub_id
 from ..models._factory import pretrained_cfg_problem
 from ..utils.cli import data_name, keyword_args_action
-from ..utils.labels import repeated_names
+from ..utils.labels import name_key, numbered_classes, repeated_names
 from ..utils.errors import NO_ANSWER, NOT_A_HUB, TIMED_OUT, TimmCraError, UsageError, hub_failure, printable, run_cli
 from ..utils.hub_session import bounded_hub_requests
 from ..utils.io import check_regular_file, file_digest
 from ..utils.strict_json import loads, read_text
-from ..utils.weights import check_file, load_state_checked, read_weights, recorded_data_config, tensor_digest
+from ..utils.weights import (SCORED_DATA_CONFIG_KEYS, check_file, load_state_checked, read_weights,
+                             recorded_data_config, tensor_digest)
 from .card import load_eval_results
 from .repo import check_repo_output, export_repo
 
@@ -219,6 +220,30 @@ def check_repo_name(model_name: str, repo_id: Optional[str]) -> str:
     return repo_id
 
 
+def registered_tag(model_name: str) -> Optional[str]:
+    """The registered pretrained tag (``timm.list_pretrained``) that ``model_name`` names, compared case-insensitively
+    as the Hub compares repo ids (``cra_cifar_resnet20.CIFAR10`` is ``cra_cifar_resnet20.cifar10``), or None."""
+    import timm
+    from .. import models  # noqa: F401  (registers cra_*)
+    arch = model_name.split('.', 1)[0].lower()
+    return next((t for t in timm.list_pretrained(f'{arch}.*') if t.lower() == model_name.lower()), None)
+
+
+def warn_registered_tag(model_name: str, repo_id: str) -> None:
+    """One warning line when the weights are published under a registered tag's name: its repo id is the project's
+    (``timm-cra/<tag>``, where ``timm.create_model(tag, pretrained=True)`` downloads from), and any copy of it reads as
+    those weights."""
+    tag = registered_tag(model_name)
+    if tag is None:
+        return
+    arch = tag.split('.', 1)[0]
+    where = 'its repo' if repo_id.lower() == default_repo_id(tag).lower() else repo_id
+    logging.getLogger('timm_cra.publish').warning(printable(
+        f"'{model_name}' is the name of the registered weights {tag} (timm.create_model('{tag}', pretrained=True) "
+        f"loads them from {default_repo_id(tag)}): published as {where}, yours would pass for those; name them "
+        f"{arch}.<your tag>, e.g. {arch}.mydata."))
+
+
 def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = False,
                     args: Optional[Dict[str, Any]] = None, name: str = "The trainer's results.json") -> Dict[str, Any]:
     """Eval results for the card from the trainer's ``results.json`` (the final epoch's eval, which is what
@@ -305,6 +330,67 @@ def _check_scored_weights(data: Dict[str, Any], checkpoint: Union[str, Path], em
                                    f", not of this file): {instead}{validate_again}."))
 
 
+#: validate's results fields recording what the score depends on beside the tensors, which publish compares with the
+#: repo it writes (:func:`_check_scored_answers`); results of a validate older than them are refused.
+SCORED_FIELDS = ('label_names', 'data_config')
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Whether two preprocessing values are the same (numbers to float precision, lists element-wise)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+            and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return a == b
+
+
+def _shown_names(names: Sequence[Any], n: int = 4) -> str:
+    return ', '.join(map(str, names[:n])) + (', ...' if len(names) > n else '')
+
+
+def _check_scored_answers(data: Dict[str, Any], config: Dict[str, Any], checkpoint: Union[str, Path], name: str,
+                          names_given: bool) -> None:
+    """Refuse validate's results whose score the repo would not reproduce with the same tensors: the
+    ``state_dict_sha256`` digest covers the tensors only, while the answers also depend on which class each output
+    is named as and on the preprocessing. ``config``: the ``config.json`` publish writes. The results' ``label_names``
+    (the classes the outputs were scored as, in output order) must be the repo's first names (a repo without names,
+    ``'0'..'K-1'``, is scored by index as validate scored it), and their ``data_config`` the repo's ``pretrained_cfg``
+    preprocessing; a header relabelled or given other mean / std after validation, a run folder's ``config.json``
+    and ``--label-names`` in another order than the data's are refused. Results of timm-cra's validate (they record a
+    digest or a checkpoint's sha256) from before these fields existed are refused: they cannot be checked."""
+    validate_again = (f"validate the weights you publish (timm-cra-validate --checkpoint {checkpoint} "
+                      f"--results-file R.json) and pass --results R.json")
+    missing = [k for k in SCORED_FIELDS if data.get(k) is None and (k == 'data_config' or k not in data)]
+    if missing:
+        raise UsageError(printable(f"{name} records no {' or '.join(missing)} (written by an older timm-cra-validate),"
+                                   f" so publish cannot tell whether the repo names the classes and preprocesses the "
+                                   f"images as they were scored: {validate_again}."))
+    scored, cfg = data['label_names'], data['data_config']  # their types: load_eval_results checked them
+    published = config.get('label_names')
+    if scored and isinstance(published, list) and not numbered_classes(published):
+        if len(scored) > len(published) or [name_key(n) for n in scored] != \
+                [name_key(n) for n in published[:len(scored)]]:
+            fix = (f"fix --label-names (class-index order: {_shown_names(scored)}), or {validate_again}"
+                   if names_given else validate_again)
+            raise UsageError(printable(f"{name} scored the outputs as the classes {_shown_names(scored)}, but the repo "
+                                       f"would name them {_shown_names(published)}, so its answers are not the ones "
+                                       f"scored: {fix}."))
+    repo_cfg = dict(config.get('pretrained_cfg') or {})
+    repo_cfg.setdefault('crop_mode', 'center')  # timm's default when a cfg names none
+    differ = [f"{k} {cfg[k]} (repo: {repo_cfg.get(k)})" for k in sorted(cfg)
+              if k in SCORED_DATA_CONFIG_KEYS and not _close(cfg[k], repo_cfg.get(k))]
+    if differ:
+        raise UsageError(printable(f"{name} scored the images with other preprocessing than the repo would get "
+                                   f"({'; '.join(differ)}): {validate_again}."))
+
+
+def _validate_record(summary: Optional[Dict[str, Any]]) -> bool:
+    """Whether a results file is timm-cra validate's record of the weights it scored (a digest or a checkpoint's
+    sha256), whose answers :func:`_check_scored_answers` holds to the repo."""
+    return isinstance(summary, dict) and any(k in summary for k in ('state_dict_sha256', 'checkpoint_sha256'))
+
+
 def _results(results, ckpt: Dict[str, Any], ema: bool, args: Dict[str, Any], checkpoint: Union[str, Path] = '',
              model: Optional[torch.nn.Module] = None):
     if results is None:
@@ -370,6 +456,8 @@ def build_repo_folder(
                        hint=f'{arch}{" with " + str(kwargs) if kwargs else ""}: pass the architecture and '
                             f'--num-classes the checkpoint was trained with')
     provenance = run_provenance(checkpoint, ckpt)
+    source = results
+    record = _json(Path(source), '--results', bom=True) if isinstance(source, (str, Path)) else source
     results = _results(results, ckpt, used_ema, _run_args(checkpoint, ckpt), checkpoint, model)
     if label_names is not None:
         recorded = provenance['label_names']
@@ -377,9 +465,14 @@ def build_repo_folder(
             raise UsageError(f"'{checkpoint}' records its class names ({', '.join(recorded[:5])}"
                              f"{', ...' if len(recorded) > 5 else ''}): drop --label-names.")
         provenance['label_names'] = list(label_names)
+    check_config = None
+    if results is not None and _validate_record(record):  # held to the repo as written, before it is in place
+        name = 'The eval results' if isinstance(source, dict) else str(source)
+        check_config = lambda config: _check_scored_answers(record, config, checkpoint, name,  # noqa: E731
+                                                            label_names is not None)
     try:
         return export_repo(model.eval(), out_dir, model_name=model_name, repo_id=repo_id, results=results,
-                           recipe=recipe, overwrite=overwrite, **provenance)
+                           recipe=recipe, overwrite=overwrite, check_config=check_config, **provenance)
     except FileExistsError as e:  # atomic_folder's "pass overwrite=True" (bad content is a RepoContentError)
         raise UsageError(str(e).replace('timm_cra: ', '')) from e
 
@@ -546,6 +639,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     if not 0 < args.timeout < float('inf'):  # nan too; inf would wait forever again
         raise UsageError(f'--timeout must be a positive, finite number of seconds, not {args.timeout:g}.')
     repo_id = check_repo_name(args.model_name, args.repo_id)
+    warn_registered_tag(args.model_name, repo_id)
     check_inputs(args.checkpoint, args.out, args.results, args.label_names)
     folder = build_repo_folder(
         args.model_name, args.checkpoint, Path(args.out), results=args.results, recipe=args.recipe,

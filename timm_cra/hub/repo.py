@@ -15,7 +15,7 @@ to the target, renamed into place.
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from torch import nn
 
@@ -267,8 +267,9 @@ def write_repo_metadata(
         data_config: Optional[Dict[str, Any]] = None,
         base_weights: Optional[str] = None,
         trained_on: Optional[str] = None,
-) -> None:
-    """Write ``config.json`` and ``README.md`` of a repo into an existing folder (weights untouched).
+) -> Dict[str, Any]:
+    """Write ``config.json`` and ``README.md`` of a repo into an existing folder (weights untouched); returns the
+    config written.
 
     ``model`` may live on the ``meta`` device: config and card need shapes, not values. ``label_names``,
     ``label_descriptions`` and ``data_config`` go to :func:`write_config`; ``base_weights`` (what a fine-tune
@@ -301,6 +302,7 @@ def write_repo_metadata(
     )
     with atomic_write(repo_dir / CARD_NAME, newline='\n', perms=0o644) as f:
         f.write(card)
+    return config
 
 
 def export_repo(
@@ -314,6 +316,7 @@ def export_repo(
         license: Optional[str] = None,
         license_note: Optional[str] = None,
         overwrite: bool = False,
+        check_config: Optional[Callable[[Dict[str, Any]], None]] = None,
         **metadata,
 ) -> Path:
     """Write a complete Hub repo folder for ``model``'s current weights.
@@ -329,6 +332,9 @@ def export_repo(
         license_note: Extra licence text for the card.
         overwrite: Replace an existing ``out_dir`` (its ``.git`` and ``.gitattributes`` are kept: a clone of a Hub
             repo stays one).
+        check_config: Called with the ``config.json`` as written, before the folder is put in place: an error it
+            raises leaves nothing written (publish holds validate's results to the repo's class names and
+            preprocessing with it).
         **metadata: ``label_names``, ``label_descriptions``, ``data_config``, ``base_weights``, ``trained_on``
             (see :func:`write_repo_metadata`).
 
@@ -341,7 +347,9 @@ def export_repo(
     with atomic_folder(out_dir, overwrite=overwrite, keep=KEPT_ON_OVERWRITE,
                        check=lambda d: _check_replaceable(d, 'output folder', d)) as tmp:
         _save_weights(model, Path(tmp) / WEIGHTS_NAME)
-        write_repo_metadata(
+        config = write_repo_metadata(
             model, tmp, model_name=model_name, repo_id=repo_id, results=results, recipe=recipe,
             license=license, license_note=license_note, **metadata)
+        if check_config is not None:
+            check_config(config)
     return out_dir

@@ -32,6 +32,7 @@ __all__ = [
     'non_float_kind', 'non_float_weights', 'not_safetensors', 'is_safetensors_error', 'nonfinite_tensors',
     'NONFINITE_FIX', 'safetensors_metadata', 'weights_shape_kwargs', 'load_fitting_weights', 'safetensors_header',
     'check_state_fits', 'recorded_data_config', 'DATA_CONFIG_KEYS', 'recorded_label_names', 'DATA_CONFIG_META_KEY',
+    'check_names_beside', 'SCORED_DATA_CONFIG_KEYS',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -375,13 +376,22 @@ def _checked_label_names(path: str, metadata: Dict[str, str]) -> Optional[List[s
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)) or repeated_names(names):
         raise UsageError(f"'{path}' records {LABEL_NAMES_KEY} in its header that are not a JSON list of distinct "
                          f"class names ({text!r:.80}): re-export it, or re-save its tensors without that metadata.")
+    check_names_beside(path, names, 'in its header')
+    return names
+
+
+def check_names_beside(path: str, names: Sequence[str], where: str = '') -> None:
+    """Refuse weights at ``path`` that name their classes (``names``: a ``.safetensors`` header's, a trainer
+    checkpoint's ``label_names``) otherwise than the ``config.json`` beside them, if it names classes: validate
+    ``--checkpoint`` reads the weights' own names, publish, ``local-dir:``, timm and transformers the config's, so one
+    folder would have two class orders (a ``last.pth`` scored 100% by validate was published with the config's swapped
+    names, and the repo scored 50%). The one check for every weights file; ``where``: where the file records them."""
     beside = _config_label_names(os.path.join(os.path.dirname(path), 'config.json'))
     if beside is not None and [name_key(n) for n in beside] != [name_key(n) for n in names]:
-        # local-dir:, publish, timm and transformers read the config's names: one folder, two class orders
-        raise UsageError(f"'{path}' names its classes in its header ({', '.join(names[:3])}, ...) otherwise than the "
-                         f"config.json beside it ({', '.join(map(str, beside[:3]))}, ...): re-export the folder (the "
-                         f"trainer and publish write both from one list).")
-    return names
+        raise UsageError(printable(
+            f"'{path}' names its classes{' ' + where if where else ''} ({', '.join(names[:3])}, ...) otherwise than "
+            f"the config.json beside it ({', '.join(map(str, beside[:3]))}, ...): re-export the folder (the trainer "
+            f"and publish write both from one list)."))
 
 
 def _config_label_names(path: str) -> Optional[List[Any]]:
@@ -399,6 +409,10 @@ def _config_label_names(path: str) -> Optional[List[Any]]:
 #: The preprocessing fields of a pretrained cfg (``config.json``), which are also the flags / run arguments setting
 #: them (``--input-size``, ``--mean``, ...), plus the arguments' ``img_size``.
 DATA_CONFIG_KEYS = ('input_size', 'interpolation', 'mean', 'std', 'crop_pct')
+
+#: The preprocessing fields validate records in its results (``data_config``: all that decides what an image becomes,
+#: timm's ``crop_mode`` too), which publish compares with the ``pretrained_cfg`` it writes.
+SCORED_DATA_CONFIG_KEYS = DATA_CONFIG_KEYS + ('crop_mode',)
 
 
 def recorded_data_config(path: str, args: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], str]:
@@ -474,6 +488,9 @@ def read_weights(path: str, use_ema: bool = False, model: Optional[torch.nn.Modu
             break
     if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UsageError(f"'{path}' holds no state dict: expected tensors, or a checkpoint with 'state_dict'.")
+    names = meta.get(LABEL_NAMES_KEY)
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        check_names_beside(path, names)  # a trainer's last.pth names them as its model.safetensors header does
     return clean_state_dict(state), meta  # timm's: drops DDP 'module.' and torch.compile '_orig_mod.' prefixes
 
 
