@@ -129,12 +129,11 @@ def _hub_cutting_downloads(root: Path):
     from timm_cra.hub.server import HubFolderServer
 
     class Cut(HubFolderServer.handler_class):
-        def _write_file_body(self, path, start, length):
-            if path.name != 'model.safetensors':
-                return super()._write_file_body(path, start, length)
-            with path.open('rb') as f:
-                f.seek(start)
-                self.wfile.write(f.read(length // 2))
+        def _write_file_body(self, f, start, length, identity):
+            if Path(f.name).name != 'model.safetensors':
+                return super()._write_file_body(f, start, length, identity)
+            f.seek(start)
+            self.wfile.write(f.read(length // 2))
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -189,12 +188,11 @@ def _hub_trickling(root: Path, part: str):
             self._drain_body()
             self._trickle([b'HTTP/1.1 200 OK\r\n'] + [f'X-Line-{i}: x\r\n'.encode() for i in range(1000)])
 
-        def _write_file_body(self, path, start, length):
-            if path.name != 'model.safetensors':
-                return super()._write_file_body(path, start, length)
-            with path.open('rb') as f:
-                f.seek(start)
-                self._trickle(iter(lambda: f.read(1), b''))  # 270 KB: far over 100 s
+        def _write_file_body(self, f, start, length, identity):
+            if Path(f.name).name != 'model.safetensors':
+                return super()._write_file_body(f, start, length, identity)
+            f.seek(start)
+            self._trickle(iter(lambda: f.read(1), b''))  # 270 KB: far over 100 s
 
     class Server(HubFolderServer):
         handler_class = Trickle

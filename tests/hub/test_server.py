@@ -9,13 +9,17 @@ import pytest
 from timm_cra.hub.server import repo_commit_hash
 
 
-def _request(endpoint, method, path, headers=None):
+def _request(endpoint, method, path, headers=None, follow=True):
+    # A branch's file is a 307 to its commit's URL (as on the Hub); followed as curl -L, urllib and huggingface_hub
+    # do. follow=False: the redirect itself.
     host, port = endpoint.split('//')[1].split(':')
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
     conn.request(method, path, headers=headers or {})
     resp = conn.getresponse()
     body = resp.read()
     conn.close()
+    if follow and resp.status in (301, 302, 303, 307, 308) and resp.getheader('Location', '').startswith('/'):
+        return _request(endpoint, method, resp.getheader('Location'), headers)
     return resp, body
 
 
@@ -227,8 +231,9 @@ def test_cli_refuses_bad_port_busy_port_and_timeout_in_one_line(tmp_path, capsys
         for args, says in [(['--port', '99999'], '--port must be 0 to 65535 (0 picks a free port), not 99999'),
                            (['--port', str(port)], f'cannot listen on 127.0.0.1:{port} (Address already in use): '
                                                    f'pass another --port (0 picks a free one)'),
-                           (['--port', '0', '--timeout', 'inf'], '--timeout must be a number of seconds above 0 '
-                                                                 'and at most 86400 (a day), not inf'),
+                           (['--port', '0', '--timeout', 'inf'], '--timeout must be a number of seconds from 1 '
+                                                                 'to 86400 (a day), not inf'),
+                           (['--port', '0', '--timeout', '1e-9'], 'not 1e-09'),  # cut ordinary downloads
                            (['--port', '0', '--timeout', '1e10'], 'not 10000000000.0'),
                            (['--port', '0', '--timeout', 'nan'], 'not nan'),
                            (['--port', '0', '--timeout', '0'], 'not 0.0')]:
@@ -265,7 +270,8 @@ def test_a_file_truncated_while_served_closes_the_connection_at_once(tmp_path):
     proc, host, port = _mirror_cli(tmp_path / 'root', '--timeout', '60')
     try:
         with socket.create_connection((host, port), timeout=15) as s:
-            s.sendall(f'GET /o/r/resolve/main/big.bin HTTP/1.1\r\nHost: {host}\r\n\r\n'.encode())
+            # the commit's URL, where resolve/main redirects (a 307 without a body)
+            s.sendall(f'GET /o/r/resolve/{repo_commit_hash(repo)}/big.bin HTTP/1.1\r\nHost: {host}\r\n\r\n'.encode())
             received = s.recv(1 << 16)  # headers and the first bytes: the server has read its first 1 MB chunk
             assert b' 200 ' in received.split(b'\r\n')[0] and b'Content-Length: 33554432' in received, received[:300]
             os.truncate(repo / 'big.bin', 1 << 20)

@@ -50,7 +50,9 @@ def _served(api, repo_id, cache_dir, revision='main'):
             for n in names}
 
 
-def _request(endpoint, method, path, body=None, headers=None, timeout=5):
+def _request(endpoint, method, path, body=None, headers=None, timeout=5, follow=True):
+    # A branch's file is a 307 to its commit's URL (as on the Hub); followed as curl -L, urllib and huggingface_hub
+    # do. follow=False: the redirect itself.
     host, port = endpoint.split('//')[1].split(':')
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     conn.putrequest(method, path)
@@ -62,6 +64,8 @@ def _request(endpoint, method, path, body=None, headers=None, timeout=5):
     resp = conn.getresponse()
     data = resp.read()
     conn.close()
+    if follow and resp.status in (301, 302, 303, 307, 308) and resp.getheader('Location', '').startswith('/'):
+        return _request(endpoint, method, resp.getheader('Location'), body, headers, timeout)
     return resp, data
 
 
@@ -234,6 +238,31 @@ def test_disk_full_mid_commit_leaves_previous_revision(hub, tmp_path, fault):
         # The server is healthy: a commit that fits lands whole.
         api.create_commit(repo_id, [_add('a-new.txt', b'new'), _delete('old.txt')], commit_message='fits')
         assert sorted(api.list_repo_files(repo_id)) == ['a-new.txt', 'config.json', 'w.bin']
+
+
+def test_disk_full_at_the_head_switch_is_the_507(write_hub, hub, tmp_path, monkeypatch):
+    """The disk filling at the last step (the atomic replace of .hub-head, whose one-line error carries no errno of
+    its own) was a 500 "Commit failed (None)"; it is the documented 507, and nothing changed."""
+    import errno
+    from huggingface_hub.errors import HfHubHTTPError
+    api, repo_id = write_hub.api, 't-disk/head'
+    api.create_repo(repo_id)
+    api.create_commit(repo_id, [_add('config.json', b'{}')], commit_message='one')
+    before = _served(api, repo_id, tmp_path / 'c1')
+    real = os.replace
+
+    def full(src, dst, *args, **kwargs):
+        if os.fspath(dst).endswith('.hub-head'):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, 'replace', full)
+        with pytest.raises(HfHubHTTPError) as e:
+            api.create_commit(repo_id, [_add('config.json', b'{"a": 1}')], commit_message='two')
+    assert e.value.response.status_code == 507 and 'out of disk space' in str(e.value)
+    assert 'None' not in str(e.value)
+    assert _served(api, repo_id, tmp_path / 'c2') == before
 
 
 # ---- racing commits ------------------------------------------------------------------------------------

@@ -51,11 +51,11 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs, urlsplit
 
 from timm_cra.hub.server import (
-    _CHUNK, _HEAD, _REVISIONS, DEFAULT_BRANCH, HubFolderServer, _child_dirs, _digest_key, _digests, _digests_lock,
+    _CHUNK, _HEAD, _REVISIONS, DEFAULT_BRANCH, HubFolderServer, _child_dirs, _digests, _digests_lock,
     _file_digest, _file_sha256, _find_repo_in, _folder_commit_hash, _folder_oid, _history, _HubError, _inside,
     _ReadRoutes, _repo_files, _store_entry, check_args, create_parser, safe_parts, serve, served_revision, start,
 )
-from timm_cra.utils.io import atomic_write
+from timm_cra.utils.io import atomic_write, file_identity
 
 __all__ = ['WritableHubServer', 'WRITE_TOKEN_ENV', 'commit_revision', 'create_repo_folder', 'main',
            'remove_write_leftovers']
@@ -71,6 +71,12 @@ _DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 def _disk_error(e: OSError, what: str) -> _HubError:
+    # atomic_write's one-line OutputPathError (the .hub-head switch) has no errno of its own: the OSError it came from
+    # has (a disk full at that last step was a 500 "Commit failed (None)", not the 507).
+    cause = e
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno is not None):
+        cause = cause.__cause__ or cause.__context__
+    e = cause or e
     if e.errno in _DISK_FULL:
         return _HubError(HTTPStatus.INSUFFICIENT_STORAGE,
                          f'{what} refused: the server is out of disk space ({e.strerror}); nothing was changed. '
@@ -629,7 +635,7 @@ class _WriteRoutes(_ReadRoutes):
             os.chmod(tmp, 0o644)
             os.replace(tmp, store / oid)
             with _digests_lock:  # hashed while streaming: the commit's check need not read it again
-                _digests[_digest_key(store / oid, 'sha256')] = oid
+                _digests['sha256', file_identity(store / oid)] = oid
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)

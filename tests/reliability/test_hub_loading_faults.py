@@ -123,9 +123,9 @@ def test_altered_download_is_refused_dropped_and_heals_on_retry(hub, exported, m
     good = weights.read_bytes()
     advertised = hashlib.sha256(good).hexdigest()
     _flip_tensor_bytes(weights)  # valid header, other tensor bytes, same size
-    real_sha = server_module._file_sha256
-    monkeypatch.setattr(server_module, '_file_sha256',
-                        lambda p, *a: advertised if Path(p) == weights else real_sha(p))
+    real_sha = server_module._open_digest  # the sha256 of the file a download answers from
+    monkeypatch.setattr(server_module, '_open_digest',
+                        lambda f, *a: advertised if Path(f.name) == weights else real_sha(f, *a))
     with pytest.raises(PretrainedWeightsError, match=r"does not match the sha256 the Hub advertised"):
         timm.create_model(ARCH, **_overlay('t-fault/altered'))
     assert _weight_blobs(hub) == []  # nothing corrupt stays in the cache

@@ -60,7 +60,9 @@ def write_server(layout):
         yield server
 
 
-def _request(endpoint, method, path, body=None, headers=None):
+def _request(endpoint, method, path, body=None, headers=None, follow=True):
+    # A branch's file is a 307 to its commit's URL (as on the Hub); followed as curl -L, urllib and huggingface_hub
+    # do. follow=False: the redirect itself.
     host, port = endpoint.split('//')[1].split(':')
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     # putrequest sends the path exactly as given (no normalisation of '..' or encodings).
@@ -74,6 +76,8 @@ def _request(endpoint, method, path, body=None, headers=None):
     resp = conn.getresponse()
     data = resp.read()
     conn.close()
+    if follow and resp.status in (301, 302, 303, 307, 308) and resp.getheader('Location', '').startswith('/'):
+        return _request(endpoint, method, resp.getheader('Location'), body, headers)
     return resp, data
 
 

@@ -3,9 +3,16 @@
 Serves ``<root>/<org>/<repo>/<files>`` the way the Hub serves model repos to ``huggingface_hub``'s download
 client (``hf_hub_download``, which timm uses for ``pretrained=True`` and ``hf-hub:`` names):
 
-* ``HEAD|GET /{org}/{repo}/resolve/{revision}/{filename}`` with ``ETag``, ``X-Repo-Commit`` and
+* ``HEAD|GET /{org}/{repo}/resolve/{commit}/{filename}`` with ``ETag``, ``X-Repo-Commit`` and
   ``Content-Length`` (a GET with one byte range gets a ``206``, as the client resumes downloads with them; a
-  ``Range`` it cannot use is ignored, RFC 9110: ``416`` only for a valid range past the end);
+  ``Range`` it cannot use is ignored, RFC 9110: ``416`` only for a valid range past the end). A branch
+  (``resolve/main/{filename}``) is answered with a ``307`` whose relative ``Location`` is that commit's URL, as
+  the Hub redirects to an immutable URL: huggingface_hub follows it on its HEAD and GETs the commit's URL, so a
+  file or commit changing between its HEAD and GET is an error, never one version's sha256 on another's bytes
+  (``curl -L``, ``urllib`` and ``requests.get`` follow it; ``curl`` without ``-L`` and ``requests.head`` show the
+  307). A missing file is a ``404`` at once, not a redirect. Each answer is read from one open file: its sha256
+  and bytes are of one version (a file replaced meanwhile is served whole from the version opened; one rewritten
+  in place while streamed cuts the body, closing the connection, so the client sees a short body);
 * ``GET /api/models/{org}/{repo}`` and ``/api/models/{org}/{repo}/revision/{revision}``: repo id, commit
   sha and file list (what ``HfApi.model_info`` reads);
 * ``GET /api/models/{org}/{repo}/tree/{revision}[/{path}]``: files and folders (what ``HfApi.list_repo_files`` /
@@ -18,11 +25,13 @@ client (``hf_hub_download``, which timm uses for ``pretrained=True`` and ``hf-hu
 Two repo layouts are served. A plain folder (what ``hub/`` holds) has one commit, whose hash is derived from
 its file names and their stat data (never their contents: no file is read for it); ``main`` and that hash are the
 two revisions it answers to, so a pinned revision (``hf-hub:org/repo@<hash>``) works and changes whenever a file
-is replaced or edited. A repo written by this server keeps each
+is replaced or edited; a file of that commit is served only while it is the file that hash was made from (else a
+``404 RevisionNotFound``: ask ``main`` again). A repo written by this server keeps each
 commit in ``<repo>/.hub-revisions/<commit>/`` (never changed once written) and its history in ``<repo>/.hub-head``
 (one commit per line, ``main`` last): ``main`` and every commit of the history are served. Repo ids resolve
 case-insensitively, as on the Hub (``ORG/Name`` finds ``org/name``); two folders of one id (``evil/dup`` and
-``evil/Dup``) are refused under every spelling (409 naming both). Used by the test suite, CI and as a local
+``evil/Dup``) are refused under every spelling (409 naming both); only ASCII letters fold, as Hub ids are ASCII
+(``uni/STRASSE`` does not reach ``uni/straße``). Used by the test suite, CI and as a local
 mirror::
 
     timm-cra-hub-mirror --root hub --port 8808       # or: python -m timm_cra.hub.server
@@ -31,9 +40,13 @@ mirror::
 Containment: every repo id and file name is checked part by part (no empty, ``.``/``..``, hidden but
 ``.gitattributes``, ``/``, ``\\`` or NUL parts, none over 255 bytes) and the resolved path must stay inside its
 repo folder, and that inside its root. A symlink is served only if its target stays inside the same repo
-folder and passes no hidden part there (``leak.txt -> .git/config``); any other is invisible (404, unlisted).
-Each request walks the repo folder once (one ``stat`` a file, for the commit id; only links are resolved); a folder
-of over :data:`MAX_REPO_ENTRIES` files and folders is refused (507). The server's own entries (``.hub-head``,
+folder and passes no hidden part there (``leak.txt -> .git/config``); any other is invisible (404, unlisted). The
+same rule holds for the repo folder in its root: a repo or org folder linked into a hidden folder
+(``acme/leak -> ../other/repo/.git``, ``acme/lfs -> ../.hub-lfs``) is no repo (404). Links to folders inside a
+repo are not followed, by the listing or by downloads (``dirlink/f.txt`` with ``dirlink -> sub``: 404): what is
+served is what is listed. Each request walks the repo folder once (one ``stat`` a file, for the commit id; only
+links are resolved), and requests arriving while a walk of that folder runs share the next one; a folder of over
+:data:`MAX_REPO_ENTRIES` files and folders is refused (507). The server's own entries (``.hub-head``,
 ``.hub-revisions`` and each revision in it) must be real files / folders: a symlink there is never followed (500
 naming the entry).
 Every connection times out after ``request_timeout`` seconds without progress, and is closed when a request's line
@@ -61,10 +74,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..utils.errors import printable
-from ..utils.io import FileIdentity, file_digest, file_identity
+from ..utils.io import FileIdentity, file_identity
 
 __all__ = ['HubFolderServer', 'byte_range', 'check_args', 'create_parser', 'main', 'repo_commit_hash', 'safe_parts',
            'served_revision', 'serve', 'start']
@@ -138,17 +151,31 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def _served_path(path: Path, real_folder: Path) -> Optional[Path]:
+def _served_path(path: Path, real_folder: Path, folder: bool = False) -> Optional[Path]:
     """``path`` resolved (symlinks followed), if it is served from the folder whose resolved form is
     ``real_folder``: it stays inside it and passes no hidden part on the way (the rule a requested name gets, so
-    ``leak.txt -> .git/config`` and ``gitdir -> .git`` never serve ``.git/config``); ``None`` otherwise."""
+    ``leak.txt -> .git/config`` and ``gitdir -> .git`` never serve ``.git/config``); ``None`` otherwise.
+    ``folder``: ``path`` is a folder (a repo folder in its root), whose own name is not a kept hidden file name."""
     try:
         rel = path.resolve(strict=True).relative_to(real_folder).parts
     except (OSError, RuntimeError, ValueError):  # absent, a symlink loop, or outside
         return None
-    if any(_hidden(p, last=i == len(rel) - 1) for i, p in enumerate(rel)):
+    if any(_hidden(p, last=not folder and i == len(rel) - 1) for i, p in enumerate(rel)):
         return None
     return real_folder.joinpath(*rel)
+
+
+def _listed_path(folder: Path, parts: Sequence[str]) -> Optional[Path]:
+    """The served path of the file ``parts`` of a repo ``folder`` if the walk (:func:`_repo_files`) lists it: the
+    folders on the way are real folders (the walk does not follow links to folders, so ``dirlink/f.txt`` with
+    ``dirlink -> sub`` is neither listed nor served), and the file is one :func:`_served_path` serves."""
+    for i in range(1, len(parts)):
+        try:
+            if not stat.S_ISDIR(os.lstat(folder.joinpath(*parts[:i])).st_mode):
+                return None
+        except OSError:
+            return None
+    return _served_path(folder.joinpath(*parts), folder.resolve())
 
 
 _digests: Dict[Tuple[str, FileIdentity], str] = {}
@@ -156,18 +183,57 @@ _digest_locks: Dict[Tuple[str, FileIdentity], threading.Lock] = {}  # one per fi
 _digests_lock = threading.Lock()
 
 
-def _digest_key(path: Path, algo: str) -> Tuple[str, FileIdentity]:
-    # Keyed on the file's identity (inode, size, mtime, ctime), not its path: a file rewritten in place with its size
-    # and mtime restored still changes its ctime (a key without it served the old ETag until a restart). Hard-linking
-    # a file into a commit's revision also sets its ctime: it is hashed again once, then shared by every revision.
-    return algo, file_identity(path)
+def _fd_identity(fd: int) -> FileIdentity:
+    """The :class:`~timm_cra.utils.io.FileIdentity` of an open file (what ``file_identity`` says of its path).
+
+    Keyed on the file's identity (inode, size, mtime, ctime), not its path: a file rewritten in place with its size
+    and mtime restored still changes its ctime (a key without it served the old ETag until a restart). Hard-linking a
+    file into a commit's revision also sets its ctime: it is hashed again once, then shared by every revision."""
+    st = os.fstat(fd)
+    return FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _file_digest(path: Path, algo: str = 'sha256') -> str:
-    """sha256 of a file (``algo='sha256'``) or its git blob id (``'git-sha1'``, what ``git hash-object`` gives),
-    memoised per :func:`~timm_cra.utils.io.file_identity`, so a mirror of large weights hashes each once: requests
-    arriving while it is hashed wait for that one reading (4 first HEADs of a 1 GiB file read it 4 times)."""
-    key = _digest_key(path, algo)
+def _same_bytes(opened: FileIdentity, now: FileIdentity) -> bool:
+    """Whether an open file whose identity was ``opened`` still holds the same bytes: same inode, size and mtime. Not
+    its ctime: replacing or removing the file (``os.replace`` over it) changes its link count and so its ctime, and
+    leaves the bytes an open file descriptor reads alone."""
+    return opened[:4] == now[:4]
+
+
+def _open_regular(path: Path):
+    """``path`` opened for reading (binary), if it is a regular file; ``None`` otherwise (absent, a FIFO or device
+    swapped in: opened without blocking, never read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    os.set_blocking(fd, True)
+    return open(path, 'rb', opener=lambda *_: fd)  # the fd checked; f.name: the path
+
+
+def _read_digest(f, h) -> str:
+    """Hex digest of every byte of the open file ``f`` fed to ``h`` (a hashlib object that may hold a header), read
+    with ``pread`` in 1 MiB chunks: ``f``'s position is left for the answer."""
+    fd, offset = f.fileno(), 0
+    while True:
+        chunk = os.pread(fd, _CHUNK, offset)
+        if not chunk:
+            return h.hexdigest()
+        h.update(chunk)
+        offset += len(chunk)
+
+
+def _open_digest(f, identity: FileIdentity, algo: str = 'sha256') -> Optional[str]:
+    """sha256 (``algo='sha256'``) or git blob id (``'git-sha1'``, what ``git hash-object`` gives) of the open file
+    ``f`` whose identity was ``identity`` when it was opened; ``None`` if it changed while read (an in-place write):
+    the digest of a torn file is never kept. Memoised per identity, so a mirror of large weights hashes each once:
+    requests arriving while it is hashed wait for that one reading (4 first HEADs of a 1 GiB file read it 4 times).
+    Hashing the open file, not its path: a path stat'ed, hashed and opened again served one version's ETag with the
+    next version's bytes."""
+    key = (algo, identity)
     with _digests_lock:
         if key in _digests:
             return _digests[key]
@@ -177,7 +243,10 @@ def _file_digest(path: Path, algo: str = 'sha256') -> str:
             if key in _digests:
                 return _digests[key]
         try:
-            digest = file_digest(path, None if algo == 'sha256' else hashlib.sha1(f'blob {key[1].size}\0'.encode()))
+            digest = _read_digest(f, hashlib.sha256() if algo == 'sha256' else
+                                  hashlib.sha1(f'blob {identity.size}\0'.encode()))
+            if not _same_bytes(identity, _fd_identity(f.fileno())):
+                return None
             with _digests_lock:
                 _digests[key] = digest
         finally:
@@ -186,18 +255,86 @@ def _file_digest(path: Path, algo: str = 'sha256') -> str:
     return digest
 
 
+def _file_digest(path: Path, algo: str = 'sha256') -> str:
+    """:func:`_open_digest` of the regular file ``path`` (a 503 if it is rewritten while read, a 404 if it is not a
+    regular file)."""
+    f = _open_regular(path)
+    if f is None:
+        raise _HubError(HTTPStatus.NOT_FOUND, f'{path} is not a regular file.')
+    with f:
+        digest = _open_digest(f, _fd_identity(f.fileno()), algo)
+    if digest is None:
+        raise _HubError(HTTPStatus.SERVICE_UNAVAILABLE, f'{path} was rewritten while it was read: retry.')
+    return digest
+
+
 def _file_sha256(path: Path) -> str:
     return _file_digest(path, 'sha256')
 
 
 #: The most entries (files and folders; a pruned hidden folder's contents not counted) one repo folder may hold. Every
-#: request walks the folder (its commit id is derived from each file's stat data), one ``stat`` per file: past this
-#: (about a second a request) the request is refused in one line rather than left to time out the client. The Hub
-#: itself advises under 100,000 files a repo.
+#: request walks the folder (its commit id is derived from each file's stat data), one ``stat`` per file, and the
+#: requests of a burst share walks (:class:`_Walks`: a request waits for at most two walks, however many arrive
+#: together): past this the request is refused in one line rather than left to time out the client. The Hub itself
+#: advises under 100,000 files a repo.
 MAX_REPO_ENTRIES = 100_000
 
 
+class _Walks:
+    """Single flight of :func:`_walk_repo` per folder: the callers that arrive while a walk of a folder runs share
+    the NEXT walk of it (one that starts after they arrived, so it sees every change made before their request),
+    instead of each walking: a burst of N requests on a large repo costs two walks, not N walks fighting for the GIL
+    (which made 8 HEADs at once on a repo near :data:`MAX_REPO_ENTRIES` pass huggingface_hub's 10 s HEAD time-out)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._state: Dict[str, dict] = {}  # folder -> {'started', 'done', 'result', 'running', 'waiting'}
+        self.count = 0  # walks run (tests count them)
+
+    def files(self, repo_dir: Path) -> Dict[str, FileIdentity]:
+        key = os.fspath(repo_dir)
+        with self._cond:
+            st = self._state.setdefault(key, {'started': 0, 'done': 0, 'result': None, 'running': False,
+                                              'waiting': 0})
+            wanted = st['started'] + 1  # a walk started after this call
+            st['waiting'] += 1
+            try:
+                while st['done'] < wanted:
+                    if st['running']:
+                        self._cond.wait()
+                        continue
+                    st['running'], st['started'] = True, st['started'] + 1
+                    generation = st['started']
+                    self.count += 1
+                    self._cond.release()
+                    try:
+                        result = (True, _walk_repo(repo_dir))
+                    except BaseException as e:  # noqa: B036 (shared with the waiters, re-raised in each)
+                        result = (False, e)
+                    finally:
+                        self._cond.acquire()
+                        st['running'] = False
+                        self._cond.notify_all()
+                    st['done'], st['result'] = generation, result
+                ok, value = st['result']
+            finally:
+                st['waiting'] -= 1
+                if not st['waiting'] and not st['running']:
+                    del self._state[key]  # nobody to share with: the listing is not kept
+        if not ok:
+            raise value
+        return value
+
+
+_walks = _Walks()
+
+
 def _repo_files(repo_dir: Path) -> Dict[str, FileIdentity]:
+    """:func:`_walk_repo` of ``repo_dir``, shared with the callers asking at the same time (:class:`_Walks`)."""
+    return _walks.files(repo_dir)
+
+
+def _walk_repo(repo_dir: Path) -> Dict[str, FileIdentity]:
     """Repo-relative POSIX path -> :class:`~timm_cra.utils.io.FileIdentity` of every regular file, in the order of a
     sorted walk (folder by folder); hidden files and folders excluded, and links that :func:`_served_path` refuses.
 
@@ -339,15 +476,24 @@ def repo_commit_hash(repo_dir: Union[str, Path]) -> str:
     return served_revision(repo_dir)[1]
 
 
+_ASCII_LOWER = str.maketrans('ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
+
+
+def _ascii_fold(name: str) -> str:
+    """``name`` with ASCII letters lower-cased, nothing else: Hub ids are ASCII, so only they fold (``str.casefold``
+    made ``uni/STRASSE`` reach a folder ``uni/straße``)."""
+    return name.translate(_ASCII_LOWER)
+
+
 def _child_dirs(folder: Path, name: str) -> Iterator[Path]:
     """The folders in ``folder`` named ``name`` case-insensitively (as Hub ids are), the exact spelling first."""
     exact = folder / name
     if exact.is_dir():
         yield exact
-    wanted = name.casefold()
+    wanted = _ascii_fold(name)
     try:
         with os.scandir(folder) as entries:
-            matches = [e.name for e in entries if e.name != name and e.name.casefold() == wanted
+            matches = [e.name for e in entries if e.name != name and _ascii_fold(e.name) == wanted
                        and not e.name.startswith('.') and e.is_dir()]
     except OSError:
         return
@@ -370,7 +516,9 @@ def _find_repo_in(root: Path, repo_id: str) -> Optional[Path]:
         raise _HubError(HTTPStatus.CONFLICT,
                         f'Repository {repo_id[:200]} is ambiguous: {found[0]} and {found[1]} differ only in case, and '
                         f'repo ids are case-insensitive (as on the Hub): rename or remove one of them.')
-    return found[0] if found and _inside(found[0], root) else None
+    # The rule of links inside a repo holds for the repo (and org) folder itself: acme/leak -> ../other/repo/.git or
+    # acme/lfs -> ../.hub-lfs (the writable server's LFS store) stays inside the root and is still never served.
+    return found[0] if found and _served_path(found[0], root.resolve(), folder=True) is not None else None
 
 
 def _folder_oid(files: Dict[str, FileIdentity], key: str) -> str:
@@ -623,7 +771,10 @@ class _ReadRoutes(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, {'Content-Type': 'application/json', 'X-Repo-Commit': commit}, body, head_only)
 
     def _resolve(self, repo_id: str, revision: str, file_parts: Sequence[str], head_only: bool):
-        folder, commit = self._check_revision(repo_id, revision)
+        repo_dir = self._find_repo(repo_id)
+        if repo_dir is None:
+            raise _HubError(HTTPStatus.NOT_FOUND, f'Repository {repo_id[:200]} not found.', 'RepoNotFound')
+        folder, commit, walked = _revision(repo_dir, revision)
         filename = '/'.join(file_parts)
         missing = _HubError(HTTPStatus.NOT_FOUND, f'{filename[:300]} does not exist on "{revision}" of {repo_id}.',
                             'EntryNotFound', commit)
@@ -633,19 +784,41 @@ class _ReadRoutes(BaseHTTPRequestHandler):
             raise missing
         if len(parts) != len(file_parts):  # a part held an encoded '/'
             raise missing
-        path = _served_path(folder.joinpath(*parts), folder.resolve())  # the one path asked for, not the others
-        if path is None or not path.is_file():
+        rel = '/'.join(parts)
+        path = _listed_path(folder, parts)  # the one path asked for, not the others
+        if path is None or (walked is not None and rel not in walked):
             raise missing
-        self._send_file(path, commit, head_only)
+        if revision != commit:
+            # A branch: the commit's URL, which serves that commit's bytes or nothing. huggingface_hub HEADs
+            # resolve/main, follows this relative redirect and GETs the final URL, so a file or commit changing
+            # between its HEAD and GET is an error, never one version's sha256 naming another's bytes (as the Hub
+            # redirects to an immutable URL).
+            location = '/' + '/'.join(quote(p, safe='') for p in [*repo_id.split('/'), 'resolve', commit, *parts])
+            self._send(HTTPStatus.TEMPORARY_REDIRECT, {'Location': location, 'X-Repo-Commit': commit}, b'', head_only)
+            return
+        f = _open_regular(path)
+        if f is None:
+            raise missing
+        with f:
+            identity = _fd_identity(f.fileno())
+            # A plain folder's commit is the stat hash of its walk: a file whose identity is not the one walked is
+            # another version, so that commit no longer exists; so is a file rewritten while hashed.
+            sha256 = None if walked is not None and walked[rel] != identity else _open_digest(f, identity)
+            if sha256 is None:
+                raise _HubError(HTTPStatus.NOT_FOUND,
+                                f'Invalid rev id: {revision[:100]} ({rel[:300]} of {repo_id[:200]} changed since that '
+                                f'revision: ask for {DEFAULT_BRANCH} again).', 'RevisionNotFound')
+            self._send_file(f, identity, sha256, commit, head_only)
 
-    def _send_file(self, path: Path, commit: str, head_only: bool):
-        size = path.stat().st_size
+    def _send_file(self, f, identity: FileIdentity, sha256: str, commit: str, head_only: bool):
+        """Answer with the open file ``f`` (``identity``: its identity when opened, ``sha256``: of those bytes)."""
+        size = identity.size
         headers = {
-            'ETag': f'"{_file_sha256(path)}"',
+            'ETag': f'"{sha256}"',
             'X-Repo-Commit': commit,
             'Accept-Ranges': 'bytes',
             'Content-Type': 'application/octet-stream',
-            'Last-Modified': formatdate(path.stat().st_mtime, usegmt=True),
+            'Last-Modified': formatdate(identity.mtime_ns / 1e9, usegmt=True),
         }
         start, end, status = 0, size - 1, HTTPStatus.OK
         # RFC 9110 14.2: GET is the only method with range handling (a HEAD describes the whole file).
@@ -664,20 +837,24 @@ class _ReadRoutes(BaseHTTPRequestHandler):
         self.end_headers()
         if head_only or not length:
             return
-        self._write_file_body(path, start, length)
+        self._write_file_body(f, start, length, identity)
 
-    def _write_file_body(self, path: Path, start: int, length: int):
-        """Stream ``length`` bytes of ``path`` from ``start`` (a hook for fault-injecting test servers)."""
-        with path.open('rb') as f:
-            f.seek(start)
-            remaining = length
-            while remaining:
-                chunk = f.read(min(_CHUNK, remaining))
-                if not chunk:  # the file shrank while served: closing at once tells the client its body is short
-                    self.close_connection = True  # (kept open, it waited out the time-out for the missing bytes)
-                    break
-                self.wfile.write(chunk)
-                remaining -= len(chunk)
+    def _write_file_body(self, f, start: int, length: int, identity: FileIdentity):
+        """Stream ``length`` bytes of the open file ``f`` (``f.name``: its path) from ``start`` (a hook for
+        fault-injecting test servers). Each chunk is sent only if the file still holds the bytes of ``identity``
+        after it was read (:func:`_same_bytes`): a file rewritten in place meanwhile cuts the body, as one that shrank;
+        one replaced (``os.replace``) is served whole from the version opened."""
+        f.seek(start)
+        remaining = length
+        while remaining:
+            chunk = f.read(min(_CHUNK, remaining))
+            if not chunk or not _same_bytes(identity, _fd_identity(f.fileno())):
+                # shrank or rewritten: closing at once tells the client its body is short (kept open, it waited out
+                # the time-out for the missing bytes); the bytes it has are all of the version it was told of
+                self.close_connection = True
+                break
+            self.wfile.write(chunk)
+            remaining -= len(chunk)
 
     read_only_message = 'This Hub server is a read-only mirror: it serves downloads; push to huggingface.co.'
 
@@ -773,6 +950,8 @@ class HubFolderServer(ThreadingHTTPServer):
 
 #: The longest ``--timeout``: a day is past any real stall, and far below what a socket time-out can hold.
 MAX_TIMEOUT = 86400.0
+#: The shortest: below it (``--timeout 1e-9``) a loaded machine cuts ordinary downloads mid-body.
+MIN_TIMEOUT = 1.0
 
 
 def create_parser() -> argparse.ArgumentParser:
@@ -813,8 +992,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         if not Path(root).is_dir():
             parser.error(f'--root {root!r} is not a folder')
     # inf, or 1e10 (past what a socket time-out holds: OverflowError): a server whose every request fails
-    if not 0 < args.timeout <= MAX_TIMEOUT:
-        refuse(parser, f'--timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g} (a day), '
+    if not MIN_TIMEOUT <= args.timeout <= MAX_TIMEOUT:
+        refuse(parser, f'--timeout must be a number of seconds from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g} (a day), '
                        f'not {args.timeout}')
     if not 0 <= args.port <= 65535:
         refuse(parser, f'--port must be 0 to 65535 (0 picks a free port), not {args.port}')
