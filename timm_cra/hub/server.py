@@ -193,11 +193,15 @@ def _fd_identity(fd: int) -> FileIdentity:
     return FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _same_bytes(opened: FileIdentity, now: FileIdentity) -> bool:
-    """Whether an open file whose identity was ``opened`` still holds the same bytes: same inode, size and mtime. Not
-    its ctime: replacing or removing the file (``os.replace`` over it) changes its link count and so its ctime, and
-    leaves the bytes an open file descriptor reads alone."""
-    return opened[:4] == now[:4]
+def _same_bytes(opened: FileIdentity, fd: int) -> bool:
+    """Whether the open file ``fd``, whose identity was ``opened``, still holds the same bytes: same inode, size, mtime
+    and ctime, which the kernel sets on every write, so an in-place write whose mtime was put back (``touch -r``,
+    ``rsync --inplace -t``) is seen too. A changed ctime with no link left is a file replaced or removed
+    (``os.replace`` over it): its bytes, which the descriptor still reads, are untouched."""
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != tuple(opened[:4]):
+        return False
+    return st.st_ctime_ns == opened.ctime_ns or st.st_nlink == 0
 
 
 def _open_regular(path: Path):
@@ -245,7 +249,7 @@ def _open_digest(f, identity: FileIdentity, algo: str = 'sha256') -> Optional[st
         try:
             digest = _read_digest(f, hashlib.sha256() if algo == 'sha256' else
                                   hashlib.sha1(f'blob {identity.size}\0'.encode()))
-            if not _same_bytes(identity, _fd_identity(f.fileno())):
+            if not _same_bytes(identity, f.fileno()):
                 return None
             with _digests_lock:
                 _digests[key] = digest
@@ -848,7 +852,7 @@ class _ReadRoutes(BaseHTTPRequestHandler):
         remaining = length
         while remaining:
             chunk = f.read(min(_CHUNK, remaining))
-            if not chunk or not _same_bytes(identity, _fd_identity(f.fileno())):
+            if not chunk or not _same_bytes(identity, f.fileno()):
                 # shrank or rewritten: closing at once tells the client its body is short (kept open, it waited out
                 # the time-out for the missing bytes); the bytes it has are all of the version it was told of
                 self.close_connection = True
