@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import timm
-import timm_cra  # noqa: F401  (registers cra_*)
+import timm_cra
 from timm_cra import PretrainedWeightsError
 from timm_cra.hub.repo import export_repo
 from timm_cra.hub.server import repo_commit_hash
@@ -87,6 +87,38 @@ def test_revision_pin(hub, exported):
 
     with pytest.raises(PretrainedWeightsError, match=r"revision '0{40}' does not exist.*@<revision>"):
         timm.create_model(ARCH, **_overlay('t-load/pinned@' + '0' * 40))
+
+
+def test_an_hf_hub_load_reads_config_and_weights_of_one_commit(hub, exported, monkeypatch):
+    """timm_cra.create_model('hf-hub:...') read config.json, then timm fetched the weights of main anew: a repo
+    republished between the two gave one commit's class names with another's weights, silently; and a config.json
+    once cached was never asked again while the weights followed main. Now config.json is asked of the Hub (the
+    cached copy when current) and the weights are read at the commit it came from: a swap in between is an error."""
+    import huggingface_hub
+    folder, expected = exported
+    repo_dir = hub.add_repo('t-load/swap', folder)
+    first = timm_cra.create_model('hf-hub:t-load/swap', pretrained=True)
+    assert first.pretrained_cfg['hf_hub_id'] == f't-load/swap@{repo_commit_hash(repo_dir)}'
+    config = (repo_dir / 'config.json').read_text().replace('"test_c10"', '"test_c10_v2"')
+    (repo_dir / 'config.json').write_text(config)  # a new commit: its config is read, not the cached one
+    assert timm_cra.create_model('hf-hub:t-load/swap', pretrained=True).pretrained_cfg['tag'] == 'test_c10_v2'
+
+    changed = {k: (v + 1 if v.is_floating_point() else v) for k, v in expected.items()}
+    fresh = hub.add_repo('t-load/swap-fresh', folder)  # weights not cached: the load downloads them
+    real_download, swapped = huggingface_hub.hf_hub_download, []
+
+    def republish_after_the_config(*args, **kwargs):
+        path = real_download(*args, **kwargs)
+        if kwargs.get('filename', args[1] if len(args) > 1 else None) == 'config.json' and not swapped:
+            swapped.append(True)
+            save_file(changed, str(fresh / 'model.safetensors'))  # the weights of the next commit
+        return path
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', republish_after_the_config)
+    with pytest.raises(PretrainedWeightsError, match=r"revision '[0-9a-f]{40}' does not exist"):
+        timm_cra.create_model('hf-hub:t-load/swap-fresh', pretrained=True)
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', real_download)  # not undo(): the hub fixture's stay
+    assert swapped
+    _assert_same(_state(timm_cra.create_model('hf-hub:t-load/swap-fresh', pretrained=True)), changed)  # again: whole
 
 
 def test_a_missing_revision_names_the_repo_and_the_revision_apart(hub, exported):

@@ -27,7 +27,7 @@ from ..utils.errors import UsageError
 from ._load_errors import PretrainedWeightsError, _local_weights, explain_pretrained_errors
 from ._weight_checks import (PREPROCESSOR_FILENAMES, allow_nonfinite_weights, check_file_dtypes, check_file_fits,
                              check_finite_weights, check_hub_reachable, other_weights_problem, repo_file, repo_files,
-                             split_revision)
+                             split_revision, HubUnreachableError)
 
 __all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names', 'check_model_config',
            'read_model_config', 'label_count_problem', 'repeated_names', 'weight_source_problem',
@@ -542,14 +542,29 @@ def _cached_hf_config(repo_id: str, revision) -> Optional[Path]:
     return Path(cached) if isinstance(cached, str) else None
 
 
+def _snapshot_commit(path: Path) -> Optional[str]:
+    """The commit of the Hub cache snapshot holding ``path`` (``.../snapshots/<commit>/config.json``), or None."""
+    commit = path.parent.name
+    if path.parent.parent.name == 'snapshots' and re.fullmatch(r'[0-9a-f]{40}', commit):
+        return commit
+    return None
+
+
 def _hf_config(repo_id: str, revision, model_name: str) -> Path:
-    """The repo's ``config.json`` (cache, else the Hub after the reachability probe); a repo without one is refused
-    naming that file (huggingface_hub's error would read as a missing weights file)."""
-    from huggingface_hub import errors as hf_errors, hf_hub_download
+    """The repo's ``config.json``: from the Hub after the reachability probe, as huggingface_hub reads it (the cached
+    copy when it is current); the cached copy alone offline, for a commit (which never changes), or when the Hub is
+    unreachable. A repo without one is refused naming that file (huggingface_hub's error would read as a missing
+    weights file)."""
+    from huggingface_hub import constants, errors as hf_errors, hf_hub_download
     cached = _cached_hf_config(repo_id, revision)
-    if cached is not None:
+    if cached is not None and (constants.HF_HUB_OFFLINE or _snapshot_commit(cached) == revision):
         return cached
-    check_hub_reachable(repo_id, revision)
+    try:
+        check_hub_reachable(repo_id, revision)
+    except HubUnreachableError:
+        if cached is None:
+            raise
+        return cached  # as huggingface_hub falls back to its cache (a cached config was read so before, always)
     try:
         return Path(hf_hub_download(repo_id, 'config.json', revision=revision))
     except hf_errors.RemoteEntryNotFoundError:  # a 404; offline or unreachable is LocalEntryNotFoundError
@@ -670,10 +685,15 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
             _check_repo_id(model_name, repo_id)
             with explain_pretrained_errors(model_name, cfg):
                 # fetched and checked before timm reads it: timm acts on its model_args while building
-                read_model_config(_hf_config(repo_id, revision, model_name), model_name)
+                config_path = _hf_config(repo_id, revision, model_name)
+                read_model_config(config_path, model_name)
+                # The rest is read at the commit config.json came from (as transformers does): a repo changing
+                # between the two downloads gave one commit's class names and preprocessing with another's weights.
+                revision = _snapshot_commit(config_path) or revision
                 if pretrained:  # before timm picks a weights file among them
                     _check_weight_files(model_name, repo_files((repo_id, revision)))
-                model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
+                model = timm.create_model(f'hf-hub:{repo_id}@{revision}' if revision else model_name,
+                                          pretrained=pretrained, **kwargs)
                 if pretrained and not _checks_its_weights(model.pretrained_cfg['architecture']):
                     check_finite_weights(model)
                 for filename in PREPROCESSOR_FILENAMES:
