@@ -253,3 +253,21 @@ def test_hf_home_that_is_not_a_folder_is_one_line_naming_it(tmp_path, kind):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert f'which is under HF_HOME={home}: point HF_HOME at a folder you can write, or unset it.' in proc.stdout
+
+
+def test_the_reachability_probe_leaves_the_shared_client_alone(hub, monkeypatch):
+    """The probe before a download swapped the transport of huggingface_hub's shared client for the whole process:
+    loads in other threads had their downloads cut by its 5 s deadline (*broke off*, 2-4 of 24 loads) and a later
+    download could keep it. It now sends its HEAD through a client of its own (utils.hub_session.bounded_client)."""
+    from huggingface_hub import get_session
+    from timm_cra.models import _weight_checks
+    from timm_cra.utils import hub_session
+    shared, seen = get_session()._transport, []
+    real = hub_session._DeadlineTransport.handle_request
+
+    def handle_request(self, request):
+        seen.append(get_session()._transport)  # what other threads' requests would go through at this moment
+        return real(self, request)
+    monkeypatch.setattr(hub_session._DeadlineTransport, 'handle_request', handle_request)
+    _weight_checks.check_hub_reachable('t-fault/any', None)
+    assert seen and all(t is shared for t in seen) and get_session()._transport is shared

@@ -28,7 +28,7 @@ from torch import nn
 from timm.models import PretrainedCfg
 
 from ..utils.errors import TimmCraError, transport_failure
-from ..utils.hub_session import bounded_hub_requests
+from ..utils.hub_session import bounded_client
 from ..utils.io import file_digest
 
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
@@ -104,13 +104,15 @@ def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
 
     An answer of any status is left to huggingface_hub and its retries.
     """
-    from huggingface_hub import constants, get_session, hf_hub_url
+    from huggingface_hub import constants, hf_hub_url
     if constants.HF_HUB_OFFLINE:
         return
     url = hf_hub_url(repo_id, WEIGHTS_FILENAME, revision=revision)
     try:
-        with bounded_hub_requests(_PROBE_TIMEOUT_S):  # a trickled answer too: headers one line a second never end
-            get_session().request('HEAD', url, timeout=_PROBE_TIMEOUT_S, follow_redirects=False)
+        # a trickled answer too (headers one line a second never end); a client of its own, so other threads'
+        # downloads keep theirs
+        with bounded_client(_PROBE_TIMEOUT_S) as client:
+            client.request('HEAD', url, timeout=_PROBE_TIMEOUT_S, follow_redirects=False)
     except Exception as err:  # noqa: BLE001  (classified below; everything else is the client's to retry)
         if transport_failure(err) is not None:
             raise HubUnreachableError(f'is unreachable (no answer: {err or type(err).__name__})') from err

@@ -13,9 +13,9 @@ import socket
 import threading
 import time
 from types import SimpleNamespace
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
-__all__ = ['bounded_hub_requests']
+__all__ = ['bounded_hub_requests', 'bounded_client']
 
 
 @contextlib.contextmanager
@@ -28,13 +28,7 @@ def bounded_hub_requests(seconds: float, whole_block: bool = False) -> Iterator[
     from huggingface_hub import get_session
     session = get_session()
     before = session.timeout, session._transport
-    # The HTTP library's classes, reached through the client's own code, so httpx and httpx2 alike, whether or not
-    # the package's name imports: the module of ``Client.send`` imports its transport class, whose module imports
-    # the limits, byte stream and time-out classes.
-    library = type(session).send.__globals__['HTTPTransport'].handle_request.__globals__
-    http = SimpleNamespace(**{name: library[name] for name in ('HTTPTransport', 'Limits', 'SyncByteStream',
-                                                                 'ReadTimeout')})
-    deadline = _DeadlineTransport(http, seconds, time.monotonic() + seconds if whole_block else None)
+    deadline = _DeadlineTransport(_library(session), seconds, time.monotonic() + seconds if whole_block else None)
     # ``_transport``: what httpx and httpx2 clients send every request through that no proxy mount takes (a proxy
     # from the environment keeps its own transport, with the per-read time-out only).
     session.timeout, session._transport = seconds, deadline
@@ -43,6 +37,31 @@ def bounded_hub_requests(seconds: float, whole_block: bool = False) -> Iterator[
     finally:
         session.timeout, session._transport = before
         deadline.close()
+
+
+@contextlib.contextmanager
+def bounded_client(seconds: float) -> Iterator[Any]:
+    """A client of the class of huggingface_hub's shared client (httpx or httpx2) whose every request completes,
+    headers and body, within ``seconds``. The shared client is not touched: :func:`bounded_hub_requests` swaps its
+    transport for the whole process, so a probe made under it while other threads loaded weights cut their
+    downloads (*broke off*) and could leave its short deadline installed for a later download."""
+    from huggingface_hub import get_session
+    session = get_session()
+    deadline = _DeadlineTransport(_library(session), seconds)
+    client = type(session)(transport=deadline, timeout=seconds)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _library(session) -> SimpleNamespace:
+    """The HTTP library's classes, reached through the client's own code, so httpx and httpx2 alike, whether or not
+    the package's name imports: the module of ``Client.send`` imports its transport class, whose module imports the
+    limits, byte stream and time-out classes."""
+    library = type(session).send.__globals__['HTTPTransport'].handle_request.__globals__
+    return SimpleNamespace(**{name: library[name] for name in ('HTTPTransport', 'Limits', 'SyncByteStream',
+                                                               'ReadTimeout')})
 
 
 class _DeadlineTransport:
