@@ -392,3 +392,25 @@ def test_publish_refuses_preprocessing_recorded_in_a_header_that_no_loader_accep
                                          r"published: pretrained_cfg '(mean|std|input_size|interpolation)' "):
         publish.main(['cra_cifar_resnet20.hostile', str(weights), '--out', str(tmp_path / 'pub')])
     assert not (tmp_path / 'pub').exists()
+
+
+def test_publish_holds_the_trainers_results_to_the_preprocessing_the_repo_gets(colour_run, tmp_path):
+    """The trainer's results.json was checked against the weights' digest only: a config.json beside last.pth with
+    another mean (or interpolation) than the run evaluated with was published under the trainer's number (card 90.00,
+    the repo re-scored 88.89). The trainer records what its evals scored with, as validate does, and publish holds
+    the repo to it; the run as written still publishes."""
+    _, run = colour_run
+    summary = json.loads((run / 'results.json').read_text())
+    assert summary['data_config']['mean'] == pytest.approx(RUN_MEAN) and summary['label_names'] == ['a', 'b', 'c']
+    publish.main(['cra_cifar_resnet20.colour', str(run / 'last.pth'), '--results', str(run / 'results.json'),
+                  '--out', str(tmp_path / 'as_written')])
+    edited = tmp_path / 'edited'
+    shutil.copytree(run, edited)
+    config = json.loads((edited / 'config.json').read_text())
+    config['pretrained_cfg']['mean'] = [0.5, 0.5, 0.5]
+    (edited / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(UsageError, match=r"^\S+/edited/results.json scored the images with other preprocessing "
+                                         r"than the repo would get \(mean \[0.9, 0.1, 0.1\] \(repo: \[0.5, 0.5, 0.5\]\)"):
+        publish.main(['cra_cifar_resnet20.colour', str(edited / 'last.pth'), '--results',
+                      str(edited / 'results.json'), '--out', str(tmp_path / 'pub')])
+    assert not (tmp_path / 'pub').exists()

@@ -391,6 +391,13 @@ def _validate_record(summary: Optional[Dict[str, Any]]) -> bool:
     return isinstance(summary, dict) and any(k in summary for k in ('state_dict_sha256', 'checkpoint_sha256'))
 
 
+def _trainer_record(summary: Optional[Dict[str, Any]]) -> bool:
+    """Whether a results file is the trainer's ``results.json`` recording what its evals scored with (the class names
+    and preprocessing, as validate's record; a trainer before them recorded neither, and its results are taken as
+    before)."""
+    return isinstance(summary, dict) and 'optimizer_steps' in summary and summary.get('data_config') is not None
+
+
 def _results(results, ckpt: Dict[str, Any], ema: bool, args: Dict[str, Any], checkpoint: Union[str, Path] = '',
              model: Optional[torch.nn.Module] = None):
     if results is None:
@@ -466,8 +473,10 @@ def build_repo_folder(
                              f"{', ...' if len(recorded) > 5 else ''}): drop --label-names.")
         provenance['label_names'] = list(label_names)
     check_config = None
-    if results is not None and _validate_record(record):  # held to the repo as written, before it is in place
-        name = 'The eval results' if isinstance(source, dict) else str(source)
+    if results is not None and (_validate_record(record) or _trainer_record(record)):  # held to the repo as
+        # written, before it is in place
+        name = str(source) if not isinstance(source, dict) else \
+            "The trainer's results.json" if _trainer_record(record) else 'The eval results'
         check_config = lambda config: _check_scored_answers(record, config, checkpoint, name,  # noqa: E731
                                                             label_names is not None)
     try:

@@ -12,7 +12,7 @@ from ..hub.repo import EARLIER_RUN_FILES, RUN_FILES
 from ..utils.errors import printable
 from ..utils.io import OutputPathError, atomic_path, atomic_write, file_digest, staging_folder
 from ..utils.strict_json import dumps
-from ..utils.weights import safetensors_metadata, tensor_digest
+from ..utils.weights import SCORED_DATA_CONFIG_KEYS, safetensors_metadata, tensor_digest
 from .distributed import DistInfo
 from .metrics import plot_metrics
 
@@ -96,6 +96,10 @@ def finish_run(args, dinfo: DistInfo, net: nn.Module, model_ema, history: List[D
         model=args.model, num_classes=net.num_classes, epochs=len(history), optimizer_steps=num_updates,
         world_size=dinfo.world_size, final=history[-1] if history else {}, output_dir=output_dir,
         rank_state_sha256=_rank_digests(net, dinfo),
+        # what the evals scored with, as validate records it: publish holds the repo's names and preprocessing to it
+        label_names=list(label_names) if label_names else None,
+        data_config={k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()
+                     if k in SCORED_DATA_CONFIG_KEYS},
     )
     evals = [r for r in history if 'eval_top1' in r]
     if evals:
