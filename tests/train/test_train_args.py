@@ -400,3 +400,17 @@ def test_an_interpolation_timm_does_not_know_is_one_line(tmp_path, capsys):
     cfg.write_text('interpolation: foo\n')
     assert _one_error_line(['--model', 'cra_cifar_resnet20', '--config', cfg], capsys) == expected
     assert parse_args(['--model', 'cra_cifar_resnet20', '--interpolation', 'bicubic']).interpolation == 'bicubic'
+
+
+def test_a_config_that_records_overwrite_does_not_replace_a_run_by_itself(tmp_path):
+    """An --overwrite run's args.yaml records `overwrite: true` with its own --output / --experiment: reused as
+    --config (`--config out/ft/args.yaml --epochs 1`) it replaced that 8-epoch run with a 1-epoch one, exit 0.
+    Replacing a run is the command line's choice: the recorded key is not taken, --overwrite still is."""
+    from timm_cra.utils.strict_yaml import safe_dump
+    a = parse_args(['--model', 'cra_cifar_resnet20', '--output', str(tmp_path), '--experiment', 'ft', '--overwrite'])
+    recorded = tmp_path / 'args.yaml'
+    recorded.write_text(safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in vars(a).items()}))
+    assert 'overwrite: true' in recorded.read_text()
+    again = parse_args(['--config', str(recorded), '--epochs', '1'])
+    assert again.overwrite is False and again.experiment == 'ft'
+    assert parse_args(['--config', str(recorded), '--overwrite']).overwrite is True

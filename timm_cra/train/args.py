@@ -241,6 +241,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         known = {a.dest for a in parser._actions}
         for key in RUN_RECORDS:  # what a run recorded, not a flag: a run's args.yaml still works as --config
             cfg.pop(key, None)
+        # Replacing a run is the command line's choice, as resuming one is: an --overwrite run's args.yaml (its own
+        # --output / --experiment, `overwrite: true`) reused as --config replaced that run without a word.
+        cfg.pop('overwrite', None)
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise UsageError(f"Config '{pre.config}' has unknown keys: {', '.join(unknown)}.")
