@@ -400,6 +400,10 @@ def test_an_interpolation_timm_does_not_know_is_one_line(tmp_path, capsys):
     cfg.write_text('interpolation: foo\n')
     assert _one_error_line(['--model', 'cra_cifar_resnet20', '--config', cfg], capsys) == expected
     assert parse_args(['--model', 'cra_cifar_resnet20', '--interpolation', 'bicubic']).interpolation == 'bicubic'
+    assert _one_error_line(['--model', 'cra_cifar_resnet20', '--train-interpolation', 'foo'], capsys) == (
+        "error: --train-interpolation 'foo' is not one timm knows: random, nearest, bilinear, bicubic, box, hamming, "
+        "lanczos.\n")
+    assert parse_args(['--model', 'cra_cifar_resnet20', '--train-interpolation', 'random']).train_interpolation == 'random'
 
 
 def test_a_config_that_records_overwrite_does_not_replace_a_run_by_itself(tmp_path):

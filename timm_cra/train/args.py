@@ -265,6 +265,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.set_defaults(**cfg)
     args = parser.parse_args(argv)
     check_shared_values(args)
+    from ..models._factory import INTERPOLATIONS
+    if args.train_interpolation not in ('random', *INTERPOLATIONS):  # timm's KeyError traceback once data loaded
+        raise UsageError(f"--train-interpolation {args.train_interpolation!r:.60} is not one timm knows: random, "
+                         f"{', '.join(INTERPOLATIONS)}.")
     check_positive(args, 'batch_size', 'validation_batch_size', 'train_num_samples', 'val_num_samples', *_COUNTS)
     check_in_range(args, _NOT_NEGATIVE)
     check_in_range(args, _PROBABILITIES, 0, 1)
