@@ -694,6 +694,7 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
                     _check_weight_files(model_name, repo_files((repo_id, revision)))
                 model = timm.create_model(f'hf-hub:{repo_id}@{revision}' if revision else model_name,
                                           pretrained=pretrained, **kwargs)
+                model.pretrained_cfg['hf_hub_id'] = location  # the id asked for, as timm records it
                 if pretrained and not _checks_its_weights(model.pretrained_cfg['architecture']):
                     check_finite_weights(model)
                 for filename in PREPROCESSOR_FILENAMES:
