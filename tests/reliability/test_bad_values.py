@@ -798,18 +798,25 @@ def test_a_checkpoint_that_references_one_list_many_times_is_refused_in_bounded_
 
 def test_a_config_of_yaml_aliases_is_refused_before_any_walk_of_it(tmp_path):
     """A 600-byte YAML --config whose model_kwargs are 10 aliased levels of 10 (10**10 values) hung the trainer in
-    the finite-number check of create_model; its opt_kwargs gave SGD's TypeError traceback. Both are one line."""
+    the finite-number check of create_model; its opt_kwargs gave SGD's TypeError traceback. Both are one line: a
+    config's aliases are refused as it is read (utils.strict_yaml), and keywords that reach create_model otherwise
+    (Python callers) are still bounded by MAX_MODEL_ARGS_VALUES before any walk of them."""
+    import timm_cra
     from timm_cra.train.args import parse_args
     levels = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]'] + [
         f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
-    for key, needle in (('model_kwargs', 'more than 100000 values'),
-                        ('opt_kwargs', "--opt sgd takes no keyword 'a0' (--opt-kwargs)")):
+    for key in ('model_kwargs', 'opt_kwargs'):
         config = tmp_path / f'{key}.yaml'
         config.write_text(f'{key}:\n' + ''.join(f'    {line}\n' for line in levels))
         assert config.stat().st_size < 1024
-        with pytest.raises(UsageError, match=re.escape(needle)):
+        with pytest.raises(UsageError, match=re.escape("uses the YAML alias *a0 (line 3)")):
             train(['--model', 'cra_cifar_resnet20'] + TINY_TRAIN[4:] + ['--config', str(config), '--epochs', '1',
                                                                    '--output', str(tmp_path / 'o'), '--experiment', key])
+    nested = ['x'] * 10
+    for _ in range(9):  # the same list ten times a level: 10**10 values in a few hundred bytes
+        nested = [nested] * 10
+    with pytest.raises(UsageError, match=re.escape('more than 100000 values')):
+        timm_cra.create_model('cra_cifar_resnet20', bogus=nested)
     assert parse_args(['--opt-kwargs', 'bogus=1']).opt_kwargs == {'bogus': 1}
     with pytest.raises(UsageError, match=r"--opt sgd takes no keyword 'bogus' \(--opt-kwargs\)"):
         train(TINY_TRAIN + ['--opt-kwargs', 'bogus=1', '--epochs', '1', '--output', str(tmp_path / 'o'),

@@ -10,6 +10,7 @@ from typing import Any, Dict, Mapping
 import torch.nn as nn
 from timm.data import resolve_data_config
 
+from ..utils.input_limits import crop_resize_problem  # the bound config.json and the flags are held to
 from .images import check_in_chans, fit_mean_std
 
 __all__ = ['model_in_chans', 'resolve_model_data_config']
@@ -44,7 +45,6 @@ def resolve_model_data_config(args: Mapping[str, Any], model: nn.Module, verbose
     cfg['input_size'] = (in_chans, *tuple(cfg['input_size'])[1:])
     cfg['mean'] = fit_mean_std(cfg['mean'], in_chans, 'mean')
     cfg['std'] = fit_mean_std(cfg['std'], in_chans, 'std')
-    from ..models._factory import crop_resize_problem  # the bound config.json and the flags are held to
     problem = crop_resize_problem(cfg['input_size'][1:], cfg['crop_pct']) if cfg.get('crop_pct') else None
     if problem:  # the flags' check needs --img-size; a --crop-pct alone met the model's own size only here
         from .errors import DataError

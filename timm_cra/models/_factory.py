@@ -25,6 +25,7 @@ from timm.models import PretrainedCfg
 from ..utils.labels import repeated_names, unusable_name
 from ..utils.errors import UsageError
 from ._load_errors import PretrainedWeightsError, _local_weights, explain_pretrained_errors
+from ..utils.input_limits import MAX_INPUT_PIXELS, crop_resize_problem
 from ._weight_checks import (PREPROCESSOR_FILENAMES, allow_nonfinite_weights, check_file_dtypes, check_file_fits,
                              check_finite_weights, check_hub_reachable, other_weights_problem, repo_file, repo_files,
                              split_revision, HubUnreachableError)
@@ -142,12 +143,6 @@ MAX_INPUT_SIDE = 8192
 #: scored, exit 0).
 MIN_INPUT_SIDE = 8
 MAX_INPUT_CHANS = 1024
-#: The most pixels an input may have, and the resize before timm's eval crop (``input side / crop_pct``): 16 times
-#: timm's largest input (1024 x 1024; one 3-channel float32 image of 4096 x 4096 is 201 MB). ``input_size [3, 8000,
-#: 8000]`` on a 32-px model passed the side limit and validate died in a MemoryError traceback; ``crop_pct 1e-6``
-#: asked a 32000000 px resize, every image was skipped and the message blamed the images. Below the loaders' pixel
-#: limit (PIL's ``MAX_IMAGE_PIXELS``, 89478485, ``data.images.check_pixels``), so a resize it allows is decoded.
-MAX_INPUT_PIXELS = 4096 * 4096
 MAX_CROP_PCT = 2  # timm's own crop_pct values go up to 1.15
 #: ``mean`` from 0 to this, ``std`` from :data:`MIN_STD` to this: timm normalises images scaled to [0, 1], so a mean
 #: or std outside [0, 1] describes no input (a mean of 1e300 made every logit NaN; a mean on the 0-255 scale,
@@ -308,19 +303,6 @@ def preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any]
         return f"pretrained_cfg 'crop_mode' {pretrained['crop_mode']!r:.40} is not one timm knows " \
                f"({', '.join(_CROP_MODES)})"
     return None
-
-
-def crop_resize_problem(side: Sequence[int], crop_pct: float) -> Optional[str]:
-    """Why timm's eval resize for a ``side`` (height, width) input cropped at ``crop_pct`` is too large, or None: it
-    resizes images to ``side / crop_pct`` before the centre crop, which must stay within :data:`MAX_INPUT_PIXELS`."""
-    import math
-    height, width = (math.floor(s / crop_pct) for s in side)
-    if height * width <= MAX_INPUT_PIXELS:
-        return None
-    least = math.sqrt(side[0] * side[1] / MAX_INPUT_PIXELS)
-    return f"timm would resize images to {height} x {width} px before the {side[0]} x {side[1]} crop, over " \
-           f"{MAX_INPUT_PIXELS} pixels (4096 x 4096): give at least {math.ceil(least * 1000) / 1000} (timm's " \
-           f"models use 0.875 to 1.15)"
 
 
 def weight_source_problem(pretrained: Dict[str, Any], ignore: Sequence[str] = ()) -> Optional[str]:

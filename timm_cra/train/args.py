@@ -4,6 +4,7 @@ As in timm, a config file sets defaults and flags given on the command line over
 ``--config`` takes the name of a bundled recipe (``timm_cra/train/recipes/<name>.yaml``).
 """
 import argparse
+import io
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -40,9 +41,10 @@ def load_config(path_or_name: str) -> Dict[str, Any]:
             raise UsageError(f"Config '{path_or_name}' is neither a file nor a bundled recipe "
                              f"({', '.join(list_recipes())}).")
         path = bundled
-    raw = read_capped(path, 'Config', MAX_CONFIG_BYTES, 'any training config')
+    stream = io.BytesIO(read_capped(path, 'Config', MAX_CONFIG_BYTES, 'any training config'))
+    stream.name = path  # the file that YAML's error marks name
     try:
-        cfg = yaml.load(raw, Loader=ConfigLoader) or {}
+        cfg = yaml.load(stream, Loader=ConfigLoader) or {}
     except yaml.reader.ReaderError as e:  # undecodable bytes
         raise UsageError(f"Config '{path}' is not UTF-8 text (byte {e.position}: {e.reason}); save it as UTF-8.") \
             from e

@@ -9,6 +9,8 @@ import re
 
 import yaml
 
+from .errors import UsageError
+
 __all__ = ['ConfigLoader', 'AliasInConfig', 'MAX_CONFIG_BYTES', 'safe_dump']
 
 
@@ -62,7 +64,7 @@ UniqueKeyLoader.add_constructor('tag:yaml.org,2002:int', UniqueKeyLoader.constru
 MAX_CONFIG_BYTES = 1 << 20
 
 
-class AliasInConfig(yaml.YAMLError):
+class AliasInConfig(UsageError, yaml.YAMLError):
     """A YAML alias (``*name``) in a config: refused, since aliases of aliases multiply a few hundred bytes into
     gigabytes (nine levels under ``mean:`` hung training while its memory grew)."""
 
