@@ -28,7 +28,7 @@ from ._load_errors import PretrainedWeightsError, _local_weights, explain_pretra
 from ..utils.input_limits import MAX_INPUT_PIXELS, crop_resize_problem
 from ._weight_checks import (PREPROCESSOR_FILENAMES, allow_nonfinite_weights, check_file_dtypes, check_file_fits,
                              check_finite_weights, check_hub_reachable, other_weights_problem, repo_file, repo_files,
-                             split_revision, HubUnreachableError)
+                             snapshot_commit, split_revision, HubUnreachableError)
 
 __all__ = ['create_model', 'check_model_name', 'UnknownModelError', 'close_model_names', 'check_model_config',
            'read_model_config', 'label_count_problem', 'repeated_names', 'weight_source_problem',
@@ -524,14 +524,6 @@ def _cached_hf_config(repo_id: str, revision) -> Optional[Path]:
     return Path(cached) if isinstance(cached, str) else None
 
 
-def _snapshot_commit(path: Path) -> Optional[str]:
-    """The commit of the Hub cache snapshot holding ``path`` (``.../snapshots/<commit>/config.json``), or None."""
-    commit = path.parent.name
-    if path.parent.parent.name == 'snapshots' and re.fullmatch(r'[0-9a-f]{40}', commit):
-        return commit
-    return None
-
-
 def _hf_config(repo_id: str, revision, model_name: str) -> Path:
     """The repo's ``config.json``: from the Hub after the reachability probe, as huggingface_hub reads it (the cached
     copy when it is current); the cached copy alone offline, for a commit (which never changes), or when the Hub is
@@ -539,7 +531,7 @@ def _hf_config(repo_id: str, revision, model_name: str) -> Path:
     weights file)."""
     from huggingface_hub import constants, errors as hf_errors, hf_hub_download
     cached = _cached_hf_config(repo_id, revision)
-    if cached is not None and (constants.HF_HUB_OFFLINE or _snapshot_commit(cached) == revision):
+    if cached is not None and (constants.HF_HUB_OFFLINE or snapshot_commit(cached) == revision):
         return cached
     try:
         check_hub_reachable(repo_id, revision)
@@ -671,7 +663,7 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
                 read_model_config(config_path, model_name)
                 # The rest is read at the commit config.json came from (as transformers does): a repo changing
                 # between the two downloads gave one commit's class names and preprocessing with another's weights.
-                revision = _snapshot_commit(config_path) or revision
+                revision = snapshot_commit(config_path) or revision
                 if pretrained:  # before timm picks a weights file among them
                     _check_weight_files(model_name, repo_files((repo_id, revision)))
                 model = timm.create_model(f'hf-hub:{repo_id}@{revision}' if revision else model_name,

@@ -22,7 +22,7 @@ import contextvars
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 from timm.models import PretrainedCfg
@@ -118,6 +118,13 @@ def check_hub_reachable(repo_id: str, revision: Optional[str]) -> None:
             raise HubUnreachableError(f'is unreachable (no answer: {err or type(err).__name__})') from err
 
 
+def snapshot_commit(path: Union[str, Path]) -> Optional[str]:
+    """The commit of the Hub cache snapshot holding ``path`` (``.../snapshots/<commit>/<file>``), or None."""
+    path = Path(path)
+    commit = path.parent.name
+    return commit if path.parent.parent.name == 'snapshots' and re.fullmatch(r'[0-9a-f]{40}', commit) else None
+
+
 def repo_file(location: Tuple[str, Optional[str]], filename: str) -> Optional[str]:
     """Path of a Hub repo's ``filename`` at the revision its weights were read from (their cache snapshot, else
     ``location``'s), cached like them; ``None`` when the repo has none, or none can be had (offline or Hub
@@ -127,7 +134,7 @@ def repo_file(location: Tuple[str, Optional[str]], filename: str) -> Optional[st
     repo_id, revision = location
     weights = cached_weights(*location)
     if weights is not None:
-        revision = weights.parent.name  # snapshots/<commit>/model.safetensors
+        revision = snapshot_commit(weights) or revision
     cached = try_to_load_from_cache(repo_id, filename, revision=revision)
     if cached is not None:  # a path, or huggingface_hub's marker of a file the repo does not have
         return cached if isinstance(cached, str) else None
@@ -154,7 +161,7 @@ def repo_files(location: Tuple[str, Optional[str]]) -> Optional[List[str]]:
         config = try_to_load_from_cache(repo_id, 'config.json', revision=revision)
         snapshot = Path(config) if isinstance(config, str) else None
     if snapshot is not None:
-        revision = snapshot.parent.name  # snapshots/<commit>/<file>
+        revision = snapshot_commit(snapshot) or revision
     if not constants.HF_HUB_OFFLINE:
         try:
             check_hub_reachable(repo_id, revision)

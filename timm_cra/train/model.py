@@ -84,11 +84,12 @@ def _pretrained_location(model_name: str, source: str, loc, hf_hub_id=None) -> s
         else:
             where = f'file {os.path.basename(loc)}'
     if source == 'hf-hub' and isinstance(loc, str):
-        from ..models._weight_checks import cached_weights, split_revision
+        from ..models._weight_checks import cached_weights, snapshot_commit, split_revision
         repo_id, revision = split_revision(loc)
         cached = cached_weights(repo_id, revision)
-        if cached is not None and cached.parent.parent.name == 'snapshots':
-            where = f'hf-hub {repo_id}@{cached.parent.name}'
+        commit = snapshot_commit(cached) if cached is not None else None
+        if commit:
+            where = f'hf-hub {repo_id}@{commit}'
     return f'{model_name} ({where})'
 
 
