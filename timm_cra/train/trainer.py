@@ -28,7 +28,7 @@ from timm.utils import ModelEmaV3, distribute_bn, random_seed
 
 from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_data_config
 from ..eval.evaluate import evaluate
-from ..utils.errors import UsageError, check_not_interrupted, printable
+from ..utils.errors import TimmCraError, UsageError, check_not_interrupted, printable
 from ..utils.extras import require_train_extra
 from ..utils.io import HeldFolder, OutputPathError, atomic_write, check_output_folder, locked_folder, temp_pattern
 from ..utils.strict_yaml import safe_dump
@@ -245,7 +245,19 @@ def train(args: Union[argparse.Namespace, Sequence[str]]) -> Dict[str, Any]:
     _setup_logging(dinfo.is_primary)
     try:
         output_dir = _output_dir(args)  # once: a timestamped name must not change between uses
-        with _held_run_folder(output_dir, dinfo.is_primary, args.data_dir) as held:
+        with contextlib.ExitStack() as stack:
+            try:
+                held, refusal = stack.enter_context(_held_run_folder(output_dir, dinfo.is_primary, args.data_dir)), None
+            except TimmCraError as e:
+                held, refusal = None, e
+            if dinfo.distributed:  # rank 0 alone takes the folder: every rank ends on its answer, at once (the
+                # others went on to DDP's first collective, which rank 0 had left: a gloo traceback, or a wait)
+                answer = [None if refusal is None else str(refusal)]
+                dist.broadcast_object_list(answer, src=0)
+                if refusal is None and answer[0] is not None:
+                    raise SystemExit(2)  # rank 0 prints why
+            if refusal is not None:
+                raise refusal
             return _train(args, dinfo, output_dir, held)
     finally:
         if dist.is_available() and dist.is_initialized():
