@@ -183,16 +183,6 @@ _digest_locks: Dict[Tuple[str, FileIdentity], threading.Lock] = {}  # one per fi
 _digests_lock = threading.Lock()
 
 
-def _fd_identity(fd: int) -> FileIdentity:
-    """The :class:`~timm_cra.utils.io.FileIdentity` of an open file (what ``file_identity`` says of its path).
-
-    Keyed on the file's identity (inode, size, mtime, ctime), not its path: a file rewritten in place with its size
-    and mtime restored still changes its ctime (a key without it served the old ETag until a restart). Hard-linking a
-    file into a commit's revision also sets its ctime: it is hashed again once, then shared by every revision."""
-    st = os.fstat(fd)
-    return FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def _same_bytes(opened: FileIdentity, fd: int) -> bool:
     """Whether the open file ``fd``, whose identity was ``opened``, still holds the same bytes: same inode, size, mtime
     and ctime, which the kernel sets on every write, so an in-place write whose mtime was put back (``touch -r``,
@@ -266,7 +256,7 @@ def _file_digest(path: Path, algo: str = 'sha256') -> str:
     if f is None:
         raise _HubError(HTTPStatus.NOT_FOUND, f'{path} is not a regular file.')
     with f:
-        digest = _open_digest(f, _fd_identity(f.fileno()), algo)
+        digest = _open_digest(f, file_identity(f.fileno()), algo)
     if digest is None:
         raise _HubError(HTTPStatus.SERVICE_UNAVAILABLE, f'{path} was rewritten while it was read: retry.')
     return digest
@@ -804,7 +794,7 @@ class _ReadRoutes(BaseHTTPRequestHandler):
         if f is None:
             raise missing
         with f:
-            identity = _fd_identity(f.fileno())
+            identity = file_identity(f.fileno())
             # A plain folder's commit is the stat hash of its walk: a file whose identity is not the one walked is
             # another version, so that commit no longer exists; so is a file rewritten while hashed.
             sha256 = None if walked is not None and walked[rel] != identity else _open_digest(f, identity)

@@ -162,9 +162,9 @@ class FileIdentity(NamedTuple):
         return ':'.join(map(str, self))
 
 
-def file_identity(path: Union[str, os.PathLike]) -> FileIdentity:
-    """The :class:`FileIdentity` of ``path`` (symlinks followed), read without opening it: a key for caches of what
-    a file holds. A file replaced gets another inode; one rewritten in place with its size and mtime restored
+def file_identity(path: Union[str, os.PathLike, int]) -> FileIdentity:
+    """The :class:`FileIdentity` of ``path`` (symlinks followed; an int: an open file descriptor, ``fstat``), read
+    without opening it: a key for caches of what a file holds. A file replaced gets another inode; one rewritten in place with its size and mtime restored
     (``cat new > f; touch -d @old f``, ``cp -p``, ``rsync -t``) cannot keep its ctime, which the kernel sets on every
     write, rename, link or ``utime``. So a key without the ctime served stale bytes."""
     st = os.stat(path)
