@@ -20,11 +20,11 @@ import shlex
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['CIFAR_VARIANTS', 'CAMPAIGN_EPOCHS', 'campaign_argv', 'run_campaign', 'run_one', 'main']
+__all__ = ['CIFAR_VARIANTS', 'CAMPAIGN_EPOCHS', 'RECIPES', 'campaign_dirs', 'campaign_argv', 'run_campaign', 'run_one', 'main']
 
 #: variant label -> model name and create_model kwargs
 CIFAR_VARIANTS: Dict[str, Dict[str, Any]] = {
@@ -48,6 +48,16 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     'e100': dict(epochs=100, args=['--amp', '--smoothing', '0.1']),
 }
 CAMPAIGN_EPOCHS = RECIPES['e15']['epochs']
+
+
+def campaign_dirs(recipe: str) -> Tuple[str, str]:
+    """A recipe's run folders and results folder, relative to the repository: e15 (the first comparison) uses
+    output/cifar10-campaign and results/cifar10, the others output/cifar10-<recipe> and results/cifar10-<recipe>."""
+    if recipe not in RECIPES:
+        raise ValueError(f'Unknown recipe {recipe!r}; choose from {list(RECIPES)}.')
+    if recipe == 'e15':
+        return 'output/cifar10-campaign', 'results/cifar10'
+    return f'output/cifar10-{recipe}', f'results/cifar10-{recipe}'
 
 
 def campaign_argv(variant: str, seed: int, data_dir: str, output: str, epochs: int = CAMPAIGN_EPOCHS,
@@ -145,9 +155,9 @@ def main(argv=None):
     p.add_argument('--results', default=None, help='one JSON record per finished run (default: see --recipe)')
     args = p.parse_args(argv)
     recipe = RECIPES[args.recipe]
-    suffix = '' if args.recipe == 'e15' else f'-{args.recipe}'
-    output = args.output or ('output/cifar10-campaign' if args.recipe == 'e15' else f'output/cifar10{suffix}')
-    results = args.results or f'results/cifar10{suffix}'
+    default_output, default_results = campaign_dirs(args.recipe)
+    output = args.output or default_output
+    results = args.results or default_results
     run_campaign(args.variants, args.seeds, args.data_dir, output, results, recipe['epochs'], recipe['args'])
 
 

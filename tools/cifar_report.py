@@ -1,14 +1,18 @@
 #!/usr/bin/env python
-"""Summaries of the CIFAR campaign records (results/cifar10/*.json): the results table (printed, written to
-results/cifar10/summary.md and, with --update-docs, into the doc's cifar-table block), the accuracy-curve
-plot, and the learned CRA kernels of a trained model (--kernels-from: a run folder or Hub repo folder with
-config.json + model.safetensors).
+"""Summaries of one CIFAR campaign's records (results/cifar10/*.json, or results/cifar10-<recipe>/): the results
+table with each variant's Welch t against the plain ResNet-20 (printed, written to <results>/summary.md and,
+with --update-docs, into the doc block named after the results folder: cifar-table, cifar-e50-table, ...),
+the accuracy-curve plot, the twice-the-epochs convergence check (from results/cifar10-e<2N>/ beside a
+results/cifar10-e<N>/, when it holds records), and the learned CRA kernels of a trained model (--kernels-from: a run folder or Hub repo
+folder with config.json + model.safetensors).
 
   python tools/cifar_report.py --kernels-from hub/timm-cra/cra_cifar_resnet20.cifar10 --update-docs
+  python tools/cifar_report.py --results results/cifar10-e50 --update-docs
 """
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -25,10 +29,26 @@ from timm_cra.layers import CraAttn  # noqa: E402
 from tools.cifar_campaign import CIFAR_VARIANTS  # noqa: E402
 from tools.doc_blocks import ROOT, find_block_file, replace_marked_block  # noqa: E402
 
-__all__ = ['BLOCK', 'load_records', 'summarize', 'results_markdown', 'campaign_context', 'plot_curves',
+__all__ = ['BLOCK', 'block_name', 'double_budget_dir', 'load_records', 'summarize', 'welch_t', 'student_t_p',
+           'results_markdown', 'convergence_markdown', 'campaign_table', 'campaign_context', 'plot_curves',
            'stage_kernels', 'plot_kernels', 'main']
 
 BLOCK = 'cifar-table'
+BASELINE = 'resnet20'
+
+
+def block_name(results_dir: Path) -> str:
+    """The doc block a campaign's table goes to: results/cifar10 -> cifar-table, results/cifar10-e50 ->
+    cifar-e50-table."""
+    suffix = Path(results_dir).name[len('cifar10'):]
+    return f'cifar{suffix}-table'
+
+
+def double_budget_dir(results_dir: Path) -> Optional[Path]:
+    """results/cifar10-e<2N> beside results/cifar10-e<N>: the same recipe at twice the epochs, if it exists."""
+    m = re.fullmatch(r'cifar10-e(\d+)', Path(results_dir).name)
+    double = Path(results_dir).parent / f'cifar10-e{2 * int(m.group(1))}' if m else None
+    return double if double is not None and double.is_dir() else None
 
 
 def load_records(results_dir: str) -> List[Dict]:
@@ -53,6 +73,54 @@ def summarize(records: Sequence[Dict]) -> List[Dict]:
     return rows
 
 
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b), by its continued fraction (modified Lentz)."""
+    if x <= 0.0 or x >= 1.0:
+        return min(max(x, 0.0), 1.0)
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below the mean; use the symmetry
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny = 1e-300
+    c, d, f = 1.0, 0.0, 1.0
+    for i in range(400):
+        m = i // 2
+        if i == 0:
+            num = 1.0
+        elif i % 2 == 0:
+            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1.0 + num * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + num / c
+        c = c if abs(c) > tiny else tiny
+        f *= c * d
+        if abs(c * d - 1.0) < 1e-14:
+            break
+    return front * (f - 1.0)
+
+
+def welch_t(a: Sequence[float], b: Sequence[float]) -> Dict[str, float]:
+    """Welch's unequal-variance t test of mean(a) - mean(b): t, the Welch-Satterthwaite degrees of freedom and
+    the two-sided p value (Student's t distribution). Needs two or more values on each side."""
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError('Welch t needs at least two seeds on each side.')
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    diff = statistics.mean(a) - statistics.mean(b)
+    if va + vb == 0:
+        return dict(diff=diff, t=math.copysign(math.inf, diff) if diff else math.nan, df=math.nan,
+                    p=0.0 if diff else 1.0)
+    t = diff / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return dict(diff=diff, t=t, df=df, p=student_t_p(t, df))
+
+
+def student_t_p(t: float, df: float) -> float:
+    """Two-sided p value of ``t`` under Student's t distribution with ``df`` (not necessarily whole) degrees
+    of freedom."""
+    return _betainc(df / 2, 0.5, df / (df + t * t))
+
+
 def _model_label(row: Dict) -> str:
     kw = ', '.join(f'{k}={v}' for k, v in row['model_kwargs'].items())
     return f"`{row['model']}`" + (f" ({kw})" if kw else '')
@@ -67,16 +135,63 @@ def _per_seed(row: Dict) -> str:
     return ', '.join(f'{t:.2f}' for t in row['top1'])
 
 
-def results_markdown(rows: Sequence[Dict]) -> str:
+def _against_baseline(row: Dict, base: Optional[Dict]) -> str:
+    if base is None or row is base:
+        return '—'
+    if len(row['top1']) < 2 or len(base['top1']) < 2:
+        return f"{row['top1_mean'] - base['top1_mean']:+.2f} (t needs 2+ seeds)"
+    w = welch_t(row['top1'], base['top1'])
+    p = f"{w['p']:.3f}" if w['p'] >= 0.001 else f"{w['p']:.0e}"
+    return f"{w['diff']:+.2f} (t = {w['t']:.1f}, df = {w['df']:.1f}, p = {p})"
+
+
+def results_markdown(rows: Sequence[Dict], baseline: str = BASELINE) -> str:
+    """The campaign table; each gated variant's column ``vs resnet20`` is its mean's difference from the plain
+    network's with Welch's t over seeds (two-sided p)."""
+    base = next((r for r in rows if r['variant'] == baseline), None)
     lines = [
-        '| variant | model | top-1 % (mean ± std) | seeds | per seed | params | MMACs | epochs | train img/s |',
-        '|---|---|---:|---:|---|---:|---:|---:|---:|',
+        f'| variant | model | top-1 % (mean ± std) | seeds | per seed | vs {baseline}: points (Welch) | params | MMACs '
+        '| epochs | train img/s |',
+        '|---|---|---:|---:|---|---|---:|---:|---:|---:|',
     ]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {_model_label(r)} | {_mean_std(r)} | {len(r['seeds'])} | {_per_seed(r)} "
-            f"| {r['params']:,} | {r['macs'] / 1e6:.2f} | {r['epochs']} | {r['train_img_s']:.0f} |")
+            f"| {_against_baseline(r, base)} | {r['params']:,} | {r['macs'] / 1e6:.2f} | {r['epochs']} "
+            f"| {r['train_img_s']:.0f} |")
     return '\n'.join(lines) + '\n'
+
+
+def convergence_markdown(records: Sequence[Dict], double: Sequence[Dict], limit: float = 0.3) -> str:
+    """The twice-the-epochs check: each run of ``double`` against the run of the same variant and seed in
+    ``records``; the recipe counts as converged where the longer run gains under ``limit`` points."""
+    by_key = {(r['variant'], r['seed']): r for r in records}
+    lines = []
+    for d in sorted(double, key=lambda r: (r['variant'], r['seed'])):
+        r = by_key.get((d['variant'], d['seed']))
+        if r is None:
+            continue
+        gain = d['final_top1'] - r['final_top1']
+        verdict = 'converged' if gain < limit else 'not converged'
+        lines.append(f"| {d['variant']} | {d['seed']} | {r['epochs']} | {r['final_top1']:.2f} | {d['epochs']} "
+                     f"| {d['final_top1']:.2f} | {gain:+.2f} | {verdict} (gain {'<' if gain < limit else '≥'} {limit}) |")
+    if not lines:
+        return ''
+    head = ['', 'Twice-the-epochs check (same recipe, same seed):', '',
+            '| variant | seed | epochs | top-1 % | epochs | top-1 % | gain | verdict |',
+            '|---|---:|---:|---:|---:|---:|---:|---|']
+    return '\n'.join(head + lines) + '\n'
+
+
+def campaign_table(results_dir: Path) -> str:
+    """What the campaign's doc block holds: the results table and, where the twice-the-epochs records exist,
+    the convergence check."""
+    records = load_records(str(results_dir))
+    if not records:
+        raise SystemExit(f'No campaign records in {results_dir}: run tools/cifar_campaign.py first.')
+    table = results_markdown(summarize(records))
+    double = double_budget_dir(results_dir)
+    return table + (convergence_markdown(records, load_records(str(double))) if double else '')
 
 
 def campaign_context(rows: Sequence[Dict], variant: str, seed: int, baseline: str = 'resnet20') -> str:
@@ -104,10 +219,14 @@ def _pyplot():
     return plt
 
 
-def plot_curves(records: Sequence[Dict], path: str) -> None:
-    """Test top-1 vs epoch per variant: mean over seeds (line) and the seeds' range (band)."""
+def plot_curves(records: Sequence[Dict], path: str, double: Sequence[Dict] = ()) -> None:
+    """Test top-1 vs epoch per variant: mean over seeds (line) and the seeds' range (band); each run at twice
+    the epochs (``double``) dashed."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    for d in double:
+        ax.plot([c['epoch'] + 1 for c in d['curve']], [c['eval_top1'] for c in d['curve']], linestyle='--',
+                color='grey', label=f"{d['variant']} seed {d['seed']}, {d['epochs']} epochs")
     for variant in [v for v in CIFAR_VARIANTS if any(r['variant'] == v for r in records)]:
         curves = [[c['eval_top1'] for c in r['curve']] for r in records if r['variant'] == variant]
         n = min(len(c) for c in curves)
@@ -171,24 +290,24 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--results', type=Path, default=ROOT / 'results' / 'cifar10')
     p.add_argument('--kernels-from', type=Path, default=None)
-    p.add_argument('--update-docs', action='store_true', help=f'write the table into the {BLOCK} block')
+    p.add_argument('--update-docs', action='store_true',
+                   help=f'write the table into the doc block named after --results ({BLOCK}, cifar-e50-table, ...)')
     args = p.parse_args(argv)
 
+    table = campaign_table(args.results)
     records = load_records(str(args.results))
-    if not records:
-        raise SystemExit(f'No campaign records in {args.results}: run tools/cifar_campaign.py first.')
-    rows = summarize(records)
-    table = results_markdown(rows)
+    double = double_budget_dir(args.results)
     print(table, end='')
     (args.results / 'summary.md').write_text(table)
-    (args.results / 'summary.json').write_text(json.dumps(rows, indent=1) + '\n')
-    plot_curves(records, str(args.results / 'curves.png'))
+    (args.results / 'summary.json').write_text(json.dumps(summarize(records), indent=1) + '\n')
+    plot_curves(records, str(args.results / 'curves.png'), load_records(str(double)) if double else ())
     if args.kernels_from:
         model = timm.create_model(f'local-dir:{args.kernels_from}', pretrained=True)
         plot_kernels(model, str(args.results / 'cra_kernels.png'),
                      title=f'{args.kernels_from.name}: CRA depthwise kernels, mean over channels per stage')
     if args.update_docs:
-        replace_marked_block(find_block_file(BLOCK), BLOCK, table)
+        block = block_name(args.results)
+        replace_marked_block(find_block_file(block), block, table)
 
 
 if __name__ == '__main__':

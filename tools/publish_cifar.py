@@ -7,6 +7,7 @@ hub/timm-cra/<arch>.<tag>/ (config.json, model.safetensors, README.md) with ``ti
 publishing path; the run's config.json supplies the model kwargs). The tag must be registered first.
 
   python tools/publish_cifar.py cra_max4_resnet20 0 --tag cifar10
+  python tools/publish_cifar.py cra_max4_resnet20 1 --recipe e50 --tag cifar10_e50
 """
 import argparse
 import json
@@ -19,7 +20,7 @@ import timm_cra  # noqa: E402,F401  (registers the models)
 from timm_cra.eval.validate import create_parser, validate  # noqa: E402
 from timm_cra.hub import publish  # noqa: E402
 from timm_cra.utils.errors import run_cli  # noqa: E402
-from tools.cifar_campaign import CIFAR_VARIANTS  # noqa: E402
+from tools.cifar_campaign import CIFAR_VARIANTS, RECIPES, campaign_dirs  # noqa: E402
 from tools.cifar_report import campaign_context, load_records, summarize  # noqa: E402
 from tools.doc_blocks import ROOT  # noqa: E402
 
@@ -29,11 +30,14 @@ def main(argv=None):
     p.add_argument('variant', choices=list(CIFAR_VARIANTS))
     p.add_argument('seed', type=int)
     p.add_argument('--tag', default='cifar10')
-    p.add_argument('--runs', type=Path, default=ROOT / 'output' / 'cifar10-campaign')
+    p.add_argument('--recipe', default='e15', choices=list(RECIPES), help='the campaign the run belongs to')
+    p.add_argument('--runs', type=Path, default=None, help='its run folders (default: the recipe\'s, as '
+                   'tools/cifar_campaign.py writes them)')
     args = p.parse_args(argv)
 
-    record = json.loads((ROOT / 'results' / 'cifar10' / f'{args.variant}-s{args.seed}.json').read_text())
-    run_dir = args.runs / f'{args.variant}-s{args.seed}'
+    runs_dir, results_dir = (ROOT / d for d in campaign_dirs(args.recipe))
+    record = json.loads((results_dir / f'{args.variant}-s{args.seed}.json').read_text())
+    run_dir = (args.runs or runs_dir) / f'{args.variant}-s{args.seed}'
     name = f"{record['model']}.{args.tag}"
     val = validate(create_parser().parse_args([
         '--model', f'local-dir:{run_dir}', '--pretrained', '--data-dir', str(ROOT / 'data' / 'cifar10'),
@@ -48,7 +52,7 @@ def main(argv=None):
         notes=('Evaluated on the 10k CIFAR-10 test images of a JPEG re-encoded copy of CIFAR-10 (about 28-32 dB '
                'PSNR against the originals): close to, not identical with, accuracy on the original release. '
                'Reproduce with `python scripts/validate.py` in the timm-cra repository (no arguments). '
-               + campaign_context(summarize(load_records(str(ROOT / 'results' / 'cifar10'))), args.variant, args.seed)),
+               + campaign_context(summarize(load_records(str(results_dir))), args.variant, args.seed)),
     )
     results_path = ROOT / 'results' / f'{name}.json'
     results_path.write_text(json.dumps(results, indent=2) + '\n')

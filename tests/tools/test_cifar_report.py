@@ -1,18 +1,38 @@
 """Campaign summaries: mean/std over seeds, the markdown table, and the plots."""
+import json
 import math
+import re
 
 import pytest
 import timm
 
 import timm_cra  # noqa: F401
-from tools.cifar_report import (campaign_context, plot_curves, plot_kernels, results_markdown, stage_kernels,
-                                summarize)
+from tools.cifar_report import (block_name, campaign_context, campaign_table, plot_curves, plot_kernels,
+                                results_markdown, stage_kernels, student_t_p, summarize, welch_t)
+from tools.doc_blocks import ROOT, doc_files
 
 
-def _record(variant, seed, top1, model='cifar_resnet20', kwargs=None):
+def _record(variant, seed, top1, model='cifar_resnet20', kwargs=None, epochs=2):
+    curve = [dict(epoch=e, eval_top1=top1 - 10 * (epochs - 1 - e), train_loss=1.0 / (e + 1)) for e in range(epochs)]
     return dict(variant=variant, seed=seed, model=model, model_kwargs=kwargs or {}, final_top1=top1, params=1000,
-                macs=2_000_000, epochs=2, train_img_s_median=100.0 + seed,
-                curve=[dict(epoch=0, eval_top1=top1 - 10, train_loss=1.0), dict(epoch=1, eval_top1=top1, train_loss=0.5)])
+                macs=2_000_000, epochs=epochs, train_img_s_median=100.0 + seed, curve=curve)
+
+
+@pytest.mark.parametrize('t, df, p', [(2.776445, 4, 0.05), (12.7062, 1, 0.05), (-3.169273, 10, 0.01),
+                                      (2.0, 10, 0.0733880348), (1.959964, 1e6, 0.05), (0.0, 3, 1.0),
+                                      (1.5, 2, 1 - 1.5 / math.sqrt(2 + 1.5 ** 2))])
+def test_the_p_value_is_students_two_sided_tail(t, df, p):
+    # Student's t table values; df need not be whole (Welch's rarely is). df = 2: p = 1 - t / sqrt(2 + t^2) exactly.
+    assert student_t_p(t, df) == pytest.approx(p, rel=1e-5)
+
+
+def test_welch_unequal_variances_and_refusals():
+    w = welch_t([84.40, 84.23, 84.21], [82.91, 83.01, 83.01])  # the 15-epoch resnet20 vs CRA 4x4 seeds
+    assert w['diff'] == pytest.approx(1.3033333) and w['t'] == pytest.approx(18.93, abs=0.01)
+    assert w['df'] == pytest.approx(3.119, abs=0.001) and 1e-4 < w['p'] < 1e-3
+    assert welch_t([1.0, 1.0], [1.0, 1.0])['p'] == 1.0
+    with pytest.raises(ValueError, match='two seeds'):
+        welch_t([1.0], [1.0, 2.0])
 
 
 def test_summarize_mean_std_in_campaign_order():
@@ -54,3 +74,41 @@ def test_plots_are_written(tmp_path):
     plot_kernels(model, str(tmp_path / 'k.png'))
     for name in ('curves.png', 'k.png'):
         assert (tmp_path / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_a_campaign_table_carries_welch_and_the_twice_the_epochs_check(tmp_path):
+    e50, e100 = tmp_path / 'cifar10-e50', tmp_path / 'cifar10-e100'
+    e50.mkdir()
+    cra = dict(model='cra_cifar_resnet20', kwargs={'cra_pool_size': 4})
+    for rec in [_record('resnet20', 0, 90.0, epochs=4), _record('resnet20', 1, 90.4, epochs=4),
+                _record('cra_max4_resnet20', 0, 90.5, epochs=4, **cra),
+                _record('cra_max4_resnet20', 1, 90.9, epochs=4, **cra)]:
+        (e50 / f"{rec['variant']}-s{rec['seed']}.json").write_text(json.dumps(rec))
+    (e50 / 'jpeg-gap.json').write_text('{}')  # other results beside the records are not records
+    assert block_name(e50) == 'cifar-e50-table' and block_name(tmp_path / 'cifar10') == 'cifar-table'
+    table = campaign_table(e50)
+    assert '| cra_max4_resnet20 |' in table and '| +0.50 (t = 1.8, df = 2.0, p = 0.219) |' in table
+    assert 'Twice-the-epochs' not in table
+    e100.mkdir()
+    (e100 / 'resnet20-s0.json').write_text(json.dumps(_record('resnet20', 0, 90.2, epochs=8)))
+    table = campaign_table(e50)
+    assert '| resnet20 | 0 | 4 | 90.00 | 8 | 90.20 | +0.20 | converged (gain < 0.3) |' in table
+    (e100 / 'resnet20-s0.json').write_text(json.dumps(_record('resnet20', 0, 91.0, epochs=8)))
+    assert '| +1.00 | not converged (gain ≥ 0.3) |' in campaign_table(e50)
+    plot_curves([json.loads(p.read_text()) for p in sorted(e50.glob('*-s*.json'))], str(tmp_path / 'c.png'),
+                [json.loads((e100 / 'resnet20-s0.json').read_text())])
+    assert (tmp_path / 'c.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_docs_cifar_tables_match_the_results_files():
+    # Every campaign block in README.md / docs/*.md is what tools/cifar_report.py renders from the records of
+    # the results folder it is named after.
+    blocks = [(doc, name, block) for doc in doc_files() for name, block in
+              re.findall(r'<!-- (cifar[\w-]*-table):start -->\n(.*?)<!-- \1:end -->', doc.read_text(), re.S)]
+    assert 'cifar-table' in [name for _, name, _ in blocks]
+    for doc, name, block in blocks:
+        results = ROOT / 'results' / ('cifar10' + name[len('cifar'):-len('-table')])
+        assert block_name(results) == name
+        assert campaign_table(results) == block, (
+            f'{doc.relative_to(ROOT)} {name} is stale: run python tools/cifar_report.py --results '
+            f'{results.relative_to(ROOT)} --update-docs')
