@@ -130,7 +130,6 @@ ALLOWED = {
 }
 #: module -> subpackages it may import beyond its subpackage's rule (lazily, inside a function)
 EXCEPTIONS = {
-    'timm_cra.utils.cli': {'models'},  # train/validate CLI helper: checks --model against the registry
     'timm_cra.train.export': {'hub'},  # the run folder is a Hub repo: written by hub.repo's one config layout
 }
 

@@ -246,6 +246,9 @@ def test_bad_batch_size_and_model_kwargs_are_one_line(cifar10_test, tmp_path, ca
     (['--workers', '-1'], '--workers -1 must be 0 (load in this process) or more'),
     (['--num-samples', '-1'], '--num-samples must be a positive integer, not -1'),
     (['--num-samples', '0'], '--num-samples must be a positive integer, not 0'),
+    # scored as 'center' with exit 0, and the results recorded 'bogus' as the crop that was scored
+    (['--crop-mode', 'bogus'], "--crop-mode 'bogus' is not one timm knows: center, squash, border"),
+    (['--interpolation', 'foo'], "--interpolation 'foo' is not one timm knows: nearest, bilinear"),
 ])
 def test_data_flags_that_describe_no_input_are_one_line(cifar10_test, capsys, flags, needle):
     """--mean nan / --std inf scored top1 0.0 with exit 0; --crop-pct 0 was silently the model's 1.0, --num-samples

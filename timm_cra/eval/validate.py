@@ -17,9 +17,10 @@ from timm.data import create_loader
 
 from ..data import (check_labels, check_num_classes, create_dataset, map_classes_by_name, model_in_chans,
                     numbered_classes, resolve_model_data_config, skip_collate)
+from ..models import check_model_name
 from ..models._factory import label_count_problem
 from ..utils.amp import amp_dtype_for
-from ..utils.cli import (add_shared_args, check_model_name, check_positive, check_shared_values, check_use_ema,
+from ..utils.cli import (add_shared_args, check_positive, check_shared_values, check_use_ema,
                          data_name, input_files, resolve_pretrained)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.extras import require_train_extra
@@ -324,7 +325,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     require_train_extra('timm-cra-validate')  # after parsing: --help needs no extra
     check_shared_values(args)
     check_positive(args, 'batch_size', 'num_samples')
-    check_model_name(args.model)
+    check_model_name(args.model, flag='--model')
     check_use_ema(args.use_ema, args.checkpoint)
     check_result_paths(args.results_file, args.results_csv,
                        input_files(args.model, args.checkpoint) + [args.data_dir])

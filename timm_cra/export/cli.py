@@ -6,7 +6,8 @@ import sys
 from typing import Optional, Sequence
 
 
-from ..utils.cli import (add_in_chans_arg, check_model_name, check_use_ema, input_files, keyword_args_action,
+from ..models import check_model_name
+from ..utils.cli import (add_in_chans_arg, check_use_ema, input_files, keyword_args_action,
                          resolve_pretrained)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.io import check_output_file
@@ -45,7 +46,7 @@ def create_parser() -> argparse.ArgumentParser:
 
 def _create_model(args):
     import timm_cra
-    check_model_name(args.model)
+    check_model_name(args.model, flag='--model')
     kwargs = dict(args.model_kwargs or {})
     if args.in_chans is not None:
         kwargs['in_chans'] = args.in_chans

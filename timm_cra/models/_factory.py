@@ -25,7 +25,8 @@ from timm.models import PretrainedCfg
 from ..utils.labels import repeated_names, unusable_name
 from ..utils.errors import UsageError
 from ._load_errors import PretrainedWeightsError, _local_weights, explain_pretrained_errors
-from ..utils.input_limits import MAX_INPUT_PIXELS, crop_resize_problem
+from ..utils.input_limits import (CROP_MODES, INTERPOLATIONS, MAX_CROP_PCT, MAX_INPUT_CHANS, MAX_INPUT_PIXELS,
+                                  MAX_INPUT_SIDE, MAX_NORM_VALUE, MIN_INPUT_SIDE, MIN_STD, crop_resize_problem)
 from ._weight_checks import (PREPROCESSOR_FILENAMES, allow_nonfinite_weights, check_file_dtypes, check_file_fits,
                              check_finite_weights, check_hub_reachable, other_weights_problem, repo_file, repo_files,
                              snapshot_commit, split_revision, HubUnreachableError)
@@ -40,9 +41,10 @@ _logger = logging.getLogger(__name__)
 class UnknownModelError(UsageError, RuntimeError):
     """No architecture of that name is registered with timm (the message names the closest ones)."""
 
-    def __init__(self, name: str, close: List[str]):
+    def __init__(self, name: str, close: List[str], flag: Optional[str] = None):
         self.name, self.close = name, close
-        super().__init__(f"timm_cra: unknown model '{name}'. {self.hint}")
+        super().__init__(f"Unknown {flag} '{name}'. {self.hint}" if flag
+                         else f"timm_cra: unknown model '{name}'. {self.hint}")
 
     @property
     def hint(self) -> str:
@@ -127,29 +129,9 @@ def label_count_problem(label_names: Any, num_classes: Any) -> Optional[str]:
     return None
 
 
-#: What timm's eval transform takes for ``interpolation`` (its ``str_to_interp_mode`` names: 'random' is for
-#: training only, a ``KeyError`` in ``create_transform``) and ``crop_mode`` (``transforms_imagenet_eval``).
-INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
-_CROP_MODES = ('center', 'squash', 'border')
-
-
-#: Ceilings on config.json sizes, far above every timm model (largest head: vit_base_patch16_224.bamboo, 115217
-#: classes; largest input: 1024 px, 3 channels) and below what would allocate tens of GB before any check
-#: (num_classes 10**9 asked 256 GB; a 100000 px input_size a MemoryError).
+#: Ceiling on a config.json's head, far above every timm model (largest head: vit_base_patch16_224.bamboo, 115217
+#: classes) and below what would allocate tens of GB before any check (num_classes 10**9 asked 256 GB).
 MAX_NUM_CLASSES = 200_000
-MAX_INPUT_SIDE = 8192
-#: The smallest side an input may have: timm's smallest cfg is 32 px (the CIFAR nets), Fashion-MNIST's images 28 px;
-#: below 8 px an image holds no picture (``input_size: [3, 1, 1]`` resized every image to one colour and still
-#: scored, exit 0).
-MIN_INPUT_SIDE = 8
-MAX_INPUT_CHANS = 1024
-MAX_CROP_PCT = 2  # timm's own crop_pct values go up to 1.15
-#: ``mean`` from 0 to this, ``std`` from :data:`MIN_STD` to this: timm normalises images scaled to [0, 1], so a mean
-#: or std outside [0, 1] describes no input (a mean of 1e300 made every logit NaN; a mean on the 0-255 scale,
-#: ``[125.3, 123.0, 113.9]``, loaded and every client answered one class). timm's own cfgs: mean 0 to 0.5, std 0.143
-#: to 1; a fitted 1-channel mean / std of [0, 1] data is within them too.
-MAX_NORM_VALUE = 1
-MIN_STD = 0.001
 #: Ceilings on ``model_args`` that size the model, checked before anything is built (the check's own build on the
 #: meta device took ~8 ms a block here, 70 s for ``blocks_per_stage: 3000``; a real build then allocates): blocks
 #: per stage (timm's deepest stage has 36, ResNet-1202 for CIFAR 200), CRA's pooled size (the paper's is 7, the
@@ -299,9 +281,9 @@ def preprocessing_problem(pretrained: Dict[str, Any], model_args: Dict[str, Any]
     if pretrained.get('interpolation') not in (None, '', *INTERPOLATIONS):
         return f"pretrained_cfg 'interpolation' {pretrained['interpolation']!r:.40} is not one timm knows " \
                f"({', '.join(INTERPOLATIONS)})"
-    if pretrained.get('crop_mode') not in (None, *_CROP_MODES):
+    if pretrained.get('crop_mode') not in (None, *CROP_MODES):
         return f"pretrained_cfg 'crop_mode' {pretrained['crop_mode']!r:.40} is not one timm knows " \
-               f"({', '.join(_CROP_MODES)})"
+               f"({', '.join(CROP_MODES)})"
     return None
 
 
@@ -564,12 +546,13 @@ def _check_repo_id(model_name: str, repo_id: str) -> None:
                          ) from None
 
 
-def check_model_name(name: str) -> None:
+def check_model_name(name: str, flag: Optional[str] = None) -> None:
     """Raise :class:`UnknownModelError` for an unregistered architecture (``hf-hub:`` / ``local-dir:`` names
-    are resolved by timm from their config)."""
+    are resolved by timm from their config); a CLI names its ``flag`` (``--model``), so the refusal comes before
+    any data is read and names what to change."""
     import timm
     if ':' not in name and not timm.is_model(name.partition('.')[0]):
-        raise UnknownModelError(name, close_model_names(name))
+        raise UnknownModelError(name, close_model_names(name), flag)
 
 
 @contextlib.contextmanager

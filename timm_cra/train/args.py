@@ -12,9 +12,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 from timm.utils import ParseKwargs
 
-from ..utils.cli import (add_shared_args, check_in_range, check_model_name, check_positive, check_shared_values,
+from ..models import check_model_name
+from ..utils.cli import (add_shared_args, check_in_range, check_positive, check_shared_values,
                          default_workers, keyword_args_action)
 from ..utils.errors import UsageError, printable
+from ..utils.input_limits import INTERPOLATIONS
 from ..utils.io import check_path_given, check_regular_file, read_capped
 from ..utils.strict_yaml import MAX_CONFIG_BYTES, AliasInConfig, ConfigLoader
 
@@ -267,7 +269,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.set_defaults(**cfg)
     args = parser.parse_args(argv)
     check_shared_values(args)
-    from ..models._factory import INTERPOLATIONS
     if args.train_interpolation not in ('random', *INTERPOLATIONS):  # timm's KeyError traceback once data loaded
         raise UsageError(f"--train-interpolation {args.train_interpolation!r:.60} is not one timm knows: random, "
                          f"{', '.join(INTERPOLATIONS)}.")
@@ -286,5 +287,5 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                                    f"--initial-checkpoint (pass --initial-checkpoint '' if a --config sets it), or "
                                    f"start a new run from it without --resume."))
     check_path_given(args.output, '--output')
-    check_model_name(args.model)
+    check_model_name(args.model, flag='--model')
     return args

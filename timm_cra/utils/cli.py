@@ -6,8 +6,10 @@ import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import UsageError
+from .input_limits import (CROP_MODES, INTERPOLATIONS, MAX_CROP_PCT, MAX_INPUT_CHANS, MAX_INPUT_PIXELS, MAX_INPUT_SIDE,
+                           MAX_NORM_VALUE, MIN_INPUT_SIDE, MIN_STD, crop_resize_problem)
 
-__all__ = ['add_shared_args', 'add_in_chans_arg', 'keyword_args_action', 'default_workers', 'check_model_name',
+__all__ = ['add_shared_args', 'add_in_chans_arg', 'keyword_args_action', 'default_workers',
            'input_files', 'check_positive', 'check_in_range', 'check_device', 'check_shared_values', 'starting_module',
            'starting_light_command', 'starting_command', 'resolve_pretrained', 'check_use_ema', 'data_name']
 
@@ -45,15 +47,6 @@ def default_workers(cap: int = 4) -> int:
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     return max(0, min(cap, cpus))
-
-
-def check_model_name(name: str) -> None:
-    """Refuse an unregistered ``--model`` before any data is read, naming the closest registered names."""
-    from ..models import UnknownModelError, check_model_name as check
-    try:
-        check(name)
-    except UnknownModelError as e:
-        raise UsageError(f"Unknown --model '{name}'. {e.hint}") from e
 
 
 def input_files(model_name: str, checkpoint: str = '') -> List[str]:
@@ -135,10 +128,9 @@ def check_device(device: str) -> None:
 
 
 def check_input_size(img_size: Optional[int] = None, input_size: Optional[Sequence[int]] = None) -> None:
-    """Refuse ``--img-size`` / ``--input-size`` outside the bounds a ``config.json`` is held to (``models._factory``):
+    """Refuse ``--img-size`` / ``--input-size`` outside the bounds a ``config.json`` is held to (``utils.input_limits``):
     sides of ``MIN_INPUT_SIDE``..``MAX_INPUT_SIDE`` px, 1..``MAX_INPUT_CHANS`` channels (``--img-size 100000`` was a
     120 GB allocation traceback; ``1`` resized every image to one colour and still scored)."""
-    from ..models._factory import MAX_INPUT_CHANS, MAX_INPUT_PIXELS, MAX_INPUT_SIDE, MIN_INPUT_SIDE
     if img_size is not None and not MIN_INPUT_SIDE <= img_size <= MAX_INPUT_SIDE:
         raise UsageError(f'--img-size {img_size} must be a side in pixels from {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE}.')
     if input_size is not None and not (len(input_size) == 3 and 0 < input_size[0] <= MAX_INPUT_CHANS and all(
@@ -165,9 +157,9 @@ def check_shared_values(args) -> None:
     above 0, ``--mean`` / ``--std`` past ``MAX_NORM_VALUE`` (``--mean 1e300`` made every logit NaN), ``--crop-pct``
     outside (0, 2] (0 was silently the model's), ``--img-size`` / ``--input-size`` sides outside
     ``MIN_INPUT_SIDE``..``MAX_INPUT_SIDE`` px (tracebacks, a MemoryError; the trainer writes them into the config.json
-    a load then refuses), an ``--interpolation`` timm does not know (a KeyError), ``--workers`` below 0 (a traceback), a ``--device`` that is none here
-    (:func:`check_device`). The bounds are those a ``config.json`` is held to (``models._factory``)."""
-    from ..models._factory import INTERPOLATIONS, MAX_CROP_PCT, MAX_NORM_VALUE, MIN_STD, crop_resize_problem
+    a load then refuses), an ``--interpolation`` timm does not know (a KeyError) or a ``--crop-mode`` (scored as
+    'center' and recorded as given), ``--workers`` below 0 (a traceback), a ``--device`` that is none here
+    (:func:`check_device`). The bounds are those a ``config.json`` is held to (``utils.input_limits``)."""
 
     def shown(v):
         return ' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v
@@ -196,6 +188,8 @@ def check_shared_values(args) -> None:
     if getattr(args, 'interpolation', '') not in ('', None, *INTERPOLATIONS):  # timm's KeyError traceback
         raise UsageError(f"--interpolation {args.interpolation!r:.60} is not one timm knows: "
                          f"{', '.join(INTERPOLATIONS)}.")
+    if getattr(args, 'crop_mode', None) not in (None, *CROP_MODES):  # timm scored it as 'center' and it was recorded
+        raise UsageError(f"--crop-mode {args.crop_mode!r:.60} is not one timm knows: {', '.join(CROP_MODES)}.")
     if args.workers is not None and args.workers < 0:
         raise UsageError(f'--workers {args.workers} must be 0 (load in this process) or more.')
     check_device(args.device)

@@ -1,9 +1,31 @@
-"""The bound on an input's pixels, which every place that takes an input size holds it to: a model's
+"""The bounds on a model's input and preprocessing, which every place that takes them holds them to: a model's
 ``config.json`` (``models._factory``), the CLI flags (``utils.cli``) and the resolved data config (``data.config``)."""
 import math
 from typing import Optional, Sequence
 
-__all__ = ['MAX_INPUT_PIXELS', 'crop_resize_problem']
+__all__ = ['INTERPOLATIONS', 'CROP_MODES', 'MIN_INPUT_SIDE', 'MAX_INPUT_SIDE', 'MAX_INPUT_CHANS', 'MAX_INPUT_PIXELS',
+           'MAX_CROP_PCT', 'MAX_NORM_VALUE', 'MIN_STD', 'crop_resize_problem']
+
+#: What timm's eval transform takes for ``interpolation`` (its ``str_to_interp_mode`` names: 'random' is for
+#: training only, a ``KeyError`` in ``create_transform``) and ``crop_mode`` (``transforms_imagenet_eval``).
+INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
+CROP_MODES = ('center', 'squash', 'border')
+
+#: Input sides and channels, far above every timm model (largest input: 1024 px, 3 channels) and below what would
+#: allocate tens of GB before any check (a 100000 px input_size was a MemoryError).
+MAX_INPUT_SIDE = 8192
+MAX_INPUT_CHANS = 1024
+#: The smallest side an input may have: timm's smallest cfg is 32 px (the CIFAR nets), Fashion-MNIST's images 28 px;
+#: below 8 px an image holds no picture (``input_size: [3, 1, 1]`` resized every image to one colour and still
+#: scored, exit 0).
+MIN_INPUT_SIDE = 8
+MAX_CROP_PCT = 2  # timm's own crop_pct values go up to 1.15
+#: ``mean`` from 0 to this, ``std`` from :data:`MIN_STD` to this: timm normalises images scaled to [0, 1], so a mean
+#: or std outside [0, 1] describes no input (a mean of 1e300 made every logit NaN; a mean on the 0-255 scale,
+#: ``[125.3, 123.0, 113.9]``, loaded and every client answered one class). timm's own cfgs: mean 0 to 0.5, std 0.143
+#: to 1; a fitted 1-channel mean / std of [0, 1] data is within them too.
+MAX_NORM_VALUE = 1
+MIN_STD = 0.001
 
 #: The most pixels an input may have, and the resize before timm's eval crop (``input side / crop_pct``): 16 times
 #: timm's largest input (1024 x 1024; one 3-channel float32 image of 4096 x 4096 is 201 MB). ``input_size [3, 8000,
