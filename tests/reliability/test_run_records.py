@@ -191,7 +191,12 @@ def test_publish_refuses_results_whose_class_names_or_preprocessing_the_repo_wou
                     '--results', older)
     for key, value, says in (('label_names', 'abc', "'label_names' \\(the classes scored\\) must be a list"),
                              ('data_config', [1], "'data_config' \\(the preprocessing scored with\\) must be an object"),
-                             ('data_config', None, 'records no data_config')):
+                             ('data_config', None, 'records no data_config'),
+                             # an emptied or partial record compared nothing and passed (campaign 10)
+                             ('data_config', {}, r"records no input_size, interpolation, mean, std or crop_pct in its "
+                                                 r"data_config, so publish cannot tell .*: validate the weights"),
+                             ('data_config', {'input_size': [3, 32, 32], 'crop_pct': 1.0},
+                              r"records no interpolation, mean or std in its data_config")):
         bad = tmp_path / 'bad.json'
         bad.write_text(json.dumps(dict(json.loads(scored.read_text()), **{key: value})))
         publish_refused(says, 'cra_cifar_resnet20.col', run / 'model.safetensors', '--results', bad)

@@ -31,7 +31,7 @@ from ..utils.errors import NO_ANSWER, NOT_A_HUB, TIMED_OUT, TimmCraError, UsageE
 from ..utils.hub_session import bounded_hub_requests
 from ..utils.io import check_regular_file, file_digest
 from ..utils.strict_json import loads, read_text
-from ..utils.weights import (SCORED_DATA_CONFIG_KEYS, check_file, load_state_checked, read_weights,
+from ..utils.weights import (DATA_CONFIG_KEYS, SCORED_DATA_CONFIG_KEYS, check_file, load_state_checked, read_weights,
                              recorded_data_config, tensor_digest)
 from .card import load_eval_results
 from .repo import check_repo_output, export_repo
@@ -367,6 +367,11 @@ def _check_scored_answers(data: Dict[str, Any], config: Dict[str, Any], checkpoi
                                    f" so publish cannot tell whether the repo names the classes and preprocesses the "
                                    f"images as they were scored: {validate_again}."))
     scored, cfg = data['label_names'], data['data_config']  # their types: load_eval_results checked them
+    unrecorded = [k for k in DATA_CONFIG_KEYS if k not in cfg]  # what a record lacks is compared with nothing
+    if unrecorded:
+        listed = ', '.join(unrecorded[:-1]) + (' or ' if len(unrecorded) > 1 else '') + unrecorded[-1]
+        raise UsageError(printable(f"{name} records no {listed} in its data_config, so publish cannot tell whether the "
+                                   f"repo preprocesses the images as they were scored: {validate_again}."))
     published = config.get('label_names')
     if scored and isinstance(published, list) and not numbered_classes(published):
         if len(scored) > len(published) or [name_key(n) for n in scored] != \
@@ -378,6 +383,8 @@ def _check_scored_answers(data: Dict[str, Any], config: Dict[str, Any], checkpoi
                                        f"scored: {fix}."))
     repo_cfg = dict(config.get('pretrained_cfg') or {})
     repo_cfg.setdefault('crop_mode', 'center')  # timm's default when a cfg names none
+    cfg = dict(cfg)
+    cfg.setdefault('crop_mode', 'center')  # as for the repo: a record naming none was scored with timm's default
     differ = [f"{k} {cfg[k]} (repo: {repo_cfg.get(k)})" for k in sorted(cfg)
               if k in SCORED_DATA_CONFIG_KEYS and not _close(cfg[k], repo_cfg.get(k))]
     if differ:
