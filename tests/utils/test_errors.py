@@ -285,6 +285,14 @@ def test_an_invalid_hub_repo_id_is_one_line(repo_id):
     assert '\n' not in str(e.value)
 
 
+def test_an_hf_hub_name_ending_in_at_names_no_revision_and_is_refused():
+    """`hf-hub:org/repo@` (a revision left out after the '@') loaded the default branch as if none was asked."""
+    from timm_cra.models import create_model
+    with pytest.raises(UsageError, match=r"'hf-hub:timm-cra/cra_resnet50\.paper_in1k@' names no revision after '@': "
+                                         r"write hf-hub:timm-cra/cra_resnet50\.paper_in1k@<branch, tag or commit>"):
+        create_model('hf-hub:timm-cra/cra_resnet50.paper_in1k@')
+
+
 @pytest.mark.parametrize('module, argv', [
     ('timm_cra.train', ['--epochs', '1', '--no-plot']),
     ('timm_cra.eval', []),

@@ -531,12 +531,18 @@ def _hf_config(repo_id: str, revision, model_name: str) -> Path:
             f"'<arch>', pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id='{repo_id}')).") from None
 
 
-def _check_repo_id(model_name: str, repo_id: str) -> None:
+def _check_repo_id(model_name: str, repo_id: str, empty_revision: bool = False) -> None:
     """Refuse an ``hf-hub:`` name whose repo id the Hub would not accept (``me/bad name``, ``a/b/c``, ``me/x..y``,
-    empty, past 96 characters) in one line: huggingface_hub's ``HFValidationError`` came as a 41-line traceback."""
+    empty, past 96 characters) in one line: huggingface_hub's ``HFValidationError`` came as a 41-line traceback.
+    ``empty_revision``: the name ends in ``@`` (``hf-hub:org/repo@``, a revision left out by mistake was read as the
+    default branch)."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
     from ..utils.errors import UsageError, printable
+    if empty_revision:
+        raise UsageError(f"timm_cra: '{printable(model_name)}' names no revision after '@': write "
+                         f"hf-hub:{printable(repo_id)}@<branch, tag or commit>, or leave out the '@' for the default "
+                         f"branch.")
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
@@ -639,7 +645,7 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
         if source == 'hf-hub':
             cfg = PretrainedCfg(hf_hub_id=location, source='hf-hub')
             repo_id, revision = split_revision(location)
-            _check_repo_id(model_name, repo_id)
+            _check_repo_id(model_name, repo_id, location.endswith('@'))
             with explain_pretrained_errors(model_name, cfg):
                 # fetched and checked before timm reads it: timm acts on its model_args while building
                 config_path = _hf_config(repo_id, revision, model_name)
