@@ -418,3 +418,12 @@ def test_a_config_that_records_overwrite_does_not_replace_a_run_by_itself(tmp_pa
     again = parse_args(['--config', str(recorded), '--epochs', '1'])
     assert again.overwrite is False and again.experiment == 'ft'
     assert parse_args(['--config', str(recorded), '--overwrite']).overwrite is True
+
+
+def test_a_control_character_in_a_config_is_named_not_blamed_on_the_encoding(tmp_path, capsys):
+    """`lr: 0.1\\0` was 'not UTF-8 text ... save it as UTF-8': NUL is UTF-8, and saving again changes nothing."""
+    cfg = tmp_path / 'nul.yaml'
+    cfg.write_bytes(b'lr: 0.1\0\n')
+    assert _one_error_line(['--model', 'cra_cifar_resnet20', '--config', cfg], capsys) == (
+        f"error: Config '{cfg}' holds the character U+0000 (character 7), which YAML does not allow (control "
+        f"characters, U+FFFE / U+FFFF): remove it.\n")

@@ -47,7 +47,10 @@ def load_config(path_or_name: str) -> Dict[str, Any]:
     stream.name = path  # the file that YAML's error marks name
     try:
         cfg = yaml.load(stream, Loader=ConfigLoader) or {}
-    except yaml.reader.ReaderError as e:  # undecodable bytes
+    except yaml.reader.ReaderError as e:  # undecodable bytes, or a character YAML does not allow (NUL, ...)
+        if e.encoding == 'unicode':  # decoded, then refused by PyYAML's printable check (e.character: its code)
+            raise UsageError(f"Config '{path}' holds the character U+{e.character:04X} (character {e.position}), "
+                             f"which YAML does not allow (control characters, U+FFFE / U+FFFF): remove it.") from None
         raise UsageError(f"Config '{path}' is not UTF-8 text (byte {e.position}: {e.reason}); save it as UTF-8.") \
             from e
     except AliasInConfig as e:
