@@ -150,6 +150,34 @@ def test_a_safetensors_header_with_malformed_label_names_is_one_line(tmp_path, c
                               f"distinct class names"), err
 
 
+@pytest.mark.parametrize('names,says', [
+    (['c\tat', 'dog'], "label name 'c\\tat' holds a control character (newline, tab, escape), U+0009"),
+    ([b'caf\xe9', 'dog'], "label name b'caf\\xe9' is not UTF-8 text (a name in another encoding)"),
+    (['', 'dog'], "label name '' is empty"),  # ClassLabel names: validate scored and recorded it (campaign 9)
+])
+def test_validate_refuses_class_names_the_trainer_refuses(tmp_path, capsys, names, says):
+    """The data's class names are checked where the data is read (data.create_dataset), for train and validate
+    alike, with the trainer's message."""
+    from timm_cra.eval.validate import main
+    from timm_cra.utils.errors import run_cli
+    if '' in names:
+        import datasets
+        from .test_data_labels import _png as png
+        feats = datasets.Features(image=datasets.Image(), label=datasets.ClassLabel(names=list(names)))
+        datasets.Dataset.from_dict({'image': [{'bytes': png(40 * i), 'path': None} for i in range(2)],
+                                    'label': [0, 1]}, features=feats).save_to_disk(str(tmp_path / 'saved'))
+        capsys.readouterr()  # save_to_disk's progress bar
+        data = ['--data-dir', str(tmp_path / 'saved')]
+    else:
+        _class_folders(str(tmp_path / 'data' / 'val'), names)
+        data = ['--data-dir', str(tmp_path / 'data'), '--split', 'val']
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--workers', '0', *data])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1, err
+    assert err.startswith(f'error: {says}: rename that class in the data (its class folder'), err
+
+
 def _shaded_folders(root, shades, n=4):
     for name, shade in shades.items():
         os.makedirs(os.path.join(root, name))

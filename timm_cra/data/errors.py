@@ -4,9 +4,9 @@ import numbers
 from typing import Any, Iterable, Optional, Sequence, Tuple
 
 from ..utils.errors import UsageError
-from ..utils.labels import name_key, repeated_names
+from ..utils.labels import label_name_problem, name_key, repeated_names
 
-__all__ = ['DataError', 'split_hint', 'first_non_integer', 'check_class_names', 'classes_absent_from_training',
+__all__ = ['DataError', 'RENAME_IN_DATA', 'split_hint', 'first_non_integer', 'check_class_names', 'classes_absent_from_training',
            'index_by_name']
 
 
@@ -14,10 +14,19 @@ class DataError(UsageError):
     """A dataset cannot be used as given (missing folder, wrong layout, label mismatch, ...)."""
 
 
+#: Where a user renames a class whose name no class can have (the names come from the data).
+RENAME_IN_DATA = 'rename that class in the data (its class folder, or the ClassLabel names / batches.meta)'
+
+
 def check_class_names(names: Sequence[Any], source: str, fix: str) -> None:
     """Refuse class names the data gives twice (:func:`~timm_cra.utils.labels.repeated_names`, after NFC
     normalisation, surrounding whitespace aside), naming ``source`` and ``fix`` (what to change there): a repeated
-    name loses a class wherever names map to ids (the published config, transformers)."""
+    name loses a class wherever names map to ids (the published config, transformers); and a name no class can have
+    (:func:`~timm_cra.utils.labels.label_name_problem`: empty, a control character, not UTF-8), which the trainer
+    could not export and validate would record in its results."""
+    problem = label_name_problem(names)
+    if problem:
+        raise DataError(f'{problem[0]}: {RENAME_IN_DATA} to {problem[1]}.')
     twice = repeated_names(names)
     if twice:
         raise DataError(f"The class names of '{source}' give {', '.join(map(repr, twice[:5]))} more than once "

@@ -27,7 +27,7 @@ from ..models._factory import label_count_problem
 from ..utils import count_macs, count_params
 from ..utils.errors import UsageError
 from ..utils.io import atomic_folder, atomic_path, atomic_write, check_output_folder
-from ..utils.labels import unusable_name
+from ..utils.labels import label_name_problem
 from ..utils.weights import safetensors_metadata
 from .card import EvalResults, RepoContentError, load_eval_results, render_model_card
 
@@ -155,14 +155,9 @@ def check_label_names(label_names: Optional[Sequence[str]], num_classes: int,
     problem = label_count_problem(names, num_classes)  # the check every config.json read goes through
     if problem:
         raise RepoContentError(f'{problem}: give exactly one name per class, in class-index order.')
-    for name in names:
-        if any('\udc80' <= c <= '\udcff' for c in name):  # bytes that were no UTF-8 (os.listdir's surrogateescape)
-            shown = name.encode('utf-8', 'surrogateescape')
-            raise RepoContentError(f'label name {shown!r} is not UTF-8 text (a name in another encoding): {rename} '
-                                   f'to UTF-8 text.')
-    unusable = unusable_name(names)  # a newline or escape code would forge lines of the card, logs, clients
-    if unusable:
-        raise RepoContentError(f'label name {unusable[0]!r} {unusable[1]}: {rename} to printable text.')
+    problem = label_name_problem(names)  # a newline or escape code would forge lines of the card, logs, clients
+    if problem:
+        raise RepoContentError(f'{problem[0]}: {rename} to {problem[1]}.')
     return names
 
 

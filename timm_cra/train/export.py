@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from ..data.errors import RENAME_IN_DATA
 from ..hub.repo import EARLIER_RUN_FILES, RUN_FILES
 from ..utils.errors import printable
 from ..utils.io import OutputPathError, atomic_path, atomic_write, file_digest, staging_folder
@@ -25,10 +26,6 @@ _logger = logging.getLogger('timm_cra.train')
 EXPORT_TMP_PREFIX = '.export-'
 
 
-#: Where a trainer user renames a class whose name cannot be exported (the names come from the data).
-_RENAME_IN_DATA = 'rename that class in the data (its class folder, or the ClassLabel names / batches.meta)'
-
-
 def run_label_names(train_ds, num_classes: int) -> Optional[List[str]]:
     """The class names a run records (``last.pth``) and exports (``config.json``, the weights' header): the training
     split's, one per output, or None (``--num-classes`` above the data's class count: the extra classes have no
@@ -36,7 +33,7 @@ def run_label_names(train_ds, num_classes: int) -> Optional[List[str]]:
     name that cannot be exported (a tab, bytes that are no UTF-8) stops the run before any training, not after it."""
     from ..hub.repo import check_label_names
     names = list(getattr(train_ds, 'class_names', []) or [])
-    return check_label_names(names, num_classes, rename=_RENAME_IN_DATA) if len(names) == num_classes else None
+    return check_label_names(names, num_classes, rename=RENAME_IN_DATA) if len(names) == num_classes else None
 
 
 def export_weights(net: nn.Module, output_dir: str, data_config: Dict[str, Any],

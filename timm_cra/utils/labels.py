@@ -2,7 +2,7 @@
 import unicodedata
 from typing import List, Optional, Sequence, Tuple
 
-__all__ = ['name_key', 'numbered_classes', 'repeated_names', 'unusable_name']
+__all__ = ['name_key', 'numbered_classes', 'repeated_names', 'unusable_name', 'label_name_problem']
 
 
 def name_key(name) -> str:
@@ -45,6 +45,18 @@ def unusable_name(names: Sequence[str]) -> Optional[Tuple[str, str]]:
             label = unicodedata.name(bad, '')
             return name, f"holds {kind}, U+{ord(bad):04X}{' ' + label if label else ''}"
     return None
+
+
+def label_name_problem(names: Sequence[str]) -> Optional[Tuple[str, str]]:
+    """``(why, what it must become)`` for the first class name that no class can have, or None: bytes that were
+    no UTF-8 (``os.listdir``'s surrogate escapes: a name in another encoding), else :func:`unusable_name`. The one
+    check of names from data (train and validate alike) and of the names a repo is written with."""
+    for name in map(str, names):
+        if any('\udc80' <= c <= '\udcff' for c in name):
+            shown = name.encode('utf-8', 'surrogateescape')
+            return f'label name {shown!r} is not UTF-8 text (a name in another encoding)', 'UTF-8 text'
+    unusable = unusable_name(names)
+    return (f'label name {unusable[0]!r} {unusable[1]}', 'printable text') if unusable else None
 
 
 def numbered_classes(names: Sequence[str]) -> bool:
