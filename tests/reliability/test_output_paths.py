@@ -611,7 +611,7 @@ def test_a_run_folder_moved_mid_run_stops_with_advice_that_keeps_the_epochs(tmp_
 def test_ctrl_c_during_a_training_is_one_line_exit_130_and_leaves_no_half_written_file(class_folder, tmp_path,
                                                                                         cli_env):
     """SIGINT (Ctrl-C) during any console script was a KeyboardInterrupt traceback: the shared runner (run_cli)
-    prints `interrupted` and exits 130; the run folder holds whole files only (the atomic writers remove their temp
+    prints `interrupted` (here with the trainer's `--resume` line) and exits 130; the run folder holds whole files only (the atomic writers remove their temp
     file on the way out), and the checkpoint written before the interrupt loads."""
     import signal
     import time
@@ -630,7 +630,9 @@ def test_ctrl_c_during_a_training_is_one_line_exit_130_and_leaves_no_half_writte
         _, err = proc.communicate(timeout=180)  # a loaded 2-core CI machine: 60 s ran out once
     finally:
         proc.kill()
-    assert proc.returncode == 130 and err.endswith('interrupted\n') and 'Traceback' not in err, err[-3000:]
+    # how to go on, as the last line (it was `interrupted` alone)
+    resume = f"interrupted: the epochs saved are kept; continue with --resume {out / 'run' / 'last.pth'}\n"
+    assert proc.returncode == 130 and err.endswith(resume) and 'Traceback' not in err, err[-3000:]
     files = sorted(p.name for p in (out / 'run').iterdir())
     assert not [f for f in files if f.startswith('.') or f.endswith('.tmp')], files
     assert torch.load(out / 'run' / 'last.pth', weights_only=True)['epoch'] >= 1

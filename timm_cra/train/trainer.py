@@ -258,7 +258,13 @@ def train(args: Union[argparse.Namespace, Sequence[str]]) -> Dict[str, Any]:
                     raise SystemExit(2)  # rank 0 prints why
             if refusal is not None:
                 raise refusal
-            return _train(args, dinfo, output_dir, held)
+            try:
+                return _train(args, dinfo, output_dir, held)
+            except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: the epochs checkpointed stay; say how to go on
+                last = os.path.join(output_dir, 'last.pth')
+                if dinfo.is_primary and os.path.isfile(last):
+                    e.hint = f'the epochs saved are kept; continue with --resume {last}'
+                raise
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

@@ -181,8 +181,11 @@ def catch_interrupts(command_process: bool = False) -> dict:
     return replaced
 
 
-def _exit_interrupted() -> None:
-    print(_STOP_SIGNALS.get(_received, 'interrupted'), file=sys.stderr)
+def _exit_interrupted(hint: Optional[str] = None) -> None:
+    """The stop signal's word, with how to go on where the command knows one (``KeyboardInterrupt.hint``: the
+    trainer's ``--resume``)."""
+    word = _STOP_SIGNALS.get(_received, 'interrupted')
+    print(f'{word}: {printable(hint)}' if hint else word, file=sys.stderr)
     sys.exit(128 + (_received or signal.SIGINT))
 
 
@@ -281,8 +284,8 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Seque
     except TimmCraError as e:
         print(f'error: {printable(e)}', file=sys.stderr)  # one line, even naming a hostile file
         sys.exit(2)
-    except KeyboardInterrupt:
-        _exit_interrupted()
+    except KeyboardInterrupt as e:
+        _exit_interrupted(getattr(e, 'hint', None))
     except OSError as e:
         code = _stdout_failure(e)
         if code is None:
