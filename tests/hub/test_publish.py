@@ -497,7 +497,11 @@ def test_publishes_what_the_trainer_writes(trainer_run, tmp_path, source):
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in expected.items())
     ema = source != 'model.safetensors'  # last.pth publishes its EMA weights by default
     assert _card_top1(out) == summary['final']['ema_eval_top1' if ema else 'eval_top1']
-    assert 'measured by the timm-cra trainer' in (out / 'README.md').read_text()
+    card = (out / 'README.md').read_text()
+    assert 'measured by the timm-cra trainer' in card
+    # the best epoch of the weights published: the EMA card quoted the plain weights' best
+    best = 'best_ema' if ema else 'best'
+    assert f"best epoch {summary[f'{best}_epoch']}: {summary[f'{best}_top1']:.2f}%" in card
 
 
 def test_results_of_another_run_are_refused(trainer_run, tmp_path, capsys):

@@ -252,13 +252,14 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
     if not isinstance(final, dict):
         raise UsageError(f"{name}: 'final' must be an object, not {final!r:.60}; pass the results.json the trainer "
                          f"wrote.")
-    best = summary.get('best_top1')
+    prefix = 'ema_eval' if ema and final.get('ema_eval_top1') is not None else 'eval'
+    best_key = 'best_ema' if prefix == 'ema_eval' else 'best'  # the best of the weights published, not the others'
+    best = summary.get(f'{best_key}_top1')
     # Python's json reads Infinity / NaN, which the trainer never writes (strict JSON): an edited file.
     if best is not None and not (isinstance(best, (int, float)) and not isinstance(best, bool)
                                  and math.isfinite(best) and 0 <= best <= 100):
-        raise UsageError(f"{name}: 'best_top1' must be a percentage between 0 and 100, not {best!r:.60}; pass the "
-                         f"results.json the trainer wrote.")
-    prefix = 'ema_eval' if ema and final.get('ema_eval_top1') is not None else 'eval'
+        raise UsageError(f"{name}: '{best_key}_top1' must be a percentage between 0 and 100, not {best!r:.60}; pass "
+                         f"the results.json the trainer wrote.")
     if final.get(f'{prefix}_top1') is None:
         raise UsageError(f"{name} has no eval accuracy (the run had no validation split): "
                          "evaluate the weights with python -m timm_cra.eval --results-file R.json and pass "
@@ -270,8 +271,8 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
     notes = (f"Top-1 measured by the timm-cra trainer on the '{args.get('val_split') or 'validation'}' split after "
              f"the final epoch ({epochs} epochs, {summary.get('optimizer_steps', '?')} optimizer steps)"
              + (' with the EMA weights' if prefix == 'ema_eval' else ''))
-    if summary.get('best_top1') is not None:
-        notes += f"; best epoch {summary.get('best_epoch')}: {summary['best_top1']:.2f}%"
+    if best is not None:
+        notes += f"; best epoch {summary.get(f'{best_key}_epoch')}: {best:.2f}%"
     return dict(top1=final[f'{prefix}_top1'], top5=final.get(f'{prefix}_top5'), dataset=dataset,
                 split=args.get('val_split') or 'validation', source='measured', notes=notes + '.')
 

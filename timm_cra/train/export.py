@@ -98,10 +98,11 @@ def finish_run(args, dinfo: DistInfo, net: nn.Module, model_ema, history: List[D
         data_config={k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()
                      if k in SCORED_DATA_CONFIG_KEYS},
     )
-    evals = [r for r in history if 'eval_top1' in r]
-    if evals:
-        best = max(evals, key=lambda r: r['eval_top1'])
-        summary.update(best_top1=best['eval_top1'], best_epoch=best['epoch'])
+    for prefix, best_key in (('eval', 'best'), ('ema_eval', 'best_ema')):  # the EMA weights' best is their own
+        evals = [r for r in history if r.get(f'{prefix}_top1') is not None]
+        if evals:
+            best = max(evals, key=lambda r: r[f'{prefix}_top1'])
+            summary.update({f'{best_key}_top1': best[f'{prefix}_top1'], f'{best_key}_epoch': best['epoch']})
     if not dinfo.is_primary:
         return summary
     try:
