@@ -373,6 +373,11 @@ def test_a_config_with_aliases_or_over_the_size_cap_is_one_line_at_once(tmp_path
     err = _one_error_line(['--config', bomb], capsys)
     assert err == (f"error: Config '{bomb}' uses the YAML alias *a0 (line 2): configs are read without anchors and "
                    f"aliases (nested ones multiply a few bytes into gigabytes); write the value out.\n")
+    merge = tmp_path / 'merge.yaml'  # a merge key was "could not determine a constructor for the tag ..."
+    merge.write_text('epochs: 1\n<<: {lr: 0.02}\n')
+    assert _one_error_line(['--config', merge], capsys) == (
+        f"error: Config '{merge}' is not valid YAML: '<<' (line 2) is a YAML merge key: configs are read without "
+        f"merge keys, anchors and aliases; write the keys out in \"{merge}\", line 2, column 1\n")
     big = tmp_path / 'big.yaml'
     big.write_text('lr: 0.1\n' + '#' * MAX_CONFIG_BYTES + '\n')
     err = _one_error_line(['--config', big], capsys)

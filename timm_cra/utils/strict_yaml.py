@@ -46,6 +46,10 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == 'tag:yaml.org,2002:merge':  # was "could not determine a constructor for the tag"
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"'<<' (line {key_node.start_mark.line + 1}) is a YAML merge key: configs are read "
+                                f"without merge keys, anchors and aliases; write the keys out", key_node.start_mark)
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, str):
                 continue  # load_config names non-string keys itself
