@@ -233,6 +233,9 @@ def test_bad_batch_size_and_model_kwargs_are_one_line(cifar10_test, tmp_path, ca
     (['--mean', '125.3', '123.0', '113.9'], '--mean 125.3 123.0 113.9: every value must be from 0 to 1'),
     (['--img-size', '8000'], '--img-size 8000 is 64000000 pixels: at most 16777216 (4096 x 4096)'),
     (['--img-size', '32', '--crop-pct', '1e-6'], '--crop-pct 1e-06: timm would resize images to 32000000 x 32000000'),
+    # the sides were written out in full: an 803-character line
+    (['--img-size', '32', '--crop-pct', '1e-300'], '--crop-pct 1e-300: timm would resize images to 3.2e+301 x 3.2e+301 '
+                                                   'px before the 32 x 32 crop'),
     (['--crop-pct', '0'], '--crop-pct 0.0 must be in (0, 2]'),
     (['--crop-pct', '3'], '--crop-pct 3.0 must be in (0, 2]'),
     (['--img-size', '0'], '--img-size 0 must be a side in pixels from 8 to 8192'),

@@ -42,6 +42,7 @@ def crop_resize_problem(side: Sequence[int], crop_pct: float) -> Optional[str]:
     if height * width <= MAX_INPUT_PIXELS:
         return None
     least = math.sqrt(side[0] * side[1] / MAX_INPUT_PIXELS)
+    height, width = (s if s < 10 ** 9 else f'{s:.3g}' for s in (height, width))  # crop_pct 1e-300: 300 digits each
     return f"timm would resize images to {height} x {width} px before the {side[0]} x {side[1]} crop, over " \
            f"{MAX_INPUT_PIXELS} pixels (4096 x 4096): give at least {math.ceil(least * 1000) / 1000} (timm's " \
            f"models use 0.875 to 1.15)"
