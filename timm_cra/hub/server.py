@@ -429,6 +429,10 @@ def _revision(repo_dir: Path, revision: str) -> Tuple[Path, str, Optional[Dict[s
         folder = _store_entry(revisions, commit, folder=True) if revisions and commit in history else None
         if folder is not None and _inside(folder, repo_dir):
             return folder, commit, None
+        if commit in history and folder is None:  # a stray or copied .hub-head: "Invalid rev id: main" misled
+            raise _HubError(HTTPStatus.INTERNAL_SERVER_ERROR,
+                            f'{repo_dir / _REVISIONS / commit} is missing: {repo_dir / _HEAD} names commit {commit} '
+                            f'but its files are not there; restore it, or remove {_HEAD} to serve the folder as it is.')
     raise _HubError(HTTPStatus.NOT_FOUND,
                     f'Invalid rev id: {revision[:100]} (repo {repo_dir.parent.name}/{repo_dir.name} has '
                     f'{DEFAULT_BRANCH} = {head}).', 'RevisionNotFound')
@@ -582,7 +586,10 @@ class _ReadRoutes(BaseHTTPRequestHandler):
     def _error(self, status: int, code: Optional[str], message: str, head_only: bool, commit: Optional[str] = None,
                fields: Optional[Dict[str, Any]] = None):
         # The message quotes the request (a file name, a revision): CR / LF in it would end the header and forge
-        # others (response splitting), so it is escaped as printable ASCII.
+        # others (response splitting), so it is escaped as printable ASCII. Store paths are named from the served
+        # root: where it lies on this machine is nothing a client needs (and no one's business with --host 0.0.0.0).
+        for root in self.server.roots:
+            message = message.replace(f'{root}{os.sep}', '')
         headers = {'Content-Type': 'application/json',
                    'X-Error-Message': printable(message).encode('ascii', 'replace').decode()}
         if code:
