@@ -27,7 +27,8 @@ from ..models._builder import PUBLIC_HUB_ENDPOINT, hub_id
 from ..models._factory import pretrained_cfg_problem
 from ..utils.cli import data_name, keyword_args_action
 from ..utils.labels import name_key, numbered_classes, repeated_names
-from ..utils.errors import NO_ANSWER, NOT_A_HUB, TIMED_OUT, TimmCraError, UsageError, hub_failure, printable, run_cli
+from ..utils.errors import (NO_ANSWER, NOT_A_HUB, TIMED_OUT, TimmCraError, UsageError, hub_failure, never_connected,
+                            printable, run_cli)
 from ..utils.hub_session import bounded_hub_requests
 from ..utils.io import check_regular_file, file_digest
 from ..utils.strict_json import loads, read_text
@@ -576,6 +577,10 @@ def push_repo_folder(
                              f"web site's page); {rerun} once it does.") from e
         # No connection, or one closed before any answer: nothing reached the Hub. A time-out or a connection that
         # broke mid-request may have: told apart so the advice fits.
+        if kind == NO_ANSWER and not never_connected(e):  # the request was read: it may have been carried out
+            raise UsageError(f"Pushing to {repo_id} failed: the Hub endpoint {endpoint} closed the connection without "
+                             f"answering ({reason}), so the push may have landed (look at {repo_id} on the Hub); "
+                             f"{rerun} (check HF_ENDPOINT and the network).") from e
         if kind == NO_ANSWER:
             raise UsageError(f"Pushing to {repo_id} failed: cannot connect to the Hub endpoint {endpoint} "
                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); nothing was uploaded and "

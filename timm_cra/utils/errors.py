@@ -39,7 +39,7 @@ from typing import Any, Callable, Optional, Sequence
 
 __all__ = ['TimmCraError', 'UsageError', 'run_cli', 'INTERRUPTED_EXIT', 'interrupted', 'check_not_interrupted',
            'catch_interrupts', 'printable', 'transport_failure',
-           'hub_failure', 'NO_ANSWER', 'TIMED_OUT', 'BROKEN', 'NOT_A_HUB']
+           'hub_failure', 'never_connected', 'NO_ANSWER', 'TIMED_OUT', 'BROKEN', 'NOT_A_HUB']
 
 
 class TimmCraError(Exception):
@@ -69,15 +69,25 @@ _TRANSPORT_KINDS = ((NO_ANSWER, ('ConnectError', 'RemoteProtocolError')), (TIMED
                     (BROKEN, ('TransportError',)))
 
 
+def _http_error_classes(err: BaseException) -> set:
+    # Matched by class name inside the httpx / httpx2 packages, so this does not depend on which of the two
+    # huggingface_hub uses (2.x uses httpx2) and imports neither.
+    return {cls.__name__ for cls in type(err).__mro__ if cls.__module__.split('.')[0] in ('httpx', 'httpx2')}
+
+
 def transport_failure(err: BaseException) -> Optional[str]:
     """The kind of transport failure ``err`` (from the HTTP library huggingface_hub uses) is: :data:`NO_ANSWER`
     (refused, a name that does not resolve, a connection closed before an answer), :data:`TIMED_OUT`,
     :data:`BROKEN` (a connection reset or cut mid-way); ``None`` when it is not one (an answer of any status is
     not)."""
-    # Matched by class name inside the httpx / httpx2 packages, so this does not depend on which of the two
-    # huggingface_hub uses (2.x uses httpx2) and imports neither.
-    names = {cls.__name__ for cls in type(err).__mro__ if cls.__module__.split('.')[0] in ('httpx', 'httpx2')}
+    names = _http_error_classes(err)
     return next((kind for kind, classes in _TRANSPORT_KINDS if names.intersection(classes)), None)
+
+
+def never_connected(err: BaseException) -> bool:
+    """Whether ``err`` is a connection that was never made (refused, a name that does not resolve): the request
+    was not sent. A :data:`NO_ANSWER` that is not one (closed after the request was read) may have been acted on."""
+    return 'ConnectError' in _http_error_classes(err)
 
 
 #: The kind of :func:`hub_failure` beyond :func:`transport_failure`'s: the endpoint answered, not as a Hub does.
