@@ -30,7 +30,6 @@ The tree (subclasses keep a builtin base where callers catch that, e.g. ``Pretra
     +-- OnnxMismatchError         onnxruntime disagrees with PyTorch; a RuntimeError (export.onnx)
 """
 
-import errno
 import os
 import signal
 import sys
