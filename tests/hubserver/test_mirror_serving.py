@@ -164,7 +164,7 @@ def test_repo_folders_differing_only_in_case_are_refused(hub):
     until one is renamed or removed."""
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-    lower = hub.add_repo('t-mirror-case/dup', {'config.json': b'{"a": 1}'})
+    hub.add_repo('t-mirror-case/dup', {'config.json': b'{"a": 1}'})
     upper = hub.add_repo('t-mirror-case/Dup', {'config.json': b'{"a": 2}'})
     for repo_id in ('t-mirror-case/dup', 't-mirror-case/Dup', 'T-MIRROR-CASE/DUP'):
         resp, _ = _request(hub.endpoint, 'HEAD', f'/{repo_id}/resolve/main/config.json')
