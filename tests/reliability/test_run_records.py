@@ -121,6 +121,26 @@ def _relabelled_header(src: Path, dst: Path, **changes) -> None:
     save_file(state, str(dst), metadata=metadata)
 
 
+def test_a_header_preprocessing_other_than_its_config_json_is_refused(colour_run, tmp_path):
+    """A run folder whose model.safetensors header was given other preprocessing than the config.json beside it (an
+    edit, a file copied in) was read by each reader its own way without a word: `--checkpoint` and publish took the
+    config's, the file copied alone its header's. As for class names, the folder is refused until re-exported."""
+    data, run = colour_run
+    folder = Path(shutil.copytree(run, tmp_path / 'edited'))
+    config = json.loads((folder / 'config.json').read_text())
+    _relabelled_header(run / 'model.safetensors', folder / 'model.safetensors',
+                       data_config=dict(config['pretrained_cfg'], mean=[0.1, 0.1, 0.1], interpolation='nearest'))
+    says = (r"'.*edited/model\.safetensors' records other preprocessing in its header than the config\.json beside it "
+            r"\(interpolation nearest \(config\.json: bilinear\); mean \[0\.1, 0\.1, 0\.1\] \(config\.json: "
+            r"\[0\.9, 0\.1, 0\.1\]\)\): re-export the folder")
+    with pytest.raises(UsageError, match=says):
+        _validate(data, '--checkpoint', folder / 'model.safetensors')
+    with pytest.raises(UsageError, match=says):
+        publish.main(['cra_cifar_resnet20.col', str(folder / 'model.safetensors'), '--out', str(tmp_path / 'r')])
+    assert not (tmp_path / 'r').exists()
+    _validate(data, '--checkpoint', run / 'model.safetensors')  # the folder as the trainer wrote it: read as before
+
+
 def test_publish_refuses_results_whose_class_names_or_preprocessing_the_repo_would_not_have(colour_run, tmp_path):
     """``state_dict_sha256`` is a digest of the tensors only: results that scored the outputs as other classes, or the
     images with other preprocessing, than the repo gets were published with their score (card 100%, repo 50% or at

@@ -32,7 +32,7 @@ from ..utils.errors import (NO_ANSWER, NOT_A_HUB, TIMED_OUT, TimmCraError, Usage
 from ..utils.hub_session import bounded_hub_requests
 from ..utils.io import check_regular_file, file_digest
 from ..utils.strict_json import loads, read_text
-from ..utils.weights import (DATA_CONFIG_KEYS, SCORED_DATA_CONFIG_KEYS, check_file, load_state_checked, read_weights,
+from ..utils.weights import (DATA_CONFIG_KEYS, SCORED_DATA_CONFIG_KEYS, check_file, same_setting, load_state_checked, read_weights,
                              recorded_data_config, tensor_digest)
 from .card import load_eval_results
 from .repo import check_repo_output, export_repo
@@ -337,16 +337,6 @@ def _check_scored_weights(data: Dict[str, Any], checkpoint: Union[str, Path], em
 SCORED_FIELDS = ('label_names', 'data_config')
 
 
-def _close(a: Any, b: Any) -> bool:
-    """Whether two preprocessing values are the same (numbers to float precision, lists element-wise)."""
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
-            and not isinstance(b, bool):
-        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
-    return a == b
-
-
 def _shown_names(names: Sequence[Any], n: int = 4) -> str:
     return ', '.join(map(str, names[:n])) + (', ...' if len(names) > n else '')
 
@@ -388,7 +378,7 @@ def _check_scored_answers(data: Dict[str, Any], config: Dict[str, Any], checkpoi
     cfg = dict(cfg)
     cfg.setdefault('crop_mode', 'center')  # as for the repo: a record naming none was scored with timm's default
     differ = [f"{k} {cfg[k]} (repo: {repo_cfg.get(k)})" for k in sorted(cfg)
-              if k in SCORED_DATA_CONFIG_KEYS and not _close(cfg[k], repo_cfg.get(k))]
+              if k in SCORED_DATA_CONFIG_KEYS and not same_setting(cfg[k], repo_cfg.get(k))]
     if differ:
         raise UsageError(printable(f"{name} scored the images with other preprocessing than the repo would get "
                                    f"({'; '.join(differ)}): {validate_again}."))

@@ -13,6 +13,7 @@ that any copy would turn into terabytes) is refused before anything touches the 
 import hashlib
 import json
 import logging
+import math
 import os
 import pickle
 import zipfile
@@ -415,6 +416,16 @@ DATA_CONFIG_KEYS = ('input_size', 'interpolation', 'mean', 'std', 'crop_pct')
 SCORED_DATA_CONFIG_KEYS = DATA_CONFIG_KEYS + ('crop_mode',)
 
 
+def same_setting(a: Any, b: Any) -> bool:
+    """Whether two preprocessing values are the same (numbers to float precision, lists element-wise)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_setting(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+            and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return a == b
+
+
 def recorded_data_config(path: str, args: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], str]:
     """``(preprocessing, where it was read)``: what the weights at ``path`` were trained with. The ``pretrained_cfg``
     of the Hub-format ``config.json`` beside them (what the trainer exports next to ``last.pth`` and
@@ -437,6 +448,16 @@ def recorded_data_config(path: str, args: Optional[Dict[str, Any]]) -> Tuple[Dic
         cfg = config['pretrained_cfg']
         found = {k: cfg[k] for k in DATA_CONFIG_KEYS if cfg.get(k)}
         if found:
+            # as for class names (check_names_beside): validate --checkpoint on the file alone reads its header, a
+            # folder's readers the config, so one folder would preprocess two ways (the header edited, or copied in)
+            header = _header_data_config(path) if str(path).endswith('.safetensors') else None
+            differ = [f'{k} {header[k]} (config.json: {found.get(k)})' for k in sorted(header or {})
+                      if not same_setting(header[k], found.get(k))]
+            if differ:
+                raise UsageError(printable(
+                    f"'{path}' records other preprocessing in its header than the config.json beside it "
+                    f"({'; '.join(differ)}): re-export the folder (the trainer and publish write both from one "
+                    f"data config)."))
             return found, f'the config.json beside {path}'
     found = _header_data_config(path) if str(path).endswith('.safetensors') else None
     if found:
