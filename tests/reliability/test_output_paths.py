@@ -805,3 +805,29 @@ def test_checkpoint_upgrade_into_another_runs_folder_is_refused(earlier_run, tmp
         proc = _cli('timm_cra.train.checkpoint', ['upgrade', a / 'last.pth', dst], cli_env, tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.load(tmp_path / 'fresh' / 'last.pth', weights_only=True)['epoch'] == 1
+
+
+def test_readers_of_a_folder_whose_run_is_set_aside_say_where_it_is(tmp_path):
+    """After an --overwrite run was killed before its first checkpoint, the earlier run waits in .overwritten-run
+    until the next training on the folder: `--checkpoint run/last.pth` said only "does not exist" and `local-dir:`
+    "is not a model folder", with no word of where the run was or how it comes back."""
+    from timm_cra.models import create_model
+    from timm_cra.utils.errors import TimmCraError, UsageError
+    from timm_cra.utils.weights import check_file
+    run = tmp_path / 'run'
+    (run / '.overwritten-run').mkdir(parents=True)
+    (run / '.overwritten-run' / 'last.pth').write_bytes(b'x')
+    (run / 'args.yaml').write_text('epochs: 1\n')
+    note = (f"(an earlier run of this folder is in {run / '.overwritten-run'}: an --overwrite run was stopped before "
+            f"its first checkpoint; the next timm-cra-train with this folder as its run folder puts it back).")
+    with pytest.raises(UsageError) as e:
+        check_file(str(run / 'last.pth'))
+    assert str(e.value) == f"Checkpoint '{run / 'last.pth'}' does not exist {note}"
+    with pytest.raises(TimmCraError) as e:
+        create_model(f'local-dir:{run}', pretrained=True)
+    assert str(e.value).endswith(f"python -m timm_cra.hub.publish) {note}") and '\n' not in str(e.value)
+    (run / '.overwritten-run' / 'last.pth').unlink()
+    (run / '.overwritten-run').rmdir()
+    with pytest.raises(UsageError) as e:
+        check_file(str(run / 'last.pth'))
+    assert str(e.value) == f"Checkpoint '{run / 'last.pth'}' does not exist."

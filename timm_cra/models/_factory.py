@@ -24,6 +24,7 @@ from timm.models import PretrainedCfg
 
 from ..utils.labels import repeated_names, unusable_name
 from ..utils.errors import UsageError
+from ..utils.io import earlier_run_note
 from ._load_errors import PretrainedWeightsError, _local_weights, explain_pretrained_errors
 from ..utils.input_limits import (CROP_MODES, INTERPOLATIONS, MAX_CROP_PCT, MAX_INPUT_CHANS, MAX_INPUT_PIXELS,
                                   MAX_INPUT_SIDE, MAX_NORM_VALUE, MIN_INPUT_SIDE, MIN_STD, crop_resize_problem)
@@ -623,7 +624,7 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
             if not os.path.lexists(Path(location) / 'config.json'):
                 raise PretrainedWeightsError(
                     f"timm_cra: '{location}' is not a model folder: it needs config.json and model.safetensors "
-                    f"(as written by the trainer or python -m timm_cra.hub.publish).")
+                    f"(as written by the trainer or python -m timm_cra.hub.publish){earlier_run_note(location)}.")
             arch = read_model_config(Path(location) / 'config.json', model_name)['architecture']
             for filename in PREPROCESSOR_FILENAMES:
                 preprocessor = Path(location) / filename

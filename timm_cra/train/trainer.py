@@ -30,7 +30,8 @@ from ..data import DataError, TensorImageDataset, model_in_chans, resolve_model_
 from ..eval.evaluate import evaluate
 from ..utils.errors import TimmCraError, UsageError, check_not_interrupted, printable
 from ..utils.extras import require_train_extra
-from ..utils.io import HeldFolder, OutputPathError, atomic_write, check_output_folder, locked_folder, temp_pattern
+from ..utils.io import (EARLIER_RUN_ASIDE, HeldFolder, OutputPathError, atomic_write, check_output_folder,
+                        locked_folder, temp_pattern)
 from ..utils.strict_yaml import safe_dump
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
@@ -152,10 +153,6 @@ def _check_overwrite_keeps_inputs(output_dir: str, args) -> None:
                              f"'{printable(output_dir)}' that this run replaces. Copy it out of that folder and start "
                              f"from the copy, or choose another --experiment.")
 
-
-#: Where ``--overwrite`` keeps the replaced run's files until the new run's first checkpoint: a hidden folder in the
-#: run folder, so it is under the run's lock and on its filesystem (putting them back is a rename).
-EARLIER_RUN_ASIDE = '.overwritten-run'
 
 #: Marks a set-aside run being moved back (:func:`_settle_earlier_run`): a kill midway is finished by the next run.
 _MOVING_BACK = '.moving-back'

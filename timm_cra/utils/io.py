@@ -45,7 +45,22 @@ except ImportError:  # not POSIX: no writer locks, stale temp files are removed 
 __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remove_stale_temp_files',
            'file_kind', 'not_regular_reason', 'not_folder_reason', 'check_regular_file', 'open_regular_file',
            'read_capped', 'OutputPathError', 'check_path_given', 'check_output_file', 'check_output_folder',
-           'HeldFolder', 'locked_folder', 'file_digest', 'FileIdentity', 'file_identity', 'staging_folder']
+           'HeldFolder', 'locked_folder', 'file_digest', 'FileIdentity', 'file_identity', 'staging_folder',
+           'EARLIER_RUN_ASIDE', 'earlier_run_note']
+
+#: Where the trainer's ``--overwrite`` keeps the replaced run's files until the new run's first checkpoint: a hidden
+#: folder in the run folder, so it is under the run's lock and on its filesystem (putting them back is a rename).
+EARLIER_RUN_ASIDE = '.overwritten-run'
+
+
+def earlier_run_note(folder: str) -> str:
+    """For a message about a run folder lacking its files: where they are when an ``--overwrite`` run stopped before
+    its first checkpoint (a kill, a full disk) left the earlier run aside, and how it comes back; else ''."""
+    aside = os.path.join(folder or '.', EARLIER_RUN_ASIDE)
+    if not os.path.isdir(aside) or os.path.islink(aside):
+        return ''
+    return (f' (an earlier run of this folder is in {aside}: an --overwrite run was stopped before its first '
+            f'checkpoint; the next timm-cra-train with this folder as its run folder puts it back)')
 
 _TMP_SUFFIX = '.tmp'
 #: Bytes in one file name (ext4, xfs, btrfs, tmpfs: 255), and in the random part of a temp name.

@@ -23,7 +23,7 @@ import torch
 from timm.models import clean_state_dict
 
 from .errors import UsageError, printable
-from .io import check_regular_file
+from .io import check_regular_file, earlier_run_note
 from .labels import name_key, repeated_names
 from .strict_json import loads, read_json
 
@@ -105,7 +105,7 @@ def check_file(path: str, what: str = 'Checkpoint') -> None:
         raise UsageError(f"{what} '{path}' is a directory, not a weights file: pass the file inside it "
                          f"(e.g. {os.path.join(path, 'last.pth')} or {os.path.join(path, 'model.safetensors')}).")
     if not os.path.lexists(path):
-        raise UsageError(f"{what} '{path}' does not exist.")
+        raise UsageError(f"{what} '{path}' does not exist{earlier_run_note(os.path.dirname(path))}.")
     check_regular_file(path, what)
     if path.lower().endswith('.onnx') and not zipfile.is_zipfile(path):  # torch took it for its legacy format
         raise UsageError(f"{what} '{path}' is an ONNX model (timm-cra-export's output), not a weights file: pass the "
