@@ -276,7 +276,12 @@ def test_resume_refuses_another_initial_checkpoint_and_changed_preprocessing(col
             '--lr', '0.05', '--device', 'cpu', '-j', '0', '--resume', str(run / 'last.pth'), '--no-plot']
     for changed, shown in ((['--mean', '0.5', '0.5', '0.5', '--std', *map(str, RUN_STD)], '--mean'),
                            (['--mean', *map(str, RUN_MEAN), '--std', *map(str, RUN_STD), '--img-size', '40'],
-                            '--img-size')):
+                            '--img-size'),
+                           # an optimizer setting: was worded as a checkpoint "edited or damaged"
+                           (['--mean', *map(str, RUN_MEAN), '--std', *map(str, RUN_STD), '--weight-decay', '0.1'],
+                            '--weight-decay'),
+                           (['--mean', *map(str, RUN_MEAN), '--std', *map(str, RUN_STD), '--momentum', '0.5'],
+                            '--momentum')):
         with pytest.raises(UsageError, match=rf'changed settings \({shown} '):
             train(base + changed)
     assert (run / 'last.pth').read_bytes() == before

@@ -38,6 +38,8 @@ STATE_ARGS = ('model', 'model_kwargs', 'num_classes', 'in_chans', 'opt', 'filter
               'sched', 'model_ema',
               # the preprocessing the weights learn on, which the export records once (config.json)
               'img_size', 'input_size', 'mean', 'std', 'interpolation', 'crop_pct')
+#: The arguments the optimizer's saved parameter groups hold (:func:`optimizer_problem` checks the groups against them).
+OPTIMIZER_ARGS = ('momentum', 'weight_decay', 'opt_eps', 'opt_betas', 'opt_kwargs')
 REQUIRED_KEYS = ('state_dict', 'optimizer', 'epoch', 'num_updates', 'history', 'rng')
 
 
@@ -135,7 +137,10 @@ def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
         raise UsageError(f"'{path}' is not a training checkpoint of this trainer (no {', '.join(missing)}): "
                          f"--resume continues a 'last.pth' written by it; to start from the weights of another "
                          f"checkpoint use --initial-checkpoint {path}.")
-    problem = progress_problem(ckpt) or optimizer_problem(ckpt, args) or _rng_problem(ckpt)
+    problem = progress_problem(ckpt) or _rng_problem(ckpt)
+    if not problem:
+        _check_same_settings(path, ckpt, args)  # before the optimizer's check, which a changed flag also fails
+        problem = optimizer_problem(ckpt, args)
     if problem:
         raise UsageError(f"Cannot --resume '{path}': {problem}, so it was edited or damaged (the sha256 it records "
                          f"covers the tensors only) or run with other settings. Resume from an intact copy with the "
@@ -145,14 +150,19 @@ def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
     if isinstance(epochs, int) and ckpt['epoch'] > epochs:  # the loop would train nothing and export as finished
         raise UsageError(f"Cannot --resume '{path}' with --epochs {epochs}: it has already done {ckpt['epoch']} "
                          f"epochs. Pass --epochs {ckpt['epoch']} or more to continue it.")
+    return ckpt
+
+
+def _check_same_settings(path: str, ckpt: Dict[str, Any], args) -> None:
+    """Refuse ``--resume`` with an argument of :data:`STATE_ARGS` or :data:`OPTIMIZER_ARGS` other than the run
+    recorded (``--weight-decay 0.1`` on a 0.0001 run was worded as a checkpoint edited or damaged)."""
     saved = ckpt.get('args') if isinstance(ckpt.get('args'), dict) and args is not None else {}
-    changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k, None)!r}" for k in STATE_ARGS
+    changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k, None)!r}" for k in STATE_ARGS + OPTIMIZER_ARGS
                if k in saved and _comparable(saved[k]) != _comparable(getattr(args, k, None))]
     if changed:
         raise UsageError(f"Cannot --resume '{path}' with changed settings ({'; '.join(changed)}): the saved model / "
                          f"optimizer / schedule state and preprocessing do not fit them. Resume with the values the run "
                          f"was started with, or start a new run from its weights with --initial-checkpoint {path}.")
-    return ckpt
 
 
 def _shown_names(names) -> str:
