@@ -444,3 +444,22 @@ def test_publish_holds_the_trainers_results_to_the_preprocessing_the_repo_gets(c
         publish.main(['cra_cifar_resnet20.colour', str(edited / 'last.pth'), '--results',
                       str(edited / 'results.json'), '--out', str(tmp_path / 'pub')])
     assert not (tmp_path / 'pub').exists()
+
+
+def test_a_fine_tune_from_weights_trained_with_other_preprocessing_says_so(colour_run, tmp_path, caplog):
+    """--initial-checkpoint of weights whose run recorded mean 0.9 / 0.1 / 0.1 trained on the architecture's
+    defaults without a word. It may be meant (a fine-tune may change the preprocessing), so it is a warning naming
+    each difference and the flags; with the same flags, nothing is said."""
+    data, run = colour_run
+    base = ['--model', 'cra_cifar_resnet20', '--data-dir', str(data), '--dataset', 'folder', '--epochs', '1', '-b', '8',
+            '--device', 'cpu', '-j', '0', '--no-plot', '--initial-checkpoint', str(run / 'model.safetensors'),
+            '--output', str(tmp_path)]
+    with caplog.at_level(logging.WARNING, logger='timm_cra'):
+        train(base + ['--experiment', 'defaults'])
+    warned = [m for m in caplog.messages if '--initial-checkpoint was trained with other preprocessing' in m]
+    assert len(warned) == 1 and f"the config.json beside {run / 'model.safetensors'}" in warned[0], caplog.messages
+    assert 'mean [0.9, 0.1, 0.1] (this run: (0.4914' in warned[0] and 'std [0.05, 0.05, 0.05]' in warned[0], warned
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger='timm_cra'):
+        train(base + ['--experiment', 'same', '--mean', *map(str, RUN_MEAN), '--std', *map(str, RUN_STD)])
+    assert not [m for m in caplog.messages if 'other preprocessing' in m], caplog.messages

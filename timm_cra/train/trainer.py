@@ -33,6 +33,7 @@ from ..utils.extras import require_train_extra
 from ..utils.io import (EARLIER_RUN_ASIDE, HeldFolder, OutputPathError, atomic_write, check_output_folder,
                         locked_folder, temp_pattern)
 from ..utils.strict_yaml import safe_dump
+from ..utils.weights import DATA_CONFIG_KEYS, recorded_data_config, same_setting
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
 from .distributed import DistInfo, init_distributed
@@ -323,6 +324,19 @@ def _check_run_folder_in_place(held: Optional[HeldFolder], output_dir: str, epoc
                      f"{fix}.")
 
 
+def _note_other_preprocessing(path: str, data_config: Dict[str, Any]) -> None:
+    """Warn when ``--initial-checkpoint``'s weights record other preprocessing (its run's config.json, its header)
+    than this run's: fine-tuning may mean to change it, but a 64-px or other-mean start trained on the tag's defaults
+    without a word."""
+    recorded, where = recorded_data_config(path, None)
+    differ = [f"{k} {recorded[k]} (this run: {data_config.get(k)})" for k in DATA_CONFIG_KEYS
+              if k in recorded and not same_setting(recorded[k], data_config.get(k))]
+    if differ:
+        _logger.warning(printable(f"--initial-checkpoint was trained with other preprocessing ({where}): "
+                                  f"{'; '.join(differ)}. Pass those flags (--input-size, --mean, ...) to keep what its "
+                                  f"weights learnt on."))
+
+
 def _train(args, dinfo: DistInfo, output_dir: str, held: Optional[HeldFolder] = None) -> Dict[str, Any]:
     # Refused before any data is read: a folder holding another run, a --resume with changed settings.
     _check_output_dir(output_dir, args)
@@ -344,6 +358,8 @@ def _train(args, dinfo: DistInfo, output_dir: str, held: Optional[HeldFolder] = 
     if isinstance(train_ds, TensorImageDataset):
         cfg_args['crop_pct'] = 1.0  # the in-memory eval path feeds whole images, no crop
     data_config = resolve_model_data_config(cfg_args, model, verbose=dinfo.is_primary)
+    if args.initial_checkpoint and dinfo.is_primary:
+        _note_other_preprocessing(args.initial_checkpoint, data_config)
     _logger.info(f'Model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params')
     model.to(dinfo.device)
     if args.channels_last:
