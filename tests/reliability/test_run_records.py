@@ -463,3 +463,21 @@ def test_a_fine_tune_from_weights_trained_with_other_preprocessing_says_so(colou
     with caplog.at_level(logging.WARNING, logger='timm_cra'):
         train(base + ['--experiment', 'same', '--mean', *map(str, RUN_MEAN), '--std', *map(str, RUN_STD)])
     assert not [m for m in caplog.messages if 'other preprocessing' in m], caplog.messages
+
+
+def test_a_repo_published_without_names_can_be_named_later(colour_run, tmp_path):
+    """A repo published without class names records '0'..'K-1' (what transformers shows then); publishing its weights
+    again with --label-names was refused as renaming classes ('records its class names (0, 1, 2): drop
+    --label-names'). Numbered names are no names: naming them is accepted; renaming named classes is still refused."""
+    data, run = colour_run
+    bare = tmp_path / 'bare.pth'
+    torch.save(torch.load(run / 'last.pth', weights_only=True)['state_dict'], bare)
+    publish.main(['cra_cifar_resnet20.col', str(bare), '--num-classes', '3', '--out', str(tmp_path / 'unnamed')])
+    assert json.loads((tmp_path / 'unnamed' / 'config.json').read_text())['label_names'] == ['0', '1', '2']
+    publish.main(['cra_cifar_resnet20.col', str(tmp_path / 'unnamed' / 'model.safetensors'), '--label-names', 'a,b,c',
+                  '--out', str(tmp_path / 'named')])
+    assert json.loads((tmp_path / 'named' / 'config.json').read_text())['label_names'] == ['a', 'b', 'c']
+    with pytest.raises(UsageError, match=r"records its class names \(a, b, c\): drop --label-names"):
+        publish.main(['cra_cifar_resnet20.col', str(tmp_path / 'named' / 'model.safetensors'), '--label-names',
+                      'x,y,z', '--out', str(tmp_path / 'renamed')])
+    assert not (tmp_path / 'renamed').exists()

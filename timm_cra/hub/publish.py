@@ -467,7 +467,8 @@ def build_repo_folder(
     results = _results(results, ckpt, used_ema, _run_args(checkpoint, ckpt), checkpoint, model)
     if label_names is not None:
         recorded = provenance['label_names']
-        if recorded and list(recorded) != list(label_names):
+        # '0'..'K-1' are what a repo without names records (numbered_classes): names given now are not a change
+        if recorded and list(recorded) != list(label_names) and not numbered_classes(recorded):
             raise UsageError(f"'{checkpoint}' records its class names ({', '.join(recorded[:5])}"
                              f"{', ...' if len(recorded) > 5 else ''}): drop --label-names.")
         provenance['label_names'] = list(label_names)
