@@ -432,3 +432,17 @@ def test_a_control_character_in_a_config_is_named_not_blamed_on_the_encoding(tmp
     assert _one_error_line(['--model', 'cra_cifar_resnet20', '--config', cfg], capsys) == (
         f"error: Config '{cfg}' holds the character U+0000 (character 7), which YAML does not allow (control "
         f"characters, U+FFFE / U+FFFF): remove it.\n")
+
+
+def test_a_usage_error_fits_on_a_screen(capsys):
+    """argparse printed train's whole usage, 48 lines, before the error line: past a few lines the usage is a pointer
+    to --help (utils.cli.CommandParser, every command's parser); a short usage is printed as argparse does."""
+    from timm_cra.train.checkpoint import main as checkpoint_main
+    with pytest.raises(SystemExit) as e:
+        parse_args(['--bogus'])
+    assert e.value.code == 2 and capsys.readouterr().err == (
+        'usage: timm-cra-train [options]  (timm-cra-train --help lists them)\n'
+        'timm-cra-train: error: unrecognized arguments: --bogus\n')
+    with pytest.raises(SystemExit) as e:
+        checkpoint_main([])
+    assert e.value.code == 2 and capsys.readouterr().err.startswith('usage: timm-cra-checkpoint [-h] {upgrade}')

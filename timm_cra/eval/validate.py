@@ -20,7 +20,7 @@ from ..data import (check_labels, check_num_classes, create_dataset, map_classes
 from ..models import check_model_name
 from ..models._factory import label_count_problem
 from ..utils.amp import amp_dtype_for
-from ..utils.cli import (add_shared_args, check_positive, check_shared_values, check_use_ema,
+from ..utils.cli import (CommandParser, add_shared_args, check_positive, check_shared_values, check_use_ema,
                          data_name, input_files, resolve_pretrained)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.extras import require_train_extra
@@ -40,7 +40,7 @@ RESULT_FIELDS = ('model', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count',
 
 
 def create_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='timm-cra-validate', description='Validate an image classifier (timm / timm-cra)',
+    p = CommandParser(prog='timm-cra-validate', description='Validate an image classifier (timm / timm-cra)',
                                 allow_abbrev=False)
     groups = add_shared_args(p, batch_size=256, model_aliases=('-m',))
     add = groups['Dataset'].add_argument

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 
 from ..models import check_model_name
-from ..utils.cli import (add_in_chans_arg, check_use_ema, input_files, keyword_args_action,
+from ..utils.cli import (CommandParser, add_in_chans_arg, check_use_ema, input_files, keyword_args_action,
                          resolve_pretrained)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.io import check_output_file
@@ -18,7 +18,7 @@ __all__ = ['create_parser', 'main']
 
 
 def create_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog='timm-cra-export', allow_abbrev=False,
         description='Export a timm / timm-cra model to ONNX (dynamic batch, fixed input size), '
                     'verified in onnxruntime.')

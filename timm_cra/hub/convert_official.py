@@ -22,6 +22,7 @@ import torch
 
 from ..utils.errors import UsageError, printable, run_cli
 from ..utils.weights import PickledNamespace, load_checkpoint_file
+from ..utils.cli import CommandParser
 
 __all__ = ['RecorderMeter', 'load_official_checkpoint', 'convert_official_state_dict', 'convert_official',
            'OFFICIAL_MODEL_NAME', 'OFFICIAL_GLOBALS', 'main']
@@ -122,7 +123,7 @@ def convert_official(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
-    parser = argparse.ArgumentParser(prog='timm-cra-convert', description=__doc__.splitlines()[0])
+    parser = CommandParser(prog='timm-cra-convert', description=__doc__.splitlines()[0])
     parser.add_argument('checkpoint', help='official checkpoint file (torch pickle; read with weights_only=True)')
     parser.add_argument('--out', required=True, help='repo folder to write')
     parser.add_argument('--results', default=None,

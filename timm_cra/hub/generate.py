@@ -16,6 +16,7 @@ from timm.models import get_arch_pretrained_cfgs
 
 from ..models import list_package_models
 from ..models._builder import HUB_ORG, WEIGHTS_GATES_UNTRAINED, WEIGHTS_PENDING, weight_note, weight_status
+from ..utils.cli import CommandParser
 from .repo import write_repo_metadata
 
 __all__ = ['weight_tags', 'generate_hub', 'create_parser', 'main']
@@ -69,7 +70,7 @@ def generate_hub(
 def create_parser(root: Union[str, Path] = '.') -> argparse.ArgumentParser:
     """The generator's options; defaults are ``hub/`` and ``results/`` under ``root``."""
     root = Path(root)
-    p = argparse.ArgumentParser(prog='python -m timm_cra.hub.generate', allow_abbrev=False,
+    p = CommandParser(prog='python -m timm_cra.hub.generate', allow_abbrev=False,
                                 description='Regenerate hub/<org>/<repo>/{config.json,README.md} for every registered '
                                             'CRA weight tag.')
     p.add_argument('--out', default=str(root / 'hub'), help='root of the repo folders (default: %(default)s)')

@@ -25,7 +25,7 @@ import torch
 
 from ..models._builder import PUBLIC_HUB_ENDPOINT, hub_id
 from ..models._factory import pretrained_cfg_problem
-from ..utils.cli import data_name, keyword_args_action
+from ..utils.cli import CommandParser, data_name, keyword_args_action
 from ..utils.labels import name_key, numbered_classes, repeated_names
 from ..utils.errors import (NO_ANSWER, NOT_A_HUB, TIMED_OUT, TimmCraError, UsageError, hub_failure, never_connected,
                             printable, run_cli)
@@ -603,7 +603,7 @@ def default_repo_id(model_name: str) -> str:
 
 
 def create_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=CLI, description=__doc__.splitlines()[0],
+    p = CommandParser(prog=CLI, description=__doc__.splitlines()[0],
                                 epilog='The folder loads with timm.create_model("local-dir:<folder>", pretrained=True).')
     p.add_argument('model_name', help='<arch>.<tag> the weights are published as, e.g. cra_resnet18.a1_in1k')
     p.add_argument('checkpoint', help="trainer last.pth or model.safetensors, or timm train.py's model_best.pth.tar")

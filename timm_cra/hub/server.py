@@ -78,6 +78,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..utils.errors import printable
 from ..utils.io import FileIdentity, file_identity
+from ..utils.cli import CommandParser
 
 __all__ = ['HubFolderServer', 'byte_range', 'check_args', 'create_parser', 'main', 'repo_commit_hash', 'safe_parts',
            'served_revision', 'serve', 'start']
@@ -956,7 +957,7 @@ MIN_TIMEOUT = 1.0
 
 
 def create_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog='timm-cra-hub-mirror',
         description='Serve <root>/<org>/<repo>/ folders as a read-only Hugging Face Hub mirror (point HF_ENDPOINT '
                     'at the printed URL).')

@@ -13,7 +13,7 @@ import yaml
 from timm.utils import ParseKwargs
 
 from ..models import check_model_name
-from ..utils.cli import (add_shared_args, check_in_range, check_positive, check_shared_values,
+from ..utils.cli import (CommandParser, add_shared_args, check_in_range, check_positive, check_shared_values,
                          default_workers, keyword_args_action)
 from ..utils.errors import UsageError, printable
 from ..utils.input_limits import INTERPOLATIONS
@@ -125,7 +125,7 @@ def _float_list(s: str) -> Tuple[float, ...]:
 
 
 def create_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='timm-cra-train', description='Train a timm / timm-cra image classifier',
+    p = CommandParser(prog='timm-cra-train', description='Train a timm / timm-cra image classifier',
                                 allow_abbrev=False)
     add = p.add_argument
     add('-c', '--config', default='', metavar='FILE', help='YAML config file or bundled recipe name')

@@ -23,6 +23,7 @@ from ..utils.errors import UsageError, printable, run_cli
 from ..utils.io import atomic_write, check_output_file, temp_pattern
 from ..utils.io import remove_stale_temp_files as remove_stale_files
 from ..utils.weights import checkpoint_digests, load_checkpoint_file, nonfinite_tensors
+from ..utils.cli import CommandParser
 
 __all__ = ['atomic_save', 'save_checkpoint', 'get_rng_state', 'set_rng_state', 'remove_stale_temp_files',
            'upgrade_checkpoint', 'CheckpointSaveError', 'CHECKPOINT_VERSION']
@@ -234,7 +235,7 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog='timm-cra-checkpoint',
+    parser = CommandParser(prog='timm-cra-checkpoint',
                                      description='Trainer checkpoint tools.')
     sub = parser.add_subparsers(dest='command', metavar='{upgrade}', required=True)
     up = sub.add_parser('upgrade', help='rewrite an older last.pth in the current format (with sha256 digests)')

@@ -9,13 +9,25 @@ from .errors import UsageError
 from .input_limits import (CROP_MODES, INTERPOLATIONS, MAX_CROP_PCT, MAX_INPUT_CHANS, MAX_INPUT_PIXELS, MAX_INPUT_SIDE,
                            MAX_NORM_VALUE, MIN_INPUT_SIDE, MIN_STD, crop_resize_problem)
 
-__all__ = ['add_shared_args', 'add_in_chans_arg', 'keyword_args_action', 'default_workers',
+__all__ = ['CommandParser', 'add_shared_args', 'add_in_chans_arg', 'keyword_args_action', 'default_workers',
            'input_files', 'check_positive', 'check_in_range', 'check_device', 'check_shared_values', 'starting_module',
            'starting_light_command', 'starting_command', 'resolve_pretrained', 'check_use_ema', 'data_name']
 
 #: commands that import neither torch nor timm (``python -m`` module, console script): in their process
 #: ``import timm_cra`` does not register the models
 LIGHT_COMMANDS = ('timm_cra.hub.server', 'timm-cra-hub-mirror')
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of every command: argparse's, with a usage error that fits on a screen. argparse prints the whole
+    usage before its ``error:`` line, 48 lines for ``timm-cra-train``; past a few lines it is replaced by a pointer
+    to ``--help`` (a short usage is printed as argparse does)."""
+
+    def error(self, message: str):
+        usage = self.format_usage()
+        if usage.count('\n') > 4:
+            usage = f'usage: {self.prog} [options]  ({self.prog} --help lists them)\n'
+        self.exit(2, f'{usage}{self.prog}: error: {message}\n')
 
 
 def starting_module() -> Optional[str]:
