@@ -234,6 +234,7 @@ class _BadHub(_LoopbackEndpoint):
 #: path fragment) it answers with a body huggingface_hub cannot read; every other request gets what a Hub answers.
 _NOT_A_HUB = {
     'html-create': ('/api/repos/create', b'<html>proxy login</html>'),
+    'html-info': ('/api/models/timm-cra/cra_mobilenetv2_050.test_c5', b'<html>proxy login</html>'),  # its head
     'html-tree': ('/tree/', b'<html>proxy login</html>'),
     'html-preupload': ('/preupload/', b'<html>oops</html>'),
     'preupload-not-a-list': ('/preupload/', b'{"files": "nope"}'),
@@ -268,6 +269,8 @@ class _NotAHub(_LoopbackEndpoint):
                     answer = bad
                 elif path.startswith('/api/repos/create'):
                     answer = json.dumps({'url': f'{hub.endpoint}/o/r', 'name': 'o/r', 'id': 'o/r'}).encode()
+                elif path == '/api/models/timm-cra/cra_mobilenetv2_050.test_c5':  # the head the commit replaces
+                    answer = json.dumps({'id': 'timm-cra/cra_mobilenetv2_050.test_c5', 'sha': 'b' * 40}).encode()
                 elif '/tree/' in path:
                     answer = b'[]'  # a new repo
                 elif '/preupload/' in path:

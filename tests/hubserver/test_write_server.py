@@ -132,3 +132,33 @@ def test_cli_write_flags(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(['--root', str(tmp_path), '--port', '0', '--write-token', 'x'])
     assert 'add --allow-write' in capsys.readouterr().err
+
+
+def test_a_commit_landing_during_a_push_is_not_overwritten_by_half(write_hub, model_folder, monkeypatch):
+    """publish --push lists the repo's files to delete those the folder does not hold, then commits: a commit landing
+    in between kept its file beside the folder's (the repo held `intruder.json` after publish's "exactly the folder's
+    files" commit). The push names the head it replaces (parent_commit): the Hub refuses it, and the line says so."""
+    from huggingface_hub import HfApi
+    from timm_cra.hub.publish import push_repo_folder
+    from timm_cra.utils.errors import UsageError
+    api = HfApi(endpoint=write_hub.endpoint, token=WRITE_TOKEN)
+    api.create_repo('t-race/model')
+    api.upload_file(path_or_fileobj=b'old', path_in_repo='old.txt', repo_id='t-race/model')
+    original = HfApi.repo_info
+
+    def head_then_intruder(self, *args, **kwargs):
+        info = original(self, *args, **kwargs)
+        api.upload_file(path_or_fileobj=b'{}', path_in_repo='intruder.json', repo_id='t-race/model')
+        return info
+
+    monkeypatch.setattr(HfApi, 'repo_info', head_then_intruder)
+    with pytest.raises(UsageError, match=r"failed: another commit landed on t-race/model during the push, so this one "
+                                         r"was not committed .*; the repo folder .* is complete: rerun with "
+                                         r"--overwrite --push\.$"):
+        push_repo_folder(model_folder, 't-race/model', token=WRITE_TOKEN)
+    served = served_revision(write_hub.root / 't-race' / 'model')[0]
+    assert sorted(p.name for p in served.iterdir()) == ['intruder.json', 'old.txt']  # the push left it as it was
+    monkeypatch.setattr(HfApi, 'repo_info', original)
+    push_repo_folder(model_folder, 't-race/model', token=WRITE_TOKEN)  # no race: exactly the folder's files
+    served = served_revision(write_hub.root / 't-race' / 'model')[0]
+    assert sorted(p.name for p in served.iterdir()) == sorted(p.name for p in model_folder.iterdir())

@@ -533,6 +533,9 @@ def push_repo_folder(
     try:
         with bounded_hub_requests(timeout):
             api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
+            # The commit the folder replaces: the Hub refuses ours (412) if another lands before it, whose files
+            # the deletions below, listed earlier, would have left beside the folder's
+            head = api.repo_info(repo_id, repo_type='model').sha
             ignored = _files_the_hub_ignores(api, repo_id, folder)
             if ignored:  # the commit would skip them: the Hub would serve the new card over the old weights
                 raise UsageError(f"{repo_id} at {endpoint} would ignore {', '.join(ignored)} (its .gitignore matches "
@@ -543,9 +546,13 @@ def push_repo_folder(
             # else, as --overwrite does locally (huggingface_hub always keeps .gitattributes).
             info = api.upload_folder(
                 repo_id=repo_id, folder_path=str(folder), repo_type='model', delete_patterns='*',
-                commit_message=commit_message or f'Upload {repo_id.split("/")[-1]} (timm-cra)')
+                commit_message=commit_message or f'Upload {repo_id.split("/")[-1]} (timm-cra)', parent_commit=head)
     except HfHubHTTPError as e:
         status = getattr(e.response, 'status_code', None)
+        if status == 412:  # parent_commit: no longer the head
+            raise UsageError(f"Pushing {folder} to {repo_id} at {endpoint} failed: another commit landed on {repo_id} "
+                             f"during the push, so this one was not committed (the repo would not have held exactly "
+                             f"the folder's files); {rerun}.") from e
         if status is not None and status >= 500:
             advice = f'a server error, not yours: retry later; {rerun}'
         elif status == 403 and endpoint.rstrip('/') != PUBLIC_HUB_ENDPOINT:  # a mirror, not the token's fault
