@@ -251,6 +251,9 @@ def test_bad_batch_size_and_model_kwargs_are_one_line(cifar10_test, tmp_path, ca
     (['--num-samples', '0'], '--num-samples must be a positive integer, not 0'),
     # scored as 'center' with exit 0, and the results recorded 'bogus' as the crop that was scored
     (['--crop-mode', 'bogus'], "--crop-mode 'bogus' is not one timm knows: center, squash, border"),
+    # an unset shell variable: no file and exit 0
+    (['--results-file', ''], '--results-file is an empty path (an unset shell variable?)'),
+    (['--results-csv', ''], '--results-csv is an empty path (an unset shell variable?)'),
     (['--interpolation', 'foo'], "--interpolation 'foo' is not one timm knows: nearest, bilinear"),
 ])
 def test_data_flags_that_describe_no_input_are_one_line(cifar10_test, capsys, flags, needle):

@@ -51,8 +51,8 @@ def create_parser() -> argparse.ArgumentParser:
     add('--use-ema', action='store_true', default=False, help='use the EMA weights of a trainer checkpoint')
     add('--crop-mode', default=None)
     add = p.add_argument
-    add('--results-file', default='', help='write the result as JSON here')
-    add('--results-csv', default='', help="append a row in timm's results CSV format here")
+    add('--results-file', default=None, help='write the result as JSON here')
+    add('--results-csv', default=None, help="append a row in timm's results CSV format here")
     add('--no-progress', action='store_true', default=False)
     # As export: unset, hf-hub: / local-dir: models load their weights (--no-pretrained: random init).
     p.set_defaults(pretrained=None)
@@ -237,17 +237,19 @@ def _scored_names(label_names: Optional[List[str]], num_classes: int, data_names
     return names if names and not numbered_classes(names) else None
 
 
-def check_result_paths(json_path: str = '', csv_path: str = '', inputs: Sequence[str] = ()) -> None:
-    """Refuse result paths that cannot be written (a folder, a FIFO, a device, one of the command's input files,
-    a path inside its ``--data-dir``) and one path for both results, before any work; and a ``csv_path`` whose
-    folder another process holds past the wait (a training's run folder)."""
+def check_result_paths(json_path: Optional[str] = None, csv_path: Optional[str] = None,
+                       inputs: Sequence[str] = ()) -> None:
+    """Refuse result paths that cannot be written (empty, a folder, a FIFO, a device, one of the command's input
+    files, a path inside its ``--data-dir``) and one path for both results, before any work; and a ``csv_path`` whose
+    folder another process holds past the wait (a training's run folder). ``None``: not asked for (``''`` given is an
+    unset shell variable: it wrote nothing, exit 0)."""
     if json_path and csv_path and _same_place(json_path, csv_path):
         both = f'both {json_path}' if json_path == csv_path else f'one file ({json_path} and {csv_path})'
         raise UsageError(f"--results-file and --results-csv are {both}: the CSV would replace the JSON "
                          f"(or be refused after it was written); give each its own path.")
-    if json_path:
+    if json_path is not None:
         check_output_file(json_path, '--results-file', inputs, new_folders=False)
-    if csv_path:
+    if csv_path is not None:
         check_output_file(csv_path, '--results-csv', inputs, new_folders=False)
         with _results_csv_lock(csv_path):  # a held folder is refused now, not after the whole evaluation
             read_results_csv(csv_path)  # a CSV rows cannot be appended to is refused now, not after the work
@@ -300,7 +302,7 @@ def _results_csv_lock(csv_path: str):
                          busy_hint='a running training holds its run folder until it ends; write the CSV elsewhere')
 
 
-def write_results(results: Dict[str, Any], json_path: str = '', csv_path: str = '') -> None:
+def write_results(results: Dict[str, Any], json_path: Optional[str] = None, csv_path: Optional[str] = None) -> None:
     if json_path:
         with atomic_write(json_path) as f:
             f.write(dumps(results, indent=2))  # strict JSON: a NaN loss is null with a note
