@@ -106,6 +106,7 @@ def _named_tests():
         yield cell
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_reliability_doc_names_existing_tests():
     names = list(_named_tests())
     assert len(names) > 20

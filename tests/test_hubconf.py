@@ -8,12 +8,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO_ROOT / 'hub' / 'timm-cra' / 'cra_cifar_resnet20.cifar10' / 'model.safetensors'
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_torch_hub_load_from_the_clone_gives_the_published_weights(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}  # the clone is imported via torch.hub only
     env.update(HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(tmp_path / 'empty-cache'), OMP_NUM_THREADS='1')

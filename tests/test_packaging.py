@@ -86,6 +86,7 @@ def test_wheel_console_scripts_and_read_only_mirror(wheel):
     assert not any('write_server' in n or n.startswith('tests/') for n in names)
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_python_m_of_every_command_runs_without_a_runpy_warning():
     """``python -m <module>`` of every command runs a module its package has not imported before (runpy's
     *found in sys.modules after import of package* warning: two copies of one module, e.g. of its error classes)."""
@@ -244,6 +245,7 @@ def test_cli_help_without_the_extra(core_env, script):
 
 @pytest.mark.parametrize('cli', [['-m', 'timm_cra.eval'],
                                  ['-c', 'from timm_cra.cli import train; train()']])  # timm-cra-train
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_clis_without_the_extra_name_the_install(core_env, cli):
     """``--help`` works; a run says which extra to install, in one line, once its arguments are parsed."""
     proc = _run(core_env, *cli, '--help')
@@ -256,6 +258,7 @@ def test_clis_without_the_extra_name_the_install(core_env, cli):
 
 @pytest.mark.parametrize('module,script', [('timm_cra.train', 'train'), ('timm_cra.eval', 'validate'),
                                            ('timm_cra.export', 'export')])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_python_m_behaves_as_the_console_script_without_the_extra(core_env, module, script):
     """`python -m timm_cra.train --help` without the extra (matplotlib) was a MissingExtraError traceback while the
     console script printed its help: both run through one runner (utils.extras.run_command), so both print the same
@@ -270,6 +273,7 @@ def test_python_m_behaves_as_the_console_script_without_the_extra(core_env, modu
         assert runs[0].stderr.count('\n') == 1 and runs[0].stderr.strip().endswith(TRAIN_INSTALL)
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_help_names_defaults_and_the_subcommand(run_command):
     """train --help showed no text for --output (./output/train by default); validate's --help did not say that
     hf-hub: / local-dir: models load their weights by default (export's did); timm-cra-checkpoint with no
@@ -289,6 +293,7 @@ def test_help_names_defaults_and_the_subcommand(run_command):
     ('timm-cra-publish', ['cra_cifar_resnet20.pets', 'last.pth', '--out', ''], '--out'),
     ('timm-cra-checkpoint', ['upgrade', 'last.pth', ''], 'OUT'),
 ])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_an_empty_output_path_is_refused_in_one_line(run_command, tmp_path, command, argv, flag):
     """An empty output path (an unset shell variable): train --output '' wrote its run into the current folder,
     exit 0; publish / convert --out '' said "--out  is the current folder"; checkpoint upgrade's OUT '' "Free space
@@ -303,6 +308,7 @@ def test_an_empty_output_path_is_refused_in_one_line(run_command, tmp_path, comm
     ('timm-cra-validate', ['--model', 'cra_cifar_resnet20', '--results-file', '-'], '--results-file'),
     ('timm-cra-export', ['--model', 'cra_cifar_resnet20', '-o', '-'], '--output'),
 ])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_dash_output_path_is_refused_not_written_as_a_file_named_dash(run_command, tmp_path, command, argv, flag):
     """'-' reads as stdout, but these paths are files: validate --results-file - wrote a file named '-' in the
     current folder. One line naming the flag and './-' for that name, exit 2, nothing written."""

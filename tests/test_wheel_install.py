@@ -60,6 +60,7 @@ def wheel_venv(tmp_path_factory):
     return python, env, work, own_site
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_wheel_user_gets_the_published_weights_offline(wheel_venv):
     python, env, work, own_site = wheel_venv
     proc = _run([python, '-c', textwrap.dedent('''
@@ -85,6 +86,7 @@ def test_wheel_user_gets_the_published_weights_offline(wheel_venv):
     assert not Path(env['HF_HUB_CACHE']).exists() or not any(Path(env['HF_HUB_CACHE']).rglob('*.safetensors'))
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_wheel_user_runs_the_readme_finetune_command(wheel_venv):
     python, env, work, _ = wheel_venv
     assert README_FINETUNE in (REPO_ROOT / 'README.md').read_text()  # the command below is the README's

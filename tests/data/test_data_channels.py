@@ -81,6 +81,7 @@ def test_data_config_fits_the_model_channels():
     assert rgb['input_size'] == (3, 48, 48) and rgb['mean'] == pytest.approx(CIFAR_MEAN)
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_validate_cli_split_hint_names_its_own_flag(run_command, tmp_path):
     root = _rgb_folder(tmp_path)
     r = run_command('timm-cra-validate', ['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir', root,

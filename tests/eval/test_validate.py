@@ -146,6 +146,7 @@ def _cifar_class_folder(cifar10_test, root, classes, per_class=8):
     return root
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_val_subset_of_pretrained_classes_keeps_the_trained_head(cifar10_test, cli_env, tmp_path):
     """A val folder with 3 of the published CIFAR model's 10 classes is mapped onto its label_names by name and
     evaluated with the trained head; --num-classes 3 (a random head) is refused in one line, and so is a class
@@ -300,6 +301,7 @@ def test_results_csv_that_is_not_ours_is_refused_not_appended(cifar10_test, tmp_
     assert rows[0] == list(RESULT_FIELDS) and len(rows) == 2 and rows[1][0] == 'cra_cifar_resnet20'
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_local_dir_model_loads_its_weights_unless_no_pretrained(cifar_run, cifar10_test, cli_env, tmp_path):
     """validate --model local-dir:<run> without --pretrained scored random weights under the folder's name (export
     loads them by default); now both load them unless --no-pretrained, and the log says which."""

@@ -168,6 +168,7 @@ def _run_cli(argv, timeout=300):
 
 
 @pytest.mark.parametrize('source', ['local-dir', 'checkpoint'])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_cli_exports_trained_weights(source, tmp_path):
     """The trained CIFAR model, as a local-dir: tag or as a weights file, at 28 px (maps 28/14/7 -> 4x4: 14 is
     not divisible); the written graph reproduces that model's logits in onnxruntime."""
@@ -190,6 +191,7 @@ def test_cli_exports_trained_weights(source, tmp_path):
     assert (ref - timm.create_model('cra_cifar_resnet20').eval()(x)).abs().max().item() > 0.1  # weights loaded
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_cli_exports_a_greyscale_model_with_in_chans(tmp_path):
     """``--in-chans 1`` (the flag train and validate take) on the trained RGB CIFAR model: timm adapts the first
     conv, the graph takes 1-channel input and reproduces that model's logits in onnxruntime."""
@@ -229,6 +231,7 @@ def test_cli_usage_errors_are_one_line(argv, message, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_cli_refuses_an_infinite_atol(tmp_path):
     """``--atol inf`` was accepted: the onnxruntime check could then never fail. Refused like nan and -1, in one
     line before the model is built; nothing written."""

@@ -14,6 +14,7 @@ pytest.importorskip('onnxruntime', reason='needs the export extra: pip install "
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_onnx_benchmark_writes_interleaved_ratios(tmp_path):
     cmd = [sys.executable, str(REPO_ROOT / 'tools' / 'onnx_benchmark.py'), '--models', 'cra_cifar_resnet20',
            'cifar_resnet20', '--base', 'cifar_resnet20', '--batch-sizes', '1', '2', '--img-size', '32',

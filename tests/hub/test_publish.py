@@ -129,6 +129,7 @@ def test_push_without_token_fails_before_network(trained, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize('endpoint_kind', ['refuses', 'closes'])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_push_to_an_endpoint_that_refuses_connections_is_one_line(trained, tmp_path, endpoint_kind):
     """It was a ConnectError traceback (a RemoteProtocolError one where the server accepts and closes each
     connection). The folder written before the push is the complete dry-run output."""
@@ -515,6 +516,7 @@ def test_publishes_what_the_trainer_writes(trainer_run, tmp_path, source):
     assert f"best epoch {summary[f'{best}_epoch']}: {summary[f'{best}_top1']:.2f}%" in card
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_results_of_another_run_are_refused(trainer_run, tmp_path, capsys):
     """The weights of one run with another run's results.json made a card claiming that run's epochs and metrics:
     ``rank_state_sha256`` (a checkpoint's ``sha256['state_dict']``) and ``weights_sha256`` (the exported files') are
@@ -661,6 +663,7 @@ def test_labels_only_from_the_weights_data(tmp_path):
     assert json.loads((tmp_path / 'long' / 'config.json').read_text())['label_names'] == long_names.split(',')
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_label_names_file_with_a_bom_is_read(tmp_path):
     """A --label-names file saved as UTF-8 with a BOM (Windows Notepad) was refused as holding a control character:
     the leading BOM is not part of the first name."""
@@ -676,6 +679,7 @@ def test_a_label_names_file_with_a_bom_is_read(tmp_path):
                                                                                       'triangle']
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_the_card_says_what_validate_scored_and_claims_no_dataset_the_results_do_not_name(cifar10_test, tmp_path,
                                                                                          run_command):
     """CIFAR-10 weights scored by ``timm-cra-validate --results-file`` on 3 CIFAR test images were published as
@@ -808,6 +812,7 @@ print(json.dumps(dict(refused=[refused.returncode, refused.stdout, refused.stder
 """
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_mount_point_as_out_is_refused_before_any_work(trained, tmp_path):
     """`publish --out <a mount point> --overwrite` built the whole repo, then failed renaming it over the mount point
     (EBUSY) with "choose a writable place with free space". It is now refused before any work, naming the fix
@@ -836,6 +841,7 @@ def test_a_mount_point_as_out_is_refused_before_any_work(trained, tmp_path):
     assert not os.listdir(tmp_path / 'mnt') and sorted(os.listdir(tmp_path)) == ['mnt']  # nothing left beside it
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_out_that_is_a_symlink_loop_is_one_line(trainer_run, tmp_path):
     """--out a symlink loop was a RuntimeError traceback (Path.resolve)."""
     os.symlink(tmp_path / 'loop_b', tmp_path / 'loop_a')
@@ -907,6 +913,7 @@ def test_push_twice_to_the_same_repo_makes_a_new_commit(trained, hub, tmp_path, 
         assert 'value: 61.25' in first  # the first commit is still served, by its hash
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_push_makes_the_hub_repo_hold_the_folders_files_only(trained, hub, tmp_path):
     """publish --push to a repo holding files the published folder does not (a stale preprocessor_config.json, an
     old alt.safetensors, a file in a subfolder) kept them on the Hub, so transformers read another preprocessing
@@ -941,6 +948,7 @@ def test_push_makes_the_hub_repo_hold_the_folders_files_only(trained, hub, tmp_p
     assert timm.create_model(f'local-dir:{tmp_path / "repo"}', pretrained=True).num_classes == 5
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_overwrite_of_a_git_clone_keeps_its_git(trained, tmp_path):
     """`publish --overwrite` into a local clone of a Hub repo deleted its .git (and the Hub's LFS rules in
     .gitattributes): the clone stays one, with the new files as changes to commit and push."""
@@ -1023,6 +1031,7 @@ def test_control_characters_in_labels_are_refused_and_names_are_shown_escaped(tm
     assert json.loads((out / 'config.json').read_text())['label_names'] == ['a', 'b', 'c']
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_run_from_random_init_claims_no_tag_and_publishes_truthfully(run_command, class_folder, tmp_path):
     """A run of cra_cifar_resnet20 from random init wrote config.json with "tag": "cifar10", the default tag of the
     architecture (weights it never used). The run folder's config names no tag (timm already drops hf_hub_id); it
@@ -1049,6 +1058,7 @@ def test_a_run_from_random_init_claims_no_tag_and_publishes_truthfully(run_comma
         'cat', 'dog', 'emu']
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_fine_tune_checkpoint_copied_out_of_its_run_folder_publishes_like_the_run(run_command, class_folder,
                                                                                     tmp_path):
     """The README's fine-tune (`--model cra_cifar_resnet20.cifar10`, grey `--in-chans 1`), its last.pth copied
@@ -1077,6 +1087,7 @@ def test_a_fine_tune_checkpoint_copied_out_of_its_run_folder_publishes_like_the_
         str(tmp_path / 'from-run' / 'model.safetensors')).keys()
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_finished_run_folder_as_out_is_refused_with_overwrite(trainer_run, tmp_path):
     """`publish <a copy of the checkpoint> --out <run folder> --overwrite` deleted the run folder (last.pth,
     args.yaml, metrics.csv, results.json): it held config.json + weights and no subfolder, so it passed for a repo.
@@ -1132,6 +1143,7 @@ def test_a_live_runs_folder_and_checkpoint_are_never_replaced(tmp_path, run_comm
         trainer.wait(timeout=30)
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_two_publishes_to_one_new_out_never_both_write_it(trained, tmp_path):
     """A folder created at --out while publish staged its repo (another publish, or someone's files) was set aside
     and deleted at the swap, without --overwrite, and both publishes printed "Wrote". Now the final rename replaces
@@ -1159,6 +1171,7 @@ def test_two_publishes_to_one_new_out_never_both_write_it(trained, tmp_path):
         shutil.rmtree(out)
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_push_is_refused_before_the_commit_when_the_hub_would_ignore_files(trained, hub, tmp_path):
     """A Hub repo whose .gitignore matches *.safetensors: preupload answers shouldIgnore, huggingface_hub leaves the
     weights out of the commit, and `publish --push` printed "Pushed" while the Hub served the new card over the old

@@ -313,6 +313,7 @@ def _lfs_upload_url(endpoint, repo_id, data):
     return json.loads(body)['objects'][0]['actions']['upload']['href'][len(endpoint):]
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_kill_9_mid_commit_then_restart_serves_previous_revision(hub, tmp_path, lfs_client):
     from huggingface_hub import HfApi
     root, repo_id = tmp_path / 'root', 't-kill/repo'
@@ -610,6 +611,7 @@ def _commit_in_thread(api, repo_id, ops, results, key, barrier=None):
     return thread
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_two_server_processes_on_one_root_lose_no_commit(hub, tmp_path, monkeypatch):
     """S4: 8 commits racing through two servers on one --root, in two processes (a ``--allow-write``
     subprocess and this one), each pausing between staging and switch, where the race was: every commit is
@@ -637,6 +639,7 @@ def test_two_server_processes_on_one_root_lose_no_commit(hub, tmp_path, monkeypa
         assert len(history) == 9 and {results[i].oid for i in range(8)} <= set(history)
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_second_server_start_leaves_a_live_commit_alone(hub, tmp_path):
     """S4: a writable server starting on a root while another server process's commit is staged (not yet
     switched) does not remove that staging; the commit lands and the new server serves it."""
@@ -765,6 +768,7 @@ def test_commit_operation_copy_uses_paths_info(write_hub, hub, tmp_path):
     assert api.model_info(repo_id).sha == head
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_file_inside_a_commit_is_staged_with_bounded_memory(hub, tmp_path):
     """M4: a 64 MiB file sent inside the commit (no LFS, the default): the body is spooled to disk and each
     file decoded to its staging file as it is parsed, so the server's peak memory grows by about one

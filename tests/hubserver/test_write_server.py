@@ -94,6 +94,7 @@ def test_writes_need_the_token(write_hub, model_folder):
     assert list(served_revision(write_hub.root / 't-write' / 'denied')[0].iterdir()) == []
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_publish_cli_pushes_to_loopback_hub(write_hub, hub, cli_env, tmp_path):
     """timm-cra-publish --push (push_repo_folder) end to end; timm then loads the pushed weights."""
     import subprocess

@@ -143,6 +143,7 @@ def _cli(args, cwd):
                           env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_j2_convert_official_checkpoint_logits_match(official, tmp_path):
     path, model = official
     needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))

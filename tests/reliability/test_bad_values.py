@@ -248,6 +248,7 @@ def test_config_json_not_an_object_or_not_json(tmp_path, content):
         timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_deeply_nested_json_is_one_line_wherever_json_is_read(tmp_path):
     """``[[[[...]]]]`` 100k deep was a RecursionError traceback from json.loads: as a model folder's config.json
     (timm_cra.create_model, the eval CLI) and as eval results (load_eval_results, publish --results). Every JSON
@@ -270,6 +271,7 @@ def test_deeply_nested_json_is_one_line_wherever_json_is_read(tmp_path):
 
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_key_given_twice_in_json_is_refused_naming_it(tmp_path):
     """``..., "num_classes": 5}`` at the end of a model folder's config.json (or any JSON read through
     strict_json: eval results) was read with the last value silently; refused naming the key, as the YAML reader
@@ -301,6 +303,7 @@ def test_config_json_faults_through_the_eval_and_train_clis(tmp_path):
     assert code == 2 and "'label_names' has 9 label names for a 10-class head" in err
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_config_json_preprocessing_faults_through_the_eval_cli(tmp_path):
     """What the eval CLI did with them: NaN mean -> top-1 50.0 and exit 0; std 0 -> ValueError traceback;
     num_classes of 5001 digits -> int parsing traceback; input_size [3, 8000, 8000] -> MemoryError traceback;
@@ -329,6 +332,7 @@ def test_config_json_preprocessing_faults_through_the_eval_cli(tmp_path):
     assert code == 2 and 'config.json is not valid JSON (Exceeds the limit' in err and 'set_int_max' not in err, err
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_config_json_model_args_faults_through_the_eval_cli(tmp_path):
     """What the eval CLI did with them: cra_pool_size 100000 -> a 54-line RuntimeError traceback, interpolation
     'random' -> a 26-line KeyError traceback. Now one line naming config.json and the field, exit 2."""
@@ -376,6 +380,7 @@ def test_hf_hub_errors_name_the_repo_asked_for_and_what_it_lacks(hub, tmp_path):
 
 
 @pytest.mark.parametrize('weights', ['folder', 'fifo', 'missing'])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_unreadable_weights_of_a_model_folder_name_the_folder_in_one_line(tmp_path, caplog, weights):
     """A model folder whose model.safetensors is a folder or a FIFO: timm logged its own 'No checkpoint found' line
     beside the one error line, and the error named the config's tag (cra_cifar_resnet20.cifar10), not the folder
@@ -404,6 +409,7 @@ def test_unreadable_weights_of_a_model_folder_name_the_folder_in_one_line(tmp_pa
 # ---- FIFOs where a regular file belongs: named as such, never a hang ----------------------------------------------
 
 @pytest.mark.parametrize('where', ['model.safetensors', 'config.json', '--checkpoint'])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_fifo_is_refused_without_hanging(tmp_path, where):
     repo = _repo_copy(tmp_path)
     if where == '--checkpoint':
@@ -581,6 +587,7 @@ def test_float8_weights_are_checked_for_nan_not_a_traceback(tmp_path, capsys, pu
     assert '"count": 8' in capsys.readouterr().out
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_weights_of_another_architecture_are_one_line_with_counts(tmp_path):
     repo = _repo_copy(tmp_path)
     save_file(timm.create_model('resnet18', num_classes=10).state_dict(), str(repo / 'model.safetensors'))
@@ -614,6 +621,7 @@ def test_unreadable_pickle_hides_torchs_weights_only_false_advice(tmp_path, caps
     ({'top1': 91.2, 'top5': 80.0}, 'top-5 accuracy 80.0 is below top-1 91.2'),
     ({'top1': 91.2, 'source': 'rumour'}, "'source' must be one of measured, paper"),
 ])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_publish_refuses_malformed_eval_results(tmp_path, results, expected):
     run = _repo_copy(tmp_path)  # a trainer-style folder: model.safetensors with its config.json
     (tmp_path / 'results.json').write_text(json.dumps(results))
@@ -638,6 +646,7 @@ def test_publish_refuses_malformed_eval_results(tmp_path, results, expected):
     ({'final': {'eval_top1': float('nan')}}, "'top1' must be a percentage between 0 and 100, not nan"),
     ({'final': {'eval_top1': 'abc'}}, "'top1' must be a percentage between 0 and 100, not 'abc'"),
 ])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_publish_names_the_file_and_key_of_a_malformed_trainer_results(tmp_path, summary, expected):
     """The trainer's results.json format (``final``, ``optimizer_steps``) with a wrong type: one line naming the
     file and the key through the real CLI (was a traceback, or a message naming no file)."""
@@ -659,6 +668,7 @@ def trained(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_resume_with_another_optimizer_is_refused(trained, tmp_path):
     last = trained / 'r' / 'last.pth'
     code, err = _cli(TINY_TRAIN + ['--epochs', '2', '--output', trained, '--experiment', 'r', '--resume', last,
@@ -825,6 +835,7 @@ def test_a_config_of_yaml_aliases_is_refused_before_any_walk_of_it(tmp_path):
                             '--experiment', 'bogus'])
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_sparse_multi_gigabyte_config_json_is_one_line(tmp_path):
     """`truncate -s 6G config.json` (no bytes on disk) beside valid weights: the JSON reader read it whole
     (MemoryError traceback). Every JSON read stops past MAX_JSON_BYTES, one line; validate --checkpoint refuses

@@ -100,6 +100,7 @@ def test_use_ema_without_ema_weights_is_refused(weights, tmp_path, capsys):
     assert torch.equal(model.fc.weight, ema['fc.weight'])
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_use_ema_without_a_checkpoint_is_refused(run_command, tmp_path):
     """--use-ema without --checkpoint was ignored: validate scored the model's own weights and said nowhere (exit 0).
     validate and export refuse it alike, before any work."""
@@ -114,6 +115,7 @@ def test_use_ema_without_a_checkpoint_is_refused(run_command, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_validate_results_name_the_checkpoint_scored(weights, run_command, tmp_path):
     """validate --checkpoint X wrote only "pretrained": false, as for random weights: the results name the file and
     its sha256 (the bytes scored), and which of its weights."""

@@ -107,6 +107,7 @@ def _limit_file_size():
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead of killing
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_file_size_limit_cli_reports_one_line(run_dir, tmp_path):
     run = _copy(run_dir, tmp_path)
     before = (run / 'last.pth').read_bytes()
@@ -171,6 +172,7 @@ def test_tampered_rng_or_history_values_are_not_resumed(run_dir, tmp_path, edit,
     assert torch.equal(torch.get_rng_state(), state)  # the trial restore put this process's streams back
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_tampered_epoch_through_the_cli_and_fewer_epochs_than_done(run_dir, tmp_path):
     path = _tampered(run_dir, tmp_path, epoch=-3)
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
@@ -192,6 +194,7 @@ def test_tampered_epoch_through_the_cli_and_fewer_epochs_than_done(run_dir, tmp_
     ('nan', "its weights hold NaN/Inf values: state_dict.conv1.weight ("),
     ('inf-ema', "its weights hold NaN/Inf values: state_dict_ema.fc.bias ("),
 ])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_upgrade_refuses_what_resume_refuses_and_nonfinite_weights(run_dir, tmp_path, edit, expected):
     """`timm-cra-checkpoint upgrade` re-signed a last.pth with epoch=-3 or NaN weights with fresh sha256 digests
     (rc 0): it now refuses it in one line with the checks --resume and the weight loaders use, writing nothing."""
@@ -218,6 +221,7 @@ def test_upgrade_refuses_what_resume_refuses_and_nonfinite_weights(run_dir, tmp_
     assert intact.returncode == 0 and (tmp_path / 'ok.pth').is_file(), intact.stderr[-2000:]
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_upgrade_output_problems_are_worded_for_upgrade_and_a_current_file_is_left_as_it_is(run_dir, tmp_path):
     """`upgrade last.pth OUT` onto a FIFO or folder gave the trainer's advice (*start the run again*); into a missing
     folder it created that folder; `upgrade a.pth a.pth` of a current file rewrote it with a new file sha256. Now:
@@ -264,6 +268,7 @@ def test_tampered_optimizer_param_groups_are_not_resumed(run_dir, tmp_path, grou
     assert '--initial-checkpoint' in str(e.value) and not (tmp_path / 'r' / 'metrics.csv').exists()
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_non_finite_training_loss_stops_the_run(tmp_path):
     """--lr 1e6 trained to a NaN loss and ended with 'Done', an exported model and exit 0."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
@@ -280,6 +285,7 @@ def test_a_non_finite_training_loss_stops_the_run(tmp_path):
     assert not (tmp_path / 'r' / 'model.safetensors').exists()
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_an_expanded_tensor_view_is_refused_before_any_copy(tmp_path, capsys):
     """A 1.7 KB .pth holding torch.zeros(1).expand(2**40) (stride 0) with a sha256 record: verifying the record made
     it contiguous first (an allocator traceback; at 2**28 elements a 2.8 GB peak before the refusal)."""

@@ -50,6 +50,7 @@ def _cli(args, tmp_path, module):
 
 
 @pytest.mark.parametrize('how', ['validate', 'resume', 'initial', 'publish', 'convert'])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_malicious_pickle_refused_by_every_cli(evil, tmp_path, how):
     path, marker = evil
     out = tmp_path / 'out'

@@ -51,6 +51,7 @@ def _validate(tmp, cli_env, data, model_args):
     return json.loads(out.read_text()), r.stderr
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_exported_safetensors_carry_the_class_names_and_validate_maps_by_them(dog_cat_run, cli_env, tmp_path):
     """`validate --checkpoint <run>/model.safetensors` (the docs' example) scored by folder position: 0.0, exit 0,
     no word, where last.pth and local-dir: gave 100. The exported header records the names, so all three agree; a
@@ -75,6 +76,7 @@ def test_exported_safetensors_carry_the_class_names_and_validate_maps_by_them(do
     assert '--model local-dir:<run>' in warnings[0], warnings
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_initial_checkpoint_head_is_matched_to_the_data_by_name(dog_cat_run, cli_env, tmp_path):
     """--initial-checkpoint <run>/model.safetensors of the [dog, cat] run, fine-tuned on folders cat/, dog/ with the
     head kept: by position each class started from the other's output (epoch 0 scored 0). The header's names put the
@@ -90,6 +92,7 @@ def test_initial_checkpoint_head_is_matched_to_the_data_by_name(dog_cat_run, cli
     assert json.loads((tmp_path / 'out' / 'ft' / 'results.json').read_text())['final']['eval_top1'] == 100.0
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_resume_on_data_with_other_classes_is_refused_before_any_work(dog_cat_run, cli_env, tmp_path):
     """--resume of a run on [dog, cat] with class folders [cat, dog] (or ant, bee) trained its next epochs with
     the classes swapped and exported the new names. Refused in one line naming both lists and the fix; the run's
@@ -115,6 +118,7 @@ def test_resume_on_data_with_other_classes_is_refused_before_any_work(dog_cat_ru
     ('c\tat', "label name 'c\\tat' holds a control character (newline, tab, escape), U+0009"),
     (b'caf\xe9', "label name b'caf\\xe9' is not UTF-8 text (a name in another encoding)"),
 ])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_class_names_that_cannot_be_exported_stop_the_run_before_any_epoch(tmp_path, cli_env, name, says):
     """A class folder 'c\\tat' or non-UTF-8 b'caf\\xe9' trained every epoch, then failed at the export naming
     --label-names (publish's flag, not train's) and calling \\xe9 a control character. The export's check now runs
@@ -187,6 +191,7 @@ def _shaded_folders(root, shades, n=4):
     return root
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_class_folders_are_indexed_in_timms_order(dog_cat_run, cli_env, tmp_path):
     """Folders class2/ (bright) and class10/ (dark): timm's folder reader indexes them by its natural key (class2,
     class10), timm-cra sorted them plainly (class10, class2), so weights trained with timm's order (index 0 bright,

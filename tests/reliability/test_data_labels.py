@@ -65,6 +65,7 @@ def test_validation_split_labels_checked_too(tmp_path):
         check_num_classes(ds, 3, 'validation split')
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_repeated_class_names_from_the_data_are_refused(tmp_path, cli_env):
     """CIFAR meta with 10 x 'cat' trained and published label_names of 10 x cat; 'cat' and 'cat ', or 'café' as NFC
     and NFD folders, gave two classes that look the same. Refused as publish --label-names refuses repeats (one
@@ -134,6 +135,7 @@ def test_fractional_cifar_labels_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize('big', [1_000_000, 2 ** 62])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_sparse_parquet_labels_do_not_size_the_head(tmp_path, cli_env, big):
     """Without a ClassLabel the head had max label + 1 outputs: 1000000 trained a 761 MB model (exit 0) and 2**62
     got the process OOM-killed. Refused in one line before anything is sized."""
@@ -158,6 +160,7 @@ def test_sparse_parquet_labels_do_not_size_the_head(tmp_path, cli_env, big):
     ([0.0, 1.0, 0.0, 1e19], 'float64', '1e+19'),
     ([0.0, 1.0, 0.0, -1e19], 'float64', '-1e+19'),
 ])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_labels_outside_int64_are_one_line(tmp_path, cli_env, labels, arrow_type, shown):
     """A uint64 label of 2**64 - 1, or 1e19 / -1e19 in a float column, was an OverflowError traceback (the int64
     conversion): refused in one line naming the column, the file and the value; CIFAR batch files alike."""
@@ -183,6 +186,7 @@ def test_labels_outside_int64_are_one_line(tmp_path, cli_env, labels, arrow_type
         create_dataset('', str(tmp_path / 'cifar'), 'test')
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_cifar_label_names_without_images_are_warned_as_empty_class_folders(tmp_path, cli_env):
     """batches.meta with 12 names while the labels use 0..9 trained a 12-class head without a word. Such names are
     classes without images, treated as empty class folders are: kept (the head follows the data's layout), and

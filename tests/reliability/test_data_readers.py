@@ -22,6 +22,7 @@ def _class_folders(root, h, w, n=4):
 
 
 @pytest.mark.parametrize('h,w', [(48, 32), (32, 48)])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_in_memory_training_evaluates_like_validate_on_non_square_images(tmp_path, cli_env, h, w):
     """--in-memory evaluated 48x32 images at 48x32 and squashed 32x48 ones to 32x32, while validate resizes and
     centre-crops to the recorded input_size (3, 32, 32): best_top1 100.00 vs validate 90.625 on the same weights.
@@ -56,6 +57,7 @@ def _rows_as_paths(folder, paths):
         writer.write_table(table)
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_save_to_disk_image_paths_are_read_inside_the_folder(tmp_path, cli_env):
     """A save_to_disk folder whose image rows hold only a path read files from anywhere: absolute paths, `../`, and
     paths relative to the working directory (the count depended on the cwd). Now the parquet rule holds: a relative
@@ -93,6 +95,7 @@ def test_save_to_disk_image_paths_are_read_inside_the_folder(tmp_path, cli_env):
 @pytest.mark.parametrize('kind,in_memory', [
     ('parquet', False), ('save_to_disk', True),  # the fast suite: each kind and each decode path once
     pytest.param('parquet', True, marks=pytest.mark.slow), pytest.param('save_to_disk', False, marks=pytest.mark.slow)])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_plain_string_image_paths_are_read_inside_the_folder(tmp_path, cli_env, kind, in_memory):
     """An image column of plain strings (paths, not {'bytes', 'path'} rows) was read from anywhere: absolute paths
     outside the data folder were trained on, relative ones were read against the working directory (8/8 from one
@@ -159,6 +162,7 @@ def test_missing_split_names_the_folders_parquet_data_left_out(tmp_path):
         and 'keep one kind of data in a --data-dir' in message and '\n' not in message, message
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_class_names_match_across_unicode_normal_forms(tmp_path, cli_env):
     """A model whose label is 'café' (NFC, as Linux writes it) and a val folder 'café' written by macOS (NFD): not
     the same name, so training refused the val split (a class absent from training) and validate refused the data.
@@ -181,6 +185,7 @@ def test_class_names_match_across_unicode_normal_forms(tmp_path, cli_env):
     assert json.loads((tmp_path / 'v.json').read_text())['count'] == 4
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_full_datasets_cache_is_named_not_the_parquet_file(tmp_path, cli_env):
     """HF_DATASETS_CACHE on a full disk while datasets converts parquet to arrow: the line blamed the data file
     ('write the file again'). The arrow shard is written into /dev/full here (a real ENOSPC on every write; the

@@ -185,6 +185,7 @@ def test_a_lab_tiff_reads_at_one_channel_as_the_greyscale_of_its_three_channel_r
     assert np.array_equal(np.asarray(grey), np.asarray(rgb.convert('L')))
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_32bit_integer_and_float_images_are_scaled_by_a_known_rule(tmp_path, cli_env):
     """32-bit integer TIFFs (mode I) used to be taken as 16-bit and came out nearly black, float TIFFs (mode F)
     were clipped to black: they are scaled by the documented rule, and an image with no known scale is a
@@ -218,6 +219,7 @@ def test_32bit_integer_and_float_images_are_scaled_by_a_known_rule(tmp_path, cli
     assert '32-bit integer image with values 0..255000' in r.stderr
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_split_with_no_readable_image_is_refused(tmp_path, cli_env):
     """Every image unreadable used to train '0 optimizer steps', export a random-init model and exit 0; validate
     exited 0 with count 0 and top1 null. Both are one line naming the skip count, and nothing is written."""

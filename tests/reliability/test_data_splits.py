@@ -40,6 +40,7 @@ def _write_splits(root, fmt, test_names):
 
 
 @pytest.mark.parametrize('fmt', ['parquet', 'save_to_disk'])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_classlabel_names_in_another_order_are_matched_by_name(tmp_path, cli_env, fmt):
     """A test split with ClassLabel [dog, cat] against a training split's [cat, dog]: the trainer scored it by
     index (Acc@1 0.00 on separable data, exit 0) and `validate --checkpoint last.pth` gave 0% where
@@ -59,6 +60,7 @@ def test_classlabel_names_in_another_order_are_matched_by_name(tmp_path, cli_env
 
 
 @pytest.mark.parametrize('fmt', ['parquet', 'save_to_disk'])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_split_with_a_class_the_training_split_lacks_is_one_line(tmp_path, cli_env, fmt):
     data = _write_splits(tmp_path / 'data', fmt, ['cat', 'emu'])
     r = _run('timm_cra.train', TRAIN_ARGS + ['--data-dir', data, '--val-split', 'test', '--epochs', '1',
@@ -133,6 +135,7 @@ def _class_folders(root, split, classes):
             Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / split / c / f'{i}.png')
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_in_memory_class_folders_share_the_training_split_classes(tmp_path, cli_env):
     """--in-memory (the cifar recipe's) gave a val folder its own sorted indices: val [b, c, zz] against train
     [a, b, c] trained and scored b as a (exit 0), and val [b, c] was refused asking for --num-classes 2. Now both
@@ -169,6 +172,7 @@ def _write_cifar100(root, n=12):
     return d
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_the_dataset_name_chooses_the_cifar_layout(tmp_path, cli_env):
     """`--dataset torch/cifar100` on a folder holding both layouts read CIFAR-10 (the first found), and
     `torch/cifar10` on a CIFAR-100-only folder trained 100 classes: the name now chooses the layout, and a name
@@ -202,6 +206,7 @@ def _cut_arrow_cache(cache, extra):
     os.truncate(arrow, ends[len(ends) // 2] + extra)
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_cut_parquet_arrow_cache_is_built_again(tmp_path, cli_env):
     """The arrow cache of a parquet split cut at a record-batch boundary was read as fewer rows (validated on 5100
     of 10000, exit 0, on every later run); cut mid-batch it blamed the intact parquet file forever. The rows read
@@ -226,6 +231,7 @@ def test_a_cut_parquet_arrow_cache_is_built_again(tmp_path, cli_env):
         assert len(rebuilt) == (cut is not None) and ('building it again' in rebuilt[0] if rebuilt else True), rebuilt
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_train_num_samples_keeping_one_class_is_warned(tmp_path, cli_env):
     """`--train-num-samples 4` on sorted class folders kept the 4 images of the first class, without a word (a
     one-class folder is refused: a classifier learns nothing from one class)."""
@@ -238,6 +244,7 @@ def test_train_num_samples_keeping_one_class_is_warned(tmp_path, cli_env):
         assert ('keeps examples of one class only' in r.stderr) == warned, r.stderr[-2000:]
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_parquet_image_paths_are_read_inside_the_parquet_folder(tmp_path, cli_env):
     """Parquet rows naming their image by `path` (bytes null) were read relative to the working directory, and
     absolute or `..` paths from anywhere. Relative paths now resolve against the parquet data's folder; an absolute

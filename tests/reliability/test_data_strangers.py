@@ -75,6 +75,7 @@ def _run(module, argv, cli_env, cwd):
 
 @pytest.mark.parametrize('workers,eval_workers,in_memory', [  # the fast suite: both worker modes once
     (0, 2, False), pytest.param(2, 0, False, marks=pytest.mark.slow), pytest.param(0, 0, True, marks=pytest.mark.slow)])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_fifo_bomb_and_symlinks_are_counted_skips_in_train_and_eval(tmp_path, cli_env, workers, eval_workers,
                                                                      in_memory):
     data = strange_folder(tmp_path / 'data')
@@ -107,6 +108,7 @@ def test_fifo_bomb_and_symlinks_are_counted_skips_in_train_and_eval(tmp_path, cl
     assert set(modes.values()) == {0o644}, modes
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_directory_loops_with_the_default_dataset_kind_end(tmp_path, cli_env):
     """With ``--dataset ''`` the kind detection searched for parquet files with a recursive glob, which follows
     folder symlinks: two links to ``.`` in a class folder made ~2**40 paths (a hang). It uses the folder
@@ -231,6 +233,7 @@ def test_fifo_named_like_a_parquet_or_cifar_file_is_refused_in_one_line(tmp_path
         load_cifar_pickle(str(tmp_path), 'test')
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_one_class_is_refused_and_empty_classes_warned(tmp_path, make_image, cli_env, caplog):
     data = tmp_path / 'data'  # the run folder goes beside the data: outputs inside it are refused
     make_image(data / 'train' / 'only' / '0.png')
@@ -297,6 +300,7 @@ def test_train_config_that_is_a_fifo_is_named_not_opened(tmp_path, monkeypatch):
     assert load_config('ok.yaml') == {'epochs': 3}
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_one_split_source_is_never_validated_on_its_training_rows(tmp_path, cli_env, make_image):
     """A parquet file, a single-split save_to_disk folder or a folder of class folders is one split that every
     split name resolves to: training refuses to validate on it in one line naming --val-split ''; it trains
@@ -344,6 +348,7 @@ def test_a_validation_split_linked_to_the_training_split_is_never_validated_on(t
     assert _train(tmp_path, parquet.parent, '--val-split', 'test')['final']['eval_top1'] is not None
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_parquet_data_under_a_folder_recipe_names_the_dataset_flag(tmp_path, cli_env):
     """`--config finetune` pins `dataset: folder`; parquet data under it used to get folder-worded errors
     (split folder not found): the one line now names --dataset hfds / ''."""
@@ -357,6 +362,7 @@ def test_parquet_data_under_a_folder_recipe_names_the_dataset_flag(tmp_path, cli
                 f"pass --dataset hfds (or --dataset '' to detect the kind).") in r.stderr
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_hostile_file_names_cannot_forge_log_or_error_lines(tmp_path, cli_env, make_image):
     """A file name holding a newline or an ANSI escape code is logged escaped (``\\n``, ``\\x1b``), so it can
     neither forge a log line nor drive the terminal; an error naming such a class stays one line."""
@@ -401,6 +407,7 @@ def test_a_data_dir_that_is_a_fifo_or_a_file_says_what_it_is(tmp_path, capsys):
     assert stat.S_ISFIFO(os.lstat(tmp_path / 'pipe').st_mode)
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_train_config_with_a_repeated_key_or_non_utf8_bytes(tmp_path, cli_env):
     """lr: 0.1 then lr: 5 trained silently at 5 (YAML keeps the last); Latin-1 bytes read as a cryptic reader error;
     a python/object tag was refused naming the file descriptor ('in "3"'), not the file; nesting 50,000 deep was a
@@ -474,6 +481,7 @@ def test_a_damaged_save_to_disk_folder_is_one_line(tmp_path, damage):
     assert str(folder) in message and expected in message and '\n' not in message, message
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_damaged_save_to_disk_and_parquet_through_the_clis(tmp_path, cli_env):
     """Through train and validate: one ``error:`` line, exit 2, nothing written; a 0-row and a truncated parquet
     file the same."""
@@ -512,6 +520,7 @@ def test_parquet_classlabel_names_given_twice_are_refused(tmp_path):
         create_dataset('', str(tmp_path / 'p'), 'train')
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_an_unwritable_datasets_cache_is_one_line_naming_hf_datasets_cache(tmp_path, cli_env, cifar10_test):
     """HF_DATASETS_CACHE naming a file (or a path under one; a read-only place is refused alike): the parquet load
     failed inside datasets (a traceback, or a line advising to write the parquet file again). One line naming the
@@ -563,6 +572,7 @@ def _run_memory_capped(module, argv, cli_env, cwd, limit=4 << 30):  # torch's im
                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_thin_image_that_the_resize_would_blow_up_is_a_counted_skip(tmp_path, cli_env, make_image):
     """A 2 KB PNG of 2,000,000 x 1 pixels is under the pixel limit as stored, but timm's eval resize of its short
     side to 32 made it 64,000,000 x 32 (6 GB: MemoryError, exit 1). validate on class folders and on parquet, and

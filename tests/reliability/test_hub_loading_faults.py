@@ -212,6 +212,7 @@ _LOAD = ("import sys, timm, timm_cra\n"
                                       ('cra_resnet18.a1_in1k_gates_untrained', 'offline'),
                                       ('cra_resnet18.a1_in1k_gates_untrained', 'unreachable'),
                                       ('cra_cifar_resnet20.cifar10', 'closes-connections')])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_j4_fresh_process_fails_fast_with_the_fix(tmp_path, mode, tag):
     """Journey J4's two commands: without a Hub, the CIFAR tags load the copy bundled with the package (and say
     so; unreachable: tests/hub/test_bundled_weights.py); a tag whose weights only the Hub has (timm's base
@@ -240,6 +241,7 @@ def test_j4_fresh_process_fails_fast_with_the_fix(tmp_path, mode, tag):
 
 
 @pytest.mark.parametrize('kind', ['file', 'fifo'])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_hf_home_that_is_not_a_folder_is_one_line_naming_it(tmp_path, kind):
     """HF_HOME pointing at a file or a FIFO: huggingface_hub's NotADirectoryError on HF_HOME/token came as a
     traceback; timm_cra.create_model (every CLI's) gives one PretrainedWeightsError naming the variable and the fix."""

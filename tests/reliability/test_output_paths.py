@@ -136,6 +136,7 @@ def _files(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_outputs_inside_the_data_folder_or_one_path_for_both_results_are_refused(class_folder, tmp_path,
                                                                                    run_command, capsys):
     """``validate --results-file data/val/cat/0.png`` replaced one of its own images; ``train --output`` inside
@@ -259,6 +260,7 @@ def test_publish_out_onto_a_file_or_under_one_is_refused(weights, tmp_path, caps
     assert (tmp_path / 'file.txt').read_text() == 'x' and sorted(os.listdir(tmp_path)) == ['file.txt']
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_publish_overwrite_of_a_symlinked_out_replaces_the_link(weights, tmp_path, cli_env):
     """--out a symlink to a folder, with --overwrite: the new repo takes the link's place (exit 0, nothing left
     half-done); the folder the link pointed at is left as it was."""
@@ -327,6 +329,7 @@ for i in range(int(sys.argv[3])):
 """
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_concurrent_results_csv_appends_keep_every_row(tmp_path, cli_env):
     """Two processes appending to one --results-csv at once: every row is there, once, and one header
     (without the folder lock, each rewrite could drop rows the other had just added)."""
@@ -371,6 +374,7 @@ def test_results_csv_in_a_training_run_folder_is_refused_in_bounded_time(tmp_pat
     assert (run / 'val.csv').read_text().splitlines()[1].startswith('m,1.0,') and os.listdir(run) == ['val.csv']
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_results_csv_in_a_held_folder_is_refused_before_the_evaluation(tmp_path, run_command):
     """The lock on the --results-csv folder was first tried after the evaluation: a user waited for a whole
     evaluation, then was refused. It is tried before any work: here the data folder does not even exist, and the
@@ -462,6 +466,7 @@ def test_full_disk_is_one_line_for_results_onnx_and_weights(small_disk, cli_env,
     assert {'model.safetensors', 'config.json', 'results.json'} <= set(os.listdir(room / 'r'))
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_full_disk_before_the_first_checkpoint_does_not_advise_resume(small_disk, cli_env, tmp_path, cifar10_test):
     """A trainer whose first last.pth does not fit: one line saying no checkpoint exists, and it no longer
     advises --resume of that missing file."""
@@ -490,6 +495,7 @@ def test_publish_onto_a_full_disk_is_one_line_and_leaves_nothing(small_disk, wei
     assert sorted(os.listdir(full)) == ['filler']
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_255_byte_export_name_with_a_newline_is_written_and_shown_escaped(tmp_path, cli_env):
     """`export -o <255-byte name>.onnx` failed on its 269-byte temp name (ENAMETOOLONG); a newline in the name
     was printed raw in the 'wrote ...' line. The file is written, nothing else is left, the line shows `\\n`."""
@@ -501,6 +507,7 @@ def test_a_255_byte_export_name_with_a_newline_is_written_and_shown_escaped(tmp_
     assert os.listdir(tmp_path) == [name] and (tmp_path / name).stat().st_size > 0
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_second_run_on_a_run_folder_in_use_is_refused_and_writes_nothing(class_folder, tmp_path, cli_env):
     """Two trainers on one --output/--experiment: the second is refused at once (the run folder's lock is held by
     the first for its whole run) instead of both passing the 'folder holds a run' check and one run being lost.
@@ -738,6 +745,7 @@ def _replaced_run(earlier_run, tmp_path):
 
 
 @pytest.mark.parametrize('failure', ['nan', 'no_readable_image'])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_overwrite_failing_in_epoch_0_keeps_the_replaced_run(earlier_run, tmp_path, cli_env, failure):
     """`--overwrite` deleted the earlier run's files before training: a new run failing in epoch 0 (--lr 1e6 -> NaN,
     every training image unreadable) left only its args.yaml, and the NaN line said "last.pth keeps the epochs
@@ -777,6 +785,7 @@ def test_overwrite_stopped_in_epoch_0_keeps_the_replaced_run(earlier_run, tmp_pa
     assert _folder_bytes(run) == before
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_run_failing_in_epoch_0_removes_the_folders_it_created(earlier_run, tmp_path, cli_env):
     """A run failing before its first checkpoint in a new nested --output left out1/x/y/e/args.yaml and the
     folders above it, though nothing of it can be resumed: the folders it created go again, with its files."""
@@ -787,6 +796,7 @@ def test_a_run_failing_in_epoch_0_removes_the_folders_it_created(earlier_run, tm
     assert not (tmp_path / 'out1').exists()
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_checkpoint_upgrade_into_another_runs_folder_is_refused(earlier_run, tmp_path, cli_env):
     """`timm-cra-checkpoint upgrade A/last.pth B/last.pth` (B another complete run) wrote A's checkpoint beside B's
     weights and results ("Wrote B/last.pth"), mixing the runs: refused in one line, B untouched; in place, or into a

@@ -355,6 +355,7 @@ def test_a_checkpoint_with_a_long_list_of_numbers_is_refused_as_a_bound_not_as_d
     assert 'damaged' not in str(e.value) and '\n' not in str(e.value)
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_weights_file_copied_alone_keeps_its_preprocessing_for_validate_and_publish(colour_run, tmp_path,
                                                                                       run_command):
     """The run's model.safetensors copied on its own was published with the architecture's default preprocessing
@@ -382,6 +383,7 @@ def test_a_weights_file_copied_alone_keeps_its_preprocessing_for_validate_and_pu
     assert proc.returncode == 0 and len(warned) == 1 and "last.pth" in warned[0], proc.stderr[-3000:]
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_export_of_a_checkpoint_uses_the_input_size_its_run_recorded(colour_run, tmp_path, run_command):
     """export --checkpoint <run>/last.pth of a 40-px run wrote a 32x32 graph (the architecture's size), while validate
     --checkpoint and export --model local-dir:<run> use the recorded 40: all read it with recorded_data_config (the

@@ -132,6 +132,7 @@ def test_model_typo_suggests_close_names(typo, suggestion):
 
 
 @pytest.mark.parametrize('script', ['timm-cra-train', 'timm-cra-validate'])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_model_typo_cli_one_line_exit_2(run_command, script, tmp_path):
     r = run_command(script, ['--model', 'cra_resnet5O', '--data-dir', tmp_path])
     assert r.returncode == 2

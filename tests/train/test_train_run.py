@@ -141,6 +141,7 @@ _TIMING = ('train_img_s', 'epoch_time')  # wall-clock columns: the only ones tha
     r'Train: 1 \[\s*2/6',  # mid-epoch: epoch 0 checkpointed, epoch 1 two steps in
     pytest.param(r'Eval: 1 ', marks=pytest.mark.slow),  # epoch 1 evaluated: around its metrics.csv / last.pth writes
 ])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_kill_and_resume_is_bit_identical(shipped_run_args, straight_run, cli_env, run_command, tmp_path, kill_at):
     extra = json.loads((straight_run.parent / 'extra_args.json').read_text())
     argv = shipped_run_args + RESUME_RUN + extra + ['--output', tmp_path, '--experiment', 'a']
@@ -169,6 +170,7 @@ def test_kill_and_resume_is_bit_identical(shipped_run_args, straight_run, cli_en
     assert strip(rows) == strip(ref_rows)
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_a_finished_run_continued_with_more_epochs_follows_the_new_schedule(shipped_run_args, straight_run,
                                                                             run_command, tmp_path):
     """``--epochs 5 --resume`` of a finished 3-epoch run (what the refusal of fewer epochs advises): the schedule is

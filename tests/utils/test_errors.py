@@ -176,6 +176,7 @@ def test_run_cli_gives_an_in_process_caller_its_signal_handlers_back(no_interrup
     ['-c', 'from timm_cra.utils.errors import run_cli; run_cli(lambda a: print("x" * 99999))'],  # as a command's
     ['-m', 'timm_cra.eval', '--help'],  # argparse drops what it cannot write: exit 0, quiet, no traceback
 ])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_stdout_closed_early_or_full_is_quiet_or_one_line(argv, cli_env):
     """`timm-cra-validate ... | head -1` was a BrokenPipeError traceback (`--help` too, at the exit's flush); stdout
     on a full device (`> /dev/full`) an OSError traceback. A reader gone is quiet, exit 141 (as `yes | head`); no
@@ -223,6 +224,7 @@ def _run_with_failing_stream(cli_env, cwd, module, argv, how):
 
 
 @pytest.mark.parametrize('how', ['stderr closed', 'stderr full', 'stderr pipe broken', 'stdout closed'])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_validate_with_an_unwritable_stderr_or_stdout_still_writes_its_results(cli_env, class_folder, tmp_path,
                                                                                  how):
     """timm-cra-validate with stderr closed, full or a broken pipe ended rc 1 with no results file and nothing on
@@ -240,6 +242,7 @@ def test_validate_with_an_unwritable_stderr_or_stdout_still_writes_its_results(c
         assert json.loads(out)['top1'] == results['top1']
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_every_command_of_a_journey_survives_an_unwritable_stderr(cli_env, class_folder, tmp_path):
     """The commands that already survived an unwritable stderr (train, publish, export) survive it through the same
     mechanism as validate (run_cli's best-effort stderr), each under another of the three failures, each step
@@ -298,6 +301,7 @@ def test_an_hf_hub_name_ending_in_at_names_no_revision_and_is_refused():
     ('timm_cra.eval', []),
     ('timm_cra.export', ['-o', 'm.onnx']),
 ])
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_every_command_refuses_an_invalid_hub_repo_id_in_one_line(run_command, class_folder, tmp_path, module, argv):
     """train, validate and export: one `error:` line, exit 2, nothing written."""
     from timm_cra.cli import COMMANDS

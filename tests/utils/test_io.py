@@ -402,6 +402,7 @@ with io_.locked_folder(sys.argv[1], wait=False):
 '''
 
 
+@pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_writes_into_a_folder_another_process_holds_wait_then_are_refused(tmp_path):
     """A training holds its run folder (locked_folder) for the whole run; another command replacing a file in it
     (checkpoint upgrade onto last.pth) or the folder itself went ahead. Such writes wait a few seconds for their turn,
