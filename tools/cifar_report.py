@@ -141,6 +141,8 @@ def _against_baseline(row: Dict, base: Optional[Dict]) -> str:
     if len(row['top1']) < 2 or len(base['top1']) < 2:
         return f"{row['top1_mean'] - base['top1_mean']:+.2f} (t needs 2+ seeds)"
     w = welch_t(row['top1'], base['top1'])
+    if not math.isfinite(w['t']):
+        return f"{w['diff']:+.2f} (every seed alike on both sides: t undefined)"
     p = f"{w['p']:.3f}" if w['p'] >= 0.001 else f"{w['p']:.0e}"
     return f"{w['diff']:+.2f} (t = {w['t']:.1f}, df = {w['df']:.1f}, p = {p})"
 

@@ -237,6 +237,8 @@ def test_bad_batch_size_and_model_kwargs_are_one_line(cifar10_test, tmp_path, ca
     # the sides were written out in full: an 803-character line
     (['--img-size', '32', '--crop-pct', '1e-300'], '--crop-pct 1e-300: timm would resize images to 3.2e+301 x 3.2e+301 '
                                                    'px before the 32 x 32 crop'),
+    (['--img-size', '32', '--crop-pct', '1e-310'], '--crop-pct 1e-310: timm would resize images to inf x inf px'),  # was
+    # an OverflowError traceback (floor of inf)
     (['--crop-pct', '0'], '--crop-pct 0.0 must be in (0, 2]'),
     (['--crop-pct', '3'], '--crop-pct 3.0 must be in (0, 2]'),
     (['--img-size', '0'], '--img-size 0 must be a side in pixels from 8 to 8192'),

@@ -132,7 +132,8 @@ def test_a_header_preprocessing_other_than_its_config_json_is_refused(colour_run
                        data_config=dict(config['pretrained_cfg'], mean=[0.1, 0.1, 0.1], interpolation='nearest'))
     says = (r"'.*edited/model\.safetensors' records other preprocessing in its header than the config\.json beside it "
             r"\(interpolation nearest \(config\.json: bilinear\); mean \[0\.1, 0\.1, 0\.1\] \(config\.json: "
-            r"\[0\.9, 0\.1, 0\.1\]\)\): re-export the folder")
+            r"\[0\.9, 0\.1, 0\.1\]\)\), so its readers would disagree .*: put back the files the run wrote, or copy "
+            r"the weights out of that folder\.")
     with pytest.raises(UsageError, match=says):
         _validate(data, '--checkpoint', folder / 'model.safetensors')
     with pytest.raises(UsageError, match=says):

@@ -447,3 +447,19 @@ def test_a_usage_error_fits_on_a_screen(capsys):
     with pytest.raises(SystemExit) as e:
         checkpoint_main([])
     assert e.value.code == 2 and capsys.readouterr().err.startswith('usage: timm-cra-checkpoint [-h] {upgrade}')
+
+
+def test_resume_compares_settings_by_value_and_only_those_the_optimizer_holds():
+    """A config's `weight_decay: 0` (an int) against the flag's 0.0 was a changed setting; so was --momentum on an
+    AdamW run, whose groups hold none. Both change nothing: accepted. A real change is still refused, naming it."""
+    import argparse
+    from timm_cra.train.resume import _check_same_settings
+    ckpt = {'args': {'weight_decay': 0, 'momentum': 0.9, 'opt_eps': 1e-8, 'opt_kwargs': {}},
+            'optimizer': {'param_groups': [{'weight_decay': 0, 'eps': 1e-8, 'betas': [0.9, 0.999], 'lr': 0.1}]}}
+    same = argparse.Namespace(weight_decay=0.0, momentum=0.5, opt_eps=1e-8, opt_kwargs={})
+    _check_same_settings('last.pth', ckpt, same)
+    with pytest.raises(UsageError, match=r"changed settings \(--weight-decay 0 -> 0\.1\)"):
+        _check_same_settings('last.pth', ckpt, argparse.Namespace(**dict(vars(same), weight_decay=0.1)))
+    ckpt['optimizer']['param_groups'][0]['momentum'] = 0.9  # SGD: momentum is the run's
+    with pytest.raises(UsageError, match=r"changed settings \(--momentum 0\.9 -> 0\.5\)"):
+        _check_same_settings('last.pth', ckpt, same)

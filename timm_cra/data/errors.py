@@ -26,7 +26,7 @@ def check_class_names(names: Sequence[Any], source: str, fix: str) -> None:
     could not export and validate would record in its results."""
     problem = label_name_problem(names)
     if problem:
-        raise DataError(f'{problem[0]}: {RENAME_IN_DATA} to {problem[1]}.')
+        raise DataError(f"{problem[0]}: {RENAME_IN_DATA} to {problem[1]} (a class of '{source}').")
     twice = repeated_names(names)
     if twice:
         raise DataError(f"The class names of '{source}' give {', '.join(map(repr, twice[:5]))} more than once "

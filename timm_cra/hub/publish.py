@@ -365,7 +365,8 @@ def _check_scored_answers(data: Dict[str, Any], config: Dict[str, Any], checkpoi
         raise UsageError(printable(f"{name} records no {listed} in its data_config, so publish cannot tell whether the "
                                    f"repo preprocesses the images as they were scored: {validate_again}."))
     published = config.get('label_names')
-    if scored and isinstance(published, list) and not numbered_classes(published):
+    # numbered names ('0'..'K-1', the trainer's for unnamed data) are no names: scored by index, as validate records
+    if scored and not numbered_classes(scored) and isinstance(published, list) and not numbered_classes(published):
         if len(scored) > len(published) or [name_key(n) for n in scored] != \
                 [name_key(n) for n in published[:len(scored)]]:
             fix = (f"fix --label-names (class-index order: {_shown_names(scored)}), or {validate_again}"

@@ -11,7 +11,7 @@ from timm.scheduler import PlateauLRScheduler
 from timm.utils import random_seed
 
 from ..utils.errors import UsageError, printable
-from ..utils.weights import load_checkpoint_file, load_state_checked
+from ..utils.weights import load_checkpoint_file, load_state_checked, same_setting
 from .checkpoint import get_rng_state, set_rng_state
 from .distributed import DistInfo
 
@@ -38,13 +38,20 @@ STATE_ARGS = ('model', 'model_kwargs', 'num_classes', 'in_chans', 'opt', 'filter
               'sched', 'model_ema',
               # the preprocessing the weights learn on, which the export records once (config.json)
               'img_size', 'input_size', 'mean', 'std', 'interpolation', 'crop_pct')
-#: The arguments the optimizer's saved parameter groups hold (:func:`optimizer_problem` checks the groups against them).
-OPTIMIZER_ARGS = ('momentum', 'weight_decay', 'opt_eps', 'opt_betas', 'opt_kwargs')
+#: The arguments the optimizer's saved parameter groups hold, by the groups' key (:func:`optimizer_problem` checks the
+#: groups against them); one the optimizer does not use (``--momentum`` of AdamW) changes nothing and is not compared.
+OPTIMIZER_ARGS = {'momentum': 'momentum', 'weight_decay': 'weight_decay', 'opt_eps': 'eps', 'opt_betas': 'betas'}
 REQUIRED_KEYS = ('state_dict', 'optimizer', 'epoch', 'num_updates', 'history', 'rng')
 
 
 def _comparable(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)  # tuples and lists alike (YAML / checkpoint round trips)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """One setting, as recorded and as given: numbers by value (a config's ``weight_decay: 0`` is the flag's 0.0),
+    lists and tuples alike."""
+    return same_setting(a, b) or _comparable(a) == _comparable(b)
 
 
 def _is_count(value: Any) -> bool:
@@ -157,8 +164,11 @@ def _check_same_settings(path: str, ckpt: Dict[str, Any], args) -> None:
     """Refuse ``--resume`` with an argument of :data:`STATE_ARGS` or :data:`OPTIMIZER_ARGS` other than the run
     recorded (``--weight-decay 0.1`` on a 0.0001 run was worded as a checkpoint edited or damaged)."""
     saved = ckpt.get('args') if isinstance(ckpt.get('args'), dict) and args is not None else {}
-    changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k, None)!r}" for k in STATE_ARGS + OPTIMIZER_ARGS
-               if k in saved and _comparable(saved[k]) != _comparable(getattr(args, k, None))]
+    groups = ckpt['optimizer'].get('param_groups') if isinstance(ckpt.get('optimizer'), dict) else None
+    held = {k for g in groups or () if isinstance(g, dict) for k in g}
+    compared = STATE_ARGS + ('opt_kwargs',) + tuple(k for k, key in OPTIMIZER_ARGS.items() if key in held)
+    changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k, None)!r}" for k in compared
+               if k in saved and not _same_value(saved[k], getattr(args, k, None))]
     if changed:
         raise UsageError(f"Cannot --resume '{path}' with changed settings ({'; '.join(changed)}): the saved model / "
                          f"optimizer / schedule state and preprocessing do not fit them. Resume with the values the run "

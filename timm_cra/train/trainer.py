@@ -324,13 +324,17 @@ def _check_run_folder_in_place(held: Optional[HeldFolder], output_dir: str, epoc
                      f"{fix}.")
 
 
-def _note_other_preprocessing(path: str, data_config: Dict[str, Any]) -> None:
+def _note_other_preprocessing(path: str, data_config: Dict[str, Any], ignore: Sequence[str] = ()) -> None:
     """Warn when ``--initial-checkpoint``'s weights record other preprocessing (its run's config.json, its header)
     than this run's: fine-tuning may mean to change it, but a 64-px or other-mean start trained on the tag's defaults
-    without a word."""
-    recorded, where = recorded_data_config(path, None)
+    without a word. Rank 0 alone: it never raises (the other ranks would wait for it at DDP's first collective)."""
+    try:
+        recorded, where = recorded_data_config(path, None)
+    except UsageError as e:
+        _logger.warning(f"--initial-checkpoint's recorded preprocessing cannot be compared with this run's: {e}")
+        return
     differ = [f"{k} {recorded[k]} (this run: {data_config.get(k)})" for k in DATA_CONFIG_KEYS
-              if k in recorded and not same_setting(recorded[k], data_config.get(k))]
+              if k in recorded and k not in ignore and not same_setting(recorded[k], data_config.get(k))]
     if differ:
         _logger.warning(printable(f"--initial-checkpoint was trained with other preprocessing ({where}): "
                                   f"{'; '.join(differ)}. Pass those flags (--input-size, --mean, ...) to keep what its "
@@ -359,7 +363,9 @@ def _train(args, dinfo: DistInfo, output_dir: str, held: Optional[HeldFolder] = 
         cfg_args['crop_pct'] = 1.0  # the in-memory eval path feeds whole images, no crop
     data_config = resolve_model_data_config(cfg_args, model, verbose=dinfo.is_primary)
     if args.initial_checkpoint and dinfo.is_primary:
-        _note_other_preprocessing(args.initial_checkpoint, data_config)
+        _note_other_preprocessing(args.initial_checkpoint, data_config,
+                                  # the in-memory path feeds whole images whatever --crop-pct says
+                                  ignore=('crop_pct',) if isinstance(train_ds, TensorImageDataset) else ())
     _logger.info(f'Model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params')
     model.to(dinfo.device)
     if args.channels_last:

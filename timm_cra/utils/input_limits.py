@@ -38,11 +38,12 @@ MAX_INPUT_PIXELS = 4096 * 4096
 def crop_resize_problem(side: Sequence[int], crop_pct: float) -> Optional[str]:
     """Why timm's eval resize for a ``side`` (height, width) input cropped at ``crop_pct`` is too large, or None: it
     resizes images to ``side / crop_pct`` before the centre crop, which must stay within :data:`MAX_INPUT_PIXELS`."""
-    height, width = (math.floor(s / crop_pct) for s in side)
-    if height * width <= MAX_INPUT_PIXELS:
+    resized = [s / crop_pct for s in side]  # inf below crop_pct ~1e-307, where floor() raised OverflowError
+    if all(math.isfinite(r) for r in resized) and math.floor(resized[0]) * math.floor(resized[1]) <= MAX_INPUT_PIXELS:
         return None
     least = math.sqrt(side[0] * side[1] / MAX_INPUT_PIXELS)
-    height, width = (s if s < 10 ** 9 else f'{s:.3g}' for s in (height, width))  # crop_pct 1e-300: 300 digits each
+    # crop_pct 1e-300: 300 digits a side, written out in full
+    height, width = (math.floor(r) if r < 10 ** 9 else f'{r:.3g}' for r in resized)
     return f"timm would resize images to {height} x {width} px before the {side[0]} x {side[1]} crop, over " \
            f"{MAX_INPUT_PIXELS} pixels (4096 x 4096): give at least {math.ceil(least * 1000) / 1000} (timm's " \
            f"models use 0.875 to 1.15)"

@@ -456,8 +456,8 @@ def recorded_data_config(path: str, args: Optional[Dict[str, Any]]) -> Tuple[Dic
             if differ:
                 raise UsageError(printable(
                     f"'{path}' records other preprocessing in its header than the config.json beside it "
-                    f"({'; '.join(differ)}): re-export the folder (the trainer and publish write both from one "
-                    f"data config)."))
+                    f"({'; '.join(differ)}), so its readers would disagree (the trainer writes both from one data "
+                    f"config): put back the files the run wrote, or copy the weights out of that folder."))
             return found, f'the config.json beside {path}'
     found = _header_data_config(path) if str(path).endswith('.safetensors') else None
     if found:
