@@ -32,7 +32,7 @@ from ..utils.errors import (NO_ANSWER, NOT_A_HUB, TIMED_OUT, TimmCraError, Usage
 from ..utils.hub_session import bounded_hub_requests
 from ..utils.io import check_regular_file, file_digest
 from ..utils.strict_json import loads, read_text
-from ..utils.weights import (DATA_CONFIG_KEYS, SCORED_DATA_CONFIG_KEYS, check_file, same_setting, load_state_checked, read_weights,
+from ..utils.weights import (DATA_CONFIG_KEYS, check_file, load_state_checked, read_weights, setting_differences,
                              recorded_data_config, tensor_digest)
 from .card import load_eval_results
 from .repo import check_repo_output, export_repo
@@ -378,8 +378,7 @@ def _check_scored_answers(data: Dict[str, Any], config: Dict[str, Any], checkpoi
     repo_cfg.setdefault('crop_mode', 'center')  # timm's default when a cfg names none
     cfg = dict(cfg)
     cfg.setdefault('crop_mode', 'center')  # as for the repo: a record naming none was scored with timm's default
-    differ = [f"{k} {cfg[k]} (repo: {repo_cfg.get(k)})" for k in sorted(cfg)
-              if k in SCORED_DATA_CONFIG_KEYS and not same_setting(cfg[k], repo_cfg.get(k))]
+    differ = setting_differences(cfg, repo_cfg, 'repo')
     if differ:
         raise UsageError(printable(f"{name} scored the images with other preprocessing than the repo would get "
                                    f"({'; '.join(differ)}): {validate_again}."))

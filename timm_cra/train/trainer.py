@@ -33,7 +33,7 @@ from ..utils.extras import require_train_extra
 from ..utils.io import (EARLIER_RUN_ASIDE, HeldFolder, OutputPathError, atomic_write, check_output_folder,
                         locked_folder, temp_pattern)
 from ..utils.strict_yaml import safe_dump
-from ..utils.weights import DATA_CONFIG_KEYS, recorded_data_config, same_setting
+from ..utils.weights import DATA_CONFIG_KEYS, recorded_data_config, setting_differences
 from .args import parse_args
 from .checkpoint import remove_stale_temp_files, save_checkpoint
 from .distributed import DistInfo, init_distributed
@@ -333,8 +333,7 @@ def _note_other_preprocessing(path: str, data_config: Dict[str, Any], ignore: Se
     except UsageError as e:
         _logger.warning(f"--initial-checkpoint's recorded preprocessing cannot be compared with this run's: {e}")
         return
-    differ = [f"{k} {recorded[k]} (this run: {data_config.get(k)})" for k in DATA_CONFIG_KEYS
-              if k in recorded and k not in ignore and not same_setting(recorded[k], data_config.get(k))]
+    differ = setting_differences(recorded, data_config, 'this run', [k for k in DATA_CONFIG_KEYS if k not in ignore])
     if differ:
         _logger.warning(printable(f"--initial-checkpoint was trained with other preprocessing ({where}): "
                                   f"{'; '.join(differ)}. Pass those flags (--input-size, --mean, ...) to keep what its "

@@ -33,7 +33,7 @@ __all__ = [
     'non_float_kind', 'non_float_weights', 'not_safetensors', 'is_safetensors_error', 'nonfinite_tensors',
     'NONFINITE_FIX', 'safetensors_metadata', 'weights_shape_kwargs', 'load_fitting_weights', 'safetensors_header',
     'check_state_fits', 'recorded_data_config', 'DATA_CONFIG_KEYS', 'recorded_label_names', 'DATA_CONFIG_META_KEY',
-    'check_names_beside', 'SCORED_DATA_CONFIG_KEYS',
+    'check_names_beside', 'SCORED_DATA_CONFIG_KEYS', 'same_setting', 'setting_differences',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -426,6 +426,14 @@ def same_setting(a: Any, b: Any) -> bool:
     return a == b
 
 
+def setting_differences(recorded: Dict[str, Any], other: Dict[str, Any], other_name: str,
+                        keys: Sequence[str] = SCORED_DATA_CONFIG_KEYS) -> List[str]:
+    """``'<key> <recorded value> (<other_name>: <other value>)'`` for each of ``keys`` that ``recorded`` holds and
+    ``other`` sets otherwise (:func:`same_setting`), by key: the one comparison of two records of preprocessing."""
+    return [f'{k} {recorded[k]} ({other_name}: {other.get(k)})' for k in sorted(recorded)
+            if k in keys and not same_setting(recorded[k], other.get(k))]
+
+
 def recorded_data_config(path: str, args: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], str]:
     """``(preprocessing, where it was read)``: what the weights at ``path`` were trained with. The ``pretrained_cfg``
     of the Hub-format ``config.json`` beside them (what the trainer exports next to ``last.pth`` and
@@ -451,8 +459,7 @@ def recorded_data_config(path: str, args: Optional[Dict[str, Any]]) -> Tuple[Dic
             # as for class names (check_names_beside): validate --checkpoint on the file alone reads its header, a
             # folder's readers the config, so one folder would preprocess two ways (the header edited, or copied in)
             header = _header_data_config(path) if str(path).endswith('.safetensors') else None
-            differ = [f'{k} {header[k]} (config.json: {found.get(k)})' for k in sorted(header or {})
-                      if not same_setting(header[k], found.get(k))]
+            differ = setting_differences(header or {}, found, 'config.json')
             if differ:
                 raise UsageError(printable(
                     f"'{path}' records other preprocessing in its header than the config.json beside it "
