@@ -336,3 +336,29 @@ def test_results_csv_with_an_unterminated_quote_is_refused_not_swallowed(tmp_pat
                            '--results-csv', broken], capsys)
     assert f'--results-csv {broken} is not a well-formed CSV (unexpected end of data at line 2' in err, err
     assert broken.read_text() == text
+
+
+def test_results_name_the_split_the_data_gives_what_was_read(class_folder, cifar10_test, tmp_path):
+    """``--data-dir data/train`` (a folder that is one split itself) was recorded as the 'validation' split, and
+    CIFAR's test batch read as ``--split validation`` as 'validation' too; results and cards name the split as the
+    data does, or none where the data is one split."""
+    import datasets
+    from tests.reliability.test_data_cifar_pickle import write_cifar10
+    write_cifar10(tmp_path / 'pickles')
+    features = datasets.Features({'img': datasets.Image(), 'label': datasets.ClassLabel(names=['a', 'b'])})
+    rows = {'img': [{'bytes': (class_folder / 'train' / 'cat' / '0.png').read_bytes(), 'path': None}] * 2,
+            'label': [0, 1]}
+    saved = datasets.DatasetDict({'validation': datasets.Dataset.from_dict(rows, features=features)})
+    saved.save_to_disk(str(tmp_path / 'saved'))
+    saved['validation'].save_to_disk(str(tmp_path / 'one_saved'))
+    cases = [  # (data, --split asked, split recorded)
+        (class_folder, 'validation', 'val'), (class_folder / 'train', 'validation', None),
+        (tmp_path / 'pickles', 'validation', 'test'), (tmp_path / 'pickles', 'train', 'train'),
+        (tmp_path / 'saved', 'val', 'validation'), (tmp_path / 'one_saved', 'train', None),
+        (cifar10_test, 'test', 'test'), (cifar10_test / 'test-00000-of-00001.parquet', 'validation', None)]
+    for data, asked, recorded in cases:
+        ds = create_dataset('', str(data), asked, num_samples=2)
+        assert ds.split == recorded, (data, asked)
+        assert create_dataset('', str(data), asked, num_samples=2, in_memory=True).split == recorded
+    res = validate(_args(['--model', 'cifar_resnet20', '--data-dir', class_folder / 'train', '--num-classes', 3]))
+    assert (res['dataset'], res['split']) == ('train', None)

@@ -1206,3 +1206,14 @@ def test_push_is_refused_before_the_commit_when_the_hub_would_ignore_files(train
                             '--overwrite', '--repo-id', repo_id, '--push', env=env)
         assert proc.returncode == 0 and 'Pushed: ' in proc.stdout, proc.stderr
         assert 'model.safetensors' in api.list_repo_files(repo_id)
+
+
+def test_a_trainer_card_names_the_split_the_run_read():
+    """A run on CIFAR pickles with ``--val-split validation`` read their test batch: the card said 'validation'.
+    The trainer records the split read; records written before that field existed still name the flag's split."""
+    final = {'eval_top1': 50.0, 'eval_top5': 90.0}
+    ckpt = {'args': {'val_split': 'validation', 'data_dir': '/data/cifar'}}
+    read = publish.trainer_results({'final': final, 'optimizer_steps': 9, 'val_split': 'test'}, ckpt)
+    older = publish.trainer_results({'final': final, 'optimizer_steps': 9}, ckpt)
+    assert (read['split'], older['split']) == ('test', 'validation')
+    assert "on the 'test' split" in read['notes']

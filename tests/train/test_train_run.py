@@ -40,8 +40,9 @@ def test_cifar_run_outputs(cifar_run):
         assert float(r['train_loss']) > 0 and float(r['train_img_s']) > 0
     assert float(rows[1]['lr']) < float(rows[0]['lr'])  # cosine schedule over 2 epochs
     assert (out / 'summary.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-    assert json.loads((out / 'results.json').read_text())['final']['eval_top1'] == pytest.approx(
-        float(rows[-1]['eval_top1']))
+    recorded = json.loads((out / 'results.json').read_text())
+    assert recorded['final']['eval_top1'] == pytest.approx(float(rows[-1]['eval_top1']))
+    assert recorded['val_split'] == 'test'  # the split read, as the data names it (publish's card quotes it)
     assert (out / 'args.yaml').is_file()
 
 

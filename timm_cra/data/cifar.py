@@ -167,8 +167,10 @@ def load_cifar_pickle(root: str, split: str = 'train', variant: Optional[str] = 
     num_classes = 100 if 'fine' in layout['labels_key'] else 10
     if names:  # names no label uses are classes without images, as empty class folders are: warned, kept
         used = set(labels)
-        warn_empty_classes(meta, f"class name(s) of {len(names)} in the '{split}' split",
+        warn_empty_classes(meta, f"class name(s) of {len(names)} in the '{key}' split",
                            [name for i, name in enumerate(names) if i not in used])
-    return TensorImageDataset(
+    ds = TensorImageDataset(
         torch.from_numpy(np.ascontiguousarray(images)), torch.tensor(labels, dtype=torch.int64),
         class_names=list(names) if names else [str(i) for i in range(num_classes)])
+    ds.split = key  # 'validation' reads the test batch: results say which
+    return ds

@@ -73,7 +73,9 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
             ``set_in_chans(n)`` on the returned dataset changes it later.
         split_flag: the caller's option for ``split`` (e.g. ``--split``), named when the split is missing.
 
-    Every returned dataset has ``num_classes``, ``class_names`` and ``targets``.
+    Every returned dataset has ``num_classes``, ``class_names``, ``targets`` and ``split``: the name the data gives
+    the split read (``'val'`` for a ``val/`` folder asked as ``validation``, ``'test'`` for CIFAR's test batch),
+    None where it names none (a class folder or parquet file that is one split itself): what results record.
     """
     name = (name or '').strip()
     if name.startswith('hfds/'):
@@ -97,8 +99,9 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
                 raise DataError(f"--dataset {kind} reads class folders, but '{root}' is parquet / save_to_disk "
                                 f"data: pass --dataset hfds (or --dataset '' to detect the kind).")
             mode = {'imagenet': 'imagenet', 'folder': 'folder', 'folder-auto': 'auto'}[kind]
-            ds = ImageFolderDataset(find_split_dir(root, split, split_flag), label_mode=mode,
-                                    class_names=class_names, in_chans=in_chans)
+            split_dir = find_split_dir(root, split, split_flag)
+            ds = ImageFolderDataset(split_dir, label_mode=mode, class_names=class_names, in_chans=in_chans)
+            ds.split = None if split_dir == root else os.path.basename(split_dir)
         else:
             raise DataError(f"Unknown --dataset '{name}'. Use one of: {', '.join(s or repr(s) for s in SOURCES)}.")
     check_class_names(ds.class_names, root or name,
@@ -107,10 +110,12 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
                       'fix the label names in batches.meta / meta')
     if class_names is not None:
         _share_class_names(ds, class_names, f"'{root or name}' [{split}]")
+    split_read = ds.split
     if num_samples:
         ds = _head(ds, num_samples)
     if in_memory:
         ds = decode_to_memory(ds, desc=f'{name if name.startswith("hfds/") else root or name} [{split}]')
+    ds.split = split_read
     return ds
 
 

@@ -173,9 +173,12 @@ class ImageFolderDataset(Dataset):
         transform: applied to the PIL image (timm's ``create_loader`` sets it).
         in_chans: channels of the decoded images (1: greyscale 'L', 3: 'RGB'), the model's input channels.
 
+    ``split``: the split folder's name when ``root`` is one (:func:`timm_cra.data.create_dataset` sets it).
     An unreadable image yields ``(None, target)``; :func:`timm_cra.data.skip_collate` drops it and counts
     it, so one corrupt file is a reported skip, not a crash halfway through an epoch.
     """
+
+    split: Optional[str] = None
 
     def __init__(self, root: str, label_mode: str = 'auto', transform: Optional[Callable] = None,
                  class_names: Optional[Sequence[str]] = None, in_chans: int = 3):

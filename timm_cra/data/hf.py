@@ -321,13 +321,19 @@ def _folders_without_parquet(source: str, splits: Dict[str, List[str]]) -> List[
 def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, split_flag: str = ''):
     """Load one split as a ``datasets.Dataset`` from a Hub name or a local path (``split_flag``: the
     caller's option, named in the missing-split error)."""
+    return _load_hf_split(source, split, cache_dir, split_flag)[0]
+
+
+def _load_hf_split(source: str, split: str, cache_dir: Optional[str], split_flag: str):
+    """:func:`load_hf_split`'s dataset and the name the data gives the split read (``'validation'`` asked as
+    ``val``), None where it names none (a parquet file, a saved split without a name): any split name reads it."""
     import datasets
 
     if os.path.isfile(source):
         if not source.endswith('.parquet'):
             raise DataError(f"'{source}' is not a parquet file. Pass a .parquet file, a folder of them, "
                             f"a save_to_disk folder, or a Hub dataset name.")
-        return _load_parquet([source], source, cache_dir)
+        return _load_parquet([source], source, cache_dir), None
     if os.path.isdir(source):
         if os.path.lexists(os.path.join(source, 'dataset_dict.json')):
             _check_saved_dataset(source)
@@ -335,20 +341,21 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, spli
                 dd = datasets.load_from_disk(source)
             for name in split_candidates(split):
                 if name in dd:
-                    return dd[name]
+                    return dd[name], name
             raise DataError(f"Split '{split}' not in '{source}' (splits: {', '.join(dd)}): "
                             f"{split_hint(split_flag)}.")
         if os.path.lexists(os.path.join(source, 'state.json')):
             _check_saved_dataset(source)  # a single saved split
             with _read_errors(source, 'a save_to_disk folder', _SAVED_FIX):
-                return datasets.load_from_disk(source)
+                ds = datasets.load_from_disk(source)
+            return ds, str(ds.split) if ds.split else None
         splits = parquet_splits(source)
         if not splits:
             raise DataError(f"'{source}' holds no parquet files and is not a save_to_disk folder. "
                             f"Pass --dataset hfds/<hub-name> for a Hub dataset, or a folder of *.parquet files.")
         for name in split_candidates(split):
             if name in splits:
-                return _load_parquet(splits[name], source, cache_dir)
+                return _load_parquet(splits[name], source, cache_dir), name
         others = _folders_without_parquet(source, splits)
         also = (f"; read as parquet data, though it also holds the folder(s) {', '.join(f'{d}/' for d in others[:5])}"
                 f" without parquet files, which were not read: keep one kind of data in a --data-dir"
@@ -359,7 +366,7 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, spli
     if source.startswith(('/', '.', '~')):
         raise DataError(f"Dataset path '{source}' does not exist. Pass an existing --data-dir.")
     try:
-        return datasets.load_dataset(source, split=split, cache_dir=datasets_cache(cache_dir))
+        return datasets.load_dataset(source, split=split, cache_dir=datasets_cache(cache_dir)), split
     except (FileNotFoundError, ConnectionError, ValueError) as e:
         raise DataError(f"Could not load Hub dataset '{source}' split '{split}': {e}. Check the name and split, "
                         f"or download it first (offline: HF_DATASETS_OFFLINE=1 needs a cached copy).") from e
@@ -446,7 +453,7 @@ class HFImageDataset(Dataset):
         import datasets
 
         self.in_chans = check_in_chans(in_chans)
-        ds = load_hf_split(source, split, cache_dir=cache_dir, split_flag=split_flag)
+        ds, split_read = _load_hf_split(source, split, cache_dir, split_flag)
         if not len(ds):  # nothing to train or score: the sizes below (class count, batches) would mean nothing
             raise DataError(f"'{source}' [{split}] has no rows: pass data with examples in that split"
                             + (f' (or another {split_flag})' if split_flag else '') + '.')
@@ -454,7 +461,7 @@ class HFImageDataset(Dataset):
         if isinstance(ds.features[self.image_key], datasets.Image):
             ds = ds.cast_column(self.image_key, datasets.Image(decode=False))
         self.ds = ds
-        self.source, self.split = source, split
+        self.source, self.split = source, split_read
         # local data (parquet, save_to_disk): `path` image values are files in its folder, never anywhere else (a
         # Hub dataset's paths are datasets' own cache files)
         self.image_root = os.path.dirname(os.path.abspath(source)) if os.path.isfile(source) else \
@@ -493,7 +500,8 @@ class HFImageDataset(Dataset):
             return decode_value(self.ds[int(index)][self.image_key], self.in_chans, self.image_root,
                                 resize_short_side(self.transform))
         except UnreadableImage as e:
-            _logger.warning(printable(f'Skipping unreadable image {index} of {self.source}[{self.split}]: {e}'))
+            _logger.warning(printable(f'Skipping unreadable image {index} of {self.source}'
+                                      f'{f"[{self.split}]" if self.split else ""}: {e}'))
             return None
 
     def __getitem__(self, index: int):

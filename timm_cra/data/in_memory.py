@@ -50,8 +50,9 @@ class TensorImageDataset(Dataset):
     """Images held as one uint8 ``(N, H, W, C)`` tensor (C = 1 greyscale or 3 RGB) with int64 targets.
 
     ``__getitem__`` returns PIL images so timm's ``create_loader`` transforms still work; the fast path is
-    :class:`TensorLoader`, which never leaves tensors.
+    :class:`TensorLoader`, which never leaves tensors. ``split``: the split's name, where the data gives one.
     """
+    split: Optional[str] = None
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str],
                  transform: Optional[Callable] = None, num_skipped: int = 0):

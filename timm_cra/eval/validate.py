@@ -212,9 +212,10 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
         label_names=scored_names,
         data_config={k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()
                      if k in SCORED_DATA_CONFIG_KEYS},
-        # What was scored, named as the trainer's results name their data (the card quotes it): the data, the split,
-        # the images read (skipped ones not counted).
-        dataset=data_name(vars(args)), split=args.split,
+        # What was scored, named as the trainer's results name their data (the card quotes it): the data, the split
+        # the data names what was read (None: a folder or file that is one split itself), the images read (skipped
+        # ones not counted).
+        dataset=data_name(vars(args)), split=dataset.split,
         loss=round(m['loss'], 5), count=m['count'], skipped=m['skipped'],
         # Which weights were scored: the model's pretrained ones (hf-hub: / local-dir: load theirs by default), or a
         # --checkpoint, which replaces every tensor (named with its file's sha256); neither: a random initialisation.

@@ -269,13 +269,15 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
         args = ckpt.get('args') if isinstance(ckpt.get('args'), dict) else {}
     dataset = data_name(args)  # None: the card says the results record none
     epochs = summary.get('epochs', len(ckpt.get('history') or []))
-    notes = (f"Top-1 measured by the timm-cra trainer on the '{args.get('val_split') or 'validation'}' split after "
+    # the split the evals read, as the data names it (older records lack it: the flag's name then)
+    split = summary.get('val_split') or args.get('val_split') or 'validation'
+    notes = (f"Top-1 measured by the timm-cra trainer on the '{split}' split after "
              f"the final epoch ({epochs} epochs, {summary.get('optimizer_steps', '?')} optimizer steps)"
              + (' with the EMA weights' if prefix == 'ema_eval' else ''))
     if best is not None:
         notes += f"; best epoch {summary.get(f'{best_key}_epoch')}: {best:.2f}%"
     return dict(top1=final[f'{prefix}_top1'], top5=final.get(f'{prefix}_top5'), dataset=dataset,
-                split=args.get('val_split') or 'validation', source='measured', notes=notes + '.')
+                split=split, source='measured', notes=notes + '.')
 
 
 def _check_same_run(summary: Dict[str, Any], checkpoint: Union[str, Path], ckpt: Dict[str, Any], name: str) -> None:
