@@ -899,3 +899,30 @@ def test_a_run_file_that_is_a_symlink_is_never_written_through(trained, tmp_path
                                              rf"write its {name} through it"):
             train(TINY_TRAIN + ['--epochs', '2', '--resume', str(run / 'last.pth')])
         assert hashlib.sha256((trained / 'r' / name).read_bytes()).hexdigest() == before
+
+
+def test_running_out_of_memory_is_one_line_naming_what_to_lower(capsys):
+    """An allocation the machine cannot hold (a batch too big for the GPU or the RAM) ended every CLI in a
+    traceback of torch internals; it is one line naming the allocation and what to lower, exit 1. Other runtime
+    errors keep their tracebacks (they are bugs or unexplained failures)."""
+    def allocate(argv):
+        torch.empty(2 ** 50, dtype=torch.uint8)  # a real failure of the CPU allocator: 1 PiB
+
+    def raiser(err):
+        def main(argv):
+            raise err
+        return main
+
+    cases = [(allocate, 'out of CPU memory (an allocation of 1.0 PiB)'),
+             (raiser(torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total '
+                                            'capacity of 79.11 GiB of which 3.2 GiB is free.')),
+              'out of GPU memory (an allocation of 20.00 GiB)'),
+             (raiser(MemoryError()), 'out of CPU memory: ')]
+    for main, start in cases:
+        with pytest.raises(SystemExit) as e:
+            run_cli(main, [])
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and err.count('\n') == 1, err
+        assert err.startswith(f'error: {start}') and 'lower --batch-size' in err, err
+    with pytest.raises(RuntimeError, match='a bug'):
+        run_cli(raiser(RuntimeError('a bug')), [])

@@ -4,7 +4,9 @@ Every exception class of timm_cra derives from :class:`TimmCraError`: a failure 
 whose message is one line naming the fix. Library functions raise it (or a subclass); CLIs (:func:`run_cli`)
 print ``error: <message>`` and exit 2 for it, and for nothing else: bugs, and failures of other libraries that
 the package has not explained, keep their tracebacks. A failure a CLI must print as one line is converted into
-a :class:`TimmCraError` where it happens, not caught by class (``RuntimeError``, ``OSError``) at the CLI.
+a :class:`TimmCraError` where it happens, not caught by class (``RuntimeError``, ``OSError``) at the CLI. The one
+exception is running out of memory, which any allocation may do: :func:`out_of_memory` recognises it at the CLI,
+which prints one line naming what to lower and exits 1.
 :func:`transport_failure` says which failures of the HTTP library are transport failures, and of which kind (no
 answer, a time-out, a broken connection), for the places that convert those (a weights download, a push);
 :func:`hub_failure` adds answers that are not the Hub API's (a proxy's HTML page), for a push.
@@ -31,13 +33,14 @@ The tree (subclasses keep a builtin base where callers catch that, e.g. ``Pretra
 """
 
 import os
+import re
 import signal
 import sys
 import threading
 from typing import Any, Callable, Optional, Sequence
 
 __all__ = ['TimmCraError', 'UsageError', 'run_cli', 'INTERRUPTED_EXIT', 'interrupted', 'check_not_interrupted',
-           'catch_interrupts', 'printable', 'transport_failure',
+           'catch_interrupts', 'printable', 'transport_failure', 'out_of_memory',
            'hub_failure', 'never_connected', 'NO_ANSWER', 'TIMED_OUT', 'BROKEN', 'NOT_A_HUB']
 
 
@@ -269,10 +272,39 @@ def _stdout_failure(err: OSError) -> Optional[int]:
     return 2
 
 
+#: The size an allocation that failed asked for, as torch words it: CPU ``you tried to allocate 1125899906842624
+#: bytes``, CUDA ``Tried to allocate 20.00 GiB``.
+_ALLOCATION_RE = re.compile(r'[Tt]ried to allocate (\d+ bytes|[\d.]+ [KMGTP]iB)')
+
+
+def out_of_memory(err: BaseException) -> Optional[str]:
+    """One line for ``err`` if it is running out of memory (a GPU's ``torch.OutOfMemoryError``, the CPU allocator's
+    ``RuntimeError``, Python's ``MemoryError``), naming the allocation and what to lower; None for anything else."""
+    text = str(err)
+    if type(err).__name__ == 'OutOfMemoryError' or 'CUDA out of memory' in text:
+        device = 'GPU'
+    elif isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "can't allocate memory" in text):
+        device = 'CPU'
+    else:
+        return None
+    size = _ALLOCATION_RE.search(text)
+    asked = size.group(1) if size else ''
+    if asked.endswith(' bytes'):
+        n, unit = float(asked.split()[0]), 'bytes'
+        for unit in ('bytes', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'):
+            if n < 1024 or unit == 'PiB':
+                break
+            n /= 1024
+        asked = f'{n:.1f} {unit}' if unit != 'bytes' else f'{int(n)} bytes'
+    return (f"out of {device} memory{f' (an allocation of {asked})' if asked else ''}: lower --batch-size (or the "
+            f"image size), or free the memory other processes hold.")
+
+
 def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None) -> None:
     """Run a CLI ``main(argv)``; a :class:`TimmCraError` exits with status 2 and one line, no traceback; Ctrl-C
     (``KeyboardInterrupt``, SIGINT) with status 130 and the line ``interrupted``, SIGTERM with 143 and
-    ``terminated`` (the atomic writers leave no half-written file behind). A stop signal that a library swallowed
+    ``terminated`` (the atomic writers leave no half-written file behind); running out of memory with status 1 and
+    one line (:func:`out_of_memory`). A stop signal that a library swallowed
     (:func:`catch_interrupts` records it) stops the next write and still ends the command so, never with status 0.
     Text that stdout cannot encode (a non-ASCII path under ``PYTHONIOENCODING=ascii`` / ``LC_ALL=C``) is printed
     backslash-escaped, as stderr already does, instead of failing after the work was done. Stderr is best-effort
@@ -295,6 +327,12 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Seque
         sys.exit(2)
     except KeyboardInterrupt as e:
         _exit_interrupted(getattr(e, 'hint', None))
+    except (MemoryError, RuntimeError) as e:
+        line = out_of_memory(e)
+        if line is None:
+            raise
+        print(f'error: {line}', file=sys.stderr)
+        sys.exit(1)
     except OSError as e:
         code = _stdout_failure(e)
         if code is None:
