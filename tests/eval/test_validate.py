@@ -362,3 +362,19 @@ def test_results_name_the_split_the_data_gives_what_was_read(class_folder, cifar
         assert create_dataset('', str(data), asked, num_samples=2, in_memory=True).split == recorded
     res = validate(_args(['--model', 'cifar_resnet20', '--data-dir', class_folder / 'train', '--num-classes', 3]))
     assert (res['dataset'], res['split']) == ('train', None)
+
+
+def test_data_named_apart_from_the_model_is_scored_by_position_with_a_warning(make_image, tmp_path, caplog):
+    """CIFAR-10 weights (airplane ... truck) validated on folders named in French were scored by folder position
+    without a word and ``class_mapping: null``, while weights naming no classes got a warning: both say so now."""
+    import logging
+    from ..conftest import REPO_ROOT
+    weights = REPO_ROOT / 'hub' / 'timm-cra' / 'cra_cifar_resnet20.cifar10'
+    french = ['avion', 'automobile_fr', 'oiseau', 'chat', 'cerf', 'chien', 'grenouille', 'cheval', 'bateau', 'camion']
+    for c in french:
+        make_image(tmp_path / 'val' / c / '0.png')
+    with caplog.at_level(logging.WARNING):
+        res = validate(_args(['--model', f'local-dir:{weights}', '--data-dir', tmp_path, '--split', 'val']))
+    assert res['class_mapping'] == 'by position' and res['count'] == 10, res
+    assert "None of the dataset's classes 'automobile_fr', 'avion'" in caplog.text
+    assert "class names 'airplane', 'automobile'" in caplog.text

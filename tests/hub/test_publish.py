@@ -917,7 +917,8 @@ def test_push_twice_to_the_same_repo_makes_a_new_commit(trained, hub, tmp_path, 
 def test_push_makes_the_hub_repo_hold_the_folders_files_only(trained, hub, tmp_path):
     """publish --push to a repo holding files the published folder does not (a stale preprocessor_config.json, an
     old alt.safetensors, a file in a subfolder) kept them on the Hub, so transformers read another preprocessing
-    than timm. The push's commit now deletes them (as --overwrite does locally); .gitattributes stays."""
+    than timm. The push's commit now deletes them (as --overwrite does locally), naming them; .gitattributes
+    stays."""
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
     from tests.hubserver.write_server import WritableHubServer
@@ -938,6 +939,10 @@ def test_push_makes_the_hub_repo_hold_the_folders_files_only(trained, hub, tmp_p
         proc = _publish_cli('cra_mobilenetv2_050.stale', ckpt, '--num-classes', '5', '--out', tmp_path / 'repo',
                             '--repo-id', repo_id, '--push', env={'HF_TOKEN': token, 'HF_HUB_DISABLE_XET': '1'})
         assert proc.returncode == 0 and 'Pushed: ' in proc.stdout, proc.stderr
+        # and says so (a colleague's NOTES.md went without a word): their names, and where the history keeps them
+        assert (f'The push removed from {repo_id} the file(s) the folder does not hold: alt.safetensors, '
+                f'old/notes.txt, preprocessor_config.json; they stay in the repo\'s history, at commit {before}.'
+                in proc.stderr), proc.stderr
         published = sorted(os.listdir(tmp_path / 'repo'))
         assert sorted(api.list_repo_files(repo_id)) == sorted(published + ['.gitattributes'])
         gitattributes = Path(hf_hub_download(repo_id, '.gitattributes')).read_text()

@@ -229,3 +229,29 @@ def test_class_folders_are_indexed_in_timms_order(dog_cat_run, cli_env, tmp_path
     assert r.returncode == 0, r.stderr[-2000:]
     assert "matched to the data's classes by name (its order: class10, class2)" in r.stderr, r.stderr[-2000:]
     assert json.loads((tmp_path / 'out' / 'ft' / 'results.json').read_text())['final']['eval_top1'] == 100.0
+
+
+def test_class_names_typed_two_ways_are_one_name_for_a_kept_head_and_for_resume(caplog):
+    """A run on folders fig/, éclair/ fine-tuned (--no-reset-head) on a macOS / rsync copy, whose folder names are
+    decomposed (NFD): the names were compared byte for byte, so the head was kept by position under a warning that
+    they were "other classes", and the NFD copy sorts éclair first: the two outputs swapped, top-1 100 -> 0. Resume
+    refused the copy listing two lists that look the same. Both compare names as everywhere else (NFC)."""
+    import logging
+    import unicodedata
+    import torch
+    from timm_cra.train.model import _head_by_name
+    from timm_cra.train.resume import check_resume_classes
+    from timm_cra.utils.errors import UsageError
+    data = sorted(unicodedata.normalize('NFD', n) for n in ('fig', 'éclair'))  # the copy's folder order
+    assert [unicodedata.normalize('NFC', n) for n in data] == ['éclair', 'fig']
+    state = {'fc.weight': torch.tensor([[1.0], [2.0]]), 'fc.bias': torch.tensor([1.0, 2.0])}  # rows: fig, éclair
+    with caplog.at_level(logging.INFO):
+        _head_by_name(state, ['fc.weight', 'fc.bias'], ['fig', 'éclair'], data, 'run/last.pth')
+    assert state['fc.bias'].tolist() == [2.0, 1.0] and state['fc.weight'].flatten().tolist() == [2.0, 1.0]
+    assert 'by name' in caplog.text and 'other classes' not in caplog.text
+    same = {'fc.weight': torch.tensor([[1.0], [2.0]]), 'fc.bias': torch.tensor([1.0, 2.0])}
+    _head_by_name(same, ['fc.weight', 'fc.bias'], ['éclair', 'fig'], data, 'run/last.pth')  # same order: untouched
+    assert same['fc.bias'].tolist() == [1.0, 2.0]
+    check_resume_classes('run/last.pth', {'label_names': ['éclair', 'fig']}, data)  # the same classes: resumes
+    with pytest.raises(UsageError, match='the classes in another order'):
+        check_resume_classes('run/last.pth', {'label_names': ['fig', 'éclair']}, data)

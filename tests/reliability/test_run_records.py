@@ -272,7 +272,7 @@ def test_resume_refuses_another_initial_checkpoint_and_changed_preprocessing(col
     with pytest.raises(UsageError, match=r"--resume .* would never be used: drop --initial-checkpoint"):
         parse_args(['--model', 'cra_cifar_resnet20', '--data-dir', str(data), '--resume', str(run / 'last.pth'),
                     '--initial-checkpoint', str(run / 'model.safetensors')])
-    before = (run / 'last.pth').read_bytes()
+    before, args_before = (run / 'last.pth').read_bytes(), (run / 'args.yaml').read_bytes()
     base = ['--model', 'cra_cifar_resnet20', '--data-dir', str(data), '--dataset', 'folder', '--epochs', '4', '-b', '8',
             '--lr', '0.05', '--device', 'cpu', '-j', '0', '--resume', str(run / 'last.pth'), '--no-plot']
     for changed, shown in ((['--mean', '0.5', '0.5', '0.5', '--std', *map(str, RUN_STD)], '--mean'),
@@ -282,10 +282,13 @@ def test_resume_refuses_another_initial_checkpoint_and_changed_preprocessing(col
                            (['--mean', *map(str, RUN_MEAN), '--std', *map(str, RUN_STD), '--weight-decay', '0.1'],
                             '--weight-decay'),
                            (['--mean', *map(str, RUN_MEAN), '--std', *map(str, RUN_STD), '--momentum', '0.5'],
-                            '--momentum')):
+                            '--momentum'),
+                           # ignored without a word (the schedule restarts from the saved base) but written to
+                           # args.yaml
+                           (['--mean', *map(str, RUN_MEAN), '--std', *map(str, RUN_STD), '--lr', '0.5'], '--lr')):
         with pytest.raises(UsageError, match=rf'changed settings \({shown} '):
             train(base + changed)
-    assert (run / 'last.pth').read_bytes() == before
+    assert (run / 'last.pth').read_bytes() == before and (run / 'args.yaml').read_bytes() == args_before
 
 
 def _with_extra_tensor(src: Path, dst: Path, name: str, dtype: str, shape) -> None:

@@ -463,3 +463,9 @@ def test_resume_compares_settings_by_value_and_only_those_the_optimizer_holds():
     ckpt['optimizer']['param_groups'][0]['momentum'] = 0.9  # SGD: momentum is the run's
     with pytest.raises(UsageError, match=r"changed settings \(--momentum 0\.9 -> 0\.5\)"):
         _check_same_settings('last.pth', ckpt, same)
+    # --lr was taken without a word and ignored (the schedule restarts from the groups' initial_lr), while args.yaml
+    # recorded it: refused as the other optimizer settings are
+    ckpt['args']['lr'], same.momentum, same.lr = 0.1, 0.9, 0.1
+    _check_same_settings('last.pth', ckpt, same)
+    with pytest.raises(UsageError, match=r"changed settings \(--lr 0\.1 -> 0\.5\)"):
+        _check_same_settings('last.pth', ckpt, argparse.Namespace(**dict(vars(same), lr=0.5)))

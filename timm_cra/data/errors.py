@@ -4,7 +4,7 @@ import numbers
 from typing import Any, Iterable, Optional, Sequence, Tuple
 
 from ..utils.errors import UsageError
-from ..utils.labels import label_name_problem, name_key, repeated_names
+from ..utils.labels import index_by_name, label_name_problem, repeated_names
 
 __all__ = ['DataError', 'RENAME_IN_DATA', 'split_hint', 'first_non_integer', 'check_class_names', 'classes_absent_from_training',
            'index_by_name']
@@ -32,14 +32,6 @@ def check_class_names(names: Sequence[Any], source: str, fix: str) -> None:
         raise DataError(f"The class names of '{source}' give {', '.join(map(repr, twice[:5]))} more than once "
                         f"(compared after Unicode NFC normalisation, "
                         f"surrounding whitespace aside): {fix}, so that each class has its own name.")
-
-
-def index_by_name(names: Sequence[str], onto: Sequence[str]) -> Optional[list]:
-    """The position in ``onto`` of each of ``names``, matched by :func:`~timm_cra.utils.labels.name_key` ('café' from
-    macOS, NFD, is the model's 'café'); None when one of ``names`` is not in ``onto``."""
-    index = {name_key(c): i for i, c in enumerate(onto)}
-    keys = [name_key(c) for c in names]
-    return None if any(k not in index for k in keys) else [index[k] for k in keys]
 
 
 def classes_absent_from_training(what: str, unknown: Sequence[str]) -> DataError:

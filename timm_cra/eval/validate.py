@@ -25,6 +25,7 @@ from ..utils.cli import (CommandParser, add_shared_args, check_positive, check_s
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.extras import require_train_extra
 from ..utils.io import atomic_write, check_output_file, file_digest, locked_folder, open_regular_file
+from ..utils.labels import name_key
 from ..utils.strict_json import dumps
 from ..utils.weights import (DATA_CONFIG_KEYS, SCORED_DATA_CONFIG_KEYS, load_fitting_weights, recorded_data_config,
                              tensor_digest)
@@ -164,15 +165,25 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
             mapped = f"by name: the dataset's {n_data} classes onto the model's {len(label_names)}"
             _logger.warning(f"Dataset classes mapped {mapped} label_names (the trained head is evaluated; a "
                             f"prediction of a class absent from the data counts as wrong).")
+    shown = f"{', '.join(map(repr, dataset.class_names[:5]))}{' ...' if dataset.num_classes > 5 else ''}"
     if not mapped and head_fixed and (not label_names or numbered_classes(label_names)) \
             and not numbered_classes(dataset.class_names):
         # Weights that name no classes (a bare state dict, a .safetensors of another tool or of an older trainer):
         # the data's named classes can only be taken in their sorted order, which may not be the training order.
         mapped = 'by position'
-        _logger.warning(f"The weights record no class names (label_names), so the dataset's classes "
-                        f"{', '.join(map(repr, dataset.class_names[:5]))}{' ...' if dataset.num_classes > 5 else ''} "
-                        f"are scored by position, which is right only if the model was trained with them in this "
+        _logger.warning(f"The weights record no class names (label_names), so the dataset's classes {shown} are "
+                        f"scored by position, which is right only if the model was trained with them in this "
                         f"order: validate a trainer's run folder with --model local-dir:<run>, or its last.pth.")
+    elif not mapped and head_fixed and label_names and not numbered_classes(dataset.class_names) \
+            and int(dataset.num_classes) == model.num_classes \
+            and not {name_key(c) for c in dataset.class_names} & {name_key(c) for c in label_names}:
+        # Named apart (pomme/ for apple, Apple/ for apple): scored by position as documented, never silently.
+        mapped = 'by position'
+        _logger.warning(printable(
+            f"None of the dataset's classes {shown} is among the weights' class names "
+            f"{', '.join(map(repr, label_names[:5]))}{' ...' if len(label_names) > 5 else ''}, so the data's sorted "
+            f"classes are scored by position, which is right only if they are the model's classes in its order: "
+            f"rename the class folders to the model's names to score by name."))
     check_num_classes(dataset, model.num_classes, label_names=label_names, head_fixed=head_fixed)
     scored_names = _scored_names(label_names, model.num_classes, dataset.class_names)
     cfg_args, preprocessing = _data_config_args(args, model, ckpt)

@@ -539,6 +539,9 @@ def push_repo_folder(
             # the deletions below, listed earlier, would have left beside the folder's
             head = api.repo_info(repo_id, repo_type='model').sha
             ignored = _files_the_hub_ignores(api, repo_id, folder)
+            # named once pushed: another's file (a NOTES.md added on the Hub since the last publish) goes too
+            removed = sorted(set(api.list_repo_files(repo_id, repo_type='model', revision=head)) - set(files)
+                             - {'.gitattributes'})
             if ignored:  # the commit would skip them: the Hub would serve the new card over the old weights
                 raise UsageError(f"{repo_id} at {endpoint} would ignore {', '.join(ignored)} (its .gitignore matches "
                                  f"them), so the push would leave the repo's old files under the new card; nothing "
@@ -549,6 +552,11 @@ def push_repo_folder(
             info = api.upload_folder(
                 repo_id=repo_id, folder_path=str(folder), repo_type='model', delete_patterns='*',
                 commit_message=commit_message or f'Upload {repo_id.split("/")[-1]} (timm-cra)', parent_commit=head)
+            if removed:
+                logging.getLogger('timm_cra.publish').warning(printable(
+                    f"The push removed from {repo_id} the file(s) the folder does not hold: "
+                    f"{', '.join(removed[:10])}{f' and {len(removed) - 10} more' if len(removed) > 10 else ''}; "
+                    f"they stay in the repo's history, at commit {head}."))
     except HfHubHTTPError as e:
         status = getattr(e.response, 'status_code', None)
         if status == 412:  # parent_commit: no longer the head

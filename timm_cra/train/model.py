@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from ..data import model_in_chans
 from ..utils.errors import TimmCraError, UsageError, printable
+from ..utils.labels import index_by_name, same_names
 from ..utils.weights import load_state_checked, read_weights
 
 __all__ = ['create_train_model']
@@ -98,13 +99,13 @@ def _head_by_name(state, head: List[str], recorded, label_names: Optional[List[s
     data's ``label_names`` when both name the same classes: by position, each class would start from another
     class's output (a run on ClassLabel [dog, cat] fine-tuned on folders cat/, dog/). Other names: a warning."""
     if not (isinstance(recorded, list) and all(isinstance(n, str) for n in recorded) and label_names and head) \
-            or recorded == list(label_names):
+            or same_names(recorded, label_names):  # 'café' written decomposed (NFD, a macOS copy) is 'café'
         return
-    if sorted(recorded) != sorted(label_names):
+    order = index_by_name(label_names, recorded) if len(recorded) == len(label_names) else None
+    if order is None:
         _logger.warning(f"'{printable(path)}' was trained on other classes ({printable(', '.join(recorded[:5]))}) "
                         f"than this data's: its head is kept by position; pass --reset-head for a fresh one.")
         return
-    order = [recorded.index(name) for name in label_names]
     for k in head:
         state[k] = state[k][order]
     _logger.info(f"Head of '{printable(path)}' matched to the data's classes by name (its order: "

@@ -11,6 +11,7 @@ from timm.scheduler import PlateauLRScheduler
 from timm.utils import random_seed
 
 from ..utils.errors import UsageError, printable
+from ..utils.labels import index_by_name, same_names
 from ..utils.weights import load_checkpoint_file, load_state_checked, same_setting
 from .checkpoint import get_rng_state, set_rng_state
 from .distributed import DistInfo
@@ -40,7 +41,9 @@ STATE_ARGS = ('model', 'model_kwargs', 'num_classes', 'in_chans', 'opt', 'filter
               'img_size', 'input_size', 'mean', 'std', 'interpolation', 'crop_pct')
 #: The arguments the optimizer's saved parameter groups hold, by the groups' key (:func:`optimizer_problem` checks the
 #: groups against them); one the optimizer does not use (``--momentum`` of AdamW) changes nothing and is not compared.
-OPTIMIZER_ARGS = {'momentum': 'momentum', 'weight_decay': 'weight_decay', 'opt_eps': 'eps', 'opt_betas': 'betas'}
+#: ``--lr`` too: the schedule restarts from the groups' saved ``initial_lr``, so a new one would be ignored.
+OPTIMIZER_ARGS = {'lr': 'lr', 'momentum': 'momentum', 'weight_decay': 'weight_decay', 'opt_eps': 'eps',
+                  'opt_betas': 'betas'}
 REQUIRED_KEYS = ('state_dict', 'optimizer', 'epoch', 'num_updates', 'history', 'rng')
 
 
@@ -185,9 +188,10 @@ def check_resume_classes(path: str, ckpt: Dict[str, Any], label_names: Optional[
     Checked once the data is read, before the model is built; a checkpoint that records no names is not checked."""
     recorded = ckpt.get('label_names')
     if not (isinstance(recorded, list) and all(isinstance(n, str) for n in recorded)) \
-            or recorded == list(label_names or []):
+            or same_names(recorded, label_names or []):  # compared as everywhere: NFC, so a macOS copy resumes
         return
-    changed = 'the classes in another order' if sorted(recorded) == sorted(label_names or []) else 'other classes'
+    same_classes = len(recorded) == len(label_names or []) and index_by_name(label_names, recorded) is not None
+    changed = 'the classes in another order' if same_classes else 'other classes'
     raise UsageError(f"Cannot --resume '{path}' on data with {changed}: the run trained on "
                      f"[{_shown_names(recorded)}], this data has [{_shown_names(label_names or ['(unnamed)'])}]. "
                      f"Resume on the run's data, or start a new run from its weights with --initial-checkpoint {path}.")

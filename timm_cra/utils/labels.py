@@ -2,7 +2,8 @@
 import unicodedata
 from typing import List, Optional, Sequence, Tuple
 
-__all__ = ['name_key', 'numbered_classes', 'repeated_names', 'unusable_name', 'label_name_problem']
+__all__ = ['name_key', 'index_by_name', 'same_names', 'numbered_classes', 'repeated_names', 'unusable_name',
+           'label_name_problem']
 
 
 def name_key(name) -> str:
@@ -10,6 +11,19 @@ def name_key(name) -> str:
     decomposed, NFD) is one name, and without surrounding whitespace, which no card, log or label shows (``cat`` and
     ``cat `` were loaded as two classes)."""
     return unicodedata.normalize('NFC', str(name)).strip()
+
+
+def index_by_name(names: Sequence[str], onto: Sequence[str]) -> Optional[list]:
+    """The position in ``onto`` of each of ``names``, matched by :func:`name_key` ('café' from macOS, NFD, is the
+    model's 'café'); None when one of ``names`` is not in ``onto``."""
+    index = {name_key(c): i for i, c in enumerate(onto)}
+    keys = [name_key(c) for c in names]
+    return None if any(k not in index for k in keys) else [index[k] for k in keys]
+
+
+def same_names(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Whether two class lists are the same classes in the same order, compared as :func:`name_key` does."""
+    return len(a) == len(b) and all(name_key(x) == name_key(y) for x, y in zip(a, b))
 
 
 def repeated_names(names: Sequence[str]) -> List[str]:
