@@ -176,8 +176,11 @@ def test_hub_unreachable_and_not_cached(hub, monkeypatch):
 
 
 def test_repo_missing(hub):
-    with pytest.raises(PretrainedWeightsError, match=r"'t-load/no-such-repo' at http://127.0.0.1.* does not exist"):
+    with pytest.raises(PretrainedWeightsError, match=r"'t-load/no-such-repo' at http://127.0.0.1.* does not exist") \
+            as e:
         timm.create_model(ARCH, **_overlay('t-load/no-such-repo'))
+    # the org's page on the Hub the endpoint names (it pointed at huggingface.co under a loopback HF_ENDPOINT)
+    assert f'(published repos: {hub.endpoint.rstrip("/")}/t-load)' in str(e.value), str(e.value)
     assert _no_weights_cached(hub) == []
 
 

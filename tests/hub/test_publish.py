@@ -1168,9 +1168,11 @@ def test_two_publishes_to_one_new_out_never_both_write_it(trained, tmp_path):
         proc = subprocess.run([sys.executable, '-c', hook, 'cra_mobilenetv2_050.race', str(ckpt), '--num-classes',
                                '5', '--out', str(out), *overwrite], env=env, capture_output=True, text=True,
                               timeout=120)
+        again = ('write again (with overwrite, as now) to replace it' if overwrite else  # not "pass --overwrite"
+                 'pass overwrite=True (CLI: --overwrite) to replace it')
         assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
             f'error: {out} was created by someone else while this one was written; it is left as it is: choose '
-            f'another output folder, or pass overwrite=True (CLI: --overwrite) to replace it.'], proc.stderr
+            f'another output folder, or {again}.'], proc.stderr
         assert 'Wrote' not in proc.stdout and os.listdir(out) == ['precious.txt']
         assert [p.name for p in tmp_path.iterdir()] == ['repo']
         shutil.rmtree(out)

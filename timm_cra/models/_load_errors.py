@@ -155,8 +155,10 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
     source = _source(cfg)
     repo_id, revision = split_revision(cfg.hf_hub_id or '')
     if isinstance(err, hf_errors.RepositoryNotFoundError):
+        from huggingface_hub import constants
+        org = f"{constants.ENDPOINT.rstrip('/')}/{repo_id.split('/')[0]}"  # a mirror's (HF_ENDPOINT), or the Hub's
         return (f"Pretrained weights for '{name}': {_source(cfg, with_revision=False)} does not exist. Check the "
-                f"model name / hf_hub_id (published repos: https://huggingface.co/{repo_id.split('/')[0]}); with a "
+                f"model name / hf_hub_id (published repos: {org}); with a "
                 f"mirror, check that HF_ENDPOINT serves it.{' ' + hint if hint else ''}")
     if isinstance(err, hf_errors.RevisionNotFoundError):
         return (f"Pretrained weights for '{name}': revision '{revision}' does not exist in "

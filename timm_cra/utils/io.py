@@ -824,10 +824,11 @@ def atomic_folder(out_dir: Union[str, Path], overwrite: bool = False, keep: Sequ
                     try:
                         _rename_noreplace(str(tmp), str(out_dir))
                     except FileExistsError:
+                        again = ('write again (with overwrite, as now) to replace it' if overwrite else
+                                 'pass overwrite=True (CLI: --overwrite) to replace it')
                         raise OutputPathError(
                             f'{out_dir} was created by someone else while this one was written; it is left as it '
-                            f'is: choose another output folder, or pass overwrite=True (CLI: --overwrite) to replace '
-                            f'it.') from None
+                            f'is: choose another output folder, or {again}.') from None
                     staged = None
                 else:
                     _swap_checked(tmp, out_dir, checked, keep, check, busy)
