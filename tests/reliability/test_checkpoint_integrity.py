@@ -151,6 +151,19 @@ def test_tampered_progress_counters_are_not_resumed(run_dir, tmp_path, fields, e
     assert expected in str(e.value) and 'edited or damaged' in str(e.value) and '\n' not in str(e.value)
 
 
+@pytest.mark.parametrize('version, expected', [
+    (99, "records checkpoint version 99, written by a newer timm-cra than this one (which reads versions 1 to 2)"),
+    ('2', "records checkpoint version '2', not one this trainer writes (1 to 2), so it was edited or damaged"),
+    (True, "records checkpoint version True, not one this trainer writes"),
+])
+def test_a_checkpoint_version_this_trainer_does_not_read_is_not_resumed(run_dir, tmp_path, version, expected):
+    """A last.pth recording version 99 (a later trainer's format) resumed without a word, as if it were this one's."""
+    path = _tampered(run_dir, tmp_path, version=version)
+    with pytest.raises(UsageError) as e:
+        train(TINY_TRAIN + ['--epochs', '2', '--output', str(tmp_path), '--experiment', 'r', '--resume', str(path)])
+    assert expected in str(e.value) and '\n' not in str(e.value), e.value
+
+
 @pytest.mark.parametrize('edit, expected', [
     (lambda c: dict(rng='x'), "its 'rng' entry cannot be restored (TypeError"),
     (lambda c: dict(rng=dict(c['rng'], torch=torch.zeros(7, dtype=torch.uint8))), "its 'rng' entry cannot be restored"),

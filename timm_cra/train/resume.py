@@ -13,7 +13,7 @@ from timm.utils import random_seed
 from ..utils.errors import UsageError, printable
 from ..utils.labels import index_by_name, same_names
 from ..utils.weights import load_checkpoint_file, load_state_checked, same_setting
-from .checkpoint import get_rng_state, set_rng_state
+from .checkpoint import CHECKPOINT_VERSION, get_rng_state, set_rng_state
 from .distributed import DistInfo
 
 __all__ = ['ResumeState', 'read_resume_checkpoint', 'check_resume_classes', 'load_training_state', 'resume_scheduler',
@@ -147,6 +147,14 @@ def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
         raise UsageError(f"'{path}' is not a training checkpoint of this trainer (no {', '.join(missing)}): "
                          f"--resume continues a 'last.pth' written by it; to start from the weights of another "
                          f"checkpoint use --initial-checkpoint {path}.")
+    version = ckpt.get('version', 1)  # version 1 wrote none
+    if version not in range(1, CHECKPOINT_VERSION + 1) or isinstance(version, bool):
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > CHECKPOINT_VERSION
+        raise UsageError(f"Cannot --resume '{path}': it records checkpoint version {version!r:.40}, "
+                         + (f"written by a newer timm-cra than this one (which reads versions 1 to {CHECKPOINT_VERSION}):"
+                            f" resume with that timm-cra, or upgrade this one." if newer else
+                            f"not one this trainer writes (1 to {CHECKPOINT_VERSION}), so it was edited or damaged: "
+                            f"resume from an intact copy."))
     problem = progress_problem(ckpt) or _rng_problem(ckpt)
     if not problem:
         _check_same_settings(path, ckpt, args)  # before the optimizer's check, which a changed flag also fails
