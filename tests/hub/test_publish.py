@@ -721,6 +721,7 @@ def test_oversized_inputs_and_a_missing_label_names_file_are_one_line(tmp_path):
     a word): each stops at the JSON reader's cap, one line naming it. ``--label-names lab/clases.txt``, a typo'd path,
     was taken as one class name: a single value that looks like a path and names no file is refused."""
     from timm_cra.utils.strict_json import MAX_JSON_BYTES
+    from timm_cra.utils.strict_yaml import MAX_CONFIG_BYTES
     path = _timm_train_checkpoint(tmp_path, 3, data_dir='/data/shapes')
     big = tmp_path / 'big'
     with open(big, 'wb') as f:
@@ -738,8 +739,8 @@ def test_oversized_inputs_and_a_missing_label_names_file_are_one_line(tmp_path):
     for argv, needle in (([path, '--results', big], f'--results {big} {over}'),
                          ([path, '--label-names', big], f'--label-names file {big} {over}'),
                          ([run / 'last.pth'], f"the run's config {run / 'config.json'} {over}"),
-                         ([run_yaml / 'last.pth', '--num-classes', 3],
-                          f"the run's arguments {run_yaml / 'args.yaml'} {over}"),
+                         ([run_yaml / 'last.pth', '--num-classes', 3],  # read as a config: its cap
+                          f"The run's arguments {run_yaml / 'args.yaml'} is over {MAX_CONFIG_BYTES // 2**20} MiB"),
                          ([path, '--label-names', tmp_path / 'lab' / 'clases.txt'],
                           f"--label-names file '{tmp_path / 'lab' / 'clases.txt'}' does not exist: fix the path"),
                          ([path, '--label-names', 'clases.txt'], "--label-names file 'clases.txt' does not exist")):
@@ -1224,3 +1225,22 @@ def test_a_trainer_card_names_the_split_the_run_read():
     older = publish.trainer_results({'final': final, 'optimizer_steps': 9}, ckpt)
     assert (read['split'], older['split']) == ('test', 'validation')
     assert "on the 'test' split" in read['notes']
+
+
+def test_an_args_yaml_beside_the_weights_that_cannot_be_read_is_one_line(tmp_path):
+    """A run's args.yaml (read for the card's provenance when the checkpoint records no args) holding a YAML merge
+    key, bytes that are not UTF-8, or a list was skipped without a word: the card lost its lines on the training
+    data. It is read as a training config is (``utils.strict_yaml.load_config_file``): one line naming the file and
+    the problem, nothing written."""
+    run = tmp_path / 'run'
+    run.mkdir()
+    torch.save({'state_dict': timm.create_model('cra_cifar_resnet20', num_classes=3).state_dict()}, run / 'last.pth')
+    for text, why in ((b'base: &b {lr: 0.1}\nrun:\n  <<: *b\n', 'uses the YAML alias *b (line 3)'),
+                      (b'data_dir: \xff\n', 'is not UTF-8 text'),
+                      (b'- a\n- b\n', 'must be a mapping of argument names to values')):
+        (run / 'args.yaml').write_bytes(text)
+        with pytest.raises(UsageError) as e:
+            publish.main(['cra_cifar_resnet20.y', str(run / 'last.pth'), '--num-classes', '3', '--out',
+                          str(tmp_path / 'out')])
+        assert str(e.value).startswith(f"The run's arguments '{run / 'args.yaml'}' {why}"), str(e.value)
+        assert not (tmp_path / 'out').exists()

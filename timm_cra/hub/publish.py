@@ -103,15 +103,12 @@ def _run_args(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[str, A
     path = Path(checkpoint).parent / 'args.yaml'
     if not os.path.lexists(path):
         return {}
-    try:  # the train extra's; without it (or without the file) the card has no provenance lines
-        import yaml
-        from ..utils.strict_yaml import ConfigLoader
-        data = yaml.load(read_text(path, "the run's arguments"), Loader=ConfigLoader)
+    try:  # the train extra's; without it the card has no provenance lines
+        from ..utils.strict_yaml import load_config_file
     except ImportError:
         return {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    # refused as a config is (one line): skipped, the card would lose its lines on the data without a word
+    return load_config_file(path, "The run's arguments")
 
 
 def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[str, Any]:

@@ -4,12 +4,10 @@ As in timm, a config file sets defaults and flags given on the command line over
 ``--config`` takes the name of a bundled recipe (``timm_cra/train/recipes/<name>.yaml``).
 """
 import argparse
-import io
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import yaml
 from timm.utils import ParseKwargs
 
 from ..models import check_model_name
@@ -17,8 +15,8 @@ from ..utils.cli import (CommandParser, add_shared_args, check_in_range, check_p
                          default_workers, keyword_args_action)
 from ..utils.errors import UsageError, printable
 from ..utils.input_limits import INTERPOLATIONS
-from ..utils.io import check_path_given, check_regular_file, read_capped
-from ..utils.strict_yaml import MAX_CONFIG_BYTES, AliasInConfig, ConfigLoader
+from ..utils.io import check_path_given, check_regular_file
+from ..utils.strict_yaml import load_config_file
 
 __all__ = ['create_parser', 'parse_args', 'load_config', 'list_recipes', 'RECIPE_DIR']
 
@@ -43,31 +41,7 @@ def load_config(path_or_name: str) -> Dict[str, Any]:
             raise UsageError(f"Config '{path_or_name}' is neither a file nor a bundled recipe "
                              f"({', '.join(list_recipes())}).")
         path = bundled
-    stream = io.BytesIO(read_capped(path, 'Config', MAX_CONFIG_BYTES, 'any training config'))
-    stream.name = path  # the file that YAML's error marks name
-    try:
-        cfg = yaml.load(stream, Loader=ConfigLoader) or {}
-    except yaml.reader.ReaderError as e:  # undecodable bytes, or a character YAML does not allow (NUL, ...)
-        if e.encoding == 'unicode':  # decoded, then refused by PyYAML's printable check (e.character: its code)
-            raise UsageError(f"Config '{path}' holds the character U+{e.character:04X} (character {e.position}), "
-                             f"which YAML does not allow (control characters, U+FFFE / U+FFFF): remove it.") from None
-        raise UsageError(f"Config '{path}' is not UTF-8 text (byte {e.position}: {e.reason}); save it as UTF-8.") \
-            from e
-    except AliasInConfig as e:
-        raise UsageError(f"Config '{path}' uses the YAML alias {e}: configs are read without anchors and aliases "
-                         f"(nested ones multiply a few bytes into gigabytes); write the value out.") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"Config '{path}' is not valid YAML: {' '.join(str(e).split())}") from e
-    except RecursionError:  # PyYAML composes nodes recursively: [[[...]]] thousands deep
-        raise UsageError(f"Config '{path}' is nested too deeply for a YAML reader (lists / mappings inside each "
-                         f"other thousands of levels deep): a config maps argument names to plain values.") \
-            from None
-    if not isinstance(cfg, dict):
-        raise UsageError(f"Config '{path}' must be a mapping of argument names to values.")
-    names = [k for k in cfg if not isinstance(k, str)]
-    if names:
-        raise UsageError(f"Config '{path}' has a key that is not a name ({names[0]!r}): keys are argument names "
-                         f"such as lr or batch_size.")
+    cfg = load_config_file(path)
     return {k.replace('-', '_'): v for k, v in cfg.items()}
 
 

@@ -5,13 +5,17 @@ command line does, and refuses aliases, whose nesting multiplies a few bytes int
 walked; and :func:`safe_dump`, which writes no alias, so what the package writes reads back. Needs PyYAML (the
 ``train`` extra).
 """
+import io
+import os
 import re
+from typing import Any, Dict, Union
 
 import yaml
 
 from .errors import UsageError
+from .io import read_capped
 
-__all__ = ['ConfigLoader', 'AliasInConfig', 'MAX_CONFIG_BYTES', 'safe_dump']
+__all__ = ['ConfigLoader', 'AliasInConfig', 'MAX_CONFIG_BYTES', 'load_config_file', 'safe_dump']
 
 
 #: PyYAML's YAML 1.1 number forms less the base-60 ones (``epochs: 1:30`` was 90): such a value stays the string
@@ -83,6 +87,39 @@ class ConfigLoader(UniqueKeyLoader):
         if self.check_event(yaml.AliasEvent):
             raise AliasInConfig(self.peek_event())
         return super().compose_node(parent, index)
+
+
+def load_config_file(path: Union[str, os.PathLike], what: str = 'Config') -> Dict[str, Any]:
+    """The mapping of argument names to values in the YAML file ``path`` (a training config, a run's ``args.yaml``),
+    read by :class:`ConfigLoader` within :data:`MAX_CONFIG_BYTES`; anything else (not UTF-8, an alias, not YAML,
+    not a mapping, a key that is not a name) is one :class:`UsageError` line starting with ``what`` and the path."""
+    path = os.fspath(path)
+    stream = io.BytesIO(read_capped(path, what, MAX_CONFIG_BYTES, 'any training config'))
+    stream.name = path  # the file that YAML's error marks name
+    try:
+        cfg = yaml.load(stream, Loader=ConfigLoader) or {}
+    except yaml.reader.ReaderError as e:  # undecodable bytes, or a character YAML does not allow (NUL, ...)
+        if e.encoding == 'unicode':  # decoded, then refused by PyYAML's printable check (e.character: its code)
+            raise UsageError(f"{what} '{path}' holds the character U+{e.character:04X} (character {e.position}), "
+                             f"which YAML does not allow (control characters, U+FFFE / U+FFFF): remove it.") from None
+        raise UsageError(f"{what} '{path}' is not UTF-8 text (byte {e.position}: {e.reason}); save it as UTF-8.") \
+            from e
+    except AliasInConfig as e:
+        raise UsageError(f"{what} '{path}' uses the YAML alias {e}: configs are read without anchors and aliases "
+                         f"(nested ones multiply a few bytes into gigabytes); write the value out.") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"{what} '{path}' is not valid YAML: {' '.join(str(e).split())}") from e
+    except RecursionError:  # PyYAML composes nodes recursively: [[[...]]] thousands deep
+        raise UsageError(f"{what} '{path}' is nested too deeply for a YAML reader (lists / mappings inside each "
+                         f"other thousands of levels deep): a config maps argument names to plain values.") \
+            from None
+    if not isinstance(cfg, dict):
+        raise UsageError(f"{what} '{path}' must be a mapping of argument names to values.")
+    names = [k for k in cfg if not isinstance(k, str)]
+    if names:
+        raise UsageError(f"{what} '{path}' has a key that is not a name ({names[0]!r}): keys are argument names "
+                         f"such as lr or batch_size.")
+    return cfg
 
 
 class _PlainDumper(yaml.SafeDumper):
