@@ -740,7 +740,7 @@ def test_oversized_inputs_and_a_missing_label_names_file_are_one_line(tmp_path):
                          ([path, '--label-names', big], f'--label-names file {big} {over}'),
                          ([run / 'last.pth'], f"the run's config {run / 'config.json'} {over}"),
                          ([run_yaml / 'last.pth', '--num-classes', 3],  # read as a config: its cap
-                          f"The run's arguments {run_yaml / 'args.yaml'} is over {MAX_CONFIG_BYTES // 2**20} MiB"),
+                          f"the run's arguments {run_yaml / 'args.yaml'} is over {MAX_CONFIG_BYTES // 2**20} MiB"),
                          ([path, '--label-names', tmp_path / 'lab' / 'clases.txt'],
                           f"--label-names file '{tmp_path / 'lab' / 'clases.txt'}' does not exist: fix the path"),
                          ([path, '--label-names', 'clases.txt'], "--label-names file 'clases.txt' does not exist")):
@@ -1242,5 +1242,5 @@ def test_an_args_yaml_beside_the_weights_that_cannot_be_read_is_one_line(tmp_pat
         with pytest.raises(UsageError) as e:
             publish.main(['cra_cifar_resnet20.y', str(run / 'last.pth'), '--num-classes', '3', '--out',
                           str(tmp_path / 'out')])
-        assert str(e.value).startswith(f"The run's arguments '{run / 'args.yaml'}' {why}"), str(e.value)
+        assert str(e.value).startswith(f"the run's arguments '{run / 'args.yaml'}' {why}"), str(e.value)
         assert not (tmp_path / 'out').exists()

@@ -108,7 +108,7 @@ def _run_args(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[str, A
     except ImportError:
         return {}
     # refused as a config is (one line): skipped, the card would lose its lines on the data without a word
-    return load_config_file(path, "The run's arguments")
+    return load_config_file(path, "the run's arguments")
 
 
 def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[str, Any]:
