@@ -469,3 +469,10 @@ def test_resume_compares_settings_by_value_and_only_those_the_optimizer_holds():
     _check_same_settings('last.pth', ckpt, same)
     with pytest.raises(UsageError, match=r"changed settings \(--lr 0\.1 -> 0\.5\)"):
         _check_same_settings('last.pth', ckpt, argparse.Namespace(**dict(vars(same), lr=0.5)))
+    # a string where the flag gives a number was worded as a changed command line
+    with pytest.raises(UsageError, match=r"records --weight-decay as '5e-4', which the flag never gives, so it was "
+                                         r"edited or damaged"):
+        _check_same_settings('last.pth', dict(ckpt, args=dict(ckpt['args'], weight_decay='5e-4')), same)
+    with pytest.raises(UsageError, match=r"changed settings \(--img-size None -> 40\)"):  # not given then: a change
+        _check_same_settings('last.pth', dict(ckpt, args=dict(ckpt['args'], img_size=None)),
+                             argparse.Namespace(**dict(vars(same), img_size=40)))

@@ -178,6 +178,16 @@ def _check_same_settings(path: str, ckpt: Dict[str, Any], args) -> None:
     groups = ckpt['optimizer'].get('param_groups') if isinstance(ckpt.get('optimizer'), dict) else None
     held = {k for g in groups or () if isinstance(g, dict) for k in g}
     compared = STATE_ARGS + ('opt_kwargs',) + tuple(k for k, key in OPTIMIZER_ARGS.items() if key in held)
+    # a recorded value the flag could never have given (a string for --weight-decay): the file was edited, not the
+    # command line changed
+    damaged = [k for k in compared if saved.get(k) is not None and _is_number(getattr(args, k, None))
+               and not _is_number(saved[k])]  # (None: not given then, a change as any other)
+    if damaged:
+        k = damaged[0]
+        raise UsageError(f"Cannot --resume '{path}': it records --{k.replace('_', '-')} as {saved[k]!r:.40}, which the "
+                         f"flag never gives, so it was edited or damaged (the sha256 it records covers the tensors "
+                         f"only). Resume from an intact copy, or start a new run from its weights with "
+                         f"--initial-checkpoint {path}.")
     changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k, None)!r}" for k in compared
                if k in saved and not _same_value(saved[k], getattr(args, k, None))]
     if changed:
