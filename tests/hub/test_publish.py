@@ -1225,6 +1225,10 @@ def test_a_trainer_card_names_the_split_the_run_read():
     older = publish.trainer_results({'final': final, 'optimizer_steps': 9}, ckpt)
     assert (read['split'], older['split']) == ('test', 'validation')
     assert "on the 'test' split" in read['notes']
+    # the images scored: --val-num-samples 3 was carded as the whole split's top-1 (unreadable ones not counted)
+    scored = publish.trainer_results({'final': dict(final, eval_skipped=1), 'optimizer_steps': 9, 'val_images': 4},
+                                     ckpt)
+    assert (scored['count'], older['count']) == (3, None)
 
 
 def test_an_args_yaml_beside_the_weights_that_cannot_be_read_is_one_line(tmp_path):
@@ -1244,3 +1248,31 @@ def test_an_args_yaml_beside_the_weights_that_cannot_be_read_is_one_line(tmp_pat
                           str(tmp_path / 'out')])
         assert str(e.value).startswith(f"the run's arguments '{run / 'args.yaml'}' {why}"), str(e.value)
         assert not (tmp_path / 'out').exists()
+
+
+def test_the_run_arguments_a_card_quotes_are_text_never_markup(tmp_path):
+    """A run's args.yaml with ``train_split: "tr`ain\\n- **Licence:** mit"`` and ``initial_weights`` holding a link and
+    a heading wrote a licence line and a heading into the card (exit 0); ``dataset: 123`` was a traceback. A line
+    break or a value that is not text is one line naming the key; a backtick stays inside its code span."""
+    import yaml
+    from timm_cra.hub.card import code_span
+    run = tmp_path / 'run'
+    run.mkdir()
+    torch.save({'state_dict': timm.create_model('cra_cifar_resnet20', num_classes=3).state_dict()}, run / 'last.pth')
+    base = {'model': 'cra_cifar_resnet20', 'data_dir': '/data/shapes', 'dataset': ''}
+    for edit, needle in ((dict(train_split='tr`ain\n- **Licence:** mit'), "'train_split' that holds a control character (newline, tab, escape), U+000A"),
+                         (dict(initial_weights='](http://evil.example)\n# H1'), "'initial_weights' that holds a control character"),
+                         (dict(dataset=123), "'dataset' that is int 123, not text")):
+        (run / 'args.yaml').write_text(yaml.safe_dump(dict(base, **edit)))
+        with pytest.raises(UsageError) as e:
+            publish.main(['cra_cifar_resnet20.q', str(run / 'last.pth'), '--num-classes', '3', '--out',
+                          str(tmp_path / 'out')])
+        assert needle in str(e.value) and '\n' not in str(e.value), str(e.value)
+        assert not (tmp_path / 'out').exists()
+    (run / 'args.yaml').write_text(yaml.safe_dump(dict(base, train_split='tr`ain **x**',
+                                                       initial_weights='](http://evil.example) <b>')))
+    publish.main(['cra_cifar_resnet20.q', str(run / 'last.pth'), '--num-classes', '3', '--out', str(tmp_path / 'out')])
+    card = (tmp_path / 'out' / 'README.md').read_text()
+    assert f"- **Trained on:** `shapes` (training split {code_span('tr`ain **x**')})" in card
+    assert code_span('tr`ain **x**') == '`` tr`ain **x** ``'
+    assert f"- **Initial weights:** {code_span('](http://evil.example) <b>')}" in card

@@ -151,6 +151,19 @@ def test_tampered_progress_counters_are_not_resumed(run_dir, tmp_path, fields, e
     assert expected in str(e.value) and 'edited or damaged' in str(e.value) and '\n' not in str(e.value)
 
 
+def test_a_base_rate_edited_in_the_plain_args_is_not_resumed(run_dir, tmp_path):
+    """last.pth's args.lr edited to 0.1 and --lr 0.1 given: resumed (rc 0) on the saved 0.05 schedule while
+    args.yaml recorded 0.1. The rate is checked against the optimizer groups' initial_lr, which the schedule uses."""
+    ckpt = torch.load(run_dir / 'last.pth', weights_only=True)
+    base = ckpt['optimizer']['param_groups'][0]['initial_lr']
+    path = _tampered(run_dir, tmp_path, args=dict(ckpt['args'], lr=base * 2))
+    with pytest.raises(UsageError) as e:
+        train(TINY_TRAIN + ['--epochs', '2', '--output', str(tmp_path), '--experiment', 'r', '--resume', str(path),
+                            '--lr', str(base * 2)])
+    assert f"initial_lr={base!r}, not the run's --lr {base * 2!r}" in str(e.value) and 'edited or damaged' in \
+        str(e.value), e.value
+
+
 @pytest.mark.parametrize('version, expected', [
     (99, "records checkpoint version 99, written by a newer timm-cra than this one (which reads versions 1 to 2)"),
     ('2', "records checkpoint version '2', not one this trainer writes (1 to 2), so it was edited or damaged"),

@@ -476,3 +476,20 @@ def test_resume_compares_settings_by_value_and_only_those_the_optimizer_holds():
     with pytest.raises(UsageError, match=r"changed settings \(--img-size None -> 40\)"):  # not given then: a change
         _check_same_settings('last.pth', dict(ckpt, args=dict(ckpt['args'], img_size=None)),
                              argparse.Namespace(**dict(vars(same), img_size=40)))
+
+
+def test_resume_says_which_other_settings_it_takes(caplog):
+    """--min-lr, --drop-path, --smoothing, --warmup-epochs changed on --resume were taken without a word (the schedule
+    changed from the next epoch) while args.yaml then recorded them as the whole run's. Allowed, as in timm, but said
+    in one warning naming each; where the run goes and how long (--workers, --epochs) are not."""
+    import argparse
+    import logging
+    from timm_cra.train.resume import _check_same_settings
+    ckpt = {'epoch': 2, 'args': {'min_lr': 0.0, 'drop_path': None, 'workers': 2, 'epochs': 3},
+            'optimizer': {'param_groups': [{'lr': 0.1}]}}
+    with caplog.at_level(logging.WARNING):
+        _check_same_settings('last.pth', ckpt, argparse.Namespace(min_lr=0.0, drop_path=None, workers=0, epochs=9))
+        assert caplog.text == ''
+        _check_same_settings('last.pth', ckpt, argparse.Namespace(min_lr=0.01, drop_path=0.2, workers=0, epochs=9))
+    assert ("Resuming 'last.pth' with settings other than the run's (--drop-path None -> 0.2; --min-lr 0.0 -> 0.01): "
+            "they apply from epoch 2 on") in caplog.text, caplog.text

@@ -43,6 +43,7 @@ def test_cifar_run_outputs(cifar_run):
     recorded = json.loads((out / 'results.json').read_text())
     assert recorded['final']['eval_top1'] == pytest.approx(float(rows[-1]['eval_top1']))
     assert recorded['val_split'] == 'test'  # the split read, as the data names it (publish's card quotes it)
+    assert recorded['val_images'] == 32  # --val-num-samples 32: the card says how many were scored
     assert (out / 'args.yaml').is_file()
 
 

@@ -105,6 +105,14 @@ def _markdown_text(text: str) -> str:
     return ''.join(_MARKDOWN_ESCAPES.get(c, c) for c in text)
 
 
+def code_span(text: str) -> str:
+    """``text`` as one markdown code span whatever backticks it holds (fenced by one more than its longest run, as
+    CommonMark allows): a backtick in a run's argument closed the span and let the rest be markup."""
+    longest = max((len(run) for run in re.findall('`+', text)), default=0)
+    fence, pad = '`' * (longest + 1), ' ' if longest else ''
+    return f'{fence}{pad}{text}{pad}{fence}'
+
+
 #: The most images a results file may say were scored: ten billion, more than any image dataset holds (LAION-5B,
 #: among the largest, has 5.85 billion): a ``count`` of 10**30 was printed on the card as scored.
 MAX_IMAGES_SCORED = 10 ** 10

@@ -26,7 +26,7 @@ import torch
 from ..models._builder import PUBLIC_HUB_ENDPOINT, hub_id
 from ..models._factory import pretrained_cfg_problem
 from ..utils.cli import CommandParser, data_name, keyword_args_action
-from ..utils.labels import name_key, numbered_classes, repeated_names
+from ..utils.labels import name_key, numbered_classes, repeated_names, unusable_name
 from ..utils.errors import (NO_ANSWER, NOT_A_HUB, TIMED_OUT, TimmCraError, UsageError, hub_failure, never_connected,
                             printable, run_cli)
 from ..utils.hub_session import bounded_hub_requests
@@ -34,7 +34,7 @@ from ..utils.io import check_regular_file, file_digest
 from ..utils.strict_json import loads, read_text
 from ..utils.weights import (DATA_CONFIG_KEYS, check_file, load_state_checked, read_weights, setting_differences,
                              recorded_data_config, tensor_digest)
-from .card import load_eval_results
+from .card import _markdown_text, code_span, load_eval_results
 from .repo import check_repo_output, export_repo
 
 __all__ = ['load_checkpoint_state_dict', 'build_repo_folder', 'push_repo_folder', 'default_repo_id',
@@ -134,12 +134,14 @@ def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[s
             f"'{checkpoint}' records no preprocessing (no run arguments, no config.json beside it, none in its "
             f"header): the repo gets the architecture's default mean / std / input size; if the weights were "
             f"trained with others, publish the run's last.pth, or put its config.json beside the weights."))
+    _check_provenance_text(args)
     data = data_name(args)
     trained_on = None
     if data:
         kind = args.get('dataset') or ''
-        trained_on = (f"`{data}` (" + (f'{kind}, ' if kind and kind not in (data, f'hfds/{data}') else '')
-                      + f"training split `{args.get('train_split') or 'train'}`)")
+        trained_on = (f"{code_span(data)} (" + (f'{_markdown_text(kind)}, ' if kind and kind not in (data, f'hfds/{data}')
+                                               else '')
+                      + f"training split {code_span(args.get('train_split') or 'train')})")
     base = args.get('initial_weights')  # timm-cra's trainer records what it loaded (tag, Hub repo@commit, file)
     if base is None and args.get('initial_checkpoint'):
         base = f"file {os.path.basename(str(args['initial_checkpoint']))}"
@@ -148,7 +150,30 @@ def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[s
     elif base is None and args:
         base = 'random initialisation'
     return dict(label_names=list(label_names) if label_names else None, data_config=data_config or None,
-                trained_on=trained_on, base_weights=f'`{base}`' if base and base != 'random initialisation' else base)
+                trained_on=trained_on,
+                base_weights=code_span(base) if base and base != 'random initialisation' else base)
+
+
+#: The run's arguments the card quotes as text (the data, its split, the starting weights).
+_PROVENANCE_KEYS = ('dataset', 'data_dir', 'train_split', 'initial_weights', 'initial_checkpoint', 'model')
+
+
+def _check_provenance_text(args: Dict[str, Any]) -> None:
+    """Refuse a run's argument the card would quote that is not text, or holds a line break or another character that
+    is not printable (it forged a licence line and a heading in the card; ``dataset: 123`` was a traceback)."""
+    for key in _PROVENANCE_KEYS:
+        value = args.get(key)
+        if value is None or value == '':
+            continue
+        if not isinstance(value, str):
+            problem = f'is {type(value).__name__} {value!r:.40}, not text'
+        else:
+            unusable = unusable_name([value])
+            problem = unusable[1] if unusable else None
+        if problem:
+            raise UsageError(printable(f"The run's arguments (args.yaml, or the checkpoint's args) record {key!r} that "
+                                       f"{problem}: the card quotes it; fix it in the run's args.yaml (or publish "
+                                       f"the run's intact last.pth)."))
 
 
 def _label_names_file(value: str) -> Optional[Path]:
@@ -273,8 +298,14 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
              + (' with the EMA weights' if prefix == 'ema_eval' else ''))
     if best is not None:
         notes += f"; best epoch {summary.get(f'{best_key}_epoch')}: {best:.2f}%"
+    images, skipped = summary.get('val_images'), final.get('eval_skipped') or 0
+    count = images - skipped if _is_count(images) and _is_count(skipped) and images > skipped else None
     return dict(top1=final[f'{prefix}_top1'], top5=final.get(f'{prefix}_top5'), dataset=dataset,
-                split=split, source='measured', notes=notes + '.')
+                split=split, source='measured', notes=notes + '.', count=count)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _check_same_run(summary: Dict[str, Any], checkpoint: Union[str, Path], ckpt: Dict[str, Any], name: str) -> None:

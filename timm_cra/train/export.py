@@ -87,14 +87,15 @@ def _export_files(summary: Dict[str, Any], net: nn.Module, model_ema, output_dir
 
 def finish_run(args, dinfo: DistInfo, net: nn.Module, model_ema, history: List[Dict[str, Any]], num_updates: int,
                output_dir: str, data_config, label_names: Optional[List[str]],
-               val_split: Optional[str] = None) -> Dict[str, Any]:
+               val_split: Optional[str] = None, val_images: Optional[int] = None) -> Dict[str, Any]:
     """The run's summary (returned on every rank); rank 0 also exports the weights (named ``label_names``, from
     :func:`run_label_names`) and writes the files. ``val_split``: the name the data gives the split the evals read
-    (CIFAR's ``--val-split validation`` is its test batch)."""
+    (CIFAR's ``--val-split validation`` is its test batch); ``val_images``: the images in it (``--val-num-samples``
+    keeps a few), unreadable ones included (each eval row counts its skips)."""
     summary: Dict[str, Any] = dict(
         model=args.model, num_classes=net.num_classes, epochs=len(history), optimizer_steps=num_updates,
         world_size=dinfo.world_size, final=history[-1] if history else {}, output_dir=output_dir,
-        val_split=val_split,
+        val_split=val_split, val_images=val_images,
         rank_state_sha256=_rank_digests(net, dinfo),
         # what the evals scored with, as validate records it: publish holds the repo's names and preprocessing to it
         label_names=list(label_names) if label_names else None,

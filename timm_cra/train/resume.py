@@ -45,6 +45,10 @@ STATE_ARGS = ('model', 'model_kwargs', 'num_classes', 'in_chans', 'opt', 'filter
 OPTIMIZER_ARGS = {'lr': 'lr', 'momentum': 'momentum', 'weight_decay': 'weight_decay', 'opt_eps': 'eps',
                   'opt_betas': 'betas'}
 REQUIRED_KEYS = ('state_dict', 'optimizer', 'epoch', 'num_updates', 'history', 'rng')
+#: Arguments a resumed run changes without a word: where and how long it runs, not what it learns.
+_RUN_ONLY_ARGS = frozenset({'allow_nonfinite_weights', 'config', 'device', 'epochs', 'experiment', 'initial_checkpoint',
+                            'log_interval', 'no_plot', 'output', 'overwrite', 'pin_mem', 'pretrained', 'resume',
+                            'validation_batch_size', 'workers'})
 
 
 def _comparable(value: Any) -> str:
@@ -135,6 +139,9 @@ def optimizer_problem(ckpt: Dict[str, Any], args=None) -> Optional[str]:
                 return f"its optimizer group {i} has {key}={value!r:.40}, not the run's {want!r:.40}"
             if key == 'weight_decay' and decay is not None and value not in (0, decay):
                 return f"its optimizer group {i} has weight_decay={value!r:.40}, not the run's {decay!r:.40} (or 0)"
+            base_lr = getattr(args, 'lr', None)  # the rate the schedule restarts from: the groups', whatever args say
+            if key == 'initial_lr' and _is_number(base_lr) and not same_setting(value, base_lr):
+                return f"its optimizer group {i} has initial_lr={value!r:.40}, not the run's --lr {base_lr!r:.40}"
     return None
 
 
@@ -190,6 +197,15 @@ def _check_same_settings(path: str, ckpt: Dict[str, Any], args) -> None:
                          f"--initial-checkpoint {path}.")
     changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k, None)!r}" for k in compared
                if k in saved and not _same_value(saved[k], getattr(args, k, None))]
+    # Other settings may change (timm's train.py allows it), but never without a word: they apply from the next
+    # epoch on while args.yaml will record them for the whole run.
+    others = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k)!r}" for k in sorted(saved)
+              if k not in compared and k not in _RUN_ONLY_ARGS and hasattr(args, k)
+              and not _same_value(saved[k], getattr(args, k))]
+    if others and not changed:
+        _logger.warning(printable(f"Resuming '{path}' with settings other than the run's ({'; '.join(others)}): they "
+                                  f"apply from epoch {ckpt.get('epoch')} on, and the run's args.yaml records them as "
+                                  f"the whole run's (metrics.csv keeps each epoch's lr)."))
     if changed:
         raise UsageError(f"Cannot --resume '{path}' with changed settings ({'; '.join(changed)}): the saved model / "
                          f"optimizer / schedule state and preprocessing do not fit them. Resume with the values the run "

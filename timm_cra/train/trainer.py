@@ -438,7 +438,8 @@ def _train(args, dinfo: DistInfo, output_dir: str, held: Optional[HeldFolder] = 
             _settle_earlier_run(output_dir, new_run_kept=True)  # this run is now the folder's
 
     return finish_run(args, dinfo, _unwrap(model), model_ema, history, num_updates, output_dir, data_config,
-                      label_names, val_split=val_ds.split if val_ds is not None else None)
+                      label_names, val_split=val_ds.split if val_ds is not None else None,
+                      val_images=len(val_ds) if val_ds is not None else None)
 
 
 def _evaluate_epoch(epoch, model, model_ema, val_loader, dinfo: DistInfo, amp_dtype,

@@ -242,7 +242,10 @@ def data_name(args: Dict[str, Any]) -> Optional[str]:
     dataset = args.get('dataset') or ''
     if dataset.startswith('hfds/'):
         return dataset[len('hfds/'):]
-    return os.path.basename(os.path.normpath(args.get('data_dir') or '')) or dataset or None
+    data_dir = args.get('data_dir') or ''
+    # '.', '..', '/' name no folder ('' normalises to '.', which a card showed as a dataset called '.')
+    folder = os.path.basename(os.path.normpath(data_dir)) if data_dir else ''
+    return (folder if folder not in ('', '.', '..') else None) or dataset or None
 
 
 def add_shared_args(parser: argparse.ArgumentParser, *, batch_size: int,
