@@ -79,3 +79,16 @@ def test_a_count_of_more_images_than_any_dataset_is_refused():
     with pytest.raises(RepoContentError, match=r"'count' \(images scored\) 1e\+30 is more images than any dataset "
                                                r"holds \(at most 10,000,000,000\)"):
         load_eval_results({'top1': 9.0, 'count': 10 ** 30})
+
+
+def test_results_scored_by_position_say_so_on_the_card(tmp_path):
+    """validate of a model on data named apart from its classes warns and records class_mapping 'by position'; the
+    card published from those results showed the number (9.6% for translated names in another order) alone."""
+    from timm_cra.hub.card import BY_POSITION_NOTE, load_eval_results
+    path = tmp_path / 'r.json'
+    path.write_text(json.dumps({'top1': 9.6, 'dataset': 'val_trans', 'split': 'val', 'class_mapping': 'by position'}))
+    assert load_eval_results(str(path)).notes == BY_POSITION_NOTE
+    path.write_text(json.dumps({'top1': 9.6, 'notes': 'Mine.', 'class_mapping': 'by position'}))
+    assert load_eval_results(str(path)).notes == f'Mine. {BY_POSITION_NOTE}'
+    path.write_text(json.dumps({'top1': 9.6, 'class_mapping': "by name: the dataset's 3 classes onto the model's 10"}))
+    assert load_eval_results(str(path)).notes is None

@@ -181,6 +181,12 @@ def _check_eval_results(data: Dict[str, Any], where: str) -> None:
         raise bad(f"'data_config' (the preprocessing scored with) must be an object, not {data['data_config']!r:.60}")
 
 
+#: What a card says of results validate scored by position (its ``class_mapping``): a number that is right only if
+#: the data's sorted classes are the model's, in its order.
+BY_POSITION_NOTE = ("The data's classes were scored by position (their sorted order against the model's outputs), "
+                    "not matched to the model's class names.")
+
+
 def load_eval_results(source: Union[str, Path, Dict[str, Any]], name: Optional[str] = None) -> EvalResults:
     """Read an eval-results JSON: timm ``validate.py`` output or this package's schema.
 
@@ -211,6 +217,8 @@ def load_eval_results(source: Union[str, Path, Dict[str, Any]], name: Optional[s
     if top5 is not None and top5 < top1:
         raise RepoContentError(f"eval results{where}: top-5 accuracy {top5} is below top-1 {top1}, which "
                                f"cannot be; check 'top5' / 'top5_err'.")
+    if data.get('class_mapping') == 'by position':  # validate's: data named apart from the model (or no names)
+        data = dict(data, notes=' '.join(filter(None, [data.get('notes'), BY_POSITION_NOTE])))
     known = set(EvalResults.__dataclass_fields__) - {'extra', 'top1', 'top5'}
     skip = {'top1', 'top5', 'top1_err', 'top5_err'}
     return EvalResults(
