@@ -196,7 +196,8 @@ def test_j3_finetune_on_other_classes_publish_and_read_with_every_client(digit_f
     assert f"'hf-hub:{repo_id}'" in card and "`digits` (folder, training split `train`)" in card
     final = json.loads((run / 'results.json').read_text())['final']
     assert f"| cra_cifar_resnet20.digits | {final['eval_top1']:.2f} |" in card
-    assert 'Measured by timm-cra on digits (val)' in card  # read from the run's args.yaml next to the weights
+    images = json.loads((run / 'results.json').read_text())['val_images']  # the trainer records the images scored
+    assert f'Measured by timm-cra on digits (val, {images} images)' in card  # data: the run's args.yaml beside them
 
     hub.add_repo(repo_id, repo)
     images = [Image.open(p).convert('RGB') for p in sorted((digit_folders / 'val').glob('*/*.png'))]
