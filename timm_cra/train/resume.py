@@ -116,7 +116,8 @@ def _is_rate(value: Any) -> bool:
 
 def optimizer_problem(ckpt: Dict[str, Any], args=None) -> Optional[str]:
     """Why the optimizer's param_groups cannot be the run's, or None: every hyper-parameter finite and >= 0, and
-    those the args set (momentum, weight decay -- or 0 for the no-decay group --, betas, eps) equal to them."""
+    those the args set (momentum, weight decay -- or 0 for the no-decay group --, betas, eps, the base lr as
+    ``initial_lr``) equal to them."""
     groups = ckpt['optimizer'].get('param_groups') if isinstance(ckpt['optimizer'], dict) else None
     if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) for g in groups):
         return "its optimizer 'param_groups' is not a list of parameter groups"
@@ -125,6 +126,7 @@ def optimizer_problem(ckpt: Dict[str, Any], args=None) -> Optional[str]:
     expected = {'momentum': getattr(args, 'momentum', None), 'eps': getattr(args, 'opt_eps', None),
                 'betas': list(betas) if betas is not None else None, **opt_kwargs}
     decay = opt_kwargs.get('weight_decay', getattr(args, 'weight_decay', None))
+    base_lr = getattr(args, 'lr', None)  # the rate the schedule restarts from: the groups', whatever args say
     for i, group in enumerate(groups):
         for key in _GROUP_HYPER_PARAMS:
             if key not in group:
@@ -139,7 +141,6 @@ def optimizer_problem(ckpt: Dict[str, Any], args=None) -> Optional[str]:
                 return f"its optimizer group {i} has {key}={value!r:.40}, not the run's {want!r:.40}"
             if key == 'weight_decay' and decay is not None and value not in (0, decay):
                 return f"its optimizer group {i} has weight_decay={value!r:.40}, not the run's {decay!r:.40} (or 0)"
-            base_lr = getattr(args, 'lr', None)  # the rate the schedule restarts from: the groups', whatever args say
             if key == 'initial_lr' and _is_number(base_lr) and not same_setting(value, base_lr):
                 return f"its optimizer group {i} has initial_lr={value!r:.40}, not the run's --lr {base_lr!r:.40}"
     return None
@@ -156,7 +157,7 @@ def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
                          f"checkpoint use --initial-checkpoint {path}.")
     version = ckpt.get('version', 1)  # version 1 wrote none
     if version not in range(1, CHECKPOINT_VERSION + 1) or isinstance(version, bool):
-        newer = isinstance(version, int) and not isinstance(version, bool) and version > CHECKPOINT_VERSION
+        newer = _is_count(version) and version > CHECKPOINT_VERSION
         raise UsageError(f"Cannot --resume '{path}': it records checkpoint version {version!r:.40}, "
                          + (f"written by a newer timm-cra than this one (which reads versions 1 to {CHECKPOINT_VERSION}):"
                             f" resume with that timm-cra, or upgrade this one." if newer else
@@ -187,6 +188,9 @@ def _check_same_settings(path: str, ckpt: Dict[str, Any], args) -> None:
     compared = STATE_ARGS + ('opt_kwargs',) + tuple(k for k, key in OPTIMIZER_ARGS.items() if key in held)
     # a recorded value the flag could never have given (a string for --weight-decay): the file was edited, not the
     # command line changed
+    def change(k: str) -> str:
+        return f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k, None)!r}"
+
     damaged = [k for k in compared if saved.get(k) is not None and _is_number(getattr(args, k, None))
                and not _is_number(saved[k])]  # (None: not given then, a change as any other)
     if damaged:
@@ -195,12 +199,10 @@ def _check_same_settings(path: str, ckpt: Dict[str, Any], args) -> None:
                          f"flag never gives, so it was edited or damaged (the sha256 it records covers the tensors "
                          f"only). Resume from an intact copy, or start a new run from its weights with "
                          f"--initial-checkpoint {path}.")
-    changed = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k, None)!r}" for k in compared
-               if k in saved and not _same_value(saved[k], getattr(args, k, None))]
+    changed = [change(k) for k in compared if k in saved and not _same_value(saved[k], getattr(args, k, None))]
     # Other settings may change (timm's train.py allows it), but never without a word: they apply from the next
     # epoch on while args.yaml will record them for the whole run.
-    others = [f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k)!r}" for k in sorted(saved)
-              if k not in compared and k not in _RUN_ONLY_ARGS and hasattr(args, k)
+    others = [change(k) for k in sorted(saved) if k not in compared and k not in _RUN_ONLY_ARGS and hasattr(args, k)
               and not _same_value(saved[k], getattr(args, k))]
     if others and not changed:
         _logger.warning(printable(f"Resuming '{path}' with settings other than the run's ({'; '.join(others)}): they "
