@@ -926,3 +926,17 @@ def test_running_out_of_memory_is_one_line_naming_what_to_lower(capsys):
         assert err.startswith(f'error: {start}') and 'lower --batch-size' in err, err
     with pytest.raises(RuntimeError, match='a bug'):
         run_cli(raiser(RuntimeError('a bug')), [])
+
+
+@pytest.mark.parametrize('value, count, number, finite_number', [
+    (3, True, True, True), (0, True, True, True), (-1, False, True, True), (True, False, False, False),
+    (2.0, False, True, True), (float('nan'), False, True, False), (float('inf'), False, True, False),
+    ('3', False, False, False), (None, False, False, False),
+])
+def test_record_values_are_checked_by_one_pair_of_predicates(value, count, number, finite_number):
+    """A count or a number read from a record (results.json, a checkpoint, eval results) is judged in one place: a
+    JSON ``true`` is neither, a float is no count, and only the card's checks refuse NaN / inf."""
+    from timm_cra.utils.strict_json import is_count, is_number
+    assert is_count(value) is count
+    assert is_number(value, finite=False) is number
+    assert is_number(value) is finite_number

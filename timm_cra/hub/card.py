@@ -15,6 +15,7 @@ from huggingface_hub import EvalResult, ModelCardData
 from ..layers.cra import cra_description
 from ..utils.errors import UsageError
 from ..utils.labels import unusable_name
+from ..utils.strict_json import is_number
 
 __all__ = [
     'EvalResults', 'RepoContentError', 'load_eval_results', 'render_model_card', 'usage_section', 'USAGE_IMAGE',
@@ -126,10 +127,6 @@ def _accuracy(data: Dict[str, Any], key: str) -> Optional[float]:
     return None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 #: Optional keys of the eval-results schema and the JSON types they take (``None`` always allowed).
 _TEXT_KEYS = ('dataset', 'split', 'source', 'source_url', 'interpolation', 'recipe', 'notes')
 _SOURCES = ('measured', 'paper')
@@ -143,7 +140,7 @@ def _check_eval_results(data: Dict[str, Any], where: str) -> None:
 
     for key in ('top1', 'top5', 'top1_err', 'top5_err'):
         value = data.get(key)
-        if value is not None and not (_is_number(value) and 0 <= value <= 100):
+        if value is not None and not (is_number(value) and 0 <= value <= 100):
             raise bad(f"'{key}' must be a percentage between 0 and 100, not {value!r:.60}")
     for key in _TEXT_KEYS:
         if data.get(key) is not None and not isinstance(data[key], str):
@@ -158,7 +155,7 @@ def _check_eval_results(data: Dict[str, Any], where: str) -> None:
     if img_size is not None and not (isinstance(img_size, int) and not isinstance(img_size, bool) and img_size > 0):
         raise bad(f"'img_size' must be a positive integer, not {img_size!r:.40}")
     crop_pct = data.get('crop_pct')
-    if crop_pct is not None and not (_is_number(crop_pct) and crop_pct > 0):
+    if crop_pct is not None and not (is_number(crop_pct) and crop_pct > 0):
         raise bad(f"'crop_pct' must be a positive number, not {crop_pct!r:.40}")
     # validate's record of what was scored: the number of images and which weights (publish compares them)
     count = data.get('count')

@@ -31,7 +31,7 @@ from ..utils.errors import (NO_ANSWER, NOT_A_HUB, TIMED_OUT, TimmCraError, Usage
                             printable, run_cli)
 from ..utils.hub_session import bounded_hub_requests
 from ..utils.io import check_regular_file, file_digest
-from ..utils.strict_json import loads, read_text
+from ..utils.strict_json import is_count, loads, read_text
 from ..utils.weights import (DATA_CONFIG_KEYS, check_file, load_state_checked, read_weights, setting_differences,
                              recorded_data_config, tensor_digest)
 from .card import _markdown_text, code_span, load_eval_results
@@ -299,13 +299,9 @@ def trainer_results(summary: Dict[str, Any], ckpt: Dict[str, Any], ema: bool = F
     if best is not None:
         notes += f"; best epoch {summary.get(f'{best_key}_epoch')}: {best:.2f}%"
     images, skipped = summary.get('val_images'), final.get('eval_skipped') or 0
-    count = images - skipped if _is_count(images) and _is_count(skipped) and images > skipped else None
+    count = images - skipped if is_count(images) and is_count(skipped) and images > skipped else None
     return dict(top1=final[f'{prefix}_top1'], top5=final.get(f'{prefix}_top5'), dataset=dataset,
                 split=split, source='measured', notes=notes + '.', count=count)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _check_same_run(summary: Dict[str, Any], checkpoint: Union[str, Path], ckpt: Dict[str, Any], name: str) -> None:

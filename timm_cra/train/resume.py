@@ -12,6 +12,7 @@ from timm.utils import random_seed
 
 from ..utils.errors import UsageError, printable
 from ..utils.labels import index_by_name, same_names
+from ..utils.strict_json import is_count, is_number
 from ..utils.weights import load_checkpoint_file, load_state_checked, same_setting
 from .checkpoint import CHECKPOINT_VERSION, get_rng_state, set_rng_state
 from .distributed import DistInfo
@@ -61,14 +62,6 @@ def _same_value(a: Any, b: Any) -> bool:
     return same_setting(a, b) or _comparable(a) == _comparable(b)
 
 
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _rng_problem(ckpt: Dict[str, Any]) -> Optional[str]:
     """Why the checkpoint's ``rng`` cannot be restored, or None: plain data outside the sha256 record, restored
     only after data and model are set up (a wrong type or shape was a traceback there). Checked by restoring it
@@ -90,12 +83,12 @@ def progress_problem(ckpt: Dict[str, Any]) -> Optional[str]:
     epochs): ``epoch`` is the count of ``history`` rows (one per completed epoch, numbered from 0), ``num_updates``
     the last row's ``optimizer_steps``."""
     epoch, num_updates, history = ckpt['epoch'], ckpt['num_updates'], ckpt['history']
-    if not _is_count(epoch) or not _is_count(num_updates):
+    if not is_count(epoch) or not is_count(num_updates):
         return f"its 'epoch' ({epoch!r:.40}) and 'num_updates' ({num_updates!r:.40}) must be counts (integers >= 0)"
     if not isinstance(history, (list, tuple)) or not all(isinstance(row, dict) for row in history):
         return "its 'history' is not a list of per-epoch rows"
     for i, row in enumerate(history):  # metrics.csv, best_top1 and the plot read them as numbers
-        bad = next((k for k, v in row.items() if v is not None and not _is_number(v)), None)
+        bad = next((k for k, v in row.items() if v is not None and not is_number(v, finite=False)), None)
         if bad is not None:
             return f"its history row {i} has {bad}={row[bad]!r:.40} (the trainer records numbers)"
     if len(history) != epoch or any(row.get('epoch') != i for i, row in enumerate(history)):
@@ -141,7 +134,7 @@ def optimizer_problem(ckpt: Dict[str, Any], args=None) -> Optional[str]:
                 return f"its optimizer group {i} has {key}={value!r:.40}, not the run's {want!r:.40}"
             if key == 'weight_decay' and decay is not None and value not in (0, decay):
                 return f"its optimizer group {i} has weight_decay={value!r:.40}, not the run's {decay!r:.40} (or 0)"
-            if key == 'initial_lr' and _is_number(base_lr) and not same_setting(value, base_lr):
+            if key == 'initial_lr' and is_number(base_lr, finite=False) and not same_setting(value, base_lr):
                 return f"its optimizer group {i} has initial_lr={value!r:.40}, not the run's --lr {base_lr!r:.40}"
     return None
 
@@ -157,7 +150,7 @@ def read_resume_checkpoint(path: str, args=None) -> Dict[str, Any]:
                          f"checkpoint use --initial-checkpoint {path}.")
     version = ckpt.get('version', 1)  # version 1 wrote none
     if version not in range(1, CHECKPOINT_VERSION + 1) or isinstance(version, bool):
-        newer = _is_count(version) and version > CHECKPOINT_VERSION
+        newer = is_count(version) and version > CHECKPOINT_VERSION
         raise UsageError(f"Cannot --resume '{path}': it records checkpoint version {version!r:.40}, "
                          + (f"written by a newer timm-cra than this one (which reads versions 1 to {CHECKPOINT_VERSION}):"
                             f" resume with that timm-cra, or upgrade this one." if newer else
@@ -191,8 +184,8 @@ def _check_same_settings(path: str, ckpt: Dict[str, Any], args) -> None:
     def change(k: str) -> str:
         return f"--{k.replace('_', '-')} {saved[k]!r} -> {getattr(args, k, None)!r}"
 
-    damaged = [k for k in compared if saved.get(k) is not None and _is_number(getattr(args, k, None))
-               and not _is_number(saved[k])]  # (None: not given then, a change as any other)
+    damaged = [k for k in compared if saved.get(k) is not None and is_number(getattr(args, k, None), finite=False)
+               and not is_number(saved[k], finite=False)]  # (None: not given then, a change as any other)
     if damaged:
         k = damaged[0]
         raise UsageError(f"Cannot --resume '{path}': it records --{k.replace('_', '-')} as {saved[k]!r:.40}, which the "

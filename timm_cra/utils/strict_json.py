@@ -19,7 +19,18 @@ from typing import Any, Dict, List, Tuple, Union
 from .errors import UsageError
 from .io import read_capped
 
-__all__ = ['finite_for_json', 'dumps', 'loads', 'read_text', 'read_json']
+__all__ = ['finite_for_json', 'dumps', 'loads', 'read_text', 'read_json', 'is_count', 'is_number']
+
+
+def is_count(value: Any) -> bool:
+    """A value read from a record is a count: a non-negative int (JSON ``true`` is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def is_number(value: Any, finite: bool = True) -> bool:
+    """A value read from a record is a number (not a bool); ``finite``: and not NaN or infinite."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and (not finite or math.isfinite(value)))
 
 
 def _note(value: float) -> str:
