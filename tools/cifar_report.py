@@ -16,7 +16,7 @@ import re
 import statistics
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -30,8 +30,8 @@ from tools.cifar_campaign import CIFAR_VARIANTS  # noqa: E402
 from tools.doc_blocks import ROOT, find_block_file, replace_marked_block  # noqa: E402
 
 __all__ = ['BLOCK', 'block_name', 'double_budget_dir', 'load_records', 'summarize', 'welch_t', 'student_t_p',
-           'results_markdown', 'convergence_markdown', 'campaign_table', 'campaign_context', 'plot_curves',
-           'stage_kernels', 'plot_kernels', 'main']
+           'results_markdown', 'convergence_checks', 'convergence_sentence', 'convergence_markdown', 'campaign_table',
+           'campaign_context', 'plot_curves', 'stage_kernels', 'plot_kernels', 'main']
 
 BLOCK = 'cifar-table'
 BASELINE = 'resnet20'
@@ -164,16 +164,31 @@ def results_markdown(rows: Sequence[Dict], baseline: str = BASELINE) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def convergence_checks(records: Sequence[Dict], double: Sequence[Dict]) -> List[Tuple[Dict, Dict, float]]:
+    """Each run of ``double`` (twice the epochs) with the run of the same variant and seed in ``records`` and
+    the points it gains over it."""
+    by_key = {(r['variant'], r['seed']): r for r in records}
+    return [(by_key[(d['variant'], d['seed'])], d, d['final_top1'] - by_key[(d['variant'], d['seed'])]['final_top1'])
+            for d in sorted(double, key=lambda r: (r['variant'], r['seed'])) if (d['variant'], d['seed']) in by_key]
+
+
+def convergence_sentence(records: Sequence[Dict], double: Sequence[Dict], limit: float = 0.3) -> str:
+    """The twice-the-epochs check in a sentence, for a card ('' when no run was checked)."""
+    checks = convergence_checks(records, double)
+    if not checks:
+        return ''
+    runs = ', '.join(f"{_model_label(r)} seed {r['seed']} {r['final_top1']:.2f}% -> {d['final_top1']:.2f}% "
+                     f"({gain:+.2f})" for r, d, gain in checks)
+    converged = all(gain < limit for _, _, gain in checks)
+    return (f"The same recipe at twice the epochs ({checks[0][1]['epochs']}): {runs}; a gain under {limit} points "
+            f"counts as converged, so {checks[0][0]['epochs']} epochs {'are' if converged else 'are not'} converged.")
+
+
 def convergence_markdown(records: Sequence[Dict], double: Sequence[Dict], limit: float = 0.3) -> str:
     """The twice-the-epochs check: each run of ``double`` against the run of the same variant and seed in
     ``records``; the recipe counts as converged where the longer run gains under ``limit`` points."""
-    by_key = {(r['variant'], r['seed']): r for r in records}
     lines = []
-    for d in sorted(double, key=lambda r: (r['variant'], r['seed'])):
-        r = by_key.get((d['variant'], d['seed']))
-        if r is None:
-            continue
-        gain = d['final_top1'] - r['final_top1']
+    for r, d, gain in convergence_checks(records, double):
         verdict = 'converged' if gain < limit else 'not converged'
         lines.append(f"| {d['variant']} | {d['seed']} | {r['epochs']} | {r['final_top1']:.2f} | {d['epochs']} "
                      f"| {d['final_top1']:.2f} | {gain:+.2f} | {verdict} (gain {'<' if gain < limit else '≥'} {limit}) |")

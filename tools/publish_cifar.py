@@ -21,8 +21,30 @@ from timm_cra.eval.validate import create_parser, validate  # noqa: E402
 from timm_cra.hub import publish  # noqa: E402
 from timm_cra.utils.errors import run_cli  # noqa: E402
 from tools.cifar_campaign import CIFAR_VARIANTS, RECIPES, campaign_dirs  # noqa: E402
-from tools.cifar_report import campaign_context, load_records, summarize  # noqa: E402
+from tools.cifar_report import (campaign_context, convergence_sentence, double_budget_dir, load_records,  # noqa: E402
+                                summarize)
 from tools.doc_blocks import ROOT  # noqa: E402
+
+#: The tag scripts/validate.py (the README's main job) validates with no arguments.
+MAIN_JOB_TAG = 'cra_cifar_resnet20.cifar10'
+
+
+def reproduce_text(name: str) -> str:
+    """How a reader of the card re-measures its number from a clone of the repository."""
+    if name == MAIN_JOB_TAG:
+        return 'Reproduce with `python scripts/validate.py` in the timm-cra repository (no arguments).'
+    return (f'Reproduce with `python scripts/validate.py --model local-dir:hub/timm-cra/{name} --pretrained '
+            f'--data-dir data/cifar10 --split test` in the timm-cra repository.')
+
+
+def campaign_numbers_text(record: dict, top1: float) -> str:
+    """The campaign's numbers are the trainer's evaluation at the end of training; where that ran under autocast
+    (bfloat16) it differs a little from the float32 validation the card reports: say both."""
+    if abs(top1 - record['final_top1']) <= 1e-6:
+        return ''
+    autocast = ' under bfloat16 autocast' if '--amp' in record['command'].split() else ''
+    return (f" The campaign's numbers below are the trainer's evaluation at the end of training{autocast}; "
+            f"this seed scored {record['final_top1']:.2f}% there and {top1:.2f}% in float32 (the number above).")
 
 
 def main(argv=None):
@@ -43,7 +65,10 @@ def main(argv=None):
         '--model', f'local-dir:{run_dir}', '--pretrained', '--data-dir', str(ROOT / 'data' / 'cifar10'),
         '--split', 'test', '--batch-size', '500', '--workers', '0', '--no-progress']))
     if abs(val['top1'] - record['final_top1']) > 1e-6:
-        print(f"warning: validation top-1 {val['top1']} differs from the training run's {record['final_top1']}")
+        print(f"note: validation top-1 {val['top1']} (float32) differs from the training run's "
+              f"{record['final_top1']} (the card states both)")
+    records = load_records(str(results_dir))
+    double = double_budget_dir(results_dir)
     results = dict(
         model=name, top1=val['top1'], top5=val['top5'], dataset='cifar10', split='test', source='measured',
         img_size=val['img_size'], crop_pct=val['crop_pct'], interpolation=val['interpolation'],
@@ -51,8 +76,9 @@ def main(argv=None):
                 f"seed {record['seed']}: `{record['command']}`"),
         notes=('Evaluated on the 10k CIFAR-10 test images of a JPEG re-encoded copy of CIFAR-10 (about 28-32 dB '
                'PSNR against the originals): close to, not identical with, accuracy on the original release. '
-               'Reproduce with `python scripts/validate.py` in the timm-cra repository (no arguments). '
-               + campaign_context(summarize(load_records(str(results_dir))), args.variant, args.seed)),
+               + reproduce_text(name) + campaign_numbers_text(record, val['top1']) + ' '
+               + campaign_context(summarize(records), args.variant, args.seed)
+               + (' ' + convergence_sentence(records, load_records(str(double))) if double else '')).rstrip(),
     )
     results_path = ROOT / 'results' / f'{name}.json'
     results_path.write_text(json.dumps(results, indent=2) + '\n')

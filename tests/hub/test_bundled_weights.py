@@ -43,7 +43,7 @@ def test_bundled_copies_are_the_hub_repos_bytes():
     timm_cra/models/bundled/<repo>/ and record its sha256 in BUNDLED_WEIGHTS."""
     on_disk = {p.parent.relative_to(BUNDLED_DIR).as_posix() for p in BUNDLED_DIR.rglob('*') if p.is_file()}
     assert on_disk == set(BUNDLED_WEIGHTS), 'every bundled file has a recorded sha256, and nothing else is there'
-    cifar = {p.parent.relative_to(HUB_DIR).as_posix() for p in HUB_DIR.glob('timm-cra/*.cifar10/model.safetensors')}
+    cifar = {p.parent.relative_to(HUB_DIR).as_posix() for p in HUB_DIR.glob('timm-cra/*.cifar10*/model.safetensors')}
     assert cifar and cifar == set(BUNDLED_WEIGHTS)
     for repo_id, sha in BUNDLED_WEIGHTS.items():
         hub_bytes = (HUB_DIR / repo_id / 'model.safetensors').read_bytes()

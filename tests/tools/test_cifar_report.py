@@ -7,8 +7,9 @@ import pytest
 import timm
 
 import timm_cra  # noqa: F401
-from tools.cifar_report import (block_name, campaign_context, campaign_table, plot_curves, plot_kernels,
-                                results_markdown, stage_kernels, student_t_p, summarize, welch_t)
+from tools.cifar_report import (block_name, campaign_context, campaign_table, convergence_sentence, plot_curves,
+                                plot_kernels, results_markdown, stage_kernels, student_t_p, summarize, welch_t)
+from tools.publish_cifar import MAIN_JOB_TAG, campaign_numbers_text, reproduce_text
 from tools.doc_blocks import ROOT, doc_files
 
 
@@ -112,3 +113,26 @@ def test_docs_cifar_tables_match_the_results_files():
         assert campaign_table(results) == block, (
             f'{doc.relative_to(ROOT)} {name} is stale: run python tools/cifar_report.py --results '
             f'{results.relative_to(ROOT)} --update-docs')
+
+
+def test_a_card_states_the_twice_the_epochs_check():
+    records = [_record('resnet20', 0, 88.20, epochs=50), _record('resnet20', 1, 88.14, epochs=50)]
+    assert convergence_sentence(records, []) == ''
+    assert convergence_sentence(records, [_record('resnet20', 2, 89.0, epochs=100)]) == ''  # no seed to compare
+    text = convergence_sentence(records, [_record('resnet20', 0, 88.82, epochs=100)])
+    assert text == ('The same recipe at twice the epochs (100): `cifar_resnet20` seed 0 88.20% -> 88.82% (+0.62); '
+                    'a gain under 0.3 points counts as converged, so 50 epochs are not converged.')
+    assert convergence_sentence(records, [_record('resnet20', 1, 88.3, epochs=100)]).endswith(
+        'so 50 epochs are converged.')
+
+
+def test_a_card_says_how_to_reproduce_it_and_which_evaluation_the_campaign_used():
+    assert 'python scripts/validate.py` in the timm-cra repository (no arguments)' in reproduce_text(MAIN_JOB_TAG)
+    other = reproduce_text('cra_cifar_resnet20.cifar10_e50')
+    assert ('`python scripts/validate.py --model local-dir:hub/timm-cra/cra_cifar_resnet20.cifar10_e50 --pretrained '
+            '--data-dir data/cifar10 --split test`') in other
+    record = dict(final_top1=88.10, command='timm-cra-train --config cifar --amp --smoothing 0.1')
+    assert campaign_numbers_text(record, 88.10) == ''
+    text = campaign_numbers_text(record, 88.17)
+    assert 'under bfloat16 autocast' in text and '88.10% there and 88.17% in float32' in text
+    assert 'autocast' not in campaign_numbers_text(dict(record, command='timm-cra-train --config cifar'), 88.17)

@@ -62,6 +62,8 @@ _SHARD_RE = re.compile(r'^(model|pytorch_model|tf_model|flax_model)-\d+-of-\d+\.
 BUNDLED_WEIGHTS = {
     'timm-cra/cifar_resnet20.cifar10': 'ef26d3b87e6f1eaeebe3acd7f6c666a1d635705571c0a7704e6678addba0547b',
     'timm-cra/cra_cifar_resnet20.cifar10': '2d31f71c00366184e80ed7c39daf2c7e27443e28311bcbe67e66a41d6b0bbef5',
+    'timm-cra/cifar_resnet20.cifar10_e50': 'f02374d7526c4647e3d0ac5941973d88a44a7191a21ede2786c1916b4f8dce5e',
+    'timm-cra/cra_cifar_resnet20.cifar10_e50': '382184db5b6731ce90dd4d4735ca9fd3b43953f8622b302e43d13154c6ba6c65',
 }
 BUNDLED_DIR = Path(__file__).resolve().parent / 'bundled'
 _SHA256_RE = re.compile(r'^[0-9a-f]{64}$')
