@@ -10,6 +10,7 @@ huggingface_hub points at the loopback server.
 import contextlib
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, Union
@@ -145,6 +146,25 @@ def hub(hub_server, tmp_path, monkeypatch) -> Iterator[LocalHub]:
     yield local
     for repo_dir in local.added:
         shutil.rmtree(repo_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(name, size)``: a tmpfs of ``size`` mounted at ``tmp_path/name`` (root only: skipped where
+    ``mount`` is not allowed), unmounted at the end."""
+    mounted = []
+
+    def _mount(name, size):
+        path = tmp_path / name
+        path.mkdir()
+        r = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f'cannot mount a tmpfs here: {r.stderr.decode(errors="replace").strip()}')
+        mounted.append(path)
+        return path
+    yield _mount
+    for path in mounted:
+        subprocess.run(['umount', str(path)], check=False)
 
 
 def _shared_data() -> Path:

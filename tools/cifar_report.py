@@ -52,7 +52,18 @@ def double_budget_dir(results_dir: Path) -> Optional[Path]:
 
 
 def load_records(results_dir: str) -> List[Dict]:
-    return [json.loads(p.read_text()) for p in sorted(Path(results_dir).glob('*-s*.json'))]
+    """The campaign's run records (``<variant>-s<seed>.json``); a run recorded twice is refused (it would count
+    as two seeds)."""
+    records, seen = [], {}
+    for path in sorted(Path(results_dir).glob('*-s*.json')):
+        record = json.loads(path.read_text())
+        key = (record.get('variant'), record.get('seed'))
+        if key in seen:
+            raise ValueError(f'{path} and {seen[key]} both record {key[0]} seed {key[1]}: remove one (a run counts '
+                             f'once among the seeds).')
+        seen[key] = path
+        records.append(record)
+    return records
 
 
 def summarize(records: Sequence[Dict]) -> List[Dict]:
@@ -310,8 +321,11 @@ def main(argv=None):
     p.add_argument('--update-docs', action='store_true',
                    help=f'write the table into the doc block named after --results ({BLOCK}, cifar-e50-table, ...)')
     args = p.parse_args(argv)
-
-    table = campaign_table(args.results)
+    try:  # before anything is written: the doc block must exist to take the table
+        doc = find_block_file(block_name(args.results)) if args.update_docs else None
+        table = campaign_table(args.results)
+    except ValueError as e:
+        p.error(str(e))
     records = load_records(str(args.results))
     double = double_budget_dir(args.results)
     print(table, end='')
@@ -322,9 +336,8 @@ def main(argv=None):
         model = timm.create_model(f'local-dir:{args.kernels_from}', pretrained=True)
         plot_kernels(model, str(args.results / 'cra_kernels.png'),
                      title=f'{args.kernels_from.name}: CRA depthwise kernels, mean over channels per stage')
-    if args.update_docs:
-        block = block_name(args.results)
-        replace_marked_block(find_block_file(block), block, table)
+    if doc is not None:
+        replace_marked_block(doc, block_name(args.results), table)
 
 
 if __name__ == '__main__':

@@ -2,19 +2,23 @@
 """Publish a finished CIFAR campaign run as a Hub repo folder in hub/ (dry run; push with python -m timm_cra.hub.publish).
 
 Validates the run's weights on the CIFAR-10 test split shipped in data/cifar10 (the number the card and the
-README's no-argument validate command show), writes results/<arch>.<tag>.json, then exports
+README's no-argument validate command show for the main job's tag), writes results/<arch>.<tag>.json, then exports
 hub/timm-cra/<arch>.<tag>/ (config.json, model.safetensors, README.md) with ``timm_cra.hub.publish`` (the one
-publishing path; the run's config.json supplies the model kwargs). The tag must be registered first.
+publishing path; the run's model kwargs that differ from the architecture's defaults go to config.json). The tag
+names the campaign (cifar10: e15, cifar10_<recipe>: that recipe) and must be registered first.
 
-  python tools/publish_cifar.py cra_max4_resnet20 0 --tag cifar10
-  python tools/publish_cifar.py cra_max4_resnet20 1 --recipe e50 --tag cifar10_e50
+  python tools/publish_cifar.py cra_max4_resnet20 0 --tag cifar10        # the e15 campaign's run
+  python tools/publish_cifar.py cra_max4_resnet20 0 --tag cifar10_e50    # the e50 campaign's run
 """
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from timm.models import model_entrypoint  # noqa: E402
 
 import timm_cra  # noqa: E402,F401  (registers the models)
 from timm_cra.eval.validate import create_parser, validate  # noqa: E402
@@ -27,6 +31,22 @@ from tools.doc_blocks import ROOT  # noqa: E402
 
 #: The tag scripts/validate.py (the README's main job) validates with no arguments.
 MAIN_JOB_TAG = 'cra_cifar_resnet20.cifar10'
+
+
+def tag_recipe(tag: str) -> str:
+    """The campaign a CIFAR weight tag publishes: ``cifar10`` the first (e15), ``cifar10_<recipe>`` that recipe."""
+    recipe = 'e15' if tag == 'cifar10' else tag[len('cifar10_'):] if tag.startswith('cifar10_') else None
+    if recipe not in RECIPES:
+        raise ValueError(f"--tag {tag} names no campaign: use cifar10 (e15) or cifar10_<recipe>, a recipe of "
+                         f"{list(RECIPES)}")
+    return recipe
+
+
+def changed_kwargs(model: str, kwargs: dict) -> dict:
+    """The run's model kwargs that differ from the architecture's defaults: what the repo's config.json needs
+    in ``model_args`` (tools/generate_hub.py writes the registered tag's config from the defaults alone)."""
+    params = inspect.signature(model_entrypoint(model)).parameters
+    return {k: v for k, v in kwargs.items() if k not in params or params[k].default != v}
 
 
 def reproduce_text(name: str) -> str:
@@ -51,11 +71,21 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('variant', choices=list(CIFAR_VARIANTS))
     p.add_argument('seed', type=int)
-    p.add_argument('--tag', default='cifar10')
-    p.add_argument('--recipe', default='e15', choices=list(RECIPES), help='the campaign the run belongs to')
+    p.add_argument('--tag', default='cifar10', help='cifar10 (the e15 campaign) or cifar10_<recipe>, e.g. '
+                   'cifar10_e50: the tag names the campaign its weights come from')
+    p.add_argument('--recipe', default=None, choices=list(RECIPES),
+                   help='the campaign the run belongs to (default: the one the tag names; another is refused)')
     p.add_argument('--runs', type=Path, default=None, help='its run folders (default: the recipe\'s, as '
                    'tools/cifar_campaign.py writes them)')
     args = p.parse_args(argv)
+    try:
+        recipe = tag_recipe(args.tag)
+    except ValueError as e:
+        p.error(str(e))
+    if args.recipe not in (None, recipe):
+        p.error(f'--tag {args.tag} names the {recipe} campaign, not --recipe {args.recipe}: the tag would carry '
+                f'another budget\'s weights (use --tag cifar10_{args.recipe})')
+    args.recipe = recipe
 
     runs_dir, results_dir = (ROOT / d for d in campaign_dirs(args.recipe))
     record = json.loads((results_dir / f'{args.variant}-s{args.seed}.json').read_text())
@@ -80,14 +110,14 @@ def main(argv=None):
                + campaign_context(summarize(records), args.variant, args.seed)
                + (' ' + convergence_sentence(records, load_records(str(double))) if double else '')).rstrip(),
     )
+    model_kwargs = changed_kwargs(record['model'], record['model_kwargs'])
     results_path = ROOT / 'results' / f'{name}.json'
     results_path.write_text(json.dumps(results, indent=2) + '\n')
     print(json.dumps(val, indent=2))
     print(f'Wrote {results_path}')
     publish.main([name, str(run_dir / 'model.safetensors'), '--results', str(results_path),
                   '--out', str(ROOT / 'hub' / 'timm-cra' / name), '--overwrite']
-                 + (['--model-kwargs'] + [f'{k}={v}' for k, v in record['model_kwargs'].items()]
-                    if record['model_kwargs'] else []))
+                 + (['--model-kwargs'] + [f'{k}={v}' for k, v in model_kwargs.items()] if model_kwargs else []))
 
 
 if __name__ == '__main__':

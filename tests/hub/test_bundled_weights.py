@@ -267,3 +267,21 @@ def test_a_pinned_revision_never_falls_back(hub):
     hub.set_offline(True)
     with pytest.raises(PretrainedWeightsError, match='HF_HUB_OFFLINE=1 is set'):
         timm.create_model(TAG, pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id=f'{REPO}@v2'))
+
+
+def test_a_full_hub_cache_loads_the_bundled_copy_or_is_one_line(hub, caplog, monkeypatch, small_disk):
+    """The download cannot be cached (the cache's disk is full: huggingface_hub's OSError ENOSPC, no path, was a
+    74-line traceback): a tag whose weights are bundled loads them, saying why; any other load is one line."""
+    from huggingface_hub import constants
+    cache = small_disk('full-cache', '600k')  # room for the config, not for the 1.1 MB weights
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(cache))
+    monkeypatch.setenv('HF_HUB_CACHE', str(cache))
+    with caplog.at_level(logging.WARNING, logger='timm_cra'):
+        model = timm.create_model(TAG, pretrained=True)
+    _assert_weights(model, _published())
+    assert FALLBACK in caplog.text and 'No space left on device' in caplog.text and str(cache) in caplog.text
+    with pytest.raises(PretrainedWeightsError) as e:
+        timm.create_model(f'hf-hub:{REPO}', pretrained=True)
+    message = str(e.value)
+    assert '\n' not in message and 'could not be cached (No space left on device' in message
+    assert 'point HF_HUB_CACHE at a folder with room' in message

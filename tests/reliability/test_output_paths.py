@@ -394,25 +394,6 @@ def test_results_csv_in_a_held_folder_is_refused_before_the_evaluation(tmp_path,
     assert waited < CLI_TIMEOUT and os.listdir(run) == []
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """``small_disk(name, size)``: a tmpfs of ``size`` mounted at ``tmp_path/name`` (root only: skipped where
-    ``mount`` is not allowed), unmounted at the end."""
-    mounted = []
-
-    def _mount(name, size):
-        path = tmp_path / name
-        path.mkdir()
-        r = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)], capture_output=True)
-        if r.returncode != 0:
-            pytest.skip(f'cannot mount a tmpfs here: {r.stderr.decode(errors="replace").strip()}')
-        mounted.append(path)
-        return path
-    yield _mount
-    for path in mounted:
-        subprocess.run(['umount', str(path)], check=False)
-
-
 def _fill(disk):
     fd = os.open(disk / 'filler', os.O_WRONLY | os.O_CREAT)
     try:

@@ -7,9 +7,11 @@ import pytest
 import timm
 
 import timm_cra  # noqa: F401
-from tools.cifar_report import (block_name, campaign_context, campaign_table, convergence_sentence, plot_curves,
-                                plot_kernels, results_markdown, stage_kernels, student_t_p, summarize, welch_t)
-from tools.publish_cifar import MAIN_JOB_TAG, campaign_numbers_text, reproduce_text
+from tools import cifar_report, publish_cifar
+from tools.cifar_report import (block_name, campaign_context, campaign_table, convergence_sentence, load_records,
+                                plot_curves, plot_kernels, results_markdown, stage_kernels, student_t_p, summarize,
+                                welch_t)
+from tools.publish_cifar import MAIN_JOB_TAG, campaign_numbers_text, changed_kwargs, reproduce_text, tag_recipe
 from tools.doc_blocks import ROOT, doc_files
 
 
@@ -136,3 +138,42 @@ def test_a_card_says_how_to_reproduce_it_and_which_evaluation_the_campaign_used(
     text = campaign_numbers_text(record, 88.17)
     assert 'under bfloat16 autocast' in text and '88.10% there and 88.17% in float32' in text
     assert 'autocast' not in campaign_numbers_text(dict(record, command='timm-cra-train --config cifar'), 88.17)
+
+
+def test_the_tag_names_the_campaign_it_publishes(capsys):
+    """--tag cifar10_e50 without --recipe published the e15 run's weights under the e50 tag (exit 0); the tag now
+    names the campaign, and a --recipe that disagrees is refused before anything is read or written."""
+    assert tag_recipe('cifar10') == 'e15' and tag_recipe('cifar10_e50') == 'e50'
+    assert tag_recipe('cifar10_e100') == 'e100'
+    for bad in ('cifar10_e7', 'imagenet', 'cifar10_'):
+        with pytest.raises(ValueError, match='names no campaign'):
+            tag_recipe(bad)
+    with pytest.raises(SystemExit) as e:
+        publish_cifar.main(['cra_max4_resnet20', '0', '--tag', 'cifar10_e50', '--recipe', 'e15'])
+    assert e.value.code == 2 and 'names the e50 campaign, not --recipe e15' in capsys.readouterr().err
+
+
+def test_only_model_kwargs_other_than_the_defaults_reach_config_json():
+    # tools/generate_hub.py writes the registered tag's config.json from the architecture's defaults: the same
+    # weights published by this tool must give the same file.
+    assert changed_kwargs('cra_cifar_resnet20', {'cra_pool_size': 4}) == {}
+    assert changed_kwargs('cra_cifar_resnet20', {'cra_pool_size': 7}) == {'cra_pool_size': 7}
+    assert changed_kwargs('cifar_resnet20', {'drop_rate': 0.1}) == {'drop_rate': 0.1}
+
+
+def test_a_run_recorded_twice_is_refused_and_a_missing_block_writes_nothing(tmp_path):
+    e50 = tmp_path / 'cifar10-e50'
+    e50.mkdir()
+    for name, seed in (('resnet20-s0', 0), ('resnet20-s1', 1)):
+        (e50 / f'{name}.json').write_text(json.dumps(_record('resnet20', seed, 90.0 + seed)))
+    assert len(load_records(str(e50))) == 2
+    with pytest.raises(SystemExit):  # no doc block cifar-e50-table for a folder outside the repository's results
+        cifar_report.main(['--results', str(tmp_path / 'cifar10-e7'), '--update-docs'])
+    (tmp_path / 'cifar10-e7').mkdir()
+    (tmp_path / 'cifar10-e7' / 'resnet20-s0.json').write_text(json.dumps(_record('resnet20', 0, 90.0)))
+    with pytest.raises(SystemExit):
+        cifar_report.main(['--results', str(tmp_path / 'cifar10-e7'), '--update-docs'])
+    assert sorted(p.name for p in (tmp_path / 'cifar10-e7').iterdir()) == ['resnet20-s0.json']
+    (e50 / 'resnet20-s0-copy.json').write_text(json.dumps(_record('resnet20', 0, 89.0)))
+    with pytest.raises(ValueError, match='both record resnet20 seed 0'):
+        load_records(str(e50))

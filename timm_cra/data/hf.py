@@ -6,7 +6,6 @@ a stranger's: their JSON goes through this package's reader, parquet footers and
 ``datasets`` reads them, and what ``datasets`` / ``pyarrow`` still raise on damaged bytes is one line.
 """
 import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -21,8 +20,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..utils.io import (OutputPathError, check_output_folder, check_regular_file, file_identity, not_folder_reason,
-                        not_regular_reason)
+from ..utils.io import (OutputPathError, cache_write_errno, check_output_folder, check_regular_file, file_identity,
+                        not_folder_reason, not_regular_reason)
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.strict_json import loads, read_json
 from .errors import DataError, check_class_names, first_non_integer, index_by_name, split_hint
@@ -205,23 +204,15 @@ def datasets_cache(cache_dir: Optional[str] = None) -> str:
     return folder
 
 
-#: What writing the arrow cache fails with when the cache's disk is full or read-only: the data is not at fault.
-_CACHE_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
-
-
 def _raise_if_cache_unwritable(error: BaseException, cache_dir: str, source: str) -> None:
     """One line naming the cache folder and the fix when ``error`` comes from a full or read-only cache (``datasets``
     wraps the ``OSError`` in its own errors), so the message does not blame the parquet data."""
-    seen = set()
-    cause = error
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, OSError) and cause.errno in _CACHE_WRITE_ERRNOS:
-            raise DataError(printable(
-                f"The datasets cache folder {cache_dir} cannot be written while converting '{source}' "
-                f"({os.strerror(cause.errno)}): free space there, or set HF_DATASETS_CACHE to a folder with room."
-            )) from error
-        cause = cause.__cause__ or cause.__context__
+    code = cache_write_errno(error)
+    if code is not None:
+        raise DataError(printable(
+            f"The datasets cache folder {cache_dir} cannot be written while converting '{source}' "
+            f"({os.strerror(code)}): free space there, or set HF_DATASETS_CACHE to a folder with room."
+        )) from error
 
 
 def _load_parquet(files: List[str], source: str, cache_dir: Optional[str]):

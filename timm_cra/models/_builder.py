@@ -15,7 +15,8 @@ from ..utils.errors import transport_failure
 from ..utils.hub_session import bounded_hub_requests
 from ..utils.labels import numbered_classes
 from ._factory import read_model_config, weight_source_problem
-from ._load_errors import PretrainedWeightsError, UnknownPretrainedTagError, explain_pretrained_errors
+from ._load_errors import (PretrainedWeightsError, UnknownPretrainedTagError, cache_write_problem,
+                           explain_pretrained_errors)
 from ._weight_checks import (BUNDLED_WEIGHTS, PREPROCESSOR_FILENAMES, HubUnreachableError, bundled_weights,
                              cached_weights, check_finite_weights, check_hub_reachable, dtype_checked_filter,
                              hub_weights_location, other_weights_problem, repo_file, repo_files, verify_download)
@@ -346,6 +347,9 @@ def _hub_cannot_serve(err: BaseException) -> Optional[str]:
         return str(err)
     if transport_failure(err) is not None:
         return f'broke off the download ({type(err).__name__})'
+    full = cache_write_problem(err)
+    if full:
+        return f'was asked, but {full}'
 
     if constants.HF_HUB_OFFLINE or isinstance(err, hf_errors.OfflineModeIsEnabled):
         return _OFFLINE
@@ -480,7 +484,7 @@ def _load_hub_first(create_fn: Callable[..., Any], variant: str, kwargs: Dict[st
         return model
     path = bundled_weights(repo_id)
     _logger.warning(f"timm_cra: {name}: the {where} {reason}; loading the copy bundled with timm-cra "
-                    f"(same bytes as the repo's model.safetensors, sha256 checked): {path}")
+                    f"(the repo's model.safetensors as this release published it, sha256 checked): {path}")
     overlay = dict(kwargs.get('pretrained_cfg_overlay') or {}, file=str(path))
     return create_fn(variant, True, **dict(kwargs, pretrained_cfg_overlay=overlay))
 

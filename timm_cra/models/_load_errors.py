@@ -14,9 +14,10 @@ from typing import Iterator, Optional
 from timm.models import PretrainedCfg
 
 from ..utils.errors import TIMED_OUT, TimmCraError, transport_failure
+from ..utils.io import cache_write_errno
 from ._weight_checks import HubUnreachableError, WeightsCheckError, split_revision
 
-__all__ = ['PretrainedWeightsError', 'UnknownPretrainedTagError', 'explain_pretrained_errors']
+__all__ = ['PretrainedWeightsError', 'UnknownPretrainedTagError', 'explain_pretrained_errors', 'cache_write_problem']
 
 _logger = logging.getLogger(__name__)
 
@@ -146,6 +147,17 @@ def _hf_home_problem(err: BaseException) -> Optional[str]:
     return None
 
 
+def cache_write_problem(err: BaseException) -> Optional[str]:
+    """What stopped huggingface_hub from caching a download when its cache's disk is full, over quota or read-only
+    (an ``OSError`` without a path, so :func:`_hf_home_problem` cannot name it), else ``None``."""
+    from huggingface_hub import constants
+    code = cache_write_errno(err)
+    if code is None:
+        return None
+    return (f"the download could not be cached ({os.strerror(code)} under HF_HUB_CACHE={constants.HF_HUB_CACHE}): "
+            f"free space there, or point HF_HUB_CACHE at a folder with room")
+
+
 def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[str] = None) -> Optional[str]:
     """Clear message for a known failure, ``None`` for anything else (re-raised as is). ``hint``: where else
     the weights of ``name`` are, added when the Hub has no such repo."""
@@ -167,6 +179,9 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
     home_problem = _hf_home_problem(err)
     if home_problem:
         return f"Pretrained weights for '{name}': {home_problem}."
+    full = cache_write_problem(err)
+    if full:
+        return f"Pretrained weights for '{name}' from {source}: {full}.{' ' + hint if hint else ''}"
     if isinstance(err, HubUnreachableError):
         return (f"Pretrained weights for '{name}': {source} {err} and the weights are not in the local "
                 f"cache. {_OFFLINE_FIX}{' ' + hint if hint else ''}")

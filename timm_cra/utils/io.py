@@ -46,7 +46,7 @@ __all__ = ['atomic_path', 'atomic_write', 'atomic_folder', 'temp_pattern', 'remo
            'file_kind', 'not_regular_reason', 'not_folder_reason', 'check_regular_file', 'open_regular_file',
            'read_capped', 'OutputPathError', 'check_path_given', 'check_output_file', 'check_output_folder',
            'HeldFolder', 'locked_folder', 'file_digest', 'FileIdentity', 'file_identity', 'staging_folder',
-           'EARLIER_RUN_ASIDE', 'earlier_run_note']
+           'EARLIER_RUN_ASIDE', 'earlier_run_note', 'cache_write_errno']
 
 #: Where the trainer's ``--overwrite`` keeps the replaced run's files until the new run's first checkpoint: a hidden
 #: folder in the run folder, so it is under the run's lock and on its filesystem (putting them back is a rename).
@@ -327,6 +327,24 @@ def check_output_folder(path: Union[str, os.PathLike], what: str = 'output folde
 #: Errors of writing an output's bytes that are the place's, not the writer's: disk full, quota, file-size limit.
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _NATIVE_OS_ERROR = re.compile(r'\(os error (\d+)\)')  # how native writers (safetensors) report one
+
+
+#: What writing into a cache (huggingface_hub's, datasets') fails with when its disk is full, over quota or read-only:
+#: the data or the repo is not at fault.
+_CACHE_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def cache_write_errno(error: BaseException) -> Optional[int]:
+    """The errno of the full / read-only disk behind ``error`` (an ``OSError`` of :data:`_CACHE_WRITE_ERRNOS` in its
+    chain of causes, which the libraries wrap in their own errors), or None."""
+    seen = set()
+    cause: Optional[BaseException] = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in _CACHE_WRITE_ERRNOS:
+            return cause.errno
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _write_failed(path: str, what: str, reason: str, code: Optional[int] = None) -> OutputPathError:
