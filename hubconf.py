@@ -1,4 +1,5 @@
-"""torch.hub entry points, as timm's own repository has them: one per ``cra_*`` architecture.
+"""torch.hub entry points, as timm's own repository has them: one per architecture this package registers
+(the ``cra_*`` ones and the CIFAR study's baselines, ``cifar_resnet20`` and its SE / ECA variants).
 
     model = torch.hub.load('<owner>/<this repo>', 'cra_cifar_resnet20', pretrained=True)
     model = torch.hub.load('path/to/clone', 'cra_resnet50', source='local', num_classes=10)
@@ -12,7 +13,7 @@ dependencies = ['torch', 'timm', 'huggingface_hub', 'safetensors']
 
 import timm as _timm
 
-import timm_cra as _timm_cra  # noqa: F401  (registers the cra_* architectures with timm)
+import timm_cra as _timm_cra  # registers the package's architectures with timm
 
 
 def _entrypoint(name: str):
@@ -23,4 +24,4 @@ def _entrypoint(name: str):
     return create
 
 
-globals().update({_name: _entrypoint(_name) for _name in _timm.list_models('cra_*')})
+globals().update({_name: _entrypoint(_name) for _name in _timm_cra.models.list_package_models()})
