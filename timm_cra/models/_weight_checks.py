@@ -58,7 +58,7 @@ _SHARD_RE = re.compile(r'^(model|pytorch_model|tf_model|flax_model)-\d+-of-\d+\.
 #: Hub repos whose ``model.safetensors`` also ships inside this package, as ``BUNDLED_DIR/<repo_id>/``, with
 #: its sha256. A load of such a repo (default revision) that the Hub cannot serve (offline, unreachable,
 #: repo missing) falls back to the copy (``create_cra_model``). The files are ``hub/<repo_id>/``'s, byte for
-#: byte (tests/test_bundled_weights.py); in git both paths are one blob. Only small repos belong here.
+#: byte (tests/hub/test_bundled_weights.py); in git both paths are one blob. Only small repos belong here.
 BUNDLED_WEIGHTS = {
     'timm-cra/cifar_resnet20.cifar10': 'ef26d3b87e6f1eaeebe3acd7f6c666a1d635705571c0a7704e6678addba0547b',
     'timm-cra/cra_cifar_resnet20.cifar10': '2d31f71c00366184e80ed7c39daf2c7e27443e28311bcbe67e66a41d6b0bbef5',
