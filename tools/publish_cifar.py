@@ -4,25 +4,24 @@
 Validates the run's weights on the CIFAR-10 test split shipped in data/cifar10 (the number the card and the
 README's no-argument validate command show for the main job's tag), writes results/<arch>.<tag>.json, then exports
 hub/timm-cra/<arch>.<tag>/ (config.json, model.safetensors, README.md) with ``timm_cra.hub.publish`` (the one
-publishing path; the run's model kwargs that differ from the architecture's defaults go to config.json). The tag
-names the campaign (cifar10: e15, cifar10_<recipe>: that recipe) and must be registered first.
+publishing path; the run's config.json supplies the model kwargs), and regenerates its config.json and card as
+tools/generate_hub.py does for every registered tag. The tag names the campaign (cifar10: e15, cifar10_<recipe>:
+that recipe) and must be registered first.
 
   python tools/publish_cifar.py cra_max4_resnet20 0 --tag cifar10        # the e15 campaign's run
   python tools/publish_cifar.py cra_max4_resnet20 0 --tag cifar10_e50    # the e50 campaign's run
 """
 import argparse
-import inspect
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from timm.models import model_entrypoint  # noqa: E402
-
 import timm_cra  # noqa: E402,F401  (registers the models)
 from timm_cra.eval.validate import create_parser, validate  # noqa: E402
 from timm_cra.hub import publish  # noqa: E402
+from timm_cra.hub.generate import generate_hub  # noqa: E402
 from timm_cra.utils.errors import run_cli  # noqa: E402
 from tools.cifar_campaign import CIFAR_VARIANTS, RECIPES, campaign_dirs  # noqa: E402
 from tools.cifar_report import (campaign_context, convergence_sentence, double_budget_dir, load_records,  # noqa: E402
@@ -40,13 +39,6 @@ def tag_recipe(tag: str) -> str:
         raise ValueError(f"--tag {tag} names no campaign: use cifar10 (e15) or cifar10_<recipe>, a recipe of "
                          f"{list(RECIPES)}")
     return recipe
-
-
-def changed_kwargs(model: str, kwargs: dict) -> dict:
-    """The run's model kwargs that differ from the architecture's defaults: what the repo's config.json needs
-    in ``model_args`` (tools/generate_hub.py writes the registered tag's config from the defaults alone)."""
-    params = inspect.signature(model_entrypoint(model)).parameters
-    return {k: v for k, v in kwargs.items() if k not in params or params[k].default != v}
 
 
 def reproduce_text(name: str) -> str:
@@ -110,14 +102,17 @@ def main(argv=None):
                + campaign_context(summarize(records), args.variant, args.seed)
                + (' ' + convergence_sentence(records, load_records(str(double))) if double else '')).rstrip(),
     )
-    model_kwargs = changed_kwargs(record['model'], record['model_kwargs'])
     results_path = ROOT / 'results' / f'{name}.json'
     results_path.write_text(json.dumps(results, indent=2) + '\n')
     print(json.dumps(val, indent=2))
     print(f'Wrote {results_path}')
     publish.main([name, str(run_dir / 'model.safetensors'), '--results', str(results_path),
                   '--out', str(ROOT / 'hub' / 'timm-cra' / name), '--overwrite']
-                 + (['--model-kwargs'] + [f'{k}={v}' for k, v in model_kwargs.items()] if model_kwargs else []))
+                 + (['--model-kwargs'] + [f'{k}={v}' for k, v in record['model_kwargs'].items()]
+                    if record['model_kwargs'] else []))
+    # The registered tag's folder is what tools/generate_hub.py derives from the registry and the results file (a
+    # test holds hub/ to it): its config.json and card replace the run-derived ones, the weights stay.
+    generate_hub(ROOT / 'hub', ROOT / 'results', names=[name])
 
 
 if __name__ == '__main__':

@@ -63,3 +63,16 @@ def test_bad_results_are_named(tmp_path):
     path.write_text('{"acc": 3}')
     with pytest.raises(ValueError, match="need 'top1'"):
         load_eval_results(path)
+
+
+@pytest.mark.parametrize('pool, model_args', [(4, None), (7, {'cra_pool_size': 7})])
+def test_model_args_keep_only_what_the_architecture_does_not_build_by_default(tmp_path, pool, model_args):
+    """A run trained with an entrypoint default spelled out (--model-kwargs cra_pool_size=4) publishes the config
+    tools/generate_hub.py writes for the registered tag: the same model, one config.json; another value stays and
+    builds the same model back."""
+    model = timm.create_model('cra_cifar_resnet20', cra_pool_size=pool).eval()
+    out = export_repo(model, tmp_path / 'r', model_name='cra_cifar_resnet20.pool_test')
+    config = json.loads((out / 'config.json').read_text())
+    assert config.get('model_args') == model_args
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True)
+    assert loaded.layer3[0].se.pool_size == model.layer3[0].se.pool_size

@@ -11,7 +11,7 @@ from tools import cifar_report, publish_cifar
 from tools.cifar_report import (block_name, campaign_context, campaign_table, convergence_sentence, load_records,
                                 plot_curves, plot_kernels, results_markdown, stage_kernels, student_t_p, summarize,
                                 welch_t)
-from tools.publish_cifar import MAIN_JOB_TAG, campaign_numbers_text, changed_kwargs, reproduce_text, tag_recipe
+from tools.publish_cifar import MAIN_JOB_TAG, campaign_numbers_text, reproduce_text, tag_recipe
 from tools.doc_blocks import ROOT, doc_files
 
 
@@ -151,14 +151,6 @@ def test_the_tag_names_the_campaign_it_publishes(capsys):
     with pytest.raises(SystemExit) as e:
         publish_cifar.main(['cra_max4_resnet20', '0', '--tag', 'cifar10_e50', '--recipe', 'e15'])
     assert e.value.code == 2 and 'names the e50 campaign, not --recipe e15' in capsys.readouterr().err
-
-
-def test_only_model_kwargs_other_than_the_defaults_reach_config_json():
-    # tools/generate_hub.py writes the registered tag's config.json from the architecture's defaults: the same
-    # weights published by this tool must give the same file.
-    assert changed_kwargs('cra_cifar_resnet20', {'cra_pool_size': 4}) == {}
-    assert changed_kwargs('cra_cifar_resnet20', {'cra_pool_size': 7}) == {'cra_pool_size': 7}
-    assert changed_kwargs('cifar_resnet20', {'drop_rate': 0.1}) == {'drop_rate': 0.1}
 
 
 def test_a_run_recorded_twice_is_refused_and_a_missing_block_writes_nothing(tmp_path):

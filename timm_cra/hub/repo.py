@@ -12,6 +12,7 @@ transformers passes ``num_classes`` to ``timm.create_model`` itself and reads la
 Folders are written atomically (:func:`timm_cra.utils.io.atomic_folder`): built in a hidden temp folder next
 to the target, renamed into place.
 """
+import inspect
 import json
 import os
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from torch import nn
 
-from timm.models import PretrainedCfg
+from timm.models import PretrainedCfg, is_model, model_entrypoint
 from timm.models._hub import save_config_for_hf
 
 from ..models._builder import hub_id
@@ -166,6 +167,14 @@ def check_label_names(label_names: Optional[Sequence[str]], num_classes: int,
 _DEFAULT_POOL = 'avg'
 
 
+def _entrypoint_defaults(architecture: Any) -> Dict[str, Any]:
+    """The keyword defaults of a registered architecture's entrypoint (``cra_pool_size=4`` of the CIFAR CRA nets)."""
+    if not isinstance(architecture, str) or not is_model(architecture):
+        return {}
+    params = inspect.signature(model_entrypoint(architecture)).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty and p.name != 'pretrained'}
+
+
 def _one_layout(config: Dict[str, Any], label_names: Optional[List[str]],
                 label_descriptions: Optional[Dict[str, str]]) -> Dict[str, Any]:
     """timm's exported config reduced to the layout timm and transformers both read (see the module doc)."""
@@ -175,6 +184,9 @@ def _one_layout(config: Dict[str, Any], label_names: Optional[List[str]],
         del args['in_chans']
     if args.get('global_pool') == config.get('global_pool') == _DEFAULT_POOL:
         del args['global_pool']
+    for key, default in _entrypoint_defaults(config.get('architecture')).items():
+        if key in args and args[key] == default:  # what the architecture builds anyway: one config per model
+            del args[key]
     pretrained_cfg = config.pop('pretrained_cfg')
     for key in ('label_names', 'label_descriptions'):  # root only: timm moves them into the cfg on load
         pretrained_cfg.pop(key, None)
