@@ -18,11 +18,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+import timm  # noqa: E402
+
 import timm_cra  # noqa: E402,F401  (registers the models)
 from timm_cra.eval.validate import create_parser, validate  # noqa: E402
 from timm_cra.hub import publish  # noqa: E402
 from timm_cra.hub.generate import generate_hub  # noqa: E402
-from timm_cra.utils.errors import run_cli  # noqa: E402
+from timm_cra.utils.errors import UsageError, run_cli  # noqa: E402
+from timm_cra.utils.io import atomic_path  # noqa: E402
+from timm_cra.utils.strict_json import read_json  # noqa: E402
+from timm_cra.utils.strict_yaml import load_config_file  # noqa: E402
 from tools.cifar_campaign import CIFAR_VARIANTS, RECIPES, campaign_dirs  # noqa: E402
 from tools.cifar_report import (campaign_context, convergence_sentence, double_budget_dir, load_records,  # noqa: E402
                                 summarize)
@@ -39,6 +44,21 @@ def tag_recipe(tag: str) -> str:
         raise ValueError(f"--tag {tag} names no campaign: use cifar10 (e15) or cifar10_<recipe>, a recipe of "
                          f"{list(RECIPES)}")
     return recipe
+
+
+def check_run_is_the_record(run_dir: Path, record: dict) -> None:
+    """The run folder holds the run its campaign record describes (a --runs folder of another seed or budget
+    would publish its weights under this record's card): the trainer's results.json and args.yaml must name the
+    same architecture, kwargs, seed and epochs, and its last evaluation must be the record's."""
+    results = read_json(run_dir / 'results.json', "the run's results.json")
+    args = load_config_file(run_dir / 'args.yaml', "The run's args.yaml")
+    final = results.get('final') if isinstance(results.get('final'), dict) else {}
+    ran = dict(model=results.get('model'), model_kwargs=args.get('model_kwargs') or {}, seed=args.get('seed'),
+               epochs=results.get('epochs'), final_top1=final.get('eval_top1'))
+    differ = [f'{k} {ran[k]!r} (the record: {record.get(k)!r})' for k in ran if ran[k] != record.get(k)]
+    if differ:
+        raise UsageError(f"{run_dir} is not the run of its campaign record: {'; '.join(differ)}. Give --runs the "
+                         f"folder tools/cifar_campaign.py wrote for this record.")
 
 
 def reproduce_text(name: str) -> str:
@@ -80,9 +100,17 @@ def main(argv=None):
     args.recipe = recipe
 
     runs_dir, results_dir = (ROOT / d for d in campaign_dirs(args.recipe))
-    record = json.loads((results_dir / f'{args.variant}-s{args.seed}.json').read_text())
+    record_path = results_dir / f'{args.variant}-s{args.seed}.json'
+    if not record_path.is_file():
+        raise UsageError(f'No campaign record {record_path}: run tools/cifar_campaign.py --recipe {args.recipe} '
+                         f'--variants {args.variant} --seeds {args.seed} first.')
+    record = read_json(record_path, 'campaign record')
     run_dir = (args.runs or runs_dir) / f'{args.variant}-s{args.seed}'
     name = f"{record['model']}.{args.tag}"
+    if name not in timm.list_pretrained(record['model'] + '.*'):
+        raise UsageError(f"{name} is not a registered weight tag: register it in timm_cra/models/cifar_resnet.py "
+                         f"(default_cfgs) before publishing it.")
+    check_run_is_the_record(run_dir, record)
     val = validate(create_parser().parse_args([
         '--model', f'local-dir:{run_dir}', '--pretrained', '--data-dir', str(ROOT / 'data' / 'cifar10'),
         '--split', 'test', '--batch-size', '500', '--workers', '0', '--no-progress']))
@@ -103,13 +131,14 @@ def main(argv=None):
                + (' ' + convergence_sentence(records, load_records(str(double))) if double else '')).rstrip(),
     )
     results_path = ROOT / 'results' / f'{name}.json'
-    results_path.write_text(json.dumps(results, indent=2) + '\n')
     print(json.dumps(val, indent=2))
+    with atomic_path(str(results_path)) as tmp:  # in place only once the repo folder is written
+        Path(tmp).write_text(json.dumps(results, indent=2) + '\n')
+        publish.main([name, str(run_dir / 'model.safetensors'), '--results', tmp,
+                      '--out', str(ROOT / 'hub' / 'timm-cra' / name), '--overwrite']
+                     + (['--model-kwargs'] + [f'{k}={v}' for k, v in record['model_kwargs'].items()]
+                        if record['model_kwargs'] else []))
     print(f'Wrote {results_path}')
-    publish.main([name, str(run_dir / 'model.safetensors'), '--results', str(results_path),
-                  '--out', str(ROOT / 'hub' / 'timm-cra' / name), '--overwrite']
-                 + (['--model-kwargs'] + [f'{k}={v}' for k, v in record['model_kwargs'].items()]
-                    if record['model_kwargs'] else []))
     # The registered tag's folder is what tools/generate_hub.py derives from the registry and the results file (a
     # test holds hub/ to it): its config.json and card replace the run-derived ones, the weights stay.
     generate_hub(ROOT / 'hub', ROOT / 'results', names=[name])

@@ -169,3 +169,38 @@ def test_a_run_recorded_twice_is_refused_and_a_missing_block_writes_nothing(tmp_
     (e50 / 'resnet20-s0-copy.json').write_text(json.dumps(_record('resnet20', 0, 89.0)))
     with pytest.raises(ValueError, match='both record resnet20 seed 0'):
         load_records(str(e50))
+
+
+def test_a_run_folder_must_be_the_run_its_record_describes(tmp_path):
+    """--runs pointed the e50 record at the e100 run's folder (or one seed's record at another seed's weights): its
+    weights were published under the record's card, exit 0. The folder's own results.json and args.yaml must agree."""
+    from timm_cra.utils.errors import UsageError
+    record = dict(model='cifar_resnet20', model_kwargs={}, seed=0, epochs=50, final_top1=88.2)
+    run = tmp_path / 'resnet20-s0'
+    run.mkdir()
+
+    def write(seed, epochs, top1):
+        (run / 'results.json').write_text(json.dumps(dict(model='cifar_resnet20', epochs=epochs,
+                                                          final=dict(eval_top1=top1))))
+        (run / 'args.yaml').write_text(f'seed: {seed}\nmodel: cifar_resnet20\n')
+
+    write(0, 50, 88.2)
+    publish_cifar.check_run_is_the_record(run, record)
+    write(0, 100, 88.82)
+    with pytest.raises(UsageError, match=r'is not the run of its campaign record: epochs 100 \(the record: 50\); '
+                                         r'final_top1 88.82 \(the record: 88.2\)'):
+        publish_cifar.check_run_is_the_record(run, record)
+    write(2, 50, 87.35)
+    with pytest.raises(UsageError, match=r'seed 2 \(the record: 0\)'):
+        publish_cifar.check_run_is_the_record(run, record)
+    (run / 'results.json').unlink()
+    with pytest.raises(UsageError, match="results.json"):
+        publish_cifar.check_run_is_the_record(run, record)
+
+
+def test_only_a_registered_tag_with_a_record_is_published():
+    from timm_cra.utils.errors import UsageError
+    with pytest.raises(UsageError, match='cifar_resnet20.cifar10_e100 is not a registered weight tag'):
+        publish_cifar.main(['resnet20', '0', '--tag', 'cifar10_e100'])  # its record exists, its tag does not
+    with pytest.raises(UsageError, match='No campaign record .*resnet20-s9.json'):
+        publish_cifar.main(['resnet20', '9', '--tag', 'cifar10_e50'])
