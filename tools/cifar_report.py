@@ -26,10 +26,12 @@ from torch import nn  # noqa: E402
 
 import timm_cra  # noqa: E402,F401  (registers the models)
 from timm_cra.layers import CraAttn  # noqa: E402
+from timm_cra.utils.errors import UsageError  # noqa: E402
+from timm_cra.utils.strict_json import is_count, is_number, read_json  # noqa: E402
 from tools.cifar_campaign import CIFAR_VARIANTS  # noqa: E402
 from tools.doc_blocks import ROOT, find_block_file, replace_marked_block  # noqa: E402
 
-__all__ = ['BLOCK', 'block_name', 'double_budget_dir', 'load_records', 'summarize', 'welch_t', 'student_t_p',
+__all__ = ['BLOCK', 'block_name', 'double_budget_dir', 'read_record', 'load_records', 'summarize', 'welch_t', 'student_t_p',
            'results_markdown', 'convergence_checks', 'convergence_sentence', 'convergence_markdown', 'campaign_table',
            'campaign_context', 'plot_curves', 'stage_kernels', 'plot_kernels', 'main']
 
@@ -51,13 +53,57 @@ def double_budget_dir(results_dir: Path) -> Optional[Path]:
     return double if double is not None and double.is_dir() else None
 
 
+def _record_problem(record) -> Optional[str]:
+    """What makes a campaign record unusable (the fields the tables, curves and cards read), or None."""
+    if not isinstance(record, dict):
+        return f'not a JSON object but {type(record).__name__}'
+
+    def bad(key, ok, want):
+        return None if key in record and ok(record[key]) else f"'{key}' must be {want}, not {record.get(key)!r:.40}"
+
+    def percentage(v):
+        return is_number(v) and 0 <= v <= 100
+
+    def point(c):
+        return (isinstance(c, dict) and is_count(c.get('epoch'))
+                and (c.get('eval_top1') is None or percentage(c['eval_top1'])) and is_number(c.get('train_loss')))
+    checks = [
+        ('variant', lambda v: v in CIFAR_VARIANTS, f'a campaign variant ({", ".join(CIFAR_VARIANTS)})'),
+        ('seed', is_count, 'a seed (an integer >= 0)'),
+        ('model', lambda v: isinstance(v, str) and v != '', 'an architecture name'),
+        ('model_kwargs', lambda v: isinstance(v, dict), 'an object'),
+        ('epochs', lambda v: is_count(v) and v > 0, 'a positive epoch count'),
+        ('final_top1', percentage, 'a percentage'),
+        ('params', is_count, 'a count'),
+        ('macs', is_count, 'a count'),
+        ('train_img_s_median', lambda v: is_number(v) and v > 0, 'a positive number'),
+        ('curve', lambda v: isinstance(v, list) and v and all(point(c) for c in v),
+         'a list of {epoch, eval_top1, train_loss} points'),
+    ]
+    return next((p for p in (bad(*c) for c in checks) if p), None)
+
+
+def read_record(path: Path) -> Dict:
+    """One run's campaign record, as tools/cifar_campaign.py wrote it; anything else is one ValueError line naming
+    the file (an edited or truncated record would otherwise surface as a traceback deep in a table)."""
+    try:
+        record = read_json(path, 'campaign record')
+    except UsageError as e:
+        raise ValueError(f'{e} Re-run tools/cifar_campaign.py for this run (or restore the file from git).') from e
+    problem = _record_problem(record)
+    if problem:
+        raise ValueError(f'{path} is not a campaign record: {problem}. Re-run tools/cifar_campaign.py for this run '
+                         f'(or restore the file from git).')
+    return record
+
+
 def load_records(results_dir: str) -> List[Dict]:
     """The campaign's run records (``<variant>-s<seed>.json``); a run recorded twice is refused (it would count
     as two seeds)."""
     records, seen = [], {}
     for path in sorted(Path(results_dir).glob('*-s*.json')):
-        record = json.loads(path.read_text())
-        key = (record.get('variant'), record.get('seed'))
+        record = read_record(path)
+        key = (record['variant'], record['seed'])
         if key in seen:
             raise ValueError(f'{path} and {seen[key]} both record {key[0]} seed {key[1]}: remove one (a run counts '
                              f'once among the seeds).')
@@ -321,13 +367,13 @@ def main(argv=None):
     p.add_argument('--update-docs', action='store_true',
                    help=f'write the table into the doc block named after --results ({BLOCK}, cifar-e50-table, ...)')
     args = p.parse_args(argv)
-    try:  # before anything is written: the doc block must exist to take the table
+    try:  # before anything is written: the doc block must exist to take the table, every record must read
         doc = find_block_file(block_name(args.results)) if args.update_docs else None
         table = campaign_table(args.results)
+        records = load_records(str(args.results))
+        double = double_budget_dir(args.results)
     except ValueError as e:
         p.error(str(e))
-    records = load_records(str(args.results))
-    double = double_budget_dir(args.results)
     print(table, end='')
     (args.results / 'summary.md').write_text(table)
     (args.results / 'summary.json').write_text(json.dumps(summarize(records), indent=1) + '\n')

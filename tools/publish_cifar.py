@@ -30,7 +30,7 @@ from timm_cra.utils.strict_json import read_json  # noqa: E402
 from timm_cra.utils.strict_yaml import load_config_file  # noqa: E402
 from tools.cifar_campaign import CIFAR_VARIANTS, RECIPES, campaign_dirs  # noqa: E402
 from tools.cifar_report import (campaign_context, convergence_sentence, double_budget_dir, load_records,  # noqa: E402
-                                summarize)
+                                read_record, summarize)
 from tools.doc_blocks import ROOT  # noqa: E402
 
 #: The tag scripts/validate.py (the README's main job) validates with no arguments.
@@ -104,7 +104,13 @@ def main(argv=None):
     if not record_path.is_file():
         raise UsageError(f'No campaign record {record_path}: run tools/cifar_campaign.py --recipe {args.recipe} '
                          f'--variants {args.variant} --seeds {args.seed} first.')
-    record = read_json(record_path, 'campaign record')
+    try:  # every record the card quotes, before anything is validated or written
+        record = read_record(record_path)
+        records = load_records(str(results_dir))
+        double = double_budget_dir(results_dir)
+        double_records = load_records(str(double)) if double else None
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     run_dir = (args.runs or runs_dir) / f'{args.variant}-s{args.seed}'
     name = f"{record['model']}.{args.tag}"
     if name not in timm.list_pretrained(record['model'] + '.*'):
@@ -117,8 +123,6 @@ def main(argv=None):
     if abs(val['top1'] - record['final_top1']) > 1e-6:
         print(f"note: validation top-1 {val['top1']} (float32) differs from the training run's "
               f"{record['final_top1']} (the card states both)")
-    records = load_records(str(results_dir))
-    double = double_budget_dir(results_dir)
     results = dict(
         model=name, top1=val['top1'], top5=val['top5'], dataset='cifar10', split='test', source='measured',
         img_size=val['img_size'], crop_pct=val['crop_pct'], interpolation=val['interpolation'],
@@ -128,16 +132,19 @@ def main(argv=None):
                'PSNR against the originals): close to, not identical with, accuracy on the original release. '
                + reproduce_text(name) + campaign_numbers_text(record, val['top1']) + ' '
                + campaign_context(summarize(records), args.variant, args.seed)
-               + (' ' + convergence_sentence(records, load_records(str(double))) if double else '')).rstrip(),
+               + (' ' + convergence_sentence(records, double_records) if double else '')).rstrip(),
     )
     results_path = ROOT / 'results' / f'{name}.json'
     print(json.dumps(val, indent=2))
     with atomic_path(str(results_path)) as tmp:  # in place only once the repo folder is written
         Path(tmp).write_text(json.dumps(results, indent=2) + '\n')
-        publish.main([name, str(run_dir / 'model.safetensors'), '--results', tmp,
-                      '--out', str(ROOT / 'hub' / 'timm-cra' / name), '--overwrite']
-                     + (['--model-kwargs'] + [f'{k}={v}' for k, v in record['model_kwargs'].items()]
-                        if record['model_kwargs'] else []))
+        # the library's publishing path, not its CLI: the CLI warns that a registered tag's name would pass for
+        # the project's weights, which here they are
+        weights, out = str(run_dir / 'model.safetensors'), str(ROOT / 'hub' / 'timm-cra' / name)
+        publish.check_inputs(weights, out, tmp)
+        folder = publish.build_repo_folder(name, weights, out, results=tmp, overwrite=True,
+                                           model_kwargs=record['model_kwargs'], repo_id=publish.default_repo_id(name))
+        print(f'Wrote {folder}')
     print(f'Wrote {results_path}')
     # The registered tag's folder is what tools/generate_hub.py derives from the registry and the results file (a
     # test holds hub/ to it): its config.json and card replace the run-derived ones, the weights stay.

@@ -241,6 +241,34 @@ def test_a_published_hub_repo_wins_over_the_bundled_copy(hub, tmp_path, caplog):
     _assert_weights(model, state)
     assert FALLBACK not in caplog.text and f"weights from the Hub repo '{REPO}' at {hub.endpoint}" in caplog.text
     assert 'file' not in model.pretrained_cfg or not model.pretrained_cfg['file']
+    # ... and says that offline the same tag would load other weights (the bundled copy)
+    served = hashlib.sha256((folder / 'model.safetensors').read_bytes()).hexdigest()
+    differs = [r.getMessage() for r in caplog.records if 'is not the copy this release' in r.getMessage()]
+    assert len(differs) == 1 and served in differs[0] and BUNDLED_WEIGHTS[REPO] in differs[0]
+    assert 'pip install -U timm-cra' in differs[0] and '\n' not in differs[0]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger='timm_cra'):
+        timm.create_model(TAG, pretrained=True)  # from the cache now: still said
+    assert 'is not the copy this release' in caplog.text
+
+
+def test_the_hub_serving_the_bundled_bytes_is_not_warned_about(hub, caplog):
+    with caplog.at_level(logging.INFO, logger='timm_cra'):
+        model = timm.create_model(TAG, pretrained=True)
+    _assert_weights(model, _published())
+    assert f"weights from the Hub repo '{REPO}'" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_bundled_copy_that_does_not_fit_names_the_bundled_file(hub):
+    # cra_pool_size=7 builds 7x7 gate convs; the 4x4 weights do not fit. Loaded offline, the weights came from the
+    # bundled file, and the refusal names it, not a Hub that was never asked.
+    hub.set_offline(True)
+    with pytest.raises(PretrainedWeightsError) as info:
+        timm.create_model(TAG, pretrained=True, cra_pool_size=7)
+    message = str(info.value)
+    assert 'does not fit' in message and str(BUNDLED_DIR / REPO / 'model.safetensors') in message
+    assert 'huggingface.co' not in message and hub.endpoint not in message and '\n' not in message
 
 
 def test_damaged_bundled_copy_is_one_error_line(hub, tmp_path, monkeypatch):

@@ -204,3 +204,48 @@ def test_only_a_registered_tag_with_a_record_is_published():
         publish_cifar.main(['resnet20', '0', '--tag', 'cifar10_e100'])  # its record exists, its tag does not
     with pytest.raises(UsageError, match='No campaign record .*resnet20-s9.json'):
         publish_cifar.main(['resnet20', '9', '--tag', 'cifar10_e50'])
+
+
+@pytest.mark.parametrize('edit, problem', [
+    (lambda r: r.update(final_top1=float('nan')), "'final_top1' must be a percentage, not nan"),
+    (lambda r: r.update(final_top1='88.2'), "'final_top1' must be a percentage, not '88.2'"),
+    (lambda r: r.update(seed=True), "'seed' must be a seed"),
+    (lambda r: r.pop('params'), "'params' must be a count, not None"),
+    (lambda r: r.update(variant='resnet21'), "'variant' must be a campaign variant"),
+    (lambda r: r['curve'][0].update(eval_top1=[]), "'curve' must be a list of"),
+    (lambda r: r.update(curve=[]), "'curve' must be a list of"),
+])
+def test_an_unusable_campaign_record_is_one_line_naming_it(tmp_path, capsys, edit, problem):
+    """An edited or truncated record was a traceback (a TypeError in statistics, a KeyError in a table); it is one
+    line naming the file, from the report and from publish (which reads it before validating anything)."""
+    e50 = tmp_path / 'cifar10-e50'
+    e50.mkdir()
+    record = _record('resnet20', 0, 90.0)
+    edit(record)
+    path = e50 / 'resnet20-s0.json'
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError) as info:
+        load_records(str(e50))
+    message = str(info.value)
+    assert message.startswith(f'{path} is not a campaign record: {problem}') and '\n' not in message
+    assert 'Re-run tools/cifar_campaign.py' in message
+    with pytest.raises(SystemExit):
+        cifar_report.main(['--results', str(e50)])
+    assert problem in capsys.readouterr().err
+    assert sorted(p.name for p in e50.iterdir()) == ['resnet20-s0.json']  # nothing written
+
+
+def test_a_truncated_campaign_record_is_one_line(tmp_path, monkeypatch):
+    from timm_cra.utils.errors import UsageError
+    results = tmp_path / 'results' / 'cifar10-e50'
+    results.mkdir(parents=True)
+    path = results / 'resnet20-s0.json'
+    path.write_text(json.dumps(_record('resnet20', 0, 90.0))[:40])
+    with pytest.raises(ValueError, match=r'campaign record .*resnet20-s0.json.*Re-run tools/cifar_campaign.py') as e:
+        cifar_report.read_record(path)
+    assert '\n' not in str(e.value)
+    monkeypatch.setattr(publish_cifar, 'ROOT', tmp_path)  # publish reads the record before anything else
+    with pytest.raises(UsageError, match='resnet20-s0.json') as e:
+        publish_cifar.main(['resnet20', '0', '--tag', 'cifar10_e50'])
+    assert '\n' not in str(e.value) and sorted(p.name for p in tmp_path.rglob('*')) == [
+        'cifar10-e50', 'resnet20-s0.json', 'results']

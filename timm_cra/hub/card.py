@@ -19,7 +19,7 @@ from ..utils.strict_json import is_number
 
 __all__ = [
     'EvalResults', 'RepoContentError', 'load_eval_results', 'render_model_card', 'usage_section', 'USAGE_IMAGE',
-    'PAPER_CITATION',
+    'PAPER_CITATION', 'markdown_text', 'code_span',
 ]
 
 PAPER_TITLE = 'Convolutional Neural Network optimization via Channel Reassessment Attention module'
@@ -71,11 +71,11 @@ class EvalResults:
     def measured_on(self) -> str:
         """What the numbers were measured on, for the card: the dataset, its split and the images scored, as
         recorded; says so where the results record no dataset or split, never guessing one."""
-        split = _markdown_text(self.split) if self.split else 'split not recorded'
+        split = markdown_text(self.split) if self.split else 'split not recorded'
         count = f", {self.count:,} image{'s' if self.count > 1 else ''}" if self.count else ''
         if not self.dataset:
             return f'a dataset the results do not record ({split}{count})'
-        return f'{_markdown_text(_DATASET_NAMES.get(self.dataset, self.dataset))} ({split}{count})'
+        return f'{markdown_text(_DATASET_NAMES.get(self.dataset, self.dataset))} ({split}{count})'
 
     def to_eval_results(self) -> List[EvalResult]:
         """One ``huggingface_hub.EvalResult`` per metric, for the card's ``model-index``.
@@ -101,7 +101,7 @@ class EvalResults:
 _MARKDOWN_ESCAPES = {c: '\\' + c for c in '\\`*_[]|#!'} | {'<': '&lt;', '>': '&gt;', '&': '&amp;'}
 
 
-def _markdown_text(text: str) -> str:
+def markdown_text(text: str) -> str:
     """``text`` shown as itself in a markdown paragraph: ``data](http://x) <script>`` is no link and no HTML."""
     return ''.join(_MARKDOWN_ESCAPES.get(c, c) for c in text)
 

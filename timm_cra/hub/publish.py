@@ -34,7 +34,7 @@ from ..utils.io import check_regular_file, file_digest
 from ..utils.strict_json import is_count, loads, read_text
 from ..utils.weights import (DATA_CONFIG_KEYS, check_file, load_state_checked, read_weights, setting_differences,
                              recorded_data_config, tensor_digest)
-from .card import _markdown_text, code_span, load_eval_results
+from .card import markdown_text, code_span, load_eval_results
 from .repo import check_repo_output, export_repo
 
 __all__ = ['load_checkpoint_state_dict', 'build_repo_folder', 'push_repo_folder', 'default_repo_id',
@@ -139,7 +139,7 @@ def run_provenance(checkpoint: Union[str, Path], ckpt: Dict[str, Any]) -> Dict[s
     trained_on = None
     if data:
         kind = args.get('dataset') or ''
-        trained_on = (f"{code_span(data)} (" + (f'{_markdown_text(kind)}, ' if kind and kind not in (data, f'hfds/{data}')
+        trained_on = (f"{code_span(data)} (" + (f'{markdown_text(kind)}, ' if kind and kind not in (data, f'hfds/{data}')
                                                else '')
                       + f"training split {code_span(args.get('train_split') or 'train')})")
     base = args.get('initial_weights')  # timm-cra's trainer records what it loaded (tag, Hub repo@commit, file)

@@ -19,7 +19,8 @@ from ._load_errors import (PretrainedWeightsError, UnknownPretrainedTagError, ca
                            explain_pretrained_errors)
 from ._weight_checks import (BUNDLED_WEIGHTS, PREPROCESSOR_FILENAMES, HubUnreachableError, bundled_weights,
                              cached_weights, check_finite_weights, check_hub_reachable, dtype_checked_filter,
-                             hub_weights_location, other_weights_problem, repo_file, repo_files, verify_download)
+                             hub_weights_location, other_weights_problem, repo_file, repo_files, verify_download,
+                             hub_differs_from_bundled)
 
 __all__ = [
     'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
@@ -450,6 +451,17 @@ def _check_repo_config(name: str, variant: str, cfg: PretrainedCfg, location: Tu
             f"load the repo by its own config: timm.create_model('hf-hub:{cfg.hf_hub_id}', pretrained=True).")
 
 
+def _check_bundled_is_served(name: str, location: Tuple[str, Optional[str]]) -> None:
+    """Warn when the Hub served other weights for a bundled repo than this release bundles: the online and the
+    offline answers of one tag would differ without a word."""
+    served = hub_differs_from_bundled(*location)
+    if served:
+        _logger.warning(f"timm_cra: {name}: the Hub's model.safetensors of '{location[0]}' (sha256 {served}) is not "
+                        f"the copy this release of timm-cra bundles (sha256 {BUNDLED_WEIGHTS[location[0]]}), which "
+                        f"loads offline; the Hub's is loaded. Upgrade timm-cra (pip install -U timm-cra) if the repo "
+                        f"was updated; otherwise check that HF_ENDPOINT serves the project's repo.")
+
+
 def _load_hub_first(create_fn: Callable[..., Any], variant: str, kwargs: Dict[str, Any], name: str,
                     cfg: PretrainedCfg, location: Tuple[str, Optional[str]]):
     """Weights from the Hub (cache or ``HF_ENDPOINT``), the canonical home; when the Hub cannot serve a repo
@@ -477,6 +489,7 @@ def _load_hub_first(create_fn: Callable[..., Any], variant: str, kwargs: Dict[st
         else:
             verify_download(*location)
     if reason is None:
+        _check_bundled_is_served(name, location)
         # hf-hub: cfgs are that config.json; gates-untrained tags load another architecture's repo by design
         if cfg.source != 'hf-hub' and weight_status(cfg) != WEIGHTS_GATES_UNTRAINED:
             _check_repo_config(name, variant, cfg, location, model, kwargs)
@@ -486,7 +499,9 @@ def _load_hub_first(create_fn: Callable[..., Any], variant: str, kwargs: Dict[st
     _logger.warning(f"timm_cra: {name}: the {where} {reason}; loading the copy bundled with timm-cra "
                     f"(the repo's model.safetensors as this release published it, sha256 checked): {path}")
     overlay = dict(kwargs.get('pretrained_cfg_overlay') or {}, file=str(path))
-    return create_fn(variant, True, **dict(kwargs, pretrained_cfg_overlay=overlay))
+    # a failure now is the bundled file's, and its message names that file, not the Hub that was not reached
+    with explain_pretrained_errors(name, dataclasses.replace(cfg, file=str(path))):
+        return create_fn(variant, True, **dict(kwargs, pretrained_cfg_overlay=overlay))
 
 
 def create_cra_model(create_fn: Callable[..., Any], variant: str, pretrained: bool = False, **kwargs):

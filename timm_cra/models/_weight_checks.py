@@ -33,6 +33,7 @@ from ..utils.io import file_digest
 
 __all__ = ['WeightsCheckError', 'HubUnreachableError', 'split_revision', 'hub_weights_location', 'check_hub_reachable', 'verify_download',
            'dtype_checked_filter', 'check_file_dtypes', 'BUNDLED_WEIGHTS', 'BUNDLED_DIR', 'bundled_weights',
+           'hub_differs_from_bundled',
            'check_finite_weights', 'allow_nonfinite_weights', 'repo_file', 'PREPROCESSOR_FILENAMES', 'repo_files',
            'other_weights_problem', 'check_file_fits']
 
@@ -233,6 +234,16 @@ def verify_download(repo_id: str, revision: Optional[str]) -> None:
         raise WeightsCheckError(
             f'the downloaded {WEIGHTS_FILENAME} does not match the sha256 the Hub advertised for it '
             f'(expected {blob.name}, got {actual}): it was altered or damaged in transit')
+
+
+def hub_differs_from_bundled(repo_id: str, revision: Optional[str]) -> Optional[str]:
+    """The sha256 of the cached Hub weights of a bundled repo (default revision) when it is not the bundled copy's,
+    else None. The cached blob's name is the sha256 the Hub advertised (:func:`verify_download` holds the bytes to
+    it); a git-stored file has no such name and is not compared."""
+    expected = BUNDLED_WEIGHTS.get(repo_id)
+    link = cached_weights(repo_id, revision) if expected and revision is None else None
+    served = link.resolve().name if link is not None else None
+    return served if served and _SHA256_RE.match(served) and served != expected else None
 
 
 def bundled_weights(repo_id: str) -> Optional[Path]:
