@@ -232,7 +232,9 @@ def test_bad_batch_size_and_model_kwargs_are_one_line(cifar10_test, tmp_path, ca
     (['--std', '1e-300'], '--std 1e-300: every value must be from 0.001 to 1'),
     # the bounds a config.json is held to: a 0-255 mean, an input or crop resize over 4096 x 4096 pixels
     (['--mean', '125.3', '123.0', '113.9'], '--mean 125.3 123.0 113.9: every value must be from 0 to 1'),
-    (['--img-size', '8000'], '--img-size 8000 is 64000000 pixels: at most 16777216 (4096 x 4096)'),
+    (['--img-size', '8000'], '--img-size 8000 must be a side in pixels from 8 to 4096 (a square input of at most '
+                             '16777216 pixels)'),
+    (['--input-size', '3', '8000', '8000'], '--input-size 3 8000 8000 is 64000000 pixels: at most 16777216'),
     (['--img-size', '32', '--crop-pct', '1e-6'], '--crop-pct 1e-06: timm would resize images to 32000000 x 32000000'),
     # the sides were written out in full: an 803-character line
     (['--img-size', '32', '--crop-pct', '1e-300'], '--crop-pct 1e-300: timm would resize images to 3.2e+301 x 3.2e+301 '
@@ -241,12 +243,12 @@ def test_bad_batch_size_and_model_kwargs_are_one_line(cifar10_test, tmp_path, ca
     # an OverflowError traceback (floor of inf)
     (['--crop-pct', '0'], '--crop-pct 0.0 must be in (0, 2]'),
     (['--crop-pct', '3'], '--crop-pct 3.0 must be in (0, 2]'),
-    (['--img-size', '0'], '--img-size 0 must be a side in pixels from 8 to 8192'),
-    (['--img-size', '-5'], '--img-size -5 must be a side in pixels from 8 to 8192'),
-    (['--img-size', '100000'], '--img-size 100000 must be a side in pixels from 8 to 8192'),
+    (['--img-size', '0'], '--img-size 0 must be a side in pixels from 8 to 4096'),
+    (['--img-size', '-5'], '--img-size -5 must be a side in pixels from 8 to 4096'),
+    (['--img-size', '100000'], '--img-size 100000 must be a side in pixels from 8 to 4096'),
     (['--input-size', '3', '0', '32'], '--input-size 3 0 32 must be channels, height, width'),
     # the trainer wrote such a side into config.json, which a load refuses (a [3, 1, 1] input scored, exit 0)
-    (['--img-size', '1'], '--img-size 1 must be a side in pixels from 8 to 8192'),
+    (['--img-size', '1'], '--img-size 1 must be a side in pixels from 8 to 4096'),
     (['--input-size', '3', '32', '4'], '--input-size 3 32 4 must be channels, height, width: 1 to 1024 channels, '
                                        'the sides 8 to 8192 px'),
     (['--workers', '-1'], '--workers -1 must be 0 (load in this process) or more'),

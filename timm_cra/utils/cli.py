@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import UsageError
 from .input_limits import (CROP_MODES, INTERPOLATIONS, MAX_CROP_PCT, MAX_INPUT_CHANS, MAX_INPUT_PIXELS, MAX_INPUT_SIDE,
-                           MAX_NORM_VALUE, MIN_INPUT_SIDE, MIN_STD, crop_resize_problem)
+                           MAX_NORM_VALUE, MAX_SQUARE_SIDE, MIN_INPUT_SIDE, MIN_STD, crop_resize_problem)
 
 __all__ = ['CommandParser', 'add_shared_args', 'add_in_chans_arg', 'keyword_args_action', 'default_workers',
            'input_files', 'check_positive', 'check_in_range', 'check_device', 'check_shared_values', 'starting_module',
@@ -141,18 +141,21 @@ def check_device(device: str) -> None:
 
 def check_input_size(img_size: Optional[int] = None, input_size: Optional[Sequence[int]] = None) -> None:
     """Refuse ``--img-size`` / ``--input-size`` outside the bounds a ``config.json`` is held to (``utils.input_limits``):
-    sides of ``MIN_INPUT_SIDE``..``MAX_INPUT_SIDE`` px, 1..``MAX_INPUT_CHANS`` channels (``--img-size 100000`` was a
-    120 GB allocation traceback; ``1`` resized every image to one colour and still scored)."""
-    if img_size is not None and not MIN_INPUT_SIDE <= img_size <= MAX_INPUT_SIDE:
-        raise UsageError(f'--img-size {img_size} must be a side in pixels from {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE}.')
+    sides of ``MIN_INPUT_SIDE``..``MAX_INPUT_SIDE`` px (``--img-size``: ..``MAX_SQUARE_SIDE``), at most
+    ``MAX_INPUT_PIXELS`` pixels, 1..``MAX_INPUT_CHANS`` channels (``--img-size 100000`` was a 120 GB allocation
+    traceback; ``1`` resized every image to one colour and still scored)."""
+    # a square's side: the pixel cap, not the side cap, bounds it (8192 passed the side check, then failed the cap)
+    if img_size is not None and not MIN_INPUT_SIDE <= img_size <= MAX_SQUARE_SIDE:
+        raise UsageError(f'--img-size {img_size} must be a side in pixels from {MIN_INPUT_SIDE} to {MAX_SQUARE_SIDE} '
+                         f'(a square input of at most {MAX_INPUT_PIXELS} pixels).')
     if input_size is not None and not (len(input_size) == 3 and 0 < input_size[0] <= MAX_INPUT_CHANS and all(
             MIN_INPUT_SIDE <= v <= MAX_INPUT_SIDE for v in input_size[1:])):
         raise UsageError(f'--input-size {" ".join(map(str, input_size))} must be channels, height, width: 1 to '
                          f'{MAX_INPUT_CHANS} channels, the sides {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE} px.')
-    side = _input_side(img_size, input_size)
-    if side and side[0] * side[1] > MAX_INPUT_PIXELS:  # validate died in a MemoryError traceback at 8000 x 8000
-        flag = f'--img-size {img_size}' if input_size is None else f'--input-size {" ".join(map(str, input_size))}'
-        raise UsageError(f'{flag} is {side[0] * side[1]} pixels: at most {MAX_INPUT_PIXELS} (4096 x 4096).')
+    # validate died in a MemoryError traceback at 8000 x 8000
+    if input_size is not None and input_size[1] * input_size[2] > MAX_INPUT_PIXELS:
+        raise UsageError(f'--input-size {" ".join(map(str, input_size))} is {input_size[1] * input_size[2]} pixels: '
+                         f'at most {MAX_INPUT_PIXELS} (4096 x 4096).')
 
 
 def _input_side(img_size: Optional[int], input_size: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:

@@ -4,7 +4,7 @@ import math
 from typing import Optional, Sequence
 
 __all__ = ['INTERPOLATIONS', 'CROP_MODES', 'MIN_INPUT_SIDE', 'MAX_INPUT_SIDE', 'MAX_INPUT_CHANS', 'MAX_INPUT_PIXELS',
-           'MAX_CROP_PCT', 'MAX_NORM_VALUE', 'MIN_STD', 'crop_resize_problem']
+           'MAX_SQUARE_SIDE', 'MAX_CROP_PCT', 'MAX_NORM_VALUE', 'MIN_STD', 'crop_resize_problem']
 
 #: What timm's eval transform takes for ``interpolation`` (its ``str_to_interp_mode`` names: 'random' is for
 #: training only, a ``KeyError`` in ``create_transform``) and ``crop_mode`` (``transforms_imagenet_eval``).
@@ -33,6 +33,8 @@ MIN_STD = 0.001
 #: asked a 32000000 px resize, every image was skipped and the message blamed the images. Below the loaders' pixel
 #: limit (PIL's ``MAX_IMAGE_PIXELS``, 89478485, ``data.images.check_pixels``), so a resize it allows is decoded.
 MAX_INPUT_PIXELS = 4096 * 4096
+#: The largest side of a square input (``--img-size``) within :data:`MAX_INPUT_PIXELS`.
+MAX_SQUARE_SIDE = math.isqrt(MAX_INPUT_PIXELS)
 
 
 def crop_resize_problem(side: Sequence[int], crop_pct: float) -> Optional[str]:
