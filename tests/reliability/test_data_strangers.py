@@ -346,6 +346,12 @@ def test_a_validation_split_linked_to_the_training_split_is_never_validated_on(t
     (parquet.parent / 'test-00000-of-00001.parquet').unlink()
     shutil.copyfile(parquet, parquet.parent / 'test-00000-of-00001.parquet')
     assert _train(tmp_path, parquet.parent, '--val-split', 'test')['final']['eval_top1'] is not None
+    # validating the linked folder alone is allowed, and its results name the split the images are: 'val' put the
+    # training images' accuracy on a card as validation accuracy
+    from timm_cra.eval import create_parser, validate
+    res = validate(create_parser().parse_args(['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir',
+                                               str(folders), '--split', 'val', '--workers', '0', '--no-progress']))
+    assert res['split'] == 'train' and res['count'] == 2
 
 
 @pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2

@@ -7,4 +7,7 @@ def test_data_name_is_none_where_the_arguments_name_no_folder():
     for args in ({}, {'data_dir': ''}, {'data_dir': '.'}, {'data_dir': '..'}, {'data_dir': '/'}):
         assert data_name(args) is None, args
     assert data_name({'data_dir': '/data/cf/'}) == 'cf'
+    for kind in ('folder', 'hfds', 'parquet', 'folder-auto'):  # a reader's kind, not the data's name
+        assert data_name({'dataset': kind, 'data_dir': '/'}) is None, kind
+    assert data_name({'dataset': 'torch/cifar10', 'data_dir': '/'}) == 'torch/cifar10'
     assert data_name({'dataset': 'hfds/uoft-cs/cifar10', 'data_dir': '/x'}) == 'uoft-cs/cifar10'

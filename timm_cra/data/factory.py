@@ -101,7 +101,7 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
             mode = {'imagenet': 'imagenet', 'folder': 'folder', 'folder-auto': 'auto'}[kind]
             split_dir = find_split_dir(root, split, split_flag)
             ds = ImageFolderDataset(split_dir, label_mode=mode, class_names=class_names, in_chans=in_chans)
-            ds.split = None if split_dir == root else os.path.basename(split_dir)
+            ds.split = None if split_dir == root else _split_name(root, split_dir)
         else:
             raise DataError(f"Unknown --dataset '{name}'. Use one of: {', '.join(s or repr(s) for s in SOURCES)}.")
     check_class_names(ds.class_names, root or name,
@@ -117,6 +117,19 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
         ds = decode_to_memory(ds, desc=f'{name if name.startswith("hfds/") else root or name} [{split}]')
     ds.split = split_read
     return ds
+
+
+def _split_name(root: str, split_dir: str) -> str:
+    """The split a folder under ``root`` holds, as results and cards name it: a link to another split folder of
+    ``root`` (``val -> train``) is that split, said once (its scores were recorded as the 'val' split's)."""
+    name = os.path.basename(split_dir)
+    real = os.path.realpath(split_dir)
+    if os.path.dirname(real) == os.path.realpath(root) and os.path.basename(real) != name:
+        target = os.path.basename(real)
+        _logger.warning(printable(f"'{split_dir}' is a link to the '{target}' split of '{root}': its images are "
+                                  f"recorded as the '{target}' split."))
+        return target
+    return name
 
 
 def _share_class_names(ds, class_names: Sequence[str], what: str) -> None:

@@ -248,7 +248,9 @@ def data_name(args: Dict[str, Any]) -> Optional[str]:
     data_dir = args.get('data_dir') or ''
     # '.', '..', '/' name no folder ('' normalises to '.', which a card showed as a dataset called '.')
     folder = os.path.basename(os.path.normpath(data_dir)) if data_dir else ''
-    return (folder if folder not in ('', '.', '..') else None) or dataset or None
+    # a reader's kind names no data ('folder' read as a dataset called folder); imagenet, torch/cifar10 do
+    return (folder if folder not in ('', '.', '..') else None) or (
+        dataset if dataset.lower() not in ('folder', 'folder-auto', 'hfds', 'parquet') else None) or None
 
 
 def add_shared_args(parser: argparse.ArgumentParser, *, batch_size: int,
