@@ -210,3 +210,32 @@ def test_a_head_file_without_its_commits_names_what_is_missing(hub):
     (repo / '.hub-head').unlink()
     resp, _ = _request(hub.endpoint, 'HEAD', '/t-mirror-head/stray/resolve/main/x.txt')
     assert resp.status == 200, resp.status  # the redirect to its commit, followed
+
+
+def test_the_org_page_the_load_errors_link_to_lists_the_served_repos(hub):
+    """A missing repo's error says "published repos: <endpoint>/<org>"; on the mirror that link was a 404. It lists
+    the ids served under the org (case-insensitively, as repo ids resolve), never an ambiguous or hidden one."""
+    import re
+    import timm
+    import timm_cra
+    with pytest.raises(timm_cra.PretrainedWeightsError) as info:
+        timm.create_model('cra_cifar_resnet20', pretrained=True,
+                          pretrained_cfg_overlay=dict(hf_hub_id='timm-cra/no-such-repo'))
+    link = re.search(r'published repos: (\S+?)\)', str(info.value)).group(1)
+    assert link == f'{hub.endpoint}/timm-cra'
+    resp, body = _request(hub.endpoint, 'GET', link[len(hub.endpoint):])
+    assert resp.status == 200 and resp.getheader('Content-Type').startswith('text/plain')
+    listed = body.decode().splitlines()
+    assert 'timm-cra/cra_cifar_resnet20.cifar10' in listed and listed == sorted(listed, key=str.lower)
+    hub.add_repo('t-org-page/one', {'config.json': b'{}'})
+    hub.add_repo('t-org-page/dup', {'config.json': b'{}'})
+    hub.add_repo('t-org-page/Dup', {'config.json': b'{}'})
+    hub.add_repo('t-org-page/.hidden', {'config.json': b'{}'})
+    resp, body = _request(hub.endpoint, 'GET', '/T-ORG-PAGE')
+    assert resp.status == 200 and body == b't-org-page/one\n'
+    resp, _ = _request(hub.endpoint, 'HEAD', '/t-org-page')
+    assert resp.status == 200 and int(resp.getheader('Content-Length')) == len(b't-org-page/one\n')
+    resp, _ = _request(hub.endpoint, 'GET', '/t-org-nobody')
+    assert resp.status == 404 and 'not found' in resp.getheader('X-Error-Message')
+    resp, _ = _request(hub.endpoint, 'GET', '/..')
+    assert resp.status in (400, 404)

@@ -19,6 +19,8 @@ client (``hf_hub_download``, which timm uses for ``pretrained=True`` and ``hf-hu
   ``list_repo_tree`` and ``upload_folder(delete_patterns=...)`` read; one page, no ``expand`` details). Each
   entry's ``oid`` is derived from stat data, not hashed from the bytes: a listing reads no file; only a download
   hashes its one file (the sha256 ``ETag``, kept per file identity);
+* ``GET /{org}``: the ids of the org's repos served, one per line (plain text; the Hub's org page, which the load
+  errors link to, is HTML);
 * errors as the Hub reports them, so the client raises its typed errors: ``404`` with
   ``X-Error-Code: RepoNotFound`` / ``EntryNotFound`` / ``RevisionNotFound``.
 
@@ -706,6 +708,8 @@ class _ReadRoutes(BaseHTTPRequestHandler):
         self._drain_body()
         parts = self._parts()
         try:
+            if len(parts) == 1 and parts[0]:  # the org page the load errors link to ("published repos: <org>")
+                return self._org_page(parts[0], head_only)
             if len(parts) >= 5 and parts[2] == 'resolve':
                 return self._resolve('/'.join(parts[:2]), parts[3], parts[4:], head_only)
             if len(parts) >= 4 and parts[:2] == ['api', 'models']:
@@ -720,6 +724,28 @@ class _ReadRoutes(BaseHTTPRequestHandler):
         except _HubError as e:
             return self._error(e.status, e.code, e.message, head_only, e.commit, e.fields)
         self._error(HTTPStatus.NOT_FOUND, None, f'Not a Hub download route: {self.path[:300]}', head_only)
+
+    def _org_page(self, org: str, head_only: bool):
+        """A plain-text list of the org's repos served here (the Hub's org page is HTML; a reader wants the ids)."""
+        safe_parts(org, 'organization')
+        repos = set()
+        for root in self.server.roots:
+            for org_dir in _child_dirs(root, org):
+                try:
+                    names = [e.name for e in os.scandir(org_dir) if not e.name.startswith('.')]
+                except OSError:
+                    continue
+                for name in names:
+                    try:
+                        if _find_repo_in(root, f'{org}/{name}') is not None:
+                            repos.add(f'{org_dir.name}/{name}')
+                    except _HubError:  # ambiguous: served under no spelling, so not listed
+                        continue
+        if not repos:
+            raise _HubError(HTTPStatus.NOT_FOUND, f'Organization {org[:200]} not found (no repos are served under '
+                                                  f'it).', 'RepoNotFound')
+        body = ''.join(f'{r}\n' for r in sorted(repos, key=str.lower)).encode()
+        self._send(HTTPStatus.OK, {'Content-Type': 'text/plain; charset=utf-8'}, body, head_only)
 
     def _check_revision(self, repo_id: str, revision: str) -> Tuple[Path, str]:
         """(folder holding the files of ``revision``, its commit); read once per request, so a commit landing
