@@ -236,3 +236,16 @@ def test_hub_offline_weights_file_recipe_loads_the_files_head(tmp_path, monkeypa
     random_head = timm.create_model('cra_cifar_resnet20', pretrained=True, num_classes=100,
                                     pretrained_cfg_overlay=dict(file='path/to/cifar100.safetensors'))
     assert not torch.equal(random_head.state_dict()['fc.weight'], files['cifar100']['fc.weight'])
+
+
+def test_readme_weight_tag_numbers_are_the_results_files():
+    """The README's weight-tag table is written by hand; its top-1 must be the tag's results file (a republish of
+    another seed changed the card and results, and the README row went on quoting the old seed)."""
+    import json
+    from tools.doc_blocks import ROOT, readme_weight_tags
+    rows = readme_weight_tags()
+    assert {'cra_cifar_resnet20.cifar10', 'cra_cifar_resnet20.cifar10_e50', 'cra_resnet50.paper_in1k'} <= set(rows)
+    for name, shown in rows.items():
+        result = json.loads((ROOT / 'results' / f'{name}.json').read_text())
+        top1 = result['top1'] if result.get('top1') is not None else 100 - result['top1_err']
+        assert f'{top1:.2f}' == shown, f'README.md shows {shown}% for {name}; results/{name}.json has {top1:.2f}'

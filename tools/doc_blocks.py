@@ -1,9 +1,9 @@
 """Generated blocks of the docs: text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers."""
 import re
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
-__all__ = ['ROOT', 'doc_files', 'find_block_file', 'read_block', 'replace_marked_block']
+__all__ = ['ROOT', 'doc_files', 'find_block_file', 'read_block', 'replace_marked_block', 'readme_weight_tags']
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +44,10 @@ def replace_marked_block(path: Path, name: str, content: str) -> bool:
         tmp.write_text(new)
         tmp.replace(path)
     return new != text
+
+
+def readme_weight_tags(root: Path = ROOT) -> Dict[str, str]:
+    """The README's weight-tag table as written by hand: ``{'<arch>.<tag>': '<top-1 text>'}`` for each row whose
+    second cell is a percentage (``| `cra_cifar_resnet20.cifar10` | 82.91% (CIFAR-10 test ...) | ...``)."""
+    rows = re.findall(r'^\| `([a-z0-9_]+\.[a-z0-9_]+)` \| (\d+\.\d+)% ', (root / 'README.md').read_text(), re.M)
+    return dict(rows)

@@ -31,7 +31,7 @@ from timm_cra.utils.strict_yaml import load_config_file  # noqa: E402
 from tools.cifar_campaign import CIFAR_VARIANTS, RECIPES, campaign_dirs  # noqa: E402
 from tools.cifar_report import (campaign_context, convergence_sentence, double_budget_dir, load_records,  # noqa: E402
                                 read_record, summarize)
-from tools.doc_blocks import ROOT  # noqa: E402
+from tools.doc_blocks import ROOT, readme_weight_tags  # noqa: E402
 
 #: The tag scripts/validate.py (the README's main job) validates with no arguments.
 MAIN_JOB_TAG = 'cra_cifar_resnet20.cifar10'
@@ -146,6 +146,10 @@ def main(argv=None):
                                            model_kwargs=record['model_kwargs'], repo_id=publish.default_repo_id(name))
         print(f'Wrote {folder}')
     print(f'Wrote {results_path}')
+    shown = readme_weight_tags().get(name)
+    if shown is not None and shown != f"{val['top1']:.2f}":
+        print(f"note: README.md's weight-tag row for {name} shows {shown}%, the weights now published score "
+              f"{val['top1']:.2f}%: update that row and its seed / mean text (tests/test_docs.py holds them equal)")
     # The registered tag's folder is what tools/generate_hub.py derives from the registry and the results file (a
     # test holds hub/ to it): its config.json and card replace the run-derived ones, the weights stay.
     generate_hub(ROOT / 'hub', ROOT / 'results', names=[name])
