@@ -899,13 +899,19 @@ def test_push_twice_to_the_same_repo_makes_a_new_commit(trained, hub, tmp_path, 
         api.create_repo('t-push/twice')  # what a push that failed after creating the repo leaves
         env = {'HF_TOKEN': token, 'HF_HUB_DISABLE_XET': '1'}
         commits = []
-        for top1 in (61.25, 62.5):
+        for top1 in (61.25, 62.5, 62.5):
             res = tmp_path / f'results-{top1}.json'
             res.write_text(json.dumps(dict(json.loads(results.read_text()), top1=top1)))
             proc = _publish_cli('cra_mobilenetv2_050.twice', ckpt, '--num-classes', '5', '--results', res,
                                 '--out', tmp_path / 'repo', '--overwrite', '--repo-id', 't-push/twice', '--push',
                                 env=env)
             assert proc.returncode == 0 and 'Pushed: ' in proc.stdout, proc.stderr
+            # a card that changed is said to be replaced (a colleague's edit on the Hub went without a word), with
+            # the commit keeping the old one; the same card pushed again is not
+            replaced = 'The push replaced the README.md of t-push/twice with the card built here'
+            assert (replaced in proc.stderr) == (len(commits) == 1), proc.stderr
+            if len(commits) == 1:
+                assert f"the previous card stays in the repo's history, at commit {commits[0]}." in proc.stderr
             commits.append(api.model_info('t-push/twice').sha)
             card = Path(hf_hub_download('t-push/twice', 'README.md', revision=commits[-1])).read_text()
             assert f'value: {top1}' in card
@@ -944,6 +950,8 @@ def test_push_makes_the_hub_repo_hold_the_folders_files_only(trained, hub, tmp_p
         assert (f'The push removed from {repo_id} the file(s) the folder does not hold: alt.safetensors, '
                 f'old/notes.txt, preprocessor_config.json; they stay in the repo\'s history, at commit {before}.'
                 in proc.stderr), proc.stderr
+        assert (f'The push replaced the README.md of {repo_id} with the card built here (edits made on the Hub are '
+                f"not merged): the previous card stays in the repo's history, at commit {before}." in proc.stderr)
         published = sorted(os.listdir(tmp_path / 'repo'))
         assert sorted(api.list_repo_files(repo_id)) == sorted(published + ['.gitattributes'])
         gitattributes = Path(hf_hub_download(repo_id, '.gitattributes')).read_text()

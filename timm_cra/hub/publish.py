@@ -566,6 +566,8 @@ def push_repo_folder(
             # named once pushed: another's file (a NOTES.md added on the Hub since the last publish) goes too
             removed = sorted(set(api.list_repo_files(repo_id, repo_type='model', revision=head)) - set(files)
                              - {'.gitattributes'})
+            # the card a colleague may have edited on the Hub: replaced whole by the one built here, said below
+            card_replaced = _card_differs(api, repo_id, head, folder / 'README.md')
             if ignored:  # the commit would skip them: the Hub would serve the new card over the old weights
                 raise UsageError(f"{repo_id} at {endpoint} would ignore {', '.join(ignored)} (its .gitignore matches "
                                  f"them), so the push would leave the repo's old files under the new card; nothing "
@@ -576,6 +578,10 @@ def push_repo_folder(
             info = api.upload_folder(
                 repo_id=repo_id, folder_path=str(folder), repo_type='model', delete_patterns='*',
                 commit_message=commit_message or f'Upload {repo_id.split("/")[-1]} (timm-cra)', parent_commit=head)
+            if card_replaced:
+                logging.getLogger('timm_cra.publish').warning(
+                    f"The push replaced the README.md of {repo_id} with the card built here (edits made on the Hub "
+                    f"are not merged): the previous card stays in the repo's history, at commit {head}.")
             if removed:
                 logging.getLogger('timm_cra.publish').warning(printable(
                     f"The push removed from {repo_id} the file(s) the folder does not hold: "
@@ -625,6 +631,27 @@ def push_repo_folder(
         raise UsageError(f"Pushing to {repo_id} failed: the connection to the Hub endpoint {endpoint} broke "
                          f"({reason}); {rerun} (check HF_ENDPOINT and the network).") from e
     return str(getattr(info, 'commit_url', info))
+
+
+#: A Hub card larger than this is not read to compare it with the folder's (it differs: ours are a few KB).
+_MAX_CARD_BYTES = 1 << 20
+
+
+def _card_differs(api, repo_id: str, head: str, card: Path) -> bool:
+    """Whether the repo's ``README.md`` at ``head`` exists and is not ``card``'s bytes (read within the push's
+    bounded requests; an oversized one is not downloaded)."""
+    import tempfile
+    from huggingface_hub.hf_api import RepoFile
+    entry = next((e for e in api.list_repo_tree(repo_id, repo_type='model', revision=head)
+                  if isinstance(e, RepoFile) and e.path == 'README.md'), None)
+    if entry is None:
+        return False
+    ours = card.read_bytes()
+    if entry.size != len(ours) or entry.size > _MAX_CARD_BYTES:
+        return True
+    with tempfile.TemporaryDirectory() as cache:
+        theirs = Path(api.hf_hub_download(repo_id, 'README.md', repo_type='model', revision=head, cache_dir=cache))
+        return theirs.read_bytes() != ours
 
 
 def _files_the_hub_ignores(api, repo_id: str, folder: Path) -> List[str]:
