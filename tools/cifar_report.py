@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import re
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -27,11 +28,12 @@ from torch import nn  # noqa: E402
 import timm_cra  # noqa: E402,F401  (registers the models)
 from timm_cra.layers import CraAttn  # noqa: E402
 from timm_cra.utils.errors import UsageError  # noqa: E402
+from timm_cra.utils.io import atomic_path, atomic_write, check_output_file  # noqa: E402
 from timm_cra.utils.strict_json import is_count, is_number, read_json  # noqa: E402
 from tools.cifar_campaign import CIFAR_VARIANTS  # noqa: E402
 from tools.doc_blocks import ROOT, find_block_file, replace_marked_block  # noqa: E402
 
-__all__ = ['BLOCK', 'block_name', 'double_budget_dir', 'read_record', 'load_records', 'summarize', 'welch_t', 'student_t_p',
+__all__ = ['BLOCK', 'block_name', 'double_budget_dir', 'read_record', 'recipe_of', 'load_records', 'summarize', 'welch_t', 'student_t_p',
            'results_markdown', 'convergence_checks', 'convergence_sentence', 'convergence_markdown', 'campaign_table',
            'campaign_context', 'plot_curves', 'stage_kernels', 'plot_kernels', 'main']
 
@@ -53,6 +55,13 @@ def double_budget_dir(results_dir: Path) -> Optional[Path]:
     return double if double is not None and double.is_dir() else None
 
 
+def _is_training_command(value) -> bool:
+    try:
+        return isinstance(value, str) and '--seed' in shlex.split(value)
+    except ValueError:  # unbalanced quotes
+        return False
+
+
 def _record_problem(record) -> Optional[str]:
     """What makes a campaign record unusable (the fields the tables, curves and cards read), or None."""
     if not isinstance(record, dict):
@@ -65,8 +74,12 @@ def _record_problem(record) -> Optional[str]:
         return is_number(v) and 0 <= v <= 100
 
     def point(c):
-        return (isinstance(c, dict) and is_count(c.get('epoch'))
-                and (c.get('eval_top1') is None or percentage(c['eval_top1'])) and is_number(c.get('train_loss')))
+        return (isinstance(c, dict) and is_count(c.get('epoch')) and percentage(c.get('eval_top1'))
+                and is_number(c.get('train_loss')))
+
+    def curve(v):  # one evaluated point per epoch, the last one the final top-1
+        return (isinstance(v, list) and v and all(point(c) for c in v) and len(v) == record.get('epochs')
+                and v[-1]['eval_top1'] == record.get('final_top1'))
     checks = [
         ('variant', lambda v: v in CIFAR_VARIANTS, f'a campaign variant ({", ".join(CIFAR_VARIANTS)})'),
         ('seed', is_count, 'a seed (an integer >= 0)'),
@@ -77,8 +90,8 @@ def _record_problem(record) -> Optional[str]:
         ('params', is_count, 'a count'),
         ('macs', is_count, 'a count'),
         ('train_img_s_median', lambda v: is_number(v) and v > 0, 'a positive number'),
-        ('curve', lambda v: isinstance(v, list) and v and all(point(c) for c in v),
-         'a list of {epoch, eval_top1, train_loss} points'),
+        ('command', _is_training_command, 'the training command'),
+        ('curve', curve, "a list of {epoch, eval_top1, train_loss} points, one per epoch, the last at 'final_top1'"),
     ]
     return next((p for p in (bad(*c) for c in checks) if p), None)
 
@@ -97,16 +110,47 @@ def read_record(path: Path) -> Dict:
     return record
 
 
+#: The trainer flags that differ between a campaign's runs; everything else is the recipe, one per campaign.
+_RUN_FLAGS = {'--experiment', '--seed', '--model', '--model-kwargs'}
+
+
+def recipe_of(command: str) -> Tuple[str, ...]:
+    """A run's training command less the program and the flags that name the run (variant, seed): the recipe
+    every run of one campaign shares."""
+    words = shlex.split(command)
+    words = words[next((i for i, w in enumerate(words) if w.startswith('--')), len(words)):]
+    kept, skipping = [], False
+    for word in words:
+        if word.startswith('--'):
+            skipping = word in _RUN_FLAGS
+        if not skipping:
+            kept.append(word)
+    return tuple(kept)
+
+
 def load_records(results_dir: str) -> List[Dict]:
-    """The campaign's run records (``<variant>-s<seed>.json``); a run recorded twice is refused (it would count
-    as two seeds)."""
-    records, seen = [], {}
+    """The campaign's run records (``<variant>-s<seed>.json``). Refused in one line: a run recorded twice (it
+    would count as two seeds), and a record of another recipe or budget than the campaign's first (averaged in,
+    it read as one more seed of the same recipe)."""
+    records, seen, first = [], {}, None
     for path in sorted(Path(results_dir).glob('*-s*.json')):
         record = read_record(path)
         key = (record['variant'], record['seed'])
         if key in seen:
             raise ValueError(f'{path} and {seen[key]} both record {key[0]} seed {key[1]}: remove one (a run counts '
                              f'once among the seeds).')
+        first = first or (path, record)
+        differ = [what for what, ours, theirs in (
+            ('epochs', record['epochs'], first[1]['epochs']),
+            ('training command', recipe_of(record['command']), recipe_of(first[1]['command'])))
+            if ours != theirs]
+        same_variant = next((r for r in records if r['variant'] == record['variant']), None)
+        if same_variant and (record['model'], record['model_kwargs']) != (same_variant['model'],
+                                                                          same_variant['model_kwargs']):
+            differ.append(f"model of {record['variant']}")
+        if differ:
+            raise ValueError(f"{path} is not of the campaign of {first[0]} (its {' and '.join(differ)} differ): one "
+                             f"results folder holds one recipe's runs; move it to its own campaign's folder.")
         seen[key] = path
         records.append(record)
     return records
@@ -354,10 +398,11 @@ def plot_kernels(model: nn.Module, path: str, title: Optional[str] = None) -> No
 def _save(fig, path: str) -> None:
     plt = _pyplot()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_suffix('.tmp.png')
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:  # a FIFO or folder there is one line, never written through
+            fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:] or 'png')
+    finally:
+        plt.close(fig)
 
 
 def main(argv=None):
@@ -367,17 +412,24 @@ def main(argv=None):
     p.add_argument('--update-docs', action='store_true',
                    help=f'write the table into the doc block named after --results ({BLOCK}, cifar-e50-table, ...)')
     args = p.parse_args(argv)
-    try:  # before anything is written: the doc block must exist to take the table, every record must read
+    outputs = [args.results / name for name in ('summary.md', 'summary.json', 'curves.png')]
+    try:  # before anything is written: the doc block must exist to take the table, every record must read, every
+        # output must be a file that can be replaced (a FIFO there blocked the report after a first file was written)
         doc = find_block_file(block_name(args.results)) if args.update_docs else None
         table = campaign_table(args.results)
         records = load_records(str(args.results))
         double = double_budget_dir(args.results)
-    except ValueError as e:
+        double_records = load_records(str(double)) if double else ()
+        for path in outputs:
+            check_output_file(path, path.name)
+    except (ValueError, UsageError) as e:
         p.error(str(e))
     print(table, end='')
-    (args.results / 'summary.md').write_text(table)
-    (args.results / 'summary.json').write_text(json.dumps(summarize(records), indent=1) + '\n')
-    plot_curves(records, str(args.results / 'curves.png'), load_records(str(double)) if double else ())
+    plot_curves(records, str(outputs[2]), double_records)
+    with atomic_write(str(outputs[0])) as f:
+        f.write(table)
+    with atomic_write(str(outputs[1])) as f:
+        f.write(json.dumps(summarize(records), indent=1) + '\n')
     if args.kernels_from:
         model = timm.create_model(f'local-dir:{args.kernels_from}', pretrained=True)
         plot_kernels(model, str(args.results / 'cra_kernels.png'),

@@ -23,6 +23,7 @@ import timm  # noqa: E402
 import timm_cra  # noqa: E402,F401  (registers the models)
 from timm_cra.eval.validate import create_parser, validate  # noqa: E402
 from timm_cra.hub import publish  # noqa: E402
+from timm_cra.hub.card import code_span  # noqa: E402
 from timm_cra.hub.generate import generate_hub  # noqa: E402
 from timm_cra.utils.errors import UsageError, run_cli  # noqa: E402
 from timm_cra.utils.io import atomic_path  # noqa: E402
@@ -127,7 +128,7 @@ def main(argv=None):
         model=name, top1=val['top1'], top5=val['top5'], dataset='cifar10', split='test', source='measured',
         img_size=val['img_size'], crop_pct=val['crop_pct'], interpolation=val['interpolation'],
         recipe=(f"{record['epochs']} epochs on the 50k CIFAR-10 training images with timm-cra's trainer, "
-                f"seed {record['seed']}: `{record['command']}`"),
+                f"seed {record['seed']}: {code_span(record['command'])}"),
         notes=('Evaluated on the 10k CIFAR-10 test images of a JPEG re-encoded copy of CIFAR-10 (about 28-32 dB '
                'PSNR against the originals): close to, not identical with, accuracy on the original release. '
                + reproduce_text(name) + campaign_numbers_text(record, val['top1']) + ' '

@@ -18,7 +18,8 @@ from tools.doc_blocks import ROOT, doc_files
 def _record(variant, seed, top1, model='cifar_resnet20', kwargs=None, epochs=2):
     curve = [dict(epoch=e, eval_top1=top1 - 10 * (epochs - 1 - e), train_loss=1.0 / (e + 1)) for e in range(epochs)]
     return dict(variant=variant, seed=seed, model=model, model_kwargs=kwargs or {}, final_top1=top1, params=1000,
-                macs=2_000_000, epochs=epochs, train_img_s_median=100.0 + seed, curve=curve)
+                macs=2_000_000, epochs=epochs, train_img_s_median=100.0 + seed, curve=curve,
+                command=f'timm-cra-train --config cifar --model {model} --seed {seed} --epochs {epochs}')
 
 
 @pytest.mark.parametrize('t, df, p', [(2.776445, 4, 0.05), (12.7062, 1, 0.05), (-3.169273, 10, 0.01),
@@ -214,6 +215,10 @@ def test_only_a_registered_tag_with_a_record_is_published():
     (lambda r: r.update(variant='resnet21'), "'variant' must be a campaign variant"),
     (lambda r: r['curve'][0].update(eval_top1=[]), "'curve' must be a list of"),
     (lambda r: r.update(curve=[]), "'curve' must be a list of"),
+    (lambda r: [c.update(eval_top1=None) for c in r['curve']], "'curve' must be a list of"),  # a plot TypeError
+    (lambda r: r['curve'][-1].update(eval_top1=80.0), "'curve' must be a list of"),  # not the final top-1
+    (lambda r: r.pop('command'), "'command' must be the training command"),  # publish: a KeyError after validating
+    (lambda r: r.update(command='train "--seed 0'), "'command' must be the training command"),
 ])
 def test_an_unusable_campaign_record_is_one_line_naming_it(tmp_path, capsys, edit, problem):
     """An edited or truncated record was a traceback (a TypeError in statistics, a KeyError in a table); it is one
@@ -249,3 +254,52 @@ def test_a_truncated_campaign_record_is_one_line(tmp_path, monkeypatch):
         publish_cifar.main(['resnet20', '0', '--tag', 'cifar10_e50'])
     assert '\n' not in str(e.value) and sorted(p.name for p in tmp_path.rglob('*')) == [
         'cifar10-e50', 'resnet20-s0.json', 'results']
+
+
+def test_a_record_of_another_recipe_or_budget_is_not_averaged_in(tmp_path):
+    """A 50-epoch record copied into the 15-epoch campaign as one more seed was averaged in ("85.26 +- 1.96, 4 seeds,
+    epochs 15") and a card quoted it as the same recipe: one results folder holds one recipe's runs."""
+    e15 = tmp_path / 'cifar10'
+    e15.mkdir()
+    for seed in (0, 1):
+        (e15 / f'resnet20-s{seed}.json').write_text(json.dumps(_record('resnet20', seed, 84.0 + seed)))
+    assert len(load_records(str(e15))) == 2
+    other = _record('resnet20', 3, 88.2, epochs=3)
+    (e15 / 'resnet20-s3.json').write_text(json.dumps(other))
+    with pytest.raises(ValueError, match=r'resnet20-s3.json is not of the campaign of .*resnet20-s0.json \(its '
+                                         r'epochs and training command differ\)'):
+        load_records(str(e15))
+    other = _record('resnet20', 3, 88.2)
+    other['command'] += ' --amp --smoothing 0.1'  # same epochs, another recipe
+    (e15 / 'resnet20-s3.json').write_text(json.dumps(other))
+    with pytest.raises(ValueError, match=r'its training command differ'):
+        load_records(str(e15))
+    other = _record('resnet20', 3, 88.2, kwargs={'drop_rate': 0.2})
+    (e15 / 'resnet20-s3.json').write_text(json.dumps(other))
+    with pytest.raises(ValueError, match='its model of resnet20 differ'):
+        load_records(str(e15))
+    # what differs between runs is not the recipe: seed, run name, the variant's model and kwargs, the program
+    assert cifar_report.recipe_of('python scripts/train.py --config cifar --model m --seed 1 --experiment x-s1 '
+                                  '--epochs 15 --model-kwargs cra_pool_size=4') == \
+        cifar_report.recipe_of('timm-cra-train --config cifar --model n --seed 2 --experiment y-s2 --epochs 15')
+
+
+def test_the_report_writes_nothing_when_an_output_is_not_a_file(tmp_path, capsys):
+    """summary.json as a FIFO blocked the report for ever, after summary.md had been rewritten."""
+    import os
+    e50 = tmp_path / 'cifar10-e50'
+    e50.mkdir()
+    for seed in (0, 1):
+        (e50 / f'resnet20-s{seed}.json').write_text(json.dumps(_record('resnet20', seed, 84.0 + seed)))
+    (e50 / 'summary.md').write_text('old')
+    os.mkfifo(e50 / 'summary.json')
+    with pytest.raises(SystemExit):
+        cifar_report.main(['--results', str(e50)])
+    assert 'summary.json' in capsys.readouterr().err
+    assert (e50 / 'summary.md').read_text() == 'old' and not (e50 / 'curves.png').exists()
+    os.unlink(e50 / 'summary.json')
+    cifar_report.main(['--results', str(e50)])
+    assert json.loads((e50 / 'summary.json').read_text())[0]['seeds'] == [0, 1]
+    assert (e50 / 'curves.png').read_bytes()[:4] == b'\x89PNG' and (e50 / 'summary.md').read_text() != 'old'
+    assert sorted(p.name for p in e50.iterdir()) == ['curves.png', 'resnet20-s0.json', 'resnet20-s1.json',
+                                                      'summary.json', 'summary.md']  # no temp file left
