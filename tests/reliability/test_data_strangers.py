@@ -354,6 +354,48 @@ def test_a_validation_split_linked_to_the_training_split_is_never_validated_on(t
     assert res['split'] == 'train' and res['count'] == 2
 
 
+@pytest.mark.parametrize('link', ['hard', 'class-symlinks', 'file-symlinks', 'train-links-to-val'])
+def test_a_validation_folder_of_the_training_files_is_caught_file_by_file(tmp_path, make_image, caplog, link):
+    """val/ made of hard links, per-class symlinks or per-file symlinks into train/ (or train/ of links to val/)
+    passed the split-folder check: training validated on its own images (exit 0), validate recorded 'val' and a card
+    said so. The files are compared by device and inode."""
+    import logging
+    from timm_cra.eval import create_parser, validate
+    root = tmp_path / 'data'
+    for c in ('a', 'b'):
+        for i in range(2):
+            make_image(root / ('val' if link == 'train-links-to-val' else 'train') / c / f'{i}.png')
+    for c in ('a', 'b'):
+        src, dst = (root / 'val' / c, root / 'train' / c) if link == 'train-links-to-val' else \
+            (root / 'train' / c, root / 'val' / c)
+        if link == 'class-symlinks':
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(src, dst)
+            continue
+        dst.mkdir(parents=True)
+        for f in src.iterdir():
+            (os.link if link == 'hard' else os.symlink)(f, dst / f.name)
+    with pytest.raises(DataError, match=r'^4 of the 4 files of --val-split val in .* are files of the training split '
+                                        r'\(hard links or symlinks to them\), so validation would score training '
+                                        r"images: .*--val-split ''"):
+        _train(tmp_path, root, '--val-split', 'val')
+    with caplog.at_level(logging.WARNING, logger='timm_cra'):
+        res = validate(create_parser().parse_args(['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir',
+                                                   str(root), '--split', 'val', '--workers', '0', '--no-progress']))
+    assert res['split'] == 'train' and "its images are recorded as the 'train' split" in caplog.text
+    # one image of its own: a partial overlap still refuses training, and validate says so, keeping 'val'
+    if link != 'class-symlinks':
+        make_image(root / 'val' / 'a' / 'own.png', color=(9, 9, 9))
+        with pytest.raises(DataError, match=r'^4 of the 5 files'):
+            _train(tmp_path, root, '--val-split', 'val')
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger='timm_cra'):
+            res = validate(create_parser().parse_args(['--model', 'cra_cifar_resnet20', '--num-classes', '2',
+                                                       '--data-dir', str(root), '--split', 'val', '--workers', '0',
+                                                       '--no-progress']))
+        assert res['split'] == 'val' and "4 of the 5 files of" in caplog.text
+
+
 @pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
 def test_parquet_data_under_a_folder_recipe_names_the_dataset_flag(tmp_path, cli_env):
     """`--config finetune` pins `dataset: folder`; parquet data under it used to get folder-worded errors

@@ -2,7 +2,7 @@
 import glob
 import logging
 import os
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -12,12 +12,12 @@ from ..utils.errors import printable
 from ..utils.labels import name_key, numbered_classes
 from .cifar import find_cifar_pickle_dir, load_cifar_pickle
 from .errors import DataError, check_class_names, classes_absent_from_training, index_by_name
-from .folders import ImageFolderDataset, check_data_folder, find_split_dir
+from .folders import ImageFolderDataset, check_data_folder, find_split_dir, shared_files
 from .hf import CLASSLABEL_FIX, HFImageDataset, iter_parquet_files, parquet_splits, split_candidates
 from .in_memory import TensorImageDataset, decode_to_memory
 
 __all__ = ['create_dataset', 'detect_source', 'skip_collate', 'check_labels', 'check_num_classes',
-           'map_classes_by_name', 'single_split_source', 'SOURCES']
+           'map_classes_by_name', 'single_split_source', 'shared_split_files', 'SOURCES']
 
 _logger = logging.getLogger(__name__)
 
@@ -119,9 +119,15 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
     return ds
 
 
+#: The training split's folder names: another split's files found there are training images.
+_TRAIN_FOLDERS = ('train', 'training')
+
+
 def _split_name(root: str, split_dir: str) -> str:
     """The split a folder under ``root`` holds, as results and cards name it: a link to another split folder of
-    ``root`` (``val -> train``) is that split, said once (its scores were recorded as the 'val' split's)."""
+    ``root`` (``val -> train``), or a folder whose files all are the training split folder's (per-class links, hard
+    links), is that split, said once (its scores were recorded as the 'val' split's); a folder sharing some of its
+    files with the training split is said to."""
     name = os.path.basename(split_dir)
     real = os.path.realpath(split_dir)
     if os.path.dirname(real) == os.path.realpath(root) and os.path.basename(real) != name:
@@ -129,6 +135,19 @@ def _split_name(root: str, split_dir: str) -> str:
         _logger.warning(printable(f"'{split_dir}' is a link to the '{target}' split of '{root}': its images are "
                                   f"recorded as the '{target}' split."))
         return target
+    for other in _TRAIN_FOLDERS if name not in _TRAIN_FOLDERS else ():
+        other_dir = os.path.join(root, other)
+        if not os.path.isdir(other_dir) or os.path.samefile(other_dir, split_dir):
+            continue
+        shared, total = shared_files(split_dir, other_dir)
+        if shared and shared == total:
+            _logger.warning(printable(f"every file of '{split_dir}' is a file of the '{other}' split of '{root}' "
+                                      f"(hard links or symlinks): its images are recorded as the '{other}' split."))
+            return other
+        if shared:
+            _logger.warning(printable(f"{shared} of the {total} files of '{split_dir}' are files of the '{other}' "
+                                      f"split of '{root}' (hard links or symlinks): its scores are partly "
+                                      f"'{other}' images'."))
     return name
 
 
@@ -180,6 +199,25 @@ def single_split_source(name: Optional[str], root: Optional[str], train_split: s
         except (DataError, OSError):
             return False
     return False
+
+
+def shared_split_files(name: Optional[str], root: Optional[str], train_split: str = 'train',
+                       val_split: str = 'validation') -> Tuple[int, int]:
+    """``(shared, total)`` for class-folder data: how many of the validation split folder's files are the training
+    split folder's own files (hard links, per-class or per-file symlinks; see :func:`folders.shared_files`);
+    ``(0, 0)`` for other data or when the splits cannot be found (the loader says why)."""
+    kind = (name or '').strip().lower()
+    if not root or kind.startswith('hfds/') or not os.path.isdir(root):
+        return 0, 0
+    if (kind or detect_source(root)) not in ('imagenet', 'folder', 'folder-auto'):
+        return 0, 0
+    try:
+        val_dir, train_dir = find_split_dir(root, val_split or 'validation'), find_split_dir(root, train_split)
+    except (DataError, OSError):
+        return 0, 0
+    if os.path.abspath(val_dir) == os.path.abspath(train_dir):  # one split named for both: the user's choice
+        return 0, 0
+    return shared_files(val_dir, train_dir)
 
 
 def _same_split_files(root: str, train_split: str, val_split: str) -> bool:

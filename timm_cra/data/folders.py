@@ -21,7 +21,7 @@ from ..utils.io import not_folder_reason
 from ..utils.labels import name_key
 from .images import UnreadableImage, check_in_chans, decode_image, resize_short_side
 
-__all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'is_wnid', 'imagenet_class_to_idx', 'find_split_dir',
+__all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'is_wnid', 'imagenet_class_to_idx', 'find_split_dir', 'shared_files',
            'walk_folder', 'warn_empty_classes']
 
 _logger = logging.getLogger(__name__)
@@ -117,6 +117,26 @@ def walk_folder(folder: str) -> Iterator[Tuple[str, List[str], List[str]]]:
         seen.add((st.st_dev, st.st_ino))
         dirnames.sort()
         yield dirpath, dirnames, files
+
+
+def _file_ids(folder: str) -> Iterator[Tuple[int, int]]:
+    """``(device, inode)`` of each file under ``folder``, links followed as the scan follows them."""
+    for dirpath, _, files in walk_folder(folder):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            yield st.st_dev, st.st_ino
+
+
+def shared_files(folder: str, other: str) -> Tuple[int, int]:
+    """``(shared, total)``: how many of ``folder``'s ``total`` files are ``other``'s own files -- the same file by
+    device and inode: hard links, or symlinks either way (a ``val/`` of per-class links or hard links into
+    ``train/`` passed a check of the split folders alone). One ``stat`` per file of both folders."""
+    ids = list(_file_ids(folder))
+    others = set(_file_ids(other))
+    return sum(1 for i in ids if i in others), len(ids)
 
 
 def _scan_class_folder(folder: str, ignored: Counter) -> List[str]:

@@ -7,7 +7,7 @@ import torch
 from timm.data import create_loader
 
 from ..data import (DataError, TensorImageDataset, TensorLoader, check_num_classes,
-                    create_dataset, fit_to_input, single_split_source, skip_collate)
+                    create_dataset, fit_to_input, shared_split_files, single_split_source, skip_collate)
 from .distributed import DistInfo
 
 __all__ = ['create_datasets', 'create_loaders', 'EvalShard']
@@ -51,6 +51,13 @@ def create_datasets(args) -> Tuple[object, Optional[object], int]:
         raise DataError(f"--data-dir {args.data_dir} holds one split, so validation would run on the training "
                         f"rows: pass a folder with separate train and validation/test splits (train-*.parquet and "
                         f"test-*.parquet, or train/ and val/ folders), or --val-split '' to train without validation.")
+    shared, total = shared_split_files(args.dataset, args.data_dir, args.train_split, args.val_split) \
+        if args.val_split else (0, 0)
+    if shared:  # val/ of hard links or per-class symlinks into train/: passed the folder check above
+        raise DataError(f"{shared} of the {total} files of --val-split {args.val_split} in {args.data_dir} are files "
+                        f"of the training split (hard links or symlinks to them), so validation would score "
+                        f"training images: give a validation split of its own images, or --val-split '' to train "
+                        f"without validation.")
     train_ds = create_dataset(args.dataset, args.data_dir, args.train_split, num_samples=args.train_num_samples,
                               split_flag='--train-split', **ds_kwargs)
     if args.train_num_samples and len(torch.as_tensor(train_ds.targets).unique()) == 1:
