@@ -908,10 +908,10 @@ def test_push_twice_to_the_same_repo_makes_a_new_commit(trained, hub, tmp_path, 
             assert proc.returncode == 0 and 'Pushed: ' in proc.stdout, proc.stderr
             # a card that changed is said to be replaced (a colleague's edit on the Hub went without a word), with
             # the commit keeping the old one; the same card pushed again is not
-            replaced = 'The push replaced the README.md of t-push/twice with the card built here'
+            replaced = 'The push replaced the README.md of t-push/twice, which was not this card'
             assert (replaced in proc.stderr) == (len(commits) == 1), proc.stderr
             if len(commits) == 1:
-                assert f"the previous card stays in the repo's history, at commit {commits[0]}." in proc.stderr
+                assert f"the previous one stays in the repo's history, at commit {commits[0]}." in proc.stderr
             commits.append(api.model_info('t-push/twice').sha)
             card = Path(hf_hub_download('t-push/twice', 'README.md', revision=commits[-1])).read_text()
             assert f'value: {top1}' in card
@@ -950,8 +950,9 @@ def test_push_makes_the_hub_repo_hold_the_folders_files_only(trained, hub, tmp_p
         assert (f'The push removed from {repo_id} the file(s) the folder does not hold: alt.safetensors, '
                 f'old/notes.txt, preprocessor_config.json; they stay in the repo\'s history, at commit {before}.'
                 in proc.stderr), proc.stderr
-        assert (f'The push replaced the README.md of {repo_id} with the card built here (edits made on the Hub are '
-                f"not merged): the previous card stays in the repo's history, at commit {before}." in proc.stderr)
+        assert (f"The push replaced the README.md of {repo_id}, which was not this card (an earlier publish's, or "
+                f"edited on the Hub: edits are not merged), with the card built here; the previous one stays in the "
+                f"repo's history, at commit {before}." in proc.stderr)
         published = sorted(os.listdir(tmp_path / 'repo'))
         assert sorted(api.list_repo_files(repo_id)) == sorted(published + ['.gitattributes'])
         gitattributes = Path(hf_hub_download(repo_id, '.gitattributes')).read_text()

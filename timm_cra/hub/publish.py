@@ -580,8 +580,9 @@ def push_repo_folder(
                 commit_message=commit_message or f'Upload {repo_id.split("/")[-1]} (timm-cra)', parent_commit=head)
             if card_replaced:
                 logging.getLogger('timm_cra.publish').warning(
-                    f"The push replaced the README.md of {repo_id} with the card built here (edits made on the Hub "
-                    f"are not merged): the previous card stays in the repo's history, at commit {head}.")
+                    f"The push replaced the README.md of {repo_id}, which was not this card (an earlier publish's, or "
+                    f"edited on the Hub: edits are not merged), with the card built here; the previous one stays in "
+                    f"the repo's history, at commit {head}.")
             if removed:
                 logging.getLogger('timm_cra.publish').warning(printable(
                     f"The push removed from {repo_id} the file(s) the folder does not hold: "

@@ -480,6 +480,10 @@ def repo_commit_hash(repo_dir: Union[str, Path]) -> str:
 _ASCII_LOWER = str.maketrans('ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
 
 
+#: What a Hub repo name can be (huggingface_hub's repo id rule): the org page lists no other folder name.
+_REPO_NAME = re.compile(r'[A-Za-z0-9_][A-Za-z0-9._-]{0,95}')
+
+
 def _ascii_fold(name: str) -> str:
     """``name`` with ASCII letters lower-cased, nothing else: Hub ids are ASCII, so only they fold (``str.casefold``
     made ``uni/STRASSE`` reach a folder ``uni/straße``)."""
@@ -726,21 +730,24 @@ class _ReadRoutes(BaseHTTPRequestHandler):
         self._error(HTTPStatus.NOT_FOUND, None, f'Not a Hub download route: {self.path[:300]}', head_only)
 
     def _org_page(self, org: str, head_only: bool):
-        """A plain-text list of the org's repos served here (the Hub's org page is HTML; a reader wants the ids)."""
+        """A plain-text list of the org's repos served here (the Hub's org page is HTML; a reader wants the ids).
+        One scan of each org folder: ids that fold to one (``dup`` and ``Dup``) are served under none and not
+        listed, nor are names no Hub id can have (a newline would forge a line)."""
         safe_parts(org, 'organization')
         repos = set()
         for root in self.server.roots:
+            real_root = root.resolve()
+            found: Dict[str, List[Tuple[Path, str]]] = {}
             for org_dir in _child_dirs(root, org):
                 try:
-                    names = [e.name for e in os.scandir(org_dir) if not e.name.startswith('.')]
+                    names = [e.name for e in os.scandir(org_dir) if e.is_dir() and _REPO_NAME.fullmatch(e.name)]
                 except OSError:
                     continue
                 for name in names:
-                    try:
-                        if _find_repo_in(root, f'{org}/{name}') is not None:
-                            repos.add(f'{org_dir.name}/{name}')
-                    except _HubError:  # ambiguous: served under no spelling, so not listed
-                        continue
+                    found.setdefault(_ascii_fold(name), []).append((org_dir, name))
+            repos.update(f'{org_dir.name}/{name}' for same in found.values() if len(same) == 1
+                         for org_dir, name in same
+                         if _served_path(org_dir / name, real_root, folder=True) is not None)
         if not repos:
             raise _HubError(HTTPStatus.NOT_FOUND, f'Organization {org[:200]} not found (no repos are served under '
                                                   f'it).', 'RepoNotFound')
