@@ -343,7 +343,8 @@ def test_results_csv_with_an_unterminated_quote_is_refused_not_swallowed(tmp_pat
 def test_results_name_the_split_the_data_gives_what_was_read(class_folder, cifar10_test, tmp_path):
     """``--data-dir data/train`` (a folder that is one split itself) was recorded as the 'validation' split, and
     CIFAR's test batch read as ``--split validation`` as 'validation' too; results and cards name the split as the
-    data does, or none where the data is one split."""
+    data does, or none where the data is one split. A split folder given as the data is that split of its parent's
+    data (recorded as a dataset called 'train', with no split, a card hid that it scored training images)."""
     import datasets
     from tests.reliability.test_data_cifar_pickle import write_cifar10
     write_cifar10(tmp_path / 'pickles')
@@ -354,7 +355,7 @@ def test_results_name_the_split_the_data_gives_what_was_read(class_folder, cifar
     saved.save_to_disk(str(tmp_path / 'saved'))
     saved['validation'].save_to_disk(str(tmp_path / 'one_saved'))
     cases = [  # (data, --split asked, split recorded)
-        (class_folder, 'validation', 'val'), (class_folder / 'train', 'validation', None),
+        (class_folder, 'validation', 'val'), (class_folder / 'train', 'validation', 'train'),
         (tmp_path / 'pickles', 'validation', 'test'), (tmp_path / 'pickles', 'train', 'train'),
         (tmp_path / 'saved', 'val', 'validation'), (tmp_path / 'one_saved', 'train', None),
         (cifar10_test, 'test', 'test'), (cifar10_test / 'test-00000-of-00001.parquet', 'validation', None)]
@@ -363,7 +364,7 @@ def test_results_name_the_split_the_data_gives_what_was_read(class_folder, cifar
         assert ds.split == recorded, (data, asked)
         assert create_dataset('', str(data), asked, num_samples=2, in_memory=True).split == recorded
     res = validate(_args(['--model', 'cifar_resnet20', '--data-dir', class_folder / 'train', '--num-classes', 3]))
-    assert (res['dataset'], res['split']) == ('train', None)
+    assert (res['dataset'], res['split']) == (class_folder.name, 'train')
 
 
 def test_data_named_apart_from_the_model_is_scored_by_position_with_a_warning(make_image, tmp_path, caplog):

@@ -352,6 +352,16 @@ def test_a_validation_split_linked_to_the_training_split_is_never_validated_on(t
     res = validate(create_parser().parse_args(['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir',
                                                str(folders), '--split', 'val', '--workers', '0', '--no-progress']))
     assert res['split'] == 'train' and res['count'] == 2
+    # the split folder given as --data-dir is that split of its parent's data, and the link is seen the same way
+    res = validate(create_parser().parse_args(['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir',
+                                               str(folders / 'val'), '--workers', '0', '--no-progress']))
+    assert res['split'] == 'train' and res['count'] == 2
+    os.unlink(folders / 'val')
+    for c in ('a', 'b'):
+        make_image(folders / 'val' / c / '0.png', color=(1, 2, 3))
+    res = validate(create_parser().parse_args(['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir',
+                                               str(folders / 'val'), '--workers', '0', '--no-progress']))
+    assert res['split'] == 'val'  # was none: the card read the data as a dataset called 'val'
 
 
 @pytest.mark.parametrize('link', ['hard', 'class-symlinks', 'file-symlinks', 'train-links-to-val'])

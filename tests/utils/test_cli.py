@@ -7,6 +7,7 @@ def test_data_name_is_none_where_the_arguments_name_no_folder():
     for args in ({}, {'data_dir': ''}, {'data_dir': '.'}, {'data_dir': '..'}, {'data_dir': '/'}):
         assert data_name(args) is None, args
     assert data_name({'data_dir': '/data/cf/'}) == 'cf'
+    assert data_name({'data_dir': '/data/cf/val'}) == 'cf' and data_name({'data_dir': 'cf/train/'}) == 'cf'
     for kind in ('folder', 'hfds', 'parquet', 'folder-auto'):  # a reader's kind, not the data's name
         assert data_name({'dataset': kind, 'data_dir': '/'}) is None, kind
     assert data_name({'dataset': 'torch/cifar10', 'data_dir': '/'}) == 'torch/cifar10'

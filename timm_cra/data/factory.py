@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from ..utils.cli import SPLIT_FOLDER_NAMES
 from ..utils.errors import printable
 from ..utils.labels import name_key, numbered_classes
 from .cifar import find_cifar_pickle_dir, load_cifar_pickle
@@ -101,7 +102,13 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
             mode = {'imagenet': 'imagenet', 'folder': 'folder', 'folder-auto': 'auto'}[kind]
             split_dir = find_split_dir(root, split, split_flag)
             ds = ImageFolderDataset(split_dir, label_mode=mode, class_names=class_names, in_chans=in_chans)
-            ds.split = None if split_dir == root else _split_name(root, split_dir)
+            if split_dir != root:
+                ds.split = _split_name(root, split_dir)
+            elif os.path.basename(os.path.normpath(root)) in SPLIT_FOLDER_NAMES:  # --data-dir data/val: that split
+                whole = os.path.abspath(root)
+                ds.split = _split_name(os.path.dirname(whole), whole)
+            else:
+                ds.split = None
         else:
             raise DataError(f"Unknown --dataset '{name}'. Use one of: {', '.join(s or repr(s) for s in SOURCES)}.")
     check_class_names(ds.class_names, root or name,

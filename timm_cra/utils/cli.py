@@ -238,6 +238,10 @@ def keyword_args_action() -> type:
     return KeywordArgs
 
 
+#: Folder names that name a split of a dataset, not the dataset.
+SPLIT_FOLDER_NAMES = ('train', 'training', 'val', 'validation', 'test')
+
+
 def data_name(args: Dict[str, Any]) -> Optional[str]:
     """The data that ``--dataset`` / ``--data-dir`` arguments (a run's, validate's) name, as cards and results name
     it: a Hub dataset's id, else the ``--data-dir`` folder's name (not the full local path), else the ``--dataset``
@@ -248,6 +252,8 @@ def data_name(args: Dict[str, Any]) -> Optional[str]:
     data_dir = args.get('data_dir') or ''
     # '.', '..', '/' name no folder ('' normalises to '.', which a card showed as a dataset called '.')
     folder = os.path.basename(os.path.normpath(data_dir)) if data_dir else ''
+    if folder in SPLIT_FOLDER_NAMES:  # --data-dir data/val: the data is 'data', its split 'val'
+        folder = os.path.basename(os.path.dirname(os.path.abspath(data_dir))) or folder
     # a reader's kind names no data ('folder' read as a dataset called folder); imagenet, torch/cifar10 do
     return (folder if folder not in ('', '.', '..') else None) or (
         dataset if dataset.lower() not in ('folder', 'folder-auto', 'hfds', 'parquet') else None) or None
