@@ -314,8 +314,8 @@ def render_model_card(
         lines.append(f'- **Trained on:** {trained_on}')
     if base_weights:
         lines.append(f'- **Initial weights:** {base_weights}')
-    if datasets:
-        lines.append(f'- **Dataset:** {_DATASET_NAMES.get(datasets[0], datasets[0])}')
+    if datasets:  # the results' data: a fine-tune's own training data is the "Trained on" line
+        lines.append(f'- **Evaluated on:** {_DATASET_NAMES.get(datasets[0], datasets[0])}')
     if license_note is None and license_id == 'unknown':
         license_note = (f'The original repository ({pretrained_cfg.get("origin_url") or "upstream"}) carries no '
                         f'licence file, so no licence can be stated for these weights; none is invented here')
