@@ -83,7 +83,7 @@ def _record_problem(record) -> Optional[str]:
     checks = [
         ('variant', lambda v: v in CIFAR_VARIANTS, f'a campaign variant ({", ".join(CIFAR_VARIANTS)})'),
         ('seed', is_count, 'a seed (an integer >= 0)'),
-        ('model', lambda v: isinstance(v, str) and v != '', 'an architecture name'),
+        ('model', lambda v: isinstance(v, str) and timm.is_model(v), 'a registered architecture name'),
         ('model_kwargs', lambda v: isinstance(v, dict), 'an object'),
         ('epochs', lambda v: is_count(v) and v > 0, 'a positive epoch count'),
         ('final_top1', percentage, 'a percentage'),
@@ -104,6 +104,8 @@ def read_record(path: Path) -> Dict:
     except UsageError as e:
         raise ValueError(f'{e} Re-run tools/cifar_campaign.py for this run (or restore the file from git).') from e
     problem = _record_problem(record)
+    if not problem and Path(path).name != f"{record['variant']}-s{record['seed']}.json":  # counted under its content
+        problem = f"it records {record['variant']} seed {record['seed']}, not what its name says"
     if problem:
         raise ValueError(f'{path} is not a campaign record: {problem}. Re-run tools/cifar_campaign.py for this run '
                          f'(or restore the file from git).')
@@ -129,16 +131,12 @@ def recipe_of(command: str) -> Tuple[str, ...]:
 
 
 def load_records(results_dir: str) -> List[Dict]:
-    """The campaign's run records (``<variant>-s<seed>.json``). Refused in one line: a run recorded twice (it
-    would count as two seeds), and a record of another recipe or budget than the campaign's first (averaged in,
-    it read as one more seed of the same recipe)."""
-    records, seen, first = [], {}, None
+    """The campaign's run records (``<variant>-s<seed>.json``). Refused in one line: a record whose content is not
+    what its name says (a copy, ``resnet20-s0-copy.json``, counted as one more seed), and a record of another
+    recipe or budget than the campaign's first (averaged in, it read as one more seed of the same recipe)."""
+    records, first = [], None
     for path in sorted(Path(results_dir).glob('*-s*.json')):
-        record = read_record(path)
-        key = (record['variant'], record['seed'])
-        if key in seen:
-            raise ValueError(f'{path} and {seen[key]} both record {key[0]} seed {key[1]}: remove one (a run counts '
-                             f'once among the seeds).')
+        record = read_record(path)  # named <variant>-s<seed>.json: one record per run
         first = first or (path, record)
         differ = [what for what, ours, theirs in (
             ('epochs', record['epochs'], first[1]['epochs']),
@@ -151,7 +149,6 @@ def load_records(results_dir: str) -> List[Dict]:
         if differ:
             raise ValueError(f"{path} is not of the campaign of {first[0]} (its {' and '.join(differ)} differ): one "
                              f"results folder holds one recipe's runs; move it to its own campaign's folder.")
-        seen[key] = path
         records.append(record)
     return records
 

@@ -168,7 +168,8 @@ def test_a_run_recorded_twice_is_refused_and_a_missing_block_writes_nothing(tmp_
         cifar_report.main(['--results', str(tmp_path / 'cifar10-e7'), '--update-docs'])
     assert sorted(p.name for p in (tmp_path / 'cifar10-e7').iterdir()) == ['resnet20-s0.json']
     (e50 / 'resnet20-s0-copy.json').write_text(json.dumps(_record('resnet20', 0, 89.0)))
-    with pytest.raises(ValueError, match='both record resnet20 seed 0'):
+    with pytest.raises(ValueError, match=r'resnet20-s0-copy.json is not a campaign record: it records resnet20 seed '
+                                         r'0, not what its name says'):
         load_records(str(e50))
 
 
@@ -213,6 +214,8 @@ def test_only_a_registered_tag_with_a_record_is_published():
     (lambda r: r.update(seed=True), "'seed' must be a seed"),
     (lambda r: r.pop('params'), "'params' must be a count, not None"),
     (lambda r: r.update(variant='resnet21'), "'variant' must be a campaign variant"),
+    (lambda r: r.update(model='x|y\n|evil'), "'model' must be a registered architecture name"),  # broke the table
+    (lambda r: r.update(variant='cra_max4_resnet20'), 'it records cra_max4_resnet20 seed 0, not what its name says'),
     (lambda r: r['curve'][0].update(eval_top1=[]), "'curve' must be a list of"),
     (lambda r: r.update(curve=[]), "'curve' must be a list of"),
     (lambda r: [c.update(eval_top1=None) for c in r['curve']], "'curve' must be a list of"),  # a plot TypeError
