@@ -55,9 +55,13 @@ def double_budget_dir(results_dir: Path) -> Optional[Path]:
     return double if double is not None and double.is_dir() else None
 
 
+#: Far above any CIFAR network's params or MACs; a 401-digit count overflowed the table's float formatting.
+_MAX_COUNT = 10 ** 15
+
+
 def _is_training_command(value) -> bool:
     try:
-        return isinstance(value, str) and '--seed' in shlex.split(value)
+        return isinstance(value, str) and any(w == '--seed' or w.startswith('--seed=') for w in shlex.split(value))
     except ValueError:  # unbalanced quotes
         return False
 
@@ -87,8 +91,8 @@ def _record_problem(record) -> Optional[str]:
         ('model_kwargs', lambda v: isinstance(v, dict), 'an object'),
         ('epochs', lambda v: is_count(v) and v > 0, 'a positive epoch count'),
         ('final_top1', percentage, 'a percentage'),
-        ('params', is_count, 'a count'),
-        ('macs', is_count, 'a count'),
+        ('params', lambda v: is_count(v) and v < _MAX_COUNT, 'a count (under 10**15)'),
+        ('macs', lambda v: is_count(v) and v < _MAX_COUNT, 'a count (under 10**15)'),
         ('train_img_s_median', lambda v: is_number(v) and v > 0, 'a positive number'),
         ('command', _is_training_command, 'the training command'),
         ('curve', curve, "a list of {epoch, eval_top1, train_loss} points, one per epoch, the last at 'final_top1'"),
@@ -116,15 +120,16 @@ def read_record(path: Path) -> Dict:
 _RUN_FLAGS = {'--experiment', '--seed', '--model', '--model-kwargs'}
 
 
-def recipe_of(command: str) -> Tuple[str, ...]:
+def recipe_of(command: str, also: Sequence[str] = ()) -> Tuple[str, ...]:
     """A run's training command less the program and the flags that name the run (variant, seed): the recipe
-    every run of one campaign shares."""
+    every run of one campaign shares; ``also``: more flags to leave out (a budget's ``--epochs`` and
+    ``--output``)."""
     words = shlex.split(command)
     words = words[next((i for i, w in enumerate(words) if w.startswith('--')), len(words)):]
     kept, skipping = [], False
     for word in words:
         if word.startswith('--'):
-            skipping = word in _RUN_FLAGS
+            skipping = word in _RUN_FLAGS or word in also
         if not skipping:
             kept.append(word)
     return tuple(kept)
@@ -266,8 +271,20 @@ def convergence_checks(records: Sequence[Dict], double: Sequence[Dict]) -> List[
     """Each run of ``double`` (twice the epochs) with the run of the same variant and seed in ``records`` and
     the points it gains over it."""
     by_key = {(r['variant'], r['seed']): r for r in records}
-    return [(by_key[(d['variant'], d['seed'])], d, d['final_top1'] - by_key[(d['variant'], d['seed'])]['final_top1'])
-            for d in sorted(double, key=lambda r: (r['variant'], r['seed'])) if (d['variant'], d['seed']) in by_key]
+    checks = [(by_key[(d['variant'], d['seed'])], d, d['final_top1'] - by_key[(d['variant'], d['seed'])]['final_top1'])
+              for d in sorted(double, key=lambda r: (r['variant'], r['seed'])) if (d['variant'], d['seed']) in by_key]
+    budget = ('--epochs', '--output')
+    for r, d, _ in checks:  # a record of another budget or recipe there read as "converged"
+        differ = [what for what, ok in (
+            (f"epochs {d['epochs']} (twice {r['epochs']} is {2 * r['epochs']})", d['epochs'] == 2 * r['epochs']),
+            ('model', (d['model'], d['model_kwargs']) == (r['model'], r['model_kwargs'])),
+            ('training command', recipe_of(d['command'], budget) == recipe_of(r['command'], budget))) if not ok]
+        if differ:
+            raise ValueError(f"the {d['variant']} seed {d['seed']} record of {d['epochs']} epochs is not the same "
+                             f"recipe at twice the epochs of its {r['epochs']}-epoch run ({', '.join(differ)} "
+                             f"differ): the twice-the-epochs check compares one recipe at two budgets; move it out "
+                             f"of that campaign's folder.")
+    return checks
 
 
 def convergence_sentence(records: Sequence[Dict], double: Sequence[Dict], limit: float = 0.3) -> str:

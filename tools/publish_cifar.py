@@ -109,7 +109,7 @@ def main(argv=None):
         record = read_record(record_path)
         records = load_records(str(results_dir))
         double = double_budget_dir(results_dir)
-        double_records = load_records(str(double)) if double else None
+        convergence = convergence_sentence(records, load_records(str(double))) if double else ''
     except ValueError as e:
         raise UsageError(str(e)) from e
     run_dir = (args.runs or runs_dir) / f'{args.variant}-s{args.seed}'
@@ -133,7 +133,7 @@ def main(argv=None):
                'PSNR against the originals): close to, not identical with, accuracy on the original release. '
                + reproduce_text(name) + campaign_numbers_text(record, val['top1']) + ' '
                + campaign_context(summarize(records), args.variant, args.seed)
-               + (' ' + convergence_sentence(records, double_records) if double else '')).rstrip(),
+               + (' ' + convergence if convergence else '')).rstrip(),
     )
     results_path = ROOT / 'results' / f'{name}.json'
     print(json.dumps(val, indent=2))

@@ -232,6 +232,9 @@ def test_the_org_page_the_load_errors_link_to_lists_the_served_repos(hub):
     hub.add_repo('t-org-page/Dup', {'config.json': b'{}'})
     hub.add_repo('t-org-page/.hidden', {'config.json': b'{}'})
     (hub.server.test_root / 't-org-page' / 'two\nt-org-page').mkdir()  # would forge a second line
+    for name in ('a..b', 'a--b', 'x.git'):  # folders no Hub id names (huggingface_hub refuses them)
+        (hub.server.test_root / 't-org-page' / name).mkdir()
+    os.symlink('selfloop', hub.server.test_root / 't-org-page' / 'selfloop')  # hid the whole org (a 404)
     resp, body = _request(hub.endpoint, 'GET', '/T-ORG-PAGE')
     assert resp.status == 200 and body == b't-org-page/one\n'
     resp, _ = _request(hub.endpoint, 'HEAD', '/t-org-page')

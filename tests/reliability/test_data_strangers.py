@@ -385,25 +385,34 @@ def test_a_validation_folder_of_the_training_files_is_caught_file_by_file(tmp_pa
         dst.mkdir(parents=True)
         for f in src.iterdir():
             (os.link if link == 'hard' else os.symlink)(f, dst / f.name)
-    with pytest.raises(DataError, match=r'^4 of the 4 files of --val-split val in .* are files of the training split '
-                                        r'\(hard links or symlinks to them\), so validation would score training '
-                                        r"images: .*--val-split ''"):
+    # files the reader does not take count for neither split: a README in val/, a hard-linked note, hidden images
+    (root / 'val' / 'README.txt').write_text('made by hand')
+    os.link(root / 'val' / 'README.txt', root / 'train' / 'notes.txt')
+    hidden = root / ('train' if link == 'train-links-to-val' else 'val') / 'a' / '.backup'
+    hidden.mkdir(parents=True, exist_ok=True)
+    os.link(next((root / 'train' / 'a').glob('*.png')), hidden / 'copy.png')
+    with pytest.raises(DataError, match=r'^4 of the 4 images of --val-split val in .* are images of the training '
+                                        r'split \(hard links or symlinks to them\), so validation would score '
+                                        r"training images: .*--val-split ''"):
         _train(tmp_path, root, '--val-split', 'val')
-    with caplog.at_level(logging.WARNING, logger='timm_cra'):
-        res = validate(create_parser().parse_args(['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir',
-                                                   str(root), '--split', 'val', '--workers', '0', '--no-progress']))
-    assert res['split'] == 'train' and "its images are recorded as the 'train' split" in caplog.text
+    for data_dir, split in ((root, 'val'), (root / 'val', 'validation')):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger='timm_cra'):
+            res = validate(create_parser().parse_args(['--model', 'cra_cifar_resnet20', '--num-classes', '2',
+                                                       '--data-dir', str(data_dir), '--split', split, '--workers',
+                                                       '0', '--no-progress']))
+        assert res['split'] == 'train' and "recorded as the 'train' split" in caplog.text, data_dir
     # one image of its own: a partial overlap still refuses training, and validate says so, keeping 'val'
     if link != 'class-symlinks':
         make_image(root / 'val' / 'a' / 'own.png', color=(9, 9, 9))
-        with pytest.raises(DataError, match=r'^4 of the 5 files'):
+        with pytest.raises(DataError, match=r'^4 of the 5 images'):
             _train(tmp_path, root, '--val-split', 'val')
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger='timm_cra'):
             res = validate(create_parser().parse_args(['--model', 'cra_cifar_resnet20', '--num-classes', '2',
                                                        '--data-dir', str(root), '--split', 'val', '--workers', '0',
                                                        '--no-progress']))
-        assert res['split'] == 'val' and "4 of the 5 files of" in caplog.text
+        assert res['split'] == 'val' and "4 of the 5 images of" in caplog.text
 
 
 @pytest.mark.slow  # over ~6 s on 2 cores (CLI processes, real runs): CI step 2
@@ -707,3 +716,21 @@ def test_in_memory_training_keeps_the_pixel_limit_and_bounds_what_it_holds(tmp_p
         f"{tmp_path / 'big'} [train] would hold 6 images of 8000x8000x3 in memory: 1099 MiB of decoded pixels, over "
         f"the in-memory limit of 1024 MiB (timm_cra.data.in_memory.MAX_IN_MEMORY_BYTES): pass --no-in-memory to "
         f"decode images one batch at a time.")
+
+
+def test_a_training_split_of_another_name_is_found_by_validate(tmp_path, make_image, caplog):
+    """Data in trn/ with val/<class> -> ../trn/<class>: training with --train-split trn refused it, validate --split val
+    recorded 'val' (only a folder named train was compared). A dataset root holds splits only: all are compared."""
+    import logging
+    from timm_cra.eval import create_parser, validate
+    root = tmp_path / 'data'
+    for c in ('a', 'b'):
+        make_image(root / 'trn' / c / '0.png')
+        (root / 'val').mkdir(exist_ok=True)
+        os.symlink(f'../trn/{c}', root / 'val' / c)
+    with pytest.raises(DataError, match='2 of the 2 images of --val-split val'):
+        _train(tmp_path, root, '--train-split', 'trn', '--val-split', 'val')
+    with caplog.at_level(logging.WARNING, logger='timm_cra'):
+        res = validate(create_parser().parse_args(['--model', 'cra_cifar_resnet20', '--num-classes', '2', '--data-dir',
+                                                   str(root), '--split', 'val', '--workers', '0', '--no-progress']))
+    assert res['split'] == 'trn' and "recorded as the 'trn' split" in caplog.text

@@ -99,6 +99,17 @@ def test_a_campaign_table_carries_welch_and_the_twice_the_epochs_check(tmp_path)
     assert '| resnet20 | 0 | 4 | 90.00 | 8 | 90.20 | +0.20 | converged (gain < 0.3) |' in table
     (e100 / 'resnet20-s0.json').write_text(json.dumps(_record('resnet20', 0, 91.0, epochs=8)))
     assert '| +1.00 | not converged (gain ≥ 0.3) |' in campaign_table(e50)
+    # a record of another budget or recipe there read as the check ("4 -> 2 epochs, converged")
+    for other, differ in ((_record('resnet20', 0, 50.0, epochs=2), r'epochs 2 \(twice 4 is 8\)'),
+                          (dict(_record('resnet20', 0, 91.0, epochs=8), model_kwargs={'drop_rate': 0.5}), 'model'),
+                          (dict(_record('resnet20', 0, 91.0, epochs=8),
+                                command='timm-cra-train --config cifar --seed 0 --epochs 8 --lr 0.4'),
+                           'training command')):
+        (e100 / 'resnet20-s0.json').write_text(json.dumps(other))
+        with pytest.raises(ValueError, match=rf'the resnet20 seed 0 record of \d+ epochs is not the same recipe at '
+                                             rf'twice the epochs of its 4-epoch run \({differ} differ\)'):
+            campaign_table(e50)
+    (e100 / 'resnet20-s0.json').write_text(json.dumps(_record('resnet20', 0, 91.0, epochs=8)))
     plot_curves([json.loads(p.read_text()) for p in sorted(e50.glob('*-s*.json'))], str(tmp_path / 'c.png'),
                 [json.loads((e100 / 'resnet20-s0.json').read_text())])
     assert (tmp_path / 'c.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
@@ -212,7 +223,8 @@ def test_only_a_registered_tag_with_a_record_is_published():
     (lambda r: r.update(final_top1=float('nan')), "'final_top1' must be a percentage, not nan"),
     (lambda r: r.update(final_top1='88.2'), "'final_top1' must be a percentage, not '88.2'"),
     (lambda r: r.update(seed=True), "'seed' must be a seed"),
-    (lambda r: r.pop('params'), "'params' must be a count, not None"),
+    (lambda r: r.pop('params'), "'params' must be a count (under 10**15), not None"),
+    (lambda r: r.update(macs=10 ** 400), "'macs' must be a count (under 10**15)"),  # an OverflowError traceback
     (lambda r: r.update(variant='resnet21'), "'variant' must be a campaign variant"),
     (lambda r: r.update(model='x|y\n|evil'), "'model' must be a registered architecture name"),  # broke the table
     (lambda r: r.update(variant='cra_max4_resnet20'), 'it records cra_max4_resnet20 seed 0, not what its name says'),

@@ -13,7 +13,7 @@ from ..utils.errors import printable
 from ..utils.labels import name_key, numbered_classes
 from .cifar import find_cifar_pickle_dir, load_cifar_pickle
 from .errors import DataError, check_class_names, classes_absent_from_training, index_by_name
-from .folders import ImageFolderDataset, check_data_folder, find_split_dir, shared_files
+from .folders import ImageFolderDataset, check_data_folder, class_folders, find_split_dir, shared_files
 from .hf import CLASSLABEL_FIX, HFImageDataset, iter_parquet_files, parquet_splits, split_candidates
 from .in_memory import TensorImageDataset, decode_to_memory
 
@@ -106,7 +106,7 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
                 ds.split = _split_name(root, split_dir)
             elif os.path.basename(os.path.normpath(root)) in SPLIT_FOLDER_NAMES:  # --data-dir data/val: that split
                 whole = os.path.abspath(root)
-                ds.split = _split_name(os.path.dirname(whole), whole)
+                ds.split = _split_name(os.path.dirname(whole), whole, splits_only=False)
             else:
                 ds.split = None
         else:
@@ -130,11 +130,13 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
 _TRAIN_FOLDERS = ('train', 'training')
 
 
-def _split_name(root: str, split_dir: str) -> str:
+def _split_name(root: str, split_dir: str, splits_only: bool = True) -> str:
     """The split a folder under ``root`` holds, as results and cards name it: a link to another split folder of
-    ``root`` (``val -> train``), or a folder whose files all are the training split folder's (per-class links, hard
+    ``root`` (``val -> train``), or a folder whose images all are another split folder's (per-class links, hard
     links), is that split, said once (its scores were recorded as the 'val' split's); a folder sharing some of its
-    files with the training split is said to."""
+    images with another split is said to. The other splits are ``root``'s other folders (a dataset root holds
+    splits only), the training ones first; ``splits_only=False`` (``root`` is a split folder's parent, which may
+    hold anything): its ``train`` / ``training`` folder only. A training split is never renamed."""
     name = os.path.basename(split_dir)
     real = os.path.realpath(split_dir)
     if os.path.dirname(real) == os.path.realpath(root) and os.path.basename(real) != name:
@@ -142,19 +144,22 @@ def _split_name(root: str, split_dir: str) -> str:
         _logger.warning(printable(f"'{split_dir}' is a link to the '{target}' split of '{root}': its images are "
                                   f"recorded as the '{target}' split."))
         return target
-    for other in _TRAIN_FOLDERS if name not in _TRAIN_FOLDERS else ():
+    others = [d for d in _TRAIN_FOLDERS if os.path.isdir(os.path.join(root, d))]
+    if splits_only:
+        others += [d for d in class_folders(root) if d not in others]
+    for other in others:
         other_dir = os.path.join(root, other)
-        if not os.path.isdir(other_dir) or os.path.samefile(other_dir, split_dir):
+        if other == name or os.path.samefile(other_dir, split_dir):
             continue
         shared, total = shared_files(split_dir, other_dir)
-        if shared and shared == total:
-            _logger.warning(printable(f"every file of '{split_dir}' is a file of the '{other}' split of '{root}' "
-                                      f"(hard links or symlinks): its images are recorded as the '{other}' split."))
+        if shared and shared == total and name not in _TRAIN_FOLDERS:
+            _logger.warning(printable(f"every image of '{split_dir}' is an image of the '{other}' split of '{root}' "
+                                      f"(hard links or symlinks): they are recorded as the '{other}' split."))
             return other
         if shared:
-            _logger.warning(printable(f"{shared} of the {total} files of '{split_dir}' are files of the '{other}' "
-                                      f"split of '{root}' (hard links or symlinks): its scores are partly "
-                                      f"'{other}' images'."))
+            _logger.warning(printable(f"{shared} of the {total} images of '{split_dir}' are images of the '{other}' "
+                                      f"split of '{root}' (hard links or symlinks): its scores are partly the "
+                                      f"'{other}' split's."))
     return name
 
 
@@ -210,8 +215,8 @@ def single_split_source(name: Optional[str], root: Optional[str], train_split: s
 
 def shared_split_files(name: Optional[str], root: Optional[str], train_split: str = 'train',
                        val_split: str = 'validation') -> Tuple[int, int]:
-    """``(shared, total)`` for class-folder data: how many of the validation split folder's files are the training
-    split folder's own files (hard links, per-class or per-file symlinks; see :func:`folders.shared_files`);
+    """``(shared, total)`` for class-folder data: how many of the validation split folder's images are the training
+    split folder's own (hard links, per-class or per-file symlinks; see :func:`folders.shared_files`);
     ``(0, 0)`` for other data or when the splits cannot be found (the loader says why)."""
     kind = (name or '').strip().lower()
     if not root or kind.startswith('hfds/') or not os.path.isdir(root):

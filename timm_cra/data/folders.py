@@ -119,23 +119,27 @@ def walk_folder(folder: str) -> Iterator[Tuple[str, List[str], List[str]]]:
         yield dirpath, dirnames, files
 
 
-def _file_ids(folder: str) -> Iterator[Tuple[int, int]]:
-    """``(device, inode)`` of each file under ``folder``, links followed as the scan follows them."""
-    for dirpath, _, files in walk_folder(folder):
-        for name in files:
+def _image_ids(split_dir: str) -> List[Tuple[int, int]]:
+    """``(device, inode)`` of each image the folder reader takes from ``split_dir`` (its class folders' image files,
+    hidden ones and other files left out, links followed): what a split's scores are made of."""
+    ids = []
+    for c in class_folders(split_dir):
+        for path in _scan_class_folder(os.path.join(split_dir, c), Counter()):
             try:
-                st = os.stat(os.path.join(dirpath, name))
-            except OSError:
+                st = os.stat(path)
+            except OSError:  # a dangling link named x.png: a counted skip when loaded
                 continue
-            yield st.st_dev, st.st_ino
+            ids.append((st.st_dev, st.st_ino))
+    return ids
 
 
 def shared_files(folder: str, other: str) -> Tuple[int, int]:
-    """``(shared, total)``: how many of ``folder``'s ``total`` files are ``other``'s own files -- the same file by
-    device and inode: hard links, or symlinks either way (a ``val/`` of per-class links or hard links into
-    ``train/`` passed a check of the split folders alone). One ``stat`` per file of both folders."""
-    ids = list(_file_ids(folder))
-    others = set(_file_ids(other))
+    """``(shared, total)``: how many of the ``total`` images the folder reader takes from ``folder`` are images
+    it takes from ``other`` -- the same file by device and inode: hard links, or symlinks either way (a ``val/`` of
+    per-class links or hard links into ``train/`` passed a check of the split folders alone). Files the reader
+    does not take (a README, hidden files) count for neither. One ``stat`` per image of both folders."""
+    ids = _image_ids(folder)
+    others = set(_image_ids(other))
     return sum(1 for i in ids if i in others), len(ids)
 
 

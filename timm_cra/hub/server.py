@@ -480,8 +480,16 @@ def repo_commit_hash(repo_dir: Union[str, Path]) -> str:
 _ASCII_LOWER = str.maketrans('ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
 
 
-#: What a Hub repo name can be (huggingface_hub's repo id rule): the org page lists no other folder name.
-_REPO_NAME = re.compile(r'[A-Za-z0-9_][A-Za-z0-9._-]{0,95}')
+#: What a Hub repo name can be (huggingface_hub's ``validate_repo_id``: letters, digits, ``-_.``, at most 96, no
+#: ``--`` or ``..``, no ``-`` / ``.`` at either end, no ``.git`` ending): the org page lists no other folder name.
+_REPO_NAME = re.compile(r'(?!.*(--|\.\.))(?!.*\.git$)[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?')
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a looping symlink: not a folder, and not a reason to drop its neighbours
+        return False
 
 
 def _ascii_fold(name: str) -> str:
@@ -734,24 +742,30 @@ class _ReadRoutes(BaseHTTPRequestHandler):
         One scan of each org folder: ids that fold to one (``dup`` and ``Dup``) are served under none and not
         listed, nor are names no Hub id can have (a newline would forge a line)."""
         safe_parts(org, 'organization')
-        repos = set()
+        if not _REPO_NAME.fullmatch(org):
+            raise _HubError(HTTPStatus.NOT_FOUND, f'Organization {org[:200]!r} not found (not a Hub name).',
+                            'RepoNotFound')
+        repos: Dict[str, str] = {}  # folded id -> id; the first root that serves an id is the one asked
         for root in self.server.roots:
             real_root = root.resolve()
             found: Dict[str, List[Tuple[Path, str]]] = {}
             for org_dir in _child_dirs(root, org):
                 try:
-                    names = [e.name for e in os.scandir(org_dir) if e.is_dir() and _REPO_NAME.fullmatch(e.name)]
+                    with os.scandir(org_dir) as entries:
+                        names = [e.name for e in entries if _REPO_NAME.fullmatch(e.name) and _is_folder(e)]
                 except OSError:
                     continue
                 for name in names:
                     found.setdefault(_ascii_fold(name), []).append((org_dir, name))
-            repos.update(f'{org_dir.name}/{name}' for same in found.values() if len(same) == 1
-                         for org_dir, name in same
-                         if _served_path(org_dir / name, real_root, folder=True) is not None)
+            for key, same in found.items():
+                org_dir, name = same[0]
+                if len(same) == 1 and key not in repos and \
+                        _served_path(org_dir / name, real_root, folder=True) is not None:
+                    repos[key] = f'{org_dir.name}/{name}'
         if not repos:
             raise _HubError(HTTPStatus.NOT_FOUND, f'Organization {org[:200]} not found (no repos are served under '
                                                   f'it).', 'RepoNotFound')
-        body = ''.join(f'{r}\n' for r in sorted(repos, key=str.lower)).encode()
+        body = ''.join(f'{r}\n' for r in sorted(repos.values(), key=str.lower)).encode()
         self._send(HTTPStatus.OK, {'Content-Type': 'text/plain; charset=utf-8'}, body, head_only)
 
     def _check_revision(self, repo_id: str, revision: str) -> Tuple[Path, str]:

@@ -54,8 +54,8 @@ def create_datasets(args) -> Tuple[object, Optional[object], int]:
     shared, total = shared_split_files(args.dataset, args.data_dir, args.train_split, args.val_split) \
         if args.val_split else (0, 0)
     if shared:  # val/ of hard links or per-class symlinks into train/: passed the folder check above
-        raise DataError(f"{shared} of the {total} files of --val-split {args.val_split} in {args.data_dir} are files "
-                        f"of the training split (hard links or symlinks to them), so validation would score "
+        raise DataError(f"{shared} of the {total} images of --val-split {args.val_split} in {args.data_dir} are "
+                        f"images of the training split (hard links or symlinks to them), so validation would score "
                         f"training images: give a validation split of its own images, or --val-split '' to train "
                         f"without validation.")
     train_ds = create_dataset(args.dataset, args.data_dir, args.train_split, num_samples=args.train_num_samples,
