@@ -7,8 +7,9 @@
 
 Each run trains through :func:`timm_cra.train.train` into ``<output>/<variant>-s<seed>/`` (resumable from its
 ``last.pth``) and, when done, writes one JSON record to ``<results>/<variant>-s<seed>.json``. Finished runs
-are skipped, so the campaign can be stopped and continued across sessions and machines, run by run
-(or split over processes with disjoint --variants). Summarise with tools/cifar_report.py.
+are skipped, so the campaign can be stopped and continued across sessions and machines, run by run. Several
+processes may share one campaign: a run another process is training (the trainer holds its run folder) is skipped,
+and the first process to reach it writes its record. Summarise with tools/cifar_report.py.
 """
 import argparse
 import csv
@@ -95,12 +96,20 @@ def run_one(variant: str, seed: int, data_dir: str, output: str, results_dir: st
     from timm_cra.train import parse_args, train
     from timm_cra.utils import model_complexity
 
+    from timm_cra.utils.io import OutputPathError
+
     record_path = Path(results_dir) / f'{variant}-s{seed}.json'
-    if record_path.exists():
+    run_dir = Path(output) / f'{variant}-s{seed}'
+    if record_path.exists() or _trained_elsewhere(run_dir):
         return None
     argv = campaign_argv(variant, seed, data_dir, output, epochs, recipe_args) + list(extra_args)
-    last = Path(output) / f'{variant}-s{seed}' / 'last.pth'
-    summary = train(parse_args(argv + (['--resume', str(last)] if last.exists() else [])))
+    last = run_dir / 'last.pth'
+    try:
+        summary = train(parse_args(argv + (['--resume', str(last)] if last.exists() else [])))
+    except OutputPathError:
+        if _trained_elsewhere(run_dir):  # another process took the run between the check and the trainer's lock
+            return None
+        raise
 
     with open(Path(summary['output_dir']) / 'metrics.csv') as f:
         history = [{k: float(v) if v not in ('', None) else None for k, v in row.items()} for row in csv.DictReader(f)]
@@ -121,6 +130,20 @@ def run_one(variant: str, seed: int, data_dir: str, output: str, results_dir: st
     )
     _write_json_atomic(record_path, record)
     return record
+
+
+def _trained_elsewhere(run_dir: Path) -> bool:
+    """Whether another process is training in ``run_dir`` now: the trainer holds its run folder's lock for the
+    whole run (the kernel drops it with the process, so a killed run is resumed, not skipped). Said on stderr."""
+    from timm_cra.utils.io import OutputPathError, locked_folder
+    if not run_dir.is_dir():
+        return False
+    try:
+        with locked_folder(str(run_dir), wait=False):
+            return False
+    except OutputPathError as e:
+        print(f'{run_dir.name}: skipped, {e}', file=sys.stderr)
+        return True
 
 
 def run_campaign(variants: Sequence[str], seeds: Sequence[int], data_dir: str, output: str, results_dir: str,

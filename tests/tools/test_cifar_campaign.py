@@ -38,3 +38,14 @@ def test_run_one_writes_record_and_skips_finished(cifar10_test, tmp_path):
     # A finished run is not trained again.
     assert run_one('cra_max4_resnet20', 3, str(cifar10_test), str(tmp_path / 'out'), str(results), epochs=1,
                    extra_args=SLICE) is None
+
+
+def test_a_run_another_process_trains_is_skipped(cifar10_test, tmp_path, capsys):
+    """Two campaign processes over the same seeds: the one that finds a run's folder held goes on to the next run
+    instead of failing on the trainer's refusal; the run is not recorded by it."""
+    from timm_cra.utils.io import locked_folder
+    out, results = tmp_path / 'out', tmp_path / 'results'
+    with locked_folder(str(out / 'resnet20-s0'), wait=False):  # the trainer's lock, as another process holds it
+        assert run_campaign(['resnet20'], [0], str(cifar10_test), str(out), str(results), epochs=1) == []
+    assert 'resnet20-s0: skipped, another process' in capsys.readouterr().err
+    assert not (results / 'resnet20-s0.json').exists()
