@@ -80,3 +80,26 @@ def test_unreadable_image_is_counted_skip(tmp_path, make_image):
     assert skipped == 1 and x.shape == (2, 3, 4, 4) and y.tolist() == [0, 1]
     x, y, skipped = skip_collate([b for b in batch if b[0] is None])
     assert skipped == 1 and x.numel() == 0
+
+
+def test_training_set_up_lists_each_split_folder_once(class_folder, monkeypatch):
+    """The split check and both datasets' split names compare train/ and val/: inside ``images_listed_once`` each
+    class folder is scanned once for the comparisons (and once more by its dataset), where it was scanned three
+    times; outside it a folder is listed anew, so a hard link added since is seen."""
+    import os
+    from collections import Counter
+    from timm_cra.data import folders
+    from timm_cra.data.folders import shared_files
+    from timm_cra.train.args import parse_args
+    from timm_cra.train.loaders import create_datasets
+
+    scans = Counter()
+    scan = folders._scan_class_folder
+    monkeypatch.setattr(folders, '_scan_class_folder', lambda f, ignored: scans.update([f]) or scan(f, ignored))
+    create_datasets(parse_args(['--model', 'cra_resnet18', '--data-dir', str(class_folder)]))
+    assert len(scans) == 6 and set(scans.values()) == {2}, scans
+    assert shared_files(str(class_folder / 'val'), str(class_folder / 'train')) == (0, 6)
+    os.link(class_folder / 'train' / 'cat' / '0.png', class_folder / 'val' / 'cat' / 'copy.png')
+    assert shared_files(str(class_folder / 'val'), str(class_folder / 'train')) == (1, 7)
+    with pytest.raises(DataError, match='1 of the 7 images of --val-split validation'):
+        create_datasets(parse_args(['--model', 'cra_resnet18', '--data-dir', str(class_folder)]))

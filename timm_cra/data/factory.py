@@ -2,7 +2,7 @@
 import glob
 import logging
 import os
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -13,12 +13,13 @@ from ..utils.errors import printable
 from ..utils.labels import name_key, numbered_classes
 from .cifar import find_cifar_pickle_dir, load_cifar_pickle
 from .errors import DataError, check_class_names, classes_absent_from_training, index_by_name
-from .folders import ImageFolderDataset, check_data_folder, class_folders, find_split_dir, shared_files
+from .folders import (TRAIN_FOLDER_NAMES, ImageFolderDataset, check_data_folder, class_folders, find_split_dir,
+                      shared_files)
 from .hf import CLASSLABEL_FIX, HFImageDataset, iter_parquet_files, parquet_splits, split_candidates
 from .in_memory import TensorImageDataset, decode_to_memory
 
 __all__ = ['create_dataset', 'detect_source', 'skip_collate', 'check_labels', 'check_num_classes',
-           'map_classes_by_name', 'single_split_source', 'shared_split_files', 'SOURCES']
+           'map_classes_by_name', 'split_overlap', 'SplitOverlap', 'SOURCES']
 
 _logger = logging.getLogger(__name__)
 
@@ -126,10 +127,6 @@ def create_dataset(name: Optional[str], root: Optional[str], split: str = 'train
     return ds
 
 
-#: The training split's folder names: another split's files found there are training images.
-_TRAIN_FOLDERS = ('train', 'training')
-
-
 def _split_name(root: str, split_dir: str, splits_only: bool = True) -> str:
     """The split a folder under ``root`` holds, as results and cards name it: a link to another split folder of
     ``root`` (``val -> train``), or a folder whose images all are another split folder's (per-class links, hard
@@ -144,7 +141,7 @@ def _split_name(root: str, split_dir: str, splits_only: bool = True) -> str:
         _logger.warning(printable(f"'{split_dir}' is a link to the '{target}' split of '{root}': its images are "
                                   f"recorded as the '{target}' split."))
         return target
-    others = [d for d in _TRAIN_FOLDERS if os.path.isdir(os.path.join(root, d))]
+    others = [d for d in TRAIN_FOLDER_NAMES if os.path.isdir(os.path.join(root, d))]
     if splits_only:
         others += [d for d in class_folders(root) if d not in others]
     for other in others:
@@ -152,7 +149,7 @@ def _split_name(root: str, split_dir: str, splits_only: bool = True) -> str:
         if other == name or os.path.samefile(other_dir, split_dir):
             continue
         shared, total = shared_files(split_dir, other_dir)
-        if shared and shared == total and name not in _TRAIN_FOLDERS:
+        if shared and shared == total and name not in TRAIN_FOLDER_NAMES:
             _logger.warning(printable(f"every image of '{split_dir}' is an image of the '{other}' split of '{root}' "
                                       f"(hard links or symlinks): they are recorded as the '{other}' split."))
             return other
@@ -181,55 +178,53 @@ def _share_class_names(ds, class_names: Sequence[str], what: str) -> None:
         raise classes_absent_from_training(what, [c for c in ds.class_names if name_key(c) not in known])
 
 
-def single_split_source(name: Optional[str], root: Optional[str], train_split: str = 'train',
-                        val_split: str = 'validation') -> bool:
-    """Whether validation on ``val_split`` of a local ``--data-dir`` would read the training rows: it holds one split
-    only, which every split name resolves to (a parquet file, a single-split ``save_to_disk`` folder, a folder of
-    class folders without split folders), or its ``val_split`` is ``train_split``'s own files under another name (a
-    ``val -> train`` symlinked folder, a ``test-*.parquet`` linked to ``train-*.parquet``: compared by file identity,
-    ``os.path.samefile``). Training must not validate on it (best top-1 would be training accuracy); validating it
-    alone is fine, and so is one split named as both (``--train-split test --val-split test``: said, not hidden)."""
+class SplitOverlap(NamedTuple):
+    """How much of a validation split is the training split (:func:`split_overlap`)."""
+    one_split: bool = False  # every split name reads the same rows
+    shared: int = 0  # class folders: validation images that are training images
+    total: int = 0  # class folders: validation images
+
+
+def split_overlap(name: Optional[str], root: Optional[str], train_split: str = 'train',
+                  val_split: str = 'validation') -> SplitOverlap:
+    """Whether validation on ``val_split`` of a local ``--data-dir`` would read the training rows, which training must
+    refuse (best top-1 would be training accuracy; validating such data alone is fine):
+
+    - ``one_split``: the data holds one split only, which every split name resolves to (a parquet file, a
+      single-split ``save_to_disk`` folder, a folder of class folders without split folders), or its ``val_split``
+      is ``train_split``'s own files under another name (a ``val -> train`` symlinked folder, a ``test-*.parquet``
+      linked to ``train-*.parquet``: compared by file identity, ``os.path.samefile``);
+    - ``shared`` of ``total``: class folders whose validation images are partly or wholly the training split's
+      (hard links, per-class or per-file symlinks; see :func:`folders.shared_files`).
+
+    One split named as both (``--train-split test --val-split test``) is the user's choice, said, not refused; data
+    that cannot be read overlaps nothing here (the loader says what is wrong with it)."""
     kind = (name or '').strip().lower()
     if not root or kind.startswith('hfds/') or not os.path.exists(root):
-        return False
+        return SplitOverlap()
     kind = kind or detect_source(root)
     if kind in ('hfds', 'parquet'):
         if os.path.isfile(root) or (os.path.exists(os.path.join(root, 'state.json'))
                                     and not os.path.exists(os.path.join(root, 'dataset_dict.json'))):
-            return True
+            return SplitOverlap(one_split=True)
         try:
-            return _same_split_files(root, train_split, val_split)
+            return SplitOverlap(one_split=_same_split_files(root, train_split, val_split))
         except (DataError, OSError):
-            return False  # the loader says what is wrong with the data
-    if kind in ('imagenet', 'folder', 'folder-auto') and os.path.isdir(root):
-        try:
-            val_dir, train_dir = find_split_dir(root, val_split or 'validation'), find_split_dir(root, train_split)
-            if os.path.samefile(val_dir, root):  # no split folders: every split name is the one folder
-                return True
-            # one split named for both (--train-split test --val-split test) is the user's choice; a link is not
-            return os.path.abspath(val_dir) != os.path.abspath(train_dir) and os.path.samefile(val_dir, train_dir)
-        except (DataError, OSError):
-            return False
-    return False
-
-
-def shared_split_files(name: Optional[str], root: Optional[str], train_split: str = 'train',
-                       val_split: str = 'validation') -> Tuple[int, int]:
-    """``(shared, total)`` for class-folder data: how many of the validation split folder's images are the training
-    split folder's own (hard links, per-class or per-file symlinks; see :func:`folders.shared_files`);
-    ``(0, 0)`` for other data or when the splits cannot be found (the loader says why)."""
-    kind = (name or '').strip().lower()
-    if not root or kind.startswith('hfds/') or not os.path.isdir(root):
-        return 0, 0
-    if (kind or detect_source(root)) not in ('imagenet', 'folder', 'folder-auto'):
-        return 0, 0
+            return SplitOverlap()
+    if kind not in ('imagenet', 'folder', 'folder-auto') or not os.path.isdir(root):
+        return SplitOverlap()
     try:
         val_dir, train_dir = find_split_dir(root, val_split or 'validation'), find_split_dir(root, train_split)
+        if os.path.samefile(val_dir, root):  # no split folders: every split name is the one folder
+            return SplitOverlap(one_split=True)
+        if os.path.abspath(val_dir) == os.path.abspath(train_dir):  # one split named for both
+            return SplitOverlap()
+        if os.path.samefile(val_dir, train_dir):  # a link is not the user's choice
+            return SplitOverlap(one_split=True)
+        shared, total = shared_files(val_dir, train_dir)
     except (DataError, OSError):
-        return 0, 0
-    if os.path.abspath(val_dir) == os.path.abspath(train_dir):  # one split named for both: the user's choice
-        return 0, 0
-    return shared_files(val_dir, train_dir)
+        return SplitOverlap()
+    return SplitOverlap(shared=shared, total=total)
 
 
 def _same_split_files(root: str, train_split: str, val_split: str) -> bool:

@@ -6,23 +6,25 @@ Plain class folders (fine-tuning on your own data) are indexed in timm's order (
 case-insensitive, digits by value: ``class2`` before ``Class9`` before ``class10``), so a model trained here scores
 the same with timm's ``ImageDataset`` and a timm ``train.py`` checkpoint the same here.
 """
+import contextlib
 import logging
 import os
 import re
 from collections import Counter
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from PIL import Image
 from torch.utils.data import Dataset
 
 from .errors import DataError, classes_absent_from_training, split_hint
+from ..utils.cli import SPLIT_FOLDER_NAMES
 from ..utils.errors import printable
 from ..utils.io import not_folder_reason
 from ..utils.labels import name_key
 from .images import UnreadableImage, check_in_chans, decode_image, resize_short_side
 
-__all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'is_wnid', 'imagenet_class_to_idx', 'find_split_dir', 'shared_files',
-           'walk_folder', 'warn_empty_classes']
+__all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'TRAIN_FOLDER_NAMES', 'is_wnid', 'imagenet_class_to_idx',
+           'find_split_dir', 'shared_files', 'images_listed_once', 'walk_folder', 'warn_empty_classes']
 
 _logger = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ _SPLIT_ALIASES = {
     'val': ('val', 'validation'),
     'test': ('test',),
 }
+#: The training split's folder names: another split's images found there are training images.
+TRAIN_FOLDER_NAMES = _SPLIT_ALIASES['train']
 
 
 def is_wnid(name: str) -> bool:
@@ -67,7 +71,7 @@ def find_split_dir(root: str, split: Optional[str], split_flag: str = '') -> str
                 return path
     subdirs = _subdirs(root)
     # A root without split folders but with class folders is the split itself (e.g. imagenet_val_sample).
-    if subdirs and not any(d in ('train', 'val', 'validation', 'test') for d in subdirs):
+    if subdirs and not any(d in SPLIT_FOLDER_NAMES for d in subdirs):
         return root
     raise DataError(
         f"Split '{split}' not found in '{root}' (sub-folders: {', '.join(subdirs) or 'none'}). "
@@ -119,9 +123,31 @@ def walk_folder(folder: str) -> Iterator[Tuple[str, List[str], List[str]]]:
         yield dirpath, dirnames, files
 
 
+#: :func:`_image_ids` by real folder path, inside :func:`images_listed_once` (None outside it).
+_listed_images: Optional[Dict[str, List[Tuple[int, int]]]] = None
+
+
+@contextlib.contextmanager
+def images_listed_once() -> Iterator[None]:
+    """Inside the block each split folder's images are listed and ``stat``-ed once (:func:`shared_files`): setting up
+    a training compares its train and val folders in the split check and again for each dataset's split name, one
+    ``stat`` per image each time. Only for a block that reads the folders without changing them."""
+    global _listed_images
+    outer = _listed_images
+    if outer is None:
+        _listed_images = {}
+    try:
+        yield
+    finally:
+        _listed_images = outer
+
+
 def _image_ids(split_dir: str) -> List[Tuple[int, int]]:
     """``(device, inode)`` of each image the folder reader takes from ``split_dir`` (its class folders' image files,
     hidden ones and other files left out, links followed): what a split's scores are made of."""
+    key = os.path.realpath(split_dir)
+    if _listed_images is not None and key in _listed_images:
+        return _listed_images[key]
     ids = []
     for c in class_folders(split_dir):
         for path in _scan_class_folder(os.path.join(split_dir, c), Counter()):
@@ -130,6 +156,8 @@ def _image_ids(split_dir: str) -> List[Tuple[int, int]]:
             except OSError:  # a dangling link named x.png: a counted skip when loaded
                 continue
             ids.append((st.st_dev, st.st_ino))
+    if _listed_images is not None:
+        _listed_images[key] = ids
     return ids
 
 

@@ -7,7 +7,7 @@ import torch
 from timm.data import create_loader
 
 from ..data import (DataError, TensorImageDataset, TensorLoader, check_num_classes,
-                    create_dataset, fit_to_input, shared_split_files, single_split_source, skip_collate)
+                    create_dataset, fit_to_input, images_listed_once, skip_collate, split_overlap)
 from .distributed import DistInfo
 
 __all__ = ['create_datasets', 'create_loaders', 'EvalShard']
@@ -46,28 +46,29 @@ def create_datasets(args) -> Tuple[object, Optional[object], int]:
     the validation split takes the training split's class indices, matched by name."""
     ds_kwargs = dict(in_memory=args.in_memory, image_key=args.input_key, label_key=args.target_key,
                      in_chans=_requested_in_chans(args))
-    if args.val_split and single_split_source(args.dataset, args.data_dir, args.train_split, args.val_split):
-        # Every split name resolves to the same rows: best_top1 would be training accuracy.
-        raise DataError(f"--data-dir {args.data_dir} holds one split, so validation would run on the training "
-                        f"rows: pass a folder with separate train and validation/test splits (train-*.parquet and "
-                        f"test-*.parquet, or train/ and val/ folders), or --val-split '' to train without validation.")
-    shared, total = shared_split_files(args.dataset, args.data_dir, args.train_split, args.val_split) \
-        if args.val_split else (0, 0)
-    if shared:  # val/ of hard links or per-class symlinks into train/: passed the folder check above
-        raise DataError(f"{shared} of the {total} images of --val-split {args.val_split} in {args.data_dir} are "
-                        f"images of the training split (hard links or symlinks to them), so validation would score "
-                        f"training images: give a validation split of its own images, or --val-split '' to train "
-                        f"without validation.")
-    train_ds = create_dataset(args.dataset, args.data_dir, args.train_split, num_samples=args.train_num_samples,
-                              split_flag='--train-split', **ds_kwargs)
-    if args.train_num_samples and len(torch.as_tensor(train_ds.targets).unique()) == 1:
-        # the first rows of sorted class folders are one class: as a one-class folder, a run that learns nothing
-        _logger.warning(f'--train-num-samples {args.train_num_samples} keeps examples of one class only (the first '
-                        f'rows of the data, e.g. sorted class folders): the model learns nothing; raise it.')
-    val_ds = None
-    if args.val_split:
-        val_ds = create_dataset(args.dataset, args.data_dir, args.val_split, num_samples=args.val_num_samples,
-                                class_names=train_ds.class_names, split_flag='--val-split', **ds_kwargs)
+    with images_listed_once():  # the split check and each dataset's split name compare the same folders
+        overlap = split_overlap(args.dataset, args.data_dir, args.train_split, args.val_split) if args.val_split \
+            else None
+        if overlap and overlap.one_split:  # best_top1 would be training accuracy
+            raise DataError(f"--data-dir {args.data_dir} holds one split, so validation would run on the training "
+                            f"rows: pass a folder with separate train and validation/test splits (train-*.parquet and "
+                            f"test-*.parquet, or train/ and val/ folders), or --val-split '' to train without "
+                            f"validation.")
+        if overlap and overlap.shared:  # val/ of hard links or per-class symlinks into train/
+            raise DataError(f"{overlap.shared} of the {overlap.total} images of --val-split {args.val_split} in "
+                            f"{args.data_dir} are images of the training split (hard links or symlinks to them), so "
+                            f"validation would score training images: give a validation split of its own images, or "
+                            f"--val-split '' to train without validation.")
+        train_ds = create_dataset(args.dataset, args.data_dir, args.train_split,
+                                  num_samples=args.train_num_samples, split_flag='--train-split', **ds_kwargs)
+        if args.train_num_samples and len(torch.as_tensor(train_ds.targets).unique()) == 1:
+            # the first rows of sorted class folders are one class: as a one-class folder, a run that learns nothing
+            _logger.warning(f'--train-num-samples {args.train_num_samples} keeps examples of one class only (the '
+                            f'first rows of the data, e.g. sorted class folders): the model learns nothing; raise it.')
+        val_ds = None
+        if args.val_split:
+            val_ds = create_dataset(args.dataset, args.data_dir, args.val_split, num_samples=args.val_num_samples,
+                                    class_names=train_ds.class_names, split_flag='--val-split', **ds_kwargs)
     num_classes = args.num_classes or train_ds.num_classes
     check_num_classes(train_ds, num_classes, 'training split')
     if val_ds is not None:
