@@ -213,6 +213,9 @@ def test_cli_exports_a_greyscale_model_with_in_chans(tmp_path):
     # no ceiling was a 120 GB allocation traceback; an opset the exporter lacks, a traceback from inside it
     (['--model', 'cra_cifar_resnet20', '--img-size', '100000'], '--img-size 100000 must be a side in pixels from 8'),
     (['--model', 'cra_cifar_resnet20', '--input-size', '3', '32', '100000'], '--input-size 3 32 100000 must be channels, height, width'),
+    # timm takes --input-size and drops --img-size: an export at 16 px was asked for at 32 too
+    (['--model', 'cra_cifar_resnet20', '--img-size', '32', '--input-size', '3', '16', '16'],
+     '--img-size 32 and --input-size 3 16 16 set different sizes: pass one of them.'),
     (['--model', 'cra_cifar_resnet20', '--opset', '99'], '--opset 99: the TorchScript exporter of torch'),
     (['--model', 'cra_cifar_resnet20', '--opset', '3'], 'leave --opset out for its default'),
     (['--model', 'cra_cifar_resnet20', '--dynamo', '--opset', '99'], "--opset 99: torch.export's exporter (--dynamo)"),

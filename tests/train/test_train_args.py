@@ -68,6 +68,13 @@ def test_data_values_are_checked_as_validate_checks_them(tmp_path):
     for flag in ('--train-num-samples', '--val-num-samples'):
         with pytest.raises(UsageError, match=f'{flag} must be a positive integer, not -1'):
             parse_args(base + [flag, '-1'])
+    with pytest.raises(UsageError, match=r'--img-size 32 and --input-size 3 16 16 set different sizes: pass one'):
+        parse_args(base + ['--img-size', '32', '--input-size', '3', '16', '16'])
+    # either size flag replaces a config's size (the cifar recipe's img_size: 32), as any flag replaces its config key
+    args = parse_args(base + ['--config', 'cifar', '--input-size', '3', '16', '16'])
+    assert (args.img_size, args.input_size) == (None, [3, 16, 16])
+    assert parse_args(base + ['--config', 'cifar', '--img-size', '24']).img_size == 24
+    assert parse_args(base + ['--img-size', '16', '--input-size', '3', '16', '16']).img_size == 16  # the same size
     args = parse_args(base + ['--img-size', '4096', '--crop-pct', '1.15', '--workers', '0', '--std', '0.25'])
     assert (args.img_size, args.crop_pct, args.workers, args.std) == (4096, 1.15, 0, [0.25])
 

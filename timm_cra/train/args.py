@@ -225,6 +225,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         # Replacing a run is the command line's choice, as resuming one is: an --overwrite run's args.yaml (its own
         # --output / --experiment, `overwrite: true`) reused as --config replaced that run without a word.
         cfg.pop('overwrite', None)
+        if pre.img_size is not None or pre.input_size is not None:  # one setting: the command line's size replaces
+            cfg.pop('img_size', None), cfg.pop('input_size', None)  # the config's, whichever flag names either
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise UsageError(f"Config '{pre.config}' has unknown keys: {', '.join(unknown)}.")

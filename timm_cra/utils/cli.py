@@ -143,7 +143,7 @@ def check_input_size(img_size: Optional[int] = None, input_size: Optional[Sequen
     """Refuse ``--img-size`` / ``--input-size`` outside the bounds a ``config.json`` is held to (``utils.input_limits``):
     sides of ``MIN_INPUT_SIDE``..``MAX_INPUT_SIDE`` px (``--img-size``: ..``MAX_SQUARE_SIDE``), at most
     ``MAX_INPUT_PIXELS`` pixels, 1..``MAX_INPUT_CHANS`` channels (``--img-size 100000`` was a 120 GB allocation
-    traceback; ``1`` resized every image to one colour and still scored)."""
+    traceback; ``1`` resized every image to one colour and still scored), and the two flags setting different sizes."""
     # a square's side: the pixel cap, not the side cap, bounds it (8192 passed the side check, then failed the cap)
     if img_size is not None and not MIN_INPUT_SIDE <= img_size <= MAX_SQUARE_SIDE:
         raise UsageError(f'--img-size {img_size} must be a side in pixels from {MIN_INPUT_SIDE} to {MAX_SQUARE_SIDE} '
@@ -152,6 +152,10 @@ def check_input_size(img_size: Optional[int] = None, input_size: Optional[Sequen
             MIN_INPUT_SIDE <= v <= MAX_INPUT_SIDE for v in input_size[1:])):
         raise UsageError(f'--input-size {" ".join(map(str, input_size))} must be channels, height, width: 1 to '
                          f'{MAX_INPUT_CHANS} channels, the sides {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE} px.')
+    if img_size is not None and input_size is not None and list(input_size[1:]) != [img_size, img_size]:
+        # timm takes --input-size and drops --img-size without a word
+        raise UsageError(f'--img-size {img_size} and --input-size {" ".join(map(str, input_size))} set different '
+                         f'sizes: pass one of them.')
     # validate died in a MemoryError traceback at 8000 x 8000
     if input_size is not None and input_size[1] * input_size[2] > MAX_INPUT_PIXELS:
         raise UsageError(f'--input-size {" ".join(map(str, input_size))} is {input_size[1] * input_size[2]} pixels: '
