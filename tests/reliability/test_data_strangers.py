@@ -364,6 +364,40 @@ def test_a_validation_split_linked_to_the_training_split_is_never_validated_on(t
     assert res['split'] == 'val'  # was none: the card read the data as a dataset called 'val'
 
 
+def test_validate_names_a_parquet_split_linked_to_the_training_files_as_the_training_split(tmp_path, caplog):
+    """A test-*.parquet hard-linked (or symlinked) to train-*.parquet: training refuses it, but validate recorded
+    the rows as the 'test' split (and a card would say so), where a class folder of links is recorded as 'train'.
+    Some linked shards of several: said, the split keeps its name; a real copy is its own split."""
+    import logging
+    import shutil
+    from timm_cra.eval import create_parser, validate
+
+    def split_recorded(data_dir):
+        return validate(create_parser().parse_args(['--model', 'cra_cifar_resnet20', '--num-classes', '2',
+                                                    '--data-dir', str(data_dir), '--split', 'test', '--workers', '0',
+                                                    '--no-progress']))['split']
+
+    data = tmp_path / 'pq'
+    train_file = write_parquet(data / 'train-00000-of-00001.parquet', [0, 1, 0, 1])
+    os.link(train_file, data / 'test-00000-of-00001.parquet')
+    with caplog.at_level(logging.WARNING, logger='timm_cra'):
+        assert split_recorded(data) == 'train'
+    assert "the 'test' split of" in caplog.text and "is the files of its 'train' split" in caplog.text
+    (data / 'test-00000-of-00001.parquet').unlink()
+    os.symlink(train_file.name, data / 'test-00000-of-00001.parquet')
+    assert split_recorded(data) == 'train'
+    (data / 'test-00000-of-00001.parquet').unlink()
+    (data / 'test-00000-of-00002.parquet').symlink_to(train_file.name)
+    write_parquet(data / 'test-00001-of-00002.parquet', [1, 0])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger='timm_cra'):
+        assert split_recorded(data) == 'test'
+    assert "1 of the 2 files of the 'test' split" in caplog.text and "partly the 'train' split's" in caplog.text
+    (data / 'test-00000-of-00002.parquet').unlink()
+    shutil.copyfile(train_file, data / 'test-00000-of-00002.parquet')
+    assert split_recorded(data) == 'test'
+
+
 @pytest.mark.parametrize('link', ['hard', 'class-symlinks', 'file-symlinks', 'train-links-to-val'])
 def test_a_validation_folder_of_the_training_files_is_caught_file_by_file(tmp_path, make_image, caplog, link):
     """val/ made of hard links, per-class symlinks or per-file symlinks into train/ (or train/ of links to val/)

@@ -315,6 +315,33 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, spli
     return _load_hf_split(source, split, cache_dir, split_flag)[0]
 
 
+def _split_of_the_files(source: str, name: str, files: Dict[str, List[str]]) -> str:
+    """The split whose rows ``name``'s files hold, as results name it (``files``: each split's parquet files or
+    saved folder). Another split's files under this name (a ``test-*.parquet`` hard-linked or symlinked to a
+    ``train-*.parquet``, a saved ``test/`` linked to ``train/``) are that split, said once; some of them, said.
+    Compared by file identity (device and inode), the training split first; a training split is never renamed, as
+    with class folders (``factory._split_name``)."""
+    def identities(paths):
+        return [(st.st_dev, st.st_ino) for st in map(os.stat, paths)]
+
+    try:
+        ids = identities(files[name])
+        for other in sorted(files, key=lambda s: s != 'train'):
+            theirs = set(identities(files[other])) if other != name else set()
+            shared = sum(i in theirs for i in ids)
+            if shared and shared == len(ids) and name != 'train':
+                _logger.warning(printable(f"the '{name}' split of '{source}' is the files of its '{other}' split (hard "
+                                          f"links or symlinks): its rows are recorded as the '{other}' split."))
+                return other
+            if shared:
+                _logger.warning(printable(f"{shared} of the {len(ids)} files of the '{name}' split of '{source}' are "
+                                          f"files of its '{other}' split (hard links or symlinks): its scores are "
+                                          f"partly the '{other}' split's."))
+    except OSError:  # a file gone since it was read: the split keeps its name
+        pass
+    return name
+
+
 def _load_hf_split(source: str, split: str, cache_dir: Optional[str], split_flag: str):
     """:func:`load_hf_split`'s dataset and the name the data gives the split read (``'validation'`` asked as
     ``val``), None where it names none (a parquet file, a saved split without a name): any split name reads it."""
@@ -332,7 +359,7 @@ def _load_hf_split(source: str, split: str, cache_dir: Optional[str], split_flag
                 dd = datasets.load_from_disk(source)
             for name in split_candidates(split):
                 if name in dd:
-                    return dd[name], name
+                    return dd[name], _split_of_the_files(source, name, {s: [os.path.join(source, s)] for s in dd})
             raise DataError(f"Split '{split}' not in '{source}' (splits: {', '.join(dd)}): "
                             f"{split_hint(split_flag)}.")
         if os.path.lexists(os.path.join(source, 'state.json')):
@@ -346,7 +373,7 @@ def _load_hf_split(source: str, split: str, cache_dir: Optional[str], split_flag
                             f"Pass --dataset hfds/<hub-name> for a Hub dataset, or a folder of *.parquet files.")
         for name in split_candidates(split):
             if name in splits:
-                return _load_parquet(splits[name], source, cache_dir), name
+                return _load_parquet(splits[name], source, cache_dir), _split_of_the_files(source, name, splits)
         others = _folders_without_parquet(source, splits)
         also = (f"; read as parquet data, though it also holds the folder(s) {', '.join(f'{d}/' for d in others[:5])}"
                 f" without parquet files, which were not read: keep one kind of data in a --data-dir"
