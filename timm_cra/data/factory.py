@@ -14,7 +14,7 @@ from ..utils.labels import name_key, numbered_classes
 from .cifar import find_cifar_pickle_dir, load_cifar_pickle
 from .errors import DataError, check_class_names, classes_absent_from_training, index_by_name
 from .folders import (TRAIN_FOLDER_NAMES, ImageFolderDataset, check_data_folder, class_folders, find_split_dir,
-                      shared_files)
+                      recorded_split, shared_files)
 from .hf import CLASSLABEL_FIX, HFImageDataset, iter_parquet_files, parquet_splits, split_candidates
 from .in_memory import TensorImageDataset, decode_to_memory
 
@@ -144,20 +144,9 @@ def _split_name(root: str, split_dir: str, splits_only: bool = True) -> str:
     others = [d for d in TRAIN_FOLDER_NAMES if os.path.isdir(os.path.join(root, d))]
     if splits_only:
         others += [d for d in class_folders(root) if d not in others]
-    for other in others:
-        other_dir = os.path.join(root, other)
-        if other == name or os.path.samefile(other_dir, split_dir):
-            continue
-        shared, total = shared_files(split_dir, other_dir)
-        if shared and shared == total and name not in TRAIN_FOLDER_NAMES:
-            _logger.warning(printable(f"every image of '{split_dir}' is an image of the '{other}' split of '{root}' "
-                                      f"(hard links or symlinks): they are recorded as the '{other}' split."))
-            return other
-        if shared:
-            _logger.warning(printable(f"{shared} of the {total} images of '{split_dir}' are images of the '{other}' "
-                                      f"split of '{root}' (hard links or symlinks): its scores are partly the "
-                                      f"'{other}' split's."))
-    return name
+    others = [d for d in others if d != name and not os.path.samefile(os.path.join(root, d), split_dir)]
+    return recorded_split(name, others, lambda other: shared_files(split_dir, os.path.join(root, other)), root=root,
+                          what=f"'{split_dir}'", renamable=name not in TRAIN_FOLDER_NAMES)
 
 
 def _share_class_names(ds, class_names: Sequence[str], what: str) -> None:

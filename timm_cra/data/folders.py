@@ -11,7 +11,7 @@ import logging
 import os
 import re
 from collections import Counter
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from PIL import Image
 from torch.utils.data import Dataset
@@ -24,7 +24,7 @@ from ..utils.labels import name_key
 from .images import UnreadableImage, check_in_chans, decode_image, resize_short_side
 
 __all__ = ['ImageFolderDataset', 'IMG_EXTENSIONS', 'TRAIN_FOLDER_NAMES', 'is_wnid', 'imagenet_class_to_idx',
-           'find_split_dir', 'shared_files', 'images_listed_once', 'walk_folder', 'warn_empty_classes']
+           'find_split_dir', 'shared_files', 'images_listed_once', 'recorded_split', 'walk_folder', 'warn_empty_classes']
 
 _logger = logging.getLogger(__name__)
 
@@ -169,6 +169,25 @@ def shared_files(folder: str, other: str) -> Tuple[int, int]:
     ids = _image_ids(folder)
     others = set(_image_ids(other))
     return sum(1 for i in ids if i in others), len(ids)
+
+
+def recorded_split(name: str, others: Iterable[str], shared_with: Callable[[str], Tuple[int, int]], *, root: str,
+                   what: str, unit: str = 'image', renamable: bool = True) -> str:
+    """The split name results record for split ``name`` of ``root`` (``what``: how to name it): the first of
+    ``others`` whose files hold all of its ``unit``s (``shared_with(other)`` -> ``(shared, total)``; hard links or
+    symlinks) when ``renamable`` (a training split never is), said once; a split sharing some is said to share them.
+    One rule for class folders and parquet / ``save_to_disk`` splits."""
+    for other in others:
+        shared, total = shared_with(other)
+        if shared and shared == total and renamable:
+            _logger.warning(printable(f"every {unit} of {what} is a {unit} of the '{other}' split of "
+                                      f"'{root}' (hard links or symlinks): they are recorded as the '{other}' split."))
+            return other
+        if shared:
+            _logger.warning(printable(f"{shared} of the {total} {unit}s of {what} are {unit}s of the '{other}' split of "
+                                      f"'{root}' (hard links or symlinks): its scores are partly the '{other}' "
+                                      f"split's."))
+    return name
 
 
 def _scan_class_folder(folder: str, ignored: Counter) -> List[str]:

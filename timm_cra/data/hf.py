@@ -25,7 +25,7 @@ from ..utils.io import (OutputPathError, cache_write_errno, check_output_folder,
 from ..utils.errors import TimmCraError, UsageError, printable
 from ..utils.strict_json import loads, read_json
 from .errors import DataError, check_class_names, first_non_integer, index_by_name, split_hint
-from .folders import walk_folder
+from .folders import recorded_split, walk_folder
 from .images import UnreadableImage, check_in_chans, decode_image, resize_short_side
 
 __all__ = ['HFImageDataset', 'load_hf_split', 'detect_columns', 'IMAGE_KEYS', 'LABEL_KEYS', 'CLASSLABEL_FIX']
@@ -317,29 +317,23 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, spli
 
 def _split_of_the_files(source: str, name: str, files: Dict[str, List[str]]) -> str:
     """The split whose rows ``name``'s files hold, as results name it (``files``: each split's parquet files or
-    saved folder). Another split's files under this name (a ``test-*.parquet`` hard-linked or symlinked to a
-    ``train-*.parquet``, a saved ``test/`` linked to ``train/``) are that split, said once; some of them, said.
-    Compared by file identity (device and inode), the training split first; a training split is never renamed, as
-    with class folders (``factory._split_name``)."""
-    def identities(paths):
-        return [(st.st_dev, st.st_ino) for st in map(os.stat, paths)]
+    saved folder): another split's files under this name (a ``test-*.parquet`` hard-linked or symlinked to a
+    ``train-*.parquet``, a saved ``test/`` linked to ``train/``) are that split, compared by file identity, the
+    training split first (:func:`folders.recorded_split`, the rule for class folders)."""
+    def identities(split):
+        return [(st.st_dev, st.st_ino) for st in map(os.stat, files[split])]
 
     try:
-        ids = identities(files[name])
-        for other in sorted(files, key=lambda s: s != 'train'):
-            theirs = set(identities(files[other])) if other != name else set()
-            shared = sum(i in theirs for i in ids)
-            if shared and shared == len(ids) and name != 'train':
-                _logger.warning(printable(f"the '{name}' split of '{source}' is the files of its '{other}' split (hard "
-                                          f"links or symlinks): its rows are recorded as the '{other}' split."))
-                return other
-            if shared:
-                _logger.warning(printable(f"{shared} of the {len(ids)} files of the '{name}' split of '{source}' are "
-                                          f"files of its '{other}' split (hard links or symlinks): its scores are "
-                                          f"partly the '{other}' split's."))
+        ids = identities(name)
+        others = sorted((s for s in files if s != name), key=lambda s: s != 'train')
+        def shared_with(other):
+            theirs = set(identities(other))
+            return sum(i in theirs for i in ids), len(ids)
+
+        return recorded_split(name, others, shared_with, root=source, what=f"the '{name}' split", unit='file',
+                              renamable=name != 'train')
     except OSError:  # a file gone since it was read: the split keeps its name
-        pass
-    return name
+        return name
 
 
 def _load_hf_split(source: str, split: str, cache_dir: Optional[str], split_flag: str):
