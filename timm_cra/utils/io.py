@@ -217,15 +217,19 @@ def _ancestor_problem(folder: str) -> Optional[str]:
         return None
 
 
-def _long_name_problem(path: str, what: str) -> Optional[OutputPathError]:
-    """The error for a path with a part over the file-name limit (a 300-byte ``--experiment``), which no write can
-    create: refused before anything is created on the way (a run left its empty ``--output`` folder behind)."""
+def _output_path_given(path: Union[str, os.PathLike], what: str, inputs: Sequence[Union[str, os.PathLike]]) -> str:
+    """``path`` as a string, once given (:func:`check_path_given`), its parts within the file-name limit (a 300-byte
+    ``--experiment``, which no write can create: refused before anything is created on the way; a run left its
+    empty ``--output`` folder behind) and none of the command's ``inputs`` (:func:`_check_not_an_input`)."""
+    check_path_given(path, what)
+    path = os.fspath(path)
     for part in os.path.abspath(path).split(os.sep):
         size = len(part.encode('utf-8', 'surrogateescape'))
         if size > _NAME_MAX:
-            return OutputPathError(f"{what} {path} cannot be written: its name '{part[:40]}...' is {size} bytes, over "
-                                   f"the {_NAME_MAX}-byte limit of a file or folder name; choose a shorter name.")
-    return None
+            raise OutputPathError(f"{what} {path} cannot be written: its name '{part[:40]}...' is {size} bytes, over "
+                                  f"the {_NAME_MAX}-byte limit of a file or folder name; choose a shorter name.")
+    _check_not_an_input(path, what, inputs)
+    return path
 
 
 def _check_not_an_input(path: str, what: str, inputs: Sequence[Union[str, os.PathLike]]) -> None:
@@ -272,12 +276,7 @@ def check_output_file(path: Union[str, os.PathLike], what: str = 'output file',
     of it is longer than a file name may be, and its folder exists or can be created there. CLIs call it on their
     arguments, before any work, with ``new_folders=False``: a user's output file goes into a folder that exists (a
     typo'd folder must not spring into existence; ``export -o`` and ``validate --results-file`` alike)."""
-    check_path_given(path, what)
-    path = os.fspath(path)
-    long_name = _long_name_problem(path, what)
-    if long_name:
-        raise long_name
-    _check_not_an_input(path, what, inputs)
+    path = _output_path_given(path, what, inputs)
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):  # the folder check below names a file on the way
@@ -304,12 +303,7 @@ def check_output_folder(path: Union[str, os.PathLike], what: str = 'output folde
     """Raise :class:`OutputPathError` (one line) unless ``path`` is a folder or can be created as one (an
     existing file, device, FIFO or socket there is never replaced, no part of the path is longer than a folder
     name may be, and it is not one of the command's ``inputs`` nor inside an input folder)."""
-    check_path_given(path, what)
-    path = os.fspath(path)
-    long_name = _long_name_problem(path, what)
-    if long_name:
-        raise long_name
-    _check_not_an_input(path, what, inputs)
+    path = _output_path_given(path, what, inputs)
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
