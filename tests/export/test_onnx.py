@@ -209,6 +209,7 @@ def test_cli_exports_a_greyscale_model_with_in_chans(tmp_path):
 
 @pytest.mark.parametrize('argv,message', [
     (['--model', 'cra_resnet5O'], "Unknown --model 'cra_resnet5O'"),
+    (['--model', 'cra_resnet50.nope'], "unknown pretrained tag 'cra_resnet50.nope'. Use one of the registered names"),
     (['--model', 'cra_cifar_resnet20', '--img-size', '0'], '--img-size 0 must be a side in pixels from 8 to 4096'),
     # no ceiling was a 120 GB allocation traceback; an opset the exporter lacks, a traceback from inside it
     (['--model', 'cra_cifar_resnet20', '--img-size', '100000'], '--img-size 100000 must be a side in pixels from 8'),

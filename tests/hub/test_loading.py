@@ -230,6 +230,11 @@ def test_checkpoint_shapes_do_not_match(hub, exported):
 def test_unknown_tag():
     with pytest.raises(ValueError, match=r"unknown pretrained tag 'cra_resnet18.nope'.*cra_resnet18.untrained"):
         timm.create_model('cra_resnet18.nope', pretrained=True)
+    # the package's factory (every CLI's) said timm's RuntimeError, naming no tag, and the CLIs printed a traceback
+    import timm_cra
+    for name, known in (('cra_resnet18.nope', 'cra_resnet18.untrained'), ('resnet18.nope', 'resnet18.a1_in1k')):
+        with pytest.raises(ValueError, match=rf"unknown pretrained tag '{name}'.*{known}"):
+            timm_cra.create_model(name)
 
 
 def test_no_weights_at_all():

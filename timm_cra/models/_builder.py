@@ -15,7 +15,7 @@ from ..utils.errors import transport_failure
 from ..utils.hub_session import bounded_hub_requests
 from ..utils.labels import numbered_classes
 from ._factory import read_model_config, weight_source_problem
-from ._load_errors import (PretrainedWeightsError, UnknownPretrainedTagError, cache_write_problem,
+from ._load_errors import (PretrainedWeightsError, cache_write_problem, check_pretrained_tag,
                            explain_pretrained_errors)
 from ._weight_checks import (BUNDLED_WEIGHTS, PREPROCESSOR_FILENAMES, HubUnreachableError, bundled_weights,
                              cached_weights, check_finite_weights, check_hub_reachable, dtype_checked_filter,
@@ -282,11 +282,8 @@ def check_pretrained_available(variant: str, pretrained: bool, kwargs: Dict[str,
     Returns the resolved cfg when ``pretrained`` is set, else ``None``.
     """
     tag = kwargs.get('pretrained_cfg')
-    known = list(get_arch_pretrained_cfgs(variant))
-    if isinstance(tag, str) and f'{variant}.{tag}' not in known:
-        raise UnknownPretrainedTagError(
-            f"timm_cra: unknown pretrained tag '{variant}.{tag}'. Use one of the registered names: "
-            f"{', '.join(known) or variant} (timm.list_pretrained('{variant}*') lists those with weights).")
+    if isinstance(tag, str):
+        check_pretrained_tag(variant, tag)
     if not pretrained:
         return None
     cfg = resolve_pretrained_cfg(

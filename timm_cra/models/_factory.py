@@ -25,7 +25,7 @@ from timm.models import PretrainedCfg
 from ..utils.labels import repeated_names, unusable_name
 from ..utils.errors import UsageError
 from ..utils.io import earlier_run_note
-from ._load_errors import PretrainedWeightsError, _local_weights, explain_pretrained_errors
+from ._load_errors import PretrainedWeightsError, _local_weights, check_pretrained_tag, explain_pretrained_errors
 from ..utils.input_limits import (CROP_MODES, INTERPOLATIONS, MAX_CROP_PCT, MAX_INPUT_CHANS, MAX_INPUT_PIXELS,
                                   MAX_INPUT_SIDE, MAX_NORM_VALUE, MIN_INPUT_SIDE, MIN_STD, crop_resize_problem)
 from ._weight_checks import (PREPROCESSOR_FILENAMES, allow_nonfinite_weights, check_file_dtypes, check_file_fits,
@@ -554,12 +554,16 @@ def _check_repo_id(model_name: str, repo_id: str, empty_revision: bool = False) 
 
 
 def check_model_name(name: str, flag: Optional[str] = None) -> None:
-    """Raise :class:`UnknownModelError` for an unregistered architecture (``hf-hub:`` / ``local-dir:`` names
-    are resolved by timm from their config); a CLI names its ``flag`` (``--model``), so the refusal comes before
-    any data is read and names what to change."""
+    """Raise :class:`UnknownModelError` for an unregistered architecture and :class:`UnknownPretrainedTagError` for
+    an unregistered ``<arch>.<tag>`` (``hf-hub:`` / ``local-dir:`` names are resolved by timm from their config); a
+    CLI names its ``flag`` (``--model``), so the refusal comes before any data is read and names what to change."""
     import timm
-    if ':' not in name and not timm.is_model(name.partition('.')[0]):
+    if ':' in name:
+        return
+    arch, _, tag = name.partition('.')
+    if not timm.is_model(arch):
         raise UnknownModelError(name, close_model_names(name), flag)
+    check_pretrained_tag(arch, tag)
 
 
 @contextlib.contextmanager
@@ -612,6 +616,8 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
     source, _, location = model_name.partition(':') if ':' in model_name else ('', '', model_name)
     if source == 'hf_hub':  # timm's alias of hf-hub:, spelled as timm's own code then uses it
         source, model_name = 'hf-hub', f'hf-hub:{location}'
+    if not source:  # timm's refusals of a name are a RuntimeError naming nothing that exists
+        check_model_name(model_name)
     registered = timm.models.get_pretrained_cfg(model_name) if not source else None  # its input side
     # the caller's keywords get a config's model_args ceilings
     problem = _model_args_problem(kwargs, registered.to_dict() if registered else {})

@@ -35,6 +35,17 @@ class UnknownPretrainedTagError(PretrainedWeightsError, ValueError):
     """The ``<arch>.<tag>`` is not registered (a ``ValueError`` too, as timm's own unknown-name errors are)."""
 
 
+def check_pretrained_tag(variant: str, tag: Optional[str]) -> None:
+    """Raise :class:`UnknownPretrainedTagError` unless ``<variant>.<tag>`` is registered (timm's own refusal is a
+    RuntimeError naming no tag that exists); a missing tag is the architecture's default."""
+    from timm.models import get_arch_pretrained_cfgs
+    known = list(get_arch_pretrained_cfgs(variant))
+    if tag and f'{variant}.{tag}' not in known:
+        raise UnknownPretrainedTagError(
+            f"timm_cra: unknown pretrained tag '{variant}.{tag}'. Use one of the registered names: "
+            f"{', '.join(known) or variant} (timm.list_pretrained('{variant}*') lists those with weights).")
+
+
 def _source(cfg: PretrainedCfg, with_revision: bool = True) -> str:
     """Where ``cfg``'s weights come from, for messages: a pinned Hub revision is named apart from the repo (an
     ``org/repo@<hash>`` read as one repo name); ``with_revision=False`` leaves it to the message."""
