@@ -198,6 +198,11 @@ def test_pending_weights_on_public_hub_fail_before_any_request(hub):
     with pytest.raises(RuntimeError, match=r"not published on the Hugging Face Hub yet.*convert_official.*"
                                            r"untrained CRA gates.*cra_resnet50\.a1_in1k_gates_untrained"):
         timm.create_model('cra_resnet50', pretrained=True)  # default tag: paper_in1k
+    # your own repo through the overlay (timm's idiom, which the errors advise) is asked for, not refused as the
+    # tag's unpublished weights ("not published ... (someone/my-cra-resnet50)")
+    with pytest.raises(RuntimeError, match=r"Hub repo 'someone/my-cra-resnet50' .* was not asked \(HF_HUB_OFFLINE"):
+        timm.create_model('cra_resnet50', pretrained=True,
+                          pretrained_cfg_overlay=dict(hf_hub_id='someone/my-cra-resnet50'))
 
 
 def test_truncated_safetensors(hub, exported):

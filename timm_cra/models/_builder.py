@@ -19,8 +19,8 @@ from ._load_errors import (PretrainedWeightsError, cache_write_problem, check_pr
                            explain_pretrained_errors)
 from ._weight_checks import (BUNDLED_WEIGHTS, PREPROCESSOR_FILENAMES, HubUnreachableError, bundled_weights,
                              cached_weights, check_finite_weights, check_hub_reachable, dtype_checked_filter,
-                             hub_weights_location, other_weights_problem, repo_file, repo_files, verify_download,
-                             hub_differs_from_bundled)
+                             hub_weights_location, other_weights_problem, repo_file, repo_files, split_revision,
+                             verify_download, hub_differs_from_bundled)
 
 __all__ = [
     'HUB_ORG', 'PAPER_CFG', 'PUBLIC_HUB_ENDPOINT',
@@ -115,6 +115,23 @@ def _registry_name(cfg: Any) -> Optional[str]:
 def _weight_state(cfg: Any) -> Optional[WeightState]:
     name = _registry_name(cfg)
     return WEIGHT_STATES.get(name) if name else None
+
+
+#: The fields of a cfg that say where its weights come from.
+_WEIGHT_SOURCE_FIELDS = ('hf_hub_id', 'url', 'file', 'state_dict')
+
+
+def _tag_weight_source(cfg: PretrainedCfg) -> bool:
+    """Whether ``cfg`` takes its weights from where its registered tag's come from (a pinned revision of the tag's
+    repo included): a ``pretrained_cfg_overlay=dict(hf_hub_id=<your repo>)`` loads other weights, which the tag's
+    publication status (not published yet) does not describe."""
+    import timm
+    registered = timm.models.get_pretrained_cfg(_registry_name(cfg))
+
+    def source(value, field):
+        return split_revision(value)[0] if field == 'hf_hub_id' and isinstance(value, str) else value
+
+    return all(source(getattr(cfg, k), k) == source(getattr(registered, k), k) for k in _WEIGHT_SOURCE_FIELDS)
 
 
 def weight_status(cfg: Any) -> Optional[WeightStatus]:
@@ -300,7 +317,7 @@ def check_pretrained_available(variant: str, pretrained: bool, kwargs: Dict[str,
             raise PretrainedWeightsError(f"timm_cra: '{name}': {problem}. Fix config.json.")
     if cfg.state_dict is not None or cfg.file:
         return cfg
-    if cfg.hf_hub_id and weight_status(cfg) == WEIGHTS_PENDING and _public_hub():
+    if cfg.hf_hub_id and weight_status(cfg) == WEIGHTS_PENDING and _public_hub() and _tag_weight_source(cfg):
         raise PretrainedWeightsError(
             f"timm_cra: the weights of '{name}' are not published on the Hugging Face Hub yet "
             f"({cfg.hf_hub_id}). {weight_note(cfg) or ''}{_gates_untrained_hint(variant)}")
