@@ -283,6 +283,9 @@ def test_registered_tag_compares_model_args(hub):
     _edited_repo(hub, lambda c: c.update(model_args={'cra_pool_size': 4, 'cra_pool_type': 'max'}))
     assert timm.create_model(TAG, pretrained=True).layer1[0].se.pool_size == (4, 4)
     assert timm.create_model(TAG, pretrained=True, num_classes=5, drop_path_rate=0.1).fc.out_features == 5
+    # a feature extractor of the tag was refused: the repo's model was built as a classifier to compare with it
+    features = timm.create_model(TAG, pretrained=True, features_only=True, out_indices=(1, 2))
+    assert [f.shape[1] for f in features(torch.zeros(1, 3, 32, 32))] == [16, 32]  # stages 1 and 2
 
 
 _PROCESSOR = {'image_processor_type': 'TimmWrapperImageProcessor',

@@ -392,8 +392,10 @@ def _architecture(model: Any) -> List[Tuple[str, str, str, Tuple[Tuple[int, ...]
 
 
 #: ``create_model`` keywords that are the caller's to choose when loading a tag (a new head, input channels,
-#: pooling): the repo's architecture is compared with them applied.
-_CALLER_ARGS = ('num_classes', 'in_chans', 'global_pool')
+#: pooling, a feature extractor, its dilation): the repo's architecture is compared with them applied (a
+#: ``features_only`` tag, a ``FeatureListNet``, was compared with the repo's classifier and refused).
+_CALLER_ARGS = ('num_classes', 'in_chans', 'global_pool', 'features_only', 'out_indices', 'feature_cls', 'feature_cfg',
+                'output_stride')
 
 
 def _model_args_difference(variant: str, model_args: Dict[str, Any], model: Any,
