@@ -76,3 +76,24 @@ def test_model_args_keep_only_what_the_architecture_does_not_build_by_default(tm
     assert config.get('model_args') == model_args
     loaded = timm.create_model(f'local-dir:{out}', pretrained=True)
     assert loaded.layer3[0].se.pool_size == model.layer3[0].se.pool_size
+
+
+def test_a_model_its_config_does_not_rebuild_is_refused_before_anything_is_written(tmp_path):
+    """retrofit_cra(resnet18) keeps resnet18's cfg: its repo said architecture resnet18 beside weights with CRA
+    gates, which timm, hf-hub: and transformers all failed to load. Refused, nothing written, naming the
+    architecture the weights are; saved as that architecture, it loads back."""
+    from timm_cra.hub.card import RepoContentError
+    from timm_cra.hub.repo import save_model_files
+    from timm_cra.models import retrofit_cra
+    retrofitted = retrofit_cra(timm.create_model('resnet18', num_classes=3))
+    with pytest.raises(RepoContentError, match=r"names architecture 'resnet18' .*not built by it: layer1.0.se.conv"
+                                               r".*\(16\)\); no reader could load the repo .*create_model\('cra_resnet18'"):
+        export_repo(retrofitted, tmp_path / 'r', model_name='resnet18.mine')
+    with pytest.raises(RepoContentError, match="names architecture 'resnet18'"):
+        save_model_files(retrofitted, tmp_path / 'run')
+    assert not (tmp_path / 'r').exists() and not any((tmp_path / 'run').iterdir())
+    model = timm.create_model('cra_resnet18', num_classes=3)
+    model.load_state_dict(retrofitted.state_dict())
+    out = export_repo(model, tmp_path / 'r', model_name='cra_resnet18.mine')
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in retrofitted.state_dict().items())

@@ -236,8 +236,40 @@ def write_config(
         if tag is None:  # the model's cfg tag names the registry weights it was built with, not these weights
             config['pretrained_cfg'].pop('tag', None)
         config = _one_layout(config, label_names, label_descriptions)
+        _check_config_rebuilds(model, config)
         Path(tmp).write_text(json.dumps(config, indent=2), encoding='utf-8')
     return config
+
+
+def _check_config_rebuilds(model: nn.Module, config: Dict[str, Any]) -> None:
+    """Refuse a ``config.json`` from which timm (``hf-hub:``, ``local-dir:``) and transformers would build other
+    tensors than ``model`` holds: a model changed after it was built (``retrofit_cra`` on a ``resnet18``) keeps its
+    base architecture's cfg, and no reader could load the repo. Built as timm builds a repo (its
+    ``_parse_model_cfg``, on the meta device); an architecture not registered here is the reader's to import."""
+    import copy
+    import timm
+    from timm.models._hub import _parse_model_cfg
+    fields, arch, model_args = _parse_model_cfg(copy.deepcopy(config), {})
+    if not is_model(arch):
+        return
+    rebuilt = timm.create_model(arch, device='meta', pretrained_cfg=PretrainedCfg(**fields), **model_args)
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    if ours == theirs:
+        return
+    extra, missing = [k for k in ours if k not in theirs], [k for k in theirs if k not in ours]
+    shapes = [k for k in ours if k in theirs and ours[k] != theirs[k]]
+    what = '; '.join(f'{label}: {", ".join(keys[:3])}{" ..." if len(keys) > 3 else ""} ({len(keys)})'
+                     for label, keys in (('not built by it', extra), ('missing', missing), ('other shapes', shapes))
+                     if keys)
+    twin = f'cra_{arch}'
+    fix = (f"load the weights into the architecture they are (timm.create_model('{twin}', ...), load_state_dict) and "
+           f"save that model" if extra and all('.se.' in k for k in extra) and is_model(twin) else
+           'build the model with timm.create_model(<the architecture of these weights>) and save that')
+    raise RepoContentError(f"the model's pretrained_cfg names architecture '{arch}' (model_args "
+                           f"{json.dumps(model_args)[:80]}), which builds other weights than the model holds ({what}); "
+                           f"no reader could load the repo (a model changed after it was built, e.g. by retrofit_cra): "
+                           f"{fix}.")
 
 
 def _save_weights(model: nn.Module, path: Union[str, Path], metadata: Optional[Dict[str, str]] = None) -> None:
@@ -253,9 +285,10 @@ def save_model_files(model: nn.Module, folder: Union[str, Path], **config_kwargs
     classes by name and is scored / published with the preprocessing it was trained with."""
     folder = Path(folder)
     names = check_label_names(config_kwargs.get('label_names'), model.num_classes)
+    config = write_config(model, folder / CONFIG_NAME, **config_kwargs)  # first: it refuses a model no reader builds
     with atomic_path(folder / WEIGHTS_NAME) as tmp:
         _save_weights(model, tmp, safetensors_metadata(names, config_kwargs.get('data_config')))
-    return write_config(model, folder / CONFIG_NAME, **config_kwargs)
+    return config
 
 
 def write_repo_metadata(
