@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from timm.models import PretrainedCfg
 
 import timm
 import timm_cra
@@ -269,3 +270,18 @@ def test_trained_tag_missing_on_the_hub_names_the_local_copy(hub, tmp_path):
     root = Path(__file__).resolve().parents[2]
     model = timm.create_model(f"local-dir:{root / 'hub/timm-cra/cra_cifar_resnet20.cifar10'}", pretrained=True)
     assert model.num_classes == 10
+
+
+def test_a_mismatch_names_the_architecture_of_the_config_json():
+    """An hf-hub: / local-dir: load's weights that do not fit its architecture were said not to fit "the
+    architecture 'None'" and to replace "the classifier 'None'": the load's cfg now names what config.json does."""
+    from timm_cra.models._factory import _described
+    from timm_cra.models._load_errors import explain_pretrained_errors
+    err = RuntimeError('Error(s) in loading state_dict for ResNet:\n\tUnexpected key(s) in state_dict: "layer1.0.se.conv.weight".')
+    for config, says in (({'architecture': 'resnet18', 'pretrained_cfg': {'classifier': 'fc'}},
+                          "does not fit the architecture 'resnet18': .*replace the classifier 'fc'\\."),
+                         ({}, r"does not fit the architecture: .*replace the classifier\.")):
+        cfg = _described(PretrainedCfg(hf_hub_id='someone/repo', source='hf-hub'), config)
+        with pytest.raises(PretrainedWeightsError, match=says) as info, explain_pretrained_errors('hf-hub:someone/repo', cfg):
+            raise err
+        assert 'None' not in str(info.value)

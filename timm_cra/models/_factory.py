@@ -494,6 +494,15 @@ def read_model_config(path: Path, where: str) -> Dict[str, Any]:
     return cfg
 
 
+def _described(cfg: PretrainedCfg, config: Dict[str, Any]) -> PretrainedCfg:
+    """``cfg`` (the weight source of an ``hf-hub:`` / ``local-dir:`` load, for its error messages) given the
+    architecture and classifier its ``config.json`` names (a mismatch was said to be the architecture 'None's)."""
+    cfg.architecture = config.get('architecture')
+    pretrained_cfg = config.get('pretrained_cfg')
+    cfg.classifier = pretrained_cfg.get('classifier') if isinstance(pretrained_cfg, dict) else None
+    return cfg
+
+
 def _checks_its_weights(arch: str) -> bool:
     """Whether ``arch``'s entrypoint is this package's: those load through ``create_cra_model``, which checks the
     weights itself; timm's own architectures are checked by :func:`create_model`."""
@@ -631,13 +640,14 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
                 raise PretrainedWeightsError(
                     f"timm_cra: '{location}' is not a model folder: it needs config.json and model.safetensors "
                     f"(as written by the trainer or python -m timm_cra.hub.publish){earlier_run_note(location)}.")
-            arch = read_model_config(Path(location) / 'config.json', model_name)['architecture']
+            config = read_model_config(Path(location) / 'config.json', model_name)
+            arch = config['architecture']
             for filename in PREPROCESSOR_FILENAMES:
                 preprocessor = Path(location) / filename
                 _warn_preprocessor(model_name, filename, str(preprocessor) if os.path.lexists(preprocessor) else None)
             if pretrained:
                 _check_weight_files(model_name, os.listdir(location))
-            cfg = PretrainedCfg(file=location, source='local-dir')
+            cfg = _described(PretrainedCfg(file=location, source='local-dir'), config)
             if not pretrained:  # without weights to load, the folder's weights file is not read (nor checked)
                 return timm.create_model(model_name, pretrained=False, **kwargs)
             with explain_pretrained_errors(model_name, cfg):
@@ -656,7 +666,7 @@ def create_model(model_name: str, pretrained: bool = False, allow_nonfinite: boo
             with explain_pretrained_errors(model_name, cfg):
                 # fetched and checked before timm reads it: timm acts on its model_args while building
                 config_path = _hf_config(repo_id, revision, model_name)
-                read_model_config(config_path, model_name)
+                _described(cfg, read_model_config(config_path, model_name))
                 # The rest is read at the commit config.json came from (as transformers does): a repo changing
                 # between the two downloads gave one commit's class names and preprocessing with another's weights.
                 revision = snapshot_commit(config_path) or revision

@@ -238,10 +238,12 @@ def _message(name: str, cfg: PretrainedCfg, err: BaseException, hint: Optional[s
                 f"(model_args 'in_chans', pretrained_cfg 'input_size'), and ask for {said} channels at load time "
                 f"(in_chans={said}, --in-chans {said}): timm adapts the first conv.")
     if isinstance(err, RuntimeError) and 'Error(s) in loading state_dict' in str(err):
-        return (f"Pretrained weights for '{name}': the checkpoint from {source} does not fit the architecture "
-                f"'{cfg.architecture}': {_state_dict_mismatch(err)}. Load it into the architecture it was trained "
-                f"as (check the model name / config.json 'architecture' and model_args), or pass num_classes=<N> "
-                f"only to replace the classifier '{cfg.classifier}'.")
+        arch = f" '{cfg.architecture}'" if cfg.architecture else ''
+        head = f" '{cfg.classifier}'" if cfg.classifier else ''
+        return (f"Pretrained weights for '{name}': the checkpoint from {source} does not fit the architecture{arch}: "
+                f"{_state_dict_mismatch(err)}. Load it into the architecture it was trained as (check the model name "
+                f"/ config.json 'architecture' and model_args), or pass num_classes=<N> only to replace the "
+                f"classifier{head}.")
     if isinstance(err, FileNotFoundError) and cfg.file:
         return _local_file_problem(name, cfg) or (f"Pretrained weights for '{name}': {source} does not exist. Fix "
                                                   f"the path in pretrained_cfg_overlay=dict(file=...).")
