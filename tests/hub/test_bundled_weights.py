@@ -226,23 +226,42 @@ def test_a_trickling_hub_loads_the_bundled_copy_in_bounded_time(hub, caplog, mon
     assert not [f for f in hub.cached_files() if '/snapshots/' in f and f.endswith('model.safetensors')]
 
 
-def test_a_published_hub_repo_wins_over_the_bundled_copy(hub, tmp_path, caplog):
-    # The Hub is the canonical home: when it serves the repo (here with other weights), those are loaded.
+@contextlib.contextmanager
+def _other_weights_served(hub, tmp_path):
+    """Inside the block, a Hub serving REPO with other weights than the bundled copy (fc.bias + 1): yields their
+    state and sha256."""
     state = _published()
     state['fc.bias'] = state['fc.bias'] + 1
     from timm_cra.hub.server import HubFolderServer
     folder = tmp_path / 'root' / REPO
     shutil.copytree(HUB_DIR / REPO, folder)
     save_file(state, str(folder / 'model.safetensors'))
-    with HubFolderServer([tmp_path / 'root']) as other_hub:  # its own server: the session's keeps hub/'s bytes
-        hub.set_endpoint(other_hub.endpoint)
-        with caplog.at_level(logging.INFO, logger='timm_cra'):
-            model = timm.create_model(TAG, pretrained=True)
+    with HubFolderServer([tmp_path / 'root']) as server:  # its own server: the session's keeps hub/'s bytes
+        hub.set_endpoint(server.endpoint)
+        yield state, hashlib.sha256((folder / 'model.safetensors').read_bytes()).hexdigest()
+
+
+def test_other_bytes_under_a_repo_timm_cra_has_not_published_load_the_bundled_copy(hub, tmp_path, caplog):
+    """Whoever serves timm-cra/<repo> before the project publishes it (the org unclaimed on huggingface.co) is not
+    the source of the tag's weights: its other bytes were loaded with a warning; the bundled copy loads, said."""
+    with _other_weights_served(hub, tmp_path) as (_, served), caplog.at_level(logging.INFO, logger='timm_cra'):
+        model = timm.create_model(TAG, pretrained=True)
+    _assert_weights(model, _published())
+    assert FALLBACK in caplog.text and f'serves other weights (sha256 {served}) than the copy this release bundles, ' \
+        f'and timm-cra has not published that repo yet' in caplog.text
+
+
+def test_a_published_hub_repo_wins_over_the_bundled_copy(hub, tmp_path, caplog, monkeypatch):
+    # The Hub is the canonical home once the project published a repo there (the tag's status then cleared): when
+    # it serves the repo with other weights (a later revision), those are loaded, and said.
+    from timm_cra.models import _builder
+    monkeypatch.delitem(_builder.WEIGHT_STATES, TAG)
+    with _other_weights_served(hub, tmp_path) as (state, served), caplog.at_level(logging.INFO, logger='timm_cra'):
+        model = timm.create_model(TAG, pretrained=True)
     _assert_weights(model, state)
     assert FALLBACK not in caplog.text and f"weights from the Hub repo '{REPO}' at {hub.endpoint}" in caplog.text
     assert 'file' not in model.pretrained_cfg or not model.pretrained_cfg['file']
     # ... and says that offline the same tag would load other weights (the bundled copy)
-    served = hashlib.sha256((folder / 'model.safetensors').read_bytes()).hexdigest()
     differs = [r.getMessage() for r in caplog.records if 'is not the copy this release' in r.getMessage()]
     assert len(differs) == 1 and served in differs[0] and BUNDLED_WEIGHTS[REPO] in differs[0]
     assert 'pip install -U timm-cra' in differs[0] and '\n' not in differs[0]

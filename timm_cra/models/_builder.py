@@ -52,7 +52,8 @@ class WeightStatus(str, enum.Enum):
     yet; loading from the public Hub fails early with the tag's note (how to get them meanwhile) instead of a
     404, while a mirror (``HF_ENDPOINT``) or a local file still works.
     ``UPLOAD_PENDING``: the complete repo folder, weights included, is in this project's ``hub/`` but not on
-    huggingface.co yet. Loads still go to the Hub; while the repo is missing there, the error names the copy.
+    huggingface.co yet. Loads still go to the Hub; while the repo is missing there, the error names the copy, and
+    a bundled repo's copy loads instead of other bytes the Hub serves under its name.
     ``GATES_UNTRAINED``: the base network's weights (another architecture's repo) with the CRA gates initialised
     at load (:mod:`.retrofit`); only loaded when the tag is asked for by name.
     """
@@ -467,10 +468,9 @@ def _check_repo_config(name: str, variant: str, cfg: PretrainedCfg, location: Tu
             f"load the repo by its own config: timm.create_model('hf-hub:{cfg.hf_hub_id}', pretrained=True).")
 
 
-def _check_bundled_is_served(name: str, location: Tuple[str, Optional[str]]) -> None:
-    """Warn when the Hub served other weights for a bundled repo than this release bundles: the online and the
-    offline answers of one tag would differ without a word."""
-    served = hub_differs_from_bundled(*location)
+def _warn_bundled_not_served(name: str, location: Tuple[str, Optional[str]], served: Optional[str]) -> None:
+    """Warn when the Hub served other weights (sha256 ``served``) for a bundled repo than this release bundles: the
+    online and the offline answers of one tag would differ without a word."""
     if served:
         _logger.warning(f"timm_cra: {name}: the Hub's model.safetensors of '{location[0]}' (sha256 {served}) is not "
                         f"the copy this release of timm-cra bundles (sha256 {BUNDLED_WEIGHTS[location[0]]}), which "
@@ -504,8 +504,13 @@ def _load_hub_first(create_fn: Callable[..., Any], variant: str, kwargs: Dict[st
                 raise
         else:
             verify_download(*location)
+    served = hub_differs_from_bundled(*location) if reason is None and fallback else None
+    if served and weight_status(cfg) == WEIGHTS_UPLOAD_PENDING:
+        # not published by timm-cra yet: whoever serves the repo now is not the release's source of these weights
+        reason = (f"serves other weights (sha256 {served}) than the copy this release bundles, and timm-cra has not "
+                  f"published that repo yet")
     if reason is None:
-        _check_bundled_is_served(name, location)
+        _warn_bundled_not_served(name, location, served)
         # hf-hub: cfgs are that config.json; gates-untrained tags load another architecture's repo by design
         if cfg.source != 'hf-hub' and weight_status(cfg) != WEIGHTS_GATES_UNTRAINED:
             _check_repo_config(name, variant, cfg, location, model, kwargs)
