@@ -381,3 +381,16 @@ def test_data_named_apart_from_the_model_is_scored_by_position_with_a_warning(ma
     assert res['class_mapping'] == 'by position' and res['count'] == 10, res
     assert "None of the dataset's classes 'automobile_fr', 'avion'" in caplog.text
     assert "class names 'airplane', 'automobile'" in caplog.text
+
+
+def test_a_cfg_with_a_test_size_is_scored_at_it_as_timm_validates(cifar10_test):
+    """timm's validate.py scores at a cfg's test_input_size / test_crop_pct (its --use-train-size opts out); this one
+    scored the a1_in1k_gates_untrained tags at 224 / 0.95, rows of 'timm's results CSV' at another size than timm's."""
+    base = ['--model', 'cra_resnet18.a1_in1k_gates_untrained', '--model-kwargs', 'layers=(1,1,1,1)', '--no-pretrained',
+            '--num-classes', '10', '--data-dir', cifar10_test,
+            '--split', 'test', '--num-samples', '4', '--batch-size', '4', '--workers', '0', '--no-progress']
+    res = validate(_args(base))
+    assert (res['img_size'], res['crop_pct']) == (288, 1.0)
+    res = validate(_args(base + ['--use-train-size']))
+    assert (res['img_size'], res['crop_pct']) == (224, 0.95)
+    assert validate(_args(base + ['--img-size', '160']))['img_size'] == 160  # a size given wins

@@ -27,9 +27,11 @@ def model_in_chans(model: nn.Module) -> int:
     return 3
 
 
-def resolve_model_data_config(args: Mapping[str, Any], model: nn.Module, verbose: bool = False) -> Dict[str, Any]:
-    """timm's ``resolve_data_config(args, model=model)`` with ``input_size[0]`` and mean/std for the channels
-    the model takes. Explicit ``input_size`` / ``mean`` / ``std`` in ``args`` still win (length-checked). A crop whose
+def resolve_model_data_config(args: Mapping[str, Any], model: nn.Module, verbose: bool = False,
+                              use_test_size: bool = False) -> Dict[str, Any]:
+    """timm's ``resolve_data_config(args, model=model, use_test_size=...)`` with ``input_size[0]`` and mean/std for the
+    channels the model takes (``use_test_size``: a cfg's ``test_input_size`` / ``test_crop_pct``, as timm validates).
+    Explicit ``input_size`` / ``mean`` / ``std`` in ``args`` still win (length-checked). A crop whose
     eval resize would pass ``MAX_INPUT_PIXELS`` is refused (``--crop-pct 0.005`` on a 32 px model: 6400 x 6400)."""
     in_chans = check_in_chans(model_in_chans(model))
     args = dict(args)
@@ -41,7 +43,7 @@ def resolve_model_data_config(args: Mapping[str, Any], model: nn.Module, verbose
         raise DataError(f"--input-size {' '.join(map(str, args['input_size']))} has {args['input_size'][0]} "
                         f"channels but the model takes {in_chans}: make them match (or use --img-size).")
     args['in_chans'] = in_chans
-    cfg = resolve_data_config(args, model=model, verbose=False)
+    cfg = resolve_data_config(args, model=model, use_test_size=use_test_size, verbose=False)
     cfg['input_size'] = (in_chans, *tuple(cfg['input_size'])[1:])
     cfg['mean'] = fit_mean_std(cfg['mean'], in_chans, 'mean')
     cfg['std'] = fit_mean_std(cfg['std'], in_chans, 'std')

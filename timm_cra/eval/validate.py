@@ -51,6 +51,8 @@ def create_parser() -> argparse.ArgumentParser:
     add('--checkpoint', default='', metavar='PATH', help='model.safetensors, state dict, or trainer checkpoint')
     add('--use-ema', action='store_true', default=False, help='use the EMA weights of a trainer checkpoint')
     add('--crop-mode', default=None)
+    add('--use-train-size', action='store_true', default=False,
+        help="score at the model's train input size and crop even where its cfg has test ones (timm validate.py)")
     add = p.add_argument
     add('--results-file', default=None, help='write the result as JSON here')
     add('--results-csv', default=None, help="append a row in timm's results CSV format here")
@@ -187,7 +189,8 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     check_num_classes(dataset, model.num_classes, label_names=label_names, head_fixed=head_fixed)
     scored_names = _scored_names(label_names, model.num_classes, dataset.class_names)
     cfg_args, preprocessing = _data_config_args(args, model, ckpt)
-    data_config = resolve_model_data_config(cfg_args, model)
+    # as timm's validate.py: a cfg's test_input_size / test_crop_pct, unless --use-train-size or a size is given
+    data_config = resolve_model_data_config(cfg_args, model, use_test_size=not args.use_train_size)
     # The weights scored, whichever way they were loaded (a tag, hf-hub:, local-dir:, --checkpoint, random): the
     # trainer's digest of a model's tensors (its rank_state_sha256, last.pth's sha256['state_dict']), the same for
     # last.pth and the model.safetensors exported from it; publish compares it with the weights it publishes.
