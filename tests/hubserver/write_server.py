@@ -52,10 +52,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from timm_cra.hub.server import (
     _CHUNK, _HEAD, _REVISIONS, DEFAULT_BRANCH, HubFolderServer, _child_dirs, _digests, _digests_lock,
-    _file_digest, _file_sha256, _find_repo_in, _folder_commit_hash, _folder_oid, _history, _HubError, _inside,
-    _ReadRoutes, _repo_files, _store_entry, check_args, create_parser, safe_parts, serve, served_revision, start,
+    _find_repo_in, _history, _HubError, _inside, _open_digest, _open_regular, _ReadRoutes, _repo_files, _stat_hash,
+    _store_entry, check_args, create_parser, safe_parts, serve, served_revision, start,
 )
-from timm_cra.utils.io import atomic_write, file_identity
+from timm_cra.utils.io import FileIdentity, atomic_write, file_identity
 
 __all__ = ['WritableHubServer', 'WRITE_TOKEN_ENV', 'commit_revision', 'create_repo_folder', 'main',
            'remove_write_leftovers']
@@ -64,6 +64,35 @@ WRITE_TOKEN_ENV = 'TIMM_CRA_HUB_WRITE_TOKEN'
 _OID_RE = re.compile(r'^[0-9a-f]{64}$')
 _STORE = '.hub-lfs'  # uploaded LFS objects, per root, named by sha256 (hidden: never a repo, never listed)
 _TMP_PREFIX = '.hub-tmp-'  # every temp file / staging folder of a write; removed when a writable server starts
+
+
+# The write side's own reads of the served files (the read-only mirror never hashes a whole folder).
+def _file_digest(path: Path, algo: str = 'sha256') -> str:
+    """:func:`_open_digest` of the regular file ``path`` (a 503 if it is rewritten while read, a 404 if it is not a
+    regular file)."""
+    f = _open_regular(path)
+    if f is None:
+        raise _HubError(HTTPStatus.NOT_FOUND, f'{path} is not a regular file.')
+    with f:
+        digest = _open_digest(f, file_identity(f.fileno()), algo)
+    if digest is None:
+        raise _HubError(HTTPStatus.SERVICE_UNAVAILABLE, f'{path} was rewritten while it was read: retry.')
+    return digest
+
+
+def _file_sha256(path: Path) -> str:
+    return _file_digest(path, 'sha256')
+
+
+def _folder_commit_hash(folder: Path) -> str:
+    """40-hex commit id of a plain folder: :func:`_stat_hash` of all its files."""
+    return _stat_hash(_repo_files(folder))
+
+
+def _folder_oid(files: Dict[str, FileIdentity], key: str) -> str:
+    """The ``oid`` of the folder ``key`` of a revision (``files``: its :func:`_repo_files`) in a listing:
+    :func:`_stat_hash` of the files below it, so it changes with anything below it and reads none of them."""
+    return _stat_hash({rel: identity for rel, identity in files.items() if rel.startswith(key + '/')})
 
 
 _PAUSE_ENV = 'TIMM_CRA_HUB_TEST_PAUSE_BEFORE_SWITCH'  # tests only: seconds to wait between staging and switch
@@ -402,6 +431,9 @@ class _WriteRoutes(_ReadRoutes):
     """The write side's routes (a server without a write token answers them as :class:`_ReadRoutes` does)."""
     read_only_message = ('This Hub server is read-only: start it with --allow-write and a --write-token (or '
                          f'{WRITE_TOKEN_ENV}) to accept uploads.')
+
+    def _read_body(self, limit: int) -> bytes:
+        return b''.join(self._iter_body(limit))
 
     def _write_route(self, method: str):
         if not self.server.writable:

@@ -252,23 +252,6 @@ def _open_digest(f, identity: FileIdentity, algo: str = 'sha256') -> Optional[st
     return digest
 
 
-def _file_digest(path: Path, algo: str = 'sha256') -> str:
-    """:func:`_open_digest` of the regular file ``path`` (a 503 if it is rewritten while read, a 404 if it is not a
-    regular file)."""
-    f = _open_regular(path)
-    if f is None:
-        raise _HubError(HTTPStatus.NOT_FOUND, f'{path} is not a regular file.')
-    with f:
-        digest = _open_digest(f, file_identity(f.fileno()), algo)
-    if digest is None:
-        raise _HubError(HTTPStatus.SERVICE_UNAVAILABLE, f'{path} was rewritten while it was read: retry.')
-    return digest
-
-
-def _file_sha256(path: Path) -> str:
-    return _file_digest(path, 'sha256')
-
-
 #: The most entries (files and folders; a pruned hidden folder's contents not counted) one repo folder may hold. Every
 #: request walks the folder (its commit id is derived from each file's stat data), one ``stat`` per file, and the
 #: requests of a burst share walks (:class:`_Walks`: a request waits for at most two walks, however many arrive
@@ -385,11 +368,6 @@ def _stat_hash(files: Dict[str, FileIdentity]) -> str:
     for rel, identity in files.items():
         h.update(f'{rel}\0{identity}\n'.encode())
     return h.hexdigest()
-
-
-def _folder_commit_hash(folder: Path) -> str:
-    """40-hex commit id of a plain folder: :func:`_stat_hash` of all its files."""
-    return _stat_hash(_repo_files(folder))
 
 
 def _history(repo_dir: Path) -> Optional[List[str]]:
@@ -534,12 +512,6 @@ def _find_repo_in(root: Path, repo_id: str) -> Optional[Path]:
     return found[0] if found and _served_path(found[0], root.resolve(), folder=True) is not None else None
 
 
-def _folder_oid(files: Dict[str, FileIdentity], key: str) -> str:
-    """The ``oid`` of the folder ``key`` of a revision (``files``: its :func:`_repo_files`) in a listing:
-    :func:`_stat_hash` of the files below it, so it changes with anything below it and reads none of them."""
-    return _stat_hash({rel: identity for rel, identity in files.items() if rel.startswith(key + '/')})
-
-
 def _file_oid(identity: FileIdentity) -> str:
     """The ``oid`` of a file entry in a listing, derived from its stat data (device, inode, size, mtime, ctime).
     On the Hub it is git's blob id, a hash of every byte; huggingface_hub only keeps it as an opaque id (its tree
@@ -662,8 +634,6 @@ class _ReadRoutes(BaseHTTPRequestHandler):
             n -= len(chunk)
             yield chunk
 
-    def _read_body(self, limit: int) -> bytes:
-        return b''.join(self._iter_body(limit))
 
     def _drain_body(self):
         if self._body_read:

@@ -6,7 +6,7 @@ As in timm, a config file sets defaults and flags given on the command line over
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from timm.utils import ParseKwargs
 
@@ -92,10 +92,6 @@ def _config_value(action: argparse.Action, value: Any) -> Any:
         return [scalar(v) for v in value]
     except ValueError:
         raise ValueError(what) from None
-
-
-def _float_list(s: str) -> Tuple[float, ...]:
-    return tuple(float(v) for v in s.split(','))
 
 
 def create_parser() -> argparse.ArgumentParser:
