@@ -24,7 +24,7 @@ import timm_cra  # noqa: E402,F401  (registers the models)
 from timm_cra.eval.validate import create_parser, validate  # noqa: E402
 from timm_cra.hub import publish  # noqa: E402
 from timm_cra.hub.card import code_span  # noqa: E402
-from timm_cra.hub.generate import generate_hub  # noqa: E402
+from tools.generate_hub import generate_hub  # noqa: E402
 from timm_cra.utils.errors import UsageError, run_cli  # noqa: E402
 from timm_cra.utils.io import atomic_path  # noqa: E402
 from timm_cra.utils.strict_json import read_json  # noqa: E402

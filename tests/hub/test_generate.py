@@ -6,7 +6,7 @@ import timm
 import timm_cra  # noqa: F401
 from timm.models import PretrainedCfg
 
-from timm_cra.hub.generate import generate_hub, weight_tags
+from tools.generate_hub import generate_hub, weight_tags
 from timm_cra.models import WEIGHTS_GATES_UNTRAINED, weight_status_tags
 
 ROOT = Path(__file__).resolve().parents[2]

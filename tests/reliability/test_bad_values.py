@@ -750,8 +750,8 @@ def test_an_ema_whose_outputs_are_not_finite_stops_the_run_before_its_checkpoint
 
 def test_hub_generate_refuses_unknown_options(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE='1')
-    proc = subprocess.run([sys.executable, '-m', 'timm_cra.hub.generate', '--bogus'], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / 'tools' / 'generate_hub.py'), '--bogus'], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and 'unrecognized arguments: --bogus' in proc.stderr
     assert not (tmp_path / 'hub').exists()
 
