@@ -10,7 +10,6 @@ pickled as an array) still load: the reader admits numeric numpy arrays.
 
 ``python -m timm_cra.train.checkpoint upgrade OLD NEW`` rewrites a version-1 file as version 2.
 """
-import argparse
 import logging
 import os
 import random
@@ -21,11 +20,11 @@ import torch
 
 from ..utils.errors import UsageError, printable, run_cli
 from ..utils.io import atomic_write, check_output_file, temp_pattern
-from ..utils.io import remove_stale_temp_files as remove_stale_files
+from ..utils.io import remove_stale_temp_files
 from ..utils.weights import checkpoint_digests, load_checkpoint_file, nonfinite_tensors
 from ..utils.cli import CommandParser
 
-__all__ = ['atomic_save', 'save_checkpoint', 'get_rng_state', 'set_rng_state', 'remove_stale_temp_files',
+__all__ = ['atomic_save', 'save_checkpoint', 'get_rng_state', 'set_rng_state', 'remove_stale_run_temp_files',
            'upgrade_checkpoint', 'CheckpointSaveError', 'CHECKPOINT_VERSION']
 
 _logger = logging.getLogger(__name__)
@@ -67,10 +66,10 @@ class _WriteRecorder:
         return self.f.flush()
 
 
-def remove_stale_temp_files(folder: str, names: Sequence[str] = (), patterns: Sequence[str] = ()) -> int:
+def remove_stale_run_temp_files(folder: str, names: Sequence[str] = (), patterns: Sequence[str] = ()) -> int:
     """Delete what killed writes left in ``folder``: checkpoints' ``.tmp-*.pth``, the temp files of ``names``
     (files written with :func:`~timm_cra.utils.io.atomic_write`) and ``patterns``; returns how many."""
-    n = remove_stale_files(folder, [temp_pattern(None, prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX)]
+    n = remove_stale_temp_files(folder, [temp_pattern(None, prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX)]
                            + [temp_pattern(name) for name in names]
                            + list(patterns))
     if n:

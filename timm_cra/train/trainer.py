@@ -35,7 +35,7 @@ from ..utils.io import (EARLIER_RUN_ASIDE, HeldFolder, OutputPathError, atomic_w
 from ..utils.strict_yaml import safe_dump
 from ..utils.weights import DATA_CONFIG_KEYS, recorded_data_config, setting_differences
 from .args import parse_args
-from .checkpoint import remove_stale_temp_files, save_checkpoint
+from .checkpoint import remove_stale_run_temp_files, save_checkpoint
 from .distributed import DistInfo, init_distributed
 from .export import EARLIER_RUN_FILES, EXPORT_TMP_PREFIX, RUN_FILES, finish_run, run_label_names
 from .loaders import create_datasets, create_loaders
@@ -212,7 +212,7 @@ def _remove_unfinished_run(output_dir: str) -> None:
     for name in RUN_FILES:
         if os.path.lexists(os.path.join(output_dir, name)):
             os.remove(os.path.join(output_dir, name))
-    remove_stale_temp_files(output_dir, names=RUN_FILES, patterns=[temp_pattern(None, prefix=EXPORT_TMP_PREFIX)])
+    remove_stale_run_temp_files(output_dir, names=RUN_FILES, patterns=[temp_pattern(None, prefix=EXPORT_TMP_PREFIX)])
 
 
 def _prepare_output(output_dir: str, args_dict: Dict[str, Any]) -> None:
@@ -226,7 +226,7 @@ def _prepare_output(output_dir: str, args_dict: Dict[str, Any]) -> None:
                               f'--output.') from e
     if args_dict.get('overwrite') and not _resumes_in(output_dir, args_dict.get('resume')):
         _set_earlier_run_aside(output_dir)
-    remove_stale_temp_files(output_dir, names=RUN_FILES, patterns=[temp_pattern(None, prefix=EXPORT_TMP_PREFIX)])
+    remove_stale_run_temp_files(output_dir, names=RUN_FILES, patterns=[temp_pattern(None, prefix=EXPORT_TMP_PREFIX)])
     with atomic_write(os.path.join(output_dir, 'args.yaml')) as f:
         safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in args_dict.items()}, f)
 
