@@ -364,6 +364,32 @@ def test_a_validation_split_linked_to_the_training_split_is_never_validated_on(t
     assert res['split'] == 'val'  # was none: the card read the data as a dataset called 'val'
 
 
+def test_a_validation_split_of_linked_arrow_files_or_cifar_batches_is_never_validated_on(tmp_path):
+    """A save_to_disk test/*.arrow hard-linked to train/'s, or a CIFAR test_batch hard-linked to data_batch_1, passed
+    the guard (it compared the saved split folders, and no pickle files): training validated on its own rows with
+    exit 0. The files each split reads are compared by identity; the same files named twice stay the user's."""
+    import glob
+    from timm_cra.data import split_overlap
+    from .test_data_cifar_pickle import write_cifar10
+    saved = _saved_dict(tmp_path / 'saved')
+    test_arrow = glob.glob(str(saved / 'test' / '*.arrow'))[0]
+    os.unlink(test_arrow)
+    os.link(glob.glob(str(saved / 'train' / '*.arrow'))[0], test_arrow)
+    batches = write_cifar10(tmp_path / 'pickles')
+    os.unlink(batches / 'test_batch')
+    os.link(batches / 'data_batch_1', batches / 'test_batch')
+    for data_dir in (saved, tmp_path / 'pickles'):
+        assert split_overlap('', str(data_dir), 'train', 'test').one_split, data_dir
+        with pytest.raises(DataError, match=f'--data-dir {data_dir} holds one split, so validation would run on '
+                                            f'the training rows'):
+            _train(tmp_path, data_dir, '--val-split', 'test')
+        assert not split_overlap('', str(data_dir), 'test', 'test').one_split  # one split named for both
+    (batches / 'test_batch').unlink()
+    write_cifar10(tmp_path / 'fresh')
+    os.rename(tmp_path / 'fresh' / 'cifar-10-batches-py' / 'test_batch', batches / 'test_batch')
+    assert not split_overlap('', str(tmp_path / 'pickles'), 'train', 'test').one_split
+
+
 def test_validate_names_a_parquet_split_linked_to_the_training_files_as_the_training_split(tmp_path, caplog):
     """A test-*.parquet hard-linked (or symlinked) to train-*.parquet: training refuses it, but validate recorded
     the rows as the 'test' split (and a card would say so), where a class folder of links is recorded as 'train'.

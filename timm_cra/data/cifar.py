@@ -18,7 +18,7 @@ from .errors import DataError, first_non_integer
 from .folders import warn_empty_classes
 from .in_memory import TensorImageDataset
 
-__all__ = ['load_cifar_pickle', 'find_cifar_pickle_dir']
+__all__ = ['load_cifar_pickle', 'find_cifar_pickle_dir', 'cifar_split_files']
 
 _LAYOUTS = {
     'cifar-10-batches-py': dict(
@@ -120,6 +120,19 @@ def _names(values, meta: str, key: str) -> List[str]:
     return names
 
 
+def _split_key(split: str) -> Optional[str]:
+    return 'train' if split in ('train', 'training') else 'test' if split in ('test', 'val', 'validation') else None
+
+
+def cifar_split_files(root: str, split: str, variant: Optional[str] = None) -> List[str]:
+    """The batch files :func:`load_cifar_pickle` reads for ``split`` ([] where it would refuse the data)."""
+    path = find_cifar_pickle_dir(root, variant)
+    key = _split_key(split)
+    if path is None or key is None:
+        return []
+    return [os.path.join(path, name) for name in _LAYOUTS[os.path.basename(os.path.normpath(path))][key]]
+
+
 def load_cifar_pickle(root: str, split: str = 'train', variant: Optional[str] = None) -> TensorImageDataset:
     """Read a CIFAR pickle split straight into an in-memory uint8 ``(N, 32, 32, 3)`` dataset. ``variant``
     (``'cifar10'`` / ``'cifar100'``, from ``--dataset torch/<variant>``) chooses the layout; without it the
@@ -135,7 +148,7 @@ def load_cifar_pickle(root: str, split: str = 'train', variant: Optional[str] = 
         raise DataError(f"No 'cifar-10-batches-py' or 'cifar-100-python' folder in '{root}'. Extract the "
                         f"torchvision CIFAR archive there, or pass the parquet/HF dataset instead.")
     layout = _LAYOUTS[os.path.basename(os.path.normpath(path))]
-    key = 'train' if split in ('train', 'training') else 'test' if split in ('test', 'val', 'validation') else None
+    key = _split_key(split)
     if key is None:
         raise DataError(f"CIFAR has splits 'train' and 'test', not '{split}'.")
     data: List[np.ndarray] = []

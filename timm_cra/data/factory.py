@@ -11,10 +11,10 @@ from torch.utils.data import default_collate
 from ..utils.cli import SPLIT_FOLDER_NAMES
 from ..utils.errors import printable
 from ..utils.labels import name_key, numbered_classes
-from .cifar import find_cifar_pickle_dir, load_cifar_pickle
+from .cifar import cifar_split_files, find_cifar_pickle_dir, load_cifar_pickle
 from .errors import DataError, check_class_names, classes_absent_from_training, index_by_name
 from .folders import (TRAIN_FOLDER_NAMES, ImageFolderDataset, check_data_folder, class_folders, find_split_dir,
-                      recorded_split, shared_files)
+                      recorded_split, shared_files, walk_folder)
 from .hf import CLASSLABEL_FIX, HFImageDataset, iter_parquet_files, parquet_splits, split_candidates
 from .in_memory import TensorImageDataset, decode_to_memory
 
@@ -200,6 +200,14 @@ def split_overlap(name: Optional[str], root: Optional[str], train_split: str = '
             return SplitOverlap(one_split=_same_split_files(root, train_split, val_split))
         except (DataError, OSError):
             return SplitOverlap()
+    if kind.startswith('torch/cifar') or kind in ('cifar10', 'cifar100'):  # test_batch linked to a data_batch
+        variant = kind.rpartition('/')[2]
+        variant = variant if variant in ('cifar10', 'cifar100') else None
+        try:
+            return SplitOverlap(one_split=_shared_file(cifar_split_files(root, train_split, variant),
+                                                       cifar_split_files(root, val_split or 'validation', variant)))
+        except OSError:
+            return SplitOverlap()
     if kind not in ('imagenet', 'folder', 'folder-auto') or not os.path.isdir(root):
         return SplitOverlap()
     try:
@@ -217,20 +225,28 @@ def split_overlap(name: Optional[str], root: Optional[str], train_split: str = '
 
 
 def _same_split_files(root: str, train_split: str, val_split: str) -> bool:
-    """Whether a parquet / ``save_to_disk`` folder's ``val_split`` shares a file or folder with its ``train_split``."""
+    """Whether a parquet / ``save_to_disk`` folder's ``val_split`` shares a file or folder with its ``train_split``:
+    a saved split's folder, or any of its ``.arrow`` files (hard-linked or symlinked one by one)."""
     def split_files(split: str) -> list:
         if os.path.exists(os.path.join(root, 'dataset_dict.json')):  # its splits are its sub-folders
             found = [os.path.join(root, s) for s in split_candidates(split) if os.path.isdir(os.path.join(root, s))]
+            found += [os.path.join(d, f) for folder in found for d, _, files in walk_folder(folder)
+                      for f in files if f.endswith('.arrow')]
         else:
             splits = parquet_splits(root)
             found = next((splits[s] for s in split_candidates(split) if s in splits), [])
         return found
 
-    train_files, val_files = split_files(train_split), split_files(val_split or 'validation')
-    if sorted(train_files) == sorted(val_files):  # one split named for both (--train-split test): the user's choice
+    return _shared_file(split_files(train_split), split_files(val_split or 'validation'))
+
+
+def _shared_file(files: Sequence[str], others: Sequence[str]) -> bool:
+    """Whether a file of ``others`` is one of ``files`` (device and inode, links followed); the same paths are one
+    split named for both (``--train-split test --val-split test``), the user's choice."""
+    if sorted(files) == sorted(others):
         return False
-    train = {(st.st_dev, st.st_ino) for st in map(os.stat, train_files)}
-    return any((st.st_dev, st.st_ino) in train for st in map(os.stat, val_files))
+    ids = {(st.st_dev, st.st_ino) for st in map(os.stat, files)}
+    return any((st.st_dev, st.st_ino) in ids for st in map(os.stat, others))
 
 
 def _head(ds, n: int):
