@@ -227,14 +227,14 @@ def test_a_trickling_hub_loads_the_bundled_copy_in_bounded_time(hub, caplog, mon
 
 
 @contextlib.contextmanager
-def _other_weights_served(hub, tmp_path):
-    """Inside the block, a Hub serving REPO with other weights than the bundled copy (fc.bias + 1): yields their
+def _other_weights_served(hub, tmp_path, repo=REPO):
+    """Inside the block, a Hub serving ``repo`` with other weights than the bundled copy (fc.bias + 1): yields their
     state and sha256."""
-    state = _published()
+    state = _published(repo)
     state['fc.bias'] = state['fc.bias'] + 1
     from timm_cra.hub.server import HubFolderServer
-    folder = tmp_path / 'root' / REPO
-    shutil.copytree(HUB_DIR / REPO, folder)
+    folder = tmp_path / 'root' / repo
+    shutil.copytree(HUB_DIR / repo, folder)
     save_file(state, str(folder / 'model.safetensors'))
     with HubFolderServer([tmp_path / 'root']) as server:  # its own server: the session's keeps hub/'s bytes
         hub.set_endpoint(server.endpoint)
@@ -249,6 +249,17 @@ def test_other_bytes_under_a_repo_timm_cra_has_not_published_load_the_bundled_co
     _assert_weights(model, _published())
     assert FALLBACK in caplog.text and f'serves other weights (sha256 {served}) than the copy this release bundles, ' \
         f'and timm-cra has not published that repo yet' in caplog.text
+
+
+def test_a_gates_untrained_tag_reads_the_bundled_copy_of_an_unpublished_base_repo(hub, tmp_path, caplog):
+    """cra_cifar_resnet20.cifar10_gates_untrained reads timm-cra/cifar_resnet20.cifar10, unpublished: other bytes
+    served under that name loaded through it (only a warning) while its base tag loaded the bundled copy."""
+    base = 'timm-cra/cifar_resnet20.cifar10'
+    with _other_weights_served(hub, tmp_path, base) as (_, served), caplog.at_level(logging.INFO, logger='timm_cra'):
+        model = timm.create_model('cra_cifar_resnet20.cifar10_gates_untrained', pretrained=True)
+    assert model.pretrained_cfg['file'] == str(BUNDLED_DIR / base / 'model.safetensors')
+    assert torch.equal(model.fc.bias, _published(base)['fc.bias'])
+    assert FALLBACK in caplog.text and f'serves other weights (sha256 {served})' in caplog.text
 
 
 def test_a_published_hub_repo_wins_over_the_bundled_copy(hub, tmp_path, caplog, monkeypatch):

@@ -468,6 +468,14 @@ def _check_repo_config(name: str, variant: str, cfg: PretrainedCfg, location: Tu
             f"load the repo by its own config: timm.create_model('hf-hub:{cfg.hf_hub_id}', pretrained=True).")
 
 
+def _repo_upload_pending(repo_id: str) -> bool:
+    """Whether timm-cra has not published ``repo_id`` yet: a registered tag loading it has status
+    :data:`WEIGHTS_UPLOAD_PENDING` (a gates-untrained tag reads its base tag's repo, whose status that is)."""
+    import timm
+    return any(split_revision(timm.models.get_pretrained_cfg(name).hf_hub_id or '')[0] == repo_id
+               for name in weight_status_tags(WEIGHTS_UPLOAD_PENDING))
+
+
 def _warn_bundled_not_served(name: str, location: Tuple[str, Optional[str]], served: Optional[str]) -> None:
     """Warn when the Hub served other weights (sha256 ``served``) for a bundled repo than this release bundles: the
     online and the offline answers of one tag would differ without a word."""
@@ -505,7 +513,7 @@ def _load_hub_first(create_fn: Callable[..., Any], variant: str, kwargs: Dict[st
         else:
             verify_download(*location)
     served = hub_differs_from_bundled(*location) if reason is None and fallback else None
-    if served and weight_status(cfg) == WEIGHTS_UPLOAD_PENDING:
+    if served and _repo_upload_pending(repo_id):
         # not published by timm-cra yet: whoever serves the repo now is not the release's source of these weights
         reason = (f"serves other weights (sha256 {served}) than the copy this release bundles, and timm-cra has not "
                   f"published that repo yet")
