@@ -169,7 +169,12 @@ def test_a_repo_config_cannot_send_the_loader_to_other_weights(hub, tmp_path):
             create('hf-hub:evil/r', pretrained=True)
     with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"^timm_cra: local-dir:{repo}: {refused}"):
         timm_cra.create_model(f'local-dir:{repo}', pretrained=True)
-    hub.add_repo(f'timm-cra/{TAG}', repo)  # the same repo behind the registered tag
+    # the same repo behind the registered tag, unpublished: its other bytes are not the tag's, the bundled copy loads
+    hub.add_repo(f'timm-cra/{TAG}', repo)
+    assert timm.create_model(TAG, pretrained=True).pretrained_cfg['file'].endswith(f'{TAG}/model.safetensors')
+    # with the published bytes, the registered tag refuses the config
+    shutil.copyfile(REPO_ROOT / 'hub' / 'timm-cra' / TAG / 'model.safetensors', repo / 'model.safetensors')
+    hub.add_repo(f'timm-cra/{TAG}', repo)
     with pytest.raises(timm_cra.PretrainedWeightsError, match=rf"config.json of Hub repo 'timm-cra/{TAG}': {refused}"):
         timm.create_model(TAG, pretrained=True)
 

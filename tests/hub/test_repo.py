@@ -97,3 +97,18 @@ def test_a_model_its_config_does_not_rebuild_is_refused_before_anything_is_writt
     out = export_repo(model, tmp_path / 'r', model_name='cra_resnet18.mine')
     loaded = timm.create_model(f'local-dir:{out}', pretrained=True)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in retrofitted.state_dict().items())
+
+
+def test_a_model_whose_modules_compute_otherwise_than_its_config_builds_is_refused(tmp_path):
+    """Same tensors, other computation: retrofit_cra(..., pool_type='avg') on a cra_resnet18 exported a config.json
+    naming cra_resnet18 without model_args, so every reader pooled by max (logits off by 5e-4 here, 5.6e17 on a
+    cra_cifar_resnet20). Refused, naming the module; built with its keywords, it exports."""
+    from timm_cra.hub.card import RepoContentError
+    from timm_cra.models import retrofit_cra
+    changed = retrofit_cra(timm.create_model('cra_resnet18', num_classes=3), pool_type='avg')
+    with pytest.raises(RepoContentError, match=r"module 'layer1.0.se' is CraAttn\(.*pool_type='avg'.*builds "
+                                               r"CraAttn\(.*pool_type='max'"):
+        export_repo(changed, tmp_path / 'r', model_name='cra_resnet18.mine')
+    assert not (tmp_path / 'r').exists()
+    export_repo(timm.create_model('cra_cifar_resnet20', cra_pool_type='avg'), tmp_path / 'r', model_name='x.y')
+    assert timm.create_model(f'local-dir:{tmp_path / "r"}').layer1[0].se.pool_type == 'avg'

@@ -60,7 +60,17 @@ def test_base_keys_map_onto_the_cra_arch(cra_arch):
 
 
 def _serve_base(hub, base_arch: str, seed: int = 0, arch: str = None):
-    """A stand-in of timm's Hub repo of ``base_arch``'s default weights; returns the base model (eval)."""
+    """A stand-in of timm's Hub repo of ``base_arch``'s default weights; returns the base model (eval). A repo this
+    package bundles is served as published (other bytes under its unpublished name load the bundled copy)."""
+    from safetensors.torch import load_file
+    from timm_cra.models._weight_checks import BUNDLED_WEIGHTS
+    from ..conftest import HUB_DIR
+    repo_id = get_pretrained_cfg(base_arch).hf_hub_id
+    if repo_id in BUNDLED_WEIGHTS and arch is None:
+        hub.add_repo(repo_id, HUB_DIR / repo_id)
+        base = timm.create_model(base_arch)
+        base.load_state_dict(load_file(str(HUB_DIR / repo_id / 'model.safetensors')))
+        return base.eval()
     torch.manual_seed(seed)
     base = reinit_bns(timm.create_model(arch or base_arch), seed).eval()
     with tempfile.TemporaryDirectory() as folder:

@@ -23,7 +23,7 @@ from torch import nn
 from timm.models import PretrainedCfg, is_model, model_entrypoint
 from timm.models._hub import save_config_for_hf
 
-from ..models._builder import hub_id
+from ..models._builder import hub_id, module_structure
 from ..models._factory import label_count_problem
 from ..utils import count_macs, count_params
 from ..utils.errors import UsageError
@@ -256,7 +256,18 @@ def _check_config_rebuilds(model: nn.Module, config: Dict[str, Any]) -> None:
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
     if ours == theirs:
-        return
+        # the same tensors may still compute otherwise: a CRA gate's pooling or gate function, any module's settings
+        built = {name: (kind, settings) for name, kind, settings, _ in module_structure(rebuilt)}
+        other = next(((name, kind, settings) for name, kind, settings, _ in module_structure(model)
+                      if built.get(name, (kind, settings)) != (kind, settings)), None)
+        if other is None:
+            return
+        name, kind, settings = other
+        raise RepoContentError(
+            f"the model's module '{name}' is {kind}({settings[:80]}) but the architecture '{arch}' its config.json "
+            f"names (model_args {json.dumps(model_args)[:80]}) builds {built[name][0]}({built[name][1][:80]}): every "
+            f"reader would compute other outputs from these weights (a model changed after it was built, e.g. by "
+            f"retrofit_cra): build it with timm.create_model and the keywords that make it, and save that model.")
     extra, missing = [k for k in ours if k not in theirs], [k for k in theirs if k not in ours]
     shapes = [k for k in ours if k in theirs and ours[k] != theirs[k]]
     what = '; '.join(f'{label}: {", ".join(keys[:3])}{" ..." if len(keys) > 3 else ""} ({len(keys)})'

@@ -28,7 +28,7 @@ __all__ = [
     'WEIGHTS_PENDING', 'WEIGHTS_UPLOAD_PENDING', 'WEIGHTS_GATES_UNTRAINED',
     'weight_status_cfg', 'weight_status', 'weight_note', 'weight_status_tags', 'hub_id',
     'imagenet_cfg', 'imagenet_1k_labels', 'base_arch', 'default_cfgs_marked', 'gates_untrained_cfgs',
-    'check_pretrained_available', 'create_cra_model',
+    'check_pretrained_available', 'create_cra_model', 'module_structure',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -380,7 +380,7 @@ def _hub_cannot_serve(err: BaseException) -> Optional[str]:
 _ANSWER_FIELDS = ('num_classes', 'label_names', 'mean', 'std', 'input_size', 'crop_pct', 'crop_mode', 'interpolation')
 
 
-def _architecture(model: Any) -> List[Tuple[str, str, str, Tuple[Tuple[int, ...], ...]]]:
+def module_structure(model: Any) -> List[Tuple[str, str, str, Tuple[Tuple[int, ...], ...]]]:
     """What of a model's structure decides its answers: each module's name, class, settings (``extra_repr``: CRA's
     pool size and type, conv kernels) and tensor shapes; dropout left out (identity at eval, a caller's choice)."""
     from timm.layers import DropBlock2d, DropPath
@@ -405,8 +405,8 @@ def _model_args_difference(variant: str, model_args: Dict[str, Any], model: Any,
     import itertools
     import json
     import timm
-    ours = _architecture(model)
-    theirs = _architecture(timm.create_model(variant, device='meta', **{
+    ours = module_structure(model)
+    theirs = module_structure(timm.create_model(variant, device='meta', **{
         **model_args, **{k: kwargs[k] for k in _CALLER_ARGS if k in kwargs}}))
     missing = ('', 'nothing', '', ())
     for repo, registered in itertools.zip_longest(theirs, ours, fillvalue=missing):
