@@ -22,9 +22,10 @@ from timm.models import get_arch_pretrained_cfgs  # noqa: E402
 from timm_cra.models import list_package_models  # noqa: E402
 from timm_cra.models._builder import (HUB_ORG, WEIGHTS_GATES_UNTRAINED, WEIGHTS_PENDING, weight_note,  # noqa: E402
                                       weight_status)
+from timm_cra.hub.card import load_eval_results  # noqa: E402
 from timm_cra.hub.repo import write_repo_metadata  # noqa: E402
 from timm_cra.utils.cli import CommandParser  # noqa: E402
-from timm_cra.utils.errors import run_cli  # noqa: E402
+from timm_cra.utils.errors import UsageError, run_cli  # noqa: E402
 
 __all__ = ['weight_tags', 'generate_hub', 'create_parser', 'main']
 
@@ -56,18 +57,29 @@ def generate_hub(
         The repo folders written.
     """
     out_root = Path(out_root)
-    written = []
-    for name in names or weight_tags():
+    if results_dir and not Path(results_dir).is_dir():  # every card would silently lose its measured numbers
+        raise UsageError(f'--results {results_dir} is not a folder: pass the folder of <arch>.<tag>.json results '
+                         f'(the repository\'s results/).')
+    plan = []
+    for name in names or weight_tags():  # everything read and checked before the first file is written
         cfg = timm.get_pretrained_cfg(name)
         repo_id = cfg.hf_hub_id or f'{HUB_ORG}/{name}'
         results = Path(results_dir) / f'{name}.json' if results_dir else None
-        model = timm.create_model(name, device='meta')  # shapes only: no weights needed for config and card
+        results = load_eval_results(results) if results is not None and results.is_file() else None
         repo_dir = out_root.joinpath(*repo_id.split('/'))
+        linked = [p for p in (repo_dir.parent, repo_dir, repo_dir / 'config.json', repo_dir / 'README.md')
+                  if p.is_symlink()]
+        if linked:  # the write would land outside --out
+            raise UsageError(f'{linked[0]} is a symlink: generate writes only into --out {out_root}; remove the link.')
+        plan.append((name, cfg, repo_id, results, repo_dir))
+    written = []
+    for name, cfg, repo_id, results, repo_dir in plan:
+        model = timm.create_model(name, device='meta')  # shapes only: no weights needed for config and card
         repo_dir.mkdir(parents=True, exist_ok=True)
         write_repo_metadata(
             model, repo_dir, model_name=name, repo_id=repo_id,
             label_names=cfg.label_names, label_descriptions=cfg.label_descriptions,  # the tag's data, as registered
-            results=results if results is not None and results.is_file() else None,
+            results=results,
             weights_note=weight_note(cfg) if weight_status(cfg) == WEIGHTS_PENDING else None,
         )
         written.append(repo_dir)

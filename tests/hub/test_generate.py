@@ -47,3 +47,30 @@ def test_paper_card_and_config():
                    'carries no licence file', 'arXiv:2010.05605', 'import timm_cra', 'Params (M):** 26.31'):
         assert needle in card, needle
     assert not (repo / 'model.safetensors').exists()
+
+
+def test_nothing_is_written_unless_every_input_is_right(tmp_path):
+    """A mistyped --results wrote every card without its numbers (exit 0); a bad results file stopped the run after
+    four repos were written; a symlinked README.md in --out had the card written through it, outside --out."""
+    import shutil
+    import pytest
+    from timm_cra.utils.errors import UsageError
+    out = tmp_path / 'hub'
+    with pytest.raises(UsageError, match=r'--results .*missing is not a folder'):
+        generate_hub(out, tmp_path / 'missing')
+    results = tmp_path / 'results'
+    shutil.copytree(ROOT / 'results', results, ignore=shutil.ignore_patterns('*.png', 'cifar10*', 'detection',
+                                                                              'retrofit', 'benchmark*', 'onnx*'))
+    (results / f'{weight_tags()[-1]}.json').write_text('{"top1": "abc"}')
+    with pytest.raises(UsageError):
+        generate_hub(out, results)
+    assert not out.exists()
+    (results / f'{weight_tags()[-1]}.json').unlink()
+    victim = tmp_path / 'victim.txt'
+    victim.write_text('keep')
+    repo = out / 'timm-cra' / weight_tags()[0]
+    repo.mkdir(parents=True)
+    (repo / 'README.md').symlink_to(victim)
+    with pytest.raises(UsageError, match=r'README.md is a symlink: generate writes only into --out'):
+        generate_hub(out, results)
+    assert victim.read_text() == 'keep' and list(repo.iterdir()) == [repo / 'README.md']
