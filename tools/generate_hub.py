@@ -26,6 +26,7 @@ from timm_cra.hub.card import load_eval_results  # noqa: E402
 from timm_cra.hub.repo import write_repo_metadata  # noqa: E402
 from timm_cra.utils.cli import CommandParser  # noqa: E402
 from timm_cra.utils.errors import UsageError, run_cli  # noqa: E402
+from timm_cra.utils.io import check_output_folder  # noqa: E402
 
 __all__ = ['weight_tags', 'generate_hub', 'create_parser', 'main']
 
@@ -56,6 +57,7 @@ def generate_hub(
     Returns:
         The repo folders written.
     """
+    check_output_folder(out_root, '--out')  # '' wrote into the current folder, a file was a traceback
     out_root = Path(out_root)
     if results_dir and not Path(results_dir).is_dir():  # every card would silently lose its measured numbers
         raise UsageError(f'--results {results_dir} is not a folder: pass the folder of <arch>.<tag>.json results '

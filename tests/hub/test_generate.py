@@ -56,6 +56,10 @@ def test_nothing_is_written_unless_every_input_is_right(tmp_path):
     import pytest
     from timm_cra.utils.errors import UsageError
     out = tmp_path / 'hub'
+    for bad in ('', victim_file := tmp_path / 'a-file'):
+        victim_file.write_text('x')
+        with pytest.raises(UsageError, match='--out'):
+            generate_hub(bad, ROOT / 'results')
     with pytest.raises(UsageError, match=r'--results .*missing is not a folder'):
         generate_hub(out, tmp_path / 'missing')
     results = tmp_path / 'results'

@@ -238,7 +238,8 @@ def test_unknown_tag():
         timm.create_model('cra_resnet18.nope', pretrained=True)
     # the package's factory (every CLI's) said timm's RuntimeError, naming no tag, and the CLIs printed a traceback
     import timm_cra
-    for name, known in (('cra_resnet18.nope', 'cra_resnet18.untrained'), ('resnet18.nope', 'resnet18.a1_in1k')):
+    for name, known in (('cra_resnet18.nope', 'cra_resnet18.untrained'), ('resnet18.nope', 'resnet18.a1_in1k'),
+                        ('cra_resnet18.', 'cra_resnet18.untrained')):
         with pytest.raises(ValueError, match=rf"unknown pretrained tag '{name}'.*{known}"):
             timm_cra.create_model(name)
 

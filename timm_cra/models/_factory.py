@@ -569,10 +569,10 @@ def check_model_name(name: str, flag: Optional[str] = None) -> None:
     import timm
     if ':' in name:
         return
-    arch, _, tag = name.partition('.')
+    arch, dot, tag = name.partition('.')
     if not timm.is_model(arch):
         raise UnknownModelError(name, close_model_names(name), flag)
-    check_pretrained_tag(arch, tag)
+    check_pretrained_tag(arch, tag if dot else None)  # 'cra_resnet50.' names the empty tag
 
 
 @contextlib.contextmanager

@@ -37,10 +37,10 @@ class UnknownPretrainedTagError(PretrainedWeightsError, ValueError):
 
 def check_pretrained_tag(variant: str, tag: Optional[str]) -> None:
     """Raise :class:`UnknownPretrainedTagError` unless ``<variant>.<tag>`` is registered (timm's own refusal is a
-    RuntimeError naming no tag that exists); a missing tag is the architecture's default."""
+    RuntimeError naming no tag that exists); ``None`` is the architecture's default tag."""
     from timm.models import get_arch_pretrained_cfgs
     known = list(get_arch_pretrained_cfgs(variant))
-    if tag and f'{variant}.{tag}' not in known:
+    if tag is not None and f'{variant}.{tag}' not in known:
         raise UnknownPretrainedTagError(
             f"timm_cra: unknown pretrained tag '{variant}.{tag}'. Use one of the registered names: "
             f"{', '.join(known) or variant} (timm.list_pretrained('{variant}*') lists those with weights).")
