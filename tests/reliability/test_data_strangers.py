@@ -423,6 +423,12 @@ def test_validate_names_a_parquet_split_linked_to_the_training_files_as_the_trai
     (data / 'test-00000-of-00002.parquet').unlink()
     shutil.copyfile(train_file, data / 'test-00000-of-00002.parquet')
     assert split_recorded(data) == 'test'
+    # a split folder linked to the training one (DIR/test -> train): the walk visits it once, so 'train' was not
+    # listed apart and the rows were recorded as 'test'
+    folders = tmp_path / 'folders'
+    write_parquet(folders / 'train' / '0.parquet', [0, 1, 0, 1])
+    (folders / 'test').symlink_to('train')
+    assert split_recorded(folders) == 'train'
 
 
 @pytest.mark.parametrize('link', ['hard', 'class-symlinks', 'file-symlinks', 'train-links-to-val'])

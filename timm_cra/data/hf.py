@@ -323,6 +323,15 @@ def _split_of_the_files(source: str, name: str, files: Dict[str, List[str]]) -> 
     def identities(split):
         return [(st.st_dev, st.st_ino) for st in map(os.stat, files[split])]
 
+    real_root = os.path.realpath(source)
+    tops = {os.path.relpath(os.path.realpath(f), real_root).split(os.sep)[0] for f in files[name]}
+    top = tops.pop() if len(tops) == 1 else None
+    if top not in (None, name, os.pardir) and os.path.isdir(os.path.join(real_root, top)) and not any(
+            os.path.relpath(f, source).split(os.sep)[0] == top for f in files[name]):
+        # DIR/test -> train: the walk visits the linked folder once, so the split it links to is not listed apart
+        _logger.warning(printable(f"the '{name}' split of '{source}' is its '{top}' folder (a link): its rows are "
+                                  f"recorded as the '{top}' split."))
+        return top
     try:
         ids = identities(name)
         others = sorted((s for s in files if s != name), key=lambda s: s != 'train')
