@@ -103,3 +103,13 @@ def test_training_set_up_lists_each_split_folder_once(class_folder, monkeypatch)
     assert shared_files(str(class_folder / 'val'), str(class_folder / 'train')) == (1, 7)
     with pytest.raises(DataError, match='1 of the 7 images of --val-split validation'):
         create_datasets(parse_args(['--model', 'cra_resnet18', '--data-dir', str(class_folder)]))
+
+
+def test_a_training_split_is_never_renamed_nor_said_to_be_another(caplog):
+    """A training split sharing files with the test split was warned to have scores 'partly the test split's'."""
+    import logging
+    from timm_cra.data.folders import recorded_split
+    with caplog.at_level(logging.WARNING):
+        assert recorded_split('train', ['test'], lambda other: (1, 1), root='r', what='train', renamable=False) == 'train'
+        assert recorded_split('val', ['train'], lambda other: (1, 2), root='r', what='val') == 'val'
+    assert [r.getMessage()[:27] for r in caplog.records] == ['1 of the 2 images of val ar']

@@ -176,10 +176,13 @@ def recorded_split(name: str, others: Iterable[str], shared_with: Callable[[str]
     """The split name results record for split ``name`` of ``root`` (``what``: how to name it): the first of
     ``others`` whose files hold all of its ``unit``s (``shared_with(other)`` -> ``(shared, total)``; hard links or
     symlinks) when ``renamable`` (a training split never is), said once; a split sharing some is said to share them.
-    One rule for class folders and parquet / ``save_to_disk`` splits."""
+    One rule for class folders and parquet / ``save_to_disk`` splits. A training split's images are training images
+    whatever else holds them: nothing to say (a warning that its scores were "partly the 'test' split's" read backwards)."""
+    if not renamable:
+        return name
     for other in others:
         shared, total = shared_with(other)
-        if shared and shared == total and renamable:
+        if shared and shared == total:
             _logger.warning(printable(f"every {unit} of {what} is a {unit} of the '{other}' split of "
                                       f"'{root}' (hard links or symlinks): they are recorded as the '{other}' split."))
             return other
