@@ -384,6 +384,7 @@ def test_a_validation_split_of_linked_arrow_files_or_cifar_batches_is_never_vali
                                             f'the training rows'):
             _train(tmp_path, data_dir, '--val-split', 'test')
         assert not split_overlap('', str(data_dir), 'test', 'test').one_split  # one split named for both
+    assert create_dataset('', str(saved), 'test').split == 'train'  # validate records the rows as they are
     (batches / 'test_batch').unlink()
     write_cifar10(tmp_path / 'fresh')
     os.rename(tmp_path / 'fresh' / 'cifar-10-batches-py' / 'test_batch', batches / 'test_batch')

@@ -14,8 +14,9 @@ from ..utils.labels import name_key, numbered_classes
 from .cifar import cifar_split_files, find_cifar_pickle_dir, load_cifar_pickle
 from .errors import DataError, check_class_names, classes_absent_from_training, index_by_name
 from .folders import (TRAIN_FOLDER_NAMES, ImageFolderDataset, check_data_folder, class_folders, find_split_dir,
-                      recorded_split, shared_files, walk_folder)
-from .hf import CLASSLABEL_FIX, HFImageDataset, iter_parquet_files, parquet_splits, split_candidates
+                      recorded_split, shared_files)
+from .hf import (CLASSLABEL_FIX, HFImageDataset, iter_parquet_files, parquet_splits, saved_split_files,
+                 split_candidates)
 from .in_memory import TensorImageDataset, decode_to_memory
 
 __all__ = ['create_dataset', 'detect_source', 'skip_collate', 'check_labels', 'check_num_classes',
@@ -230,8 +231,8 @@ def _same_split_files(root: str, train_split: str, val_split: str) -> bool:
     def split_files(split: str) -> list:
         if os.path.exists(os.path.join(root, 'dataset_dict.json')):  # its splits are its sub-folders
             found = [os.path.join(root, s) for s in split_candidates(split) if os.path.isdir(os.path.join(root, s))]
-            found += [os.path.join(d, f) for folder in found for d, _, files in walk_folder(folder)
-                      for f in files if f.endswith('.arrow')]
+            found += [f for s in split_candidates(split) if os.path.isdir(os.path.join(root, s))
+                      for f in saved_split_files(root, s)]
         else:
             splits = parquet_splits(root)
             found = next((splits[s] for s in split_candidates(split) if s in splits), [])

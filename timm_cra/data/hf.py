@@ -315,6 +315,13 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, spli
     return _load_hf_split(source, split, cache_dir, split_flag)[0]
 
 
+def saved_split_files(root: str, split: str) -> List[str]:
+    """The ``.arrow`` files of split ``split`` of a ``save_to_disk`` DatasetDict at ``root`` (its sub-folder ``split``,
+    through the loop-safe walk): what that split's rows are read from."""
+    return [os.path.join(d, f) for d, _, files in walk_folder(os.path.join(root, split)) for f in sorted(files)
+            if f.endswith('.arrow')]
+
+
 def _split_of_the_files(source: str, name: str, files: Dict[str, List[str]]) -> str:
     """The split whose rows ``name``'s files hold, as results name it (``files``: each split's parquet files or
     saved folder): another split's files under this name (a ``test-*.parquet`` hard-linked or symlinked to a
@@ -362,7 +369,8 @@ def _load_hf_split(source: str, split: str, cache_dir: Optional[str], split_flag
                 dd = datasets.load_from_disk(source)
             for name in split_candidates(split):
                 if name in dd:
-                    return dd[name], _split_of_the_files(source, name, {s: [os.path.join(source, s)] for s in dd})
+                    # its rows are its .arrow files: a test/ of hard links to train/'s is the training split
+                    return dd[name], _split_of_the_files(source, name, {s: saved_split_files(source, s) for s in dd})
             raise DataError(f"Split '{split}' not in '{source}' (splits: {', '.join(dd)}): "
                             f"{split_hint(split_flag)}.")
         if os.path.lexists(os.path.join(source, 'state.json')):
